@@ -1,0 +1,1 @@
+"""PaNReduce gateway: routes Reduce by technique, tracks jobs, runs the embedded platform."""

@@ -1,0 +1,253 @@
+"""One exception hierarchy for PaNReduce, and one table from it to gRPC status codes.
+
+Science code raises these; the kit turns them into gRPC statuses with rich details
+(google.rpc.ErrorInfo, google.rpc.BadRequest) and the client turns them back into
+the same exceptions. Anything that is not a ``PanReduceError`` is a server fault and
+is reported as INTERNAL, never as the caller's mistake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+
+DOMAIN = "panreduce.v1"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: its name (dotted path) and what is wrong with it."""
+
+    field: str
+    description: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.description}"
+
+
+class PanReduceError(Exception):
+    """Base of every error PaNReduce reports to a caller."""
+
+    reason = "ERROR"
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata: dict[str, str] = {k: str(v) for k, v in (metadata or {}).items()}
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return status_code_of(self)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class CallerError(PanReduceError):
+    """Something about the request is wrong; the caller can fix it."""
+
+
+class InvalidParameters(CallerError):
+    """Parameters that fail validation; every bad field is named."""
+
+    reason = "BAD_PARAMETERS"
+
+    def __init__(self, violations: Iterable[FieldViolation], *, context: str = "parameters") -> None:
+        self.violations = list(violations)
+        detail = "; ".join(str(v) for v in self.violations) or "invalid"
+        super().__init__(f"invalid {context}: {detail}")
+
+
+class InvalidRequest(CallerError):
+    """A request that is malformed apart from its parameters (no inputs, bad URI, ...)."""
+
+    reason = "BAD_REQUEST"
+
+
+class InputNotFound(CallerError):
+    """An input (file, object, prefix) that does not exist."""
+
+    reason = "INPUT_NOT_FOUND"
+
+    def __init__(self, uri: str, detail: str = "no such file or object") -> None:
+        super().__init__(f"input not found: {uri} ({detail})", metadata={"uri": uri})
+        self.uri = uri
+
+
+class InvalidInput(CallerError):
+    """An input that exists but cannot be used: corrupt, truncated, wrong format or
+    shape, missing a dataset, containing NaNs where numbers are needed."""
+
+    reason = "CORRUPT_INPUT"
+
+    def __init__(self, source: str, problem: str) -> None:
+        super().__init__(f"{source}: {problem}", metadata={"source": str(source)})
+        self.source = str(source)
+        self.problem = problem
+
+
+class InputTooLarge(CallerError):
+    """An input over the configured size limit."""
+
+    reason = "INPUT_TOO_LARGE"
+
+    def __init__(self, source: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"{source}: {size} bytes is over the limit of {limit} bytes",
+            metadata={"source": source, "size": str(size), "limit": str(limit)},
+        )
+
+
+class UnknownTechnique(CallerError):
+    reason = "UNKNOWN_TECHNIQUE"
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        super().__init__(
+            f"unknown technique {name!r} (available: {', '.join(known) or 'none'})",
+            metadata={"technique": name},
+        )
+
+
+class JobNotFound(CallerError):
+    reason = "JOB_NOT_FOUND"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r}", metadata={"job_id": job_id})
+
+
+class ObjectNotFound(CallerError):
+    reason = "OBJECT_NOT_FOUND"
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(f"no object {uri!r}", metadata={"uri": uri})
+
+
+class FailedPrecondition(CallerError):
+    reason = "FAILED_PRECONDITION"
+
+
+class PermissionDenied(CallerError):
+    reason = "PERMISSION_DENIED"
+
+
+class TransferError(CallerError):
+    """An upload whose bytes do not match what its header or chunks promised."""
+
+    reason = "TRANSFER_CORRUPT"
+
+
+class JobCancelled(PanReduceError):
+    reason = "CANCELLED"
+
+    def __init__(self, message: str = "cancelled") -> None:
+        super().__init__(message)
+
+
+class DeadlineExceeded(PanReduceError):
+    reason = "DEADLINE_EXCEEDED"
+
+    def __init__(self, message: str = "deadline exceeded") -> None:
+        super().__init__(message)
+
+
+class Unavailable(PanReduceError):
+    """A service that is down, unreachable or draining; retrying later may work."""
+
+    reason = "UNAVAILABLE"
+
+
+class InternalError(PanReduceError):
+    """A server fault. The message says what failed, never blames the request."""
+
+    reason = "INTERNAL"
+
+
+# The one table from exceptions to gRPC status codes. Looked up along the MRO, so a
+# subclass inherits its parent's code unless listed itself.
+STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
+    InvalidParameters: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    TransferError: grpc.StatusCode.DATA_LOSS,
+    InputNotFound: grpc.StatusCode.NOT_FOUND,
+    UnknownTechnique: grpc.StatusCode.NOT_FOUND,
+    JobNotFound: grpc.StatusCode.NOT_FOUND,
+    ObjectNotFound: grpc.StatusCode.NOT_FOUND,
+    InputTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    CallerError: grpc.StatusCode.INVALID_ARGUMENT,
+    JobCancelled: grpc.StatusCode.CANCELLED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    InternalError: grpc.StatusCode.INTERNAL,
+    PanReduceError: grpc.StatusCode.INTERNAL,
+}
+
+# reason -> exception class, for turning a status back into an exception
+_BY_REASON: dict[str, type[PanReduceError]] = {}
+for _cls in (
+    InvalidParameters, InvalidRequest, InvalidInput, TransferError, InputNotFound, UnknownTechnique,
+    JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, JobCancelled,
+    DeadlineExceeded, Unavailable, InternalError,
+):
+    _BY_REASON[_cls.reason] = _cls
+
+
+def status_code_of(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for an exception; INTERNAL for anything unexpected."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def is_caller_error(error: BaseException) -> bool:
+    return isinstance(error, CallerError)
+
+
+def rebuild(
+    code: grpc.StatusCode,
+    message: str,
+    reason: str = "",
+    violations: Iterable[FieldViolation] = (),
+    metadata: Mapping[str, str] | None = None,
+) -> PanReduceError:
+    """The exception for a status received from a server (see ``panreduce.rpc``)."""
+    cls = _BY_REASON.get(reason)
+    violations = list(violations)
+    err: PanReduceError
+    if cls is InvalidParameters or (violations and code == grpc.StatusCode.INVALID_ARGUMENT):
+        err = InvalidParameters.__new__(InvalidParameters)
+        err.violations = violations
+    elif cls is not None:
+        err = cls.__new__(cls)
+    else:
+        err = _fallback_class(code).__new__(_fallback_class(code))
+    Exception.__init__(err, message)
+    err.message = message
+    err.metadata = dict(metadata or {})
+    if isinstance(err, InvalidInput):
+        err.source = err.metadata.get("source", "")
+        err.problem = message
+    if isinstance(err, InputNotFound):
+        err.uri = err.metadata.get("uri", "")
+    return err
+
+
+def _fallback_class(code: grpc.StatusCode) -> type[PanReduceError]:
+    return {
+        grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
+        grpc.StatusCode.NOT_FOUND: ObjectNotFound,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: InputTooLarge,
+        grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+        grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+        grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+        grpc.StatusCode.CANCELLED: JobCancelled,
+        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+        grpc.StatusCode.UNAVAILABLE: Unavailable,
+        grpc.StatusCode.DATA_LOSS: TransferError,
+    }.get(code, InternalError)

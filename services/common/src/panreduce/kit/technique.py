@@ -1,0 +1,279 @@
+"""What a technique declares, and what the kit hands it while it runs.
+
+A technique is one class::
+
+    class Technique(panreduce.kit.Technique):
+        name = "scan"
+        version = "0.1.0"
+        title = "Single-crystal diffraction scans"
+        Parameters = ScanParameters          # a panreduce.kit.Parameters subclass
+        input_kinds = ("nexus/i16-scan",)
+        output_formats = ("nexus", "csv", "png")
+
+        def load(self, inputs, params, ctx):  # read the staged files -> data
+            ...
+        def reduce(self, data, params, ctx):  # the science; returns the summary
+            path = ctx.output_path("result.nxs", format="nexus")
+            ...
+            return {"center": ...}
+
+Everything else — transport, staging, progress events, cancellation, health, errors,
+provenance, publishing the outputs atomically — is the kit's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import pydantic
+
+from panreduce.errors import DeadlineExceeded, FieldViolation, InvalidParameters, JobCancelled
+
+
+class Parameters(pydantic.BaseModel):
+    """Base of every technique's parameter model.
+
+    Unknown parameters are refused (``extra="forbid"``); give every field a
+    description with its unit and constraints (``ge``/``le``) so the JSON Schema
+    served by ``Describe`` and the error messages name the allowed range.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+P = TypeVar("P", bound=Parameters)
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    """One input file, staged on local disk for the technique to read."""
+
+    path: Path  # local path to read
+    uri: str  # where it came from
+    name: str  # path relative to the input it belongs to (its file name for a single file)
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StagedInput:
+    """One input URI of the request: a single file, or every file under a prefix."""
+
+    uri: str
+    root: Path  # local path of the file, or of the folder holding the prefix's files
+    is_prefix: bool
+    files: tuple[StagedFile, ...]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """All inputs of a request, in request order."""
+
+    items: tuple[StagedInput, ...]
+
+    @property
+    def files(self) -> list[StagedFile]:
+        """Every staged file, in request order (files under a prefix sorted by name)."""
+        return [f for item in self.items for f in item.files]
+
+    def find(self, name: str) -> StagedFile | None:
+        """The staged file whose relative name or file name is ``name``."""
+        for f in self.files:
+            if f.name == name or f.path.name == name:
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """An output file the technique wrote in scratch, published by the kit on success."""
+
+    name: str  # relative name under the job's output destination
+    path: Path  # where the technique writes it (scratch)
+    format: str  # "nexus", "nxcansas", "csv", "png", "json", ...
+    role: str  # "result", "table", "preview"
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    def select(self, items: list[Any]) -> list[Any]:
+        """This shard's part of ``items`` (contiguous blocks, sizes differ by at most one)."""
+        n = len(items)
+        start = (n * self.index) // self.count
+        stop = (n * (self.index + 1)) // self.count
+        return items[start:stop]
+
+
+ProgressSink = Callable[[str, float, str], None]
+LogSink = Callable[[str, str], None]
+
+
+class Context:
+    """What a running job gives its technique: progress, logs, cancellation, outputs.
+
+    ``progress`` and ``check_cancelled`` raise ``JobCancelled`` (or ``DeadlineExceeded``)
+    once the job is cancelled, so an algorithm that reports progress between its steps
+    stops there.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_id: str,
+        scratch: Path,
+        progress_sink: ProgressSink | None = None,
+        log_sink: LogSink | None = None,
+        cancel_event: threading.Event | None = None,
+        deadline: float | None = None,
+        shard: Shard | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.scratch = scratch
+        self.out_dir = scratch / "out"
+        self.work_dir = scratch / "work"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.shard = shard
+        self._progress_sink = progress_sink
+        self._log_sink = log_sink
+        self._cancel = cancel_event or threading.Event()
+        self._deadline = deadline  # time.monotonic() value
+        self._outputs: dict[str, OutputSpec] = {}
+        self._span = (0.0, 1.0)
+
+    # -- cancellation -------------------------------------------------------------
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise if the job was cancelled or ran past its deadline."""
+        if self._cancel.is_set():
+            raise JobCancelled("cancelled by the caller")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise DeadlineExceeded("the job ran past its deadline")
+
+    # -- progress and logs --------------------------------------------------------
+    def progress(self, fraction: float, stage: str, message: str = "") -> None:
+        """Report progress of the current stage (``fraction`` 0..1 of the reduce step)."""
+        self.check_cancelled()
+        lo, hi = self._span
+        overall = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
+        if self._progress_sink is not None:
+            self._progress_sink(stage, overall, message)
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self._log_sink is not None:
+            self._log_sink(level, message)
+
+    def _set_span(self, lo: float, hi: float) -> None:
+        self._span = (lo, hi)
+
+    # -- outputs ------------------------------------------------------------------
+    def output_path(self, name: str, *, format: str, role: str = "result") -> Path:  # noqa: A002
+        """A scratch path for output ``name``; the kit publishes it after success."""
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise ValueError(f"output name must be a relative path inside the job: {name!r}")
+        path = self.out_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._outputs[rel.as_posix()] = OutputSpec(rel.as_posix(), path, format, role)
+        return path
+
+    @property
+    def outputs(self) -> list[OutputSpec]:
+        return list(self._outputs.values())
+
+
+class Technique(Generic[P, D]):
+    """Base of a technique: declare the class attributes, implement load and reduce."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "0.1.0"
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Parameters: ClassVar[type[Parameters]]
+    input_kinds: ClassVar[tuple[str, ...]] = ()
+    output_formats: ClassVar[tuple[str, ...]] = ()
+    wants_gpu: ClassVar[bool] = False
+    shardable: ClassVar[bool] = False
+    shard_unit: ClassVar[str] = ""
+    # Bytes an input may have before the kit refuses it (None: no limit).
+    max_input_bytes: ClassVar[int | None] = None
+
+    def warm_up(self) -> None:
+        """Called once when the service starts (import heavy libraries, probe the GPU).
+        Health reports SERVING only after it returns."""
+
+    def load(self, inputs: Inputs, params: P, ctx: Context) -> D:
+        """Read the staged inputs into the data ``reduce`` works on.
+        Raise ``InvalidInput`` naming the file and what is wrong."""
+        raise NotImplementedError
+
+    def reduce(self, data: D, params: P, ctx: Context) -> Mapping[str, Any]:
+        """The science. Write outputs to ``ctx.output_path(...)``; return the summary
+        (JSON-serialisable numbers, strings, lists and dicts)."""
+        raise NotImplementedError
+
+    # -- helpers the kit uses -------------------------------------------------------
+    @classmethod
+    def parameters_schema(cls) -> dict[str, Any]:
+        return cls.Parameters.model_json_schema()
+
+    @classmethod
+    def validate_parameters(cls, raw: Mapping[str, Any]) -> P:
+        """Validate raw parameters once, at the edge; InvalidParameters names every field."""
+        try:
+            return cls.Parameters.model_validate(dict(raw))  # type: ignore[return-value]
+        except pydantic.ValidationError as exc:
+            raise InvalidParameters(_violations(cls.Parameters, exc)) from None
+
+
+def _violations(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> list[FieldViolation]:
+    fields = model.model_fields
+    out: list[FieldViolation] = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "parameters"
+        if err.get("type") == "extra_forbidden":
+            allowed = ", ".join(sorted(fields))
+            out.append(FieldViolation(loc, f"unknown parameter (allowed: {allowed})"))
+            continue
+        msg = err.get("msg", "invalid")
+        top = str(err.get("loc", ("",))[0])
+        if top in fields:
+            msg += _allowed(fields[top])
+        if "input" in err and err.get("type") != "missing":
+            shown = json.dumps(err["input"], default=str)
+            if len(shown) <= 80:
+                msg += f"; got {shown}"
+        out.append(FieldViolation(loc, msg))
+    return out
+
+
+def _allowed(info: pydantic.fields.FieldInfo) -> str:
+    """' (allowed: 0 <= x <= 10)' from a field's constraints, or ''."""
+    lo = hi = None
+    lo_op = hi_op = ""
+    for meta in info.metadata:
+        for attr, op in (("ge", "<="), ("gt", "<")):
+            if getattr(meta, attr, None) is not None:
+                lo, lo_op = getattr(meta, attr), op
+        for attr, op in (("le", "<="), ("lt", "<")):
+            if getattr(meta, attr, None) is not None:
+                hi, hi_op = getattr(meta, attr), op
+    if lo is None and hi is None:
+        return ""
+    text = f"{lo} {lo_op} value" if lo is not None else "value"
+    if hi is not None:
+        text += f" {hi_op} {hi}"
+    return f" (allowed: {text})"

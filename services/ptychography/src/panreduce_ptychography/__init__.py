@@ -1,0 +1,1 @@
+"""PaNReduce technique: ptychography (DM, ML, LSQML) on CPU and GPU."""

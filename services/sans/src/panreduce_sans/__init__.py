@@ -1,0 +1,1 @@
+"""PaNReduce technique: small-angle neutron scattering (ISIS LOQ time-of-flight)."""

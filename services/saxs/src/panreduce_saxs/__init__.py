@@ -1,0 +1,1 @@
+"""PaNReduce technique: SAXS/WAXS azimuthal integration, scanning maps and kinetics."""

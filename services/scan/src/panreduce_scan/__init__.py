@@ -1,0 +1,1 @@
+"""PaNReduce technique: single-crystal X-ray diffraction scans (Diamond I16)."""
