@@ -149,3 +149,27 @@ def _download(origin: str, target: Path, entry: dict) -> None:
         tmp.unlink(missing_ok=True)
         raise OSError(f"{url} did not match the registered checksum")
     os.replace(tmp, target)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m panreduce.datasets paths PREFIX...``: verified local paths, one per line;
+    ``list [PREFIX]``: the registered names."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in ("paths", "list"):
+        print("usage: python -m panreduce.datasets paths PREFIX... | list [PREFIX]", file=sys.stderr)
+        return 2
+    command, prefixes = args[0], args[1:] or [""]
+    try:
+        for prefix in prefixes:
+            for name in names(prefix):
+                print(path(name) if command == "paths" else name)
+    except (DatasetMissing, DatasetCorrupt) as exc:
+        print(f"datasets: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+# PaNReduce. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= $(shell scripts/ensure-uv.sh)
+VENV := .venv
+PY := $(VENV)/bin/python
+PANREDUCE := $(VENV)/bin/panreduce
+PYTEST_ARGS ?=
+DEMO_OUT ?= panreduce-results/demo-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: help setup proto demo test test-gpu test-large lint serve clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## install everything into .venv (uv from the lock file; installs uv if missing)
+	@$(UV) sync --frozen --quiet
+	@$(PY) services/common/hatch_build.py 2>/dev/null
+
+proto: setup ## regenerate the gRPC stubs from proto/ (the build does this too)
+	$(PY) services/common/hatch_build.py
+
+demo: setup ## the main job: reduce the Diamond I16 scans on the embedded platform
+	$(PANREDUCE) reduce scan $$($(PY) -m panreduce.datasets paths i16-scans/7949) --output $(DEMO_OUT)
+	@echo "results are in $(abspath $(DEMO_OUT))"
+
+test: setup ## run the whole test suite (what CI runs)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-gpu: setup ## run the GPU tests (needs CUDA and torch: uv sync --extra gpu)
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
+	$(PY) -m pytest -m large $(PYTEST_ARGS)
+
+lint: setup ## ruff over the code
+	$(VENV)/bin/ruff check .
+
+serve: setup ## run the embedded platform as a local server on port 50050
+	$(PANREDUCE) serve
+
+clean: ## remove the environment, caches and demo results
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache panreduce-results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

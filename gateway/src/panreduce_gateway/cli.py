@@ -1,0 +1,474 @@
+"""``panreduce``: the command line.
+
+Without ``--gateway`` (or ``$PANREDUCE_GATEWAY``), ``techniques`` and ``reduce`` run the
+embedded platform on this machine; with it, they talk to that gateway.
+Exit status 0 only on success; on failure one line naming the cause.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from panreduce import errors
+from panreduce.client import Client, make_request
+from panreduce.convert import from_struct, message_to_dict, result_to_dict
+from panreduce.v1 import reduce_pb2 as pb
+
+DEFAULT_GATEWAY_PORT = 50050
+EXIT = {"ok": 0, "error": 1, "usage": 2, "not_found": 3, "unavailable": 4, "cancelled": 130}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT["usage"]
+    try:
+        return args.func(args) or 0
+    except errors.PanReduceError as exc:
+        print(f"panreduce: error: {exc.message}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        print("panreduce: interrupted", file=sys.stderr)
+        return EXIT["cancelled"]
+
+
+def exit_code(exc: errors.PanReduceError) -> int:
+    if isinstance(exc, errors.JobCancelled):
+        return EXIT["cancelled"]
+    if isinstance(exc, (errors.InputNotFound, errors.JobNotFound, errors.ObjectNotFound, errors.UnknownTechnique)):
+        return EXIT["not_found"]
+    if isinstance(exc, errors.Unavailable):
+        return EXIT["unavailable"]
+    if isinstance(exc, errors.CallerError):
+        return EXIT["usage"]
+    return EXIT["error"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="panreduce", description="PaNReduce: reduce photon and neutron facility data.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    def gateway_opt(sp: argparse.ArgumentParser, required: bool = False) -> None:
+        sp.add_argument("--gateway", metavar="HOST:PORT", default=os.environ.get("PANREDUCE_GATEWAY"),
+                        help="talk to this gateway (default: $PANREDUCE_GATEWAY; "
+                        + ("required" if required else "none: run the embedded platform") + ")")
+
+    sp = sub.add_parser("techniques", help="list the techniques and their parameters")
+    gateway_opt(sp)
+    sp.add_argument("--json", action="store_true", help="print JSON (with each parameter schema)")
+    sp.set_defaults(func=cmd_techniques)
+
+    sp = sub.add_parser("reduce", help="reduce data with a technique")
+    sp.add_argument("technique")
+    sp.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (or prefix/), s3:// or upload:// URIs")
+    sp.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter (VALUE read as JSON when it parses, else as text); repeatable")
+    sp.add_argument("--params", metavar="FILE", help="parameters from a JSON file (-p overrides)")
+    sp.add_argument("--output", "-o", metavar="DIR_OR_URI", default="",
+                    help="where results go (default: <store>/results/<job id>)")
+    sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="label kept with the job")
+    sp.add_argument("--idempotency-key", default="", help="the same key never runs twice")
+    sp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="deadline for the job")
+    sp.add_argument("--upload", action="store_true", help="send local input files inline (gateway mode)")
+    sp.add_argument("--detach", action="store_true", help="submit and print the job id without waiting (gateway mode)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
+    gateway_opt(sp)
+    sp.set_defaults(func=cmd_reduce)
+
+    sp = sub.add_parser("serve", help="run the embedded platform as a long-lived local server")
+    sp.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help=f"gateway port (default {DEFAULT_GATEWAY_PORT})")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--store", type=Path, default=None, help="local object store folder (default $PANREDUCE_STORE or ./panreduce-store)")
+    sp.add_argument("--techniques", default=None, help="comma-separated techniques to start (default: all installed)")
+    sp.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default: off)")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
+    sp.add_argument("technique")
+    sp.add_argument("--port", type=int, default=int(os.environ.get("PANREDUCE_PORT", 50051)))
+    sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
+    sp.add_argument("--store", type=Path, default=None)
+    sp.add_argument("--max-running", type=int, default=int(os.environ.get("PANREDUCE_MAX_RUNNING", 1)))
+    sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
+    sp.set_defaults(func=cmd_service)
+
+    sp = sub.add_parser("gateway", help="run the gateway in front of technique services")
+    sp.add_argument("--route", action="append", default=[], metavar="TECHNIQUE=HOST:PORT",
+                    help="where a technique's service is; repeatable (also $PANREDUCE_ROUTES, comma-separated)")
+    sp.add_argument("--port", type=int, default=int(os.environ.get("PANREDUCE_PORT", DEFAULT_GATEWAY_PORT)))
+    sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
+    sp.add_argument("--store", type=Path, default=None)
+    sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
+    sp.set_defaults(func=cmd_gateway)
+
+    jobs = sub.add_parser("jobs", help="list, show, watch or cancel jobs on a gateway")
+    jsub = jobs.add_subparsers(metavar="ACTION")
+    sp = jsub.add_parser("list", help="list jobs (newest first)")
+    sp.add_argument("--technique", default="")
+    sp.add_argument("--state", default="", choices=["", "queued", "running", "succeeded", "failed", "cancelled"])
+    sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--json", action="store_true")
+    gateway_opt(sp, required=True)
+    sp.set_defaults(func=cmd_jobs_list)
+    for action, helptext in (("show", "show one job"), ("watch", "follow a job's events"),
+                             ("cancel", "cancel a job")):
+        sp = jsub.add_parser(action, help=helptext)
+        sp.add_argument("job_id")
+        sp.add_argument("--json", action="store_true")
+        if action == "watch":
+            sp.add_argument("--after", type=int, default=0, help="resume after this event sequence number")
+        gateway_opt(sp, required=True)
+        sp.set_defaults(func={"show": cmd_jobs_show, "watch": cmd_jobs_watch, "cancel": cmd_jobs_cancel}[action])
+
+    sp = sub.add_parser("upload", help="send a local file to a gateway; prints its upload:// URI")
+    sp.add_argument("path", type=Path)
+    gateway_opt(sp, required=True)
+    sp.set_defaults(func=cmd_upload)
+    sp = sub.add_parser("download", help="fetch an output from a gateway")
+    sp.add_argument("uri")
+    sp.add_argument("dest", type=Path)
+    gateway_opt(sp, required=True)
+    sp.set_defaults(func=cmd_download)
+    return p
+
+
+# -- helpers -------------------------------------------------------------------------
+def parse_pairs(pairs: Sequence[str], what: str, as_json: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise errors.InvalidRequest(f"{what} {pair!r} is not KEY=VALUE")
+        if as_json:
+            try:
+                out[key.strip()] = json.loads(value)
+            except ValueError:
+                out[key.strip()] = value
+        else:
+            out[key.strip()] = value
+    return out
+
+
+def load_params(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if args.params:
+        path = Path(args.params)
+        try:
+            params = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise errors.InputNotFound(str(path), "parameter file not found") from None
+        except ValueError as exc:
+            raise errors.InvalidInput(str(path), f"not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise errors.InvalidInput(str(path), "must hold a JSON object of parameters")
+    params.update(parse_pairs(args.param, "parameter", as_json=True))
+    return params
+
+
+def local_uri(value: str) -> str:
+    """Local paths made absolute (keeping a trailing '/'); URIs as they are."""
+    if "://" in value:
+        return value
+    absolute = str(Path(value).expanduser().resolve())
+    return absolute + "/" if value.endswith("/") else absolute
+
+
+def gateway_address(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value if ":" in value else f"{value}:{DEFAULT_GATEWAY_PORT}"
+
+
+def need_gateway(args: argparse.Namespace) -> Client:
+    address = gateway_address(args.gateway)
+    if not address:
+        raise errors.InvalidRequest("no gateway given: use --gateway HOST:PORT or set $PANREDUCE_GATEWAY "
+                                    "(start one with `panreduce serve`)")
+    return Client(address)
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal's stderr (silent elsewhere)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.last = ""
+
+    def __call__(self, event: pb.JobEvent) -> None:
+        kind = event.WhichOneof("kind")
+        if kind == "accepted" and not event.accepted.upstream:
+            self._line(f"job {event.job_id} accepted")
+        elif kind == "progress":
+            f = max(0.0, min(1.0, event.progress.fraction))
+            width = 30
+            bar = "#" * int(f * width) + "-" * (width - int(f * width))
+            text = f"[{bar}] {f * 100:5.1f}% {event.progress.stage}: {event.progress.message}"
+            self._line(text[:120])
+        elif kind == "log" and event.log.level >= pb.LogLine.WARNING:
+            self._clear()
+            print(f"{pb.LogLine.Level.Name(event.log.level).lower()}: {event.log.message}", file=sys.stderr)
+
+    def _line(self, text: str) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + text.ljust(len(self.last)))
+            sys.stderr.flush()
+            self.last = text
+
+    def _clear(self) -> None:
+        if self.enabled and self.last:
+            sys.stderr.write("\r" + " " * len(self.last) + "\r")
+            sys.stderr.flush()
+            self.last = ""
+
+    def done(self) -> None:
+        self._clear()
+
+
+# -- commands ------------------------------------------------------------------------
+def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: list[str] | None) -> Client:
+    address = gateway_address(args.gateway)
+    if address is None:
+        from panreduce_gateway.embedded import Platform
+
+        platform = stack.enter_context(Platform(techniques))
+        address = platform.address
+    return stack.enter_context(Client(address))
+
+
+def cmd_techniques(args: argparse.Namespace) -> int:
+    with ExitStack() as stack:
+        client = _client_or_platform(args, stack, None)
+        techniques = client.techniques()
+    if args.json:
+        print(json.dumps(techniques, indent=1))
+        return 0
+    for t in techniques:
+        flags = ", ".join(x for x in ("GPU" if t["wants_gpu"] else "", f"shardable by {t['shard_unit']}" if t["shardable"] else "") if x)
+        print(f"{t['name']:<14} {t['version']:<8} {t['title']}" + (f" [{flags}]" if flags else ""))
+        props = t["parameters_schema"].get("properties", {})
+        for name, prop in props.items():
+            default = prop.get("default")
+            desc = prop.get("description", "")
+            print(f"    {name:<22} {desc}" + (f" (default {json.dumps(default)})" if default is not None else ""))
+    return 0
+
+
+def cmd_reduce(args: argparse.Namespace) -> int:
+    params = load_params(args)
+    labels = parse_pairs(args.label, "label", as_json=False)
+    inputs = [local_uri(i) for i in args.inputs]
+    output = local_uri(args.output) if args.output else ""
+    embedded = gateway_address(args.gateway) is None
+    if args.upload and embedded:
+        raise errors.InvalidRequest("--upload needs --gateway: the embedded platform reads local files directly")
+    with ExitStack() as stack:
+        client = _client_or_platform(args, stack, [args.technique] if embedded else None)
+        if args.upload:
+            inputs = [client.upload(Path(i)).uri if "://" not in i and Path(i).is_file() else i for i in inputs]
+        request = make_request(args.technique, inputs, params, output, labels=labels,
+                               idempotency_key=args.idempotency_key)
+        if args.detach:
+            if embedded:
+                raise errors.InvalidRequest("--detach needs --gateway: embedded jobs end with the command")
+            job = client._call(client.stub.Submit, request)
+            print(json.dumps({"job_id": job.job_id}) if args.json else job.job_id)
+            return 0
+        bar = ProgressBar(sys.stderr.isatty() and not args.json)
+        call = client.reduce_call(request, timeout=args.timeout)
+        interrupted = threading.Event()
+
+        def on_sigint(_signum: int, _frame: object) -> None:
+            interrupted.set()
+            call.cancel()
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            done = client._follow(call, args.technique, bar)
+        except errors.JobCancelled:
+            bar.done()
+            raise errors.JobCancelled("cancelled: the job stopped and left no output") from None
+        except errors.PanReduceError:
+            bar.done()
+            if interrupted.is_set():
+                raise errors.JobCancelled("cancelled: the job stopped and left no output") from None
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        bar.done()
+    doc = done.to_dict()
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    print_result(doc)
+    return 0
+
+
+def print_result(doc: dict[str, Any]) -> None:
+    print(f"job {doc['job_id']} ({doc['technique']}) succeeded")
+    summary = doc["summary"]
+    shown = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+    if shown:
+        print("summary:")
+        for k, v in shown.items():
+            print(f"  {k}: {v}")
+    for k, v in summary.items():
+        if isinstance(v, list) and v and isinstance(v[0], dict) and len(v) <= 50:
+            print(f"{k}:")
+            for row in v:
+                items = ", ".join(f"{rk}={_fmt(rv)}" for rk, rv in row.items() if not isinstance(rv, (list, dict)))
+                print(f"  - {items}")
+    print("results:")
+    for o in doc["outputs"]:
+        print(f"  {o['format']:<8} {o['uri']}")
+    folders = sorted({str(Path(o["uri"]).parent) for o in doc["outputs"] if "://" not in o["uri"]})
+    if len(folders) == 1:
+        print(f"results are in {folders[0]}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from panreduce.logs import configure
+    from panreduce.metrics import serve_metrics
+    from panreduce.serving import run_until_signal
+    from panreduce_gateway.embedded import Platform
+
+    configure()
+    names = [n.strip() for n in args.techniques.split(",") if n.strip()] if args.techniques else None
+    platform = Platform(names, store_root=args.store.resolve() if args.store else None,
+                        address=f"{args.host}:{args.port}")
+    platform.start()
+    serve_metrics(args.metrics_port)
+    print(f"panreduce: serving {', '.join(platform.services) or 'no techniques'} on {platform.address} "
+          f"(store {platform.stores.root}); stop with Ctrl-C", file=sys.stderr, flush=True)
+    run_until_signal(platform.all_servers(), grace=30.0)
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from panreduce import registry
+    from panreduce.kit.server import serve
+
+    serve(registry.load(args.technique), port=args.port, host=args.host, store_root=args.store,
+          max_running=args.max_running, metrics_port=args.metrics_port)
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from panreduce.logs import configure
+    from panreduce.metrics import serve_metrics
+    from panreduce.serving import run_until_signal, start_server
+    from panreduce.storage import Stores
+    from panreduce_gateway.embedded import default_store_root
+    from panreduce_gateway.gateway import GatewayService
+
+    configure()
+    pairs = list(args.route) + [r for r in os.environ.get("PANREDUCE_ROUTES", "").split(",") if r.strip()]
+    routes = parse_pairs(pairs, "route", as_json=False)
+    if not routes:
+        raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
+    service = GatewayService(routes, stores=Stores(args.store or default_store_root()))
+    running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager)
+    running.set_serving(True)
+    serve_metrics(args.metrics_port)
+    print(f"panreduce: gateway on port {running.port} routing {', '.join(sorted(routes))}", file=sys.stderr, flush=True)
+    run_until_signal([running])
+    return 0
+
+
+STATES = {"queued": pb.QUEUED, "running": pb.RUNNING, "succeeded": pb.SUCCEEDED, "failed": pb.FAILED,
+          "cancelled": pb.CANCELLED}
+
+
+def job_line(job: pb.Job) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created.seconds))
+    state = pb.JobState.Name(job.state).lower()
+    extra = job.failure.message if job.HasField("failure") else ""
+    return f"{job.job_id}  {created}  {job.technique:<12} {state:<10} {extra}".rstrip()
+
+
+def job_dict(job: pb.Job) -> dict[str, Any]:
+    doc = message_to_dict(job)
+    if job.HasField("result"):
+        doc["result"]["summary"] = from_struct(job.result.summary)
+    return doc
+
+
+def cmd_jobs_list(args: argparse.Namespace) -> int:
+    with need_gateway(args) as client:
+        jobs = client.list_jobs(technique=args.technique, state=STATES.get(args.state, 0),
+                                labels=parse_pairs(args.label, "label", as_json=False))
+    if args.json:
+        print(json.dumps([job_dict(j) for j in jobs], indent=1))
+    else:
+        for job in jobs:
+            print(job_line(job))
+    return 0
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    with need_gateway(args) as client:
+        job = client.get_job(args.job_id)
+    if args.json:
+        print(json.dumps(job_dict(job), indent=1))
+    else:
+        print(job_line(job))
+        if job.state == pb.SUCCEEDED:
+            print_result(result_to_dict(job))
+    return 0
+
+
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    with need_gateway(args) as client:
+        for event in client.watch(args.job_id, args.after):
+            if args.json:
+                print(json.dumps(message_to_dict(event)), flush=True)
+            else:
+                kind = event.WhichOneof("kind")
+                body = message_to_dict(getattr(event, kind))
+                print(f"{event.seq:>5} {kind:<9} {json.dumps(body)}", flush=True)
+        job = client.get_job(args.job_id)
+    if job.state == pb.SUCCEEDED:
+        return 0
+    if job.state == pb.CANCELLED:
+        return EXIT["cancelled"]
+    return EXIT["error"] if job.state == pb.FAILED else 0
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with need_gateway(args) as client:
+        job = client.cancel(args.job_id)
+    print(json.dumps(job_dict(job), indent=1) if args.json else job_line(job))
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    with need_gateway(args) as client:
+        info = client.upload(args.path)
+    print(info.uri)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    with need_gateway(args) as client:
+        info = client.download(args.uri, args.dest)
+    print(f"{args.dest} ({info.size} bytes, sha256 {info.sha256})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The Python client: talk to a gateway or to a technique server directly.
+
+    from panreduce.client import Client
+    with Client("localhost:50050") as c:
+        done = c.reduce("scan", ["/data/794932.nxs"], {"model": "gaussian"})
+        print(done.summary["center"], [o.uri for o in done.outputs])
+
+Errors come back as the ``panreduce.errors`` exceptions the server raised.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from panreduce import errors, rpc
+from panreduce.convert import from_struct, result_to_dict, to_struct
+from panreduce.transfer import file_chunks, write_download
+from panreduce.v1 import reduce_pb2 as pb
+from panreduce.v1 import reduce_pb2_grpc as pb_grpc
+
+EventCallback = Callable[[pb.JobEvent], None]
+
+
+@dataclass
+class Reduction:
+    """A finished reduction."""
+
+    job_id: str
+    technique: str
+    result: pb.Result
+
+    @property
+    def outputs(self) -> list[pb.Output]:
+        return list(self.result.outputs)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return from_struct(self.result.summary)
+
+    def to_dict(self) -> dict[str, Any]:
+        return result_to_dict(pb.Job(job_id=self.job_id, technique=self.technique, result=self.result))
+
+
+def make_request(technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
+                 output: str = "", *, labels: Mapping[str, str] | None = None, idempotency_key: str = "",
+                 shard: tuple[int, int] | None = None) -> pb.ReduceRequest:
+    req = pb.ReduceRequest(technique=technique, inputs=list(inputs), output=output,
+                           idempotency_key=idempotency_key, labels=dict(labels or {}))
+    req.parameters.CopyFrom(to_struct(parameters or {}))
+    if shard is not None:
+        req.shard.index, req.shard.count = shard
+    return req
+
+
+class Client:
+    def __init__(self, address: str, *, timeout: float | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self.address = address
+        self.timeout = timeout
+        if credentials is not None:
+            self.channel = grpc.secure_channel(address, credentials, options=rpc.CHANNEL_OPTIONS)
+        else:
+            self.channel = grpc.insecure_channel(address, options=rpc.CHANNEL_OPTIONS)
+        self.stub = pb_grpc.ReducerStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return fn(*args, **kwargs)
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+
+    # -- describe -------------------------------------------------------------------
+    def describe(self, technique: str = "") -> pb.DescribeResponse:
+        return self._call(self.stub.Describe, pb.DescribeRequest(technique=technique))
+
+    def techniques(self) -> list[dict[str, Any]]:
+        """Every technique the server offers, with its parameter schema as a dict."""
+        out = []
+        for t in self.describe().techniques:
+            out.append({
+                "name": t.name, "version": t.version, "title": t.title, "description": t.description,
+                "parameters_schema": json.loads(t.parameters_schema or "{}"),
+                "input_kinds": list(t.input_kinds), "output_formats": list(t.output_formats),
+                "wants_gpu": t.wants_gpu, "shardable": t.shardable, "shard_unit": t.shard_unit,
+            })
+        return out
+
+    def health(self, service: str = "") -> str:
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        resp = self._call(stub.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    # -- reduce ---------------------------------------------------------------------
+    def reduce(self, technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
+               output: str = "", *, on_event: EventCallback | None = None, timeout: float | None = None,
+               labels: Mapping[str, str] | None = None, idempotency_key: str = "") -> Reduction:
+        """Run a reduction and wait for it; ``on_event`` sees every event."""
+        req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key)
+        call = self.stub.Reduce(req, timeout=timeout if timeout is not None else self.timeout)
+        return self._follow(call, technique, on_event)
+
+    def reduce_call(self, request: pb.ReduceRequest, timeout: float | None = None) -> grpc.Call:
+        """The raw streaming call (cancel it with ``.cancel()``)."""
+        return self.stub.Reduce(request, timeout=timeout)
+
+    def _follow(self, call, technique: str, on_event: EventCallback | None) -> Reduction:  # noqa: ANN001
+        job_id = ""
+        try:
+            for event in call:
+                job_id = job_id or event.job_id
+                if on_event is not None:
+                    on_event(event)
+                if event.HasField("result"):
+                    return Reduction(job_id, technique, event.result)
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+        raise errors.InternalError(f"{self.address}: the event stream of job {job_id} ended without a result")
+
+    def submit(self, technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
+               output: str = "", *, labels: Mapping[str, str] | None = None,
+               idempotency_key: str = "") -> pb.Job:
+        req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key)
+        return self._call(self.stub.Submit, req)
+
+    def watch(self, job_id: str, after_seq: int = 0) -> Iterator[pb.JobEvent]:
+        try:
+            yield from self.stub.Watch(pb.WatchRequest(job_id=job_id, after_seq=after_seq))
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+
+    def wait(self, job_id: str, on_event: EventCallback | None = None) -> pb.Job:
+        """Watch a job to its end (resuming after disconnects) and return it."""
+        seq = 0
+        while True:
+            try:
+                for event in self.watch(job_id, seq):
+                    seq = event.seq
+                    if on_event is not None:
+                        on_event(event)
+            except errors.Unavailable:
+                import time
+
+                time.sleep(0.5)
+                continue
+            job = self.get_job(job_id)
+            if job.state in (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED):
+                return job
+
+    def cancel(self, job_id: str) -> pb.Job:
+        return self._call(self.stub.Cancel, pb.CancelRequest(job_id=job_id))
+
+    def get_job(self, job_id: str) -> pb.Job:
+        return self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id))
+
+    def list_jobs(self, *, technique: str = "", state: int = 0, labels: Mapping[str, str] | None = None,
+                  page_size: int = 0) -> list[pb.Job]:
+        jobs: list[pb.Job] = []
+        token = ""
+        while True:
+            resp = self._call(self.stub.ListJobs, pb.ListJobsRequest(
+                technique=technique, state=state, labels=dict(labels or {}), page_size=page_size,
+                page_token=token))
+            jobs.extend(resp.jobs)
+            token = resp.next_page_token
+            if not token:
+                return jobs
+
+    # -- inline data ----------------------------------------------------------------
+    def upload(self, path: Path | str, name: str | None = None) -> pb.ObjectInfo:
+        """Send a local file of any size; returns its upload:// URI for use as an input."""
+        return self._call(self.stub.Upload, file_chunks(Path(path), name))
+
+    def download(self, uri: str, dest: Path | str) -> pb.ObjectInfo:
+        try:
+            return write_download(self.stub.Download(pb.DownloadRequest(uri=uri), timeout=self.timeout), Path(dest))
+        except grpc.RpcError as exc:
+            raise _error(exc, self.address) from None
+
+
+def _error(exc: grpc.RpcError, address: str) -> errors.PanReduceError:
+    err = rpc.from_rpc_error(exc)
+    if isinstance(err, errors.Unavailable) and not err.metadata:
+        err.message = f"cannot reach PaNReduce at {address}: {err.message}"
+        err.args = (err.message,)
+    return err

@@ -1,0 +1,362 @@
+"""Jobs: the table, the event log, idempotency, watching and cancellation.
+
+Both a technique server and the gateway keep their jobs with a :class:`JobManager`.
+It stores jobs and their events through a :class:`JobStore` (in memory here; the
+gateway may use a persistent one) and runs each job's work in a worker thread
+through a *runner*: a callable given a :class:`JobHandle` that reports progress and
+logs and returns the result, or raises a ``PanReduceError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from google.protobuf import timestamp_pb2
+
+from panreduce import errors
+from panreduce.rpc import failure_of
+from panreduce.v1 import reduce_pb2 as pb
+
+log = logging.getLogger("panreduce.jobs")
+
+TERMINAL = frozenset({pb.SUCCEEDED, pb.FAILED, pb.CANCELLED})
+
+
+def now_ts() -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class JobStore(Protocol):
+    """Where jobs and their events live. Implementations must be thread-safe."""
+
+    def add(self, job: pb.Job) -> None: ...
+    def get(self, job_id: str) -> pb.Job | None: ...
+    def put(self, job: pb.Job) -> None: ...
+    def append_event(self, event: pb.JobEvent) -> None: ...
+    def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]: ...
+    def by_idempotency_key(self, key: str) -> pb.Job | None: ...
+    def list(self, query: pb.ListJobsRequest) -> list[pb.Job]: ...
+
+
+class MemoryJobStore:
+    """Jobs kept in this process's memory (technique servers; the embedded gateway)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, pb.Job] = {}
+        self._events: dict[str, list[pb.JobEvent]] = {}
+        self._keys: dict[str, str] = {}
+
+    def add(self, job: pb.Job) -> None:
+        with self._lock:
+            self._jobs[job.job_id] = _copy(job)
+            self._events[job.job_id] = []
+            if job.request.idempotency_key:
+                self._keys[job.request.idempotency_key] = job.job_id
+
+    def get(self, job_id: str) -> pb.Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+            return _copy(job) if job is not None else None
+
+    def put(self, job: pb.Job) -> None:
+        with self._lock:
+            self._jobs[job.job_id] = _copy(job)
+
+    def append_event(self, event: pb.JobEvent) -> None:
+        with self._lock:
+            self._events[event.job_id].append(_copy(event))
+
+    def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]:
+        with self._lock:
+            return [_copy(e) for e in self._events.get(job_id, []) if e.seq > after_seq]
+
+    def by_idempotency_key(self, key: str) -> pb.Job | None:
+        with self._lock:
+            job_id = self._keys.get(key)
+            return _copy(self._jobs[job_id]) if job_id else None
+
+    def list(self, query: pb.ListJobsRequest) -> list[pb.Job]:
+        with self._lock:
+            jobs = [_copy(j) for j in self._jobs.values()]
+        return [j for j in jobs if matches(j, query)]
+
+
+def matches(job: pb.Job, q: pb.ListJobsRequest) -> bool:
+    if q.technique and job.technique != q.technique:
+        return False
+    if q.state and job.state != q.state:
+        return False
+    for k, v in q.labels.items():
+        if job.request.labels.get(k) != v:
+            return False
+    created = job.created.ToNanoseconds()
+    if q.HasField("created_after") and created < q.created_after.ToNanoseconds():
+        return False
+    if q.HasField("created_before") and created >= q.created_before.ToNanoseconds():
+        return False
+    return True
+
+
+def _copy(msg):  # noqa: ANN001, ANN202
+    out = type(msg)()
+    out.CopyFrom(msg)
+    return out
+
+
+@dataclass
+class JobHandle:
+    """What a runner gets: the job's request and the means to report and to stop."""
+
+    job_id: str
+    request: pb.ReduceRequest
+    manager: JobManager
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # time.monotonic() value
+    _cancel_callbacks: list[Callable[[], None]] = field(default_factory=list)
+
+    def progress(self, stage: str, fraction: float, message: str = "") -> None:
+        self.manager._progress(self.job_id, stage, fraction, message)
+
+    def log(self, level: str, message: str) -> None:
+        self.manager._log(self.job_id, level, message)
+
+    def accepted_upstream(self, upstream: str, upstream_job_id: str) -> None:
+        self.manager._note_upstream(self.job_id, upstream, upstream_job_id)
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the job is cancelled; at once if it already is."""
+        self._cancel_callbacks.append(callback)
+        if self.cancel_event.is_set():
+            callback()
+
+    def _fire_cancel(self) -> None:
+        self.cancel_event.set()
+        for cb in list(self._cancel_callbacks):
+            try:
+                cb()
+            except Exception:  # noqa: BLE001
+                log.exception("cancel callback of job %s failed", self.job_id)
+
+
+Runner = Callable[[JobHandle], pb.Result]
+_LEVELS = {
+    "debug": pb.LogLine.DEBUG,
+    "info": pb.LogLine.INFO,
+    "warning": pb.LogLine.WARNING,
+    "error": pb.LogLine.ERROR,
+}
+
+
+class JobManager:
+    """Accepts, runs, watches and cancels jobs.
+
+    ``max_running`` jobs run at once; more wait QUEUED. ``describe_upstream`` names this
+    server in Accepted events.
+    """
+
+    def __init__(self, runner: Runner, *, store: JobStore | None = None, max_running: int = 1,
+                 name: str = "") -> None:
+        self._runner = runner
+        self.store: JobStore = store or MemoryJobStore()
+        self.name = name
+        self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix=f"job-{name}")
+        self._cond = threading.Condition()
+        self._handles: dict[str, JobHandle] = {}
+        self._seq: dict[str, int] = {}
+        self._accepting = True
+        self._running = 0
+
+    # -- public API ---------------------------------------------------------------
+    def submit(self, request: pb.ReduceRequest, *, deadline: float | None = None,
+               job_id: str | None = None) -> tuple[pb.Job, bool]:
+        """Create and queue a job. Returns (job, created); a known idempotency key
+        returns the existing job and created=False."""
+        with self._cond:
+            if request.idempotency_key:
+                existing = self.store.by_idempotency_key(request.idempotency_key)
+                if existing is not None:
+                    return existing, False
+            if not self._accepting:
+                raise errors.Unavailable(f"{self.name or 'server'} is shutting down; not accepting jobs")
+            job = pb.Job(
+                job_id=job_id or new_job_id(),
+                technique=request.technique,
+                state=pb.QUEUED,
+                request=request,
+                created=now_ts(),
+                attempts=0,
+            )
+            self.store.add(job)
+            self._seq[job.job_id] = 0
+            handle = JobHandle(job.job_id, request, self, deadline=deadline)
+            self._handles[job.job_id] = handle
+            self._emit(job.job_id, accepted=pb.Accepted(technique=request.technique))
+        self._pool.submit(self._run, handle)
+        return self.get(job.job_id), True
+
+    def get(self, job_id: str) -> pb.Job:
+        job = self.store.get(job_id)
+        if job is None:
+            raise errors.JobNotFound(job_id)
+        return job
+
+    def list(self, query: pb.ListJobsRequest) -> list[pb.Job]:
+        jobs = self.store.list(query)
+        jobs.sort(key=lambda j: j.created.ToNanoseconds(), reverse=True)
+        return jobs
+
+    def cancel(self, job_id: str) -> pb.Job:
+        """Cancel a job. A queued job ends at once; a running one stops at its next
+        check; a finished one is returned unchanged."""
+        job = self.get(job_id)
+        if job.state in TERMINAL:
+            return job
+        handle = self._handles.get(job_id)
+        if handle is not None:
+            handle._fire_cancel()
+        with self._cond:
+            job = self.get(job_id)
+            if job.state == pb.QUEUED:
+                self._finish_failed(job_id, errors.JobCancelled("cancelled before it started"))
+        return self.get(job_id)
+
+    def watch(self, job_id: str, after_seq: int = 0, *, is_active: Callable[[], bool] = lambda: True,
+              poll: float = 0.5) -> Iterator[pb.JobEvent]:
+        """Events with seq > after_seq, as they come, until the job's terminal event."""
+        self.get(job_id)
+        seq = after_seq
+        while True:
+            with self._cond:
+                events = self.store.events_after(job_id, seq)
+                if not events:
+                    job = self.get(job_id)
+                    if job.state in TERMINAL and job.last_seq <= seq:
+                        return
+                    self._cond.wait(poll)
+                    events = self.store.events_after(job_id, seq)
+            for event in events:
+                seq = event.seq
+                yield event
+                if event.HasField("result") or event.HasField("failure"):
+                    return
+            if not is_active():
+                return
+
+    def handle(self, job_id: str) -> JobHandle | None:
+        return self._handles.get(job_id)
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def stop_accepting(self) -> None:
+        with self._cond:
+            self._accepting = False
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no job is queued or running (True) or ``timeout`` passes (False)."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._active_jobs():
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def cancel_all(self) -> None:
+        for job_id in list(self._handles):
+            try:
+                self.cancel(job_id)
+            except errors.JobNotFound:
+                pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=False)
+
+    # -- internals ----------------------------------------------------------------
+    def _active_jobs(self) -> list[str]:
+        return [j for j in self._handles if (job := self.store.get(j)) and job.state not in TERMINAL]
+
+    def _run(self, handle: JobHandle) -> None:
+        job_id = handle.job_id
+        with self._cond:
+            job = self.get(job_id)
+            if job.state != pb.QUEUED:  # cancelled while queued
+                self._handles.pop(job_id, None)
+                return
+            job.state = pb.RUNNING
+            job.started.CopyFrom(now_ts())
+            job.attempts += 1
+            self.store.put(job)
+            self._running += 1
+            self._cond.notify_all()
+        try:
+            if handle.cancel_event.is_set():
+                raise errors.JobCancelled("cancelled before it started")
+            result = self._runner(handle)
+        except BaseException as exc:  # noqa: BLE001 - every outcome must end the job
+            if handle.cancel_event.is_set() and not isinstance(exc, errors.PanReduceError):
+                exc = errors.JobCancelled("cancelled by the caller")
+            with self._cond:
+                self._finish_failed(job_id, exc)
+        else:
+            with self._cond:
+                job = self.get(job_id)
+                job.state = pb.SUCCEEDED
+                job.finished.CopyFrom(now_ts())
+                job.result.CopyFrom(result)
+                self.store.put(job)
+                self._emit(job_id, result=result)
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._handles.pop(job_id, None)
+                self._cond.notify_all()
+
+    def _finish_failed(self, job_id: str, exc: BaseException) -> None:
+        failure = failure_of(exc)
+        job = self.get(job_id)
+        job.state = pb.CANCELLED if failure.code == "CANCELLED" else pb.FAILED
+        job.finished.CopyFrom(now_ts())
+        job.failure.CopyFrom(failure)
+        self.store.put(job)
+        self._emit(job_id, failure=failure)
+
+    def _emit(self, job_id: str, **kind) -> pb.JobEvent:  # noqa: ANN003
+        with self._cond:
+            self._seq[job_id] = self._seq.get(job_id, 0) + 1
+            event = pb.JobEvent(seq=self._seq[job_id], job_id=job_id, time=now_ts(), **kind)
+            self.store.append_event(event)
+            job = self.store.get(job_id)
+            if job is not None:
+                job.last_seq = event.seq
+                if event.HasField("progress"):
+                    job.progress.CopyFrom(event.progress)
+                self.store.put(job)
+            self._cond.notify_all()
+            return event
+
+    def _progress(self, job_id: str, stage: str, fraction: float, message: str) -> None:
+        self._emit(job_id, progress=pb.Progress(stage=stage, fraction=fraction, message=message))
+
+    def _log(self, job_id: str, level: str, message: str) -> None:
+        self._emit(job_id, log=pb.LogLine(level=_LEVELS.get(level, pb.LogLine.INFO), message=message))
+
+    def _note_upstream(self, job_id: str, upstream: str, upstream_job_id: str) -> None:
+        self._emit(job_id, accepted=pb.Accepted(technique=self.get(job_id).technique,
+                                                upstream=upstream, upstream_job_id=upstream_job_id))

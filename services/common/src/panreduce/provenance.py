@@ -1,0 +1,171 @@
+"""Provenance: what made an output — the request, the parameters, the software
+versions and the checksums of the inputs — recorded inside every output.
+
+NeXus/HDF5 outputs get an NXnote named ``provenance`` in each NXentry (or at the root
+when there is none); CSV/text files get ``#`` comment lines at the top; PNG files a
+``tEXt`` chunk; every job also publishes ``provenance.json`` beside its outputs,
+which adds the outputs' own checksums.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import struct
+import sys
+import zlib
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from panreduce.kit.technique import Inputs, OutputSpec
+
+SCHEMA = "panreduce.provenance/1"
+HDF5_FORMATS = {"nexus", "nxcansas", "hdf5", "cxi", "nxtomoproc"}
+TEXT_FORMATS = {"csv", "tsv", "txt", "ort", "dat", "xy"}
+CORE_PACKAGES = ("panreduce-common", "numpy", "h5py", "grpcio", "protobuf", "pydantic")
+
+
+def software_versions(distributions: Iterable[str]) -> dict[str, str]:
+    """Versions of the named distributions and everything they require (installed ones)."""
+    versions: dict[str, str] = {"python": platform.python_version()}
+    todo = list(dict.fromkeys([*CORE_PACKAGES, *distributions]))
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop(0)
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        versions[dist.metadata["Name"]] = dist.version
+        if key.startswith("panreduce"):  # follow our own members' requirements one level
+            for req in dist.requires or []:
+                if "extra ==" in req:
+                    continue
+                dep = req.split(";")[0].split("[")[0]
+                for sep in "<>=!~ (":
+                    dep = dep.split(sep)[0]
+                todo.append(dep.strip())
+    return dict(sorted(versions.items(), key=lambda kv: (kv[0] != "python", kv[0].lower())))
+
+
+def build(
+    *,
+    job_id: str,
+    technique: str,
+    technique_version: str,
+    technique_distribution: str,
+    request: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    inputs: Inputs,
+    started: datetime,
+    finished: datetime | None = None,
+) -> dict[str, Any]:
+    """The provenance record of one job (JSON-serialisable)."""
+    return {
+        "schema": SCHEMA,
+        "id": f"prov-{job_id}",
+        "job_id": job_id,
+        "technique": {"name": technique, "version": technique_version},
+        "request": dict(request),
+        "parameters": dict(parameters),
+        "inputs": [
+            {"uri": f.uri, "name": f.name, "size": f.size, "sha256": f.sha256} for f in inputs.files
+        ],
+        "software": software_versions([technique_distribution]),
+        "host": {"name": socket.gethostname(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "started": started.astimezone(UTC).isoformat(),
+        "finished": (finished or datetime.now(UTC)).astimezone(UTC).isoformat(),
+    }
+
+
+def embed(record: Mapping[str, Any], output: OutputSpec) -> None:
+    """Write the record into one output file, by its format."""
+    text = json.dumps(record, sort_keys=True, default=str)
+    fmt = output.format.lower()
+    path = output.path
+    if fmt in HDF5_FORMATS or path.suffix in (".h5", ".hdf5", ".nxs", ".nx", ".cxi"):
+        _embed_hdf5(path, record["id"], text)
+    elif fmt in TEXT_FORMATS:
+        _embed_text(path, record, text)
+    elif fmt == "png":
+        _embed_png(path, "panreduce:provenance", text)
+    elif fmt == "json":
+        _embed_json(path, text)
+
+
+def _embed_hdf5(path: Path, prov_id: str, text: str) -> None:
+    with h5py.File(path, "r+") as f:
+        entries = [g for g in f.values() if isinstance(g, h5py.Group) and _nx_class(g) == "NXentry"]
+        for parent in entries or [f]:
+            if "provenance" in parent:
+                del parent["provenance"]
+            note = parent.create_group("provenance")
+            note.attrs["NX_class"] = "NXnote"
+            note.create_dataset("type", data="application/json")
+            note.create_dataset("description", data="PaNReduce provenance: request, parameters, "
+                                "software versions and input checksums")
+            note.create_dataset("data", data=text)
+            note.attrs["provenance_id"] = prov_id
+        f.attrs["panreduce_provenance_id"] = prov_id
+
+
+def _nx_class(group: h5py.Group) -> str:
+    value = group.attrs.get("NX_class", b"")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _embed_text(path: Path, record: Mapping[str, Any], text: str) -> None:
+    body = path.read_bytes()
+    header = (
+        f"# provenance_id: {record['id']} (technique {record['technique']['name']} "
+        f"{record['technique']['version']}, job {record['job_id']})\n# provenance: {text}\n"
+    ).encode()
+    tmp = path.with_name(path.name + ".prov")
+    tmp.write_bytes(header + body)
+    tmp.replace(path)
+
+
+def _embed_png(path: Path, key: str, text: str) -> None:
+    data = path.read_bytes()
+    end = data.rfind(b"IEND")
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or end < 4:
+        return
+    payload = key.encode("latin-1") + b"\x00" + text.encode("latin-1", "replace")
+    chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
+    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload) & 0xFFFFFFFF)
+    path.write_bytes(data[: end - 4] + chunk + data[end - 4:])
+
+
+def _embed_json(path: Path, text: str) -> None:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(doc, dict) and "provenance" not in doc:
+        doc["provenance"] = json.loads(text)
+        path.write_text(json.dumps(doc, indent=1, default=str))
+
+
+def read_png_text(path: Path) -> dict[str, str]:
+    """The tEXt chunks of a PNG (for tests and tools)."""
+    data = path.read_bytes()
+    pos, out = 8, {}
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos: pos + 4])
+        kind = data[pos + 4: pos + 8]
+        body = data[pos + 8: pos + 8 + length]
+        if kind == b"tEXt":
+            k, _, v = body.partition(b"\x00")
+            out[k.decode("latin-1")] = v.decode("latin-1")
+        pos += 12 + length
+    return out

@@ -1,0 +1,140 @@
+"""Errors across the wire: exceptions -> rich gRPC statuses and back.
+
+A server aborts with :func:`to_status` (google.rpc.Status carrying ErrorInfo and,
+for bad parameters, BadRequest); a client turns a ``grpc.RpcError`` into the same
+``PanReduceError`` subclass with :func:`from_rpc_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from panreduce import errors
+from panreduce.v1 import reduce_pb2 as pb
+
+log = logging.getLogger("panreduce.rpc")
+
+# Messages up to 64 MiB (data travels in ~1 MiB chunks; this is headroom for results).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def as_panreduce_error(exc: BaseException) -> errors.PanReduceError:
+    """Any exception as a PanReduceError; unexpected ones become InternalError (logged)."""
+    if isinstance(exc, errors.PanReduceError):
+        return exc
+    incident = uuid.uuid4().hex[:12]
+    log.error("internal error %s", incident, exc_info=exc)
+    return errors.InternalError(
+        f"internal server error ({type(exc).__name__}; incident {incident}); "
+        "this is a fault of the service, not of the request",
+        metadata={"incident": incident},
+    )
+
+
+def failure_of(exc: BaseException) -> pb.Failure:
+    err = as_panreduce_error(exc)
+    failure = pb.Failure(code=err.code.name, message=err.message, reason=err.reason)
+    failure.metadata.update(err.metadata)
+    for v in getattr(err, "violations", []):
+        failure.violations.add(field=v.field, description=v.description)
+    return failure
+
+
+def status_of_failure(failure: pb.Failure) -> status_pb2.Status:
+    code = grpc.StatusCode[failure.code] if failure.code in grpc.StatusCode.__members__ else grpc.StatusCode.INTERNAL
+    info = error_details_pb2.ErrorInfo(reason=failure.reason or "ERROR", domain=errors.DOMAIN)
+    info.metadata.update(dict(failure.metadata))
+    details = [info]
+    if failure.violations:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in failure.violations
+                ]
+            )
+        )
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)
+        packed.append(a)
+    return status_pb2.Status(code=code.value[0], message=failure.message, details=packed)
+
+
+def to_status(exc: BaseException) -> grpc.Status:
+    return rpc_status.to_status(status_of_failure(failure_of(exc)))
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> None:
+    """Abort the RPC with the rich status for ``exc`` (raises)."""
+    context.abort_with_status(to_status(exc))
+
+
+def abort_failure(context: grpc.ServicerContext, failure: pb.Failure) -> None:
+    context.abort_with_status(rpc_status.to_status(status_of_failure(failure)))
+
+
+def failure_from_rpc_error(err: grpc.RpcError) -> pb.Failure:
+    """The Failure a remote server meant, from the status it sent."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    message = err.details() if hasattr(err, "details") else str(err)
+    failure = pb.Failure(code=code.name, message=message or code.name)
+    try:
+        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    except (ValueError, AttributeError):
+        status = None
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                failure.reason = info.reason
+                failure.metadata.update(dict(info.metadata))
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                br = error_details_pb2.BadRequest()
+                detail.Unpack(br)
+                for v in br.field_violations:
+                    failure.violations.add(field=v.field, description=v.description)
+    if not failure.reason:
+        failure.reason = {
+            grpc.StatusCode.UNAVAILABLE: "UNAVAILABLE",
+            grpc.StatusCode.CANCELLED: "CANCELLED",
+            grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+        }.get(code, "")
+    return failure
+
+
+def error_of_failure(failure: pb.Failure) -> errors.PanReduceError:
+    code = grpc.StatusCode[failure.code] if failure.code in grpc.StatusCode.__members__ else grpc.StatusCode.INTERNAL
+    return errors.rebuild(
+        code,
+        failure.message,
+        failure.reason,
+        [errors.FieldViolation(v.field, v.description) for v in failure.violations],
+        dict(failure.metadata),
+    )
+
+
+def from_rpc_error(err: grpc.RpcError) -> errors.PanReduceError:
+    return error_of_failure(failure_from_rpc_error(err))
+

@@ -1,0 +1,247 @@
+"""Where inputs come from and results go: object stores behind one interface.
+
+URIs: ``file:///abs/path`` or a plain local path (embedded mode), ``upload://ID/name``
+(inline data sent with Upload), ``s3://bucket/key`` (object storage; configured by the
+gateway). A URI ending in ``/`` — or naming a local folder — means every file under it.
+
+Staging reads each input into the job's scratch (in place for local files) and
+records its size and SHA-256; publishing moves a finished job's outputs to their
+destination so that no half-written file is ever visible under its final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from panreduce import errors
+from panreduce.kit.technique import Inputs, StagedFile, StagedInput
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    uri: str
+    name: str  # relative to the input URI (file name for a single object)
+    size: int
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Store(ABC):
+    """One kind of storage (a scheme)."""
+
+    @abstractmethod
+    def list(self, uri: str) -> list[ObjectRef]:
+        """The objects a URI names: itself, or everything under a prefix (sorted).
+        Raises InputNotFound when there is nothing."""
+
+    @abstractmethod
+    def stage(self, ref: ObjectRef, scratch: Path) -> Path:
+        """A local path holding the object's bytes (may be the object itself)."""
+
+    @abstractmethod
+    def publish(self, files: list[tuple[Path, str]], dest: str) -> list[str]:
+        """Put (local file, relative name) pairs under ``dest`` atomically; return URIs.
+        Never overwrites: an existing target fails the whole publish before anything
+        is visible."""
+
+    @abstractmethod
+    def open_read(self, uri: str, offset: int = 0) -> Iterator[bytes]:
+        """The object's bytes from ``offset``, in chunks."""
+
+    @abstractmethod
+    def size(self, uri: str) -> int: ...
+
+    def is_prefix(self, uri: str) -> bool:
+        return uri.endswith("/")
+
+
+class LocalStore(Store):
+    """Local files (embedded mode). ``root`` maps URIs of ``scheme`` to a folder;
+    without a root, URIs are absolute local paths."""
+
+    def __init__(self, root: Path | None = None, scheme: str = "file") -> None:
+        self.root = root.resolve() if root is not None else None
+        self.scheme = scheme
+
+    def path_of(self, uri: str) -> Path:
+        if self.root is None:
+            parsed = urlparse(uri)
+            raw = unquote(parsed.path) if parsed.scheme == "file" else uri
+            p = Path(raw).expanduser()
+            if not p.is_absolute():
+                p = Path.cwd() / p
+            return Path(os.path.normpath(p))
+        parsed = urlparse(uri)
+        rel = (parsed.netloc + unquote(parsed.path)).lstrip("/")
+        p = Path(os.path.normpath(self.root / rel))
+        if p != self.root and self.root not in p.parents:
+            raise errors.InvalidRequest(f"{uri}: path leaves the {self.scheme} area")
+        return p
+
+    def uri_of(self, path: Path) -> str:
+        if self.root is None:
+            return str(path)
+        return f"{self.scheme}://{path.relative_to(self.root).as_posix()}"
+
+    def is_prefix(self, uri: str) -> bool:
+        return uri.endswith("/") or self.path_of(uri).is_dir()
+
+    def list(self, uri: str) -> list[ObjectRef]:
+        p = self.path_of(uri)
+        if p.is_file():
+            return [ObjectRef(self.uri_of(p), p.name, p.stat().st_size)]
+        if p.is_dir():
+            refs = [
+                ObjectRef(self.uri_of(f), f.relative_to(p).as_posix(), f.stat().st_size)
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            ]
+            if not refs:
+                raise errors.InputNotFound(uri, "the folder holds no files")
+            return refs
+        if uri.endswith("/") or not p.exists():
+            raise errors.InputNotFound(uri, "no such file or folder")
+        raise errors.InvalidInput(uri, "not a regular file or folder")
+
+    def stage(self, ref: ObjectRef, scratch: Path) -> Path:  # noqa: ARG002 - read in place
+        p = self.path_of(ref.uri)
+        if not p.is_file():
+            raise errors.InputNotFound(ref.uri, "it disappeared while staging")
+        return p
+
+    def size(self, uri: str) -> int:
+        p = self.path_of(uri)
+        if not p.is_file():
+            raise errors.ObjectNotFound(uri)
+        return p.stat().st_size
+
+    def open_read(self, uri: str, offset: int = 0) -> Iterator[bytes]:
+        p = self.path_of(uri)
+        if not p.is_file():
+            raise errors.ObjectNotFound(uri)
+        with open(p, "rb") as f:
+            f.seek(offset)
+            while block := f.read(CHUNK):
+                yield block
+
+    def publish(self, files: list[tuple[Path, str]], dest: str) -> list[str]:
+        dest_dir = self.path_of(dest.rstrip("/") or "/")
+        targets = [(src, dest_dir / name) for src, name in files]
+        clashes = [str(t) for _, t in targets if t.exists()]
+        if clashes:
+            raise errors.FailedPrecondition(
+                f"output would overwrite existing results: {', '.join(clashes[:5])}"
+                f"{' ...' if len(clashes) > 5 else ''}; choose a new output location"
+            )
+        token = uuid.uuid4().hex[:8]
+        staged: list[tuple[Path, Path]] = []
+        done: list[Path] = []
+        try:
+            for src, target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{token}.partial")
+                shutil.copyfile(src, tmp)
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                staged.append((tmp, target))
+            for tmp, target in staged:
+                if target.exists():
+                    raise errors.FailedPrecondition(f"{target} appeared while publishing; not overwritten")
+                os.replace(tmp, target)
+                done.append(target)
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            for target in done:
+                target.unlink(missing_ok=True)
+            raise
+        return [self.uri_of(t) for _, t in targets]
+
+
+class Stores:
+    """The stores a server knows, by URI scheme."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.local = LocalStore()
+        self.uploads = LocalStore(self.root / "uploads", scheme="upload")
+        self._by_scheme: dict[str, Store] = {"file": self.local, "": self.local, "upload": self.uploads}
+
+    def register(self, scheme: str, store: Store) -> None:
+        self._by_scheme[scheme] = store
+
+    def for_uri(self, uri: str) -> Store:
+        if not uri:
+            raise errors.InvalidRequest("empty URI")
+        scheme = urlparse(uri).scheme if "://" in uri else ""
+        store = self._by_scheme.get(scheme)
+        if store is None:
+            raise errors.InvalidRequest(
+                f"{uri}: no store is configured for {scheme}:// URIs on this server"
+                f" (known: {', '.join(s + '://' for s in sorted(self._by_scheme) if s)} and local paths)"
+            )
+        return store
+
+    def default_output(self, job_id: str) -> str:
+        return str(self.root / "results" / job_id)
+
+    def upload_target(self, name: str) -> tuple[Path, str]:
+        """A fresh (local path, upload:// URI) pair for an upload named ``name``."""
+        safe = Path(name).name or "data"
+        if safe in (".", ".."):
+            safe = "data"
+        upload_id = uuid.uuid4().hex
+        path = self.uploads.root / upload_id / safe  # type: ignore[operator]
+        return path, f"upload://{upload_id}/{safe}"
+
+
+def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
+                 max_bytes: int | None = None, on_file=None) -> Inputs:  # noqa: ANN001
+    """Stage every input URI into ``scratch`` and checksum it."""
+    items: list[StagedInput] = []
+    scratch.mkdir(parents=True, exist_ok=True)
+    for uri in uris:
+        store = stores.for_uri(uri)
+        refs = store.list(uri)
+        staged: list[StagedFile] = []
+        for ref in refs:
+            if max_bytes is not None and ref.size > max_bytes:
+                raise errors.InputTooLarge(ref.uri, ref.size, max_bytes)
+            local = store.stage(ref, scratch / "inputs" / str(len(items)))
+            staged.append(StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size,
+                                     sha256=sha256_file(local)))
+            if on_file is not None:
+                on_file(ref)
+        prefix = store.is_prefix(uri)
+        if prefix:
+            first = staged[0]
+            root = first.path
+            for _ in Path(first.name).parts:
+                root = root.parent
+        else:
+            root = staged[0].path
+        items.append(StagedInput(uri=uri, root=root, is_prefix=prefix, files=tuple(staged)))
+    return Inputs(tuple(items))
+
+
+def check_inputs_exist(stores: Stores, uris: list[str]) -> None:
+    """Fail fast (NOT_FOUND / INVALID_ARGUMENT) before a job is queued."""
+    for uri in uris:
+        stores.for_uri(uri).list(uri)

@@ -1,0 +1,121 @@
+"""Inline data: chunked, checksummed upload and download streams.
+
+Data travel in ~1 MiB messages, each with its byte offset and CRC-32; the whole
+object's SHA-256 is verified at the end. There is no size ceiling: bytes go straight
+to (or from) disk, never held whole in memory. An upload becomes visible under its
+final name only once it is complete and verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from panreduce import errors
+from panreduce.storage import CHUNK, Stores
+from panreduce.v1 import reduce_pb2 as pb
+
+
+def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores) -> pb.ObjectInfo:
+    """Write an Upload stream to the uploads area; returns its upload:// URI."""
+    it = iter(chunks)
+    first = next(it, None)
+    if first is None or not first.HasField("header"):
+        raise errors.InvalidRequest("an upload must start with a header message")
+    header = first.header
+    path, uri = stores.upload_target(header.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in it:
+                if not chunk.HasField("data"):
+                    raise errors.InvalidRequest("only data messages may follow the header")
+                if chunk.offset != size:
+                    raise errors.TransferError(f"chunk at offset {chunk.offset}, expected {size}: data lost or reordered")
+                if zlib.crc32(chunk.data) != chunk.crc32:
+                    raise errors.TransferError(f"CRC-32 mismatch in the chunk at offset {chunk.offset}")
+                out.write(chunk.data)
+                digest.update(chunk.data)
+                size += len(chunk.data)
+            out.flush()
+            os.fsync(out.fileno())
+        if header.size and size != header.size:
+            raise errors.TransferError(f"received {size} bytes, the header announced {header.size}")
+        sha = digest.hexdigest()
+        if header.sha256 and sha != header.sha256.lower():
+            raise errors.TransferError(f"SHA-256 {sha} does not match the header's {header.sha256}")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
+        raise
+    return pb.ObjectInfo(uri=uri, size=size, sha256=sha)
+
+
+def send_download(stores: Stores, uri: str, offset: int = 0) -> Iterator[pb.DataChunk]:
+    """A Download stream: header (size, SHA-256), then the data from ``offset``."""
+    store = stores.for_uri(uri)
+    size = store.size(uri)
+    if offset > size:
+        raise errors.InvalidRequest(f"offset {offset} is past the end of {uri} ({size} bytes)")
+    digest = hashlib.sha256()
+    for block in store.open_read(uri):
+        digest.update(block)
+    yield pb.DataChunk(header=pb.ObjectHeader(name=uri, size=size, sha256=digest.hexdigest()))
+    pos = offset
+    for block in store.open_read(uri, offset):
+        yield pb.DataChunk(data=block, offset=pos, crc32=zlib.crc32(block))
+        pos += len(block)
+
+
+def file_chunks(path: Path, name: str | None = None, chunk: int = CHUNK) -> Iterator[pb.DataChunk]:
+    """An Upload stream for a local file (client side); hashes it first."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+            size += len(block)
+    yield pb.DataChunk(header=pb.ObjectHeader(name=name or path.name, size=size, sha256=digest.hexdigest()))
+    pos = 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            yield pb.DataChunk(data=block, offset=pos, crc32=zlib.crc32(block))
+            pos += len(block)
+
+
+def write_download(chunks: Iterable[pb.DataChunk], dest: Path) -> pb.ObjectInfo:
+    """Save a Download stream to ``dest`` (atomically), verifying CRCs and SHA-256."""
+    it = iter(chunks)
+    first = next(it, None)
+    if first is None or not first.HasField("header"):
+        raise errors.TransferError("download stream did not start with a header")
+    header = first.header
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.partial")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in it:
+                if chunk.offset != size or zlib.crc32(chunk.data) != chunk.crc32:
+                    raise errors.TransferError(f"corrupt or out-of-order chunk at offset {chunk.offset}")
+                out.write(chunk.data)
+                digest.update(chunk.data)
+                size += len(chunk.data)
+        if size != header.size or digest.hexdigest() != header.sha256:
+            raise errors.TransferError(f"download of {header.name} incomplete or corrupt")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return pb.ObjectInfo(uri=str(dest), size=size, sha256=header.sha256)

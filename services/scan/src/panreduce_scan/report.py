@@ -1,0 +1,301 @@
+"""Write the results: NeXus/HDF5, a CSV table and PNG figures, to given paths."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from panreduce_scan.nexus import ScanData
+from panreduce_scan.normalise import Normalised
+from panreduce_scan.peaks import PeakFit
+from panreduce_scan.series import SeriesTable
+
+#: fitted quantities reported per scan (value, error)
+FIT_KEYS = (
+    ("center", "center_err"),
+    ("fwhm", "fwhm_err"),
+    ("area", "area_err"),
+    ("height", "height_err"),
+    ("background", "background_err"),
+    ("fraction", "fraction_err"),
+)
+CSV_COLUMNS = (
+    "file", "scan", "series_axis", "series_value", "axis", "axis_units", "signal", "model",
+    "center", "center_err", "fwhm", "fwhm_err", "area", "area_err", "height", "height_err",
+    "background", "background_err", "fraction", "fraction_err", "chi2_reduced",
+    "significance", "n_points", "flags",
+)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """One reduced scan: the data read, its normalisation, the fit and its flags."""
+
+    data: ScanData
+    normalised: Normalised
+    fit: PeakFit
+    flags: list[str]
+    series_axis: str
+    series_value: float
+
+    def summary(self) -> dict[str, object]:
+        """JSON-serialisable per-scan summary (NaN -> None)."""
+        d = self.data
+        fit = self.fit
+        out: dict[str, object] = {
+            "file": d.file,
+            "scan": d.scan,
+            "entry": d.entry,
+            "axis": d.axis,
+            "axis_units": d.axis_units,
+            "declared_axis": d.declared_axis,
+            "signal": d.signal,
+            "intensity_units": self.normalised.units,
+            "model": fit.model,
+        }
+        for value, error in FIT_KEYS:
+            out[value] = json_number(getattr(fit, value))
+            out[error] = json_number(getattr(fit, error))
+        out.update(
+            chi2_reduced=json_number(fit.chi2_reduced),
+            significance=json_number(fit.significance),
+            n_points=int(d.n_points),
+            flags=list(self.flags),
+            series_axis=self.series_axis,
+            series_value=json_number(self.series_value),
+            transmission=json_number(float(np.mean(d.transmission))),
+            count_time=json_number(float(np.mean(d.count_time))),
+            ring_current=None if d.ring_current is None
+            else json_number(float(np.mean(d.ring_current))),
+            scan_command=d.scan_command,
+            notes=list(d.notes),
+        )
+        return out
+
+
+def json_number(value: object) -> float | int | None:
+    """A plain Python number for JSON: numpy scalars converted, NaN/inf -> None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    v = float(value)  # type: ignore[arg-type]
+    return v if math.isfinite(v) else None
+
+
+def _dataset_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name) or "axis"
+
+
+def entry_names(results: Sequence[ScanResult]) -> list[str]:
+    """Unique NXentry names, ``scan_<number>`` (suffixed when a scan repeats)."""
+    names: list[str] = []
+    for r in results:
+        base = _dataset_name(f"scan_{r.data.scan}")
+        name, i = base, 1
+        while name in names:
+            i += 1
+            name = f"{base}_{i}"
+        names.append(name)
+    return names
+
+
+def write_nexus(
+    path: Path,
+    results: Sequence[ScanResult],
+    *,
+    series: SeriesTable | None = None,
+    program: str = "panreduce-scan",
+    version: str = "",
+) -> None:
+    """One NXentry per scan: NXdata ``data`` (normalised intensity with errors, fit and
+    residuals against the scan axis), NXdata ``fit_curve`` (the model on a fine grid),
+    NXprocess ``peak_fit`` (fitted values, errors, chi2, flags) and NXcollection ``input``
+    (what was read). With a series, an NXentry ``series`` plots the centre against it."""
+    names = entry_names(results)
+    with h5py.File(path, "w") as f:
+        f.attrs["NX_class"] = "NXroot"
+        f.attrs["creator"] = program
+        f.attrs["default"] = names[0] if names else ""
+        for name, r in zip(names, results, strict=True):
+            _write_entry(f.create_group(name), r, program=program, version=version)
+        if series is not None and len(series.rows) > 1:
+            _write_series(f.create_group("series"), series)
+
+
+def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str) -> None:
+    d, fit, nm = r.data, r.fit, r.normalised
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "data"
+    entry["title"] = d.scan_command or f"scan {d.scan}"
+    entry["entry_identifier"] = str(d.scan)
+    if d.start_time:
+        entry["start_time"] = d.start_time
+    axis = _dataset_name(d.axis)
+    x = d.axis_values
+
+    data = entry.create_group("data")
+    data.attrs["NX_class"] = "NXdata"
+    data.attrs["signal"] = "intensity"
+    data.attrs["axes"] = [axis]
+    data.attrs[f"{axis}_indices"] = 0
+    data.attrs["auxiliary_signals"] = ["fit"]
+    ax = data.create_dataset(axis, data=x)
+    ax.attrs["units"] = d.axis_units
+    ax.attrs["long_name"] = f"{d.axis} ({d.axis_units})" if d.axis_units else d.axis
+    sig = data.create_dataset("intensity", data=nm.intensity)
+    sig.attrs["units"] = nm.units
+    sig.attrs["long_name"] = f"{d.signal}, normalised"
+    data.create_dataset("intensity_errors", data=nm.sigma).attrs["units"] = nm.units
+    curve = fit.curve(x)
+    data.create_dataset("fit", data=curve).attrs["long_name"] = f"{fit.model} + linear background"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        data.create_dataset("residuals", data=(nm.intensity - curve) / nm.sigma).attrs[
+            "long_name"] = "(intensity - fit) / sigma"
+    data.create_dataset("counts", data=d.counts).attrs["units"] = "counts"
+
+    grid_x = np.linspace(x.min(), x.max(), 501)
+    fine = entry.create_group("fit_curve")
+    fine.attrs["NX_class"] = "NXdata"
+    fine.attrs["signal"] = "fit"
+    fine.attrs["axes"] = [axis]
+    fine.attrs[f"{axis}_indices"] = 0
+    fine.create_dataset(axis, data=grid_x).attrs["units"] = d.axis_units
+    fine.create_dataset("fit", data=fit.curve(grid_x)).attrs["units"] = nm.units
+
+    proc = entry.create_group("peak_fit")
+    proc.attrs["NX_class"] = "NXprocess"
+    proc["program"] = program
+    proc["version"] = version
+    proc["model"] = fit.model
+    proc["success"] = bool(fit.success)
+    proc["message"] = fit.message
+    units = {
+        "center": d.axis_units, "fwhm": d.axis_units,
+        "area": f"{nm.units} * {d.axis_units}".strip(" *"), "height": nm.units,
+        "background": nm.units, "fraction": "",
+    }
+    for value, error in FIT_KEYS:
+        ds = proc.create_dataset(value, data=float(getattr(fit, value)))
+        ds.attrs["units"] = units[value]
+        proc.create_dataset(f"{value}_errors", data=float(getattr(fit, error))).attrs[
+            "units"] = units[value]
+    proc["bg_slope"] = float(fit.bg_slope)
+    proc["chi2"] = float(fit.chi2)
+    proc["chi2_reduced"] = float(fit.chi2_reduced)
+    proc["degrees_of_freedom"] = int(fit.dof)
+    proc["error_scale"] = float(fit.error_scale)
+    proc["significance"] = float(fit.significance)
+    proc["flags"] = ";".join(r.flags)
+    if fit.covariance.size:
+        proc["covariance"] = fit.covariance
+
+    inp = entry.create_group("input")
+    inp.attrs["NX_class"] = "NXcollection"
+    inp["file"] = d.file
+    inp["entry"] = d.entry
+    inp["axis"] = d.axis
+    inp["declared_axis"] = d.declared_axis or ""
+    inp["signal"] = d.signal
+    inp["scan_command"] = d.scan_command
+    inp.create_dataset("transmission", data=np.asarray(d.transmission, float))
+    inp.create_dataset("count_time", data=d.count_time).attrs["units"] = "s"
+    if d.ring_current is not None:
+        inp.create_dataset("ring_current", data=d.ring_current).attrs["units"] = "mA"
+    inp["notes"] = "\n".join(d.notes)
+    inp[r.series_axis if r.series_axis != "scan" else "scan_number"] = float(r.series_value)
+
+
+def _write_series(entry: h5py.Group, series: SeriesTable) -> None:
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "data"
+    entry["title"] = f"peak parameters against {series.axis}"
+    data = entry.create_group("data")
+    data.attrs["NX_class"] = "NXdata"
+    axis = _dataset_name(series.axis)
+    data.attrs["signal"] = "center"
+    data.attrs["axes"] = [axis]
+    data.attrs[f"{axis}_indices"] = 0
+    data.attrs["auxiliary_signals"] = ["fwhm", "area", "height"]
+    data.create_dataset(axis, data=series.column(series.axis))
+    for value, error in FIT_KEYS[:4]:
+        data.create_dataset(value, data=series.column(value))
+        data.create_dataset(f"{value}_errors", data=series.column(error))
+    data.create_dataset("scan", data=np.array([str(r.get("scan")) for r in series.rows],
+                                              dtype=h5py.string_dtype()))
+    data.create_dataset("flags", data=np.array([";".join(r.get("flags") or [])  # type: ignore[arg-type]
+                                                for r in series.rows], dtype=h5py.string_dtype()))
+
+
+def write_csv(path: Path, results: Sequence[ScanResult]) -> None:
+    """One row per scan (columns :data:`CSV_COLUMNS`; flags joined by ';'; empty = NaN)."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            row = r.summary()
+            row["flags"] = ";".join(r.flags)
+            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in CSV_COLUMNS})
+
+
+def plot_scan(path: Path, result: ScanResult) -> None:
+    """Data with error bars, the fit, and normalised residuals below."""
+    d, fit, nm = result.data, result.fit, result.normalised
+    fig = Figure(figsize=(7, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    x = d.axis_values
+    top.errorbar(x, nm.intensity, yerr=nm.sigma, fmt="o", ms=3, lw=1, label=d.signal)
+    grid = np.linspace(x.min(), x.max(), 501)
+    curve = fit.curve(grid)
+    if np.any(np.isfinite(curve)):
+        label = fit.model
+        if np.isfinite(fit.center):
+            label += (f": centre {fit.center:.5g} ± {fit.center_err:.2g}, "
+                      f"FWHM {fit.fwhm:.3g} ± {fit.fwhm_err:.2g}")
+        top.plot(grid, curve, "-", color="C3", label=label)
+    top.set_ylabel(nm.units)
+    flags = f"  [{', '.join(result.flags)}]" if result.flags else ""
+    top.set_title(f"{d.file} (scan {d.scan}){flags}", fontsize=10)
+    top.legend(fontsize=8)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resid = (nm.intensity - fit.curve(x)) / nm.sigma
+    bottom.axhline(0, color="k", lw=0.5)
+    bottom.plot(x, resid, "o", ms=3)
+    bottom.set_ylabel("residual / σ")
+    bottom.set_xlabel(f"{d.axis} ({d.axis_units})" if d.axis_units else d.axis)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def plot_series(path: Path, series: SeriesTable, *, axis_units: str = "") -> None:
+    """Centre, FWHM and area against the series axis; flagged scans drawn hollow."""
+    fig = Figure(figsize=(7, 8), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 1, sharex=True)
+    x = series.column(series.axis)
+    flagged = np.array([bool(r.get("flags")) for r in series.rows])
+    for ax, (value, error) in zip(axes, FIT_KEYS[:3], strict=True):
+        y, e = series.column(value), series.column(error)
+        good = ~flagged
+        ax.errorbar(x[good], y[good], yerr=e[good], fmt="o", ms=4, label="fitted")
+        if np.any(flagged):
+            ax.errorbar(x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none",
+                        color="C3", label="flagged")
+        ax.set_ylabel(value)
+    axes[0].legend(fontsize=8)
+    axes[-1].set_xlabel(f"{series.axis} ({axis_units})" if axis_units else series.axis)
+    axes[0].set_title(f"peak parameters against {series.axis}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
