@@ -41,7 +41,7 @@ class Toy(Technique[ToyParameters, list]):
         for f in files:
             try:
                 arrays.append(np.load(f.path, allow_pickle=False))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, EOFError) as exc:
                 raise errors.InvalidInput(f.name, f"not a .npy array ({exc})") from None
         return arrays
 

@@ -222,6 +222,8 @@ def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
         refs = store.list(uri)
         staged: list[StagedFile] = []
         for ref in refs:
+            if ref.size == 0:
+                raise errors.InvalidInput(ref.uri, "the file is empty (0 bytes)")
             if max_bytes is not None and ref.size > max_bytes:
                 raise errors.InputTooLarge(ref.uri, ref.size, max_bytes)
             local = store.stage(ref, scratch / "inputs" / str(len(items)))

@@ -1,0 +1,67 @@
+"""Reading inputs safely: library errors become InvalidInput naming the file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from panreduce import errors
+from panreduce.kit.technique import StagedFile
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+@contextmanager
+def open_hdf5(file: StagedFile | Path | str, source: str | None = None) -> Iterator[h5py.File]:
+    """Open an HDF5/NeXus input read-only; a file that is not HDF5, or is truncated or
+    corrupt, raises InvalidInput naming it."""
+    path = Path(file.path if isinstance(file, StagedFile) else file)
+    name = source or (file.name if isinstance(file, StagedFile) else path.name)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise errors.InvalidInput(name, f"cannot be read ({exc.strerror or exc})") from None
+    if head != HDF5_SIGNATURE and not h5py.is_hdf5(path):
+        raise errors.InvalidInput(name, "is not an HDF5/NeXus file (no HDF5 signature)")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise errors.InvalidInput(name, f"is a damaged or truncated HDF5 file ({exc})") from None
+    try:
+        yield f
+    except (OSError, RuntimeError, KeyError) as exc:
+        # h5py raises these when a dataset's bytes lie past the end of a truncated file
+        if isinstance(exc, KeyError) or "truncated" in str(exc).lower() or "read" in str(exc).lower():
+            raise errors.InvalidInput(name, f"is damaged or truncated: reading failed ({exc})") from None
+        raise
+    finally:
+        f.close()
+
+
+def require_dataset(group: h5py.Group, path: str, source: str) -> h5py.Dataset:
+    """The dataset at ``path`` in ``group``, or InvalidInput naming what is missing."""
+    obj = group.get(path)
+    if obj is None:
+        raise errors.InvalidInput(source, f"has no dataset {group.name.rstrip('/')}/{path}")
+    if not isinstance(obj, h5py.Dataset):
+        raise errors.InvalidInput(source, f"{obj.name} is a group, not a dataset")
+    return obj
+
+
+def read_array(group: h5py.Group, path: str, source: str, *, finite: bool = True) -> np.ndarray:
+    """A dataset's values; with ``finite``, NaN or inf raises InvalidInput."""
+    ds = require_dataset(group, path, source)
+    try:
+        values = ds[()]
+    except (OSError, RuntimeError) as exc:
+        raise errors.InvalidInput(source, f"{ds.name} cannot be read: damaged or truncated ({exc})") from None
+    arr = np.asarray(values)
+    if finite and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise errors.InvalidInput(source, f"{ds.name} holds {bad} NaN or infinite value(s)")
+    return arr
