@@ -11,7 +11,7 @@ DEMO_OUT ?= panreduce-results/demo-$(shell date +%Y%m%d-%H%M%S)
 .PHONY: help setup proto demo test test-gpu test-large lint serve clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: ## install everything into .venv (uv from the lock file; installs uv if missing)
 	@$(UV) sync --frozen --quiet
@@ -33,6 +33,9 @@ test-gpu: setup ## run the GPU tests (needs CUDA and torch: uv sync --extra gpu)
 test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
 
+bench-%: setup ## run a technique's benchmark: make bench-TECHNIQUE (prints a table)
+	$(PY) benchmarks/bench_$*.py
+
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check .
 
@@ -42,3 +45,6 @@ serve: setup ## run the embedded platform as a local server on port 50050
 clean: ## remove the environment, caches and demo results
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache panreduce-results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Deployment targets (images, chart checks) live in mk/*.mk.
+-include mk/*.mk

@@ -106,7 +106,9 @@ class GatewayService(pb_grpc.ReducerServicer):
                 log.warning("describe: %s", exc)
         return resp
 
-    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> pb.Job:
+    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *,
+                follow: bool = False) -> pb.Job:
+        """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         route = self.route(request.technique)
         if request.idempotency_key:
             existing = self.manager.store.by_idempotency_key(request.idempotency_key)
@@ -130,7 +132,7 @@ class GatewayService(pb_grpc.ReducerServicer):
             raise self._upstream_error(route, exc) from None
         if req.validate_only:
             return pb.Job(technique=req.technique, request=req)
-        job, _ = self.manager.submit(req, deadline=deadline_of(context), job_id=job_id)
+        job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None, job_id=job_id)
         return job
 
     def _upstream_uri(self, uri: str) -> str:
@@ -141,7 +143,7 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     @rpc_method
     def Reduce(self, request: pb.ReduceRequest, context):  # noqa: N802, ANN001, ANN201
-        job = self._submit(request, context)
+        job = self._submit(request, context, follow=True)
         yield from reduce_stream(self.manager, job.job_id, context)
 
     @rpc_method

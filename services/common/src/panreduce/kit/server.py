@@ -97,7 +97,9 @@ class TechniqueService(pb_grpc.ReducerServicer):
             raise errors.UnknownTechnique(request.technique, [self.name])
         return pb.DescribeResponse(server_kind="technique", server_version=__version__, techniques=[self.info])
 
-    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> pb.Job:
+    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *,
+                follow: bool = False) -> pb.Job:
+        """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         validate_request(self.cls, request)
         check_inputs_exist(self.stores, list(request.inputs))
         req = pb.ReduceRequest()
@@ -105,12 +107,12 @@ class TechniqueService(pb_grpc.ReducerServicer):
         req.technique = self.name
         if req.validate_only:
             return pb.Job(technique=self.name, request=req)
-        job, _ = self.manager.submit(req, deadline=deadline_of(context))
+        job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None)
         return job
 
     @rpc_method
     def Reduce(self, request: pb.ReduceRequest, context):  # noqa: N802, ANN001, ANN201
-        job = self._submit(request, context)
+        job = self._submit(request, context, follow=True)
         yield from reduce_stream(self.manager, job.job_id, context)
 
     @rpc_method

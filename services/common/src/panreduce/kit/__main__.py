@@ -1,0 +1,45 @@
+"""``panreduce-service TECHNIQUE``: run one installed technique as a gRPC service.
+
+This is what a technique's container image runs. Settings from flags or environment:
+PANREDUCE_HOST, PANREDUCE_PORT (50051), PANREDUCE_STORE, PANREDUCE_MAX_RUNNING (1),
+PANREDUCE_METRICS_PORT (0: off), PANREDUCE_DRAIN_SECONDS (30), PANREDUCE_LOG_FORMAT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from panreduce import errors, registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="panreduce-service", description=__doc__.splitlines()[0])
+    p.add_argument("technique", nargs="?", default=env("PANREDUCE_TECHNIQUE"),
+                   help=f"installed technique (one of: {', '.join(registry.names()) or 'none'})")
+    p.add_argument("--host", default=env("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
+    p.add_argument("--port", type=int, default=int(env("PANREDUCE_PORT", "50051")))
+    p.add_argument("--store", type=Path, default=Path(env("PANREDUCE_STORE", "panreduce-store")))
+    p.add_argument("--max-running", type=int, default=int(env("PANREDUCE_MAX_RUNNING", "1")))
+    p.add_argument("--metrics-port", type=int, default=int(env("PANREDUCE_METRICS_PORT", "0")))
+    p.add_argument("--drain-seconds", type=float, default=float(env("PANREDUCE_DRAIN_SECONDS", "30")))
+    args = p.parse_args(argv)
+    if not args.technique:
+        p.error("name the technique (or set PANREDUCE_TECHNIQUE)")
+    try:
+        cls = registry.load(args.technique)
+    except errors.UnknownTechnique as exc:
+        print(f"panreduce-service: {exc}", file=sys.stderr)
+        return 2
+    from panreduce.kit.server import serve
+
+    serve(cls, port=args.port, host=args.host, store_root=args.store, max_running=args.max_running,
+          metrics_port=args.metrics_port, drain_seconds=args.drain_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
