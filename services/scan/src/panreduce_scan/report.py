@@ -232,8 +232,9 @@ def _write_series(entry: h5py.Group, series: SeriesTable) -> None:
     for value, error in FIT_KEYS[:4]:
         data.create_dataset(value, data=series.column(value))
         data.create_dataset(f"{value}_errors", data=series.column(error))
-    data.create_dataset("scan", data=np.array([str(r.get("scan")) for r in series.rows],
-                                              dtype=h5py.string_dtype()))
+    if axis != "scan":
+        data.create_dataset("scan", data=np.array([str(r.get("scan")) for r in series.rows],
+                                                  dtype=h5py.string_dtype()))
     data.create_dataset("flags", data=np.array([";".join(r.get("flags") or [])  # type: ignore[arg-type]
                                                 for r in series.rows], dtype=h5py.string_dtype()))
 
@@ -268,7 +269,7 @@ def plot_scan(path: Path, result: ScanResult) -> None:
     top.set_ylabel(nm.units)
     flags = f"  [{', '.join(result.flags)}]" if result.flags else ""
     top.set_title(f"{d.file} (scan {d.scan}){flags}", fontsize=10)
-    top.legend(fontsize=8)
+    top.legend(fontsize=8, loc="upper left")
     with np.errstate(invalid="ignore", divide="ignore"):
         resid = (nm.intensity - fit.curve(x)) / nm.sigma
     bottom.axhline(0, color="k", lw=0.5)
@@ -279,7 +280,9 @@ def plot_scan(path: Path, result: ScanResult) -> None:
     fig.savefig(path, format="png")
 
 
-def plot_series(path: Path, series: SeriesTable, *, axis_units: str = "") -> None:
+def plot_series(
+    path: Path, series: SeriesTable, *, axis_units: str = "", value_units: str = ""
+) -> None:
     """Centre, FWHM and area against the series axis; flagged scans drawn hollow."""
     fig = Figure(figsize=(7, 8), dpi=100)
     FigureCanvasAgg(fig)
@@ -293,7 +296,7 @@ def plot_series(path: Path, series: SeriesTable, *, axis_units: str = "") -> Non
         if np.any(flagged):
             ax.errorbar(x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none",
                         color="C3", label="flagged")
-        ax.set_ylabel(value)
+        ax.set_ylabel(f"{value} ({value_units})" if value_units and value != "area" else value)
     axes[0].legend(fontsize=8)
     axes[-1].set_xlabel(f"{series.axis} ({axis_units})" if axis_units else series.axis)
     axes[0].set_title(f"peak parameters against {series.axis}", fontsize=10)

@@ -121,8 +121,9 @@ def series_table(
         raise ValueError("one series value per result is needed")
     rows = []
     for value, result in zip(series_values, results, strict=True):
-        row = {axis: float(value)}
-        row.update({k: v for k, v in result.items() if k != axis})
+        row: dict[str, object] = {axis: float(value)}
+        row.update(result)  # a result's own value of the axis (e.g. its int scan) wins
         rows.append(row)
-    order = sorted(range(len(rows)), key=lambda i: (math.isnan(rows[i][axis]), rows[i][axis]))
+    keys = [float(r[axis]) for r in rows]  # type: ignore[arg-type]
+    order = sorted(range(len(rows)), key=lambda i: (math.isnan(keys[i]), keys[i]))
     return SeriesTable(axis=axis, rows=[rows[i] for i in order])
