@@ -64,6 +64,26 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--gateway", metavar="HOST:PORT", default=os.environ.get("PANREDUCE_GATEWAY"),
                         help="talk to this gateway (default: $PANREDUCE_GATEWAY; "
                         + ("required" if required else "none: run the embedded platform") + ")")
+        sp.add_argument("--token", default=os.environ.get("PANREDUCE_TOKEN"),
+                        help="bearer token for the gateway (default: $PANREDUCE_TOKEN)")
+        sp.add_argument("--tls-ca", type=Path, default=os.environ.get("PANREDUCE_TLS_CA"),
+                        help="talk TLS, trusting this CA bundle (PEM; default: $PANREDUCE_TLS_CA)")
+
+    def server_opts(sp: argparse.ArgumentParser) -> None:
+        env = os.environ.get
+        sp.add_argument("--db", type=Path, default=env("PANREDUCE_DB"),
+                        help="SQLite job table (default: <store>/jobs.sqlite for serve; in memory for gateway)")
+        sp.add_argument("--tls-cert", type=Path, default=env("PANREDUCE_TLS_CERT"), help="serve TLS: certificate chain (PEM)")
+        sp.add_argument("--tls-key", type=Path, default=env("PANREDUCE_TLS_KEY"), help="serve TLS: private key (PEM)")
+        sp.add_argument("--tokens-file", default=env("PANREDUCE_TOKENS_FILE"),
+                        help="static bearer tokens (JSON) -- turns access control on")
+        sp.add_argument("--jwks", default=env("PANREDUCE_JWKS"),
+                        help="JWKS (file or URL) to verify OIDC JWTs -- turns access control on")
+        sp.add_argument("--allowed-prefix", action="append", default=None, metavar="TEMPLATE",
+                        help="URI prefix a proposal may use, with {proposal}; repeatable "
+                        "(default: $PANREDUCE_ALLOWED_PREFIXES, comma-separated)")
+        sp.add_argument("--max-attempts", type=int, default=int(env("PANREDUCE_MAX_ATTEMPTS", "3")),
+                        help="runs of a job whose service went away (default 3)")
 
     sp = sub.add_parser("techniques", help="list the techniques and their parameters")
     gateway_opt(sp)
@@ -83,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="deadline for the job")
     sp.add_argument("--upload", action="store_true", help="send local input files inline (gateway mode)")
     sp.add_argument("--detach", action="store_true", help="submit and print the job id without waiting (gateway mode)")
+    sp.add_argument("--proposal", default="", help="the proposal the job belongs to (kept as label proposal=)")
+    sp.add_argument("--split", type=int, default=0, metavar="N",
+                    help="split a shardable job into N shards over the replicas (0: automatic, 1: never)")
     sp.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     gateway_opt(sp)
     sp.set_defaults(func=cmd_reduce)
@@ -93,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", type=Path, default=None, help="local object store folder (default $PANREDUCE_STORE or ./panreduce-store)")
     sp.add_argument("--techniques", default=None, help="comma-separated techniques to start (default: all installed)")
     sp.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default: off)")
+    server_opts(sp)
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
@@ -111,13 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
     sp.add_argument("--store", type=Path, default=None)
     sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
+    server_opts(sp)
     sp.set_defaults(func=cmd_gateway)
+
+    sp = sub.add_parser("retention", help="list (--dry-run) or delete (--apply) results older than the retention")
+    mode = sp.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--dry-run", action="store_true", help="list what is older than the retention")
+    mode.add_argument("--apply", action="store_true", help="delete it")
+    sp.add_argument("--days", type=float, default=float(os.environ.get("PANREDUCE_RETENTION_DAYS", 90)),
+                    help="retention in days (default $PANREDUCE_RETENTION_DAYS or 90, the facility minimum)")
+    sp.add_argument("--store", type=Path, default=None, help="the gateway's store folder")
+    sp.add_argument("--db", type=Path, default=os.environ.get("PANREDUCE_DB"), help="the job table (default <store>/jobs.sqlite)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_retention)
 
     jobs = sub.add_parser("jobs", help="list, show, watch or cancel jobs on a gateway")
     jsub = jobs.add_subparsers(metavar="ACTION")
     sp = jsub.add_parser("list", help="list jobs (newest first)")
     sp.add_argument("--technique", default="")
     sp.add_argument("--state", default="", choices=["", "queued", "running", "succeeded", "failed", "cancelled"])
+    sp.add_argument("--owner", default="", help="who submitted it, or a user named in the inputs")
+    sp.add_argument("--proposal", default="")
+    sp.add_argument("--sample", default="", help="sample name (labels or the inputs' metadata; substring)")
+    sp.add_argument("--since", default="", help="created on or after this date/time (ISO 8601)")
+    sp.add_argument("--until", default="", help="created before this date/time (ISO 8601)")
     sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     sp.add_argument("--json", action="store_true")
     gateway_opt(sp, required=True)
@@ -191,12 +232,18 @@ def gateway_address(value: str | None) -> str | None:
     return value if ":" in value else f"{value}:{DEFAULT_GATEWAY_PORT}"
 
 
+def client_for(args: argparse.Namespace, address: str) -> Client:
+    ca = getattr(args, "tls_ca", None)
+    return Client(address, token=getattr(args, "token", None) or None,
+                  root_certificates=Path(ca).read_bytes() if ca else None)
+
+
 def need_gateway(args: argparse.Namespace) -> Client:
     address = gateway_address(args.gateway)
     if not address:
         raise errors.InvalidRequest("no gateway given: use --gateway HOST:PORT or set $PANREDUCE_GATEWAY "
                                     "(start one with `panreduce serve`)")
-    return Client(address)
+    return client_for(args, address)
 
 
 class ProgressBar:
@@ -243,8 +290,8 @@ def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: 
         from panreduce_gateway.embedded import Platform
 
         platform = stack.enter_context(Platform(techniques))
-        address = platform.address
-    return stack.enter_context(Client(address))
+        return stack.enter_context(Client(platform.address))
+    return stack.enter_context(client_for(args, address))
 
 
 def cmd_techniques(args: argparse.Namespace) -> int:
@@ -268,6 +315,8 @@ def cmd_techniques(args: argparse.Namespace) -> int:
 def cmd_reduce(args: argparse.Namespace) -> int:
     params = load_params(args)
     labels = parse_pairs(args.label, "label", as_json=False)
+    if args.proposal:
+        labels["proposal"] = args.proposal
     inputs = [local_uri(i) for i in args.inputs]
     output = local_uri(args.output) if args.output else ""
     embedded = gateway_address(args.gateway) is None
@@ -279,6 +328,7 @@ def cmd_reduce(args: argparse.Namespace) -> int:
             inputs = [client.upload(Path(i)).uri if "://" not in i and Path(i).is_file() else i for i in inputs]
         request = make_request(args.technique, inputs, params, output, labels=labels,
                                idempotency_key=args.idempotency_key)
+        request.split = max(args.split, 0)
         if args.detach:
             if embedded:
                 raise errors.InvalidRequest("--detach needs --gateway: embedded jobs end with the command")
@@ -341,6 +391,27 @@ def _fmt(v: Any) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
+def gateway_settings(args: argparse.Namespace):  # noqa: ANN201
+    """GatewayConfig and TLS pair from the serve/gateway flags."""
+    from panreduce_gateway.auth import Access
+    from panreduce_gateway.gateway import GatewayConfig
+
+    env = dict(os.environ)
+    if args.tokens_file:
+        env["PANREDUCE_TOKENS_FILE"] = str(args.tokens_file)
+    if args.jwks:
+        env["PANREDUCE_JWKS"] = str(args.jwks)
+    if args.allowed_prefix:
+        env["PANREDUCE_ALLOWED_PREFIXES"] = ",".join(args.allowed_prefix)
+    config = GatewayConfig(access=Access.from_env(env), max_attempts=max(args.max_attempts, 1))
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise errors.InvalidRequest("TLS needs both --tls-cert and --tls-key")
+        tls = (Path(args.tls_cert).read_bytes(), Path(args.tls_key).read_bytes())
+    return config, tls
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
@@ -348,13 +419,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from panreduce_gateway.embedded import Platform
 
     configure()
+    config, tls = gateway_settings(args)
     names = [n.strip() for n in args.techniques.split(",") if n.strip()] if args.techniques else None
     platform = Platform(names, store_root=args.store.resolve() if args.store else None,
-                        address=f"{args.host}:{args.port}")
+                        address=f"{args.host}:{args.port}", persistent=True, db=args.db, config=config, tls=tls)
     platform.start()
     serve_metrics(args.metrics_port)
     print(f"panreduce: serving {', '.join(platform.services) or 'no techniques'} on {platform.address} "
-          f"(store {platform.stores.root}); stop with Ctrl-C", file=sys.stderr, flush=True)
+          f"(store {platform.stores.root}{', TLS' if tls else ''}"
+          f"{', access control on' if config.access.enabled else ''}); stop with Ctrl-C",
+          file=sys.stderr, flush=True)
     run_until_signal(platform.all_servers(), grace=30.0)
     return 0
 
@@ -372,21 +446,58 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
     from panreduce.serving import run_until_signal, start_server
+    from panreduce.sqlstore import SqliteJobStore
     from panreduce.storage import Stores
     from panreduce_gateway.embedded import default_store_root
-    from panreduce_gateway.gateway import GatewayService
+    from panreduce_gateway.gateway import GatewayService, parse_routes
 
     configure()
     pairs = list(args.route) + [r for r in os.environ.get("PANREDUCE_ROUTES", "").split(",") if r.strip()]
-    routes = parse_pairs(pairs, "route", as_json=False)
+    routes = parse_routes(pairs)
     if not routes:
         raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
-    service = GatewayService(routes, stores=Stores(args.store or default_store_root()))
-    running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager)
+    config, tls = gateway_settings(args)
+    store = SqliteJobStore(args.db) if args.db else None
+    service = GatewayService(routes, stores=Stores(args.store or default_store_root()), store=store, config=config)
+    running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager,
+                           tls=tls)
+    service.resume()
     running.set_serving(True)
     serve_metrics(args.metrics_port)
     print(f"panreduce: gateway on port {running.port} routing {', '.join(sorted(routes))}", file=sys.stderr, flush=True)
     run_until_signal([running])
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from panreduce.sqlstore import SqliteJobStore
+    from panreduce.storage import Stores
+    from panreduce_gateway import retention
+    from panreduce_gateway.embedded import default_store_root
+
+    root = (args.store or default_store_root()).resolve()
+    db = Path(args.db) if args.db else root / "jobs.sqlite"
+    if not db.is_file():
+        raise errors.InputNotFound(str(db), "no job table there; give --store or --db")
+    if args.days < retention.DEFAULT_DAYS:
+        print(f"panreduce: warning: {args.days:g} days is below the facility minimum of "
+              f"{retention.DEFAULT_DAYS} days", file=sys.stderr)
+    store = SqliteJobStore(db)
+    items = retention.expired(store, days=args.days)
+    deleted = retention.apply(store, Stores(root), items) if args.apply else []
+    if args.json:
+        print(json.dumps({"retention_days": args.days, "applied": bool(args.apply), "jobs": [
+            {"job_id": e.job_id, "technique": e.technique, "proposal": e.proposal,
+             "finished": e.finished.isoformat(), "outputs": [o.uri for o in e.outputs], "bytes": e.size}
+            for e in items], "deleted": deleted}, indent=1))
+        return 0
+    verb = "deleted" if args.apply else "older than the retention"
+    for e in items:
+        print(f"{e.job_id}  {e.finished:%Y-%m-%d}  {e.technique:<12} {e.proposal or '-':<12} "
+              f"{len(e.outputs)} output(s), {e.size} bytes")
+    print(f"{len(items)} job(s) {verb} ({args.days:g} days; now {datetime.now():%Y-%m-%d %H:%M})")
     return 0
 
 
@@ -408,10 +519,29 @@ def job_dict(job: pb.Job) -> dict[str, Any]:
     return doc
 
 
+def parse_time(text: str):  # noqa: ANN201
+    """An ISO 8601 date/time (local time when no zone is given) as a protobuf Timestamp, or None."""
+    if not text:
+        return None
+    from datetime import datetime
+
+    from google.protobuf import timestamp_pb2
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise errors.InvalidRequest(f"{text!r} is not an ISO 8601 date or date/time") from None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(when.astimezone())
+    return ts
+
+
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     with need_gateway(args) as client:
         jobs = client.list_jobs(technique=args.technique, state=STATES.get(args.state, 0),
-                                labels=parse_pairs(args.label, "label", as_json=False))
+                                labels=parse_pairs(args.label, "label", as_json=False), owner=args.owner,
+                                proposal=args.proposal, sample=args.sample, created_after=parse_time(args.since),
+                                created_before=parse_time(args.until))
     if args.json:
         print(json.dumps([job_dict(j) for j in jobs], indent=1))
     else:

@@ -15,8 +15,9 @@ from pathlib import Path
 from panreduce import registry
 from panreduce.kit.server import start_technique
 from panreduce.serving import RunningServer, start_server
+from panreduce.sqlstore import SqliteJobStore
 from panreduce.storage import Stores
-from panreduce_gateway.gateway import GatewayService
+from panreduce_gateway.gateway import GatewayConfig, GatewayService
 
 log = logging.getLogger("panreduce.embedded")
 
@@ -33,14 +34,21 @@ class Platform:
 
     ``techniques``: names to start (default: every installed technique).
     ``address``: where the gateway listens (default: a free loopback port).
+    ``persistent``: keep the job table in ``<store>/jobs.sqlite`` (it survives restarts,
+    and unfinished jobs run again) instead of in memory.
     """
 
     def __init__(self, techniques: Iterable[str] | None = None, *, store_root: Path | None = None,
-                 address: str = "127.0.0.1:0", max_running: int = 1) -> None:
+                 address: str = "127.0.0.1:0", max_running: int = 1, persistent: bool = False,
+                 db: Path | None = None, config: GatewayConfig | None = None,
+                 tls: tuple[bytes, bytes] | None = None) -> None:
         self.names = list(techniques) if techniques is not None else registry.names()
         self.stores = Stores(store_root or default_store_root())
         self.address_spec = address
         self.max_running = max_running
+        self.db = db or (self.stores.root / "jobs.sqlite" if persistent else None)
+        self.config = config
+        self.tls = tls
         self.services: dict[str, RunningServer] = {}
         self.gateway: RunningServer | None = None
         self._gateway_service: GatewayService | None = None
@@ -60,9 +68,13 @@ class Platform:
                 self.services[name] = start_technique(cls, stores=self.stores, max_running=self.max_running)
                 log.info("technique %s on %s", name, self.services[name].address)
             routes = {name: s.address for name, s in self.services.items()}
-            self._gateway_service = GatewayService(routes, stores=self.stores)
+            store = SqliteJobStore(self.db) if self.db else None
+            self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=self.config)
             self.gateway = start_server(self._gateway_service, address=self.address_spec, name="gateway",
-                                        manager=self._gateway_service.manager)
+                                        manager=self._gateway_service.manager, tls=self.tls)
+            resumed = self._gateway_service.resume()
+            if resumed:
+                log.warning("resumed %d unfinished job(s): %s", len(resumed), ", ".join(resumed))
             self.gateway.set_serving(True)
         except BaseException:
             self.stop(grace=0)

@@ -1,63 +1,138 @@
 """The gateway: one Reducer endpoint in front of every technique service.
 
 It routes Reduce/Submit by technique to the service addresses in its configuration,
-checks each request with the service before queuing it (``validate_only``), relays
-the service's events into its own job log, and keeps the job table. Cancelling a
-gateway job cancels the upstream call, and so the running algorithm.
+has the service check each request before queuing it (``validate_only``), relays the
+service's events into its own job log, and keeps the job table (in memory, or SQLite
+that survives restarts). With access control on, every caller is identified by a
+bearer token and sees only its own proposals' jobs and data.
 
-Seams for the gateway issue: the job table is a ``JobStore``; the stores (local
-folder here) are a ``Stores``; routes are a mapping that may list several replicas.
+A shardable technique's job is split into shards spread over the service's replicas
+through gRPC's round_robin balancing (a list of addresses, or a headless Service's DNS
+name), with a bounded number in flight per replica, retries of a failed shard on the
+next replica, and a merge step that the technique defines.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
 from panreduce import __version__, errors, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id
-from panreduce.kit.server import checked_download_uri, deadline_of, list_jobs, reduce_stream
+from panreduce.kit.server import deadline_of, list_jobs, reduce_stream
 from panreduce.serving import rpc_method
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
+from panreduce_gateway.auth import ANONYMOUS, Access, Identity
 
 log = logging.getLogger("panreduce.gateway")
 
 _LEVEL_NAMES = {v: k.lower() for k, v in pb.LogLine.Level.items()}
+_RETRIED_METHODS = ("Describe", "GetJob", "ListJobs", "Reduce", "Submit")
+
+
+def service_config(max_attempts: int = 4) -> str:
+    """gRPC service config: round_robin over every resolved replica, and transparent
+    retries of calls that found a replica unavailable."""
+    return json.dumps({
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{
+            "name": [{"service": "panreduce.v1.Reducer", "method": m} for m in _RETRIED_METHODS],
+            "retryPolicy": {"maxAttempts": max_attempts, "initialBackoff": "0.1s", "maxBackoff": "2s",
+                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+        }],
+    })
+
+
+def channel_target(addresses: Iterable[str]) -> str:
+    """One gRPC target for a technique's replicas: ``host:port`` or ``dns:///name:port``
+    as given; several IP addresses become an ``ipv4:``/``ipv6:`` list."""
+    addresses = [a.strip() for a in addresses if a.strip()]
+    if len(addresses) == 1:
+        return addresses[0]
+    hosts = [a.rsplit(":", 1)[0].strip("[]") for a in addresses]
+    try:
+        families = {socket.inet_pton(socket.AF_INET, h) and "ipv4" for h in hosts}
+    except OSError:
+        raise errors.InvalidRequest(
+            f"several addresses for one technique must be IP addresses ({', '.join(addresses)}); "
+            "for host names use one dns:///NAME:PORT target (e.g. a headless Service)") from None
+    return f"{families.pop()}:{','.join(addresses)}"
 
 
 @dataclass
 class Route:
     technique: str
-    address: str
+    target: str
     channel: grpc.Channel = field(init=False, repr=False)
     stub: pb_grpc.ReducerStub = field(init=False, repr=False)
+    _replicas: tuple[float, int] = field(default=(0.0, 1), init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(self.address, options=rpc.CHANNEL_OPTIONS)
+        options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1)]
+        self.channel = grpc.insecure_channel(self.target, options=options)
         self.stub = pb_grpc.ReducerStub(self.channel)
+
+    def replicas(self) -> int:
+        """How many replicas the target names (a DNS name: its addresses, refreshed every 30 s)."""
+        if self.target.startswith(("ipv4:", "ipv6:")):
+            return self.target.count(",") + 1
+        if not self.target.startswith("dns:"):
+            return 1
+        when, count = self._replicas
+        if time.monotonic() - when > 30:
+            host_port = self.target.split("/")[-1]
+            host, _, port = host_port.rpartition(":")
+            try:
+                count = len({ai[4][0] for ai in socket.getaddrinfo(host, int(port or 50051), type=socket.SOCK_STREAM)})
+            except OSError:
+                count = 1
+            self._replicas = (time.monotonic(), max(count, 1))
+        return self._replicas[1]
+
+
+@dataclass
+class GatewayConfig:
+    access: Access = field(default_factory=Access)
+    max_attempts: int = 3  # runs of a job (or shard) whose service went away
+    shard_slots_per_replica: int = 2  # shards in flight per replica
+    describe_timeout: float = 10.0
+    max_running: int = 64
 
 
 class GatewayService(pb_grpc.ReducerServicer):
     name = "gateway"
 
-    def __init__(self, routes: Mapping[str, str], *, stores: Stores, store: JobStore | None = None,
-                 max_running: int = 64, describe_timeout: float = 10.0) -> None:
-        self.routes = {t: Route(t, addr) for t, addr in routes.items()}
+    def __init__(self, routes: Mapping[str, str | Iterable[str]], *, stores: Stores, store: JobStore | None = None,
+                 config: GatewayConfig | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.routes = {t: Route(t, channel_target([a] if isinstance(a, str) else a)) for t, a in routes.items()}
         self.stores = stores
-        self.describe_timeout = describe_timeout
-        self.manager = JobManager(self._relay, store=store, max_running=max_running, name="gateway")
+        self.access = self.config.access
+        self.manager = JobManager(self._relay, store=store, max_running=self.config.max_running, name="gateway",
+                                  max_attempts=self.config.max_attempts)
         self._described: dict[str, pb.TechniqueInfo] = {}
         self._lock = threading.Lock()
+        self._shard_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shard")
+
+    def resume(self) -> list[str]:
+        """Run again the jobs a previous gateway process left unfinished."""
+        return self.manager.resume()
 
     def close(self) -> None:
+        self._shard_pool.shutdown(wait=False, cancel_futures=True)
         for route in self.routes.values():
             route.channel.close()
 
@@ -72,9 +147,11 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     def _upstream_error(self, route: Route, exc: grpc.RpcError) -> errors.PanReduceError:
         err = rpc.from_rpc_error(exc)
-        if isinstance(err, errors.Unavailable):
+        if isinstance(err, errors.Unavailable) or (
+                isinstance(err, errors.InternalError) and "incident" not in err.metadata):
+            # the service went away mid-call (socket closed, stream reset): retryable
             return errors.Unavailable(
-                f"the {route.technique} service at {route.address} is unavailable ({err.message}); try again later")
+                f"the {route.technique} service at {route.target} is unavailable ({err.message})")
         return err
 
     def _info(self, technique: str) -> pb.TechniqueInfo:
@@ -84,7 +161,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         if cached is not None:
             return cached
         try:
-            resp = route.stub.Describe(pb.DescribeRequest(technique=technique), timeout=self.describe_timeout)
+            resp = route.stub.Describe(pb.DescribeRequest(technique=technique), timeout=self.config.describe_timeout)
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
         info = resp.techniques[0]
@@ -92,9 +169,24 @@ class GatewayService(pb_grpc.ReducerServicer):
             self._described[technique] = info
         return info
 
+    # -- access -----------------------------------------------------------------------
+    def _job_for(self, identity: Identity, job_id: str) -> pb.Job:
+        """A job the caller may see; another proposal's job is reported as not found."""
+        job = self.manager.get(job_id)
+        if not identity.may_see(job.proposal):
+            raise errors.JobNotFound(job_id)
+        return job
+
+    def _check_request_uris(self, identity: Identity, proposal: str, request: pb.ReduceRequest) -> None:
+        for uri in request.inputs:
+            self.access.check_uri(identity, proposal, uri)
+        if request.output:
+            self.access.check_uri(identity, proposal, request.output)
+
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
-    def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001, ARG002
+    def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001
+        self.access.identify(context)
         resp = pb.DescribeResponse(server_kind="gateway", server_version=__version__)
         if request.technique:
             resp.techniques.append(self._info(request.technique))
@@ -109,31 +201,54 @@ class GatewayService(pb_grpc.ReducerServicer):
     def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *,
                 follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
+        identity = self.access.identify(context)
         route = self.route(request.technique)
+        proposal = self.access.proposal_for(identity, request.labels.get("proposal", ""))
         if request.idempotency_key:
             existing = self.manager.store.by_idempotency_key(request.idempotency_key)
             if existing is not None:
+                if not identity.may_see(existing.proposal):
+                    raise errors.FailedPrecondition("this idempotency key is already used")
                 return existing
+        self._check_request_uris(identity, proposal, request)
         check_inputs_exist(self.stores, list(request.inputs))
         job_id = new_job_id()
         req = pb.ReduceRequest()
         req.CopyFrom(request)
+        if proposal:
+            req.labels["proposal"] = proposal
         req.inputs[:] = [self._upstream_uri(u) for u in request.inputs]
         if not req.output:
             req.output = self.stores.default_output(job_id)
+        shards = self._shard_count(req)
         # Let the service check parameters and inputs now, so a bad request fails the
         # call instead of becoming a failed job.
         check = pb.ReduceRequest()
         check.CopyFrom(req)
         check.validate_only = True
+        check.split = 0
         try:
-            route.stub.Submit(check, timeout=self.describe_timeout)
+            route.stub.Submit(check, timeout=self.config.describe_timeout)
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
         if req.validate_only:
-            return pb.Job(technique=req.technique, request=req)
-        job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None, job_id=job_id)
+            return pb.Job(technique=req.technique, request=req, proposal=proposal, owner=identity.subject)
+        job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None, job_id=job_id,
+                                     owner=identity.subject, proposal=proposal, shards=shards)
         return job
+
+    def _shard_count(self, request: pb.ReduceRequest) -> int:
+        if request.split == 1 or request.merge or request.shard.count:
+            return 0
+        info = self._info(request.technique)
+        if not info.shardable:
+            if request.split > 1:
+                raise errors.InvalidRequest(f"technique {request.technique!r} cannot be split into shards")
+            return 0
+        if request.split > 1:
+            return request.split
+        replicas = self.route(request.technique).replicas()
+        return replicas * self.config.shard_slots_per_replica if replicas > 1 else 0
 
     def _upstream_uri(self, uri: str) -> str:
         """Inline uploads live in the gateway's store; services get their local path."""
@@ -152,44 +267,84 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     @rpc_method
     def Watch(self, request: pb.WatchRequest, context):  # noqa: N802, ANN001, ANN201
+        self._job_for(self.access.identify(context), request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
-    def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:  # noqa: N802, ANN001, ARG002
+    def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:  # noqa: N802, ANN001
+        self._job_for(self.access.identify(context), request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
-    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:  # noqa: N802, ANN001, ARG002
-        return self.manager.get(request.job_id)
+    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:  # noqa: N802, ANN001
+        return self._job_for(self.access.identify(context), request.job_id)
 
     @rpc_method
-    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001, ARG002
-        return list_jobs(self.manager, request)
+    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001
+        identity = self.access.identify(context)
+        if request.proposal and not identity.may_see(request.proposal):
+            return pb.ListJobsResponse()
+        resp = list_jobs(self.manager, request)
+        if identity.proposals is not None:
+            visible = [j for j in self.manager.list(request) if identity.may_see(j.proposal)]
+            size = request.page_size or 100
+            start = int(request.page_token or 0)
+            resp = pb.ListJobsResponse(jobs=visible[start:start + size],
+                                       next_page_token=str(start + size) if start + size < len(visible) else "")
+        return resp
 
     @rpc_method
-    def Upload(self, request_iterator, context) -> pb.ObjectInfo:  # noqa: N802, ANN001, ARG002
-        return receive_upload(request_iterator, self.stores)
+    def Upload(self, request_iterator, context) -> pb.ObjectInfo:  # noqa: N802, ANN001
+        identity = self.access.identify(context)
+        requested = dict(context.invocation_metadata()).get("x-panreduce-proposal", "")
+        proposal = self.access.proposal_for(identity, requested)
+        return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
 
     @rpc_method
-    def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201, ARG002
-        uri = checked_download_uri(self.stores, self.manager, request.uri)
+    def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201
+        identity = self.access.identify(context)
+        uri = self._downloadable(identity, request.uri)
         yield from send_download(self.stores, uri, request.offset)
+
+    def _downloadable(self, identity: Identity, uri: str) -> str:
+        """Uploads of the caller's proposals and outputs of jobs it may see."""
+        store = self.stores.for_uri(uri)
+        if store is self.stores.uploads:
+            self.access.check_uri(identity, "", uri)
+            return uri
+        wanted = self.stores.local.path_of(uri) if store is self.stores.local else None
+        for job in self.manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):
+            if not identity.may_see(job.proposal):
+                continue
+            for o in job.result.outputs:
+                if o.uri == uri or (wanted is not None and "://" not in o.uri and Path(o.uri) == wanted):
+                    return uri
+        if identity is ANONYMOUS and wanted is not None and self.stores.root in wanted.parents:
+            return uri
+        raise errors.PermissionDenied(f"{uri} is not an output of a job you may see, nor one of your uploads")
 
     # -- relaying a job ---------------------------------------------------------------
     def _relay(self, handle: JobHandle) -> pb.Result:
-        route = self.route(handle.request.technique)
+        job = self.manager.get(handle.job_id)
+        if job.shards > 1:
+            return self._relay_sharded(handle, job.shards)
+        return self._relay_one(handle, handle.request, handle.progress, accept=True)
+
+    def _relay_one(self, handle: JobHandle, request: pb.ReduceRequest, on_progress, *,  # noqa: ANN001
+                   accept: bool) -> pb.Result:
+        route = self.route(request.technique)
         timeout = None
         if handle.deadline is not None:
             timeout = max(handle.deadline - time.monotonic(), 0.001)
-        call = route.stub.Reduce(handle.request, timeout=timeout)
+        call = route.stub.Reduce(request, timeout=timeout, wait_for_ready=True)
         handle.on_cancel(call.cancel)
         try:
             for event in call:
                 kind = event.WhichOneof("kind")
-                if kind == "accepted":
-                    handle.accepted_upstream(route.address, event.job_id)
+                if kind == "accepted" and accept:
+                    handle.accepted_upstream(route.target, event.job_id)
                 elif kind == "progress":
-                    handle.progress(event.progress.stage, event.progress.fraction, event.progress.message)
+                    on_progress(event.progress.stage, event.progress.fraction, event.progress.message)
                 elif kind == "log":
                     handle.log(_LEVEL_NAMES.get(event.log.level, "info"), event.log.message)
                 elif kind == "result":
@@ -198,4 +353,78 @@ class GatewayService(pb_grpc.ReducerServicer):
             if handle.cancel_event.is_set():
                 raise errors.JobCancelled("cancelled by the caller") from None
             raise self._upstream_error(route, exc) from None
-        raise errors.InternalError(f"the {route.technique} service ended the job without a result")
+        raise errors.Unavailable(f"the {route.technique} service ended the job without a result")
+
+    def _relay_sharded(self, handle: JobHandle, count: int) -> pb.Result:
+        """Run ``count`` shards over the replicas, then the technique's merge."""
+        route = self.route(handle.request.technique)
+        slots = threading.Semaphore(max(route.replicas() * self.config.shard_slots_per_replica, 1))
+        scratch = self.stores.root / "shards" / handle.job_id
+        fractions = [0.0] * count
+        lock = threading.Lock()
+        handle.log("info", f"split into {count} shards over {route.replicas()} replica(s) of {route.target}")
+
+        def progress(i: int):  # noqa: ANN202
+            def report(stage: str, fraction: float, message: str) -> None:
+                with lock:
+                    fractions[i] = fraction
+                    overall = 0.9 * sum(fractions) / count
+                handle.progress(stage, overall, f"shard {i + 1}/{count}: {message}")
+            return report
+
+        def run_shard(i: int) -> pb.Result:
+            req = pb.ReduceRequest()
+            req.CopyFrom(handle.request)
+            req.shard.index, req.shard.count = i, count
+            req.split = 1
+            req.idempotency_key = ""
+            last: Exception | None = None
+            for attempt in range(1, self.config.max_attempts + 1):
+                out = scratch / f"shard-{i:04d}-a{attempt}"
+                req.output = str(out)
+                with slots:
+                    if handle.cancel_event.is_set():
+                        raise errors.JobCancelled("cancelled by the caller")
+                    try:
+                        return self._relay_one(handle, req, progress(i), accept=False)
+                    except errors.Unavailable as exc:
+                        last = exc
+                        handle.log("warning", f"shard {i + 1}/{count} attempt {attempt} failed ({exc}); retrying")
+                        shutil.rmtree(out, ignore_errors=True)
+            raise errors.Unavailable(f"shard {i + 1}/{count} failed {self.config.max_attempts} times: {last}")
+
+        try:
+            futures = [self._shard_pool.submit(run_shard, i) for i in range(count)]
+            results: list[pb.Result] = []
+            for f in futures:
+                try:
+                    results.append(f.result())
+                except BaseException:
+                    for other in futures:
+                        other.cancel()
+                    handle._fire_cancel()  # stop the shards still running
+                    raise
+            merge = pb.ReduceRequest()
+            merge.CopyFrom(handle.request)
+            merge.inputs[:] = [str(scratch) + "/"]
+            merge.merge = True
+            merge.split = 1
+            merge.idempotency_key = ""
+            handle.progress("merge", 0.9, f"merging {len(results)} shard results")
+            result = self._relay_one(handle, merge, lambda s, f, m: handle.progress(s, 0.9 + 0.1 * f, m),
+                                     accept=False)
+            return result
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:
+    """``TECHNIQUE=ADDRESS`` pairs; a technique named several times has several replicas."""
+    routes: dict[str, list[str]] = {}
+    for pair in pairs:
+        technique, sep, address = pair.partition("=")
+        if not sep or not technique.strip() or not address.strip():
+            raise errors.InvalidRequest(f"route {pair!r} is not TECHNIQUE=HOST:PORT")
+        routes.setdefault(technique.strip(), []).append(address.strip())
+    return routes
+

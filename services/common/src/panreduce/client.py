@@ -11,6 +11,7 @@ Errors come back as the ``panreduce.errors`` exceptions the server raised.
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +61,21 @@ def make_request(technique: str, inputs: Sequence[str], parameters: Mapping[str,
 
 
 class Client:
-    def __init__(self, address: str, *, timeout: float | None = None,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+    """``token``: a bearer token for gateways that need one; ``root_certificates``
+    (PEM bytes) or ``tls=True`` (system roots): talk TLS."""
+
+    def __init__(self, address: str, *, timeout: float | None = None, token: str | None = None,
+                 tls: bool = False, root_certificates: bytes | None = None) -> None:
         self.address = address
         self.timeout = timeout
-        if credentials is not None:
-            self.channel = grpc.secure_channel(address, credentials, options=rpc.CHANNEL_OPTIONS)
+        if tls or root_certificates:
+            creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
+            self.channel = grpc.secure_channel(address, creds, options=rpc.CHANNEL_OPTIONS)
         else:
             self.channel = grpc.insecure_channel(address, options=rpc.CHANNEL_OPTIONS)
+        self._raw_channel = self.channel
+        if token:
+            self.channel = grpc.intercept_channel(self.channel, BearerToken(token))
         self.stub = pb_grpc.ReducerStub(self.channel)
 
     def __enter__(self) -> Client:
@@ -77,7 +85,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self.channel.close()
+        self._raw_channel.close()
 
     def _call(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         kwargs.setdefault("timeout", self.timeout)
@@ -170,28 +178,66 @@ class Client:
         return self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id))
 
     def list_jobs(self, *, technique: str = "", state: int = 0, labels: Mapping[str, str] | None = None,
-                  page_size: int = 0) -> list[pb.Job]:
+                  owner: str = "", proposal: str = "", sample: str = "", created_after=None,  # noqa: ANN001
+                  created_before=None, page_size: int = 0) -> list[pb.Job]:  # noqa: ANN001
+        """Jobs matching every filter given (newest first); sample and owner also match
+        the names read from the inputs' metadata."""
         jobs: list[pb.Job] = []
         token = ""
         while True:
-            resp = self._call(self.stub.ListJobs, pb.ListJobsRequest(
-                technique=technique, state=state, labels=dict(labels or {}), page_size=page_size,
-                page_token=token))
+            query = pb.ListJobsRequest(technique=technique, state=state, labels=dict(labels or {}), owner=owner,
+                                       proposal=proposal, sample=sample, page_size=page_size, page_token=token)
+            if created_after is not None:
+                query.created_after.CopyFrom(created_after)
+            if created_before is not None:
+                query.created_before.CopyFrom(created_before)
+            resp = self._call(self.stub.ListJobs, query)
             jobs.extend(resp.jobs)
             token = resp.next_page_token
             if not token:
                 return jobs
 
     # -- inline data ----------------------------------------------------------------
-    def upload(self, path: Path | str, name: str | None = None) -> pb.ObjectInfo:
-        """Send a local file of any size; returns its upload:// URI for use as an input."""
-        return self._call(self.stub.Upload, file_chunks(Path(path), name))
+    def upload(self, path: Path | str, name: str | None = None, proposal: str = "") -> pb.ObjectInfo:
+        """Send a local file of any size; returns its upload:// URI for use as an input.
+        ``proposal``: the proposal it belongs to (gateways with access control)."""
+        metadata = [("x-panreduce-proposal", proposal)] if proposal else None
+        return self._call(self.stub.Upload, file_chunks(Path(path), name), metadata=metadata)
 
     def download(self, uri: str, dest: Path | str) -> pb.ObjectInfo:
         try:
             return write_download(self.stub.Download(pb.DownloadRequest(uri=uri), timeout=self.timeout), Path(dest))
         except grpc.RpcError as exc:
             raise _error(exc, self.address) from None
+
+
+class _Details(namedtuple("_Details", ("method", "timeout", "metadata", "credentials",
+                                        "wait_for_ready", "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Add ``authorization: Bearer TOKEN`` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _details(self, d):  # noqa: ANN001, ANN202
+        return _Details(d.method, d.timeout, [*(d.metadata or []), self.header], d.credentials,
+                        d.wait_for_ready, d.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request_iterator)
 
 
 def _error(exc: grpc.RpcError, address: str) -> errors.PanReduceError:

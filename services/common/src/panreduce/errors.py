@@ -133,6 +133,12 @@ class PermissionDenied(CallerError):
     reason = "PERMISSION_DENIED"
 
 
+class Unauthenticated(CallerError):
+    """No valid credentials with the call."""
+
+    reason = "UNAUTHENTICATED"
+
+
 class TransferError(CallerError):
     """An upload whose bytes do not match what its header or chunks promised."""
 
@@ -179,6 +185,7 @@ STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
     InputTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     CallerError: grpc.StatusCode.INVALID_ARGUMENT,
     JobCancelled: grpc.StatusCode.CANCELLED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -191,7 +198,8 @@ STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
 _BY_REASON: dict[str, type[PanReduceError]] = {}
 for _cls in (
     InvalidParameters, InvalidRequest, InvalidInput, TransferError, InputNotFound, UnknownTechnique,
-    JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, JobCancelled,
+    JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, Unauthenticated,
+    JobCancelled,
     DeadlineExceeded, Unavailable, InternalError,
 ):
     _BY_REASON[_cls.reason] = _cls
@@ -245,7 +253,7 @@ def _fallback_class(code: grpc.StatusCode) -> type[PanReduceError]:
         grpc.StatusCode.RESOURCE_EXHAUSTED: InputTooLarge,
         grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
         grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-        grpc.StatusCode.UNAUTHENTICATED: PermissionDenied,
+        grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
         grpc.StatusCode.CANCELLED: JobCancelled,
         grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
         grpc.StatusCode.UNAVAILABLE: Unavailable,

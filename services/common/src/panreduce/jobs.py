@@ -49,6 +49,8 @@ class JobStore(Protocol):
     def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]: ...
     def by_idempotency_key(self, key: str) -> pb.Job | None: ...
     def list(self, query: pb.ListJobsRequest) -> list[pb.Job]: ...
+    def unfinished(self) -> list[pb.Job]: ...
+    def delete(self, job_id: str) -> None: ...
 
 
 class MemoryJobStore:
@@ -94,11 +96,30 @@ class MemoryJobStore:
             jobs = [_copy(j) for j in self._jobs.values()]
         return [j for j in jobs if matches(j, query)]
 
+    def unfinished(self) -> list[pb.Job]:
+        with self._lock:
+            return [_copy(j) for j in self._jobs.values() if j.state not in TERMINAL]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            job = self._jobs.pop(job_id, None)
+            self._events.pop(job_id, None)
+            if job is not None and job.request.idempotency_key:
+                self._keys.pop(job.request.idempotency_key, None)
+
 
 def matches(job: pb.Job, q: pb.ListJobsRequest) -> bool:
     if q.technique and job.technique != q.technique:
         return False
     if q.state and job.state != q.state:
+        return False
+    if q.proposal and job.proposal != q.proposal:
+        return False
+    users = job.result.catalogue.get("user", "").lower()
+    if q.owner and job.owner != q.owner and q.owner.lower() not in users:
+        return False
+    samples = (job.request.labels.get("sample", "") + "; " + job.result.catalogue.get("sample", "")).lower()
+    if q.sample and q.sample.lower() not in samples:
         return False
     for k, v in q.labels.items():
         if job.request.labels.get(k) != v:
@@ -169,8 +190,9 @@ class JobManager:
     """
 
     def __init__(self, runner: Runner, *, store: JobStore | None = None, max_running: int = 1,
-                 name: str = "") -> None:
+                 name: str = "", max_attempts: int = 1) -> None:
         self._runner = runner
+        self.max_attempts = max_attempts
         self.store: JobStore = store or MemoryJobStore()
         self.name = name
         self._pool = ThreadPoolExecutor(max_workers=max_running, thread_name_prefix=f"job-{name}")
@@ -182,7 +204,8 @@ class JobManager:
 
     # -- public API ---------------------------------------------------------------
     def submit(self, request: pb.ReduceRequest, *, deadline: float | None = None,
-               job_id: str | None = None) -> tuple[pb.Job, bool]:
+               job_id: str | None = None, owner: str = "", proposal: str = "",
+               shards: int = 0) -> tuple[pb.Job, bool]:
         """Create and queue a job. Returns (job, created); a known idempotency key
         returns the existing job and created=False."""
         with self._cond:
@@ -199,6 +222,9 @@ class JobManager:
                 request=request,
                 created=now_ts(),
                 attempts=0,
+                owner=owner,
+                proposal=proposal,
+                shards=shards,
             )
             self.store.add(job)
             self._seq[job.job_id] = 0
@@ -256,6 +282,27 @@ class JobManager:
             if not is_active():
                 return
 
+    def resume(self) -> list[str]:
+        """After a restart: queue again every job the store holds as unfinished (its
+        attempt counter goes on; past ``max_attempts`` it fails with the cause)."""
+        resumed = []
+        for job in self.store.unfinished():
+            with self._cond:
+                self._seq[job.job_id] = job.last_seq
+                if job.attempts >= self.max_attempts:
+                    self._finish_failed(job.job_id, errors.Unavailable(
+                        f"the server restarted while the job ran, {job.attempts} attempt(s) used; giving up"))
+                    continue
+                job.state = pb.QUEUED
+                self.store.put(job)
+                handle = JobHandle(job.job_id, job.request, self)
+                self._handles[job.job_id] = handle
+                self._log(job.job_id, "warning", f"{self.name or 'server'} restarted; the job runs again "
+                          f"(attempt {job.attempts + 1} of {self.max_attempts})")
+            self._pool.submit(self._run, handle)
+            resumed.append(job.job_id)
+        return resumed
+
     def handle(self, job_id: str) -> JobHandle | None:
         return self._handles.get(job_id)
 
@@ -305,6 +352,7 @@ class JobManager:
             self.store.put(job)
             self._running += 1
             self._cond.notify_all()
+        retry_in: float | None = None
         try:
             if handle.cancel_event.is_set():
                 raise errors.JobCancelled("cancelled before it started")
@@ -313,7 +361,17 @@ class JobManager:
             if handle.cancel_event.is_set() and not isinstance(exc, errors.PanReduceError):
                 exc = errors.JobCancelled("cancelled by the caller")
             with self._cond:
-                self._finish_failed(job_id, exc)
+                attempts = self.get(job_id).attempts
+                if (isinstance(exc, errors.Unavailable) and not handle.cancel_event.is_set()
+                        and attempts < self.max_attempts and self._accepting):
+                    # the service went away: try again (elsewhere, with several replicas)
+                    job = self.get(job_id)
+                    job.state = pb.QUEUED
+                    self.store.put(job)
+                    self._log(job_id, "warning", f"attempt {attempts} of {self.max_attempts} failed ({exc}); retrying")
+                    retry_in = min(0.2 * 2 ** attempts, 5.0)
+                else:
+                    self._finish_failed(job_id, exc)
         else:
             with self._cond:
                 job = self.get(job_id)
@@ -325,8 +383,12 @@ class JobManager:
         finally:
             with self._cond:
                 self._running -= 1
-                self._handles.pop(job_id, None)
+                if retry_in is None:
+                    self._handles.pop(job_id, None)
                 self._cond.notify_all()
+        if retry_in is not None:
+            time.sleep(retry_in)
+            self._pool.submit(self._run, handle)
 
     def _finish_failed(self, job_id: str, exc: BaseException) -> None:
         failure = failure_of(exc)

@@ -99,9 +99,11 @@ class RunningServer:
 
 
 def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1:0", name: str,
-                 manager: JobManager | None = None, max_workers: int = 32) -> RunningServer:
+                 manager: JobManager | None = None, max_workers: int = 32,
+                 tls: tuple[bytes, bytes] | None = None) -> RunningServer:
     """Start a gRPC server with the Reducer service, health and reflection.
 
+    ``tls``: (certificate chain PEM, private key PEM) to serve TLS on the port.
     Health is NOT_SERVING until the caller calls ``set_serving(True)``.
     """
     server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"rpc-{name}"),
@@ -113,7 +115,11 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
+    if tls is not None:
+        cert, key = tls
+        port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"{name}: could not listen on {address}")
     server.start()

@@ -16,7 +16,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -69,6 +69,11 @@ class Store(ABC):
 
     def is_prefix(self, uri: str) -> bool:
         return uri.endswith("/")
+
+    def known_sha256(self, path: Path) -> str | None:  # noqa: ARG002 - a hook for stores that hash while staging
+        """The SHA-256 of a file this store just staged, when it computed it on the way
+        (saves reading the file again); None: unknown."""
+        return None
 
 
 class LocalStore(Store):
@@ -184,6 +189,20 @@ class Stores:
         self.uploads = LocalStore(self.root / "uploads", scheme="upload")
         self._by_scheme: dict[str, Store] = {"file": self.local, "": self.local, "upload": self.uploads}
 
+    @classmethod
+    def from_env(cls, root: Path | None = None, environ: Mapping[str, str] | None = None) -> Stores:
+        """The stores a server's configuration names: the local folder (``root``, else
+        ``$PANREDUCE_STORE``, else ``./panreduce-store``) and, when ``$PANREDUCE_S3_*`` or
+        ``$PANREDUCE_S3_CONFIG`` configure one, ``s3://`` (see panreduce.s3)."""
+        env = os.environ if environ is None else environ
+        stores = cls(Path(root) if root is not None else Path(env.get("PANREDUCE_STORE", "panreduce-store")))
+        from panreduce.s3 import S3Config, S3Store  # noqa: PLC0415 - s3 imports this module
+
+        config = S3Config.from_env(env)
+        if config is not None:
+            stores.register("s3", S3Store(config))
+        return stores
+
     def register(self, scheme: str, store: Store) -> None:
         self._by_scheme[scheme] = store
 
@@ -202,14 +221,16 @@ class Stores:
     def default_output(self, job_id: str) -> str:
         return str(self.root / "results" / job_id)
 
-    def upload_target(self, name: str) -> tuple[Path, str]:
-        """A fresh (local path, upload:// URI) pair for an upload named ``name``."""
+    def upload_target(self, name: str, namespace: str = "shared") -> tuple[Path, str]:
+        """A fresh (local path, upload://NAMESPACE/ID/NAME URI) pair for an upload named
+        ``name``; the namespace is the proposal the upload belongs to."""
         safe = Path(name).name or "data"
         if safe in (".", ".."):
             safe = "data"
+        space = "".join(c for c in namespace if c.isalnum() or c in "-_.") or "shared"
         upload_id = uuid.uuid4().hex
-        path = self.uploads.root / upload_id / safe  # type: ignore[operator]
-        return path, f"upload://{upload_id}/{safe}"
+        path = self.uploads.root / space / upload_id / safe  # type: ignore[operator]
+        return path, f"upload://{space}/{upload_id}/{safe}"
 
 
 def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
@@ -228,7 +249,7 @@ def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
                 raise errors.InputTooLarge(ref.uri, ref.size, max_bytes)
             local = store.stage(ref, scratch / "inputs" / str(len(items)))
             staged.append(StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size,
-                                     sha256=sha256_file(local)))
+                                     sha256=store.known_sha256(local) or sha256_file(local)))
             if on_file is not None:
                 on_file(ref)
         prefix = store.is_prefix(uri)

@@ -19,14 +19,15 @@ from panreduce.storage import CHUNK, Stores
 from panreduce.v1 import reduce_pb2 as pb
 
 
-def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores) -> pb.ObjectInfo:
-    """Write an Upload stream to the uploads area; returns its upload:// URI."""
+def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: str = "shared") -> pb.ObjectInfo:
+    """Write an Upload stream to the uploads area (under ``namespace``, the proposal);
+    returns its upload:// URI."""
     it = iter(chunks)
     first = next(it, None)
     if first is None or not first.HasField("header"):
         raise errors.InvalidRequest("an upload must start with a header message")
     header = first.header
-    path, uri = stores.upload_target(header.name)
+    path, uri = stores.upload_target(header.name, namespace)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     digest = hashlib.sha256()
@@ -53,10 +54,11 @@ def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores) -> pb.ObjectI
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
-        try:
-            path.parent.rmdir()
-        except OSError:
-            pass
+        for folder in (path.parent, path.parent.parent):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return pb.ObjectInfo(uri=uri, size=size, sha256=sha)
 

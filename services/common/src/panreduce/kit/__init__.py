@@ -5,6 +5,7 @@ A technique subclasses :class:`Technique`; :func:`serve` runs it as a gRPC servi
 
 from panreduce.kit.technique import (
     Context,
+    EmptyShard,
     Inputs,
     OutputSpec,
     Parameters,
@@ -16,6 +17,7 @@ from panreduce.kit.technique import (
 
 __all__ = [
     "Context",
+    "EmptyShard",
     "Inputs",
     "OutputSpec",
     "Parameters",

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, errors, provenance
-from panreduce.convert import from_struct, message_to_dict, to_struct
+from panreduce import __version__, catalogue, errors, provenance
+from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
-from panreduce.kit.technique import Context, Shard, Technique
+from panreduce.kit.technique import Context, EmptyShard, Shard, Technique
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
 from panreduce.serving import AbortWith, RunningServer, rpc_method, run_until_signal, start_server
 from panreduce.storage import Stores, check_inputs_exist, sha256_file, stage_inputs
@@ -69,6 +69,8 @@ def validate_request(technique: type[Technique], request: pb.ReduceRequest):  # 
         if request.shard.index >= request.shard.count:
             raise errors.InvalidRequest(
                 f"shard.index {request.shard.index} must be below shard.count {request.shard.count}")
+    if request.merge and not technique.shardable:
+        raise errors.InvalidRequest(f"technique {technique.name!r} is not shardable: nothing to merge")
     return technique.validate_parameters(from_struct(request.parameters))
 
 
@@ -166,15 +168,28 @@ class TechniqueService(pb_grpc.ReducerServicer):
                 on_file=lambda ref: BYTES_STAGED.labels(self.name, self.name).inc(ref.size),
             )
             ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
-            ctx._set_span(*STAGE_SPAN["load"])
-            data = self.technique.load(inputs, params, ctx)
+            found = catalogue.extract(inputs.files)
+            try:
+                if request.merge:
+                    ctx._set_span(STAGE_SPAN["load"][0], STAGE_SPAN["reduce"][1])
+                    summary = self.technique.merge(inputs, params, ctx)
+                else:
+                    ctx._set_span(*STAGE_SPAN["load"])
+                    data = self.technique.load(inputs, params, ctx)
+                    ctx.check_cancelled()
+                    ctx._set_span(*STAGE_SPAN["reduce"])
+                    summary = self.technique.reduce(data, params, ctx)
+            except EmptyShard as empty:
+                ctx.log(str(empty))
+                summary = {"empty_shard": True}
             ctx.check_cancelled()
-            ctx._set_span(*STAGE_SPAN["reduce"])
-            summary = self.technique.reduce(data, params, ctx)
-            ctx.check_cancelled()
+            if shard is not None:
+                summary_path = ctx.output_path("summary.json", format="json", role="summary")
+                summary_path.write_text(json.dumps(plain(summary or {}), indent=1))
             ctx._set_span(*STAGE_SPAN["publish"])
             ctx.progress(0.0, "publish", f"writing provenance and publishing {len(ctx.outputs)} output(s)")
             result = self._publish(handle, request, params, inputs, ctx, summary or {}, started)
+            result.catalogue.update(found)
             handle.progress("done", 1.0, "finished")
             state = "SUCCEEDED"
             return result

@@ -101,16 +101,25 @@ class OutputSpec:
     role: str  # "result", "table", "preview"
 
 
+class EmptyShard(Exception):  # noqa: N818 - control flow, not an error
+    """Raised by ``Shard.select`` when a shard has nothing to do; the kit ends the job
+    successfully with no outputs."""
+
+
 @dataclass(frozen=True)
 class Shard:
     index: int
     count: int
 
+    def bounds(self, n: int) -> tuple[int, int]:
+        """[start, stop) of this shard's part of n units (contiguous, sizes differ by ≤ 1)."""
+        return (n * self.index) // self.count, (n * (self.index + 1)) // self.count
+
     def select(self, items: list[Any]) -> list[Any]:
-        """This shard's part of ``items`` (contiguous blocks, sizes differ by at most one)."""
-        n = len(items)
-        start = (n * self.index) // self.count
-        stop = (n * (self.index + 1)) // self.count
+        """This shard's part of ``items``; raises EmptyShard when it is empty."""
+        start, stop = self.bounds(len(items))
+        if start == stop:
+            raise EmptyShard(f"shard {self.index} of {self.count} has none of the {len(items)} unit(s)")
         return items[start:stop]
 
 
@@ -224,6 +233,14 @@ class Technique(Generic[P, D]):
         """The science. Write outputs to ``ctx.output_path(...)``; return the summary
         (JSON-serialisable numbers, strings, lists and dicts)."""
         raise NotImplementedError
+
+    def merge(self, inputs: Inputs, params: P, ctx: Context) -> Mapping[str, Any]:
+        """Combine the outputs of this technique's shards (every file the shards
+        published, including each shard's ``summary.json``) into one result. Techniques
+        that declare ``shardable`` implement it."""
+        from panreduce.errors import InvalidRequest
+
+        raise InvalidRequest(f"technique {self.name!r} cannot merge shards")
 
     # -- helpers the kit uses -------------------------------------------------------
     @classmethod

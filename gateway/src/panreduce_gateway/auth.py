@@ -1,0 +1,202 @@
+"""Who is calling, and what they may touch: bearer tokens and proposal scopes.
+
+Callers send ``authorization: Bearer TOKEN``. A token is either a static token from a
+file (embedded mode, service accounts) or an OIDC JWT verified against a configured
+JWKS (signature, expiry, issuer, audience). Either way it yields an :class:`Identity`:
+a subject and the proposals it belongs to. Every job and object belongs to one proposal;
+a caller sees only its own proposals' jobs and data, and may name only URIs under the
+prefixes configured for its proposals (no ``..``, no other buckets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import grpc
+
+from panreduce import errors
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject: str
+    proposals: frozenset[str] | None  # None: every proposal (auth off, or a facility admin)
+    admin: bool = False
+
+    def may_see(self, proposal: str) -> bool:
+        return self.proposals is None or proposal in self.proposals
+
+
+ANONYMOUS = Identity("anonymous", None)
+
+
+class Authenticator:
+    def identify(self, token: str) -> Identity | None:
+        """The identity of a token, or None when this authenticator does not know it."""
+        raise NotImplementedError
+
+
+class StaticTokens(Authenticator):
+    """Tokens from a JSON file: ``{"tokens": [{"token": "...", "subject": "alice",
+    "proposals": ["cm33911-1"], "admin": false}]}``. A token may be given as
+    ``"sha256:<hex>"`` so that the file holds no secrets."""
+
+    def __init__(self, entries: Iterable[Mapping]) -> None:
+        self._entries = []
+        for e in entries:
+            token = str(e["token"])
+            digest = token[7:] if token.startswith("sha256:") else hashlib.sha256(token.encode()).hexdigest()
+            self._entries.append((digest, Identity(str(e["subject"]), frozenset(e.get("proposals", [])) if not
+                                                   e.get("admin") else None, bool(e.get("admin", False)))))
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> StaticTokens:
+        doc = json.loads(Path(path).read_text())
+        return cls(doc["tokens"] if isinstance(doc, dict) else doc)
+
+    def identify(self, token: str) -> Identity | None:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        for known, identity in self._entries:
+            if hmac.compare_digest(known, digest):
+                return identity
+        return None
+
+
+class JwtVerifier(Authenticator):
+    """OIDC access tokens (JWT) verified against a JWKS document (file or URL)."""
+
+    def __init__(self, jwks: str, *, issuer: str | None = None, audience: str | None = None,
+                 proposals_claim: str = "proposals", subject_claim: str = "sub",
+                 admin_claim: str = "panreduce_admin", algorithms: Sequence[str] = ("RS256", "ES256", "PS256")) -> None:
+        import jwt
+
+        self._jwt = jwt
+        self.issuer, self.audience = issuer, audience
+        self.proposals_claim, self.subject_claim, self.admin_claim = proposals_claim, subject_claim, admin_claim
+        self.algorithms = list(algorithms)
+        if jwks.startswith(("http://", "https://")):
+            self._client = jwt.PyJWKClient(jwks, cache_keys=True)
+            self._keys = None
+        else:
+            self._client = None
+            self._keys = jwt.PyJWKSet.from_json(Path(jwks).read_text())
+
+    def _key(self, token: str):  # noqa: ANN202
+        if self._client is not None:
+            return self._client.get_signing_key_from_jwt(token).key
+        kid = self._jwt.get_unverified_header(token).get("kid")
+        for k in self._keys.keys:
+            if kid is None or k.key_id == kid:
+                return k.key
+        raise self._jwt.InvalidTokenError(f"no key {kid!r} in the JWKS")
+
+    def identify(self, token: str) -> Identity | None:
+        if token.count(".") != 2:
+            return None
+        try:
+            claims = self._jwt.decode(
+                token, self._key(token), algorithms=self.algorithms, issuer=self.issuer, audience=self.audience,
+                options={"require": ["exp", self.subject_claim], "verify_aud": self.audience is not None},
+            )
+        except (self._jwt.InvalidTokenError, self._jwt.PyJWKClientError) as exc:
+            raise errors.Unauthenticated(f"token rejected: {exc}") from None
+        raw = claims.get(self.proposals_claim, [])
+        proposals = [raw] if isinstance(raw, str) else list(raw)
+        admin = bool(claims.get(self.admin_claim, False))
+        return Identity(str(claims[self.subject_claim]), None if admin else frozenset(map(str, proposals)), admin)
+
+
+@dataclass
+class Access:
+    """The gateway's access policy.
+
+    ``authenticators`` empty: authentication is off (embedded default) and every caller
+    is anonymous with every proposal. ``prefixes``: URI templates a proposal may read and
+    write, e.g. ``s3://beamline/{proposal}/`` or ``/data/{proposal}/``; empty: any URI.
+    """
+
+    authenticators: list[Authenticator] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.authenticators)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Access:
+        """PANREDUCE_TOKENS_FILE, PANREDUCE_JWKS (file or URL), PANREDUCE_JWT_ISSUER,
+        PANREDUCE_JWT_AUDIENCE, PANREDUCE_JWT_PROPOSALS_CLAIM, PANREDUCE_ALLOWED_PREFIXES
+        (comma-separated templates with {proposal})."""
+        env = os.environ if env is None else env
+        auths: list[Authenticator] = []
+        if env.get("PANREDUCE_TOKENS_FILE"):
+            auths.append(StaticTokens.from_file(env["PANREDUCE_TOKENS_FILE"]))
+        if env.get("PANREDUCE_JWKS"):
+            auths.append(JwtVerifier(env["PANREDUCE_JWKS"], issuer=env.get("PANREDUCE_JWT_ISSUER") or None,
+                                     audience=env.get("PANREDUCE_JWT_AUDIENCE") or None,
+                                     proposals_claim=env.get("PANREDUCE_JWT_PROPOSALS_CLAIM", "proposals")))
+        prefixes = [p.strip() for p in env.get("PANREDUCE_ALLOWED_PREFIXES", "").split(",") if p.strip()]
+        return cls(auths, prefixes)
+
+    # -- identity -----------------------------------------------------------------------
+    def identify(self, context: grpc.ServicerContext) -> Identity:
+        if not self.enabled:
+            return ANONYMOUS
+        header = dict(context.invocation_metadata()).get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthenticated("this gateway needs a bearer token (authorization: Bearer TOKEN)")
+        for auth in self.authenticators:
+            identity = auth.identify(token.strip())
+            if identity is not None:
+                return identity
+        raise errors.Unauthenticated("unknown or invalid token")
+
+    def proposal_for(self, identity: Identity, requested: str) -> str:
+        """The proposal a new job or upload belongs to."""
+        if requested:
+            if not identity.may_see(requested):
+                raise errors.PermissionDenied(f"{identity.subject} is not a member of proposal {requested!r}")
+            return requested
+        if identity.proposals is not None and len(identity.proposals) == 1:
+            return next(iter(identity.proposals))
+        if self.enabled and identity.proposals is not None:
+            raise errors.InvalidRequest("name the proposal (label proposal=...): "
+                                        f"{identity.subject} belongs to {', '.join(sorted(identity.proposals)) or 'none'}")
+        return requested
+
+    # -- URIs ---------------------------------------------------------------------------
+    def check_uri(self, identity: Identity, proposal: str, uri: str, *, upload_root: str = "upload://") -> None:
+        """Refuse URIs with '..' segments, and any outside the proposal's prefixes."""
+        normal = normalise_uri(uri)
+        if uri.startswith(upload_root):
+            parts = urlparse(uri)
+            owner = parts.netloc
+            if self.enabled and not identity.may_see(owner):
+                raise errors.PermissionDenied(f"{uri} belongs to another proposal")
+            return
+        if not self.prefixes or (identity.admin and not proposal):
+            return
+        allowed = [normalise_uri(t.format(proposal=proposal)) for t in self.prefixes]
+        if not any(normal == a.rstrip("/") or normal.startswith(a.rstrip("/") + "/") for a in allowed):
+            raise errors.PermissionDenied(
+                f"{uri} is outside the locations of proposal {proposal!r} ({', '.join(allowed)})")
+
+
+def normalise_uri(uri: str) -> str:
+    """A canonical form for prefix checks; refuses '..' anywhere in the path."""
+    parsed = urlparse(uri) if "://" in uri else None
+    path = parsed.path if parsed else uri
+    if any(part == ".." for part in path.split("/")) or "\\" in path or "\x00" in uri:
+        raise errors.PermissionDenied(f"{uri}: '..' and backslashes are not allowed in URIs")
+    if parsed is None or parsed.scheme == "file":
+        return posixpath.normpath(os.path.abspath(path)) + ("/" if uri.endswith("/") else "")
+    return f"{parsed.scheme}://{parsed.netloc}{posixpath.normpath(path) if path not in ('', '/') else '/'}".rstrip(".")

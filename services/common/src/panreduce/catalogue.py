@@ -1,0 +1,82 @@
+"""Catalogue metadata read from the inputs, so that facility staff can find a
+reduction by user name, proposal, sample name and dates.
+
+Reads the NeXus fields every facility writes (``NXentry/title``, ``start_time``,
+``experiment_identifier``, ``sample/name``, the ``NXuser`` groups' ``name``/
+``username``, ``instrument/name``) from HDF5 inputs. Values seen in several inputs are
+joined with "; " (at most a few), placeholders (blank, "Default Sample") are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import h5py
+
+from panreduce.kit.technique import StagedFile
+
+KEYS = ("sample", "user", "proposal", "title", "start_time", "instrument")
+PLACEHOLDERS = {"", "default sample", "none", "unknown", "n/a"}
+MAX_FILES = 50
+MAX_VALUES = 5
+
+
+def _text(value) -> str:  # noqa: ANN001
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, list):
+        value = value[0] if value else ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip()
+
+
+def _nx_class(obj: h5py.HLObject) -> str:
+    v = obj.attrs.get("NX_class", b"")
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def from_nexus(path: str) -> dict[str, list[str]]:
+    """Catalogue fields of one NeXus/HDF5 file (empty when it is not one)."""
+    found: dict[str, list[str]] = {k: [] for k in KEYS}
+    if not h5py.is_hdf5(path):
+        return found
+    with h5py.File(path, "r") as f:
+        for entry in f.values():
+            if not isinstance(entry, h5py.Group):
+                continue
+            for key, field in (("title", "title"), ("start_time", "start_time"),
+                               ("proposal", "experiment_identifier"), ("sample", "sample/name"),
+                               ("instrument", "instrument/name")):
+                obj = entry.get(field)
+                if isinstance(obj, h5py.Dataset) and obj.size <= 16:
+                    found[key].append(_text(obj[()]))
+            for group in entry.values():
+                if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
+                    for field in ("name", "username"):
+                        obj = group.get(field)
+                        if isinstance(obj, h5py.Dataset) and obj.size <= 16:
+                            found["user"].append(_text(obj[()]))
+    return found
+
+
+def extract(files: Iterable[StagedFile]) -> dict[str, str]:
+    """Catalogue metadata of a job's inputs, one string per key."""
+    values: dict[str, list[str]] = {k: [] for k in KEYS}
+    for i, f in enumerate(files):
+        if i >= MAX_FILES:
+            break
+        try:
+            one = from_nexus(str(f.path))
+        except (OSError, RuntimeError, ValueError, KeyError):
+            continue  # unreadable inputs are the technique's to report
+        for key, vals in one.items():
+            for v in vals:
+                if v.lower() not in PLACEHOLDERS and v not in values[key]:
+                    values[key].append(v)
+    out = {}
+    for key, vals in values.items():
+        if vals:
+            shown = vals if key != "start_time" else sorted(vals)[:1]
+            out[key] = "; ".join(shown[:MAX_VALUES]) + (" ..." if len(shown) > MAX_VALUES else "")
+    return out

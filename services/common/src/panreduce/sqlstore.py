@@ -1,0 +1,175 @@
+"""A persistent job table and event log in SQLite (the gateway's embedded default).
+
+Jobs and events are stored as protobuf bytes beside the indexed columns the catalogue
+searches: technique, state, creation time, owner, proposal, idempotency key, and a
+key/value table of labels and metadata read from the inputs (sample, user, ...).
+
+For a replicated gateway, the same interface over PostgreSQL is the way (see
+docs/gateway.md); SQLite allows one writer process.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from panreduce.v1 import reduce_pb2 as pb
+
+SCHEMA = """
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    technique TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    finished_ns INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT '',
+    proposal TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT UNIQUE,
+    job BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_proposal ON jobs (proposal, created_ns);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ns);
+CREATE INDEX IF NOT EXISTS jobs_technique ON jobs (technique, created_ns);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event BLOB NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS catalogue (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (job_id, key, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS catalogue_key_value ON catalogue (key, value);
+"""
+
+TERMINAL_STATES = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
+
+
+class SqliteJobStore:
+    """Implements ``panreduce.jobs.JobStore`` in one SQLite file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.RLock()
+        with self._lock:
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- JobStore -----------------------------------------------------------------------
+    def add(self, job: pb.Job) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
+                     job.request.idempotency_key or None, job.SerializeToString()),
+                )
+                self._index(job)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def get(self, job_id: str) -> pb.Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT job FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return pb.Job.FromString(row[0]) if row else None
+
+    def put(self, job: pb.Job) -> None:
+        finished = job.finished.ToNanoseconds() if job.HasField("finished") else 0
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE jobs SET state = ?, finished_ns = ?, job = ? WHERE job_id = ?",
+                                 (job.state, finished, job.SerializeToString(), job.job_id))
+                if job.HasField("result"):
+                    self._index(job)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def append_event(self, event: pb.JobEvent) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO events (job_id, seq, event) VALUES (?, ?, ?)",
+                             (event.job_id, event.seq, event.SerializeToString()))
+
+    def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]:
+        with self._lock:
+            rows = self._db.execute("SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq",
+                                    (job_id, after_seq)).fetchall()
+        return [pb.JobEvent.FromString(r[0]) for r in rows]
+
+    def by_idempotency_key(self, key: str) -> pb.Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT job FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
+        return pb.Job.FromString(row[0]) if row else None
+
+    def unfinished(self) -> list[pb.Job]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT job FROM jobs WHERE state NOT IN ({','.join('?' * len(TERMINAL_STATES))})"
+                " ORDER BY created_ns", TERMINAL_STATES).fetchall()
+        return [pb.Job.FromString(r[0]) for r in rows]
+
+    def list(self, q: pb.ListJobsRequest) -> list[pb.Job]:
+        where, args = [], []
+        if q.technique:
+            where.append("technique = ?")
+            args.append(q.technique)
+        if q.state:
+            where.append("state = ?")
+            args.append(q.state)
+        if q.proposal:
+            where.append("proposal = ?")
+            args.append(q.proposal)
+        if q.owner:
+            where.append("(owner = ? OR job_id IN (SELECT job_id FROM catalogue WHERE key = 'user' AND value LIKE ?))")
+            args += [q.owner, f"%{q.owner}%"]
+        if q.sample:
+            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = 'sample' AND value LIKE ?)")
+            args.append(f"%{q.sample}%")
+        for k, v in q.labels.items():
+            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = ? AND value = ?)")
+            args += [f"label:{k}", v]
+        if q.HasField("created_after"):
+            where.append("created_ns >= ?")
+            args.append(q.created_after.ToNanoseconds())
+        if q.HasField("created_before"):
+            where.append("created_ns < ?")
+            args.append(q.created_before.ToNanoseconds())
+        sql = "SELECT job FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_ns DESC"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [pb.Job.FromString(r[0]) for r in rows]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock:
+            for table in ("events", "catalogue", "jobs"):
+                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))  # noqa: S608
+
+    # -- catalogue ------------------------------------------------------------------------
+    def _index(self, job: pb.Job) -> None:
+        rows = {(f"label:{k}", v) for k, v in job.request.labels.items()}
+        if "sample" in job.request.labels:
+            rows.add(("sample", job.request.labels["sample"]))
+        for k, v in job.result.catalogue.items():
+            for part in v.split("; "):
+                if part:
+                    rows.add((k, part))
+        self._db.executemany("INSERT OR IGNORE INTO catalogue (job_id, key, value) VALUES (?, ?, ?)",
+                             [(job.job_id, k, v) for k, v in rows])
