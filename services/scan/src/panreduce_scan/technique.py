@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import math
+import shutil
 from collections.abc import Mapping
 from typing import Any
+
+import h5py
 
 from panreduce.errors import FieldViolation, InvalidParameters, InvalidRequest
 from panreduce.kit import Context, Inputs
@@ -13,7 +19,9 @@ from panreduce_scan.normalise import normalise
 from panreduce_scan.params import ScanParameters
 from panreduce_scan.peaks import assess_peak, fit_peak
 from panreduce_scan.report import (
+    CSV_COLUMNS,
     ScanResult,
+    _write_series,
     entry_names,
     json_number,
     plot_scan,
@@ -21,13 +29,42 @@ from panreduce_scan.report import (
     write_csv,
     write_nexus,
 )
-from panreduce_scan.series import SCAN_NUMBER, choose_series_axis, series_table
+from panreduce_scan.series import SCAN_NUMBER, SeriesTable, choose_series_axis, series_table
 
 VERSION = "0.1.0"
 
 
 def _scan_key(d: ScanData) -> tuple[int, float, str]:
     return (0, float(d.scan), d.file) if isinstance(d.scan, int) else (1, 0.0, str(d.scan))
+
+
+def _summary_key(s: Mapping[str, Any]) -> tuple[int, float, str]:
+    scan = s.get("scan")
+    return (0, float(scan), str(s.get("file"))) if isinstance(scan, int) else (1, 0.0, str(scan))
+
+
+def batch_summary(summaries: list[dict[str, Any]], table: SeriesTable, model: str) -> dict[str, Any]:
+    """The job summary: every scan, the series, and one scan's keys at the top level
+    when there is only one."""
+    axis = table.axis
+    summary: dict[str, Any] = {
+        "scans": summaries,
+        "n_scans": len(summaries),
+        "series_axis": axis,
+        "series": [
+            {axis: json_number(row[axis]), "scan": row["scan"],
+             "center": row["center"], "center_err": row["center_err"],
+             "fwhm": row["fwhm"], "fwhm_err": row["fwhm_err"],
+             "area": row["area"], "area_err": row["area_err"], "flags": row["flags"]}
+            for row in table.rows
+        ],
+        "n_flagged": sum(1 for s in summaries if s.get("flags")),
+        "model": model,
+    }
+    if len(summaries) == 1:
+        for k, v in summaries[0].items():
+            summary.setdefault(k, v)
+    return summary
 
 
 class Technique(_Technique[ScanParameters, list[ScanData]]):
@@ -114,24 +151,62 @@ class Technique(_Technique[ScanParameters, list[ScanData]]):
                             value_units=results[0].data.axis_units)
         ctx.progress(1.0, "write", "done")
 
-        summary: dict[str, Any] = {
-            "scans": summaries,
-            "n_scans": len(results),
-            "series_axis": series_axis,
-            "series": [
-                {series_axis: json_number(row[series_axis]), "scan": row["scan"],
-                 "center": row["center"], "center_err": row["center_err"],
-                 "fwhm": row["fwhm"], "fwhm_err": row["fwhm_err"],
-                 "area": row["area"], "area_err": row["area_err"], "flags": row["flags"]}
-                for row in table.rows
-            ],
-            "n_flagged": sum(1 for r in results if r.flags),
-            "model": params.model,
-        }
-        if len(results) == 1:
-            for k, v in summaries[0].items():
-                summary.setdefault(k, v)
-        return summary
+        return batch_summary(summaries, table, params.model)
+
+    def merge(self, inputs: Inputs, params: ScanParameters, ctx: Context) -> Mapping[str, Any]:
+        """Combine shards: per-scan NeXus entries, CSV rows and plots are copied; the
+        series table and plot are made anew over every scan. The series axis is the
+        shards' when they agree (set ``series_axis`` explicitly for a sharded batch),
+        else the scan number."""
+        shards = sorted({f.path.parent for f in inputs.files if f.path.name == "summary.json"})
+        summaries: list[dict[str, Any]] = []
+        for folder in shards:
+            doc = json.loads((folder / "summary.json").read_text())
+            summaries.extend(doc.get("scans", []))
+        if not summaries:
+            raise InvalidRequest("the shards hold no scan results to merge")
+        order = sorted(range(len(summaries)), key=lambda i: _summary_key(summaries[i]))
+        summaries = [summaries[i] for i in order]
+        axes = {s.get("series_axis") for s in summaries}
+        series_axis = axes.pop() if len(axes) == 1 else SCAN_NUMBER
+        if series_axis == SCAN_NUMBER:
+            values = [float(s["scan"]) if isinstance(s.get("scan"), int) else float(i)
+                      for i, s in enumerate(summaries)]
+        else:
+            values = [math.nan if s.get("series_value") is None else float(s["series_value"]) for s in summaries]
+        table = series_table(values, summaries, axis=series_axis)
+        ctx.progress(0.2, "merge", f"merging {len(summaries)} scan(s) from {len(shards)} shard(s)")
+        with h5py.File(ctx.output_path("scans.nxs", format="nexus", role="result"), "w") as out:
+            out.attrs["NX_class"] = "NXroot"
+            out.attrs["creator"] = "panreduce-scan"
+            for folder in shards:
+                with h5py.File(folder / "scans.nxs", "r") as part:
+                    for name, group in part.items():
+                        if name == "series" or not isinstance(group, h5py.Group):
+                            continue
+                        target = name if name not in out else f"{name}_{len(out)}"
+                        part.copy(group, out, name=target)
+                        if "provenance" in out[target]:
+                            del out[target]["provenance"]
+            out.attrs["default"] = next((k for k in out if k != "series"), "")
+            if len(table.rows) > 1:
+                _write_series(out.create_group("series"), table)
+        with open(ctx.output_path("scans.csv", format="csv", role="table"), "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
+            writer.writeheader()
+            for row in summaries:
+                row = {**row, "flags": ";".join(row.get("flags") or [])}
+                writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in CSV_COLUMNS})
+        for folder in shards:
+            for png in sorted(folder.glob("*.png")):
+                if png.name != "series.png":
+                    shutil.copyfile(png, ctx.output_path(png.name, format="png", role="preview"))
+        if len(summaries) > 1 and params.plots:
+            plot_series(ctx.output_path("series.png", format="png", role="preview"), table,
+                        axis_units=KNOWN_UNITS.get(series_axis, ""),
+                        value_units=str(summaries[0].get("axis_units") or ""))
+        ctx.progress(1.0, "merge", "merged")
+        return batch_summary(summaries, table, params.model)
 
     @staticmethod
     def _series_axis(scans: list[ScanData], params: ScanParameters) -> str:
