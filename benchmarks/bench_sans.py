@@ -1,0 +1,93 @@
+"""Benchmark of the sans technique on the LOQ GFP batch (make bench-sans).
+
+Measures, in one process and side by side, wall and CPU time of:
+* the full batch (28 scattering runs summed into 3 samples and 1 can, 5 transmission/direct
+  runs; 3 outputs), loading included, with and without the PNGs;
+* one sample (one batch row: 7 + 7 summed runs);
+* the stages of the full batch: reading the runs, the reduction, writing the outputs.
+The service imports matplotlib/sasdata once at start-up (warm_up); that is timed apart.
+Each case is run ``REPEATS`` times; the best wall time and its CPU time are reported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from panreduce import datasets
+from panreduce.kit import Context
+from panreduce_sans.technique import Technique
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sans"))
+from sans_helpers import stage  # noqa: E402
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+
+
+def _clock():
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0):
+    w, c = _clock()
+    return w - t0[0], c - t0[1]
+
+
+def run(technique: Technique, inputs, params: dict, shard=None) -> dict[str, tuple[float, float]]:
+    from panreduce.kit import Shard
+
+    p = technique.validate_parameters(params)
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = Context(job_id="bench", scratch=Path(tmp), shard=Shard(*shard) if shard else None)
+        t0 = _clock()
+        data = technique.load(inputs, p, ctx)
+        t_load = _since(t0)
+        t1 = _clock()
+        technique.reduce(data, p, ctx)
+        t_reduce = _since(t1)
+        total = _since(t0)
+    return {"load": t_load, "reduce+write": t_reduce, "total": total}
+
+
+def best(technique, inputs, params, shard=None) -> dict[str, tuple[float, float]]:
+    runs = [run(technique, inputs, params, shard) for _ in range(REPEATS)]
+    return min(runs, key=lambda r: r["total"][0])
+
+
+def main() -> None:
+    try:
+        raw = datasets.folder("loq-gfp/raw")
+        mantid = datasets.folder("loq-gfp/mantid-files")
+    except datasets.DatasetMissing as exc:
+        print(f"skipped: {exc}")
+        return
+    inputs = stage([raw, mantid])
+    technique = Technique()
+    t0 = _clock()
+    technique.warm_up()
+    warm = _since(t0)
+    base = {"user_file": "USER_LOQ_125B.txt", "batch_file": "reduce-gfp.csv"}
+    rows = [
+        ("service warm-up (imports, once per service)", {"total": warm}),
+        ("full batch, 3 outputs + PNGs", best(technique, inputs, base)),
+        ("full batch, 3 outputs, no PNGs", best(technique, inputs, {**base, "plots": False})),
+        ("one sample (batch row 1 of 3) + PNG", best(technique, inputs, base, shard=(0, 3))),
+        ("full batch + canSAS XML + 2-D I(Qx,Qy)", best(technique, inputs, {**base, "cansas_xml": True, "qxy": True})),
+    ]
+    print(f"sans benchmark: LOQ GFP batch, {os.cpu_count()} CPU(s), best of {REPEATS}; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print()
+    print(f"| {'case':<44} | {'wall s':>7} | {'CPU s':>7} | {'load wall s':>11} | {'reduce+write wall s':>19} |")
+    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 21}|")
+    for name, r in rows:
+        wall, cpu = r["total"]
+        load = f"{r['load'][0]:.2f}" if "load" in r else "-"
+        red = f"{r['reduce+write'][0]:.2f}" if "reduce+write" in r else "-"
+        print(f"| {name:<44} | {wall:>7.2f} | {cpu:>7.2f} | {load:>11} | {red:>19} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,417 @@
+"""The ISIS TOF SANS reduction chain for one batch row, built from the pure steps.
+
+Sample and can are reduced identically (own summed runs, monitor, transmission fit and
+volume; shared direct-beam efficiency, flat cell, masks and grids), then subtracted bin by
+bin (fact sheet ``loq-sans.md`` §5.11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from panreduce_sans.batch import RKHData
+from panreduce_sans.binning import bin_centres, rebin_counts, rebin_edges
+from panreduce_sans.corrections import (
+    NEUTRON_H_OVER_M,
+    FitResult,
+    absolute_scale,
+    direct_beam_histogram,
+    fit_transmission,
+    monitor_spectrum,
+    radius_wave_cut,
+    sample_volume,
+    time_mask_bins,
+    transmission_ratio,
+    wide_angle_transmission,
+)
+from panreduce_sans.instrument import Instrument, PixelGeometry, pixel_geometry
+from panreduce_sans.q1d import IQ, IQxy, q1d, q_resolution_sigma, qxy
+from panreduce_sans.rawfile import RawRun, SampleGeometry
+from panreduce_sans.userfile import TransmissionFit, UserFile
+
+__all__ = [
+    "DetectorSetup",
+    "ReductionError",
+    "RowResult",
+    "ScatterResult",
+    "Settings",
+    "TransmissionResult",
+    "calculate_transmission",
+    "detector_setup",
+    "reduce_scatter",
+    "settings_from_user_file",
+    "subtract",
+]
+
+
+class ReductionError(ValueError):
+    """Settings or data the reduction cannot use (the caller's to fix)."""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    r1: float  # m, source aperture radius (or equivalent)
+    r2: float  # m, sample aperture radius
+    collimation_length: float  # m
+    delta_r: float  # m
+    moderator: tuple[np.ndarray, np.ndarray] | None = None  # (lambda Å, sigma_t µs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    instrument: Instrument
+    wavelength_rebin: tuple[float, ...]  # the L/WAV rebin string
+    wavelength_edges: np.ndarray  # Å
+    q_edges: np.ndarray  # 1/Å
+    radius_min: float  # m
+    radius_max: float  # m
+    mask_rows: frozenset[int]
+    mask_columns: frozenset[int]
+    mask_spectra: frozenset[int]
+    time_masks: tuple[tuple[float, float], ...]  # µs, main bank
+    centre: tuple[float, float]  # m
+    sample_z: float  # m (L1)
+    scale: float  # SET SCALES first value
+    incident_monitor: int
+    transmission_monitor: int
+    incident_monitor_z: float
+    monitor_background: tuple[float, float] | None
+    trans_background: dict[int, tuple[float, float] | None]
+    prompt_peak: tuple[float, float] | None
+    fit_sample: TransmissionFit
+    fit_can: TransmissionFit
+    direct: tuple[np.ndarray, np.ndarray]  # D and its error on the wavelength grid
+    flat: tuple[np.ndarray, np.ndarray]  # F and its error per main-bank pixel
+    radius_cut: float = 0.0  # m
+    wave_cut: float = 0.0  # Å
+    wide_angle: bool = False  # SAMPLE/PATH/ON
+    normalisation_errors: bool = True
+    split: bool = False
+    qxy: tuple[float, float] | None = None  # (q_max, step)
+    resolution: Resolution | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def settings_from_user_file(
+    uf: UserFile,
+    instrument: Instrument,
+    direct: RKHData,
+    flat: RKHData,
+    *,
+    normalisation_errors: bool = True,
+    split: bool = False,
+    want_qxy: bool = False,
+    moderator: RKHData | None = None,
+    radius_cut: float | None = None,
+    wave_cut: float | None = None,
+) -> Settings:
+    """Turn a parsed user file (and its direct-beam and flat-cell files) into settings.
+
+    ``radius_cut`` (mm) and ``wave_cut`` (Å), when given, replace L/Q/RCUT and L/Q/WCUT.
+    Raises :class:`ReductionError` for what the user file asks but this reduction cannot do
+    (HAB or merged banks, gravity) or for missing essentials.
+    """
+    where = uf.lines
+    if uf.instrument and uf.instrument != instrument.name:
+        raise ReductionError(f"the user file is for {uf.instrument}, not {instrument.name}")
+    if uf.detector != "main":
+        raise ReductionError(f"line {where.get('detector', '?')}: DET/{uf.detector.upper()} is not implemented "
+                             "(only the main bank: DET/MAIN or DET/REAR)")
+    if uf.gravity:
+        raise ReductionError(f"line {where.get('GRAVITY', '?')}: GRAVITY ON is not implemented")
+    if uf.wavelength_rebin is None or uf.q_rebin is None:
+        raise ReductionError("the user file must give L/WAV and L/Q")
+    if uf.centre is None:
+        raise ReductionError("the user file must give SET CENTRE for the main bank")
+    try:
+        lam_edges = rebin_edges(uf.wavelength_rebin)
+        q_edges = rebin_edges(uf.q_rebin)
+    except ValueError as exc:
+        raise ReductionError(f"binning: {exc}") from None
+    try:
+        d, de = direct_beam_histogram(direct.x, direct.y, direct.e, lam_edges)
+    except ValueError as exc:
+        raise ReductionError(f"direct-beam file: {exc}") from None
+    bank = instrument.main
+    spectra = bank.spectra
+    flat_y = np.full(spectra.size, np.nan)
+    flat_e = np.zeros(spectra.size)
+    fx = np.rint(flat.x).astype(np.int64)
+    inside = (fx >= spectra[0]) & (fx <= spectra[-1])
+    flat_y[fx[inside] - spectra[0]] = flat.y[inside]
+    flat_e[fx[inside] - spectra[0]] = flat.e[inside]
+    if np.isnan(flat_y).any():
+        raise ReductionError(f"the flat-cell file lacks {int(np.isnan(flat_y).sum())} main-bank spectra")
+    mon = uf.incident_monitor or instrument.incident_monitor
+    trans_mon = uf.transmission_monitor or instrument.transmission_monitor
+    mon_z = uf.monitor_lengths.get(mon, instrument.monitor_z.get(mon))
+    if mon_z is None:
+        raise ReductionError(f"no position for incident monitor spectrum {mon}")
+    default_bg = uf.transmission_background or uf.monitor_background
+    trans_bg: dict[int, tuple[float, float] | None] = {}
+    for spec in (instrument.incident_monitor, trans_mon, mon):
+        trans_bg[spec] = uf.monitor_background_by_spectrum.get(spec, default_bg)
+    mon_bg = uf.monitor_background_by_spectrum.get(mon, uf.monitor_background)
+    resolution = None
+    notes: list[str] = []
+    if uf.qresol.on:
+        qr = uf.qresol
+        r1 = (qr.a1 / 2e3) if qr.a1 else (np.sqrt((qr.h1**2 + qr.w1**2) / 6) / 1e3 if qr.h1 and qr.w1 else None)
+        r2 = (qr.a2 / 2e3) if qr.a2 else (np.sqrt((qr.h2**2 + qr.w2**2) / 6) / 1e3 if qr.h2 and qr.w2 else None)
+        if r1 is None or r2 is None or qr.collimation_length is None or qr.delta_r is None:
+            raise ReductionError("QRESOL/ON needs A1/A2 (or H/W), LCOLLIM and DELTAR")
+        mod = None
+        if moderator is not None:
+            mod = (moderator.x, moderator.y)
+        else:
+            notes.append("Q resolution without a moderator file: sigma_moderator = 0")
+        resolution = Resolution(r1, r2, qr.collimation_length, qr.delta_r / 1e3, mod)
+    qxy_spec = None
+    if want_qxy:
+        if uf.qxy_max is None or uf.qxy_step is None:
+            raise ReductionError("2-D output needs L/QXY in the user file")
+        if uf.qxy_step < 0:
+            raise ReductionError("logarithmic L/QXY binning is not implemented")
+        qxy_spec = (uf.qxy_max, uf.qxy_step)
+    return Settings(
+        instrument=instrument,
+        wavelength_rebin=tuple(uf.wavelength_rebin),
+        wavelength_edges=lam_edges,
+        q_edges=q_edges,
+        radius_min=(uf.radius_min or 0.0) / 1e3,
+        radius_max=(uf.radius_max / 1e3) if uf.radius_max and uf.radius_max > 0 else np.inf,
+        mask_rows=frozenset(i for b, i in uf.mask_rows if b == "main"),
+        mask_columns=frozenset(i for b, i in uf.mask_columns if b == "main"),
+        mask_spectra=frozenset(uf.mask_spectra),
+        time_masks=tuple((m.t_min, m.t_max) for m in uf.time_masks if m.detector in (None, "main")),
+        centre=(uf.centre[0] / 1e3, uf.centre[1] / 1e3),
+        sample_z=instrument.sample_z + uf.sample_offset / 1e3,
+        scale=uf.scales[0] if uf.scales else 1.0,
+        incident_monitor=mon,
+        transmission_monitor=trans_mon,
+        incident_monitor_z=mon_z,
+        monitor_background=mon_bg,
+        trans_background=trans_bg,
+        prompt_peak=uf.prompt_peak or instrument.prompt_peak,
+        fit_sample=uf.fit_for("sample"),
+        fit_can=uf.fit_for("can"),
+        direct=(d, de),
+        flat=(flat_y, flat_e),
+        radius_cut=(uf.radius_cut if radius_cut is None else radius_cut) / 1e3,
+        wave_cut=uf.wave_cut if wave_cut is None else wave_cut,
+        wide_angle=uf.sample_path,
+        normalisation_errors=normalisation_errors,
+        split=split,
+        qxy=qxy_spec,
+        resolution=resolution,
+        notes=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class DetectorSetup:
+    geometry: PixelGeometry  # every main-bank pixel
+    keep: np.ndarray  # bool per pixel: used in the reduction
+    time_masked: np.ndarray  # bool per TOF bin (filled on first use)
+
+
+def detector_setup(settings: Settings) -> DetectorSetup:
+    """Pixel geometry after the beam-centre move, and the pixel mask (radius, rows, columns,
+    spectra; §5.3)."""
+    inst = settings.instrument
+    shift = inst.beam_centre_shift(settings.centre)
+    geo = pixel_geometry(inst.main, sample_z=settings.sample_z, shift=shift)
+    ix, iy = inst.main.indices()
+    keep = (geo.radius >= settings.radius_min) & (geo.radius <= settings.radius_max)
+    if settings.mask_rows:
+        keep &= ~np.isin(iy, list(settings.mask_rows))
+    if settings.mask_columns:
+        keep &= ~np.isin(ix, list(settings.mask_columns))
+    if settings.mask_spectra:
+        keep &= ~np.isin(geo.spectra, list(settings.mask_spectra))
+    return DetectorSetup(geo, keep, np.zeros(0, dtype=bool))
+
+
+@dataclass(frozen=True)
+class TransmissionResult:
+    run: str  # transmission run label
+    direct: str  # direct run label
+    fit_edges: np.ndarray  # Å, the grid of the unfitted spectrum
+    transmission: np.ndarray  # unfitted T on fit_edges
+    error: np.ndarray
+    fit: FitResult  # fitted T on the reduction grid
+
+    @property
+    def wavelength(self) -> np.ndarray:
+        return bin_centres(self.fit_edges)
+
+
+def _fit_grid(settings: Settings, fit: TransmissionFit) -> np.ndarray:
+    """The FIT/TRANS range binned with the L/WAV step, or the reduction grid."""
+    rebin = settings.wavelength_rebin
+    if fit.method == "off" or fit.lambda_min is None or fit.lambda_max is None or len(rebin) != 3:
+        return settings.wavelength_edges
+    return rebin_edges([fit.lambda_min, rebin[1], fit.lambda_max])
+
+
+def _monitor_counts(run: RawRun, spectrum: int) -> tuple[np.ndarray, np.ndarray]:
+    """(TOF edges, counts) of a monitor spectrum, from the monitor block or the detector block."""
+    if spectrum in run.monitors:
+        return run.monitor_tof, run.monitors[spectrum]
+    if np.any(run.spectra == spectrum):
+        return run.tof, run.spectrum(spectrum)
+    raise ReductionError(f"{run.source}: has no spectrum {spectrum}")
+
+
+def calculate_transmission(
+    trans: RawRun, direct: RawRun, settings: Settings, fit: TransmissionFit
+) -> TransmissionResult:
+    """T = (S3/S2)/(D3/D2) on the fit grid, and its fit on the reduction grid (§5.6)."""
+    inst = settings.instrument
+    inc, tra = inst.incident_monitor, settings.transmission_monitor
+    edges = _fit_grid(settings, fit)
+    spectra = []
+    for run in (trans, direct):
+        for spec in (inc, tra):
+            z = inst.trans_monitor_z.get(spec)
+            if z is None:
+                raise ReductionError(f"no position for transmission-run spectrum {spec}")
+            tof, counts = _monitor_counts(run, spec)
+            spectra.append(monitor_spectrum(tof, counts, z, edges, prompt_peak=settings.prompt_peak,
+                                            background=settings.trans_background.get(spec)))
+    t, te = transmission_ratio(spectra[0], spectra[1], spectra[2], spectra[3])
+    try:
+        fitted = fit_transmission(bin_centres(edges), t, te, bin_centres(settings.wavelength_edges),
+                                  method=fit.method, order=fit.order,
+                                  lambda_min=fit.lambda_min, lambda_max=fit.lambda_max)
+    except ValueError as exc:
+        raise ReductionError(f"transmission of run {trans.name}: {exc}") from None
+    return TransmissionResult(trans.name, direct.name, edges, t, te, fitted)
+
+
+@dataclass(frozen=True)
+class ScatterResult:
+    run: RawRun
+    iq: IQ
+    iqxy: IQxy | None
+    transmission: TransmissionResult | None
+    monitor: np.ndarray  # M(lambda)
+    wavelength_adj: np.ndarray
+    volume: float  # mm^3
+    scale: float  # the constant applied to the counts
+    sample: SampleGeometry
+
+
+def reduce_scatter(
+    run: RawRun,
+    transmission: TransmissionResult | None,
+    settings: Settings,
+    det: DetectorSetup,
+    *,
+    sample: SampleGeometry | None = None,
+) -> ScatterResult:
+    """One (summed) scattering run to absolute I(Q) (§5.3–5.9)."""
+    inst = settings.instrument
+    bank = inst.main
+    if run.counts.shape[0] != bank.n_pixels or not np.array_equal(run.spectra, bank.spectra):
+        raise ReductionError(f"{run.source}: expected the {bank.n_pixels} spectra of the {bank.name}")
+    lam_edges = settings.wavelength_edges
+    keep = det.keep
+    geo = det.geometry
+    # detector: time masks in TOF, then TOF -> wavelength per pixel and proportional rebin
+    tmask = time_mask_bins(run.tof, list(settings.time_masks))
+    y = run.counts[keep]
+    if tmask.any():
+        y = y.copy()
+        y[:, tmask] = 0.0
+    factor = NEUTRON_H_OVER_M / (geo.l1 + geo.l2[keep])  # lambda = factor * t
+    s, v, m = rebin_counts(run.tof, y, y, lam_edges, scale=factor, masked=tmask if tmask.any() else None)
+    cut = radius_wave_cut(geo.radius[keep], lam_edges, settings.radius_cut, settings.wave_cut)
+    if cut.any():
+        s, v, m = np.where(cut, 0.0, s), np.where(cut, 0.0, v), np.where(cut, 1.0, m)
+    # monitor normalisation M(lambda)
+    tof_m, counts_m = _monitor_counts(run, settings.incident_monitor)
+    mon, mon_e = monitor_spectrum(tof_m, counts_m, settings.incident_monitor_z, lam_edges,
+                                  prompt_peak=settings.prompt_peak, background=settings.monitor_background)
+    d, de = settings.direct
+    wav = d * mon
+    rel2 = np.divide(de, d, out=np.zeros_like(d), where=d > 0) ** 2
+    rel2 += np.divide(mon_e, mon, out=np.zeros_like(mon), where=mon > 0) ** 2
+    if transmission is not None:
+        tf, tfe = transmission.fit.values, transmission.fit.errors
+        wav = wav * tf
+        rel2 += np.divide(tfe, tf, out=np.zeros_like(tf), where=tf > 0) ** 2
+    wav_e = np.abs(wav) * np.sqrt(rel2)
+    flat, flat_e = settings.flat
+    omega = geo.solid_angle[keep]
+    pix = omega * flat[keep]
+    pix_e = omega * flat_e[keep]
+    sample = sample or run.sample
+    try:
+        volume = sample_volume(sample.shape, sample.thickness, sample.width, sample.height)
+        const = absolute_scale(settings.scale, volume, inst.scale_factor)
+    except ValueError as exc:
+        raise ReductionError(f"{run.source}: sample geometry: {exc}") from None
+    q_sigma = None
+    if settings.resolution is not None:
+        q_sigma = _resolution(settings, geo, keep)
+    wide = None
+    if settings.wide_angle and transmission is not None:
+        wide = wide_angle_transmission(geo.two_theta[keep], transmission.fit.values)
+    iq = q1d(s, v, m, lam_edges, wav, wav_e, geo.two_theta[keep], pix, pix_e, settings.q_edges,
+             scale=const, normalisation_errors=settings.normalisation_errors, split=settings.split,
+             q_sigma=q_sigma, pixel_wavelength_adj=wide)
+    iqxy = None
+    if settings.qxy is not None:
+        iqxy = qxy(s, v, m, lam_edges, wav, geo.x[keep], geo.y[keep], geo.l2[keep], pix,
+                   settings.qxy[0], settings.qxy[1], scale=const, pixel_wavelength_adj=wide)
+    return ScatterResult(run, iq, iqxy, transmission, mon, wav, volume, const, sample)
+
+
+def _resolution(settings: Settings, geo: PixelGeometry, keep: np.ndarray) -> np.ndarray:
+    res = settings.resolution
+    assert res is not None
+    lam_edges = settings.wavelength_edges
+    lam = bin_centres(lam_edges)
+    q = 4 * np.pi * np.sin(0.5 * geo.two_theta[keep])[:, None] / lam[None, :]
+    sigma_mod = 0.0
+    if res.moderator is not None:
+        # moderator time spread (µs) -> wavelength spread over the full flight path
+        sigma_t = np.interp(lam, res.moderator[0], res.moderator[1])
+        sigma_mod = NEUTRON_H_OVER_M * sigma_t / (geo.l1 + float(np.median(geo.l2[keep])))
+    return q_resolution_sigma(q, lam, np.diff(lam_edges), l1=res.collimation_length, l2=geo.l2[keep],
+                              r1=res.r1, r2=res.r2, delta_r=res.delta_r, sigma_moderator=sigma_mod)
+
+
+@dataclass(frozen=True)
+class RowResult:
+    name: str
+    intensity: np.ndarray
+    error: np.ndarray
+    q_edges: np.ndarray
+    q_dev: np.ndarray
+    sample: ScatterResult
+    can: ScatterResult | None
+    iqxy: IQxy | None
+
+    @property
+    def q(self) -> np.ndarray:
+        return bin_centres(self.q_edges)
+
+
+def subtract(name: str, sample: ScatterResult, can: ScatterResult | None) -> RowResult:
+    """I = I_sample - I_can, sigma = sqrt(sigma_s^2 + sigma_c^2), bin by bin (§5.11)."""
+    s = sample.iq
+    iqxy = sample.iqxy
+    if can is None:
+        return RowResult(name, s.intensity, s.error, s.q_edges, s.q_dev, sample, None, iqxy)
+    c = can.iq
+    if not np.array_equal(s.q_edges, c.q_edges):
+        raise ReductionError("sample and can are on different Q grids")
+    if iqxy is not None and can.iqxy is not None:
+        iqxy = IQxy(iqxy.qx_edges, iqxy.qy_edges, iqxy.intensity - can.iqxy.intensity,
+                    np.hypot(iqxy.error, can.iqxy.error))
+    return RowResult(name, s.intensity - c.intensity, np.hypot(s.error, c.error), s.q_edges,
+                     s.q_dev, sample, can, iqxy)

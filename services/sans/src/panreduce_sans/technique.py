@@ -1,0 +1,350 @@
+"""The ``sans`` technique: glue between the kit and the reduction.
+
+Inputs: the raw runs (ISIS raw NeXus ``LOQ<run>.nxs``) and the Mantid files (user file,
+direct-beam efficiency, flat cell, batch CSV), as folders/prefixes or single files.
+One NXcanSAS output (plus PNG, optionally canSAS XML and 2-D) per batch row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from panreduce import errors
+from panreduce.kit import Context, Inputs, StagedFile
+from panreduce.kit import Technique as _Technique
+from panreduce_sans import __version__
+from panreduce_sans.batch import BatchError, BatchRow, RKHData, RunRef, parse_batch, parse_rkh
+from panreduce_sans.instrument import INSTRUMENTS, Instrument
+from panreduce_sans.output import (
+    OutputMetadata,
+    plot_iq,
+    write_cansas_xml,
+    write_nxcansas,
+    write_nxcansas_2d,
+)
+from panreduce_sans.params import SansParameters
+from panreduce_sans.rawfile import RawRun, SampleGeometry, read_run, read_run_info, sum_runs
+from panreduce_sans.reduction import (
+    ReductionError,
+    ScatterResult,
+    Settings,
+    TransmissionResult,
+    calculate_transmission,
+    detector_setup,
+    reduce_scatter,
+    settings_from_user_file,
+    subtract,
+)
+from panreduce_sans.userfile import UserFile, parse_user_file
+
+_RUN_FILE = re.compile(r"^([A-Za-z]+)0*(\d+)(-add)?\.nxs$", re.IGNORECASE)
+
+
+@dataclass
+class LoadedBatch:
+    rows: list[BatchRow]
+    header: dict[str, str]
+    instrument: Instrument
+    user_file: UserFile
+    user_file_name: str
+    settings: Settings
+    scatter: dict[str, RawRun]  # run label -> (summed) main-bank run
+    trans: dict[str, RawRun]  # run label -> transmission/direct run
+    warnings: list[str] = field(default_factory=list)
+
+
+def _read_text(f: StagedFile) -> str:
+    try:
+        data = f.path.read_bytes()
+    except OSError as exc:
+        raise errors.InvalidInput(f.name, f"cannot be read ({exc.strerror or exc})") from None
+    if not data.strip():
+        raise errors.InvalidInput(f.name, "is empty")
+    if b"\x00" in data:
+        raise errors.InvalidInput(f.name, "is not a text file")
+    return data.decode("utf-8", "replace")
+
+
+class Technique(_Technique[SansParameters, LoadedBatch]):
+    name = "sans"
+    version = __version__
+    title = "Time-of-flight SANS reduction to absolute I(Q) (ISIS LOQ)"
+    description = (
+        "Reduces ISIS LOQ time-of-flight SANS runs to absolute I(Q) as the ISIS reducer in Mantid "
+        "does: run summation, monitor normalisation with prompt-peak removal and flat background, "
+        "wavelength conversion and rebinning, transmission from transmission/direct runs with the "
+        "user file's fit, direct-beam efficiency, flat cell, solid angle, radius/row/time masks, "
+        "Q1D with error propagation, can subtraction and absolute scaling; driven by an ISIS user "
+        "file and a Mantid batch CSV; writes NXcanSAS (optionally canSAS XML and 2-D I(Qx,Qy)) "
+        "and a PNG per batch row."
+    )
+    Parameters = SansParameters
+    input_kinds = ("nexus/isis-raw", "text/isis-sans-user-file", "text/isis-sans-batch", "text/rkh")
+    output_formats = ("nxcansas", "cansas-xml", "png")
+    shardable = True
+    shard_unit = "batch row"
+
+    def warm_up(self) -> None:
+        """Import the plotting and sasdata stacks once, before the service reports SERVING."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+        import sasdata.dataloader.data_info  # noqa: F401
+
+    # -- load ------------------------------------------------------------------------------
+    def load(self, inputs: Inputs, params: SansParameters, ctx: Context) -> LoadedBatch:
+        instrument = INSTRUMENTS[params.instrument]
+        warnings: list[str] = []
+
+        uf_file = self._named(inputs, params.user_file, "user_file")
+        uf = parse_user_file(_read_text(uf_file))
+        problems = uf.problems
+        if problems:
+            text = "; ".join(str(p) for p in problems)
+            if params.unknown_commands == "error":
+                raise errors.InvalidInput(uf_file.name, f"user-file commands that cannot be used: {text}")
+            for p in problems:
+                ctx.log(f"{uf_file.name} {p}", "warning")
+            warnings.extend(f"{uf_file.name} {p}" for p in problems)
+
+        batch_file = self._named(inputs, params.batch_file, "batch_file")
+        try:
+            rows, header = parse_batch(_read_text(batch_file))
+        except BatchError as exc:
+            raise errors.InvalidInput(batch_file.name, str(exc)) from None
+        for row in rows:
+            if row.user_file and row.user_file != params.user_file:
+                raise errors.InvalidInput(batch_file.name, f"line {row.line}: a per-row user_file "
+                                          f"({row.user_file}) is not supported; pass it as user_file")
+        if ctx.shard is not None:
+            rows = ctx.shard.select(rows)
+
+        direct_name = uf.direct_files.get("main")
+        flat_name = uf.flat_files.get("main")
+        if not direct_name or not flat_name:
+            raise errors.InvalidInput(uf_file.name, "needs MON/DIRECT and MON/FLAT files for the main bank")
+        direct = self._rkh(self._named(inputs, direct_name, f"{uf_file.name} MON/DIRECT"))
+        flat = self._rkh(self._named(inputs, flat_name, f"{uf_file.name} MON/FLAT"))
+        moderator = None
+        if uf.qresol.on and uf.qresol.moderator_file:
+            moderator = self._rkh(self._named(inputs, uf.qresol.moderator_file, f"{uf_file.name} QRESOL/MODERATOR"))
+        try:
+            settings = settings_from_user_file(
+                uf, instrument, direct, flat,
+                normalisation_errors=params.normalisation_errors,
+                split=params.q_assignment == "split", want_qxy=params.qxy, moderator=moderator,
+                radius_cut=params.radius_cut or None, wave_cut=params.wave_cut or None)
+        except ReductionError as exc:
+            raise errors.InvalidInput(uf_file.name, str(exc)) from None
+
+        resolver = _RunResolver(inputs, instrument, params.add_runs)
+        scatter_refs: dict[str, RunRef] = {}
+        trans_refs: dict[str, RunRef] = {}
+        for row in rows:
+            for ref in (row.sample_sans, row.can_sans):
+                if ref is not None:
+                    scatter_refs[ref.label] = ref
+            for ref in (row.sample_trans, row.sample_direct_beam, row.can_trans, row.can_direct_beam):
+                if ref is not None:
+                    trans_refs[ref.label] = ref
+        plan = {label: resolver.files(ref) for label, ref in scatter_refs.items()}
+        plan_t = {label: resolver.files(ref) for label, ref in trans_refs.items()}
+        total = sum(len(v) for v in plan.values()) + len(plan_t)
+        done = 0
+        bank = instrument.main
+        event_edges = None
+        if uf.events_binning:
+            from panreduce_sans.binning import rebin_edges
+
+            event_edges = rebin_edges(uf.events_binning)
+        scatter: dict[str, RawRun] = {}
+        for label, files in plan.items():
+            runs = []
+            for f in files:
+                ctx.progress(done / max(total, 1), "load", f"reading {f.name}")
+                runs.append(read_run(f.path, f.name, spectra=(int(bank.spectra[0]), int(bank.spectra[-1])),
+                                     event_edges=event_edges))
+                done += 1
+            scatter[label] = sum_runs(runs)
+            if len(runs) > 1:
+                ctx.log(f"{label}: summed runs {', '.join(str(r.run_number) for r in runs)}")
+        trans: dict[str, RawRun] = {}
+        for label, files in plan_t.items():
+            ctx.progress(done / max(total, 1), "load", f"reading {files[0].name}")
+            trans[label] = sum_runs([read_run(f.path, f.name, event_edges=event_edges) for f in files])
+            done += 1
+        ctx.progress(1.0, "load", f"read {done} run file(s)")
+        return LoadedBatch(rows, header, instrument, uf, uf_file.name, settings, scatter, trans, warnings)
+
+    @staticmethod
+    def _named(inputs: Inputs, name: str, what: str) -> StagedFile:
+        f = inputs.find(name)
+        if f is None:
+            raise errors.InputNotFound(name, f"{what}: no input file named {name!r}")
+        return f
+
+    @staticmethod
+    def _rkh(f: StagedFile) -> RKHData:
+        try:
+            return parse_rkh(_read_text(f))
+        except BatchError as exc:
+            raise errors.InvalidInput(f.name, str(exc)) from None
+
+    # -- reduce ----------------------------------------------------------------------------
+    def reduce(self, data: LoadedBatch, params: SansParameters, ctx: Context) -> Mapping[str, Any]:
+        settings = data.settings
+        det = detector_setup(settings)
+        trans_cache: dict[tuple[str, str, str], TransmissionResult] = {}
+        scatter_cache: dict[tuple[str, tuple[str, str, str] | None], ScatterResult] = {}
+
+        def transmission(trans_ref: RunRef | None, direct_ref: RunRef | None, which: str) -> TransmissionResult | None:
+            if trans_ref is None or direct_ref is None:
+                return None
+            key = (trans_ref.label, direct_ref.label, which)
+            if key not in trans_cache:
+                fit = settings.fit_sample if which == "sample" else settings.fit_can
+                trans_cache[key] = calculate_transmission(
+                    data.trans[trans_ref.label], data.trans[direct_ref.label], settings, fit)
+            return trans_cache[key]
+
+        def scatter(ref: RunRef, t: TransmissionResult | None, key_t, sample: SampleGeometry | None):  # noqa: ANN001, ANN202
+            key = (ref.label, key_t, sample)
+            if key not in scatter_cache:
+                scatter_cache[key] = reduce_scatter(data.scatter[ref.label], t, settings, det, sample=sample)
+            return scatter_cache[key]
+
+        meta_base = dict(
+            instrument=data.instrument.name, detector=data.instrument.main.name,
+            sdd=data.instrument.main.z - settings.sample_z,
+            beam_centre=(settings.centre[0] * 1e3, settings.centre[1] * 1e3),
+            pixel_size=(data.instrument.main.dx * 1e3, data.instrument.main.dy * 1e3),
+            user_file_name=data.user_file_name, user_file_text=data.user_file.text,
+            program="panreduce-sans", version=self.version,
+        )
+        rows_summary = []
+        n = len(data.rows)
+        for k, row in enumerate(data.rows):
+            ctx.progress(k / n, "reduce", f"row {row.line}: {row.output_as}")
+            try:
+                t_s = transmission(row.sample_trans, row.sample_direct_beam, "sample")
+                run_s = data.scatter[row.sample_sans.label]
+                # batch-row geometry overrides apply to sample and can alike (one row, one state);
+                # without them each uses the sample block of the first run of its own sum
+                overridden = bool(row.sample_thickness or row.sample_width or row.sample_height)
+                geom = run_s.sample
+                if overridden:
+                    geom = SampleGeometry(row.sample_thickness or geom.thickness, row.sample_width or geom.width,
+                                          row.sample_height or geom.height, geom.shape)
+                key_s = None if t_s is None else (t_s.run, t_s.direct, "sample")
+                res_s = scatter(row.sample_sans, t_s, key_s, geom)
+                res_c = None
+                if row.can_sans is not None:
+                    t_c = transmission(row.can_trans, row.can_direct_beam, "can")
+                    key_c = None if t_c is None else (t_c.run, t_c.direct, "can")
+                    res_c = scatter(row.can_sans, t_c, key_c, geom if overridden else None)
+                result = subtract(row.output_as, res_s, res_c)
+            except ReductionError as exc:
+                raise errors.InvalidInput(params.batch_file, f"line {row.line} ({row.output_as}): {exc}") from None
+            ctx.progress((k + 0.7) / n, "write", f"{row.output_as}.h5")
+            terms = {"batch_file": params.batch_file, "batch_line": str(row.line),
+                     "direct_beam_file": data.user_file.direct_files["main"],
+                     "flat_cell_file": data.user_file.flat_files["main"],
+                     "q_assignment": params.q_assignment,
+                     "normalisation_errors": str(params.normalisation_errors).lower()}
+            meta = OutputMetadata(**meta_base, terms=terms)
+            write_nxcansas(ctx.output_path(f"{row.output_as}.h5", format="nxcansas"), result, meta)
+            if params.plots:
+                plot_iq(ctx.output_path(f"{row.output_as}.png", format="png", role="preview"), result)
+            if params.cansas_xml:
+                write_cansas_xml(ctx.output_path(f"{row.output_as}.xml", format="cansas-xml"), result, meta)
+            if params.qxy and result.iqxy is not None:
+                write_nxcansas_2d(ctx.output_path(f"{row.output_as}_2d.h5", format="nxcansas"),
+                                  f"{row.output_as} I(Qx,Qy)", str(run_s.run_number), result.iqxy, result, meta)
+            rows_summary.append(_row_summary(row, result))
+        ctx.progress(1.0, "write", "done")
+        return {
+            "outputs": [r["output"] for r in rows_summary],
+            "rows": rows_summary,
+            "instrument": data.instrument.name,
+            "wavelength_range": [float(settings.wavelength_edges[0]), float(settings.wavelength_edges[-1])],
+            "q_range": [float(settings.q_edges[0]), float(settings.q_edges[-1])],
+            "pixels_used": int(det.keep.sum()),
+            "warnings": data.warnings,
+        }
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _row_summary(row: BatchRow, result) -> dict[str, Any]:  # noqa: ANN001
+    s = result.sample
+    out: dict[str, Any] = {
+        "output": row.output_as,
+        "batch_line": row.line,
+        "sample_runs": list(s.run.runs),
+        "can_runs": list(result.can.run.runs) if result.can else [],
+        "scale": _num(s.scale),
+        "volume_mm3": _num(s.volume),
+        "n_q": int(result.q.size),
+        "i_first": _num(result.intensity[0]),
+        "i_last": _num(result.intensity[-1]),
+    }
+    for name, res in (("sample", s), ("can", result.can)):
+        if res is not None and res.transmission is not None:
+            t = res.transmission
+            out[f"{name}_transmission_mean"] = _num(np.mean(t.fit.values))
+            out[f"{name}_transmission_fit"] = [_num(c) for c in t.fit.coefficients]
+    return out
+
+
+class _RunResolver:
+    """Finds the files of a batch run reference among the inputs."""
+
+    def __init__(self, inputs: Inputs, instrument: Instrument, add_runs: dict[str, list[int]]) -> None:
+        self.by_number: dict[int, StagedFile] = {}
+        self.added: dict[int, StagedFile] = {}
+        for f in inputs.files:
+            m = _RUN_FILE.match(f.path.name)
+            if not m:
+                continue
+            number = int(m.group(2))
+            (self.added if m.group(3) else self.by_number).setdefault(number, f)
+        self.add_runs = add_runs
+        self.instrument = instrument
+        self._titles: dict[int, tuple[str, int]] | None = None
+
+    def _file(self, number: int, why: str) -> StagedFile:
+        f = self.by_number.get(number)
+        if f is None:
+            raise errors.InputNotFound(f"{self.instrument.name}{number}.nxs", f"{why}: run {number} is not among the inputs")
+        return f
+
+    def files(self, ref: RunRef) -> list[StagedFile]:
+        if not ref.added:
+            return [self._file(ref.number, "batch file")]
+        if ref.label in self.add_runs:
+            return [self._file(n, f"add_runs {ref.label}") for n in self.add_runs[ref.label]]
+        if ref.number in self.added:
+            return [self.added[ref.number]]
+        return [self._file(n, f"summing {ref.label}") for n in self._infer(ref)]
+
+    def _infer(self, ref: RunRef) -> list[int]:
+        """Every scattering run up to ``ref.number`` with the title of run ``ref.number``."""
+        if self._titles is None:
+            self._titles = {}
+            for number, f in self.by_number.items():
+                info = read_run_info(f.path, f.name)
+                self._titles[number] = (info.title, info.n_spectra)
+        last = self._file(ref.number, f"summing {ref.label}")
+        if ref.number not in self._titles:
+            raise errors.InvalidInput(last.name, "cannot be read")
+        title, nspec = self._titles[ref.number]
+        return sorted(n for n, (t, ns) in self._titles.items() if t == title and ns == nspec and n <= ref.number)
