@@ -11,8 +11,8 @@ the environment or a config file — never from a request. A request only names
   the object carries one in its user metadata (``x-amz-meta-sha256``, which our publish
   writes): a mismatch is ``InvalidInput``.
 - **Retries**: obstore retries 5xx answers, dropped connections and timeouts with
-  exponential backoff and jitter (bounded by ``max_retries`` and ``retry_timeout``); a
-  range whose body breaks off mid-way is fetched again a bounded number of times. 4xx
+  exponential backoff and jitter (bounded by ``max_retries`` and ``retry_timeout``), and
+  resumes a body that breaks off mid-way; short reads get a few more bounded tries. 4xx
   answers are never retried.
 - **Publishing** never overwrites. Every target key is checked first (HEAD) and nothing
   is written if one exists. Files up to ``put_max`` bytes go up in one conditional PUT
@@ -270,8 +270,8 @@ class S3Store(Store):
         detail = _short(exc)
         status = _status(exc)
         if isinstance(exc, _NOT_FOUND) or status == 404:
-            return errors.InputNotFound(uri, "no such object") if missing is errors.InputNotFound \
-                else errors.ObjectNotFound(uri)
+            what = "no such bucket" if "NoSuchBucket" in str(exc) else "no such object"
+            return errors.InputNotFound(uri, what) if missing is errors.InputNotFound else errors.ObjectNotFound(uri)
         if isinstance(exc, obx.AlreadyExistsError | obx.PreconditionError):
             return errors.FailedPrecondition(f"{uri} already exists; results are never overwritten ({detail})")
         if isinstance(exc, obx.PermissionDeniedError | obx.UnauthenticatedError) or status in (401, 403):
@@ -286,8 +286,9 @@ class S3Store(Store):
         return errors.Unavailable(f"object store {where} unreachable or failing for {uri} after retries: {detail}")
 
     def _retry(self, what: str, fn, attempts: int = 3):  # noqa: ANN001, ANN202
-        """``fn()`` with a few extra tries for failures obstore's own retries cannot see
-        (a body that breaks off mid-way); never for 4xx-type answers."""
+        """``fn()`` with a few extra tries for failures obstore reports without having
+        retried them (short reads, odd transport errors); never for 4xx answers, and not
+        again for what obstore already retried (5xx, connection errors, broken bodies)."""
         delay = self.config.init_backoff
         for attempt in range(attempts):
             try:
@@ -372,6 +373,8 @@ class S3Store(Store):
             digest, expected, size = self._download(store, key, ref, target)
         except BaseException as exc:
             target.unlink(missing_ok=True)
+            if isinstance(exc, obx.PreconditionError):  # If-Match: replaced between two ranges
+                raise errors.FailedPrecondition(f"{ref.uri} changed while it was being staged; retry") from None
             if isinstance(exc, _REMOTE):
                 raise self._error(exc, ref.uri) from None
             raise
@@ -520,6 +523,18 @@ class S3Store(Store):
                             chunk_size=self.config.part_size, max_concurrency=self.config.concurrency)
         except (obx.AlreadyExistsError, obx.PreconditionError):
             raise errors.FailedPrecondition(f"{uri} appeared while publishing; not overwritten") from None
+
+    def delete(self, uri: str) -> None:
+        """Delete one object (retention); an object already gone is fine."""
+        bucket, key = parse_uri(uri)
+        if not key or key.endswith("/"):
+            raise errors.InvalidRequest(f"{uri}: delete takes one object, not a prefix")
+        try:
+            self._retry(key, lambda: obstore.delete(self._store(bucket, uri), key))
+        except _NOT_FOUND:
+            pass
+        except _REMOTE as exc:
+            raise self._error(exc, uri, missing=errors.ObjectNotFound) from None
 
     # -- helpers for tests, tools and benchmarks ------------------------------------------------
     def store_for(self, uri: str) -> tuple[_ObS3Store, str]:

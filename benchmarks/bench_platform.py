@@ -1,0 +1,220 @@
+"""Platform benchmark (`make bench-platform`): one table.
+
+(a) inline streaming (Upload and Download, 1 MiB chunks) through the gateway on
+    loopback vs the same call made directly to a technique service, MiB/s;
+(b) S3 staging through our S3Store vs the plain obstore client on the same Ceph RGW
+    server, MiB/s (skipped when no S3 server can be started here);
+(c) the overhead of small calls (Describe, GetJob) through the gateway vs direct,
+    p50/p99 ms;
+(d) one sharded scan job over 1, 2 and 4 local service processes, wall seconds.
+
+Everything is measured side by side in one run; the machine is small (2 cores) and
+shared, so compare the ratios. Sizes: PANREDUCE_BENCH_MIB (default 1024).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from panreduce import datasets, errors
+from panreduce.client import Client
+from panreduce.kit.server import start_technique
+from panreduce.serving import start_server
+from panreduce.storage import Stores
+from panreduce.v1 import reduce_pb2 as pb
+from panreduce_gateway.gateway import GatewayService
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kit"))
+from toy import Toy  # noqa: E402
+
+BIN = Path(sys.executable).parent
+MIB = 1 << 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(address: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with Client(address, timeout=1) as c:
+                if c.health() == "SERVING":
+                    return
+        except errors.PanReduceError:
+            time.sleep(0.2)
+    raise TimeoutError(address)
+
+
+def bench_streaming(tmp: Path, size_mib: int) -> list[tuple[str, str, str, str]]:
+    src = tmp / "blob.bin"
+    block = np.random.default_rng(0).bytes(16 * MIB)
+    with open(src, "wb") as f:
+        for _ in range(size_mib // 16):
+            f.write(block)
+    size = src.stat().st_size
+    stores = Stores(tmp / "store")
+    service = start_technique(Toy, stores=stores)
+    gateway = GatewayService({"toy": service.address}, stores=stores)
+    gw = start_server(gateway, name="gateway", manager=gateway.manager)
+    gw.set_serving(True)
+    rows = []
+    try:
+        results: dict[str, dict[str, float]] = {"direct": {}, "gateway": {}}
+        for _ in range(2):  # alternate, keep the best of two
+            for target, address in (("direct", service.address), ("gateway", gw.address)):
+                with Client(address) as c:
+                    t0 = time.perf_counter()
+                    info = c.upload(src)
+                    up = size / MIB / (time.perf_counter() - t0)
+                    dest = tmp / f"down-{target}.bin"
+                    dest.unlink(missing_ok=True)
+                    t0 = time.perf_counter()
+                    c.download(info.uri, dest)
+                    down = size / MIB / (time.perf_counter() - t0)
+                    dest.unlink()
+                    stores.uploads.path_of(info.uri).unlink()
+                r = results[target]
+                r["up"] = max(r.get("up", 0), up)
+                r["down"] = max(r.get("down", 0), down)
+        for kind, label in (("up", "Upload"), ("down", "Download")):
+            d, g = results["direct"][kind], results["gateway"][kind]
+            rows.append((f"(a) {label} {size_mib} MiB, 1 MiB chunks", f"{g:.0f} MiB/s", f"{d:.0f} MiB/s",
+                         f"{100 * g / d:.0f}% of direct (goal >= 400 MiB/s, >= 80%)"))
+    finally:
+        gw.drain_and_stop(1)
+        gateway.close()
+        service.drain_and_stop(1)
+        src.unlink()
+    return rows
+
+
+def bench_small_calls(tmp: Path, n: int = 400) -> list[tuple[str, str, str, str]]:
+    stores = Stores(tmp / "store-small")
+    np.save(tmp / "v.npy", np.ones(3))
+    service = start_technique(Toy, stores=stores)
+    gateway = GatewayService({"toy": service.address}, stores=stores)
+    gw = start_server(gateway, name="gateway", manager=gateway.manager)
+    gw.set_serving(True)
+    rows = []
+    try:
+        with Client(service.address) as direct, Client(gw.address) as via:
+            jobs = {"direct": direct.reduce("toy", [str(tmp / "v.npy")], {}, str(tmp / "o1")).job_id,
+                    "gateway": via.reduce("toy", [str(tmp / "v.npy")], {}, str(tmp / "o2")).job_id}
+            for name, call in (("Describe", lambda c, j: c.stub.Describe(pb.DescribeRequest())),
+                               ("GetJob", lambda c, j: c.stub.GetJob(pb.GetJobRequest(job_id=j)))):
+                times: dict[str, list[float]] = {"direct": [], "gateway": []}
+                for _ in range(n):
+                    for target, c in (("direct", direct), ("gateway", via)):
+                        t0 = time.perf_counter()
+                        call(c, jobs[target])
+                        times[target].append((time.perf_counter() - t0) * 1e3)
+                g = sorted(times["gateway"])
+                d = sorted(times["direct"])
+                rows.append((f"(c) {name} (n={n})",
+                             f"p50 {statistics.median(g):.2f} / p99 {g[int(0.99 * n)]:.2f} ms",
+                             f"p50 {statistics.median(d):.2f} / p99 {d[int(0.99 * n)]:.2f} ms",
+                             "goal p50 <= 3 ms"))
+    finally:
+        gw.drain_and_stop(1)
+        gateway.close()
+        service.drain_and_stop(1)
+    return rows
+
+
+def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, str]]:
+    sources = [datasets.path(f"i16-scans/79493{i}.nxs") for i in range(2, 7)]
+    batch = tmp / "batch"
+    batch.mkdir()
+    for i in range(n_files):
+        (batch / f"{i:04d}_{sources[i % 5].name}").symlink_to(sources[i % 5])
+    procs, addresses = [], []
+    for _ in range(4):
+        port = free_port()
+        procs.append(subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port",
+                                       str(port), "--store", str(tmp / "svc")], stderr=subprocess.DEVNULL))
+        addresses.append(f"127.0.0.1:{port}")
+    rows = []
+    try:
+        for a in addresses:
+            wait_serving(a)
+        base = None
+        for replicas in (1, 2, 4):
+            stores = Stores(tmp / f"store-{replicas}")
+            gateway = GatewayService({"scan": addresses[:replicas]}, stores=stores)
+            gw = start_server(gateway, name="gateway", manager=gateway.manager)
+            gw.set_serving(True)
+            try:
+                with Client(gw.address, timeout=1800) as c:
+                    t0 = time.perf_counter()
+                    c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
+                             str(tmp / f"out-{replicas}"))
+                    wall = time.perf_counter() - t0
+            finally:
+                gw.drain_and_stop(1)
+                gateway.close()
+            base = base or wall
+            shards = "no split" if replicas == 1 else f"{replicas * 2} shards"
+            rows.append((f"(d) scan batch of {n_files} files, {replicas} replica(s)", f"{wall:.1f} s",
+                         f"{shards}", f"speed-up {base / wall:.2f}x on {os.cpu_count()} cores"))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    return rows
+
+
+def bench_s3(size_mib: int) -> list[tuple[str, str, str, str]]:
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from s3_staging import bench_s3_staging  # type: ignore[import-not-found]
+    except ImportError as exc:
+        return [("(b) S3 staging", "not run", "", f"({exc})")]
+    try:
+        r = bench_s3_staging(size_mib=size_mib)
+    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+        return [("(b) S3 staging", "not run", "", f"({type(exc).__name__}: {exc})")]
+    mibs = r["mibs"]
+    ours = next(v for k, v in mibs.items() if k.startswith("S3Store"))
+    plain = next(v for k, v in mibs.items() if "obstore" in k and "file" in k)
+    best = max(v for k, v in mibs.items() if "obstore" in k and "memory" in k)
+    return [(f"(b) S3 staging {r['size_mib']} MiB to a file", f"{ours:.0f} MiB/s", f"{plain:.0f} MiB/s",
+             f"{100 * ours / plain:.0f}% of plain obstore get -> file (goal >= 80%)"),
+            ("(b) same, vs plain obstore into memory", f"{ours:.0f} MiB/s", f"{best:.0f} MiB/s",
+             f"{100 * ours / best:.0f}% of the best in-memory read")]
+
+
+def main() -> int:
+    size_mib = int(os.environ.get("PANREDUCE_BENCH_MIB", "1024"))
+    rows: list[tuple[str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="panreduce-bench-") as d:
+        tmp = Path(d)
+        rows += bench_streaming(tmp, size_mib)
+        rows += bench_s3(min(size_mib, 256))
+        rows += bench_small_calls(tmp)
+        rows += bench_sharding(tmp)
+    header = ("measurement", "through the gateway / PaNReduce", "direct / baseline", "ratio and goal")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    print(line)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
