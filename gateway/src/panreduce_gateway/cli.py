@@ -458,7 +458,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
     config, tls = gateway_settings(args)
     store = SqliteJobStore(args.db) if args.db else None
-    service = GatewayService(routes, stores=Stores(args.store or default_store_root()), store=store, config=config)
+    service = GatewayService(routes, stores=Stores.from_env(args.store or default_store_root()), store=store, config=config)
     running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager,
                            tls=tls)
     service.resume()
@@ -486,7 +486,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
               f"{retention.DEFAULT_DAYS} days", file=sys.stderr)
     store = SqliteJobStore(db)
     items = retention.expired(store, days=args.days)
-    deleted = retention.apply(store, Stores(root), items) if args.apply else []
+    deleted = retention.apply(store, Stores.from_env(root), items) if args.apply else []
     if args.json:
         print(json.dumps({"retention_days": args.days, "applied": bool(args.apply), "jobs": [
             {"job_id": e.job_id, "technique": e.technique, "proposal": e.proposal,

@@ -43,7 +43,7 @@ class Platform:
                  db: Path | None = None, config: GatewayConfig | None = None,
                  tls: tuple[bytes, bytes] | None = None) -> None:
         self.names = list(techniques) if techniques is not None else registry.names()
-        self.stores = Stores(store_root or default_store_root())
+        self.stores = Stores.from_env(store_root or default_store_root())
         self.address_spec = address
         self.max_running = max_running
         self.db = db or (self.stores.root / "jobs.sqlite" if persistent else None)

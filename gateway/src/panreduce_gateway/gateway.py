@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import socket
 import threading
 import time
@@ -359,7 +358,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         """Run ``count`` shards over the replicas, then the technique's merge."""
         route = self.route(handle.request.technique)
         slots = threading.Semaphore(max(route.replicas() * self.config.shard_slots_per_replica, 1))
-        scratch = self.stores.root / "shards" / handle.job_id
+        scratch = self.stores.scratch_uri(handle.job_id)
         fractions = [0.0] * count
         lock = threading.Lock()
         handle.log("info", f"split into {count} shards over {route.replicas()} replica(s) of {route.target}")
@@ -380,8 +379,8 @@ class GatewayService(pb_grpc.ReducerServicer):
             req.idempotency_key = ""
             last: Exception | None = None
             for attempt in range(1, self.config.max_attempts + 1):
-                out = scratch / f"shard-{i:04d}-a{attempt}"
-                req.output = str(out)
+                out = f"{scratch}/shard-{i:04d}-a{attempt}"
+                req.output = out
                 with slots:
                     if handle.cancel_event.is_set():
                         raise errors.JobCancelled("cancelled by the caller")
@@ -390,7 +389,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                     except errors.Unavailable as exc:
                         last = exc
                         handle.log("warning", f"shard {i + 1}/{count} attempt {attempt} failed ({exc}); retrying")
-                        shutil.rmtree(out, ignore_errors=True)
+                        self.stores.remove_tree(out)
             raise errors.Unavailable(f"shard {i + 1}/{count} failed {self.config.max_attempts} times: {last}")
 
         try:
@@ -406,7 +405,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                     raise
             merge = pb.ReduceRequest()
             merge.CopyFrom(handle.request)
-            merge.inputs[:] = [str(scratch) + "/"]
+            merge.inputs[:] = [scratch + "/"]
             merge.merge = True
             merge.split = 1
             merge.idempotency_key = ""
@@ -415,7 +414,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                                      accept=False)
             return result
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            self.stores.remove_tree(scratch)
 
 
 def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:

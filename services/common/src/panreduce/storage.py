@@ -218,8 +218,28 @@ class Stores:
             )
         return store
 
+    @property
+    def results_base(self) -> str:
+        """Where jobs without an output go: ``$PANREDUCE_RESULTS_URI`` (e.g. an s3://
+        prefix in a deployment), else ``<root>/results``."""
+        return os.environ.get("PANREDUCE_RESULTS_URI", "").rstrip("/") or str(self.root / "results")
+
     def default_output(self, job_id: str) -> str:
-        return str(self.root / "results" / job_id)
+        return f"{self.results_base}/{job_id}"
+
+    def scratch_uri(self, name: str) -> str:
+        """A location every service can write and read for intermediate results (shards):
+        ``$PANREDUCE_SCRATCH_URI``, else ``<root>/shards``."""
+        base = os.environ.get("PANREDUCE_SCRATCH_URI", "").rstrip("/") or str(self.root / "shards")
+        return f"{base}/{name}"
+
+    def remove_tree(self, uri: str) -> None:
+        """Delete everything under ``uri`` (intermediate results)."""
+        store = self.for_uri(uri)
+        if isinstance(store, LocalStore):
+            shutil.rmtree(store.path_of(uri), ignore_errors=True)
+        elif hasattr(store, "delete_prefix"):
+            store.delete_prefix(uri.rstrip("/") + "/")
 
     def upload_target(self, name: str, namespace: str = "shared") -> tuple[Path, str]:
         """A fresh (local path, upload://NAMESPACE/ID/NAME URI) pair for an upload named

@@ -295,7 +295,7 @@ def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: st
 
     configure()
     running = start_technique(technique, address=f"{host}:{port}",
-                              stores=Stores(store_root or Path(os.environ.get("PANREDUCE_STORE", "panreduce-store"))),
+                              stores=Stores.from_env(store_root),
                               max_running=max_running)
     serve_metrics(metrics_port)
     log.info("technique %s serving on port %d", running.name, running.port)
