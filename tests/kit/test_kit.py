@@ -177,11 +177,15 @@ def test_upload_verifies_crc_offsets_and_checksum(tmp_path):
                 chunk.data = chunk.data[:-1] + b"\x00"
             if i == 2 and kind == "gap":
                 continue
-            if i == 0 and kind == "sha":
+            if kind == "sha" and chunk.HasField("trailer"):
+                chunk.trailer.sha256 = "0" * 64
+            if kind == "header-sha" and chunk.HasField("header"):
                 chunk.header.sha256 = "0" * 64
+            if kind == "no-sha" and chunk.HasField("trailer"):
+                continue
             yield chunk
 
-    for kind in ("crc", "gap", "sha"):
+    for kind in ("crc", "gap", "sha", "header-sha", "no-sha"):
         with pytest.raises(errors.TransferError):
             receive_upload(tampered(kind), stores)
     leftovers = [p for p in (tmp_path / "store" / "uploads").rglob("*") if p.is_file()]

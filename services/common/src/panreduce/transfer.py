@@ -34,7 +34,13 @@ def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: st
     size = 0
     try:
         with open(tmp, "wb") as out:
+            trailer_sha = ""
             for chunk in it:
+                if chunk.HasField("trailer"):
+                    trailer_sha = chunk.trailer.sha256
+                    continue
+                if trailer_sha:
+                    raise errors.InvalidRequest("nothing may follow the trailer")
                 if not chunk.HasField("data"):
                     raise errors.InvalidRequest("only data messages may follow the header")
                 if chunk.offset != size:
@@ -49,8 +55,11 @@ def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: st
         if header.size and size != header.size:
             raise errors.TransferError(f"received {size} bytes, the header announced {header.size}")
         sha = digest.hexdigest()
-        if header.sha256 and sha != header.sha256.lower():
-            raise errors.TransferError(f"SHA-256 {sha} does not match the header's {header.sha256}")
+        expected = (header.sha256 or trailer_sha).lower()
+        if not expected:
+            raise errors.TransferError("the upload carried no SHA-256 (neither in its header nor a trailer)")
+        if sha != expected:
+            raise errors.TransferError(f"SHA-256 {sha} does not match the sender's {expected}")
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -69,30 +78,30 @@ def send_download(stores: Stores, uri: str, offset: int = 0) -> Iterator[pb.Data
     size = store.size(uri)
     if offset > size:
         raise errors.InvalidRequest(f"offset {offset} is past the end of {uri} ({size} bytes)")
+    yield pb.DataChunk(header=pb.ObjectHeader(name=uri, size=size))
     digest = hashlib.sha256()
-    for block in store.open_read(uri):
-        digest.update(block)
-    yield pb.DataChunk(header=pb.ObjectHeader(name=uri, size=size, sha256=digest.hexdigest()))
     pos = offset
     for block in store.open_read(uri, offset):
+        digest.update(block)
         yield pb.DataChunk(data=block, offset=pos, crc32=zlib.crc32(block))
         pos += len(block)
+    # the SHA-256 covers the bytes sent (from ``offset``)
+    yield pb.DataChunk(trailer=pb.ObjectTrailer(sha256=digest.hexdigest()))
 
 
 def file_chunks(path: Path, name: str | None = None, chunk: int = CHUNK) -> Iterator[pb.DataChunk]:
-    """An Upload stream for a local file (client side); hashes it first."""
+    """An Upload stream for a local file (client side): header, data, and a trailer with
+    the SHA-256 computed while sending (one read of the file)."""
+    size = path.stat().st_size
+    yield pb.DataChunk(header=pb.ObjectHeader(name=name or path.name, size=size))
     digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-            size += len(block)
-    yield pb.DataChunk(header=pb.ObjectHeader(name=name or path.name, size=size, sha256=digest.hexdigest()))
     pos = 0
     with open(path, "rb") as f:
         while block := f.read(chunk):
+            digest.update(block)
             yield pb.DataChunk(data=block, offset=pos, crc32=zlib.crc32(block))
             pos += len(block)
+    yield pb.DataChunk(trailer=pb.ObjectTrailer(sha256=digest.hexdigest()))
 
 
 def write_download(chunks: Iterable[pb.DataChunk], dest: Path) -> pb.ObjectInfo:
@@ -106,18 +115,22 @@ def write_download(chunks: Iterable[pb.DataChunk], dest: Path) -> pb.ObjectInfo:
     tmp = dest.with_name(f".{dest.name}.partial")
     digest = hashlib.sha256()
     size = 0
+    expected = header.sha256
     try:
         with open(tmp, "wb") as out:
             for chunk in it:
+                if chunk.HasField("trailer"):
+                    expected = chunk.trailer.sha256
+                    continue
                 if chunk.offset != size or zlib.crc32(chunk.data) != chunk.crc32:
                     raise errors.TransferError(f"corrupt or out-of-order chunk at offset {chunk.offset}")
                 out.write(chunk.data)
                 digest.update(chunk.data)
                 size += len(chunk.data)
-        if size != header.size or digest.hexdigest() != header.sha256:
+        if size != header.size or not expected or digest.hexdigest() != expected:
             raise errors.TransferError(f"download of {header.name} incomplete or corrupt")
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return pb.ObjectInfo(uri=str(dest), size=size, sha256=header.sha256)
+    return pb.ObjectInfo(uri=str(dest), size=size, sha256=expected)
