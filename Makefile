@@ -21,8 +21,9 @@ proto: setup ## regenerate the gRPC stubs from proto/ (the build does this too)
 	$(PY) services/common/hatch_build.py
 
 demo: setup ## the main job: reduce the Diamond I16 scans on the embedded platform
-	$(PANREDUCE) reduce scan $$($(PY) -m panreduce.datasets paths i16-scans/7949) --output $(DEMO_OUT)
-	@echo "results are in $(abspath $(DEMO_OUT))"
+	@files="$$($(PY) -m panreduce.datasets paths i16-scans/7949)" || exit 1; \
+	  echo "panreduce reduce scan <the five I16 rocking scans 794932-794936> --output $(DEMO_OUT)"; \
+	  $(PANREDUCE) reduce scan $$files --output $(DEMO_OUT)
 
 test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -365,20 +365,34 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     return 0
 
 
+PREFERRED_COLUMNS = ("file", "scan", "name", "axis", "center", "center_err", "fwhm", "fwhm_err", "area",
+                     "area_err", "flags")
+MAX_COLUMNS = 9
+
+
 def print_result(doc: dict[str, Any]) -> None:
+    """A short human-readable account of a finished job (``--json`` has everything)."""
     print(f"job {doc['job_id']} ({doc['technique']}) succeeded")
     summary = doc["summary"]
-    shown = {k: v for k, v in summary.items() if not isinstance(v, (list, dict))}
+    shown = {k: summary[k] for k in sorted(summary) if not isinstance(summary[k], (list, dict))}
     if shown:
         print("summary:")
         for k, v in shown.items():
-            print(f"  {k}: {v}")
-    for k, v in summary.items():
-        if isinstance(v, list) and v and isinstance(v[0], dict) and len(v) <= 50:
-            print(f"{k}:")
-            for row in v:
-                items = ", ".join(f"{rk}={_fmt(rv)}" for rk, rv in row.items() if not isinstance(rv, (list, dict)))
-                print(f"  - {items}")
+            print(f"  {k}: {_fmt(v)}")
+    tables = [(k, v) for k, v in summary.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
+    tables.sort(key=lambda kv: -sum(c in kv[1][0] for c in PREFERRED_COLUMNS))
+    for k, rows in tables[:1]:
+        common = [c for c in rows[0] if all(c in r for r in rows) and not isinstance(rows[0][c], dict)]
+        columns = [c for c in PREFERRED_COLUMNS if c in common] or common
+        columns = columns[:MAX_COLUMNS]
+        print(f"{k} ({len(rows)}; all columns with --json):")
+        cells = [[_fmt(r[c]) for c in columns] for r in rows[:50]]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+        for row in cells:
+            print("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+        if len(rows) > 50:
+            print(f"  ... {len(rows) - 50} more")
     print("results:")
     for o in doc["outputs"]:
         print(f"  {o['format']:<8} {o['uri']}")
@@ -388,7 +402,11 @@ def print_result(doc: dict[str, Any]) -> None:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, list):
+        return ",".join(map(str, v)) or "-"
+    return "-" if v is None else str(v)
 
 
 def gateway_settings(args: argparse.Namespace):  # noqa: ANN201
