@@ -32,6 +32,7 @@ from panreduce_scan.report import (
 from panreduce_scan.series import SCAN_NUMBER, SeriesTable, choose_series_axis, series_table
 
 VERSION = "0.1.0"
+FIT_SHARE = 0.7  # of the reduce step's progress; writing and plotting take the rest
 
 
 def _scan_key(d: ScanData) -> tuple[int, float, str]:
@@ -111,7 +112,7 @@ class Technique(_Technique[ScanParameters, list[ScanData]]):
         series_axis = self._series_axis(scans, params)
         results: list[ScanResult] = []
         for i, scan in enumerate(scans):
-            ctx.progress(i / max(len(scans), 1), "fit", f"fitting scan {scan.scan}")
+            ctx.progress(FIT_SHARE * i / max(len(scans), 1), "fit", f"fitting scan {scan.scan}")
             normalised = normalise(
                 scan.counts,
                 count_time=scan.count_time,
@@ -129,12 +130,12 @@ class Technique(_Technique[ScanParameters, list[ScanData]]):
             else:
                 value = float(scan.metadata[series_axis])
             results.append(ScanResult(scan, normalised, fit, flags, series_axis, value))
-        ctx.progress(1.0, "fit", f"fitted {len(results)} scan(s)")
+        ctx.progress(FIT_SHARE, "fit", f"fitted {len(results)} scan(s)")
 
         summaries = [r.summary() for r in results]
         table = series_table([r.series_value for r in results], summaries, axis=series_axis)
 
-        ctx.progress(0.0, "write", "writing NeXus and CSV")
+        ctx.progress(FIT_SHARE, "write", "writing NeXus and CSV")
         write_nexus(ctx.output_path("scans.nxs", format="nexus", role="result"), results,
                     series=table, program="panreduce-scan", version=VERSION)
         write_csv(ctx.output_path("scans.csv", format="csv", role="table"), results)
@@ -142,7 +143,7 @@ class Technique(_Technique[ScanParameters, list[ScanData]]):
             # "<scan>.png"; repeated scan numbers get the NXentry suffix (_2, _3, ...)
             png_names = [n.removeprefix("scan_") for n in entry_names(results)]
             for i, r in enumerate(results):
-                ctx.progress(i / len(results), "write", f"plotting scan {r.data.scan}")
+                ctx.progress(FIT_SHARE + (1 - FIT_SHARE) * i / len(results), "write", f"plotting scan {r.data.scan}")
                 name = f"{png_names[i]}.png"
                 plot_scan(ctx.output_path(name, format="png", role="preview"), r)
             if len(results) > 1:

@@ -159,6 +159,7 @@ class Context:
         self._deadline = deadline  # time.monotonic() value
         self._outputs: dict[str, OutputSpec] = {}
         self._span = (0.0, 1.0)
+        self._last = 0.0
 
     # -- cancellation -------------------------------------------------------------
     @property
@@ -174,10 +175,13 @@ class Context:
 
     # -- progress and logs --------------------------------------------------------
     def progress(self, fraction: float, stage: str, message: str = "") -> None:
-        """Report progress of the current stage (``fraction`` 0..1 of the reduce step)."""
+        """Report progress: ``fraction`` (0..1) of the whole ``load`` or ``reduce`` step
+        being run, ``stage`` a short name of what it does now. The job's overall fraction
+        never goes backwards. Raises once the job is cancelled or past its deadline."""
         self.check_cancelled()
         lo, hi = self._span
-        overall = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
+        overall = max(lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0), self._last)
+        self._last = overall
         if self._progress_sink is not None:
             self._progress_sink(stage, overall, message)
 

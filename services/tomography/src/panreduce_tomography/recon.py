@@ -1,0 +1,410 @@
+"""Parallel-beam reconstruction: filtered back-projection, a gridrec-class Fourier method
+(NUFFT), SIRT and CGLS.
+
+Geometry (used everywhere in this package): a slice is an ``n`` x ``n`` image whose
+pixel (row ``i``, column ``j``) sits at ``x = j - n//2``, ``y = i - n//2`` (pixels),
+the rotation axis at ``(0, 0)``. At angle ``theta`` (radians) the point ``(x, y)``
+projects onto detector column ``t = x cos(theta) + y sin(theta) + center``, where
+``center`` is the rotation axis position on the detector in pixels (column index
+units, sub-pixel). Sinograms are ``(n_angles, n_det)`` or batches
+``(n_slices, n_angles, n_det)`` of line integrals in units of (attenuation per pixel)
+x pixels, so a reconstruction gives attenuation per pixel.
+
+References:
+- A. C. Kak, M. Slaney, *Principles of Computerized Tomographic Imaging* (IEEE 1988),
+  ch. 3: FBP and the band-limited ramp filter used here.
+- B. A. Dowd et al., "Developments in synchrotron x-ray computed microtomography at
+  the NSLS", Proc. SPIE 3772 (1999): gridrec (Fourier gridding reconstruction).
+- A. H. Barnett, J. Magland, L. af Klinteberg, "A parallel nonuniform fast Fourier
+  transform library based on an exponential of semicircle kernel", SIAM J. Sci.
+  Comput. 41 (2019) C479 (finufft, used for the gridrec-class method).
+- P. Gilbert, "Iterative methods for the three-dimensional reconstruction of an
+  object from projections", J. Theor. Biol. 36 (1972) 105 (SIRT).
+- A. Bjorck, *Numerical Methods for Least Squares Problems* (SIAM 1996) (CGLS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft
+
+from panreduce_tomography.backend import Array, Backend, get_backend
+
+FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "parzen")
+
+
+# -- filters ------------------------------------------------------------------------------
+def ramp_filter(npad: int, name: str = "ramp", cutoff: float = 1.0) -> np.ndarray:
+    """The FBP filter on the ``npad // 2 + 1`` non-negative DFT frequencies of a padded
+    projection: the band-limited ramp (Kak & Slaney eq. 61, the DFT of the sampled
+    spatial kernel, which keeps the DC term right) times a window.
+
+    ``cutoff`` (0, 1] is the fraction of the Nyquist frequency kept; the window is
+    stretched to end there.
+    """
+    if name not in FILTERS:
+        raise ValueError(f"unknown filter {name!r} (known: {', '.join(FILTERS)})")
+    n = np.concatenate([np.arange(0, npad // 2 + 1), np.arange(-(npad - npad // 2 - 1), 0)])
+    h = np.zeros(npad)
+    h[0] = 0.25
+    odd = n % 2 == 1
+    h[odd] = -1.0 / (np.pi * n[odd]) ** 2
+    ramp = np.real(np.fft.rfft(h))  # ~ |f| in cycles per pixel
+    f = np.arange(npad // 2 + 1) / npad
+    fc = 0.5 * cutoff
+    x = np.clip(f / fc, 0, None)  # 0..1 inside the pass band
+    window = {
+        "ramp": np.ones_like(f),
+        "shepp-logan": np.sinc(x / 2),
+        "cosine": np.cos(np.pi * x / 2),
+        "hamming": 0.54 + 0.46 * np.cos(np.pi * x),
+        "hann": 0.5 + 0.5 * np.cos(np.pi * x),
+        "parzen": np.where(x <= 0.5, 1 - 6 * x**2 + 6 * x**3, 2 * (1 - x) ** 3),
+    }[name]
+    return np.where(f <= fc + 1e-12, ramp * window, 0.0)
+
+
+def angle_weights(angles: np.ndarray) -> np.ndarray:
+    """The angular integration weight (radians) of each projection: half the distance to
+    its neighbours once the angles are folded into [0, pi). Uniform angles over 180 or
+    360 degrees get pi/n_angles; repeated angles share their weight."""
+    a = np.mod(np.asarray(angles, dtype=np.float64), np.pi)
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    prev = np.roll(s, 1)
+    prev[0] -= np.pi
+    nxt = np.roll(s, -1)
+    nxt[-1] += np.pi
+    w = np.empty_like(s)
+    w[order] = 0.5 * (nxt - prev)
+    if len(a) == 1:
+        w[:] = np.pi
+    return w
+
+
+def _npad(n_det: int) -> int:
+    return int(scipy.fft.next_fast_len(2 * n_det, real=True) + 1) // 2 * 2
+
+
+def _as_batch(sino: np.ndarray) -> tuple[np.ndarray, bool]:
+    sino = np.asarray(sino)
+    if sino.ndim == 2:
+        return sino[None], True
+    if sino.ndim != 3:
+        raise ValueError(f"sinogram must be (angles, det) or (slices, angles, det), got {sino.shape}")
+    return sino, False
+
+
+def circle_mask(n: int, radius: float | None = None) -> np.ndarray:
+    """True inside the disc of ``radius`` (default n/2) around the axis pixel n//2."""
+    r = n / 2 if radius is None else radius
+    c = np.arange(n) - n // 2
+    return (c[:, None] ** 2 + c[None, :] ** 2) <= r * r
+
+
+# -- filtered back-projection (numpy or torch) -------------------------------------------
+def filter_sinograms(
+    sino: Array, *, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+    backend: Backend | None = None,
+) -> tuple[Array, int]:
+    """Pad each projection (edge values, or zeros) to twice its length and apply the
+    FBP filter along the detector. Returns the filtered (B, A, npad) array and the
+    offset of detector column 0 in it."""
+    bk = backend or get_backend("numpy")
+    n_det = sino.shape[-1]
+    npad = _npad(n_det)
+    left = (npad - n_det) // 2
+    x = bk.asarray(sino)
+    if pad:
+        x = bk.pad_edge(x, left, npad - n_det - left)
+    else:
+        z = bk.zeros((*x.shape[:-1], npad))
+        z[..., left : left + n_det] = x
+        x = z
+    h = bk.asarray(ramp_filter(npad, filter, cutoff))
+    return bk.irfft(bk.rfft(x, npad) * h, npad), left
+
+
+def fbp(
+    sino: np.ndarray | Array,
+    angles: np.ndarray,
+    center: float,
+    *,
+    n: int | None = None,
+    filter: str = "ramp",  # noqa: A002
+    cutoff: float = 1.0,
+    pad: bool = True,
+    circle: bool = False,
+    backend: Backend | None = None,
+    chunk_elems: int = 1 << 23,
+) -> np.ndarray:
+    """Filtered back-projection with linear interpolation.
+
+    ``sino``: (n_angles, n_det) or (n_slices, n_angles, n_det) line integrals;
+    ``angles`` in radians; ``center`` the rotation axis on the detector (pixels);
+    ``n`` the output size (default n_det). Returns (n, n) or (n_slices, n, n) float32.
+    Runs on numpy or torch (``backend``); the result is returned as numpy.
+    """
+    bk = backend or get_backend("numpy")
+    batch, single = _as_batch(sino) if isinstance(sino, np.ndarray) else (sino, False)
+    nb, na, n_det = batch.shape
+    n = n or n_det
+    filt, left = filter_sinograms(batch, filter=filter, cutoff=cutoff, pad=pad, backend=bk)
+    w = angle_weights(angles)
+    out = back_project(filt, angles, center + left, n, backend=bk, weights=w, chunk_elems=chunk_elems)
+    res = bk.to_numpy(out)
+    if circle:
+        res = res * circle_mask(n)
+    return res[0] if single else res
+
+
+def _grid(n: int, bk: Backend) -> tuple[Array, Array]:
+    c = bk.arange(n) - float(n // 2)
+    xs = (c[None, :] + 0 * c[:, None]).reshape(-1)
+    ys = (c[:, None] + 0 * c[None, :]).reshape(-1)
+    return xs, ys
+
+
+def back_project(
+    sino: Array, angles: np.ndarray, center: float, n: int, *, backend: Backend,
+    weights: np.ndarray | None = None, chunk_elems: int = 1 << 23,
+) -> Array:
+    """Pixel-driven back-projection with linear interpolation: the exact adjoint of
+    :func:`project` (with unit weights). ``sino`` (B, A, n_det) on the backend; returns
+    (B, n, n) on the backend."""
+    bk = backend
+    nb, na, n_det = sino.shape
+    xs, ys = _grid(n, bk)
+    w = np.ones(na) if weights is None else np.asarray(weights, dtype=np.float64)
+    out = bk.zeros((nb, n * n))
+    step = max(1, chunk_elems // max(1, nb * n * n))
+    for a0 in range(0, na, step):
+        a1 = min(na, a0 + step)
+        th = bk.asarray(angles[a0:a1])
+        t = xs[None, :] * bk.cos(th)[:, None] + ys[None, :] * bk.sin(th)[:, None] + float(center)
+        vals = bk.interp(sino[:, a0:a1], t)  # (B, a, n*n)
+        wa = bk.asarray(w[a0:a1])
+        out = out + (vals * wa[None, :, None]).sum(1)
+    return out.reshape(nb, n, n)
+
+
+def project(
+    image: Array, angles: np.ndarray, center: float, n_det: int, *, backend: Backend,
+    chunk_elems: int = 1 << 23,
+) -> Array:
+    """Pixel-driven forward projection (line integrals, pixel units): each pixel's value
+    is spread onto the two detector bins around its projected centre. (B, n, n) ->
+    (B, A, n_det) on the backend."""
+    bk = backend
+    nb, n, _ = image.shape
+    xs, ys = _grid(n, bk)
+    flat = image.reshape(nb, n * n)
+    na = len(angles)
+    parts = []
+    step = max(1, chunk_elems // max(1, nb * n * n))
+    for a0 in range(0, na, step):
+        a1 = min(na, a0 + step)
+        th = bk.asarray(angles[a0:a1])
+        t = xs[None, :] * bk.cos(th)[:, None] + ys[None, :] * bk.sin(th)[:, None] + float(center)
+        vals = flat[:, None, :] + 0 * t[None]  # (B, a, n*n)
+        parts.append(bk.splat(vals, t, n_det))
+    if bk.name == "torch":
+        return bk.torch.cat(parts, dim=1)
+    return np.concatenate(parts, axis=1)
+
+
+# -- gridrec-class Fourier reconstruction (NUFFT) -----------------------------------------
+class GridrecPlan:
+    """A reusable NUFFT plan for one geometry (angles, centre, detector and image size).
+
+    Reconstruction is the FBP integral evaluated in Fourier space: each padded
+    projection's DFT, times the ramp filter and the phase that puts the rotation axis
+    at ``center``, gives samples of the slice's 2-D Fourier transform on polar lines
+    (Fourier slice theorem); one type-1 (non-uniform to uniform) NUFFT sums them onto
+    the image grid. Sub-pixel centres are exact (a phase, no interpolation) and the
+    interpolation error is the NUFFT's ``eps`` instead of linear interpolation's.
+    """
+
+    def __init__(
+        self, angles: np.ndarray, center: float, n_det: int, *, n: int | None = None,
+        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+        eps: float = 1e-3, nthreads: int | None = None, upsampfac: float | None = None,
+    ) -> None:
+        import finufft
+
+        self.finufft = finufft
+        self.angles = np.asarray(angles, dtype=np.float64)
+        self.n_det = n_det
+        self.n = n or n_det
+        self.pad = pad
+        self.npad = _npad(n_det)
+        self.left = (self.npad - n_det) // 2
+        k = np.arange(self.npad // 2 + 1)
+        omega = k / self.npad
+        h = ramp_filter(self.npad, filter, cutoff)
+        keep = h != 0
+        keep[0] = True
+        self.keep = np.nonzero(keep)[0]
+        om = omega[self.keep]
+        sym = np.where((self.keep == 0) | (self.keep == self.npad // 2), 1.0, 2.0)
+        phase = np.exp(2j * np.pi * om * (self.left + center))
+        wa = angle_weights(self.angles)
+        self.coef = ((phase * h[self.keep] * sym / self.npad)[None, :] * wa[:, None]).astype(np.complex64)
+        th = self.angles[:, None]
+        self.px = (2 * np.pi * om[None, :] * np.sin(th)).astype(np.float32).ravel()
+        self.py = (2 * np.pi * om[None, :] * np.cos(th)).astype(np.float32).ravel()
+        self.eps = eps
+        self.opts: dict = {}
+        if nthreads:
+            self.opts["nthreads"] = nthreads
+        if upsampfac:
+            self.opts["upsampfac"] = upsampfac
+        self._plans: dict[int, object] = {}
+
+    def _plan(self, nb: int):  # noqa: ANN202
+        if nb not in self._plans:
+            p = self.finufft.Plan(1, (self.n, self.n), n_trans=nb, eps=self.eps, isign=1,
+                                  dtype="complex64", **self.opts)
+            p.setpts(self.px, self.py)
+            self._plans[nb] = p
+        return self._plans[nb]
+
+    def __call__(self, sino: np.ndarray) -> np.ndarray:
+        batch, single = _as_batch(sino)
+        nb, na, n_det = batch.shape
+        if na != len(self.angles) or n_det != self.n_det:
+            raise ValueError(f"sinogram {batch.shape[1:]} does not match the plan ({len(self.angles)}, {self.n_det})")
+        x = np.asarray(batch, dtype=np.float32)
+        right = self.npad - n_det - self.left
+        if self.pad:
+            x = np.pad(x, [(0, 0), (0, 0), (self.left, right)], mode="edge")
+        else:
+            x = np.pad(x, [(0, 0), (0, 0), (self.left, right)])
+        spec = scipy.fft.rfft(x, axis=-1, workers=-1)[..., self.keep]
+        strengths = (spec * self.coef[None]).reshape(nb, -1).astype(np.complex64)
+        out = self._plan(nb).execute(strengths if nb > 1 else strengths[0])
+        res = np.real(out).astype(np.float32).reshape(nb, self.n, self.n)
+        return res[0] if single else res
+
+
+def gridrec(
+    sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
+    filter: str = "ramp", cutoff: float = 1.0, pad: bool = True, circle: bool = False,  # noqa: A002
+    eps: float = 1e-3, backend: Backend | None = None,
+) -> np.ndarray:
+    """Gridrec-class reconstruction through a NUFFT (see :class:`GridrecPlan`).
+
+    On the numpy backend it uses finufft; on torch it runs :func:`fbp` (the same
+    integral with linear interpolation) on the backend's device."""
+    bk = backend or get_backend("numpy")
+    if bk.name != "numpy":
+        return fbp(sino, angles, center, n=n, filter=filter, cutoff=cutoff, pad=pad, circle=circle, backend=bk)
+    batch = np.asarray(sino)
+    plan = GridrecPlan(angles, center, batch.shape[-1], n=n, filter=filter, cutoff=cutoff, pad=pad, eps=eps)
+    res = plan(batch)
+    if circle:
+        res = res * circle_mask(plan.n)
+    return res
+
+
+# -- iterative methods (numpy or torch) ---------------------------------------------------
+def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend):  # noqa: ANN202
+    def fwd(x: Array) -> Array:
+        return project(x, angles, center, n_det, backend=bk)
+
+    def adj(y: Array) -> Array:
+        return back_project(y, angles, center, n, backend=bk)
+
+    return fwd, adj
+
+
+def sirt(
+    sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
+    iterations: int = 100, nonnegative: bool = True, backend: Backend | None = None,
+    callback: Callable[[int], None] | None = None, circle: bool = False,
+) -> np.ndarray:
+    """SIRT: x <- x + C A^T R (b - A x) with R, C the inverse row and column sums of the
+    pixel-driven projector A. Converges to a weighted least-squares solution."""
+    bk = backend or get_backend("numpy")
+    batch, single = _as_batch(sino)
+    nb, na, n_det = batch.shape
+    n = n or n_det
+    fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk)
+    b = bk.asarray(batch)
+    rows = fwd(bk.ones((1, n, n)))
+    cols = adj(bk.ones((1, na, n_det)))
+    r = bk.where(rows > 1e-6, 1.0 / bk.maximum(rows, 1e-6), 0.0)
+    c = bk.where(cols > 1e-6, 1.0 / bk.maximum(cols, 1e-6), 0.0)
+    x = bk.zeros((nb, n, n))
+    for it in range(iterations):
+        x = x + c * adj(r * (b - fwd(x)))
+        if nonnegative:
+            x = bk.maximum(x, 0.0)
+        if callback:
+            callback(it)
+    res = bk.to_numpy(x)
+    if circle:
+        res = res * circle_mask(n)
+    return res[0] if single else res
+
+
+def cgls(
+    sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
+    iterations: int = 30, backend: Backend | None = None,
+    callback: Callable[[int], None] | None = None, circle: bool = False,
+) -> np.ndarray:
+    """CGLS (conjugate gradients on the normal equations A^T A x = A^T b) with the
+    pixel-driven projector pair; each slice of the batch is solved independently."""
+    bk = backend or get_backend("numpy")
+    batch, single = _as_batch(sino)
+    nb, na, n_det = batch.shape
+    n = n or n_det
+    fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk)
+    results = []
+    for k in range(nb):
+        b = bk.asarray(batch[k : k + 1])
+        x = bk.zeros((1, n, n))
+        r = b
+        s = adj(r)
+        p = s
+        gamma = bk.vdot(s, s)
+        for it in range(iterations):
+            q = fwd(p)
+            qq = bk.vdot(q, q)
+            if qq <= 0 or gamma <= 0:
+                break
+            alpha = gamma / qq
+            x = x + alpha * p
+            r = r - alpha * q
+            s = adj(r)
+            gamma_new = bk.vdot(s, s)
+            p = s + (gamma_new / gamma) * p
+            gamma = gamma_new
+            if callback:
+                callback(it)
+        results.append(bk.to_numpy(x)[0])
+    res = np.stack(results)
+    if circle:
+        res = res * circle_mask(n)
+    return res[0] if single else res
+
+
+def reconstruct(
+    sino: np.ndarray, angles: np.ndarray, center: float, *, algorithm: str = "gridrec",
+    n: int | None = None, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+    iterations: int = 50, circle: bool = False, backend: Backend | None = None,
+) -> np.ndarray:
+    """Dispatch to one of ``gridrec``, ``fbp``, ``sirt``, ``cgls``."""
+    if algorithm == "gridrec":
+        return gridrec(sino, angles, center, n=n, filter=filter, cutoff=cutoff, pad=pad, circle=circle,
+                       backend=backend)
+    if algorithm == "fbp":
+        return fbp(sino, angles, center, n=n, filter=filter, cutoff=cutoff, pad=pad, circle=circle,
+                   backend=backend)
+    if algorithm == "sirt":
+        return sirt(sino, angles, center, n=n, iterations=iterations, backend=backend, circle=circle)
+    if algorithm == "cgls":
+        return cgls(sino, angles, center, n=n, iterations=iterations, backend=backend, circle=circle)
+    raise ValueError(f"unknown algorithm {algorithm!r}")
