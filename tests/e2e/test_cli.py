@@ -166,3 +166,22 @@ def test_serve_drains_on_sigterm(served):
     proc = served["proc"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
+
+
+def test_metadata_command_and_rpc(served, tmp_path, dataset):
+    path = dataset("i16-scans/hdfmap_1040323.nxs")
+    local = run("metadata", str(path), "--json", cwd=tmp_path)
+    assert local.returncode == 0, local.stderr
+    doc = json.loads(local.stdout)
+    records = {r["path"]: r for r in doc["records"]}
+    assert records["/entry/instrument/name"]["value"] == "i16"
+    assert any(r["nx_class"] == "NXuser" for r in doc["records"])
+    remote = run("metadata", str(path), "--json", "--gateway", served["address"], cwd=tmp_path)
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout)["summary"] == doc["summary"]
+    text = run("metadata", str(path), cwd=tmp_path).stdout
+    assert "[user]" in text or "[sample]" in text
+    bad = run("metadata", str(dataset("saxs-biocat/GI2_A9_19.spec")), "--gateway", served["address"], cwd=tmp_path)
+    assert bad.returncode == 2 and "not an HDF5" in bad.stderr
+    missing = run("metadata", str(tmp_path / "nope.nxs"), "--gateway", served["address"], cwd=tmp_path)
+    assert missing.returncode == 3

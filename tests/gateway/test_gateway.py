@@ -245,6 +245,8 @@ def test_cross_proposal_access_is_denied_on_every_rpc(secured):
         b.reduce("toy", [str(data / "pB" / "v.npy")], {}, str(data / "pA" / "planted"))
     with pytest.raises(errors.PermissionDenied):  # claiming A's proposal
         b.submit("toy", [str(data / "pB" / "v.npy")], labels={"proposal": "pA"})
+    with pytest.raises(errors.PermissionDenied):  # reading A's files' metadata
+        b.metadata(str(data / "pA" / "v.npy"))
     with pytest.raises(errors.PermissionDenied):  # path traversal
         b.reduce("toy", [str(data / "pB" / ".." / "pA" / "v.npy")], {})
     with pytest.raises(errors.PermissionDenied):  # outside every prefix

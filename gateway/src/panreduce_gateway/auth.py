@@ -191,6 +191,21 @@ class Access:
                 f"{uri} is outside the locations of proposal {proposal!r} ({', '.join(allowed)})")
 
 
+    def check_readable(self, identity: Identity, uri: str) -> None:
+        """A URI the caller may read: under the prefixes of one of its proposals."""
+        normalise_uri(uri)
+        if not self.enabled or identity.proposals is None:
+            return
+        denied: errors.PermissionDenied | None = None
+        for proposal in sorted(identity.proposals) or [""]:
+            try:
+                self.check_uri(identity, proposal, uri)
+                return
+            except errors.PermissionDenied as exc:
+                denied = exc
+        raise denied or errors.PermissionDenied(f"{uri} is outside your proposals' locations")
+
+
 def normalise_uri(uri: str) -> str:
     """A canonical form for prefix checks; refuses '..' anywhere in the path."""
     parsed = urlparse(uri) if "://" in uri else None

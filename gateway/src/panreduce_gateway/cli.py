@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("panreduce: interrupted", file=sys.stderr)
         return EXIT["cancelled"]
+    except BrokenPipeError:  # output piped into head & co.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def exit_code(exc: errors.PanReduceError) -> int:
@@ -172,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--after", type=int, default=0, help="resume after this event sequence number")
         gateway_opt(sp, required=True)
         sp.set_defaults(func={"show": cmd_jobs_show, "watch": cmd_jobs_watch, "cancel": cmd_jobs_cancel}[action])
+
+    sp = sub.add_parser("metadata", help="list every metadata field of a NeXus/HDF5 file, and its sample, "
+                        "instrument and user information")
+    sp.add_argument("file", help="a local file, or (with --gateway) any URI the gateway can read")
+    sp.add_argument("--json", action="store_true", help="print JSON: {file, summary, records}")
+    gateway_opt(sp)
+    sp.set_defaults(func=cmd_metadata)
 
     sp = sub.add_parser("upload", help="send a local file to a gateway; prints its upload:// URI")
     sp.add_argument("path", type=Path)
@@ -601,6 +611,22 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     with need_gateway(args) as client:
         job = client.cancel(args.job_id)
     print(json.dumps(job_dict(job), indent=1) if args.json else job_line(job))
+    return 0
+
+
+def cmd_metadata(args: argparse.Namespace) -> int:
+    from panreduce.metadata import extract
+
+    address = gateway_address(args.gateway)
+    if address:
+        with client_for(args, address) as client:
+            m = client.metadata(local_uri(args.file))
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise errors.InputNotFound(str(path), "no such file")
+        m = extract(path)
+    print(m.to_json(indent=1) if args.json else m.table())
     return 0
 
 

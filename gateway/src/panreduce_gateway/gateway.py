@@ -26,7 +26,7 @@ from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, errors, rpc
+from panreduce import __version__, errors, metadata, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id
 from panreduce.kit.server import deadline_of, list_jobs, reduce_stream
 from panreduce.serving import rpc_method
@@ -304,6 +304,12 @@ class GatewayService(pb_grpc.ReducerServicer):
         identity = self.access.identify(context)
         uri = self._downloadable(identity, request.uri)
         yield from send_download(self.stores, uri, request.offset)
+
+    @rpc_method
+    def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001
+        identity = self.access.identify(context)
+        self.access.check_readable(identity, request.uri)
+        return metadata.of_uri(self.stores, request.uri)
 
     def _downloadable(self, identity: Identity, uri: str) -> str:
         """Uploads of the caller's proposals and outputs of jobs it may see."""

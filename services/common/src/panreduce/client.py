@@ -197,6 +197,12 @@ class Client:
             if not token:
                 return jobs
 
+    def metadata(self, uri: str):  # noqa: ANN201
+        """Every metadata field of a NeXus/HDF5 file the server can read (a panreduce.metadata.Metadata)."""
+        from panreduce.metadata import from_message
+
+        return from_message(self._call(self.stub.GetMetadata, pb.MetadataRequest(uri=uri)))
+
     # -- inline data ----------------------------------------------------------------
     def upload(self, path: Path | str, name: str | None = None, proposal: str = "") -> pb.ObjectInfo:
         """Send a local file of any size; returns its upload:// URI for use as an input.

@@ -14,12 +14,12 @@ import shutil
 import tempfile
 import time
 from datetime import UTC, datetime
-from importlib import metadata
+from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, catalogue, errors, provenance
+from panreduce import __version__, catalogue, errors, metadata, provenance
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
 from panreduce.kit.technique import Context, EmptyShard, Shard, Technique
@@ -54,7 +54,7 @@ def technique_info(t: type[Technique]) -> pb.TechniqueInfo:
 def distribution_of(t: type[Technique]) -> str:
     """The installed distribution that provides technique ``t`` (for provenance)."""
     top = t.__module__.split(".")[0]
-    return (metadata.packages_distributions().get(top) or [top])[0]
+    return (importlib_metadata.packages_distributions().get(top) or [top])[0]
 
 
 def validate_request(technique: type[Technique], request: pb.ReduceRequest):  # noqa: ANN201
@@ -145,6 +145,10 @@ class TechniqueService(pb_grpc.ReducerServicer):
     def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201, ARG002
         uri = checked_download_uri(self.stores, self.manager, request.uri)
         yield from send_download(self.stores, uri, request.offset)
+
+    @rpc_method
+    def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001, ARG002
+        return metadata.of_uri(self.stores, request.uri)
 
     # -- the job --------------------------------------------------------------------
     def _run(self, handle: JobHandle) -> pb.Result:

@@ -270,7 +270,7 @@ def _violations(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) 
             out.append(FieldViolation(loc, f"unknown parameter (allowed: {allowed})"))
             continue
         msg = err.get("msg", "invalid")
-        top = str(err.get("loc", ("",))[0])
+        top = str((err.get("loc") or ("",))[0])
         if top in fields:
             msg += _allowed(fields[top])
         if "input" in err and err.get("type") != "missing":

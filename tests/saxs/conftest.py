@@ -1,0 +1,54 @@
+"""Helpers for the saxs tests: run the technique in-process on staged files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from panreduce.kit import Context, Inputs, Shard, StagedFile, StagedInput
+from panreduce_saxs.technique import Technique
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _staged(path: Path, name: str) -> StagedFile:
+    return StagedFile(path, str(path), name, path.stat().st_size, _sha256(path))
+
+
+def stage(paths: list[Path | str]) -> Inputs:
+    items = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = tuple(_staged(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*")) if f.is_file())
+            items.append(StagedInput(str(p) + "/", p, True, files))
+        else:
+            items.append(StagedInput(str(p), p, False, (_staged(p, p.name),)))
+    return Inputs(tuple(items))
+
+
+def run_saxs(inputs: list[Path | str], params: dict, scratch: Path, shard: tuple[int, int] | None = None):
+    """(summary, {output name: path}) of one in-process run; the summary must be strict JSON."""
+    technique = Technique()
+    p = technique.validate_parameters(params)
+    ctx = Context(job_id="test", scratch=scratch, shard=Shard(*shard) if shard else None)
+    data = technique.load(stage(inputs), p, ctx)
+    summary = technique.reduce(data, p, ctx)
+    json.dumps(summary, allow_nan=False)
+    return summary, {o.name: o.path for o in ctx.outputs}
+
+
+@pytest.fixture(scope="session")
+def biocat(dataset):
+    return dataset("saxs-biocat/GI2_A9_19_001_0000.tiff"), dataset("saxs-biocat/GI2_A9_19.spec")

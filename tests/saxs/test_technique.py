@@ -1,0 +1,208 @@
+"""The saxs technique end to end on synthetic inputs: absolute scale from a standard with
+background subtraction, kinetics from a NeXus stack, a multi-file scan map, errors."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+from conftest import run_saxs
+from synthetic import Geo, guinier_sphere, write_tiff
+
+from panreduce import errors
+from panreduce_saxs.analysis import FWHM_PER_SIGMA
+from panreduce_saxs.nxcansas import read_nxcansas
+
+GEO = Geo(shape=(120, 140), pixel_um=172.0, distance_mm=1000.0, wavelength_A=1.0, cx=70.3, cy=60.6)
+
+
+def _curve(outputs, name):
+    return np.loadtxt(outputs[name], delimiter=",", skiprows=1)
+
+
+def test_absolute_scale_from_water_with_background(tmp_path):
+    """sample = (particles + cell) and cell measured apart; water in the same cell gives the
+    scale; the result is the particles' law in 1/cm within 1%."""
+    law = lambda q: guinier_sphere(q, i0=0.8, rg=30.0, background=0.0)  # noqa: E731  1/cm
+    k = 5e5  # counts per (1/cm) per unit monitor and cm thickness
+    cell = lambda q: np.full_like(q, 0.004)  # noqa: E731  cell scattering (1/cm equivalent)
+    mon_s, mon_b, mon_w = 2.0, 1.5, 3.0
+    t = 0.1  # cm
+    sample = GEO.image(lambda q: (law(q) * t + cell(q) * t) * k * mon_s)
+    empty = GEO.image(lambda q: cell(q) * t * k * mon_b)
+    water = GEO.image(lambda q: (0.01632 * t + cell(q) * t) * k * mon_w)
+    spec = tmp_path / "run.spec"
+    spec.write_text("#F run\n#S 1 loopscan\n#L Time  I0\n0 2.0\n1 1.5\n2 3.0\n")
+    files = [write_tiff(tmp_path / f"run_001_000{j}.tiff", img) for j, img in enumerate((sample, empty, water))]
+    params = {**GEO.params(), "normalise_by": "I0", "thickness_mm": 1.0, "standard_thickness_mm": 1.0,
+              "background_file": files[1].name, "standard_file": files[2].name, "standard_reference": "water",
+              "standard_background_file": files[1].name, "q_bins": 80, "beamstop": "none"}
+    summary, outputs = run_saxs([*files, spec], params, tmp_path / "job")
+    assert summary["frames"] == 1 and summary["intensity_units"] == "1/cm"
+    # water gives the scale 1/k (within its own error)
+    assert summary["absolute_scale"] == pytest.approx(1 / k, rel=0.005)
+    curve = _curve(outputs, "run_001_0000_iq.csv")
+    assert np.allclose(curve[:, 1], law(curve[:, 0]), rtol=0.01, atol=1e-5)
+
+
+def test_bad_requests_are_named(tmp_path):
+    img = write_tiff(tmp_path / "a.tiff", GEO.image(guinier_sphere))
+    with pytest.raises(errors.InvalidParameters) as err:
+        run_saxs([img], {"distance_mm": 1000}, tmp_path / "j1")
+    assert {v.field for v in err.value.violations} == {"wavelength_A", "beam_center_px", "pixel_um"}
+    with pytest.raises(errors.InvalidParameters) as err:
+        run_saxs([img], {**GEO.params(), "normalise_by": "diode"}, tmp_path / "j2")
+    assert [v.field for v in err.value.violations] == ["normalise_by"]
+    with pytest.raises(errors.InvalidParameters) as err:
+        run_saxs([img], {**GEO.params(), "mode": "map"}, tmp_path / "j3")
+    assert [v.field for v in err.value.violations] == ["peak_q_range"]
+    with pytest.raises(errors.InvalidParameters) as err:
+        run_saxs([img], {**GEO.params(), "background_file": "nope.tiff"}, tmp_path / "j4")
+    assert [v.field for v in err.value.violations] == ["background_file"]
+    with pytest.raises(errors.InvalidParameters):
+        run_saxs([img], {**GEO.params(), "q_range": "0.3,0.1"}, tmp_path / "j5")
+    other = write_tiff(tmp_path / "b.tiff", np.ones((10, 10)))
+    with pytest.raises(errors.InvalidInput, match="b.tiff"):
+        run_saxs([img, other], GEO.params(), tmp_path / "j6")
+
+
+def _nexus_stack(path, frames, times, *, with_geometry=True, positions=None):
+    with h5py.File(path, "w") as f:
+        e = f.create_group("entry")
+        e.attrs["NX_class"] = "NXentry"
+        inst = e.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        det.create_dataset("data", data=np.asarray(frames, np.float32), chunks=(1, *GEO.shape))
+        if with_geometry:
+            det.create_dataset("distance", data=GEO.d * 1000).attrs["units"] = "mm"
+            det.create_dataset("x_pixel_size", data=GEO.p * 1e6).attrs["units"] = "um"
+            det.create_dataset("y_pixel_size", data=GEO.p * 1e6).attrs["units"] = "um"
+            det.create_dataset("beam_center_x", data=GEO.cx).attrs["units"] = "pixel"
+            det.create_dataset("beam_center_y", data=GEO.cy * GEO.p * 1000).attrs["units"] = "mm"
+            mono = inst.create_group("monochromator")
+            mono.attrs["NX_class"] = "NXmonochromator"
+            mono.create_dataset("energy", data=12.398419843320026 / GEO.lam).attrs["units"] = "keV"
+        sample = e.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        if times is not None:
+            data = e.create_group("data")
+            data.attrs["NX_class"] = "NXdata"
+            data.create_dataset("time", data=np.asarray(times, float))
+        for name, values in (positions or {}).items():
+            sample.create_dataset(name, data=np.asarray(values, float))
+
+
+def test_kinetics_from_a_nexus_stack(tmp_path):
+    """Particles growing from Rg 20 to 35 Å: Guinier Rg and I(0) per frame, geometry read
+    from the file's NXdetector/NXmonochromator, time from its NXdata."""
+    rgs = np.linspace(20.0, 35.0, 6)
+    i0s = 2000.0 * (rgs / 20.0) ** 3
+    frames = [GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0))
+              for rg, i0 in zip(rgs, i0s, strict=True)]
+    rng = np.random.default_rng(2)
+    frames = [rng.poisson(f * 50).astype(np.float32) / 50 for f in frames]  # high counts
+    path = tmp_path / "kin.nxs"
+    times = 10.0 + 2.5 * np.arange(6)
+    _nexus_stack(path, frames, times)
+    summary, outputs = run_saxs([path], {"mode": "kinetics", "q_bins": 100, "beamstop": "none",
+                                         "guinier_q_max": 0.1}, tmp_path / "job")
+    assert summary["mode"] == "kinetics" and summary["frames"] == 6
+    assert summary["time_s"] == pytest.approx(list(times - times[0]))
+    assert summary["guinier_fits_ok"] == 6
+    assert np.allclose(summary["rg_A"], rgs, rtol=0.03)
+    assert np.allclose(summary["i0"], i0s, rtol=0.03)
+    inv = np.array(summary["invariant"])
+    assert np.all(np.diff(inv) > 0)  # more scattering matter, more invariant
+    assert {"kinetics.csv", "kinetics.png", "kinetics.nxs", "saxs_iq.h5"} <= set(outputs)
+    with h5py.File(outputs["kinetics.nxs"]) as f:
+        assert f["entry/intensity/I"].shape == (6, summary["q_points"])
+        assert np.allclose(f["entry/kinetics/rg"][()], summary["rg_A"])
+    assert len(read_nxcansas(outputs["saxs_iq.h5"])) == 6
+
+
+def _scan(tmp_path, truth_pos, xs, ys, files=3, drop=None):
+    """A multi-file scan sharing a root name: Gaussian peak whose position/width/height
+    vary over the sample, frames on a jittered snake raster."""
+    rng = np.random.default_rng(11)
+    frames = []
+    for x, y, p in zip(xs, ys, truth_pos, strict=True):
+        width = 0.004 + 0.0005 * y
+        height = 200.0 + 20 * x
+        law = lambda q, p=p, w=width, h=height: h * np.exp(-0.5 * ((q - p) / (w / FWHM_PER_SIGMA)) ** 2) + 30  # noqa: E731
+        frames.append(rng.poisson(GEO.image(law) * 20).astype(np.float32) / 20)
+    idx = np.arange(len(frames))
+    if drop is not None:
+        idx = np.delete(idx, drop)
+    paths = []
+    for k, part in enumerate(np.array_split(idx, files)):
+        path = tmp_path / f"swing_scan_{k + 1:05d}.nxs"
+        _nexus_stack(path, [frames[j] for j in part], None, with_geometry=False,
+                     positions={"tx": xs[part], "tz": ys[part]})
+        paths.append(path)
+    return paths
+
+
+def test_scan_map_recovers_the_peak_map(tmp_path):
+    nx, ny = 6, 5
+    gx, gy = np.meshgrid(np.arange(nx) * 0.05, np.arange(ny) * 0.1)
+    gx[1::2] = gx[1::2, ::-1]  # snake
+    rng = np.random.default_rng(4)
+    xs = gx.ravel() + rng.normal(0, 0.004, nx * ny)  # actual motor positions: jittered
+    ys = gy.ravel() + rng.normal(0, 0.006, nx * ny)
+    truth = 0.04 + 0.1 * gx.ravel() + 0.02 * gy.ravel()  # 0.04 .. 0.073 1/Å (q_max 0.099)
+    drop = 7
+    paths = _scan(tmp_path, truth, xs, ys, drop=drop)
+    params = {**GEO.params(), "q_bins": 150, "beamstop": "none", "peak_q_range": "0.02,0.095"}
+    summary, outputs = run_saxs(paths, params, tmp_path / "job")
+    assert summary["mode"] == "map" and summary["frames"] == nx * ny - 1
+    assert (summary["motor_x"], summary["motor_y"]) == ("tx", "tz")
+    assert summary["map_shape"] == [ny, nx]
+    assert summary["map_step"] == pytest.approx([0.05, 0.1], rel=0.05)
+    with h5py.File(outputs["map.nxs"]) as f:
+        pos = f["entry/position/position"][()]
+        err = f["entry/position/position_errors"][()]
+        assert f["entry/position"].attrs["signal"] == "position"
+        assert np.allclose(f["entry/position/tx"][()], np.arange(nx) * 0.05, atol=0.01)
+        fits = f["entry/peak_fits"]
+        rows, cols = fits["grid_row"][()], fits["grid_column"][()]
+        assert f["entry/frames/I"].shape[0] == nx * ny - 1
+        assert "parameters" in f["entry/reduction"]
+    truth_kept = np.delete(truth, drop)
+    # every measured point in its own grid cell, recovered within errors
+    assert len(set(zip(rows, cols, strict=True))) == nx * ny - 1
+    got = pos[rows, cols]
+    assert np.all(np.abs(got - truth_kept) < 4 * err[rows, cols] + 2e-4)
+    assert np.nanmax(err) < 1e-3
+    # the point never measured stays empty
+    assert np.isnan(pos).sum() == 1
+    ascii_pos = np.loadtxt(outputs["map_position.txt"])
+    assert np.allclose(ascii_pos, pos, equal_nan=True, rtol=1e-6)
+    assert {"map_fwhm.png", "map_height.txt", "peak_fits.csv", "scan_iq.h5"} <= set(outputs)
+    (series,) = read_nxcansas(outputs["scan_iq.h5"])
+    assert series.i.shape[0] == nx * ny - 1
+    # shards: contiguous frame ranges, together the whole scan
+    s0, _ = run_saxs(paths, params, tmp_path / "s0", shard=(0, 2))
+    s1, _ = run_saxs(paths, params, tmp_path / "s1", shard=(1, 2))
+    assert s0["frames"] + s1["frames"] == nx * ny - 1
+
+
+def test_cake_and_2d_image_outputs(tmp_path):
+    img = write_tiff(tmp_path / "iso.tiff", GEO.image(lambda q: guinier_sphere(q, background=10)))
+    summary, outputs = run_saxs([img], {**GEO.params(), "cake": True, "image_2d": True, "chi_bins": 36,
+                                        "q_bins": 50, "beamstop": "none"}, tmp_path / "job")
+    with h5py.File(outputs["cake.nxs"]) as f:
+        cake = f["entry/cake/I"][()]
+        q = f["entry/cake/Q"][()]
+    assert cake.shape == (36, 50)
+    # isotropic: every χ row where pixels exist is the same law
+    ratio = cake / guinier_sphere(q, background=10)[None, :]
+    assert np.nanmax(np.abs(ratio - 1)) < 0.05
+    (two_d,) = [c for c in [outputs["image_2d.h5"]]]
+    with h5py.File(two_d) as f:
+        i2 = f["image/sasdata/I"][()]
+        qx, qy = f["image/sasdata/Qx"][()], f["image/sasdata/Qy"][()]
+    qq = np.hypot(qx, qy)
+    assert np.allclose(qq, GEO.q, rtol=1e-4)
+    assert np.allclose(i2, guinier_sphere(GEO.q, background=10), rtol=1e-4)
