@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from panreduce import errors
-from panreduce_saxs import nxcansas
 from panreduce.metadata import extract
+from panreduce_saxs import nxcansas
 
 
 def _loader():
