@@ -178,6 +178,12 @@ class Technique(Base[TomographyParameters, TomoInputs]):
                                                        as_uint16)
         return summary
 
+    def merge(self, inputs: Inputs, params: TomographyParameters, ctx: Context) -> dict:
+        """Stack the shards' slice ranges into one volume (see merge.py)."""
+        from panreduce_tomography.merge import merge_shards
+
+        return merge_shards(sorted({f.path.parent for f in inputs.files}), ctx)
+
     # -- outputs --------------------------------------------------------------------------
     def _write_nexus(self, f: h5py.File, data: TomoInputs, p: TomographyParameters, centres: list[float],
                      found: list[bool], rows: list[int], n: int, nt: int, scale: float, offset: float,

@@ -1,0 +1,124 @@
+"""Every input layout read into one Scan: the real files in ../shared/data/tomo and
+synthetic files written with h5py/tifffile/scipy (round trips)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+import tifffile
+from tomo_synthetic import inputs, phantom_scan, write_data_exchange, write_nxtomo
+
+from panreduce import errors
+from panreduce_tomography.io import read_scans
+
+
+def _scans(*paths, **kw):
+    return read_scans([list(item.files) for item in inputs(*paths).items], **kw)
+
+
+@pytest.mark.data
+def test_tooth_data_exchange(dataset):
+    (scan,) = _scans(dataset("tomo/tooth/tooth.h5"))
+    assert scan.layout == "dataexchange" and scan.kind == "intensity"
+    assert scan.shape == (181, 2, 640)
+    assert scan.darks.shape == (10, 2, 640) and scan.flats.shape == (10, 2, 640)
+    assert scan.angles[0] == 0 and scan.angles[-1] == pytest.approx(np.deg2rad(179.0055), abs=1e-4)
+    assert scan.read_rows(1, 2).shape == (181, 1, 640)
+
+
+@pytest.mark.data
+def test_diad_nxtomo_with_image_key(dataset_folder):
+    (scan,) = _scans(dataset_folder("tomo/diad-k11-18014"))
+    assert scan.layout == "nxtomo"
+    # 3201 frames: flats 0-49 and 3101-3150, darks 50-99 and 3151-3200, 3001 projections
+    assert scan.shape == (3001, 22, 26)
+    assert scan.flats.shape == (100, 22, 26) and scan.darks.shape == (100, 22, 26)
+    assert scan.flats.mean() > 20 * scan.darks.mean()
+    span = np.rad2deg(scan.angles[-1] - scan.angles[0])
+    assert span == pytest.approx(180.0, abs=0.1)  # 90 -> 270 degrees
+    proj = scan.read_rows(10, 12)
+    assert proj.shape == (3001, 2, 26)
+    assert scan.darks.mean() < proj.mean() < scan.flats.mean()
+
+
+@pytest.mark.data
+def test_savu_tiff_stack(dataset_folder):
+    (scan,) = _scans(dataset_folder("tomo/savu-tiff"))
+    assert scan.layout == "tiff" and scan.shape == (91, 135, 160)
+    assert scan.darks.shape == (1, 135, 160) and scan.flats.shape == (1, 135, 160)
+    # angles.txt repeats its first and last angle for non-projection frames: 111 -> 91
+    assert np.rad2deg(scan.angles[0]) == pytest.approx(-88.2) and np.rad2deg(scan.angles[-1]) == pytest.approx(91.8, abs=1e-3)
+    assert np.allclose(np.diff(np.rad2deg(scan.angles)), 2.0, atol=1e-3)
+
+
+@pytest.mark.data
+def test_dendrite_mat_sinogram(dataset):
+    (scan,) = _scans(dataset("tomo/dendrite/RealDataDend.mat"))
+    assert scan.layout == "sinogram" and scan.kind == "line_integral"
+    assert scan.shape == (360, 1, 1260)  # transposed from (1260, 360) using the angle vector
+    assert np.ptp(scan.angles) == pytest.approx(np.pi, abs=0.02)
+
+
+def test_data_exchange_round_trip(tmp_path):
+    scan = phantom_scan(n=32, n_angles=20, n_rows=3)
+    path = write_data_exchange(tmp_path / "scan.h5", scan)
+    (s,) = _scans(path)
+    assert s.shape == (20, 3, 32)
+    assert np.allclose(s.angles, scan["angles"])
+    assert np.array_equal(s.read_rows(0, 3), scan["data"].astype(np.uint16).astype(np.float32))
+
+
+def test_nxtomo_round_trip(tmp_path):
+    scan = phantom_scan(n=32, n_angles=20, n_rows=3)
+    (s,) = _scans(write_nxtomo(tmp_path / "scan.nxs", scan))
+    assert s.layout == "nxtomo" and s.shape == (20, 3, 32)
+    assert np.allclose(s.angles, scan["angles"])
+    assert len(s.flats) == len(scan["flats"]) and len(s.darks) == len(scan["darks"])
+    assert np.allclose(s.flats.mean(0), scan["flats"].astype(np.uint16).mean(0))
+
+
+def test_tiff_folder_and_mat_round_trips(tmp_path):
+    scan = phantom_scan(n=32, n_angles=12, n_rows=2)
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for i, img in enumerate(scan["data"]):
+        tifffile.imwrite(folder / f"proj_{i:04d}.tif", img.astype(np.uint16))
+    tifffile.imwrite(folder / "darks.tif", scan["darks"].astype(np.uint16))
+    tifffile.imwrite(folder / "flats.tif", scan["flats"].astype(np.uint16))
+    np.savetxt(folder / "angles.txt", np.rad2deg(scan["angles"]))
+    (s,) = _scans(folder)
+    assert s.shape == (12, 2, 32) and len(s.darks) == len(scan["darks"]) and len(s.flats) == len(scan["flats"])
+    assert np.allclose(s.angles, scan["angles"])
+    sino = scan["line_integrals"][:, 0]
+    scipy.io.savemat(tmp_path / "sino.mat", {"sino": sino.T, "theta_deg": np.rad2deg(scan["angles"])})
+    (m,) = _scans(tmp_path / "sino.mat")
+    assert m.shape == (12, 1, 32) and np.allclose(m.read_rows(0, 1)[:, 0], sino, atol=1e-6)
+
+
+def test_series_of_scans(tmp_path):
+    paths = [write_data_exchange(tmp_path / f"t{i}.h5", phantom_scan(n=32, n_angles=10, n_rows=2, seed=i)) for i in range(3)]
+    scans = _scans(*paths)
+    assert [s.source for s in scans] == ["t0.h5", "t1.h5", "t2.h5"]
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), [
+    ("x.h5", b"not hdf5 at all" * 10, "not an HDF5"),
+    ("x.mat", b"garbage" * 10, "MATLAB"),
+    ("x.tif", b"garbage" * 10, "TIFF"),
+])
+def test_bad_files_are_named(tmp_path, name, content, problem):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(errors.InvalidInput) as err:
+        _scans(p)
+    assert name in str(err.value) and problem in str(err.value)
+
+
+def test_hdf5_without_tomography_data(tmp_path):
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.arange(5)
+    with pytest.raises(errors.InvalidInput, match="other.h5.*no tomography data"):
+        _scans(tmp_path / "other.h5")
