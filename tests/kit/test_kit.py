@@ -340,3 +340,41 @@ def test_submit_timeout_is_not_the_jobs_deadline(tmp_path):
             assert c.wait(job.job_id).state == pb.SUCCEEDED
     finally:
         server.drain_and_stop(2)
+
+
+def test_merge_summaries_rules():
+    from panreduce.kit.technique import merge_summaries
+
+    merged = merge_summaries([
+        {"outputs": ["a"], "rows": [{"n": 1}], "instrument": "LOQ", "q_range": [0.01, 0.2], "seconds": 1.5},
+        {"outputs": ["b", "c"], "rows": [{"n": 2}], "instrument": "LOQ", "q_range": [0.01, 0.2], "seconds": 2.0},
+    ])
+    assert merged == {"shards": 2, "outputs": ["a", "b", "c"], "rows": [{"n": 1}, {"n": 2}], "instrument": "LOQ",
+                      "q_range": [0.01, 0.2], "seconds": [1.5, 2.0]}
+
+
+def test_toy_shards_merge_by_default_and_refuse_clashing_names(tmp_path):
+    """The default merge keeps independent shard outputs; the toy writes the same names
+    in every shard, which the default merge refuses rather than overwrite."""
+    from panreduce.serving import start_server
+    from panreduce_gateway.gateway import GatewayService
+
+    stores = Stores(tmp_path / "store")
+    for i in range(4):
+        np.save(tmp_path / f"v{i}.npy", np.full(3, float(i)))
+    service = start_technique(Toy, stores=stores)
+    gw_service = GatewayService({"toy": service.address}, stores=stores)
+    gw = start_server(gw_service, name="gateway", manager=gw_service.manager)
+    gw.set_serving(True)
+    try:
+        with Client(gw.address, timeout=60) as c:
+            req = make_request("toy", [str(tmp_path / f"v{i}.npy") for i in range(4)], {}, str(tmp_path / "out"))
+            req.split = 2
+            with pytest.raises(errors.InternalError, match="needs its own merge"):
+                c._follow(c.stub.Reduce(req, timeout=60), "toy", None)
+        assert not (tmp_path / "out").exists()
+        assert not any((stores.root / "shards").iterdir())
+    finally:
+        gw.drain_and_stop(1)
+        gw_service.close()
+        service.drain_and_stop(1)

@@ -145,13 +145,15 @@ class GatewayService(pb_grpc.ReducerServicer):
             raise errors.UnknownTechnique(technique, self.routes) from None
 
     def _upstream_error(self, route: Route, exc: grpc.RpcError) -> errors.PanReduceError:
-        err = rpc.from_rpc_error(exc)
-        if isinstance(err, errors.Unavailable) or (
-                isinstance(err, errors.InternalError) and "incident" not in err.metadata):
-            # the service went away mid-call (socket closed, stream reset): retryable
+        """The service's own error as it is; a lost connection (UNAVAILABLE, or a
+        transport-level INTERNAL such as a reset stream, which carries none of our error
+        details) as Unavailable, which the job manager retries."""
+        failure = rpc.failure_from_rpc_error(exc)
+        transport = failure.reason in ("", "UNAVAILABLE") and failure.code in ("UNAVAILABLE", "INTERNAL", "UNKNOWN")
+        if transport:
             return errors.Unavailable(
-                f"the {route.technique} service at {route.target} is unavailable ({err.message})")
-        return err
+                f"the {route.technique} service at {route.target} is unavailable ({failure.message})")
+        return rpc.error_of_failure(failure)
 
     def _info(self, technique: str) -> pb.TechniqueInfo:
         route = self.route(technique)

@@ -247,8 +247,10 @@ class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterc
 
 
 def _error(exc: grpc.RpcError, address: str) -> errors.PanReduceError:
-    err = rpc.from_rpc_error(exc)
-    if isinstance(err, errors.Unavailable) and not err.metadata:
+    failure = rpc.failure_from_rpc_error(exc)
+    err = rpc.error_of_failure(failure)
+    if isinstance(err, errors.Unavailable) and failure.reason in ("", "UNAVAILABLE") and not failure.metadata \
+            and "unavailable" not in failure.message:
         err.message = f"cannot reach PaNReduce at {address}: {err.message}"
         err.args = (err.message,)
     return err

@@ -208,6 +208,26 @@ class Context:
         return list(self._outputs.values())
 
 
+_SUFFIX = {"nexus": ".nxs", "nxcansas": ".h5", "hdf5": ".h5", "cxi": ".cxi", "cansas-xml": ".xml"}
+
+
+def merge_summaries(summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Shard summaries as one: values equal in every shard are kept once; lists that
+    differ are concatenated (records, names, warnings); other values that differ become
+    a list with one value per shard."""
+    merged: dict[str, Any] = {"shards": len(summaries)}
+    keys = dict.fromkeys(k for s in summaries for k in s if k != "provenance")
+    for key in keys:
+        values = [s.get(key) for s in summaries]
+        if all(v == values[0] for v in values):
+            merged[key] = values[0]
+        elif all(isinstance(v, list) for v in values):
+            merged[key] = [x for v in values for x in v]
+        else:
+            merged[key] = values
+    return merged
+
+
 class Technique(Generic[P, D]):
     """Base of a technique: declare the class attributes, implement load and reduce."""
 
@@ -239,12 +259,33 @@ class Technique(Generic[P, D]):
         raise NotImplementedError
 
     def merge(self, inputs: Inputs, params: P, ctx: Context) -> Mapping[str, Any]:
-        """Combine the outputs of this technique's shards (every file the shards
-        published, including each shard's ``summary.json``) into one result. Techniques
-        that declare ``shardable`` implement it."""
-        from panreduce.errors import InvalidRequest
+        """Combine the outputs of this technique's shards into one result.
 
-        raise InvalidRequest(f"technique {self.name!r} cannot merge shards")
+        ``inputs`` holds every file the shards published (each shard's folder has its
+        ``summary.json``). The default suits techniques whose shards write independent
+        files (one per batch row, per projection): every file is kept under its name
+        (two shards writing the same name is an error: such a technique overrides
+        ``merge``), and the summaries are combined by :func:`merge_summaries`."""
+        import shutil
+
+        from panreduce.errors import InternalError
+
+        folders = sorted({f.path.parent for f in inputs.files if f.path.name == "summary.json"})
+        summaries = [json.loads((folder / "summary.json").read_text()) for folder in folders]
+        seen: dict[str, str] = {}
+        for f in inputs.files:
+            name = f.path.name
+            if name in ("summary.json", "provenance.json"):
+                continue
+            if name in seen:
+                raise InternalError(f"shards of {self.name!r} both wrote {name} ({seen[name]}, {f.name}); "
+                                    "the technique needs its own merge")
+            seen[name] = f.name
+            fmt = next((o for o in self.output_formats if name.endswith(_SUFFIX.get(o, "." + o))), "")
+            fmt = fmt or name.rsplit(".", 1)[-1]
+            role = "preview" if name.endswith(".png") else "table" if name.endswith(".csv") else "result"
+            shutil.copyfile(f.path, ctx.output_path(name, format=fmt, role=role))
+        return merge_summaries([s for s in summaries if not s.get("empty_shard")])
 
     # -- helpers the kit uses -------------------------------------------------------
     @classmethod
