@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import shutil
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from panreduce_saxs import analysis, masks, nxcansas, plots
 from panreduce_saxs.integrate import (
     HC_KEV_A,
     WATER_DSIGMA_20C,
+    Cake,
     Curve,
     Geometry,
     IntegrationSetup,
@@ -47,6 +50,10 @@ VERSION = "0.1.0"
 PRELOAD_IMAGES = 200  # image files read at load (and validated) when there are at most this many
 SUMMARY_SERIES_MAX = 1000  # per-frame lists in the summary up to this many frames
 TIME_COUNTERS = ("Time", "time", "Epoch", "epoch", "elapsed_time", "Seconds")
+KINETIC_COLUMNS = ("rg", "rg_err", "i0", "i0_err", "guinier_q_min", "guinier_q_max", "guinier_ok",
+                   "invariant", "invariant_err")
+SHARD_FILE = "saxs_shard.h5"  # what a shard writes for the merge (per frame: label, counters, curve, fits)
+TWO_D_OUTPUTS = (("cake.nxs", "nexus"), ("image_2d.h5", "nxcansas"))
 
 
 @dataclass
@@ -75,6 +82,13 @@ class SaxsData:
     standard: Frame | None = None
     standard_background: Frame | None = None
     reference: tuple[np.ndarray, np.ndarray] | None = None  # standard's reference curve
+    first: Frame | None = None  # the job's first frame (masks, 2-D outputs): a shard's too
+    offset: int = 0  # index of frames[0] among all the job's frames (a shard's start)
+    total: int = 0  # frames of the whole job (every shard)
+
+    @property
+    def first_frame(self) -> Frame:
+        return self.first if self.first is not None else self.frames[0]
 
 
 def _violation(field_name: str, why: str) -> InvalidParameters:
@@ -190,12 +204,14 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                 raise errors.InvalidInput(f.name, f"frames of shape {tuple(fshape)} differ from the first "
                                           f"input's {shape}")
         assert shape is not None
+        first, total, offset = frames[0], len(frames), 0
         if ctx.shard is not None:
+            # a shard integrates its frame range, with the masks of the job's first frame
+            offset = ctx.shard.bounds(total)[0]
             frames = ctx.shard.select(frames)
-            if not frames:
-                raise errors.InvalidRequest("this shard holds no frames")
         geometry, ai = self._geometry(params, poni, nexus_geometry, shape)
-        data = SaxsData(frames=frames, geometry=geometry, shape=shape, ai=ai)
+        data = SaxsData(frames=frames, geometry=geometry, shape=shape, ai=ai, first=first, offset=offset,
+                        total=total)
         if params.mask_file:
             data.mask_file = masks.read_mask_file(_find(inputs, params.mask_file, "mask_file").path,
                                                   params.mask_file, shape)
@@ -293,12 +309,15 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
     # -- reduce ----------------------------------------------------------------------------
     def reduce(self, data: SaxsData, params: SaxsParameters, ctx: Context) -> Mapping[str, Any]:
         mode = params.mode
-        if mode == "auto":
-            mode = "map" if params.peak_q_range else ("kinetics" if len(data.frames) > 1 else "azimuthal")
+        if mode == "auto":  # on the job's frame count, so that every shard takes the same mode
+            mode = "map" if params.peak_q_range else ("kinetics" if max(data.total, len(data.frames)) > 1
+                                                      else "azimuthal")
         if mode == "map" and params.peak_q_range is None:
             raise _violation("peak_q_range", "a map needs the q window of the peak fit")
+        if mode == "map" and ctx.shard is not None:
+            _check_motor_names(data.frames, params)  # before the integration; the map is the merge's
         ctx.progress(0.0, "setup", "masks and integrator")
-        first = _frame_pixels(data.frames[0])
+        first = _frame_pixels(data.first_frame)
         mask, mask_info = self._mask(data, params, first)
         integ = Integrator(data.ai, data.shape, IntegrationSetup(
             mask=mask, dark=data.dark, flat=data.flat, solid_angle=params.solid_angle,
@@ -340,13 +359,21 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         }
         if scale_err is not None:
             summary["absolute_scale_error"] = scale_err
-        meta = self._meta(data, params, scale)
+        meta = self._meta(data.geometry, params, scale)
         units = summary["intensity_units"]
-        if mode == "map":
-            summary.update(self._write_map(data, params, curves, meta, units, ctx))
+        counters = [fr.counters for fr in data.frames]
+        if ctx.shard is not None:
+            # a shard's results are per frame; the merge makes the outputs over every frame
+            self._write_shard(data, params, mode, curves, scale, units, ctx)
+        elif mode == "map":
+            q, stack, sig, fits = _map_fits(curves, params, data.frames[0].source)
+            summary.update(self._write_map(params, counters, q, stack, sig, fits, meta, units, ctx))
         else:
-            summary.update(self._write_curves(data, params, curves, meta, units, ctx, kinetics=(mode == "kinetics")))
-        if params.cake or params.image_2d:
+            kinetics = mode == "kinetics"
+            summary.update(self._write_curves(
+                [fr.label for fr in data.frames], params, curves, meta, units, ctx,
+                kinetics=(_frame_times(counters, params), _kinetic_rows(curves, params)) if kinetics else None))
+        if (params.cake or params.image_2d) and data.offset == 0:  # the first frame's: one shard writes them
             self._write_2d(data, params, integ, first, scale, meta, units, ctx)
         ctx.progress(1.0, "write", "done")
         return summary
@@ -380,7 +407,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                 info["beamstop_box"] = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
             mask |= shadow
         if mask.all():
-            raise errors.InvalidInput(data.frames[0].source, "every pixel is masked")
+            raise errors.InvalidInput(data.first_frame.source, "every pixel is masked")
         return mask, info
 
     def _norm(self, fr: Frame, params: SaxsParameters, scale: float, *, background: bool = False,
@@ -418,8 +445,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         except ValueError as exc:
             raise errors.InvalidInput(params.standard_file, f"cannot be matched to its reference: {exc}") from None
 
-    def _meta(self, data: SaxsData, params: SaxsParameters, scale: float) -> nxcansas.SasMetadata:
-        g = data.geometry
+    def _meta(self, g: Geometry, params: SaxsParameters, scale: float) -> nxcansas.SasMetadata:
         terms = {k: v for k, v in params.model_dump().items() if v not in (None, "", False)}
         terms["absolute_scale_applied"] = scale
         return nxcansas.SasMetadata(
@@ -429,42 +455,34 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             process_name=f"panreduce saxs {VERSION} (pyFAI {_pyfai_version()})", process_terms=terms,
         )
 
-    def _write_curves(self, data: SaxsData, params: SaxsParameters, curves: list[Curve],
-                      meta: nxcansas.SasMetadata, units: str, ctx: Context, *, kinetics: bool) -> dict:
+    def _write_curves(self, labels: list[str], params: SaxsParameters, curves: list[Curve],
+                      meta: nxcansas.SasMetadata, units: str, ctx: Context, *,
+                      kinetics: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+        """The frame series' outputs; ``kinetics`` = (times, per-frame table) adds the kinetics."""
         out: dict[str, Any] = {}
         path = ctx.output_path("saxs_iq.h5", format="nxcansas")
-        names = [_entry_name(fr.label, k) for k, fr in enumerate(data.frames)]
+        names = [_entry_name(label, k) for k, label in enumerate(labels)]
         with h5py.File(path, "w") as f:
             nxcansas.set_file_attributes(f, names[0])
-            for name, fr, c in zip(names, data.frames, curves, strict=True):
-                m = nxcansas.SasMetadata(**{**meta.__dict__, "title": fr.label, "run": fr.label,
-                                            "sample_id": fr.label})
+            for name, label, c in zip(names, labels, curves, strict=True):
+                m = nxcansas.SasMetadata(**{**meta.__dict__, "title": label, "run": label, "sample_id": label})
                 nxcansas.write_entry(f, name, c.q, c.i, c.sigma, meta=m, i_units=_units_str(units))
-        for k, (fr, c) in enumerate(zip(data.frames, curves, strict=True)):
+        for k, (label, c) in enumerate(zip(labels, curves, strict=True)):
             if k >= 50:
                 break
-            table = ctx.output_path(f"{_safe(fr.label)}_iq.csv", format="csv", role="table")
+            table = ctx.output_path(f"{_safe(label)}_iq.csv", format="csv", role="table")
             np.savetxt(table, np.column_stack([c.q, c.i, c.sigma]), delimiter=",",
                        header=f"q (1/A),I ({units}),sigma ({units})", comments="", fmt="%.8g")
         plots.plot_curves(ctx.output_path("iq.png", format="png", role="preview"),
-                          [(fr.label, c) for fr, c in zip(data.frames, curves, strict=True)][:20], units)
+                          list(zip(labels, curves, strict=True))[:20], units)
         out["i_first"] = float(curves[0].i[0])
-        if kinetics:
-            out.update(self._kinetics(data, params, curves, units, ctx))
+        if kinetics is not None:
+            out.update(self._kinetics(params, curves, *kinetics, units, ctx))
         return out
 
-    def _kinetics(self, data: SaxsData, params: SaxsParameters, curves: list[Curve], units: str,
-                  ctx: Context) -> dict:
-        times = _frame_times(data.frames, params)
-        rows = []
-        for c in curves:
-            g = analysis.guinier_fit(c.q, c.i, c.sigma, q_min=params.guinier_q_min,
-                                     qrg_max=params.guinier_qrg_max, q_max=params.guinier_q_max)
-            inv, inv_err = analysis.invariant(c.q, c.i, c.sigma)
-            rows.append((g.rg, g.rg_err, g.i0, g.i0_err, g.q_min, g.q_max, float(g.ok), inv, inv_err))
-        table = np.array(rows, dtype=float).reshape(len(curves), 9)
-        cols = ["rg", "rg_err", "i0", "i0_err", "guinier_q_min", "guinier_q_max", "guinier_ok",
-                "invariant", "invariant_err"]
+    def _kinetics(self, params: SaxsParameters, curves: list[Curve], times: np.ndarray, table: np.ndarray,
+                  units: str, ctx: Context) -> dict:
+        cols = list(KINETIC_COLUMNS)
         csv = ctx.output_path("kinetics.csv", format="csv", role="table")
         np.savetxt(csv, np.column_stack([np.arange(len(curves)), times, table]), delimiter=",",
                    header=",".join(["frame", "time_s", *cols]), comments="", fmt="%.8g")
@@ -503,15 +521,11 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                         "invariant": [_json(v) for v in table[:, 7]]})
         return out
 
-    def _write_map(self, data: SaxsData, params: SaxsParameters, curves: list[Curve],
-                   meta: nxcansas.SasMetadata, units: str, ctx: Context) -> dict:
-        common = _common_q(curves)
-        if common is None:
-            raise errors.InvalidInput(data.frames[0].source, "the frames' q grids differ (masks per frame?)")
-        q, stack, sig = common
-        assert params.peak_q_range is not None
-        fits = analysis.fit_gaussian_peaks(q, stack, sig, params.peak_q_range)
-        xname, yname, x, y = _motors(data, params)
+    def _write_map(self, params: SaxsParameters, counters: list[dict[str, float]], q: np.ndarray,
+                   stack: np.ndarray, sig: np.ndarray, fits: analysis.PeakFits, meta: nxcansas.SasMetadata,
+                   units: str, ctx: Context) -> dict:
+        n = stack.shape[0]
+        xname, yname, x, y = _motors(counters, params)
         grid = analysis.map_grid(x, y, params.map_step_x, params.map_step_y)
         quantities = {"position": ("1/angstrom", fits.position, fits.position_err),
                       "fwhm": ("1/angstrom", fits.fwhm, fits.fwhm_err),
@@ -541,7 +555,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             fr.create_dataset("I", data=stack, compression="gzip", compression_opts=1).attrs["units"] = _units_str(units)
             fr.create_dataset("I_errors", data=sig, compression="gzip", compression_opts=1)
             fr.create_dataset("Q", data=q).attrs["units"] = "1/angstrom"
-            fr.create_dataset("frame", data=np.arange(len(curves)))
+            fr.create_dataset("frame", data=np.arange(n))
             fr.create_dataset(xname, data=x)
             fr.create_dataset(yname, data=y)
             fits_g = entry.create_group("peak_fits")
@@ -554,7 +568,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         with h5py.File(cs, "w") as f:
             nxcansas.set_file_attributes(f, "scan")
             nxcansas.write_entry(f, "scan", q, stack, sig, meta=meta, i_units=_units_str(units),
-                                 frame_axis=("Frame", np.arange(len(curves)), ""),
+                                 frame_axis=("Frame", np.arange(n), ""),
                                  extra={xname: (x, ""), yname: (y, "")})
         for key in ("position", "fwhm", "height"):
             analysis.write_ascii_image(ctx.output_path(f"map_{key}.txt", format="text-image", role="table"), maps[key])
@@ -562,7 +576,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                            f"peak {key}", quantities[key][0], xname, yname)
         table = ctx.output_path("peak_fits.csv", format="csv", role="table")
         d = fits.as_dict()
-        np.savetxt(table, np.column_stack([np.arange(len(curves)), x, y, *[d[k] for k in d]]), delimiter=",",
+        np.savetxt(table, np.column_stack([np.arange(n), x, y, *[d[k] for k in d]]), delimiter=",",
                    header=",".join(["frame", xname, yname, *d]), comments="", fmt="%.8g")
         good = fits.ok
         return {"map_shape": [int(grid.y.size), int(grid.x.size)], "motor_x": xname, "motor_y": yname,
@@ -571,7 +585,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
 
     def _write_2d(self, data: SaxsData, params: SaxsParameters, integ: Integrator, first: np.ndarray,
                   scale: float, meta: nxcansas.SasMetadata, units: str, ctx: Context) -> None:
-        norm = self._norm(data.frames[0], params, scale)
+        norm = self._norm(data.first_frame, params, scale)
         if params.cake:
             cake = integ.integrate2d(first, norm)
             path = ctx.output_path("cake.nxs", format="nexus")
@@ -608,6 +622,156 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                 nxcansas.set_file_attributes(f, "image")
                 nxcansas.write_entry_2d(f, "image", q * np.cos(chi), q * np.sin(chi), img, err, meta=meta,
                                         i_units=_units_str(units), mask=mask2)
+
+    # -- shards ----------------------------------------------------------------------------
+    def _write_shard(self, data: SaxsData, params: SaxsParameters, mode: str, curves: list[Curve],
+                     scale: float, units: str, ctx: Context) -> None:
+        """A shard's results, per frame, for the merge: labels, counters (times, motors), the
+        curves as integrated, and per mode the kinetic table rows or the peak fits."""
+        path = ctx.output_path(SHARD_FILE, format="hdf5", role="result")
+        bounds = np.zeros(len(curves) + 1, dtype=np.int64)
+        bounds[1:] = np.cumsum([len(c) for c in curves])
+        with h5py.File(path, "w") as f:
+            f.attrs.update(offset=data.offset, total=data.total, mode=mode, scale=scale, units=units,
+                           source=data.frames[0].source, geometry=json.dumps(asdict(data.geometry)))
+            f.create_dataset("label", data=[fr.label for fr in data.frames], dtype=h5py.string_dtype())
+            f.create_dataset("counters", data=json.dumps([fr.counters for fr in data.frames]),
+                             dtype=h5py.string_dtype())
+            g = f.create_group("curves")
+            g.create_dataset("bounds", data=bounds)
+            for key in ("q", "i", "sigma"):
+                g.create_dataset(key, data=np.concatenate([getattr(c, key) for c in curves]).astype(float))
+            if mode == "kinetics":
+                f.create_dataset("kinetics", data=_kinetic_rows(curves, params))
+            elif mode == "map":
+                q, _stack, _sig, fits = _map_fits(curves, params, data.frames[0].source)
+                m = f.create_group("map")
+                m.create_dataset("q", data=q)
+                for key, arr in fits.as_dict().items():
+                    m.create_dataset(key, data=arr)
+
+    def merge(self, inputs: Inputs, params: SaxsParameters, ctx: Context) -> Mapping[str, Any]:
+        """The shards' frame ranges as one job: the outputs an unsharded job writes, made by
+        the same writers from every frame's results in frame order (the time axis, the map
+        grid from every frame's motor positions, plots); the cake and 2-D image come from
+        the shard that holds the first frame."""
+        ctx.progress(0.0, "merge", "reading the shards' results")
+        folders = sorted({f.path.parent for f in inputs.files if f.path.name in ("summary.json", SHARD_FILE)})
+        parts = sorted((_read_shard(folder / SHARD_FILE) for folder in folders if (folder / SHARD_FILE).is_file()),
+                       key=lambda part: part.offset)
+        if not parts:
+            raise errors.InvalidRequest("the shards hold no saxs results to merge")
+        total, mode = parts[0].total, parts[0].mode
+        start = 0
+        for part in parts:
+            if part.offset != start or part.total != total or part.mode != mode:
+                raise errors.InternalError(f"saxs shards do not tile the {total} frames: one starts at frame "
+                                           f"{part.offset} (expected {start}), mode {part.mode} ({mode})")
+            start += len(part.labels)
+        if start != total:
+            raise errors.InternalError(f"the saxs shards hold {start} of the job's {total} frames")
+        first = parts[0]
+        summary: dict[str, Any] = {k: v for k, v in json.loads((first.folder / "summary.json").read_text()).items()
+                                   if k != "provenance"}
+        summary["frames"] = total
+        labels = [label for part in parts for label in part.labels]
+        counters = [c for part in parts for c in part.counters]
+        curves = [c for part in parts for c in part.curves]
+        units = first.units
+        meta = self._meta(first.geometry, params, first.scale)
+        ctx.progress(0.3, "merge", f"{total} frame(s) from {len(parts)} shard(s)")
+        if mode == "map":
+            common = _common_q(curves)
+            if common is None:
+                raise errors.InvalidInput(first.source, "the frames' q grids differ (masks per frame?)")
+            q, stack, sig = common
+            if all(part.map_q is not None and np.array_equal(part.map_q, q) for part in parts):
+                fits = analysis.PeakFits(**{key: np.concatenate([part.fits[key] for part in parts])
+                                            for key in analysis.PeakFits.__dataclass_fields__})
+            else:  # the shards fitted on other q grids than the whole job's: fit again on its grid
+                assert params.peak_q_range is not None
+                fits = analysis.fit_gaussian_peaks(q, stack, sig, params.peak_q_range)
+            summary.update(self._write_map(params, counters, q, stack, sig, fits, meta, units, ctx))
+        else:
+            kinetics = None
+            if mode == "kinetics":
+                kinetics = (_frame_times(counters, params), np.concatenate([part.kinetics for part in parts]))
+            summary.update(self._write_curves(labels, params, curves, meta, units, ctx, kinetics=kinetics))
+        ctx.progress(0.9, "merge", "2-D outputs")
+        for name, fmt in TWO_D_OUTPUTS:
+            if (first.folder / name).is_file():
+                shutil.copyfile(first.folder / name, ctx.output_path(name, format=fmt))
+        if (first.folder / "cake.nxs").is_file():
+            with h5py.File(first.folder / "cake.nxs", "r") as f:
+                g = f["entry/cake"]
+                cake = Cake(q=g["Q"][()], chi=g["chi"][()], i=g["I"][()], sigma=g["I_errors"][()])
+            plots.plot_cake(ctx.output_path("cake.png", format="png", role="preview"), cake, units)
+        summary["shards"] = len(folders)
+        ctx.progress(1.0, "merge", "merged")
+        return summary
+
+
+@dataclass
+class _ShardPart:
+    """What one shard wrote (``SHARD_FILE``), read back for the merge."""
+
+    folder: Path
+    offset: int
+    total: int
+    mode: str
+    scale: float
+    units: str
+    source: str
+    geometry: Geometry
+    labels: list[str]
+    counters: list[dict[str, float]]
+    curves: list[Curve]
+    kinetics: np.ndarray | None = None
+    map_q: np.ndarray | None = None
+    fits: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _read_shard(path: Path) -> _ShardPart:
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        g = f["curves"]
+        bounds, q, i, sigma = (g[key][()] for key in ("bounds", "q", "i", "sigma"))
+        curves = [Curve(q[lo:hi], i[lo:hi], sigma[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+        part = _ShardPart(
+            folder=path.parent, offset=int(a["offset"]), total=int(a["total"]), mode=str(a["mode"]),
+            scale=float(a["scale"]), units=str(a["units"]), source=str(a["source"]),
+            geometry=Geometry(**json.loads(a["geometry"])), labels=list(f["label"].asstr()[()]),
+            counters=json.loads(f["counters"].asstr()[()]), curves=curves)
+        if "kinetics" in f:
+            part.kinetics = f["kinetics"][()]
+        if "map" in f:
+            part.map_q = f["map/q"][()]
+            part.fits = {key: f["map"][key][()] for key in f["map"] if key != "q"}
+    if len(part.labels) != len(curves) or len(part.counters) != len(curves):
+        raise errors.InternalError(f"{path}: labels, counters and curves of a saxs shard differ in number")
+    return part
+
+
+def _map_fits(curves: list[Curve], params: SaxsParameters, source: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, analysis.PeakFits]:
+    """The frames on one q grid and their Gaussian peak fits."""
+    common = _common_q(curves)
+    if common is None:
+        raise errors.InvalidInput(source, "the frames' q grids differ (masks per frame?)")
+    q, stack, sig = common
+    assert params.peak_q_range is not None
+    return q, stack, sig, analysis.fit_gaussian_peaks(q, stack, sig, params.peak_q_range)
+
+
+def _kinetic_rows(curves: list[Curve], params: SaxsParameters) -> np.ndarray:
+    """(frames, KINETIC_COLUMNS): Guinier fit and invariant of each frame."""
+    rows = []
+    for c in curves:
+        g = analysis.guinier_fit(c.q, c.i, c.sigma, q_min=params.guinier_q_min,
+                                 qrg_max=params.guinier_qrg_max, q_max=params.guinier_q_max)
+        inv, inv_err = analysis.invariant(c.q, c.i, c.sigma)
+        rows.append((g.rg, g.rg_err, g.i0, g.i0_err, g.q_min, g.q_max, float(g.ok), inv, inv_err))
+    return np.array(rows, dtype=float).reshape(len(curves), len(KINETIC_COLUMNS))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -678,21 +842,29 @@ def _param_of(params: SaxsParameters, name: str) -> str:
     return "inputs"
 
 
-def _frame_times(frames: list[Frame], params: SaxsParameters) -> np.ndarray:
-    n = len(frames)
+def _frame_times(counters: list[dict[str, float]], params: SaxsParameters) -> np.ndarray:
+    """Time of each frame (s) from the first: ``frame_time_s``, else a time counter."""
+    n = len(counters)
     if params.frame_time_s is not None:
         return np.arange(n) * params.frame_time_s
     for key in TIME_COUNTERS:
-        if all(key in fr.counters for fr in frames):
-            t = np.array([fr.counters[key] for fr in frames], dtype=float)
+        if all(key in c for c in counters):
+            t = np.array([c[key] for c in counters], dtype=float)
             return t - t[0]
     return np.arange(n, dtype=float)
 
 
-def _motors(data: SaxsData, params: SaxsParameters) -> tuple[str, str, np.ndarray, np.ndarray]:
+def _check_motor_names(frames: list[Frame], params: SaxsParameters) -> None:
+    keys = set.intersection(*(set(fr.counters) for fr in frames)) if frames else set()
+    for name, pname in ((params.motor_x, "motor_x"), (params.motor_y, "motor_y")):
+        if name and name not in keys:
+            raise _violation(pname, f"no positioner {name!r} (known: {', '.join(sorted(keys)) or 'none'})")
+
+
+def _motors(counters: list[dict[str, float]], params: SaxsParameters) -> tuple[str, str, np.ndarray, np.ndarray]:
     # per-frame positioners/counters (NeXus positioners or the frames' SPEC row)
-    keys = set.intersection(*(set(fr.counters) for fr in data.frames)) if data.frames else set()
-    pos = {k: np.array([fr.counters[k] for fr in data.frames]) for k in keys}
+    keys = set.intersection(*(set(c) for c in counters)) if counters else set()
+    pos = {k: np.array([c[k] for c in counters]) for k in keys}
     for name, pname in ((params.motor_x, "motor_x"), (params.motor_y, "motor_y")):
         if name and name not in pos:
             raise _violation(pname, f"no positioner {name!r} (known: {', '.join(sorted(pos)) or 'none'})")
@@ -738,8 +910,6 @@ def _common_q(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
 
 
 def _process(entry: h5py.Group, params: SaxsParameters) -> None:
-    import json
-
     p = entry.create_group("reduction")
     p.attrs["NX_class"] = "NXprocess"
     p.create_dataset("program", data="panreduce saxs")
