@@ -1,0 +1,188 @@
+{{/* Names ------------------------------------------------------------------------------ */}}
+{{- define "panreduce.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "panreduce.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* <fullname>-<component>: the Deployment and Service name of a component (gateway or a
+technique); a technique's Service is how the gateway finds it. */}}
+{{- define "panreduce.componentName" -}}
+{{- printf "%s-%s" (include "panreduce.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "panreduce.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "panreduce.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Labels ----------------------------------------------------------------------------- */}}
+{{- define "panreduce.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "panreduce.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: panreduce
+{{- end }}
+
+{{/* selector labels of one component: dict "root" $ "component" NAME */}}
+{{- define "panreduce.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "panreduce.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "panreduce.componentLabels" -}}
+{{ include "panreduce.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- if .technique }}
+panreduce.io/technique: {{ .component }}
+{{- end }}
+{{- end }}
+
+{{/* GPU ---------------------------------------------------------------------------------- */}}
+{{/* the nvidia.com/gpu limit of a values entry (0 when none) */}}
+{{- define "panreduce.gpuCount" -}}
+{{- $limits := (.resources | default dict).limits | default dict }}
+{{- index $limits "nvidia.com/gpu" | default 0 | int }}
+{{- end }}
+
+{{/* Image ref: dict "root" $ "image" .image "gpu" BOOL */}}
+{{- define "panreduce.image" -}}
+{{- $v := .root.Values.image }}
+{{- $tag := .image.tag | default $v.tag | default .root.Chart.AppVersion }}
+{{- if and .gpu (not .image.tag) }}
+{{- $tag = printf "%s%s" $tag $v.gpuTagSuffix }}
+{{- end }}
+{{- $registry := .image.registry | default $v.registry }}
+{{- if $registry }}
+{{- printf "%s/%s:%s" (trimSuffix "/" $registry) .image.repository $tag }}
+{{- else }}
+{{- printf "%s:%s" .image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Routes of the gateway: TECHNIQUE=SERVICE:PORT,... ; sharded techniques through their
+headless Service with gRPC's DNS resolver, so that the gateway sees every replica;
+gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsal). */}}
+{{- define "panreduce.routes" -}}
+{{- $routes := dict }}
+{{- range $name, $t := .Values.techniques }}
+{{- if $t.enabled }}
+{{- $svc := include "panreduce.componentName" (dict "root" $ "component" $name) }}
+{{- if $t.sharded }}
+{{- $_ := set $routes $name (printf "dns:///%s-headless:50051" $svc) }}
+{{- else }}
+{{- $_ := set $routes $name (printf "%s:50051" $svc) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $name, $address := .Values.gateway.routes }}
+{{- $_ := set $routes $name $address }}
+{{- end }}
+{{- $pairs := list }}
+{{- range $name := keys $routes | sortAlpha }}
+{{- $pairs = append $pairs (printf "%s=%s" $name (get $routes $name)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* Environment shared by every container (S3, logs, metrics, extras) */}}
+{{- define "panreduce.commonEnv" -}}
+- name: PANREDUCE_LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: PANREDUCE_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: PANREDUCE_STORE
+  value: {{ .Values.store.mountPath | quote }}
+- name: MPLCONFIGDIR
+  value: /tmp/matplotlib
+{{- $s3 := .Values.s3 }}
+{{- if $s3.enabled }}
+{{- with $s3.endpoint }}
+- name: PANREDUCE_S3_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.region }}
+- name: PANREDUCE_S3_REGION
+  value: {{ . | quote }}
+{{- end }}
+- name: PANREDUCE_S3_ALLOW_HTTP
+  value: {{ $s3.allowHttp | quote }}
+{{- with $s3.buckets }}
+- name: PANREDUCE_S3_BUCKETS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with $s3.resultsUri }}
+- name: PANREDUCE_RESULTS_URI
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.scratchUri }}
+- name: PANREDUCE_SCRATCH_URI
+  value: {{ . | quote }}
+{{- end }}
+- name: PANREDUCE_S3_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "panreduce.s3SecretName" . }}
+      key: AWS_ACCESS_KEY_ID
+- name: PANREDUCE_S3_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "panreduce.s3SecretName" . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "panreduce.s3SecretName" -}}
+{{- .Values.s3.existingSecret | default (printf "%s-s3" (include "panreduce.fullname" .)) }}
+{{- end }}
+
+{{- define "panreduce.storeClaimName" -}}
+{{- .Values.store.persistence.existingClaim | default (printf "%s-store" (include "panreduce.fullname" .)) }}
+{{- end }}
+
+{{- define "panreduce.jobsClaimName" -}}
+{{- .Values.jobStore.sqlite.persistence.existingClaim | default (printf "%s-jobs" (include "panreduce.fullname" .)) }}
+{{- end }}
+
+{{/* Native gRPC probe: dict "port" N "probe" SETTINGS ("kind" "tcp": a TCP probe instead) */}}
+{{- define "panreduce.grpcProbe" -}}
+{{- if eq (.kind | default "grpc") "tcp" }}
+tcpSocket:
+  port: {{ .port }}
+{{- else }}
+grpc:
+  port: {{ .port }}
+{{- end }}
+{{- range $k, $v := .probe }}
+{{ $k }}: {{ $v }}
+{{- end }}
+{{- end }}
+
+{{/* Pod annotations for Prometheus scraping */}}
+{{- define "panreduce.metricsAnnotations" -}}
+{{- if .Values.metrics.enabled }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end }}

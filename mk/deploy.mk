@@ -1,0 +1,23 @@
+# Deployment: container images and the Helm chart (docs/deploy.md).
+# Uses $(PY), $(UV) and $(VENV) from the root Makefile.
+
+.PHONY: images images-check images-list chart-check chart-package
+
+IMAGES ?=
+GPU ?= 0
+
+images: setup ## build the container images with podman (IMAGES="gateway scan" for some; GPU=1 adds the CUDA variants)
+	$(PY) scripts/images.py build $(IMAGES) $(if $(filter 1,$(GPU)),--gpu)
+
+images-check: setup ## build the gateway and scan images, run them with podman, check health, Describe and SIGTERM (slow: minutes)
+	$(PY) scripts/images.py check
+
+images-list: ## the image names and tags (from images/images.toml)
+	@python3 scripts/images.py list
+
+chart-check: setup ## helm lint + template (default and GPU values) + kubernetes-validate --strict, offline
+	$(PY) scripts/chart-check.py
+
+chart-package: chart-check ## package charts/panreduce into dist/ (after chart-check)
+	@mkdir -p dist
+	$$(scripts/chart-helm.sh) package charts/panreduce --destination dist

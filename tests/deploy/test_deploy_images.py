@@ -1,0 +1,169 @@
+"""images/: one image per workspace member, names and tags from images/images.toml only, and
+the chart, the Containerfiles and the techniques' own declarations agreeing with it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+
+import pytest
+import yaml
+from deploy_support import CHART, ROOT
+
+CONTAINERFILES = {p: (ROOT / p).read_text() for p in ("images/service/Containerfile", "images/gateway/Containerfile")}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_script("images").load_config()
+
+
+def workspace_members() -> dict[str, dict]:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return {m: tomllib.loads((ROOT / m / "pyproject.toml").read_text()) for m in root["tool"]["uv"]["workspace"]["members"]}
+
+
+def techniques_of(member: dict) -> list[str]:
+    return list(member["project"].get("entry-points", {}).get("panreduce.techniques", {}))
+
+
+def test_one_image_per_member_and_technique(cfg):
+    members = workspace_members()
+    by_member = {img.member: img for img in cfg.images.values()}
+    assert set(by_member) == set(members) - {"services/common"}, "every member but the kit has its own image"
+    for path, img in by_member.items():
+        meta = members[path]
+        assert img.package == meta["project"]["name"]
+        assert (ROOT / img.containerfile).is_file()
+        if path == "gateway":
+            assert img.technique is None and "panreduce" in meta["project"]["scripts"]
+        else:
+            # the technique the image serves is the one its member registers
+            assert techniques_of(meta) == [img.technique] == [img.name], path
+            # GPU variant <=> the member has the `gpu` extra (torch)
+            assert img.gpu == ("gpu" in meta["project"].get("optional-dependencies", {})), path
+
+
+def test_image_settings_agree_with_the_technique_classes(cfg):
+    """wants_gpu and shardable as the services themselves declare them (Describe)."""
+    from panreduce import registry
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["techniques"]
+    gpu_values = yaml.safe_load((CHART / "values-gpu.yaml").read_text())["techniques"]
+    for img in cfg.images.values():
+        if img.technique is None:
+            continue
+        cls = registry.load(img.technique)
+        assert img.gpu == bool(cls.wants_gpu), img.name
+        assert values[img.name]["sharded"] == bool(cls.shardable), f"{img.name}: sharded must follow Technique.shardable"
+        requests_gpu = (gpu_values.get(img.name, {}).get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0) > 0)
+        assert requests_gpu == bool(cls.wants_gpu), f"values-gpu.yaml and {img.name}.wants_gpu disagree"
+
+
+def test_chart_takes_names_and_tags_from_images_toml(cfg):
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    doc = tomllib.loads((ROOT / "images" / "images.toml").read_text())
+    assert chart["appVersion"] == doc["build"]["tag"]
+    assert values["image"]["registry"] == doc["build"]["registry"]
+    assert values["image"]["gpuTagSuffix"] == doc["build"]["gpu_tag_suffix"]
+    assert values["image"]["tag"] == ""  # i.e. appVersion: one place
+    assert values["gateway"]["image"]["repository"] == "gateway"
+    techniques = {n for n, img in cfg.images.items() if img.technique}
+    assert set(values["techniques"]) == techniques
+    for name in techniques:
+        assert values["techniques"][name]["image"] == {"repository": name, "tag": ""}
+    # every member's version is the image tag
+    for member in workspace_members().values():
+        assert member["project"]["version"] == doc["build"]["tag"]
+
+
+def test_uv_in_images_is_the_projects_pinned_uv():
+    pinned = re.search(r'UV_VERSION="\$\{UV_VERSION:-([0-9.]+)\}"', (ROOT / "scripts" / "ensure-uv.sh").read_text())
+    doc = tomllib.loads((ROOT / "images" / "images.toml").read_text())
+    assert pinned and doc["build"]["uv_version"] == pinned.group(1)
+
+
+@pytest.mark.parametrize("path", sorted(CONTAINERFILES))
+def test_containerfile_builds_from_the_lock_deps_before_source(path):
+    text = CONTAINERFILES[path]
+    lines = [ln.strip() for ln in text.replace("\\\n", " ").splitlines() if ln.strip() and not ln.startswith("#")]
+    # every workspace member's pyproject.toml is copied for the dependency layer
+    for member in workspace_members():
+        assert f"COPY {member}/pyproject.toml {member}/" in lines, f"{path}: add {member}/pyproject.toml"
+    deps = next(i for i, ln in enumerate(lines) if "--no-install-workspace" in ln)
+    assert "uv sync --frozen --no-dev" in lines[deps]
+    source = lines.index("COPY proto/ proto/")
+    assert deps < source, "dependencies must be installed before the source is copied"
+    final = next(i for i, ln in enumerate(lines) if "uv sync" in ln and "--no-editable" in ln)
+    assert final > source and "--frozen" in lines[final] and "--no-dev" in lines[final]
+    runtime = max(i for i, ln in enumerate(lines) if ln.startswith("FROM "))
+    tail = lines[runtime:]
+    user = tail.index("USER 10001:10001")
+    smoke = next(i for i, ln in enumerate(tail) if ln.startswith("RUN ") and "smoke test" in ln)
+    assert user < smoke, "the smoke test runs as the runtime user"
+    assert "STOPSIGNAL SIGTERM" in tail
+    assert any(ln.startswith("HEALTHCHECK") and "panreduce-health" in ln for ln in tail)
+    assert any(ln.startswith('ENTRYPOINT ["/usr/bin/tini"') for ln in tail)
+    assert not any(ln.startswith("COPY") and "--from=build" not in ln for ln in tail), "runtime copies only the venv"
+
+
+def test_service_and_gateway_share_one_build_stage():
+    stages = [t.split("# --- runtime")[0].split("# --- build")[1] for t in CONTAINERFILES.values()]
+    assert stages[0] == stages[1]
+
+
+def test_build_context_is_limited():
+    ignore = [ln.strip() for ln in (ROOT / "images" / "containerignore").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert ignore[0] == "*"  # nothing (.venv, .git, .tools, data) unless named below
+    assert {"!pyproject.toml", "!uv.lock", "!proto/", "!services/", "!gateway/"} <= set(ignore)
+    assert "services/common/src/panreduce/v1/" in ignore  # generated in the build, never copied
+
+
+def test_images_list_prints_every_ref(cfg):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "images.py"), "list"],
+                         capture_output=True, text=True, check=True).stdout
+    refs = {line.split()[-1] for line in out.splitlines()}
+    expected = {cfg.ref(n) for n in cfg.images} | {cfg.ref(n, gpu=True) for n, i in cfg.images.items() if i.gpu}
+    assert refs == expected
+    assert "localhost/panreduce/tomography:0.1.0-cuda" in refs
+
+
+def test_make_help_lists_the_deploy_targets():
+    out = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("images", "images-check", "chart-check"):
+        assert re.search(rf"^\s+make {re.escape(target)}\s+\S", out, re.M), target
+
+
+@pytest.mark.skipif(os.environ.get("PANREDUCE_IMAGES_CHECK") != "1",
+                    reason="builds and runs container images (minutes): opt in with PANREDUCE_IMAGES_CHECK=1 "
+                           "or run `make images-check`")
+def test_images_check_builds_and_runs_the_gateway_and_scan():
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "images.py"), "check"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "images-check: 7 passed, 0 failed" in res.stdout
+
+
+def test_helm_cli_is_the_pinned_release(helm_cli):
+    script = (ROOT / "scripts" / "chart-helm.sh").read_text()
+    pinned = re.search(r'HELM_NPM_VERSION="\$\{HELM_NPM_VERSION:-([0-9.]+)-\d+\}"', script).group(1)
+    assert helm_cli.startswith(str(ROOT / ".tools" / "helm"))  # git-ignored, installed by the script
+    version = subprocess.run([helm_cli, "version", "--short"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith(f"v{pinned}+"), version
+    # a second call reuses the installed CLI
+    again = subprocess.run([str(ROOT / "scripts" / "chart-helm.sh")], capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == helm_cli and again.stderr == ""
