@@ -34,7 +34,7 @@ test-gpu: setup ## run the GPU tests (needs CUDA and torch: uv sync --extra gpu)
 test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
 
-bench-%: setup ## run a technique's benchmark: make bench-TECHNIQUE (prints a table)
+bench-%: setup ## a benchmark table: make bench-platform, bench-sans, bench-saxs, bench-tomography, bench-ptychography
 	$(PY) benchmarks/bench_$*.py
 
 lint: setup ## ruff over the code

@@ -43,3 +43,34 @@ def dataset_folder():
             raise
 
     return get
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server on loopback (scripts/pg-server.sh); yields its admin DSN."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pg-server.sh"
+    was_running = subprocess.run([str(script), "status"], capture_output=True).returncode == 0
+    done = subprocess.run([str(script), "start"], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        _missing(RuntimeError(f"PostgreSQL could not be started: {done.stderr.strip()[-1000:]}"))
+    dsn = done.stdout.strip().split("=", 1)[1]
+    yield dsn
+    if not was_running:
+        subprocess.run([str(script), "stop"], capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def pg_database(pg_server):
+    """A fresh, empty database on the test PostgreSQL server; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield pg_server.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from panreduce.v1 import reduce_pb2 as pb
 from panreduce_gateway import retention
 from panreduce_gateway.auth import Access, JwtVerifier, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
+from panreduce_gateway.pgstore import PostgresJobStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
 from toy import Toy  # noqa: E402
@@ -68,8 +70,18 @@ def batch_of(tmp_path: Path, dataset, n: int) -> Path:
 
 
 # -- persistence ------------------------------------------------------------------------
-def test_sqlite_store_round_trip_and_catalogue_queries(tmp_path):
-    store = SqliteJobStore(tmp_path / "jobs.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def job_store_factory(request, tmp_path):
+    """Opens the same job table again (as after a restart): SQLite file or PostgreSQL."""
+    if request.param == "sqlite":
+        yield lambda: SqliteJobStore(tmp_path / "jobs.sqlite")
+    else:
+        dsn = request.getfixturevalue("pg_database")
+        yield lambda: PostgresJobStore(dsn)
+
+
+def test_job_store_round_trip_and_catalogue_queries(job_store_factory):
+    store = job_store_factory()
     for i, (sample, user, proposal) in enumerate([("GFP 5mg/ml", "King Dr SM", "p1"), ("buffer", "I16 User", "p2"),
                                                     ("Tooth", "", "p1")]):
         job = pb.Job(job_id=f"j{i}", technique="scan" if i < 2 else "tomography", state=pb.QUEUED,
@@ -82,7 +94,7 @@ def test_sqlite_store_round_trip_and_catalogue_queries(tmp_path):
         store.put(job)
         store.append_event(pb.JobEvent(job_id=job.job_id, seq=1, accepted=pb.Accepted(technique="scan")))
     store.close()
-    store = SqliteJobStore(tmp_path / "jobs.sqlite")  # as after a restart
+    store = job_store_factory()  # as after a restart
 
     def ids(**q) -> list[str]:
         labels = q.pop("labels", {})
@@ -427,3 +439,42 @@ def test_env_configures_access(tmp_path):
     access = Access.from_env({"PANREDUCE_TOKENS_FILE": str(tokens), "PANREDUCE_ALLOWED_PREFIXES": "s3://b/{proposal}/"})
     assert access.enabled and access.prefixes == ["s3://b/{proposal}/"]
     assert not Access.from_env({}).enabled
+
+
+def test_replicated_gateways_take_over_a_vanished_replicas_jobs(pg_database, scan_replicas, tmp_path, dataset):
+    """Two gateway processes share a PostgreSQL job table; the one that ran a job is
+    killed; the other claims the job once the dead one's heartbeat lease lapses and runs
+    it to the end; the idempotency key still maps to the one job."""
+    _, addresses = scan_replicas
+    batch = batch_of(tmp_path, dataset, 40)
+    env = {**os.environ, "PANREDUCE_DB_LEASE": "3", "PANREDUCE_DB_HEARTBEAT": "0.5", "PANREDUCE_CLAIM_SECONDS": "1"}
+    gateways = []
+    for name in ("a", "b"):
+        port = free_port()
+        proc = subprocess.Popen([str(BIN / "panreduce"), "gateway", "--host", "127.0.0.1", "--port", str(port),
+                                 "--db", pg_database, "--store", str(tmp_path / f"gw-{name}"),
+                                 "--route", f"scan={addresses[0]}"], env=env, stderr=subprocess.DEVNULL)
+        wait_serving(f"127.0.0.1:{port}", proc)
+        gateways.append((proc, f"127.0.0.1:{port}"))
+    (a, a_address), (b, b_address) = gateways
+    try:
+        with Client(a_address, timeout=30) as c:
+            job = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "out"),
+                           idempotency_key="shared-1")
+            for event in c.watch(job.job_id):
+                if event.HasField("progress") and event.progress.stage in ("load", "fit"):
+                    break
+        a.kill()
+        a.wait(10)
+        with Client(b_address, timeout=120) as c:
+            assert c.get_job(job.job_id).job_id == job.job_id  # the shared table knows it
+            final = c.wait(job.job_id)
+            again = c.submit("scan", [str(batch) + "/"], {}, str(tmp_path / "other"), idempotency_key="shared-1")
+        assert final.state == pb.SUCCEEDED, final.failure.message
+        assert final.attempts == 2 and final.result.summary["n_scans"] == 40
+        assert again.job_id == job.job_id and not (tmp_path / "other").exists()
+    finally:
+        for proc, _ in gateways:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(30)

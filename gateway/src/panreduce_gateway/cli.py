@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def server_opts(sp: argparse.ArgumentParser) -> None:
         env = os.environ.get
-        sp.add_argument("--db", type=Path, default=env("PANREDUCE_DB"),
-                        help="SQLite job table (default: <store>/jobs.sqlite for serve; in memory for gateway)")
+        sp.add_argument("--db", default=env("PANREDUCE_DB_DSN") or env("PANREDUCE_DB"),
+                        help="job table: a SQLite file, or a postgresql:// DSN for a replicated gateway "
+                        "(default: $PANREDUCE_DB_DSN, $PANREDUCE_DB; serve: <store>/jobs.sqlite; gateway: in memory)")
         sp.add_argument("--tls-cert", type=Path, default=env("PANREDUCE_TLS_CERT"), help="serve TLS: certificate chain (PEM)")
         sp.add_argument("--tls-key", type=Path, default=env("PANREDUCE_TLS_KEY"), help="serve TLS: private key (PEM)")
         sp.add_argument("--tokens-file", default=env("PANREDUCE_TOKENS_FILE"),
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--days", type=float, default=float(os.environ.get("PANREDUCE_RETENTION_DAYS", 90)),
                     help="retention in days (default $PANREDUCE_RETENTION_DAYS or 90, the facility minimum)")
     sp.add_argument("--store", type=Path, default=None, help="the gateway's store folder")
-    sp.add_argument("--db", type=Path, default=os.environ.get("PANREDUCE_DB"), help="the job table (default <store>/jobs.sqlite)")
+    sp.add_argument("--db", default=os.environ.get("PANREDUCE_DB_DSN") or os.environ.get("PANREDUCE_DB"),
+                    help="the job table: SQLite file or postgresql:// DSN (default <store>/jobs.sqlite)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_retention)
 
@@ -474,10 +476,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
     from panreduce.serving import run_until_signal, start_server
-    from panreduce.sqlstore import SqliteJobStore
     from panreduce.storage import Stores
     from panreduce_gateway.embedded import default_store_root
     from panreduce_gateway.gateway import GatewayService, parse_routes
+    from panreduce_gateway.pgstore import open_job_store
 
     configure()
     pairs = list(args.route) + [r for r in os.environ.get("PANREDUCE_ROUTES", "").split(",") if r.strip()]
@@ -485,11 +487,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not routes:
         raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
     config, tls = gateway_settings(args)
-    store = SqliteJobStore(args.db) if args.db else None
+    store = open_job_store(args.db)
     service = GatewayService(routes, stores=Stores.from_env(args.store or default_store_root()), store=store, config=config)
     running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager,
                            tls=tls)
     service.resume()
+    service.start_claiming()
     running.set_serving(True)
     serve_metrics(args.metrics_port)
     print(f"panreduce: gateway on port {running.port} routing {', '.join(sorted(routes))}", file=sys.stderr, flush=True)
@@ -500,19 +503,19 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 def cmd_retention(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from panreduce.sqlstore import SqliteJobStore
     from panreduce.storage import Stores
     from panreduce_gateway import retention
     from panreduce_gateway.embedded import default_store_root
+    from panreduce_gateway.pgstore import open_job_store
 
     root = (args.store or default_store_root()).resolve()
-    db = Path(args.db) if args.db else root / "jobs.sqlite"
-    if not db.is_file():
-        raise errors.InputNotFound(str(db), "no job table there; give --store or --db")
+    db = args.db or str(root / "jobs.sqlite")
+    if "://" not in db and not Path(db).is_file():
+        raise errors.InputNotFound(db, "no job table there; give --store or --db")
     if args.days < retention.DEFAULT_DAYS:
         print(f"panreduce: warning: {args.days:g} days is below the facility minimum of "
               f"{retention.DEFAULT_DAYS} days", file=sys.stderr)
-    store = SqliteJobStore(db)
+    store = open_job_store(db)
     items = retention.expired(store, days=args.days)
     deleted = retention.apply(store, Stores.from_env(root), items) if args.apply else []
     if args.json:

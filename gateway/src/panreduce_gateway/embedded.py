@@ -15,9 +15,9 @@ from pathlib import Path
 from panreduce import registry
 from panreduce.kit.server import start_technique
 from panreduce.serving import RunningServer, start_server
-from panreduce.sqlstore import SqliteJobStore
 from panreduce.storage import Stores
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
+from panreduce_gateway.pgstore import open_job_store
 
 log = logging.getLogger("panreduce.embedded")
 
@@ -40,13 +40,13 @@ class Platform:
 
     def __init__(self, techniques: Iterable[str] | None = None, *, store_root: Path | None = None,
                  address: str = "127.0.0.1:0", max_running: int = 1, persistent: bool = False,
-                 db: Path | None = None, config: GatewayConfig | None = None,
+                 db: Path | str | None = None, config: GatewayConfig | None = None,
                  tls: tuple[bytes, bytes] | None = None) -> None:
         self.names = list(techniques) if techniques is not None else registry.names()
         self.stores = Stores.from_env(store_root or default_store_root())
         self.address_spec = address
         self.max_running = max_running
-        self.db = db or (self.stores.root / "jobs.sqlite" if persistent else None)
+        self.db = str(db) if db else (str(self.stores.root / "jobs.sqlite") if persistent else None)
         self.config = config
         self.tls = tls
         self.services: dict[str, RunningServer] = {}
@@ -68,13 +68,14 @@ class Platform:
                 self.services[name] = start_technique(cls, stores=self.stores, max_running=self.max_running)
                 log.info("technique %s on %s", name, self.services[name].address)
             routes = {name: s.address for name, s in self.services.items()}
-            store = SqliteJobStore(self.db) if self.db else None
+            store = open_job_store(self.db)
             self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=self.config)
             self.gateway = start_server(self._gateway_service, address=self.address_spec, name="gateway",
                                         manager=self._gateway_service.manager, tls=self.tls)
             resumed = self._gateway_service.resume()
             if resumed:
                 log.warning("resumed %d unfinished job(s): %s", len(resumed), ", ".join(resumed))
+            self._gateway_service.start_claiming()
             self.gateway.set_serving(True)
         except BaseException:
             self.stop(grace=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -125,12 +126,33 @@ class GatewayService(pb_grpc.ReducerServicer):
         self._described: dict[str, pb.TechniqueInfo] = {}
         self._lock = threading.Lock()
         self._shard_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shard")
+        self._closed = threading.Event()
 
     def resume(self) -> list[str]:
         """Run again the jobs a previous gateway process left unfinished."""
         return self.manager.resume()
 
+    def start_claiming(self, every: float | None = None) -> None:
+        """With a shared job table (PostgreSQL), keep taking over the jobs of gateway
+        replicas that stopped renewing their heartbeat (every ``$PANREDUCE_CLAIM_SECONDS``,
+        default 30 s)."""
+        if not hasattr(self.manager.store, "lease"):
+            return
+        every = every or float(os.environ.get("PANREDUCE_CLAIM_SECONDS", "30"))
+
+        def loop() -> None:
+            while not self._closed.wait(every):
+                try:
+                    taken = self.manager.resume()
+                    if taken:
+                        log.warning("took over %d job(s) of a vanished gateway: %s", len(taken), ", ".join(taken))
+                except Exception:  # noqa: BLE001
+                    log.exception("claiming orphaned jobs failed")
+
+        threading.Thread(target=loop, daemon=True, name="claim-orphans").start()
+
     def close(self) -> None:
+        self._closed.set()
         self._shard_pool.shutdown(wait=False, cancel_futures=True)
         for route in self.routes.values():
             route.channel.close()
@@ -343,7 +365,12 @@ class GatewayService(pb_grpc.ReducerServicer):
         timeout = None
         if handle.deadline is not None:
             timeout = max(handle.deadline - time.monotonic(), 0.001)
-        call = route.stub.Reduce(request, timeout=timeout, wait_for_ready=True)
+        # The gateway keeps the idempotency key; each attempt upstream is a new job (the
+        # service would otherwise hand back the attempt that a lost connection cancelled).
+        upstream = pb.ReduceRequest()
+        upstream.CopyFrom(request)
+        upstream.idempotency_key = ""
+        call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True)
         handle.on_cancel(call.cancel)
         try:
             for event in call:

@@ -287,6 +287,8 @@ class JobManager:
         attempt counter goes on; past ``max_attempts`` it fails with the cause)."""
         resumed = []
         for job in self.store.unfinished():
+            if job.job_id in self._handles:  # running here already
+                continue
             with self._cond:
                 self._seq[job.job_id] = job.last_seq
                 if job.attempts >= self.max_attempts:

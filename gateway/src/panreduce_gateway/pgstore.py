@@ -1,0 +1,216 @@
+"""The job table and event log in PostgreSQL, for a replicated gateway.
+
+Same interface and catalogue as the SQLite store (``panreduce.sqlstore``), plus
+ownership: every job records the gateway instance that runs it, each instance renews a
+heartbeat, and ``unfinished()`` hands an instance the unfinished jobs whose runner has
+not been seen for ``lease`` seconds (a crashed replica), claiming them atomically with
+``FOR UPDATE SKIP LOCKED`` so that no two replicas run the same job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+
+import psycopg
+
+from panreduce.v1 import reduce_pb2 as pb
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    technique TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    created_ns BIGINT NOT NULL,
+    finished_ns BIGINT NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT '',
+    proposal TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT UNIQUE,
+    runner TEXT NOT NULL DEFAULT '',
+    job BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_proposal ON jobs (proposal, created_ns);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ns);
+CREATE INDEX IF NOT EXISTS jobs_technique ON jobs (technique, created_ns);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    event BYTEA NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS catalogue (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job_id, key, value)
+);
+CREATE INDEX IF NOT EXISTS catalogue_key_value ON catalogue (key, lower(value));
+CREATE TABLE IF NOT EXISTS gateways (
+    id TEXT PRIMARY KEY,
+    seen TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+"""
+
+TERMINAL_STATES = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
+
+
+class PostgresJobStore:
+    """Implements ``panreduce.jobs.JobStore`` over PostgreSQL (``dsn``: a libpq URI)."""
+
+    def __init__(self, dsn: str, *, lease: float = 60.0, heartbeat: float = 10.0) -> None:
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease = lease
+        self._lock = threading.RLock()
+        self._db = psycopg.connect(dsn, autocommit=True)
+        with self._lock:
+            self._db.execute("SELECT pg_advisory_lock(727270)")  # one schema migration at a time
+            try:
+                self._db.execute(SCHEMA)
+            finally:
+                self._db.execute("SELECT pg_advisory_unlock(727270)")
+        self._beat()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._heartbeat, args=(heartbeat,), daemon=True,
+                                        name="pgstore-heartbeat")
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._db.execute("DELETE FROM gateways WHERE id = %s", (self.instance,))
+            self._db.close()
+
+    def _beat(self) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO gateways (id, seen) VALUES (%s, now()) "
+                             "ON CONFLICT (id) DO UPDATE SET seen = now()", (self.instance,))
+
+    def _heartbeat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self._beat()
+            except psycopg.Error:
+                pass  # the next beat tries again; a long outage lets another replica take over
+
+    # -- JobStore -----------------------------------------------------------------------
+    def add(self, job: pb.Job) -> None:
+        with self._lock, self._db.transaction():
+            self._db.execute(
+                "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, runner, job)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
+                 job.request.idempotency_key or None, self.instance, job.SerializeToString()),
+            )
+            self._index(job)
+
+    def get(self, job_id: str) -> pb.Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT job FROM jobs WHERE job_id = %s", (job_id,)).fetchone()
+        return pb.Job.FromString(row[0]) if row else None
+
+    def put(self, job: pb.Job) -> None:
+        finished = job.finished.ToNanoseconds() if job.HasField("finished") else 0
+        with self._lock, self._db.transaction():
+            self._db.execute("UPDATE jobs SET state = %s, finished_ns = %s, job = %s WHERE job_id = %s",
+                             (job.state, finished, job.SerializeToString(), job.job_id))
+            if job.HasField("result"):
+                self._index(job)
+
+    def append_event(self, event: pb.JobEvent) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO events (job_id, seq, event) VALUES (%s, %s, %s) "
+                             "ON CONFLICT (job_id, seq) DO UPDATE SET event = EXCLUDED.event",
+                             (event.job_id, event.seq, event.SerializeToString()))
+
+    def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]:
+        with self._lock:
+            rows = self._db.execute("SELECT event FROM events WHERE job_id = %s AND seq > %s ORDER BY seq",
+                                    (job_id, after_seq)).fetchall()
+        return [pb.JobEvent.FromString(r[0]) for r in rows]
+
+    def by_idempotency_key(self, key: str) -> pb.Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT job FROM jobs WHERE idempotency_key = %s", (key,)).fetchone()
+        return pb.Job.FromString(row[0]) if row else None
+
+    def unfinished(self) -> list[pb.Job]:
+        """Claim and return the unfinished jobs this instance should run: its own, and
+        those of gateways not seen for ``lease`` seconds."""
+        with self._lock, self._db.transaction():
+            rows = self._db.execute(
+                """UPDATE jobs SET runner = %(me)s WHERE job_id IN (
+                       SELECT j.job_id FROM jobs j LEFT JOIN gateways g ON g.id = j.runner
+                       WHERE j.state <> ALL(%(terminal)s)
+                         AND (j.runner = %(me)s OR g.seen IS NULL
+                              OR g.seen < now() - make_interval(secs => %(lease)s))
+                       ORDER BY j.created_ns
+                       FOR UPDATE OF j SKIP LOCKED)
+                   RETURNING job""",
+                {"me": self.instance, "terminal": list(TERMINAL_STATES), "lease": self.lease},
+            ).fetchall()
+        return sorted((pb.Job.FromString(r[0]) for r in rows), key=lambda j: j.created.ToNanoseconds())
+
+    def list(self, q: pb.ListJobsRequest) -> list[pb.Job]:
+        where, args = [], []
+        if q.technique:
+            where.append("technique = %s")
+            args.append(q.technique)
+        if q.state:
+            where.append("state = %s")
+            args.append(q.state)
+        if q.proposal:
+            where.append("proposal = %s")
+            args.append(q.proposal)
+        if q.owner:
+            where.append("(owner = %s OR job_id IN (SELECT job_id FROM catalogue WHERE key = 'user' "
+                         "AND value ILIKE %s))")
+            args += [q.owner, f"%{q.owner}%"]
+        if q.sample:
+            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = 'sample' AND value ILIKE %s)")
+            args.append(f"%{q.sample}%")
+        for k, v in q.labels.items():
+            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = %s AND value = %s)")
+            args += [f"label:{k}", v]
+        if q.HasField("created_after"):
+            where.append("created_ns >= %s")
+            args.append(q.created_after.ToNanoseconds())
+        if q.HasField("created_before"):
+            where.append("created_ns < %s")
+            args.append(q.created_before.ToNanoseconds())
+        sql = "SELECT job FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_ns DESC"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+        return [pb.Job.FromString(r[0]) for r in rows]
+
+    def delete(self, job_id: str) -> None:
+        with self._lock, self._db.transaction():
+            for table in ("events", "catalogue", "jobs"):
+                self._db.execute(f"DELETE FROM {table} WHERE job_id = %s", (job_id,))  # noqa: S608
+
+    def _index(self, job: pb.Job) -> None:
+        rows = {(f"label:{k}", v) for k, v in job.request.labels.items()}
+        if "sample" in job.request.labels:
+            rows.add(("sample", job.request.labels["sample"]))
+        for k, v in job.result.catalogue.items():
+            for part in v.split("; "):
+                if part:
+                    rows.add((k, part))
+        with self._db.cursor() as cur:
+            cur.executemany("INSERT INTO catalogue (job_id, key, value) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                            [(job.job_id, k, v) for k, v in rows])
+
+
+def open_job_store(spec: str | None):  # noqa: ANN201
+    """A job store from a setting: a ``postgresql://`` DSN, a SQLite file path, or None
+    (in memory)."""
+    if not spec:
+        return None
+    if spec.startswith(("postgresql://", "postgres://")):
+        return PostgresJobStore(spec, lease=float(os.environ.get("PANREDUCE_DB_LEASE", "60")),
+                                heartbeat=float(os.environ.get("PANREDUCE_DB_HEARTBEAT", "10")))
+    from panreduce.sqlstore import SqliteJobStore
+
+    return SqliteJobStore(spec)
