@@ -85,6 +85,10 @@ class Backend:
     def sqrt(self, a: Array) -> Array:
         return np.sqrt(a)
 
+    def conj_inplace(self, a: Array) -> Array:
+        """conj(a), overwriting ``a`` (which must not be used afterwards)."""
+        return np.conjugate(a, out=a)
+
     def exp_i(self, phase: Array) -> Array:
         """exp(i * phase) for a real array."""
         return np.exp(1j * phase).astype(np.complex64, copy=False)
@@ -211,6 +215,9 @@ class TorchBackend(Backend):
 
     def sqrt(self, a: Array) -> Array:
         return self.torch.sqrt(a)
+
+    def conj_inplace(self, a: Array) -> Array:
+        return a.conj()
 
     def exp_i(self, phase: Array) -> Array:
         return self.torch.polar(self.torch.ones_like(phase), phase)

@@ -138,6 +138,7 @@ class _Model:
         self.obj_shape = tuple(state.obj.shape)
         self.counts = B.asarray(problem.counts)
         self._amplitudes: Array | None = None
+        self._masked: Array | None = None
         self.mask = B.asarray(problem.mask)
         self.mask_all_good = bool(np.all(problem.mask > 0))
         self.obj = B.asarray(state.obj, complex_=True)
@@ -157,6 +158,14 @@ class _Model:
         if self._amplitudes is None:
             self._amplitudes = self.B.sqrt(self.counts)
         return self._amplitudes
+
+    @property
+    def masked_amplitudes(self) -> Array:
+        """sqrt(counts) at good pixels, 0 at bad ones."""
+        if self._masked is None:
+            self._masked = self.amplitudes if self.mask_all_good else self.amplitudes * self.mask
+            self.bad = 1 - self.mask
+        return self._masked
 
     # -- positions --------------------------------------------------------------------
     def set_positions(self, positions: np.ndarray) -> None:
@@ -226,21 +235,20 @@ class _Model:
     # -- Fourier constraint --------------------------------------------------------------
     def fourier_factor(self, intensity: Array, idx: np.ndarray) -> tuple[Array, float]:
         """Modulus-replacement factor sqrt(I_meas / I_model) (1 at bad pixels) and the
-        relative Fourier error sum(mask (|Psi| - A)^2) / sum(mask A^2)."""
+        error sum(mask (|Psi| - A)^2) (relative to sum(mask A^2) once divided by
+        ``norm_data``). ``intensity`` is consumed."""
         B = self.B
-        amp = self.amplitudes[idx] if len(idx) != self.n else self.amplitudes
+        amp = self.masked_amplitudes if len(idx) == self.n else self.masked_amplitudes[B.asarray_index(idx)]
         model = B.sqrt(intensity)
         diff = model - amp
-        if self.mask_all_good:
-            err = B.norm2(diff)
-        else:
-            err = B.vdot_real(diff * self.mask, diff)
+        if not self.mask_all_good:
+            diff *= self.mask
+        err = B.norm2(diff)
+        del diff
         model += FOURIER_EPS
         fac = amp / model
         if not self.mask_all_good:
-            fac -= 1
-            fac *= self.mask
-            fac += 1
+            fac += self.bad  # 1 at bad pixels: the model is kept there
         return fac, err
 
     # -- probe constraints --------------------------------------------------------------
@@ -369,7 +377,7 @@ class _DM:
         den = B.sum(B.abs2(ov[:, 0]), 0)
         d = m.opts.probe_inertia * B.max(den)
         if not m.shifted:
-            num = B.sum(ov.conj() * self.psi, 0)
+            num = B.sum(B.conj_inplace(ov) * self.psi, 0)
             num += m.probe * d
             m.probe = num / (den + d)
         else:
@@ -394,7 +402,7 @@ class _ML:
         self.prev: tuple | None = None  # (hO, hP, <g, z>, zO, zP) of the last iteration
         n_obj = float(np.prod(m.obj_shape))
         self.mu = m.opts.ml_regularisation * m.norm_data / n_obj
-        self.n_good = float(max(B_sum_mask(m), 1.0))
+        self.n_good = max(float(np.asarray(m.B.to_numpy(m.mask)).sum()) * m.n, 1.0)
 
     def _reg_grad(self, o: Array) -> Array:
         B = self.m.B
@@ -543,10 +551,6 @@ def _log(B: Backend, a: Array) -> Array:
     if B.name == "torch":
         return B.torch.log(a)
     return np.log(a)
-
-
-def B_sum_mask(m: _Model) -> float:  # noqa: N802
-    return float(m.B.scalar(m.B.sum(m.mask))) * m.n
 
 
 # -----------------------------------------------------------------------------------------

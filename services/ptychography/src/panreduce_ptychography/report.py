@@ -141,6 +141,15 @@ def _complex_rgb(z: np.ndarray) -> np.ndarray:
     return hsv_to_rgb(np.stack([h, np.ones_like(h), v], axis=-1))
 
 
+def _limits(img: np.ndarray) -> dict[str, float]:
+    """Grey levels from the 1-99 % percentiles of the central part (the scan's edges are
+    dimly lit and noisy)."""
+    h, w = img.shape
+    core = img[h // 6: h - h // 6, w // 6: w - w // 6]
+    lo, hi = np.percentile(core if core.size else img, [1, 99])
+    return {"vmin": float(lo), "vmax": float(hi)} if hi > lo else {}
+
+
 def write_png(path: Path, r: Reconstruction, lit: np.ndarray | None = None) -> None:
     """A 2 x 2 overview: object phase and amplitude (scanned area), probe (first mode,
     hue = phase), error history."""
@@ -158,10 +167,10 @@ def write_png(path: Path, r: Reconstruction, lit: np.ndarray | None = None) -> N
     dx_um = p.pixel_size_m * 1e6
     ext = (x0 * dx_um, x1 * dx_um, y1 * dx_um, y0 * dx_um)
     phase = np.angle(crop * np.exp(-1j * np.angle(crop.mean())))
-    im = axs[0, 0].imshow(phase, cmap="gray", extent=ext)
+    im = axs[0, 0].imshow(phase, cmap="gray", extent=ext, **_limits(phase))
     fig.colorbar(im, ax=axs[0, 0], label="phase (rad)")
     axs[0, 0].set_title("object phase")
-    im = axs[0, 1].imshow(np.abs(crop), cmap="gray", extent=ext)
+    im = axs[0, 1].imshow(np.abs(crop), cmap="gray", extent=ext, **_limits(np.abs(crop)))
     fig.colorbar(im, ax=axs[0, 1], label="amplitude")
     axs[0, 1].set_title("object amplitude")
     for ax in axs[0]:

@@ -1,0 +1,123 @@
+"""Ptychography benchmark (``make bench-ptychography``): iterations/s, peak memory and phase
+error after N iterations for each engine on one CPU core (and on a GPU when one is
+present), for the two simulated scans of issue 7, next to PtyPy's and pty-chi's published
+figures on this machine class.
+
+Cases: 161 frames of 128 x 128 on a 492 x 492 object (the size of PtyPy's MoonFlower
+demo) and 310 frames of 256 x 256. Fermat spiral with 0.3 px jitter, 1e8 photons per
+frame with Poisson noise, probe a defocused pupil; every engine starts from a flat object
+and a probe model 5-15 % off the truth. Phase error: RMS over the well-lit region after
+removing global phase, linear ramp and sub-pixel shift.
+
+Usage: python benchmarks/bench_ptychography.py [--iterations 100] [--cases small,large]
+       [--engines dm,dm-int,ml,lsqml] [--device cpu|gpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from panreduce_ptychography import metrics  # noqa: E402
+from panreduce_ptychography.backend import get_backend  # noqa: E402
+from panreduce_ptychography.engines import Options, State, initial_probe, reconstruct  # noqa: E402
+from panreduce_ptychography.problem import prepare  # noqa: E402
+from panreduce_ptychography.simulate import make_probe, simulate  # noqa: E402
+
+CASES = {
+    # name: (frames, frame side, object side or None, probe diameter (px), step (px))
+    "small": (161, 128, 492, 64.0, 22.0),
+    "large": (310, 256, None, 128.0, 40.0),
+}
+
+#: published figures on this machine class (issue 7), 161 x 128^2 on 492^2
+REFERENCE = [
+    ("PtyPy DM (1 core)", "5.5", "0.10"),
+    ("PtyPy ML (1 core)", "2.5-3.2", ""),
+    ("pty-chi DM", "1.2", "0.016"),
+    ("pty-chi LSQML", "2", ""),
+    ("PtyPy GPU engines, 670 pos., 128^2-256^2 (RTX A6000)", "5.3-7.1", ""),
+]
+
+ENGINES = {
+    # label: (engine, options)
+    "dm": ("dm", {}),
+    "dm-int": ("dm", {"subpixel": False}),
+    "ml": ("ml", {}),
+    "lsqml": ("lsqml", {}),
+}
+
+
+def run_case(name: str, engines: list[str], iterations: int, device: str) -> list[tuple]:
+    n_frames, side, obj_side, diameter, step = CASES[name]
+    sim = simulate(frame_size=side, n_positions=n_frames, photons=1e8, probe_diameter_px=diameter, step_px=step,
+                   object_shape=(obj_side, obj_side) if obj_side else None, jitter_px=0.3, seed=0)
+    rows = []
+    for label in engines:
+        engine, extra = ENGINES[label]
+        backend = get_backend(device, workers=1)
+        tracemalloc.start()
+        problem = prepare(sim.scan)
+        probe0 = make_probe(side, diameter_px=diameter * 1.15, pupil_radius=0.25 * 0.95)
+        state = State(obj=np.ones(problem.object_shape, np.complex64),
+                      probe=initial_probe(problem, probe0, 1), positions=problem.positions.copy())
+        if backend.name == "torch":
+            backend.torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        out = reconstruct(problem, state, engine=engine, iterations=iterations, backend=backend,
+                          options=Options(**extra))
+        backend.synchronize()
+        dt = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        gpu_peak = backend.peak_memory()
+        lo = np.round(np.array(problem.origin_m) / problem.pixel_size_m).astype(int)
+        truth = np.ones(problem.object_shape, np.complex64)
+        h = min(problem.object_shape[0], sim.obj.shape[0] - lo[0])
+        w = min(problem.object_shape[1], sim.obj.shape[1] - lo[1])
+        truth[:h, :w] = sim.obj[lo[0]:lo[0] + h, lo[1]:lo[1] + w]
+        region = metrics.well_lit(problem.object_shape, sim.probe, sim.corners - lo, 0.3)
+        err = metrics.compare(out.obj, truth, region).phase_error_rad
+        mem = gpu_peak if gpu_peak else peak
+        rows.append((f"{n_frames} x {side}^2 on {problem.object_shape[0]}x{problem.object_shape[1]}", label,
+                     f"{iterations / dt:.2f}", f"{mem / 2**20:.0f}", f"{err:.4f}"))
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=100)
+    ap.add_argument("--cases", default="small,large")
+    ap.add_argument("--engines", default="dm,dm-int,ml,lsqml")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "torch-cpu"])
+    args = ap.parse_args(argv)
+    rows = []
+    for case in args.cases.split(","):
+        rows += run_case(case, args.engines.split(","), args.iterations, args.device)
+    head = ("case", "engine", "it/s", "peak MiB", f"phase err (rad) @{args.iterations}")
+    print(f"\nptychography, device {args.device} ({'1 core' if args.device == 'cpu' else args.device}), "
+          f"{args.iterations} iterations from a flat object and a 5-15 % wrong probe model\n")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
+    print(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    print("\npublished, same problem size (161 x 128^2 on 492^2), this machine class:")
+    for name, its, err in REFERENCE:
+        print(f"  {name}: {its} it/s" + (f", phase error {err} rad" if err else ""))
+    print("goal: >= 11 it/s with DM on one core at <= 0.02 rad")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

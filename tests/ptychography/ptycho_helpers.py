@@ -1,0 +1,62 @@
+"""Shared helpers of the ptychography tests: simulated scans and comparison with truth."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from panreduce_ptychography import metrics
+from panreduce_ptychography.engines import Options, State, initial_probe, reconstruct
+from panreduce_ptychography.problem import Problem, prepare
+from panreduce_ptychography.simulate import Simulation, make_probe, simulate
+
+FRAME = 64
+
+
+def model_probe(frame: int = FRAME) -> np.ndarray:
+    """The optics model a user would start from: the simulated probe's pupil and
+    defocus, both 10-15 % off."""
+    return make_probe(frame, diameter_px=0.4 * frame * 1.15, pupil_radius=0.25 * 0.95)
+
+
+def small_sim(**kw) -> Simulation:
+    args = dict(frame_size=FRAME, n_positions=100, photons=1e7, jitter_px=0.3, seed=0)
+    args.update(kw)
+    return simulate(**args)
+
+
+def truth_on_grid(sim: Simulation, problem: Problem) -> np.ndarray:
+    """The true object on the reconstruction's grid (whole-pixel offset, see prepare)."""
+    lo = np.round(np.array(problem.origin_m) / problem.pixel_size_m).astype(int)
+    out = np.ones(problem.object_shape, np.complex64)
+    h = min(problem.object_shape[0], sim.obj.shape[0] - lo[0])
+    w = min(problem.object_shape[1], sim.obj.shape[1] - lo[1])
+    out[:h, :w] = sim.obj[lo[0]:lo[0] + h, lo[1]:lo[1] + w]
+    return out
+
+
+def true_corners_on_grid(sim: Simulation, problem: Problem) -> np.ndarray:
+    lo = np.round(np.array(problem.origin_m) / problem.pixel_size_m)
+    return sim.corners - lo
+
+
+def run(sim: Simulation, engine: str, iterations: int, *, modes: int = 1, backend=None, problem=None,
+        state=None, **opts):
+    from panreduce_ptychography.backend import Backend
+
+    problem = problem or prepare(sim.scan)
+    if state is None:
+        state = State(obj=np.ones(problem.object_shape, np.complex64),
+                      probe=initial_probe(problem, model_probe(problem.frame_shape[0]), modes),
+                      positions=problem.positions.copy())
+    out = reconstruct(problem, state, engine=engine, iterations=iterations, backend=backend or Backend(),
+                      options=Options(**opts))
+    return problem, out
+
+
+def quality(sim: Simulation, problem: Problem, obj: np.ndarray) -> tuple[float, float, metrics.Comparison]:
+    """(phase error in the well-lit region (rad), mean FRC up to half Nyquist, comparison)."""
+    truth = truth_on_grid(sim, problem)
+    region = metrics.well_lit(problem.object_shape, sim.probe, true_corners_on_grid(sim, problem), 0.3)
+    c = metrics.compare(obj, truth, region)
+    f, curve = metrics.frc(c.aligned, truth, region)
+    return c.phase_error_rad, float(curve[f < 0.5].mean()), c

@@ -1,0 +1,158 @@
+"""The ptychography technique end to end through the kit's Context: inputs, sharding by
+projection, outputs read back with h5py, progress events, parameter checks."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from ptycho_helpers import model_probe, quality, small_sim
+
+from panreduce import errors
+from panreduce.kit import Context, Inputs, Shard, StagedFile, StagedInput
+from panreduce_ptychography.io import write_cxi, write_nexus
+from panreduce_ptychography.problem import Problem, Scan
+from panreduce_ptychography.technique import Technique
+
+
+def _inputs(paths) -> Inputs:
+    items = []
+    for p in paths:
+        f = StagedFile(path=p, uri=f"file://{p}", name=p.name, size=p.stat().st_size, sha256="")
+        items.append(StagedInput(uri=f"file://{p}", root=p, is_prefix=False, files=(f,)))
+    return Inputs(tuple(items))
+
+
+def _run(paths, tmp_path, shard=None, **raw):
+    technique = Technique()
+    params = Technique.validate_parameters(raw)
+    events = []
+    ctx = Context(job_id="t", scratch=tmp_path / "job", shard=shard,
+                  progress_sink=lambda stage, frac, msg: events.append((stage, frac, msg)))
+    data = technique.load(_inputs(paths), params, ctx)
+    summary = technique.reduce(data, params, ctx)
+    json.dumps(summary, allow_nan=False)
+    return summary, ctx, events
+
+
+@pytest.fixture(scope="module")
+def sim():
+    s = small_sim(bad_pixels=10, dark_level=1.0)
+    s.scan.probe = model_probe()
+    return s
+
+
+def test_reconstruction_end_to_end(sim, tmp_path):
+    path = tmp_path / "scan.nxs"
+    write_nexus(path, sim.scan)
+    summary, ctx, events = _run([path], tmp_path, iterations=60, engine="dm", ml_iterations=20, device="cpu")
+    (proj,) = summary["projections"]
+    assert proj["engines"] == ["dm", "ml"] and proj["iterations"] == 80
+    names = {o.name: o for o in ctx.outputs}
+    assert set(names) == {"scan.nxs", "scan.png"}
+    assert names["scan.png"].path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # progress: one event per iteration, with the error metrics
+    it_events = [e for e in events if e[0] in ("dm", "ml")]
+    assert len(it_events) == 80
+    assert "fourier_error" in it_events[0][2] and "poisson_deviance" in it_events[-1][2]
+    fracs = [e[1] for e in events]
+    assert fracs == sorted(fracs)
+    with h5py.File(names["scan.nxs"].path) as f:
+        e = f["entry"]
+        assert e["object"].attrs["signal"] == "phase"
+        obj = e["object/object"][()]
+        assert obj.dtype == np.complex64
+        assert np.allclose(np.angle(obj), e["object/phase"][()], atol=1e-6)
+        dx = e["object/pixel_size"][()]
+        assert e["object/x"][1] - e["object/x"][0] == pytest.approx(dx)
+        probe = e["probe/probe"][()]
+        assert probe.shape == (1, 64, 64)
+        assert e["probe/power_fraction"][()] == pytest.approx([1.0])
+        assert len(e["error_history/fourier_error"]) == 80
+        assert list(e["error_history/engine"].asstr()[()][[0, -1]]) == ["dm", "ml"]
+        # positions written in metres, as read (no refinement: unchanged)
+        assert np.allclose(np.c_[e["positions/y"][()], e["positions/x"][()]], sim.scan.positions_m, atol=1e-12)
+        params = json.loads(e["reconstruction/parameters"][()])
+        assert params["engine"] == "dm"
+        x0 = e["object/x"][0] - dx / 2
+        y0 = e["object/y"][0] - dx / 2
+    # the object in the file is the specimen: phase error against the truth
+    problem = Problem(counts=np.zeros((1, 64, 64)), mask=np.ones((64, 64)), positions=np.zeros((1, 2)),
+                      object_shape=obj.shape, pixel_size_m=dx, origin_m=(y0, x0))
+    err, frc, _ = quality(sim, problem, obj)
+    assert err < 0.03 and frc > 0.95
+
+
+def test_pxct_is_sharded_by_projection(sim, tmp_path):
+    small = small_sim(frame_size=32, n_positions=25, photons=1e6)
+    scans = [Scan(**{**small.scan.__dict__, "metadata": {"rotation_angle_deg": a}}) for a in (0.0, 60.0, 120.0)]
+    path = tmp_path / "pxct.nxs"
+    write_nexus(path, scans[:2], entries=["proj_000", "proj_001"])
+    path2 = tmp_path / "pxct2.nxs"
+    write_nexus(path2, scans[2])
+    keys = []
+    for i in range(3):
+        summary, ctx, _ = _run([path, path2], tmp_path / f"s{i}", shard=Shard(i, 3), iterations=3)
+        (proj,) = summary["projections"]
+        keys.append(proj["projection"])
+        assert proj["rotation_angle_deg"] == (0.0, 60.0, 120.0)[i]
+        assert {o.name for o in ctx.outputs} == {f"{proj['projection']}.nxs", f"{proj['projection']}.png"}
+    assert keys == ["pxct_proj_000", "pxct_proj_001", "pxct2"]
+    summary, _, _ = _run([path, path2], tmp_path / "all", iterations=2, plots=False)
+    assert summary["n_projections"] == 3
+
+
+def test_cxi_input(sim, tmp_path):
+    small = small_sim(frame_size=32, n_positions=25, photons=1e6)
+    path = tmp_path / "scan.cxi"
+    write_cxi(path, small.scan)
+    summary, ctx, _ = _run([path], tmp_path, iterations=5, engine="lsqml", probe_modes=2)
+    assert len(summary["projections"][0]["probe_mode_power"]) == 2
+
+
+def test_parameters_are_validated():
+    with pytest.raises(errors.InvalidParameters) as err:
+        Technique.validate_parameters({"center_row": 10.0})
+    assert [v.field for v in err.value.violations] == ["center_col"]
+    with pytest.raises(errors.InvalidParameters) as err:
+        Technique.validate_parameters({"position_refinement": True, "subpixel": False})
+    assert [v.field for v in err.value.violations] == ["subpixel"]
+    with pytest.raises(errors.InvalidParameters) as err:
+        Technique.validate_parameters({"engine": "epie"})
+    assert [v.field for v in err.value.violations] == ["engine"]
+
+
+def test_gpu_refused_without_one(sim, tmp_path):
+    from panreduce_ptychography.backend import cuda_available
+
+    if cuda_available():
+        pytest.skip("this machine has a GPU")
+    path = tmp_path / "scan.nxs"
+    write_nexus(path, sim.scan)
+    with pytest.raises(errors.FailedPrecondition, match="no CUDA GPU"):
+        _run([path], tmp_path, device="gpu")
+
+
+def test_wrong_probe_shape_is_named(sim, tmp_path):
+    scan = Scan(**{**sim.scan.__dict__, "probe": np.ones((1, 32, 32), np.complex64)})
+    path = tmp_path / "probe.nxs"
+    write_nexus(path, scan)
+    with pytest.raises(errors.InvalidInput, match="probe.nxs.*initial probe is 32 x 32"):
+        _run([path], tmp_path, iterations=1)
+
+
+def test_empty_frames_are_refused(sim, tmp_path):
+    scan = Scan(**{**sim.scan.__dict__, "frames": np.zeros_like(sim.scan.frames), "dark": None})
+    path = tmp_path / "dark.nxs"
+    write_nexus(path, scan)
+    with pytest.raises(errors.InvalidInput, match="dark.nxs.*no photons"):
+        _run([path], tmp_path, iterations=1)
+
+
+def test_declaration():
+    assert Technique.name == "ptychography"
+    assert Technique.shardable and Technique.shard_unit == "projection"
+    schema = Technique.parameters_schema()
+    assert all(p.get("description") for p in schema["properties"].values())
