@@ -74,3 +74,34 @@ def pg_database(pg_server):
     yield pg_server.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(pg_server, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def gateway_for(tmp_path_factory):
+    """``gateway_for("sans")`` (or a Technique class) -> the address of a gateway in front
+    of that technique's server, both real gRPC servers on loopback, for the module."""
+    from panreduce import registry
+    from panreduce.kit.server import start_technique
+    from panreduce.serving import start_server
+    from panreduce.storage import Stores
+    from panreduce_gateway.gateway import GatewayService
+
+    started: dict = {}
+
+    def start(technique) -> str:  # noqa: ANN001
+        cls = registry.load(technique) if isinstance(technique, str) else technique
+        if cls.name not in started:
+            stores = Stores(tmp_path_factory.mktemp(f"store-{cls.name}"))
+            service = start_technique(cls, stores=stores)
+            gateway = GatewayService({cls.name: service.address}, stores=stores)
+            gw = start_server(gateway, name="gateway", manager=gateway.manager)
+            gw.set_serving(True)
+            started[cls.name] = (service, gateway, gw, stores)
+        return started[cls.name][2].address
+
+    start.stores = lambda name: started[name][3]  # type: ignore[attr-defined]
+    yield start
+    for service, gateway, gw, _ in started.values():
+        gw.drain_and_stop(2)
+        gateway.close()
+        service.drain_and_stop(2)

@@ -8,37 +8,19 @@ import h5py
 import numpy as np
 from ptycho_helpers import small_sim
 
-from panreduce import registry
-from panreduce.client import Client, make_request
-from panreduce.kit.server import start_technique
-from panreduce.serving import start_server
-from panreduce.storage import Stores
-from panreduce_gateway.gateway import GatewayService
+from panreduce.client import Client
 from panreduce_ptychography.io import write_nexus
 from panreduce_ptychography.problem import Scan
 
 
-def test_projections_split_over_shards_equal_the_whole(tmp_path):
+def test_projections_split_over_shards_equal_the_whole(gateway_for, tmp_path):
     small = small_sim(frame_size=32, n_positions=25, photons=1e6)
     scans = [Scan(**{**small.scan.__dict__, "metadata": {"rotation_angle_deg": a}}) for a in (0.0, 45.0, 90.0)]
     path = tmp_path / "pxct.nxs"
     write_nexus(path, scans, entries=["proj_000", "proj_001", "proj_002"])
-    stores = Stores(tmp_path / "store")
-    service = start_technique(registry.load("ptychography"), stores=stores)
-    gw_service = GatewayService({"ptychography": service.address}, stores=stores)
-    gw = start_server(gw_service, name="gateway", manager=gw_service.manager)
-    gw.set_serving(True)
-    done = {}
-    try:
-        with Client(gw.address, timeout=300) as c:
-            for split in (1, 3):
-                req = make_request("ptychography", [str(path)], {"iterations": 5}, str(tmp_path / f"s{split}"))
-                req.split = split
-                done[split] = c._follow(c.stub.Reduce(req, timeout=300), "ptychography", None)
-    finally:
-        gw.drain_and_stop(2)
-        gw_service.close()
-        service.drain_and_stop(2)
+    with Client(gateway_for("ptychography"), timeout=300) as c:
+        done = {split: c.reduce("ptychography", [str(path)], {"iterations": 5}, str(tmp_path / f"s{split}"),
+                                split=split) for split in (1, 3)}
     whole, split = done[1].summary, done[3].summary
     assert split["shards"] == 3
     assert [p["projection"] for p in split["projections"]] == [p["projection"] for p in whole["projections"]]

@@ -17,35 +17,20 @@ import pytest
 from contract_example import BIOCAT_PARAMS
 from synthetic import Geo, guinier_sphere, write_tiff
 
-from panreduce import registry
-from panreduce.client import Client, make_request
-from panreduce.kit.server import start_technique
-from panreduce.serving import start_server
-from panreduce.storage import Stores
-from panreduce_gateway.gateway import GatewayService
+from panreduce.client import Client
 from panreduce_saxs.analysis import FWHM_PER_SIGMA
 
 GEO = Geo(shape=(120, 140), pixel_um=172.0, distance_mm=1000.0, wavelength_A=1.0, cx=70.3, cy=60.6)
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    stores = Stores(tmp_path_factory.mktemp("store"))
-    service = start_technique(registry.load("saxs"), stores=stores)
-    gw_service = GatewayService({"saxs": service.address}, stores=stores)
-    gw = start_server(gw_service, name="gateway", manager=gw_service.manager)
-    gw.set_serving(True)
-    yield gw.address
-    gw.drain_and_stop(2)
-    gw_service.close()
-    service.drain_and_stop(2)
+def gateway(gateway_for):
+    return gateway_for("saxs")
 
 
 def run(address, inputs, params, out: Path, split: int) -> dict:
-    req = make_request("saxs", [str(p) for p in inputs], params, str(out))
-    req.split = split
     with Client(address, timeout=300) as c:
-        return dict(c._follow(c.stub.Reduce(req, timeout=300), "saxs", None).summary)
+        return dict(c.reduce("saxs", [str(p) for p in inputs], params, str(out), split=split).summary)
 
 
 def whole_and_split(address, inputs, params, tmp_path, split):

@@ -7,41 +7,17 @@ import h5py
 import numpy as np
 import pytest
 
-from panreduce import registry
-from panreduce.client import Client, make_request
-from panreduce.kit.server import start_technique
-from panreduce.serving import start_server
-from panreduce.storage import Stores
-from panreduce_gateway.gateway import GatewayService
-
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    stores = Stores(tmp_path_factory.mktemp("store"))
-    service = start_technique(registry.load("tomography"), stores=stores)
-    gw_service = GatewayService({"tomography": service.address}, stores=stores)
-    gw = start_server(gw_service, name="gateway", manager=gw_service.manager)
-    gw.set_serving(True)
-    yield gw.address
-    gw.drain_and_stop(2)
-    gw_service.close()
-    service.drain_and_stop(2)
-
-
-def run(address, inputs, params, out, split):
-    req = make_request("tomography", inputs, params, str(out))
-    req.split = split
-    with Client(address, timeout=300) as c:
-        return c._follow(c.stub.Reduce(req, timeout=300), "tomography", None)
+from panreduce.client import Client
 
 
 @pytest.mark.parametrize("dtype", ["float32", "uint16"])
-def test_sharded_volume_equals_the_whole(gateway, dataset_folder, tmp_path, dtype):
+def test_sharded_volume_equals_the_whole(gateway_for, dataset_folder, tmp_path, dtype):
     folder = dataset_folder("tomo/savu-tiff")
     params = {"slice_start": 40, "slice_stop": 50, "center": 79.0, "previews": 1, "output_dtype": dtype,
               "size": 96}
-    whole = run(gateway, [str(folder) + "/"], params, tmp_path / "whole", split=1)
-    split = run(gateway, [str(folder) + "/"], params, tmp_path / "split", split=3)
+    with Client(gateway_for("tomography"), timeout=300) as c:
+        whole = c.reduce("tomography", [str(folder) + "/"], params, str(tmp_path / "whole"), split=1)
+        split = c.reduce("tomography", [str(folder) + "/"], params, str(tmp_path / "split"), split=3)
     assert split.summary["slices"] == whole.summary["slices"] == 10
     assert split.summary["shards"] == 3
     with h5py.File(tmp_path / "whole" / "tomography.nxs") as a, h5py.File(tmp_path / "split" / "tomography.nxs") as b:

@@ -16,6 +16,7 @@ import uuid
 
 import psycopg
 
+from panreduce.sqlstore import catalogue_rows, list_query
 from panreduce.v1 import reduce_pb2 as pb
 
 SCHEMA = """
@@ -154,33 +155,7 @@ class PostgresJobStore:
         return sorted((pb.Job.FromString(r[0]) for r in rows), key=lambda j: j.created.ToNanoseconds())
 
     def list(self, q: pb.ListJobsRequest) -> list[pb.Job]:
-        where, args = [], []
-        if q.technique:
-            where.append("technique = %s")
-            args.append(q.technique)
-        if q.state:
-            where.append("state = %s")
-            args.append(q.state)
-        if q.proposal:
-            where.append("proposal = %s")
-            args.append(q.proposal)
-        if q.owner:
-            where.append("(owner = %s OR job_id IN (SELECT job_id FROM catalogue WHERE key = 'user' "
-                         "AND value ILIKE %s))")
-            args += [q.owner, f"%{q.owner}%"]
-        if q.sample:
-            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = 'sample' AND value ILIKE %s)")
-            args.append(f"%{q.sample}%")
-        for k, v in q.labels.items():
-            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = %s AND value = %s)")
-            args += [f"label:{k}", v]
-        if q.HasField("created_after"):
-            where.append("created_ns >= %s")
-            args.append(q.created_after.ToNanoseconds())
-        if q.HasField("created_before"):
-            where.append("created_ns < %s")
-            args.append(q.created_before.ToNanoseconds())
-        sql = "SELECT job FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_ns DESC"
+        sql, args = list_query(q, ph="%s", like="ILIKE")
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [pb.Job.FromString(r[0]) for r in rows]
@@ -191,16 +166,9 @@ class PostgresJobStore:
                 self._db.execute(f"DELETE FROM {table} WHERE job_id = %s", (job_id,))  # noqa: S608
 
     def _index(self, job: pb.Job) -> None:
-        rows = {(f"label:{k}", v) for k, v in job.request.labels.items()}
-        if "sample" in job.request.labels:
-            rows.add(("sample", job.request.labels["sample"]))
-        for k, v in job.result.catalogue.items():
-            for part in v.split("; "):
-                if part:
-                    rows.add((k, part))
         with self._db.cursor() as cur:
             cur.executemany("INSERT INTO catalogue (job_id, key, value) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(job.job_id, k, v) for k, v in rows])
+                            [(job.job_id, k, v) for k, v in catalogue_rows(job)])
 
 
 def open_job_store(spec: str | None):  # noqa: ANN201

@@ -51,9 +51,9 @@ class Reduction:
 
 def make_request(technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
                  output: str = "", *, labels: Mapping[str, str] | None = None, idempotency_key: str = "",
-                 shard: tuple[int, int] | None = None) -> pb.ReduceRequest:
-    req = pb.ReduceRequest(technique=technique, inputs=list(inputs), output=output,
-                           idempotency_key=idempotency_key, labels=dict(labels or {}))
+                 shard: tuple[int, int] | None = None, split: int = 0) -> pb.ReduceRequest:
+    req = pb.ReduceRequest(technique=technique, inputs=[str(i) for i in inputs], output=str(output),
+                           idempotency_key=idempotency_key, labels=dict(labels or {}), split=split)
     req.parameters.CopyFrom(to_struct(parameters or {}))
     if shard is not None:
         req.shard.index, req.shard.count = shard
@@ -118,9 +118,11 @@ class Client:
     # -- reduce ---------------------------------------------------------------------
     def reduce(self, technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
                output: str = "", *, on_event: EventCallback | None = None, timeout: float | None = None,
-               labels: Mapping[str, str] | None = None, idempotency_key: str = "") -> Reduction:
-        """Run a reduction and wait for it; ``on_event`` sees every event."""
-        req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key)
+               labels: Mapping[str, str] | None = None, idempotency_key: str = "", split: int = 0) -> Reduction:
+        """Run a reduction and wait for it; ``on_event`` sees every event. ``split``
+        (gateway): shards to split a shardable job into (0 automatic, 1 never)."""
+        req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key,
+                           split=split)
         call = self.stub.Reduce(req, timeout=timeout if timeout is not None else self.timeout)
         return self._follow(call, technique, on_event)
 

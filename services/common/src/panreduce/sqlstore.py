@@ -127,32 +127,7 @@ class SqliteJobStore:
         return [pb.Job.FromString(r[0]) for r in rows]
 
     def list(self, q: pb.ListJobsRequest) -> list[pb.Job]:
-        where, args = [], []
-        if q.technique:
-            where.append("technique = ?")
-            args.append(q.technique)
-        if q.state:
-            where.append("state = ?")
-            args.append(q.state)
-        if q.proposal:
-            where.append("proposal = ?")
-            args.append(q.proposal)
-        if q.owner:
-            where.append("(owner = ? OR job_id IN (SELECT job_id FROM catalogue WHERE key = 'user' AND value LIKE ?))")
-            args += [q.owner, f"%{q.owner}%"]
-        if q.sample:
-            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = 'sample' AND value LIKE ?)")
-            args.append(f"%{q.sample}%")
-        for k, v in q.labels.items():
-            where.append("job_id IN (SELECT job_id FROM catalogue WHERE key = ? AND value = ?)")
-            args += [f"label:{k}", v]
-        if q.HasField("created_after"):
-            where.append("created_ns >= ?")
-            args.append(q.created_after.ToNanoseconds())
-        if q.HasField("created_before"):
-            where.append("created_ns < ?")
-            args.append(q.created_before.ToNanoseconds())
-        sql = "SELECT job FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_ns DESC"
+        sql, args = list_query(q)
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [pb.Job.FromString(r[0]) for r in rows]
@@ -164,12 +139,52 @@ class SqliteJobStore:
 
     # -- catalogue ------------------------------------------------------------------------
     def _index(self, job: pb.Job) -> None:
-        rows = {(f"label:{k}", v) for k, v in job.request.labels.items()}
-        if "sample" in job.request.labels:
-            rows.add(("sample", job.request.labels["sample"]))
-        for k, v in job.result.catalogue.items():
-            for part in v.split("; "):
-                if part:
-                    rows.add((k, part))
         self._db.executemany("INSERT OR IGNORE INTO catalogue (job_id, key, value) VALUES (?, ?, ?)",
-                             [(job.job_id, k, v) for k, v in rows])
+                             [(job.job_id, k, v) for k, v in catalogue_rows(job)])
+
+
+def catalogue_rows(job: pb.Job) -> set[tuple[str, str]]:
+    """(key, value) rows a job is found by: its labels (as ``label:KEY``), the sample it
+    was labelled with, and the metadata read from its inputs (one row per value)."""
+    rows = {(f"label:{k}", v) for k, v in job.request.labels.items()}
+    if "sample" in job.request.labels:
+        rows.add(("sample", job.request.labels["sample"]))
+    for k, v in job.result.catalogue.items():
+        for part in v.split("; "):
+            if part:
+                rows.add((k, part))
+    return rows
+
+
+def list_query(q: pb.ListJobsRequest, *, ph: str = "?", like: str = "LIKE") -> tuple[str, list]:
+    """The SELECT for a ListJobs query (newest first); ``ph`` is the driver's placeholder,
+    ``like`` its case-insensitive LIKE (SQLite's LIKE is; PostgreSQL needs ILIKE)."""
+    where: list[str] = []
+    args: list = []
+    in_catalogue = f"job_id IN (SELECT job_id FROM catalogue WHERE key = {ph} AND value {like} {ph})"
+    if q.technique:
+        where.append(f"technique = {ph}")
+        args.append(q.technique)
+    if q.state:
+        where.append(f"state = {ph}")
+        args.append(q.state)
+    if q.proposal:
+        where.append(f"proposal = {ph}")
+        args.append(q.proposal)
+    if q.owner:
+        where.append(f"(owner = {ph} OR {in_catalogue})")
+        args += [q.owner, "user", f"%{q.owner}%"]
+    if q.sample:
+        where.append(in_catalogue)
+        args += ["sample", f"%{q.sample}%"]
+    for k, v in q.labels.items():
+        where.append(f"job_id IN (SELECT job_id FROM catalogue WHERE key = {ph} AND value = {ph})")
+        args += [f"label:{k}", v]
+    if q.HasField("created_after"):
+        where.append(f"created_ns >= {ph}")
+        args.append(q.created_after.ToNanoseconds())
+    if q.HasField("created_before"):
+        where.append(f"created_ns < {ph}")
+        args.append(q.created_before.ToNanoseconds())
+    sql = "SELECT job FROM jobs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_ns DESC"
+    return sql, args
