@@ -378,3 +378,28 @@ def test_toy_shards_merge_by_default_and_refuse_clashing_names(tmp_path):
         gw.drain_and_stop(1)
         gw_service.close()
         service.drain_and_stop(1)
+
+
+def test_hdf5_reader_names_the_file_and_keeps_bugs_internal(tmp_path):
+    from panreduce.kit.readers import open_hdf5, read_array
+
+    good = tmp_path / "good.nxs"
+    with h5py.File(good, "w") as f:
+        f["entry/data"] = np.arange(1000.0)
+        f["entry/nan"] = np.array([1.0, np.nan])
+    with pytest.raises(errors.InvalidInput, match="not an HDF5"):
+        (tmp_path / "text.nxs").write_text("hello")
+        with open_hdf5(tmp_path / "text.nxs"):
+            pass
+    truncated = tmp_path / "cut.nxs"
+    truncated.write_bytes(good.read_bytes()[:3000])
+    with pytest.raises(errors.InvalidInput, match="cut.nxs"), open_hdf5(truncated) as f:
+        f["entry/data"][()]
+    with pytest.raises(errors.InvalidInput, match="missing"), open_hdf5(good) as f:
+        read_array(f, "entry/missing", "good.nxs")
+    with pytest.raises(errors.InvalidInput, match="NaN"), open_hdf5(good) as f:
+        read_array(f, "entry/nan", "good.nxs")
+    with pytest.raises(errors.InvalidInput, match="lacks"), open_hdf5(good) as f:
+        f["entry/other"]
+    with pytest.raises(KeyError), open_hdf5(good):  # a bug in the technique stays a bug
+        {}["summary"]

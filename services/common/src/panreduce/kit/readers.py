@@ -35,8 +35,12 @@ def open_hdf5(file: StagedFile | Path | str, source: str | None = None) -> Itera
     try:
         yield f
     except (OSError, RuntimeError, KeyError) as exc:
-        # h5py raises these when a dataset's bytes lie past the end of a truncated file
-        if isinstance(exc, KeyError) or "truncated" in str(exc).lower() or "read" in str(exc).lower():
+        # h5py's own errors: a missing object, or bytes past the end of a truncated file.
+        # Anything else (a KeyError of the technique's own dicts, say) is a server fault.
+        text = str(exc).lower()
+        if isinstance(exc, KeyError) and ("doesn't exist" in text or "unable to" in text):
+            raise errors.InvalidInput(name, f"lacks what is needed: {exc.args[0] if exc.args else exc}") from None
+        if not isinstance(exc, KeyError) and any(w in text for w in ("truncated", "read", "unable to", "h5")):
             raise errors.InvalidInput(name, f"is damaged or truncated: reading failed ({exc})") from None
         raise
     finally:
