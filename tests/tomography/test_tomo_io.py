@@ -3,6 +3,8 @@ synthetic files written with h5py/tifffile/scipy (round trips)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.io
@@ -122,3 +124,51 @@ def test_hdf5_without_tomography_data(tmp_path):
         f["x"] = np.arange(5)
     with pytest.raises(errors.InvalidInput, match="other.h5.*no tomography data"):
         _scans(tmp_path / "other.h5")
+
+
+@pytest.mark.parametrize("kind", ["raw", "zlib-strips", "multipage", "tiled"])
+def test_tiff_stack_is_read_by_row_range(tmp_path, kind):
+    """Projections of a TIFF stack are read by detector rows: the values equal the
+    whole-image read, and (except for tiled pages, decoded whole) the bytes read from
+    the files for 4 of 1024 rows are a small fraction of the stack (whole pages: 100 %)."""
+    rng = np.random.default_rng(2)
+    n, rows, cols = 6, 1024, 256
+    data = rng.integers(0, 60000, (n, rows, cols)).astype(np.uint16)
+    folder = tmp_path / kind
+    folder.mkdir()
+    opts = {"raw": {}, "zlib-strips": {"compression": "zlib", "rowsperstrip": 8},
+            "tiled": {"tile": (128, 128), "compression": "zlib"}, "multipage": {"rowsperstrip": 16}}[kind]
+    if kind == "multipage":
+        tifffile.imwrite(folder / "proj.tif", data, **opts)
+    else:
+        for i in range(n):
+            tifffile.imwrite(folder / f"proj_{i:03d}.tif", data[i], **opts)
+    tifffile.imwrite(folder / "flat.tif", np.full((rows, cols), 60000, np.uint16))
+    (scan,) = _scans(folder)
+    assert scan.shape == (n, rows, cols) and scan.flats.shape == (1, rows, cols)
+    io_stats = Path("/proc/self/io")
+    if not io_stats.is_file():
+        pytest.skip("needs /proc/self/io (Linux) to count the bytes read")
+
+    def rchar():  # bytes this process has read through read(2) so far
+        return int(next(line for line in io_stats.read_text().splitlines() if line.startswith("rchar")).split()[1])
+
+    scan.read_rows(0, 1)  # warm up the imports
+    before = rchar()
+    got = scan.read_rows(100, 104)
+    total = rchar() - before
+    assert np.array_equal(got, data[:, 100:104].astype(np.float32))
+    if kind != "tiled":  # tiled pages are decoded whole (values checked only)
+        assert 0 < total < 0.1 * data.nbytes, (total, data.nbytes)
+    assert np.array_equal(scan.read_rows(1018, 1024), data[:, 1018:1024].astype(np.float32))
+
+
+def test_truncated_tiff_is_named(tmp_path):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for i in range(3):
+        tifffile.imwrite(folder / f"proj_{i}.tif", np.ones((64, 32), np.uint16), compression="zlib", rowsperstrip=4)
+    raw = (folder / "proj_1.tif").read_bytes()
+    (folder / "proj_1.tif").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(errors.InvalidInput, match="proj_1.tif"):
+        _scans(folder)

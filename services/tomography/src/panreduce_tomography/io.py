@@ -356,9 +356,83 @@ def _read_tiff(file: StagedFile) -> np.ndarray:
     return np.asarray(img)
 
 
+def tiff_page_rows(tf, page, r0: int, r1: int) -> np.ndarray:  # noqa: ANN001 - tifffile objects
+    """Rows ``r0:r1`` of one 2-D TIFF page, reading only the bytes that hold them: an
+    offset into uncompressed contiguous pages, the covering strips of strip-organised
+    pages (any compression tifffile decodes); tiled or multi-sample pages are decoded
+    whole."""
+    rows, cols = page.shape[:2]
+    plain = len(page.shape) == 2 and not page.is_tiled and page.samplesperpixel == 1
+    fh = tf.filehandle
+    dtype = np.dtype(page.dtype)
+    if plain and page.is_contiguous and page.compression == 1 and page.bitspersample == 8 * dtype.itemsize \
+            and page.fillorder == 1:
+        row_bytes = cols * dtype.itemsize
+        fh.seek(page.dataoffsets[0] + r0 * row_bytes)
+        buf = fh.read((r1 - r0) * row_bytes)
+        return np.frombuffer(buf, dtype.newbyteorder(tf.byteorder)).reshape(r1 - r0, cols)
+    rps = int(page.rowsperstrip or rows)
+    if not plain or len(page.dataoffsets) != (rows + rps - 1) // rps:
+        return np.asarray(page.asarray())[r0:r1]
+    parts = []
+    for k in range(r0 // rps, (r1 - 1) // rps + 1):
+        fh.seek(page.dataoffsets[k])
+        seg = page.decode(fh.read(page.databytecounts[k]), k)[0]
+        parts.append(np.asarray(seg).reshape(-1, cols)[: min(rps, rows - k * rps)])
+    block = np.concatenate(parts, axis=0)
+    s0 = (r0 // rps) * rps
+    return block[r0 - s0 : r1 - s0]
+
+
+def _tiff_frames(file: StagedFile) -> tuple[int, tuple[int, ...]]:
+    """(number of 2-D frames, frame shape) of a TIFF file, from its headers only."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(file.path) as tf:
+            series = tf.series[0]
+            shape = tuple(series.shape)
+            pages = len(tf.pages)
+            page_shape = tuple(tf.pages[0].shape)
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        raise errors.InvalidInput(file.name, f"is not a readable TIFF image ({exc})") from None
+    if len(page_shape) != 2 or int(np.prod(shape)) != pages * int(np.prod(page_shape)):
+        raise errors.InvalidInput(file.name, f"TIFF image of shape {shape} is not a stack of 2-D frames")
+    return pages, page_shape
+
+
+def _tiff_rows_reader(frames: list[tuple[StagedFile, int]]) -> Callable[[int, int], np.ndarray]:
+    """Rows ``r0:r1`` of every (file, page) frame, read by :func:`tiff_page_rows`."""
+    import tifffile
+
+    def read(r0: int, r1: int) -> np.ndarray:
+        out = None
+        i = 0
+        while i < len(frames):
+            file = frames[i][0]
+            try:
+                with tifffile.TiffFile(file.path) as tf:
+                    while i < len(frames) and frames[i][0] is file:
+                        img = tiff_page_rows(tf, tf.pages[frames[i][1]], r0, r1)
+                        if out is None:
+                            out = np.empty((len(frames), *img.shape), np.float32)
+                        out[i] = img
+                        i += 1
+            except errors.PanReduceError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tifffile/codecs raise many types for damaged files
+                raise errors.InvalidInput(file.name, f"rows {r0}:{r1} cannot be read: damaged or truncated "
+                                          f"({exc})") from None
+        return out
+
+    return read
+
+
 def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: str | None = None) -> Scan:
     """Projections, darks and flats from TIFF files (sorted by name), angles from a text
-    file whose name contains 'angle' (else evenly spaced over 180 degrees)."""
+    file whose name contains 'angle' (else evenly spaced over 180 degrees). Projections
+    are read by detector-row range when the slabs are processed (only the headers at
+    load); darks and flats are read whole."""
     tifs = [f for f in files if Path(f.name).suffix.lower() in TIFF_SUFFIXES]
     texts = [f for f in files if "angle" in Path(f.name).name.lower() and Path(f.name).suffix.lower() in (".txt", ".csv", ".dat")]
     source = source or (tifs[0].name if tifs else files[0].name)
@@ -372,22 +446,23 @@ def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: s
         return "proj"
 
     groups: dict[str, list[np.ndarray]] = {"proj": [], "dark": [], "flat": []}
+    frames: list[tuple[StagedFile, int]] = []
     first = None
     for f in sorted(tifs, key=lambda f: f.name):
-        img = _read_tiff(f)
-        if img.ndim == 2:
-            img = img[None]
-        if img.ndim != 3:
-            raise errors.InvalidInput(f.name, f"TIFF image of shape {img.shape} is not 2-D")
+        count, shape = _tiff_frames(f)
         if first is None:
-            first = img.shape[1:]
-        elif img.shape[1:] != first:
-            raise errors.InvalidInput(f.name, f"image shape {img.shape[1:]} differs from {first}")
-        groups[role(f)].append(img)
+            first = shape
+        elif shape != first:
+            raise errors.InvalidInput(f.name, f"image shape {shape} differs from {first}")
+        if role(f) == "proj":
+            frames += [(f, k) for k in range(count)]
+            groups["proj"].append(f)
+        else:
+            img = _read_tiff(f)
+            groups[role(f)].append(img[None] if img.ndim == 2 else img)
     if not groups["proj"]:
         raise errors.InvalidInput(source, "no projection images among the TIFF files")
-    proj = np.concatenate(groups["proj"], axis=0)
-    n, rows, cols = proj.shape
+    n, (rows, cols) = len(frames), first
     meta: dict = {}
     if texts:
         try:
@@ -412,8 +487,8 @@ def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: s
         meta["angles_assumed"] = "evenly spaced over 180 degrees (no angles file)"
     darks = np.concatenate(groups["dark"]) if groups["dark"] else None
     flats = np.concatenate(groups["flat"]) if groups["flat"] else None
-    return Scan(source, "tiff", (n, rows, cols), angles, "intensity", lambda r0, r1: proj[:, r0:r1, :],
-                darks, flats, meta=meta)
+    return _touch(Scan(source, "tiff", (n, rows, cols), angles, "intensity", _tiff_rows_reader(frames),
+                       darks, flats, meta=meta))
 
 
 # -- dispatch ------------------------------------------------------------------------------
@@ -435,13 +510,15 @@ def _sniff(path: Path) -> str:
 
 
 def read_scans(groups: list[list[StagedFile]], *, angles_unit: str = "auto",
-               band: tuple[int, int] | None = None) -> list[Scan]:
+               band: tuple[int, int] | None = None, tof_options: dict | None = None) -> list[Scan]:
     """The scans in the inputs, in request order (a 4-D series when more than one).
 
     ``groups`` holds the staged files of each input (one file, or every file under a
     folder/prefix). HDF5/NeXus and .mat files are one scan each (HDF5 files without
     tomography data are skipped when something else in the request is a scan: they
-    are files an NXtomo links to); the TIFF files of one input form one scan.
+    are files an NXtomo links to); the TIFF files of one input form one scan; the FITS
+    folders of one input form one scan per wavelength band (``tof_options``: keyword
+    arguments of :func:`~panreduce_tomography.tof.read_fits_tof`).
     """
     from panreduce_tomography import tof
 
@@ -471,7 +548,7 @@ def read_scans(groups: list[list[StagedFile]], *, angles_unit: str = "auto",
             label = files[0].name.split("/")[0] if len(files) > 1 else tiffs[0].name
             scans.append(read_tiff_stack(files, angles_unit, source=label))
         if fits:
-            scans.append(tof.read_fits_tof(files, band))
+            scans.extend(tof.read_fits_tof(files, band, **(tof_options or {})))
     if not scans:
         if skipped:
             raise errors.InvalidInput(skipped[0], "holds no tomography data: expected /exchange/data, an NXtomo "

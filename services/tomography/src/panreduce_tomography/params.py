@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -62,6 +62,15 @@ class TomographyParameters(Parameters):
     # -- neutron time of flight
     tof_band: tuple[int, int] | None = Field(
         None, description="for FITS time-of-flight stacks: time bins [start, stop) summed into the projections")
+    tof_bands_angstrom: list[tuple[float, float]] | None = Field(
+        None, min_length=1, max_length=64, description="for time-of-flight stacks: wavelength bands [lo, hi) in "
+        "angstrom; one reconstruction per band in the same job (entry/data/data is (band, z, y, x))")
+    tof_regions: list[tuple[int, int, int, int]] | None = Field(
+        None, min_length=1, max_length=4096, description="for time-of-flight stacks: pixel regions "
+        "[row0, row1, col0, col1] (half-open) whose transmission spectra (and Bragg edges) are reported")
+    tof_region_grid: tuple[Annotated[int, Field(ge=1, le=1024)], Annotated[int, Field(ge=1, le=1024)]] | None = Field(
+        None, description="for time-of-flight stacks: split the detector into N x M equal regions for the "
+        "spectra (ignored when tof_regions is given)")
     flight_path_m: float = Field(56.4, gt=0, le=1000, description="neutron flight path (m) for wavelengths "
                                  "from time of flight (IMAT: about 56.4 m)")
     bragg_edge_angstrom: float | None = Field(None, gt=0, le=50, description="for time-of-flight stacks: fit the "

@@ -51,8 +51,16 @@ class Technique(Base[TomographyParameters, TomoInputs]):
     # -- load -----------------------------------------------------------------------------
     def load(self, inputs: Inputs, params: TomographyParameters, ctx: Context) -> TomoInputs:
         groups = [list(item.files) for item in inputs.items]
-        scans = read_scans(groups, angles_unit=params.angles_unit, band=params.tof_band)
-        for field in ("tof_band", "bragg_edge_angstrom"):
+        if params.tof_band is not None and params.tof_bands_angstrom is not None:
+            raise errors.InvalidParameters([errors.FieldViolation(
+                "tof_bands_angstrom", "give either tof_band (time bins) or tof_bands_angstrom, not both")])
+        if params.tof_bands_angstrom is not None and len(groups) > 1:
+            raise errors.InvalidParameters([errors.FieldViolation(
+                "tof_bands_angstrom", "wavelength bands need a single time-of-flight scan (one input)")])
+        tof_options = {"bands_angstrom": params.tof_bands_angstrom, "flight_path_m": params.flight_path_m,
+                       "regions": params.tof_regions, "grid": params.tof_region_grid}
+        scans = read_scans(groups, angles_unit=params.angles_unit, band=params.tof_band, tof_options=tof_options)
+        for field in ("tof_band", "bragg_edge_angstrom", "tof_bands_angstrom", "tof_regions", "tof_region_grid"):
             if getattr(params, field) is not None and not any(s.layout == "fits-tof" for s in scans):
                 raise errors.InvalidParameters([errors.FieldViolation(field, "only applies to FITS time-of-flight inputs")])
         first = scans[0]
@@ -102,9 +110,14 @@ class Technique(Base[TomographyParameters, TomoInputs]):
             for ti, scan in enumerate(scans):
                 ctx.progress(done / total_slabs, "prepare", f"{scan.source}: dark/flat")
                 prep = pipeline.prepare(scan, p, lambda f, m: ctx.check_cancelled())
-                if p.center is None:
+                if p.center is None and ti > 0 and "band" in scan.meta:
+                    c = centres[0]  # wavelength bands of one scan: one axis, found on all the bins
+                    found.append(True)
+                elif p.center is None:
                     ctx.progress(done / total_slabs, "centre", f"{scan.source}: finding the rotation axis")
-                    c = pipeline.find_centre(scan, prep, data.all_rows, p)
+                    cscan = scan.meta.get("centre_scan", scan)
+                    cprep = prep if cscan is scan else pipeline.prepare(cscan, p, lambda f, m: ctx.check_cancelled())
+                    c = pipeline.find_centre(cscan, cprep, data.all_rows, p)
                     found.append(True)
                     ctx.log(f"{scan.source}: rotation centre found at {c:.2f} px (Vo 2014)")
                 else:
@@ -172,7 +185,10 @@ class Technique(Base[TomographyParameters, TomoInputs]):
         self._previews(out_path, ctx, p, rows, nt)
         tof_scans = [s for s in scans if s.layout == "fits-tof"]
         if tof_scans:
-            summary["tof"] = self._tof(tof_scans[0], ctx, p)
+            summary["tof"] = self._tof(tof_scans[0], ctx, p, out_path)
+            if "band" in tof_scans[0].meta:
+                summary["tof"]["bands_angstrom"] = [s.meta["band_angstrom"] for s in tof_scans]
+                summary["tof"]["band_bins"] = [s.meta["band_bins"] for s in tof_scans]
         if p.segment:
             summary["quantification"] = self._quantify(out_path, ctx, p, scans, rows, n, nt, mask, scale, offset,
                                                        as_uint16)
@@ -224,7 +240,8 @@ class Technique(Base[TomographyParameters, TomoInputs]):
         d = entry["data"]
         d.attrs["NX_class"] = "NXdata"
         d.attrs["signal"] = "data"
-        axes = ["z", "y", "x"] if nt == 1 else ["time", "z", "y", "x"]
+        bands = "band" in data.scans[0].meta
+        axes = ["z", "y", "x"] if nt == 1 else ["wavelength" if bands else "time", "z", "y", "x"]  # bands: one volume each
         d.attrs["axes"] = axes
         for i, ax in enumerate(axes):
             d.attrs[f"{ax}_indices"] = i
@@ -242,7 +259,15 @@ class Technique(Base[TomographyParameters, TomoInputs]):
         z = d.create_dataset("z", data=np.asarray(rows, np.float64))
         z.attrs["units"] = "pixel"
         z.attrs["long_name"] = "detector row"
-        if nt > 1:
+        if bands:  # one volume per wavelength band: its centre, limits and time bins
+            w = d.create_dataset("wavelength", data=np.asarray([s.time for s in data.scans], np.float64))
+            w.attrs["units"] = "angstrom"
+            w.attrs["long_name"] = "band centre wavelength"
+            lim = d.create_dataset("wavelength_band", data=np.asarray([s.meta["band_angstrom"] for s in data.scans]))
+            lim.attrs["units"] = "angstrom"
+            lim.attrs["long_name"] = "band limits [lo, hi) per volume"
+            d.create_dataset("time_bins", data=np.asarray([s.meta["band_bins"] for s in data.scans], np.int64))
+        elif nt > 1:
             d.create_dataset("time", data=np.asarray([s.time for s in data.scans], np.float64))
 
     def _previews(self, out_path, ctx: Context, p: TomographyParameters, rows: list[int], nt: int) -> None:  # noqa: ANN001
@@ -264,7 +289,11 @@ class Technique(Base[TomographyParameters, TomoInputs]):
                 path = ctx.output_path(f"preview_row{rows[i]:05d}.png", format="png", role="preview")
                 mimage.imsave(path, img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1)
 
-    def _tof(self, scan: Scan, ctx: Context, p: TomographyParameters) -> dict:
+    def _tof(self, scan: Scan, ctx: Context, p: TomographyParameters, out_path) -> dict:  # noqa: ANN001
+        """The frame-averaged spectrum (``tof_spectrum.csv``), the spectra of the pixel
+        regions and their Bragg-edge fits (``tof_regions.csv``, ``tof_region_spectra.csv``,
+        ``entry/tof`` in the NeXus file). Shards after the first skip the tables (the
+        merge concatenates them)."""
         from panreduce_tomography import tof
 
         rows = tof.transmission_spectrum(scan.meta, p.flight_path_m)
@@ -272,17 +301,72 @@ class Technique(Base[TomographyParameters, TomoInputs]):
                      "band": list(p.tof_band) if p.tof_band else None}
         if not rows:
             return out
-        ctx.output_path("tof_spectrum.csv", format="csv", role="table").write_text(segment.to_csv(rows))
+        tables = not ctx.shard or ctx.shard.index == 0
+        if tables:
+            ctx.output_path("tof_spectrum.csv", format="csv", role="table").write_text(segment.to_csv(rows))
         lam = np.array([r["wavelength_angstrom"] for r in rows])
-        if p.bragg_edge_angstrom is not None and np.all(np.isfinite(lam)):
-            near = np.abs(lam - p.bragg_edge_angstrom) < 0.15 * p.bragg_edge_angstrom
-            if near.sum() >= 8:
-                trans = np.array([r["transmission"] for r in rows])
-                try:
-                    fit = tof.fit_bragg_edge(lam[near], trans[near], guess=p.bragg_edge_angstrom)
-                    out["bragg_edge"] = {k: fit[k] for k in ("edge", "edge_error", "width", "width_error")}
-                except (RuntimeError, ValueError) as exc:
-                    ctx.log(f"Bragg edge fit failed: {exc}", "warning")
+        fit_edges = p.bragg_edge_angstrom is not None and bool(np.all(np.isfinite(lam)))
+        near = np.abs(lam - p.bragg_edge_angstrom) < 0.15 * p.bragg_edge_angstrom if fit_edges else None
+        if fit_edges and near.sum() < 8:
+            ctx.log(f"fewer than 8 time bins within 15 % of {p.bragg_edge_angstrom} angstrom: no Bragg-edge fit",
+                    "warning")
+            fit_edges = False
+
+        def fit(trans: np.ndarray) -> dict | None:
+            try:
+                r = tof.fit_bragg_edge(lam[near], trans[near], guess=p.bragg_edge_angstrom)
+            except (RuntimeError, ValueError) as exc:
+                ctx.log(f"Bragg edge fit failed: {exc}", "warning")
+                return None
+            return {k: r[k] for k in ("edge", "edge_error", "width", "width_error")}
+
+        if fit_edges:
+            whole = fit(np.array([r["transmission"] for r in rows]))
+            if whole:
+                out["bragg_edge"] = whole
+        boxes = scan.meta.get("regions") or []
+        trans = tof.region_transmission(scan.meta)
+        if trans is None or not boxes:
+            return out
+        nan = float("nan")
+        fits = [fit(t) if fit_edges else None for t in trans]
+        region_rows = []
+        for i, (b, fr) in enumerate(zip(boxes, fits, strict=True)):
+            row = {"region": i, "row0": b[0], "row1": b[1], "col0": b[2], "col1": b[3]}
+            for k in ("edge", "edge_error", "width", "width_error"):
+                row[f"{k}_angstrom"] = fr[k] if fr else nan
+            row["fitted"] = fr is not None
+            region_rows.append(row)
+        out["regions"] = len(boxes)
+        if fit_edges:
+            out["region_edges"] = [r["edge_angstrom"] if r["fitted"] else None for r in region_rows]
+            out["region_edge_errors"] = [r["edge_error_angstrom"] if r["fitted"] else None for r in region_rows]
+        if tables:
+            ctx.output_path("tof_regions.csv", format="csv", role="table").write_text(segment.to_csv(region_rows))
+            spec_rows = [{"region": i, "bin": j, "tof_s": rows[j]["tof_s"], "wavelength_angstrom": float(lam[j]),
+                          "transmission": float(trans[i, j])} for i in range(len(boxes)) for j in range(len(lam))]
+            ctx.output_path("tof_region_spectra.csv", format="csv", role="table").write_text(segment.to_csv(spec_rows))
+        with h5py.File(out_path, "a") as f:
+            g = f["entry"].create_group("tof")
+            g.attrs["NX_class"] = "NXdata"
+            g.attrs["signal"] = "transmission"
+            g.attrs["axes"] = ["region", "wavelength"]
+            g.attrs["region_indices"] = 0
+            g.attrs["wavelength_indices"] = 1
+            t = g.create_dataset("transmission", data=trans.astype(np.float64))
+            t.attrs["long_name"] = "(sample - dark) / (open beam - dark), mean over the region and projections"
+            g.create_dataset("region", data=np.arange(len(boxes)))
+            w = g.create_dataset("wavelength", data=lam)
+            w.attrs["units"] = "angstrom"
+            tt = g.create_dataset("time_of_flight", data=np.array([r["tof_s"] for r in rows]))
+            tt.attrs["units"] = "s"
+            bx = g.create_dataset("region_box", data=np.asarray(boxes, np.int64))
+            bx.attrs["long_name"] = "[row0, row1, col0, col1) detector pixels"
+            if fit_edges:
+                for k in ("edge", "edge_error", "width", "width_error"):
+                    ds = g.create_dataset(f"bragg_{k}", data=np.array([r[f"{k}_angstrom"] for r in region_rows]))
+                    ds.attrs["units"] = "angstrom"
+                g["bragg_edge"].attrs["method"] = "erfc edge between exponential backgrounds (Santisteban 2001)"
         return out
 
     def _quantify(self, out_path, ctx: Context, p: TomographyParameters, scans: list[Scan], rows: list[int],  # noqa: ANN001

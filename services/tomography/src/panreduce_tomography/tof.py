@@ -161,13 +161,71 @@ def read_fits_stack(files: list[StagedFile]) -> tuple[np.ndarray, dict]:
     return stack, meta
 
 
-def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None):  # noqa: ANN201
+def region_boxes(shape: tuple[int, int], regions: list | None = None,
+                 grid: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+    """Pixel regions ``(row0, row1, col0, col1)`` (half-open) of a ``shape`` detector:
+    the given boxes, else an ``N x M`` grid of equal regions, else the whole frame.
+    Raises InvalidParameters naming ``tof_regions``/``tof_region_grid`` when a box
+    lies outside the detector or is empty."""
+    rows, cols = shape
+    if regions:
+        out = []
+        for i, b in enumerate(regions):
+            r0, r1, c0, c1 = (int(v) for v in b)
+            if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
+                raise errors.InvalidParameters([errors.FieldViolation(
+                    "tof_regions", f"region {i} {[r0, r1, c0, c1]} is empty or outside the {rows} x {cols} detector")])
+            out.append((r0, r1, c0, c1))
+        return out
+    if grid:
+        gn, gm = grid
+        if gn > rows or gm > cols:
+            raise errors.InvalidParameters([errors.FieldViolation(
+                "tof_region_grid", f"{gn} x {gm} regions do not fit the {rows} x {cols} detector")])
+        re_, ce = np.linspace(0, rows, gn + 1).astype(int), np.linspace(0, cols, gm + 1).astype(int)
+        return [(int(re_[i]), int(re_[i + 1]), int(ce[j]), int(ce[j + 1])) for i in range(gn) for j in range(gm)]
+    return [(0, rows, 0, cols)]
+
+
+def band_bins(lam: np.ndarray, bands_angstrom: list) -> list[np.ndarray]:
+    """Time bins whose wavelength lies in each band ``[lo, hi)`` (angstrom); raises
+    InvalidParameters naming ``tof_bands_angstrom`` for an empty or inverted band."""
+    out = []
+    for i, (lo, hi) in enumerate(bands_angstrom):
+        idx = np.nonzero((lam >= lo) & (lam < hi))[0]
+        if not hi > lo or idx.size == 0:
+            raise errors.InvalidParameters([errors.FieldViolation(
+                "tof_bands_angstrom", f"band {i} [{lo}, {hi}) holds no time bin (wavelengths "
+                f"{lam.min():.3f}-{lam.max():.3f} angstrom)")])
+        out.append(idx)
+    return out
+
+
+def region_transmission(meta: dict) -> np.ndarray | None:
+    """(regions, bins) transmission ``(sample - dark) / (open - dark)`` of the region
+    spectra in ``meta`` (sample averaged over the projections), None without open beam."""
+    sample, open_ = meta.get("region_sample"), meta.get("region_open")
+    if sample is None or open_ is None:
+        return None
+    dark = meta.get("region_dark", 0.0)
+    return (np.asarray(sample) - dark) / np.maximum(np.asarray(open_) - dark, 1e-12)
+
+
+def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, *,
+                  bands_angstrom: list | None = None, flight_path_m: float = 56.4,
+                  regions: list | None = None, grid: tuple[int, int] | None = None) -> list:
     """A ToF tomography scan: one folder of FITS files per projection (sorted), open
     beam folders named ``ob*``/``open*``/``flat*``, dark folders ``dark*``; angles from a
     text file with 'angle' in its name (degrees), else evenly spaced over 180 degrees.
-    The projections are the counts summed over the time bins ``band`` (all by default);
-    the frame-averaged spectra of the sample (mean over projections), open beam and dark
-    stay in ``meta`` for the transmission spectrum."""
+
+    Returns one :class:`~panreduce_tomography.io.Scan` per wavelength band: the
+    projections are the counts summed over the band's time bins (``bands_angstrom``:
+    bins whose wavelength is in ``[lo, hi)``; else the bins ``band``; else all bins).
+    Each file is read once; only the band sums stay in memory. ``meta`` holds the
+    frame-averaged spectra and the spectra of each pixel region (``regions`` boxes or a
+    ``grid``; mean over the region and, for the sample, over the projections) of the
+    sample, open beam and dark; with several bands, ``meta['centre_scan']`` is the
+    all-bins scan the rotation centre is found on."""
     from panreduce_tomography.io import Scan, _angles_to_rad
 
     by_dir: dict[str, list[StagedFile]] = {}
@@ -187,29 +245,76 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None):
     if not proj_dirs:
         raise errors.InvalidInput(files[0].name if files else "inputs", "no projection folders of FITS images")
 
-    spectra: dict[str, np.ndarray] = {}
+    state: dict = {}
 
-    def band_sum(d: str) -> tuple[np.ndarray, dict]:
+    def read(d: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Band sums, all-bin sum, frame spectrum and region spectra of one folder."""
         stack, meta = read_fits_stack(by_dir[d])
-        spectra[d] = stack.mean(axis=(1, 2))  # counts per bin, frame average
-        if band is not None and not (0 <= band[0] < band[1] <= len(stack)):
-            raise errors.InvalidInput(d, f"tof_band {band} is outside the {len(stack)} time bins")
-        sel = stack if band is None else stack[band[0] : band[1]]
-        return sel.sum(0), meta
+        if "bins" not in state:  # the first folder fixes the bins, bands and regions
+            n_bins = len(stack)
+            state["shape"] = stack.shape[1:]
+            state["boxes"] = region_boxes(stack.shape[1:], regions, grid)
+            if bands_angstrom:
+                if meta.get("tof_s") is None:
+                    raise errors.InvalidInput(d, "tof_bands_angstrom needs the time of flight per bin "
+                                              "(a *_Spectra.txt file with one row per FITS image)")
+                lam = wavelength_angstrom(meta["tof_s"], flight_path_m)
+                state["bins"] = band_bins(lam, bands_angstrom)
+                state["lam"] = [[float(lo), float(hi)] for lo, hi in bands_angstrom]
+            elif band is not None:
+                if not (0 <= band[0] < band[1] <= n_bins):
+                    raise errors.InvalidInput(d, f"tof_band {band} is outside the {n_bins} time bins")
+                state["bins"] = [np.arange(band[0], band[1])]
+            else:
+                state["bins"] = [np.arange(n_bins)]
+            state["n_bins"] = n_bins
+        elif len(stack) != state["n_bins"] or stack.shape[1:] != state["shape"]:
+            raise errors.InvalidInput(d, f"{len(stack)} images of {stack.shape[1:]}, the first folder has "
+                                      f"{state['n_bins']} of {state['shape']}")
+        sums = [stack[idx].sum(0) for idx in state["bins"]]
+        spec = stack.mean(axis=(1, 2))
+        reg = np.stack([stack[:, r0:r1, c0:c1].mean(axis=(1, 2)) for r0, r1, c0, c1 in state["boxes"]])
+        return sums, stack.sum(0), spec, reg, meta
 
-    projs, metas = zip(*(band_sum(d) for d in proj_dirs), strict=True)
-    proj = np.stack(projs)
-    flats = np.stack([band_sum(d)[0] for d in flat_dirs]) if flat_dirs else None
-    darks = np.stack([band_sum(d)[0] for d in dark_dirs]) if dark_dirs else None
-    sample_spec = np.mean([spectra[d] for d in proj_dirs], axis=0)
-    open_spec = np.mean([spectra[d] for d in flat_dirs], axis=0) if flat_dirs else None
-    dark_spec = np.mean([spectra[d] for d in dark_dirs], axis=0) if dark_dirs else 0.0
+    def read_role(dirs: list[str]) -> tuple[list[np.ndarray] | None, np.ndarray | None, np.ndarray | None,
+                                            np.ndarray | None, list[dict]]:
+        if not dirs:
+            return None, None, None, None, []
+        parts = [read(d) for d in dirs]
+        bands_ = [np.stack([p[0][b] for p in parts]) for b in range(len(parts[0][0]))]
+        total = np.stack([p[1] for p in parts])
+        return (bands_, total, np.mean([p[2] for p in parts], axis=0), np.mean([p[3] for p in parts], axis=0),
+                [p[4] for p in parts])
+
+    p_bands, p_total, p_spec, p_reg, metas = read_role(proj_dirs)
+    f_bands, f_total, f_spec, f_reg, _ = read_role(flat_dirs)
+    d_bands, d_total, d_spec, d_reg, _ = read_role(dark_dirs)
+    n_proj = len(proj_dirs)
     texts = [f for f in files if "angle" in Path(f.name).name.lower() and f.name.endswith(".txt")]
     if texts:
         angles = _angles_to_rad(np.loadtxt(texts[0].path, ndmin=1).ravel(), "deg", texts[0].name)
+        if len(angles) != n_proj:
+            raise errors.InvalidInput(texts[0].name, f"has {len(angles)} angles for {n_proj} projection folders")
     else:
-        angles = np.linspace(0, np.pi, len(proj), endpoint=False)
+        angles = np.linspace(0, np.pi, n_proj, endpoint=False)
     meta = {"tof_s": metas[0].get("tof_s"), "overlap_corrected": bool(metas[0].get("overlap_corrected")),
-            "spectrum_sample": sample_spec, "spectrum_open": open_spec, "spectrum_dark": dark_spec}
-    return Scan(proj_dirs[0], "fits-tof", proj.shape, angles, "intensity", lambda r0, r1: proj[:, r0:r1, :],
-                darks, flats, meta=meta)
+            "spectrum_sample": p_spec, "spectrum_open": f_spec, "spectrum_dark": 0.0 if d_spec is None else d_spec,
+            "regions": state["boxes"], "region_sample": p_reg, "region_open": f_reg,
+            "region_dark": 0.0 if d_reg is None else d_reg}
+
+    def scan(proj: np.ndarray, darks: np.ndarray | None, flats: np.ndarray | None, extra: dict) -> Scan:
+        return Scan(proj_dirs[0], "fits-tof", proj.shape, angles, "intensity", lambda r0, r1: proj[:, r0:r1, :],
+                    darks, flats, meta={**meta, **extra})
+
+    if not bands_angstrom:
+        return [scan(p_bands[0], d_bands[0] if d_bands else None, f_bands[0] if f_bands else None, {})]
+    centre = scan(p_total, d_total, f_total, {})
+    out = []
+    for b, idx in enumerate(state["bins"]):
+        lo, hi = state["lam"][b]
+        s = scan(p_bands[b], d_bands[b] if d_bands else None, f_bands[b] if f_bands else None,
+                 {"band": b, "band_angstrom": [lo, hi], "band_bins": [int(idx[0]), int(idx[-1]) + 1],
+                  "centre_scan": centre})
+        s.time = 0.5 * (lo + hi)
+        out.append(s)
+    return out
