@@ -172,3 +172,79 @@ def test_truncated_tiff_is_named(tmp_path):
     (folder / "proj_1.tif").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(errors.InvalidInput, match="proj_1.tif"):
         _scans(folder)
+
+
+def _rchar() -> int:
+    """Bytes this process has read through read(2) so far (Linux /proc/self/io)."""
+    text = Path("/proc/self/io").read_text()
+    return int(next(line for line in text.splitlines() if line.startswith("rchar")).split()[1])
+
+
+def test_fits_tof_stack_is_read_by_row_range(tmp_path):
+    """FITS ToF stacks (uint16 images, stored as int16 + BZERO, two shutter windows):
+    the projections of 4 of 1024 rows equal the overlap-corrected band sums of a whole
+    read (Tremsin correction on those rows only, windows restarted), read with < 10 % of
+    the stack's bytes; the spectra (computed bin by bin at load) equal whole-stack ones."""
+    from astropy.io import fits
+
+    from panreduce_tomography import tof
+
+    rng = np.random.default_rng(5)
+    n_proj, n_bins, rows, cols = 3, 6, 1024, 64
+    tof_s = (np.arange(n_bins) + 0.5) * 1e-3
+    triggers = np.array([400.0, 300.0])
+    shutter = np.array([0, 0, 0, 1, 1, 1])  # windows end at 3 and 6 ms
+    root = tmp_path / "imat"
+    data = {}
+    for name in [f"angle_{i:03d}" for i in range(n_proj)] + ["ob"]:
+        d = root / name
+        d.mkdir(parents=True)
+        stack = rng.integers(0, 60, (n_bins, rows, cols)).astype(np.uint16)
+        data[name] = stack
+        for b in range(n_bins):
+            fits.PrimaryHDU(stack[b]).writeto(d / f"IMAT_{b:05d}.fits")
+        np.savetxt(d / "IMAT_Spectra.txt", np.c_[tof_s, np.ones(n_bins)])
+        np.savetxt(d / "IMAT_ShutterCount.txt", np.c_[[0, 1], triggers])
+        np.savetxt(d / "IMAT_ShutterTimes.txt", np.c_[[0, 1], [0.0, 0.0], [3e-3, 3e-3]])
+    with fits.open(root / "ob" / "IMAT_00000.fits") as h:  # stored as int16 with an offset
+        assert h[0].header["BITPIX"] == 16 and h[0].header["BZERO"] == 32768
+    corrected = {k: tof.overlap_correction(v, shutter, triggers) for k, v in data.items()}
+    # the correction matters here (up to ~30 % in the last bin of a window)
+    assert np.abs(corrected["ob"] / np.maximum(data["ob"], 1) - 1).max() > 0.2
+    projs = [f"angle_{i:03d}" for i in range(n_proj)]
+    band = (2, 5)  # straddles both windows: bins 0, 1 are read for the correction only
+    (scan,) = _scans(root, band=band)
+    assert scan.layout == "fits-tof" and scan.shape == (n_proj, rows, cols)
+    assert scan.meta["overlap_corrected"]
+    want = np.stack([corrected[p][band[0]:band[1]].sum(0) for p in projs])
+    assert np.allclose(scan.flats[0], corrected["ob"][band[0]:band[1]].sum(0), rtol=1e-5)
+    spec = np.mean([corrected[p].mean(axis=(1, 2)) for p in projs], axis=0)
+    assert np.allclose(scan.meta["spectrum_sample"], spec, rtol=1e-9)
+    assert np.allclose(scan.meta["spectrum_open"], corrected["ob"].mean(axis=(1, 2)), rtol=1e-9)
+    if not Path("/proc/self/io").is_file():
+        pytest.skip("needs /proc/self/io (Linux) to count the bytes read")
+    scan.read_rows(0, 1)  # warm up
+    before = _rchar()
+    got = scan.read_rows(100, 104)
+    total = _rchar() - before
+    stack_bytes = sum(v.nbytes for k, v in data.items() if k != "ob")
+    assert np.allclose(got, want[:, 100:104], rtol=1e-5)
+    # rows 100:104 of bins 0..4 of 3 projections: 3 x 5 x 4 x 64 x 2 bytes = 7.7 kB
+    assert 0 < total < 0.1 * stack_bytes, (total, stack_bytes)
+    assert total >= n_proj * 5 * 4 * cols * 2
+    assert np.allclose(scan.read_rows(1020, 1024), want[:, 1020:1024], rtol=1e-5)
+
+
+def test_truncated_fits_is_named(tmp_path):
+    from astropy.io import fits
+
+    root = tmp_path / "imat"
+    for i in range(2):
+        d = root / f"angle_{i}"
+        d.mkdir(parents=True)
+        for b in range(3):
+            fits.PrimaryHDU(np.ones((64, 32), np.float32)).writeto(d / f"IMAT_{b}.fits")
+    raw = (root / "angle_1" / "IMAT_2.fits").read_bytes()
+    (root / "angle_1" / "IMAT_2.fits").write_bytes(raw[: len(raw) - 3000])
+    with pytest.raises(errors.InvalidInput, match="IMAT_2.fits"):
+        _scans(root)

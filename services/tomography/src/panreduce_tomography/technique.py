@@ -125,8 +125,9 @@ class Technique(Base[TomographyParameters, TomoInputs]):
                     found.append(False)
                 centres.append(c)
                 plan = None
-                if p.algorithm == "gridrec" and bk.name == "numpy":
-                    plan = recon.GridrecPlan(scan.angles, c, n_det, n=n, filter=p.filter, cutoff=p.filter_cutoff)
+                if p.algorithm == "gridrec":  # finufft on numpy, gridding on torch (CPU or GPU)
+                    plan = recon.gridrec_plan(scan.angles, c, n_det, n=n, filter=p.filter, cutoff=p.filter_cutoff,
+                                              backend=bk)
                 for s0 in range(0, len(rows), p.slab_rows):
                     slab = rows[s0 : s0 + p.slab_rows]
                     ctx.progress(done / total_slabs, "reconstruct",
@@ -174,7 +175,7 @@ class Technique(Base[TomographyParameters, TomoInputs]):
             "slices": len(rows),
             "rows": [rows[0], rows[-1]],
             "size": n,
-            "algorithm": p.algorithm if not (p.algorithm == "gridrec" and bk.name != "numpy") else "fbp (torch)",
+            "algorithm": p.algorithm,
             "backend": f"{bk.name}:{bk.device}",
             "center": centres[0] if nt == 1 else centres,
             "center_found": found[0] if nt == 1 else found,

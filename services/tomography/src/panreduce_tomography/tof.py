@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -123,42 +125,162 @@ def shutter_of_bins(tof: np.ndarray, shutter_times: np.ndarray | None, n_windows
     return (np.arange(len(tof)) * n_windows) // max(len(tof), 1)
 
 
-def read_fits_image(file: StagedFile) -> np.ndarray:
+_BITPIX = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
+           -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+
+
+@dataclass
+class FitsImage:
+    """Where one FITS image's pixels lie in its file (read from the headers only)."""
+
+    file: StagedFile
+    hdu: int
+    shape: tuple[int, int]  # (rows, cols)
+    offset: int | None  # first data byte; None for tile-compressed images (read through astropy)
+    dtype: np.dtype
+    bscale: float = 1.0
+    bzero: float = 0.0
+
+
+def fits_image_info(file: StagedFile) -> FitsImage:
+    """The first 2-D image of a FITS file, from its headers (no pixel is read); damaged,
+    truncated or image-less files raise InvalidInput naming the file."""
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "File may have been truncated", UserWarning)  # checked below
+        return _fits_image_info(file)
+
+
+def _fits_image_info(file: StagedFile) -> FitsImage:
     from astropy.io import fits
 
     try:
         with fits.open(file.path, memmap=False) as hdul:
-            for hdu in hdul:
-                if hdu.data is not None and np.ndim(hdu.data) >= 2:
-                    return np.asarray(hdu.data, dtype=np.float32)
+            for i, hdu in enumerate(hdul):
+                hdr = hdu.header
+                compressed = isinstance(hdu, fits.CompImageHDU)
+                if not (compressed or isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU))):
+                    continue
+                naxis = int(hdr.get("ZNAXIS" if compressed else "NAXIS", 0))
+                if naxis < 2:
+                    continue
+                dims = [int(hdr[f"{'Z' if compressed else ''}NAXIS{k}"]) for k in range(naxis, 0, -1)]
+                if int(np.prod(dims[:-2])) != 1:
+                    raise errors.InvalidInput(file.name, f"holds a {naxis}-D image {dims}; one 2-D image per "
+                                              "time bin is expected")
+                shape = (dims[-2], dims[-1])
+                if compressed:
+                    return FitsImage(file, i, shape, None, np.dtype("f4"))
+                dtype = _BITPIX.get(int(hdr["BITPIX"]))
+                if dtype is None:
+                    raise errors.InvalidInput(file.name, f"has an unknown BITPIX {hdr['BITPIX']}")
+                offset = int(hdul.fileinfo(i)["datLoc"])
+                need = offset + shape[0] * shape[1] * dtype.itemsize
+                if file.path.stat().st_size < need:
+                    raise errors.InvalidInput(file.name, f"is truncated ({file.path.stat().st_size} bytes, the "
+                                              f"image needs {need})")
+                return FitsImage(file, i, shape, offset, dtype, float(hdr.get("BSCALE", 1.0)),
+                                 float(hdr.get("BZERO", 0.0)))
+    except errors.PanReduceError:
+        raise
     except Exception as exc:  # noqa: BLE001 - astropy raises many types for damaged files
         raise errors.InvalidInput(file.name, f"is not a readable FITS image ({exc})") from None
     raise errors.InvalidInput(file.name, "holds no image")
 
 
-def read_fits_stack(files: list[StagedFile]) -> tuple[np.ndarray, dict]:
-    """One ToF stack (T, rows, cols) from the FITS files of one folder, sorted by name,
-    with the overlap correction applied when ``*_ShutterCount.txt`` is present."""
-    fits_files = sorted((f for f in files if Path(f.name).suffix.lower() in (".fits", ".fit", ".fts")),
-                        key=lambda f: f.name)
-    if not fits_files:
-        raise errors.InvalidInput(files[0].name if files else "inputs", "no FITS images")
-    stack = np.stack([read_fits_image(f) for f in fits_files])
-    meta: dict = {"n_bins": len(fits_files)}
-    spectra = [f for f in files if f.name.endswith("_Spectra.txt")]
-    counts = [f for f in files if f.name.endswith("_ShutterCount.txt")]
-    times = [f for f in files if f.name.endswith("_ShutterTimes.txt")]
-    if spectra:
-        tof = read_spectra(spectra[0].path)
-        if len(tof) == len(stack):
-            meta["tof_s"] = tof
-    if counts and "tof_s" in meta:
-        trig = read_shutter_counts(counts[0].path)
-        st = np.loadtxt(times[0].path, ndmin=2)[:, -1] if times else None
-        shut = shutter_of_bins(meta["tof_s"], st[: len(trig)] if st is not None else None, len(trig))
-        stack = overlap_correction(stack, shut, trig).astype(np.float32)
-        meta["overlap_corrected"] = True
-    return stack, meta
+def read_fits_rows(img: FitsImage, r0: int, r1: int) -> np.ndarray:
+    """Rows ``r0:r1`` of a FITS image as float64 (BSCALE/BZERO applied): for plain images
+    only those rows' bytes are read from the file (one seek, one read)."""
+    rows, cols = img.shape
+    if img.offset is None:
+        from astropy.io import fits
+
+        with fits.open(img.file.path, memmap=False) as hdul:
+            return np.asarray(hdul[img.hdu].section[r0:r1, :], dtype=np.float64)
+    row_bytes = cols * img.dtype.itemsize
+    with open(img.file.path, "rb", buffering=0) as fh:
+        fh.seek(img.offset + r0 * row_bytes)
+        buf = fh.read((r1 - r0) * row_bytes)
+    if len(buf) != (r1 - r0) * row_bytes:
+        raise errors.InvalidInput(img.file.name, f"is truncated (rows {r0}:{r1} cannot be read)")
+    out = np.frombuffer(buf, img.dtype).reshape(r1 - r0, cols).astype(np.float64)
+    if img.bscale != 1.0:
+        out *= img.bscale
+    if img.bzero != 0.0:
+        out += img.bzero
+    return out
+
+
+class FitsStack:
+    """The FITS files of one folder (one image per time bin, sorted by name) with its
+    ``*_Spectra.txt`` (time of flight per bin) and ``*_ShutterCount.txt`` /
+    ``*_ShutterTimes.txt`` (overlap correction). Only the headers are read here; pixels
+    are read by row range and corrected bin by bin (:meth:`bins`)."""
+
+    def __init__(self, name: str, files: list[StagedFile]) -> None:
+        fits_files = sorted((f for f in files if Path(f.name).suffix.lower() in (".fits", ".fit", ".fts")),
+                            key=lambda f: f.name)
+        if not fits_files:
+            raise errors.InvalidInput(files[0].name if files else name, "no FITS images")
+        self.name = name
+        self.images = [fits_image_info(f) for f in fits_files]
+        self.shape = self.images[0].shape
+        for img in self.images[1:]:
+            if img.shape != self.shape:
+                raise errors.InvalidInput(img.file.name, f"image of {img.shape}, {self.images[0].file.name} "
+                                          f"has {self.shape}")
+        self.n_bins = len(self.images)
+        self.meta: dict = {"n_bins": self.n_bins}
+        self.shutter: np.ndarray | None = None
+        self.triggers: np.ndarray | None = None
+        spectra = [f for f in files if f.name.endswith("_Spectra.txt")]
+        counts = [f for f in files if f.name.endswith("_ShutterCount.txt")]
+        times = [f for f in files if f.name.endswith("_ShutterTimes.txt")]
+        if spectra:
+            tof = read_spectra(spectra[0].path)
+            if len(tof) == self.n_bins:
+                self.meta["tof_s"] = tof
+        if counts and "tof_s" in self.meta:
+            trig = read_shutter_counts(counts[0].path)
+            st = np.loadtxt(times[0].path, ndmin=2)[:, -1] if times else None
+            self.shutter = shutter_of_bins(self.meta["tof_s"], st[: len(trig)] if st is not None else None, len(trig))
+            self.triggers = np.asarray(trig, np.float64)
+            self.meta["overlap_corrected"] = True
+
+    def bins(self, r0: int, r1: int, first: int = 0, last: int | None = None):  # noqa: ANN201 - generator
+        """Yield ``(bin, counts)`` for bins ``first..last`` of rows ``r0:r1`` (float64,
+        overlap-corrected when shutter counts are known: the correction of a bin needs the
+        earlier bins of its shutter window, which are read from the window's start, so
+        exactly the result of :func:`overlap_correction` on those rows)."""
+        last = self.n_bins - 1 if last is None else last
+        start = first
+        if self.shutter is not None:
+            start = int(np.nonzero(self.shutter == self.shutter[first])[0][0])
+        before = None
+        for b in range(start, last + 1):
+            raw = read_fits_rows(self.images[b], r0, r1)
+            if self.shutter is None:
+                if b >= first:
+                    yield b, raw
+                continue
+            if before is None or self.shutter[b] != self.shutter[b - 1]:
+                before = np.zeros_like(raw)
+            live = 1.0 - before / max(self.triggers[self.shutter[b]], 1.0)
+            before += raw
+            if b >= first:
+                yield b, raw / np.clip(live, 1e-3, None)
+
+    def band_sums(self, r0: int, r1: int, bands: list[np.ndarray]) -> list[np.ndarray]:
+        """The corrected counts of rows ``r0:r1`` summed over each band's bins."""
+        lo = min(int(idx.min()) for idx in bands)
+        hi = max(int(idx.max()) for idx in bands)
+        member = [np.isin(np.arange(self.n_bins), idx) for idx in bands]
+        out = [np.zeros((r1 - r0, self.shape[1])) for _ in bands]
+        for b, counts in self.bins(r0, r1, lo, hi):
+            for k, m in enumerate(member):
+                if m[b]:
+                    out[k] += counts
+        return [o.astype(np.float32) for o in out]
 
 
 def region_boxes(shape: tuple[int, int], regions: list | None = None,
@@ -221,7 +343,11 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
     Returns one :class:`~panreduce_tomography.io.Scan` per wavelength band: the
     projections are the counts summed over the band's time bins (``bands_angstrom``:
     bins whose wavelength is in ``[lo, hi)``; else the bins ``band``; else all bins).
-    Each file is read once; only the band sums stay in memory. ``meta`` holds the
+    Only the headers are read at first; one pass over every file, image by image,
+    gives the spectra (and the band sums of the open beams and darks, kept in memory);
+    the projections are then read by detector-row range (``Scan.reader``), each FITS
+    file's rows read by one seek and one read and overlap-corrected on those rows
+    only (bin by bin, from the start of each shutter window). ``meta`` holds the
     frame-averaged spectra and the spectra of each pixel region (``regions`` boxes or a
     ``grid``; mean over the region and, for the sample, over the projections) of the
     sample, open beam and dark; with several bands, ``meta['centre_scan']`` is the
@@ -245,50 +371,60 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
     if not proj_dirs:
         raise errors.InvalidInput(files[0].name if files else "inputs", "no projection folders of FITS images")
 
-    state: dict = {}
+    stacks = {d: FitsStack(d, by_dir[d]) for d in proj_dirs + flat_dirs + dark_dirs}
+    first = stacks[proj_dirs[0]]
+    n_bins, shape = first.n_bins, first.shape
+    for d, st in stacks.items():  # the first folder fixes the bins, bands and regions
+        if st.n_bins != n_bins or st.shape != shape:
+            raise errors.InvalidInput(d, f"{st.n_bins} images of {st.shape}, the first folder has "
+                                      f"{n_bins} of {shape}")
+    boxes = region_boxes(shape, regions, grid)
+    lam_bands: list[list[float]] = []
+    if bands_angstrom:
+        if first.meta.get("tof_s") is None:
+            raise errors.InvalidInput(proj_dirs[0], "tof_bands_angstrom needs the time of flight per bin "
+                                      "(a *_Spectra.txt file with one row per FITS image)")
+        lam = wavelength_angstrom(first.meta["tof_s"], flight_path_m)
+        bins = band_bins(lam, bands_angstrom)
+        lam_bands = [[float(lo), float(hi)] for lo, hi in bands_angstrom]
+    elif band is not None:
+        if not (0 <= band[0] < band[1] <= n_bins):
+            raise errors.InvalidInput(proj_dirs[0], f"tof_band {band} is outside the {n_bins} time bins")
+        bins = [np.arange(band[0], band[1])]
+    else:
+        bins = [np.arange(n_bins)]
+    member = [np.isin(np.arange(n_bins), idx) for idx in bins]
 
-    def read(d: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict]:
-        """Band sums, all-bin sum, frame spectrum and region spectra of one folder."""
-        stack, meta = read_fits_stack(by_dir[d])
-        if "bins" not in state:  # the first folder fixes the bins, bands and regions
-            n_bins = len(stack)
-            state["shape"] = stack.shape[1:]
-            state["boxes"] = region_boxes(stack.shape[1:], regions, grid)
-            if bands_angstrom:
-                if meta.get("tof_s") is None:
-                    raise errors.InvalidInput(d, "tof_bands_angstrom needs the time of flight per bin "
-                                              "(a *_Spectra.txt file with one row per FITS image)")
-                lam = wavelength_angstrom(meta["tof_s"], flight_path_m)
-                state["bins"] = band_bins(lam, bands_angstrom)
-                state["lam"] = [[float(lo), float(hi)] for lo, hi in bands_angstrom]
-            elif band is not None:
-                if not (0 <= band[0] < band[1] <= n_bins):
-                    raise errors.InvalidInput(d, f"tof_band {band} is outside the {n_bins} time bins")
-                state["bins"] = [np.arange(band[0], band[1])]
-            else:
-                state["bins"] = [np.arange(n_bins)]
-            state["n_bins"] = n_bins
-        elif len(stack) != state["n_bins"] or stack.shape[1:] != state["shape"]:
-            raise errors.InvalidInput(d, f"{len(stack)} images of {stack.shape[1:]}, the first folder has "
-                                      f"{state['n_bins']} of {state['shape']}")
-        sums = [stack[idx].sum(0) for idx in state["bins"]]
-        spec = stack.mean(axis=(1, 2))
-        reg = np.stack([stack[:, r0:r1, c0:c1].mean(axis=(1, 2)) for r0, r1, c0, c1 in state["boxes"]])
-        return sums, stack.sum(0), spec, reg, meta
+    def spectra(d: str, keep: bool) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray | None]:
+        """One pass over a folder, bin by bin (one image in memory): the frame spectrum,
+        the region spectra and (``keep``: darks/flats) the band and all-bin sums."""
+        spec = np.zeros(n_bins)
+        reg = np.zeros((len(boxes), n_bins))
+        sums = [np.zeros(shape) for _ in bins] if keep else []
+        total = np.zeros(shape) if keep else None
+        for b, counts in stacks[d].bins(0, shape[0]):
+            spec[b] = counts.mean()
+            for k, (r0, r1, c0, c1) in enumerate(boxes):
+                reg[k, b] = counts[r0:r1, c0:c1].mean()
+            if keep:
+                total += counts
+                for k, m in enumerate(member):
+                    if m[b]:
+                        sums[k] += counts
+        return spec, reg, sums, total
 
-    def read_role(dirs: list[str]) -> tuple[list[np.ndarray] | None, np.ndarray | None, np.ndarray | None,
-                                            np.ndarray | None, list[dict]]:
+    def read_role(dirs: list[str], keep: bool) -> tuple[list[np.ndarray] | None, np.ndarray | None,
+                                                        np.ndarray | None, np.ndarray | None]:
         if not dirs:
-            return None, None, None, None, []
-        parts = [read(d) for d in dirs]
-        bands_ = [np.stack([p[0][b] for p in parts]) for b in range(len(parts[0][0]))]
-        total = np.stack([p[1] for p in parts])
-        return (bands_, total, np.mean([p[2] for p in parts], axis=0), np.mean([p[3] for p in parts], axis=0),
-                [p[4] for p in parts])
+            return None, None, None, None
+        parts = [spectra(d, keep) for d in dirs]
+        bands_ = [np.stack([p[2][k] for p in parts]).astype(np.float32) for k in range(len(bins))] if keep else None
+        total = np.stack([p[3] for p in parts]).astype(np.float32) if keep else None
+        return bands_, total, np.mean([p[0] for p in parts], axis=0), np.mean([p[1] for p in parts], axis=0)
 
-    p_bands, p_total, p_spec, p_reg, metas = read_role(proj_dirs)
-    f_bands, f_total, f_spec, f_reg, _ = read_role(flat_dirs)
-    d_bands, d_total, d_spec, d_reg, _ = read_role(dark_dirs)
+    _, _, p_spec, p_reg = read_role(proj_dirs, False)
+    f_bands, f_total, f_spec, f_reg = read_role(flat_dirs, True)
+    d_bands, d_total, d_spec, d_reg = read_role(dark_dirs, True)
     n_proj = len(proj_dirs)
     texts = [f for f in files if "angle" in Path(f.name).name.lower() and f.name.endswith(".txt")]
     if texts:
@@ -297,22 +433,29 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
             raise errors.InvalidInput(texts[0].name, f"has {len(angles)} angles for {n_proj} projection folders")
     else:
         angles = np.linspace(0, np.pi, n_proj, endpoint=False)
-    meta = {"tof_s": metas[0].get("tof_s"), "overlap_corrected": bool(metas[0].get("overlap_corrected")),
+    meta = {"tof_s": first.meta.get("tof_s"), "overlap_corrected": bool(first.meta.get("overlap_corrected")),
             "spectrum_sample": p_spec, "spectrum_open": f_spec, "spectrum_dark": 0.0 if d_spec is None else d_spec,
-            "regions": state["boxes"], "region_sample": p_reg, "region_open": f_reg,
+            "regions": boxes, "region_sample": p_reg, "region_open": f_reg,
             "region_dark": 0.0 if d_reg is None else d_reg}
 
-    def scan(proj: np.ndarray, darks: np.ndarray | None, flats: np.ndarray | None, extra: dict) -> Scan:
-        return Scan(proj_dirs[0], "fits-tof", proj.shape, angles, "intensity", lambda r0, r1: proj[:, r0:r1, :],
+    def reader(idx: np.ndarray):  # noqa: ANN202
+        def read(r0: int, r1: int) -> np.ndarray:
+            """Rows r0:r1 of every projection: only those rows of each FITS file are read."""
+            return np.stack([stacks[d].band_sums(r0, r1, [idx])[0] for d in proj_dirs])
+
+        return read
+
+    def scan(idx: np.ndarray, darks: np.ndarray | None, flats: np.ndarray | None, extra: dict) -> Scan:
+        return Scan(proj_dirs[0], "fits-tof", (n_proj, *shape), angles, "intensity", reader(idx),
                     darks, flats, meta={**meta, **extra})
 
     if not bands_angstrom:
-        return [scan(p_bands[0], d_bands[0] if d_bands else None, f_bands[0] if f_bands else None, {})]
-    centre = scan(p_total, d_total, f_total, {})
+        return [scan(bins[0], d_bands[0] if d_bands else None, f_bands[0] if f_bands else None, {})]
+    centre = scan(np.arange(n_bins), d_total, f_total, {})
     out = []
-    for b, idx in enumerate(state["bins"]):
-        lo, hi = state["lam"][b]
-        s = scan(p_bands[b], d_bands[b] if d_bands else None, f_bands[b] if f_bands else None,
+    for b, idx in enumerate(bins):
+        lo, hi = lam_bands[b]
+        s = scan(idx, d_bands[b] if d_bands else None, f_bands[b] if f_bands else None,
                  {"band": b, "band_angstrom": [lo, hi], "band_bins": [int(idx[0]), int(idx[-1]) + 1],
                   "centre_scan": centre})
         s.time = 0.5 * (lo + hi)
