@@ -37,6 +37,10 @@ test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
 bench-%: setup ## a benchmark table: make bench-platform, bench-sans, bench-saxs, bench-tomography, bench-ptychography
 	$(PY) benchmarks/bench_$*.py
 
+bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra) for the side-by-side comparison
+	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet
+	$(PY) benchmarks/bench_tomography.py
+
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check .
 
