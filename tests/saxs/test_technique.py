@@ -201,8 +201,9 @@ def test_cake_and_2d_image_outputs(tmp_path):
     assert np.nanmax(np.abs(ratio - 1)) < 0.05
     (two_d,) = [c for c in [outputs["image_2d.h5"]]]
     with h5py.File(two_d) as f:
-        i2 = f["image/sasdata/I"][()]
-        qx, qy = f["image/sasdata/Qx"][()], f["image/sasdata/Qy"][()]
+        (name,) = [k for k in f if k.startswith("sasentry")]
+        i2 = f[name]["sasdata/I"][()]
+        qx, qy = f[name]["sasdata/Qx"][()], f[name]["sasdata/Qy"][()]
     qq = np.hypot(qx, qy)
     assert np.allclose(qq, GEO.q, rtol=1e-4)
     assert np.allclose(i2, guinier_sphere(GEO.q, background=10), rtol=1e-4)

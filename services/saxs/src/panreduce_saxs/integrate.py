@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 HC_KEV_A = 12.398419843320026  # h c in keV Å
+DUMMY = -1.0e9  # value of pixels masked frame by frame (exact in float32; below every threshold)
 
 Splitting = Literal["no", "bbox", "full"]
 ErrorModel = Literal["poisson", "azimuthal", "none"]
@@ -46,6 +47,14 @@ class Geometry:
     pixel2_m: float  # pixel width (columns)
     tilt_deg: float = 0.0
     tilt_plane_deg: float = 0.0
+    # pyFAI's (dist, poni1, poni2, rot1, rot2, rot3) (m, rad) when the geometry comes from
+    # NeXus transformations: used as is (it keeps rot3, which Fit2D terms drop); the
+    # Fit2D fields above are then its equivalent (beam centre, direct distance, tilt)
+    poni: tuple[float, float, float, float, float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.poni is not None:
+            object.__setattr__(self, "poni", tuple(float(v) for v in self.poni))
 
     @property
     def wavelength_A(self) -> float:
@@ -63,6 +72,11 @@ def make_integrator(geometry: Geometry, shape: tuple[int, int]):  # -> Azimuthal
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
     det = Detector(pixel1=geometry.pixel1_m, pixel2=geometry.pixel2_m, max_shape=tuple(shape))
+    if geometry.poni is not None:
+        dist, poni1, poni2, rot1, rot2, rot3 = geometry.poni
+        ai = AzimuthalIntegrator(dist=dist, poni1=poni1, poni2=poni2, rot1=rot1, rot2=rot2, rot3=rot3,
+                                 detector=det, wavelength=geometry.wavelength_m)
+        return ai
     ai = AzimuthalIntegrator(detector=det)
     ai.setFit2D(geometry.distance_m * 1e3, geometry.center_x_px, geometry.center_y_px,
                 tilt=geometry.tilt_deg, tiltPlanRotation=geometry.tilt_plane_deg,
@@ -80,6 +94,20 @@ def geometry_of(ai) -> Geometry:  # noqa: ANN001
         pixel1_m=float(ai.detector.pixel1), pixel2_m=float(ai.detector.pixel2),
         tilt_deg=f2d["tilt"], tilt_plane_deg=f2d["tiltPlanRotation"],
     )
+
+
+def fit2d_of_poni(poni: tuple[float, ...], pixel1_m: float, pixel2_m: float) -> dict[str, float]:
+    """Fit2D-like terms (direct distance m, beam centre px, tilt and its plane, degrees) of
+    pyFAI's (dist, poni1, poni2, rot1, rot2, rot3)."""
+    from pyFAI.detectors import Detector
+    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
+
+    dist, poni1, poni2, rot1, rot2, rot3 = poni
+    ai = AzimuthalIntegrator(dist=dist, poni1=poni1, poni2=poni2, rot1=rot1, rot2=rot2, rot3=rot3,
+                             detector=Detector(pixel1=pixel1_m, pixel2=pixel2_m))
+    f2d = ai.getFit2D()
+    return {"distance_m": f2d["directDist"] * 1e-3, "center_x_px": f2d["centerX"], "center_y_px": f2d["centerY"],
+            "tilt_deg": f2d["tilt"], "tilt_plane_deg": f2d["tiltPlanRotation"]}
 
 
 @dataclass
@@ -142,6 +170,11 @@ class Integrator:
             raise ValueError(f"mask shape {mask.shape} differs from the frames' {self.shape}")
         self.mask = mask
         self._mask_i8 = mask.astype(np.int8)
+        # an integrator whose detector carries this very mask: let pyFAI take it from there
+        # (its checksum is kept) rather than passing it, and checksumming it, every frame
+        det_mask = getattr(ai.detector, "mask", None)
+        self._mask_arg = None if det_mask is not None and det_mask.shape == mask.shape and \
+            np.array_equal(np.asarray(det_mask, dtype=bool), mask) else self._mask_i8
         self._radial_unit, self._radial_range, self._npt = self._binning()
         self._error_model = None if setup.error_model == "none" else setup.error_model
 
@@ -174,14 +207,25 @@ class Integrator:
         return geo.q_of_radius(np.asarray(radial, dtype=float) * 1e-3)
 
     # -- integration ---------------------------------------------------------------------
+    @staticmethod
+    def _dummies(frame: np.ndarray, extra_mask: np.ndarray | None) -> tuple[np.ndarray, dict]:
+        """The frame with ``extra_mask``'s pixels set to a dummy value pyFAI skips: a mask
+        per frame without rebuilding pyFAI's sparse matrix (built for the fixed mask)."""
+        if extra_mask is None or not extra_mask.any():
+            return frame, {}
+        frame = np.where(extra_mask, np.float32(DUMMY), frame)
+        return frame, {"dummy": DUMMY, "delta_dummy": 0.5}
+
     def integrate1d(self, frame: np.ndarray, normalization: float = 1.0, *,
-                    chi_range: tuple[float, float] | None = None) -> Curve:
-        """I(q) of one frame divided by ``normalization``; empty bins dropped."""
+                    chi_range: tuple[float, float] | None = None, extra_mask: np.ndarray | None = None) -> Curve:
+        """I(q) of one frame divided by ``normalization``; empty bins dropped. Pixels of
+        ``extra_mask`` (this frame's own mask) are left out as well as the fixed mask."""
         s = self.setup
+        frame, dummies = self._dummies(frame, extra_mask)
         res = self.ai.integrate1d(
-            frame, self._npt, unit=self._radial_unit, method=_method(s.splitting),
+            frame, self._npt, unit=self._radial_unit, method=_method(s.splitting), **dummies,
             correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
-            mask=self._mask_i8, dark=s.dark, flat=s.flat, radial_range=self._radial_range,
+            mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=self._radial_range,
             azimuth_range=chi_range or s.chi_range, error_model=self._error_model,
             normalization_factor=float(normalization),
         )
@@ -194,14 +238,16 @@ class Integrator:
             count=np.asarray(count[good], dtype=float) if count is not None else None,
         )
 
-    def integrate2d(self, frame: np.ndarray, normalization: float = 1.0) -> Cake:
+    def integrate2d(self, frame: np.ndarray, normalization: float = 1.0, *,
+                    extra_mask: np.ndarray | None = None) -> Cake:
         """I(chi, q) of one frame (caking), empty cells NaN."""
         s = self.setup
         npt = s.q_bins if s.q_bins > 0 else self._npt
+        frame, dummies = self._dummies(frame, extra_mask)
         res = self.ai.integrate2d(
-            frame, npt, s.chi_bins, unit="q_A^-1", method=_method(s.splitting),
+            frame, npt, s.chi_bins, unit="q_A^-1", method=_method(s.splitting), **dummies,
             correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
-            mask=self._mask_i8, dark=s.dark, flat=s.flat, radial_range=s.q_range,
+            mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=s.q_range,
             azimuth_range=s.chi_range, error_model=self._error_model,
             normalization_factor=float(normalization),
         )

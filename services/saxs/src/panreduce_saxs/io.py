@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -159,7 +160,7 @@ class NexusFrames:
     dataset: str  # HDF5 path of the frame stack (n, rows, cols) or frame (rows, cols)
     n_frames: int
     shape: tuple[int, int]
-    geometry: dict[str, float] = field(default_factory=dict)  # distance_m, wavelength_m, ...
+    geometry: dict[str, Any] = field(default_factory=dict)  # distance_m, wavelength_m, ..., poni
     positioners: dict[str, np.ndarray] = field(default_factory=dict)  # 1-D per-frame values
     times: np.ndarray | None = None
 
@@ -271,7 +272,8 @@ def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFram
     d = f[ds_path]
     n = d.shape[0] if d.ndim == 3 else 1
     shape = tuple(int(s) for s in d.shape[-2:])
-    geometry: dict[str, float] = {}
+    geometry: dict[str, Any] = {}
+    detector_path = ""
     positioners: dict[str, np.ndarray] = {}
     centre: dict[str, tuple[float, str]] = {}
     times = None
@@ -279,6 +281,8 @@ def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFram
         if isinstance(obj, h5py.Group):
             cls = _nx_class(obj)
             if cls == "NXdetector":
+                if not detector_path or ds_path.startswith(obj.name + "/"):
+                    detector_path = obj.name
                 for key, target in (("distance", "distance_m"), ("x_pixel_size", "pixel2_m"),
                                     ("y_pixel_size", "pixel1_m")):
                     if isinstance(obj.get(key), h5py.Dataset) and target not in geometry:
@@ -324,6 +328,19 @@ def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFram
                 geometry[f"center_{axis}_px"] = v
             elif unit in LENGTH_TO_M and geometry.get(pix):
                 geometry[f"center_{axis}_px"] = v * LENGTH_TO_M[unit] / geometry[pix]
+    if detector_path:
+        # the detector's placement (NXtransformations): converted to pyFAI's geometry once
+        # the pixel size is known (the file's or a parameter); a chain that cannot be
+        # followed is reported only if the geometry is needed from it
+        from panreduce_saxs.transformations import TransformationError, read_placement
+
+        try:
+            placement = read_placement(f, f[detector_path])
+        except TransformationError as exc:
+            geometry["placement_error"] = f"{detector_path}: its depends_on chain cannot be used: {exc}"
+        else:
+            if placement is not None:
+                geometry["placement"] = placement
     if "energy_keV" in geometry and "wavelength_m" not in geometry:
         geometry["wavelength_m"] = 12.398419843320026e-10 / geometry["energy_keV"]
     return NexusFrames(path=path, name=name, dataset=ds_path, n_frames=n, shape=shape,  # type: ignore[arg-type]

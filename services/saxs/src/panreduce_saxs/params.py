@@ -61,6 +61,10 @@ class SaxsParameters(Parameters):
     hot_pixel_sigma: float = Field(0.0, ge=0, le=1000, description="mask isolated pixels this many "
                                    "Poisson deviations above their 5x5 median on the first frame "
                                    "(0 = off)")
+    mask_per_frame: bool = Field(False, description="recompute the threshold (mask_below, mask_above, "
+                                 "non-finite values) and hot-pixel masks on every frame instead of taking "
+                                 "them from the first frame; the beamstop shadow, mask file, detector gaps "
+                                 "and rectangles stay as found for the first frame")
     # -- corrections ---------------------------------------------------------------------
     dark_file: str = Field("", description="name of a dark-current image input (same exposure)")
     flat_file: str = Field("", description="name of a flat-field image input (detector efficiency)")
@@ -110,8 +114,9 @@ class SaxsParameters(Parameters):
                                    "χ) to integrate; null = full circle")
     cake: bool = Field(False, description="also write the 2-D regrouping I(q, χ) (caking)")
     chi_bins: int = Field(360, ge=4, le=36_000, description="χ bins of the cake")
-    image_2d: bool = Field(False, description="also write the first frame's corrected 2-D image with "
-                           "Qx, Qy per pixel as NXcanSAS 2-D data")
+    image_2d: bool = Field(False, description="also write every frame's corrected, normalised 2-D image "
+                           "with Qx, Qy per pixel as NXcanSAS 2-D data (one SASentry per frame; "
+                           "4M pixels are ~70 MB per frame)")
     # -- kinetics ------------------------------------------------------------------------
     frame_time_s: float | None = Field(None, gt=0, le=1e6, description="time between frames (s) when "
                                        "no time counter is recorded")

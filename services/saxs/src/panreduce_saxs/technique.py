@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -29,6 +30,7 @@ from panreduce_saxs.integrate import (
     IntegrationSetup,
     Integrator,
     absolute_scale_factor,
+    fit2d_of_poni,
     geometry_of,
     make_integrator,
     subtract,
@@ -53,7 +55,6 @@ TIME_COUNTERS = ("Time", "time", "Epoch", "epoch", "elapsed_time", "Seconds")
 KINETIC_COLUMNS = ("rg", "rg_err", "i0", "i0_err", "guinier_q_min", "guinier_q_max", "guinier_ok",
                    "invariant", "invariant_err")
 SHARD_FILE = "saxs_shard.h5"  # what a shard writes for the merge (per frame: label, counters, curve, fits)
-TWO_D_OUTPUTS = (("cake.nxs", "nexus"), ("image_2d.h5", "nxcansas"))
 
 
 @dataclass
@@ -171,14 +172,14 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             raise errors.InvalidRequest("no detector frames among the inputs (TIFF, EDF, CBF or NeXus)")
         ctx.progress(0.0, "load", f"{len(frame_files)} frame file(s)")
         frames: list[Frame] = []
-        nexus_geometry: dict[str, float] = {}
+        nexus_geometry: dict[str, Any] = {}
         shape: tuple[int, int] | None = None
         preload = len(frame_files) <= PRELOAD_IMAGES
         for k, f in enumerate(frame_files):
             ctx.check_cancelled()
             if f.path.suffix.lower() in HDF5_SUFFIXES:
                 info = inspect_nexus(f.path, f.name, params.frames_path)
-                nexus_geometry = nexus_geometry or info.geometry
+                nexus_geometry = nexus_geometry or {**info.geometry, "source": f.name}
                 fshape = info.shape
                 for j in range(info.n_frames):
                     counters = {key: float(v[j]) for key, v in info.positioners.items()}
@@ -246,9 +247,10 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         ctx.progress(1.0, "load", f"{len(frames)} frame(s) of {shape[0]} x {shape[1]} pixels")
         return data
 
-    def _geometry(self, params: SaxsParameters, poni: StagedFile | None, nexus: dict[str, float],
+    def _geometry(self, params: SaxsParameters, poni: StagedFile | None, nexus: dict[str, Any],
                   shape: tuple[int, int]) -> tuple[Geometry, Any]:
         base: dict[str, float] = {}
+        placed = None
         if poni is not None:
             from pyFAI import load as load_poni
 
@@ -260,9 +262,30 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             base = dict(distance_m=g.distance_m, wavelength_m=g.wavelength_m, center_x_px=g.center_x_px,
                         center_y_px=g.center_y_px, pixel1_m=g.pixel1_m, pixel2_m=g.pixel2_m,
                         tilt_deg=g.tilt_deg, tilt_plane_deg=g.tilt_plane_deg)
+            if abs(ai_poni.rot3) > 1e-12:  # Fit2D terms cannot hold rot3 (it turns χ): keep pyFAI's own
+                placed = (ai_poni.dist, ai_poni.poni1, ai_poni.poni2, ai_poni.rot1, ai_poni.rot2, ai_poni.rot3)
+                if _overrides(params, pixel_from_file=True):
+                    placed = None
         else:
             base = {k: v for k, v in nexus.items() if k in ("distance_m", "wavelength_m", "center_x_px",
                                                              "center_y_px", "pixel1_m", "pixel2_m")}
+        placement = nexus.get("placement") if poni is None else None
+        if placement is not None:
+            # the NXdetector's depends_on chain places the detector: pyFAI's geometry as is,
+            # unless a parameter overrides one of its terms (then its Fit2D equivalent)
+            p1, p2 = placement.pixel_sizes(nexus.get("pixel1_m"), nexus.get("pixel2_m"))
+            from_params = p1 is None or p2 is None
+            if params.pixel_um is not None and from_params:  # the file lacks it: the parameter's
+                p2, p1 = params.pixel_um * 1e-6, (params.pixel_y_um or params.pixel_um) * 1e-6
+            if p1 is not None and p2 is not None:
+                try:
+                    placed = placement.to_pyfai(p1, p2).as_tuple()
+                except ValueError as exc:
+                    raise errors.InvalidInput(nexus["source"], f"its detector's depends_on chain cannot be "
+                                              f"used: {exc}") from None
+                base.update(fit2d_of_poni(placed, p1, p2), pixel1_m=p1, pixel2_m=p2)
+                if _overrides(params, pixel_from_file=not from_params):
+                    placed = None
         if params.distance_mm is not None:
             base["distance_m"] = params.distance_mm * 1e-3
         if params.wavelength_A is not None:
@@ -283,10 +306,12 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         needed = {"distance_m": "distance_mm", "wavelength_m": "wavelength_A", "center_x_px": "beam_center_px",
                   "center_y_px": "beam_center_px", "pixel1_m": "pixel_um", "pixel2_m": "pixel_um"}
         missing = sorted({p for k, p in needed.items() if k not in base})
+        if missing and poni is None and nexus.get("placement_error"):
+            raise errors.InvalidInput(nexus["source"], nexus["placement_error"])
         if missing:
             raise InvalidParameters([FieldViolation(m, "needed: give it, a PONI file, or NeXus frames that "
                                                        "record it") for m in missing])
-        geometry = Geometry(**base)
+        geometry = Geometry(**base, poni=placed)
         return geometry, _integrator_for(geometry, shape)
 
     def _check_counters(self, params: SaxsParameters, data: SaxsData) -> None:
@@ -318,17 +343,26 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             _check_motor_names(data.frames, params)  # before the integration; the map is the merge's
         ctx.progress(0.0, "setup", "masks and integrator")
         first = _frame_pixels(data.first_frame)
-        mask, mask_info = self._mask(data, params, first)
-        integ = Integrator(data.ai, data.shape, IntegrationSetup(
-            mask=mask, dark=data.dark, flat=data.flat, solid_angle=params.solid_angle,
+        mask, mask_info, fixed = self._mask(data, params, first)
+        per_frame = params.mask_per_frame
+        integ_mask = fixed[0] if per_frame else mask
+        integ = Integrator(_integrator_for(data.geometry, data.shape, integ_mask), data.shape, IntegrationSetup(
+            mask=integ_mask, dark=data.dark, flat=data.flat, solid_angle=params.solid_angle,
             polarization=params.polarization, splitting=params.pixel_splitting,
             error_model=params.error_model, q_bins=params.q_bins, q_range=params.q_range,
             chi_range=params.chi_range, chi_bins=params.chi_bins))
-        scale, scale_err = self._absolute_scale(data, params, integ)
+
+        def own_mask(pixels: np.ndarray) -> np.ndarray | None:
+            """The frame's own threshold/hot-pixel mask (``mask_per_frame``), else None."""
+            return self._frame_mask(pixels, params, fixed) if per_frame else None
+
+        scale, scale_err = self._absolute_scale(data, params, integ, own_mask)
         background = None
         if data.background is not None:
-            background = integ.integrate1d(_frame_pixels(data.background),
-                                           self._norm(data.background, params, scale, background=True))
+            bg = _frame_pixels(data.background)
+            background = integ.integrate1d(bg, self._norm(data.background, params, scale, background=True),
+                                           extra_mask=own_mask(bg))
+        image_2d = _Image2D(self, data, params, integ, scale, ctx) if params.image_2d else None
         curves: list[Curve] = []
         n = len(data.frames)
         handle: tuple[Path, h5py.File] | None = None
@@ -344,13 +378,18 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                     pixels = read_nexus_frame(fr.nexus, fr.index, handle[1])
                 else:
                     pixels = _frame_pixels(fr)
-                curve = integ.integrate1d(pixels, self._norm(fr, params, scale))
+                frame_mask = own_mask(pixels)
+                curve = integ.integrate1d(pixels, self._norm(fr, params, scale), extra_mask=frame_mask)
+                if image_2d is not None:
+                    image_2d.add(data.offset + k, fr, pixels, frame_mask)
                 if background is not None:
                     curve = subtract(curve, background, params.background_scale)
                 curves.append(curve)
         finally:
             if handle is not None:
                 handle[1].close()
+            if image_2d is not None:
+                image_2d.close()
         ctx.progress(0.85, "write", "outputs")
         summary: dict[str, Any] = {
             "mode": mode, "frames": n, "q_min": float(curves[0].q.min()), "q_max": float(curves[0].q.max()),
@@ -373,27 +412,20 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             summary.update(self._write_curves(
                 [fr.label for fr in data.frames], params, curves, meta, units, ctx,
                 kinetics=(_frame_times(counters, params), _kinetic_rows(curves, params)) if kinetics else None))
-        if (params.cake or params.image_2d) and data.offset == 0:  # the first frame's: one shard writes them
-            self._write_2d(data, params, integ, first, scale, meta, units, ctx)
+        if params.cake and data.offset == 0:  # the first frame's: one shard writes it
+            self._write_cake(data, params, integ, first, own_mask(first), scale, units, ctx)
         ctx.progress(1.0, "write", "done")
         return summary
 
     # -- pieces ----------------------------------------------------------------------------
-    def _mask(self, data: SaxsData, params: SaxsParameters, first: np.ndarray) -> tuple[np.ndarray, dict]:
+    def _mask(self, data: SaxsData, params: SaxsParameters, first: np.ndarray
+              ) -> tuple[np.ndarray, dict, np.ndarray]:
+        """(the first frame's whole mask, its counts, the fixed part: file, gaps, rectangles,
+        beamstop shadow — without the first frame's thresholds and hot pixels)."""
+        fixed = base = self._fixed_mask(data, params)
         mask = masks.threshold_mask(first, params.mask_below, params.mask_above)
         info: dict[str, Any] = {"masked_threshold": int(mask.sum())}
-        if data.mask_file is not None:
-            mask |= data.mask_file
-        if params.detector:
-            try:
-                mask |= masks.detector_gap_mask(params.detector, data.shape)
-            except ValueError as exc:
-                raise _violation("detector", str(exc)) from None
-        if params.mask_rectangles:
-            try:
-                mask |= masks.rectangles_mask(data.shape, masks.parse_rectangles(params.mask_rectangles))
-            except ValueError as exc:
-                raise _violation("mask_rectangles", str(exc)) from None
+        mask |= fixed
         if params.hot_pixel_sigma > 0:
             hot = masks.hot_pixel_mask(first, mask, params.hot_pixel_sigma)
             info["masked_hot"] = int(hot.sum())
@@ -406,9 +438,35 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                 rows, cols = np.nonzero(shadow)
                 info["beamstop_box"] = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
             mask |= shadow
+            fixed = fixed | shadow
         if mask.all():
             raise errors.InvalidInput(data.first_frame.source, "every pixel is masked")
-        return mask, info
+        return mask, info, (fixed, base)
+
+    def _frame_mask(self, pixels: np.ndarray, params: SaxsParameters, fixed: tuple[np.ndarray, np.ndarray]
+                    ) -> np.ndarray:
+        """One frame's own mask (``mask_per_frame``): its thresholds and hot pixels (found with
+        the fixed mask but not the beamstop, as for the first frame)."""
+        mask = masks.threshold_mask(pixels, params.mask_below, params.mask_above)
+        if params.hot_pixel_sigma > 0:
+            mask |= masks.hot_pixel_mask(pixels, mask | fixed[1], params.hot_pixel_sigma)
+        return mask
+
+    def _fixed_mask(self, data: SaxsData, params: SaxsParameters) -> np.ndarray:
+        mask = np.zeros(data.shape, dtype=bool)
+        if data.mask_file is not None:
+            mask |= data.mask_file
+        if params.detector:
+            try:
+                mask |= masks.detector_gap_mask(params.detector, data.shape)
+            except ValueError as exc:
+                raise _violation("detector", str(exc)) from None
+        if params.mask_rectangles:
+            try:
+                mask |= masks.rectangles_mask(data.shape, masks.parse_rectangles(params.mask_rectangles))
+            except ValueError as exc:
+                raise _violation("mask_rectangles", str(exc)) from None
+        return mask
 
     def _norm(self, fr: Frame, params: SaxsParameters, scale: float, *, background: bool = False,
               standard: bool = False) -> float:
@@ -431,13 +489,17 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             value *= params.exposure_s
         return value / scale
 
-    def _absolute_scale(self, data: SaxsData, params: SaxsParameters, integ: Integrator) -> tuple[float, float | None]:
+    def _absolute_scale(self, data: SaxsData, params: SaxsParameters, integ: Integrator,
+                        own_mask: Any = lambda _pixels: None) -> tuple[float, float | None]:
         if data.standard is None:
             return (params.absolute_scale or 1.0), None
-        std = integ.integrate1d(_frame_pixels(data.standard), self._norm(data.standard, params, 1.0, standard=True))
+        pixels = _frame_pixels(data.standard)
+        std = integ.integrate1d(pixels, self._norm(data.standard, params, 1.0, standard=True),
+                                extra_mask=own_mask(pixels))
         if data.standard_background is not None:
-            sb = integ.integrate1d(_frame_pixels(data.standard_background),
-                                   self._norm(data.standard_background, params, 1.0, standard=True))
+            pixels = _frame_pixels(data.standard_background)
+            sb = integ.integrate1d(pixels, self._norm(data.standard_background, params, 1.0, standard=True),
+                                   extra_mask=own_mask(pixels))
             std = subtract(std, sb)
         assert data.reference is not None
         try:
@@ -464,15 +526,17 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         names = [_entry_name(label, k) for k, label in enumerate(labels)]
         with h5py.File(path, "w") as f:
             nxcansas.set_file_attributes(f, names[0])
+            share = None  # every frame's instrument and process: the first entry's, hard-linked
             for name, label, c in zip(names, labels, curves, strict=True):
                 m = nxcansas.SasMetadata(**{**meta.__dict__, "title": label, "run": label, "sample_id": label})
-                nxcansas.write_entry(f, name, c.q, c.i, c.sigma, meta=m, i_units=_units_str(units))
+                entry = nxcansas.write_entry(f, name, c.q, c.i, c.sigma, meta=m, i_units=_units_str(units),
+                                             share=share)
+                share = share or entry
         for k, (label, c) in enumerate(zip(labels, curves, strict=True)):
             if k >= 50:
                 break
             table = ctx.output_path(f"{_safe(label)}_iq.csv", format="csv", role="table")
-            np.savetxt(table, np.column_stack([c.q, c.i, c.sigma]), delimiter=",",
-                       header=f"q (1/A),I ({units}),sigma ({units})", comments="", fmt="%.8g")
+            _savetxt(table, np.column_stack([c.q, c.i, c.sigma]), f"q (1/A),I ({units}),sigma ({units})")
         plots.plot_curves(ctx.output_path("iq.png", format="png", role="preview"),
                           list(zip(labels, curves, strict=True))[:20], units)
         out["i_first"] = float(curves[0].i[0])
@@ -583,45 +647,22 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                 "map_step": [grid.step_x, grid.step_y], "peaks_fitted": int(good.sum()),
                 "position_median": _json(float(np.nanmedian(fits.position[good]))) if good.any() else None}
 
-    def _write_2d(self, data: SaxsData, params: SaxsParameters, integ: Integrator, first: np.ndarray,
-                  scale: float, meta: nxcansas.SasMetadata, units: str, ctx: Context) -> None:
+    def _write_cake(self, data: SaxsData, params: SaxsParameters, integ: Integrator, first: np.ndarray,
+                    first_mask: np.ndarray | None, scale: float, units: str, ctx: Context) -> None:
         norm = self._norm(data.first_frame, params, scale)
-        if params.cake:
-            cake = integ.integrate2d(first, norm)
-            path = ctx.output_path("cake.nxs", format="nexus")
-            with h5py.File(path, "w") as f:
-                entry = f.create_group("entry")
-                entry.attrs.update(NX_class="NXentry", default="cake")
-                _process(entry, params)
-                g = entry.create_group("cake")
-                g.attrs.update(NX_class="NXdata", signal="I", axes=["chi", "Q"], chi_indices=0, Q_indices=1)
-                g.create_dataset("I", data=cake.i).attrs["units"] = _units_str(units)
-                g.create_dataset("I_errors", data=cake.sigma)
-                g.create_dataset("Q", data=cake.q).attrs["units"] = "1/angstrom"
-                g.create_dataset("chi", data=cake.chi).attrs["units"] = "degree"
-            plots.plot_cake(ctx.output_path("cake.png", format="png", role="preview"), cake, units)
-        if params.image_2d:
-            ai = data.ai
-            q = ai.center_array(data.shape, unit="q_A^-1")
-            chi = ai.center_array(data.shape, unit="chi_rad")
-            corr = np.ones(data.shape)
-            if params.solid_angle:
-                corr = corr * ai.solidAngleArray(data.shape)
-            if params.polarization is not None:
-                corr = corr * ai.polarization(data.shape, params.polarization)
-            raw = first - (data.dark if data.dark is not None else 0)
-            flat = data.flat if data.flat is not None else 1.0
-            mask2 = integ.mask | ~np.isfinite(raw)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                img = raw / (flat * corr) / norm
-                err = np.sqrt(np.clip(first, 0, None) + (data.dark if data.dark is not None else 0)) / (flat * corr) / norm
-            img = np.where(mask2, 0.0, img)
-            err = np.where(mask2, 0.0, err)
-            path = ctx.output_path("image_2d.h5", format="nxcansas")
-            with h5py.File(path, "w") as f:
-                nxcansas.set_file_attributes(f, "image")
-                nxcansas.write_entry_2d(f, "image", q * np.cos(chi), q * np.sin(chi), img, err, meta=meta,
-                                        i_units=_units_str(units), mask=mask2)
+        cake = integ.integrate2d(first, norm, extra_mask=first_mask)
+        path = ctx.output_path("cake.nxs", format="nexus")
+        with h5py.File(path, "w") as f:
+            entry = f.create_group("entry")
+            entry.attrs.update(NX_class="NXentry", default="cake")
+            _process(entry, params)
+            g = entry.create_group("cake")
+            g.attrs.update(NX_class="NXdata", signal="I", axes=["chi", "Q"], chi_indices=0, Q_indices=1)
+            g.create_dataset("I", data=cake.i).attrs["units"] = _units_str(units)
+            g.create_dataset("I_errors", data=cake.sigma)
+            g.create_dataset("Q", data=cake.q).attrs["units"] = "1/angstrom"
+            g.create_dataset("chi", data=cake.chi).attrs["units"] = "degree"
+        plots.plot_cake(ctx.output_path("cake.png", format="png", role="preview"), cake, units)
 
     # -- shards ----------------------------------------------------------------------------
     def _write_shard(self, data: SaxsData, params: SaxsParameters, mode: str, curves: list[Curve],
@@ -698,9 +739,22 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                 kinetics = (_frame_times(counters, params), np.concatenate([part.kinetics for part in parts]))
             summary.update(self._write_curves(labels, params, curves, meta, units, ctx, kinetics=kinetics))
         ctx.progress(0.9, "merge", "2-D outputs")
-        for name, fmt in TWO_D_OUTPUTS:
-            if (first.folder / name).is_file():
-                shutil.copyfile(first.folder / name, ctx.output_path(name, format=fmt))
+        if (first.folder / "cake.nxs").is_file():
+            shutil.copyfile(first.folder / "cake.nxs", ctx.output_path("cake.nxs", format="nexus"))
+        images = [part.folder / "image_2d.h5" for part in parts if (part.folder / "image_2d.h5").is_file()]
+        if images:  # every shard's frames, one SASentry each, numbered over the job
+            with h5py.File(ctx.output_path("image_2d.h5", format="nxcansas"), "w") as out:
+                shared: h5py.Group | None = None
+                for src_path in images:
+                    with h5py.File(src_path, "r") as src:
+                        for key, obj in src.items():
+                            if isinstance(obj, h5py.Group) and obj.attrs.get("canSAS_class") == "SASentry":
+                                if shared is None:
+                                    nxcansas.set_file_attributes(out, key)
+                                    src.copy(obj, out, name=key)
+                                    shared = out[key]
+                                else:
+                                    _copy_sharing(obj, out, key, shared)
         if (first.folder / "cake.nxs").is_file():
             with h5py.File(first.folder / "cake.nxs", "r") as f:
                 g = f["entry/cake"]
@@ -779,18 +833,31 @@ _INTEGRATORS: dict[tuple[Geometry, tuple[int, int]], Any] = {}
 _INTEGRATORS_LOCK = threading.Lock()
 
 
-def _integrator_for(geometry: Geometry, shape: tuple[int, int]) -> Any:
+def _integrator_for(geometry: Geometry, shape: tuple[int, int], mask: np.ndarray | None = None) -> Any:
     """pyFAI integrators kept across jobs of the service: the sparse integration matrix
     pyFAI builds on first use (a second for a 4M detector) is reused by the next job with
-    the same geometry, binning and mask."""
-    key = (geometry, tuple(shape))
+    the same geometry, binning and mask. With ``mask``, one whose detector carries that
+    mask: pyFAI then takes the mask and its checksum from the detector instead of
+    checksumming a mask passed with every frame (1-2 ms per 4M frame; same result)."""
+    key = (geometry, tuple(shape), None if mask is None else hashlib.sha1(np.packbits(mask)).hexdigest())
     with _INTEGRATORS_LOCK:
         ai = _INTEGRATORS.get(key)
         if ai is None:
-            if len(_INTEGRATORS) >= 4:
+            if len(_INTEGRATORS) >= 8:
                 _INTEGRATORS.pop(next(iter(_INTEGRATORS)))
-            ai = _INTEGRATORS[key] = make_integrator(geometry, shape)
+            ai = make_integrator(geometry, shape)
+            if mask is not None:
+                ai.detector.mask = np.asarray(mask, dtype=np.int8)
+            _INTEGRATORS[key] = ai
         return ai
+
+
+def _overrides(params: SaxsParameters, *, pixel_from_file: bool) -> bool:
+    """Whether a parameter changes a term of a geometry given by a PONI file or NeXus
+    transformations (then its Fit2D equivalent is used, with that term changed)."""
+    return any(v is not None for v in (params.distance_mm, params.beam_center_px)) \
+        or (pixel_from_file and (params.pixel_um is not None or params.pixel_y_um is not None)) \
+        or bool(params.tilt_deg) or bool(params.tilt_plane_deg)
 
 
 def _frame_pixels(fr: Frame) -> np.ndarray:
@@ -909,6 +976,36 @@ def _common_q(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     return q, np.stack([c.i for c in curves]), np.stack([c.sigma for c in curves])
 
 
+def _copy_sharing(src: h5py.Group, out: h5py.File, key: str, shared: h5py.Group) -> None:
+    """Copy a 2-D SASentry, hard-linking what every frame shares (instrument, Qx, Qy) to
+    ``shared``'s, as the writer does."""
+    g = out.create_group(key)
+    g.attrs.update(src.attrs)
+    for name, child in src.items():
+        if name == "sasinstrument":
+            g[name] = shared[name]
+        elif name == "sasdata":
+            d = g.create_group(name)
+            d.attrs.update(child.attrs)
+            for n2, c2 in child.items():
+                if n2 in ("Qx", "Qy"):
+                    d[n2] = shared[name][n2]
+                else:
+                    src.file.copy(c2, d, name=n2)
+        else:
+            src.file.copy(child, g, name=name)
+
+
+def _savetxt(path: Path, table: np.ndarray, header: str, fmt: str = "%.8g") -> None:
+    """``np.savetxt(path, table, delimiter=",", header=header, comments="", fmt=fmt)``, byte for
+    byte, formatted in one operation rather than row by row."""
+    rows, cols = table.shape
+    line = ",".join([fmt] * cols) + "\n"
+    with open(path, "w") as fh:
+        fh.write(header + "\n")
+        fh.write((line * rows) % tuple(table.ravel().tolist()))
+
+
 def _process(entry: h5py.Group, params: SaxsParameters) -> None:
     p = entry.create_group("reduction")
     p.attrs["NX_class"] = "NXprocess"
@@ -938,3 +1035,51 @@ def _units_str(units: str) -> str:
 
 def _json(v: float) -> float | None:
     return None if not math.isfinite(v) else float(v)
+
+
+class _Image2D:
+    """``image_2d.h5``: every frame's corrected, normalised image as NXcanSAS 2-D data (one
+    SASentry per frame, numbered over the job), written as the frames are integrated."""
+
+    def __init__(self, technique: Technique, data: SaxsData, params: SaxsParameters, integ: Integrator,
+                 scale: float, ctx: Context) -> None:
+        ai = data.ai
+        self.technique, self.data, self.params, self.integ, self.scale = technique, data, params, integ, scale
+        self.units = _units_str("1/cm" if (params.absolute_scale or data.standard) else "a.u.")
+        q = ai.center_array(data.shape, unit="q_A^-1")
+        chi = ai.center_array(data.shape, unit="chi_rad")
+        self.qx, self.qy = q * np.cos(chi), q * np.sin(chi)
+        corr = np.ones(data.shape)
+        if params.solid_angle:
+            corr = corr * ai.solidAngleArray(data.shape)
+        if params.polarization is not None:
+            corr = corr * ai.polarization(data.shape, params.polarization)
+        self.weight = corr * (data.flat if data.flat is not None else 1.0)
+        self.meta = technique._meta(data.geometry, params, scale)
+        self.file = h5py.File(ctx.output_path("image_2d.h5", format="nxcansas"), "w")
+        self.first = True
+        self.share: h5py.Group | None = None
+
+    def add(self, number: int, fr: Frame, pixels: np.ndarray, frame_mask: np.ndarray | None) -> None:
+        norm = self.technique._norm(fr, self.params, self.scale)
+        dark = self.data.dark if self.data.dark is not None else 0
+        raw = pixels - dark
+        mask = self.integ.mask | ~np.isfinite(raw)
+        if frame_mask is not None:
+            mask = mask | frame_mask
+        with np.errstate(invalid="ignore", divide="ignore"):
+            img = raw / self.weight / norm
+            err = np.sqrt(np.clip(pixels, 0, None) + dark) / self.weight / norm
+        img = np.where(mask, 0.0, img)
+        err = np.where(mask, 0.0, err)
+        name = _entry_name(fr.label, number)
+        if self.first:
+            nxcansas.set_file_attributes(self.file, name)
+            self.first = False
+        m = nxcansas.SasMetadata(**{**self.meta.__dict__, "title": fr.label, "run": fr.label, "sample_id": fr.label})
+        entry = nxcansas.write_entry_2d(self.file, name, self.qx, self.qy, img, err, meta=m, i_units=self.units,
+                                        mask=mask, share=self.share)
+        self.share = self.share or entry
+
+    def close(self) -> None:
+        self.file.close()
