@@ -85,6 +85,10 @@ class Backend:
     def sqrt(self, a: Array) -> Array:
         return np.sqrt(a)
 
+    def abs(self, a: Array) -> Array:
+        """|a| as a real array."""
+        return np.abs(a)
+
     def conj_inplace(self, a: Array) -> Array:
         """conj(a), overwriting ``a`` (which must not be used afterwards)."""
         return np.conjugate(a, out=a)
@@ -215,6 +219,9 @@ class TorchBackend(Backend):
 
     def sqrt(self, a: Array) -> Array:
         return self.torch.sqrt(a)
+
+    def abs(self, a: Array) -> Array:
+        return a.abs()
 
     def conj_inplace(self, a: Array) -> Array:
         return a.conj()

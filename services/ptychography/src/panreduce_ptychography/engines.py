@@ -47,6 +47,9 @@ class Options:
     probe_update_start: int = 1
     probe_support: float = 0.0  # radius as a fraction of the frame side; 0 = none
     subpixel: bool = True
+    # sub-pixel shifts rounded to 1/grid px, one shifted probe per class (fewer FFTs);
+    # 0 = exact; ignored (exact) with position refinement
+    subpixel_grid: int = 0
     dm_alpha: float = 1.0
     object_inertia: float = 1e-3  # regularisation of the object update, relative
     probe_inertia: float = 1e-3
@@ -176,19 +179,27 @@ class _Model:
         ipos = np.clip(ipos, 0, hi.astype(np.int64))
         self.iy, self.ix = ipos[:, 0], ipos[:, 1]
         self.frac = pos - ipos if self.opts.subpixel else np.zeros_like(pos)
+        self.cls = None  # (n,) shift class of each position when shifts are quantised
+        grid = self.opts.subpixel_grid
+        if self.opts.subpixel and grid > 0 and not self.opts.position_refinement:
+            q = np.round(self.frac * grid).astype(np.int64)
+            uq, self.cls = np.unique(q, axis=0, return_inverse=True)
+            self.cls = self.cls.reshape(-1)
+            self.frac = uq / grid  # one shift per class
         self.shifted = self.opts.subpixel and bool(np.any(np.abs(self.frac) > 1e-6))
         self._ramps = None
 
     def ramps(self, idx: np.ndarray) -> Array:
         """(n, 1, H, W) Fourier phase ramps that shift the probe by the sub-pixel parts
-        (cached for the whole scan until the positions change)."""
+        (cached for the whole scan until the positions change); with quantised shifts,
+        the (Q, 1, H, W) ramps of the shift classes whatever ``idx``."""
         B = self.B
         if self._ramps is None:
             f = self.frac
             ry = np.exp(-2j * np.pi * f[:, 0:1] * self.ky[None, :]).astype(np.complex64)
             rx = np.exp(-2j * np.pi * f[:, 1:2] * self.kx[None, :]).astype(np.complex64)
             self._ramps = B.asarray(ry, complex_=True)[:, None, :, None] * B.asarray(rx, complex_=True)[:, None, None, :]
-        if len(idx) == self.n:
+        if len(idx) == self.n or self.cls is not None:
             return self._ramps
         return self._ramps[B.asarray_index(idx)]
 
@@ -201,7 +212,30 @@ class _Model:
             return p[None]
         if ramps is None:
             ramps = self.ramps(idx)
+        if self.cls is not None:  # one shifted probe per class, gathered per position
+            cls = self.cls[idx]
+            used = np.unique(cls)
+            pq = self.class_probes(used, p)
+            where = np.zeros(len(self.frac), np.int64)
+            where[used] = np.arange(len(used))
+            return pq[self.B.asarray_index(where[cls])]
         return self.B.ifft2(self.B.fft2(p)[None] * ramps, overwrite=True)
+
+    def class_probes(self, classes: np.ndarray, probe: Array | None = None) -> Array:
+        """(Q, K, H, W) probe modes shifted by the sub-pixel shifts of ``classes``
+        (quantised shifts only)."""
+        B = self.B
+        p = self.probe if probe is None else probe
+        ramps = self.ramps(np.arange(self.n))
+        return B.ifft2(B.fft2(p)[None] * ramps[B.asarray_index(classes)], overwrite=True)
+
+    def class_back_shift_sum(self, sums: Array, classes: np.ndarray) -> Array:
+        """sum_q of the (K, H, W) frames of ``sums`` (one per class of ``classes``)
+        shifted back by -f_q (quantised shifts only; ``sums`` is consumed)."""
+        B = self.B
+        spec = B.fft2(sums, overwrite=True)
+        spec *= self.ramps(np.arange(self.n))[B.asarray_index(classes)].conj()
+        return B.ifft2(B.sum(spec, 0))
 
     def back_shift_sum(self, stack: Array, idx: np.ndarray, ramps: Array | None = None) -> Array:
         """sum_j of each (K, H, W) frame of ``stack`` shifted back by -f_j -> (K, H, W)."""
@@ -210,6 +244,13 @@ class _Model:
             return B.sum(stack, 0)
         if ramps is None:
             ramps = self.ramps(idx)
+        if self.cls is not None:  # sum each class first: one FFT per class
+            cls = self.cls[idx]
+            used = np.unique(cls)
+            sums = B.zeros((len(used), *stack.shape[1:]), complex_=True)
+            for i, q in enumerate(used.tolist()):
+                sums[i] = B.sum(stack[B.asarray_index(np.nonzero(cls == q)[0])], 0)
+            return self.class_back_shift_sum(sums, used)
         spec = B.fft2(stack)
         spec *= ramps.conj()
         return B.ifft2(B.sum(spec, 0))
@@ -233,13 +274,15 @@ class _Model:
         return self.scatter(B.sum(B.abs2(pv), 1), idx)
 
     # -- Fourier constraint --------------------------------------------------------------
-    def fourier_factor(self, intensity: Array, idx: np.ndarray) -> tuple[Array, float]:
+    def fourier_factor(self, intensity: Array | None, idx: np.ndarray, *,
+                       amplitude: Array | None = None) -> tuple[Array, float]:
         """Modulus-replacement factor sqrt(I_meas / I_model) (1 at bad pixels) and the
         error sum(mask (|Psi| - A)^2) (relative to sum(mask A^2) once divided by
-        ``norm_data``). ``intensity`` is consumed."""
+        ``norm_data``), from the model ``intensity`` or its square root ``amplitude``
+        (consumed)."""
         B = self.B
         amp = self.masked_amplitudes if len(idx) == self.n else self.masked_amplitudes[B.asarray_index(idx)]
-        model = B.sqrt(intensity)
+        model = B.sqrt(intensity) if amplitude is None else amplitude
         diff = model - amp
         if not self.mask_all_good:
             diff *= self.mask
@@ -341,7 +384,10 @@ class _DM:
         t = phi * (1 + a) if a != 1 else phi + phi
         t -= self.psi * a if a != 1 else self.psi
         spec = B.fft2(t, overwrite=True)
-        fac, err = m.fourier_factor(B.sum(B.abs2(spec), 1) if m.k > 1 else B.abs2(spec[:, 0]), idx)
+        if m.k > 1:
+            fac, err = m.fourier_factor(B.sum(B.abs2(spec), 1), idx)
+        else:
+            fac, err = m.fourier_factor(None, idx, amplitude=B.abs(spec[:, 0]))
         spec *= fac[:, None]
         t = B.ifft2(spec, overwrite=True)
         # psi <- psi + P_F(...) - phi
@@ -349,8 +395,9 @@ class _DM:
         change = B.norm2(t)
         self.psi += t
         del t, phi, spec
-        # overlap projection: object, then probe
-        self.update_object(pv)
+        # overlap projection: object, then probe (which needs the probe views only
+        # without quantised shifts)
+        self.update_object(pv, consume=m.cls is not None)
         if it >= o.probe_update_start:
             self.update_probe(pv)
         out = {"fourier_error": err / m.norm_data, "exit_wave_change": change / m.norm_data}
@@ -362,10 +409,18 @@ class _DM:
                 self.psi[m.B.asarray_index(moved)] = m.probe_views(moved) * m.object_views(moved)
         return out
 
-    def update_object(self, pv: Array) -> None:
+    def update_object(self, pv: Array, *, consume: bool = False) -> None:
+        """Closed-form object update; ``consume``: ``pv`` is a scratch copy that may be
+        overwritten (saves a pass over the exit waves)."""
         m, B, idx = self.m, self.m.B, self.all
-        num = m.scatter(pv.conj() * self.psi, idx)
         den = m.illumination(idx, pv)
+        if consume and pv.shape[0] > 1:
+            cp = B.conj_inplace(pv)
+            cp *= self.psi
+            num = m.scatter(cp, idx)
+            del cp
+        else:
+            num = m.scatter(pv.conj() * self.psi, idx)
         d = m.opts.object_inertia * B.max(den)
         num += m.obj * d
         den += d
@@ -374,12 +429,27 @@ class _DM:
     def update_probe(self, pv: Array) -> None:
         m, B, idx = self.m, self.m.B, self.all
         ov = m.object_views(idx)
-        den = B.sum(B.abs2(ov[:, 0]), 0)
+        o2 = B.abs2(ov)
+        den = B.sum(o2[:, 0], 0)
         d = m.opts.probe_inertia * B.max(den)
         if not m.shifted:
             num = B.sum(B.conj_inplace(ov) * self.psi, 0)
             num += m.probe * d
             m.probe = num / (den + d)
+        elif m.cls is not None:
+            # sum_j shift_-f_j(conj(O_j) (psi_j - P_q(j) O_j)) with one shifted probe per
+            # class q: sum_q shift_-q(sum_{j in q} conj(O_j) psi_j - P_q sum_{j in q} |O_j|^2)
+            co = B.conj_inplace(ov)
+            co *= self.psi
+            used = np.unique(m.cls)
+            pq = m.class_probes(used)
+            sums = B.zeros((len(used), m.k, m.h, m.w), complex_=True)
+            for i, q in enumerate(used.tolist()):
+                sel = B.asarray_index(np.nonzero(m.cls == q)[0])
+                sums[i] = B.sum(co[sel], 0) - pq[i] * B.sum(o2[sel], 0)
+            del co, o2
+            grad = m.class_back_shift_sum(sums, used)
+            m.probe = m.probe + grad / (den + d)
         else:
             resid = self.psi - pv * ov
             grad = m.back_shift_sum(ov.conj() * resid, idx)
@@ -485,7 +555,14 @@ class _ML:
         a2 = B.sum(B.abs2(A), 1) if m.k > 1 else B.abs2(A[:, 0])
         del A, spec
         reg = self._reg_terms(m.obj, hO) if self.mu > 0 else (0.0, 0.0, 0.0)
-        step = _poisson_line_search(B, inten, a1, a2, c, None if m.mask_all_good else m.mask, reg)
+        # the step length from an evenly spaced subset of the frames (at least
+        # ML_LINE_SEARCH_FRAMES): on the whole scan it was half of an iteration
+        every = max(1, m.n // ML_LINE_SEARCH_FRAMES)
+        if every > 1:
+            sub = B.asarray_index(np.arange(0, m.n, every))
+            inten, a1, a2, c = inten[sub], a1[sub], a2[sub], c[sub]
+        scale = m.n / inten.shape[0]
+        step = _poisson_line_search(B, inten, a1, a2, c, None if m.mask_all_good else m.mask, reg, scale)
         if step <= 0:
             self.prev = None  # no descent along this direction: restart CG
         m.obj = m.obj + hO * step
@@ -502,9 +579,10 @@ class _ML:
 
 
 def _poisson_line_search(B: Backend, inten: Array, a1: Array, a2: Array, c: Array, mask: Array | None,
-                         reg: tuple[float, float, float]) -> float:
-    """Step t >= 0 minimising sum(mask (q - c log q)) + reg0 + reg1 t + reg2 t^2 / 2 with
-    q(t) = inten + a1 t + a2 t^2 (safeguarded Newton with bracketing)."""
+                         reg: tuple[float, float, float], scale: float = 1.0) -> float:
+    """Step t >= 0 minimising scale * sum(mask (q - c log q)) + reg0 + reg1 t + reg2 t^2 / 2
+    with q(t) = inten + a1 t + a2 t^2 (safeguarded Newton with bracketing); ``scale``
+    extrapolates a subset of the frames to the whole scan."""
 
     def derivs(t: float) -> tuple[float, float]:
         q = inten + a1 * t + a2 * (t * t) if t else inten
@@ -517,7 +595,7 @@ def _poisson_line_search(B: Backend, inten: Array, a1: Array, a2: Array, c: Arra
         if mask is not None:
             g *= mask
             h *= mask
-        return (B.scalar(B.sum(g)) + reg[1] + reg[2] * t, B.scalar(B.sum(h)) + reg[2])
+        return (scale * B.scalar(B.sum(g)) + reg[1] + reg[2] * t, scale * B.scalar(B.sum(h)) + reg[2])
 
     g0, h0 = derivs(0.0)
     if not g0 < 0:
@@ -541,6 +619,9 @@ def _poisson_line_search(B: Backend, inten: Array, a1: Array, a2: Array, c: Arra
             t = newton if newton is not None and lo < newton < hi else (lo + hi) / 2
     return lo if hi is None or lo > 0 else t
 
+
+#: frames (at least) on which ML's line search evaluates the likelihood
+ML_LINE_SEARCH_FRAMES = 32
 
 #: photons added to the model intensity in the Poisson likelihood (keeps it finite
 #: where the model is dark and the data are not)
@@ -691,3 +772,80 @@ def reconstruct(
         if callback is not None:
             callback(i + 1, iterations, record)
     return m.to_state(history)
+
+
+# -----------------------------------------------------------------------------------------
+def initial_object(problem: Problem, probe: np.ndarray | None = None, *, smoothing: float | None = None) -> np.ndarray:
+    """Initial object: unit amplitude and the low-frequency phase from differential phase
+    contrast (DPC).
+
+    The centre of mass of a far-field pattern moves by ``<grad phi> / (2 pi)`` cycles per
+    object pixel, ``<.>`` the average over the illuminated area weighted by the probe
+    intensity. The shifts of all frames (minus their mean, which is only a phase ramp)
+    sample the object's phase gradient at the probe positions; they are spread over the
+    object grid by a normalised Gaussian convolution of width ``smoothing`` (default:
+    the mean distance between neighbouring positions) and integrated by Fourier
+    (Frankot-Chellappa) least squares on a padded grid. The engines are slow to build
+    up phase at spatial periods longer than the probe; this map gives them a start
+    (the detail is then recovered by the engine).
+    """
+    from scipy import fft as sfft
+    from scipy import ndimage
+
+    n, h, w = problem.counts.shape
+    shape = problem.object_shape
+    flat = np.ones(shape, np.complex64)
+    if n < 3:
+        return flat
+    c = np.fft.fftshift(problem.counts * problem.mask, axes=(-2, -1))
+    ky = np.fft.fftshift(np.fft.fftfreq(h))
+    kx = np.fft.fftshift(np.fft.fftfreq(w))
+    tot = c.sum(axis=(1, 2), dtype=np.float64)
+    if np.any(tot <= 0):
+        return flat
+    gy = 2 * np.pi * (c.sum(axis=2, dtype=np.float64) @ ky) / tot
+    gx = 2 * np.pi * (c.sum(axis=1, dtype=np.float64) @ kx) / tot
+    del c
+    gy -= gy.mean()
+    gx -= gx.mean()
+    # where each measurement sits: the centroid of the probe intensity in its window
+    cy, cx = h / 2, w / 2
+    if probe is not None:
+        p2 = (np.abs(np.asarray(probe).reshape(-1, h, w)) ** 2).sum(0)
+        total = float(p2.sum())
+        if total > 0:
+            cy = float(p2.sum(1) @ np.arange(h)) / total
+            cx = float(p2.sum(0) @ np.arange(w)) / total
+    pts = problem.positions + np.array([cy, cx])
+    if smoothing is None:
+        d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(d2, np.inf)
+        smoothing = float(np.mean(np.sqrt(d2.min(axis=1))))
+    smoothing = max(smoothing, 1.0)
+    # normalised convolution on a grid padded by a quarter on each side (the periodic
+    # integration must not wrap around)
+    pad = (shape[0] // 4 + 1, shape[1] // 4 + 1)
+    big = (shape[0] + 2 * pad[0], shape[1] + 2 * pad[1])
+    iy = np.clip(np.round(pts[:, 0]).astype(int), 0, shape[0] - 1) + pad[0]
+    ix = np.clip(np.round(pts[:, 1]).astype(int), 0, shape[1] - 1) + pad[1]
+    flat_idx = iy * big[1] + ix
+    size = big[0] * big[1]
+    fields = []
+    for vals in (np.ones(n), gy, gx):
+        acc = np.bincount(flat_idx, vals, size).reshape(big).astype(np.float32)
+        fields.append(ndimage.gaussian_filter(acc, smoothing, mode="constant", truncate=3.0))
+    wgt, sy, sx = fields
+    ok = wgt > 0.2 * wgt.max()
+    safe = np.where(ok, wgt, 1)
+    gyf = np.where(ok, sy / safe, 0).astype(np.float32)
+    gxf = np.where(ok, sx / safe, 0).astype(np.float32)
+    fy = np.fft.fftfreq(big[0]).astype(np.float32)[:, None]
+    fx = np.fft.fftfreq(big[1]).astype(np.float32)[None, :]
+    k2 = fy**2 + fx**2
+    k2[0, 0] = 1.0
+    spec = fy * sfft.fft2(gyf, workers=1)
+    spec += fx * sfft.fft2(gxf, workers=1)
+    spec *= -1j / (2 * np.pi * k2)
+    spec[0, 0] = 0
+    phase = sfft.ifft2(spec, workers=1, overwrite_x=True).real[pad[0]:pad[0] + shape[0], pad[1]:pad[1] + shape[1]]
+    return np.exp(1j * phase).astype(np.complex64)

@@ -47,6 +47,15 @@ class PtychographyParameters(Parameters):
         True,
         description="Place the probe at sub-pixel positions by a Fourier shift (exact, slower); "
         "false rounds positions to whole object pixels (PtyPy's model, faster).")
+    subpixel_grid: int = Field(
+        4, ge=0, le=64,
+        description="Sub-pixel shifts rounded to 1/subpixel_grid of an object pixel, so that "
+        "positions sharing a shift share one shifted probe (a few FFTs instead of two per "
+        "position and iteration); 0 = exact shifts. Ignored (exact) with position_refinement.")
+    object_init: Literal["dpc", "flat"] = Field(
+        "dpc",
+        description="Initial object: dpc (unit amplitude, low-frequency phase integrated from the "
+        "centre-of-mass shifts of the frames, differential phase contrast) or flat (1 everywhere).")
     position_refinement: bool = Field(
         False, description="Refine the scan positions along the object gradient (needs subpixel).")
     position_refinement_start: int = Field(

@@ -133,11 +133,13 @@ class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
                                       f"{problem.frame_shape[1]} after cropping and binning")
         diameter = params.probe_diameter_m / problem.pixel_size_m if params.probe_diameter_m else None
         p0 = eng.initial_probe(problem, probe, params.probe_modes, seed=params.seed, diameter_px=diameter)
-        state = eng.State(obj=np.ones(problem.object_shape, np.complex64), probe=p0,
+        obj0 = (eng.initial_object(problem, p0) if params.object_init == "dpc"
+                else np.ones(problem.object_shape, np.complex64))
+        state = eng.State(obj=obj0, probe=p0,
                           positions=problem.positions.copy())
         opts = eng.Options(
             probe_update_start=params.probe_update_start, probe_support=params.probe_support,
-            subpixel=params.subpixel, dm_alpha=params.dm_alpha, ml_regularisation=params.ml_regularisation,
+            subpixel=params.subpixel, subpixel_grid=params.subpixel_grid, dm_alpha=params.dm_alpha, ml_regularisation=params.ml_regularisation,
             lsqml_batches=params.lsqml_batches, position_refinement=params.position_refinement,
             position_start=params.position_refinement_start, position_every=params.position_refinement_every,
             position_max_step=params.position_max_step_px, seed=params.seed)
