@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from panreduce.kit import Context, Inputs, Shard, StagedFile, StagedInput
+from panreduce.kit import Context, Inputs, Shard
+from panreduce.storage import stage_paths
 from panreduce_sans.technique import Technique
-
-
-def _staged(path: Path, name: str) -> StagedFile:
-    return StagedFile(path, str(path), name, path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def stage(paths: list[Path | str]) -> Inputs:
     """Inputs as the kit stages them: a folder brings every file under it."""
-    items = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files = tuple(_staged(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*")) if f.is_file())
-            items.append(StagedInput(str(p) + "/", p, True, files))
-        else:
-            items.append(StagedInput(str(p), p, False, (_staged(p, p.name),)))
-    return Inputs(tuple(items))
+    return stage_paths(paths)
 
 
 def run_sans(inputs: list[Path | str], params: dict, scratch: Path, shard: tuple[int, int] | None = None):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from panreduce.kit import Context, Inputs, Shard, StagedFile, StagedInput
+from panreduce.kit import Context, Inputs, Shard
+from panreduce.storage import stage_paths
 from panreduce_saxs.technique import Technique
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -23,19 +24,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _staged(path: Path, name: str) -> StagedFile:
-    return StagedFile(path, str(path), name, path.stat().st_size, _sha256(path))
-
-
 def stage(paths: list[Path | str]) -> Inputs:
-    items = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files = tuple(_staged(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*")) if f.is_file())
-            items.append(StagedInput(str(p) + "/", p, True, files))
-        else:
-            items.append(StagedInput(str(p), p, False, (_staged(p, p.name),)))
-    return Inputs(tuple(items))
+    """Inputs as the kit stages them: a folder brings every file under it."""
+    return stage_paths(paths)
 
 
 def run_saxs(inputs: list[Path | str], params: dict, scratch: Path, shard: tuple[int, int] | None = None):

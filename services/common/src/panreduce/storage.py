@@ -288,3 +288,13 @@ def check_inputs_exist(stores: Stores, uris: list[str]) -> None:
     """Fail fast (NOT_FOUND / INVALID_ARGUMENT) before a job is queued."""
     for uri in uris:
         stores.for_uri(uri).list(uri)
+
+
+def stage_paths(paths: list[Path | str]) -> Inputs:
+    """Local files and folders staged as the kit stages them (read in place, checksummed;
+    a folder brings every file under it): for running a technique in-process, in tests,
+    notebooks and benchmarks."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="panreduce-stage-") as tmp:
+        return stage_inputs(Stores(Path(tmp)), [str(Path(p).resolve()) for p in paths], Path(tmp) / "scratch")
