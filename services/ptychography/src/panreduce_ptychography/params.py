@@ -68,6 +68,12 @@ class PtychographyParameters(Parameters):
     dm_alpha: float = Field(
         1.0, gt=0, le=1.0,
         description="Difference Map mixing parameter alpha (PtyPy's alpha; 1 = the classic map).")
+    dm_fourier_eps: float = Field(
+        3.0, ge=0.0, le=1000.0,
+        description="Damping of the Difference Map's modulus projection, in sqrt(photons): the "
+        "measured amplitude is divided by the model amplitude plus this value, softening the "
+        "projection at weak, Poisson-noisy pixels (the amplitude noise is ~0.5 sqrt(photons)); "
+        "0.1 = the plain projection.")
     ml_regularisation: float = Field(
         0.0, ge=0, le=100.0,
         description="Weight of the Gaussian smoothness prior mu*|grad O|^2 of the ML engine, "

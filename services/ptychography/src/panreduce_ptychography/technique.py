@@ -139,7 +139,8 @@ class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
                           positions=problem.positions.copy())
         opts = eng.Options(
             probe_update_start=params.probe_update_start, probe_support=params.probe_support,
-            subpixel=params.subpixel, subpixel_grid=params.subpixel_grid, dm_alpha=params.dm_alpha, ml_regularisation=params.ml_regularisation,
+            subpixel=params.subpixel, subpixel_grid=params.subpixel_grid, dm_alpha=params.dm_alpha,
+            dm_fourier_eps=params.dm_fourier_eps, ml_regularisation=params.ml_regularisation,
             lsqml_batches=params.lsqml_batches, position_refinement=params.position_refinement,
             position_start=params.position_refinement_start, position_every=params.position_refinement_every,
             position_max_step=params.position_max_step_px, seed=params.seed)
