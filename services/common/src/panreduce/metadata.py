@@ -159,26 +159,13 @@ def extract(path: Path | str, source: str | None = None) -> Metadata:
     """Every metadata field of a NeXus/HDF5 file and the sample/instrument/user summary.
 
     Raises ``InvalidInput`` (naming the file) for a file that is not readable HDF5."""
+    from panreduce.kit.readers import open_hdf5
+
     path = Path(path)
     name = source or path.name
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise errors.InvalidInput(name, f"cannot be read ({exc.strerror or exc})") from None
-    if head != b"\x89HDF\r\n\x1a\n" and not h5py.is_hdf5(path):
-        raise errors.InvalidInput(name, "is not an HDF5/NeXus file (no HDF5 signature)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise errors.InvalidInput(name, f"is a damaged or truncated HDF5 file ({exc})") from None
     records: list[Record] = []
-    try:
+    with open_hdf5(path, name) as f:
         _walk(f, "", records)
-    except (OSError, RuntimeError) as exc:
-        raise errors.InvalidInput(name, f"is damaged or truncated: reading failed ({exc})") from None
-    finally:
-        f.close()
     return Metadata(file=name, records=records, summary=summarise(records))
 
 

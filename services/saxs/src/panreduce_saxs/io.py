@@ -16,10 +16,10 @@ import h5py
 import numpy as np
 
 from panreduce import errors
+from panreduce.kit.readers import open_hdf5
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".img", ".mccd", ".sfrm", ".npy", ".gz", ".bz2"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".nxs", ".hdf", ".nx5", ".cxi"}
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 # -- single images -------------------------------------------------------------------------
@@ -218,23 +218,8 @@ def inspect_nexus(path: Path | str, source: str | None = None, frames_path: str 
     """
     path = Path(path)
     name = source or path.name
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise errors.InvalidInput(name, f"cannot be read ({exc.strerror or exc})") from None
-    if head != HDF5_SIGNATURE:
-        raise errors.InvalidInput(name, "is not an HDF5/NeXus file (no HDF5 signature)")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise errors.InvalidInput(name, f"is a damaged or truncated HDF5 file ({exc})") from None
-    try:
+    with open_hdf5(path, name) as f:
         return _inspect(f, path, name, frames_path)
-    except (OSError, RuntimeError, KeyError) as exc:
-        raise errors.InvalidInput(name, f"is damaged or truncated: reading failed ({exc})") from None
-    finally:
-        f.close()
 
 
 def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFrames:
