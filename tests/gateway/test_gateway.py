@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 from panreduce import errors
-from panreduce.client import Client, make_request
+from panreduce.client import Client
 from panreduce.jobs import now_ts
 from panreduce.kit.server import start_technique
 from panreduce.serving import start_server
@@ -57,6 +58,19 @@ def wait_serving(address: str, proc: subprocess.Popen | None = None, timeout: fl
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{address} did not become SERVING")
+
+
+@contextmanager
+def gateway_over(routes: dict, root: Path, config: GatewayConfig | None = None):
+    """An in-process gateway over the given routes (real gRPC on loopback); yields its address."""
+    gateway = GatewayService(routes, stores=Stores(root), config=config)
+    gw = start_server(gateway, name="gateway", manager=gateway.manager)
+    gw.set_serving(True)
+    try:
+        yield gw.address
+    finally:
+        gw.drain_and_stop(1)
+        gateway.close()
 
 
 def batch_of(tmp_path: Path, dataset, n: int) -> Path:
@@ -367,22 +381,16 @@ def scan_replicas(tmp_path):
 def test_sharded_job_spreads_over_replicas_and_merges(scan_replicas, tmp_path, dataset):
     procs, addresses = scan_replicas
     batch = batch_of(tmp_path, dataset, 12)
-    stores = Stores(tmp_path / "store")
-    gateway = GatewayService({"scan": addresses}, stores=stores)
-    gw = start_server(gateway, name="gateway", manager=gateway.manager)
-    gw.set_serving(True)
-    try:
-        with Client(gw.address, timeout=120) as c:
+    with gateway_over({"scan": addresses}, tmp_path / "store") as address:
+        with Client(address, timeout=120) as c:
             # split=0 with 3 replicas: automatic
             unsplit = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
                                str(tmp_path / "whole")).summary
             job = c.get_job(c.list_jobs()[0].job_id)
             assert job.shards == 6  # 3 replicas x 2 slots
             # a request that asks for no split runs on one replica
-            req = make_request("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
-                               str(tmp_path / "nosplit"))
-            req.split = 1
-            whole = c._follow(c.stub.Reduce(req, timeout=120), "scan", None).summary
+            whole = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
+                             str(tmp_path / "nosplit"), split=1).summary
         assert unsplit["n_scans"] == whole["n_scans"] == 12
         key = [(s["file"], round(s["center"], 9)) for s in unsplit["scans"]]
         assert key == [(s["file"], round(s["center"], 9)) for s in whole["scans"]]
@@ -391,10 +399,8 @@ def test_sharded_job_spreads_over_replicas_and_merges(scan_replicas, tmp_path, d
             assert "series" in f
         rows = [r for r in (tmp_path / "whole" / "scans.csv").read_text().splitlines() if not r.startswith("#")]
         assert len(rows) == 13
-        assert not (stores.root / "shards").exists() or not any((stores.root / "shards").iterdir())
-    finally:
-        gw.drain_and_stop(2)
-        gateway.close()
+        shards = tmp_path / "store" / "shards"
+        assert not shards.exists() or not any(shards.iterdir())
 
 
 def test_a_dead_replica_is_retried_elsewhere(scan_replicas, tmp_path, dataset):
@@ -402,18 +408,11 @@ def test_a_dead_replica_is_retried_elsewhere(scan_replicas, tmp_path, dataset):
     procs[0].kill()
     procs[0].wait(10)
     batch = batch_of(tmp_path, dataset, 6)
-    stores = Stores(tmp_path / "store")
-    gateway = GatewayService({"scan": addresses}, stores=stores)
-    gw = start_server(gateway, name="gateway", manager=gateway.manager)
-    gw.set_serving(True)
-    try:
-        with Client(gw.address, timeout=120) as c:
+    with gateway_over({"scan": addresses}, tmp_path / "store") as address:
+        with Client(address, timeout=120) as c:
             done = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
                             str(tmp_path / "out"))
         assert done.summary["n_scans"] == 6
-    finally:
-        gw.drain_and_stop(2)
-        gateway.close()
 
 
 def test_service_gone_for_good_fails_with_the_cause(tmp_path):
