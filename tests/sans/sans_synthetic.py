@@ -12,10 +12,10 @@ def write_raw(
     path: Path,
     *,
     run_number: int,
-    counts: np.ndarray,  # (nspec, ntof)
+    counts: np.ndarray,  # (nspec, ntof), or (nperiod, nspec, ntof) for a multi-period run
     spectra: np.ndarray,
     tof: np.ndarray,  # (ntof+1,)
-    monitors: dict[int, np.ndarray],
+    monitors: dict[int, np.ndarray],  # spectrum -> (ntof,) or (nperiod, ntof)
     title: str = "synthetic",
     sample: tuple[float, float, float, str] = (2.0, 8.0, 8.0, "Disc"),
     events: tuple[np.ndarray, np.ndarray] | None = None,  # (event_id, event_time_offset)
@@ -25,7 +25,8 @@ def write_raw(
         e.attrs["NX_class"] = "NXentry"
         if events is None:
             d = e.create_group("detector_1")
-            d.create_dataset("counts", data=np.asarray(counts, dtype=np.int32)[None])
+            c = np.asarray(counts, dtype=np.int32)
+            d.create_dataset("counts", data=c if c.ndim == 3 else c[None])
             d.create_dataset("spectrum_index", data=np.asarray(spectra, dtype=np.int32))
             d.create_dataset("time_of_flight", data=np.asarray(tof, dtype=np.float32))
         else:
@@ -36,7 +37,8 @@ def write_raw(
         for k, (spec, m) in enumerate(sorted(monitors.items()), start=1):
             g = e.create_group(f"monitor_{k}")
             g.attrs["NX_class"] = "NXmonitor"
-            g.create_dataset("data", data=np.asarray(m, dtype=np.int32)[None, None])
+            m = np.asarray(m, dtype=np.int32)
+            g.create_dataset("data", data=m[:, None] if m.ndim == 2 else m[None, None])
             g.create_dataset("spectrum_index", data=np.array([spec], dtype=np.int32))
             g.create_dataset("time_of_flight", data=np.asarray(tof, dtype=np.float32))
         e.create_dataset("run_number", data=np.array([run_number], dtype=np.int32))

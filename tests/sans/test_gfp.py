@@ -224,9 +224,16 @@ def test_missing_run_is_not_found(gfp, tmp_path):
 
 
 def test_unimplemented_user_file_settings_are_refused(gfp, tmp_path, dataset):
-    text = dataset("loq-gfp/mantid-files/USER_LOQ_125B.txt").read_text().replace("DET/MAIN", "DET/HAB")
+    text = dataset("loq-gfp/mantid-files/USER_LOQ_125B.txt").read_text() + "\nDET/CORR/REAR/X 2\n"
     inputs = _copy_inputs(gfp, tmp_path, user_text=text)
-    with pytest.raises(errors.InvalidInput, match="line 3: DET/HAB is not implemented"):
+    with pytest.raises(errors.InvalidInput, match=r"line 38: detector position corrections \(DET/CORR\) is not"):
+        run_sans(inputs, PARAMS, tmp_path / "x")
+
+
+def test_row_masks_on_the_modular_hab_are_refused(gfp, tmp_path, dataset):
+    text = dataset("loq-gfp/mantid-files/USER_LOQ_125B.txt").read_text().replace("DET/MAIN", "DET/HAB")
+    inputs = _copy_inputs(gfp, tmp_path, user_text=text + "\nMASK/FRONT H3\n")
+    with pytest.raises(errors.InvalidInput, match="not defined on the modular HAB"):
         run_sans(inputs, PARAMS, tmp_path / "x")
 
 

@@ -1,5 +1,6 @@
 """The ISIS raw NeXus reader: real LOQ files, run summation, event mode, damaged files."""
 
+import h5py
 import numpy as np
 import pytest
 from sans_synthetic import write_raw
@@ -98,3 +99,24 @@ def test_uncompressed_files_read_through_hdf5(tmp_path):
                   tof=np.arange(5.0), monitors={2: np.ones(4)})
     run = read_run(p, p.name, spectra=(4, 5))
     assert run.counts.tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_multi_period_runs_read_the_chosen_period(tmp_path, chunked):
+    tof = np.linspace(1000, 2000, 6)
+    counts = np.stack([np.full((2, 5), 1), np.full((2, 5), 7)])  # period 1: ones, period 2: sevens
+    monitors = {2: np.stack([np.full(5, 10), np.full(5, 70)])}
+    p = write_raw(tmp_path / "LOQ21.nxs", run_number=21, counts=counts, spectra=np.array([3, 4]), tof=tof,
+                  monitors=monitors)
+    if chunked:  # the ISIS layout: small gzip chunks of whole spectra, inflated without HDF5's filters
+        with h5py.File(p, "r+") as f:
+            del f["raw_data_1/detector_1/counts"]
+            f.create_dataset("raw_data_1/detector_1/counts", data=counts.astype(np.int32), chunks=(1, 1, 5),
+                             compression="gzip")
+    run = read_run(p, p.name, period=2)
+    assert run.counts.tolist() == [[7.0] * 5] * 2 and run.monitors[2].tolist() == [70.0] * 5
+    assert read_run(p, p.name, period=1).counts.sum() == 10
+    with pytest.raises(errors.InvalidInput, match="has 2 periods; choose one with the 'period' parameter"):
+        read_run(p, p.name)
+    with pytest.raises(errors.InvalidInput, match="period 3 does not exist"):
+        read_run(p, p.name, period=3)

@@ -55,7 +55,8 @@ def test_command_variants():
         "BACK/M1/TIMES 85000 98000", "BACK/TRANS 30000 40000", "SAMPLE/PATH/ON", "GRAVITY ON",
         "GRAVITY/LEXTRA=2.0", "QRESOL/ON", "QRESOL/A1=20", "QRESOL/A2=8", "QRESOL/LCOLLIM=4", "QRESOL/DELTAR=5",
         "L/Q/RCUT 100", "L/Q/WCUT 8", "L/EVENTSTIME 7000,500,60000", "SET CENTRE/HAB 1 2",
-        "MASK/LINE 30 170", "L/PHI -30 30",
+        "MASK/LINE 30 170", "L/PHI -30 30", "MASK H10>H12+V20>V22", "MASK/REAR V5+H7", "MASK/LINE 20 45 1.5 -2",
+        "DET/CORR/FRONT/X 2",
     ]))
     assert uf.instrument == "SANS2D" and uf.detector == "main"
     assert uf.mask_columns == [("main", 3), ("main", 4), ("main", 5)]
@@ -74,8 +75,41 @@ def test_command_variants():
     assert uf.qresol.on and (uf.qresol.a1, uf.qresol.a2, uf.qresol.collimation_length, uf.qresol.delta_r) == (20, 8, 4, 5)
     assert (uf.radius_cut, uf.wave_cut) == (100.0, 8.0)
     assert uf.events_binning == [7000.0, 500.0, 60000.0]
+    assert uf.mask_lines == [(30.0, 170.0, None, None), (20.0, 45.0, 1.5, -2.0)]
+    assert uf.phi == (-30.0, 30.0, True)
+    assert uf.mask_boxes == [("main", (10, 12), (20, 22)), ("main", (7, 7), (5, 5))]
     # understood but not implemented: reported, not silently dropped
-    assert [(p.line, p.kind) for p in uf.problems] == [(30, "unsupported"), (31, "unsupported")]
+    assert [(p.line, p.kind) for p in uf.problems] == [(35, "unsupported")]
+
+
+def test_merge_and_sector_commands():
+    uf = parse_user_file("DET/MERGED\nDET/RESCALE 1.5\nDET/SHIFT -0.02\nDET/OVERLAP 0.1 0.25\nL/PHI/NOMIRROR 170 -170\n")
+    assert uf.detector == "merged"
+    m = uf.merge
+    assert (m.rescale, m.shift, m.overlap, m.fit_rescale, m.fit_shift) == (1.5, -0.02, (0.1, 0.25), False, False)
+    assert uf.phi == (170.0, -170.0, False)
+    uf = parse_user_file("DET/BOTH\nDET/RESCALE/FIT 0.12 0.2\nDET/SHIFT/FIT\nDET/FRONT\n")
+    assert uf.detector == "hab" and uf.problems == []
+    assert (uf.merge.fit_rescale, uf.merge.fit_shift, uf.merge.fit_range) == (True, True, (0.12, 0.2))
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("DET/RESCALE 0", "must be positive"),
+    ("DET/RESCALE/FIT 0.2", "no range or a range"),
+    ("DET/SHIFT/FIT 0.3 0.2", "no range or a range"),
+    ("DET/OVERLAP 0.3", "expected 2"),
+    ("DET/OVERLAP 0.3 0.1", "q1 < q2"),
+    ("DET/SHIFT/WIGGLE 1", "unknown qualifier"),
+    ("L/PHI 10 200", "-180..180"),
+    ("MASK/LINE 0 45", "width must be positive"),
+    ("MASK/LINE 10 45 3", "both x and y"),
+    ("MASK H1+H2", "one H and one V"),
+    ("MASK H1+S2", "cannot read box mask"),
+])
+def test_bad_merge_sector_and_mask_lines_are_named(line, fragment):
+    uf = parse_user_file(f"LOQ\n{line}\n")
+    assert [(p.line, p.kind) for p in uf.problems] == [(2, "invalid")]
+    assert fragment in str(uf.problems[0])
 
 
 def test_mask_clear_resets_earlier_masks():

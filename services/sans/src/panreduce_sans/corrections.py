@@ -302,3 +302,72 @@ def absolute_scale(scale: float, volume_mm3: float, instrument_factor: float) ->
 
 def wavelength_centres(edges: np.ndarray) -> np.ndarray:
     return bin_centres(edges)
+
+
+# Gravity: the vertical drop of a neutron of wavelength lambda over a flight path L,
+# d = g*m_n^2*lambda^2*L^2/(2*h^2) (CODATA 2018 m_n and h, standard g).
+_G = 9.80665  # m/s^2
+_M_N = 1.67492749804e-27  # kg
+_H = 6.62607015e-34  # J s
+GRAVITY_DROP_PER_A2_M2 = _G * _M_N**2 / (2.0 * _H**2) * 1e-20  # m of drop per (Å^2 m^2)
+
+
+def gravity_drop(wavelength: np.ndarray, l2: np.ndarray, *, extra_length: float = 0.0) -> np.ndarray:
+    """Gravitational drop (m) at the detector, ``(npix, nlam)``, for pixels at ``l2`` (m) from
+    the sample and wavelengths ``wavelength`` (Å).
+
+    ``d = g m_n^2 lambda^2 (L2 + L_extra)^2 / (2 h^2)`` (Mantid's GravitySANSHelper, with
+    ``extra_length`` the GRAVITY/LEXTRA flight path before the sample); about 0.54 mm at 10 Å
+    over 4.15 m.
+    """
+    lam = np.asarray(wavelength, dtype=np.float64)[None, :]
+    path = np.asarray(l2, dtype=np.float64)[:, None] + extra_length
+    return GRAVITY_DROP_PER_A2_M2 * lam**2 * path**2
+
+
+def gravity_two_theta(
+    x: np.ndarray, y: np.ndarray, dz: float, wavelength: np.ndarray, *, extra_length: float = 0.0
+) -> np.ndarray:
+    """Scattering angle 2theta (rad), ``(npix, nlam)``, corrected for gravity.
+
+    A neutron detected at height ``y`` left the sample aimed at ``y + d(lambda)``, with ``d`` its
+    drop (:func:`gravity_drop`); 2theta is the angle of that straight line to the beam.
+    ``x``, ``y`` are pixel positions relative to the beam axis and ``dz`` the sample-to-plane
+    distance (m).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    l2 = np.sqrt(x * x + y * y + dz * dz)
+    y_aim = y[:, None] + gravity_drop(wavelength, l2, extra_length=extra_length)
+    return np.arctan2(np.hypot(x[:, None], y_aim), dz)
+
+
+def sector_mask(x: np.ndarray, y: np.ndarray, phi_min: float, phi_max: float, *, mirror: bool = True) -> np.ndarray:
+    """Bool per pixel: inside the azimuthal sector ``phi_min..phi_max`` (degrees, L/PHI).
+
+    phi is ``atan2(y, x)`` about the beam axis (0° along +x, 90° up). A sector with
+    ``phi_min > phi_max`` wraps through ±180°. ``mirror`` also keeps the opposite sector
+    (phi + 180°), the L/PHI default; L/PHI/NOMIRROR turns it off.
+    """
+    phi = np.degrees(np.arctan2(np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64)))
+
+    def inside(p: np.ndarray) -> np.ndarray:
+        if phi_min <= phi_max:
+            return (p >= phi_min) & (p <= phi_max)
+        return (p >= phi_min) | (p <= phi_max)
+
+    keep = inside(phi)
+    if mirror:
+        keep |= inside(np.where(phi > 0, phi - 180.0, phi + 180.0))
+    return keep
+
+
+def line_mask(
+    x: np.ndarray, y: np.ndarray, width: float, angle: float, *, x0: float = 0.0, y0: float = 0.0
+) -> np.ndarray:
+    """Bool per pixel: within ``width/2`` (m) of the line through ``(x0, y0)`` at ``angle``
+    (degrees from +x), e.g. a beam-stop arm (MASK/LINE). The pixel centre decides."""
+    a = np.radians(angle)
+    dx = np.asarray(x, dtype=np.float64) - x0
+    dy = np.asarray(y, dtype=np.float64) - y0
+    return np.abs(-dx * np.sin(a) + dy * np.cos(a)) <= 0.5 * width

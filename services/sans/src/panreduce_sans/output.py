@@ -38,7 +38,7 @@ class OutputMetadata:
 
 
 def _str(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
-    return group.create_dataset(name, data=np.bytes_(value))
+    return group.create_dataset(name, data=np.bytes_(value.encode("utf-8")))
 
 
 def _group(parent: h5py.Group, name: str, nx: str, cansas: str | None = None) -> h5py.Group:
@@ -204,7 +204,8 @@ def write_cansas_xml(path: Path, result: RowResult, meta: OutputMetadata) -> Non
 
 
 def plot_iq(path: Path, result: RowResult) -> None:
-    """Log-log I(Q) with error bars: the subtracted result, the sample and the can."""
+    """Log-log I(Q) with error bars: the subtracted result, and the sample and the can (or,
+    for merged banks, each bank's subtracted curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,9 +217,17 @@ def plot_iq(path: Path, result: RowResult) -> None:
     pos = result.intensity > 0
     ax.errorbar(q[pos], result.intensity[pos], yerr=result.error[pos], fmt="o", ms=3, capsize=1.5,
                 label=f"{result.name} (sample - can)")
-    ax.plot(q, result.sample.iq.intensity, "-", lw=0.8, alpha=0.6, label=f"sample {result.sample.run.name}")
-    if result.can is not None:
-        ax.plot(q, result.can.iq.intensity, "-", lw=0.8, alpha=0.6, label=f"can {result.can.run.name}")
+    if result.parts:
+        for part in result.parts:
+            ok = part.sample.iq.denominator > 0
+            ax.plot(q[ok], part.intensity[ok], "-", lw=0.8, alpha=0.7, label=f"{part.bank} bank")
+        if result.merge is not None:
+            for edge in result.merge.overlap:
+                ax.axvline(edge, color="grey", lw=0.6, ls=":")
+    else:
+        ax.plot(q, result.sample.iq.intensity, "-", lw=0.8, alpha=0.6, label=f"sample {result.sample.run.name}")
+        if result.can is not None:
+            ax.plot(q, result.can.iq.intensity, "-", lw=0.8, alpha=0.6, label=f"can {result.can.run.name}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("Q (1/Å)")

@@ -45,6 +45,10 @@ class SansParameters(Parameters):
         0.0, ge=0, le=50, description="Q1D WaveCut in Å (0: the user file's L/Q/WCUT, else none): for pixels "
                                       "at R < radius_cut, wavelength bins below wave_cut*(radius_cut-R)/radius_cut "
                                       "are dropped")
+    period: int = Field(
+        0, ge=0, le=10000,
+        description="period of multi-period runs to reduce (1-based); 0 reads single-period runs only and "
+                    "refuses multi-period ones, naming their period count")
     qxy: bool = Field(False, description="also write I(Qx,Qy) on the L/QXY grid as <output>_2d.h5 (NXcanSAS 2-D)")
     cansas_xml: bool = Field(False, description="also write canSAS 1-D XML (<output>.xml)")
     plots: bool = Field(True, description="write a log-log PNG of I(Q) with error bars per output")

@@ -95,14 +95,16 @@ def q1d(
     otherwise (Mantid Q1D2) it goes whole to the Q bin of its centre. ``q_sigma``
     ``(npix, nlam)`` gives per-element resolutions averaged with the counts as weights;
     ``pixel_wavelength_adj`` ``(npix, nlam)`` multiplies the denominator (WavePixelAdj, e.g.
-    the wide-angle transmission correction).
+    the wide-angle transmission correction). ``two_theta`` is per pixel ``(npix,)`` or, when
+    it depends on wavelength (gravity), per element ``(npix, nlam)``.
     """
     s = np.asarray(counts, dtype=np.float64)
     v = np.asarray(variance, dtype=np.float64)
     keep = 1.0 - np.asarray(masked_fraction, dtype=np.float64)
     lam_edges = np.asarray(wavelength_edges, dtype=np.float64)
     lam_c = 0.5 * (lam_edges[1:] + lam_edges[:-1])
-    sin_t = np.sin(0.5 * np.asarray(two_theta, dtype=np.float64))[:, None]
+    two_theta = np.asarray(two_theta, dtype=np.float64)
+    sin_t = np.sin(0.5 * (two_theta if two_theta.ndim == 2 else two_theta[:, None]))
     k_pix = np.asarray(pixel_adj, dtype=np.float64)[:, None]
     k_pix_e = np.asarray(pixel_adj_err, dtype=np.float64)[:, None]
     wav = np.asarray(wavelength_adj, dtype=np.float64)[None, :]
@@ -126,8 +128,8 @@ def q1d(
         def acc(a: np.ndarray) -> np.ndarray:
             return np.bincount(ii, weights=np.broadcast_to(a, s.shape).ravel()[ok], minlength=nq)
     else:
-        q_lo = (4.0 * np.pi * sin_t / lam_edges[None, 1:]).ravel()
-        q_hi = (4.0 * np.pi * sin_t / lam_edges[None, :-1]).ravel()
+        q_lo = np.broadcast_to(4.0 * np.pi * sin_t / lam_edges[None, 1:], s.shape).ravel()
+        q_hi = np.broadcast_to(4.0 * np.pi * sin_t / lam_edges[None, :-1], s.shape).ravel()
 
         def acc(a: np.ndarray) -> np.ndarray:
             cum = _split_weights_cumulative(q_lo, q_hi, np.broadcast_to(a, s.shape).ravel(), q_edges)
@@ -164,11 +166,14 @@ def qxy(
     *,
     scale: float = 1.0,
     pixel_wavelength_adj: np.ndarray | None = None,
+    y_aim: np.ndarray | None = None,
 ) -> IQxy:
-    """I(Qx, Qy) on a square grid -q_max..q_max with step ``q_step`` (Mantid Qxy, no gravity).
+    """I(Qx, Qy) on a square grid -q_max..q_max with step ``q_step`` (Mantid Qxy).
 
     ``Qx = (4*pi/lambda)*sin(theta)*cos(phi)``, ``Qy = ... sin(phi)``, with phi the azimuth of
     the pixel around the beam; bin-centre assignment of each wavelength bin; counting errors.
+    ``y_aim`` ``(npix, nlam)``, when given, replaces ``y`` in Q: the height each neutron was
+    aimed at (gravity).
     """
     if q_step <= 0:
         raise ValueError("only linear Qxy binning is implemented")
@@ -176,14 +181,18 @@ def qxy(
     edges = np.linspace(-q_max, q_max, n + 1)
     lam_edges = np.asarray(wavelength_edges, dtype=np.float64)
     lam_c = 0.5 * (lam_edges[1:] + lam_edges[:-1])
-    radius = np.hypot(x, y)
-    sin_t = np.sin(0.5 * np.arctan2(radius, np.sqrt(l2**2 - radius**2)))
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    dz = np.sqrt(np.clip(np.asarray(l2, dtype=np.float64) ** 2 - x**2 - y**2, 0.0, None))
+    x2, y2 = np.broadcast_arrays(x[:, None], y[:, None] if y_aim is None else np.asarray(y_aim, dtype=np.float64))
+    radius = np.hypot(x2, y2)
+    sin_t = np.sin(0.5 * np.arctan2(radius, dz[:, None]))
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos_phi = np.where(radius > 0, x / np.where(radius > 0, radius, 1.0), 0.0)
-        sin_phi = np.where(radius > 0, y / np.where(radius > 0, radius, 1.0), 0.0)
-    qmag = 4.0 * np.pi * sin_t[:, None] / lam_c[None, :]
-    qx = (qmag * cos_phi[:, None]).ravel()
-    qy = (qmag * sin_phi[:, None]).ravel()
+        cos_phi = np.where(radius > 0, x2 / np.where(radius > 0, radius, 1.0), 0.0)
+        sin_phi = np.where(radius > 0, y2 / np.where(radius > 0, radius, 1.0), 0.0)
+    qmag = 4.0 * np.pi * sin_t / lam_c[None, :]
+    qx = np.broadcast_to(qmag * cos_phi, (x.size, lam_c.size)).ravel()
+    qy = np.broadcast_to(qmag * sin_phi, (x.size, lam_c.size)).ravel()
     ix = np.searchsorted(edges, qx, side="right") - 1
     iy = np.searchsorted(edges, qy, side="right") - 1
     ok = (ix >= 0) & (ix < n) & (iy >= 0) & (iy < n)

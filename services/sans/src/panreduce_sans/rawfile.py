@@ -129,8 +129,8 @@ def histogram_events(
     return flat.reshape(spectra.size, nb).astype(np.float64)
 
 
-def _read_rows(ds: h5py.Dataset, i0: int, i1: int) -> np.ndarray:
-    """``ds[0, i0:i1, :]`` of a (period, spectrum, tof) dataset.
+def _read_rows(ds: h5py.Dataset, i0: int, i1: int, period: int = 0) -> np.ndarray:
+    """``ds[period, i0:i1, :]`` of a (period, spectrum, tof) dataset.
 
     ISIS files store it in small gzip chunks of whole spectra (e.g. 8 x 102); for those the
     chunks are read raw and inflated with zlib, which is about 1.5x faster than going
@@ -143,18 +143,30 @@ def _read_rows(ds: h5py.Dataset, i0: int, i1: int) -> np.ndarray:
         and len(ds._filters) == 1  # noqa: SLF001 (only deflate in the pipeline)
     )
     if not plain_gzip or i1 <= i0:
-        return ds[0, i0:i1, :]
+        return ds[period, i0:i1, :]
     step = chunks[1]
     first, last = (i0 // step) * step, ((i1 + step - 1) // step) * step
     dsid = ds.id
     raw = []
     for start in range(first, last, step):
-        mask, data = dsid.read_direct_chunk((0, start, 0))
+        mask, data = dsid.read_direct_chunk((period, start, 0))
         if mask:  # a chunk stored without its filter: let HDF5 handle the whole read
-            return ds[0, i0:i1, :]
+            return ds[period, i0:i1, :]
         raw.append(zlib.decompress(data))
     full = np.frombuffer(b"".join(raw), dtype=ds.dtype).reshape(-1, ds.shape[2])
     return full[i0 - first:i1 - first]
+
+
+def _period_index(n_periods: int, period: int, source: str) -> int:
+    """0-based index of the requested (1-based) period; 0 requests a single-period run."""
+    if period == 0:
+        if n_periods != 1:
+            raise errors.InvalidInput(
+                source, f"has {n_periods} periods; choose one with the 'period' parameter (1-{n_periods})")
+        return 0
+    if not 1 <= period <= n_periods:
+        raise errors.InvalidInput(source, f"has {n_periods} period(s); period {period} does not exist")
+    return period - 1
 
 
 def read_run(
@@ -163,11 +175,14 @@ def read_run(
     *,
     spectra: tuple[int, int] | None = None,
     event_edges: np.ndarray | None = None,
+    period: int = 0,
 ) -> RawRun:
     """Read an ISIS raw NeXus run.
 
     ``spectra`` = (first, last) limits the detector spectra read (inclusive), e.g. the main
     bank. Event data are histogrammed on ``event_edges`` (µs), or on the monitors' TOF grid.
+    ``period`` (1-based) picks one period of a multi-period histogram run, detectors and
+    monitors alike; 0 accepts single-period runs only.
     Raises ``InvalidInput`` naming ``source`` for anything missing, damaged or inconsistent.
     """
     with open_hdf5(path, source) as f:
@@ -182,10 +197,12 @@ def read_run(
             data = read_array(grp, "data", source)
             if data.ndim != 3 or data.shape[1] != 1:
                 raise errors.InvalidInput(source, f"{grp.name}/data has shape {data.shape}, expected (period, 1, tof)")
-            monitors[spec] = data[0, 0].astype(np.float64)
+            monitors[spec] = data[_period_index(data.shape[0], period, source), 0].astype(np.float64)
             if monitor_tof is None and "time_of_flight" in grp:
                 monitor_tof = read_array(grp, "time_of_flight", source).astype(np.float64)
         event_mode = "detector_1_events" in entry and "detector_1/counts" not in entry
+        if event_mode and period > 1:
+            raise errors.InvalidInput(source, f"is an event-mode run: period {period} cannot be selected")
         if event_mode:
             ev = entry["detector_1_events"]
             ids = read_array(ev, "event_id", source).astype(np.int64)
@@ -203,8 +220,7 @@ def read_run(
             counts_ds = require_dataset(entry, "detector_1/counts", source)
             if counts_ds.ndim != 3:
                 raise errors.InvalidInput(source, f"detector_1/counts has shape {counts_ds.shape}, expected 3-D")
-            if counts_ds.shape[0] != 1:
-                raise errors.InvalidInput(source, f"has {counts_ds.shape[0]} periods; multi-period runs are not supported")
+            p_index = _period_index(counts_ds.shape[0], period, source)
             spec_all = read_array(entry, "detector_1/spectrum_index", source).astype(np.int64)
             tof = read_array(entry, "detector_1/time_of_flight", source).astype(np.float64)
             if spec_all.size != counts_ds.shape[1] or tof.size != counts_ds.shape[2] + 1:
@@ -222,7 +238,7 @@ def read_run(
                         source, f"does not hold spectra {spectra[0]}-{spectra[1]} contiguously "
                         f"(it has {spec_all.size} spectra {spec_all[0]}-{spec_all[-1]})")
             try:
-                block = _read_rows(counts_ds, i0, i1)
+                block = _read_rows(counts_ds, i0, i1, p_index)
             except (OSError, RuntimeError, ValueError, zlib.error) as exc:
                 raise errors.InvalidInput(source, f"detector_1/counts cannot be read: damaged or truncated ({exc})") from None
             counts = np.asarray(block, dtype=np.float64)

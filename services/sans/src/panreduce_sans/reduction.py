@@ -19,19 +19,25 @@ from panreduce_sans.corrections import (
     absolute_scale,
     direct_beam_histogram,
     fit_transmission,
+    gravity_drop,
+    gravity_two_theta,
+    line_mask,
     monitor_spectrum,
     radius_wave_cut,
     sample_volume,
+    sector_mask,
     time_mask_bins,
     transmission_ratio,
     wide_angle_transmission,
 )
-from panreduce_sans.instrument import Instrument, PixelGeometry, pixel_geometry
+from panreduce_sans.instrument import Bank, Instrument, PixelGeometry, pixel_geometry
+from panreduce_sans.merge import MergeResult, merge_banks
 from panreduce_sans.q1d import IQ, IQxy, q1d, q_resolution_sigma, qxy
 from panreduce_sans.rawfile import RawRun, SampleGeometry
-from panreduce_sans.userfile import TransmissionFit, UserFile
+from panreduce_sans.userfile import MergeSettings, TransmissionFit, UserFile
 
 __all__ = [
+    "BankSettings",
     "DetectorSetup",
     "ReductionError",
     "RowResult",
@@ -40,6 +46,7 @@ __all__ = [
     "TransmissionResult",
     "calculate_transmission",
     "detector_setup",
+    "merge_rows",
     "reduce_scatter",
     "settings_from_user_file",
     "subtract",
@@ -60,18 +67,34 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class BankSettings:
+    """What one detector bank needs: its description, beam centre, corrections and masks."""
+
+    name: str  # "main" (rear, LAB) or "hab" (front)
+    bank: Bank
+    centre: tuple[float, float]  # m, SET CENTRE[/HAB]
+    direct: tuple[np.ndarray, np.ndarray]  # D and its error on the wavelength grid
+    flat: tuple[np.ndarray, np.ndarray]  # F and its error per pixel of the bank
+    direct_file: str
+    flat_file: str  # "" when there is none (F = 1)
+    time_masks: tuple[tuple[float, float], ...]  # µs
+    mask_rows: frozenset[int] = frozenset()
+    mask_columns: frozenset[int] = frozenset()
+    mask_boxes: tuple[tuple[tuple[int, int], tuple[int, int]], ...] = ()
+    mask_lines: tuple[tuple[float, float, float | None, float | None], ...] = ()  # m, deg, m, m
+
+
+@dataclass(frozen=True)
 class Settings:
     instrument: Instrument
+    detector: str  # DET/: "main", "hab", "both" or "merged"
+    banks: tuple[BankSettings, ...]  # the banks to reduce, main first
     wavelength_rebin: tuple[float, ...]  # the L/WAV rebin string
     wavelength_edges: np.ndarray  # Å
     q_edges: np.ndarray  # 1/Å
     radius_min: float  # m
     radius_max: float  # m
-    mask_rows: frozenset[int]
-    mask_columns: frozenset[int]
     mask_spectra: frozenset[int]
-    time_masks: tuple[tuple[float, float], ...]  # µs, main bank
-    centre: tuple[float, float]  # m
     sample_z: float  # m (L1)
     scale: float  # SET SCALES first value
     incident_monitor: int
@@ -82,8 +105,6 @@ class Settings:
     prompt_peak: tuple[float, float] | None
     fit_sample: TransmissionFit
     fit_can: TransmissionFit
-    direct: tuple[np.ndarray, np.ndarray]  # D and its error on the wavelength grid
-    flat: tuple[np.ndarray, np.ndarray]  # F and its error per main-bank pixel
     radius_cut: float = 0.0  # m
     wave_cut: float = 0.0  # Å
     wide_angle: bool = False  # SAMPLE/PATH/ON
@@ -91,14 +112,47 @@ class Settings:
     split: bool = False
     qxy: tuple[float, float] | None = None  # (q_max, step)
     resolution: Resolution | None = None
+    phi: tuple[float, float, bool] | None = None  # L/PHI sector (deg, deg, mirror)
+    gravity: bool = False
+    gravity_extra_length: float = 0.0  # m
+    merge: MergeSettings = field(default_factory=MergeSettings)
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def bank(self, name: str) -> BankSettings:
+        for b in self.banks:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    @property
+    def spectra_range(self) -> tuple[int, int]:
+        """(first, last) detector spectrum of the banks reduced: the block to read."""
+        lo = min(int(b.bank.spectra.min()) for b in self.banks)
+        hi = max(int(b.bank.spectra.max()) for b in self.banks)
+        return lo, hi
+
+
+def _flat_per_pixel(flat: RKHData | None, spectra: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """F and its error per pixel (spectrum order) from an RKH flat-cell file; 1 without one."""
+    if flat is None:
+        return np.ones(spectra.size), np.zeros(spectra.size)
+    index = {int(s): k for k, s in enumerate(spectra)}
+    flat_y = np.full(spectra.size, np.nan)
+    flat_e = np.zeros(spectra.size)
+    for x, y, e in zip(np.rint(flat.x).astype(np.int64), flat.y, flat.e, strict=True):
+        k = index.get(int(x))
+        if k is not None:
+            flat_y[k], flat_e[k] = y, e
+    if np.isnan(flat_y).any():
+        raise ReductionError(f"the flat-cell file lacks {int(np.isnan(flat_y).sum())} {what} spectra")
+    return flat_y, flat_e
 
 
 def settings_from_user_file(
     uf: UserFile,
     instrument: Instrument,
-    direct: RKHData,
-    flat: RKHData,
+    direct: RKHData | dict[str, RKHData],
+    flat: RKHData | dict[str, RKHData],
     *,
     normalisation_errors: bool = True,
     split: bool = False,
@@ -109,41 +163,64 @@ def settings_from_user_file(
 ) -> Settings:
     """Turn a parsed user file (and its direct-beam and flat-cell files) into settings.
 
-    ``radius_cut`` (mm) and ``wave_cut`` (Å), when given, replace L/Q/RCUT and L/Q/WCUT.
-    Raises :class:`ReductionError` for what the user file asks but this reduction cannot do
-    (HAB or merged banks, gravity) or for missing essentials.
+    ``direct`` and ``flat`` map a bank (``main``, ``hab``) to its RKH file; a single file is
+    the main bank's. A bank without a flat-cell file gets F = 1 (noted). ``radius_cut`` (mm)
+    and ``wave_cut`` (Å), when given, replace L/Q/RCUT and L/Q/WCUT. Raises
+    :class:`ReductionError` for what the user file asks but this reduction cannot do, or for
+    missing essentials.
     """
     where = uf.lines
+    if not isinstance(direct, dict):
+        direct = {"main": direct}
+    if not isinstance(flat, dict):
+        flat = {"main": flat}
     if uf.instrument and uf.instrument != instrument.name:
         raise ReductionError(f"the user file is for {uf.instrument}, not {instrument.name}")
-    if uf.detector != "main":
-        raise ReductionError(f"line {where.get('detector', '?')}: DET/{uf.detector.upper()} is not implemented "
-                             "(only the main bank: DET/MAIN or DET/REAR)")
-    if uf.gravity:
-        raise ReductionError(f"line {where.get('GRAVITY', '?')}: GRAVITY ON is not implemented")
+    names = {"main": ("main",), "hab": ("hab",), "both": ("main", "hab"), "merged": ("main", "hab")}[uf.detector]
+    if "hab" in names and instrument.hab is None:
+        raise ReductionError(f"line {where.get('detector', '?')}: {instrument.name} has no high-angle bank")
     if uf.wavelength_rebin is None or uf.q_rebin is None:
         raise ReductionError("the user file must give L/WAV and L/Q")
-    if uf.centre is None:
-        raise ReductionError("the user file must give SET CENTRE for the main bank")
     try:
         lam_edges = rebin_edges(uf.wavelength_rebin)
         q_edges = rebin_edges(uf.q_rebin)
     except ValueError as exc:
         raise ReductionError(f"binning: {exc}") from None
-    try:
-        d, de = direct_beam_histogram(direct.x, direct.y, direct.e, lam_edges)
-    except ValueError as exc:
-        raise ReductionError(f"direct-beam file: {exc}") from None
-    bank = instrument.main
-    spectra = bank.spectra
-    flat_y = np.full(spectra.size, np.nan)
-    flat_e = np.zeros(spectra.size)
-    fx = np.rint(flat.x).astype(np.int64)
-    inside = (fx >= spectra[0]) & (fx <= spectra[-1])
-    flat_y[fx[inside] - spectra[0]] = flat.y[inside]
-    flat_e[fx[inside] - spectra[0]] = flat.e[inside]
-    if np.isnan(flat_y).any():
-        raise ReductionError(f"the flat-cell file lacks {int(np.isnan(flat_y).sum())} main-bank spectra")
+    notes: list[str] = []
+    banks = []
+    for name in names:
+        bank = instrument.bank(name)
+        centre = uf.centre if name == "main" else uf.centre_hab
+        if centre is None:
+            raise ReductionError(f"the user file must give SET CENTRE{'' if name == 'main' else '/HAB'} "
+                                 f"for the {bank.name}")
+        if name not in direct:
+            raise ReductionError(f"no direct-beam efficiency file for the {bank.name} "
+                                 f"({'MON/DIRECT' if name == 'main' else 'MON/HAB or MON/DIRECT'})")
+        try:
+            d, de = direct_beam_histogram(direct[name].x, direct[name].y, direct[name].e, lam_edges)
+        except ValueError as exc:
+            raise ReductionError(f"direct-beam file for the {bank.name}: {exc}") from None
+        if name not in flat:
+            notes.append(f"no flat-cell file for the {bank.name}: F = 1")
+        flat_pix = _flat_per_pixel(flat.get(name), bank.spectra, bank.name)
+        rows = frozenset(i for b, i in uf.mask_rows if b == name)
+        cols = frozenset(i for b, i in uf.mask_columns if b == name)
+        boxes = tuple((r, c) for b, r, c in uf.mask_boxes if b == name)
+        if (rows or cols or boxes) and not bank.grid:
+            raise ReductionError(f"row, column and box masks (MASK Hn, Vn) are not defined on the modular "
+                                 f"{bank.name}; mask spectra (MASK Sn) instead")
+        lines = ()
+        if name == "main":  # a beam-stop arm sits in front of the rear bank
+            lines = tuple((w / 1e3, a, None if x is None else x / 1e3, None if y is None else y / 1e3)
+                          for w, a, x, y in uf.mask_lines)
+        if name == "hab" and instrument.hab_note:
+            notes.append(instrument.hab_note)
+        banks.append(BankSettings(
+            name=name, bank=bank, centre=(centre[0] / 1e3, centre[1] / 1e3), direct=(d, de), flat=flat_pix,
+            direct_file=uf.direct_files.get(name, ""), flat_file=uf.flat_files.get(name, ""),
+            time_masks=tuple((m.t_min, m.t_max) for m in uf.time_masks if m.detector in (None, name)),
+            mask_rows=rows, mask_columns=cols, mask_boxes=boxes, mask_lines=lines))
     mon = uf.incident_monitor or instrument.incident_monitor
     trans_mon = uf.transmission_monitor or instrument.transmission_monitor
     mon_z = uf.monitor_lengths.get(mon, instrument.monitor_z.get(mon))
@@ -155,7 +232,6 @@ def settings_from_user_file(
         trans_bg[spec] = uf.monitor_background_by_spectrum.get(spec, default_bg)
     mon_bg = uf.monitor_background_by_spectrum.get(mon, uf.monitor_background)
     resolution = None
-    notes: list[str] = []
     if uf.qresol.on:
         qr = uf.qresol
         r1 = (qr.a1 / 2e3) if qr.a1 else (np.sqrt((qr.h1**2 + qr.w1**2) / 6) / 1e3 if qr.h1 and qr.w1 else None)
@@ -177,16 +253,14 @@ def settings_from_user_file(
         qxy_spec = (uf.qxy_max, uf.qxy_step)
     return Settings(
         instrument=instrument,
+        detector=uf.detector,
+        banks=tuple(banks),
         wavelength_rebin=tuple(uf.wavelength_rebin),
         wavelength_edges=lam_edges,
         q_edges=q_edges,
         radius_min=(uf.radius_min or 0.0) / 1e3,
         radius_max=(uf.radius_max / 1e3) if uf.radius_max and uf.radius_max > 0 else np.inf,
-        mask_rows=frozenset(i for b, i in uf.mask_rows if b == "main"),
-        mask_columns=frozenset(i for b, i in uf.mask_columns if b == "main"),
         mask_spectra=frozenset(uf.mask_spectra),
-        time_masks=tuple((m.t_min, m.t_max) for m in uf.time_masks if m.detector in (None, "main")),
-        centre=(uf.centre[0] / 1e3, uf.centre[1] / 1e3),
         sample_z=instrument.sample_z + uf.sample_offset / 1e3,
         scale=uf.scales[0] if uf.scales else 1.0,
         incident_monitor=mon,
@@ -197,8 +271,6 @@ def settings_from_user_file(
         prompt_peak=uf.prompt_peak or instrument.prompt_peak,
         fit_sample=uf.fit_for("sample"),
         fit_can=uf.fit_for("can"),
-        direct=(d, de),
-        flat=(flat_y, flat_e),
         radius_cut=(uf.radius_cut if radius_cut is None else radius_cut) / 1e3,
         wave_cut=uf.wave_cut if wave_cut is None else wave_cut,
         wide_angle=uf.sample_path,
@@ -206,32 +278,47 @@ def settings_from_user_file(
         split=split,
         qxy=qxy_spec,
         resolution=resolution,
+        phi=uf.phi,
+        gravity=uf.gravity,
+        gravity_extra_length=uf.gravity_extra_length,
+        merge=uf.merge,
         notes=tuple(notes),
     )
 
 
 @dataclass(frozen=True)
 class DetectorSetup:
-    geometry: PixelGeometry  # every main-bank pixel
+    bank: BankSettings
+    geometry: PixelGeometry  # every pixel of the bank
     keep: np.ndarray  # bool per pixel: used in the reduction
-    time_masked: np.ndarray  # bool per TOF bin (filled on first use)
 
 
-def detector_setup(settings: Settings) -> DetectorSetup:
-    """Pixel geometry after the beam-centre move, and the pixel mask (radius, rows, columns,
-    spectra; §5.3)."""
+def detector_setup(settings: Settings, bank: str = "main") -> DetectorSetup:
+    """Pixel geometry of one bank after its beam-centre move, and its pixel mask (§5.3):
+    radius, rows, columns, boxes, spectra, lines and the L/PHI sector."""
     inst = settings.instrument
-    shift = inst.beam_centre_shift(settings.centre)
-    geo = pixel_geometry(inst.main, sample_z=settings.sample_z, shift=shift)
-    ix, iy = inst.main.indices()
+    bs = settings.bank(bank)
+    shift = inst.beam_centre_shift(bs.centre)
+    geo = pixel_geometry(bs.bank, sample_z=settings.sample_z, shift=shift)
     keep = (geo.radius >= settings.radius_min) & (geo.radius <= settings.radius_max)
-    if settings.mask_rows:
-        keep &= ~np.isin(iy, list(settings.mask_rows))
-    if settings.mask_columns:
-        keep &= ~np.isin(ix, list(settings.mask_columns))
+    if bs.mask_rows or bs.mask_columns or bs.mask_boxes:
+        ix, iy = bs.bank.indices()
+        if bs.mask_rows:
+            keep &= ~np.isin(iy, list(bs.mask_rows))
+        if bs.mask_columns:
+            keep &= ~np.isin(ix, list(bs.mask_columns))
+        for (r0, r1), (c0, c1) in bs.mask_boxes:
+            keep &= ~((iy >= r0) & (iy <= r1) & (ix >= c0) & (ix <= c1))
     if settings.mask_spectra:
         keep &= ~np.isin(geo.spectra, list(settings.mask_spectra))
-    return DetectorSetup(geo, keep, np.zeros(0, dtype=bool))
+    for width, angle, x0, y0 in bs.mask_lines:
+        # the arm passes through the beam centre unless a point is given (in the bank's frame)
+        px = 0.0 if x0 is None else x0 + shift[0]
+        py = 0.0 if y0 is None else y0 + shift[1]
+        keep &= ~line_mask(geo.x, geo.y, width, angle, x0=px, y0=py)
+    if settings.phi is not None:
+        keep &= sector_mask(geo.x, geo.y, settings.phi[0], settings.phi[1], mirror=settings.phi[2])
+    return DetectorSetup(bs, geo, keep)
 
 
 @dataclass(frozen=True)
@@ -302,6 +389,7 @@ class ScatterResult:
     volume: float  # mm^3
     scale: float  # the constant applied to the counts
     sample: SampleGeometry
+    bank: str = "main"
 
 
 def reduce_scatter(
@@ -312,17 +400,21 @@ def reduce_scatter(
     *,
     sample: SampleGeometry | None = None,
 ) -> ScatterResult:
-    """One (summed) scattering run to absolute I(Q) (§5.3–5.9)."""
+    """One (summed) scattering run to absolute I(Q) on the bank of ``det`` (§5.3–5.9)."""
     inst = settings.instrument
-    bank = inst.main
-    if run.counts.shape[0] != bank.n_pixels or not np.array_equal(run.spectra, bank.spectra):
-        raise ReductionError(f"{run.source}: expected the {bank.n_pixels} spectra of the {bank.name}")
+    bs = det.bank
+    bank = bs.bank
+    rows = np.searchsorted(run.spectra, bank.spectra)
+    if (rows >= run.spectra.size).any() or not np.array_equal(run.spectra[np.minimum(rows, run.spectra.size - 1)],
+                                                              bank.spectra):
+        raise ReductionError(f"{run.source}: lacks spectra of the {bank.name} ({bank.n_pixels} pixels, "
+                             f"spectra {bank.spectra[0]}-{bank.spectra[-1]})")
     lam_edges = settings.wavelength_edges
     keep = det.keep
     geo = det.geometry
     # detector: time masks in TOF, then TOF -> wavelength per pixel and proportional rebin
-    tmask = time_mask_bins(run.tof, list(settings.time_masks))
-    y = run.counts[keep]
+    tmask = time_mask_bins(run.tof, list(bs.time_masks))
+    y = run.counts[rows[keep]]
     if tmask.any():
         y = y.copy()
         y[:, tmask] = 0.0
@@ -335,7 +427,7 @@ def reduce_scatter(
     tof_m, counts_m = _monitor_counts(run, settings.incident_monitor)
     mon, mon_e = monitor_spectrum(tof_m, counts_m, settings.incident_monitor_z, lam_edges,
                                   prompt_peak=settings.prompt_peak, background=settings.monitor_background)
-    d, de = settings.direct
+    d, de = bs.direct
     wav = d * mon
     rel2 = np.divide(de, d, out=np.zeros_like(d), where=d > 0) ** 2
     rel2 += np.divide(mon_e, mon, out=np.zeros_like(mon), where=mon > 0) ** 2
@@ -344,7 +436,7 @@ def reduce_scatter(
         wav = wav * tf
         rel2 += np.divide(tfe, tf, out=np.zeros_like(tf), where=tf > 0) ** 2
     wav_e = np.abs(wav) * np.sqrt(rel2)
-    flat, flat_e = settings.flat
+    flat, flat_e = bs.flat
     omega = geo.solid_angle[keep]
     pix = omega * flat[keep]
     pix_e = omega * flat_e[keep]
@@ -360,14 +452,22 @@ def reduce_scatter(
     wide = None
     if settings.wide_angle and transmission is not None:
         wide = wide_angle_transmission(geo.two_theta[keep], transmission.fit.values)
-    iq = q1d(s, v, m, lam_edges, wav, wav_e, geo.two_theta[keep], pix, pix_e, settings.q_edges,
+    two_theta = geo.two_theta[keep]
+    y_aim = None
+    if settings.gravity:
+        dz = bank.z - settings.sample_z
+        lam_c = bin_centres(lam_edges)
+        two_theta = gravity_two_theta(geo.x[keep], geo.y[keep], dz, lam_c,
+                                      extra_length=settings.gravity_extra_length)
+        y_aim = geo.y[keep][:, None] + gravity_drop(lam_c, geo.l2[keep], extra_length=settings.gravity_extra_length)
+    iq = q1d(s, v, m, lam_edges, wav, wav_e, two_theta, pix, pix_e, settings.q_edges,
              scale=const, normalisation_errors=settings.normalisation_errors, split=settings.split,
              q_sigma=q_sigma, pixel_wavelength_adj=wide)
     iqxy = None
     if settings.qxy is not None:
         iqxy = qxy(s, v, m, lam_edges, wav, geo.x[keep], geo.y[keep], geo.l2[keep], pix,
-                   settings.qxy[0], settings.qxy[1], scale=const, pixel_wavelength_adj=wide)
-    return ScatterResult(run, iq, iqxy, transmission, mon, wav, volume, const, sample)
+                   settings.qxy[0], settings.qxy[1], scale=const, pixel_wavelength_adj=wide, y_aim=y_aim)
+    return ScatterResult(run, iq, iqxy, transmission, mon, wav, volume, const, sample, bs.name)
 
 
 def _resolution(settings: Settings, geo: PixelGeometry, keep: np.ndarray) -> np.ndarray:
@@ -395,6 +495,9 @@ class RowResult:
     sample: ScatterResult
     can: ScatterResult | None
     iqxy: IQxy | None
+    bank: str = "main"  # "main", "hab" or "merged"
+    merge: MergeResult | None = None  # for "merged": the factors and the range used
+    parts: tuple[RowResult, ...] = ()  # for "merged": the main and HAB results
 
     @property
     def q(self) -> np.ndarray:
@@ -406,7 +509,7 @@ def subtract(name: str, sample: ScatterResult, can: ScatterResult | None) -> Row
     s = sample.iq
     iqxy = sample.iqxy
     if can is None:
-        return RowResult(name, s.intensity, s.error, s.q_edges, s.q_dev, sample, None, iqxy)
+        return RowResult(name, s.intensity, s.error, s.q_edges, s.q_dev, sample, None, iqxy, sample.bank)
     c = can.iq
     if not np.array_equal(s.q_edges, c.q_edges):
         raise ReductionError("sample and can are on different Q grids")
@@ -414,4 +517,25 @@ def subtract(name: str, sample: ScatterResult, can: ScatterResult | None) -> Row
         iqxy = IQxy(iqxy.qx_edges, iqxy.qy_edges, iqxy.intensity - can.iqxy.intensity,
                     np.hypot(iqxy.error, can.iqxy.error))
     return RowResult(name, s.intensity - c.intensity, np.hypot(s.error, c.error), s.q_edges,
-                     s.q_dev, sample, can, iqxy)
+                     s.q_dev, sample, can, iqxy, sample.bank)
+
+
+def merge_rows(main: RowResult, hab: RowResult, merge: MergeSettings) -> RowResult:
+    """DET/MERGED: the main and HAB results of one row joined (:mod:`panreduce_sans.merge`).
+
+    The normalisations weighting the two banks are the sample's Q1D denominators."""
+    if not np.array_equal(main.q_edges, hab.q_edges):
+        raise ReductionError("the main and HAB results are on different Q grids")
+    try:
+        m = merge_banks(main.q, (main.intensity, main.error, main.sample.iq.denominator),
+                        (hab.intensity, hab.error, hab.sample.iq.denominator),
+                        rescale=merge.rescale, shift=merge.shift, fit_rescale=merge.fit_rescale,
+                        fit_shift=merge.fit_shift, fit_range=merge.fit_range, overlap=merge.overlap)
+    except ValueError as exc:
+        raise ReductionError(f"merging the banks: {exc}") from None
+    n_m, n_h = main.sample.iq.denominator, hab.sample.iq.denominator
+    q_dev = np.select([m.source == 2, m.source == 0, m.source == 1],
+                      [(n_m * main.q_dev + n_h * hab.q_dev) / np.where(n_m + n_h > 0, n_m + n_h, 1.0),
+                       main.q_dev, hab.q_dev], 0.0)
+    return RowResult(main.name, m.intensity, m.error, main.q_edges, q_dev, main.sample, main.can, None,
+                     "merged", m, (main, hab))

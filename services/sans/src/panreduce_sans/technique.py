@@ -31,11 +31,13 @@ from panreduce_sans.params import SansParameters
 from panreduce_sans.rawfile import RawRun, SampleGeometry, read_run, read_run_info, sum_runs
 from panreduce_sans.reduction import (
     ReductionError,
+    RowResult,
     ScatterResult,
     Settings,
     TransmissionResult,
     calculate_transmission,
     detector_setup,
+    merge_rows,
     reduce_scatter,
     settings_from_user_file,
     subtract,
@@ -125,12 +127,15 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
         if ctx.shard is not None:
             rows = ctx.shard.select(rows)
 
-        direct_name = uf.direct_files.get("main")
-        flat_name = uf.flat_files.get("main")
-        if not direct_name or not flat_name:
+        banks = ("main", "hab") if uf.detector in ("both", "merged") else (uf.detector,)
+        if "main" in banks and not (uf.direct_files.get("main") and uf.flat_files.get("main")):
             raise errors.InvalidInput(uf_file.name, "needs MON/DIRECT and MON/FLAT files for the main bank")
-        direct = self._rkh(self._named(inputs, direct_name, f"{uf_file.name} MON/DIRECT"))
-        flat = self._rkh(self._named(inputs, flat_name, f"{uf_file.name} MON/FLAT"))
+        if "hab" in banks and not uf.direct_files.get("hab"):
+            raise errors.InvalidInput(uf_file.name, "needs MON/HAB (or MON/DIRECT) for the high-angle bank")
+        direct = {b: self._rkh(self._named(inputs, uf.direct_files[b], f"{uf_file.name} MON/DIRECT ({b})"))
+                  for b in banks}
+        flat = {b: self._rkh(self._named(inputs, uf.flat_files[b], f"{uf_file.name} MON/FLAT ({b})"))
+                for b in banks if uf.flat_files.get(b)}
         moderator = None
         if uf.qresol.on and uf.qresol.moderator_file:
             moderator = self._rkh(self._named(inputs, uf.qresol.moderator_file, f"{uf_file.name} QRESOL/MODERATOR"))
@@ -142,6 +147,9 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
                 radius_cut=params.radius_cut or None, wave_cut=params.wave_cut or None)
         except ReductionError as exc:
             raise errors.InvalidInput(uf_file.name, str(exc)) from None
+        for note in settings.notes:
+            ctx.log(note, "warning")
+            warnings.append(note)
 
         resolver = _RunResolver(inputs, instrument, params.add_runs)
         scatter_refs: dict[str, RunRef] = {}
@@ -157,7 +165,7 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
         plan_t = {label: resolver.files(ref) for label, ref in trans_refs.items()}
         total = sum(len(v) for v in plan.values()) + len(plan_t)
         done = 0
-        bank = instrument.main
+        first_spec, last_spec = settings.spectra_range
         event_edges = None
         if uf.events_binning:
             from panreduce_sans.binning import rebin_edges
@@ -168,8 +176,8 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
             runs = []
             for f in files:
                 ctx.progress(done / max(total, 1), "load", f"reading {f.name}")
-                runs.append(read_run(f.path, f.name, spectra=(int(bank.spectra[0]), int(bank.spectra[-1])),
-                                     event_edges=event_edges))
+                runs.append(read_run(f.path, f.name, spectra=(first_spec, last_spec),
+                                     event_edges=event_edges, period=params.period))
                 done += 1
             scatter[label] = sum_runs(runs)
             if len(runs) > 1:
@@ -177,7 +185,8 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
         trans: dict[str, RawRun] = {}
         for label, files in plan_t.items():
             ctx.progress(done / max(total, 1), "load", f"reading {files[0].name}")
-            trans[label] = sum_runs([read_run(f.path, f.name, event_edges=event_edges) for f in files])
+            trans[label] = sum_runs([read_run(f.path, f.name, event_edges=event_edges, period=params.period)
+                                     for f in files])
             done += 1
         ctx.progress(1.0, "load", f"read {done} run file(s)")
         return LoadedBatch(rows, header, instrument, uf, uf_file.name, settings, scatter, trans, warnings)
@@ -199,9 +208,9 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
     # -- reduce ----------------------------------------------------------------------------
     def reduce(self, data: LoadedBatch, params: SansParameters, ctx: Context) -> Mapping[str, Any]:
         settings = data.settings
-        det = detector_setup(settings)
+        dets = {b.name: detector_setup(settings, b.name) for b in settings.banks}
         trans_cache: dict[tuple[str, str, str], TransmissionResult] = {}
-        scatter_cache: dict[tuple[str, tuple[str, str, str] | None], ScatterResult] = {}
+        scatter_cache: dict[tuple, ScatterResult] = {}
 
         def transmission(trans_ref: RunRef | None, direct_ref: RunRef | None, which: str) -> TransmissionResult | None:
             if trans_ref is None or direct_ref is None:
@@ -213,20 +222,14 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
                     data.trans[trans_ref.label], data.trans[direct_ref.label], settings, fit)
             return trans_cache[key]
 
-        def scatter(ref: RunRef, t: TransmissionResult | None, key_t, sample: SampleGeometry | None):  # noqa: ANN001, ANN202
-            key = (ref.label, key_t, sample)
+        def scatter(ref: RunRef, t: TransmissionResult | None, key_t, sample: SampleGeometry | None,  # noqa: ANN001
+                    bank: str) -> ScatterResult:
+            key = (ref.label, key_t, sample, bank)
             if key not in scatter_cache:
-                scatter_cache[key] = reduce_scatter(data.scatter[ref.label], t, settings, det, sample=sample)
+                scatter_cache[key] = reduce_scatter(data.scatter[ref.label], t, settings, dets[bank], sample=sample)
             return scatter_cache[key]
 
-        meta_base = dict(
-            instrument=data.instrument.name, detector=data.instrument.main.name,
-            sdd=data.instrument.main.z - settings.sample_z,
-            beam_centre=(settings.centre[0] * 1e3, settings.centre[1] * 1e3),
-            pixel_size=(data.instrument.main.dx * 1e3, data.instrument.main.dy * 1e3),
-            user_file_name=data.user_file_name, user_file_text=data.user_file.text,
-            program="panreduce-sans", version=self.version,
-        )
+        inst = data.instrument
         rows_summary = []
         n = len(data.rows)
         for k, row in enumerate(data.rows):
@@ -242,41 +245,82 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
                     geom = SampleGeometry(row.sample_thickness or geom.thickness, row.sample_width or geom.width,
                                           row.sample_height or geom.height, geom.shape)
                 key_s = None if t_s is None else (t_s.run, t_s.direct, "sample")
-                res_s = scatter(row.sample_sans, t_s, key_s, geom)
-                res_c = None
+                t_c = key_c = None
                 if row.can_sans is not None:
                     t_c = transmission(row.can_trans, row.can_direct_beam, "can")
                     key_c = None if t_c is None else (t_c.run, t_c.direct, "can")
-                    res_c = scatter(row.can_sans, t_c, key_c, geom if overridden else None)
-                result = subtract(row.output_as, res_s, res_c)
+                per_bank = {}
+                for b in settings.banks:
+                    res_s = scatter(row.sample_sans, t_s, key_s, geom, b.name)
+                    res_c = None
+                    if row.can_sans is not None:
+                        res_c = scatter(row.can_sans, t_c, key_c, geom if overridden else None, b.name)
+                    per_bank[b.name] = subtract(row.output_as, res_s, res_c)
+                if settings.detector == "merged":
+                    merged = merge_rows(per_bank["main"], per_bank["hab"], settings.merge)
+                    results = {row.output_as: merged, **{f"{row.output_as}_{b}": r for b, r in per_bank.items()}}
+                elif settings.detector == "both":
+                    results = {f"{row.output_as}_{b}": r for b, r in per_bank.items()}
+                else:
+                    results = {row.output_as: per_bank[settings.detector]}
             except ReductionError as exc:
                 raise errors.InvalidInput(params.batch_file, f"line {row.line} ({row.output_as}): {exc}") from None
-            ctx.progress((k + 0.7) / n, "write", f"{row.output_as}.h5")
-            terms = {"batch_file": params.batch_file, "batch_line": str(row.line),
-                     "direct_beam_file": data.user_file.direct_files["main"],
-                     "flat_cell_file": data.user_file.flat_files["main"],
-                     "q_assignment": params.q_assignment,
-                     "normalisation_errors": str(params.normalisation_errors).lower()}
-            meta = OutputMetadata(**meta_base, terms=terms)
-            write_nxcansas(ctx.output_path(f"{row.output_as}.h5", format="nxcansas"), result, meta)
-            if params.plots:
-                plot_iq(ctx.output_path(f"{row.output_as}.png", format="png", role="preview"), result)
-            if params.cansas_xml:
-                write_cansas_xml(ctx.output_path(f"{row.output_as}.xml", format="cansas-xml"), result, meta)
-            if params.qxy and result.iqxy is not None:
-                write_nxcansas_2d(ctx.output_path(f"{row.output_as}_2d.h5", format="nxcansas"),
-                                  f"{row.output_as} I(Qx,Qy)", str(run_s.run_number), result.iqxy, result, meta)
-            rows_summary.append(_row_summary(row, result))
+            for name, result in results.items():
+                ctx.progress((k + 0.7) / n, "write", f"{name}.h5")
+                meta = self._metadata(inst, settings, data, params, row, result)
+                write_nxcansas(ctx.output_path(f"{name}.h5", format="nxcansas"), result, meta)
+                if params.plots:
+                    plot_iq(ctx.output_path(f"{name}.png", format="png", role="preview"), result)
+                if params.cansas_xml:
+                    write_cansas_xml(ctx.output_path(f"{name}.xml", format="cansas-xml"), result, meta)
+                if params.qxy and result.iqxy is not None:
+                    write_nxcansas_2d(ctx.output_path(f"{name}_2d.h5", format="nxcansas"),
+                                      f"{name} I(Qx,Qy)", str(run_s.run_number), result.iqxy, result, meta)
+                rows_summary.append(_row_summary(row, name, result))
         ctx.progress(1.0, "write", "done")
         return {
             "outputs": [r["output"] for r in rows_summary],
             "rows": rows_summary,
-            "instrument": data.instrument.name,
+            "instrument": inst.name,
+            "detector": settings.detector,
             "wavelength_range": [float(settings.wavelength_edges[0]), float(settings.wavelength_edges[-1])],
             "q_range": [float(settings.q_edges[0]), float(settings.q_edges[-1])],
-            "pixels_used": int(det.keep.sum()),
+            "pixels_used": int(sum(d.keep.sum() for d in dets.values())),
+            "pixels_used_by_bank": {name: int(d.keep.sum()) for name, d in dets.items()},
             "warnings": data.warnings,
         }
+
+    def _metadata(self, inst: Instrument, settings: Settings, data: LoadedBatch, params: SansParameters,
+                  row: BatchRow, result: RowResult) -> OutputMetadata:
+        """Instrument, detector and process metadata of one output (one bank, or merged)."""
+        names = ("main", "hab") if result.bank == "merged" else (result.bank,)
+        banks = [settings.bank(b) for b in names]
+        first = banks[0]
+        terms = {"batch_file": params.batch_file, "batch_line": str(row.line),
+                 "detector": result.bank,
+                 "direct_beam_file": " ".join(b.direct_file for b in banks),
+                 "flat_cell_file": " ".join(b.flat_file or "(none: F = 1)" for b in banks),
+                 "q_assignment": params.q_assignment,
+                 "normalisation_errors": str(params.normalisation_errors).lower()}
+        if settings.gravity:
+            terms["gravity"] = f"on, extra length {settings.gravity_extra_length} m"
+        if settings.phi is not None:
+            lo, hi, mirror = settings.phi
+            terms["sector"] = f"phi {lo} to {hi} deg{' and mirror' if mirror else ''}"
+        if result.merge is not None:
+            m = result.merge
+            terms["merge"] = (f"HAB rescale {m.rescale:.6g}{' (fitted)' if settings.merge.fit_rescale else ''}, "
+                              f"shift {m.shift:.6g} 1/cm{' (fitted)' if settings.merge.fit_shift else ''}, "
+                              f"merge range {m.overlap[0]:.6g}-{m.overlap[1]:.6g} 1/angstrom")
+        if any(b.name == "hab" for b in banks) and inst.hab_note:
+            terms["hab_geometry"] = inst.hab_note
+        return OutputMetadata(
+            instrument=inst.name, detector=" + ".join(b.bank.name for b in banks),
+            sdd=first.bank.z - settings.sample_z,
+            beam_centre=(first.centre[0] * 1e3, first.centre[1] * 1e3),
+            pixel_size=(first.bank.pixel_size[0] * 1e3, first.bank.pixel_size[1] * 1e3),
+            user_file_name=data.user_file_name, user_file_text=data.user_file.text,
+            program="panreduce-sans", version=self.version, terms=terms)
 
 
 def _num(x: float) -> float | None:
@@ -284,11 +328,12 @@ def _num(x: float) -> float | None:
     return x if np.isfinite(x) else None
 
 
-def _row_summary(row: BatchRow, result) -> dict[str, Any]:  # noqa: ANN001
+def _row_summary(row: BatchRow, name: str, result: RowResult) -> dict[str, Any]:
     s = result.sample
     out: dict[str, Any] = {
-        "output": row.output_as,
+        "output": name,
         "batch_line": row.line,
+        "detector": result.bank,
         "sample_runs": list(s.run.runs),
         "can_runs": list(result.can.run.runs) if result.can else [],
         "scale": _num(s.scale),
@@ -297,11 +342,15 @@ def _row_summary(row: BatchRow, result) -> dict[str, Any]:  # noqa: ANN001
         "i_first": _num(result.intensity[0]),
         "i_last": _num(result.intensity[-1]),
     }
-    for name, res in (("sample", s), ("can", result.can)):
+    for which, res in (("sample", s), ("can", result.can)):
         if res is not None and res.transmission is not None:
             t = res.transmission
-            out[f"{name}_transmission_mean"] = _num(np.mean(t.fit.values))
-            out[f"{name}_transmission_fit"] = [_num(c) for c in t.fit.coefficients]
+            out[f"{which}_transmission_mean"] = _num(np.mean(t.fit.values))
+            out[f"{which}_transmission_fit"] = [_num(c) for c in t.fit.coefficients]
+    if result.merge is not None:
+        out["merge_rescale"] = _num(result.merge.rescale)
+        out["merge_shift"] = _num(result.merge.shift)
+        out["merge_range"] = [_num(result.merge.overlap[0]), _num(result.merge.overlap[1])]
     return out
 
 

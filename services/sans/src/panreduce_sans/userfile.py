@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Problem", "QResolution", "TimeMask", "TransmissionFit", "UserFile", "parse_user_file"]
+__all__ = ["MergeSettings", "Problem", "QResolution", "TimeMask", "TransmissionFit", "UserFile", "parse_user_file"]
 
 FitMethod = Literal["log", "linear", "polynomial", "off"]
 Detector = Literal["main", "hab"]
@@ -49,6 +49,20 @@ class TransmissionFit:
     order: int = 1  # polynomial order (method "polynomial")
     lambda_min: float | None = None  # Å; None: the reduction's wavelength range
     lambda_max: float | None = None
+
+
+@dataclass
+class MergeSettings:
+    """How DET/MERGED joins the banks: ``I_hab' = rescale*I_hab + shift`` (DET/RESCALE,
+    DET/SHIFT), optionally fitted to the main bank over ``fit_range`` (DET/RESCALE/FIT,
+    DET/SHIFT/FIT), then combined over ``overlap`` (DET/OVERLAP; default: where both have data)."""
+
+    rescale: float = 1.0
+    shift: float = 0.0  # 1/cm
+    fit_rescale: bool = False
+    fit_shift: bool = False
+    fit_range: tuple[float, float] | None = None  # 1/Å
+    overlap: tuple[float, float] | None = None  # 1/Å
 
 
 @dataclass
@@ -92,6 +106,12 @@ class UserFile:
     mask_rows: list[tuple[Detector, int]] = field(default_factory=list)  # (bank, iy)
     mask_columns: list[tuple[Detector, int]] = field(default_factory=list)  # (bank, ix)
     mask_spectra: list[int] = field(default_factory=list)
+    # box masks "Hn>Hm+Vk>Vl": (bank, (row lo, row hi), (column lo, column hi)), inclusive
+    mask_boxes: list[tuple[Detector, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
+    # MASK/LINE: (width mm, angle deg, x mm, y mm or None for the beam centre)
+    mask_lines: list[tuple[float, float, float | None, float | None]] = field(default_factory=list)
+    # L/PHI sector: (phi_min deg, phi_max deg, mirror)
+    phi: tuple[float, float, bool] | None = None
     time_masks: list[TimeMask] = field(default_factory=list)
     sample_offset: float = 0.0  # mm, along the beam
     sample_path: bool = False  # wide-angle transmission correction
@@ -104,6 +124,7 @@ class UserFile:
     monitor_lengths: dict[int, float] = field(default_factory=dict)  # spectrum -> z (m)
     gravity: bool = False
     gravity_extra_length: float = 0.0  # m
+    merge: MergeSettings = field(default_factory=MergeSettings)
     qresol: QResolution = field(default_factory=QResolution)
     prints: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -189,6 +210,56 @@ def _unsupported(uf: UserFile, number: int, line: str, what: str) -> None:
     uf.problems.append(Problem(number, line, "unsupported", f"{what} is not implemented"))
 
 
+def _box(spec: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``Hn[>Hm]+Vk[>Vl]`` (either order): the inclusive row and column ranges of a box mask."""
+    ranges: dict[str, tuple[int, int]] = {}
+    for part in spec.split("+"):
+        m = _MASK_SPEC.match(part)
+        if not m or m.group(1) == "S":
+            raise _Invalid(f"cannot read box mask {spec!r} (Hn>Hm+Vk>Vl)")
+        if m.group(1) in ranges:
+            raise _Invalid(f"a box mask needs one H and one V range: {spec!r}")
+        a, b = int(m.group(2)), int(m.group(3) or m.group(2))
+        ranges[m.group(1)] = (min(a, b), max(a, b))
+    if set(ranges) != {"H", "V"}:
+        raise _Invalid(f"a box mask needs one H and one V range: {spec!r}")
+    return ranges["H"], ranges["V"]
+
+
+def _parse_merge(uf: UserFile, parts: list[str], rest: str) -> None:
+    """DET/RESCALE x, DET/SHIFT y, DET/RESCALE/FIT [q1 q2], DET/SHIFT/FIT [q1 q2], DET/OVERLAP q1 q2."""
+    what, sub = parts[0], parts[1:]
+    merge = uf.merge
+    if what == "OVERLAP":
+        if sub:
+            raise _Invalid("DET/OVERLAP takes no qualifier")
+        lo, hi = _floats(rest.split(), 2)
+        if not 0 <= lo < hi:
+            raise _Invalid("DET/OVERLAP needs 0 <= q1 < q2")
+        merge.overlap = (lo, hi)
+        return
+    if sub == ["FIT"]:
+        q = _floats(rest.split(), 0, 2)
+        if len(q) == 1 or (q and not 0 <= q[0] < q[1]):
+            raise _Invalid(f"DET/{what}/FIT takes no range or a range q1 < q2")
+        if what == "RESCALE":
+            merge.fit_rescale = True
+        else:
+            merge.fit_shift = True
+        if q:
+            merge.fit_range = (q[0], q[1])
+        return
+    if sub:
+        raise _Invalid(f"unknown qualifier DET/{what}/{'/'.join(sub)}")
+    value = _floats(rest.split(), 1)[0]
+    if what == "RESCALE":
+        if value <= 0:
+            raise _Invalid("DET/RESCALE must be positive")
+        merge.rescale = value
+    else:
+        merge.shift = value
+
+
 def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912, PLR0915
     upper = line.upper()
     head, _, rest = line.partition(" ")
@@ -207,8 +278,12 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
             uf.detector = _DETECTOR_ALIASES[what]  # type: ignore[assignment]
         elif what in ("BOTH", "MERGED", "MERGE"):
             uf.detector = "both" if what == "BOTH" else "merged"
-        elif what.startswith(("CORR", "RESCALE", "SHIFT", "OVERLAP")):
-            _unsupported(uf, n, line, "detector corrections/merging (DET/CORR, DET/RESCALE, DET/SHIFT)")
+        elif what.split("/")[0] in ("RESCALE", "SHIFT", "OVERLAP"):
+            _parse_merge(uf, what.split("/"), rest)
+            uf.lines[f"DET/{what.split('/')[0]}"] = n
+            return
+        elif what.startswith("CORR"):
+            _unsupported(uf, n, line, "detector position corrections (DET/CORR)")
             return
         else:
             raise _Invalid(f"unknown detector {what!r} (MAIN, REAR, HAB, FRONT, BOTH, MERGED)")
@@ -222,6 +297,8 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
             uf.mask_rows.clear()
             uf.mask_columns.clear()
             uf.mask_spectra.clear()
+            uf.mask_boxes.clear()
+            uf.mask_lines.clear()
             return
         if parts in (["CLEAR", "TIME"], ["CLEAR", "T"]):
             uf.time_masks.clear()
@@ -236,8 +313,15 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
                 raise _Invalid("time mask needs t_min < t_max")
             uf.time_masks.append(TimeMask(t_min, t_max, detector, n))
             return
-        if parts and parts[0] == "LINE":
-            _unsupported(uf, n, line, "line masks (MASK/LINE)")
+        if parts == ["LINE"]:
+            values = _floats(rest.split(), 2, 4)
+            if len(values) == 3:
+                raise _Invalid("MASK/LINE width angle [x y]: give both x and y or neither")
+            if values[0] <= 0:
+                raise _Invalid("MASK/LINE width must be positive")
+            x, y = (values[2], values[3]) if len(values) == 4 else (None, None)
+            uf.mask_lines.append((values[0], values[1], x, y))
+            uf.lines["MASK/LINE"] = n
             return
         if parts:
             raise _Invalid(f"unknown mask qualifier /{'/'.join(parts)}")
@@ -247,7 +331,7 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
         bank: Detector = detector or "main"
         for spec in specs:
             if "+" in spec:
-                _unsupported(uf, n, line, "box/intersection masks (Hn+Vm)")
+                uf.mask_boxes.append((bank, *_box(spec)))
                 continue
             m = _MASK_SPEC.match(spec)
             if not m:
@@ -288,9 +372,11 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
                 uf.radius_cut = value
             else:
                 uf.wave_cut = value
-        elif what.startswith("PHI"):
-            _unsupported(uf, n, line, "sector averaging (L/PHI)")
-            return
+        elif what in ("PHI", "PHI/NOMIRROR"):
+            lo, hi = _floats(rest.split(), 2)
+            if not (-180 <= lo <= 180 and -180 <= hi <= 180):
+                raise _Invalid("L/PHI angles must be in -180..180 degrees")
+            uf.phi = (lo, hi, what == "PHI")
         else:
             raise _Invalid(f"unknown limit L/{what}")
         uf.lines[f"L/{what}"] = n
