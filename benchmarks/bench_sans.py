@@ -4,7 +4,9 @@ Measures, in one process and side by side, wall and CPU time of:
 * the full batch (28 scattering runs summed into 3 samples and 1 can, 5 transmission/direct
   runs; 3 outputs), loading included, with and without the PNGs;
 * one sample (one batch row: 7 + 7 summed runs);
-* the stages of the full batch: reading the runs, the reduction, writing the outputs.
+* the stages of the full batch: reading the runs, the reduction, writing the outputs;
+* the full batch with both banks merged (DET/MERGED, HAB rescale and shift fitted, L/Q to
+  1 1/Å): 3 merged outputs plus each bank's, 9 in all.
 The service imports matplotlib/sasdata once at start-up (warm_up); that is timed apart.
 Each case is run ``REPEATS`` times; the best wall time and its CPU time are reported.
 """
@@ -65,6 +67,12 @@ def main() -> None:
         print(f"skipped: {exc}")
         return
     inputs = stage([raw, mantid])
+    extra = Path(tempfile.mkdtemp(prefix="bench-sans-"))
+    (extra / "USER_MERGED.txt").write_text(
+        (mantid / "USER_LOQ_125B.txt").read_text()
+        .replace("DET/MAIN", "DET/MERGED\nDET/RESCALE/FIT\nDET/SHIFT/FIT")
+        .replace("L/Q .008,0.002,0.08,-0.05,0.285", "L/Q .008,0.002,0.08,-0.05,1.0"))
+    merged_inputs = stage([raw, mantid, extra])
     technique = Technique()
     t0 = _clock()
     technique.warm_up()
@@ -76,17 +84,19 @@ def main() -> None:
         ("full batch, 3 outputs, no PNGs", best(technique, inputs, {**base, "plots": False})),
         ("one sample (batch row 1 of 3) + PNG", best(technique, inputs, base, shard=(0, 3))),
         ("full batch + canSAS XML + 2-D I(Qx,Qy)", best(technique, inputs, {**base, "cansas_xml": True, "qxy": True})),
+        ("full batch, main + HAB merged, 9 outputs + PNGs",
+         best(technique, merged_inputs, {**base, "user_file": "USER_MERGED.txt"})),
     ]
     print(f"sans benchmark: LOQ GFP batch, {os.cpu_count()} CPU(s), best of {REPEATS}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print()
-    print(f"| {'case':<44} | {'wall s':>7} | {'CPU s':>7} | {'load wall s':>11} | {'reduce+write wall s':>19} |")
-    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 21}|")
+    print(f"| {'case':<48} | {'wall s':>7} | {'CPU s':>7} | {'load wall s':>11} | {'reduce+write wall s':>19} |")
+    print(f"|{'-' * 50}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 21}|")
     for name, r in rows:
         wall, cpu = r["total"]
         load = f"{r['load'][0]:.2f}" if "load" in r else "-"
         red = f"{r['reduce+write'][0]:.2f}" if "reduce+write" in r else "-"
-        print(f"| {name:<44} | {wall:>7.2f} | {cpu:>7.2f} | {load:>11} | {red:>19} |")
+        print(f"| {name:<48} | {wall:>7.2f} | {cpu:>7.2f} | {load:>11} | {red:>19} |")
 
 
 if __name__ == "__main__":

@@ -80,10 +80,11 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
         "Reduces ISIS LOQ time-of-flight SANS runs to absolute I(Q) as the ISIS reducer in Mantid "
         "does: run summation, monitor normalisation with prompt-peak removal and flat background, "
         "wavelength conversion and rebinning, transmission from transmission/direct runs with the "
-        "user file's fit, direct-beam efficiency, flat cell, solid angle, radius/row/time masks, "
-        "Q1D with error propagation, can subtraction and absolute scaling; driven by an ISIS user "
-        "file and a Mantid batch CSV; writes NXcanSAS (optionally canSAS XML and 2-D I(Qx,Qy)) "
-        "and a PNG per batch row."
+        "user file's fit, direct-beam efficiency, flat cell, solid angle, radius/row/box/line/time "
+        "masks and sectors, optional gravity, Q1D with error propagation, can subtraction and "
+        "absolute scaling, on the main bank, the high-angle bank (provisional layout) or both "
+        "merged with a fitted rescale and shift; driven by an ISIS user file and a Mantid batch "
+        "CSV; writes NXcanSAS (optionally canSAS XML and 2-D I(Qx,Qy)) and a PNG per output."
     )
     Parameters = SansParameters
     input_kinds = ("nexus/isis-raw", "text/isis-sans-user-file", "text/isis-sans-batch", "text/rkh")
