@@ -6,7 +6,7 @@ import pytest
 
 from panreduce_sans.corrections import gravity_drop, gravity_two_theta, line_mask, sector_mask
 from panreduce_sans.instrument import LOQ, ModularBank, RectangularBank, pixel_geometry
-from panreduce_sans.merge import fit_rescale_shift, merge_banks
+from panreduce_sans.merge import fit_rescale_shift, merge_range, stitch
 from panreduce_sans.q1d import q1d, qxy
 
 # -- the high-angle bank ------------------------------------------------------------------------
@@ -76,14 +76,16 @@ def test_rotated_module_positions_by_hand():
 
 
 def _two_banks(rescale=1.7, shift=-0.01, noise=0.0, seed=1):
+    """A curve seen by both banks: the HAB reads truth/rescale - shift (so that
+    rescale*(I_hab + shift) is the truth), the main bank below Q = 0.3, the HAB above 0.12."""
     q = np.geomspace(0.05, 1.0, 40)
     truth = 1.0 / (1.0 + (q / 0.1) ** 2) + 0.02
-    n_m = np.where(q < 0.3, 1.0 + q, 0.0)  # main bank: Q < 0.3
-    n_h = np.where(q > 0.12, 2.0, 0.0)  # HAB: Q > 0.12
+    n_m = np.where(q < 0.3, 1.0 + q, 0.0)
+    n_h = np.where(q > 0.12, 2.0, 0.0)
     e = 0.01 * truth + 1e-4
     rng = np.random.default_rng(seed)
     i_m = np.where(n_m > 0, truth + noise * e * rng.standard_normal(q.size), 0.0)
-    i_h = np.where(n_h > 0, (truth - shift) / rescale + noise * e / rescale * rng.standard_normal(q.size), 0.0)
+    i_h = np.where(n_h > 0, truth / rescale - shift + noise * e / rescale * rng.standard_normal(q.size), 0.0)
     return q, truth, (i_m, np.where(n_m > 0, e, 0.0), n_m), (i_h, np.where(n_h > 0, e / rescale, 0.0), n_h)
 
 
@@ -95,6 +97,8 @@ def test_fit_recovers_rescale_and_shift_exactly_on_exact_data():
     # one factor fitted, the other held at its given value
     s, _ = fit_rescale_shift(main[0], main[1], hab[0], hab[1], use, fit_rescale=True, fit_shift=False, shift=-0.01)
     assert s == pytest.approx(1.7, rel=1e-9)
+    _, c = fit_rescale_shift(main[0], main[1], hab[0], hab[1], use, fit_rescale=False, fit_shift=True, rescale=1.7)
+    assert c == pytest.approx(-0.01, rel=1e-9)
 
 
 def test_fit_on_noisy_data_is_within_its_errors():
@@ -107,37 +111,47 @@ def test_fit_on_noisy_data_is_within_its_errors():
     assert abs(np.mean(estimates) - 1.7) < 0.01 and np.std(estimates) < 0.03
 
 
-def test_merge_uses_main_below_hab_above_and_the_weighted_mean_between():
+def test_stitch_uses_main_below_hab_above_and_the_weighted_mean_between():
     q, truth, main, hab = _two_banks()
-    m = merge_banks(q, main, hab, fit_rescale=True, fit_shift=True)
-    assert m.overlap == (q[(main[2] > 0) & (hab[2] > 0)].min(), q[(main[2] > 0) & (hab[2] > 0)].max())
-    assert np.allclose(m.intensity, truth)  # exact banks merge to the truth everywhere
-    assert np.all(m.source[q < 0.12] == 0) and np.all(m.source[q > 0.3] == 1) and np.all(m.source[(q > 0.12) & (q < 0.3)] == 2)
-    # errors: sqrt((N_m e_m)^2 + (N_h s e_h)^2)/(N_m + N_h) inside, each bank's own outside
-    k = np.flatnonzero(m.source == 2)[0]
-    n_m, n_h = main[2][k], hab[2][k]
-    assert m.error[k] == pytest.approx(np.hypot(n_m * main[1][k], n_h * 1.7 * hab[1][k]) / (n_m + n_h))
-    j = np.flatnonzero(m.source == 1)[0]
-    assert m.error[j] == pytest.approx(1.7 * hab[1][j])
+    overlap = merge_range(q, main[2], hab[2])
+    both = (main[2] > 0) & (hab[2] > 0)
+    assert overlap == (q[both].min(), q[both].max())
+    i, e, source = stitch(q, main, hab, rescale=1.7, shift=-0.01, overlap=overlap)
+    assert np.allclose(i, truth)  # exact banks stitch to the truth everywhere
+    assert np.all(source[q < 0.12] == 0) and np.all(source[q > 0.3] == 1) and np.all(source[both] == 2)
+    j = np.flatnonzero(source == 1)[0]
+    assert e[j] == pytest.approx(1.7 * hab[1][j])
 
 
-def test_merge_with_fixed_factors_and_a_given_range():
+def test_stitch_weights_are_the_counts_and_normalisations_summed():
+    """Where the banks disagree the stitched value is (C_m + C_h + shift*N_h)/(N_m + N_h/rescale),
+    with C = I*N: the HAB's normalisation counts 1/rescale."""
+    q = np.array([0.1, 0.2])
+    main = (np.array([1.0, 1.0]), np.array([0.1, 0.1]), np.array([3.0, 3.0]))
+    hab = (np.array([0.4, 0.4]), np.array([0.05, 0.05]), np.array([2.0, 2.0]))
+    i, e, source = stitch(q, main, hab, rescale=2.0, shift=0.1, overlap=(0.0, 1.0))
+    c_m, n_m, c_h, n_h = 1.0 * 3.0, 3.0, 0.4 * 2.0, 2.0
+    assert i == pytest.approx((c_m + c_h + 0.1 * n_h) / (n_m + n_h / 2.0))  # (3 + 0.8 + 0.2)/4 = 1.0
+    assert e == pytest.approx(np.hypot(3.0 * 0.1, 2.0 * 0.05) / (n_m + n_h / 2.0))
+    assert source.tolist() == [2, 2]
+
+
+def test_stitch_with_a_given_range():
     q, truth, main, hab = _two_banks(rescale=2.0, shift=0.0)
-    m = merge_banks(q, main, hab, rescale=2.0, overlap=(0.2, 0.25))
-    assert m.rescale == 2.0 and m.shift == 0.0
-    assert np.all(m.source[(q > 0.12) & (q < 0.2)] == 0)  # both have data, but below the range: main
-    assert np.all(m.source[(q > 0.25)] == 1)
-    assert np.allclose(m.intensity, truth)
+    i, _, source = stitch(q, main, hab, rescale=2.0, shift=0.0, overlap=(0.2, 0.25))
+    assert np.all(source[(q > 0.12) & (q < 0.2)] == 0)  # both have data, but below the range: main
+    assert np.all(source[q > 0.25] == 1)
+    assert np.allclose(i, truth)
 
 
-def test_merge_without_common_bins_is_refused():
+def test_banks_without_common_bins_are_refused():
     q = np.linspace(0.1, 1, 10)
-    main = (np.ones(10), np.ones(10), np.r_[np.ones(5), np.zeros(5)])
-    hab = (np.ones(10), np.ones(10), np.r_[np.zeros(5), np.ones(5)])
+    n_m, n_h = np.r_[np.ones(5), np.zeros(5)], np.r_[np.zeros(5), np.ones(5)]
     with pytest.raises(ValueError, match="share no Q bin"):
-        merge_banks(q, main, hab)
+        merge_range(q, n_m, n_h)
     with pytest.raises(ValueError, match="cannot fit"):
-        merge_banks(q, main, hab, overlap=(0.1, 1.0), fit_rescale=True)
+        fit_rescale_shift(np.ones(10), np.ones(10), np.ones(10), np.ones(10), (n_m > 0) & (n_h > 0),
+                          fit_rescale=True, fit_shift=False)
 
 
 # -- sector, line and box masks -----------------------------------------------------------------
@@ -156,13 +170,16 @@ def test_sector_mask_with_and_without_mirror():
     assert set(np.round(deg[keep]).astype(int)) == {165, 175, -175, -165}
 
 
-def test_line_mask_is_a_strip_through_the_centre():
-    x, y = np.meshgrid(np.linspace(-0.1, 0.1, 21), np.linspace(-0.1, 0.1, 21))
+def test_line_mask_is_an_arm_from_the_centre_outwards():
+    x, y = np.meshgrid(np.linspace(-0.1, 0.1, 20), np.linspace(-0.1, 0.1, 20))  # no pixel on an edge
     x, y = x.ravel(), y.ravel()
-    masked = line_mask(x, y, 0.025, 90.0)  # vertical arm, 25 mm wide: |x| <= 12.5 mm
-    assert np.array_equal(masked, np.abs(x) <= 0.0125 + 1e-12)
-    masked = line_mask(x, y, 0.015, 45.0, x0=0.02, y0=0.0)
-    assert np.array_equal(masked, np.abs(-(x - 0.02) + y) / np.sqrt(2) <= 0.0075)
+    masked = line_mask(x, y, 0.025, 90.0)  # an arm going up, 25 mm wide: |x| <= 12.5 mm, y >= 0
+    assert np.array_equal(masked, (np.abs(x) <= 0.0125 + 1e-12) & (y >= -1e-12))
+    masked = line_mask(x, y, 0.015, 225.0, x0=0.02, y0=0.0)  # down and to the left from (20 mm, 0)
+    d = np.c_[x - 0.02, y]
+    along = d @ np.array([-1, -1]) / np.sqrt(2)
+    across = d @ np.array([1, -1]) / np.sqrt(2)
+    assert np.array_equal(masked, (along >= -1e-12) & (np.abs(across) <= 0.0075 + 1e-12))
 
 
 # -- gravity ------------------------------------------------------------------------------------

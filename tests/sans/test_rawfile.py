@@ -120,3 +120,7 @@ def test_multi_period_runs_read_the_chosen_period(tmp_path, chunked):
         read_run(p, p.name)
     with pytest.raises(errors.InvalidInput, match="period 3 does not exist"):
         read_run(p, p.name, period=3)
+    # a single-period run (e.g. a transmission run beside a multi-period sample) ignores the period
+    single = write_raw(tmp_path / "LOQ22.nxs", run_number=22, counts=np.full((2, 5), 3), spectra=np.array([3, 4]),
+                       tof=tof, monitors={2: np.full(5, 30)})
+    assert read_run(single, single.name, period=2).counts.sum() == 30

@@ -75,7 +75,7 @@ def test_command_variants():
     assert uf.qresol.on and (uf.qresol.a1, uf.qresol.a2, uf.qresol.collimation_length, uf.qresol.delta_r) == (20, 8, 4, 5)
     assert (uf.radius_cut, uf.wave_cut) == (100.0, 8.0)
     assert uf.events_binning == [7000.0, 500.0, 60000.0]
-    assert uf.mask_lines == [(30.0, 170.0, None, None), (20.0, 45.0, 1.5, -2.0)]
+    assert uf.mask_lines == [(20.0, 45.0, 1.5, -2.0)]  # one arm: the later MASK/LINE replaces the earlier
     assert uf.phi == (-30.0, 30.0, True)
     assert uf.mask_boxes == [("main", (10, 12), (20, 22)), ("main", (7, 7), (5, 5))]
     # understood but not implemented: reported, not silently dropped
@@ -105,6 +105,8 @@ def test_merge_and_sector_commands():
     ("MASK/LINE 10 45 3", "both x and y"),
     ("MASK H1+H2", "one H and one V"),
     ("MASK H1+S2", "cannot read box mask"),
+    ("MASK/FRONT/LINE 20 90", "main (rear) bank only"),
+    ("SAMPLE/OFFSET x", "not a number"),
 ])
 def test_bad_merge_sector_and_mask_lines_are_named(line, fragment):
     uf = parse_user_file(f"LOQ\n{line}\n")

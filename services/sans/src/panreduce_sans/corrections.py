@@ -325,6 +325,14 @@ def gravity_drop(wavelength: np.ndarray, l2: np.ndarray, *, extra_length: float 
     return GRAVITY_DROP_PER_A2_M2 * lam**2 * path**2
 
 
+def gravity_aim(
+    y: np.ndarray, l2: np.ndarray, wavelength: np.ndarray, *, extra_length: float = 0.0
+) -> np.ndarray:
+    """Height (m) each neutron was aimed at, ``(npix, nlam)``: a neutron detected at ``y`` fell
+    by :func:`gravity_drop` on its way, so it left the sample aimed at ``y + d``."""
+    return np.asarray(y, dtype=np.float64)[:, None] + gravity_drop(wavelength, l2, extra_length=extra_length)
+
+
 def gravity_two_theta(
     x: np.ndarray, y: np.ndarray, dz: float, wavelength: np.ndarray, *, extra_length: float = 0.0
 ) -> np.ndarray:
@@ -338,7 +346,7 @@ def gravity_two_theta(
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     l2 = np.sqrt(x * x + y * y + dz * dz)
-    y_aim = y[:, None] + gravity_drop(wavelength, l2, extra_length=extra_length)
+    y_aim = gravity_aim(y, l2, wavelength, extra_length=extra_length)
     return np.arctan2(np.hypot(x[:, None], y_aim), dz)
 
 
@@ -365,9 +373,13 @@ def sector_mask(x: np.ndarray, y: np.ndarray, phi_min: float, phi_max: float, *,
 def line_mask(
     x: np.ndarray, y: np.ndarray, width: float, angle: float, *, x0: float = 0.0, y0: float = 0.0
 ) -> np.ndarray:
-    """Bool per pixel: within ``width/2`` (m) of the line through ``(x0, y0)`` at ``angle``
-    (degrees from +x), e.g. a beam-stop arm (MASK/LINE). The pixel centre decides."""
+    """Bool per pixel: a beam-stop arm (MASK/LINE). The arm starts at ``(x0, y0)`` (m, by
+    default the beam axis) and runs outwards at ``angle`` (degrees from +x); a pixel is masked
+    when its centre lies at or beyond the start along the arm and within ``width/2`` (m) of
+    its axis (Mantid's finite cylinder from the start point)."""
     a = np.radians(angle)
     dx = np.asarray(x, dtype=np.float64) - x0
     dy = np.asarray(y, dtype=np.float64) - y0
-    return np.abs(-dx * np.sin(a) + dy * np.cos(a)) <= 0.5 * width
+    along = dx * np.cos(a) + dy * np.sin(a)
+    across = -dx * np.sin(a) + dy * np.cos(a)
+    return (along >= 0) & (np.abs(across) <= 0.5 * width)

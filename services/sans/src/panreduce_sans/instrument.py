@@ -198,8 +198,10 @@ LOQ_HAB_LAYOUT_NOTE = (
     "along it, so it runs outwards), and the four 144 x 348 mm modules abut in a pinwheel round a "
     "204 mm square hole (the counts along each module peak at row 19-20 of 29, where such a pinwheel "
     "puts the point nearest the beam, 246 mm from the row-0 end). The module order and handedness "
-    "are not constrained by the data. Check against the IDF before trusting HAB intensities to "
-    "better than a few per cent."
+    "are not constrained by the data. HAB-only intensities are not on an absolute scale: on the GFP "
+    "data they read about 1.9 times lower than the main bank where both overlap, and a 6 mm change in "
+    "the modules' distance from the beam moves that factor between 1.6 and 2.2. Merge with "
+    "DET/MERGED and DET/RESCALE/FIT, and check the layout against the IDF."
 )
 
 

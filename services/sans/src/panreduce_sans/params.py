@@ -47,8 +47,8 @@ class SansParameters(Parameters):
                                       "are dropped")
     period: int = Field(
         0, ge=0, le=10000,
-        description="period of multi-period runs to reduce (1-based); 0 reads single-period runs only and "
-                    "refuses multi-period ones, naming their period count")
+        description="period of multi-period runs to reduce (1-based; single-period runs, e.g. "
+                    "transmissions, ignore it); 0 refuses multi-period runs, naming their period count")
     qxy: bool = Field(False, description="also write I(Qx,Qy) on the L/QXY grid as <output>_2d.h5 (NXcanSAS 2-D)")
     cansas_xml: bool = Field(False, description="also write canSAS 1-D XML (<output>.xml)")
     plots: bool = Field(True, description="write a log-log PNG of I(Q) with error bars per output")

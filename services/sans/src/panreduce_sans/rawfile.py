@@ -158,12 +158,13 @@ def _read_rows(ds: h5py.Dataset, i0: int, i1: int, period: int = 0) -> np.ndarra
 
 
 def _period_index(n_periods: int, period: int, source: str) -> int:
-    """0-based index of the requested (1-based) period; 0 requests a single-period run."""
-    if period == 0:
-        if n_periods != 1:
-            raise errors.InvalidInput(
-                source, f"has {n_periods} periods; choose one with the 'period' parameter (1-{n_periods})")
+    """0-based index of the requested (1-based) period of a multi-period run; a single-period
+    run (e.g. the transmission runs of a multi-period sample) is read whatever is asked."""
+    if n_periods == 1:
         return 0
+    if period == 0:
+        raise errors.InvalidInput(
+            source, f"has {n_periods} periods; choose one with the 'period' parameter (1-{n_periods})")
     if not 1 <= period <= n_periods:
         raise errors.InvalidInput(source, f"has {n_periods} period(s); period {period} does not exist")
     return period - 1
@@ -182,7 +183,7 @@ def read_run(
     ``spectra`` = (first, last) limits the detector spectra read (inclusive), e.g. the main
     bank. Event data are histogrammed on ``event_edges`` (µs), or on the monitors' TOF grid.
     ``period`` (1-based) picks one period of a multi-period histogram run, detectors and
-    monitors alike; 0 accepts single-period runs only.
+    monitors alike; 0 refuses multi-period runs. Single-period runs ignore it.
     Raises ``InvalidInput`` naming ``source`` for anything missing, damaged or inconsistent.
     """
     with open_hdf5(path, source) as f:

@@ -19,7 +19,7 @@ from panreduce_sans.corrections import (
     absolute_scale,
     direct_beam_histogram,
     fit_transmission,
-    gravity_drop,
+    gravity_aim,
     gravity_two_theta,
     line_mask,
     monitor_spectrum,
@@ -31,7 +31,7 @@ from panreduce_sans.corrections import (
     wide_angle_transmission,
 )
 from panreduce_sans.instrument import Bank, Instrument, PixelGeometry, pixel_geometry
-from panreduce_sans.merge import MergeResult, merge_banks
+from panreduce_sans.merge import MergeResult, fit_rescale_shift, merge_range, stitch
 from panreduce_sans.q1d import IQ, IQxy, q1d, q_resolution_sigma, qxy
 from panreduce_sans.rawfile import RawRun, SampleGeometry
 from panreduce_sans.userfile import MergeSettings, TransmissionFit, UserFile
@@ -214,6 +214,10 @@ def settings_from_user_file(
         if name == "main":  # a beam-stop arm sits in front of the rear bank
             lines = tuple((w / 1e3, a, None if x is None else x / 1e3, None if y is None else y / 1e3)
                           for w, a, x, y in uf.mask_lines)
+        sample_z = instrument.sample_z + uf.sample_offset / 1e3
+        if bank.z <= sample_z:
+            raise ReductionError(f"line {where.get('SAMPLE/OFFSET', '?')}: SAMPLE/OFFSET {uf.sample_offset} mm puts "
+                                 f"the sample at z = {sample_z:.4f} m, not in front of the {bank.name} at z = {bank.z} m")
         if name == "hab" and instrument.hab_note:
             notes.append(instrument.hab_note)
         banks.append(BankSettings(
@@ -312,10 +316,8 @@ def detector_setup(settings: Settings, bank: str = "main") -> DetectorSetup:
     if settings.mask_spectra:
         keep &= ~np.isin(geo.spectra, list(settings.mask_spectra))
     for width, angle, x0, y0 in bs.mask_lines:
-        # the arm passes through the beam centre unless a point is given (in the bank's frame)
-        px = 0.0 if x0 is None else x0 + shift[0]
-        py = 0.0 if y0 is None else y0 + shift[1]
-        keep &= ~line_mask(geo.x, geo.y, width, angle, x0=px, y0=py)
+        # the arm starts at the beam axis unless a point (relative to the beam axis) is given
+        keep &= ~line_mask(geo.x, geo.y, width, angle, x0=x0 or 0.0, y0=y0 or 0.0)
     if settings.phi is not None:
         keep &= sector_mask(geo.x, geo.y, settings.phi[0], settings.phi[1], mirror=settings.phi[2])
     return DetectorSetup(bs, geo, keep)
@@ -459,7 +461,7 @@ def reduce_scatter(
         lam_c = bin_centres(lam_edges)
         two_theta = gravity_two_theta(geo.x[keep], geo.y[keep], dz, lam_c,
                                       extra_length=settings.gravity_extra_length)
-        y_aim = geo.y[keep][:, None] + gravity_drop(lam_c, geo.l2[keep], extra_length=settings.gravity_extra_length)
+        y_aim = gravity_aim(geo.y[keep], geo.l2[keep], lam_c, extra_length=settings.gravity_extra_length)
     iq = q1d(s, v, m, lam_edges, wav, wav_e, two_theta, pix, pix_e, settings.q_edges,
              scale=const, normalisation_errors=settings.normalisation_errors, split=settings.split,
              q_sigma=q_sigma, pixel_wavelength_adj=wide)
@@ -523,19 +525,38 @@ def subtract(name: str, sample: ScatterResult, can: ScatterResult | None) -> Row
 def merge_rows(main: RowResult, hab: RowResult, merge: MergeSettings) -> RowResult:
     """DET/MERGED: the main and HAB results of one row joined (:mod:`panreduce_sans.merge`).
 
-    The normalisations weighting the two banks are the sample's Q1D denominators."""
+    The rescale and shift are fitted on the can-subtracted curves; then the sample and the can
+    are each stitched with their own normalisations (the shift on the sample only) and the
+    stitched can is subtracted from the stitched sample."""
     if not np.array_equal(main.q_edges, hab.q_edges):
         raise ReductionError("the main and HAB results are on different Q grids")
+    q = main.q
+    s_m, s_h = main.sample.iq, hab.sample.iq
     try:
-        m = merge_banks(main.q, (main.intensity, main.error, main.sample.iq.denominator),
-                        (hab.intensity, hab.error, hab.sample.iq.denominator),
-                        rescale=merge.rescale, shift=merge.shift, fit_rescale=merge.fit_rescale,
-                        fit_shift=merge.fit_shift, fit_range=merge.fit_range, overlap=merge.overlap)
+        overlap = merge_range(q, s_m.denominator, s_h.denominator, merge.overlap)
+        if merge.fit_range is not None:
+            fit_bins = (q >= merge.fit_range[0]) & (q <= merge.fit_range[1])
+        else:
+            fit_bins = (q >= overlap[0]) & (q <= overlap[1])
+        fit_bins &= (s_m.denominator > 0) & (s_h.denominator > 0)
+        rescale, shift = fit_rescale_shift(main.intensity, main.error, hab.intensity, hab.error, fit_bins,
+                                           fit_rescale=merge.fit_rescale, fit_shift=merge.fit_shift,
+                                           rescale=merge.rescale, shift=merge.shift)
     except ValueError as exc:
         raise ReductionError(f"merging the banks: {exc}") from None
-    n_m, n_h = main.sample.iq.denominator, hab.sample.iq.denominator
-    q_dev = np.select([m.source == 2, m.source == 0, m.source == 1],
+
+    def curve(iq: IQ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return iq.intensity, iq.error, iq.denominator
+
+    i_s, e_s, source = stitch(q, curve(s_m), curve(s_h), rescale=rescale, shift=shift, overlap=overlap)
+    intensity, error = i_s, e_s
+    if main.can is not None and hab.can is not None:
+        i_c, e_c, _ = stitch(q, curve(main.can.iq), curve(hab.can.iq), rescale=rescale, shift=0.0, overlap=overlap)
+        intensity, error = i_s - i_c, np.hypot(e_s, e_c)
+    n_m, n_h = s_m.denominator, s_h.denominator / rescale
+    q_dev = np.select([source == 2, source == 0, source == 1],
                       [(n_m * main.q_dev + n_h * hab.q_dev) / np.where(n_m + n_h > 0, n_m + n_h, 1.0),
                        main.q_dev, hab.q_dev], 0.0)
-    return RowResult(main.name, m.intensity, m.error, main.q_edges, q_dev, main.sample, main.can, None,
-                     "merged", m, (main, hab))
+    result = MergeResult(intensity, error, rescale, shift, overlap, source)
+    return RowResult(main.name, intensity, error, main.q_edges, q_dev, main.sample, main.can, None,
+                     "merged", result, (main, hab))

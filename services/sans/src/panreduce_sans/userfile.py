@@ -108,7 +108,8 @@ class UserFile:
     mask_spectra: list[int] = field(default_factory=list)
     # box masks "Hn>Hm+Vk>Vl": (bank, (row lo, row hi), (column lo, column hi)), inclusive
     mask_boxes: list[tuple[Detector, tuple[int, int], tuple[int, int]]] = field(default_factory=list)
-    # MASK/LINE: (width mm, angle deg, x mm, y mm or None for the beam centre)
+    # MASK/LINE: (width mm, angle deg, start x mm, y mm relative to the beam axis, or None);
+    # at most one: a later MASK/LINE replaces an earlier one, as in Mantid
     mask_lines: list[tuple[float, float, float | None, float | None]] = field(default_factory=list)
     # L/PHI sector: (phi_min deg, phi_max deg, mirror)
     phi: tuple[float, float, bool] | None = None
@@ -314,13 +315,15 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
             uf.time_masks.append(TimeMask(t_min, t_max, detector, n))
             return
         if parts == ["LINE"]:
+            if detector == "hab":
+                raise _Invalid("MASK/LINE masks a beam-stop arm on the main (rear) bank only")
             values = _floats(rest.split(), 2, 4)
             if len(values) == 3:
                 raise _Invalid("MASK/LINE width angle [x y]: give both x and y or neither")
             if values[0] <= 0:
                 raise _Invalid("MASK/LINE width must be positive")
             x, y = (values[2], values[3]) if len(values) == 4 else (None, None)
-            uf.mask_lines.append((values[0], values[1], x, y))
+            uf.mask_lines[:] = [(values[0], values[1], x, y)]  # one arm: a later line replaces it (Mantid)
             uf.lines["MASK/LINE"] = n
             return
         if parts:
@@ -485,6 +488,7 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912
         parts = uhead.split("/")[1:]
         if parts == ["OFFSET"]:
             uf.sample_offset = _floats(rest.split(), 1)[0]
+            uf.lines["SAMPLE/OFFSET"] = n
         elif parts in (["PATH", "ON"], ["PATH", "OFF"]):
             uf.sample_path = parts[1] == "ON"
         else:
