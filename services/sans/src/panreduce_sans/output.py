@@ -218,9 +218,14 @@ def plot_iq(path: Path, result: RowResult) -> None:
     ax.errorbar(q[pos], result.intensity[pos], yerr=result.error[pos], fmt="o", ms=3, capsize=1.5,
                 label=f"{result.name} (sample - can)")
     if result.parts:
+        m = result.merge
         for part in result.parts:
             ok = part.sample.iq.denominator > 0
-            ax.plot(q[ok], part.intensity[ok], "-", lw=0.8, alpha=0.7, label=f"{part.bank} bank")
+            if part.bank == "hab" and m is not None:
+                ax.plot(q[ok], m.rescale * (part.intensity[ok] + m.shift), "-", lw=0.8, alpha=0.7,
+                        label=f"hab bank, x{m.rescale:.3g} after {m.shift:+.3g} 1/cm")
+            else:
+                ax.plot(q[ok], part.intensity[ok], "-", lw=0.8, alpha=0.7, label=f"{part.bank} bank")
         if result.merge is not None:
             for edge in result.merge.overlap:
                 ax.axvline(edge, color="grey", lw=0.6, ls=":")
