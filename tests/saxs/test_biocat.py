@@ -11,8 +11,8 @@ from conftest import run_saxs
 from contract_example import BIOCAT_PARAMS
 from synthetic import write_tiff
 
+from panreduce.nxcansas import read_nxcansas
 from panreduce_saxs.io import read_image, read_spec
-from panreduce_saxs.nxcansas import read_nxcansas
 
 D_MM, LAM_A, PIX_MM, CX, CY = 1502.7, 1.245, 0.172, 487.2, 97.0
 DIODE_REF, ABS = 259139.0, 0.00071363632818

@@ -9,9 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from panreduce import errors
+from panreduce import errors, nxcansas
 from panreduce.metadata import extract
-from panreduce_saxs import nxcansas
 
 
 def _loader():

@@ -10,8 +10,8 @@ from conftest import run_saxs
 from synthetic import Geo, guinier_sphere, write_tiff
 
 from panreduce import errors
+from panreduce.nxcansas import read_nxcansas
 from panreduce_saxs.analysis import FWHM_PER_SIGMA
-from panreduce_saxs.nxcansas import read_nxcansas
 
 GEO = Geo(shape=(120, 140), pixel_um=172.0, distance_mm=1000.0, wavelength_A=1.0, cx=70.3, cy=60.6)
 

@@ -1,5 +1,5 @@
-"""Outputs: NXcanSAS (1-D and 2-D), canSAS 1-D XML (written by SasView's ``sasdata``) and a
-log-log PNG of I(Q).
+"""Outputs: NXcanSAS (1-D and 2-D, written by the kit's :mod:`panreduce.nxcansas`), canSAS 1-D
+XML (written by SasView's ``sasdata``) and a log-log PNG of I(Q).
 
 NXcanSAS follows the NeXus application definition (``NXcanSAS``, canSAS 1.1) as used by
 Mantid's SaveNXcanSAS: ``/sasentry01`` (NXentry, SASentry) with ``sasdata01`` (Q, I, Idev,
@@ -10,13 +10,19 @@ can, unfitted T(lambda)).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from panreduce.nxcansas import (
+    SasMetadata,
+    set_file_attributes,
+    write_entry,
+    write_entry_2d,
+    write_transmission_spectrum,
+)
 from panreduce_sans.q1d import IQxy
 from panreduce_sans.reduction import RowResult, TransmissionResult
 
@@ -37,59 +43,9 @@ class OutputMetadata:
     terms: dict[str, str] = field(default_factory=dict)  # process terms (file names, batch row...)
 
 
-def _str(group: h5py.Group, name: str, value: str) -> h5py.Dataset:
-    return group.create_dataset(name, data=np.bytes_(value.encode("utf-8")))
-
-
-def _group(parent: h5py.Group, name: str, nx: str, cansas: str | None = None) -> h5py.Group:
-    g = parent.create_group(name)
-    g.attrs["NX_class"] = nx
-    if cansas:
-        g.attrs["canSAS_class"] = cansas
-    return g
-
-
-def _entry(f: h5py.File, title: str, run: str) -> h5py.Group:
-    f.attrs["default"] = "sasentry01"
-    f.attrs["file_name"] = Path(f.filename).name
-    f.attrs["file_time"] = datetime.now(UTC).isoformat()
-    f.attrs["NX_class"] = "NXroot"
-    entry = _group(f, "sasentry01", "NXentry", "SASentry")
-    entry.attrs["version"] = "1.1"
-    entry.attrs["default"] = "sasdata01"
-    _str(entry, "definition", "NXcanSAS")
-    _str(entry, "title", title)
-    _str(entry, "run", run)
-    return entry
-
-
-def _instrument_sample_process(entry: h5py.Group, result: RowResult, meta: OutputMetadata) -> None:
-    inst = _group(entry, "sasinstrument", "NXinstrument", "SASinstrument")
-    _str(inst, "name", meta.instrument)
-    src = _group(inst, "sassource", "NXsource", "SASsource")
-    _str(src, "radiation", "Spallation Neutron Source")
-    _str(src, "probe", "neutron")
-    _str(src, "type", "Spallation Neutron Source")
-    det = _group(inst, "sasdetector", "NXdetector", "SASdetector")
-    _str(det, "name", meta.detector)
-    det.create_dataset("SDD", data=meta.sdd).attrs["units"] = "m"
-    det.create_dataset("beam_center_x", data=meta.beam_centre[0]).attrs["units"] = "mm"
-    det.create_dataset("beam_center_y", data=meta.beam_centre[1]).attrs["units"] = "mm"
-    det.create_dataset("x_pixel_size", data=meta.pixel_size[0]).attrs["units"] = "mm"
-    det.create_dataset("y_pixel_size", data=meta.pixel_size[1]).attrs["units"] = "mm"
-
+def _sas_metadata(result: RowResult, meta: OutputMetadata) -> SasMetadata:
+    """The NXcanSAS description of one output: instrument, sample, process terms, user file."""
     sample = result.sample
-    smp = _group(entry, "sassample", "NXsample", "SASsample")
-    _str(smp, "name", sample.run.title)
-    _str(smp, "ID", sample.run.title)
-    smp.create_dataset("thickness", data=sample.sample.thickness).attrs["units"] = "mm"
-    _str(smp, "details", f"shape {sample.sample.shape}, width {sample.sample.width} mm, "
-         f"height {sample.sample.height} mm, volume {sample.volume:.4f} mm^3")
-
-    proc = _group(entry, "sasprocess", "NXprocess", "SASprocess")
-    _str(proc, "name", meta.program)
-    _str(proc, "version", meta.version)
-    _str(proc, "date", datetime.now(UTC).isoformat())
     terms = {
         "sample_runs": " ".join(str(r) for r in sample.run.runs),
         "can_runs": " ".join(str(r) for r in result.can.run.runs) if result.can else "",
@@ -99,13 +55,17 @@ def _instrument_sample_process(entry: h5py.Group, result: RowResult, meta: Outpu
         "user_file": meta.user_file_name,
         **meta.terms,
     }
-    for i, (name, value) in enumerate(terms.items()):
-        d = _str(proc, f"term{i:02d}", value)
-        d.attrs["name"] = name
-    note = _group(proc, "user_file", "NXnote", "SASprocessnote")
-    _str(note, "name", meta.user_file_name)
-    _str(note, "type", "text/plain")
-    _str(note, "data", meta.user_file_text)
+    return SasMetadata(
+        title=result.name, run=str(sample.run.run_number),
+        sample_name=sample.run.title, sample_id=sample.run.title, thickness_mm=float(sample.sample.thickness),
+        sample_details=(f"shape {sample.sample.shape}, width {sample.sample.width} mm, "
+                        f"height {sample.sample.height} mm, volume {sample.volume:.4f} mm^3"),
+        radiation="Spallation Neutron Source", probe="neutron", source_type="Spallation Neutron Source",
+        instrument=meta.instrument, detector=meta.detector, distance_m=meta.sdd,
+        pixel_x_m=meta.pixel_size[0] / 1e3, pixel_y_m=meta.pixel_size[1] / 1e3, beam_center_mm=meta.beam_centre,
+        process_name=meta.program, process_version=meta.version, process_terms=terms,
+        process_notes={"user_file": meta.user_file_text},
+    )
 
 
 def _trans_label(t: TransmissionResult | None) -> str:
@@ -113,40 +73,21 @@ def _trans_label(t: TransmissionResult | None) -> str:
 
 
 def write_nxcansas(path: Path, result: RowResult, meta: OutputMetadata) -> None:
-    """The 1-D result of one batch row as NXcanSAS (readable by sasdata)."""
+    """The 1-D result of one batch row as NXcanSAS (readable by sasdata), with the unfitted
+    sample and can transmission spectra."""
     with h5py.File(path, "w") as f:
-        entry = _entry(f, result.name, str(result.sample.run.run_number))
-        data = _group(entry, "sasdata01", "NXdata", "SASdata")
-        data.attrs["signal"] = "I"
-        data.attrs["I_axes"] = "Q"
-        data.attrs["Q_indices"] = np.int32(0)
-        q = data.create_dataset("Q", data=result.q)
-        q.attrs["units"] = "1/angstrom"
-        q.attrs["resolutions"] = "Qdev"
-        i = data.create_dataset("I", data=result.intensity)
-        i.attrs["units"] = "1/cm"
-        i.attrs["uncertainties"] = "Idev"
-        data.create_dataset("Idev", data=result.error).attrs["units"] = "1/cm"
-        data.create_dataset("Qdev", data=result.q_dev).attrs["units"] = "1/angstrom"
-        _instrument_sample_process(entry, result, meta)
+        set_file_attributes(f, "sasentry01", creator=meta.program)
+        entry = write_entry(f, "sasentry01", result.q, result.intensity, result.error, result.q_dev,
+                            meta=_sas_metadata(result, meta), data_name="sasdata01")
         spectra = [("sample", result.sample.transmission)]
         if result.can is not None:
             spectra.append(("can", result.can.transmission))
         k = 0
         for name, t in spectra:
-            if t is None:
-                continue
-            k += 1
-            g = _group(entry, f"sastransmission_spectrum{k:02d}", "NXdata", "SAStransmission_spectrum")
-            g.attrs["name"] = name
-            g.attrs["signal"] = "T"
-            g.attrs["T_axes"] = "lambda"
-            g.attrs["T_indices"] = np.int32(0)
-            g.create_dataset("lambda", data=t.wavelength).attrs["units"] = "angstrom"
-            tt = g.create_dataset("T", data=t.transmission)
-            tt.attrs["units"] = "none"
-            tt.attrs["uncertainties"] = "Tdev"
-            g.create_dataset("Tdev", data=t.error).attrs["units"] = "none"
+            if t is not None:
+                k += 1
+                write_transmission_spectrum(entry, f"sastransmission_spectrum{k:02d}", name, t.wavelength,
+                                            t.transmission, t.error)
 
 
 def write_nxcansas_2d(path: Path, name: str, run: str, iqxy: IQxy, result: RowResult, meta: OutputMetadata) -> None:
@@ -154,19 +95,10 @@ def write_nxcansas_2d(path: Path, name: str, run: str, iqxy: IQxy, result: RowRe
     qx_c = 0.5 * (iqxy.qx_edges[1:] + iqxy.qx_edges[:-1])
     qy_c = 0.5 * (iqxy.qy_edges[1:] + iqxy.qy_edges[:-1])
     qx, qy = np.meshgrid(qx_c, qy_c)
+    sas = replace(_sas_metadata(result, meta), title=name, run=run)
     with h5py.File(path, "w") as f:
-        entry = _entry(f, name, run)
-        data = _group(entry, "sasdata01", "NXdata", "SASdata")
-        data.attrs["signal"] = "I"
-        data.attrs["I_axes"] = "Qx,Qy"  # as sasdata's own NXcanSAS writer
-        data.attrs["Q_indices"] = np.array([0, 1], dtype=np.int32)
-        i = data.create_dataset("I", data=iqxy.intensity)
-        i.attrs["units"] = "1/cm"
-        i.attrs["uncertainties"] = "Idev"
-        data.create_dataset("Idev", data=iqxy.error).attrs["units"] = "1/cm"
-        data.create_dataset("Qx", data=qx).attrs["units"] = "1/angstrom"
-        data.create_dataset("Qy", data=qy).attrs["units"] = "1/angstrom"
-        _instrument_sample_process(entry, result, meta)
+        set_file_attributes(f, "sasentry01", creator=meta.program)
+        write_entry_2d(f, "sasentry01", qx, qy, iqxy.intensity, iqxy.error, meta=sas, data_name="sasdata01")
 
 
 def write_cansas_xml(path: Path, result: RowResult, meta: OutputMetadata) -> None:

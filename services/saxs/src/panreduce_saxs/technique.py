@@ -16,11 +16,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, nxcansas
 from panreduce.errors import FieldViolation, InvalidParameters
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
-from panreduce_saxs import analysis, masks, nxcansas, plots
+from panreduce_saxs import analysis, masks, plots
 from panreduce_saxs.integrate import (
     HC_KEV_A,
     WATER_DSIGMA_20C,
@@ -525,7 +525,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
         path = ctx.output_path("saxs_iq.h5", format="nxcansas")
         names = [_entry_name(label, k) for k, label in enumerate(labels)]
         with h5py.File(path, "w") as f:
-            nxcansas.set_file_attributes(f, names[0])
+            nxcansas.set_file_attributes(f, names[0], creator="PaNReduce saxs")
             share = None  # every frame's instrument and process: the first entry's, hard-linked
             for name, label, c in zip(names, labels, curves, strict=True):
                 m = nxcansas.SasMetadata(**{**meta.__dict__, "title": label, "run": label, "sample_id": label})
@@ -630,7 +630,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             fits_g.create_dataset("grid_row", data=grid.iy)
         cs = ctx.output_path("scan_iq.h5", format="nxcansas")
         with h5py.File(cs, "w") as f:
-            nxcansas.set_file_attributes(f, "scan")
+            nxcansas.set_file_attributes(f, "scan", creator="PaNReduce saxs")
             nxcansas.write_entry(f, "scan", q, stack, sig, meta=meta, i_units=_units_str(units),
                                  frame_axis=("Frame", np.arange(n), ""),
                                  extra={xname: (x, ""), yname: (y, "")})
@@ -750,7 +750,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                         for key, obj in src.items():
                             if isinstance(obj, h5py.Group) and obj.attrs.get("canSAS_class") == "SASentry":
                                 if shared is None:
-                                    nxcansas.set_file_attributes(out, key)
+                                    nxcansas.set_file_attributes(out, key, creator="PaNReduce saxs")
                                     src.copy(obj, out, name=key)
                                     shared = out[key]
                                 else:
@@ -977,12 +977,12 @@ def _common_q(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
 
 
 def _copy_sharing(src: h5py.Group, out: h5py.File, key: str, shared: h5py.Group) -> None:
-    """Copy a 2-D SASentry, hard-linking what every frame shares (instrument, Qx, Qy) to
-    ``shared``'s, as the writer does."""
+    """Copy a 2-D SASentry, hard-linking what every frame shares (instrument, process, Qx,
+    Qy) to ``shared``'s, as the writer does."""
     g = out.create_group(key)
     g.attrs.update(src.attrs)
     for name, child in src.items():
-        if name == "sasinstrument":
+        if name in ("sasinstrument", "sasprocess"):
             g[name] = shared[name]
         elif name == "sasdata":
             d = g.create_group(name)
@@ -1074,7 +1074,7 @@ class _Image2D:
         err = np.where(mask, 0.0, err)
         name = _entry_name(fr.label, number)
         if self.first:
-            nxcansas.set_file_attributes(self.file, name)
+            nxcansas.set_file_attributes(self.file, name, creator="PaNReduce saxs")
             self.first = False
         m = nxcansas.SasMetadata(**{**self.meta.__dict__, "title": fr.label, "run": fr.label, "sample_id": fr.label})
         entry = nxcansas.write_entry_2d(self.file, name, self.qx, self.qy, img, err, meta=m, i_units=self.units,

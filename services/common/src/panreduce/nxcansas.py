@@ -1,11 +1,13 @@
-"""NXcanSAS: writing our curves, reading anyone's.
+"""NXcanSAS: writing our curves, reading anyone's. One writer for every technique that
+produces I(Q) (SAXS/WAXS, SANS).
 
 Writer: NXcanSAS 1.1 (``SASentry@version="1.1"``, ``definition="NXcanSAS"``) following
 the canSAS/NeXus application definition (https://manual.nexusformat.org/classes/
 applications/NXcanSAS.html): one SASentry per sample, a SASdata with ``I`` (and
 ``Idev``) over ``Q`` (and ``Qdev``), the instrument (source wavelength, detector
 distance, pixel size, beam centre), the sample (thickness, transmission) and a
-SASprocess with the reduction's terms. A series (kinetics or scan frames) is one SASdata
+SASprocess with the reduction's terms and notes (e.g. the user file), and optional
+SAStransmission_spectrum groups. A series (kinetics or scan frames) is one SASdata
 with ``I`` of shape (frames, q) and a frame axis (``I_axes="Time,Q"`` or
 ``"Frame,Q"``), which SasView's sasdata reads as one curve per frame. A 2-D image is
 ``I(Qy, Qx)`` with ``Qx``, ``Qy`` per pixel and ``I_axes="Q,Q"``.
@@ -57,20 +59,46 @@ class SasMetadata:
     title: str = ""
     run: str = ""
     sample_id: str = ""
+    sample_name: str = ""
+    sample_details: str = ""
     thickness_mm: float | None = None
     transmission: float | None = None
     wavelength_A: float | None = None
     radiation: str = "X-ray synchrotron radiation"
+    probe: str = ""  # "x-ray", "neutron"
+    source_type: str = ""
     instrument: str = ""
     distance_m: float | None = None
     pixel_x_m: float | None = None
     pixel_y_m: float | None = None
     beam_center_x_px: float | None = None
     beam_center_y_px: float | None = None
+    beam_center_mm: tuple[float, float] | None = None  # used when the centre is not in pixels
     detector: str = ""
     process_name: str = "panreduce saxs"
-    process_terms: Mapping[str, Any] = field(default_factory=dict)
+    process_version: str = ""
+    process_terms: Mapping[str, Any] = field(default_factory=dict)  # written in this order
+    process_notes: Mapping[str, str] = field(default_factory=dict)  # name -> text (e.g. a user file)
     notes: Sequence[str] = ()
+
+
+def _entry(f: h5py.File, name: str, meta: SasMetadata, data_name: str) -> tuple[h5py.Group, h5py.Group]:
+    """A SASentry ``name`` with its definition, title and run, and an empty SASdata."""
+    entry = f.create_group(name)
+    _set(entry, NX_class="NXentry", canSAS_class="SASentry", version=CANSAS_VERSION, default=data_name)
+    _str(entry, "definition", "NXcanSAS")
+    _str(entry, "title", meta.title or name)
+    _str(entry, "run", meta.run or name, name=meta.run or name)
+    data = entry.create_group(data_name)
+    _set(data, NX_class="NXdata", canSAS_class="SASdata", signal="I")
+    return entry, data
+
+
+def _intensity(data: h5py.Group, i: np.ndarray, idev: np.ndarray | None, units: str) -> None:
+    ids = _num(data, "I", np.asarray(i, dtype=float), units)
+    if idev is not None:
+        ids.attrs["uncertainties"] = "Idev"
+        _num(data, "Idev", np.asarray(idev, dtype=float), units)
 
 
 def write_entry(
@@ -86,6 +114,7 @@ def write_entry(
     frame_axis: tuple[str, np.ndarray, str] | None = None,
     extra: Mapping[str, tuple[np.ndarray, str]] | None = None,
     share: h5py.Group | None = None,
+    data_name: str = "sasdata",
 ) -> h5py.Group:
     """Write one SASentry ``name`` to an open file.
 
@@ -94,18 +123,12 @@ def write_entry(
     stored next to the frame axis (e.g. x/y motor positions of a scan). ``share``: an entry
     of the same file with the same ``meta`` (a series): its SASinstrument and SASprocess are
     hard-linked into this one instead of written again (the same groups to every reader,
-    a few ms less per frame).
+    a few ms less per frame). ``data_name`` names the SASdata group.
     """
     meta = meta or SasMetadata()
     q = np.asarray(q, dtype=float)
     i = np.asarray(i, dtype=float)
-    entry = f.create_group(name)
-    _set(entry, NX_class="NXentry", canSAS_class="SASentry", version=CANSAS_VERSION, default="sasdata")
-    _str(entry, "definition", "NXcanSAS")
-    _str(entry, "title", meta.title or name)
-    _str(entry, "run", meta.run or name, name=meta.run or name)
-    data = entry.create_group("sasdata")
-    _set(data, NX_class="NXdata", canSAS_class="SASdata", signal="I")
+    entry, data = _entry(f, name, meta, data_name)
     if i.ndim == 1:
         _set(data, I_axes="Q", Q_indices=np.array([0], dtype=np.int32))
     else:
@@ -116,39 +139,54 @@ def write_entry(
         _num(data, axis, np.asarray(values, dtype=float), frame_axis[2] if frame_axis else "")
         for key, (vals, units) in (extra or {}).items():
             _num(data, key, np.asarray(vals, dtype=float), units)
-    ids = _num(data, "I", i, i_units)
-    if idev is not None:
-        ids.attrs["uncertainties"] = "Idev"
-        _num(data, "Idev", np.asarray(idev, dtype=float), i_units)
+    _intensity(data, i, idev, i_units)
     qds = _num(data, "Q", q, "1/A")
     if qdev is not None:
         qds.attrs["resolutions"] = "Qdev"
         _num(data, "Qdev", np.asarray(qdev, dtype=float), "1/A")
+    _instrument_sample_process(entry, meta, share)
+    return entry
+
+
+def _instrument_sample_process(entry: h5py.Group, meta: SasMetadata, share: h5py.Group | None) -> None:
+    """SASinstrument, SASsample, SASprocess and SASnotes of an entry (instrument and process
+    hard-linked from ``share`` when given)."""
     if share is not None:
         entry["sasinstrument"] = share["sasinstrument"]
     else:
         _write_instrument(entry, meta)
     sample = entry.create_group("sassample")
     _set(sample, NX_class="NXsample", canSAS_class="SASsample")
-    _str(sample, "ID", meta.sample_id or meta.title or name)
+    if meta.sample_name:
+        _str(sample, "name", meta.sample_name)
+    _str(sample, "ID", meta.sample_id or meta.title or entry.name.rsplit("/", 1)[-1])
     if meta.thickness_mm is not None:
         _num(sample, "thickness", float(meta.thickness_mm), "mm")
     if meta.transmission is not None:
         _num(sample, "transmission", float(meta.transmission), "")
+    if meta.sample_details:
+        _str(sample, "details", meta.sample_details)
     if share is not None:
         entry["sasprocess"] = share["sasprocess"]
     else:
         process = entry.create_group("sasprocess")
         _set(process, NX_class="NXprocess", canSAS_class="SASprocess")
         _str(process, "name", meta.process_name)
+        if meta.process_version:
+            _str(process, "version", meta.process_version)
         _str(process, "date", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
-        for k, (key, value) in enumerate(sorted(meta.process_terms.items())):
-            _str(process, f"term_{k}", str(value), name=key)
+        for k, (key, value) in enumerate(meta.process_terms.items()):
+            _str(process, f"term{k:02d}", str(value), name=key)
+        for key, text in meta.process_notes.items():
+            note = process.create_group(key)
+            _set(note, NX_class="NXnote", canSAS_class="SASprocessnote")
+            _str(note, "name", key)
+            _str(note, "type", "text/plain")
+            _str(note, "data", text)
     for k, note in enumerate(meta.notes):
         g = entry.create_group(f"sasnote_{k}")
         _set(g, NX_class="NXnote", canSAS_class="SASnote")
         _str(g, "SASnote", note)
-    return entry
 
 
 def _write_instrument(entry: h5py.Group, meta: SasMetadata) -> None:
@@ -158,6 +196,10 @@ def _write_instrument(entry: h5py.Group, meta: SasMetadata) -> None:
     source = inst.create_group("sassource")
     _set(source, NX_class="NXsource", canSAS_class="SASsource")
     _str(source, "radiation", meta.radiation)
+    if meta.probe:
+        _str(source, "probe", meta.probe)
+    if meta.source_type:
+        _str(source, "type", meta.source_type)
     if meta.wavelength_A is not None:
         _num(source, "incident_wavelength", float(meta.wavelength_A), "A")
     coll = inst.create_group("sascollimation")
@@ -171,55 +213,59 @@ def _write_instrument(entry: h5py.Group, meta: SasMetadata) -> None:
         _num(det, "x_pixel_size", float(meta.pixel_x_m) * 1e3, "mm")
     if meta.pixel_y_m is not None:
         _num(det, "y_pixel_size", float(meta.pixel_y_m) * 1e3, "mm")
-    if meta.beam_center_x_px is not None and meta.pixel_x_m is not None:
-        _num(det, "beam_center_x", float(meta.beam_center_x_px) * float(meta.pixel_x_m) * 1e3, "mm")
-    if meta.beam_center_y_px is not None and meta.pixel_y_m is not None:
-        _num(det, "beam_center_y", float(meta.beam_center_y_px) * float(meta.pixel_y_m) * 1e3, "mm")
+    centre = meta.beam_center_mm
+    if centre is None and None not in (meta.beam_center_x_px, meta.pixel_x_m, meta.beam_center_y_px, meta.pixel_y_m):
+        centre = (float(meta.beam_center_x_px) * float(meta.pixel_x_m) * 1e3,
+                  float(meta.beam_center_y_px) * float(meta.pixel_y_m) * 1e3)
+    if centre is not None:
+        _num(det, "beam_center_x", float(centre[0]), "mm")
+        _num(det, "beam_center_y", float(centre[1]), "mm")
+
+
+def write_transmission_spectrum(
+    entry: h5py.Group, key: str, name: str, wavelength: np.ndarray, t: np.ndarray, tdev: np.ndarray
+) -> h5py.Group:
+    """A SAStransmission_spectrum ``key`` (e.g. ``sastransmission_spectrum01``) with
+    ``@name`` (``sample`` or ``can``): T and Tdev over lambda (Å)."""
+    g = entry.create_group(key)
+    _set(g, NX_class="NXdata", canSAS_class="SAStransmission_spectrum", name=name, signal="T",
+         T_axes="lambda", T_indices=np.int32(0))
+    _num(g, "lambda", np.asarray(wavelength, dtype=float), "angstrom")
+    _num(g, "T", np.asarray(t, dtype=float), "none", uncertainties="Tdev")
+    _num(g, "Tdev", np.asarray(tdev, dtype=float), "none")
+    return g
 
 
 def write_entry_2d(f: h5py.File, name: str, qx: np.ndarray, qy: np.ndarray, i: np.ndarray,
                    idev: np.ndarray | None = None, *, meta: SasMetadata | None = None,
                    i_units: str = "1/cm", mask: np.ndarray | None = None,
-                   share: h5py.Group | None = None) -> h5py.Group:
+                   share: h5py.Group | None = None, data_name: str = "sasdata") -> h5py.Group:
     """One SASentry with 2-D data I (rows, columns) and Qx/Qy for every pixel, as
     NXcanSAS describes detector-plane data; masked pixels True in ``mask``."""
     meta = meta or SasMetadata()
-    entry = f.create_group(name)
-    _set(entry, NX_class="NXentry", canSAS_class="SASentry", version=CANSAS_VERSION, default="sasdata")
-    _str(entry, "definition", "NXcanSAS")
-    _str(entry, "title", meta.title or name)
-    _str(entry, "run", meta.run or name, name=meta.run or name)
-    data = entry.create_group("sasdata")
+    entry, data = _entry(f, name, meta, data_name)
     # axis names as SasView's own NXcanSAS writer puts them (I_axes="Qx,Qy",
     # Q_indices=[0, 1]); Qx and Qy are given for every pixel
-    _set(data, NX_class="NXdata", canSAS_class="SASdata", signal="I", I_axes="Qx,Qy",
-         Q_indices=np.array([0, 1], dtype=np.int32))
-    ids = _num(data, "I", np.asarray(i, dtype=float), i_units)
-    if idev is not None:
-        ids.attrs["uncertainties"] = "Idev"
-        _num(data, "Idev", np.asarray(idev, dtype=float), i_units)
+    _set(data, I_axes="Qx,Qy", Q_indices=np.array([0, 1], dtype=np.int32))
+    _intensity(data, i, idev, i_units)
     if share is not None:  # a series on one detector: the same Qx, Qy and instrument
-        data["Qx"], data["Qy"] = share["sasdata/Qx"], share["sasdata/Qy"]
+        data["Qx"], data["Qy"] = share[f"{data_name}/Qx"], share[f"{data_name}/Qy"]
     else:
         _num(data, "Qx", np.asarray(qx, dtype=float), "1/A")
         _num(data, "Qy", np.asarray(qy, dtype=float), "1/A")
     if mask is not None:
         data.attrs["mask"] = "mask"
         _num(data, "mask", np.asarray(mask, dtype=bool))
-    if share is not None:
-        entry["sasinstrument"] = share["sasinstrument"]
-    else:
-        _write_instrument(entry, meta)
-    sample = entry.create_group("sassample")
-    _set(sample, NX_class="NXsample", canSAS_class="SASsample")
-    _str(sample, "ID", meta.sample_id or meta.title or name)
+    _instrument_sample_process(entry, meta, share)
     return entry
 
 
-def set_file_attributes(f: h5py.File, default: str) -> None:
+def set_file_attributes(f: h5py.File, default: str, *, creator: str = "PaNReduce") -> None:
+    f.attrs["NX_class"] = "NXroot"
     f.attrs["default"] = default
+    f.attrs["file_name"] = Path(f.filename).name
     f.attrs["file_time"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    f.attrs["creator"] = "PaNReduce saxs"
+    f.attrs["creator"] = creator
     f.attrs["HDF5_Version"] = h5py.version.hdf5_version
     f.attrs["h5py_version"] = h5py.version.version
 
