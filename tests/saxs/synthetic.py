@@ -8,6 +8,9 @@ cos^3(2 theta).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 
 AGBEH_D_A = 58.380  # silver behenate long period (Å), Huang et al. 1993
@@ -59,4 +62,37 @@ def write_tiff(path, image):
     import tifffile
 
     tifffile.imwrite(path, np.asarray(image, dtype=np.float32))
+    return path
+
+
+def write_nexus_stack(path: Path, frames, times=None, *, geo: Geo | None = None, positions=None) -> Path:
+    """A NeXus frame stack: ``entry/instrument/detector/data`` (frames, rows, cols), optional
+    ``entry/data/time`` and sample motor ``positions``; with ``geo``, the detector geometry
+    (distance, pixel size, beam centre in mixed units) and the monochromator energy."""
+    frames = np.asarray(frames, np.float32)
+    with h5py.File(path, "w") as f:
+        e = f.create_group("entry")
+        e.attrs["NX_class"] = "NXentry"
+        inst = e.create_group("instrument")
+        inst.attrs["NX_class"] = "NXinstrument"
+        det = inst.create_group("detector")
+        det.attrs["NX_class"] = "NXdetector"
+        det.create_dataset("data", data=frames, chunks=(1, *frames.shape[1:]))
+        if geo is not None:
+            det.create_dataset("distance", data=geo.d * 1000).attrs["units"] = "mm"
+            det.create_dataset("x_pixel_size", data=geo.p * 1e6).attrs["units"] = "um"
+            det.create_dataset("y_pixel_size", data=geo.p * 1e6).attrs["units"] = "um"
+            det.create_dataset("beam_center_x", data=geo.cx).attrs["units"] = "pixel"
+            det.create_dataset("beam_center_y", data=geo.cy * geo.p * 1000).attrs["units"] = "mm"
+            mono = inst.create_group("monochromator")
+            mono.attrs["NX_class"] = "NXmonochromator"
+            mono.create_dataset("energy", data=12.398419843320026 / geo.lam).attrs["units"] = "keV"
+        sample = e.create_group("sample")
+        sample.attrs["NX_class"] = "NXsample"
+        for name, values in (positions or {}).items():
+            sample.create_dataset(name, data=np.asarray(values, float))
+        if times is not None:
+            data = e.create_group("data")
+            data.attrs["NX_class"] = "NXdata"
+            data.create_dataset("time", data=np.asarray(times, float))
     return path

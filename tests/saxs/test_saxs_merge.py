@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from contract_example import BIOCAT_PARAMS
-from synthetic import Geo, guinier_sphere, write_tiff
+from synthetic import Geo, guinier_sphere, write_nexus_stack, write_tiff
 
 from panreduce.client import Client
 from panreduce_saxs.analysis import FWHM_PER_SIGMA
@@ -159,26 +159,6 @@ def test_frame_series_split_in_three(gateway, tmp_path):
 
 
 # -- kinetics -------------------------------------------------------------------------------------------
-def _nexus_stack(path: Path, frames, times=None, positions=None) -> Path:
-    with h5py.File(path, "w") as f:
-        e = f.create_group("entry")
-        e.attrs["NX_class"] = "NXentry"
-        inst = e.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
-        det.create_dataset("data", data=np.asarray(frames, np.float32))
-        sample = e.create_group("sample")
-        sample.attrs["NX_class"] = "NXsample"
-        for name, values in (positions or {}).items():
-            sample.create_dataset(name, data=np.asarray(values, float))
-        if times is not None:
-            data = e.create_group("data")
-            data.attrs["NX_class"] = "NXdata"
-            data.create_dataset("time", data=np.asarray(times, float))
-    return path
-
-
 def test_kinetics_split_in_three(gateway, tmp_path):
     """Growing particles in one NeXus stack (5 frames: the first shard holds one frame, and
     mode 'auto' is still kinetics); times start at the job's first frame."""
@@ -188,7 +168,7 @@ def test_kinetics_split_in_three(gateway, tmp_path):
     frames = [rng.poisson(GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0)) * 50)
               / 50 for rg, i0 in zip(rgs, i0s, strict=True)]
     times = 10.0 + 2.5 * np.arange(5)
-    path = _nexus_stack(tmp_path / "kin.nxs", frames, times)
+    path = write_nexus_stack(tmp_path / "kin.nxs", frames, times)
     params = {**GEO.params(), "q_bins": 80, "beamstop": "none", "guinier_q_max": 0.1}
     whole, split = whole_and_split(gateway, [path], params, tmp_path, 3)
     assert split["mode"] == "kinetics" and split["frames"] == 5 and split["guinier_fits_ok"] == 5
@@ -224,7 +204,7 @@ def _scan(tmp_path: Path):
         law = lambda q, p=p, s=s, h=200.0 + 20 * x: h * np.exp(-0.5 * ((q - p) / s) ** 2) + 30  # noqa: E731
         frames.append(rng.poisson(GEO.image(law) * 20) / 20)
     keep = np.delete(np.arange(nx * ny), 7)
-    paths = [_nexus_stack(tmp_path / f"swing_scan_{k + 1:05d}.nxs", [frames[j] for j in part],
+    paths = [write_nexus_stack(tmp_path / f"swing_scan_{k + 1:05d}.nxs", [frames[j] for j in part],
                           positions={"tx": xs[part], "tz": ys[part]})
              for k, part in enumerate(np.array_split(keep, 3))]
     return paths, xs, ys, truth, keep

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import run_saxs
-from synthetic import Geo, guinier_sphere, write_tiff
+from synthetic import Geo, guinier_sphere, write_nexus_stack, write_tiff
 
 from panreduce import errors
 from panreduce.nxcansas import read_nxcansas
@@ -66,34 +66,6 @@ def test_bad_requests_are_named(tmp_path):
         run_saxs([img, other], GEO.params(), tmp_path / "j6")
 
 
-def _nexus_stack(path, frames, times, *, with_geometry=True, positions=None):
-    with h5py.File(path, "w") as f:
-        e = f.create_group("entry")
-        e.attrs["NX_class"] = "NXentry"
-        inst = e.create_group("instrument")
-        inst.attrs["NX_class"] = "NXinstrument"
-        det = inst.create_group("detector")
-        det.attrs["NX_class"] = "NXdetector"
-        det.create_dataset("data", data=np.asarray(frames, np.float32), chunks=(1, *GEO.shape))
-        if with_geometry:
-            det.create_dataset("distance", data=GEO.d * 1000).attrs["units"] = "mm"
-            det.create_dataset("x_pixel_size", data=GEO.p * 1e6).attrs["units"] = "um"
-            det.create_dataset("y_pixel_size", data=GEO.p * 1e6).attrs["units"] = "um"
-            det.create_dataset("beam_center_x", data=GEO.cx).attrs["units"] = "pixel"
-            det.create_dataset("beam_center_y", data=GEO.cy * GEO.p * 1000).attrs["units"] = "mm"
-            mono = inst.create_group("monochromator")
-            mono.attrs["NX_class"] = "NXmonochromator"
-            mono.create_dataset("energy", data=12.398419843320026 / GEO.lam).attrs["units"] = "keV"
-        sample = e.create_group("sample")
-        sample.attrs["NX_class"] = "NXsample"
-        if times is not None:
-            data = e.create_group("data")
-            data.attrs["NX_class"] = "NXdata"
-            data.create_dataset("time", data=np.asarray(times, float))
-        for name, values in (positions or {}).items():
-            sample.create_dataset(name, data=np.asarray(values, float))
-
-
 def test_kinetics_from_a_nexus_stack(tmp_path):
     """Particles growing from Rg 20 to 35 Å: Guinier Rg and I(0) per frame, geometry read
     from the file's NXdetector/NXmonochromator, time from its NXdata."""
@@ -105,7 +77,7 @@ def test_kinetics_from_a_nexus_stack(tmp_path):
     frames = [rng.poisson(f * 50).astype(np.float32) / 50 for f in frames]  # high counts
     path = tmp_path / "kin.nxs"
     times = 10.0 + 2.5 * np.arange(6)
-    _nexus_stack(path, frames, times)
+    write_nexus_stack(path, frames, times, geo=GEO)
     summary, outputs = run_saxs([path], {"mode": "kinetics", "q_bins": 100, "beamstop": "none",
                                          "guinier_q_max": 0.1}, tmp_path / "job")
     assert summary["mode"] == "kinetics" and summary["frames"] == 6
@@ -138,7 +110,7 @@ def _scan(tmp_path, truth_pos, xs, ys, files=3, drop=None):
     paths = []
     for k, part in enumerate(np.array_split(idx, files)):
         path = tmp_path / f"swing_scan_{k + 1:05d}.nxs"
-        _nexus_stack(path, [frames[j] for j in part], None, with_geometry=False,
+        write_nexus_stack(path, [frames[j] for j in part], None,
                      positions={"tx": xs[part], "tz": ys[part]})
         paths.append(path)
     return paths
