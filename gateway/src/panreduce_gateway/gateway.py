@@ -268,10 +268,11 @@ class GatewayService(pb_grpc.ReducerServicer):
             if request.split > 1:
                 raise errors.InvalidRequest(f"technique {request.technique!r} cannot be split into shards")
             return 0
+        units = _known_units(info, request)
         if request.split > 1:
-            return request.split
+            return _capped(request.split, units)
         replicas = self.route(request.technique).replicas()
-        return replicas * self.config.shard_slots_per_replica if replicas > 1 else 0
+        return _capped(replicas * self.config.shard_slots_per_replica, units) if replicas > 1 else 0
 
     def _upstream_uri(self, uri: str) -> str:
         """Inline uploads live in the gateway's store; services get their local path."""
@@ -450,6 +451,23 @@ class GatewayService(pb_grpc.ReducerServicer):
             return result
         finally:
             self.stores.remove_tree(scratch)
+
+
+def _known_units(info: pb.TechniqueInfo, request: pb.ReduceRequest) -> int | None:
+    """How many shard units a request holds, when the gateway can tell without reading
+    the data: a technique whose unit is a file, given single files (no prefix), has one
+    unit per input. Otherwise (frames, rows, projections inside files) unknown: the kit
+    turns a shard with nothing to do into an empty part that the merge skips."""
+    if "file" in info.shard_unit and not any(u.endswith("/") for u in request.inputs):
+        return len(request.inputs)
+    return None
+
+
+def _capped(shards: int, units: int | None) -> int:
+    """Never more shards than units; one shard is no split at all (0)."""
+    if units is not None:
+        shards = min(shards, max(units, 1))
+    return shards if shards > 1 else 0
 
 
 def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:

@@ -22,7 +22,7 @@ import grpc
 from panreduce import __version__, catalogue, errors, metadata, provenance
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
-from panreduce.kit.technique import Context, EmptyShard, Shard, Technique
+from panreduce.kit.technique import Context, EmptyShard, Shard, Technique, without_empty_shards
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
 from panreduce.serving import AbortWith, RunningServer, rpc_method, run_until_signal, start_server
 from panreduce.storage import Stores, check_inputs_exist, sha256_file, stage_inputs
@@ -176,7 +176,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
             try:
                 if request.merge:
                     ctx._set_span(STAGE_SPAN["load"][0], STAGE_SPAN["reduce"][1])
-                    summary = self.technique.merge(inputs, params, ctx)
+                    summary = self.technique.merge(without_empty_shards(inputs), params, ctx)
                 else:
                     ctx._set_span(*STAGE_SPAN["load"])
                     data = self.technique.load(inputs, params, ctx)

@@ -123,6 +123,30 @@ class Shard:
         return items[start:stop]
 
 
+def without_empty_shards(inputs: Inputs) -> Inputs:
+    """The shard results a merge works on: every file except those of shards that had
+    nothing to do (their ``summary.json`` says ``empty_shard``), so that a technique's
+    ``merge`` only ever sees parts with results. A job split into more shards than it
+    has units (one file over four shards) has such empty parts."""
+    empty = set()
+    for f in inputs.files:
+        if f.path.name == "summary.json":
+            try:
+                doc = json.loads(f.path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and doc.get("empty_shard"):
+                empty.add(f.path.parent)
+    if not empty:
+        return inputs
+    items = []
+    for item in inputs.items:
+        kept = tuple(f for f in item.files if f.path.parent not in empty)
+        if kept:
+            items.append(StagedInput(uri=item.uri, root=item.root, is_prefix=item.is_prefix, files=kept))
+    return Inputs(tuple(items))
+
+
 ProgressSink = Callable[[str, float, str], None]
 LogSink = Callable[[str, str], None]
 
