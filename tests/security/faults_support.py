@@ -16,3 +16,16 @@ def load_example(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.example
+
+
+def wait_for(predicate, timeout: float, every: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass (None)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    return None

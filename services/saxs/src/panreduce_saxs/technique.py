@@ -370,6 +370,8 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
             for k, fr in enumerate(data.frames):
                 if k % max(1, n // 100) == 0:
                     ctx.progress(0.05 + 0.8 * k / n, "integrate", f"frame {k + 1}/{n}")
+                else:
+                    ctx.check_cancelled()  # every frame: a cancelled job stops within one frame
                 if fr.nexus is not None:
                     if handle is None or handle[0] != fr.path:
                         if handle is not None:

@@ -171,11 +171,12 @@ def _grid(n: int, bk: Backend) -> tuple[Array, Array]:
 
 def back_project(
     sino: Array, angles: np.ndarray, center: float, n: int, *, backend: Backend,
-    weights: np.ndarray | None = None, chunk_elems: int = 1 << 23,
+    weights: np.ndarray | None = None, chunk_elems: int = 1 << 23, check: Callable[[], None] | None = None,
 ) -> Array:
     """Pixel-driven back-projection with linear interpolation: the exact adjoint of
     :func:`project` (with unit weights). ``sino`` (B, A, n_det) on the backend; returns
-    (B, n, n) on the backend."""
+    (B, n, n) on the backend. ``check()`` runs after every chunk of angles (raise from
+    it to stop)."""
     bk = backend
     nb, na, n_det = sino.shape
     xs, ys = _grid(n, bk)
@@ -189,16 +190,19 @@ def back_project(
         vals = bk.interp(sino[:, a0:a1], t)  # (B, a, n*n)
         wa = bk.asarray(w[a0:a1])
         out = out + (vals * wa[None, :, None]).sum(1)
+        if check is not None:
+            check()
     return out.reshape(nb, n, n)
 
 
 def project(
     image: Array, angles: np.ndarray, center: float, n_det: int, *, backend: Backend,
-    chunk_elems: int = 1 << 23,
+    chunk_elems: int = 1 << 23, check: Callable[[], None] | None = None,
 ) -> Array:
     """Pixel-driven forward projection (line integrals, pixel units): each pixel's value
     is spread onto the two detector bins around its projected centre. (B, n, n) ->
-    (B, A, n_det) on the backend."""
+    (B, A, n_det) on the backend. ``check()`` runs after every chunk of angles (raise
+    from it to stop)."""
     bk = backend
     nb, n, _ = image.shape
     xs, ys = _grid(n, bk)
@@ -212,6 +216,8 @@ def project(
         t = xs[None, :] * bk.cos(th)[:, None] + ys[None, :] * bk.sin(th)[:, None] + float(center)
         vals = flat[:, None, :] + 0 * t[None]  # (B, a, n*n)
         parts.append(bk.splat(vals, t, n_det))
+        if check is not None:
+            check()
     if bk.name == "torch":
         return bk.torch.cat(parts, dim=1)
     return np.concatenate(parts, axis=1)
@@ -470,12 +476,13 @@ def gridrec(
 
 
 # -- iterative methods (numpy or torch) ---------------------------------------------------
-def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend):  # noqa: ANN202
+def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend,  # noqa: ANN202
+               check: Callable[[], None] | None = None):
     def fwd(x: Array) -> Array:
-        return project(x, angles, center, n_det, backend=bk)
+        return project(x, angles, center, n_det, backend=bk, check=check)
 
     def adj(y: Array) -> Array:
-        return back_project(y, angles, center, n, backend=bk)
+        return back_project(y, angles, center, n, backend=bk, check=check)
 
     return fwd, adj
 
@@ -484,14 +491,18 @@ def sirt(
     sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
     iterations: int = 100, nonnegative: bool = True, backend: Backend | None = None,
     callback: Callable[[int], None] | None = None, circle: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """SIRT: x <- x + C A^T R (b - A x) with R, C the inverse row and column sums of the
-    pixel-driven projector A. Converges to a weighted least-squares solution."""
+    pixel-driven projector A. Converges to a weighted least-squares solution.
+    ``callback(iteration)`` runs after every iteration and ``check()`` within each
+    (after every chunk of angles of the projector); an exception raised by either (a
+    cancelled job) stops the reconstruction there."""
     bk = backend or get_backend("numpy")
     batch, single = _as_batch(sino)
     nb, na, n_det = batch.shape
     n = n or n_det
-    fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk)
+    fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk, check)
     b = bk.asarray(batch)
     rows = fwd(bk.ones((1, n, n)))
     cols = adj(bk.ones((1, na, n_det)))
@@ -514,14 +525,16 @@ def cgls(
     sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
     iterations: int = 30, backend: Backend | None = None,
     callback: Callable[[int], None] | None = None, circle: bool = False,
+    check: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """CGLS (conjugate gradients on the normal equations A^T A x = A^T b) with the
-    pixel-driven projector pair; each slice of the batch is solved independently."""
+    pixel-driven projector pair; each slice of the batch is solved independently.
+    ``callback`` and ``check`` as for :func:`sirt`."""
     bk = backend or get_backend("numpy")
     batch, single = _as_batch(sino)
     nb, na, n_det = batch.shape
     n = n or n_det
-    fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk)
+    fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk, check)
     results = []
     for k in range(nb):
         b = bk.asarray(batch[k : k + 1])
@@ -555,8 +568,11 @@ def reconstruct(
     sino: np.ndarray, angles: np.ndarray, center: float, *, algorithm: str = "gridrec",
     n: int | None = None, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
     iterations: int = 50, circle: bool = False, backend: Backend | None = None,
+    callback: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
 ) -> np.ndarray:
-    """Dispatch to one of ``gridrec``, ``fbp``, ``sirt``, ``cgls``."""
+    """Dispatch to one of ``gridrec``, ``fbp``, ``sirt``, ``cgls``. ``callback(iteration)``
+    runs after every iteration of ``sirt``/``cgls`` and ``check()`` within each; an
+    exception either raises (a cancelled job) stops the reconstruction there."""
     if algorithm == "gridrec":
         return gridrec(sino, angles, center, n=n, filter=filter, cutoff=cutoff, pad=pad, circle=circle,
                        backend=backend)
@@ -564,7 +580,9 @@ def reconstruct(
         return fbp(sino, angles, center, n=n, filter=filter, cutoff=cutoff, pad=pad, circle=circle,
                    backend=backend)
     if algorithm == "sirt":
-        return sirt(sino, angles, center, n=n, iterations=iterations, backend=backend, circle=circle)
+        return sirt(sino, angles, center, n=n, iterations=iterations, backend=backend, circle=circle,
+                    callback=callback, check=check)
     if algorithm == "cgls":
-        return cgls(sino, angles, center, n=n, iterations=iterations, backend=backend, circle=circle)
+        return cgls(sino, angles, center, n=n, iterations=iterations, backend=backend, circle=circle,
+                    callback=callback, check=check)
     raise ValueError(f"unknown algorithm {algorithm!r}")

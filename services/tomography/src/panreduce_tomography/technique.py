@@ -137,7 +137,9 @@ class Technique(Base[TomographyParameters, TomoInputs]):
                         vol = plan(sino)
                     else:
                         vol = recon.reconstruct(sino, scan.angles, c, algorithm=p.algorithm, n=n, filter=p.filter,
-                                                cutoff=p.filter_cutoff, iterations=p.iterations, backend=bk)
+                                                cutoff=p.filter_cutoff, iterations=p.iterations, backend=bk,
+                                                callback=lambda _it: ctx.check_cancelled(),
+                                                check=ctx.check_cancelled)
                     vol = np.asarray(vol, np.float32).reshape(len(slab), n, n)
                     if mask is not None:
                         vol = vol * mask
