@@ -1,0 +1,1 @@
+"""PaNReduce technique: pulse-resolved THz spectroscopy (HZDR TELBE runs)."""

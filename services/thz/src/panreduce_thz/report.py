@@ -1,0 +1,201 @@
+"""Outputs of the thz technique: NeXus (thz.nxs), CSV of the binned waveform, PNG
+figures, and the HDF5 partial statistics a shard hands to the combine."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from panreduce_thz.binning import BinnedWaveform, DelayAccumulator
+from panreduce_thz.pipeline import HIST_PX, PositionStats, RunStats
+from panreduce_thz.spectra import Harmonic, Spectrum
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One waveform's analysis: the binned waveform, its spectrum and harmonics."""
+
+    label: str
+    wave: BinnedWaveform
+    spectrum: Spectrum | None
+    harmonics: list[Harmonic]
+    filled_bins: int
+
+
+def harmonic_rows(hs: list[Harmonic]) -> list[dict]:
+    return [{"order": h.order, "frequency_thz": h.frequency_thz, "amplitude": h.amplitude,
+             "amplitude_err": h.amplitude_err, "phase_rad": h.phase_rad,
+             "phase_err_rad": h.phase_err_rad, "significance": min(h.significance, 1e12)} for h in hs]
+
+
+def _nxdata(parent: h5py.Group, name: str, signal: str, axis: str) -> h5py.Group:
+    g = parent.create_group(name)
+    g.attrs["NX_class"] = "NXdata"
+    g.attrs["signal"] = signal
+    g.attrs["axes"] = [axis]
+    g.attrs[f"{axis}_indices"] = 0
+    return g
+
+
+def _write_wave(entry: h5py.Group, name: str, w: BinnedWaveform, title: str) -> None:
+    g = _nxdata(entry, name, "signal", "delay")
+    g.attrs["title"] = title
+    d = g.create_dataset("delay", data=w.delay_ps)
+    d.attrs.update(units="ps", long_name="pump-probe delay, bin centre (ps)")
+    g.create_dataset("signal", data=w.signal).attrs.update(units="", long_name="mean gated signal (a.u.)")
+    g.create_dataset("signal_errors", data=w.error).attrs["long_name"] = "standard error of the mean"
+    g.create_dataset("pulses", data=w.count).attrs["long_name"] = "pulses per bin (0: empty, signal NaN)"
+    g.attrs["auxiliary_signals"] = ["pulses"]
+
+
+def _write_spectrum(entry: h5py.Group, name: str, a: Analysis) -> None:
+    s = a.spectrum
+    g = _nxdata(entry, name, "amplitude", "frequency")
+    g.create_dataset("frequency", data=s.frequency_thz).attrs.update(units="THz", long_name="frequency (THz)")
+    g.create_dataset("amplitude", data=s.amplitude).attrs["long_name"] = "window-normalised amplitude 2|FFT|/sum(w)"
+    g.create_dataset("power", data=s.power).attrs["long_name"] = "power amplitude^2/2"
+    g.attrs["auxiliary_signals"] = ["power"]
+    h = g.create_group("harmonics")
+    h.attrs["NX_class"] = "NXcollection"
+    rows = harmonic_rows(a.harmonics)
+    for key, unit in (("order", ""), ("frequency_thz", "THz"), ("amplitude", ""), ("amplitude_err", ""),
+                      ("phase_rad", "rad"), ("phase_err_rad", "rad")):
+        h.create_dataset(key, data=np.array([r[key] for r in rows], dtype=float)).attrs["units"] = unit
+
+
+def write_nexus(path: Path, *, corrected: Analysis, uncorrected: Analysis, stats: RunStats,
+                pixel_to_ps: float, program: str, version: str, date: str | None,
+                pulse_table: Path | None = None) -> None:
+    with h5py.File(path, "w") as f:
+        f.attrs.update(NX_class="NXroot", default="entry", creator=f"{program} {version}")
+        e = f.create_group("entry")
+        e.attrs.update(NX_class="NXentry", default="waveform")
+        e.create_dataset("definition", data="NXdata")
+        if date:
+            e.create_dataset("start_time", data=date)
+        _write_wave(e, "waveform", corrected.wave, "jitter-corrected waveform")
+        _write_wave(e, "waveform_uncorrected", uncorrected.wave, "stage-only waveform")
+        if corrected.spectrum is not None:
+            _write_spectrum(e, "spectrum", corrected)
+        if uncorrected.spectrum is not None:
+            _write_spectrum(e, "spectrum_uncorrected", uncorrected)
+        mean_px, _ = stats.arrival_mean_rms_px()
+        t = _nxdata(e, "timing", "pulses", "jitter")
+        centres = (np.arange(stats.histogram.size) + 0.5) * HIST_PX
+        t.create_dataset("jitter", data=(centres - mean_px) * pixel_to_ps * 1000).attrs.update(
+            units="fs", long_name="arrival time - run mean (fs)")
+        t.create_dataset("arrival_pixel", data=centres).attrs["units"] = "pixel"
+        t.create_dataset("pulses", data=stats.histogram)
+        p = e.create_group("positions")
+        p.attrs["NX_class"] = "NXcollection"
+        q = stats.positions
+        p.create_dataset("stage_position", data=[x.position_mm for x in q]).attrs["units"] = "mm"
+        p.create_dataset("stage_delay", data=[x.stage_ps for x in q]).attrs["units"] = "ps"
+        p.create_dataset("pulses", data=[x.pulses for x in q])
+        p.create_dataset("mean_arrival_pixel", data=[x.arrival_sum / max(x.pulses, 1) for x in q]).attrs["units"] = "pixel"
+        if pulse_table is not None:
+            with h5py.File(pulse_table, "r") as src:
+                g = e.create_group("pulses")
+                g.attrs.update(NX_class="NXdata", signal="signal", axes=["delay"])
+                for key in src:
+                    src.copy(src[key], g, name=key)
+
+
+def write_csv(path: Path, w: BinnedWaveform) -> None:
+    with open(path, "w", newline="") as fh:
+        fh.write("# jitter-corrected binned waveform; delay_ps = bin centre (the facility's notebook "
+                 "writes the upper edge, half a bin later); empty bins: pulses 0, signal empty\n")
+        out = csv.writer(fh)
+        out.writerow(["delay_ps", "signal", "error", "pulses"])
+        for t, y, e, n in zip(w.delay_ps, w.signal, w.error, w.count, strict=True):
+            out.writerow([f"{t:.6f}", "" if np.isnan(y) else f"{y:.8g}", "" if np.isnan(e) else f"{e:.3g}", int(n)])
+
+
+# -- shard partials ----------------------------------------------------------------------
+def save_stats(path: Path, stats: RunStats, *, pixel_to_ps: float, date: str | None) -> None:
+    with h5py.File(path, "w") as f:
+        a = stats.corrected
+        f.attrs.update(bin_ps=a.bin_ps, first=a.first, width_px=stats.width_px, dropped=stats.dropped,
+                       pixel_to_ps=pixel_to_ps, date=date or "")
+        for key in ("count", "total", "total_sq"):
+            f.create_dataset(key, data=getattr(a, key))
+        f.create_dataset("histogram", data=stats.histogram)
+        cols = ("position_mm", "stage_ps", "pulses", "signal_sum", "signal_sq", "arrival_sum", "arrival_sq")
+        f.create_dataset("positions", data=np.array([[getattr(q, c) for c in cols] for q in stats.positions], dtype=float).reshape(-1, len(cols)))
+
+
+def load_stats(path: Path) -> tuple[RunStats, str]:
+    with h5py.File(path, "r") as f:
+        a = DelayAccumulator(float(f.attrs["bin_ps"]), int(f.attrs["first"]), f["count"][()],
+                             f["total"][()], f["total_sq"][()])
+        positions = [PositionStats(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6]) for r in f["positions"][()]]
+        return (RunStats(a, int(f.attrs["width_px"]), positions, f["histogram"][()], int(f.attrs["dropped"])),
+                str(f.attrs["date"]))
+
+
+# -- figures -----------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_waveform(path: Path, corrected: Analysis, uncorrected: Analysis) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    w = corrected.wave
+    ax.fill_between(w.delay_ps, w.signal - w.error, w.signal + w.error, color="C0", alpha=0.3, lw=0)
+    ax.plot(w.delay_ps, w.signal, color="C0", lw=0.8, label="jitter-corrected")
+    u = uncorrected.wave
+    ok = u.count > 0
+    ax.plot(u.delay_ps[ok], u.signal[ok], ".-", color="C1", ms=2, lw=0.6, label="stage only")
+    ax.set_xlabel("delay (ps)")
+    ax.set_ylabel("signal (a.u.)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_spectrum(path: Path, corrected: Analysis, uncorrected: Analysis, *, band_thz=(0.15, 3.0)) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for a, colour in ((corrected, "C0"), (uncorrected, "C1")):
+        if a.spectrum is None:
+            continue
+        s = a.spectrum
+        sel = (s.frequency_thz >= band_thz[0]) & (s.frequency_thz <= band_thz[1])
+        ax.semilogy(s.frequency_thz[sel], np.maximum(s.power[sel], 1e-30), color=colour, lw=0.8, label=a.label)
+    for h in corrected.harmonics:
+        ax.axvline(h.frequency_thz, color="grey", ls=":", lw=0.8)
+        ax.annotate(f"{h.order}f0", (h.frequency_thz, 1), xycoords=("data", "axes fraction"),
+                    ha="center", va="top", fontsize=8)
+    ax.set_xlabel("frequency (THz)")
+    ax.set_ylabel("power (a.u.)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_jitter(path: Path, stats: RunStats, *, pixel_to_ps: float) -> None:
+    plt = _plt()
+    mean_px, rms_px = stats.arrival_mean_rms_px()
+    centres = ((np.arange(stats.histogram.size) + 0.5) * HIST_PX - mean_px) * pixel_to_ps * 1000
+    nz = np.flatnonzero(stats.histogram)
+    sl = slice(nz[0], nz[-1] + 1) if nz.size else slice(None)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.step(centres[sl], stats.histogram[sl], where="mid")
+    ax.set_xlabel("arrival time - mean (fs)")
+    ax.set_ylabel("pulses")
+    ax.set_title(f"timing jitter {rms_px * pixel_to_ps * 1000:.1f} fs rms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

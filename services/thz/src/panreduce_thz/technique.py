@@ -1,0 +1,222 @@
+"""The thz technique: glue between the kit and the TELBE reader, timing, binning and
+spectra modules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from panreduce.errors import FieldViolation, InvalidInput, InvalidParameters, InvalidRequest
+from panreduce.kit import Context, Inputs
+from panreduce.kit import Technique as _Technique
+from panreduce_thz import report, spectra, telbe
+from panreduce_thz.binning import BinnedWaveform, DelayAccumulator
+from panreduce_thz.gating import pair_indices
+from panreduce_thz.params import ThzParameters
+from panreduce_thz.pipeline import PositionStats, RunStats, Settings, process_page
+from panreduce_thz.timing import bandpass_sos, stage_delay_ps
+
+VERSION = "0.1.0"
+MAX_BINS = 10_000_000
+PARTIAL = "thz_partial.h5"
+
+
+@dataclass(frozen=True)
+class Run:
+    layout: telbe.RunLayout
+    background: np.ndarray
+    positions: tuple[telbe.Position, ...]  # this job's (shard's) positions
+    pulses: tuple[int, ...]  # per position (camera = ADC)
+    run_name: str
+
+
+def _analyse(label: str, wave: BinnedWaveform, params: ThzParameters, f0: float | None,
+             reference_ps: float | None) -> tuple[report.Analysis, float | None]:
+    try:
+        prepared = spectra.prepare(wave.delay_ps, wave.signal, wave.error)
+    except ValueError:
+        return report.Analysis(label, wave, None, [], 0), f0
+    spec = spectra.spectrum(prepared, window=params.window)
+    if f0 is None:
+        f0 = params.fundamental_thz or spectra.find_fundamental(spec, band_thz=params.fundamental_search_thz)
+    hs = spectra.harmonics(prepared, f0, orders=params.harmonics, window=params.window, reference_ps=reference_ps)
+    return report.Analysis(label, wave, spec, hs, prepared.filled), f0
+
+
+class Technique(_Technique[ThzParameters, Run]):
+    name = "thz"
+    version = VERSION
+    title = "Pulse-resolved THz spectroscopy (HZDR TELBE)"
+    description = (
+        "Reads a TELBE run folder (timing-tool TIFFs and big-endian ADC traces per delay-stage "
+        "position), times every pulse from its electro-optic timing-tool row with sub-pixel "
+        "precision, gates the signal, sorts and bins the pulses by their jitter-corrected delay "
+        "(bin centres, standard errors, pulse counts), and Fourier-analyses the waveform: "
+        "windowed amplitude and power spectra, harmonic amplitudes and phases with uncertainties, "
+        "compared with the stage-only waveform. Streams position by position; shardable by "
+        "stage position."
+    )
+    Parameters = ThzParameters
+    input_kinds = ("telbe/run-folder",)
+    output_formats = ("nexus", "csv", "png", "hdf5")
+    shardable = True
+    shard_unit = "stage position"
+
+    def load(self, inputs: Inputs, params: ThzParameters, ctx: Context) -> Run:
+        files = [(f.name, f.path) for f in inputs.files]
+        if not files:
+            raise InvalidRequest("no files: give a TELBE run folder")
+        run_name = inputs.items[0].root.name if inputs.items else ""
+        layout = telbe.find_run(files, run_name=run_name)
+        background = telbe.read_background(*layout.background)
+        positions = layout.positions
+        if ctx.shard is not None:
+            positions = tuple(ctx.shard.select(list(positions)))
+        pulses = []
+        for i, pos in enumerate(positions):
+            ctx.progress(i / len(positions), "check", f"position {pos.token} mm")
+            n_cam = sum(sum(telbe.image_rows(n, p, width=background.size)) for n, p in pos.images)
+            adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
+            if n_cam != adc.shape[0]:
+                raise InvalidInput(pos.folder, f"position {pos.token} mm: {n_cam} pulses in the timing-tool "
+                                   f"images but {adc.shape[0]} in the ADC file {pos.adc[0]} "
+                                   f"({params.samples_per_pulse} samples a pulse)")
+            pulses.append(n_cam)
+        return Run(layout, background, positions, tuple(pulses), run_name)
+
+    def reduce(self, data: Run, params: ThzParameters, ctx: Context) -> Mapping[str, Any]:
+        width = data.background.size
+        stage = [stage_delay_ps(p.position_mm, stage_zero_mm=params.stage_zero_mm, ps_per_mm=params.ps_per_mm)
+                 for p in data.positions]
+        t_lo, t_hi = min(stage), max(stage) + width * params.pixel_to_ps
+        if (t_hi - t_lo) / params.bin_ps > MAX_BINS:
+            raise InvalidParameters([FieldViolation("bin_ps", f"{params.bin_ps} ps makes more than {MAX_BINS} "
+                                                    f"bins over the run's {t_hi - t_lo:.1f} ps")])
+        stats = RunStats(DelayAccumulator.covering(t_lo, t_hi, bin_ps=params.bin_ps), width)
+        settings = Settings(params.pixel_to_ps, params.bin_ps,
+                            bandpass_sos(order=params.bandpass_order, low=params.bandpass[0], high=params.bandpass[1]),
+                            params.timing_method, params.subpixel_half_width_px,
+                            params.signal_gate, params.background_gate)
+        table = _PulseTable(ctx) if params.pulse_table and ctx.shard is None else None
+        total = sum(data.pulses)
+        done = 0
+        for k, (pos, n, st) in enumerate(zip(data.positions, data.pulses, stage, strict=True)):
+            ctx.progress(0.9 * done / total, "timing", f"position {pos.token} mm ({k + 1}/{len(data.positions)})")
+            adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
+            cam, _ = pair_indices(n, n, params.offset)
+            lo, hi = (int(cam[0]), int(cam[-1]) + 1) if cam.size else (0, 0)
+            pstats = PositionStats(pos.position_mm, st)
+            start = 0
+            for name, path in pos.images:
+                for page in telbe.iter_pages(name, path):
+                    a, b = max(start, lo), min(start + page.shape[0], hi)
+                    if a < b:
+                        pulses = process_page(page[a - start:b - start], adc[a - params.offset:b - params.offset],
+                                              data.background, st, settings)
+                        stats.add(pstats, pulses)
+                        if table is not None:
+                            table.append(pulses, k)
+                    start += page.shape[0]
+                ctx.check_cancelled()
+            stats.positions.append(pstats)
+            done += n
+        if stats.pulses == 0:
+            raise InvalidInput(data.run_name or "run", "no pulses left to bin (check offset)")
+        date = data.layout.date
+        if ctx.shard is not None:
+            report.save_stats(ctx.output_path(PARTIAL, format="hdf5"), stats,
+                              pixel_to_ps=params.pixel_to_ps, date=date)
+            return {"pulses": stats.pulses, "positions": len(stats.positions), "partial": True}
+        return self._finish(stats, params, ctx, date, data.run_name, table.close() if table else None)
+
+    def merge(self, inputs: Inputs, params: ThzParameters, ctx: Context) -> Mapping[str, Any]:
+        """The combine: adds the shards' per-bin sufficient statistics (count, Σy, Σy²) —
+        the same numbers one binning of every pulse gives — then analyses once."""
+        parts = sorted((f for f in inputs.files if f.path.name == PARTIAL), key=lambda f: f.name)
+        if not parts:
+            raise InvalidRequest("the shards hold no partial statistics to combine")
+        stats, date = report.load_stats(parts[0].path)
+        for f in parts[1:]:
+            more, _ = report.load_stats(f.path)
+            stats = stats.merge(more)
+        ctx.progress(0.5, "merge", f"combined {len(parts)} shard(s), {stats.pulses} pulses")
+        return self._finish(stats, params, ctx, date or None, "", None)
+
+    def _finish(self, stats: RunStats, params: ThzParameters, ctx: Context, date: str | None,
+                run_name: str, pulse_table) -> dict[str, Any]:
+        ctx.progress(0.9, "spectra", "binning and Fourier analysis")
+        corrected_wave = stats.corrected_waveform()
+        ref = params.phase_reference_ps
+        if ref is None and corrected_wave.delay_ps.size:
+            ref = float(0.5 * (corrected_wave.delay_ps[0] + corrected_wave.delay_ps[-1]))
+        corrected, f0 = _analyse("jitter-corrected", corrected_wave, params, None, ref)
+        uncorrected, _ = _analyse("stage only", stats.uncorrected_waveform(params.pixel_to_ps), params, f0, ref)
+        pix = params.pixel_to_ps
+        report.write_nexus(ctx.output_path("thz.nxs", format="nexus"), corrected=corrected,
+                           uncorrected=uncorrected, stats=stats, pixel_to_ps=pix,
+                           program="panreduce-thz", version=VERSION, date=date, pulse_table=pulse_table)
+        report.write_csv(ctx.output_path("waveform.csv", format="csv", role="table"), corrected.wave)
+        if params.plots:
+            ctx.progress(0.95, "plots", "figures")
+            report.plot_waveform(ctx.output_path("waveform.png", format="png", role="preview"), corrected, uncorrected)
+            report.plot_spectrum(ctx.output_path("spectrum.png", format="png", role="preview"), corrected,
+                                 uncorrected, band_thz=params.fundamental_search_thz)
+            report.plot_jitter(ctx.output_path("jitter.png", format="png", role="preview"), stats, pixel_to_ps=pix)
+        mean_px, rms_px = stats.arrival_mean_rms_px()
+        w = corrected.wave
+        summary = {
+            "run": run_name, "date": date or "", "pulses": stats.pulses, "positions": len(stats.positions),
+            "pulses_outside_grid": stats.dropped, "timing_method": params.timing_method,
+            "arrival_mean_px": mean_px, "jitter_rms_fs": rms_px * pix * 1000.0,
+            "bins": int(w.count.size), "empty_bins": int((w.count == 0).sum()),
+            "delay_range_ps": [float(w.delay_ps[0]), float(w.delay_ps[-1])] if w.count.size else [],
+            "bin_ps": params.bin_ps, "window": params.window,
+            "fundamental_thz": f0 if f0 is not None else None,
+            "phase_reference_ps": ref,
+            "harmonics": report.harmonic_rows(corrected.harmonics),
+            "harmonics_uncorrected": report.harmonic_rows(uncorrected.harmonics),
+        }
+        return {k: _json(v) for k, v in summary.items()}
+
+
+def _json(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, list):
+        return [_json(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _json(x) for k, x in v.items()}
+    return v
+
+
+class _PulseTable:
+    """The optional per-pulse table, streamed to a compressed HDF5 file in the work folder."""
+
+    COLUMNS = (("delay", "f8", "ps"), ("signal", "f4", ""), ("arrival_pixel", "f4", "pixel"),
+               ("position_index", "i4", ""))
+
+    def __init__(self, ctx: Context) -> None:
+        self.path = ctx.work_dir / "pulses.h5"
+        self.file = h5py.File(self.path, "w")
+        for key, dtype, unit in self.COLUMNS:
+            d = self.file.create_dataset(key, (0,), dtype=dtype, maxshape=(None,), chunks=(65536,),
+                                         compression="gzip", compression_opts=1, shuffle=True)
+            d.attrs["units"] = unit
+
+    def append(self, p, index: int) -> None:
+        values = {"delay": p.delay_ps, "signal": p.signal, "arrival_pixel": p.arrival_px,
+                  "position_index": np.full(p.signal.size, index)}
+        for key, v in values.items():
+            d = self.file[key]
+            n = d.shape[0]
+            d.resize((n + v.size,))
+            d[n:] = v
+
+    def close(self):
+        self.file.close()
+        return self.path
