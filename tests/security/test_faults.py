@@ -10,13 +10,42 @@ from pathlib import Path
 import pytest
 
 from panreduce import registry
-from panreduce.client import Client
+from panreduce.client import Client, make_request
 from panreduce.kit.server import start_technique
 from panreduce.storage import Stores
 from panreduce.v1 import reduce_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults_support import wait_for  # noqa: E402
+from faults_support import free_port, gateway, service, wait_for, wait_serving  # noqa: E402
+
+
+# A SIRT job of a real tooth slice, reconstructed at 128 x 128: ~0.1 s an iteration, so
+# 60 iterations run for several seconds, long enough to be hit mid-job.
+def long_job(tooth: Path, iterations: int = 60) -> dict:
+    return {"slice_start": 0, "slice_stop": 1, "previews": 0, "algorithm": "sirt", "iterations": iterations,
+            "size": 128, "center": 296.0}
+
+
+def submit_one(client: Client, inputs: list[str], params: dict, output: str) -> pb.Job:
+    """Submit a tomography job that is not split into shards."""
+    request = make_request("tomography", inputs, params, output, split=1)
+    return client._call(client.stub.Submit, request)
+
+
+def _reconstructing(client: Client, job_id: str) -> bool:
+    return client.get_job(job_id).progress.stage == "reconstruct"
+
+
+@pytest.fixture
+def platform_dir(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = []
+    yield {"store": store, "logs": logs, "db": str(tmp_path / "jobs.sqlite"), "procs": procs, "tmp": tmp_path}
+    for p in procs:
+        p.stop()
 
 
 # -- cancellation reaches every iteration ------------------------------------------------
@@ -45,3 +74,120 @@ def test_cancel_of_a_long_iterative_reconstruction_stops_within_2s(algorithm, da
         assert not (tmp_path / "out").exists()
     finally:
         service.drain_and_stop(2)
+
+
+# -- no job lost ------------------------------------------------------------------------
+def _start(platform_dir, proc, port):  # noqa: ANN001, ANN202
+    platform_dir["procs"].append(proc)
+    wait_serving(f"127.0.0.1:{port}", 90, proc)
+    return proc
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGKILL"])
+def test_gateway_stopped_mid_job_resumes_after_restart(signame, platform_dir, dataset):
+    """SIGTERM (after a 1 s drain) or SIGKILL of a gateway with a SQLite job table while
+    its job runs: the job is not cancelled; the restarted gateway runs it to success."""
+    import signal
+
+    tooth = dataset("tomo/tooth/tooth.h5")
+    sp, gp = free_port(), free_port()
+    d = platform_dir
+    _start(d, service("tomography", sp, d["store"], d["logs"]), sp)
+    gw_args = ([f"tomography=127.0.0.1:{sp}"], gp, d["store"], d["logs"], "--db", d["db"], "--drain-seconds", "1")
+    gw = _start(d, gateway(*gw_args), gp)
+    out = d["tmp"] / "out"
+    with Client(f"127.0.0.1:{gp}", timeout=30) as client:
+        job = submit_one(client, [str(tooth)], long_job(tooth), str(out))
+        assert wait_for(lambda: _reconstructing(client, job.job_id), 60), client.get_job(job.job_id)
+    t0 = time.monotonic()
+    gw.signal(getattr(signal, signame))
+    code = gw.wait(20)
+    if signame == "SIGTERM":
+        assert code == 0, gw.output()[-2000:]
+        assert time.monotonic() - t0 < 10, "the gateway did not exit within its drain"
+    gw2 = _start(d, gateway(*gw_args), gp)
+    assert gw2 is not gw
+    with Client(f"127.0.0.1:{gp}", timeout=120) as client:
+        final = client.wait(job.job_id)
+        assert final.state == pb.SUCCEEDED, final.failure.message
+        logs = [e.log.message for e in client.watch(job.job_id) if e.HasField("log")]
+    assert not any("cancelled" in m for m in logs), logs
+    if signame == "SIGTERM":
+        assert any("gateway shut down while the job ran; it will resume" in m for m in logs), logs
+        assert final.attempts == 1  # an operator's shutdown does not use up an attempt
+    assert any("restarted; the job runs again" in m for m in logs), logs
+    assert (out / "provenance.json").is_file()
+
+
+def test_service_killed_mid_job_retries_on_the_other_replica(platform_dir, dataset):
+    """SIGKILL of the replica running a job: the gateway runs it again on the other."""
+    import signal
+
+    tooth = dataset("tomo/tooth/tooth.h5")
+    d = platform_dir
+    ports = [free_port(), free_port()]
+    services = {p: _start(d, service("tomography", p, d["store"], d["logs"]), p) for p in ports}
+    gp = free_port()
+    _start(d, gateway([f"tomography=127.0.0.1:{p}" for p in ports], gp, d["store"], d["logs"]), gp)
+    with Client(f"127.0.0.1:{gp}", timeout=120) as client:
+        job = submit_one(client, [str(tooth)], long_job(tooth), str(d["tmp"] / "out"))
+        assert wait_for(lambda: _reconstructing(client, job.job_id), 60)
+
+        def runner():  # noqa: ANN202
+            for p in ports:
+                with Client(f"127.0.0.1:{p}", timeout=5) as c:
+                    if c.list_jobs(state=pb.RUNNING):
+                        return p
+            return None
+
+        victim = wait_for(runner, 10)
+        assert victim, "no replica reports the job running"
+        services[victim].signal(signal.SIGKILL)
+        final = client.wait(job.job_id)
+    assert final.state == pb.SUCCEEDED, final.failure.message
+    assert final.attempts == 2
+
+
+def test_a_service_that_stays_away_fails_the_job_naming_it(platform_dir, dataset):
+    """The only replica is killed mid-job and never comes back: with --service-wait 2
+    the job fails UNAVAILABLE naming the technique, instead of waiting forever."""
+    import signal
+
+    tooth = dataset("tomo/tooth/tooth.h5")
+    d = platform_dir
+    sp, gp = free_port(), free_port()
+    svc = _start(d, service("tomography", sp, d["store"], d["logs"]), sp)
+    _start(d, gateway([f"tomography=127.0.0.1:{sp}"], gp, d["store"], d["logs"], "--service-wait", "2"), gp)
+    with Client(f"127.0.0.1:{gp}", timeout=120) as client:
+        job = submit_one(client, [str(tooth)], long_job(tooth), str(d["tmp"] / "out"))
+        assert wait_for(lambda: _reconstructing(client, job.job_id), 60)
+        svc.signal(signal.SIGKILL)
+        t0 = time.monotonic()
+        final = client.wait(job.job_id)
+        waited = time.monotonic() - t0
+    assert final.state == pb.FAILED
+    assert final.failure.code == "UNAVAILABLE"
+    assert "tomography" in final.failure.message and "unreachable" in final.failure.message, final.failure.message
+    assert 2.0 <= waited < 15, f"failed after {waited:.1f} s (service wait 2 s)"
+
+
+# -- bounded history ----------------------------------------------------------------------
+def test_a_service_keeps_a_bounded_history_of_finished_jobs():
+    from panreduce.jobs import JobManager, MemoryJobStore
+
+    store = MemoryJobStore(max_finished=5, max_age_s=3600)
+    manager = JobManager(lambda handle: pb.Result(), store=store, max_running=2, name="bounded")
+    ids = [manager.submit(pb.ReduceRequest(technique="toy", inputs=["x"]))[0].job_id for _ in range(12)]
+    assert wait_for(lambda: manager.running == 0 and len(store.list(pb.ListJobsRequest())) <= 5, 10)
+    kept = {j.job_id for j in store.list(pb.ListJobsRequest())}
+    assert kept == set(ids[-5:]) or len(kept) == 5  # the newest finished stay
+    assert all(store.events_after(i, 0) == [] for i in ids if i not in kept)  # their events left too
+    aged = MemoryJobStore(max_finished=1000, max_age_s=0.2)
+    m2 = JobManager(lambda handle: pb.Result(), store=aged, name="aged")
+    first = m2.submit(pb.ReduceRequest(technique="toy", inputs=["x"]))[0].job_id
+    assert wait_for(lambda: aged.get(first) is not None and aged.get(first).state == pb.SUCCEEDED, 5)
+    time.sleep(0.3)
+    m2.submit(pb.ReduceRequest(technique="toy", inputs=["x"]))
+    assert wait_for(lambda: aged.get(first) is None, 5), "a job older than the history age stayed"
+    manager.shutdown()
+    m2.shutdown()

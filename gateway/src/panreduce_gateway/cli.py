@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: $PANREDUCE_ALLOWED_PREFIXES, comma-separated)")
         sp.add_argument("--max-attempts", type=int, default=int(env("PANREDUCE_MAX_ATTEMPTS", "3")),
                         help="runs of a job whose service went away (default 3)")
+        sp.add_argument("--service-wait", type=float, metavar="SECONDS",
+                        default=float(env("PANREDUCE_SERVICE_WAIT_SECONDS", "300")),
+                        help="how long a job waits for its technique's service to be reachable before it "
+                        "fails naming it (default $PANREDUCE_SERVICE_WAIT_SECONDS or 300)")
+        sp.add_argument("--drain-seconds", type=float, metavar="SECONDS",
+                        default=float(env("PANREDUCE_DRAIN_SECONDS", "30")),
+                        help="on SIGTERM, how long running jobs may finish before they are left to be "
+                        "resumed by a restart or a replica (default $PANREDUCE_DRAIN_SECONDS or 30)")
 
     sp = sub.add_parser("techniques", help="list the techniques and their parameters")
     gateway_opt(sp)
@@ -433,7 +441,8 @@ def gateway_settings(args: argparse.Namespace):  # noqa: ANN201
         env["PANREDUCE_JWKS"] = str(args.jwks)
     if args.allowed_prefix:
         env["PANREDUCE_ALLOWED_PREFIXES"] = ",".join(args.allowed_prefix)
-    config = GatewayConfig(access=Access.from_env(env), max_attempts=max(args.max_attempts, 1))
+    config = GatewayConfig(access=Access.from_env(env), max_attempts=max(args.max_attempts, 1),
+                           service_wait=max(args.service_wait, 0.0))
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -459,7 +468,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"(store {platform.stores.root}{', TLS' if tls else ''}"
           f"{', access control on' if config.access.enabled else ''}); stop with Ctrl-C",
           file=sys.stderr, flush=True)
-    run_until_signal(platform.all_servers(), grace=30.0)
+    run_until_signal(platform.all_servers(), grace=max(args.drain_seconds, 0.0))
     return 0
 
 
@@ -496,7 +505,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     running.set_serving(True)
     serve_metrics(args.metrics_port)
     print(f"panreduce: gateway on port {running.port} routing {', '.join(sorted(routes))}", file=sys.stderr, flush=True)
-    run_until_signal([running])
+    run_until_signal([running], grace=max(args.drain_seconds, 0.0))
     return 0
 
 

@@ -110,6 +110,9 @@ class GatewayConfig:
     shard_slots_per_replica: int = 2  # shards in flight per replica
     describe_timeout: float = 10.0
     max_running: int = 64
+    # How long a job waits in all for its service to be reachable before it fails naming
+    # it ($PANREDUCE_SERVICE_WAIT_SECONDS, --service-wait).
+    service_wait: float = field(default_factory=lambda: float(os.environ.get("PANREDUCE_SERVICE_WAIT_SECONDS", "300")))
 
 
 class GatewayService(pb_grpc.ReducerServicer):
@@ -127,6 +130,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         self._lock = threading.Lock()
         self._shard_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shard")
         self._closed = threading.Event()
+        self._away_since: dict[str, float] = {}  # job id -> when it first found its service away
 
     def resume(self) -> list[str]:
         """Run again the jobs a previous gateway process left unfinished."""
@@ -366,6 +370,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         timeout = None
         if handle.deadline is not None:
             timeout = max(handle.deadline - time.monotonic(), 0.001)
+        self._wait_for_service(handle, route)
         # The gateway keeps the idempotency key; each attempt upstream is a new job (the
         # service would otherwise hand back the attempt that a lost connection cancelled).
         upstream = pb.ReduceRequest()
@@ -389,6 +394,32 @@ class GatewayService(pb_grpc.ReducerServicer):
                 raise errors.JobCancelled("cancelled by the caller") from None
             raise self._upstream_error(route, exc) from None
         raise errors.Unavailable(f"the {route.technique} service ended the job without a result")
+
+    def _wait_for_service(self, handle: JobHandle, route: Route) -> None:
+        """Wait until the technique's service is reachable: at most ``service_wait`` s
+        counted from the first time this job found it away (across its retries), then
+        Unavailable naming the technique and address. A cancel or the deadline ends the
+        wait at once."""
+        ready = grpc.channel_ready_future(route.channel)
+        try:
+            while True:
+                try:
+                    ready.result(timeout=0.25)
+                    self._away_since.pop(handle.job_id, None)
+                    return
+                except grpc.FutureTimeoutError:
+                    pass
+                if handle.cancel_event.is_set():
+                    raise errors.JobCancelled("cancelled by the caller")
+                if handle.deadline is not None and time.monotonic() > handle.deadline:
+                    raise errors.DeadlineExceeded("the job ran past its deadline waiting for its service")
+                since = self._away_since.setdefault(handle.job_id, time.monotonic())
+                if time.monotonic() - since > self.config.service_wait:
+                    raise errors.Unavailable(
+                        f"the {route.technique} service at {route.target} stayed unreachable for "
+                        f"{self.config.service_wait:g} s; giving up")
+        finally:
+            ready.cancel()
 
     def _relay_sharded(self, handle: JobHandle, count: int) -> pb.Result:
         """Run ``count`` shards over the replicas, then the technique's merge."""

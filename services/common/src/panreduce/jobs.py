@@ -10,6 +10,7 @@ logs and returns the result, or raises a ``PanReduceError``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,6 +28,16 @@ from panreduce.v1 import reduce_pb2 as pb
 log = logging.getLogger("panreduce.jobs")
 
 TERMINAL = frozenset({pb.SUCCEEDED, pb.FAILED, pb.CANCELLED})
+
+
+def history_limit() -> int:
+    """Finished jobs a server keeps in memory: ``$PANREDUCE_JOB_HISTORY`` (default 1000)."""
+    return max(int(os.environ.get("PANREDUCE_JOB_HISTORY", "1000")), 0)
+
+
+def history_seconds() -> float:
+    """How long a finished job stays in memory: ``$PANREDUCE_JOB_HISTORY_SECONDS`` (default 3600)."""
+    return max(float(os.environ.get("PANREDUCE_JOB_HISTORY_SECONDS", "3600")), 0.0)
 
 
 def now_ts() -> timestamp_pb2.Timestamp:
@@ -56,9 +67,15 @@ class JobStore(Protocol):
 class MemoryJobStore:
     """Jobs kept in this process's memory (technique servers; the embedded gateway)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_finished: int | None = None, max_age_s: float | None = None) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[str, pb.Job] = {}
+        # A bounded history: finished jobs beyond ``max_finished`` (default
+        # $PANREDUCE_JOB_HISTORY or 1000), or finished more than ``max_age_s`` ago (default
+        # $PANREDUCE_JOB_HISTORY_SECONDS or 3600), leave memory, oldest first.
+        self.max_finished = history_limit() if max_finished is None else max_finished
+        self.max_age_s = history_seconds() if max_age_s is None else max_age_s
+        self._finished: dict[str, float] = {}  # job id -> time.monotonic() it finished, in order
         self._events: dict[str, list[pb.JobEvent]] = {}
         self._keys: dict[str, str] = {}
 
@@ -77,6 +94,29 @@ class MemoryJobStore:
     def put(self, job: pb.Job) -> None:
         with self._lock:
             self._jobs[job.job_id] = _copy(job)
+            if job.state in TERMINAL and job.job_id not in self._finished:
+                self._finished[job.job_id] = time.monotonic()
+            expired = self._expired(keep=job.job_id)
+        for job_id in expired:
+            self.delete(job_id)
+
+    def _expired(self, keep: str) -> list[str]:
+        """Finished jobs past the history bounds, oldest first, never ``keep`` (the job
+        being stored now); the lock is held."""
+        out: list[str] = []
+        now = time.monotonic()
+        extra = len(self._finished) - self.max_finished
+        for job_id, when in self._finished.items():
+            if job_id == keep:
+                break
+            if extra > 0 or now - when > self.max_age_s:
+                out.append(job_id)
+                extra -= 1
+            else:
+                break
+        for job_id in out:
+            del self._finished[job_id]
+        return out
 
     def append_event(self, event: pb.JobEvent) -> None:
         with self._lock:
@@ -201,6 +241,7 @@ class JobManager:
         self._seq: dict[str, int] = {}
         self._accepting = True
         self._running = 0
+        self._leaving: str | None = None  # why this server left its running jobs (leave())
 
     # -- public API ---------------------------------------------------------------
     def submit(self, request: pb.ReduceRequest, *, deadline: float | None = None,
@@ -327,6 +368,29 @@ class JobManager:
                 self._cond.wait(min(left, 0.2))
         return True
 
+    def leave(self, cause: str) -> None:
+        """Shutting down with jobs still running: stop them without ending them.
+
+        With a job table that outlives this process (SQLite, PostgreSQL) each job stays
+        unfinished (QUEUED, the attempt not counted) with ``cause`` in its log, so a
+        restart or a replica runs it again; in memory (a technique service) it fails as
+        Unavailable naming ``cause``, which the gateway retries on another replica."""
+        with self._cond:
+            self._accepting = False
+            self._leaving = cause
+        for handle in list(self._handles.values()):
+            handle._fire_cancel()
+
+    def _leave_unfinished(self, job_id: str) -> None:
+        if isinstance(self.store, MemoryJobStore):
+            self._finish_failed(job_id, errors.Unavailable(self._leaving or "the server shut down"))
+            return
+        job = self.get(job_id)
+        job.state = pb.QUEUED
+        job.attempts = max(job.attempts - 1, 0)  # an operator's shutdown is not the job's failure
+        self.store.put(job)
+        self._log(job_id, "warning", self._leaving or "the server shut down")
+
     def cancel_all(self) -> None:
         for job_id in list(self._handles):
             try:
@@ -364,7 +428,9 @@ class JobManager:
                 exc = errors.JobCancelled("cancelled by the caller")
             with self._cond:
                 attempts = self.get(job_id).attempts
-                if (isinstance(exc, errors.Unavailable) and not handle.cancel_event.is_set()
+                if self._leaving is not None:
+                    self._leave_unfinished(job_id)
+                elif (isinstance(exc, errors.Unavailable) and not handle.cancel_event.is_set()
                         and attempts < self.max_attempts and self._accepting):
                     # the service went away: try again (elsewhere, with several replicas)
                     job = self.get(job_id)

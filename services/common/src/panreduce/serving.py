@@ -85,13 +85,16 @@ class RunningServer:
             self.health.set(service, status)
 
     def drain_and_stop(self, grace: float = 30.0) -> None:
-        """Stop taking jobs, let running ones finish for ``grace`` s, cancel the rest, stop."""
+        """Stop taking jobs, let running ones finish for ``grace`` s, stop the rest
+        without ending them (:meth:`JobManager.leave`), stop."""
         self.set_serving(False)
         if self.manager is not None:
             self.manager.stop_accepting()
             if not self.manager.drain(grace):
-                log.warning("%s: jobs still running after %.0f s; cancelling them", self.name, grace)
-                self.manager.cancel_all()
+                # Not the caller's cancel: the jobs are left to run again (a restart or a
+                # replica of the gateway resumes them; the gateway retries a service's).
+                log.warning("%s: jobs still running after %.0f s; leaving them to be resumed", self.name, grace)
+                self.manager.leave(f"{self.name} shut down while the job ran; it will resume")
                 self.manager.drain(10.0)
         self.server.stop(5.0).wait()
         if self.manager is not None:
