@@ -191,3 +191,33 @@ def test_a_service_keeps_a_bounded_history_of_finished_jobs():
     assert wait_for(lambda: aged.get(first) is None, 5), "a job older than the history age stayed"
     manager.shutdown()
     m2.shutdown()
+
+
+# -- orphaned scratch -----------------------------------------------------------------------
+def test_orphaned_scratch_is_cleaned_at_service_start(tmp_path):
+    """A killed server's scratch (its lock no longer held) is removed when a service
+    starts; a live server's scratch (lock held) is kept."""
+    import fcntl
+
+    from panreduce.kit.scratch import ScratchArea
+
+    root = tmp_path / "scratch" / "panreduce-tomography"
+    orphan = root / "server-dead" / "job1-abc"
+    orphan.mkdir(parents=True)
+    (orphan / "staged.h5").write_bytes(b"x" * 4096)
+    (root / "server-dead" / ".lock").touch()
+    live = root / "server-live"
+    live.mkdir()
+    with open(live / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other = ScratchArea(root)  # a replica already running in this process
+        service = start_technique(registry.load("tomography"), stores=Stores(tmp_path / "store"),
+                                  scratch_root=tmp_path / "scratch")
+        try:
+            assert not (root / "server-dead").exists(), "the orphaned scratch was left behind"
+            assert live.is_dir() and other.path.is_dir(), "a live server's scratch was removed"
+            assert service.manager is not None
+        finally:
+            service.drain_and_stop(1)
+            other.close()
+    assert not other.path.exists()

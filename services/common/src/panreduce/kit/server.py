@@ -22,6 +22,7 @@ import grpc
 from panreduce import __version__, catalogue, errors, metadata, provenance
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
+from panreduce.kit.scratch import ScratchArea
 from panreduce.kit.technique import Context, EmptyShard, Shard, Technique, without_empty_shards
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
 from panreduce.serving import AbortWith, RunningServer, rpc_method, run_until_signal, start_server
@@ -84,8 +85,9 @@ class TechniqueService(pb_grpc.ReducerServicer):
         self.cls: type[Technique] = type(self.technique)
         self.name = self.cls.name
         self.stores = stores
-        self.scratch_root = Path(scratch_root or tempfile.gettempdir()) / f"panreduce-{self.name}"
-        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        # This process's own scratch folder; what killed servers left is removed first.
+        self.scratch = ScratchArea(Path(scratch_root or tempfile.gettempdir()) / f"panreduce-{self.name}")
+        self.scratch_root = self.scratch.path
         env_limit = os.environ.get("PANREDUCE_MAX_INPUT_BYTES")
         self.max_input_bytes = max_input_bytes or (int(env_limit) if env_limit else self.cls.max_input_bytes)
         self.manager = JobManager(self._run, max_running=max_running, name=self.name)
