@@ -130,6 +130,11 @@ def _embed_text(path: Path, record: Mapping[str, Any], text: str) -> None:
         f"# provenance_id: {record['id']} (technique {record['technique']['name']} "
         f"{record['technique']['version']}, job {record['job_id']})\n# provenance: {text}\n"
     ).encode()
+    if body.startswith(b"# # ORSO"):
+        # ORSO text: its first line must stay first; "# # " lines are comments to its YAML header
+        first, _, rest = body.partition(b"\n")
+        header = b"".join(b"# # " + line[2:] + b"\n" for line in header.splitlines())
+        body, header = rest, first + b"\n" + header
     tmp = path.with_name(path.name + ".prov")
     tmp.write_bytes(header + body)
     tmp.replace(path)

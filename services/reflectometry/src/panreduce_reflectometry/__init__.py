@@ -1,0 +1,1 @@
+"""PaNReduce reflectometry: time-of-flight neutron reflectivity to ORSO R(Q)."""

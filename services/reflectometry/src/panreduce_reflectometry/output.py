@@ -1,0 +1,142 @@
+"""Outputs: ORSO text (.ort) and binary (.orb) through orsopy, and the log R vs Q plot."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MONITOR_ONLY_WARNING = ("not normalised by a direct-beam/transmission run: arbitrary, wavelength-dependent "
+                        "scale; not absolute reflectivity (monitor-only normalisation)")
+
+
+@dataclass
+class OrtSet:
+    """One ORSO data set: R(Q) on bins plus what the header says about it."""
+
+    name: str  # data set id (run number, or "stitched")
+    q: np.ndarray  # bin centres, 1/Å
+    r: np.ndarray
+    dr: np.ndarray
+    dq: np.ndarray  # resolution, FWHM, 1/Å
+    instrument: str
+    facility: str
+    title: str
+    sample: str
+    start_time: str
+    theta_deg: list[float]
+    wavelength_range: tuple[float, float]
+    data_files: list[str]
+    corrections: list[str]
+    call: str
+    comment: str
+    software_version: str
+    extra: dict = field(default_factory=dict)  # kept as user data in the header
+
+
+def _date(text: str) -> _dt.datetime:
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%H:%M:%S"):
+        try:
+            d = _dt.datetime.strptime(text.strip()[:19], fmt)
+            return d if d.year > 1900 else d.replace(year=1970)
+        except ValueError:
+            continue
+    return _dt.datetime(1970, 1, 1)
+
+
+def orso_dataset(s: OrtSet):
+    from orsopy import fileio
+
+    angles = s.theta_deg
+    angle = (fileio.Value(angles[0], "deg") if len(angles) == 1
+             else fileio.ValueRange(min(angles), max(angles), "deg"))
+    header = fileio.Orso(
+        data_source=fileio.DataSource(
+            owner=fileio.Person(name="unknown", affiliation="unknown"),
+            experiment=fileio.Experiment(title=s.title or s.name, instrument=s.instrument,
+                                         start_date=_date(s.start_time), probe="neutron",
+                                         facility=s.facility),
+            sample=fileio.Sample(name=s.sample or "unknown"),
+            measurement=fileio.Measurement(
+                instrument_settings=fileio.InstrumentSettings(
+                    incident_angle=angle,
+                    wavelength=fileio.ValueRange(s.wavelength_range[0], s.wavelength_range[1], "angstrom")),
+                data_files=list(s.data_files), scheme="angle- and energy-dispersive"),
+        ),
+        reduction=fileio.Reduction(
+            software=fileio.Software(name="panreduce-reflectometry", version=s.software_version),
+            timestamp=_dt.datetime.now().replace(microsecond=0), corrections=list(s.corrections),
+            call=s.call, comment=s.comment),
+        columns=[fileio.Column("Qz", "1/angstrom"), fileio.Column("R"),
+                 fileio.ErrorColumn("R", "uncertainty", "sigma"),
+                 fileio.ErrorColumn("Qz", "resolution", "FWHM")],
+        data_set=s.name,
+        **s.extra,
+    )
+    data = np.column_stack([s.q, s.r, s.dr, s.dq])
+    return fileio.OrsoDataset(header, data)
+
+
+def write_ort(path: Path, sets: list[OrtSet], *, comment: str) -> None:
+    """ORSO text with orsopy (one data set per entry of ``sets``), via a temporary name."""
+    from orsopy import fileio
+
+    tmp = path.with_name(path.name + ".part")
+    fileio.save_orso([orso_dataset(s) for s in sets], str(tmp), comment=comment)
+    tmp.replace(path)
+
+
+def write_orb(path: Path, sets: list[OrtSet]) -> None:
+    from orsopy import fileio
+
+    tmp = path.with_name(path.name + ".part")
+    fileio.save_nexus([orso_dataset(s) for s in sets], str(tmp))
+    tmp.replace(path)
+
+
+def read_ort(path: Path):
+    """Data sets of an ORSO text file (orsopy)."""
+    from orsopy import fileio
+
+    return fileio.load_orso(str(path))
+
+
+def plot(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], *,
+         stitched: tuple[np.ndarray, np.ndarray, np.ndarray] | None, title: str, absolute: bool) -> None:
+    """log R vs Q with error bars, one colour per run; the stitched curve in black."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    for label, q, r, dr in curves:
+        ok = np.isfinite(r) & (r > 0)
+        ax.errorbar(q[ok], r[ok], yerr=np.minimum(dr[ok], 0.999 * r[ok]), fmt="o", ms=3, capsize=1.5,
+                    label=label, alpha=0.8)
+    if stitched is not None:
+        q, r, dr = stitched
+        ok = np.isfinite(r) & (r > 0)
+        ax.plot(q[ok], r[ok], "-", color="k", lw=1, label="stitched")
+    ax.set_yscale("log")
+    ax.set_xlabel("Q (1/Å)")
+    ax.set_ylabel("R" if absolute else "R (monitor-normalised, arbitrary scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".part.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def resolution_fwhm(q: np.ndarray, dq_q: float) -> np.ndarray:
+    return np.asarray(q) * float(dq_q)
+
+
+def finite_or_nan(x: float | None) -> float:
+    return float("nan") if x is None or not math.isfinite(x) else float(x)

@@ -1,0 +1,233 @@
+"""The reflectometry technique: glue between the kit and the reduction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from panreduce import errors
+from panreduce.errors import FieldViolation, InvalidParameters
+from panreduce.kit import Context, Inputs
+from panreduce.kit import Technique as _Technique
+from panreduce_reflectometry import output, workflow
+from panreduce_reflectometry.params import ReflectometryParameters
+from panreduce_reflectometry.readers import read_run
+from panreduce_reflectometry.reduction import Transmission, transmission_from_table
+from panreduce_reflectometry.runs import TofRun
+
+VERSION = "0.1.0"
+RUN_SUFFIXES = (".nxs", ".nx", ".hdf", ".h5", ".hdf5", ".nx.hdf")
+TABLE_SUFFIXES = (".csv", ".txt", ".dat", ".tsv")
+MAX_TABLE_BYTES = 20_000_000
+
+
+@dataclass
+class Loaded:
+    runs: list[tuple[int, TofRun]]  # (index in run order, run) of this shard
+    n_runs: int
+    transmission: Transmission | None
+    step: float  # log-bin dQ/Q shared by every run
+    notes: list[str]
+
+
+def _bad(field: str, why: str) -> InvalidParameters:
+    return InvalidParameters([FieldViolation(field, why)])
+
+
+def _call(params: ReflectometryParameters) -> str:
+    return "panreduce reduce reflectometry " + json.dumps(params.model_dump(exclude_none=True), default=str)
+
+
+class Technique(_Technique[ReflectometryParameters, Loaded]):
+    name = "reflectometry"
+    version = VERSION
+    title = "Time-of-flight neutron reflectometry to ORSO R(Q) (ISIS OFFSPEC/INTER, ANSTO Platypus)"
+    description = (
+        "Reduces time-of-flight reflectometry runs the way Mantid's ReflectometryReductionOneAuto does: "
+        "TOF to wavelength, monitor normalisation, background from side pixels, summation in λ or along "
+        "lines of constant Q (Cubitt 2015), transmission/direct-beam normalisation (or monitor only, "
+        "flagged: no absolute scale), log Q binning with dQ per point, and stitches several angles with "
+        "reported overlap factors. Writes ORSO .ort per run and *_stitched.ort, and a log R vs Q PNG."
+    )
+    Parameters = ReflectometryParameters
+    input_kinds = ("nexus/isis-raw", "nexus/mantid-processed", "nexus/platypus", "csv/transmission")
+    output_formats = ("ort", "orb", "png")
+    shardable = True
+    shard_unit = "run"
+
+    def load(self, inputs: Inputs, params: ReflectometryParameters, ctx: Context) -> Loaded:
+        files = inputs.files
+        named = set(params.transmission or [])
+        missing = [n for n in named if inputs.find(n) is None]
+        if missing:
+            raise _bad("transmission", f"not among the inputs: {', '.join(sorted(missing))}")
+        runs: list[TofRun] = []
+        direct: list[TofRun] = []
+        table: Transmission | None = None
+        notes: list[str] = []
+        candidates = [f for f in files if f.path.name.lower().endswith(RUN_SUFFIXES)
+                      or f.path.name in named or f.name in named]
+        skipped = [f.name for f in files if f not in candidates]
+        if skipped:
+            notes.append(f"not run files, ignored: {', '.join(skipped[:10])}")
+        for i, f in enumerate(candidates):
+            ctx.progress(i / max(len(candidates), 1), "load", f"reading {f.name}")
+            is_named = f.path.name in named or f.name in named
+            if is_named and f.path.name.lower().endswith(TABLE_SUFFIXES):
+                table = self._table(f, params)
+                continue
+            run = read_run(f.path, f.path.name)
+            if is_named:
+                direct.append(run)
+            elif params.transmission is None and run.is_direct_beam:
+                direct.append(run)
+                notes.append(f"{f.path.name}: a direct beam (ω = 0, 2θ = 0), used as the transmission")
+            else:
+                runs.append(run)
+        if not runs:
+            raise errors.InvalidRequest("no reflectivity runs among the inputs (NeXus/HDF5 files)")
+        if table is not None and direct:
+            raise _bad("transmission", "give transmission runs or one table, not both")
+        if len(direct) > 2:
+            raise _bad("transmission", f"{len(direct)} direct-beam runs: give at most two by name")
+        runs.sort(key=lambda r: r.source)
+        indexed = list(enumerate(runs))
+        self._check_lengths(params, len(runs))
+        step = workflow.common_step(runs, params)
+        if ctx.shard is not None:
+            indexed = ctx.shard.select(indexed)
+        transmission = table
+        if direct:
+            roi = workflow.pick(params.roi, 0, len(runs)) if params.roi else None
+            try:
+                transmission, tnotes = workflow.build_transmission(direct, params, sample_roi=roi)
+            except ValueError as exc:
+                raise errors.InvalidInput(direct[0].source, f"as transmission: {exc}") from None
+            notes += tnotes
+        ctx.progress(1.0, "load", f"read {len(runs)} run(s)")
+        return Loaded(indexed, len(runs), transmission, step, notes)
+
+    @staticmethod
+    def _check_lengths(params: ReflectometryParameters, n: int) -> None:
+        for field in ("theta_deg", "roi", "background_roi", "q_range", "scale"):
+            values = getattr(params, field)
+            if values and len(values) not in (1, n) or (field == "scale" and values and len(values) != n):
+                raise _bad(field, f"{len(values)} value(s) for {n} run(s): give one per run"
+                           + ("" if field == "scale" else ", or one for all"))
+
+    @staticmethod
+    def _table(f, params: ReflectometryParameters) -> Transmission:
+        if f.size > MAX_TABLE_BYTES:
+            raise errors.InputTooLarge(f.name, f.size, MAX_TABLE_BYTES)
+        try:
+            text = f.path.read_text(errors="strict")
+            rows = [ln.replace(",", " ").split() for ln in text.splitlines()
+                    if ln.strip() and not ln.lstrip().startswith("#")]
+            rows = [r for r in rows if not r[0][0].isalpha()]
+            arr = np.array(rows, dtype=float)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise errors.InvalidInput(f.name, f"is not a table of λ, T, σT numbers ({exc})") from None
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise errors.InvalidInput(f.name, "needs three columns: λ [Å], T per Å, σT")
+        lam = params.wavelength_range or (0.0, 0.0)
+        try:
+            return transmission_from_table(arr[:, 0], arr[:, 1], arr[:, 2], source=f.path.name,
+                                           wavelength_range=lam if params.wavelength_range else
+                                           (float(arr[0, 0]), float(arr[-1, 0])))
+        except ValueError as exc:
+            raise errors.InvalidInput(f.name, str(exc)) from None
+
+    def reduce(self, data: Loaded, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
+        call = _call(params)
+        for note in data.notes:
+            ctx.log(note)
+        sets, records = [], []
+        for k, (index, run) in enumerate(data.runs):
+            ctx.progress(k / len(data.runs), "reduce", f"run {run.run_number}")
+            try:
+                plan = workflow.plan_run(run, index, data.n_runs, params)
+                s, rec = workflow.reduce_one(run, plan, params, transmission=data.transmission,
+                                             step=data.step, version=VERSION, call=call)
+            except ValueError as exc:
+                field, _, why = str(exc).partition(": ")
+                if field in ReflectometryParameters.model_fields or "/" in field:
+                    raise _bad(field.split("/")[0], why) from None
+                raise InvalidParameters([FieldViolation("roi", f"run {run.run_number}: {exc}")]) from None
+            sets.append(s)
+            records.append(rec)
+        ctx.progress(0.8, "write", "writing ORSO files")
+        return self._finish(sets, records, params, ctx, call=call, stitch_now=ctx.shard is None,
+                            notes=data.notes)
+
+    def merge(self, inputs: Inputs, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
+        """Combine shards: every per-run .ort is read back (orsopy), rewritten, and stitched."""
+        sets, records = [], []
+        for f in inputs.files:
+            if not f.path.name.endswith(".ort") or "stitched" in f.path.name:
+                continue
+            for ds in output.read_ort(f.path):
+                info = ds.info
+                rec = dict(getattr(info, "panreduce", None) or info.user_data.get("panreduce", {}))
+                if not rec:
+                    raise errors.InternalError(f"shard output {f.name} lacks its panreduce record")
+                d = np.asarray(ds.data, dtype=float)
+                src = info.data_source
+                sets.append(output.OrtSet(
+                    name=str(rec["run"]), q=d[:, 0], r=d[:, 1], dr=d[:, 2], dq=d[:, 3],
+                    instrument=src.experiment.instrument, facility=src.experiment.facility or "",
+                    title=src.experiment.title, sample=src.sample.name,
+                    start_time=src.experiment.start_date.isoformat(), theta_deg=[rec["theta_deg"]],
+                    wavelength_range=tuple(rec["wavelength_range"]),
+                    data_files=[x if isinstance(x, str) else x.file for x in src.measurement.data_files],
+                    corrections=list(info.reduction.corrections or []), call=info.reduction.call or "",
+                    comment=info.reduction.comment or "", software_version=VERSION, extra={"panreduce": rec}))
+                records.append(rec)
+        if not sets:
+            raise errors.InvalidRequest("the shards hold no per-run ORSO files to merge")
+        order = sorted(range(len(records)), key=lambda i: records[i]["index"])
+        return self._finish([sets[i] for i in order], [records[i] for i in order], params, ctx,
+                            call=_call(params), stitch_now=True, notes=[])
+
+    def _finish(self, sets: list, records: list[dict], params: ReflectometryParameters, ctx: Context, *,
+                call: str, stitch_now: bool, notes: list[str]) -> dict[str, Any]:
+        absolute = all(r["normalisation"] == "transmission" for r in records)
+        warnings = [] if absolute else [output.MONITOR_ONLY_WARNING]
+        if warnings:
+            ctx.log(output.MONITOR_ONLY_WARNING, "warning")
+        comment = "PaNReduce reflectometry" + ("" if absolute else " - WARNING: " + output.MONITOR_ONLY_WARNING)
+        for s in sets:
+            output.write_ort(ctx.output_path(f"{s.name}.ort", format="ort"), [s], comment=comment)
+            if params.orb:
+                output.write_orb(ctx.output_path(f"{s.name}.orb", format="orb"), [s])
+        summary: dict[str, Any] = {
+            "runs": records, "n_runs": len(records), "absolute_scale": absolute,
+            "normalisation": "transmission" if absolute else "monitor", "warnings": warnings, "notes": notes,
+        }
+        stitched = None
+        if stitch_now and len(sets) > 1:
+            try:
+                stitched, info = workflow.stitch_sets(sets, records, manual=params.scale, version=VERSION,
+                                                      call=call)
+            except ValueError as exc:
+                raise _bad("scale" if params.scale else "dq_q", str(exc)) from None
+            name = f"{sets[0].name}_{sets[-1].name}_stitched"
+            output.write_ort(ctx.output_path(f"{name}.ort", format="ort"), [stitched], comment=comment)
+            if params.orb:
+                output.write_orb(ctx.output_path(f"{name}.orb", format="orb"), [stitched])
+            summary["stitched"] = f"{name}.ort"
+            summary["scale_factors"] = info["factors"]
+            summary["scale_mode"] = info["mode"]
+        if params.plots and stitch_now:
+            title = f"{records[0]['instrument']} " + ", ".join(str(r["run"]) for r in records)
+            factors = [f["factor"] for f in summary.get("scale_factors", [])] or [1.0] * len(sets)
+            curves = [(f"{s.name} (θ={r['theta_deg']:.3g}°)" + (f" ×{f:.3g}" if f != 1.0 else ""),
+                       s.q, s.r * f, s.dr * f) for s, r, f in zip(sets, records, factors, strict=True)]
+            st = (stitched.q, stitched.r, stitched.dr) if stitched is not None else None
+            output.plot(ctx.output_path("reflectivity.png", format="png", role="preview"), curves,
+                        stitched=st, title=title, absolute=absolute)
+        ctx.progress(1.0, "write", "done")
+        return summary
