@@ -1,0 +1,215 @@
+"""CrystFEL stream files: reading chunks, peaks, crystals and their reflections.
+
+Pure text parsing (the caller reads the file). Units as in the stream: cell lengths in
+nm for crystals (converted to Å here), reciprocal vectors in nm⁻¹, photon energy in eV.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Chunk", "Crystal", "StreamError", "TargetCell", "parse_cell_file", "read_stream"]
+
+
+class StreamError(ValueError):
+    """A stream that cannot be read (line number and reason in the message)."""
+
+
+@dataclass(frozen=True)
+class TargetCell:
+    a_angstrom: float
+    b_angstrom: float
+    c_angstrom: float
+    alpha_deg: float
+    beta_deg: float
+    gamma_deg: float
+    lattice_type: str = "triclinic"
+    centering: str = "P"
+    unique_axis: str = "?"
+
+    @property
+    def parameters(self) -> tuple[float, float, float, float, float, float]:
+        return (self.a_angstrom, self.b_angstrom, self.c_angstrom, self.alpha_deg, self.beta_deg, self.gamma_deg)
+
+
+@dataclass
+class Crystal:
+    cell: tuple[float, float, float, float, float, float]  # Å, deg
+    astar_per_nm: tuple[float, float, float] | None
+    bstar_per_nm: tuple[float, float, float] | None
+    cstar_per_nm: tuple[float, float, float] | None
+    hkl: np.ndarray  # (n, 3) int32
+    intensity: np.ndarray  # (n,) float64
+    sigma: np.ndarray
+    centering: str = "P"
+    lattice_type: str = ""
+
+
+@dataclass
+class Chunk:
+    filename: str
+    event: str | None
+    serial: int | None
+    photon_energy_ev: float | None
+    n_peaks: int
+    crystals: list[Crystal] = field(default_factory=list)
+
+
+def _length_angstrom(value: str, unit: str) -> float:
+    v = float(value)
+    if unit in ("A", "Å"):
+        return v
+    if unit == "nm":
+        return v * 10.0
+    raise StreamError(f"unknown length unit {unit!r}")
+
+
+def parse_cell_file(text: str) -> TargetCell:
+    """A CrystFEL unit cell file (``CrystFEL unit cell file version 1.0``)."""
+    kv: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if "=" in line:
+            k, v = (s.strip() for s in line.split("=", 1))
+            kv[k] = v
+    try:
+        def length(k: str) -> float:
+            parts = kv[k].split()
+            return _length_angstrom(parts[0], parts[1] if len(parts) > 1 else "A")
+
+        def angle(k: str) -> float:
+            return float(kv.get(k, "90").split()[0])
+
+        return TargetCell(length("a"), length("b"), length("c"), angle("al"), angle("be"), angle("ga"),
+                          lattice_type=kv.get("lattice_type", "triclinic"),
+                          centering=kv.get("centering", "P"), unique_axis=kv.get("unique_axis", "?"))
+    except (KeyError, ValueError, IndexError) as exc:
+        raise StreamError(f"unit cell: cannot read {exc}") from exc
+
+
+def _vec(text: str) -> tuple[float, float, float]:
+    parts = text.split("=", 1)[1].split()
+    return (float(parts[0]), float(parts[1]), float(parts[2]))
+
+
+def iter_stream(lines: Iterable[str], *, max_reflections: int = 50_000_000) -> Iterator[tuple[str, object]]:
+    """Yield ("geometry", text), ("cell", TargetCell) and ("chunk", Chunk) in file order."""
+    it = iter(enumerate(lines, 1))
+    n_refl = 0
+    header_seen = False
+    for n, raw in it:
+        line = raw.rstrip("\n")
+        if not header_seen:
+            if not line.startswith("CrystFEL stream format"):
+                raise StreamError(f"line {n}: not a CrystFEL stream (no 'CrystFEL stream format' header)")
+            header_seen = True
+            continue
+        if line.startswith("----- Begin geometry file"):
+            body = []
+            for _, r in it:
+                if r.startswith("----- End geometry file"):
+                    break
+                body.append(r.rstrip("\n"))
+            yield "geometry", "\n".join(body)
+        elif line.startswith("----- Begin unit cell"):
+            body = []
+            for _, r in it:
+                if r.startswith("----- End unit cell"):
+                    break
+                body.append(r.rstrip("\n"))
+            yield "cell", parse_cell_file("\n".join(body))
+        elif line.startswith("----- Begin chunk"):
+            chunk = Chunk(filename="", event=None, serial=None, photon_energy_ev=None, n_peaks=0)
+            crystal: dict | None = None
+            rows: list[list[str]] = []
+            in_refl = False
+            for m, r in it:
+                s = r.strip()
+                if in_refl:
+                    if s.startswith("End of reflections"):
+                        in_refl = False
+                        continue
+                    if s.startswith("h ") or not s:
+                        continue
+                    rows.append(s.split())
+                    n_refl += 1
+                    if n_refl > max_reflections:
+                        raise StreamError(f"more than {max_reflections} reflections")
+                    continue
+                if s.startswith("----- End chunk"):
+                    break
+                if s.startswith("Image filename:"):
+                    chunk.filename = s.split(":", 1)[1].strip()
+                elif s.startswith("Event:"):
+                    chunk.event = s.split(":", 1)[1].strip()
+                elif s.startswith("Image serial number:"):
+                    chunk.serial = int(s.split(":", 1)[1])
+                elif s.startswith("photon_energy_eV") and crystal is None:
+                    chunk.photon_energy_ev = float(s.split("=", 1)[1])
+                elif s.startswith("num_peaks") and crystal is None:
+                    chunk.n_peaks = int(s.split("=", 1)[1])
+                elif s.startswith("--- Begin crystal"):
+                    crystal = {"centering": "P", "lattice_type": ""}
+                    rows = []
+                elif crystal is not None and s.startswith("Cell parameters"):
+                    # Cell parameters 6.13532 12.19726 16.88163 nm, 90.54524 91.23016 90.53769 deg
+                    p = s.replace(",", " ").split()
+                    try:
+                        crystal["cell"] = (float(p[2]) * 10, float(p[3]) * 10, float(p[4]) * 10,
+                                           float(p[6]), float(p[7]), float(p[8]))
+                    except (ValueError, IndexError) as exc:
+                        raise StreamError(f"line {m}: cannot read the cell: {s!r}") from exc
+                elif crystal is not None and s[:6] in ("astar ", "bstar ", "cstar "):
+                    crystal[s[:5]] = _vec(s)
+                elif crystal is not None and s.startswith("centering"):
+                    crystal["centering"] = s.split("=", 1)[1].strip()
+                elif crystal is not None and s.startswith("lattice_type"):
+                    crystal["lattice_type"] = s.split("=", 1)[1].strip()
+                elif s.startswith("Reflections measured after indexing"):
+                    in_refl = True
+                elif s.startswith("--- End crystal"):
+                    if crystal is None or "cell" not in crystal:
+                        raise StreamError(f"line {m}: a crystal without its cell parameters")
+                    try:
+                        arr = [(int(r_[0]), int(r_[1]), int(r_[2]), float(r_[3]), float(r_[4])) for r_ in rows]
+                    except (ValueError, IndexError) as exc:
+                        raise StreamError(f"line {m}: unreadable reflection line") from exc
+                    a = np.array(arr, dtype=np.float64).reshape(-1, 5)
+                    chunk.crystals.append(Crystal(
+                        cell=crystal["cell"], astar_per_nm=crystal.get("astar"),
+                        bstar_per_nm=crystal.get("bstar"), cstar_per_nm=crystal.get("cstar"),
+                        hkl=a[:, :3].astype(np.int32), intensity=a[:, 3], sigma=a[:, 4],
+                        centering=crystal["centering"], lattice_type=crystal["lattice_type"]))
+                    crystal = None
+            else:
+                raise StreamError("the stream ends inside a chunk (truncated file)")
+            yield "chunk", chunk
+    if not header_seen:
+        raise StreamError("empty file: not a CrystFEL stream")
+
+
+@dataclass
+class Stream:
+    geometry: str | None
+    cell: TargetCell | None
+    chunks: list[Chunk]
+
+    @property
+    def crystals(self) -> list[Crystal]:
+        return [c for ch in self.chunks for c in ch.crystals]
+
+
+def read_stream(lines: Iterable[str]) -> Stream:
+    """Read a whole stream (lines of text) into a :class:`Stream`."""
+    geometry, cell, chunks = None, None, []
+    for kind, item in iter_stream(lines):
+        if kind == "geometry":
+            geometry = item  # type: ignore[assignment]
+        elif kind == "cell":
+            cell = item  # type: ignore[assignment]
+        else:
+            chunks.append(item)  # type: ignore[arg-type]
+    return Stream(geometry=geometry, cell=cell, chunks=chunks)
