@@ -221,3 +221,134 @@ def test_orphaned_scratch_is_cleaned_at_service_start(tmp_path):
             service.drain_and_stop(1)
             other.close()
     assert not other.path.exists()
+
+
+# -- liveness under load ---------------------------------------------------------------------
+@pytest.fixture
+def toy_gateway(tmp_path, monkeypatch):
+    """A toy service and a gateway in front of it, in this process; a slow toy job."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
+    from toy import Toy
+
+    from panreduce.serving import start_server
+    from panreduce_gateway.gateway import GatewayService
+
+    def start(max_streams: int | None = None):  # noqa: ANN202
+        if max_streams is not None:
+            monkeypatch.setenv("PANREDUCE_MAX_STREAMS", str(max_streams))
+        stores = Stores(tmp_path / "store")
+        svc = start_technique(Toy, stores=stores)
+        gateway = GatewayService({"toy": svc.address}, stores=stores)
+        gw = start_server(gateway, name="gateway", manager=gateway.manager)
+        gw.set_serving(True)
+        started.append((svc, gw, gateway))
+        values = tmp_path / "values.npy"
+        import numpy as np
+
+        np.save(values, np.arange(4.0))
+        with Client(gw.address, timeout=30) as c:
+            job = c.submit("toy", [str(values)], {"steps": 40, "step_seconds": 0.25}, str(tmp_path / "out"))
+        return gw, job.job_id
+
+    started: list = []
+    yield start
+    for svc, gw, servicer in started:
+        gw.drain_and_stop(1)
+        servicer.close()
+        svc.drain_and_stop(1)
+
+
+def _probe(address: str) -> tuple[bool, float]:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    t0 = time.monotonic()
+    try:
+        with grpc.insecure_channel(address) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        return resp.status == health_pb2.HealthCheckResponse.SERVING, time.monotonic() - t0
+    except grpc.RpcError:
+        return False, time.monotonic() - t0
+
+
+def test_health_answers_while_100_streams_are_open(toy_gateway):
+    """100 clients watching a long job hold 100 streams (one server thread each); health
+    checks with a 1 s timeout and a short GetJob all succeed meanwhile."""
+    import threading
+
+    gw, job_id = toy_gateway()
+    opened = threading.Semaphore(0)
+    errors_seen: list[str] = []
+
+    def watcher() -> None:
+        try:
+            with Client(gw.address, timeout=60) as c:
+                for i, _event in enumerate(c.watch(job_id)):
+                    if i == 0:
+                        opened.release()
+        except Exception as exc:  # noqa: BLE001
+            errors_seen.append(repr(exc))
+            opened.release()
+
+    threads = [threading.Thread(target=watcher, daemon=True) for _ in range(100)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        assert opened.acquire(timeout=30)
+    probes = []
+    end = time.monotonic() + 4
+    while time.monotonic() < end:
+        probes.append(_probe(gw.address))
+        time.sleep(0.2)
+    with Client(gw.address, timeout=1) as c:
+        t0 = time.monotonic()
+        assert c.get_job(job_id).state == pb.RUNNING
+        assert time.monotonic() - t0 < 1
+        c.cancel(job_id)
+    for t in threads:
+        t.join(15)
+    failed = [p for p in probes if not p[0]]
+    assert len(probes) >= 10 and not failed, f"{len(failed)} of {len(probes)} health probes failed"
+    assert not errors_seen, errors_seen[:3]
+
+
+def test_streams_past_the_limit_are_refused_with_a_retry_hint(toy_gateway):
+    """With PANREDUCE_MAX_STREAMS=5 a sixth stream is RESOURCE_EXHAUSTED at once, with
+    reason TOO_MANY_STREAMS and retry_after_s; health and short calls still answer."""
+    import grpc
+
+    from panreduce import rpc
+
+    gw, job_id = toy_gateway(max_streams=5)
+    clients = [Client(gw.address, timeout=60) for _ in range(5)]
+    streams = [c.stub.Watch(pb.WatchRequest(job_id=job_id), timeout=60) for c in clients]
+    for s in streams:
+        next(s)  # each stream is open and holds its slot
+    with Client(gw.address, timeout=5) as c:
+        t0 = time.monotonic()
+        with pytest.raises(grpc.RpcError) as err:
+            next(c.stub.Watch(pb.WatchRequest(job_id=job_id), timeout=5))
+        assert time.monotonic() - t0 < 1, "the refused stream waited instead of being refused"
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        failure = rpc.failure_from_rpc_error(err.value)
+        assert failure.reason == "TOO_MANY_STREAMS"
+        assert failure.metadata["retry_after_s"] == "1"
+        assert _probe(gw.address)[0]
+        assert c.get_job(job_id).state == pb.RUNNING
+        for s in streams:
+            s.cancel()
+        # the slots come back: a new stream is admitted
+        assert wait_for(lambda: _admitted(c, job_id), 5)
+        c.cancel(job_id)
+    for cl in clients:
+        cl.close()
+
+
+def _admitted(client: Client, job_id: str) -> bool:
+    import grpc
+
+    try:
+        next(client.stub.Watch(pb.WatchRequest(job_id=job_id), timeout=2))
+        return True
+    except grpc.RpcError:
+        return False

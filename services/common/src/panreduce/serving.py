@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from panreduce import rpc
 from panreduce.jobs import JobManager
+from panreduce.liveness import Limited, StreamLimit
 from panreduce.metrics import RPCS
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
@@ -109,9 +110,12 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
     ``tls``: (certificate chain PEM, private key PEM) to serve TLS on the port.
     Health is NOT_SERVING until the caller calls ``set_serving(True)``.
     """
-    server = grpc.server(ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"rpc-{name}"),
+    # Long streams are bounded (panreduce.liveness); the pool holds them all plus
+    # ``max_workers`` threads for short calls and health checks.
+    limit = StreamLimit(name=name)
+    server = grpc.server(ThreadPoolExecutor(max_workers=limit.pool_size(max_workers), thread_name_prefix=f"rpc-{name}"),
                          options=rpc.SERVER_OPTIONS)
-    pb_grpc.add_ReducerServicer_to_server(servicer, server)
+    pb_grpc.add_ReducerServicer_to_server(Limited(servicer, limit), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
