@@ -352,3 +352,71 @@ def _admitted(client: Client, job_id: str) -> bool:
         return True
     except grpc.RpcError:
         return False
+
+
+# -- Ctrl-C and SIGTERM of the embedded platform ------------------------------------------------
+def _job_scratch(tmpdir: Path) -> list[Path]:
+    return [p for p in tmpdir.glob("panreduce-tomography/server-*/*") if p.is_dir()]
+
+
+def test_ctrl_c_in_the_embedded_cli_cancels_and_exits_130_within_2s(tmp_path, dataset):
+    """``panreduce reduce`` (embedded) running a 10 000-iteration SIRT: SIGINT cancels the
+    job and the command exits 130 within 2 s, leaving no output and no job scratch."""
+    import signal
+
+    from faults_support import Process
+
+    tooth = dataset("tomo/tooth/tooth.h5")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    params = {**long_job(tooth, iterations=10_000)}
+    args = ["reduce", "tomography", str(tooth), "-o", str(tmp_path / "out")]
+    for k, v in params.items():
+        args += ["-p", f"{k}={v}"]
+    proc = Process(args, tmp_path / "cli.log", env={"TMPDIR": str(tmpdir), "PANREDUCE_STORE": str(tmp_path / "s")})
+    try:
+        assert wait_for(lambda: _job_scratch(tmpdir) or proc.proc.poll() is not None, 90), proc.output()
+        assert proc.proc.poll() is None, proc.output()[-2000:]
+        time.sleep(2.0)  # into the iterations
+        t0 = time.monotonic()
+        proc.signal(signal.SIGINT)
+        code = proc.wait(30)
+        took = time.monotonic() - t0
+    finally:
+        proc.stop()
+    assert code == 130, proc.output()[-2000:]
+    assert took < 2.0, f"exited {took:.1f} s after Ctrl-C"
+    assert "cancel" in proc.output()
+    assert not (tmp_path / "out").exists()
+    assert not _job_scratch(tmpdir), "the job's scratch was left behind"
+
+
+def test_serve_exits_within_its_drain_on_sigterm_while_a_long_job_runs(tmp_path, dataset):
+    """``panreduce serve --drain-seconds 1`` with a 10 000-iteration SIRT running: SIGTERM
+    ends the process within a few seconds, and the job is left to resume, not cancelled."""
+    import signal
+
+    from faults_support import Process
+
+    tooth = dataset("tomo/tooth/tooth.h5")
+    port = free_port()
+    store = tmp_path / "store"
+    proc = Process(["serve", "--techniques", "tomography", "--port", str(port), "--store", str(store),
+                    "--drain-seconds", "1"], tmp_path / "serve.log", env={"TMPDIR": str(tmp_path)})
+    try:
+        wait_serving(f"127.0.0.1:{port}", 90, proc)
+        with Client(f"127.0.0.1:{port}", timeout=30) as client:
+            job = submit_one(client, [str(tooth)], long_job(tooth, iterations=10_000), str(tmp_path / "out"))
+            assert wait_for(lambda: _reconstructing(client, job.job_id), 60)
+        t0 = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        code = proc.wait(30)
+        took = time.monotonic() - t0
+    finally:
+        proc.stop()
+    assert code == 0, proc.output()[-2000:]
+    assert took < 6.0, f"serve took {took:.1f} s to stop (drain 1 s)"
+    from panreduce.sqlstore import SqliteJobStore
+
+    left = SqliteJobStore(store / "jobs.sqlite").get(job.job_id)
+    assert left.state == pb.QUEUED, pb.JobState.Name(left.state)  # unfinished: the next serve resumes it
