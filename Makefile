@@ -34,8 +34,8 @@ test-gpu: setup ## run the GPU tests (needs CUDA and torch: uv sync --extra gpu)
 test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
 
-bench-%: setup ## a benchmark table: make bench-platform, bench-sans, bench-saxs, bench-tomography, bench-ptychography
-	$(PY) benchmarks/bench_$*.py
+bench-%: setup ## a benchmark table: make bench-platform, bench-load (100 streaming clients, 60 s; BENCH_ARGS="--seconds 10" for a short run), bench-sans, bench-saxs, bench-tomography, bench-ptychography
+	$(PY) benchmarks/bench_$*.py $(BENCH_ARGS)
 
 bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra) for the side-by-side comparison
 	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet

@@ -420,3 +420,40 @@ def test_serve_exits_within_its_drain_on_sigterm_while_a_long_job_runs(tmp_path,
 
     left = SqliteJobStore(store / "jobs.sqlite").get(job.job_id)
     assert left.state == pb.QUEUED, pb.JobState.Name(left.state)  # unfinished: the next serve resumes it
+
+
+def test_a_replica_resumes_the_jobs_of_a_sigtermd_gateway(pg_database, platform_dir, dataset):
+    """Two gateway processes share a PostgreSQL job table. The one running a job gets
+    SIGTERM (drain 1 s): the job is left unfinished, not cancelled, and the other replica
+    claims it once the lease lapses and runs it to success."""
+    import os
+    import signal
+
+    tooth = dataset("tomo/tooth/tooth.h5")
+    d = platform_dir
+    sp = free_port()
+    _start(d, service("tomography", sp, d["store"], d["logs"]), sp)
+    env = {"PANREDUCE_DB_LEASE": "3", "PANREDUCE_DB_HEARTBEAT": "0.5", "PANREDUCE_CLAIM_SECONDS": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the gateway processes inherit it
+    try:
+        ports = [free_port(), free_port()]
+        gws = [_start(d, gateway([f"tomography=127.0.0.1:{sp}"], p, d["store"], d["logs"], "--db", pg_database,
+                                 "--drain-seconds", "1"), p) for p in ports]
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with Client(f"127.0.0.1:{ports[0]}", timeout=30) as client:
+        job = submit_one(client, [str(tooth)], long_job(tooth), str(d["tmp"] / "out"))
+        assert wait_for(lambda: _reconstructing(client, job.job_id), 60)
+    gws[0].signal(signal.SIGTERM)
+    assert gws[0].wait(20) == 0
+    with Client(f"127.0.0.1:{ports[1]}", timeout=120) as client:
+        final = client.wait(job.job_id)
+        logs = [e.log.message for e in client.watch(job.job_id) if e.HasField("log")]
+    assert final.state == pb.SUCCEEDED, final.failure.message
+    assert any("gateway shut down while the job ran; it will resume" in m for m in logs), logs
+    assert (d["tmp"] / "out" / "provenance.json").is_file()
