@@ -189,8 +189,10 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
         if not sets:
             raise errors.InvalidRequest("the shards hold no per-run ORSO files to merge")
         order = sorted(range(len(records)), key=lambda i: records[i]["index"])
-        return self._finish([sets[i] for i in order], [records[i] for i in order], params, ctx,
-                            call=_call(params), stitch_now=True, notes=[])
+        shards = {f.path.parent for f in inputs.files if f.path.name == "summary.json"}
+        summary = self._finish([sets[i] for i in order], [records[i] for i in order], params, ctx,
+                               call=_call(params), stitch_now=True, notes=[])
+        return {**summary, "shards": len(shards)}
 
     def _finish(self, sets: list, records: list[dict], params: ReflectometryParameters, ctx: Context, *,
                 call: str, stitch_now: bool, notes: list[str]) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""Hand-computable answers of the reduction arithmetic: TOF→λ, pixel 2θ, log bins,
+rebinning, SumInQ on a synthetic specular line, monitor normalisation, stitch factors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from panreduce_reflectometry import core
+from panreduce_reflectometry.instruments import OFFSPEC
+from panreduce_reflectometry.runs import TofRun, pixel_two_theta
+from panreduce_reflectometry.stitch import Curve, stitch
+
+
+def test_tof_to_wavelength_is_h_over_m_times_t_over_l():
+    # 10 ms over 10 m is 1000 m/s: λ = h/(m v) = 3.956034 Å
+    assert core.tof_to_wavelength(np.array([10_000.0]), 10.0)[0] == pytest.approx(3.956034, rel=1e-9)
+    # one row per flight path
+    lam = core.tof_to_wavelength(np.array([1000.0, 2000.0]), np.array([1.0, 2.0]))
+    np.testing.assert_allclose(lam, [[3.956034, 7.912068], [1.978017, 3.956034]])
+
+
+def test_q_from_wavelength_and_theta():
+    # θ = 30°: Q = 4π·0.5/λ = 2π/λ
+    assert core.wavelength_to_q(np.array([2.0]), math.radians(30.0))[0] == pytest.approx(math.pi)
+
+
+def _offspec_run(n_tof: int = 4) -> TofRun:
+    pixel = np.arange(OFFSPEC.n_pixels)
+    return TofRun(
+        source="synthetic", instrument=OFFSPEC, run_number="1", title="", start_time="", sample_name="",
+        counts=np.zeros((pixel.size, n_tof)), variances=np.zeros((pixel.size, n_tof)),
+        spectra=pixel + OFFSPEC.first_pixel_spectrum, tof_edges_us=np.linspace(1000, 5000, n_tof + 1),
+        pixel_y_m=OFFSPEC.first_pixel_y_m + pixel * OFFSPEC.pixel_pitch_m,
+        pixel_z_m=np.full(pixel.size, OFFSPEC.detector_distance_m), pixel_height_m=OFFSPEC.pixel_height_m,
+        source_to_sample_m=OFFSPEC.source_to_sample_m)
+
+
+def test_pixel_two_theta_of_the_offspec_worked_example():
+    # ROI 399-410 at ThetaIn 0.5°: the detector moves to y = 3.62·tan(1°) = 0.063187 m; the
+    # reference spectrum 404 is pixel 399 at y = 0.062939 m, so 2θ_R = 0.99607°
+    run = _offspec_run()
+    tt, width, l2 = pixel_two_theta(run, theta_deg=0.5)
+    p = 404 - OFFSPEC.first_pixel_spectrum
+    assert math.degrees(tt[p]) == pytest.approx(0.99607, abs=2e-5)
+    assert 3.62 * math.tan(math.radians(1.0)) == pytest.approx(0.063187, abs=1e-6)
+    assert l2[p] == pytest.approx(math.hypot(3.62, 0.062939), abs=1e-6)
+    # the angular height of a 0.5185 mm pixel at 3.62 m is h/L·cos²(2θ)
+    assert width[p] == pytest.approx(0.5185e-3 / 3.62 * math.cos(tt[p]) ** 2, rel=1e-4)
+
+
+def test_log_edges_follow_mantids_rebin_rule():
+    edges = core.log_edges(0.01, 0.0125, 0.03)
+    # 0.01, 0.0103, 0.010609, 0.01092727, 0.0112550881, 0.01159274 ... then q_max: the last step
+    # is taken while x + 1.25·step ≤ end
+    np.testing.assert_allclose(edges[:4], [0.01, 0.0103, 0.010609, 0.01092727])
+    assert edges[-1] == 0.0125
+    assert np.all(np.diff(edges) > 0)
+    # the edge before last still allowed one more step, the last log edge did not
+    assert edges[-3] * (1 + 1.25 * 0.03) <= 0.0125 < edges[-2] * (1 + 1.25 * 0.03)
+
+
+def test_aligned_log_edges_share_one_grid():
+    a = core.aligned_log_edges(0.011, 0.05, 0.03, 0.001)
+    b = core.aligned_log_edges(0.03, 0.2, 0.03, 0.001)
+    k_a = np.log(a / 0.001) / np.log(1.03)
+    np.testing.assert_allclose(k_a, np.round(k_a), atol=1e-9)
+    common = np.intersect1d(np.round(a, 12), np.round(b, 12))
+    assert common.size >= 2 and a[0] <= 0.011 and a[-1] >= 0.05
+
+
+def test_rebin_counts_conserves_and_shares_by_overlap():
+    edges = np.array([0.0, 1.0, 2.0, 3.0])
+    y = np.array([10.0, 20.0, 30.0])
+    new, var = core.rebin_counts(edges, y, y, np.array([0.5, 1.5, 3.0]))
+    np.testing.assert_allclose(new, [5 + 10, 10 + 30])
+    np.testing.assert_allclose(var, new)
+
+
+def test_rebin_distribution_averages_over_the_covered_width():
+    edges = np.array([0.0, 1.0, 2.0])
+    y = np.array([2.0, 4.0])
+    new, _ = core.rebin_distribution(edges, y, y, np.array([0.0, 2.0, 4.0]))
+    assert new[0] == pytest.approx(3.0)  # width average
+    assert np.isnan(new[1])  # no data there
+
+
+def test_sum_in_q_of_a_specular_line_conserves_counts_at_the_right_wavelength():
+    # a specular reflection seen by 5 pixels: each pixel holds counts at the λ of one Q
+    # (λ·sin(2θ_R)/sin(2θ) is the same for all): summing along constant Q puts all counts
+    # in the bin of that projected λ, whatever pixel they came from
+    two_theta = np.radians(np.array([0.98, 0.99, 1.00, 1.01, 1.02]))
+    width = np.full(5, np.radians(0.002))
+    lam_v = 6.0
+    two_theta_r = two_theta[2]
+    edges = np.linspace(2.0, 14.0, 1201)  # 0.01 Å bins
+    counts = np.zeros((5, 1200))
+    for p in range(5):
+        lam = lam_v * math.sin(two_theta[p]) / math.sin(two_theta_r)
+        counts[p, int((lam - 2.0) / 0.01)] = 100.0 * (p + 1)
+    out_edges = np.linspace(4.0, 8.0, 401)
+    y, var = core.sum_in_q(np.tile(edges, (5, 1)), counts, counts, two_theta=two_theta,
+                           two_theta_width=width, two_theta_r=two_theta_r, theta0=0.0,
+                           output_edges=out_edges)
+    assert y.sum() == pytest.approx(counts.sum(), rel=1e-12)
+    centre = np.sum(y * 0.5 * (out_edges[1:] + out_edges[:-1])) / y.sum()
+    assert centre == pytest.approx(lam_v, abs=0.01)
+    assert np.all(var >= 0)
+    # errors: shared linearly within a pixel (σ·f per bin, Σf = 1), so Σσ² ≤ Σ counts, with
+    # equality only when no input bin is split
+    assert 0 < var.sum() <= counts.sum() * (1 + 1e-12)
+    one, one_var = core.sum_in_q(edges, counts[2:3], counts[2:3], two_theta=two_theta[2:3],
+                                 two_theta_width=np.zeros(1), two_theta_r=two_theta_r, theta0=0.0,
+                                 output_edges=edges)
+    np.testing.assert_allclose(one, counts[2], atol=1e-9)  # the reference pixel maps onto itself
+    np.testing.assert_allclose(one_var, counts[2], atol=1e-9)
+
+
+def test_sum_in_q_refuses_pixels_below_the_horizon():
+    with pytest.raises(ValueError, match="horizon"):
+        core.sum_in_q(np.linspace(1, 2, 3), np.ones((1, 2)), np.ones((1, 2)), two_theta=np.array([0.001]),
+                      two_theta_width=np.array([0.01]), two_theta_r=0.01, theta0=0.0,
+                      output_edges=np.linspace(1, 2, 3))
+
+
+def test_monitor_normalisation_subtracts_a_flat_background_and_integrates_whole_bins():
+    edges = np.linspace(0.0, 20.0, 201)  # 0.1 Å bins
+    centre = 0.5 * (edges[1:] + edges[:-1])
+    signal = np.where((centre > 2) & (centre < 14), 50.0, 0.0)
+    counts = signal + 3.0  # flat background, 3 counts per bin = 30 per Å
+    m = core.integrate_monitor(edges, counts, background_angstrom=(15.0, 20.0),
+                               integration_angstrom=(2.0, 14.0))
+    assert m.background_rate == pytest.approx(30.0)
+    assert m.value == pytest.approx(120 * 50.0)  # 120 whole bins in 2-14 Å
+    assert m.variance == pytest.approx(120 * 53.0)
+
+
+def test_slit_resolution_of_inter_61440_is_its_titles_dq_q():
+    # INTER 61440 "dq/q=0.08": S1VG 3.543 mm, S2VG 0.687 mm, slits 1.923 m apart, θ = 0.8°
+    res = core.slit_resolution(slit1_mm=3.543, slit2_mm=0.687, slit_distance_mm=1923.0,
+                               theta_rad=math.radians(0.8))
+    assert res == pytest.approx(0.0788, abs=0.001)
+
+
+def _curve(edges, scale, lo, hi):
+    c = 0.5 * (edges[1:] + edges[:-1])
+    r = np.where((c >= lo) & (c <= hi), scale * c**-4, np.nan)
+    return Curve(edges, r, (0.01 * r) ** 2)
+
+
+def test_stitch_factors_of_two_overlapping_synthetic_curves():
+    edges = core.aligned_log_edges(0.01, 0.3, 0.03, 0.001)
+    lhs = _curve(edges, 1.0, 0.01, 0.06)
+    rhs = _curve(edges, 0.4, 0.04, 0.3)  # measured 2.5× too low
+    res = stitch([lhs, rhs])
+    assert res.factors[0] == 1.0
+    assert res.factors[1] == pytest.approx(2.5, rel=1e-9)
+    assert 0 < res.factor_errors[1] < 0.05
+    c = 0.5 * (res.curve.edges[1:] + res.curve.edges[:-1])
+    ok = np.isfinite(res.curve.r)
+    np.testing.assert_allclose(res.curve.r[ok], c[ok] ** -4, rtol=1e-9)
+    lo, hi = res.overlaps[1]
+    assert 0.039 < lo < 0.042 and 0.059 < hi < 0.062
+
+
+def test_manual_stitch_factors_are_used_as_given():
+    edges = core.aligned_log_edges(0.01, 0.3, 0.03, 0.001)
+    res = stitch([_curve(edges, 1.0, 0.01, 0.06), _curve(edges, 0.4, 0.04, 0.3)], manual_factors=[1.0, 2.0])
+    assert res.mode == "manual" and res.factors == [1.0, 2.0]
+
+
+def test_stitch_refuses_curves_that_do_not_overlap():
+    edges = core.aligned_log_edges(0.01, 0.3, 0.03, 0.001)
+    with pytest.raises(ValueError, match="overlap"):
+        stitch([_curve(edges, 1.0, 0.01, 0.03), _curve(edges, 1.0, 0.05, 0.3)])

@@ -1,0 +1,154 @@
+"""Physics on the real runs: Platypus 708-710 with the direct beam 711 (absolute R), the
+OFFSPEC polymer film 46992-46994 (SumInQ, monitor only) and INTER 61440."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from refl_helpers import fringe_period
+
+from panreduce_reflectometry import workflow
+from panreduce_reflectometry.params import ReflectometryParameters
+from panreduce_reflectometry.readers import read_run
+from panreduce_reflectometry.reduction import reduce_run
+
+pytestmark = pytest.mark.data
+
+# Si: SLD 2.07e-6 Å⁻², Qc = 4·sqrt(π·SLD) = 0.0102 1/Å
+SI_QC = 4.0 * math.sqrt(math.pi * 2.07e-6)
+
+
+def _reduce(runs, params, transmission=None):
+    p = ReflectometryParameters.model_validate(params)
+    step = workflow.common_step(runs, p)
+    sets, records = [], []
+    for i, run in enumerate(runs):
+        plan = workflow.plan_run(run, i, len(runs), p)
+        s, rec = workflow.reduce_one(run, plan, p, transmission=transmission, step=step, version="test", call="")
+        sets.append(s)
+        records.append(rec)
+    return p, sets, records
+
+
+@pytest.fixture(scope="module")
+def platypus(dataset):
+    runs = [read_run(dataset(f"platypus-refnx/PLP0000{n}.nx.hdf"), f"PLP0000{n}.nx.hdf") for n in (708, 709, 710)]
+    db = read_run(dataset("platypus-refnx/PLP0000711.nx.hdf"), "PLP0000711.nx.hdf")
+    p = ReflectometryParameters()
+    t, _ = workflow.build_transmission([db], p, sample_roi=None)
+    return _reduce(runs, {}, transmission=t) + (db,)
+
+
+def test_platypus_direct_beam_is_recognised_and_angles_come_from_the_logs(platypus):
+    _, _, records, db = platypus
+    assert db.is_direct_beam
+    assert [r["theta_deg"] for r in records] == pytest.approx([0.5, 2.0, 6.5])
+    assert all(r["theta_source"] == "log" and r["normalisation"] == "transmission" for r in records)
+
+
+def test_platypus_total_reflection_plateau_is_one(platypus):
+    _, sets, _, _ = platypus
+    s = sets[0]  # 708: the direct beam was measured with the same slits
+    plateau = (s.q > 0.0065) & (s.q < 0.009)
+    assert plateau.sum() >= 5
+    r = s.r[plateau]
+    assert np.median(r) == pytest.approx(1.0, abs=0.05)
+    assert np.all(np.abs(r - 1.0) < 0.07)
+
+
+def test_platypus_critical_edge_is_that_of_silicon(platypus):
+    _, sets, _, _ = platypus
+    s = sets[0]
+    # the first Q where R falls below 1/2
+    q_half = s.q[np.argmax((s.q > 0.007) & (s.r < 0.5))]
+    assert q_half == pytest.approx(SI_QC, rel=0.06)
+    # above the edge R falls roughly as Q^-4 (Fresnel): R·Q⁴ stays within a factor 3 over 0.02-0.035
+    hi = (s.q > 0.02) & (s.q < 0.035)
+    rq4 = s.r[hi] * s.q[hi] ** 4
+    assert rq4.max() / rq4.min() < 3
+
+
+def test_platypus_angles_agree_in_their_overlaps_after_scaling(platypus):
+    _, sets, records, _ = platypus
+    stitched, info = workflow.stitch_sets(sets, records, manual=None, version="test", call="")
+    factors = [f["factor"] for f in info["factors"]]
+    assert factors[0] == 1.0
+    # wider slits at higher angles: more intensity, factors below 1
+    assert 0.05 < factors[1] < 0.5 and 0.005 < factors[2] < factors[1]
+    for (a, ra), (b, rb) in ((sets[0], factors[0]), (sets[1], factors[1])), ((sets[1], factors[1]), (sets[2], factors[2])):
+        common, ia, ib = np.intersect1d(np.round(a.q, 10), np.round(b.q, 10), return_indices=True)
+        assert common.size >= 3
+        ratio = (b.r[ib] * rb) / (a.r[ia] * ra)
+        assert np.median(ratio) == pytest.approx(1.0, abs=0.1)
+    assert np.all(np.diff(stitched.q) > 0) and np.all(np.isfinite(stitched.r))
+
+
+@pytest.fixture(scope="module")
+def offspec(dataset):
+    runs = [read_run(dataset(f"offspec-polymer/raw/OFFSPEC0004699{n}.nxs"), f"OFFSPEC0004699{n}.nxs")
+            for n in (2, 3, 4)]
+    params = {"theta_deg": "0.5,1.5,2.5", "roi": "399-410,390-420,390-420", "summation": "q",
+              "reduction_type": "non_flat_sample", "dq_q": 0.03}
+    return runs, _reduce(runs, params)
+
+
+def test_offspec_reference_angles_and_q_range_match_the_isis_script(offspec):
+    _, (_, sets, records) = offspec
+    # 2θ_R of spectrum 404 at θ = 0.5° is 0.99607° (fact sheet); the ISIS script binned 46992
+    # between 0.0085 and 0.055 1/Å, its data range
+    assert records[0]["two_theta_r_deg"] == pytest.approx(0.99607, abs=2e-5)
+    assert [r["two_theta_r_deg"] for r in records[1:]] == pytest.approx([3.004, 5.004], abs=0.002)
+    assert 0.0075 < sets[0].q[0] < 0.0095 and 0.048 < sets[0].q[-1] < 0.056
+    assert all(r["normalisation"] == "monitor" for r in records)
+
+
+def test_offspec_kiessig_fringes_have_one_spacing_in_all_runs(dataset, offspec):
+    runs, _ = offspec
+    # finer bins (1 %) to resolve the fringes; each run where its fringes are strongest
+    p = ReflectometryParameters.model_validate({"theta_deg": "0.5,1.5,2.5", "roi": "399-410,390-420,390-420",
+                                                "summation": "q", "reduction_type": "non_flat_sample",
+                                                "dq_q": 0.01})
+    windows = ((0.011, 0.05), (0.025, 0.06), (0.041, 0.08))
+    periods = []
+    for i, (run, window) in enumerate(zip(runs, windows, strict=True)):
+        plan = workflow.plan_run(run, i, 3, p)
+        s, _ = workflow.reduce_one(run, plan, p, transmission=None, step=0.01, version="t", call="")
+        periods.append(fringe_period(s.q, s.r, *window))
+    # ΔQ = 2π/d: a ~90 nm film; the three angles agree within 10 %
+    assert all(0.0060 < per < 0.0078 for per in periods), periods
+    assert max(periods) / min(periods) < 1.10
+    assert 800 < 2 * math.pi / np.mean(periods) < 1050
+
+
+def test_offspec_sum_in_q_and_sum_in_lambda_agree_on_the_total_counts(offspec):
+    runs, _ = offspec
+    run = runs[0]
+    common = dict(theta_deg=0.5, roi=(399, 410), background_roi=None, reduction_type="non_flat_sample",
+                  wavelength_range=(2.0, 14.0), monitor_background=(15.0, 20.0),
+                  monitor_integration=(2.0, 14.0), transmission=None)
+    in_q = reduce_run(run, summation="q", **common)
+    in_lambda = reduce_run(run, summation="lambda", **common)
+    # summation in Q only moves counts between λ bins; its output range is cropped to the
+    # projection of the λ range through the inner pixel corners, which loses a few per cent
+    assert 0.9 * in_lambda.r.sum() < in_q.r.sum() <= in_lambda.r.sum()
+    lam_v = 0.5 * (in_q.lambda_edges[1:] + in_q.lambda_edges[:-1])
+    lam = 0.5 * (in_lambda.lambda_edges[1:] + in_lambda.lambda_edges[:-1])
+    inside = (lam > lam_v[0] + 0.2) & (lam < lam_v[-1] - 0.2)
+    inside_v = (lam_v > lam_v[0] + 0.2) & (lam_v < lam_v[-1] - 0.2)
+    assert in_q.r[::-1][inside_v].sum() == pytest.approx(in_lambda.r[::-1][inside].sum(), rel=0.02)
+
+
+def test_inter_61440_reduces_with_its_logged_angle_and_slit_resolution(dataset):
+    run = read_run(dataset("inter-61440/INTER_61440_TOF_MantidSave.nxs"), "INTER_61440_TOF_MantidSave.nxs")
+    assert run.theta_log_deg == pytest.approx(0.8, abs=1e-3)
+    _, sets, records = _reduce([run], {"roi": "70-90", "background_roi": "115-130",
+                                       "wavelength_range": "1.2-17", "dq_q": 0.02})
+    rec, s = records[0], sets[0]
+    assert rec["theta_source"] == "log" and rec["resolution_from"] == "slits"
+    assert rec["resolution_dq_q"] == pytest.approx(0.079, abs=0.002)  # the title's "dq/q=0.08"
+    # Mantid's reduction spanned 0.0103-0.1458 1/Å
+    assert s.q[0] == pytest.approx(0.0103, rel=0.1) and s.q[-1] == pytest.approx(0.1458, rel=0.1)
+    # D2O/air: R falls by > 2 decades over the range, and is positive where counts are
+    assert s.r[:5].mean() / s.r[-5:].mean() > 100
