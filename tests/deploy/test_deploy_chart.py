@@ -16,7 +16,7 @@ from deploy_support import (
     selects,
 )
 
-TECHNIQUES = {"scan", "sans", "saxs", "tomography", "ptychography", "stem4d", "reflectometry"}
+TECHNIQUES = {"scan", "sans", "saxs", "tomography", "ptychography", "stem4d", "reflectometry", "serial_crystallography"}
 GPU_CAPABLE = {"tomography", "ptychography"}
 
 
@@ -116,7 +116,7 @@ def test_drain_fits_in_the_grace_period(default_render):
 
 def test_secure_pod_defaults(default_render):
     pods = [pod_spec(d) for d in default_render.of("Deployment")] + [d["spec"] for d in default_render.of("Pod")]
-    assert len(pods) == 7
+    assert len(pods) == len(TECHNIQUES) + 2  # the techniques, the gateway, the helm test pod
     for spec in pods:
         assert spec["automountServiceAccountToken"] is False
         psc = spec["securityContext"]

@@ -17,9 +17,10 @@
 {{- end }}
 
 {{/* <fullname>-<component>: the Deployment and Service name of a component (gateway or a
-technique); a technique's Service is how the gateway finds it. */}}
+technique); a technique's Service is how the gateway finds it. Kubernetes names take no
+'_': a technique named a_b is served by <fullname>-a-b. */}}
 {{- define "panreduce.componentName" -}}
-{{- printf "%s-%s" (include "panreduce.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-%s" (include "panreduce.fullname" .root) (.component | replace "_" "-") | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "panreduce.serviceAccountName" -}}
