@@ -116,7 +116,7 @@ def test_publish_is_all_or_nothing_and_never_overwrites(tmp_path):
 
 def test_upload_area_refuses_path_traversal(tmp_path):
     stores = Stores(tmp_path)
-    with pytest.raises(errors.InvalidRequest, match="leaves"):
+    with pytest.raises(errors.PermissionDenied, match="'..'"):  # one rule for '..' (panreduce.locations)
         stores.uploads.path_of("upload://../../etc/passwd")
 
 

@@ -14,15 +14,13 @@ import hashlib
 import hmac
 import json
 import os
-import posixpath
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
 
 import grpc
 
-from panreduce import errors
+from panreduce import errors, locations
 
 
 @dataclass(frozen=True)
@@ -174,44 +172,52 @@ class Access:
         return requested
 
     # -- URIs ---------------------------------------------------------------------------
-    def check_uri(self, identity: Identity, proposal: str, uri: str, *, upload_root: str = "upload://") -> None:
-        """Refuse URIs with '..' segments, and any outside the proposal's prefixes."""
-        normal = normalise_uri(uri)
-        if uri.startswith(upload_root):
-            parts = urlparse(uri)
-            owner = parts.netloc
-            if self.enabled and not identity.may_see(owner):
-                raise errors.PermissionDenied(f"{uri} belongs to another proposal")
-            return
+    def allowed(self, proposal: str) -> list[locations.Location]:
+        """The resolved locations a proposal may read and write (its prefix templates)."""
+        return locations.resolve_prefixes(self.prefixes, proposal)
+
+    def check_uri(self, identity: Identity, proposal: str, uri: str, *,
+                  uploads: Path | None = None) -> locations.Location:
+        """Resolve ``uri`` once (panreduce.locations: decoded once, normalised, links
+        resolved, uploads mapped into ``uploads``) and refuse it outside the proposal's
+        prefixes, compared component by component. Returns the resolved location: the
+        only one to open or pass on."""
+        loc = locations.resolve(uri, roots={"upload": uploads} if uploads is not None else None)
+        if loc.scheme == "upload":
+            if self.enabled and not identity.may_see(loc.namespace):
+                raise errors.PermissionDenied(f"{locations.shown(uri)} belongs to another proposal")
+            return loc
         if not self.prefixes or (identity.admin and not proposal):
-            return
-        allowed = [normalise_uri(t.format(proposal=proposal)) for t in self.prefixes]
-        if not any(normal == a.rstrip("/") or normal.startswith(a.rstrip("/") + "/") for a in allowed):
+            return loc
+        allowed = self.allowed(proposal)
+        if not locations.is_within_any(loc, allowed):
             raise errors.PermissionDenied(
-                f"{uri} is outside the locations of proposal {proposal!r} ({', '.join(allowed)})")
+                f"{locations.shown(uri)} is outside the locations of proposal {proposal!r} "
+                f"({', '.join(a.uri for a in allowed)})")
+        return loc
 
-
-    def check_readable(self, identity: Identity, uri: str) -> None:
-        """A URI the caller may read: under the prefixes of one of its proposals."""
-        normalise_uri(uri)
+    def check_readable(self, identity: Identity, uri: str, *, uploads: Path | None = None) -> locations.Location:
+        """A location the caller may read (resolved): under the prefixes of one of its
+        proposals, or an upload of one of them."""
+        loc = locations.resolve(uri, roots={"upload": uploads} if uploads is not None else None)
         if not self.enabled or identity.proposals is None:
-            return
+            return loc
         denied: errors.PermissionDenied | None = None
         for proposal in sorted(identity.proposals) or [""]:
             try:
-                self.check_uri(identity, proposal, uri)
-                return
+                return self.check_uri(identity, proposal, uri, uploads=uploads)
             except errors.PermissionDenied as exc:
                 denied = exc
-        raise denied or errors.PermissionDenied(f"{uri} is outside your proposals' locations")
+        raise denied or errors.PermissionDenied(f"{locations.shown(uri)} is outside your proposals' locations")
+
+    def readable_roots(self, identity: Identity) -> list[Path] | None:
+        """The local folders the caller may read (for HDF5 links); None: anywhere."""
+        if not self.enabled or identity.proposals is None or not self.prefixes:
+            return None
+        return [a.local for p in sorted(identity.proposals) for a in self.allowed(p) if a.local is not None]
 
 
 def normalise_uri(uri: str) -> str:
-    """A canonical form for prefix checks; refuses '..' anywhere in the path."""
-    parsed = urlparse(uri) if "://" in uri else None
-    path = parsed.path if parsed else uri
-    if any(part == ".." for part in path.split("/")) or "\\" in path or "\x00" in uri:
-        raise errors.PermissionDenied(f"{uri}: '..' and backslashes are not allowed in URIs")
-    if parsed is None or parsed.scheme == "file":
-        return posixpath.normpath(os.path.abspath(path)) + ("/" if uri.endswith("/") else "")
-    return f"{parsed.scheme}://{parsed.netloc}{posixpath.normpath(path) if path not in ('', '/') else '/'}".rstrip(".")
+    """The canonical form of a location (panreduce.locations.resolve): decoded once,
+    normalised, links resolved; refuses '..', double encoding, NUL and the like."""
+    return locations.resolve(uri).uri

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, errors, metadata, rpc
+from panreduce import __version__, errors, locations, metadata, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id
 from panreduce.kit.server import deadline_of, list_jobs, reduce_stream
 from panreduce.serving import rpc_method
@@ -204,11 +204,36 @@ class GatewayService(pb_grpc.ReducerServicer):
             raise errors.JobNotFound(job_id)
         return job
 
-    def _check_request_uris(self, identity: Identity, proposal: str, request: pb.ReduceRequest) -> None:
+    def _check_request_uris(self, identity: Identity, proposal: str,
+                            request: pb.ReduceRequest) -> tuple[list[str], str]:
+        """Resolve every input and the output once (panreduce.locations) and check the
+        resolved locations; returns them as they are passed on (inputs, output)."""
+        inputs = []
         for uri in request.inputs:
-            self.access.check_uri(identity, proposal, uri)
+            loc = self._check_input(identity, proposal, uri)
+            if loc.scheme == "upload" and loc.local is not None:
+                inputs.append(str(loc.local) + ("/" if loc.is_prefix else ""))
+            else:
+                inputs.append(loc.uri)
+        output = ""
         if request.output:
-            self.access.check_uri(identity, proposal, request.output)
+            output = self.access.check_uri(identity, proposal, request.output, uploads=self.stores.uploads.root).uri
+        return inputs, output
+
+    def _check_input(self, identity: Identity, proposal: str, uri: str) -> locations.Location:
+        """An input's resolved location; a local folder's files are resolved one by one
+        too, so that a link inside it cannot reach outside the proposal's locations."""
+        loc = self.access.check_uri(identity, proposal, uri, uploads=self.stores.uploads.root)
+        restricted = self.access.prefixes and not (identity.admin and not proposal)
+        if restricted and loc.scheme == "file" and loc.local is not None and loc.local.is_dir():
+            for ref in self.stores.local.list(loc.uri):
+                try:
+                    self.access.check_uri(identity, proposal, ref.uri)
+                except errors.PermissionDenied:
+                    raise errors.PermissionDenied(
+                        f"{locations.shown(uri)}: {locations.shown(ref.name)} is a link to a location outside the "
+                        f"locations of proposal {proposal!r}; it is not followed") from None
+        return loc
 
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
@@ -237,14 +262,16 @@ class GatewayService(pb_grpc.ReducerServicer):
                 if not identity.may_see(existing.proposal):
                     raise errors.FailedPrecondition("this idempotency key is already used")
                 return existing
-        self._check_request_uris(identity, proposal, request)
+        inputs, output = self._check_request_uris(identity, proposal, request)
         check_inputs_exist(self.stores, list(request.inputs))
         job_id = new_job_id()
         req = pb.ReduceRequest()
         req.CopyFrom(request)
         if proposal:
             req.labels["proposal"] = proposal
-        req.inputs[:] = [self._upstream_uri(u) for u in request.inputs]
+        req.inputs[:] = inputs  # resolved once: nothing downstream decodes again
+        if output:
+            req.output = output
         if not req.output:
             req.output = self.stores.default_output(job_id)
         shards = self._shard_count(req)
@@ -337,24 +364,35 @@ class GatewayService(pb_grpc.ReducerServicer):
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001
         identity = self.access.identify(context)
-        self.access.check_readable(identity, request.uri)
-        return metadata.of_uri(self.stores, request.uri)
+        loc = self.access.check_readable(identity, request.uri, uploads=self.stores.uploads.root)
+        return metadata.of_uri(self.stores, loc.uri, roots=self._readable_roots(identity), cancelled=lambda: not
+                               context.is_active())
+
+    def _readable_roots(self, identity: Identity) -> list[Path]:
+        """Where the HDF5 links of a file the caller reads may lead: its proposals'
+        locations and uploads (anywhere when access is not restricted)."""
+        roots = self.access.readable_roots(identity)
+        if roots is None:
+            return [Path("/")]
+        uploads = self.stores.uploads.root
+        return [*roots, *(uploads / p for p in sorted(identity.proposals or ()) if uploads is not None)]
 
     def _downloadable(self, identity: Identity, uri: str) -> str:
         """Uploads of the caller's proposals and outputs of jobs it may see."""
         store = self.stores.for_uri(uri)
         if store is self.stores.uploads:
-            self.access.check_uri(identity, "", uri)
-            return uri
-        wanted = self.stores.local.path_of(uri) if store is self.stores.local else None
+            return self.access.check_uri(identity, "", uri, uploads=self.stores.uploads.root).uri
+        wanted = self.stores.local.path_of(uri) if store is self.stores.local else None  # resolved once
+        answer = str(wanted) if wanted is not None else locations.resolve(uri).uri
         for job in self.manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):
             if not identity.may_see(job.proposal):
                 continue
             for o in job.result.outputs:
-                if o.uri == uri or (wanted is not None and "://" not in o.uri and Path(o.uri) == wanted):
-                    return uri
+                if o.uri == uri or (wanted is not None and "://" not in o.uri
+                                    and locations.real_path(o.uri) == wanted):
+                    return answer
         if identity is ANONYMOUS and wanted is not None and self.stores.root in wanted.parents:
-            return uri
+            return answer
         raise errors.PermissionDenied(f"{uri} is not an output of a job you may see, nor one of your uploads")
 
     # -- relaying a job ---------------------------------------------------------------

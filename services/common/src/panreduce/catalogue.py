@@ -9,11 +9,17 @@ joined with "; " (at most a few), placeholders (blank, "Default Sample") are dro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 import h5py
 
+from panreduce import errors, locations
+from panreduce.kit.readers import input_roots
 from panreduce.kit.technique import StagedFile
+
+log = logging.getLogger("panreduce.catalogue")
 
 KEYS = ("sample", "user", "proposal", "title", "start_time", "instrument")
 PLACEHOLDERS = {"", "default sample", "none", "unknown", "n/a"}
@@ -36,12 +42,15 @@ def _nx_class(obj: h5py.HLObject) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def from_nexus(path: str) -> dict[str, list[str]]:
-    """Catalogue fields of one NeXus/HDF5 file (empty when it is not one)."""
+def from_nexus(path: str, *, roots: Iterable[Path] | None = None) -> dict[str, list[str]]:
+    """Catalogue fields of one NeXus/HDF5 file (empty when it is not one). Its external
+    links, virtual-dataset sources and external storage must resolve inside ``roots``
+    (default: the file's folder), else PermissionDenied before anything is read."""
     found: dict[str, list[str]] = {k: [] for k in KEYS}
     if not h5py.is_hdf5(path):
         return found
     with h5py.File(path, "r") as f:
+        locations.check_hdf5_references(f, path, locations.hdf5_roots(path) if roots is None else roots)
         for entry in f.values():
             if not isinstance(entry, h5py.Group):
                 continue
@@ -67,8 +76,11 @@ def extract(files: Iterable[StagedFile]) -> dict[str, str]:
         if i >= MAX_FILES:
             break
         try:
-            one = from_nexus(str(f.path))
-        except (OSError, RuntimeError, ValueError, KeyError):
+            one = from_nexus(str(f.path), roots=input_roots(f))
+        except errors.PermissionDenied as exc:
+            log.warning("catalogue: %s", exc)
+            continue
+        except (OSError, RuntimeError, ValueError, KeyError, errors.PanReduceError):
             continue  # unreadable inputs are the technique's to report
         for key, vals in one.items():
             for v in vals:

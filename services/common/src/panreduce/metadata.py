@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,54 +157,111 @@ def _dataset_value(ds: h5py.Dataset) -> Any:
     return _jsonable(ds[()])
 
 
-def extract(path: Path | str, source: str | None = None) -> Metadata:
+@dataclass(frozen=True)
+class WalkLimits:
+    """Bounds of one metadata walk: a file that needs more is InputTooLarge."""
+
+    max_depth: int = 64  # group nesting
+    max_records: int = 100_000  # records returned
+    max_objects: int = 200_000  # links looked at
+    max_seconds: float = 30.0  # wall-clock time
+
+
+def extract(path: Path | str, source: str | None = None, *, roots: Iterable[Path] | None = None,
+            limits: WalkLimits | None = None, cancelled: Callable[[], bool] | None = None) -> Metadata:
     """Every metadata field of a NeXus/HDF5 file and the sample/instrument/user summary.
 
+    Each object is visited once (hard-link cycles and shared groups are listed once, the
+    second path as a link record); the walk stops at ``limits`` (InputTooLarge) and when
+    ``cancelled()`` turns true (JobCancelled). External links, virtual-dataset sources and
+    external storage must resolve inside ``roots`` (see ``panreduce.kit.readers.open_hdf5``).
     Raises ``InvalidInput`` (naming the file) for a file that is not readable HDF5."""
     from panreduce.kit.readers import open_hdf5
 
     path = Path(path)
     name = source or path.name
     records: list[Record] = []
-    with open_hdf5(path, name) as f:
-        _walk(f, "", records)
+    with open_hdf5(path, name, roots=roots) as f:
+        _walk(f, records, limits or WalkLimits(), cancelled, name)
     return Metadata(file=name, records=records, summary=summarise(records))
 
 
-def _walk(group: h5py.Group, gclass: str, out: list[Record]) -> None:
-    gpath = group.name if group.name != "/" else ""
-    for key, val in group.attrs.items():
-        if key in ("NX_class",):
-            continue
-        out.append(Record(f"{gpath or '/'}@{key}", _jsonable(val), "", gclass, "attribute"))
-    for key in group:
-        link = group.get(key, getlink=True)
-        if isinstance(link, h5py.ExternalLink | h5py.SoftLink):
-            try:
-                obj = group[key]
-            except (KeyError, OSError):
-                target = f"{link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink) else link.path
-                out.append(Record(f"{gpath}/{key}", {"link": target, "resolved": False}, "", gclass))
+def _object_token(obj: h5py.HLObject) -> tuple[int, int]:
+    info = h5py.h5o.get_info(obj.id)
+    return (info.fileno, info.addr)
+
+
+def _walk(root: h5py.Group, out: list[Record], limits: WalkLimits, cancelled: Callable[[], bool] | None,
+          name: str) -> None:
+    """Depth-first over the file without recursion; each object once."""
+    started = time.monotonic()
+    seen: dict[tuple[int, int], str] = {_object_token(root): "/"}
+    looked = 0
+    stack: list[tuple[h5py.Group, str, int]] = [(root, "", 0)]
+
+    def add(record: Record) -> None:
+        if len(out) >= limits.max_records:
+            raise errors.InputTooLarge(f"{name} (metadata records)", len(out) + 1, limits.max_records)
+        out.append(record)
+
+    while stack:
+        group, gclass, depth = stack.pop()
+        gpath = group.name if group.name != "/" else ""
+        for key, val in group.attrs.items():
+            if key in ("NX_class",):
                 continue
-            if isinstance(link, h5py.SoftLink):
-                out.append(Record(f"{gpath}/{key}", {"link": link.path}, "", gclass))
-                continue
-        else:
-            obj = group[key]
-        if isinstance(obj, h5py.Group):
-            _walk(obj, _class_of(obj), out)
-        elif isinstance(obj, h5py.Dataset):
-            units = obj.attrs.get("units", obj.attrs.get("unit", ""))
-            try:
-                value = _dataset_value(obj)
-            except (OSError, TypeError, ValueError) as exc:
-                value = {"unreadable": str(exc)[:200]}
-            out.append(Record(f"{gpath}/{key}", value, _text(units) if not isinstance(units, np.ndarray)
-                              else _text(units.ravel()[0]) if units.size else "", gclass))
-            for akey, aval in obj.attrs.items():
-                if akey in ("units", "unit"):
+            add(Record(f"{gpath or '/'}@{key}", _jsonable(val), "", gclass, "attribute"))
+        children: list[tuple[h5py.Group, str, int]] = []
+        for key in group:
+            looked += 1
+            if looked % 256 == 0 or looked > limits.max_objects:
+                if looked > limits.max_objects:
+                    raise errors.InputTooLarge(f"{name} (objects)", looked, limits.max_objects)
+                if cancelled is not None and cancelled():
+                    raise errors.JobCancelled("cancelled while reading metadata")
+                if time.monotonic() - started > limits.max_seconds:
+                    raise errors.InputTooLarge(f"{name} (seconds to read its metadata)",
+                                               int(time.monotonic() - started), int(limits.max_seconds))
+            here = f"{gpath}/{key}"
+            link = group.get(key, getlink=True)
+            if isinstance(link, h5py.ExternalLink | h5py.SoftLink):
+                try:
+                    obj = group[key]
+                except (KeyError, OSError):
+                    target = f"{link.filename}:{link.path}" if isinstance(link, h5py.ExternalLink) else link.path
+                    add(Record(here, {"link": target, "resolved": False}, "", gclass))
                     continue
-                out.append(Record(f"{gpath}/{key}@{akey}", _jsonable(aval), "", gclass, "attribute"))
+                if isinstance(link, h5py.SoftLink):
+                    add(Record(here, {"link": link.path}, "", gclass))
+                    continue
+            else:
+                try:
+                    obj = group[key]
+                except (KeyError, OSError):
+                    add(Record(here, {"unreadable": "the object cannot be opened"}, "", gclass))
+                    continue
+            token = _object_token(obj)
+            if token in seen:  # a second path to an object already listed (or a cycle)
+                add(Record(here, {"link": seen[token]}, "", gclass))
+                continue
+            seen[token] = here
+            if isinstance(obj, h5py.Group):
+                if depth + 1 > limits.max_depth:
+                    raise errors.InputTooLarge(f"{name} (group nesting)", depth + 1, limits.max_depth)
+                children.append((obj, _class_of(obj), depth + 1))
+            elif isinstance(obj, h5py.Dataset):
+                units = obj.attrs.get("units", obj.attrs.get("unit", ""))
+                try:
+                    value = _dataset_value(obj)
+                except (OSError, TypeError, ValueError) as exc:
+                    value = {"unreadable": str(exc)[:200]}
+                add(Record(here, value, _text(units) if not isinstance(units, np.ndarray)
+                           else _text(units.ravel()[0]) if units.size else "", gclass))
+                for akey, aval in obj.attrs.items():
+                    if akey in ("units", "unit"):
+                        continue
+                    add(Record(f"{here}@{akey}", _jsonable(aval), "", gclass, "attribute"))
+        stack.extend(reversed(children))
 
 
 def to_message(m: Metadata, uri: str):  # noqa: ANN201
@@ -217,22 +276,28 @@ def to_message(m: Metadata, uri: str):  # noqa: ANN201
     )
 
 
-def of_uri(stores, uri: str):  # noqa: ANN001, ANN201
-    """The GetMetadata response for one file or object known to ``stores``."""
+def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,  # noqa: ANN001, ANN201
+           cancelled: Callable[[], bool] | None = None):
+    """The GetMetadata response for one file or object known to ``stores``; ``roots``:
+    folders (besides the file's own) its HDF5 references may resolve into."""
     import shutil
     import tempfile
 
+    from panreduce.locations import hdf5_roots
     from panreduce.storage import LocalStore
 
     store = stores.for_uri(uri)
     refs = store.list(uri)
     if len(refs) != 1 or uri.endswith("/"):
         raise errors.InvalidRequest(f"{uri}: name one file, not a folder or prefix ({len(refs)} objects)")
+    extra = list(roots or ())
     if isinstance(store, LocalStore):
-        return to_message(extract(store.path_of(uri), source=uri), uri)
+        path = store.path_of(uri)
+        return to_message(extract(path, source=uri, roots=hdf5_roots(path, extra), cancelled=cancelled), uri)
     scratch = Path(tempfile.mkdtemp(prefix="panreduce-metadata-"))
     try:
-        return to_message(extract(store.stage(refs[0], scratch), source=uri), uri)
+        path = store.stage(refs[0], scratch)
+        return to_message(extract(path, source=uri, roots=hdf5_roots(path, extra), cancelled=cancelled), uri)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -12,6 +12,7 @@ destination so that no half-written file is ever visible under its final name.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import uuid
@@ -19,12 +20,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-from panreduce import errors
+from panreduce import errors, locations
 from panreduce.kit.technique import Inputs, StagedFile, StagedInput
 
 CHUNK = 1 << 20
+log = logging.getLogger("panreduce.storage")
 
 
 @dataclass(frozen=True)
@@ -84,20 +86,23 @@ class LocalStore(Store):
         self.root = root.resolve() if root is not None else None
         self.scheme = scheme
 
-    def path_of(self, uri: str) -> Path:
+    def location(self, uri: str) -> locations.Location:
+        """``uri`` resolved once (panreduce.locations): decoded, normalised, symbolic
+        links resolved; under a root, refused when it leaves the area of its namespace."""
         if self.root is None:
-            parsed = urlparse(uri)
-            raw = unquote(parsed.path) if parsed.scheme == "file" else uri
-            p = Path(raw).expanduser()
-            if not p.is_absolute():
-                p = Path.cwd() / p
-            return Path(os.path.normpath(p))
-        parsed = urlparse(uri)
-        rel = (parsed.netloc + unquote(parsed.path)).lstrip("/")
-        p = Path(os.path.normpath(self.root / rel))
-        if p != self.root and self.root not in p.parents:
-            raise errors.InvalidRequest(f"{uri}: path leaves the {self.scheme} area")
-        return p
+            loc = locations.resolve(uri)
+            if loc.scheme != "file" or loc.local is None:
+                raise errors.InvalidRequest(f"{locations.shown(uri)}: not a local file location")
+            return loc
+        if not uri.startswith(f"{self.scheme}://"):
+            raise errors.InvalidRequest(f"{locations.shown(uri)}: not a {self.scheme}:// location")
+        loc = locations.resolve(uri, roots={self.scheme: self.root})
+        assert loc.local is not None
+        return loc
+
+    def path_of(self, uri: str) -> Path:
+        """The resolved local path of ``uri`` (the only path that is opened)."""
+        return self.location(uri).local  # type: ignore[return-value]
 
     def uri_of(self, path: Path) -> str:
         if self.root is None:
@@ -112,11 +117,15 @@ class LocalStore(Store):
         if p.is_file():
             return [ObjectRef(self.uri_of(p), p.name, p.stat().st_size)]
         if p.is_dir():
-            refs = [
-                ObjectRef(self.uri_of(f), f.relative_to(p).as_posix(), f.stat().st_size)
-                for f in sorted(p.rglob("*"))
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            ]
+            refs = []
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p)
+                if any(part.startswith(".") for part in rel.parts) or not f.is_file():
+                    continue
+                if "%" in rel.as_posix() or any(ord(c) < 0x20 for c in rel.as_posix()):
+                    log.warning("listing %s: skipped %r (a name locations may not hold)", uri, rel.as_posix())
+                    continue
+                refs.append(ObjectRef(self.uri_of(f), rel.as_posix(), f.stat().st_size))
             if not refs:
                 raise errors.InputNotFound(uri, "the folder holds no files")
             return refs
@@ -148,6 +157,10 @@ class LocalStore(Store):
     def publish(self, files: list[tuple[Path, str]], dest: str) -> list[str]:
         dest_dir = self.path_of(dest.rstrip("/") or "/")
         targets = [(src, dest_dir / name) for src, name in files]
+        for _, target in targets:  # a link already in the folder must not carry a result elsewhere
+            real = locations.real_path(str(target))
+            if dest_dir not in real.parents:
+                raise errors.PermissionDenied(f"output {locations.shown(str(target))} resolves outside {dest_dir}")
         clashes = [str(t) for _, t in targets if t.exists()]
         if clashes:
             raise errors.FailedPrecondition(
@@ -273,7 +286,9 @@ def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
             if on_file is not None:
                 on_file(ref)
         prefix = store.is_prefix(uri)
-        if prefix:
+        if prefix and isinstance(store, LocalStore):
+            root = store.path_of(uri)  # files of the folder may be links to elsewhere
+        elif prefix:
             first = staged[0]
             root = first.path
             for _ in Path(first.name).parts:

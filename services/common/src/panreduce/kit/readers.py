@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, locations
 from panreduce.kit.technique import StagedFile
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 @contextmanager
-def open_hdf5(file: StagedFile | Path | str, source: str | None = None) -> Iterator[h5py.File]:
+def open_hdf5(file: StagedFile | Path | str, source: str | None = None, *,
+              roots: Iterable[Path] | None = None) -> Iterator[h5py.File]:
     """Open an HDF5/NeXus input read-only; a file that is not HDF5, or is truncated or
-    corrupt, raises InvalidInput naming it."""
+    corrupt, raises InvalidInput naming it.
+
+    Before anything is read, the file's external links, virtual-dataset sources and
+    external raw storage are resolved and must lie inside ``roots`` (default:
+    :func:`input_roots`, the directory tree of the input the file was staged from);
+    otherwise PermissionDenied, and nothing outside is opened."""
     path = Path(file.path if isinstance(file, StagedFile) else file)
     name = source or (file.name if isinstance(file, StagedFile) else path.name)
     try:
@@ -33,6 +39,10 @@ def open_hdf5(file: StagedFile | Path | str, source: str | None = None) -> Itera
     except OSError as exc:
         raise errors.InvalidInput(name, f"is a damaged or truncated HDF5 file ({exc})") from None
     try:
+        try:
+            locations.check_hdf5_references(f, path, input_roots(file) if roots is None else roots, source=name)
+        except (OSError, RuntimeError) as exc:
+            raise errors.InvalidInput(name, f"is a damaged HDF5 file: its links cannot be listed ({exc})") from None
         yield f
     except (OSError, RuntimeError, KeyError) as exc:
         # h5py's own errors: a missing object, or bytes past the end of a truncated file.
@@ -45,6 +55,18 @@ def open_hdf5(file: StagedFile | Path | str, source: str | None = None) -> Itera
         raise
     finally:
         f.close()
+
+
+def input_roots(file: StagedFile | Path | str) -> list[Path]:
+    """Where an input's HDF5 references may point by default: the directory tree of the
+    input it belongs to (the folder named, or a single file's folder), as named and
+    resolved."""
+    if isinstance(file, StagedFile):
+        top = Path(file.path)
+        for _ in Path(file.name).parts:
+            top = top.parent
+        return [locations.real_path(str(top)), *locations.hdf5_roots(file.path)]
+    return locations.hdf5_roots(file)
 
 
 def require_dataset(group: h5py.Group, path: str, source: str) -> h5py.Dataset:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, catalogue, errors, metadata, provenance
+from panreduce import __version__, catalogue, errors, locations, metadata, provenance
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
 from panreduce.kit.scratch import ScratchArea
@@ -282,13 +282,20 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
     """Only the server's own store area and the outputs of its jobs may be downloaded."""
     store = stores.for_uri(uri)
     if store is stores.uploads:
-        return uri
+        return stores.uploads.location(uri).uri  # resolved once (panreduce.locations)
+    if store is not stores.local:
+        locations.resolve(uri)  # refuses double encoding, '..' and the like
+        for job in manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):
+            if any(o.uri == uri for o in job.result.outputs):
+                return uri
+        raise errors.PermissionDenied(f"{locations.shown(uri)} is not an output of this server's jobs")
     path = stores.local.path_of(uri)
     if path == stores.root or stores.root in path.parents:
-        return uri
+        return str(path)
     for job in manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):
-        if any(o.uri == uri or stores.local.path_of(o.uri) == path for o in job.result.outputs):
-            return uri
+        if any(o.uri == uri or ("://" not in o.uri and locations.real_path(o.uri) == path)
+               for o in job.result.outputs):
+            return str(path)
     raise errors.PermissionDenied(f"{uri} is neither in this server's store nor an output of its jobs")
 
 

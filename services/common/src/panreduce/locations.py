@@ -1,0 +1,323 @@
+"""One resolution of every location a caller names, before any check and any open.
+
+A location is a URI (``file:///abs/path``, ``upload://NAMESPACE/ID/NAME``,
+``s3://bucket/key``) or a plain local path. :func:`resolve` turns it, exactly once, into
+a :class:`Location`:
+
+1. percent-decode exactly once (``file://``, ``upload://`` and object-store URIs; a plain
+   path is taken literally). A ``%`` still present afterwards (double encoding such as
+   ``%252e``), NUL or other control characters, backslashes, a query or fragment,
+   ``..`` segments and empty segments (``//``) are refused — never repaired;
+2. normalise (``.`` segments dropped, relative plain paths made absolute);
+3. local files: resolve symbolic links (a link loop is refused); ``upload://``: map the
+   name into the uploads area of its namespace, and refuse anything that leaves it.
+
+Prefix checks (:meth:`Location.within`) compare resolved locations component by
+component (``/data/propA`` does not admit ``/data/propAB``), and callers open only
+``Location.local`` (or pass on ``Location.uri``, which resolves to itself: no component
+decodes a second time).
+
+:func:`hdf5_references` lists what an HDF5 file refers to outside itself (external links,
+virtual-dataset sources, external raw storage) without following any of it, and
+:func:`check_hdf5_references` refuses a file whose references resolve outside the
+allowed roots. No grpc here: the kit, the gateway and the CLI all use it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from panreduce import errors
+
+log = logging.getLogger("panreduce.locations")
+
+LOCAL_SCHEMES = ("", "file")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved location.
+
+    ``scheme``: ``"file"`` for local files (plain paths too), ``"upload"``, or an object
+    store's scheme. ``key``: for ``upload`` ``NAMESPACE/ID/NAME``, for object stores
+    ``bucket/key`` (decoded, normalised), for files the resolved absolute path.
+    ``local``: the resolved local path (files and uploads), else None.
+    ``is_prefix``: the caller named a folder or prefix (a trailing ``/``)."""
+
+    scheme: str
+    key: str
+    local: Path | None
+    is_prefix: bool
+
+    @property
+    def uri(self) -> str:
+        """The canonical form to pass on: resolving it again gives this location."""
+        tail = "/" if self.is_prefix and not self.key.endswith("/") else ""
+        if self.scheme == "file":
+            return self.key + tail
+        return f"{self.scheme}://{self.key}{tail}"
+
+    @property
+    def namespace(self) -> str:
+        """The first component of the key (an upload's proposal, an object's bucket)."""
+        return self.key.split("/", 1)[0] if self.scheme != "file" else ""
+
+    def within(self, prefix: Location) -> bool:
+        """This location is ``prefix`` or lies under it (whole components only)."""
+        if self.scheme != prefix.scheme:
+            return False
+        if self.local is not None and prefix.local is not None:
+            return self.local == prefix.local or prefix.local in self.local.parents
+        mine = [p for p in self.key.split("/") if p]
+        theirs = [p for p in prefix.key.split("/") if p]
+        return mine[:len(theirs)] == theirs
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """Caller text as echoed in an error: at most ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _show(uri: str) -> str:
+    return shown(repr(uri))
+
+
+def _check_text(text: str, uri: str, *, decoded: bool) -> None:
+    bad = next((c for c in text if ord(c) < 0x20 or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise errors.InvalidRequest(f"location {_show(uri)} contains a control character "
+                                    f"(U+{ord(bad):04X}{', after decoding' if decoded else ''})")
+    if "%" in text:
+        raise errors.InvalidRequest(
+            f"location {_show(uri)}: a '%' is left after decoding once (double-encoded?); "
+            "percent-encoding is decoded exactly once" if decoded else
+            f"location {_show(uri)}: a plain path may not contain '%' (use a file:// URI, encoded once)")
+    if "\\" in text:
+        raise errors.PermissionDenied(f"location {_show(uri)}: backslashes are not allowed")
+
+
+def _segments(path: str, uri: str) -> list[str]:
+    """The path's segments with '.' dropped; '..' and empty inner segments refused."""
+    parts = path.split("/")
+    inner = parts[1:-1] if path.startswith("/") else parts[:-1]
+    if any(p == ".." for p in parts):
+        raise errors.PermissionDenied(f"location {_show(uri)}: '..' segments are not allowed (after decoding)")
+    if any(p == "" for p in inner):
+        raise errors.InvalidRequest(f"location {_show(uri)}: empty path segments ('//') are not allowed")
+    return [p for p in parts if p not in ("", ".")]
+
+
+def real_path(path: str, uri: str | None = None) -> Path:
+    """``path`` with every symbolic link resolved. A location that does not exist yet
+    (an output) resolves as far as it exists; a link loop is refused."""
+    try:
+        return Path(os.path.realpath(path, strict=True))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return Path(os.path.realpath(path))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise errors.InvalidRequest(f"location {_show(uri or path)}: a symbolic link loop") from None
+        raise errors.InvalidRequest(f"location {_show(uri or path)} cannot be resolved "
+                                    f"({exc.strerror or exc})") from None
+
+
+def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | None = None) -> Location:
+    """Resolve ``uri`` once (see the module docstring).
+
+    ``roots`` maps a scheme to the local folder that holds its objects (``upload`` to the
+    uploads area); such a location's ``local`` is inside that folder, resolved, and
+    anything that leaves the folder (of its namespace) is refused. ``cwd``: the folder
+    relative plain paths are relative to (default: the process's)."""
+    if not isinstance(uri, str) or not uri:
+        raise errors.InvalidRequest("empty location")
+    if "://" not in uri:  # a plain local path, taken literally
+        _check_text(uri, uri, decoded=False)
+        segments = _segments(uri, uri)
+        absolute = "/" + "/".join(segments) if uri.startswith("/") else str((cwd or Path.cwd()).joinpath(*segments))
+        local = real_path(absolute, uri)
+        return Location("file", str(local), local, uri.endswith("/"))
+    _check_text(uri, uri, decoded=False) if "\x00" in uri else None
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise errors.InvalidRequest(f"location {_show(uri)} is not a valid URI ({exc})") from None
+    if parts.query or parts.fragment or "?" in uri or "#" in uri:
+        raise errors.InvalidRequest(f"location {_show(uri)}: a query or fragment ('?', '#') is not allowed")
+    scheme = parts.scheme.lower()
+    netloc = unquote(parts.netloc, errors="strict")
+    path = unquote(parts.path, errors="strict")
+    for text in (netloc, path):
+        _check_text(text, uri, decoded=True)
+        if "?" in text or "#" in text:
+            raise errors.InvalidRequest(f"location {_show(uri)}: '?' and '#' are not allowed, encoded or not")
+    is_prefix = path.endswith("/") or (not path and bool(netloc))
+    if scheme == "file":
+        if netloc not in ("", "localhost"):
+            raise errors.InvalidRequest(f"location {_show(uri)}: a file:// URI names no host (file:///abs/path)")
+        if not path.startswith("/"):
+            raise errors.InvalidRequest(f"location {_show(uri)}: a file:// URI needs an absolute path")
+        local = real_path("/" + "/".join(_segments(path, uri)), uri)
+        return Location("file", str(local), local, is_prefix)
+    if not netloc or "/" in netloc or netloc in (".", ".."):
+        if netloc in ("..",):
+            raise errors.PermissionDenied(f"location {_show(uri)}: '..' segments are not allowed (after decoding)")
+        raise errors.InvalidRequest(f"location {_show(uri)}: {scheme}:// needs a {scheme} name after '//'")
+    segments = _segments(path or "/", uri) if path else []
+    key = "/".join([netloc, *segments])
+    root = (roots or {}).get(scheme)
+    local = None
+    if root is not None:
+        area = real_path(str(Path(root) / netloc))
+        local = real_path(str(area.joinpath(*segments)) if segments else str(area), uri)
+        if local != area and area not in local.parents:
+            raise errors.PermissionDenied(f"location {_show(uri)} leaves the {scheme} area of {netloc!r}")
+    return Location(scheme, key, local, is_prefix)
+
+
+def resolve_prefixes(templates: Iterable[str], proposal: str, **kw) -> list[Location]:  # noqa: ANN003
+    """The locations a proposal's prefix templates (``/data/{proposal}/``) name, resolved."""
+    out = []
+    for t in templates:
+        loc = resolve(t.format(proposal=proposal), **kw)
+        out.append(Location(loc.scheme, loc.key, loc.local, True))
+    return out
+
+
+def is_within_any(location: Location, prefixes: Iterable[Location]) -> bool:
+    return any(location.within(p) for p in prefixes)
+
+
+# -- HDF5 references ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reference:
+    """Something an HDF5 file refers to outside itself: ``kind`` is ``external link``,
+    ``virtual source`` or ``external storage``; ``target`` the file name as written."""
+
+    kind: str
+    where: str  # the object in the file
+    target: str
+
+
+MAX_REFERENCE_OBJECTS = 1_000_000  # links visited when listing references
+
+
+def hdf5_references(f, *, max_objects: int = MAX_REFERENCE_OBJECTS) -> list[Reference]:  # noqa: ANN001
+    """Every external link, virtual-dataset source file and external storage file of the
+    open h5py file ``f``, found without following any of them (each object once)."""
+    import h5py
+    from h5py import h5d, h5l, h5o
+
+    refs: list[Reference] = []
+    seen: set[tuple[int, int]] = set()
+    count = 0
+
+    def visit(name: bytes, info) -> None:  # noqa: ANN001
+        nonlocal count
+        count += 1
+        if count > max_objects:
+            raise errors.InputTooLarge(f.filename, count, max_objects)
+        text = name.decode("utf-8", "replace")
+        if info.type == h5l.TYPE_EXTERNAL:
+            target, _ = f.id.links.get_val(name)
+            refs.append(Reference("external link", "/" + text, target.decode("utf-8", "replace")))
+            return
+        if info.type != h5l.TYPE_HARD:
+            return
+        try:
+            obj = h5o.open(f.id, name)
+        except (KeyError, RuntimeError, OSError):
+            return
+        oinfo = h5o.get_info(obj)
+        token = (oinfo.fileno, oinfo.addr)
+        if token in seen:
+            return
+        seen.add(token)
+        if isinstance(obj, h5d.DatasetID):
+            dcpl = obj.get_create_plist()
+            if dcpl.get_layout() == h5d.VIRTUAL:
+                for i in range(dcpl.get_virtual_count()):
+                    src = dcpl.get_virtual_filename(i)
+                    if src != ".":
+                        refs.append(Reference("virtual source", "/" + text, src))
+            for i in range(dcpl.get_external_count()):
+                refs.append(Reference("external storage", "/" + text,
+                                      dcpl.get_external(i)[0].decode("utf-8", "replace")))
+
+    f.id.links.visit(visit, info=True)
+    del h5py
+    return refs
+
+
+def _candidates(target: str, parent: Path) -> list[Path]:
+    """Where the HDF5 library may look for ``target`` (a name written in a file in
+    ``parent``): the name as written (relative names: to the working folder and to the
+    file's folder) and, for an absolute name, its last component next to the file."""
+    t = Path(target)
+    out = [t] if t.is_absolute() else [Path.cwd() / t, parent / t]
+    if t.is_absolute():
+        out.append(parent / t.name)
+    for var in ("HDF5_EXT_PREFIX", "HDF5_VDS_PREFIX", "HDF5_EXTFILE_PREFIX"):
+        for prefix in filter(None, os.environ.get(var, "").split(":")):
+            out.append(Path(prefix) / (t.name if t.is_absolute() else t))
+    return out
+
+
+def check_hdf5_references(f, path: Path | str, roots: Iterable[Path], *, source: str | None = None,  # noqa: ANN001
+                          depth: int = 4) -> None:
+    """Refuse (PermissionDenied) an HDF5 file whose external links, virtual-dataset
+    sources or external raw storage could resolve outside ``roots`` (resolved folders),
+    checking linked HDF5 files the same way, ``depth`` files deep. A name the library
+    would look up under several folders must be safe in every one that exists; a name
+    with a printf-style pattern (``%b``) cannot be checked and is refused."""
+    import h5py
+
+    roots = [real_path(str(r)) for r in roots]
+    name = source or Path(path).name
+    pending = [(f, Path(path), 0)]
+    checked: set[Path] = set()
+    opened = []
+    try:
+        while pending:
+            handle, file_path, level = pending.pop()
+            parents = {Path(os.path.abspath(Path(file_path).parent)), real_path(str(Path(file_path).parent))}
+            for ref in hdf5_references(handle):
+                if "%" in ref.target and ref.kind == "virtual source":
+                    raise errors.PermissionDenied(f"{name}: {ref.kind} of {ref.where} names a file pattern "
+                                                  f"{shown(ref.target, 120)!r}, which is not followed")
+                for cand in {c for parent in parents for c in _candidates(ref.target, parent)}:
+                    real = real_path(str(cand))
+                    if not real.exists():  # the library cannot open it there
+                        continue
+                    if not any(real == r or r in real.parents for r in roots):
+                        log.warning("refused %s: %s of %s points outside the caller's locations", name,
+                                    ref.kind, ref.where)
+                        raise errors.PermissionDenied(
+                            f"{name}: the {ref.kind} of {ref.where} points outside the locations this "
+                            "request may read; it is not followed")
+                    if real.is_file() and real not in checked and ref.kind != "external storage":
+                        checked.add(real)
+                        if level + 1 > depth:
+                            raise errors.PermissionDenied(f"{name}: external files nest more than {depth} deep")
+                        try:
+                            other = h5py.File(real, "r")
+                        except OSError:
+                            continue
+                        opened.append(other)
+                        pending.append((other, real, level + 1))
+    finally:
+        for o in opened:
+            o.close()
+
+
+def hdf5_roots(path: Path | str, extra: Iterable[Path] = ()) -> list[Path]:
+    """The folders an HDF5 file's references may resolve into by default: the file's own
+    folder (as named and resolved) plus ``extra``."""
+    p = Path(path)
+    return [real_path(str(p.parent)), real_path(str(p.resolve().parent)), *extra]
