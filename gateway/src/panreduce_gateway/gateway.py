@@ -263,7 +263,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                     raise errors.FailedPrecondition("this idempotency key is already used")
                 return existing
         inputs, output = self._check_request_uris(identity, proposal, request)
-        check_inputs_exist(self.stores, list(request.inputs))
+        check_inputs_exist(self.stores, inputs)
         job_id = new_job_id()
         req = pb.ReduceRequest()
         req.CopyFrom(request)

@@ -316,8 +316,10 @@ def read_nxcansas(path: Path | str, source: str | None = None) -> list[SasCurve]
     """Every SASdata of every SASentry of an NXcanSAS file (ours or anyone's)."""
     path = Path(path)
     name = source or path.name
+    from panreduce.kit.readers import open_checked  # noqa: PLC0415 - the kit imports this module
+
     try:
-        f = h5py.File(path, "r")
+        f = open_checked(path, name)
     except OSError as exc:
         raise errors.InvalidInput(name, f"is not a readable HDF5/NXcanSAS file ({exc})") from None
     curves: list[SasCurve] = []

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from panreduce import errors
-from panreduce.kit.readers import open_hdf5
+from panreduce.kit.readers import open_checked, open_hdf5
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".img", ".mccd", ".sfrm", ".npy", ".gz", ".bz2"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".nxs", ".hdf", ".nx5", ".cxi"}
@@ -336,7 +336,7 @@ def read_nexus_frame(info: NexusFrames, index: int, handle: h5py.File | None = N
     """Frame ``index`` of a NeXus stack as float32 (InvalidInput if it cannot be read)."""
     try:
         if handle is None:
-            with h5py.File(info.path, "r") as f:
+            with open_checked(info.path, info.name) as f:
                 return read_nexus_frame(info, index, f)
         d = handle[info.dataset]
         arr = d[index] if d.ndim == 3 else d[()]

@@ -20,6 +20,7 @@ from panreduce import errors, nxcansas
 from panreduce.errors import FieldViolation, InvalidParameters
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
+from panreduce.kit.readers import open_checked
 from panreduce_saxs import analysis, masks, plots
 from panreduce_saxs.integrate import (
     HC_KEV_A,
@@ -376,7 +377,7 @@ class Technique(_Technique[SaxsParameters, SaxsData]):
                     if handle is None or handle[0] != fr.path:
                         if handle is not None:
                             handle[1].close()
-                        handle = (fr.path, h5py.File(fr.path, "r"))
+                        handle = (fr.path, open_checked(fr.path))
                     pixels = read_nexus_frame(fr.nexus, fr.index, handle[1])
                 else:
                     pixels = _frame_pixels(fr)

@@ -53,6 +53,7 @@ import h5py
 import numpy as np
 
 from panreduce.errors import InvalidInput
+from panreduce.kit.readers import open_checked
 
 #: Per-point columns that are monitors or bookkeeping: never a signal, never an axis.
 MONITOR_NAMES = frozenset(
@@ -234,7 +235,7 @@ def read_scan(
             raise InvalidInput(source, "no such file")
         if not h5py.is_hdf5(path):
             raise InvalidInput(source, "not an HDF5/NeXus file (no HDF5 signature)")
-        with h5py.File(path, "r") as f:
+        with open_checked(path, source) as f:
             return _read(f, source, path, axis=axis, signal=signal, min_points=min_points)
     except InvalidInput:
         raise

@@ -57,6 +57,20 @@ def open_hdf5(file: StagedFile | Path | str, source: str | None = None, *,
         f.close()
 
 
+def open_checked(path: Path | str, source: str | None = None, *, roots: Iterable[Path] | None = None) -> h5py.File:
+    """``h5py.File(path, "r")`` for readers that manage the handle themselves, after the
+    same reference check as :func:`open_hdf5` (PermissionDenied when an external link,
+    virtual-dataset source or external storage leads outside ``roots``)."""
+    f = h5py.File(path, "r")
+    try:
+        locations.check_hdf5_references(f, path, input_roots(path) if roots is None else roots,
+                                        source=source or Path(path).name)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def input_roots(file: StagedFile | Path | str) -> list[Path]:
     """Where an input's HDF5 references may point by default: the directory tree of the
     input it belongs to (the folder named, or a single file's folder), as named and

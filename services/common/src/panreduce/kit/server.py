@@ -150,7 +150,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001, ARG002
-        return metadata.of_uri(self.stores, request.uri)
+        return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active())
 
     # -- the job --------------------------------------------------------------------
     def _run(self, handle: JobHandle) -> pb.Result:
