@@ -25,6 +25,7 @@ from pydantic import Field
 
 from panreduce import errors
 from panreduce.client import Client
+from panreduce.jobs import JobStore
 from panreduce.kit import Context, Inputs, Parameters, Technique
 from panreduce.kit.readers import open_hdf5, read_array
 from panreduce.kit.server import start_technique
@@ -97,7 +98,8 @@ class Site:
 
 
 @contextmanager
-def two_proposals(tmp_path: Path) -> Iterator[Site]:
+def two_proposals(tmp_path: Path, job_store: JobStore | None = None) -> Iterator[Site]:
+    """The site; ``job_store``: the gateway's job table (default in memory)."""
     data = tmp_path / "data"
     for p in ("propA", "propB", "propAB"):
         (data / p).mkdir(parents=True)
@@ -115,7 +117,7 @@ def two_proposals(tmp_path: Path) -> Iterator[Site]:
     stores = Stores(tmp_path / "store")
     toy = start_technique(Toy, stores=stores)
     h5 = start_technique(H5Sum, stores=stores)
-    gateway = GatewayService({"toy": toy.address, "h5sum": h5.address}, stores=stores,
+    gateway = GatewayService({"toy": toy.address, "h5sum": h5.address}, stores=stores, store=job_store,
                              config=GatewayConfig(access=access))
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)

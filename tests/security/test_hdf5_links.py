@@ -170,6 +170,8 @@ def test_walk_limits_are_caller_errors_not_internal(site, tmp_path):
         metadata.extract(dag, limits=metadata.WalkLimits(max_records=5))
     with pytest.raises(errors.InputTooLarge, match="objects"):
         metadata.extract(dag, limits=metadata.WalkLimits(max_objects=3))
+    with pytest.raises(errors.InputTooLarge, match="seconds"):
+        metadata.extract(_wide(tmp_path / "slow.nxs"), limits=metadata.WalkLimits(max_seconds=0))
     with pytest.raises(errors.JobCancelled):
         metadata.extract(_wide(tmp_path / "wide.nxs"), cancelled=lambda: True)
     assert len(metadata.extract(_wide(tmp_path / "wide2.nxs"), cancelled=lambda: False)) == 600

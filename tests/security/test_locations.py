@@ -13,6 +13,7 @@ import pytest
 from locations_support import SECRET, refused, two_proposals
 
 from panreduce import errors, locations
+from panreduce.sqlstore import SqliteJobStore
 from panreduce.storage import Stores
 
 
@@ -66,6 +67,8 @@ def test_prefixes_compare_whole_components(tmp_path):
     assert locations.resolve("s3://beam/propA/k").within(s3)
     assert not locations.resolve("s3://beam/propAB/k").within(s3)
     assert not locations.resolve(f"{tmp_path}/propA/x").within(s3)
+    # no proposal (access off): the part of the template above {proposal}
+    assert locations.resolve_prefixes([str(tmp_path) + "/{proposal}/"], "")[0].local == tmp_path.resolve()
 
 
 def test_links_are_resolved_and_loops_refused(tmp_path):
@@ -168,7 +171,21 @@ def test_uploads_of_b_stay_b(site):
     assert a.download(mine.uri, data / "propA" / "back.npy").size == mine.size
 
 
-def test_download_of_b_results_is_refused(site):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def site_on_store(request, tmp_path):
+    """The site with its job table in SQLite or PostgreSQL (which outputs are whose)."""
+    if request.param == "sqlite":
+        store = SqliteJobStore(tmp_path / "jobs.sqlite")
+    else:
+        from panreduce_gateway.pgstore import PostgresJobStore
+
+        store = PostgresJobStore(request.getfixturevalue("pg_database"))
+    with two_proposals(tmp_path, store) as s:
+        yield s
+
+
+def test_download_of_b_results_is_refused(site_on_store):
+    site = site_on_store
     a, b, data = site.a, site.b, site.data
     job = b.reduce("toy", [str(data / "propB" / "secret.npy")], {}, str(data / "propB" / "out"))
     assert job.summary["total"] == pytest.approx(3 * SECRET)

@@ -185,6 +185,8 @@ def resolve_prefixes(templates: Iterable[str], proposal: str, **kw) -> list[Loca
     """The locations a proposal's prefix templates (``/data/{proposal}/``) name, resolved."""
     out = []
     for t in templates:
+        if not proposal:  # no proposal (access off): the part of the template above it
+            t = t.split("{proposal}", 1)[0] or "/"
         loc = resolve(t.format(proposal=proposal), **kw)
         out.append(Location(loc.scheme, loc.key, loc.local, True))
     return out
