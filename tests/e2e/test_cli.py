@@ -158,7 +158,8 @@ def test_cancel_through_the_gateway_stops_and_leaves_nothing(served, tmp_path, d
     assert final.state == pb.CANCELLED, pb.JobState.Name(final.state)
     assert not out.exists()
     time.sleep(0.5)
-    scratch = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("panreduce-scan/*") if job.job_id in p.name]
+    # each service process has its folder (panreduce.kit.scratch), the job's is inside it
+    scratch = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("panreduce-scan/*/*") if job.job_id in p.name]
     assert scratch == [] or all(not any(p.iterdir()) for p in scratch)
 
 

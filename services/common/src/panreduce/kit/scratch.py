@@ -10,6 +10,7 @@ machine, or in one process) never remove each other's live scratch.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import logging
 import shutil
@@ -38,7 +39,8 @@ def _take(lock_path: Path):  # noqa: ANN202
 
 
 def clean_orphans(root: Path) -> list[Path]:
-    """Remove the scratch folders under ``root`` that no live server holds; returns them."""
+    """Remove the scratch folders under ``root`` that no live server holds; returns
+    those that still held job scratch (empty ones are removed silently)."""
     removed: list[Path] = []
     if not root.is_dir():
         return removed
@@ -62,8 +64,10 @@ def clean_orphans(root: Path) -> list[Path]:
                 fh.close()
         elif age < LEGACY_AGE_S:
             continue
+        had_jobs = any(p.name != ".lock" for p in child.iterdir()) if child.name.startswith(PREFIX) else True
         shutil.rmtree(child, ignore_errors=True)
-        removed.append(child)
+        if had_jobs:
+            removed.append(child)
     return removed
 
 
@@ -74,11 +78,12 @@ class ScratchArea:
         root.mkdir(parents=True, exist_ok=True)
         self.removed = clean_orphans(root)
         if self.removed:
-            log.warning("removed %d orphaned scratch folder(s) under %s", len(self.removed), root)
+            log.info("removed %d orphaned scratch folder(s) under %s", len(self.removed), root)
         self.path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=root))
         self._lock = _take(self.path / ".lock")
         if self._lock is None:
             raise OSError(f"cannot lock {self.path / '.lock'}")
+        atexit.register(self.close)  # a process that ends normally leaves nothing
 
     def close(self) -> None:
         """Remove this server's scratch and let go of its lock."""
