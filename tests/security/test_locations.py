@@ -36,6 +36,7 @@ def site(tmp_path):
     ("/data/propA/x\x00.nxs", errors.InvalidRequest, r"U\+0000"),
     ("file:///data/propA/x%0a.nxs", errors.InvalidRequest, r"U\+000A"),
     ("file:///data/propA/x%3F.nxs", errors.InvalidRequest, r"'\?'"),
+    ("file:///data/propA/x%ff.nxs", errors.InvalidRequest, "not UTF-8"),
     ("file:///data/propA/x.nxs?y", errors.InvalidRequest, "query"),
     ("file://evil/data/propA/x.nxs", errors.InvalidRequest, "no host"),
     ("file:///data/propA/%5c..%5cpropB", errors.PermissionDenied, "backslash"),
@@ -198,3 +199,35 @@ def test_download_of_b_results_is_refused(site_on_store):
     assert not (data / "propA" / "stolen.nxs").exists()
     assert b.download(target, data / "propB" / "mine.nxs").size == job.outputs[0].size
     os.remove(data / "propB" / "mine.nxs")
+
+
+def test_any_location_resolves_to_a_fixpoint_or_is_a_caller_error(tmp_path):
+    """Property: whatever text a caller sends, resolution either refuses it as the
+    caller's mistake (never another exception, so never INTERNAL) or yields a location
+    whose passed-on form resolves to itself (no second decoding can change it), and an
+    upload never lands outside its namespace's area."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    uploads = tmp_path / "uploads"
+    (uploads / "propA").mkdir(parents=True)
+    pieces = st.sampled_from(["propA", "propB", "..", ".", "", "%2e", "%2E%2e", "%252e", "%2f", "%00", "%0a", "%ff",
+                              "%", "a b", "%20", "?", "#", "\\", "\x00", "x.nxs", "%3f", "~", "é", "%c3%a9"])
+    schemes = st.sampled_from(["", "file://", "file:///", "upload://", "s3://", "FILE://", "/"])
+
+    @settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(schemes, st.lists(pieces, max_size=6), st.booleans())
+    def check(scheme, parts, slash):
+        uri = scheme + "/".join(parts) + ("/" if slash else "")
+        try:
+            loc = locations.resolve(uri, roots={"upload": uploads}, cwd=tmp_path)
+        except errors.CallerError:
+            return
+        again = locations.resolve(loc.uri, roots={"upload": uploads}, cwd=tmp_path)
+        assert again == loc, uri
+        if loc.scheme == "upload":
+            area = (uploads / loc.namespace).resolve()
+            assert loc.local == area or area in loc.local.parents
+            assert loc.namespace not in ("", ".", "..")
+
+    check()

@@ -142,7 +142,7 @@ def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | No
         segments = _segments(uri, uri)
         absolute = "/" + "/".join(segments) if uri.startswith("/") else str((cwd or Path.cwd()).joinpath(*segments))
         local = real_path(absolute, uri)
-        return Location("file", str(local), local, uri.endswith("/"))
+        return Location("file", str(local), local, uri.endswith("/") or str(local) == "/")
     _check_text(uri, uri, decoded=False) if "\x00" in uri else None
     try:
         parts = urlsplit(uri)
@@ -151,8 +151,11 @@ def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | No
     if parts.query or parts.fragment or "?" in uri or "#" in uri:
         raise errors.InvalidRequest(f"location {_show(uri)}: a query or fragment ('?', '#') is not allowed")
     scheme = parts.scheme.lower()
-    netloc = unquote(parts.netloc, errors="strict")
-    path = unquote(parts.path, errors="strict")
+    try:
+        netloc = unquote(parts.netloc, errors="strict")
+        path = unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:
+        raise errors.InvalidRequest(f"location {_show(uri)}: percent-encoding that is not UTF-8") from None
     for text in (netloc, path):
         _check_text(text, uri, decoded=True)
         if "?" in text or "#" in text:
@@ -164,12 +167,13 @@ def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | No
         if not path.startswith("/"):
             raise errors.InvalidRequest(f"location {_show(uri)}: a file:// URI needs an absolute path")
         local = real_path("/" + "/".join(_segments(path, uri)), uri)
-        return Location("file", str(local), local, is_prefix)
+        return Location("file", str(local), local, is_prefix or str(local) == "/")
     if not netloc or "/" in netloc or netloc in (".", ".."):
         if netloc in ("..",):
             raise errors.PermissionDenied(f"location {_show(uri)}: '..' segments are not allowed (after decoding)")
         raise errors.InvalidRequest(f"location {_show(uri)}: {scheme}:// needs a {scheme} name after '//'")
     segments = _segments(path or "/", uri) if path else []
+    is_prefix = is_prefix or not segments  # the whole namespace or bucket
     key = "/".join([netloc, *segments])
     root = (roots or {}).get(scheme)
     local = None
