@@ -113,6 +113,21 @@ def test_a_chain_of_links_is_checked_file_by_file(site):
             pass
 
 
+def test_a_deep_link_in_a_folder_does_not_widen_where_links_may_lead(site):
+    """A folder whose deeply nested link names A's own file, which links to B: the
+    service judges the file's links from the file's own folder, not from the name's depth."""
+    data = site.data
+    _external_link(data / "propA" / "evil.nxs", data / "propB" / "secret.nxs")
+    deep = data / "propA" / "batch" / "data" / "propA"
+    deep.mkdir(parents=True)
+    (deep / "evil.nxs").symlink_to(data / "propA" / "evil.nxs")  # the name repeats the target's path
+    refused(lambda: site.a.reduce("h5sum", [str(data / "propA" / "batch") + "/"], {}))
+    inputs = stage_paths([data / "propA" / "batch"])
+    with pytest.raises(errors.PermissionDenied):
+        with open_hdf5(inputs.files[0]):
+            pass
+
+
 def test_the_catalogue_skips_files_that_reach_outside(site):
     inputs = stage_paths([p for _, p in _attacks(site, site.data / "propA")])
     assert SECRET_TEXT not in str(catalogue.extract(inputs.files))

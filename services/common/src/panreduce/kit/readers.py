@@ -73,14 +73,10 @@ def open_checked(path: Path | str, source: str | None = None, *, roots: Iterable
 
 def input_roots(file: StagedFile | Path | str) -> list[Path]:
     """Where an input's HDF5 references may point by default: the directory tree of the
-    input it belongs to (the folder named, or a single file's folder), as named and
-    resolved."""
-    if isinstance(file, StagedFile):
-        top = Path(file.path)
-        for _ in Path(file.name).parts:
-            top = top.parent
-        return [locations.real_path(str(top)), *locations.hdf5_roots(file.path)]
-    return locations.hdf5_roots(file)
+    file's own folder, as named and resolved. (Not the folder the caller named: a staged
+    file is the resolved target of any link in that folder, so counting its name's parts
+    upwards could reach above the caller's locations.)"""
+    return locations.hdf5_roots(file.path if isinstance(file, StagedFile) else file)
 
 
 def require_dataset(group: h5py.Group, path: str, source: str) -> h5py.Dataset:
