@@ -34,8 +34,12 @@ test-gpu: setup ## run the GPU tests (needs CUDA and torch: uv sync --extra gpu)
 test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
 
-bench-%: setup ## a benchmark table: make bench-platform, bench-load (100 streaming clients, 60 s; BENCH_ARGS="--seconds 10" for a short run), bench-sans, bench-saxs, bench-tomography, bench-ptychography
+bench-%: setup ## a benchmark table: make bench-platform, bench-load (100 streaming clients, 60 s; BENCH_ARGS="--seconds 10" for a short run), bench-sans, bench-saxs, bench-tomography, bench-ptychography, bench-serial-crystallography
 	$(PY) benchmarks/bench_$*.py $(BENCH_ARGS)
+
+bench-serial-crystallography: setup ## peakfinder8 frames/s per core, against OM's compiled peakfinder8 in .bench-envs/om (installed when it can be)
+	@test -x .bench-envs/om/bin/python || ( $(UV) venv -q -p 3.11 .bench-envs/om && $(UV) pip install -q -p .bench-envs/om/bin/python "ondamonitor==23.8.3" "numpy<2" ) || echo "OM could not be installed: its figures are shown instead"
+	$(PY) benchmarks/bench_serial_crystallography.py $(BENCH_ARGS)
 
 bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra) for the side-by-side comparison
 	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet

@@ -1,0 +1,147 @@
+"""Benchmark of peakfinder8 (make bench-serial-crystallography).
+
+Hit finding frames/s on one core, on synthetic 1 Mpx (1024²) and 4 Mpx (2048²) single-panel
+frames with 60 Gaussian spots on a radial background with a ring and Poisson noise, the
+parameters of the CSPAD acceptance run (threshold 200, min_snr 6, 2-30 pixels, local
+background radius 3). Also the real CSPAD frames (2.3 Mpx, 64 ASICs). Recall against the
+known spot positions is printed beside the speed.
+
+The peer is OM's compiled peakfinder8 (PyPI ondamonitor 23.8.3, numpy < 2) in its own
+environment under .bench-envs/om, created by this script when it installs; otherwise the
+figures measured for it on one core are shown: 29.5 ms a 1 Mpx frame, 128 ms a 4 Mpx frame.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+OM_PY = ROOT / ".bench-envs" / "om" / "bin" / "python"
+OM_FIGURES_MS = {1024: 29.5, 2048: 128.0}
+REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
+PF = {"threshold": 200.0, "min_snr": 6.0, "min_pix_count": 2, "max_pix_count": 30, "local_bg_radius": 3}
+
+
+def frame(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    r = np.hypot(xx - n / 2, yy - n / 2)
+    img = 50 * (1 + 100 / (r + 50)) + 40 * np.exp(-0.5 * ((r - 0.3 * n) / 8) ** 2)
+    spots = rng.uniform(20, n - 20, (60, 2))
+    for x, y in spots:
+        sl = (slice(int(y) - 4, int(y) + 5), slice(int(x) - 4, int(x) + 5))
+        img[sl] += 1500 * np.exp(-0.5 * ((xx[sl] - x) ** 2 + (yy[sl] - y) ** 2) / 0.8**2)
+    return rng.poisson(img).astype(np.float32), spots
+
+
+def recall(fs, ss, spots) -> float:
+    return float(np.mean([np.hypot(fs - x, ss - y).min() < 1.5 if len(fs) else False for x, y in spots]))
+
+
+def ours(n: int) -> tuple[float, float]:
+    from panreduce_serial_crystallography.peakfinder8 import layout, peakfinder8
+
+    img, spots = frame(n)
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    r = np.hypot(xx - n / 2 + 0.5, yy - n / 2 + 0.5)
+    lay = layout(r, np.zeros((n, n), np.int16), np.zeros((n, n), bool), [(slice(0, n), slice(0, n))])
+    best = np.inf
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        pk = peakfinder8(img, lay, **PF)
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3, recall(pk.fs, pk.ss, spots)
+
+
+OM_SCRIPT = r"""
+import sys, time, numpy as np
+from om.algorithms._crystallography import peakfinder_8
+n = int(sys.argv[1]); data = np.load(sys.argv[2]).astype(np.float32)
+yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+r = np.hypot(xx - n / 2 + 0.5, yy - n / 2 + 0.5).astype(np.float32)
+mask = np.ones((n, n), np.int8)
+best = 1e9
+for _ in range(int(sys.argv[3])):
+    t = time.perf_counter()
+    out = peakfinder_8(2048, data, mask, r, 0, None, None, 0, n, n, 1, 1, 200.0, 6.0, 2, 30, 3)
+    best = min(best, time.perf_counter() - t)
+print(best * 1e3, " ".join(f"{a:.3f},{b:.3f}" for a, b in zip(out[0], out[1])))
+"""
+
+
+def om(n: int) -> tuple[float, float] | None:
+    if not OM_PY.exists():
+        return None
+    import tempfile
+
+    img, spots = frame(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "f.npy", img)
+        (Path(tmp) / "om_bench.py").write_text(OM_SCRIPT)
+        done = subprocess.run([str(OM_PY), str(Path(tmp) / "om_bench.py"), str(n), str(Path(tmp) / "f.npy"),
+                               str(REPEATS)], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        print(f"(OM's peakfinder8 did not run: {done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
+        return None
+    ms, *pairs = done.stdout.split()
+    xy = np.array([[float(v) for v in p.split(",")] for p in pairs]).reshape(-1, 2)
+    return float(ms), recall(xy[:, 0], xy[:, 1], spots)
+
+
+def cspad() -> float | None:
+    import h5py
+
+    from panreduce import datasets
+    from panreduce_serial_crystallography.geometry import bad_pixel_mask, parse_geometry, pixel_maps
+    from panreduce_serial_crystallography.peakfinder8 import layout, peakfinder8
+
+    try:
+        cxi = datasets.path("sfx-thermolysin-cspad/thermolysin_cspad_4hits.cxi")
+        geom = datasets.path("sfx-thermolysin-cspad/thermolysin_cspad_derived.geom")
+    except datasets.DatasetMissing:
+        return None
+    det = parse_geometry(geom.read_text())
+    maps = pixel_maps(det)
+    with h5py.File(cxi, "r") as f:
+        data = f["entry_1/data_1/data"][()].astype(np.float32)
+        bad = f["entry_1/data_1/mask"][()] != 0
+    bad |= bad_pixel_mask(det, maps)
+    lay = layout(maps.r_px, maps.panel_id, bad,
+                 [(slice(p.min_ss, p.max_ss + 1), slice(p.min_fs, p.max_fs + 1)) for p in det.panels])
+    best = np.inf
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        for fr in data:
+            peakfinder8(fr, lay, **PF)
+        best = min(best, (time.perf_counter() - t) / len(data))
+    return best * 1e3
+
+
+def main() -> None:
+    print(f"peakfinder8, one core (OMP_NUM_THREADS=1), best of {REPEATS}")
+    print(f"{'frame':>22} | {'panreduce ms':>12} | {'frames/s':>8} | {'recall':>6} | {'OM ms':>8} | {'OM frames/s':>11} | {'OM recall':>9}")
+    print("-" * 96)
+    for n in (1024, 2048):
+        ms, rec = ours(n)
+        peer = om(n)
+        if peer is None:
+            om_ms, om_rec, note = OM_FIGURES_MS[n], float("nan"), " (figure given, not run)"
+        else:
+            (om_ms, om_rec), note = peer, ""
+        print(f"{f'{n}x{n} ({n * n / 1e6:.1f} Mpx)':>22} | {ms:12.1f} | {1e3 / ms:8.1f} | {rec:6.2f} | "
+              f"{om_ms:8.1f} | {1e3 / om_ms:11.1f} | {om_rec:9.2f}{note}")
+    c = cspad()
+    if c is not None:
+        print(f"{'CSPAD 1480x1552 (64 ASICs)':>22} | {c:12.1f} | {1e3 / c:8.1f} | {'-':>6} | {'-':>8} | {'-':>11} | {'-':>9}")
+
+
+if __name__ == "__main__":
+    main()
