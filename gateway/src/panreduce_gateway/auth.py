@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from panreduce import errors, locations
+from panreduce import audit, errors, locations
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,19 @@ class Access:
 
     # -- identity -----------------------------------------------------------------------
     def identify(self, context: grpc.ServicerContext) -> Identity:
+        """The caller's identity (Unauthenticated without a valid token); the decision
+        goes to the audit log (``panreduce.audit``) either way."""
+        try:
+            identity = self._identify(context)
+        except errors.PanReduceError as exc:
+            audit.decision(subject="", allowed=False, reason=f"authentication: {exc}")
+            raise
+        audit.decision(subject=identity.subject, allowed=True,
+                       proposal="*" if identity.proposals is None else ",".join(sorted(identity.proposals)),
+                       reason="authenticated" if self.enabled else "authentication off")
+        return identity
+
+    def _identify(self, context: grpc.ServicerContext) -> Identity:
         if not self.enabled:
             return ANONYMOUS
         header = dict(context.invocation_metadata()).get("authorization", "")

@@ -131,13 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     server_opts(sp)
     sp.set_defaults(func=cmd_serve)
 
+    def service_token_opt(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument("--service-token-file", type=Path, default=None, metavar="FILE",
+                        help=f"the secret shared by the gateway and its services, {what} "
+                        "(default: $PANREDUCE_SERVICE_TOKEN_FILE)")
+
     sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
     sp.add_argument("technique")
     sp.add_argument("--port", type=int, default=int(os.environ.get("PANREDUCE_PORT", 50051)))
-    sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
+    sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "127.0.0.1"),
+                    help="address to listen on (default 127.0.0.1: loopback only; 0.0.0.0 in a pod)")
     sp.add_argument("--store", type=Path, default=None)
     sp.add_argument("--max-running", type=int, default=int(os.environ.get("PANREDUCE_MAX_RUNNING", 1)))
     sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
+    service_token_opt(sp, "required on every call (without one the service does not start)")
+    sp.add_argument("--insecure", action="store_true",
+                    help="serve without a service token: any caller reaching the port (development only)")
     sp.set_defaults(func=cmd_service)
 
     sp = sub.add_parser("gateway", help="run the gateway in front of technique services")
@@ -148,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", type=Path, default=None)
     sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
     server_opts(sp)
+    service_token_opt(sp, "sent on every call to a service")
     sp.set_defaults(func=cmd_gateway)
 
     sp = sub.add_parser("retention", help="list (--dry-run) or delete (--apply) results older than the retention")
@@ -475,16 +485,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     from panreduce import registry
     from panreduce.kit.server import serve
+    from panreduce.serving import service_token_setting
 
-    serve(registry.load(args.technique), port=args.port, host=args.host, store_root=args.store,
-          max_running=args.max_running, metrics_port=args.metrics_port)
+    technique = registry.load(args.technique)
+    token = service_token_setting(args.service_token_file, insecure=args.insecure)
+    serve(technique, port=args.port, host=args.host, store_root=args.store,
+          max_running=args.max_running, metrics_port=args.metrics_port, service_token=token)
     return 0
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
-    from panreduce.serving import run_until_signal, start_server
+    from panreduce.serving import run_until_signal, service_token_setting, start_server
     from panreduce.storage import Stores
     from panreduce_gateway.embedded import default_store_root
     from panreduce_gateway.gateway import GatewayService, parse_routes
@@ -496,6 +509,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     if not routes:
         raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
     config, tls = gateway_settings(args)
+    config.service_token = service_token_setting(args.service_token_file, required=False)
+    if config.service_token is None:
+        print("panreduce: warning: no --service-token-file: the gateway reaches only services run --insecure",
+              file=sys.stderr, flush=True)
     store = open_job_store(args.db)
     service = GatewayService(routes, stores=Stores.from_env(args.store or default_store_root()), store=store, config=config)
     running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager,

@@ -2,13 +2,16 @@
 local folder as the object store, no cluster.
 
 Every part is a real gRPC server on loopback, so the embedded platform exercises the
-same code paths as a deployment; only the addresses differ.
+same code paths as a deployment; only the addresses differ. The services serve only this
+gateway: a random service token is made for each run (kept in memory, never written) and
+the services refuse every call without it, as in a deployment.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -49,6 +52,7 @@ class Platform:
         self.db = str(db) if db else (str(self.stores.root / "jobs.sqlite") if persistent else None)
         self.config = config
         self.tls = tls
+        self.service_token = secrets.token_urlsafe(32)  # this run's service credential
         self.services: dict[str, RunningServer] = {}
         self.gateway: RunningServer | None = None
         self._gateway_service: GatewayService | None = None
@@ -65,11 +69,13 @@ class Platform:
         try:
             for name in self.names:
                 cls = registry.load(name)
-                self.services[name] = start_technique(cls, stores=self.stores, max_running=self.max_running)
+                self.services[name] = start_technique(cls, stores=self.stores, max_running=self.max_running,
+                                                      service_token=self.service_token)
                 log.info("technique %s on %s", name, self.services[name].address)
             routes = {name: s.address for name, s in self.services.items()}
             store = open_job_store(self.db)
-            self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=self.config)
+            self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=self.config,
+                                                   service_token=self.service_token)
             self.gateway = start_server(self._gateway_service, address=self.address_spec, name="gateway",
                                         manager=self._gateway_service.manager, tls=self.tls)
             resumed = self._gateway_service.resume()

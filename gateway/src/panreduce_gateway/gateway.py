@@ -24,13 +24,14 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 
-from panreduce import __version__, errors, locations, metadata, rpc
-from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id
+from panreduce import __version__, audit, errors, locations, metadata, rpc
+from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_digest
 from panreduce.kit.server import deadline_of, list_jobs, reduce_stream
-from panreduce.serving import rpc_method
+from panreduce.serving import PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
@@ -76,6 +77,7 @@ def channel_target(addresses: Iterable[str]) -> str:
 class Route:
     technique: str
     target: str
+    token: str | None = field(default=None, repr=False)  # the service credential, sent on every call
     channel: grpc.Channel = field(init=False, repr=False)
     stub: pb_grpc.ReducerStub = field(init=False, repr=False)
     _replicas: tuple[float, int] = field(default=(0.0, 1), init=False, repr=False)
@@ -83,7 +85,7 @@ class Route:
     def __post_init__(self) -> None:
         options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1)]
         self.channel = grpc.insecure_channel(self.target, options=options)
-        self.stub = pb_grpc.ReducerStub(self.channel)
+        self.stub = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))
 
     def replicas(self) -> int:
         """How many replicas the target names (a DNS name: its addresses, refreshed every 30 s)."""
@@ -113,15 +115,24 @@ class GatewayConfig:
     # How long a job waits in all for its service to be reachable before it fails naming
     # it ($PANREDUCE_SERVICE_WAIT_SECONDS, --service-wait).
     service_wait: float = field(default_factory=lambda: float(os.environ.get("PANREDUCE_SERVICE_WAIT_SECONDS", "300")))
+    service_token: str | None = field(default=None, repr=False)  # sent to the services on every call
+
+
+def caller_metadata(subject: str, proposal: str) -> list[tuple[str, str]]:
+    """Who a call to a service is made for (the service logs it): printable ASCII, clipped."""
+    safe = "@.:_-+/=,"
+    return [(SUBJECT_HEADER, quote(subject[:200], safe=safe)), (PROPOSAL_HEADER, quote(proposal[:200], safe=safe))]
 
 
 class GatewayService(pb_grpc.ReducerServicer):
     name = "gateway"
 
     def __init__(self, routes: Mapping[str, str | Iterable[str]], *, stores: Stores, store: JobStore | None = None,
-                 config: GatewayConfig | None = None) -> None:
+                 config: GatewayConfig | None = None, service_token: str | None = None) -> None:
         self.config = config or GatewayConfig()
-        self.routes = {t: Route(t, channel_target([a] if isinstance(a, str) else a)) for t, a in routes.items()}
+        token = service_token or self.config.service_token
+        self.routes = {t: Route(t, channel_target([a] if isinstance(a, str) else a), token)
+                       for t, a in routes.items()}
         self.stores = stores
         self.access = self.config.access
         self.manager = JobManager(self._relay, store=store, max_running=self.config.max_running, name="gateway",
@@ -175,6 +186,11 @@ class GatewayService(pb_grpc.ReducerServicer):
         transport-level INTERNAL such as a reset stream, which carries none of our error
         details) as Unavailable, which the job manager retries."""
         failure = rpc.failure_from_rpc_error(exc)
+        if failure.code == "UNAUTHENTICATED":  # the gateway's own credential: a server fault, never the caller's
+            log.error("the %s service at %s refused the gateway's service token", route.technique, route.target)
+            return errors.InternalError(
+                f"the {route.technique} service refused this gateway's service token (a deployment fault: "
+                "the gateway and its services must share one --service-token-file)")
         transport = failure.reason in ("", "UNAVAILABLE") and failure.code in ("UNAVAILABLE", "INTERNAL", "UNKNOWN")
         if transport:
             return errors.Unavailable(
@@ -201,7 +217,11 @@ class GatewayService(pb_grpc.ReducerServicer):
         """A job the caller may see; another proposal's job is reported as not found."""
         job = self.manager.get(job_id)
         if not identity.may_see(job.proposal):
+            audit.decision(subject=identity.subject, proposal=job.proposal, resource=f"job:{job_id}", allowed=False,
+                           reason="job of another proposal (reported as not found)")
             raise errors.JobNotFound(job_id)
+        audit.decision(subject=identity.subject, proposal=job.proposal, resource=f"job:{job_id}", allowed=True,
+                       reason="job of the caller's proposal")
         return job
 
     def _check_request_uris(self, identity: Identity, proposal: str,
@@ -210,14 +230,18 @@ class GatewayService(pb_grpc.ReducerServicer):
         resolved locations; returns them as they are passed on (inputs, output)."""
         inputs = []
         for uri in request.inputs:
-            loc = self._check_input(identity, proposal, uri)
+            loc = audit.checked(lambda uri=uri: self._check_input(identity, proposal, uri),
+                                subject=identity.subject, proposal=proposal, resource=uri, what="input")
             if loc.scheme == "upload" and loc.local is not None:
                 inputs.append(str(loc.local) + ("/" if loc.is_prefix else ""))
             else:
                 inputs.append(loc.uri)
         output = ""
         if request.output:
-            output = self.access.check_uri(identity, proposal, request.output, uploads=self.stores.uploads.root).uri
+            output = audit.checked(lambda: self.access.check_uri(identity, proposal, request.output,
+                                                                 uploads=self.stores.uploads.root),
+                                   subject=identity.subject, proposal=proposal, resource=request.output,
+                                   what="output").uri
         return inputs, output
 
     def _check_input(self, identity: Identity, proposal: str, uri: str) -> locations.Location:
@@ -256,11 +280,13 @@ class GatewayService(pb_grpc.ReducerServicer):
         identity = self.access.identify(context)
         route = self.route(request.technique)
         proposal = self.access.proposal_for(identity, request.labels.get("proposal", ""))
+        # an idempotency key is the (proposal, subject)'s own: the same request again is
+        # the first job, another request is ALREADY_EXISTS, other callers' keys are unseen
+        digest = request_digest(request)
         if request.idempotency_key:
-            existing = self.manager.store.by_idempotency_key(request.idempotency_key)
+            existing = self.manager.find_by_key(request.idempotency_key, proposal=proposal,
+                                                owner=identity.subject, request_hash=digest)
             if existing is not None:
-                if not identity.may_see(existing.proposal):
-                    raise errors.FailedPrecondition("this idempotency key is already used")
                 return existing
         inputs, output = self._check_request_uris(identity, proposal, request)
         check_inputs_exist(self.stores, inputs)
@@ -282,13 +308,14 @@ class GatewayService(pb_grpc.ReducerServicer):
         check.validate_only = True
         check.split = 0
         try:
-            route.stub.Submit(check, timeout=self.config.describe_timeout)
+            route.stub.Submit(check, timeout=self.config.describe_timeout,
+                              metadata=caller_metadata(identity.subject, proposal))
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
         if req.validate_only:
             return pb.Job(technique=req.technique, request=req, proposal=proposal, owner=identity.subject)
         job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None, job_id=job_id,
-                                     owner=identity.subject, proposal=proposal, shards=shards)
+                                     owner=identity.subject, proposal=proposal, shards=shards, request_hash=digest)
         return job
 
     def _shard_count(self, request: pb.ReduceRequest) -> int:
@@ -338,6 +365,8 @@ class GatewayService(pb_grpc.ReducerServicer):
     def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001
         identity = self.access.identify(context)
         if request.proposal and not identity.may_see(request.proposal):
+            audit.decision(subject=identity.subject, proposal=request.proposal, resource="jobs", allowed=False,
+                           reason="not a member of the proposal (an empty list)")
             return pb.ListJobsResponse()
         resp = list_jobs(self.manager, request)
         if identity.proposals is not None:
@@ -352,19 +381,23 @@ class GatewayService(pb_grpc.ReducerServicer):
     def Upload(self, request_iterator, context) -> pb.ObjectInfo:  # noqa: N802, ANN001
         identity = self.access.identify(context)
         requested = dict(context.invocation_metadata()).get("x-panreduce-proposal", "")
-        proposal = self.access.proposal_for(identity, requested)
+        proposal = audit.checked(lambda: self.access.proposal_for(identity, requested), subject=identity.subject,
+                                 proposal=requested, resource="upload", what="upload proposal")
         return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
 
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201
         identity = self.access.identify(context)
-        uri = self._downloadable(identity, request.uri)
+        uri = audit.checked(lambda: self._downloadable(identity, request.uri), subject=identity.subject,
+                            proposal="", resource=request.uri, what="download")
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001
         identity = self.access.identify(context)
-        loc = self.access.check_readable(identity, request.uri, uploads=self.stores.uploads.root)
+        loc = audit.checked(lambda: self.access.check_readable(identity, request.uri,
+                                                               uploads=self.stores.uploads.root),
+                            subject=identity.subject, proposal="", resource=request.uri, what="metadata read")
         return metadata.of_uri(self.stores, loc.uri, roots=self._readable_roots(identity), cancelled=lambda: not
                                context.is_active())
 
@@ -414,7 +447,9 @@ class GatewayService(pb_grpc.ReducerServicer):
         upstream = pb.ReduceRequest()
         upstream.CopyFrom(request)
         upstream.idempotency_key = ""
-        call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True)
+        job = self.manager.get(handle.job_id)
+        call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True,
+                                 metadata=caller_metadata(job.owner, job.proposal))
         handle.on_cancel(call.cancel)
         try:
             for event in call:

@@ -5,6 +5,10 @@ ownership: every job records the gateway instance that runs it, each instance re
 heartbeat, and ``unfinished()`` hands an instance the unfinished jobs whose runner has
 not been seen for ``lease`` seconds (a crashed replica), claiming them atomically with
 ``FOR UPDATE SKIP LOCKED`` so that no two replicas run the same job.
+
+Idempotency keys are unique per (proposal, owner) by a unique index, and taken with one
+``INSERT ... ON CONFLICT DO NOTHING`` so that replicas racing on a key agree on one job;
+tables from before (a global UNIQUE key) are migrated when a gateway opens them.
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_ns BIGINT NOT NULL DEFAULT 0,
     owner TEXT NOT NULL DEFAULT '',
     proposal TEXT NOT NULL DEFAULT '',
-    idempotency_key TEXT UNIQUE,
+    idempotency_key TEXT,
     runner TEXT NOT NULL DEFAULT '',
-    job BYTEA NOT NULL
+    job BYTEA NOT NULL,
+    request_hash TEXT
 );
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS request_hash TEXT;
+ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_idempotency_key_key;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (proposal, owner, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_proposal ON jobs (proposal, created_ns);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ns);
 CREATE INDEX IF NOT EXISTS jobs_technique ON jobs (technique, created_ns);
@@ -132,10 +140,35 @@ class PostgresJobStore:
                                     (job_id, after_seq)).fetchall()
         return [pb.JobEvent.FromString(r[0]) for r in rows]
 
-    def by_idempotency_key(self, key: str) -> pb.Job | None:
+    def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None:
+        found = self.find_idempotent(key, proposal=proposal, owner=owner)
+        return found[0] if found else None
+
+    def find_idempotent(self, key: str, *, proposal: str, owner: str) -> tuple[pb.Job, str] | None:
         with self._lock:
-            row = self._db.execute("SELECT job FROM jobs WHERE idempotency_key = %s", (key,)).fetchone()
-        return pb.Job.FromString(row[0]) if row else None
+            row = self._db.execute(
+                "SELECT job, request_hash FROM jobs WHERE proposal = %s AND owner = %s AND idempotency_key = %s",
+                (proposal, owner, key)).fetchone()
+        return (pb.Job.FromString(row[0]), row[1] or "") if row else None
+
+    def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
+        """Insert-or-fetch in one transaction: a concurrent insert of the same key (another
+        replica) makes this one wait for it, do nothing, and read the winner."""
+        with self._lock, self._db.transaction():
+            inserted = self._db.execute(
+                "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, runner, job,"
+                " request_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (proposal, owner, idempotency_key) DO NOTHING RETURNING job_id",
+                (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
+                 job.request.idempotency_key, self.instance, job.SerializeToString(), request_digest),
+            ).fetchone()
+            if inserted is not None:
+                self._index(job)
+                return job, request_digest
+            row = self._db.execute(
+                "SELECT job, request_hash FROM jobs WHERE proposal = %s AND owner = %s AND idempotency_key = %s",
+                (job.proposal, job.owner, job.request.idempotency_key)).fetchone()
+        return pb.Job.FromString(row[0]), row[1] or ""
 
     def unfinished(self) -> list[pb.Job]:
         """Claim and return the unfinished jobs this instance should run: its own, and

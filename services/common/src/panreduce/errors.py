@@ -133,6 +133,18 @@ class PermissionDenied(CallerError):
     reason = "PERMISSION_DENIED"
 
 
+class AlreadyExists(CallerError):
+    """An idempotency key the caller already used for a different request."""
+
+    reason = "ALREADY_EXISTS"
+
+    def __init__(self, key: str, job_id: str = "") -> None:
+        super().__init__(
+            f"idempotency key {key[:200]!r} was already used for a different request"
+            + (f" (job {job_id})" if job_id else "") + "; use a new key for a new request",
+            metadata={"idempotency_key": key[:200], **({"job_id": job_id} if job_id else {})})
+
+
 class Unauthenticated(CallerError):
     """No valid credentials with the call."""
 
@@ -185,6 +197,7 @@ STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
     InputTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     CallerError: grpc.StatusCode.INVALID_ARGUMENT,
     JobCancelled: grpc.StatusCode.CANCELLED,
@@ -199,7 +212,7 @@ _BY_REASON: dict[str, type[PanReduceError]] = {}
 for _cls in (
     InvalidParameters, InvalidRequest, InvalidInput, TransferError, InputNotFound, UnknownTechnique,
     JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, Unauthenticated,
-    JobCancelled,
+    AlreadyExists, JobCancelled,
     DeadlineExceeded, Unavailable, InternalError,
 ):
     _BY_REASON[_cls.reason] = _cls

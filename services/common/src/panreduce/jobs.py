@@ -9,6 +9,7 @@ logs and returns the result, or raises a ``PanReduceError``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -50,6 +51,22 @@ def new_job_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def request_digest(request: pb.ReduceRequest) -> str:
+    """A canonical hash (SHA-256 hex) of a request as its caller sent it, without its
+    idempotency key and ``validate_only``: the same key with another digest is another
+    request."""
+    r = pb.ReduceRequest()
+    r.CopyFrom(request)
+    r.idempotency_key = ""
+    r.validate_only = False
+    return hashlib.sha256(r.SerializeToString(deterministic=True)).hexdigest()
+
+
+def key_scope(job: pb.Job) -> tuple[str, str, str]:
+    """An idempotency key belongs to the (proposal, owner) that used it."""
+    return job.proposal, job.owner, job.request.idempotency_key
+
+
 class JobStore(Protocol):
     """Where jobs and their events live. Implementations must be thread-safe."""
 
@@ -58,7 +75,12 @@ class JobStore(Protocol):
     def put(self, job: pb.Job) -> None: ...
     def append_event(self, event: pb.JobEvent) -> None: ...
     def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]: ...
-    def by_idempotency_key(self, key: str) -> pb.Job | None: ...
+    def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None: ...
+    def find_idempotent(self, key: str, *, proposal: str, owner: str) -> tuple[pb.Job, str] | None:
+        """The job under (proposal, owner, key) and its request digest ('' if unknown)."""
+    def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
+        """Atomically: add ``job`` unless its (proposal, owner, key) is taken; returns the
+        job stored under the key (``job`` itself when added) and its request digest."""
     def list(self, query: pb.ListJobsRequest) -> list[pb.Job]: ...
     def unfinished(self) -> list[pb.Job]: ...
     def delete(self, job_id: str) -> None: ...
@@ -77,14 +99,30 @@ class MemoryJobStore:
         self.max_age_s = history_seconds() if max_age_s is None else max_age_s
         self._finished: dict[str, float] = {}  # job id -> time.monotonic() it finished, in order
         self._events: dict[str, list[pb.JobEvent]] = {}
-        self._keys: dict[str, str] = {}
+        self._keys: dict[tuple[str, str, str], tuple[str, str]] = {}  # scope -> (job id, digest)
 
-    def add(self, job: pb.Job) -> None:
+    def add(self, job: pb.Job, request_digest: str = "") -> None:
         with self._lock:
-            self._jobs[job.job_id] = _copy(job)
-            self._events[job.job_id] = []
-            if job.request.idempotency_key:
-                self._keys[job.request.idempotency_key] = job.job_id
+            self._add(job, request_digest)
+
+    def _add(self, job: pb.Job, request_digest: str) -> None:
+        self._jobs[job.job_id] = _copy(job)
+        self._events[job.job_id] = []
+        if job.request.idempotency_key:
+            self._keys[key_scope(job)] = (job.job_id, request_digest)
+
+    def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
+        with self._lock:
+            known = self._keys.get(key_scope(job))
+            if known is not None:
+                return _copy(self._jobs[known[0]]), known[1]
+            self._add(job, request_digest)
+            return _copy(job), request_digest
+
+    def find_idempotent(self, key: str, *, proposal: str, owner: str) -> tuple[pb.Job, str] | None:
+        with self._lock:
+            known = self._keys.get((proposal, owner, key))
+            return (_copy(self._jobs[known[0]]), known[1]) if known else None
 
     def get(self, job_id: str) -> pb.Job | None:
         with self._lock:
@@ -126,10 +164,9 @@ class MemoryJobStore:
         with self._lock:
             return [_copy(e) for e in self._events.get(job_id, []) if e.seq > after_seq]
 
-    def by_idempotency_key(self, key: str) -> pb.Job | None:
-        with self._lock:
-            job_id = self._keys.get(key)
-            return _copy(self._jobs[job_id]) if job_id else None
+    def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None:
+        found = self.find_idempotent(key, proposal=proposal, owner=owner)
+        return found[0] if found else None
 
     def list(self, query: pb.ListJobsRequest) -> list[pb.Job]:
         with self._lock:
@@ -145,7 +182,7 @@ class MemoryJobStore:
             job = self._jobs.pop(job_id, None)
             self._events.pop(job_id, None)
             if job is not None and job.request.idempotency_key:
-                self._keys.pop(job.request.idempotency_key, None)
+                self._keys.pop(key_scope(job), None)
 
 
 def matches(job: pb.Job, q: pb.ListJobsRequest) -> bool:
@@ -170,6 +207,13 @@ def matches(job: pb.Job, q: pb.ListJobsRequest) -> bool:
     if q.HasField("created_before") and created >= q.created_before.ToNanoseconds():
         return False
     return True
+
+
+def _same_request(key: str, job: pb.Job, stored_digest: str, digest: str) -> None:
+    """Refuse a reused key for a different request (jobs stored before digests were
+    kept have none, and match)."""
+    if stored_digest and digest and stored_digest != digest:
+        raise errors.AlreadyExists(key, job.job_id)
 
 
 def _copy(msg):  # noqa: ANN001, ANN202
@@ -246,12 +290,21 @@ class JobManager:
     # -- public API ---------------------------------------------------------------
     def submit(self, request: pb.ReduceRequest, *, deadline: float | None = None,
                job_id: str | None = None, owner: str = "", proposal: str = "",
-               shards: int = 0) -> tuple[pb.Job, bool]:
-        """Create and queue a job. Returns (job, created); a known idempotency key
-        returns the existing job and created=False."""
+               shards: int = 0, request_hash: str | None = None) -> tuple[pb.Job, bool]:
+        """Create and queue a job. Returns (job, created).
+
+        An idempotency key belongs to (``proposal``, ``owner``): the same key with the
+        same request (``request_hash``, default :func:`request_digest` of ``request``)
+        returns the first job and created=False; with a different request it is
+        :class:`errors.AlreadyExists`; another proposal's or owner's use of the key is
+        invisible. The check and the insert are one atomic step of the store, so
+        concurrent submissions (several gateway replicas too) agree on one job."""
+        digest = ""
         with self._cond:
             if request.idempotency_key:
-                existing = self.store.by_idempotency_key(request.idempotency_key)
+                digest = request_hash or request_digest(request)
+                existing = self.find_by_key(request.idempotency_key, proposal=proposal, owner=owner,
+                                            request_hash=digest)
                 if existing is not None:
                     return existing, False
             if not self._accepting:
@@ -267,13 +320,29 @@ class JobManager:
                 proposal=proposal,
                 shards=shards,
             )
-            self.store.add(job)
+            if request.idempotency_key:
+                stored, stored_digest = self.store.add_idempotent(job, digest)
+                if stored.job_id != job.job_id:  # another submission (another replica) won the key
+                    _same_request(request.idempotency_key, stored, stored_digest, digest)
+                    return stored, False
+            else:
+                self.store.add(job)
             self._seq[job.job_id] = 0
             handle = JobHandle(job.job_id, request, self, deadline=deadline)
             self._handles[job.job_id] = handle
             self._emit(job.job_id, accepted=pb.Accepted(technique=request.technique))
         self._pool.submit(self._run, handle)
         return self.get(job.job_id), True
+
+    def find_by_key(self, key: str, *, proposal: str, owner: str, request_hash: str) -> pb.Job | None:
+        """The job this (proposal, owner) submitted with idempotency ``key``, or None;
+        AlreadyExists when that job was for a different request."""
+        found = self.store.find_idempotent(key, proposal=proposal, owner=owner)
+        if found is None:
+            return None
+        job, stored_digest = found
+        _same_request(key, job, stored_digest, request_hash)
+        return job
 
     def get(self, job_id: str) -> pb.Job:
         job = self.store.get(job_id)

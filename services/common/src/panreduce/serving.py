@@ -1,22 +1,34 @@
 """What every PaNReduce gRPC server shares: error mapping for RPC methods, health,
-reflection, metrics, and a graceful SIGTERM drain."""
+reflection, metrics, the service credential, and a graceful SIGTERM drain.
+
+The service credential: technique services serve only the gateway. They are started
+with a shared secret (``--service-token-file``) and refuse, UNAUTHENTICATED, every call
+that does not carry it in the ``x-panreduce-service-token`` metadata; the gateway sends
+it on every call. Health checks (the kubelet's probes) and server reflection (the
+public contract) stay open. A service without a token refuses to start unless told
+``--insecure`` (development only).
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import inspect
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from panreduce import rpc
+from panreduce import audit, errors, rpc
 from panreduce.jobs import JobManager
 from panreduce.liveness import Limited, StreamLimit
 from panreduce.metrics import RPCS
@@ -25,6 +37,142 @@ from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 
 log = logging.getLogger("panreduce.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Reducer"].full_name
+
+# The service credential and the caller the gateway acts for, as call metadata.
+SERVICE_TOKEN_HEADER = "x-panreduce-service-token"
+SUBJECT_HEADER = "x-panreduce-subject"
+PROPOSAL_HEADER = "x-panreduce-proposal"
+SERVICE_TOKEN_ENV = "PANREDUCE_SERVICE_TOKEN_FILE"
+MIN_SERVICE_TOKEN_CHARS = 16
+MAX_SERVICE_TOKEN_CHARS = 4096
+# Open without the credential: health checks (probes) and reflection (the public contract).
+OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def read_service_token(path: Path | str) -> str:
+    """The service token in a file (surrounding whitespace ignored); refuses an empty,
+    short (under 16 characters) or non-printable one."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.InvalidRequest(f"cannot read the service token file {path}: {exc}") from None
+    if len(text) < MIN_SERVICE_TOKEN_CHARS or len(text) > MAX_SERVICE_TOKEN_CHARS:
+        raise errors.InvalidRequest(
+            f"the service token in {path} must be {MIN_SERVICE_TOKEN_CHARS} to {MAX_SERVICE_TOKEN_CHARS} "
+            f"characters (it has {len(text)}); make one with: openssl rand -hex 32")
+    if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
+        raise errors.InvalidRequest(f"the service token in {path} must be printable ASCII without spaces")
+    return text
+
+
+def service_token_setting(path: Path | str | None, *, insecure: bool = False, required: bool = True,
+                          env: dict[str, str] | None = None) -> str | None:
+    """The service token from ``path``, else ``$PANREDUCE_SERVICE_TOKEN_FILE``. None
+    when there is none and ``insecure`` (or not ``required``); otherwise a missing token
+    is an error that says how to give one."""
+    env = os.environ if env is None else env
+    path = path or env.get(SERVICE_TOKEN_ENV) or None
+    if path:
+        return read_service_token(path)
+    if insecure or not required:
+        return None
+    raise errors.InvalidRequest(
+        f"no service token: give --service-token-file FILE (or ${SERVICE_TOKEN_ENV}) with the secret the "
+        "gateway sends, or --insecure to serve every caller unauthenticated (development only)")
+
+
+def _metadata_value(metadata, key: str) -> str:  # noqa: ANN001
+    for k, v in metadata or ():
+        if k == key:
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+    return ""
+
+
+def caller_of(context: grpc.ServicerContext) -> tuple[str, str]:
+    """(subject, proposal) the gateway says it calls for (empty when not said)."""
+    md = context.invocation_metadata()
+    return _metadata_value(md, SUBJECT_HEADER)[:256], _metadata_value(md, PROPOSAL_HEADER)[:256]
+
+
+class ServiceTokenInterceptor(grpc.ServerInterceptor):
+    """Refuses, UNAUTHENTICATED, every call without the service token (compared in
+    constant time), except health checks and reflection."""
+
+    def __init__(self, token: str, *, name: str = "") -> None:
+        self._digest = hashlib.sha256(token.encode()).digest()
+        self.name = name
+
+    def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201
+        method = handler_call_details.method
+        if method.startswith(OPEN_METHOD_PREFIXES):
+            return continuation(handler_call_details)
+        given = _metadata_value(handler_call_details.invocation_metadata, SERVICE_TOKEN_HEADER)
+        if given and hmac.compare_digest(hashlib.sha256(given.encode()).digest(), self._digest):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        why = "a wrong service token" if given else "no service token"
+        log.warning("%s: refused %s with %s", self.name or "server", method.rsplit("/", 1)[-1], why)
+        return _refusing(handler, errors.Unauthenticated(
+            f"this technique service serves only its gateway: the call came with {why}"))
+
+
+def _refusing(handler: grpc.RpcMethodHandler, exc: errors.PanReduceError) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as ``handler`` that ends the call with ``exc``."""
+
+    def deny(_request, context):  # noqa: ANN001, ANN202
+        rpc.abort(context, exc)
+
+    kwargs = {"request_deserializer": handler.request_deserializer,
+              "response_serializer": handler.response_serializer}
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(deny, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(deny, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
+
+
+class ServiceTokenCredentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Client side: adds the service token to every call on a channel."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def _details(self, details):  # noqa: ANN001, ANN202
+        metadata = [*(details.metadata or ()), (SERVICE_TOKEN_HEADER, self._token)]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request_iterator)
+
+
+@dataclass(frozen=True)
+class _CallDetails(grpc.ClientCallDetails):
+    method: str
+    timeout: float | None
+    metadata: list | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+def with_service_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:
+    """``channel`` sending the service token on every call (unchanged without one)."""
+    return grpc.intercept_channel(channel, ServiceTokenCredentials(token)) if token else channel
 
 
 class AbortWith(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -49,6 +197,7 @@ def rpc_method(fn: Callable) -> Callable:
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(self, request, context):  # noqa: ANN001, ANN202
+            audit.set_rpc(method)
             try:
                 yield from fn(self, request, context)
             except Exception as exc:  # noqa: BLE001
@@ -59,6 +208,7 @@ def rpc_method(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def unary(self, request, context):  # noqa: ANN001, ANN202
+        audit.set_rpc(method)
         try:
             response = fn(self, request, context)
         except Exception as exc:  # noqa: BLE001
@@ -104,17 +254,19 @@ class RunningServer:
 
 def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1:0", name: str,
                  manager: JobManager | None = None, max_workers: int = 32,
-                 tls: tuple[bytes, bytes] | None = None) -> RunningServer:
+                 tls: tuple[bytes, bytes] | None = None, service_token: str | None = None) -> RunningServer:
     """Start a gRPC server with the Reducer service, health and reflection.
 
     ``tls``: (certificate chain PEM, private key PEM) to serve TLS on the port.
+    ``service_token``: refuse every Reducer call without it (health and reflection stay open).
     Health is NOT_SERVING until the caller calls ``set_serving(True)``.
     """
+    interceptors = [ServiceTokenInterceptor(service_token, name=name)] if service_token else []
     # Long streams are bounded (panreduce.liveness); the pool holds them all plus
     # ``max_workers`` threads for short calls and health checks.
     limit = StreamLimit(name=name)
     server = grpc.server(ThreadPoolExecutor(max_workers=limit.pool_size(max_workers), thread_name_prefix=f"rpc-{name}"),
-                         options=rpc.SERVER_OPTIONS)
+                         options=rpc.SERVER_OPTIONS, interceptors=interceptors)
     pb_grpc.add_ReducerServicer_to_server(Limited(servicer, limit), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

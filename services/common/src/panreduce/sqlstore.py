@@ -4,6 +4,10 @@ Jobs and events are stored as protobuf bytes beside the indexed columns the cata
 searches: technique, state, creation time, owner, proposal, idempotency key, and a
 key/value table of labels and metadata read from the inputs (sample, user, ...).
 
+An idempotency key is unique per (proposal, owner), by a unique index, and stored with
+the digest of the request it was used for; tables made before that (a global UNIQUE key,
+no digest) are migrated when opened.
+
 For a replicated gateway, the same interface over PostgreSQL is the way (see
 docs/gateway.md); SQLite allows one writer process.
 """
@@ -27,9 +31,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_ns INTEGER NOT NULL DEFAULT 0,
     owner TEXT NOT NULL DEFAULT '',
     proposal TEXT NOT NULL DEFAULT '',
-    idempotency_key TEXT UNIQUE,
-    job BLOB NOT NULL
+    idempotency_key TEXT,
+    job BLOB NOT NULL,
+    request_hash TEXT
 );
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (proposal, owner, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_proposal ON jobs (proposal, created_ns);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ns);
 CREATE INDEX IF NOT EXISTS jobs_technique ON jobs (technique, created_ns);
@@ -51,6 +57,34 @@ CREATE INDEX IF NOT EXISTS catalogue_key_value ON catalogue (key, value);
 
 TERMINAL_STATES = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
 
+# Before idempotency keys were scoped: a global UNIQUE key and no request digest. The
+# table is rebuilt (a column constraint cannot be dropped in place), in one transaction.
+_MIGRATE_SCOPED_KEYS = """
+BEGIN IMMEDIATE;
+CREATE TABLE jobs_scoped (
+    job_id TEXT PRIMARY KEY,
+    technique TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    finished_ns INTEGER NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT '',
+    proposal TEXT NOT NULL DEFAULT '',
+    idempotency_key TEXT,
+    job BLOB NOT NULL,
+    request_hash TEXT
+);
+INSERT INTO jobs_scoped (job_id, technique, state, created_ns, finished_ns, owner, proposal, idempotency_key, job)
+    SELECT job_id, technique, state, created_ns, finished_ns, owner, proposal, idempotency_key, job FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_scoped RENAME TO jobs;
+COMMIT;
+"""
+
+
+def _needs_scoped_keys(db: sqlite3.Connection) -> bool:
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
+    return row is not None and "request_hash" not in row[0]
+
 
 class SqliteJobStore:
     """Implements ``panreduce.jobs.JobStore`` in one SQLite file."""
@@ -61,6 +95,8 @@ class SqliteJobStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.RLock()
         with self._lock:
+            if _needs_scoped_keys(self._db):
+                self._db.executescript(_MIGRATE_SCOPED_KEYS)
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:
@@ -114,10 +150,42 @@ class SqliteJobStore:
                                     (job_id, after_seq)).fetchall()
         return [pb.JobEvent.FromString(r[0]) for r in rows]
 
-    def by_idempotency_key(self, key: str) -> pb.Job | None:
+    def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None:
+        found = self.find_idempotent(key, proposal=proposal, owner=owner)
+        return found[0] if found else None
+
+    def find_idempotent(self, key: str, *, proposal: str, owner: str) -> tuple[pb.Job, str] | None:
         with self._lock:
-            row = self._db.execute("SELECT job FROM jobs WHERE idempotency_key = ?", (key,)).fetchone()
-        return pb.Job.FromString(row[0]) if row else None
+            row = self._db.execute(
+                "SELECT job, request_hash FROM jobs WHERE proposal = ? AND owner = ? AND idempotency_key = ?",
+                (proposal, owner, key)).fetchone()
+        return (pb.Job.FromString(row[0]), row[1] or "") if row else None
+
+    def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
+        """Insert-or-fetch in one transaction, on the unique (proposal, owner, key) index."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job,"
+                    " request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (proposal, owner, idempotency_key) DO NOTHING",
+                    (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
+                     job.request.idempotency_key, job.SerializeToString(), request_digest),
+                )
+                if cur.rowcount == 1:
+                    self._index(job)
+                    stored = (job, request_digest)
+                else:
+                    row = self._db.execute(
+                        "SELECT job, request_hash FROM jobs WHERE proposal = ? AND owner = ? AND idempotency_key = ?",
+                        (job.proposal, job.owner, job.request.idempotency_key)).fetchone()
+                    stored = (pb.Job.FromString(row[0]), row[1] or "")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return stored
 
     def unfinished(self) -> list[pb.Job]:
         with self._lock:

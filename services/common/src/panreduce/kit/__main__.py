@@ -1,8 +1,10 @@
 """``panreduce-service TECHNIQUE``: run one installed technique as a gRPC service.
 
 This is what a technique's container image runs. Settings from flags or environment:
-PANREDUCE_HOST, PANREDUCE_PORT (50051), PANREDUCE_STORE, PANREDUCE_MAX_RUNNING (1),
-PANREDUCE_METRICS_PORT (0: off), PANREDUCE_DRAIN_SECONDS (30), PANREDUCE_LOG_FORMAT.
+PANREDUCE_HOST (127.0.0.1: loopback only), PANREDUCE_PORT (50051), PANREDUCE_STORE,
+PANREDUCE_MAX_RUNNING (1), PANREDUCE_METRICS_PORT (0: off), PANREDUCE_DRAIN_SECONDS (30),
+PANREDUCE_LOG_FORMAT, PANREDUCE_SERVICE_TOKEN_FILE (the secret the gateway sends; without
+one the service refuses to start unless given --insecure).
 """
 
 from __future__ import annotations
@@ -20,24 +22,32 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="panreduce-service", description=__doc__.splitlines()[0])
     p.add_argument("technique", nargs="?", default=env("PANREDUCE_TECHNIQUE"),
                    help=f"installed technique (one of: {', '.join(registry.names()) or 'none'})")
-    p.add_argument("--host", default=env("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
+    p.add_argument("--host", default=env("PANREDUCE_HOST", "127.0.0.1"),
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
     p.add_argument("--port", type=int, default=int(env("PANREDUCE_PORT", "50051")))
     p.add_argument("--store", type=Path, default=Path(env("PANREDUCE_STORE", "panreduce-store")))
     p.add_argument("--max-running", type=int, default=int(env("PANREDUCE_MAX_RUNNING", "1")))
     p.add_argument("--metrics-port", type=int, default=int(env("PANREDUCE_METRICS_PORT", "0")))
     p.add_argument("--drain-seconds", type=float, default=float(env("PANREDUCE_DRAIN_SECONDS", "30")))
+    p.add_argument("--service-token-file", type=Path, default=None,
+                   help="file with the secret every call must carry (default $PANREDUCE_SERVICE_TOKEN_FILE)")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve without a service token: any caller that reaches the port (development only)")
     args = p.parse_args(argv)
     if not args.technique:
         p.error("name the technique (or set PANREDUCE_TECHNIQUE)")
+    from panreduce.serving import service_token_setting
+
     try:
         cls = registry.load(args.technique)
-    except errors.UnknownTechnique as exc:
+        token = service_token_setting(args.service_token_file, insecure=args.insecure)
+    except (errors.UnknownTechnique, errors.InvalidRequest) as exc:
         print(f"panreduce-service: {exc}", file=sys.stderr)
         return 2
     from panreduce.kit.server import serve
 
     serve(cls, port=args.port, host=args.host, store_root=args.store, max_running=args.max_running,
-          metrics_port=args.metrics_port, drain_seconds=args.drain_seconds)
+          metrics_port=args.metrics_port, drain_seconds=args.drain_seconds, service_token=token)
     return 0
 
 

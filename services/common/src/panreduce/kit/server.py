@@ -25,7 +25,14 @@ from panreduce.jobs import TERMINAL, JobHandle, JobManager
 from panreduce.kit.scratch import ScratchArea
 from panreduce.kit.technique import Context, EmptyShard, Shard, Technique, without_empty_shards
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
-from panreduce.serving import AbortWith, RunningServer, rpc_method, run_until_signal, start_server
+from panreduce.serving import (
+    AbortWith,
+    RunningServer,
+    caller_of,
+    rpc_method,
+    run_until_signal,
+    start_server,
+)
 from panreduce.storage import Stores, check_inputs_exist, sha256_file, stage_inputs
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
@@ -111,7 +118,12 @@ class TechniqueService(pb_grpc.ReducerServicer):
         req.technique = self.name
         if req.validate_only:
             return pb.Job(technique=self.name, request=req)
-        job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None)
+        subject, proposal = caller_of(context)  # who the gateway calls for (trusted: it holds the token)
+        job, created = self.manager.submit(req, deadline=deadline_of(context) if follow else None,
+                                           owner=subject, proposal=proposal)
+        if created:
+            log.info("job %s accepted for subject %r, proposal %r", job.job_id, subject or "-", proposal or "-",
+                     extra={"job_id": job.job_id, "subject": subject, "proposal": proposal})
         return job
 
     @rpc_method
@@ -299,27 +311,36 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
     raise errors.PermissionDenied(f"{uri} is neither in this server's store nor an output of its jobs")
 
 
-def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: str = "0.0.0.0",  # noqa: S104
+def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: str = "127.0.0.1",
           store_root: Path | None = None, max_running: int = 1, metrics_port: int = 0,
-          drain_seconds: float = 30.0) -> None:
-    """Run one technique as a long-lived gRPC service until SIGTERM/SIGINT."""
+          drain_seconds: float = 30.0, service_token: str | None = None) -> None:
+    """Run one technique as a long-lived gRPC service until SIGTERM/SIGINT.
+
+    ``service_token``: the secret every call must carry (None: serve anyone; the CLI
+    allows that only with ``--insecure``)."""
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
 
     configure()
     running = start_technique(technique, address=f"{host}:{port}",
                               stores=Stores.from_env(store_root),
-                              max_running=max_running)
+                              max_running=max_running, service_token=service_token)
     serve_metrics(metrics_port)
-    log.info("technique %s serving on port %d", running.name, running.port)
+    log.info("technique %s serving on %s:%d (%s)", running.name, host, running.port,
+             "service token required" if service_token else "INSECURE: no service token, any caller is served")
     run_until_signal([running], grace=drain_seconds)
 
 
 def start_technique(technique: type[Technique] | Technique, *, address: str = "127.0.0.1:0",
-                    stores: Stores, max_running: int = 1, scratch_root: Path | None = None) -> RunningServer:
-    """Start a technique server (non-blocking); health turns SERVING after warm-up."""
+                    stores: Stores, max_running: int = 1, scratch_root: Path | None = None,
+                    service_token: str | None = None) -> RunningServer:
+    """Start a technique server (non-blocking); health turns SERVING after warm-up.
+
+    ``service_token``: refuse (UNAUTHENTICATED) every Reducer call without it; the
+    gateway in front must be given the same (``GatewayService(service_token=...)``)."""
     service = TechniqueService(technique, stores=stores, max_running=max_running, scratch_root=scratch_root)
-    running = start_server(service, address=address, name=service.name, manager=service.manager)
+    running = start_server(service, address=address, name=service.name, manager=service.manager,
+                           service_token=service_token)
     service.technique.warm_up()
     running.set_serving(True)
     return running

@@ -1,0 +1,141 @@
+"""Technique services serve only the gateway: every RPC without the service token (or
+with a wrong one) is UNAUTHENTICATED; a service without a token does not start; the
+gateway with the token works end to end and tells the service whom it calls for."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_support import SERVICE_TOKEN, access_for, proposal_data, toy_platform
+
+from panreduce import errors
+from panreduce.client import Client
+from panreduce.serving import SERVICE_TOKEN_HEADER, read_service_token, service_token_setting
+from panreduce.transfer import file_chunks
+from panreduce.v1 import reduce_pb2 as pb
+from panreduce.v1 import reduce_pb2_grpc as pb_grpc
+
+BIN = Path(sys.executable).parent
+
+
+def every_rpc(stub: pb_grpc.ReducerStub, data: Path, metadata):  # noqa: ANN001, ANN201
+    """Each Reducer RPC, called once with ``metadata``; yields (name, thunk)."""
+    req = pb.ReduceRequest(technique="toy", inputs=[str(data)])
+    kw = {"metadata": metadata, "timeout": 10}
+    yield "Describe", lambda: stub.Describe(pb.DescribeRequest(), **kw)
+    yield "Reduce", lambda: list(stub.Reduce(req, **kw))
+    yield "Submit", lambda: stub.Submit(req, **kw)
+    yield "ListJobs", lambda: stub.ListJobs(pb.ListJobsRequest(), **kw)
+    yield "GetJob", lambda: stub.GetJob(pb.GetJobRequest(job_id="j1"), **kw)
+    yield "Watch", lambda: list(stub.Watch(pb.WatchRequest(job_id="j1"), **kw))
+    yield "Cancel", lambda: stub.Cancel(pb.CancelRequest(job_id="j1"), **kw)
+    yield "Upload", lambda: stub.Upload(file_chunks(data, "x.npy"), **kw)
+    yield "Download", lambda: list(stub.Download(pb.DownloadRequest(uri=str(data)), **kw))
+    yield "GetMetadata", lambda: stub.GetMetadata(pb.MetadataRequest(uri=str(data)), **kw)
+
+
+@pytest.mark.parametrize("given", [None, "wrong-token-of-the-same-length-0123456789ab", SERVICE_TOKEN[:-1]],
+                         ids=["none", "wrong", "truncated"])
+def test_every_rpc_without_the_service_token_is_unauthenticated(tmp_path, given):
+    data = proposal_data(tmp_path)["pA"]
+    with toy_platform(tmp_path) as (service, _, _), grpc.insecure_channel(service.address) as channel:
+        stub = pb_grpc.ReducerStub(channel)
+        metadata = [(SERVICE_TOKEN_HEADER, given)] if given else None
+        codes = {}
+        for name, call in every_rpc(stub, data, metadata):
+            with pytest.raises(grpc.RpcError) as caught:
+                call()
+            codes[name] = caught.value.code()
+        assert codes == dict.fromkeys(codes, grpc.StatusCode.UNAUTHENTICATED)
+        assert len(codes) == 10
+        # nothing ran, nothing was stored: the toy service has no job and no upload
+        assert service.manager.list(pb.ListJobsRequest()) == []
+        assert not (tmp_path / "store" / "uploads").exists() or not any((tmp_path / "store" / "uploads").rglob("*.npy"))
+        # health (the kubelet's probe) stays open
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_the_right_token_is_served(tmp_path):
+    data = proposal_data(tmp_path)["pA"]
+    with toy_platform(tmp_path) as (service, _, _), grpc.insecure_channel(service.address) as channel:
+        stub = pb_grpc.ReducerStub(channel)
+        md = [(SERVICE_TOKEN_HEADER, SERVICE_TOKEN)]
+        assert stub.Describe(pb.DescribeRequest(), metadata=md, timeout=10).techniques[0].name == "toy"
+        events = list(stub.Reduce(pb.ReduceRequest(technique="toy", inputs=[str(data)],
+                                                   output=str(tmp_path / "direct")), metadata=md, timeout=30))
+        assert events[-1].result.summary["total"] == 10.0
+
+
+def test_gateway_with_the_token_works_end_to_end_and_names_the_caller(tmp_path, caplog):
+    files = proposal_data(tmp_path)
+    with toy_platform(tmp_path, access=access_for(tmp_path)) as (_, gw, _):
+        with caplog.at_level(logging.INFO, logger="panreduce.kit"), Client(gw.address, token="bob-token",
+                                                                           timeout=30) as c:
+            result = c.reduce("toy", [str(files["pB"])], {"scale": 2.0}, str(tmp_path / "data" / "pB" / "out"))
+        assert result.summary["total"] == 200.0  # (10+20+30+40) x 2
+        accepted = [r for r in caplog.records if r.name == "panreduce.kit" and "accepted for" in r.getMessage()]
+        assert accepted and {(r.subject, r.proposal) for r in accepted} == {("bob", "pB")}
+
+
+def test_gateway_with_a_wrong_token_is_a_server_fault_not_the_callers(tmp_path):
+    files = proposal_data(tmp_path)
+    with toy_platform(tmp_path, gateway_token="not-the-service-token-0123456789") as (_, gw, _), \
+            Client(gw.address, timeout=30) as c:
+        with pytest.raises(errors.InternalError, match="service token"):
+            c.submit("toy", [str(files["pA"])], {}, str(tmp_path / "o"))
+
+
+def _run_service(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PANREDUCE_SERVICE_TOKEN_FILE"} | (env_extra or {})
+    return subprocess.run([*args, "--port", "0"], capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.mark.parametrize("command", [["panreduce-service", "scan"], ["panreduce", "service", "scan"]])
+def test_a_service_without_a_token_refuses_to_start(command, tmp_path):
+    done = _run_service(str(BIN / command[0]), *command[1:])
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no service token" in lines[0] and "--insecure" in lines[0]
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    done = _run_service(str(BIN / command[0]), *command[1:], env_extra={"PANREDUCE_SERVICE_TOKEN_FILE": str(short)})
+    assert done.returncode == 2 and "16" in done.stderr
+
+
+def test_token_file_rules(tmp_path):
+    good = tmp_path / "t"
+    good.write_text(f"  {SERVICE_TOKEN}\n")
+    assert read_service_token(good) == SERVICE_TOKEN
+    assert service_token_setting(None, env={"PANREDUCE_SERVICE_TOKEN_FILE": str(good)}) == SERVICE_TOKEN
+    assert service_token_setting(None, insecure=True, env={}) is None
+    with pytest.raises(errors.InvalidRequest, match="no service token"):
+        service_token_setting(None, env={})
+    for bad in ("", "short", "has a space in the middle of it", "x" * 5000):
+        good.write_text(bad)
+        with pytest.raises(errors.InvalidRequest):
+            read_service_token(good)
+    with pytest.raises(errors.InvalidRequest, match="cannot read"):
+        read_service_token(tmp_path / "missing")
+
+
+def test_embedded_platform_services_refuse_callers_without_its_token(tmp_path):
+    """``panreduce serve``'s services: a caller on their port gets UNAUTHENTICATED; through
+    the gateway everything works."""
+    from panreduce_gateway.embedded import Platform
+
+    with Platform(["scan"], store_root=tmp_path / "store") as platform:
+        assert len(platform.service_token) >= 32
+        with Client(platform.services["scan"].address, timeout=10) as c, pytest.raises(errors.Unauthenticated):
+            c.list_jobs()
+        with Client(platform.address, timeout=10) as c:
+            assert [t.name for t in c.describe().techniques] == ["scan"]
+        other = Platform(["scan"], store_root=tmp_path / "store2")
+        assert other.service_token != platform.service_token  # one per run
