@@ -175,3 +175,21 @@ def test_stitch_refuses_curves_that_do_not_overlap():
     edges = core.aligned_log_edges(0.01, 0.3, 0.03, 0.001)
     with pytest.raises(ValueError, match="overlap"):
         stitch([_curve(edges, 1.0, 0.01, 0.03), _curve(edges, 1.0, 0.05, 0.3)])
+
+
+def test_offspecular_map_conserves_counts_and_puts_the_specular_line_at_qx_zero():
+    from panreduce_reflectometry.offspecular import offspecular_map, scattering_vector
+
+    # specular: α_f = α_i gives Qx = 0 and Qz = 4π sin θ/λ
+    qx, qz = scattering_vector(np.array([4.0]), math.radians(1.0), np.array([math.radians(1.0)]))
+    assert abs(qx[0]) < 1e-15 and qz[0] == pytest.approx(4 * math.pi * math.sin(math.radians(1.0)) / 4.0)
+    theta = math.radians(1.0)
+    two_theta = np.radians(np.linspace(1.5, 2.5, 11))  # pixel 5 is specular (2θ = 2°)
+    edges = np.tile(np.linspace(2.0, 14.0, 121), (11, 1))
+    counts = np.ones((11, 120))
+    counts[5] *= 50.0
+    m = offspecular_map(counts, counts, edges, two_theta, theta_rad=theta, i0=10.0, wavelength_range=(2.0, 14.0),
+                        n_qx=41, n_qz=50)
+    assert m.intensity.sum() == pytest.approx(counts.sum() / 10.0)
+    ridge_qx = 0.5 * (m.qx_edges[1:] + m.qx_edges[:-1])[np.argmax(m.intensity.sum(axis=0))]
+    assert abs(ridge_qx) <= np.diff(m.qx_edges)[0]

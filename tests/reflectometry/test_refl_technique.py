@@ -158,3 +158,21 @@ def test_a_transmission_table_normalises_and_one_that_misses_the_range_is_refuse
         client.reduce("reflectometry", [*_offspec(dataset), str(short)],
                       {**OFFSPEC, "transmission": "short.csv", "wavelength_range": "2-14"},
                       str(tmp_path / "t2"), split=1)
+
+
+def test_offspec_offspecular_map_is_nxdata_with_a_png(client, dataset, tmp_path):
+    import h5py
+
+    params = {**OFFSPEC, "theta_deg": 0.5, "roi": "399-410", "offspecular": True}
+    client.reduce("reflectometry", _offspec(dataset)[:1], params, str(tmp_path / "m"), split=1)
+    with h5py.File(tmp_path / "m" / "46992_offspecular.nxs") as f:
+        d = f["entry/offspecular"]
+        assert d.attrs["signal"] == "intensity"
+        i = d["intensity"][()]
+        qx = d["Qx"][()]
+        assert i.shape == (d["Qz"].size - 1, qx.size - 1)
+        # the specular ridge at Qx ≈ 0
+        ridge = 0.5 * (qx[1:] + qx[:-1])[np.argmax(i.sum(axis=0))]
+        assert abs(ridge) < 5 * np.diff(qx)[0]
+        assert "provenance" in f["entry"]
+    assert (tmp_path / "m" / "46992_offspecular.png").stat().st_size > 1000

@@ -140,3 +140,49 @@ def resolution_fwhm(q: np.ndarray, dq_q: float) -> np.ndarray:
 
 def finite_or_nan(x: float | None) -> float:
     return float("nan") if x is None or not math.isfinite(x) else float(x)
+
+
+def write_offspecular(path: Path, png: Path | None, m, *, run: str, instrument: str, theta_deg: float) -> None:
+    """The off-specular map as NXdata (intensity over Qz, Qx bin edges) in an NXentry, and a PNG."""
+    import h5py
+
+    tmp = path.with_name(path.name + ".part")
+    with h5py.File(tmp, "w") as f:
+        f.attrs["NX_class"] = "NXroot"
+        f.attrs["default"] = "entry"
+        e = f.create_group("entry")
+        e.attrs["NX_class"] = "NXentry"
+        e.attrs["default"] = "offspecular"
+        e["title"] = f"{instrument} {run} off-specular map, θ = {theta_deg:g}°"
+        d = e.create_group("offspecular")
+        d.attrs.update({"NX_class": "NXdata", "signal": "intensity", "axes": ["Qz", "Qx"]})
+        d["intensity"] = m.intensity
+        d["intensity"].attrs["units"] = "counts per monitor count"
+        d["intensity_errors"] = np.sqrt(m.variance)
+        d["Qz"] = m.qz_edges
+        d["Qx"] = m.qx_edges
+        for axis in ("Qz", "Qx"):
+            d[axis].attrs["units"] = "1/angstrom"
+    tmp.replace(path)
+    if png is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    z = np.where(m.intensity > 0, m.intensity, np.nan)
+    positive = z[np.isfinite(z)]
+    norm = LogNorm(vmin=float(positive.min()), vmax=float(positive.max())) if positive.size else None
+    mesh = ax.pcolormesh(m.qx_edges, m.qz_edges, z, norm=norm, shading="flat")
+    fig.colorbar(mesh, ax=ax, label="counts / monitor")
+    ax.set_xlabel("Qx (1/Å)")
+    ax.set_ylabel("Qz (1/Å)")
+    ax.set_title(f"{instrument} {run}: off-specular, θ = {theta_deg:g}°")
+    fig.tight_layout()
+    tmp_png = png.with_name(png.name + ".part.png")
+    fig.savefig(tmp_png)
+    plt.close(fig)
+    tmp_png.replace(png)

@@ -92,6 +92,8 @@ class ReflectometryParameters(Parameters):
         description="manual stitch factors, one per run (the first included), instead of the automatic "
                     "overlap factors")
     orb: bool = Field(False, description="also write ORSO binary (.orb, NeXus) files")
+    offspecular: bool = Field(False, description="also write each run's off-specular map I(Qx, Qz) over the "
+                                                 "whole detector as NXdata (<run>_offspecular.nxs) and a PNG")
     plots: bool = Field(True, description="write a log R vs Q PNG")
 
     @field_validator("theta_deg", "scale", mode="before")

@@ -159,14 +159,26 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
                 raise InvalidParameters([FieldViolation("roi", f"run {run.run_number}: {exc}")]) from None
             sets.append(s)
             records.append(rec)
+            if params.offspecular:
+                m = workflow.offspecular_for(run, plan, params, i0=rec["i0"])
+                output.write_offspecular(
+                    ctx.output_path(f"{s.name}_offspecular.nxs", format="nexus"),
+                    ctx.output_path(f"{s.name}_offspecular.png", format="png", role="preview") if params.plots
+                    else None, m, run=s.name, instrument=run.instrument.name, theta_deg=plan.theta_deg)
         ctx.progress(0.8, "write", "writing ORSO files")
         return self._finish(sets, records, params, ctx, call=call, stitch_now=ctx.shard is None,
                             notes=data.notes)
 
     def merge(self, inputs: Inputs, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
         """Combine shards: every per-run .ort is read back (orsopy), rewritten, and stitched."""
+        import shutil
+
         sets, records = [], []
         for f in inputs.files:
+            if f.path.name.endswith(("_offspecular.nxs", "_offspecular.png")):
+                fmt, role = ("nexus", "result") if f.path.name.endswith(".nxs") else ("png", "preview")
+                shutil.copyfile(f.path, ctx.output_path(f.path.name, format=fmt, role=role))
+                continue
             if not f.path.name.endswith(".ort") or "stitched" in f.path.name:
                 continue
             for ds in output.read_ort(f.path):

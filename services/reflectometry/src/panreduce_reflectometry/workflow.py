@@ -217,3 +217,15 @@ def build_transmission(runs: list[TofRun], p: ReflectometryParameters, *, sample
     joined, factor = join_transmissions(parts[0], parts[1], overlap=p.transmission_overlap)
     notes.append(f"transmission runs joined with factor {factor:.5g}")
     return joined, notes
+
+
+def offspecular_for(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, i0: float):
+    """The off-specular map of one run over the whole detector (counts / I0)."""
+    from panreduce_reflectometry.offspecular import offspecular_map
+    from panreduce_reflectometry.runs import pixel_two_theta
+
+    tt, _, l2 = pixel_two_theta(run, theta_deg=plan.theta_deg)
+    edges = core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us, run.source_to_sample_m + l2)
+    lam = p.wavelength_range or run.instrument.wavelength_range_angstrom
+    return offspecular_map(run.counts, run.variances, edges, tt, theta_rad=math.radians(plan.theta_deg),
+                           i0=i0, wavelength_range=lam)
