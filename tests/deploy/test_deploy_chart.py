@@ -16,7 +16,7 @@ from deploy_support import (
     selects,
 )
 
-TECHNIQUES = {"scan", "sans", "saxs", "tomography", "ptychography", "stem4d", "reflectometry", "serial_crystallography"}
+TECHNIQUES = {"scan", "sans", "saxs", "tomography", "ptychography", "stem4d", "reflectometry", "serial_crystallography", "thz"}
 GPU_CAPABLE = {"tomography", "ptychography"}
 
 
