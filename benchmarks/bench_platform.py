@@ -63,7 +63,7 @@ def start_processes(tmp: Path) -> tuple[list[subprocess.Popen], str, str]:
     deployed), so that client and servers do not share one interpreter."""
     service_port, gateway_port = free_port(), free_port()
     procs = [subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port",
-                               str(service_port), "--store", str(tmp / "svc-store")], stderr=subprocess.DEVNULL)]
+                               str(service_port), "--store", str(tmp / "svc-store"), "--insecure"], stderr=subprocess.DEVNULL)]
     procs.append(subprocess.Popen([str(BIN / "panreduce"), "gateway", "--host", "127.0.0.1", "--port",
                                    str(gateway_port), "--store", str(tmp / "gw-store"), "--route",
                                    f"scan=127.0.0.1:{service_port}"], stderr=subprocess.DEVNULL))
@@ -159,7 +159,7 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
     for _ in range(4):
         port = free_port()
         procs.append(subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port",
-                                       str(port), "--store", str(tmp / "svc")], stderr=subprocess.DEVNULL))
+                                       str(port), "--store", str(tmp / "svc"), "--insecure"], stderr=subprocess.DEVNULL))
         addresses.append(f"127.0.0.1:{port}")
     rows = []
     try:

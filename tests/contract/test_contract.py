@@ -235,8 +235,10 @@ def test_submit_watch_and_idempotency(client, platform, example, tmp_path):
     key = f"contract-{platform['name']}-{tmp_path.name}"
     req = dict(labels={"sample": "contract"}, idempotency_key=key)
     job = client.submit(platform["name"], example["inputs"], example["params"], str(tmp_path / "o"), **req)
-    again = client.submit(platform["name"], example["inputs"], example["params"], str(tmp_path / "o2"), **req)
+    again = client.submit(platform["name"], example["inputs"], example["params"], str(tmp_path / "o"), **req)
     assert again.job_id == job.job_id
+    with pytest.raises(errors.AlreadyExists):  # the same key for another request
+        client.submit(platform["name"], example["inputs"], example["params"], str(tmp_path / "o2"), **req)
     final = client.wait(job.job_id)
     assert final.state == pb.SUCCEEDED, final.failure.message
     events = list(client.watch(job.job_id))

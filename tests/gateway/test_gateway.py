@@ -127,7 +127,8 @@ def test_job_store_round_trip_and_catalogue_queries(job_store_factory):
     future.seconds += 3600
     assert ids(created_after=future) == []
     assert ids(created_before=future) == ["j0", "j1", "j2"]
-    assert store.by_idempotency_key("k1").job_id == "j1"
+    assert store.by_idempotency_key("k1", proposal="p2", owner="user1").job_id == "j1"
+    assert store.by_idempotency_key("k1") is None  # a key is its (proposal, owner)'s own
     assert [e.seq for e in store.events_after("j0", 0)] == [1]
     assert store.unfinished() == []
 
@@ -169,9 +170,11 @@ def test_gateway_killed_mid_job_resumes_without_duplicates(served_persistent, tm
     with Client(address, timeout=60) as c:
         listed = c.list_jobs(sample="rocking")
         assert [j.job_id for j in listed] == [job.job_id]
-        again = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "other"),
-                         idempotency_key="run-42")
+        again = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(out), idempotency_key="run-42",
+                         labels={"sample": "rocking"})  # the same request again
         assert again.job_id == job.job_id
+        with pytest.raises(errors.AlreadyExists, match="run-42"):  # the key with another request
+            c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "other"), idempotency_key="run-42")
         final = c.wait(job.job_id)
     assert final.state == pb.SUCCEEDED, final.failure.message
     assert final.attempts == 2
@@ -366,7 +369,8 @@ def scan_replicas(tmp_path):
     for _ in range(3):
         port = free_port()
         proc = subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port", str(port),
-                                 "--store", str(tmp_path / "svc-store")], stderr=subprocess.DEVNULL)
+                                 "--store", str(tmp_path / "svc-store"), "--insecure"],  # sharding, not auth
+                                stderr=subprocess.DEVNULL)
         procs.append(proc)
         addresses.append(f"127.0.0.1:{port}")
     for proc, address in zip(procs, addresses, strict=True):
@@ -468,7 +472,10 @@ def test_replicated_gateways_take_over_a_vanished_replicas_jobs(pg_database, sca
         with Client(b_address, timeout=120) as c:
             assert c.get_job(job.job_id).job_id == job.job_id  # the shared table knows it
             final = c.wait(job.job_id)
-            again = c.submit("scan", [str(batch) + "/"], {}, str(tmp_path / "other"), idempotency_key="shared-1")
+            again = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "out"),
+                             idempotency_key="shared-1")
+            with pytest.raises(errors.AlreadyExists):
+                c.submit("scan", [str(batch) + "/"], {}, str(tmp_path / "other"), idempotency_key="shared-1")
         assert final.state == pb.SUCCEEDED, final.failure.message
         assert final.attempts == 2 and final.result.summary["n_scans"] == 40
         assert again.job_id == job.job_id and not (tmp_path / "other").exists()
