@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pydantic
 
 from panreduce import audit, errors, locations
 
@@ -42,23 +43,89 @@ class Authenticator:
         raise NotImplementedError
 
 
+class TokenEntry(pydantic.BaseModel):
+    """One entry of a tokens file. Strict: ``admin`` must be a JSON boolean, ``proposals``
+    a list of strings; unknown keys are refused."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    token: str = pydantic.Field(min_length=1, description="the secret, or sha256:<64 hex digits>")
+    subject: str = pydantic.Field(min_length=1, max_length=256)
+    proposals: list[pydantic.constr(strict=True, min_length=1, max_length=128)] = []  # type: ignore[valid-type]
+    admin: bool = False
+
+    @pydantic.field_validator("token")
+    @classmethod
+    def _token(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise ValueError("a token may not be blank or have surrounding spaces")
+        if value.startswith("sha256:"):
+            hexpart = value[7:]
+            if len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart.lower()):
+                raise ValueError("sha256: must be followed by 64 hex digits")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _scope(self) -> TokenEntry:
+        if not self.admin and not self.proposals:
+            raise ValueError("give the token's proposals, or admin: true")
+        return self
+
+    @property
+    def digest(self) -> str:
+        if self.token.startswith("sha256:"):
+            return self.token[7:].lower()
+        return hashlib.sha256(self.token.encode()).hexdigest()
+
+
+class TokensFile(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    tokens: list[TokenEntry]
+
+
+class TokensFileError(errors.InvalidRequest):
+    """A tokens file that does not validate; the gateway does not start."""
+
+    reason = "BAD_TOKENS_FILE"
+
+
 class StaticTokens(Authenticator):
     """Tokens from a JSON file: ``{"tokens": [{"token": "...", "subject": "alice",
     "proposals": ["cm33911-1"], "admin": false}]}``. A token may be given as
-    ``"sha256:<hex>"`` so that the file holds no secrets."""
+    ``"sha256:<hex>"`` so that the file holds no secrets. The file is validated strictly
+    (:class:`TokensFile`); tokens must be unique."""
 
-    def __init__(self, entries: Iterable[Mapping]) -> None:
-        self._entries = []
-        for e in entries:
-            token = str(e["token"])
-            digest = token[7:] if token.startswith("sha256:") else hashlib.sha256(token.encode()).hexdigest()
-            self._entries.append((digest, Identity(str(e["subject"]), frozenset(e.get("proposals", [])) if not
-                                                   e.get("admin") else None, bool(e.get("admin", False)))))
+    def __init__(self, entries: Iterable[Mapping], *, source: str = "tokens") -> None:
+        doc = {"tokens": list(entries)}
+        try:
+            model = TokensFile.model_validate(doc)
+        except pydantic.ValidationError as exc:
+            raise TokensFileError(f"{source}: {_first_problem(doc, exc)}") from None
+        seen: dict[str, int] = {}
+        self._entries: list[tuple[str, Identity]] = []
+        for i, e in enumerate(model.tokens):
+            if e.digest in seen:
+                raise TokensFileError(f"{source}: tokens[{i}] (subject {e.subject!r}) repeats the token of "
+                                      f"tokens[{seen[e.digest]}]; every token must be unique")
+            seen[e.digest] = i
+            self._entries.append((e.digest, Identity(e.subject, None if e.admin else frozenset(e.proposals), e.admin)))
 
     @classmethod
     def from_file(cls, path: Path | str) -> StaticTokens:
-        doc = json.loads(Path(path).read_text())
-        return cls(doc["tokens"] if isinstance(doc, dict) else doc)
+        """Read and validate a tokens file; any problem is one line naming the file and
+        the entry (never the token)."""
+        try:
+            doc = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise TokensFileError(f"tokens file {path}: cannot be read ({exc.strerror or exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TokensFileError(f"tokens file {path}: not valid JSON ({exc})") from None
+        if isinstance(doc, list):
+            doc = {"tokens": doc}
+        if not isinstance(doc, dict) or set(doc) != {"tokens"} or not isinstance(doc["tokens"], list):
+            raise TokensFileError(f"tokens file {path}: must be {{\"tokens\": [ ... ]}} with nothing else")
+        return cls(doc["tokens"], source=f"tokens file {path}")
 
     def identify(self, token: str) -> Identity | None:
         digest = hashlib.sha256(token.encode()).hexdigest()
@@ -66,6 +133,23 @@ class StaticTokens(Authenticator):
             if hmac.compare_digest(known, digest):
                 return identity
         return None
+
+
+def _first_problem(doc: Mapping, exc: pydantic.ValidationError) -> str:
+    """'tokens[1] (subject 'bob'): admin: Input should be a valid boolean' (+ how many more)."""
+    problems = exc.errors(include_url=False)
+    err = problems[0]
+    loc = list(err.get("loc", ()))
+    where = "tokens"
+    if len(loc) >= 2 and loc[0] == "tokens" and isinstance(loc[1], int):
+        i = loc[1]
+        entry = doc["tokens"][i]
+        subject = entry.get("subject") if isinstance(entry, Mapping) else None
+        where = f"tokens[{i}]" + (f" (subject {errors.clip(subject, 60)!r})" if isinstance(subject, str) else "")
+        loc = loc[2:]
+    field = ".".join(str(p) for p in loc)
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return f"{where}: {field + ': ' if field else ''}{err.get('msg', 'invalid')}{more}"
 
 
 class JwtVerifier(Authenticator):

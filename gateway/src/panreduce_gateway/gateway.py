@@ -28,9 +28,9 @@ from urllib.parse import quote
 
 import grpc
 
-from panreduce import __version__, audit, errors, locations, metadata, rpc
+from panreduce import __version__, audit, errors, limits, locations, metadata, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_digest
-from panreduce.kit.server import deadline_of, list_jobs, reduce_stream
+from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
 from panreduce.serving import PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
@@ -263,6 +263,7 @@ class GatewayService(pb_grpc.ReducerServicer):
     @rpc_method
     def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001
         self.access.identify(context)
+        limits.check_technique(request.technique)
         resp = pb.DescribeResponse(server_kind="gateway", server_version=__version__)
         if request.technique:
             resp.techniques.append(self._info(request.technique))
@@ -278,6 +279,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                 follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         identity = self.access.identify(context)
+        limits.check_reduce_request(request)
         route = self.route(request.technique)
         proposal = self.access.proposal_for(identity, request.labels.get("proposal", ""))
         # an idempotency key is the (proposal, subject)'s own: the same request again is
@@ -290,6 +292,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                 return existing
         inputs, output = self._check_request_uris(identity, proposal, request)
         check_inputs_exist(self.stores, inputs)
+        check_output_location(self.stores, request.output)
         job_id = new_job_id()
         req = pb.ReduceRequest()
         req.CopyFrom(request)
@@ -349,21 +352,28 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     @rpc_method
     def Watch(self, request: pb.WatchRequest, context):  # noqa: N802, ANN001, ANN201
-        self._job_for(self.access.identify(context), request.job_id)
+        identity = self.access.identify(context)
+        limits.check_job_id(request.job_id)
+        self._job_for(identity, request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
     def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:  # noqa: N802, ANN001
-        self._job_for(self.access.identify(context), request.job_id)
+        identity = self.access.identify(context)
+        limits.check_job_id(request.job_id)
+        self._job_for(identity, request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:  # noqa: N802, ANN001
-        return self._job_for(self.access.identify(context), request.job_id)
+        identity = self.access.identify(context)
+        limits.check_job_id(request.job_id)
+        return self._job_for(identity, request.job_id)
 
     @rpc_method
     def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001
         identity = self.access.identify(context)
+        limits.check_list_request(request)
         if request.proposal and not identity.may_see(request.proposal):
             audit.decision(subject=identity.subject, proposal=request.proposal, resource="jobs", allowed=False,
                            reason="not a member of the proposal (an empty list)")
@@ -371,8 +381,8 @@ class GatewayService(pb_grpc.ReducerServicer):
         resp = list_jobs(self.manager, request)
         if identity.proposals is not None:
             visible = [j for j in self.manager.list(request) if identity.may_see(j.proposal)]
-            size = request.page_size or 100
-            start = int(request.page_token or 0)
+            size = limits.page_size(request)
+            start = limits.page_start(request.page_token)
             resp = pb.ListJobsResponse(jobs=visible[start:start + size],
                                        next_page_token=str(start + size) if start + size < len(visible) else "")
         return resp
@@ -381,6 +391,7 @@ class GatewayService(pb_grpc.ReducerServicer):
     def Upload(self, request_iterator, context) -> pb.ObjectInfo:  # noqa: N802, ANN001
         identity = self.access.identify(context)
         requested = dict(context.invocation_metadata()).get("x-panreduce-proposal", "")
+        limits.check_proposal(requested)
         proposal = audit.checked(lambda: self.access.proposal_for(identity, requested), subject=identity.subject,
                                  proposal=requested, resource="upload", what="upload proposal")
         return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
@@ -388,6 +399,7 @@ class GatewayService(pb_grpc.ReducerServicer):
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201
         identity = self.access.identify(context)
+        limits.check_uri(request.uri)
         uri = audit.checked(lambda: self._downloadable(identity, request.uri), subject=identity.subject,
                             proposal="", resource=request.uri, what="download")
         yield from send_download(self.stores, uri, request.offset)
@@ -395,6 +407,7 @@ class GatewayService(pb_grpc.ReducerServicer):
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001
         identity = self.access.identify(context)
+        limits.check_uri(request.uri)
         loc = audit.checked(lambda: self.access.check_readable(identity, request.uri,
                                                                uploads=self.stores.uploads.root),
                             subject=identity.subject, proposal="", resource=request.uri, what="metadata read")

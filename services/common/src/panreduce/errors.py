@@ -15,6 +15,23 @@ import grpc
 
 DOMAIN = "panreduce.v1"
 
+# Caller text echoed in an error (a URI, a job id, a label) is clipped to this many
+# UTF-8 bytes, so that no error detail repeats unbounded input.
+ECHO_BYTES = 200
+
+
+def clip(value: object, limit: int = ECHO_BYTES) -> str:
+    """``value`` as text of at most ``limit`` UTF-8 bytes (cut at a character boundary,
+    with an ellipsis and the full length when cut). The one place where caller input
+    echoed in errors is bounded; the status conversion (``panreduce.rpc``) applies it to
+    every message, metadata value and field violation too."""
+    text = value if isinstance(value, str) else str(value)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return text
+    cut = raw[:max(limit - 24, 8)].decode("utf-8", "ignore")
+    return f"{cut}… ({len(text)} chars)"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -66,13 +83,26 @@ class InvalidRequest(CallerError):
     reason = "BAD_REQUEST"
 
 
+class LimitExceeded(InvalidRequest):
+    """A request field over its limit (``panreduce.limits``): each field is named with
+    its limit, as a google.rpc.BadRequest violation."""
+
+    reason = "LIMIT_EXCEEDED"
+
+    def __init__(self, violations: Iterable[FieldViolation]) -> None:
+        self.violations = list(violations)
+        detail = "; ".join(str(v) for v in self.violations[:5]) or "over a limit"
+        super().__init__(f"request over its limits: {detail}",
+                         metadata={"fields": clip(",".join(v.field for v in self.violations))})
+
+
 class InputNotFound(CallerError):
     """An input (file, object, prefix) that does not exist."""
 
     reason = "INPUT_NOT_FOUND"
 
     def __init__(self, uri: str, detail: str = "no such file or object") -> None:
-        super().__init__(f"input not found: {uri} ({detail})", metadata={"uri": uri})
+        super().__init__(f"input not found: {clip(uri)} ({detail})", metadata={"uri": clip(uri)})
         self.uri = uri
 
 
@@ -83,7 +113,7 @@ class InvalidInput(CallerError):
     reason = "CORRUPT_INPUT"
 
     def __init__(self, source: str, problem: str) -> None:
-        super().__init__(f"{source}: {problem}", metadata={"source": str(source)})
+        super().__init__(f"{clip(source)}: {problem}", metadata={"source": clip(source)})
         self.source = str(source)
         self.problem = problem
 
@@ -95,8 +125,8 @@ class InputTooLarge(CallerError):
 
     def __init__(self, source: str, size: int, limit: int) -> None:
         super().__init__(
-            f"{source}: {size} bytes is over the limit of {limit} bytes",
-            metadata={"source": source, "size": str(size), "limit": str(limit)},
+            f"{clip(source)}: {size} bytes is over the limit of {limit} bytes",
+            metadata={"source": clip(source), "size": str(size), "limit": str(limit)},
         )
 
 
@@ -106,8 +136,8 @@ class UnknownTechnique(CallerError):
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known = sorted(known)
         super().__init__(
-            f"unknown technique {name!r} (available: {', '.join(known) or 'none'})",
-            metadata={"technique": name},
+            f"unknown technique {clip(name)!r} (available: {', '.join(known) or 'none'})",
+            metadata={"technique": clip(name)},
         )
 
 
@@ -115,14 +145,14 @@ class JobNotFound(CallerError):
     reason = "JOB_NOT_FOUND"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"no job {job_id!r}", metadata={"job_id": job_id})
+        super().__init__(f"no job {clip(job_id)!r}", metadata={"job_id": clip(job_id)})
 
 
 class ObjectNotFound(CallerError):
     reason = "OBJECT_NOT_FOUND"
 
     def __init__(self, uri: str) -> None:
-        super().__init__(f"no object {uri!r}", metadata={"uri": uri})
+        super().__init__(f"no object {clip(uri)!r}", metadata={"uri": clip(uri)})
 
 
 class FailedPrecondition(CallerError):
@@ -177,6 +207,13 @@ class Unavailable(PanReduceError):
     reason = "UNAVAILABLE"
 
 
+class ResourceExhausted(PanReduceError):
+    """The server ran out of a resource (memory) for this job; a smaller request, or a
+    larger server, may work. Not the caller's mistake, nor reported as INTERNAL."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
 class InternalError(PanReduceError):
     """A server fault. The message says what failed, never blames the request."""
 
@@ -203,6 +240,7 @@ STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
     JobCancelled: grpc.StatusCode.CANCELLED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     InternalError: grpc.StatusCode.INTERNAL,
     PanReduceError: grpc.StatusCode.INTERNAL,
 }
@@ -211,8 +249,8 @@ STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
 _BY_REASON: dict[str, type[PanReduceError]] = {}
 for _cls in (
     InvalidParameters, InvalidRequest, InvalidInput, TransferError, InputNotFound, UnknownTechnique,
-    JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, Unauthenticated,
-    AlreadyExists, JobCancelled,
+    JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, Unauthenticated, AlreadyExists,
+    JobCancelled, LimitExceeded, ResourceExhausted,
     DeadlineExceeded, Unavailable, InternalError,
 ):
     _BY_REASON[_cls.reason] = _cls
@@ -241,7 +279,7 @@ def rebuild(
     cls = _BY_REASON.get(reason)
     violations = list(violations)
     err: PanReduceError
-    if cls is InvalidParameters or (violations and code == grpc.StatusCode.INVALID_ARGUMENT):
+    if cls is InvalidParameters or (cls is None and violations and code == grpc.StatusCode.INVALID_ARGUMENT):
         err = InvalidParameters.__new__(InvalidParameters)
         err.violations = violations
     elif cls is not None:
@@ -249,6 +287,8 @@ def rebuild(
     else:
         err = _fallback_class(code).__new__(_fallback_class(code))
     Exception.__init__(err, message)
+    if violations:
+        err.violations = violations  # type: ignore[attr-defined]
     err.message = message
     err.metadata = dict(metadata or {})
     if isinstance(err, InvalidInput):

@@ -38,9 +38,15 @@ SERVER_OPTIONS = [
 
 
 def as_panreduce_error(exc: BaseException) -> errors.PanReduceError:
-    """Any exception as a PanReduceError; unexpected ones become InternalError (logged)."""
+    """Any exception as a PanReduceError; unexpected ones become InternalError (logged).
+    Running out of memory is RESOURCE_EXHAUSTED, never INTERNAL."""
     if isinstance(exc, errors.PanReduceError):
         return exc
+    if isinstance(exc, MemoryError):
+        log.warning("out of memory: %s", exc)
+        return errors.ResourceExhausted(
+            f"the job needed more memory than this server could give ({errors.clip(exc)}); "
+            "reduce less data per job (fewer frames, a smaller region) or ask for a larger server")
     incident = uuid.uuid4().hex[:12]
     log.error("internal error %s", incident, exc_info=exc)
     return errors.InternalError(
@@ -50,16 +56,39 @@ def as_panreduce_error(exc: BaseException) -> errors.PanReduceError:
     )
 
 
+# Bounds of an error's details, so that a status always fits gRPC's metadata limit
+# (8 KiB by default; the message travels twice, percent-encoded and in the details).
+MAX_ERROR_MESSAGE_BYTES = 1000
+MAX_ERROR_METADATA = 8
+MAX_ERROR_VIOLATIONS = 8
+MAX_VIOLATION_BYTES = 300
+
+
+def bounded(failure: pb.Failure) -> pb.Failure:
+    """``failure`` with every text clipped (``errors.clip``) and at most a few metadata
+    entries and violations: no status detail echoes unbounded caller input."""
+    out = pb.Failure(code=failure.code[:40], reason=errors.clip(failure.reason, 64),
+                     message=errors.clip(failure.message, MAX_ERROR_MESSAGE_BYTES))
+    for key in sorted(failure.metadata)[:MAX_ERROR_METADATA]:
+        out.metadata[errors.clip(key, 64)] = errors.clip(failure.metadata[key])
+    for v in failure.violations[:MAX_ERROR_VIOLATIONS]:
+        out.violations.add(field=errors.clip(v.field, 120), description=errors.clip(v.description, MAX_VIOLATION_BYTES))
+    if len(failure.violations) > MAX_ERROR_VIOLATIONS:
+        out.violations.add(field="...", description=f"{len(failure.violations) - MAX_ERROR_VIOLATIONS} more")
+    return out
+
+
 def failure_of(exc: BaseException) -> pb.Failure:
     err = as_panreduce_error(exc)
     failure = pb.Failure(code=err.code.name, message=err.message, reason=err.reason)
     failure.metadata.update(err.metadata)
     for v in getattr(err, "violations", []):
         failure.violations.add(field=v.field, description=v.description)
-    return failure
+    return bounded(failure)
 
 
 def status_of_failure(failure: pb.Failure) -> status_pb2.Status:
+    failure = bounded(failure)
     code = grpc.StatusCode[failure.code] if failure.code in grpc.StatusCode.__members__ else grpc.StatusCode.INTERNAL
     info = error_details_pb2.ErrorInfo(reason=failure.reason or "ERROR", domain=errors.DOMAIN)
     info.metadata.update(dict(failure.metadata))

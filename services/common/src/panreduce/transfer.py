@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from panreduce import errors
+from panreduce import errors, limits
 from panreduce.storage import CHUNK, Stores
 from panreduce.v1 import reduce_pb2 as pb
 
@@ -27,6 +27,7 @@ def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: st
     if first is None or not first.HasField("header"):
         raise errors.InvalidRequest("an upload must start with a header message")
     header = first.header
+    limits.check_upload_header(header)
     path, uri = stores.upload_target(header.name, namespace)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")

@@ -53,7 +53,7 @@ import h5py
 import numpy as np
 
 from panreduce.errors import InvalidInput
-from panreduce.kit.readers import open_checked
+from panreduce.kit.readers import open_checked, read_dataset
 
 #: Per-point columns that are monitors or bookkeeping: never a signal, never an axis.
 MONITOR_NAMES = frozenset(
@@ -141,7 +141,7 @@ def _attr_list(value: object) -> list[str]:
 def _numeric_1d(ds: h5py.Dataset) -> np.ndarray | None:
     if ds.dtype.kind not in "fiub" or ds.ndim != 1:
         return None
-    return np.asarray(ds[()], dtype=float)
+    return np.asarray(read_dataset(ds), dtype=float)
 
 
 def _scalar(ds: h5py.Dataset) -> float | None:

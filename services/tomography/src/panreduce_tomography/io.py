@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from panreduce import errors
-from panreduce.kit.readers import HDF5_SIGNATURE, open_hdf5
+from panreduce.kit.readers import HDF5_SIGNATURE, open_hdf5, read_dataset
 from panreduce.kit.technique import StagedFile
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".nx", ".cxi"}
@@ -142,7 +142,7 @@ def _touch(scan: Scan) -> Scan:
 # -- HDF5 layouts --------------------------------------------------------------------------
 def _read_h5_array(f: h5py.File, path: str, source: str) -> np.ndarray:
     try:
-        return np.asarray(f[path][()])
+        return read_dataset(f[path], source=source)
     except (OSError, RuntimeError, KeyError) as exc:
         raise errors.InvalidInput(source, f"{path} cannot be read: damaged or truncated ({exc})") from None
 

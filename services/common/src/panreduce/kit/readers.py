@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,6 +80,40 @@ def input_roots(file: StagedFile | Path | str) -> list[Path]:
     return locations.hdf5_roots(file.path if isinstance(file, StagedFile) else file)
 
 
+def memory_ceiling() -> int:
+    """Bytes one dataset read may allocate: ``$PANREDUCE_MAX_ARRAY_BYTES``, else half of
+    the memory this process may use (the cgroup's limit in a container, else the
+    machine's RAM)."""
+    env = os.environ.get("PANREDUCE_MAX_ARRAY_BYTES", "").strip()
+    if env:
+        return int(env)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+        break
+    return total // 2
+
+
+def read_dataset(dset: h5py.Dataset, *, source: str | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """All of a dataset's values, after checking the size it declares against a memory
+    ceiling (``max_bytes``, default :func:`memory_ceiling`): a file declaring a huge
+    shape raises InputTooLarge before anything is allocated, never a MemoryError."""
+    name = source or Path(dset.file.filename).name
+    limit = memory_ceiling() if max_bytes is None else max_bytes
+    nbytes = int(np.prod(dset.shape, dtype=object) if dset.shape else 1) * dset.dtype.itemsize
+    if nbytes > limit:
+        raise errors.InputTooLarge(f"{name}: {dset.name} (shape {dset.shape})", nbytes, limit)
+    try:
+        return np.asarray(dset[()])
+    except MemoryError:
+        raise errors.InputTooLarge(f"{name}: {dset.name} (shape {dset.shape})", nbytes, limit) from None
+
+
 def require_dataset(group: h5py.Group, path: str, source: str) -> h5py.Dataset:
     """The dataset at ``path`` in ``group``, or InvalidInput naming what is missing."""
     obj = group.get(path)
@@ -93,7 +128,7 @@ def read_array(group: h5py.Group, path: str, source: str, *, finite: bool = True
     """A dataset's values; with ``finite``, NaN or inf raises InvalidInput."""
     ds = require_dataset(group, path, source)
     try:
-        values = ds[()]
+        values = read_dataset(ds, source=source)
     except (OSError, RuntimeError) as exc:
         raise errors.InvalidInput(source, f"{ds.name} cannot be read: damaged or truncated ({exc})") from None
     arr = np.asarray(values)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, catalogue, errors, locations, metadata, provenance
+from panreduce import __version__, catalogue, errors, limits, locations, metadata, provenance
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
 from panreduce.kit.scratch import ScratchArea
@@ -33,7 +33,7 @@ from panreduce.serving import (
     run_until_signal,
     start_server,
 )
-from panreduce.storage import Stores, check_inputs_exist, sha256_file, stage_inputs
+from panreduce.storage import LocalStore, Stores, check_inputs_exist, sha256_file, stage_inputs
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
@@ -66,7 +66,8 @@ def distribution_of(t: type[Technique]) -> str:
 
 
 def validate_request(technique: type[Technique], request: pb.ReduceRequest):  # noqa: ANN201
-    """Check a request at the edge: technique, inputs, shard, parameters. Returns params."""
+    """Check a request at the edge: limits, technique, inputs, shard, parameters. Returns params."""
+    limits.check_reduce_request(request)
     if request.technique and request.technique != technique.name:
         raise errors.UnknownTechnique(request.technique, [technique.name])
     if not request.inputs:
@@ -79,6 +80,10 @@ def validate_request(technique: type[Technique], request: pb.ReduceRequest):  # 
                 f"shard.index {request.shard.index} must be below shard.count {request.shard.count}")
     if request.merge and not technique.shardable:
         raise errors.InvalidRequest(f"technique {technique.name!r} is not shardable: nothing to merge")
+    nonfinite = limits.nonfinite_numbers(request.parameters)
+    if nonfinite:
+        raise errors.InvalidParameters([errors.FieldViolation(errors.clip(p, 120), "Input should be a finite number; "
+                                                              "got NaN or infinity") for p in nonfinite])
     return technique.validate_parameters(from_struct(request.parameters))
 
 
@@ -104,6 +109,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
     def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001
+        limits.check_technique(request.technique)
         if request.technique and request.technique != self.name:
             raise errors.UnknownTechnique(request.technique, [self.name])
         return pb.DescribeResponse(server_kind="technique", server_version=__version__, techniques=[self.info])
@@ -113,6 +119,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         validate_request(self.cls, request)
         check_inputs_exist(self.stores, list(request.inputs))
+        check_output_location(self.stores, request.output)
         req = pb.ReduceRequest()
         req.CopyFrom(request)
         req.technique = self.name
@@ -137,18 +144,22 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     @rpc_method
     def Watch(self, request: pb.WatchRequest, context):  # noqa: N802, ANN001, ANN201
+        limits.check_job_id(request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
     def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:  # noqa: N802, ANN001, ARG002
+        limits.check_job_id(request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:  # noqa: N802, ANN001, ARG002
+        limits.check_job_id(request.job_id)
         return self.manager.get(request.job_id)
 
     @rpc_method
     def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001, ARG002
+        limits.check_list_request(request)
         return list_jobs(self.manager, request)
 
     @rpc_method
@@ -157,11 +168,13 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201, ARG002
+        limits.check_uri(request.uri)
         uri = checked_download_uri(self.stores, self.manager, request.uri)
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001, ARG002
+        limits.check_uri(request.uri)
         return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active())
 
     # -- the job --------------------------------------------------------------------
@@ -283,11 +296,34 @@ def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContex
 
 def list_jobs(manager: JobManager, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
     jobs = manager.list(request)
-    size = request.page_size or 100
-    start = int(request.page_token or 0)
+    size = limits.page_size(request)
+    start = limits.page_start(request.page_token)
     page = jobs[start:start + size]
     token = str(start + size) if start + size < len(jobs) else ""
     return pb.ListJobsResponse(jobs=page, next_page_token=token)
+
+
+def check_output_location(stores: Stores, output: str) -> None:
+    """Refuse, before a job runs, an output that names an existing file (or lies under
+    one): results go into a folder. Checked at submission by the gateway and the service."""
+    if not output:
+        return
+    store = stores.for_uri(output)
+    if not isinstance(store, LocalStore):
+        return
+    path = store.path_of(output.rstrip("/") or "/")
+    for p in (path, *path.parents):
+        try:
+            if not p.exists():
+                continue
+            if not p.is_dir():
+                raise errors.InvalidRequest(
+                    f"output {errors.clip(output)}: {errors.clip(str(p))} is an existing file, not a folder; "
+                    "name a folder (new or existing) for the results")
+        except OSError as exc:
+            raise errors.InvalidRequest(f"output {errors.clip(output)} is not a usable location "
+                                        f"({exc.strerror or exc})") from None
+        return
 
 
 def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:

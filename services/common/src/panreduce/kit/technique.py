@@ -41,10 +41,11 @@ class Parameters(pydantic.BaseModel):
 
     Unknown parameters are refused (``extra="forbid"``); give every field a
     description with its unit and constraints (``ge``/``le``) so the JSON Schema
-    served by ``Describe`` and the error messages name the allowed range.
+    served by ``Describe`` and the error messages name the allowed range. NaN and
+    infinite numbers are refused (``allow_inf_nan=False``), naming the parameter.
     """
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 P = TypeVar("P", bound=Parameters)
