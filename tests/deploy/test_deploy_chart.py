@@ -249,6 +249,35 @@ def test_sqlite_job_store_on_a_volume_with_one_gateway(default_render):
         render_chart({"gateway": {"replicas": 2}})
 
 
+def test_service_token_secret_is_mounted_into_the_gateway_and_every_service(default_render, render):
+    import base64
+
+    (secret,) = [s for s in default_render.of("Secret") if s["metadata"]["name"] == f"{RELEASE}-service-token"]
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) >= 32 and token.isalnum()  # random, long
+    pods = [default_render.get("Deployment", f"{RELEASE}-gateway"), *technique_deployments(default_render).values()]
+    for dep in pods:
+        c = container(dep)
+        assert env_of(c)["PANREDUCE_SERVICE_TOKEN_FILE"] == "/etc/panreduce/service-token/token"
+        assert {"name": "service-token", "mountPath": "/etc/panreduce/service-token", "readOnly": True} \
+            in c["volumeMounts"]
+        volume = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "service-token")
+        assert volume["secret"]["secretName"] == f"{RELEASE}-service-token"
+    for dep in technique_deployments(default_render).values():
+        assert env_of(container(dep))["PANREDUCE_HOST"] == "0.0.0.0"  # pods listen beyond loopback
+    given = render({"serviceToken": {"value": "a-given-token-0123456789"}})
+    (secret,) = [s for s in given.of("Secret") if s["metadata"]["name"] == f"{RELEASE}-service-token"]
+    assert base64.b64decode(secret["data"]["token"]).decode() == "a-given-token-0123456789"
+    existing = render({"serviceToken": {"existingSecret": "facility-token", "secretKey": "t"}})
+    assert not [s for s in existing.of("Secret") if "service-token" in s["metadata"]["name"]]
+    gw = existing.get("Deployment", f"{RELEASE}-gateway")
+    assert next(v for v in pod_spec(gw)["volumes"] if v["name"] == "service-token")["secret"]["secretName"] \
+        == "facility-token"
+    assert env_of(container(gw))["PANREDUCE_SERVICE_TOKEN_FILE"] == "/etc/panreduce/service-token/t"
+    with pytest.raises(Exception, match="serviceToken"):
+        render_chart({"serviceToken": {"value": "short"}})
+
+
 def test_postgresql_job_store_from_a_secret(render):
     docs = render({"jobStore": {"type": "postgresql", "postgresql": {"existingSecret": "pg", "secretKey": "uri"}},
                    "gateway": {"autoscaling": {"enabled": True}}})
@@ -279,7 +308,7 @@ def test_s3_settings_and_credentials_from_a_secret(render, how):
           "resultsUri": "s3://reduced/results"}
     s3 |= {"existingSecret": "facility-s3"} if how == "existing" else {"accessKeyId": "AK", "secretAccessKey": "SK"}
     docs = render({"s3": s3})
-    secrets = docs.of("Secret")
+    secrets = [s for s in docs.of("Secret") if s["metadata"]["name"] != f"{RELEASE}-service-token"]
     name = "facility-s3" if how == "existing" else f"{RELEASE}-s3"
     if how == "existing":
         assert secrets == []

@@ -113,6 +113,9 @@ gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsa
   value: {{ .Values.store.mountPath | quote }}
 - name: MPLCONFIGDIR
   value: /tmp/matplotlib
+# the secret shared by the gateway and the technique services (they serve no one else)
+- name: PANREDUCE_SERVICE_TOKEN_FILE
+  value: {{ printf "/etc/panreduce/service-token/%s" .Values.serviceToken.secretKey | quote }}
 {{- $s3 := .Values.s3 }}
 {{- if $s3.enabled }}
 {{- with $s3.endpoint }}
@@ -151,6 +154,24 @@ gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsa
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{- define "panreduce.serviceTokenSecretName" -}}
+{{- .Values.serviceToken.existingSecret | default (printf "%s-service-token" (include "panreduce.fullname" .)) }}
+{{- end }}
+
+{{- /* the service token Secret as a volume, and its mount: gateway and technique pods */ -}}
+{{- define "panreduce.serviceTokenVolume" -}}
+- name: service-token
+  secret:
+    secretName: {{ include "panreduce.serviceTokenSecretName" . }}
+    defaultMode: 0440
+{{- end }}
+
+{{- define "panreduce.serviceTokenMount" -}}
+- name: service-token
+  mountPath: /etc/panreduce/service-token
+  readOnly: true
 {{- end }}
 
 {{- define "panreduce.s3SecretName" -}}
