@@ -297,9 +297,17 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         # (as containers of one Kubernetes pod would), so the check uses no host ports.
         # (without systemd, podman complains that it cannot add health-check timers: the
         # check below runs the image's HEALTHCHECK itself with `podman healthcheck run`)
-        run(["podman", "run", "-d", "--name", svc, "--network", "none", *hardening,
+        # the service credential, as the chart's Secret gives it: one file read by both
+        import secrets
+
+        token_dir = Path(tempfile.mkdtemp(prefix="panreduce-check-"))
+        (token_dir / "token").write_text(secrets.token_hex(32))
+        (token_dir / "token").chmod(0o644)  # a throwaway token, readable by the containers' user
+        token = ["-v", f"{token_dir / 'token'}:/etc/panreduce/service-token/token:ro",
+                 "-e", "PANREDUCE_SERVICE_TOKEN_FILE=/etc/panreduce/service-token/token"]
+        run(["podman", "run", "-d", "--name", svc, "--network", "none", *hardening, *token,
              "-e", "PANREDUCE_METRICS_PORT=9090", cfg.ref(technique)], capture=True)
-        run(["podman", "run", "-d", "--name", gw, "--network", f"container:{svc}", *hardening,
+        run(["podman", "run", "-d", "--name", gw, "--network", f"container:{svc}", *hardening, *token,
              "-e", f"PANREDUCE_ROUTES={technique}=127.0.0.1:50051", cfg.ref("gateway")], capture=True)
         ok, msg = wait_healthy(svc, args.timeout)
         results.append((f"{technique} image health check (panreduce-health 127.0.0.1:50051)", ok, msg))
