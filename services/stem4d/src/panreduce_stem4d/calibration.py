@@ -25,7 +25,7 @@ def fit_disc(pattern: np.ndarray, *, level: float = 0.5) -> Disc:
     + background, largest connected region; centre = its intensity-weighted centroid (px),
     radius = sqrt(area / π) (px)."""
     img = ndimage.uniform_filter(np.asarray(pattern, np.float64), 3)
-    background = float(np.median(img))
+    background = float(np.percentile(img, 2))
     peak = float(np.percentile(img, 99.9))
     if peak <= background:
         raise ValueError("the pattern has no disc brighter than its background")

@@ -163,6 +163,22 @@ def _nxdata_signal(f: h5py.File) -> tuple[h5py.Dataset, list[h5py.Dataset | None
     return hits[0] if hits else None
 
 
+def _nexus_energy_kev(f: h5py.File, name: str) -> float | None:
+    """The accelerating voltage of the entry holding ``name``: instrument/source/voltage
+    (or .../energy), in kV, V or keV / eV."""
+    entry = "/" + name.strip("/").split("/")[0]
+    for rel in ("instrument/source/voltage", "instrument/source/energy", "instrument/beam/incident_energy"):
+        ds = f.get(f"{entry}/{rel}")
+        if isinstance(ds, h5py.Dataset) and ds.shape in ((), (1,)) and ds.dtype.kind in "uif":
+            units = ds.attrs.get("units", "kV")
+            units = units.decode() if isinstance(units, bytes) else str(units)
+            scale = {"kv": 1.0, "kev": 1.0, "v": 1e-3, "ev": 1e-3, "mv": 1e3, "mev": 1e3}.get(units.strip().lower())
+            value = float(np.ravel(ds[()])[0])
+            if scale is not None and np.isfinite(value) and value > 0:
+                return value * scale
+    return None
+
+
 def open_hdf5(path: Path, source: str, *, dataset: str | None = None) -> Scan4D:
     try:
         f = h5py.File(path, "r")
@@ -206,6 +222,8 @@ def open_hdf5(path: Path, source: str, *, dataset: str | None = None) -> Scan4D:
         ht = f.get("fpd_expt/TIA0/tags/ObjectInfo/ExperimentalDescription/High tension_kV")
         if isinstance(ht, h5py.Dataset) and ht.shape == ():
             energy = float(ht[()])
+        if energy is None:
+            energy = _nexus_energy_kev(f, ds.name)
         native = ds.dtype.newbyteorder("=")
     except BaseException:
         f.close()

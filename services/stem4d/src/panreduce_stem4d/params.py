@@ -85,6 +85,13 @@ class Stem4dParameters(Parameters):
     def _pairs(cls, value: object) -> object:
         return _split(value)
 
+    @field_validator("dataset")
+    @classmethod
+    def _inside_the_file(cls, value: str | None) -> str | None:
+        if value is not None and any(part in ("..", ".") for part in value.split("/")):
+            raise ValueError("an HDF5 path inside the input file: no '.' or '..' parts")
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> Stem4dParameters:
         for name in ("ellipse_ring_mrad", "adf_mrad", "haadf_mrad"):

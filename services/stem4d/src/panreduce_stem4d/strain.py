@@ -31,7 +31,8 @@ def probe_template(pattern: np.ndarray, center_yx: tuple[float, float], radius_p
 
 
 class DiscFinder:
-    """Cross-correlation disc finder for frames of one shape."""
+    """Cross-correlation disc finder for frames of one shape: discs are correlation maxima
+    above ``min_relative`` × the strongest maximum outside 2 radii of the strongest one."""
 
     def __init__(self, template: np.ndarray, radius_px: float, *, min_relative: float = 0.1,
                  max_discs: int = 64) -> None:
@@ -50,7 +51,13 @@ class DiscFinder:
         frame = np.asarray(frame, np.float64)
         cc = self.correlate(frame)
         size = max(3, int(round(self.radius)) | 1)
-        peaks = (cc == ndimage.maximum_filter(cc, size=size, mode="wrap")) & (cc > self.min_relative * cc.max())
+        # the direct beam is usually far brighter than any Bragg disc: the threshold is
+        # relative to the strongest peak away from the strongest one
+        top = np.unravel_index(int(np.argmax(cc)), cc.shape)
+        yy, xx = np.indices(cc.shape)
+        away = np.hypot(yy - top[0], xx - top[1]) > 2 * self.radius
+        second = float(cc[away].max()) if away.any() else float(cc.max())
+        peaks = (cc == ndimage.maximum_filter(cc, size=size, mode="wrap")) & (cc > self.min_relative * second)
         ys, xs = np.nonzero(peaks)
         order = np.argsort(cc[ys, xs])[::-1][: self.max_discs]
         out = []
