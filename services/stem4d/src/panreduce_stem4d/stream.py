@@ -25,11 +25,16 @@ class PassResult:
     frames: int
 
 
+EXACT = 2**24  # float32 holds every integer below this exactly
+SUB_FRAMES = 16  # frames converted to float32 at a time: the copy stays in cache for the product
+
+
 def weight_matrix(masks: list[np.ndarray], com_mask: np.ndarray) -> np.ndarray:
-    """(pixels, len(masks) + 3) float32: masks, then com_mask, com_mask*y, com_mask*x."""
+    """(pixels, len(masks) + 4) float32: masks, then com_mask, com_mask*y, com_mask*x, ones."""
     dy, dx = com_mask.shape
     yy, xx = np.mgrid[0:dy, 0:dx].astype(np.float32)
-    cols = [m.ravel() for m in masks] + [com_mask.ravel(), (com_mask * yy).ravel(), (com_mask * xx).ravel()]
+    cols = [m.ravel() for m in masks] + [com_mask.ravel(), (com_mask * yy).ravel(), (com_mask * xx).ravel(),
+                                         np.ones(dy * dx, np.float32)]
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
 
 
@@ -47,7 +52,7 @@ class Accumulator:
         self.ny, self.nx = scan_shape
         self.det = detector_shape
         self.weights = weight_matrix([masks[n] for n in self.names], com_mask)
-        self.out = np.zeros((self.ny, self.nx, self.weights.shape[1]), np.float64)
+        self.out = np.zeros((self.ny, self.nx, self.weights.shape[1] - 1), np.float64)
         self.total = np.zeros((self.ny, self.nx), np.int64)
         self.sum_pattern = np.zeros(detector_shape, np.uint64)
         self.max_pattern = np.zeros(detector_shape, np.float64)
@@ -62,25 +67,53 @@ class Accumulator:
             self._device = torch.device(device)
             self._w = torch.from_numpy(self.weights).to(self._device)
 
-    def _products(self, flat: np.ndarray) -> np.ndarray:
-        if self._torch is not None:
-            torch = self._torch
-            src = flat if flat.dtype != np.uint16 else flat.astype(np.int32)
-            t = torch.from_numpy(src).to(self._device, non_blocking=True).to(torch.float32)
-            return (t @ self._w).double().cpu().numpy()
-        return (flat.astype(np.float32) @ self.weights).astype(np.float64)
+    def _products_torch(self, flat: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        src = flat if flat.dtype != np.uint16 else flat.astype(np.int32)
+        t = torch.from_numpy(src).to(self._device, non_blocking=True).to(torch.float32)
+        return (t @ self._w).double().cpu().numpy()
+
+    def _products_numpy(self, flat: np.ndarray, colsum: np.ndarray | None) -> np.ndarray:
+        """flat @ weights, converting SUB_FRAMES frames at a time; adds the float32 column
+        sums of the frames to ``colsum``."""
+        n = flat.shape[0]
+        out = np.empty((n, self.weights.shape[1]), np.float32)
+        buf = np.empty((SUB_FRAMES, flat.shape[1]), np.float32)
+        for i in range(0, n, SUB_FRAMES):
+            m = min(SUB_FRAMES, n - i)
+            b = buf[:m]
+            np.copyto(b, flat[i:i + m], casting="unsafe")
+            np.matmul(b, self.weights, out=out[i:i + m])
+            if colsum is not None:
+                colsum += b.sum(axis=0)
+        return out
 
     def add(self, block: np.ndarray, row0: int) -> None:
         """Accumulate frames of rows [row0, row0 + block.shape[0]) (shape (rows, nx, dy, dx))."""
         rows = block.shape[0]
         flat = block.reshape(rows * self.nx, -1)
-        self.out[row0:row0 + rows] = self._products(flat).reshape(rows, self.nx, -1)
-        if block.dtype.kind in "ui":
-            self.total[row0:row0 + rows] = flat.sum(axis=1, dtype=np.int64).reshape(rows, self.nx)
-            if self.want_patterns:
-                self.sum_pattern += flat.sum(axis=0, dtype=np.uint64).reshape(self.det)
+        integer = block.dtype.kind in "ui" and (block.dtype.kind == "u" or flat.min() >= 0)
+        colsum = np.zeros(flat.shape[1], np.float32) if (integer and self.want_patterns
+                                                         and self._torch is None) else None
+        if self._torch is not None:
+            prod = self._products_torch(flat)
         else:
-            self.total[row0:row0 + rows] = np.rint(flat.sum(axis=1, dtype=np.float64)).reshape(rows, self.nx)
+            prod = self._products_numpy(flat, colsum).astype(np.float64)
+        self.out[row0:row0 + rows] = prod[:, :-1].reshape(rows, self.nx, -1)
+        sl = slice(row0, row0 + rows)
+        if integer:
+            totals = prod[:, -1]
+            if self._torch is None and totals.max(initial=0) < EXACT:
+                self.total[sl] = np.rint(totals).astype(np.int64).reshape(rows, self.nx)  # exact
+            else:
+                self.total[sl] = flat.sum(axis=1, dtype=np.int64).reshape(rows, self.nx)
+            if self.want_patterns:
+                if colsum is not None and colsum.max(initial=0) < EXACT:
+                    self.sum_pattern += colsum.astype(np.uint64).reshape(self.det)  # exact
+                else:
+                    self.sum_pattern += flat.sum(axis=0, dtype=np.uint64).reshape(self.det)
+        else:
+            self.total[sl] = np.rint(flat.sum(axis=1, dtype=np.float64)).reshape(rows, self.nx)
             if self.want_patterns:
                 self.sum_pattern += np.rint(np.clip(flat.sum(axis=0, dtype=np.float64), 0, None)).astype(
                     np.uint64).reshape(self.det)
