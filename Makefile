@@ -34,7 +34,7 @@ test-gpu: setup ## run the GPU tests (needs CUDA and torch: uv sync --extra gpu)
 test-large: setup ## run the tests that move gigabytes (e.g. a 3 GiB upload)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
 
-bench-%: setup ## a benchmark table: make bench-platform, bench-load (100 streaming clients, 60 s; BENCH_ARGS="--seconds 10" for a short run), bench-sans, bench-saxs, bench-tomography, bench-ptychography, bench-serial-crystallography, bench-reflectometry, bench-thz
+bench-%: setup ## a benchmark table: make bench-platform, bench-load (100 streaming clients, 60 s; BENCH_ARGS="--seconds 10" for a short run), bench-sans, bench-saxs, bench-tomography, bench-ptychography, bench-serial-crystallography, bench-thz, bench-reflectometry, bench-stem4d
 	$(PY) benchmarks/bench_$*.py $(BENCH_ARGS)
 
 bench-serial-crystallography: setup ## peakfinder8 frames/s per core, against OM's compiled peakfinder8 in .bench-envs/om (installed when it can be)
