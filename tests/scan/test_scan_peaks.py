@@ -147,3 +147,59 @@ def test_undersampled_peak_is_flagged_few_points():
                               background=20.0, slope=0.0)
     fit = fit_peak(x, counts, counting_sigma(counts), model="gaussian")
     assert "few_points" in assess_peak(fit, x)
+
+
+def test_good_fits_are_rarely_poor_fit():
+    """Poisson scans of the model itself: chi^2 follows counting statistics, so with a
+    p-value threshold of 1e-3 at most a few of 100 scans are flagged 'poor_fit'."""
+    poor = 0
+    for seed in range(100):
+        counts = synthetic_counts(np.random.default_rng(seed), X, model="gaussian", **TRUE)
+        fit = fit_peak(X, counts, counting_sigma(counts), model="gaussian")
+        poor += "poor_fit" in assess_peak(fit, X)
+    assert poor <= 2, poor
+
+
+def test_wrong_model_and_underestimated_errors_are_poor_fit():
+    """A Lorentzian peak fitted as a Gaussian with many counts, and errors 10x too small:
+    chi^2 far beyond counting statistics is flagged."""
+    counts = synthetic_counts(np.random.default_rng(3), X, model="lorentzian", center=0.05,
+                              fwhm=0.3, area=60000.0, background=100.0)
+    fit = fit_peak(X, counts, counting_sigma(counts), model="gaussian")
+    assert fit.chi2_reduced > 5
+    assert "poor_fit" in assess_peak(fit, X)
+    counts = synthetic_counts(np.random.default_rng(4), X, model="gaussian", **TRUE)
+    fit = fit_peak(X, counts, counting_sigma(counts) / 10.0, model="gaussian")
+    assert "poor_fit" in assess_peak(fit, X)
+
+
+def test_negative_background_is_flagged():
+    """Counts with a large negative offset (a bad dark subtraction): the fitted background
+    is negative by many sigma."""
+    counts = synthetic_counts(np.random.default_rng(5), X, model="gaussian", center=0.0,
+                              fwhm=0.3, area=2000.0, background=50.0)
+    sigma = counting_sigma(counts)
+    fit = fit_peak(X, counts - 400.0, sigma, model="gaussian")
+    assert fit.background < -3 * fit.background_err
+    assert "negative_background" in assess_peak(fit, X)
+    fit = fit_peak(X, counts, sigma, model="gaussian")
+    assert "negative_background" not in assess_peak(fit, X)
+
+
+def test_peak_narrower_than_step_and_outside_range():
+    """A scan 10x coarser than the peak is flagged; a fit whose centre sits beyond the
+    scanned range by many errors is flagged 'outside_range'."""
+    coarse = np.linspace(-1.0, 1.0, 11)  # step 0.2
+    counts = synthetic_counts(np.random.default_rng(6), coarse, model="gaussian", center=0.0,
+                              fwhm=0.02, area=2000.0, background=10.0, slope=0.0)
+    fit = fit_peak(coarse, counts, counting_sigma(counts), model="gaussian")
+    flags = assess_peak(fit, coarse)
+    assert "narrower_than_step" in flags or "unfittable" in flags, flags
+    counts = synthetic_counts(np.random.default_rng(7), X, model="gaussian", center=1.3,
+                              fwhm=0.3, area=20000.0, background=20.0, slope=0.0)
+    fit = fit_peak(X, counts, counting_sigma(counts), model="gaussian")
+    if fit.success and fit.center > X.max() + 3 * fit.center_err:
+        assert "outside_range" in assess_peak(fit, X)
+    good = synthetic_counts(np.random.default_rng(8), X, model="gaussian", **TRUE)
+    fit = fit_peak(X, good, counting_sigma(good), model="gaussian")
+    assert assess_peak(fit, X) == []

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import least_squares
 
 Model = Literal["gaussian", "lorentzian", "pseudo_voigt"]
 MODELS: tuple[str, ...] = ("gaussian", "lorentzian", "pseudo_voigt")
@@ -159,6 +158,8 @@ def _fit_once(x, y, sigma, x_ref, p0, lower, upper, fixed_fraction):
     p0 = np.clip(p0, nudge_lo, nudge_hi)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        from scipy.optimize import least_squares  # scipy.optimize loads on the first fit
+
         return least_squares(residuals, p0, bounds=(lower, upper), x_scale="jac",
                              method="trf", max_nfev=2000)
 
@@ -294,6 +295,16 @@ def fit_peak(
     )
 
 
+def chi2_p_value(chi2: float, dof: int) -> float:
+    """P(X >= chi2) for X ~ chi^2 with ``dof`` degrees of freedom: the chance that
+    counting statistics alone give a fit this poor (``nan`` without degrees of freedom)."""
+    if dof <= 0 or not np.isfinite(chi2):
+        return float("nan")
+    from scipy.special import gammaincc
+
+    return float(gammaincc(dof / 2.0, max(chi2, 0.0) / 2.0))
+
+
 def assess_peak(
     fit: PeakFit,
     x: np.ndarray,
@@ -301,6 +312,8 @@ def assess_peak(
     edge_margin_fwhm: float = 1.0,
     min_significance: float = 5.0,
     min_points_in_peak: int = 3,
+    min_chi2_p: float = 1e-3,
+    n_sigma: float = 3.0,
 ) -> list[str]:
     """Quality flags of a fitted scan (empty list: a good peak).
 
@@ -311,19 +324,30 @@ def assess_peak(
       background-only fit is below ``min_significance`` sigma, or its area is not positive.
     * ``"edge"``: the centre lies within ``edge_margin_fwhm`` x FWHM of either end of the
       scan (or outside it): the scan does not enclose the peak.
+    * ``"outside_range"``: the centre lies outside the scanned range by more than
+      ``n_sigma`` of its error.
     * ``"few_points"``: fewer than ``min_points_in_peak`` points lie within the FWHM
       around the centre: the peak is under-sampled (step too coarse).
+    * ``"narrower_than_step"``: the FWHM plus ``n_sigma`` of its error is below the median
+      step of the scan: the width is not measured.
+    * ``"poor_fit"``: the chi^2 of the fit is out of line with counting statistics (its
+      p-value, :func:`chi2_p_value`, is below ``min_chi2_p``): the model does not describe
+      the data, or the errors are underestimated; the reported errors are then scaled.
+    * ``"negative_background"``: the background under the peak is negative by more than
+      ``n_sigma`` of its error (counts cannot be negative: the background is not
+      determined by the scan).
     """
     x = np.asarray(x, float)
     flags: list[str] = []
     span = float(np.ptp(x)) if x.size else 0.0
     values = (fit.center, fit.center_err, fit.fwhm, fit.fwhm_err, fit.area, fit.area_err)
-    if (
+    unfittable = (
         not fit.success
         or not all(np.isfinite(v) for v in values)
         or fit.center_err > span
         or fit.fwhm > 2.0 * span
-    ):
+    )
+    if unfittable:
         flags.append("unfittable")
     flat = not np.isfinite(fit.significance) or fit.significance < min_significance or not (
         fit.area > 0
@@ -334,7 +358,22 @@ def assess_peak(
         margin = edge_margin_fwhm * fit.fwhm
         if fit.center - x.min() < margin or x.max() - fit.center < margin:
             flags.append("edge")
+        err = fit.center_err if np.isfinite(fit.center_err) else 0.0
+        if fit.center < x.min() - n_sigma * err or fit.center > x.max() + n_sigma * err:
+            flags.append("outside_range")
         inside = int(np.sum(np.abs(x - fit.center) <= fit.fwhm / 2.0))
         if inside < min_points_in_peak:
             flags.append("few_points")
+        steps = np.diff(np.sort(x))
+        steps = steps[steps > 0]
+        fwhm_err = fit.fwhm_err if np.isfinite(fit.fwhm_err) else 0.0
+        if steps.size and fit.fwhm + n_sigma * fwhm_err < float(np.median(steps)):
+            flags.append("narrower_than_step")
+    if not unfittable:
+        p = chi2_p_value(fit.chi2, fit.dof)
+        if np.isfinite(p) and p < min_chi2_p:
+            flags.append("poor_fit")
+        if (np.isfinite(fit.background) and np.isfinite(fit.background_err)
+                and fit.background < -n_sigma * fit.background_err):
+            flags.append("negative_background")
     return flags

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from panreduce_scan.nexus import ScanData
 from panreduce_scan.normalise import Normalised
@@ -252,6 +250,10 @@ def write_csv(path: Path, results: Sequence[ScanResult]) -> None:
 
 def plot_scan(path: Path, result: ScanResult) -> None:
     """Data with error bars, the fit, and normalised residuals below."""
+    # plots load matplotlib on first use
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     d, fit, nm = result.data, result.fit, result.normalised
     fig = Figure(figsize=(7, 6), dpi=100)
     FigureCanvasAgg(fig)
@@ -280,25 +282,65 @@ def plot_scan(path: Path, result: ScanResult) -> None:
     fig.savefig(path, format="png")
 
 
+def _limits(values: np.ndarray, errors: np.ndarray) -> tuple[float, float] | None:
+    """y limits that show ``values`` with their errors, ignoring non-finite ones."""
+    lo, hi = values - np.nan_to_num(errors), values + np.nan_to_num(errors)
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if not np.any(ok):
+        return None
+    a, b = float(lo[ok].min()), float(hi[ok].max())
+    pad = 0.08 * (b - a) if b > a else max(abs(a) * 0.05, 1e-12)
+    return a - pad, b + pad
+
+
 def plot_series(
     path: Path, series: SeriesTable, *, axis_units: str = "", value_units: str = ""
 ) -> None:
-    """Centre, FWHM and area against the series axis; flagged scans drawn hollow."""
-    fig = Figure(figsize=(7, 8), dpi=100)
+    """Centre, FWHM and area against the series axis: one column of panels per scanned
+    axis (a batch of eta and hkl scans gets two, each in its own units); flagged scans
+    drawn hollow in red, and the y range set by the unflagged scans so one bad fit's
+    error bar cannot flatten the rest (flagged points outside it are drawn at the edge
+    as triangles). ``value_units``: the units of the centre and FWHM when the rows do not
+    say (rows' ``axis_units`` win)."""
+    # plots load matplotlib on first use
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(series.rows):
+        groups.setdefault(str(row.get("axis") or ""), []).append(i)
+    names = list(groups)
+    fig = Figure(figsize=(5.5 * len(names) + 1.5, 8), dpi=100)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(3, 1, sharex=True)
-    x = series.column(series.axis)
-    flagged = np.array([bool(r.get("flags")) for r in series.rows])
-    for ax, (value, error) in zip(axes, FIT_KEYS[:3], strict=True):
-        y, e = series.column(value), series.column(error)
+    grid = fig.subplots(3, len(names), sharex=True, squeeze=False)
+    x_all = series.column(series.axis)
+    flagged_all = np.array([bool(r.get("flags")) for r in series.rows])
+    for col, name in enumerate(names):
+        idx = np.array(groups[name])
+        units = str(series.rows[idx[0]].get("axis_units") or value_units)
+        x, flagged = x_all[idx], flagged_all[idx]
         good = ~flagged
-        ax.errorbar(x[good], y[good], yerr=e[good], fmt="o", ms=4, label="fitted")
-        if np.any(flagged):
-            ax.errorbar(x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none",
-                        color="C3", label="flagged")
-        ax.set_ylabel(f"{value} ({value_units})" if value_units and value != "area" else value)
-    axes[0].legend(fontsize=8)
-    axes[-1].set_xlabel(f"{series.axis} ({axis_units})" if axis_units else series.axis)
-    axes[0].set_title(f"peak parameters against {series.axis}", fontsize=10)
+        for row_i, (value, error) in enumerate(FIT_KEYS[:3]):
+            ax = grid[row_i][col]
+            y, e = series.column(value)[idx], series.column(error)[idx]
+            if np.any(good):
+                ax.errorbar(x[good], y[good], yerr=e[good], fmt="o", ms=4, label="fitted")
+            limits = _limits(y[good], e[good]) if np.any(good) else _limits(y, np.zeros_like(y))
+            if np.any(flagged):
+                ax.errorbar(x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none",
+                            color="C3", label="flagged")
+            if limits is not None:
+                ax.set_ylim(*limits)
+                out = flagged & np.isfinite(y) & ((y < limits[0]) | (y > limits[1]))
+                if np.any(out):
+                    edge = np.where(y[out] < limits[0], limits[0], limits[1])
+                    ax.plot(x[out], edge, "v", color="C3", ms=7, label="flagged, off scale")
+            label = f"{value} of {name}" if name else value
+            if units and value != "area":
+                label += f" ({units})"
+            ax.set_ylabel(label)
+        grid[0][col].legend(fontsize=8)
+        grid[0][col].set_title(f"{name or 'peak'} scans against {series.axis}", fontsize=10)
+        grid[-1][col].set_xlabel(f"{series.axis} ({axis_units})" if axis_units else series.axis)
     fig.tight_layout()
     fig.savefig(path, format="png")
