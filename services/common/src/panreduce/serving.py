@@ -252,6 +252,81 @@ class RunningServer:
             self.manager.shutdown(wait=False)
 
 
+class _Undecodable:
+    """Stands for a request message that could not be parsed (e.g. a string field that
+    is not UTF-8): the method then answers INVALID_ARGUMENT instead of gRPC's INTERNAL
+    "Exception deserializing request!"."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _refuse(context: grpc.ServicerContext, bad: _Undecodable) -> None:
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                  f"the request message cannot be parsed: {errors.clip(str(bad.error))}")
+
+
+def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` with a deserializer that never raises and a behaviour that refuses an
+    undecodable request (or stream element) as the caller's mistake."""
+    decode = handler.request_deserializer
+
+    def deserialize(data: bytes) -> object:
+        try:
+            return decode(data)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bytes
+            return _Undecodable(exc)
+
+    if handler.request_streaming:
+        behaviour = handler.stream_unary or handler.stream_stream
+
+        def checked_stream(request_iterator, context):  # noqa: ANN001, ANN202
+            def requests():  # noqa: ANN202
+                for item in request_iterator:
+                    if isinstance(item, _Undecodable):  # the methods map kit errors to statuses
+                        raise errors.InvalidRequest(
+                            f"a stream message cannot be parsed: {errors.clip(str(item.error))}")
+                    yield item
+            return behaviour(requests(), context)
+
+        field = "stream_unary" if handler.stream_unary else "stream_stream"
+    else:
+        behaviour = handler.unary_unary or handler.unary_stream
+
+        def checked_unary(request, context):  # noqa: ANN001, ANN202
+            if isinstance(request, _Undecodable):
+                _refuse(context, request)
+            return behaviour(request, context)
+
+        field = "unary_unary" if handler.unary_unary else "unary_stream"
+    replacement = checked_stream if handler.request_streaming else checked_unary
+    return handler._replace(request_deserializer=deserialize, **{field: replacement})
+
+
+class _Capture:
+    """Takes the handlers a generated ``add_*Servicer_to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, _handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, name: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.name, self.handlers = name, handlers
+
+
+def add_reducer(servicer: pb_grpc.ReducerServicer, server: grpc.Server) -> None:
+    """Register the Reducer service on ``server`` with parse failures refused as
+    INVALID_ARGUMENT (see :class:`_Undecodable`)."""
+    capture = _Capture()
+    pb_grpc.add_ReducerServicer_to_server(servicer, capture)  # type: ignore[arg-type]
+    handlers = {method: _tolerant(h) for method, h in capture.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(capture.name, handlers),))
+    server.add_registered_method_handlers(capture.name, handlers)
+
+
 def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1:0", name: str,
                  manager: JobManager | None = None, max_workers: int = 32,
                  tls: tuple[bytes, bytes] | None = None, service_token: str | None = None) -> RunningServer:
@@ -267,7 +342,7 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
     limit = StreamLimit(name=name)
     server = grpc.server(ThreadPoolExecutor(max_workers=limit.pool_size(max_workers), thread_name_prefix=f"rpc-{name}"),
                          options=rpc.SERVER_OPTIONS, interceptors=interceptors)
-    pb_grpc.add_ReducerServicer_to_server(Limited(servicer, limit), server)
+    add_reducer(Limited(servicer, limit), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
