@@ -17,7 +17,7 @@ from deploy_support import (
 )
 
 TECHNIQUES = {"scan", "sans", "saxs", "tomography", "ptychography", "stem4d", "reflectometry", "serial_crystallography", "thz"}
-GPU_CAPABLE = {"tomography", "ptychography"}
+GPU_CAPABLE = {"tomography", "ptychography", "stem4d"}
 
 
 def technique_deployments(docs) -> dict[str, dict]:

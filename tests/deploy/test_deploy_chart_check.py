@@ -72,7 +72,7 @@ def test_scheduling_check_catches_gpu_mistakes(gpu_manifest):
     cc = load_chart_check()
     values = yaml.safe_load(GPU_VALUES.read_text())
     rows = cc.check_scheduling(gpu_manifest, values)
-    assert sum(" 1  " in r for r in rows) == 2
+    assert sum(" 1  " in r for r in rows) == 3  # tomography, ptychography, stem4d
 
     def tampered(fn):
         docs = copy.deepcopy(gpu_manifest)
