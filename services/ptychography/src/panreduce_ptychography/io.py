@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from panreduce import errors
-from panreduce.kit.readers import open_hdf5, read_array, require_dataset
+from panreduce.kit.readers import open_hdf5, read_array, read_dataset, require_dataset
 from panreduce_ptychography.problem import Scan
 
 EV_PER_J = 1.0 / 1.602176634e-19
@@ -92,7 +92,7 @@ def _frames(group: h5py.Group, path: str, source: str) -> np.ndarray:
     if ds.dtype.kind not in "iuf":
         raise errors.InvalidInput(source, f"{ds.name} holds {ds.dtype}, not counts")
     try:
-        arr = ds[()]
+        arr = read_dataset(ds, source=source)  # the declared size is checked before reading
     except (OSError, RuntimeError) as exc:
         raise errors.InvalidInput(source, f"{ds.name} cannot be read: damaged or truncated ({exc})") from None
     return np.asarray(arr, np.float32)

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from panreduce import errors
-from panreduce.kit.readers import open_checked, open_hdf5
+from panreduce.kit.readers import memory_ceiling, open_checked, open_hdf5, read_dataset
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".img", ".mccd", ".sfrm", ".npy", ".gz", ".bz2"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".nxs", ".hdf", ".nx5", ".cxi"}
@@ -332,6 +332,15 @@ def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFram
                        geometry=geometry, positioners=positioners, times=times)
 
 
+def _frame_fits(d: h5py.Dataset, source: str) -> bool:
+    """True, or InputTooLarge when one frame of the stack ``d`` declares more bytes than
+    the memory ceiling (checked before anything is allocated)."""
+    nbytes = int(np.prod(d.shape[1:], dtype=object)) * d.dtype.itemsize
+    if nbytes > memory_ceiling():
+        raise errors.InputTooLarge(f"{source}: {d.name} (frame shape {d.shape[1:]})", nbytes, memory_ceiling())
+    return True
+
+
 def read_nexus_frame(info: NexusFrames, index: int, handle: h5py.File | None = None) -> np.ndarray:
     """Frame ``index`` of a NeXus stack as float32 (InvalidInput if it cannot be read)."""
     try:
@@ -339,7 +348,7 @@ def read_nexus_frame(info: NexusFrames, index: int, handle: h5py.File | None = N
             with open_checked(info.path, info.name) as f:
                 return read_nexus_frame(info, index, f)
         d = handle[info.dataset]
-        arr = d[index] if d.ndim == 3 else d[()]
+        arr = d[index] if d.ndim == 3 and _frame_fits(d, info.name) else read_dataset(d, source=info.name)
     except (OSError, RuntimeError, KeyError) as exc:
         raise errors.InvalidInput(info.name, f"frame {index} cannot be read: damaged or truncated ({exc})") from None
     return np.asarray(arr, dtype=np.float32)
