@@ -11,7 +11,6 @@ Errors come back as the ``panreduce.errors`` exceptions the server raised.
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,33 +218,11 @@ class Client:
             raise _error(exc, self.address) from None
 
 
-class _Details(namedtuple("_Details", ("method", "timeout", "metadata", "credentials",
-                                        "wait_for_ready", "compression")), grpc.ClientCallDetails):
-    pass
-
-
-class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class BearerToken(rpc.AddMetadata):
     """Add ``authorization: Bearer TOKEN`` to every call."""
 
     def __init__(self, token: str) -> None:
-        self.header = ("authorization", f"Bearer {token}")
-
-    def _details(self, d):  # noqa: ANN001, ANN202
-        return _Details(d.method, d.timeout, [*(d.metadata or []), self.header], d.credentials,
-                        d.wait_for_ready, d.compression)
-
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request_iterator)
+        super().__init__(("authorization", f"Bearer {token}"))
 
 
 def _error(exc: grpc.RpcError, address: str) -> errors.PanReduceError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import namedtuple
 
 import grpc
 from google.protobuf import any_pb2
@@ -167,3 +168,31 @@ def error_of_failure(failure: pb.Failure) -> errors.PanReduceError:
 def from_rpc_error(err: grpc.RpcError) -> errors.PanReduceError:
     return error_of_failure(failure_from_rpc_error(err))
 
+
+class _CallDetails(namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
+                                                "wait_for_ready", "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Client side: add the ``(key, value)`` pairs to the metadata of every call."""
+
+    def __init__(self, *pairs: tuple[str, str]) -> None:
+        self.pairs = list(pairs)
+
+    def _details(self, d):  # noqa: ANN001, ANN202
+        return _CallDetails(d.method, d.timeout, [*(d.metadata or []), *self.pairs], d.credentials,
+                            d.wait_for_ready, d.compression)
+
+    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+        return continuation(self._details(details), request_iterator)

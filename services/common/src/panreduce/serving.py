@@ -135,39 +135,11 @@ def _refusing(handler: grpc.RpcMethodHandler, exc: errors.PanReduceError) -> grp
     return grpc.unary_unary_rpc_method_handler(deny, **kwargs)
 
 
-class ServiceTokenCredentials(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                              grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class ServiceTokenCredentials(rpc.AddMetadata):
     """Client side: adds the service token to every call on a channel."""
 
     def __init__(self, token: str) -> None:
-        self._token = token
-
-    def _details(self, details):  # noqa: ANN001, ANN202
-        metadata = [*(details.metadata or ()), (SERVICE_TOKEN_HEADER, self._token)]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
-
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request)
-
-    def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request_iterator)
-
-    def intercept_stream_stream(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
-        return continuation(self._details(details), request_iterator)
-
-
-@dataclass(frozen=True)
-class _CallDetails(grpc.ClientCallDetails):
-    method: str
-    timeout: float | None
-    metadata: list | None
-    credentials: grpc.CallCredentials | None
-    wait_for_ready: bool | None
-    compression: grpc.Compression | None
+        super().__init__((SERVICE_TOKEN_HEADER, token))
 
 
 def with_service_token(channel: grpc.Channel, token: str | None) -> grpc.Channel:

@@ -20,10 +20,8 @@ from pathlib import Path
 
 from panreduce.v1 import reduce_pb2 as pb
 
-SCHEMA = """
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
-CREATE TABLE IF NOT EXISTS jobs (
+# The columns of the job table (one definition: the schema and its migration use it).
+JOBS_COLUMNS = """
     job_id TEXT PRIMARY KEY,
     technique TEXT NOT NULL,
     state INTEGER NOT NULL,
@@ -34,7 +32,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     job BLOB NOT NULL,
     request_hash TEXT
-);
+"""
+
+SCHEMA = f"""
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS jobs (
+{JOBS_COLUMNS});
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (proposal, owner, idempotency_key);
 CREATE INDEX IF NOT EXISTS jobs_proposal ON jobs (proposal, created_ns);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, created_ns);
@@ -59,20 +63,10 @@ TERMINAL_STATES = (pb.SUCCEEDED, pb.FAILED, pb.CANCELLED)
 
 # Before idempotency keys were scoped: a global UNIQUE key and no request digest. The
 # table is rebuilt (a column constraint cannot be dropped in place), in one transaction.
-_MIGRATE_SCOPED_KEYS = """
+_MIGRATE_SCOPED_KEYS = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE jobs_scoped (
-    job_id TEXT PRIMARY KEY,
-    technique TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    created_ns INTEGER NOT NULL,
-    finished_ns INTEGER NOT NULL DEFAULT 0,
-    owner TEXT NOT NULL DEFAULT '',
-    proposal TEXT NOT NULL DEFAULT '',
-    idempotency_key TEXT,
-    job BLOB NOT NULL,
-    request_hash TEXT
-);
+{JOBS_COLUMNS});
 INSERT INTO jobs_scoped (job_id, technique, state, created_ns, finished_ns, owner, proposal, idempotency_key, job)
     SELECT job_id, technique, state, created_ns, finished_ns, owner, proposal, idempotency_key, job FROM jobs;
 DROP TABLE jobs;
