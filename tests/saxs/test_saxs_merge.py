@@ -14,6 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import (  # at import: the saxs conftest (a later folder's would shadow it)
+    run_saxs,
+    stage,
+)
 from contract_example import BIOCAT_PARAMS
 from synthetic import Geo, guinier_sphere, write_nexus_stack, write_tiff
 
@@ -261,8 +265,6 @@ def test_map_merge_fits_again_on_the_jobs_q_grid(tmp_path):
     """When a shard fitted its peaks on another q grid than the whole job's, the merge fits
     them again on the job's grid: still the unsharded result (in-process shards)."""
     import json
-
-    from conftest import run_saxs, stage
 
     from panreduce.kit import Context
     from panreduce_saxs.technique import Technique

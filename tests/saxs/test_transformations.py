@@ -9,7 +9,10 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import run_saxs
+from conftest import (  # at import: the saxs conftest (a later folder's would shadow it)
+    run_saxs,
+    stage,
+)
 from scipy.spatial.transform import Rotation
 from synthetic import AGBEH_Q1, agbeh
 
@@ -162,7 +165,6 @@ def test_a_poni_files_rot3_is_kept(tmp_path):
     """A PONI file's rot3 turns χ (not 2θ); Fit2D terms cannot hold it, so the integrator
     takes the PONI's six numbers: χ and 2θ of every pixel as pyFAI's own loader gives."""
     import pyFAI
-    from conftest import stage
 
     from panreduce_saxs.technique import Technique
 
