@@ -325,7 +325,7 @@ def plot_series(
             y, e = series.column(value)[idx], series.column(error)[idx]
             if np.any(good):
                 ax.errorbar(x[good], y[good], yerr=e[good], fmt="o", ms=4, label="fitted")
-            limits = _limits(y[good], e[good]) if np.any(good) else _limits(y, np.zeros_like(y))
+            limits = _limits(y[good], e[good]) if np.any(good) else _limits(y, e)
             if np.any(flagged):
                 ax.errorbar(x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none",
                             color="C3", label="flagged")
