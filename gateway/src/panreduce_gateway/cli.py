@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--service-token-file", type=Path, default=None, metavar="FILE",
                         help=f"the secret shared by the gateway and its services, {what} "
                         "(default: $PANREDUCE_SERVICE_TOKEN_FILE)")
+        sp.add_argument("--service-tls-dir", type=Path, default=None, metavar="DIR",
+                        help="mutual TLS between the gateway and its services: a folder with tls.crt, tls.key "
+                        "and ca.crt (default: $PANREDUCE_SERVICE_TLS_DIR)")
 
     sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
     sp.add_argument("technique")
@@ -145,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-running", type=int, default=int(os.environ.get("PANREDUCE_MAX_RUNNING", 1)))
     sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
     service_token_opt(sp, "required on every call (without one the service does not start)")
+    sp.add_argument("--health-port", type=int, default=None,
+                    help="also answer health checks in plain text on this port (probes beside mTLS; "
+                    "default $PANREDUCE_HEALTH_PORT, 0: off)")
     sp.add_argument("--insecure", action="store_true",
                     help="serve without a service token: any caller reaching the port (development only)")
     sp.set_defaults(func=cmd_service)
@@ -485,12 +491,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_service(args: argparse.Namespace) -> int:
     from panreduce import registry
     from panreduce.kit.server import serve
+    from panreduce.mtls import health_port_setting, service_tls_setting
     from panreduce.serving import service_token_setting
 
     technique = registry.load(args.technique)
-    token = service_token_setting(args.service_token_file, insecure=args.insecure)
+    tls = service_tls_setting(args.service_tls_dir)
+    token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
     serve(technique, port=args.port, host=args.host, store_root=args.store,
-          max_running=args.max_running, metrics_port=args.metrics_port, service_token=token)
+          max_running=args.max_running, metrics_port=args.metrics_port, service_token=token,
+          service_tls=tls, health_port=health_port_setting(args.health_port))
     return 0
 
 
@@ -510,7 +519,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
     config, tls = gateway_settings(args)
     config.service_token = service_token_setting(args.service_token_file, required=False)
-    if config.service_token is None:
+    from panreduce.mtls import service_tls_setting
+
+    config.service_tls = service_tls_setting(args.service_tls_dir)
+    if config.service_token is None and config.service_tls is None:
         print("panreduce: warning: no --service-token-file: the gateway reaches only services run --insecure",
               file=sys.stderr, flush=True)
     store = open_job_store(args.db)

@@ -31,6 +31,7 @@ import grpc
 from panreduce import __version__, audit, errors, limits, locations, metadata, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_digest
 from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
+from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.serving import PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
@@ -78,13 +79,14 @@ class Route:
     technique: str
     target: str
     token: str | None = field(default=None, repr=False)  # the service credential, sent on every call
+    tls: ServiceTLS | None = field(default=None, repr=False)  # mutual TLS to the service (panreduce.mtls)
     channel: grpc.Channel = field(init=False, repr=False)
     stub: pb_grpc.ReducerStub = field(init=False, repr=False)
     _replicas: tuple[float, int] = field(default=(0.0, 1), init=False, repr=False)
 
     def __post_init__(self) -> None:
         options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1)]
-        self.channel = grpc.insecure_channel(self.target, options=options)
+        self.channel = secure_channel(self.target, self.tls, options)
         self.stub = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))
 
     def replicas(self) -> int:
@@ -116,6 +118,7 @@ class GatewayConfig:
     # it ($PANREDUCE_SERVICE_WAIT_SECONDS, --service-wait).
     service_wait: float = field(default_factory=lambda: float(os.environ.get("PANREDUCE_SERVICE_WAIT_SECONDS", "300")))
     service_token: str | None = field(default=None, repr=False)  # sent to the services on every call
+    service_tls: ServiceTLS | None = field(default=None, repr=False)  # mTLS to the services (panreduce.mtls)
 
 
 def caller_metadata(subject: str, proposal: str) -> list[tuple[str, str]]:
@@ -131,7 +134,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                  config: GatewayConfig | None = None, service_token: str | None = None) -> None:
         self.config = config or GatewayConfig()
         token = service_token or self.config.service_token
-        self.routes = {t: Route(t, channel_target([a] if isinstance(a, str) else a), token)
+        self.routes = {t: Route(t, channel_target([a] if isinstance(a, str) else a), token, self.config.service_tls)
                        for t, a in routes.items()}
         self.stores = stores
         self.access = self.config.access
@@ -596,4 +599,3 @@ def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:
             raise errors.InvalidRequest(f"route {pair!r} is not TECHNIQUE=HOST:PORT")
         routes.setdefault(technique.strip(), []).append(address.strip())
     return routes
-

@@ -21,7 +21,7 @@ import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -32,6 +32,7 @@ from panreduce import audit, errors, rpc
 from panreduce.jobs import JobManager
 from panreduce.liveness import Limited, StreamLimit
 from panreduce.metrics import RPCS
+from panreduce.mtls import ServiceTLS
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 
@@ -197,6 +198,8 @@ class RunningServer:
     health: health.HealthServicer
     name: str
     manager: JobManager | None = None
+    extra: list[grpc.Server] = field(default_factory=list)  # e.g. the plain-text health server beside mTLS
+    health_port: int = 0
 
     @property
     def address(self) -> str:
@@ -220,6 +223,8 @@ class RunningServer:
                 self.manager.leave(f"{self.name} shut down while the job ran; it will resume")
                 self.manager.drain(10.0)
         self.server.stop(5.0).wait()
+        for other in self.extra:
+            other.stop(1.0).wait()
         if self.manager is not None:
             self.manager.shutdown(wait=False)
 
@@ -301,11 +306,15 @@ def add_reducer(servicer: pb_grpc.ReducerServicer, server: grpc.Server) -> None:
 
 def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1:0", name: str,
                  manager: JobManager | None = None, max_workers: int = 32,
-                 tls: tuple[bytes, bytes] | None = None, service_token: str | None = None) -> RunningServer:
+                 tls: tuple[bytes, bytes] | None = None, service_token: str | None = None,
+                 service_tls: ServiceTLS | None = None, health_address: str | None = None) -> RunningServer:
     """Start a gRPC server with the Reducer service, health and reflection.
 
     ``tls``: (certificate chain PEM, private key PEM) to serve TLS on the port.
     ``service_token``: refuse every Reducer call without it (health and reflection stay open).
+    ``service_tls``: mutual TLS (panreduce.mtls): only clients with a certificate signed
+    by its CA get through the handshake. ``health_address``: also answer health checks,
+    and nothing else, in plain text there (for probes that cannot do mTLS).
     Health is NOT_SERVING until the caller calls ``set_serving(True)``.
     """
     interceptors = [ServiceTokenInterceptor(service_token, name=name)] if service_token else []
@@ -321,15 +330,27 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    if tls is not None:
+    if service_tls is not None:
+        port = server.add_secure_port(address, service_tls.server_credentials())
+    elif tls is not None:
         cert, key = tls
         port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
     else:
         port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"{name}: could not listen on {address}")
+    extra: list[grpc.Server] = []
+    health_port = 0
+    if health_address:
+        probe = grpc.server(ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"health-{name}"))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probe)
+        health_port = probe.add_insecure_port(health_address)
+        if health_port == 0:
+            raise OSError(f"{name}: could not listen on {health_address} (health)")
+        probe.start()
+        extra.append(probe)
     server.start()
-    running = RunningServer(server, port, health_servicer, name, manager)
+    running = RunningServer(server, port, health_servicer, name, manager, extra=extra, health_port=health_port)
     running.set_serving(False)
     return running
 

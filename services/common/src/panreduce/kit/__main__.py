@@ -31,23 +31,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--drain-seconds", type=float, default=float(env("PANREDUCE_DRAIN_SECONDS", "30")))
     p.add_argument("--service-token-file", type=Path, default=None,
                    help="file with the secret every call must carry (default $PANREDUCE_SERVICE_TOKEN_FILE)")
+    p.add_argument("--service-tls-dir", type=Path, default=None,
+                   help="mutual TLS: folder with tls.crt, tls.key, ca.crt (default $PANREDUCE_SERVICE_TLS_DIR)")
+    p.add_argument("--health-port", type=int, default=None,
+                   help="also answer health checks in plain text on this port (probes beside mTLS; "
+                   "default $PANREDUCE_HEALTH_PORT, 0: off)")
     p.add_argument("--insecure", action="store_true",
                    help="serve without a service token: any caller that reaches the port (development only)")
     args = p.parse_args(argv)
     if not args.technique:
         p.error("name the technique (or set PANREDUCE_TECHNIQUE)")
+    from panreduce.mtls import health_port_setting, service_tls_setting
     from panreduce.serving import service_token_setting
 
     try:
         cls = registry.load(args.technique)
-        token = service_token_setting(args.service_token_file, insecure=args.insecure)
+        tls = service_tls_setting(args.service_tls_dir)
+        health_port = health_port_setting(args.health_port)
+        token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
     except (errors.UnknownTechnique, errors.InvalidRequest) as exc:
         print(f"panreduce-service: {exc}", file=sys.stderr)
         return 2
     from panreduce.kit.server import serve
 
     serve(cls, port=args.port, host=args.host, store_root=args.store, max_running=args.max_running,
-          metrics_port=args.metrics_port, drain_seconds=args.drain_seconds, service_token=token)
+          metrics_port=args.metrics_port, drain_seconds=args.drain_seconds, service_token=token,
+          service_tls=tls, health_port=health_port)
     return 0
 
 

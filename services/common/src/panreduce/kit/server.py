@@ -25,6 +25,7 @@ from panreduce.jobs import TERMINAL, JobHandle, JobManager
 from panreduce.kit.scratch import ScratchArea
 from panreduce.kit.technique import Context, EmptyShard, Shard, Technique, without_empty_shards
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
+from panreduce.mtls import ServiceTLS
 from panreduce.serving import (
     AbortWith,
     RunningServer,
@@ -349,34 +350,40 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
 
 def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: str = "127.0.0.1",
           store_root: Path | None = None, max_running: int = 1, metrics_port: int = 0,
-          drain_seconds: float = 30.0, service_token: str | None = None) -> None:
+          drain_seconds: float = 30.0, service_token: str | None = None,
+          service_tls: ServiceTLS | None = None, health_port: int = 0) -> None:
     """Run one technique as a long-lived gRPC service until SIGTERM/SIGINT.
 
     ``service_token``: the secret every call must carry (None: serve anyone; the CLI
-    allows that only with ``--insecure``)."""
+    allows that only with ``--insecure``). ``service_tls``: mutual TLS (panreduce.mtls);
+    ``health_port``: plain-text health checks there (probes beside mTLS)."""
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
 
     configure()
     running = start_technique(technique, address=f"{host}:{port}",
                               stores=Stores.from_env(store_root),
-                              max_running=max_running, service_token=service_token)
+                              max_running=max_running, service_token=service_token, service_tls=service_tls,
+                              health_address=f"{host}:{health_port}" if health_port else None)
     serve_metrics(metrics_port)
     log.info("technique %s serving on %s:%d (%s)", running.name, host, running.port,
-             "service token required" if service_token else "INSECURE: no service token, any caller is served")
+             ", ".join([*(["service token required"] if service_token else []),
+                        *(["mTLS: client certificate required"] if service_tls else [])])
+             or "INSECURE: no service token, any caller is served")
     run_until_signal([running], grace=drain_seconds)
 
 
 def start_technique(technique: type[Technique] | Technique, *, address: str = "127.0.0.1:0",
                     stores: Stores, max_running: int = 1, scratch_root: Path | None = None,
-                    service_token: str | None = None) -> RunningServer:
+                    service_token: str | None = None, service_tls: ServiceTLS | None = None,
+                    health_address: str | None = None) -> RunningServer:
     """Start a technique server (non-blocking); health turns SERVING after warm-up.
 
     ``service_token``: refuse (UNAUTHENTICATED) every Reducer call without it; the
     gateway in front must be given the same (``GatewayService(service_token=...)``)."""
     service = TechniqueService(technique, stores=stores, max_running=max_running, scratch_root=scratch_root)
     running = start_server(service, address=address, name=service.name, manager=service.manager,
-                           service_token=service_token)
+                           service_token=service_token, service_tls=service_tls, health_address=health_address)
     service.technique.warm_up()
     running.set_serving(True)
     return running
