@@ -10,19 +10,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from panreduce import errors
-from panreduce.client import Client, make_request
-from panreduce.convert import from_struct, message_to_dict, result_to_dict
-from panreduce.v1 import reduce_pb2 as pb
+
+class _OnFirstUse:
+    """A module imported when one of its names is first used: `panreduce --help`, a
+    usage error and `--version` load neither grpc, pydantic nor numpy."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:  # noqa: ANN401
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+if TYPE_CHECKING:
+    from panreduce import errors
+    from panreduce.client import Client
+    from panreduce.v1 import reduce_pb2 as pb
+else:
+    errors = _OnFirstUse("panreduce.errors")
+    pb = _OnFirstUse("panreduce.v1.reduce_pb2")
 
 DEFAULT_GATEWAY_PORT = 50050
 EXIT = {"ok": 0, "error": 1, "usage": 2, "not_found": 3, "unavailable": 4, "cancelled": 130}
@@ -35,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT["usage"]
     try:
+        fill_from_settings(args)  # a bad PANREDUCE_* value stops here, named, in one line
+    except errors.PanReduceError as exc:
+        print(f"panreduce: error: {exc.message}", file=sys.stderr)
+        return EXIT["usage"]
+    try:
         return args.func(args) or 0
     except errors.PanReduceError as exc:
         print(f"panreduce: error: {exc.message}", file=sys.stderr)
@@ -45,6 +65,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+class FromSettings:
+    """A flag's default taken from panreduce.settings after parsing (so `--help` and usage
+    errors read no configuration): the field ``name``, else ``fallback``."""
+
+    def __init__(self, name: str, fallback: Any = None) -> None:  # noqa: ANN401
+        self.name, self.fallback = name, fallback
+
+    def __repr__(self) -> str:
+        return f"$PANREDUCE_{self.name.upper()}"
+
+
+def fill_from_settings(args: argparse.Namespace) -> None:
+    """Replace every FromSettings default left in ``args`` by its setting."""
+    pending = {k: v for k, v in vars(args).items() if isinstance(v, FromSettings)}
+    if not pending:
+        return
+    from panreduce.settings import get_settings
+
+    s = get_settings()
+    for key, default in pending.items():
+        value = getattr(s, default.name)
+        value = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+        setattr(args, key, default.fallback if value is None else value)
 
 
 def exit_code(exc: errors.PanReduceError) -> int:
@@ -64,36 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(metavar="COMMAND")
 
     def gateway_opt(sp: argparse.ArgumentParser, required: bool = False) -> None:
-        sp.add_argument("--gateway", metavar="HOST:PORT", default=os.environ.get("PANREDUCE_GATEWAY"),
+        sp.add_argument("--gateway", metavar="HOST:PORT", default=FromSettings("gateway"),
                         help="talk to this gateway (default: $PANREDUCE_GATEWAY; "
                         + ("required" if required else "none: run the embedded platform") + ")")
-        sp.add_argument("--token", default=os.environ.get("PANREDUCE_TOKEN"),
+        sp.add_argument("--token", default=FromSettings("token"),
                         help="bearer token for the gateway (default: $PANREDUCE_TOKEN)")
-        sp.add_argument("--tls-ca", type=Path, default=os.environ.get("PANREDUCE_TLS_CA"),
+        sp.add_argument("--tls-ca", type=Path, default=FromSettings("tls_ca"),
                         help="talk TLS, trusting this CA bundle (PEM; default: $PANREDUCE_TLS_CA)")
 
     def server_opts(sp: argparse.ArgumentParser) -> None:
-        env = os.environ.get
-        sp.add_argument("--db", default=env("PANREDUCE_DB_DSN") or env("PANREDUCE_DB"),
+        sp.add_argument("--db", default=FromSettings("db_spec"),
                         help="job table: a SQLite file, or a postgresql:// DSN for a replicated gateway "
                         "(default: $PANREDUCE_DB_DSN, $PANREDUCE_DB; serve: <store>/jobs.sqlite; gateway: in memory)")
-        sp.add_argument("--tls-cert", type=Path, default=env("PANREDUCE_TLS_CERT"), help="serve TLS: certificate chain (PEM)")
-        sp.add_argument("--tls-key", type=Path, default=env("PANREDUCE_TLS_KEY"), help="serve TLS: private key (PEM)")
-        sp.add_argument("--tokens-file", default=env("PANREDUCE_TOKENS_FILE"),
+        sp.add_argument("--tls-cert", type=Path, default=FromSettings("tls_cert"), help="serve TLS: certificate chain (PEM)")
+        sp.add_argument("--tls-key", type=Path, default=FromSettings("tls_key"), help="serve TLS: private key (PEM)")
+        sp.add_argument("--tokens-file", default=None,
                         help="static bearer tokens (JSON) -- turns access control on")
-        sp.add_argument("--jwks", default=env("PANREDUCE_JWKS"),
+        sp.add_argument("--jwks", default=None,
                         help="JWKS (file or URL) to verify OIDC JWTs -- turns access control on")
         sp.add_argument("--allowed-prefix", action="append", default=None, metavar="TEMPLATE",
                         help="URI prefix a proposal may use, with {proposal}; repeatable "
                         "(default: $PANREDUCE_ALLOWED_PREFIXES, comma-separated)")
-        sp.add_argument("--max-attempts", type=int, default=int(env("PANREDUCE_MAX_ATTEMPTS", "3")),
+        sp.add_argument("--max-attempts", type=int, default=FromSettings("max_attempts"),
                         help="runs of a job whose service went away (default 3)")
         sp.add_argument("--service-wait", type=float, metavar="SECONDS",
-                        default=float(env("PANREDUCE_SERVICE_WAIT_SECONDS", "300")),
+                        default=FromSettings("service_wait_seconds"),
                         help="how long a job waits for its technique's service to be reachable before it "
                         "fails naming it (default $PANREDUCE_SERVICE_WAIT_SECONDS or 300)")
         sp.add_argument("--drain-seconds", type=float, metavar="SECONDS",
-                        default=float(env("PANREDUCE_DRAIN_SECONDS", "30")),
+                        default=FromSettings("drain_seconds"),
                         help="on SIGTERM, how long running jobs may finish before they are left to be "
                         "resumed by a restart or a replica (default $PANREDUCE_DRAIN_SECONDS or 30)")
 
@@ -141,12 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
     sp.add_argument("technique")
-    sp.add_argument("--port", type=int, default=int(os.environ.get("PANREDUCE_PORT", 50051)))
-    sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "127.0.0.1"),
+    sp.add_argument("--port", type=int, default=FromSettings("port", 50051))
+    sp.add_argument("--host", default=FromSettings("host", "127.0.0.1"),
                     help="address to listen on (default 127.0.0.1: loopback only; 0.0.0.0 in a pod)")
     sp.add_argument("--store", type=Path, default=None)
-    sp.add_argument("--max-running", type=int, default=int(os.environ.get("PANREDUCE_MAX_RUNNING", 1)))
-    sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
+    sp.add_argument("--max-running", type=int, default=FromSettings("max_running"))
+    sp.add_argument("--metrics-port", type=int, default=FromSettings("metrics_port"))
     service_token_opt(sp, "required on every call (without one the service does not start)")
     sp.add_argument("--health-port", type=int, default=None,
                     help="also answer health checks in plain text on this port (probes beside mTLS; "
@@ -158,10 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("gateway", help="run the gateway in front of technique services")
     sp.add_argument("--route", action="append", default=[], metavar="TECHNIQUE=HOST:PORT",
                     help="where a technique's service is; repeatable (also $PANREDUCE_ROUTES, comma-separated)")
-    sp.add_argument("--port", type=int, default=int(os.environ.get("PANREDUCE_PORT", DEFAULT_GATEWAY_PORT)))
-    sp.add_argument("--host", default=os.environ.get("PANREDUCE_HOST", "0.0.0.0"))  # noqa: S104
+    sp.add_argument("--port", type=int, default=FromSettings("port", DEFAULT_GATEWAY_PORT))
+    sp.add_argument("--host", default=FromSettings("host", "0.0.0.0"))  # noqa: S104
     sp.add_argument("--store", type=Path, default=None)
-    sp.add_argument("--metrics-port", type=int, default=int(os.environ.get("PANREDUCE_METRICS_PORT", 0)))
+    sp.add_argument("--metrics-port", type=int, default=FromSettings("metrics_port"))
     server_opts(sp)
     service_token_opt(sp, "sent on every call to a service")
     sp.set_defaults(func=cmd_gateway)
@@ -170,10 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     mode = sp.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="list what is older than the retention")
     mode.add_argument("--apply", action="store_true", help="delete it")
-    sp.add_argument("--days", type=float, default=float(os.environ.get("PANREDUCE_RETENTION_DAYS", 90)),
+    sp.add_argument("--days", type=float, default=FromSettings("retention_days"),
                     help="retention in days (default $PANREDUCE_RETENTION_DAYS or 90, the facility minimum)")
     sp.add_argument("--store", type=Path, default=None, help="the gateway's store folder")
-    sp.add_argument("--db", default=os.environ.get("PANREDUCE_DB_DSN") or os.environ.get("PANREDUCE_DB"),
+    sp.add_argument("--db", default=FromSettings("db_spec"),
                     help="the job table: SQLite file or postgresql:// DSN (default <store>/jobs.sqlite)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_retention)
@@ -182,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = jobs.add_subparsers(metavar="ACTION")
     sp = jsub.add_parser("list", help="list jobs (newest first)")
     sp.add_argument("--technique", default="")
-    sp.add_argument("--state", default="", choices=["", "queued", "running", "succeeded", "failed", "cancelled"])
+    sp.add_argument("--state", default="", choices=["", *STATE_NAMES])
     sp.add_argument("--owner", default="", help="who submitted it, or a user named in the inputs")
     sp.add_argument("--proposal", default="")
     sp.add_argument("--sample", default="", help="sample name (labels or the inputs' metadata; substring)")
@@ -269,6 +313,8 @@ def gateway_address(value: str | None) -> str | None:
 
 
 def client_for(args: argparse.Namespace, address: str) -> Client:
+    from panreduce.client import Client
+
     ca = getattr(args, "tls_ca", None)
     return Client(address, token=getattr(args, "token", None) or None,
                   root_certificates=Path(ca).read_bytes() if ca else None)
@@ -288,6 +334,7 @@ class ProgressBar:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.last = ""
+        self.t0 = time.monotonic()
 
     def __call__(self, event: pb.JobEvent) -> None:
         kind = event.WhichOneof("kind")
@@ -302,6 +349,10 @@ class ProgressBar:
         elif kind == "log" and event.log.level >= pb.LogLine.WARNING:
             self._clear()
             print(f"{pb.LogLine.Level.Name(event.log.level).lower()}: {event.log.message}", file=sys.stderr)
+
+    def step(self, text: str) -> None:
+        """A start-up step, before the job's own events (loading, starting services)."""
+        self._line(f"[{time.monotonic() - self.t0:4.1f} s] {text}")
 
     def _line(self, text: str) -> None:
         if self.enabled:
@@ -320,20 +371,28 @@ class ProgressBar:
 
 
 # -- commands ------------------------------------------------------------------------
-def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: list[str] | None) -> Client:
+def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: list[str] | None,
+                        on_step: Any = None) -> Client:  # noqa: ANN401
+    from panreduce.client import Client
+
     address = gateway_address(args.gateway)
     if address is None:
         from panreduce_gateway.embedded import Platform
 
-        platform = stack.enter_context(Platform(techniques))
+        platform = Platform(techniques).start(on_step)
+        stack.callback(platform.stop)
         return stack.enter_context(Client(platform.address))
     return stack.enter_context(client_for(args, address))
 
 
 def cmd_techniques(args: argparse.Namespace) -> int:
-    with ExitStack() as stack:
-        client = _client_or_platform(args, stack, None)
-        techniques = client.techniques()
+    if gateway_address(args.gateway) is None:  # embedded: described from the classes, nothing started
+        from panreduce_gateway.embedded import describe_installed
+
+        techniques = describe_installed()
+    else:
+        with ExitStack() as stack:
+            techniques = _client_or_platform(args, stack, None).techniques()
     if args.json:
         print(json.dumps(techniques, indent=1))
         return 0
@@ -348,7 +407,26 @@ def cmd_techniques(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_before_start(technique: str, params: dict[str, Any], inputs: Sequence[str], output: str) -> None:
+    """What the embedded platform would refuse, refused before it starts: an unknown
+    technique, a bad parameter, a local input that does not exist."""
+    from panreduce import registry
+
+    cls = registry.load(technique)
+    cls.validate_parameters(params)
+    for uri in inputs:
+        if "://" not in uri and not Path(uri).exists():
+            raise errors.InputNotFound(uri, "no such file or folder")
+    if output and "://" not in output and Path(output).is_file():
+        raise errors.InvalidRequest(f"output {output} is a file: give a folder")
+
+
 def cmd_reduce(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from panreduce.client import make_request
+
     params = load_params(args)
     labels = parse_pairs(args.label, "label", as_json=False)
     if args.proposal:
@@ -358,20 +436,24 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     embedded = gateway_address(args.gateway) is None
     if args.upload and embedded:
         raise errors.InvalidRequest("--upload needs --gateway: the embedded platform reads local files directly")
+    if args.detach and embedded:
+        raise errors.InvalidRequest("--detach needs --gateway: embedded jobs end with the command")
+    bar = ProgressBar(sys.stderr.isatty() and not args.json)
+    if embedded:
+        bar.step(f"checking the request ({args.technique})")
+        check_before_start(args.technique, params, inputs, output)
     with ExitStack() as stack:
-        client = _client_or_platform(args, stack, [args.technique] if embedded else None)
+        client = _client_or_platform(args, stack, [args.technique] if embedded else None, bar.step)
         if args.upload:
             inputs = [client.upload(Path(i)).uri if "://" not in i and Path(i).is_file() else i for i in inputs]
         request = make_request(args.technique, inputs, params, output, labels=labels,
                                idempotency_key=args.idempotency_key)
         request.split = max(args.split, 0)
         if args.detach:
-            if embedded:
-                raise errors.InvalidRequest("--detach needs --gateway: embedded jobs end with the command")
             job = client._call(client.stub.Submit, request)
             print(json.dumps({"job_id": job.job_id}) if args.json else job.job_id)
             return 0
-        bar = ProgressBar(sys.stderr.isatty() and not args.json)
+        bar.step("submitting the job")
         call = client.reduce_call(request, timeout=args.timeout)
         interrupted = threading.Event()
 
@@ -447,17 +529,18 @@ def _fmt(v: Any) -> str:
 
 def gateway_settings(args: argparse.Namespace):  # noqa: ANN201
     """GatewayConfig and TLS pair from the serve/gateway flags."""
+    from panreduce.settings import get_settings
     from panreduce_gateway.auth import Access
     from panreduce_gateway.gateway import GatewayConfig
 
-    env = dict(os.environ)
+    flags: dict[str, Any] = {}  # the flags win over the variables
     if args.tokens_file:
-        env["PANREDUCE_TOKENS_FILE"] = str(args.tokens_file)
+        flags["tokens_file"] = str(args.tokens_file)
     if args.jwks:
-        env["PANREDUCE_JWKS"] = str(args.jwks)
+        flags["jwks"] = str(args.jwks)
     if args.allowed_prefix:
-        env["PANREDUCE_ALLOWED_PREFIXES"] = ",".join(args.allowed_prefix)
-    config = GatewayConfig(access=Access.from_env(env), max_attempts=max(args.max_attempts, 1),
+        flags["allowed_prefixes"] = list(args.allowed_prefix)
+    config = GatewayConfig(access=Access.from_settings(get_settings().model_copy(update=flags)), max_attempts=max(args.max_attempts, 1),
                            service_wait=max(args.service_wait, 0.0))
     tls = None
     if args.tls_cert or args.tls_key:
@@ -507,13 +590,14 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
     from panreduce.serving import run_until_signal, service_token_setting, start_server
+    from panreduce.settings import get_settings
     from panreduce.storage import Stores
     from panreduce_gateway.embedded import default_store_root
     from panreduce_gateway.gateway import GatewayService, parse_routes
     from panreduce_gateway.pgstore import open_job_store
 
     configure()
-    pairs = list(args.route) + [r for r in os.environ.get("PANREDUCE_ROUTES", "").split(",") if r.strip()]
+    pairs = list(args.route) + get_settings().routes
     routes = parse_routes(pairs)
     if not routes:
         raise errors.InvalidRequest("no routes: give --route TECHNIQUE=HOST:PORT or $PANREDUCE_ROUTES")
@@ -570,8 +654,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
-STATES = {"queued": pb.QUEUED, "running": pb.RUNNING, "succeeded": pb.SUCCEEDED, "failed": pb.FAILED,
-          "cancelled": pb.CANCELLED}
+STATE_NAMES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def job_line(job: pb.Job) -> str:
@@ -582,6 +665,8 @@ def job_line(job: pb.Job) -> str:
 
 
 def job_dict(job: pb.Job) -> dict[str, Any]:
+    from panreduce.convert import from_struct, message_to_dict
+
     doc = message_to_dict(job)
     if job.HasField("result"):
         doc["result"]["summary"] = from_struct(job.result.summary)
@@ -607,7 +692,7 @@ def parse_time(text: str):  # noqa: ANN201
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     with need_gateway(args) as client:
-        jobs = client.list_jobs(technique=args.technique, state=STATES.get(args.state, 0),
+        jobs = client.list_jobs(technique=args.technique, state=getattr(pb, args.state.upper()) if args.state else 0,
                                 labels=parse_pairs(args.label, "label", as_json=False), owner=args.owner,
                                 proposal=args.proposal, sample=args.sample, created_after=parse_time(args.since),
                                 created_before=parse_time(args.until))
@@ -620,6 +705,8 @@ def cmd_jobs_list(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_show(args: argparse.Namespace) -> int:
+    from panreduce.convert import result_to_dict
+
     with need_gateway(args) as client:
         job = client.get_job(args.job_id)
     if args.json:
@@ -632,6 +719,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    from panreduce.convert import message_to_dict
+
     with need_gateway(args) as client:
         for event in client.watch(args.job_id, args.after):
             if args.json:
