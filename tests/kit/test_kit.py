@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import threading
 import time
 import zlib
@@ -21,12 +20,10 @@ from panreduce.client import Client, make_request
 from panreduce.jobs import JobManager
 from panreduce.kit import Context, Inputs, StagedFile, StagedInput
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.storage import LocalStore, Stores, stage_inputs
 from panreduce.transfer import file_chunks, receive_upload
 from panreduce.v1 import reduce_pb2 as pb
-
-sys.path.insert(0, str(Path(__file__).parent))
-from toy import Toy  # noqa: E402
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -353,26 +350,30 @@ def test_merge_summaries_rules():
                       "q_range": [0.01, 0.2], "seconds": [1.5, 2.0]}
 
 
-def test_toy_shards_merge_by_default_and_refuse_clashing_names(tmp_path):
-    """The default merge keeps independent shard outputs; the toy writes the same names
-    in every shard, which the default merge refuses rather than overwrite."""
+def test_toy_split_through_the_gateway_equals_the_whole_job(tmp_path):
+    """Four files split two ways through a real gateway: the shards' parts, combined,
+    give what the unsplit job gives, and the shard scratch is gone afterwards."""
     from panreduce.serving import start_server
     from panreduce_gateway.gateway import GatewayService
 
     stores = Stores(tmp_path / "store")
     for i in range(4):
         np.save(tmp_path / f"v{i}.npy", np.full(3, float(i)))
+    files = [str(tmp_path / f"v{i}.npy") for i in range(4)]
     service = start_technique(Toy, stores=stores)
     gw_service = GatewayService({"toy": service.address}, stores=stores)
     gw = start_server(gw_service, name="gateway", manager=gw_service.manager)
     gw.set_serving(True)
     try:
         with Client(gw.address, timeout=60) as c:
-            req = make_request("toy", [str(tmp_path / f"v{i}.npy") for i in range(4)], {}, str(tmp_path / "out"))
-            req.split = 2
-            with pytest.raises(errors.InternalError, match="needs its own merge"):
-                c._follow(c.stub.Reduce(req, timeout=60), "toy", None)
-        assert not (tmp_path / "out").exists()
+            split = c.reduce("toy", files, {}, str(tmp_path / "split"), split=2)
+            whole = c.reduce("toy", files, {}, str(tmp_path / "whole"), split=1)
+        assert split.summary["total"] == whole.summary["total"] == 3 * (0 + 1 + 2 + 3)
+        assert split.summary["files"] == whole.summary["files"] == [f"v{i}.npy" for i in range(4)]
+        assert split.summary["shards"] == 2
+        with h5py.File(tmp_path / "split" / "toy.nxs") as a, h5py.File(tmp_path / "whole" / "toy.nxs") as b:
+            np.testing.assert_array_equal(a["entry/values"][()], b["entry/values"][()])
+        assert not (tmp_path / "split" / "part.h5").exists()
         assert not any((stores.root / "shards").iterdir())
     finally:
         gw.drain_and_stop(1)

@@ -10,25 +10,29 @@ one the service refuses to start unless given --insecure).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from panreduce import errors, registry
+from panreduce.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = os.environ.get
+    try:
+        s = get_settings()  # a bad PANREDUCE_* value stops the service here, naming it
+    except errors.PanReduceError as exc:
+        print(f"panreduce-service: {exc}", file=sys.stderr)
+        return 2
     p = argparse.ArgumentParser(prog="panreduce-service", description=__doc__.splitlines()[0])
-    p.add_argument("technique", nargs="?", default=env("PANREDUCE_TECHNIQUE"),
+    p.add_argument("technique", nargs="?", default=s.technique,
                    help=f"installed technique (one of: {', '.join(registry.names()) or 'none'})")
-    p.add_argument("--host", default=env("PANREDUCE_HOST", "127.0.0.1"),
+    p.add_argument("--host", default=s.host or "127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
-    p.add_argument("--port", type=int, default=int(env("PANREDUCE_PORT", "50051")))
-    p.add_argument("--store", type=Path, default=Path(env("PANREDUCE_STORE", "panreduce-store")))
-    p.add_argument("--max-running", type=int, default=int(env("PANREDUCE_MAX_RUNNING", "1")))
-    p.add_argument("--metrics-port", type=int, default=int(env("PANREDUCE_METRICS_PORT", "0")))
-    p.add_argument("--drain-seconds", type=float, default=float(env("PANREDUCE_DRAIN_SECONDS", "30")))
+    p.add_argument("--port", type=int, default=s.port or 50051)
+    p.add_argument("--store", type=Path, default=s.store)
+    p.add_argument("--max-running", type=int, default=s.max_running)
+    p.add_argument("--metrics-port", type=int, default=s.metrics_port)
+    p.add_argument("--drain-seconds", type=float, default=s.drain_seconds)
     p.add_argument("--service-token-file", type=Path, default=None,
                    help="file with the secret every call must carry (default $PANREDUCE_SERVICE_TOKEN_FILE)")
     p.add_argument("--service-tls-dir", type=Path, default=None,

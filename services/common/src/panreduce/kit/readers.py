@@ -84,9 +84,11 @@ def memory_ceiling() -> int:
     """Bytes one dataset read may allocate: ``$PANREDUCE_MAX_ARRAY_BYTES``, else half of
     the memory this process may use (the cgroup's limit in a container, else the
     machine's RAM)."""
-    env = os.environ.get("PANREDUCE_MAX_ARRAY_BYTES", "").strip()
-    if env:
-        return int(env)
+    from panreduce.settings import get_settings  # noqa: PLC0415
+
+    configured = get_settings().max_array_bytes
+    if configured:
+        return configured
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:

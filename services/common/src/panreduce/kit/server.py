@@ -1,30 +1,33 @@
 """A technique as a gRPC service: ``serve(Technique)``.
 
-The kit stages inputs, validates parameters once at the edge, runs ``load`` and
-``reduce`` in a worker with progress and cancellation, writes provenance into every
-output, publishes the outputs atomically, and reports errors by the one table.
+The servicer checks a request at the edge and queues it; a worker decodes it, runs the
+job with :func:`panreduce.kit.runner.run_request` (staging, the technique, provenance,
+the atomic publish: no gRPC there) and encodes the result. Errors are reported by the
+one table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, catalogue, errors, limits, locations, metadata, provenance
-from panreduce.convert import from_struct, message_to_dict, plain, to_struct
+from panreduce import __version__, errors, limits, locations, metadata
 from panreduce.jobs import TERMINAL, JobHandle, JobManager
+from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway checks outputs the same way
+    STAGE_SPAN,
+    check_output_location,
+    distribution_of,
+    run_request,
+    to_message,
+    validate_request,
+)
 from panreduce.kit.scratch import ScratchArea
-from panreduce.kit.technique import Context, EmptyShard, Shard, Technique, without_empty_shards
-from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
+from panreduce.kit.technique import Technique
 from panreduce.mtls import ServiceTLS
 from panreduce.serving import (
     AbortWith,
@@ -34,15 +37,12 @@ from panreduce.serving import (
     run_until_signal,
     start_server,
 )
-from panreduce.storage import LocalStore, Stores, check_inputs_exist, sha256_file, stage_inputs
+from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 
 log = logging.getLogger("panreduce.kit")
-
-# Fractions of a job's progress given to each kit stage (reduce gets the rest).
-STAGE_SPAN = {"stage": (0.0, 0.05), "load": (0.05, 0.2), "reduce": (0.2, 0.95), "publish": (0.95, 1.0)}
 
 
 def technique_info(t: type[Technique]) -> pb.TechniqueInfo:
@@ -60,34 +60,6 @@ def technique_info(t: type[Technique]) -> pb.TechniqueInfo:
     )
 
 
-def distribution_of(t: type[Technique]) -> str:
-    """The installed distribution that provides technique ``t`` (for provenance)."""
-    top = t.__module__.split(".")[0]
-    return (importlib_metadata.packages_distributions().get(top) or [top])[0]
-
-
-def validate_request(technique: type[Technique], request: pb.ReduceRequest):  # noqa: ANN201
-    """Check a request at the edge: limits, technique, inputs, shard, parameters. Returns params."""
-    limits.check_reduce_request(request)
-    if request.technique and request.technique != technique.name:
-        raise errors.UnknownTechnique(request.technique, [technique.name])
-    if not request.inputs:
-        raise errors.InvalidRequest("no inputs: give at least one input URI or path")
-    if request.HasField("shard") and request.shard.count:
-        if not technique.shardable and request.shard.count > 1:
-            raise errors.InvalidRequest(f"technique {technique.name!r} cannot be sharded")
-        if request.shard.index >= request.shard.count:
-            raise errors.InvalidRequest(
-                f"shard.index {request.shard.index} must be below shard.count {request.shard.count}")
-    if request.merge and not technique.shardable:
-        raise errors.InvalidRequest(f"technique {technique.name!r} is not shardable: nothing to merge")
-    nonfinite = limits.nonfinite_numbers(request.parameters)
-    if nonfinite:
-        raise errors.InvalidParameters([errors.FieldViolation(errors.clip(p, 120), "Input should be a finite number; "
-                                                              "got NaN or infinity") for p in nonfinite])
-    return technique.validate_parameters(from_struct(request.parameters))
-
-
 class TechniqueService(pb_grpc.ReducerServicer):
     """The Reducer service for one technique."""
 
@@ -101,8 +73,9 @@ class TechniqueService(pb_grpc.ReducerServicer):
         # This process's own scratch folder; what killed servers left is removed first.
         self.scratch = ScratchArea(Path(scratch_root or tempfile.gettempdir()) / f"panreduce-{self.name}")
         self.scratch_root = self.scratch.path
-        env_limit = os.environ.get("PANREDUCE_MAX_INPUT_BYTES")
-        self.max_input_bytes = max_input_bytes or (int(env_limit) if env_limit else self.cls.max_input_bytes)
+        from panreduce.settings import get_settings  # noqa: PLC0415
+
+        self.max_input_bytes = max_input_bytes or get_settings().max_input_bytes or self.cls.max_input_bytes
         self.manager = JobManager(self._run, max_running=max_running, name=self.name)
         self.distribution = distribution_of(self.cls)
         self.info = technique_info(self.cls)
@@ -180,95 +153,12 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     # -- the job --------------------------------------------------------------------
     def _run(self, handle: JobHandle) -> pb.Result:
-        request = handle.request
-        started = datetime.now(UTC)
-        t0 = time.monotonic()
-        JOBS_RUNNING.labels(self.name, self.name).inc()
-        scratch = Path(tempfile.mkdtemp(prefix=f"{handle.job_id}-", dir=self.scratch_root))
-        state = "FAILED"
-        try:
-            params = validate_request(self.cls, request)
-            shard = Shard(request.shard.index, request.shard.count) if request.shard.count else None
-            ctx = Context(
-                job_id=handle.job_id, scratch=scratch, progress_sink=handle.progress,
-                log_sink=handle.log, cancel_event=handle.cancel_event, deadline=handle.deadline, shard=shard,
-            )
-            ctx._set_span(*STAGE_SPAN["stage"])
-            ctx.progress(0.0, "stage", f"staging {len(request.inputs)} input(s)")
-            inputs = stage_inputs(
-                self.stores, list(request.inputs), scratch, max_bytes=self.max_input_bytes,
-                on_file=lambda ref: BYTES_STAGED.labels(self.name, self.name).inc(ref.size),
-            )
-            ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
-            found = catalogue.extract(inputs.files)
-            try:
-                if request.merge:
-                    ctx._set_span(STAGE_SPAN["load"][0], STAGE_SPAN["reduce"][1])
-                    summary = self.technique.merge(without_empty_shards(inputs), params, ctx)
-                else:
-                    ctx._set_span(*STAGE_SPAN["load"])
-                    data = self.technique.load(inputs, params, ctx)
-                    ctx.check_cancelled()
-                    ctx._set_span(*STAGE_SPAN["reduce"])
-                    summary = self.technique.reduce(data, params, ctx)
-            except EmptyShard as empty:
-                ctx.log(str(empty))
-                summary = {"empty_shard": True}
-            ctx.check_cancelled()
-            if shard is not None:
-                summary_path = ctx.output_path("summary.json", format="json", role="summary")
-                summary_path.write_text(json.dumps(plain(summary or {}), indent=1))
-            ctx._set_span(*STAGE_SPAN["publish"])
-            ctx.progress(0.0, "publish", f"writing provenance and publishing {len(ctx.outputs)} output(s)")
-            result = self._publish(handle, request, params, inputs, ctx, summary or {}, started)
-            result.catalogue.update(found)
-            handle.progress("done", 1.0, "finished")
-            state = "SUCCEEDED"
-            return result
-        except errors.JobCancelled:
-            state = "CANCELLED"
-            raise
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-            JOBS_RUNNING.labels(self.name, self.name).dec()
-            JOBS.labels(self.name, self.name, state).inc()
-            JOB_SECONDS.labels(self.name, self.name).observe(time.monotonic() - t0)
-
-    def _publish(self, handle, request, params, inputs, ctx: Context, summary, started) -> pb.Result:  # noqa: ANN001
-        outputs = ctx.outputs
-        for out in outputs:
-            if not out.path.is_file():
-                raise errors.InternalError(f"technique {self.name} declared output {out.name} but did not write it")
-        record = provenance.build(
-            job_id=handle.job_id,
-            technique=self.name,
-            technique_version=self.cls.version,
-            technique_distribution=self.distribution,
-            request=message_to_dict(request),
-            parameters=params.model_dump(mode="json"),
-            inputs=inputs,
-            started=started,
-        )
-        for out in outputs:
-            provenance.embed(record, out)
-        record["outputs"] = [
-            {"name": o.name, "format": o.format, "role": o.role, "size": o.path.stat().st_size,
-             "sha256": sha256_file(o.path)} for o in outputs
-        ]
-        prov_path = ctx.output_path("provenance.json", format="json", role="provenance")
-        prov_path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
-        all_outputs = ctx.outputs
-        ctx.check_cancelled()  # last point at which a cancel leaves nothing behind
-        dest = request.output or self.stores.default_output(handle.job_id)
-        store = self.stores.for_uri(dest)
-        uris = store.publish([(o.path, o.name) for o in all_outputs], dest)
-        result = pb.Result(summary=to_struct(summary), provenance_id=record["id"])
-        for o, uri in zip(all_outputs, uris, strict=True):
-            result.outputs.add(uri=uri, format=o.format, role=o.role, size=o.path.stat().st_size,
-                               sha256=sha256_file(o.path))
-            if o.role == "provenance":
-                result.provenance_uri = uri
-        return result
+        """Decode the queued request, run the job (kit.run), encode its result."""
+        result = run_request(self.technique, handle.request, stores=self.stores, job_id=handle.job_id,
+                             progress=handle.progress, log=handle.log, cancel=handle.cancel_event,
+                             deadline=handle.deadline, scratch_root=self.scratch_root,
+                             max_input_bytes=self.max_input_bytes, checked=True)
+        return to_message(result)
 
 
 def deadline_of(context: grpc.ServicerContext) -> float | None:
@@ -302,29 +192,6 @@ def list_jobs(manager: JobManager, request: pb.ListJobsRequest) -> pb.ListJobsRe
     page = jobs[start:start + size]
     token = str(start + size) if start + size < len(jobs) else ""
     return pb.ListJobsResponse(jobs=page, next_page_token=token)
-
-
-def check_output_location(stores: Stores, output: str) -> None:
-    """Refuse, before a job runs, an output that names an existing file (or lies under
-    one): results go into a folder. Checked at submission by the gateway and the service."""
-    if not output:
-        return
-    store = stores.for_uri(output)
-    if not isinstance(store, LocalStore):
-        return
-    path = store.path_of(output.rstrip("/") or "/")
-    for p in (path, *path.parents):
-        try:
-            if not p.exists():
-                continue
-            if not p.is_dir():
-                raise errors.InvalidRequest(
-                    f"output {errors.clip(output)}: {errors.clip(str(p))} is an existing file, not a folder; "
-                    "name a folder (new or existing) for the results")
-        except OSError as exc:
-            raise errors.InvalidRequest(f"output {errors.clip(output)} is not a usable location "
-                                        f"({exc.strerror or exc})") from None
-        return
 
 
 def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -233,9 +233,6 @@ class Context:
         return list(self._outputs.values())
 
 
-_SUFFIX = {"nexus": ".nxs", "nxcansas": ".h5", "hdf5": ".h5", "cxi": ".cxi", "cansas-xml": ".xml"}
-
-
 def merge_summaries(summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
     """Shard summaries as one: values equal in every shard are kept once; lists that
     differ are concatenated (records, names, warnings); other values that differ become
@@ -283,34 +280,37 @@ class Technique(Generic[P, D]):
         (JSON-serialisable numbers, strings, lists and dicts)."""
         raise NotImplementedError
 
+    # -- the shard contract (shardable techniques; see docs/techniques.md "Sharding") ------
+    # A shardable technique declares ``Part`` (a dataclass: what one block of units
+    # reduces to) and implements units / reduce_block / combine / write instead of
+    # load / reduce. The kit (panreduce.kit.run) selects each shard's block, saves its
+    # part (kit.parts), skips empty shards and runs the merge; an unsharded job is
+    # ``write(combine([reduce_block(units)]))``, so one writer renders both.
+    Part: ClassVar[type | None] = None
+
+    def units(self, inputs: Inputs, params: P) -> Sequence[Any]:
+        """What the job is split over (files, frames, rows, projections), in order:
+        cheap, no science. A unit may carry its own global index if the science needs it."""
+        raise NotImplementedError
+
+    def reduce_block(self, block: Sequence[Any], inputs: Inputs, params: P, ctx: Context) -> Any:
+        """The science of one contiguous, non-empty block of units -> a ``Part``."""
+        raise NotImplementedError
+
+    def combine(self, parts: Sequence[Any], params: P) -> Any:
+        """The parts of consecutive blocks (in unit order) as one ``Part``; pure."""
+        raise NotImplementedError
+
+    def write(self, result: Any, params: P, ctx: Context) -> Mapping[str, Any]:
+        """Write the outputs of a (combined) part; return the summary."""
+        raise NotImplementedError
+
     def merge(self, inputs: Inputs, params: P, ctx: Context) -> Mapping[str, Any]:
-        """Combine the outputs of this technique's shards into one result.
-
-        ``inputs`` holds every file the shards published (each shard's folder has its
-        ``summary.json``). The default suits techniques whose shards write independent
-        files (one per batch row, per projection): every file is kept under its name
-        (two shards writing the same name is an error: such a technique overrides
-        ``merge``), and the summaries are combined by :func:`merge_summaries`."""
-        import shutil
-
+        """Legacy merge of a shardable technique without ``Part`` (saxs, tomography until
+        they move onto the contract): ``inputs`` holds every file its shards published."""
         from panreduce.errors import InternalError
 
-        folders = sorted({f.path.parent for f in inputs.files if f.path.name == "summary.json"})
-        summaries = [json.loads((folder / "summary.json").read_text()) for folder in folders]
-        seen: dict[str, str] = {}
-        for f in inputs.files:
-            name = f.path.name
-            if name in ("summary.json", "provenance.json"):
-                continue
-            if name in seen:
-                raise InternalError(f"shards of {self.name!r} both wrote {name} ({seen[name]}, {f.name}); "
-                                    "the technique needs its own merge")
-            seen[name] = f.name
-            fmt = next((o for o in self.output_formats if name.endswith(_SUFFIX.get(o, "." + o))), "")
-            fmt = fmt or name.rsplit(".", 1)[-1]
-            role = "preview" if name.endswith(".png") else "table" if name.endswith(".csv") else "result"
-            shutil.copyfile(f.path, ctx.output_path(name, format=fmt, role=role))
-        return merge_summaries([s for s in summaries if not s.get("empty_shard")])
+        raise InternalError(f"technique {self.name!r} is shardable but declares neither a Part nor a merge")
 
     # -- helpers the kit uses -------------------------------------------------------
     @classmethod
