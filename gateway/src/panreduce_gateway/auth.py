@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pydantic
 
 from panreduce import audit, errors, locations
+
+if TYPE_CHECKING:
+    from panreduce.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -217,16 +220,20 @@ class Access:
         """PANREDUCE_TOKENS_FILE, PANREDUCE_JWKS (file or URL), PANREDUCE_JWT_ISSUER,
         PANREDUCE_JWT_AUDIENCE, PANREDUCE_JWT_PROPOSALS_CLAIM, PANREDUCE_ALLOWED_PREFIXES
         (comma-separated templates with {proposal})."""
-        env = os.environ if env is None else env
+        from panreduce.settings import settings_for
+
+        return cls.from_settings(settings_for(env))
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Access:
+        """``from_env`` for settings already read (panreduce.settings)."""
         auths: list[Authenticator] = []
-        if env.get("PANREDUCE_TOKENS_FILE"):
-            auths.append(StaticTokens.from_file(env["PANREDUCE_TOKENS_FILE"]))
-        if env.get("PANREDUCE_JWKS"):
-            auths.append(JwtVerifier(env["PANREDUCE_JWKS"], issuer=env.get("PANREDUCE_JWT_ISSUER") or None,
-                                     audience=env.get("PANREDUCE_JWT_AUDIENCE") or None,
-                                     proposals_claim=env.get("PANREDUCE_JWT_PROPOSALS_CLAIM", "proposals")))
-        prefixes = [p.strip() for p in env.get("PANREDUCE_ALLOWED_PREFIXES", "").split(",") if p.strip()]
-        return cls(auths, prefixes)
+        if s.tokens_file:
+            auths.append(StaticTokens.from_file(s.tokens_file))
+        if s.jwks:
+            auths.append(JwtVerifier(s.jwks, issuer=s.jwt_issuer or None, audience=s.jwt_audience or None,
+                                     proposals_claim=s.jwt_proposals_claim))
+        return cls(auths, list(s.allowed_prefixes))
 
     # -- identity -----------------------------------------------------------------------
     def identify(self, context: grpc.ServicerContext) -> Identity:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_
 from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
 from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.serving import PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
+from panreduce.settings import get_settings
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
@@ -116,7 +116,7 @@ class GatewayConfig:
     max_running: int = 64
     # How long a job waits in all for its service to be reachable before it fails naming
     # it ($PANREDUCE_SERVICE_WAIT_SECONDS, --service-wait).
-    service_wait: float = field(default_factory=lambda: float(os.environ.get("PANREDUCE_SERVICE_WAIT_SECONDS", "300")))
+    service_wait: float = field(default_factory=lambda: get_settings().service_wait_seconds)
     service_token: str | None = field(default=None, repr=False)  # sent to the services on every call
     service_tls: ServiceTLS | None = field(default=None, repr=False)  # mTLS to the services (panreduce.mtls)
 
@@ -156,7 +156,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         default 30 s)."""
         if not hasattr(self.manager.store, "lease"):
             return
-        every = every or float(os.environ.get("PANREDUCE_CLAIM_SECONDS", "30"))
+        every = every or get_settings().claim_seconds
 
         def loop() -> None:
             while not self._closed.wait(every):
@@ -599,3 +599,4 @@ def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:
             raise errors.InvalidRequest(f"route {pair!r} is not TECHNIQUE=HOST:PORT")
         routes.setdefault(technique.strip(), []).append(address.strip())
     return routes
+

@@ -210,8 +210,10 @@ def open_job_store(spec: str | None):  # noqa: ANN201
     if not spec:
         return None
     if spec.startswith(("postgresql://", "postgres://")):
-        return PostgresJobStore(spec, lease=float(os.environ.get("PANREDUCE_DB_LEASE", "60")),
-                                heartbeat=float(os.environ.get("PANREDUCE_DB_HEARTBEAT", "10")))
+        from panreduce.settings import get_settings
+
+        settings = get_settings()
+        return PostgresJobStore(spec, lease=settings.db_lease, heartbeat=settings.db_heartbeat)
     from panreduce.sqlstore import SqliteJobStore
 
     return SqliteJobStore(spec)

@@ -23,6 +23,8 @@ import urllib.request
 from functools import cache
 from pathlib import Path
 
+from panreduce.settings import get_settings
+
 MANIFEST = Path(__file__).with_name("datasets.json")
 ENV_DATA = "PANREDUCE_DATA"
 ENV_CACHE = "PANREDUCE_CACHE"
@@ -61,8 +63,9 @@ def names(prefix: str = "") -> list[str]:
 
 def search_roots() -> list[Path]:
     roots: list[Path] = []
-    if os.environ.get(ENV_DATA):
-        roots.append(Path(os.environ[ENV_DATA]))
+    data = get_settings().data
+    if data:
+        roots.append(data)
     for start in (Path.cwd(), Path(__file__).resolve()):
         for parent in (start, *start.parents):
             candidate = parent.parent / "shared" / "data"
@@ -78,7 +81,7 @@ def search_roots() -> list[Path]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "panreduce" / "data"))
+    return get_settings().cache_dir
 
 
 def path(name: str, *, download: bool = True) -> Path:

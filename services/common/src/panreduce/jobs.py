@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -24,6 +23,7 @@ from google.protobuf import timestamp_pb2
 
 from panreduce import errors
 from panreduce.rpc import failure_of
+from panreduce.settings import get_settings
 from panreduce.v1 import reduce_pb2 as pb
 
 log = logging.getLogger("panreduce.jobs")
@@ -33,12 +33,12 @@ TERMINAL = frozenset({pb.SUCCEEDED, pb.FAILED, pb.CANCELLED})
 
 def history_limit() -> int:
     """Finished jobs a server keeps in memory: ``$PANREDUCE_JOB_HISTORY`` (default 1000)."""
-    return max(int(os.environ.get("PANREDUCE_JOB_HISTORY", "1000")), 0)
+    return get_settings().job_history
 
 
 def history_seconds() -> float:
     """How long a finished job stays in memory: ``$PANREDUCE_JOB_HISTORY_SECONDS`` (default 3600)."""
-    return max(float(os.environ.get("PANREDUCE_JOB_HISTORY_SECONDS", "3600")), 0.0)
+    return get_settings().job_history_seconds
 
 
 def now_ts() -> timestamp_pb2.Timestamp:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from panreduce import rpc
+from panreduce.settings import get_settings
 from panreduce.v1 import reduce_pb2 as pb
 
 LONG_STREAMS = ("Reduce", "Watch", "Download", "Upload")
@@ -28,7 +28,7 @@ RETRY_AFTER_S = 1
 
 def max_streams() -> int:
     """Long streams a server admits at once: ``$PANREDUCE_MAX_STREAMS`` (default 200)."""
-    return max(int(os.environ.get("PANREDUCE_MAX_STREAMS", "200")), 1)
+    return get_settings().max_streams
 
 
 class StreamLimit:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
+
+from panreduce.settings import get_settings
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -29,9 +30,10 @@ class JsonFormatter(logging.Formatter):
 
 def configure(*, json_logs: bool | None = None, level: str | None = None) -> None:
     """Set up the root logger once: JSON when PANREDUCE_LOG_FORMAT=json (services)."""
+    settings = get_settings()
     if json_logs is None:
-        json_logs = os.environ.get("PANREDUCE_LOG_FORMAT", "text") == "json"
-    level = (level or os.environ.get("PANREDUCE_LOG_LEVEL", "INFO")).upper()
+        json_logs = settings.log_format == "json"
+    level = (level or settings.log_level).upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))

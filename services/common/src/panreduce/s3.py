@@ -45,7 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import obstore
 from obstore import exceptions as obx
@@ -53,6 +53,9 @@ from obstore.store import S3Store as _ObS3Store
 
 from panreduce import errors
 from panreduce.storage import CHUNK, ObjectRef, Store, sha256_file
+
+if TYPE_CHECKING:
+    from panreduce.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +111,18 @@ class S3Config:
         """The configuration from ``$PANREDUCE_S3_CONFIG`` (a TOML or JSON file with the
         field names as keys) overlaid by ``$PANREDUCE_S3_<FIELD>`` variables; ``None`` when
         neither an endpoint, credentials nor a config file is given (S3 not configured)."""
-        env = os.environ if environ is None else environ
+        from panreduce.settings import settings_for  # noqa: PLC0415
+
+        return cls.from_settings(settings_for(environ))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> S3Config | None:
+        """``from_env`` for settings already read (panreduce.settings: ``s3_*``)."""
         values: dict[str, Any] = {}
-        path = env.get(ENV_PREFIX + "CONFIG", "").strip()
+        path = str(settings.s3_config or "").strip()
         if path:
             values.update(_read_config_file(Path(path)))
-        for name in cls.FIELDS:
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is not None and raw.strip() != "":
-                values[name] = raw.strip()
+        values.update(settings.s3_values())
         if not path and not any(k in values for k in ("endpoint", "access_key_id", "anonymous")):
             return None
         return cls.from_mapping(values, source=path or "the environment")

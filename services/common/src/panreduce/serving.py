@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import inspect
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from panreduce.jobs import JobManager
 from panreduce.liveness import Limited, StreamLimit
 from panreduce.metrics import RPCS
 from panreduce.mtls import ServiceTLS
+from panreduce.settings import settings_for
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 
@@ -71,8 +71,7 @@ def service_token_setting(path: Path | str | None, *, insecure: bool = False, re
     """The service token from ``path``, else ``$PANREDUCE_SERVICE_TOKEN_FILE``. None
     when there is none and ``insecure`` (or not ``required``); otherwise a missing token
     is an error that says how to give one."""
-    env = os.environ if env is None else env
-    path = path or env.get(SERVICE_TOKEN_ENV) or None
+    path = path or settings_for(env).service_token_file or None
     if path:
         return read_service_token(path)
     if insecure or not required:

@@ -207,11 +207,13 @@ class Stores:
         """The stores a server's configuration names: the local folder (``root``, else
         ``$PANREDUCE_STORE``, else ``./panreduce-store``) and, when ``$PANREDUCE_S3_*`` or
         ``$PANREDUCE_S3_CONFIG`` configure one, ``s3://`` (see panreduce.s3)."""
-        env = os.environ if environ is None else environ
-        stores = cls(Path(root) if root is not None else Path(env.get("PANREDUCE_STORE", "panreduce-store")))
+        from panreduce.settings import settings_for  # noqa: PLC0415
+
+        settings = settings_for(environ)
+        stores = cls(Path(root) if root is not None else settings.store)
         from panreduce.s3 import S3Config, S3Store  # noqa: PLC0415 - s3 imports this module
 
-        config = S3Config.from_env(env)
+        config = S3Config.from_settings(settings)
         if config is not None:
             stores.register("s3", S3Store(config))
         return stores
@@ -235,7 +237,9 @@ class Stores:
     def results_base(self) -> str:
         """Where jobs without an output go: ``$PANREDUCE_RESULTS_URI`` (e.g. an s3://
         prefix in a deployment), else ``<root>/results``."""
-        return os.environ.get("PANREDUCE_RESULTS_URI", "").rstrip("/") or str(self.root / "results")
+        from panreduce.settings import get_settings  # noqa: PLC0415
+
+        return get_settings().results_uri.rstrip("/") or str(self.root / "results")
 
     def default_output(self, job_id: str) -> str:
         return f"{self.results_base}/{job_id}"
@@ -243,7 +247,9 @@ class Stores:
     def scratch_uri(self, name: str) -> str:
         """A location every service can write and read for intermediate results (shards):
         ``$PANREDUCE_SCRATCH_URI``, else ``<root>/shards``."""
-        base = os.environ.get("PANREDUCE_SCRATCH_URI", "").rstrip("/") or str(self.root / "shards")
+        from panreduce.settings import get_settings  # noqa: PLC0415
+
+        base = get_settings().scratch_uri.rstrip("/") or str(self.root / "shards")
         return f"{base}/{name}"
 
     def remove_tree(self, uri: str) -> None:
