@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = sp.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="list what is older than the retention")
     mode.add_argument("--apply", action="store_true", help="delete it")
-    sp.add_argument("--days", type=float, default=FromSettings("retention_days"),
+    sp.add_argument("--days", type=retention_days, default=FromSettings("retention_days"),
                     help="retention in days (default $PANREDUCE_RETENTION_DAYS or 90, the facility minimum)")
     sp.add_argument("--store", type=Path, default=None, help="the gateway's store folder")
     sp.add_argument("--db", default=FromSettings("db_spec"),
@@ -266,6 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers -------------------------------------------------------------------------
+MAX_RETENTION_DAYS = 36500  # a century: more is a typo, and past what a date can hold
+
+
+def retention_days(text: str | float) -> float:
+    """``--days``: a positive, finite number of days up to a century (argparse type)."""
+    import math
+
+    try:
+        days = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not math.isfinite(days) or days <= 0 or days > MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the retention must be a number of days above 0 and at most {MAX_RETENTION_DAYS}")
+    return days
+
+
 def parse_pairs(pairs: Sequence[str], what: str, as_json: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -379,7 +396,10 @@ def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: 
     if address is None:
         from panreduce_gateway.embedded import Platform
 
-        platform = Platform(techniques).start(on_step)
+        # The job table is kept in <store>/jobs.sqlite, as `serve` keeps it, so that `retention`
+        # covers embedded reductions; jobs of other commands (running, or left by one that was
+        # killed) are not run again here.
+        platform = Platform(techniques, persistent=True, resume=False).start(on_step)
         stack.callback(platform.stop)
         return stack.enter_context(Client(platform.address))
     return stack.enter_context(client_for(args, address))
@@ -630,6 +650,10 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from panreduce_gateway.embedded import default_store_root
     from panreduce_gateway.pgstore import open_job_store
 
+    try:
+        args.days = retention_days(args.days)  # also when it came from $PANREDUCE_RETENTION_DAYS
+    except argparse.ArgumentTypeError as exc:
+        raise errors.InvalidRequest(f"--days {exc}") from None
     root = (args.store or default_store_root()).resolve()
     db = args.db or str(root / "jobs.sqlite")
     if "://" not in db and not Path(db).is_file():

@@ -43,13 +43,15 @@ class Platform:
     ``techniques``: names to start (default: every installed technique).
     ``address``: where the gateway listens (default: a free loopback port).
     ``persistent``: keep the job table in ``<store>/jobs.sqlite`` (it survives restarts,
-    and unfinished jobs run again) instead of in memory.
+    and unfinished jobs run again) instead of in memory. ``resume=False``: do not run
+    again the unfinished jobs the table holds (the command line's one-shot platform: they
+    may be another command's, running now).
     """
 
     def __init__(self, techniques: Iterable[str] | None = None, *, store_root: Path | None = None,
                  address: str = "127.0.0.1:0", max_running: int = 1, persistent: bool = False,
                  db: Path | str | None = None, config: GatewayConfig | None = None,
-                 tls: tuple[bytes, bytes] | None = None) -> None:
+                 tls: tuple[bytes, bytes] | None = None, resume: bool = True) -> None:
         from panreduce.storage import Stores
 
         self.names = list(techniques) if techniques is not None else registry.names()
@@ -59,6 +61,7 @@ class Platform:
         self.db = str(db) if db else (str(self.stores.root / "jobs.sqlite") if persistent else None)
         self.config = config
         self.tls = tls
+        self.resume = resume
         self.service_token = secrets.token_urlsafe(32)  # this run's service credential
         self.services: dict[str, RunningServer] = {}
         self.gateway: RunningServer | None = None
@@ -96,7 +99,7 @@ class Platform:
                                                    service_token=self.service_token)
             self.gateway = start_server(self._gateway_service, address=self.address_spec, name="gateway",
                                         manager=self._gateway_service.manager, tls=self.tls)
-            resumed = self._gateway_service.resume()
+            resumed = self._gateway_service.resume() if self.resume else []
             if resumed:
                 log.warning("resumed %d unfinished job(s): %s", len(resumed), ", ".join(resumed))
             self._gateway_service.start_claiming()
