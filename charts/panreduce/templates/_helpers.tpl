@@ -116,6 +116,13 @@ gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsa
 # the secret shared by the gateway and the technique services (they serve no one else)
 - name: PANREDUCE_SERVICE_TOKEN_FILE
   value: {{ printf "/etc/panreduce/service-token/%s" .Values.serviceToken.secretKey | quote }}
+{{- if .Values.serviceTLS.enabled }}
+# mutual TLS between the gateway and the services (tls.crt, tls.key, ca.crt)
+- name: PANREDUCE_SERVICE_TLS_DIR
+  value: /etc/panreduce/service-tls
+- name: PANREDUCE_SERVICE_TLS_SERVER_NAME
+  value: {{ .Values.serviceTLS.serverName | quote }}
+{{- end }}
 {{- $s3 := .Values.s3 }}
 {{- if $s3.enabled }}
 {{- with $s3.endpoint }}
@@ -172,6 +179,28 @@ gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsa
 - name: service-token
   mountPath: /etc/panreduce/service-token
   readOnly: true
+{{- end }}
+
+{{- define "panreduce.serviceTLSSecretName" -}}
+{{- .Values.serviceTLS.secretName | default (printf "%s-service-tls" (include "panreduce.fullname" .)) }}
+{{- end }}
+
+{{- /* the service mTLS Secret as a volume and its mount (gateway and technique pods; empty when off) */ -}}
+{{- define "panreduce.serviceTLSVolume" -}}
+{{- if .Values.serviceTLS.enabled }}
+- name: service-tls
+  secret:
+    secretName: {{ include "panreduce.serviceTLSSecretName" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{- define "panreduce.serviceTLSMount" -}}
+{{- if .Values.serviceTLS.enabled }}
+- name: service-tls
+  mountPath: /etc/panreduce/service-tls
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{- define "panreduce.s3SecretName" -}}
