@@ -4,37 +4,39 @@ projection, outputs read back with h5py, progress events, parameter checks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 from ptycho_helpers import model_probe, quality, small_sim
 
-from panreduce import errors
-from panreduce.kit import Context, Inputs, Shard, StagedFile, StagedInput
+from panreduce import errors, kit
+from panreduce.storage import Stores
 from panreduce_ptychography.io import write_cxi, write_nexus
 from panreduce_ptychography.problem import Problem, Scan
 from panreduce_ptychography.technique import Technique
 
 
-def _inputs(paths) -> Inputs:
-    items = []
-    for p in paths:
-        f = StagedFile(path=p, uri=f"file://{p}", name=p.name, size=p.stat().st_size, sha256="")
-        items.append(StagedInput(uri=f"file://{p}", root=p, is_prefix=False, files=(f,)))
-    return Inputs(tuple(items))
+class _Job:
+    """A finished kit.run job: its outputs by name (provenance.json aside)."""
+
+    def __init__(self, result: kit.Result) -> None:
+        self.result = result
+        self.outputs = [SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format)
+                        for o in result.outputs if o.role != "provenance"]
 
 
-def _run(paths, tmp_path, shard=None, **raw):
-    technique = Technique()
-    params = Technique.validate_parameters(raw)
+def _run(paths, tmp_path, split=None, **raw):
     events = []
-    ctx = Context(job_id="t", scratch=tmp_path / "job", shard=shard,
-                  progress_sink=lambda stage, frac, msg: events.append((stage, frac, msg)))
-    data = technique.load(_inputs(paths), params, ctx)
-    summary = technique.reduce(data, params, ctx)
-    json.dumps(summary, allow_nan=False)
-    return summary, ctx, events
+    args = dict(stores=Stores(tmp_path / "store"), progress=lambda stage, frac, msg: events.append((stage, frac, msg)))
+    if split:
+        result = kit.run_split(Technique, [str(p) for p in paths], raw, tmp_path / "out", split=split, **args)
+    else:
+        result = kit.run(Technique, [str(p) for p in paths], raw, tmp_path / "out", **args)
+    json.dumps(result.summary, allow_nan=False)
+    return result.summary, _Job(result), events
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +94,11 @@ def test_pxct_is_sharded_by_projection(sim, tmp_path):
     write_nexus(path, scans[:2], entries=["proj_000", "proj_001"])
     path2 = tmp_path / "pxct2.nxs"
     write_nexus(path2, scans[2])
-    keys = []
-    for i in range(3):
-        summary, ctx, _ = _run([path, path2], tmp_path / f"s{i}", shard=Shard(i, 3), iterations=3)
-        (proj,) = summary["projections"]
-        keys.append(proj["projection"])
-        assert proj["rotation_angle_deg"] == (0.0, 60.0, 120.0)[i]
-        assert {o.name for o in ctx.outputs} == {f"{proj['projection']}.nxs", f"{proj['projection']}.png"}
+    summary, job, _ = _run([path, path2], tmp_path / "split", split=3, iterations=3)
+    keys = [p["projection"] for p in summary["projections"]]
+    assert summary["shards"] == 3
+    assert [p["rotation_angle_deg"] for p in summary["projections"]] == [0.0, 60.0, 120.0]
+    assert {o.name for o in job.outputs} == {f"{k}.{ext}" for k in keys for ext in ("nxs", "png")}
     assert keys == ["pxct_proj_000", "pxct_proj_001", "pxct2"]
     summary, _, _ = _run([path, path2], tmp_path / "all", iterations=2, plots=False)
     assert summary["n_projections"] == 3
@@ -108,16 +108,16 @@ def test_cxi_input(sim, tmp_path):
     small = small_sim(frame_size=32, n_positions=25, photons=1e6)
     path = tmp_path / "scan.cxi"
     write_cxi(path, small.scan)
-    summary, ctx, _ = _run([path], tmp_path, iterations=5, engine="lsqml", probe_modes=2)
+    summary, ctx, _ = _run([path], tmp_path, iterations=5, engine="lsqml", probe={"modes": 2})
     assert len(summary["projections"][0]["probe_mode_power"]) == 2
 
 
 def test_parameters_are_validated():
     with pytest.raises(errors.InvalidParameters) as err:
-        Technique.validate_parameters({"center_row": 10.0})
-    assert [v.field for v in err.value.violations] == ["center_col"]
+        Technique.validate_parameters({"preparation": {"center_row": 10.0}})
+    assert [v.field for v in err.value.violations] == ["preparation.center_col"]
     with pytest.raises(errors.InvalidParameters) as err:
-        Technique.validate_parameters({"position_refinement": True, "subpixel": False})
+        Technique.validate_parameters({"position": {"refinement": True}, "subpixel": False})
     assert [v.field for v in err.value.violations] == ["subpixel"]
     with pytest.raises(errors.InvalidParameters) as err:
         Technique.validate_parameters({"engine": "epie"})
@@ -155,4 +155,44 @@ def test_declaration():
     assert Technique.name == "ptychography"
     assert Technique.shardable and Technique.shard_unit == "projection"
     schema = Technique.parameters_schema()
-    assert all(p.get("description") for p in schema["properties"].values())
+    defs = schema.get("$defs", {})
+    for name, prop in schema["properties"].items():
+        if "$ref" in prop:  # a step model: described, and so is each of its fields
+            sub = defs[prop["$ref"].rsplit("/", 1)[-1]]
+            assert sub.get("description"), name
+            assert all(p.get("description") for p in sub["properties"].values()), name
+        else:
+            assert prop.get("description"), name
+
+
+def test_engine_options_follow_the_step_models():
+    """Every engine option comes from the parameter model by name (no hand copy): the
+    step fields and top-level fields land in Options; unknown step keys are refused."""
+    import dataclasses
+
+    from panreduce_ptychography.model import Options
+    from panreduce_ptychography.params import engine_options
+
+    params = Technique.validate_parameters({
+        "dm": {"alpha": 0.8, "fourier_eps": 1.5}, "ml": {"regularisation": 0.2}, "lsqml": {"batches": 7},
+        "probe": {"support": 0.3, "update_start": 4},
+        "position": {"refinement": True, "start": 3, "every": 2, "max_step_px": 0.25},
+        "subpixel_grid": 8, "seed": 11})
+    opts = engine_options(params)
+    assert (opts.dm_alpha, opts.dm_fourier_eps, opts.ml_regularisation, opts.lsqml_batches) == (0.8, 1.5, 0.2, 7)
+    assert (opts.probe_support, opts.probe_update_start) == (0.3, 4)
+    assert (opts.position_refinement, opts.position_start, opts.position_every, opts.position_max_step_px) == (
+        True, 3, 2, 0.25)
+    assert (opts.subpixel_grid, opts.seed) == (8, 11)
+    # every option but the inertias (internal regularisation) is a parameter
+    default = Technique.validate_parameters({})
+    top = type(default).model_fields
+    unmapped = set()
+    for f in dataclasses.fields(Options):
+        step, _, key = f.name.partition("_")
+        if f.name not in top and not (step in top and key in type(getattr(default, step)).model_fields):
+            unmapped.add(f.name)
+    assert unmapped == {"object_inertia", "probe_inertia"}
+    with pytest.raises(errors.InvalidParameters) as err:
+        Technique.validate_parameters({"dm": {"alpha": 0.5, "beta": 1}})
+    assert err.value.violations[0].field.startswith("dm")

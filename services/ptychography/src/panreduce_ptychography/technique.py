@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from panreduce.kit import Technique as _Technique
 from panreduce_ptychography import engines as eng
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
 from panreduce_ptychography.io import list_scans, read_scan
-from panreduce_ptychography.params import PtychographyParameters
+from panreduce_ptychography.params import PtychographyParameters, engine_options
 from panreduce_ptychography.problem import Scan, prepare
 from panreduce_ptychography.report import Reconstruction, write_nexus, write_png
 
@@ -35,12 +35,27 @@ class ProjectionRef:
     key: str  # output name stem
 
 
+@dataclass
+class PtychoPart:
+    """Reconstructed projections of a block (what the writers need; no raw frames)."""
+
+    reconstructions: list[Reconstruction]
+    device: str
+
+
+def _without_frames(rec: Reconstruction) -> Reconstruction:
+    """``rec`` without the measured frames and counts (the writers read only their shape)."""
+    scan = dataclasses.replace(rec.scan, frames=rec.scan.frames[:0], dark=None)
+    problem = dataclasses.replace(rec.problem, counts=rec.problem.counts[:0])
+    return dataclasses.replace(rec, scan=scan, problem=problem)
+
+
 def _key(name: str, entry: str, multi: bool) -> str:
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem) or "scan"
     return f"{stem}_{entry}" if multi else stem
 
 
-class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
+class Technique(_Technique[PtychographyParameters, PtychoPart]):
     name = "ptychography"
     version = VERSION
     title = "Ptychography: DM, ML and LSQML reconstructions on CPU and GPU"
@@ -60,7 +75,10 @@ class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
     shardable = True
     shard_unit = "projection"
 
-    def load(self, inputs: Inputs, params: PtychographyParameters, ctx: Context) -> list[ProjectionRef]:
+    Part = PtychoPart
+
+    # -- the shard contract: one unit per projection ------------------------------------
+    def units(self, inputs: Inputs, params: PtychographyParameters) -> list[ProjectionRef]:
         if params.device == "gpu" and not cuda_available():
             raise errors.FailedPrecondition("device=gpu was asked for but this server has no CUDA GPU "
                                             "(or no torch); use device=auto or cpu")
@@ -68,8 +86,7 @@ class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
         if not files:
             raise errors.InvalidRequest("no input files")
         refs: list[ProjectionRef] = []
-        for i, f in enumerate(files):
-            ctx.progress(i / len(files), "load", f"listing scans in {f.name}")
+        for f in files:
             entries = list_scans(f.path, f.name)
             refs += [ProjectionRef(f.path, f.name, e, _key(f.name, e, len(entries) > 1)) for e in entries]
         seen: dict[str, int] = {}
@@ -78,50 +95,55 @@ class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
             seen[r.key] = n + 1
             if n:
                 refs[j] = dataclasses.replace(r, key=f"{r.key}_{n}")
-        if ctx.shard is not None:
-            refs = ctx.shard.select(refs)
-        if not refs:
-            raise errors.InvalidRequest("this shard has no projection to reconstruct")
-        # fail fast: the first projection is read completely here
-        read_scan(refs[0].path, refs[0].source, refs[0].entry)
-        ctx.progress(1.0, "load", f"{len(refs)} projection(s) to reconstruct")
         return refs
 
-    def reduce(self, data: list[ProjectionRef], params: PtychographyParameters, ctx: Context) -> Mapping[str, Any]:
+    def reduce_block(self, block: Sequence[ProjectionRef], inputs: Inputs, params: PtychographyParameters,
+                     ctx: Context) -> PtychoPart:
+        # fail fast: the first projection is read completely before any engine starts
+        read_scan(block[0].path, block[0].source, block[0].entry)
         backend = get_backend(params.device, workers=params.threads)
         ctx.log(f"engines run on {backend.name} ({backend.device})")
-        results = []
-        n = len(data)
-        for i, ref in enumerate(data):
+        recs = []
+        n = len(block)
+        for i, ref in enumerate(block):
             ctx.progress(i / n, "prepare", f"projection {i + 1}/{n}: {ref.source}:{ref.entry}")
             scan = read_scan(ref.path, ref.source, ref.entry)
-            rec = self._reconstruct(scan, ref, params, backend, ctx, i, n)
-            ctx.progress((i + 1) / n, "write", f"writing {ref.key}")
-            write_nexus(ctx.output_path(f"{ref.key}.nxs", format="nexus", role="result"), rec,
+            recs.append(_without_frames(self._reconstruct(scan, ref, params, backend, ctx, i, n)))
+        return PtychoPart(reconstructions=recs, device=f"{backend.name}:{backend.device}")
+
+    def combine(self, parts: Sequence[PtychoPart], params: PtychographyParameters) -> PtychoPart:
+        return PtychoPart(reconstructions=[r for p in parts for r in p.reconstructions], device=parts[0].device)
+
+    def write(self, result: PtychoPart, params: PtychographyParameters, ctx: Context) -> Mapping[str, Any]:
+        n = len(result.reconstructions)
+        for i, rec in enumerate(result.reconstructions):
+            ctx.progress(i / n, "write", f"writing {rec.key}")
+            write_nexus(ctx.output_path(f"{rec.key}.nxs", format="nexus", role="result"), rec,
                         program="panreduce-ptychography", version=VERSION)
             if params.plots:
-                write_png(ctx.output_path(f"{ref.key}.png", format="png", role="preview"), rec)
-            results.append(rec.summary)
-        return {"projections": results, "n_projections": n, "device": f"{backend.name}:{backend.device}"}
+                write_png(ctx.output_path(f"{rec.key}.png", format="png", role="preview"), rec)
+        return {"projections": [r.summary for r in result.reconstructions], "n_projections": n,
+                "device": result.device}
 
     # -------------------------------------------------------------------------------------
     def _reconstruct(self, scan: Scan, ref: ProjectionRef, params: PtychographyParameters, backend: Backend,
                      ctx: Context, i: int, n: int) -> Reconstruction:
-        if params.energy_ev:
-            scan.energy_ev = params.energy_ev
-        if params.distance_m:
-            scan.distance_m = params.distance_m
-        if params.pixel_size_m:
-            scan.pixel_size_m = (params.pixel_size_m, params.pixel_size_m)
-        center = (params.center_row, params.center_col) if params.center_row is not None else None
+        prep = params.preparation
+        if prep.energy_ev:
+            scan.energy_ev = prep.energy_ev
+        if prep.distance_m:
+            scan.distance_m = prep.distance_m
+        if prep.pixel_size_m:
+            scan.pixel_size_m = (prep.pixel_size_m, prep.pixel_size_m)
+        center = (prep.center_row, prep.center_col) if prep.center_row is not None else None
         h0, w0 = scan.frames.shape[1:]
-        if params.frame_size * params.binning > 4 * max(h0, w0):
+        if prep.frame_size * prep.binning > 4 * max(h0, w0):
             raise errors.InvalidParameters([errors.FieldViolation(
-                "frame_size", f"{params.frame_size} x binning {params.binning} is far larger than the "
+                "preparation.frame_size", f"{prep.frame_size} x binning {prep.binning} is far larger than the "
                 f"{h0} x {w0} detector of {ref.source}")])
         try:
-            problem = prepare(scan, frame_size=params.frame_size, binning=params.binning, center=center,
-                              counts_per_photon=params.counts_per_photon, saturation=params.saturation)
+            problem = prepare(scan, frame_size=prep.frame_size, binning=prep.binning, center=center,
+                              counts_per_photon=prep.counts_per_photon, saturation=prep.saturation)
         except ValueError as exc:
             raise errors.InvalidInput(ref.source, f"{ref.entry}: {exc}") from None
         if not np.any(problem.counts * problem.mask > 0):
@@ -131,19 +153,14 @@ class Technique(_Technique[PtychographyParameters, list[ProjectionRef]]):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: the initial probe is {probe.shape[-2]} x "
                                       f"{probe.shape[-1]} but the frames are {problem.frame_shape[0]} x "
                                       f"{problem.frame_shape[1]} after cropping and binning")
-        diameter = params.probe_diameter_m / problem.pixel_size_m if params.probe_diameter_m else None
-        p0 = eng.initial_probe(problem, probe, params.probe_modes, seed=params.seed, diameter_px=diameter)
-        obj0 = (eng.initial_object(problem, p0) if params.object_init == "dpc"
+        pp = params.probe
+        diameter = pp.diameter_m / problem.pixel_size_m if pp.diameter_m else None
+        p0 = eng.initial_probe(problem, probe, pp.modes, seed=params.seed, diameter_px=diameter)
+        obj0 = (eng.initial_object(problem, p0) if params.object.init == "dpc"
                 else np.ones(problem.object_shape, np.complex64))
         state = eng.State(obj=obj0, probe=p0,
                           positions=problem.positions.copy())
-        opts = eng.Options(
-            probe_update_start=params.probe_update_start, probe_support=params.probe_support,
-            subpixel=params.subpixel, subpixel_grid=params.subpixel_grid, dm_alpha=params.dm_alpha,
-            dm_fourier_eps=params.dm_fourier_eps, ml_regularisation=params.ml_regularisation,
-            lsqml_batches=params.lsqml_batches, position_refinement=params.position_refinement,
-            position_start=params.position_refinement_start, position_every=params.position_refinement_every,
-            position_max_step=params.position_max_step_px, seed=params.seed)
+        opts = engine_options(params)
         stages = [(params.engine, params.iterations)]
         if params.ml_iterations:
             stages.append(("ml", params.ml_iterations))

@@ -33,6 +33,7 @@ __all__ = [
     "load_part",
     "make_request",
     "run",
+    "run_split",
     "save_part",
     "serve",
 ]
@@ -47,7 +48,7 @@ def serve(technique: type[Technique] | Technique, **kwargs):  # noqa: ANN201
 
 # panreduce.storage imports kit.technique, and kit.runner imports storage: the job runner
 # and the part store load on first use.
-_LAZY = {"run": "panreduce.kit.runner", "Result": "panreduce.kit.runner", "Output": "panreduce.kit.runner",
+_LAZY = {"run": "panreduce.kit.runner", "run_split": "panreduce.kit.runner", "Result": "panreduce.kit.runner", "Output": "panreduce.kit.runner",
          "make_request": "panreduce.kit.runner", "load_part": "panreduce.kit.parts", "save_part": "panreduce.kit.parts"}
 
 

@@ -223,6 +223,25 @@ def run(technique: str | type[Technique] | Technique, inputs: Sequence[str | Pat
                        deadline=deadline, scratch_root=scratch_root, max_input_bytes=max_input_bytes)
 
 
+def run_split(technique: str | type[Technique] | Technique, inputs: Sequence[str | Path],
+              params: Mapping[str, Any] | Parameters | None = None, output: str | Path | None = None, *,
+              split: int, stores: Stores | None = None, **kwargs: Any) -> Result:
+    """A job as the gateway runs it when it splits: ``split`` shard jobs, one after the
+    other, into a scratch folder of the store, then the merge job into ``output`` (the
+    scratch is removed). ``kwargs`` go to every :func:`run`."""
+    tech = technique_of(technique)
+    stores = stores if stores is not None else Stores.from_env()
+    job_id = kwargs.pop("job_id", None) or new_job_id()
+    scratch = stores.scratch_uri(job_id)
+    try:
+        for i in range(split):
+            run(tech, inputs, params, f"{scratch}/shard-{i:04d}", shard=(i, split), stores=stores,
+                job_id=f"{job_id}-s{i}", **kwargs)
+        return run(tech, [scratch + "/"], params, output, merge=True, stores=stores, job_id=job_id, **kwargs)
+    finally:
+        stores.remove_tree(scratch)
+
+
 def run_request(tech: Technique, request: pb.ReduceRequest, *, stores: Stores, job_id: str,
                 progress: ProgressCallback | None = None, log: LogCallback | None = None,
                 cancel: threading.Event | None = None, deadline: float | None = None,
