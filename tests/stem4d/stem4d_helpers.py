@@ -7,21 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from panreduce.kit import Context, Shard
-from panreduce.storage import stage_paths
+from panreduce import kit
+from panreduce.storage import Stores
 from panreduce_stem4d.technique import Technique
 
 
-def run_stem4d(inputs: list[Path | str], params: dict, scratch: Path, shard: tuple[int, int] | None = None):
-    """(summary, {output name: path}, log lines) of one in-process run."""
-    technique = Technique()
-    p = technique.validate_parameters(params)
+def run_stem4d(inputs: list[Path | str], params: dict, scratch: Path, split: int | None = None):
+    """(summary, {output name: path}, log lines) of one in-process job (kit.run; ``split``:
+    that many shards and their merge, as the gateway runs them)."""
     logs: list[str] = []
-    ctx = Context(job_id="test", scratch=scratch, shard=Shard(*shard) if shard else None,
-                  log_sink=lambda level, msg: logs.append(f"{level}: {msg}"))
-    data = technique.load(stage_paths([str(x) for x in inputs]), p, ctx)
-    summary = technique.reduce(data, p, ctx)
-    return summary, {o.name: o.path for o in ctx.outputs}, logs
+    args = dict(stores=Stores(scratch / "store"), log=lambda level, msg: logs.append(f"{level}: {msg}"))
+    paths = [str(x) for x in inputs]
+    result = (kit.run_split(Technique, paths, params, scratch / "out", split=split, **args) if split
+              else kit.run(Technique, paths, params, scratch / "out", **args))
+    files = {o.uri.rsplit("/", 1)[1]: Path(o.uri) for o in result.outputs if o.role != "provenance"}
+    return result.summary, files, logs
 
 
 def rows_of(frames: np.ndarray):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,17 @@ _SKIP = (".hdr", ".json", ".txt", ".md")
 class Job:
     scan: Scan4D
     file: StagedFile
-    rows: tuple[int, int]
-    sharded: bool
+    rows: tuple[int, int]  # [first, stop) of the block
+
+
+@dataclass
+class Stem4dPart:
+    """The streamed rows of a block, the scan's calibration (the same in every block:
+    from rows sampled over the whole scan) and its metadata."""
+
+    partial: pipeline.Partial
+    calibration: pipeline.Calibration
+    meta: dict[str, Any]
 
 
 def _backend(device: str) -> tuple[str, str]:
@@ -46,7 +55,7 @@ def _backend(device: str) -> tuple[str, str]:
     return "numpy", "cpu"
 
 
-class Technique(_Technique[Stem4dParameters, Job]):
+class Technique(_Technique[Stem4dParameters, Stem4dPart]):
     name = "stem4d"
     version = VERSION
     title = "4D-STEM: virtual detectors, centre of mass / DPC, ellipse calibration and strain maps"
@@ -65,8 +74,43 @@ class Technique(_Technique[Stem4dParameters, Job]):
     shardable = True
     shard_unit = "scan row"
 
-    def load(self, inputs: Inputs, params: Stem4dParameters, ctx: Context) -> Job:
+    Part = Stem4dPart
+
+    # -- the shard contract: one unit per scan row --------------------------------------
+    def units(self, inputs: Inputs, params: Stem4dParameters) -> list[int]:
         _backend(params.device)
+        scan, _ = self._open(inputs, params)
+        try:
+            return list(range(scan.shape[0]))
+        finally:
+            scan.close()
+
+    def reduce_block(self, block: Sequence[int], inputs: Inputs, params: Stem4dParameters,
+                     ctx: Context) -> Stem4dPart:
+        scan, f = self._open(inputs, params)
+        ctx.progress(0.0, "load", f"{f.name}: {scan.layout}, shape {list(scan.shape)}, rows {block[0]}-{block[-1] + 1}")
+        try:
+            return self._stream(Job(scan, f, (block[0], block[-1] + 1)), params, ctx)
+        finally:
+            scan.close()
+
+    def combine(self, parts: Sequence[Stem4dPart], params: Stem4dParameters) -> Stem4dPart:
+        if len(parts) == 1:
+            return parts[0]
+        try:
+            whole = pipeline.Partial.concatenate([p.partial for p in parts])
+        except ValueError as exc:
+            raise errors.InternalError(str(exc)) from None
+        return Stem4dPart(whole, parts[0].calibration, parts[0].meta)
+
+    def write(self, result: Stem4dPart, params: Stem4dParameters, ctx: Context) -> Mapping[str, Any]:
+        ny = result.meta["shape"][0]
+        if result.partial.row0 != 0 or result.partial.row1 != ny:
+            raise errors.InternalError(f"the parts cover rows {result.partial.row0}-{result.partial.row1} of {ny}")
+        return self._finish(result.partial, result.calibration, result.meta, params, ctx)
+
+    @staticmethod
+    def _open(inputs: Inputs, params: Stem4dParameters) -> tuple[Scan4D, StagedFile]:
         files = [f for f in inputs.files if not f.name.lower().endswith(_SKIP)]
         if not files:
             raise errors.InvalidRequest("no 4D-STEM data file among the inputs (.mib, .h5/.hdf5/.nxs/.emd)")
@@ -76,24 +120,9 @@ class Technique(_Technique[Stem4dParameters, Job]):
         f = files[0]
         hdr = next((h.path for h in inputs.files if h.name.lower().endswith(".hdr")
                     and h.path.stem == f.path.stem), None)
-        ctx.progress(0.2, "load", f"opening {f.name}")
-        scan = open_scan(f.path, f.name, dataset=params.dataset, scan_shape=params.scan_shape, hdr_path=hdr)
-        ny = scan.shape[0]
-        rows, sharded = (0, ny), False
-        if ctx.shard is not None and ctx.shard.count > 1:
-            picked = ctx.shard.select(list(range(ny)))
-            rows, sharded = (picked[0], picked[-1] + 1), True
-        ctx.progress(1.0, "load", f"{f.name}: {scan.layout}, shape {list(scan.shape)}, rows {rows[0]}-{rows[1]}")
-        return Job(scan, f, rows, sharded)
+        return open_scan(f.path, f.name, dataset=params.dataset, scan_shape=params.scan_shape, hdr_path=hdr), f
 
-    def reduce(self, data: Job, params: Stem4dParameters, ctx: Context) -> Mapping[str, Any]:
-        scan = data.scan
-        try:
-            return self._reduce(data, params, ctx)
-        finally:
-            scan.close()
-
-    def _reduce(self, data: Job, params: Stem4dParameters, ctx: Context) -> Mapping[str, Any]:
+    def _stream(self, data: Job, params: Stem4dParameters, ctx: Context) -> Stem4dPart:
         scan, src = data.scan, data.file.name
         backend, device = _backend(params.device)
         ctx.progress(0.0, "calibrate", "mean pattern of sampled rows, beam centre")
@@ -126,36 +155,16 @@ class Technique(_Technique[Stem4dParameters, Job]):
         r0, r1 = data.rows
         part = pipeline.stream(scan.read_rows, scan.shape, calib, row0=r0, row1=r1, itemsize=scan.dtype.itemsize,
                                budget_mb=params.chunk_mb, backend=backend, device=device, strain=params.strain,
-                               progress=lambda fr, msg: ctx.progress(0.05 + 0.85 * fr, "stream", msg))
+                               progress=lambda fr, msg: ctx.progress(0.05 + 0.95 * fr, "stream", msg))
         step = (params.scan_step_nm, params.scan_step_nm) if params.scan_step_nm else scan.step_nm
         energy = params.energy_kev or scan.energy_kev
         meta = {"source": src, "layout": scan.layout, "shape": list(scan.shape), "step_nm": step,
                 "energy_kev": energy, "images": {k: v.tolist() for k, v in scan.images.items()}}
-        if data.sharded:
-            path = ctx.output_path(f"stem4d_rows_{r0:05d}_{r1:05d}.h5", format="hdf5", role="result")
-            report.write_partial(path, part, calib, meta)
-            return {"rows": [r0, r1], "frames": int((r1 - r0) * scan.shape[1]), "partial": True}
-        return self._finish(part, calib, meta, params, ctx)
-
-    def merge(self, inputs: Inputs, params: Stem4dParameters, ctx: Context) -> Mapping[str, Any]:
-        parts = [f for f in inputs.files if f.path.name.startswith("stem4d_rows_") and f.path.name.endswith(".h5")]
-        if not parts:
-            raise errors.InternalError("no shard partials (stem4d_rows_*.h5) to merge")
-        read = [report.read_partial(f.path) for f in parts]
-        try:
-            whole = pipeline.Partial.concatenate([p for p, _, _ in read])
-        except ValueError as exc:
-            raise errors.InternalError(str(exc)) from None
-        _, calib, meta = read[0]
-        if whole.row0 != 0 or whole.row1 != meta["shape"][0]:
-            raise errors.InternalError(f"shards cover rows {whole.row0}-{whole.row1} of {meta['shape'][0]}")
-        summary = dict(self._finish(whole, calib, meta, params, ctx))
-        summary["shards"] = len(parts)
-        return summary
+        return Stem4dPart(part, calib, meta)
 
     def _finish(self, part: pipeline.Partial, calib: pipeline.Calibration, meta: dict[str, Any],
                 params: Stem4dParameters, ctx: Context) -> Mapping[str, Any]:
-        ctx.progress(0.9, "finish", "descan, DPC, strain")
+        ctx.progress(0.0, "finish", "descan, DPC, strain")
         step = tuple(meta["step_nm"]) if meta.get("step_nm") else None
         try:
             maps = pipeline.finish(part, calib, descan=params.descan, rotation_deg=params.scan_rotation_deg,
