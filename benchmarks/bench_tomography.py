@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
+from panreduce_tomography import gridrec, iterative, recon
 from panreduce_tomography import phantom as ph
-from panreduce_tomography import recon
 from panreduce_tomography.backend import get_backend
 
 
@@ -138,11 +138,11 @@ def main() -> None:
         rows.append((name, size, cpu, wall, nrmse(out, truth_, mask_)))
         print(f"  {name}: {wall:.2f} s wall", flush=True)
 
-    plan = recon.GridrecPlan(angles, center, n, eps=1e-3)
+    plan = gridrec.GridrecPlan(angles, center, n, eps=1e-3)
     plan(sino)  # FFTW/finufft planning once, as a service does per geometry
     add("gridrec (finufft NUFFT, this package)", f"{n}", lambda: plan(sino))
-    add("gridrec incl. plan setup", f"{n}", lambda: recon.gridrec(sino, angles, center))
-    add("gridrec hann filter", f"{n}", lambda: recon.gridrec(sino, angles, center, filter="hann"))
+    add("gridrec incl. plan setup", f"{n}", lambda: gridrec.gridrec(sino, angles, center))
+    add("gridrec hann filter", f"{n}", lambda: gridrec.gridrec(sino, angles, center, filter="hann"))
     if not args.skip_slow:
         add("FBP linear interp (numpy, this package)", f"{n}", lambda: recon.fbp(sino, angles, center))
         k = calibrate(lambda s_, a_, n_, o: _orient(skimage_iradon(s_, a_, n_), o), [()])[0]
@@ -155,7 +155,7 @@ def main() -> None:
         print("  ASTRA: not installed (uv pip install astra-toolbox)")
     try:
         bk = get_backend("torch", "cpu")
-        t_plan = recon.gridrec_plan(angles, center, n, backend=bk)  # the interpolation matrix, once per geometry
+        t_plan = gridrec.gridrec_plan(angles, center, n, backend=bk)  # the interpolation matrix, once per geometry
         t_plan(sino)
         add("gridrec torch CPU (gridding + FFT, this package)", f"{n}", lambda: t_plan(sino))
         if not args.skip_slow and n <= 512:  # torch's CPU gather is slow
@@ -165,11 +165,11 @@ def main() -> None:
     # iterative methods: a quarter-size problem (their cost is many projections)
     m, ma = max(64, n // 4), max(32, na // 8)
     s_sino, s_angles, s_c, s_truth, s_mask = case(m, ma)
-    add("SIRT 100 it (numpy)", f"{m} ({ma} ang)", lambda: recon.sirt(s_sino, s_angles, s_c, iterations=100),
+    add("SIRT 100 it (numpy)", f"{m} ({ma} ang)", lambda: iterative.sirt(s_sino, s_angles, s_c, iterations=100),
         s_truth, s_mask)
-    add("CGLS 20 it (numpy)", f"{m} ({ma} ang)", lambda: recon.cgls(s_sino, s_angles, s_c, iterations=20),
+    add("CGLS 20 it (numpy)", f"{m} ({ma} ang)", lambda: iterative.cgls(s_sino, s_angles, s_c, iterations=20),
         s_truth, s_mask)
-    add("gridrec, same small problem", f"{m} ({ma} ang)", lambda: recon.gridrec(s_sino, s_angles, s_c),
+    add("gridrec, same small problem", f"{m} ({ma} ang)", lambda: gridrec.gridrec(s_sino, s_angles, s_c),
         s_truth, s_mask)
 
     print()
@@ -205,10 +205,10 @@ def gpu_rows(sino: np.ndarray, angles: np.ndarray, center: float, n: int) -> Non
         return reps * len(batch) / (time.perf_counter() - t)
 
     t0 = time.perf_counter()
-    plan = recon.gridrec_plan(angles, center, n, backend=bk)
+    plan = gridrec.gridrec_plan(angles, center, n, backend=bk)
     setup = time.perf_counter() - t0
     g = bk.to_numpy(plan.run(dev[:1]))[0]
-    ref = recon.gridrec(sino, angles, center)
+    ref = gridrec.gridrec(sino, angles, center)
     mask = recon.circle_mask(n, n / 2 - 5)
     print(f"GPU torch gridrec ({name}): {rate(lambda: plan.run(dev)):.1f} slices/s at {n} px x {len(angles)} "
           f"projections, batch {len(batch)}, data already on the device; plan setup {setup:.1f} s once per "

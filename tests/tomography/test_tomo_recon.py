@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from tomo_synthetic import nrmse
 
+from panreduce_tomography import gridrec, iterative, recon
 from panreduce_tomography import phantom as ph
-from panreduce_tomography import recon
 from panreduce_tomography.backend import get_backend
 
 N = 96
@@ -44,14 +44,14 @@ def test_error_falls_with_resolution():
         ell = ph.shepp_logan_3d(0.42 * n)
         angles = np.linspace(0, np.pi, int(1.6 * n), endpoint=False)
         c = n / 2 + 1.7
-        rec = recon.gridrec(ph.sinogram(ell, angles, n, c), angles, c)
+        rec = gridrec.gridrec(ph.sinogram(ell, angles, n, c), angles, c)
         errs.append(nrmse(rec, ph.slice_image(ell, n), recon.circle_mask(n, n / 2 - 3)))
     assert errs[1] < 0.8 * errs[0], errs
 
 
 def test_gridrec_matches_fbp(slice_case):
     sino, angles, center, _, mask = slice_case
-    a = recon.gridrec(sino, angles, center)
+    a = gridrec.gridrec(sino, angles, center)
     b = recon.fbp(sino, angles, center)
     assert np.linalg.norm((a - b)[mask]) / np.linalg.norm(a[mask]) < 0.16
 
@@ -61,7 +61,7 @@ def test_filters_trade_noise_for_resolution(slice_case):
     rng = np.random.default_rng(3)
     noisy = sino + rng.normal(0, 0.05 * sino.max(), sino.shape)
     flat = (truth > 0.15) & (truth < 0.25) & mask  # the uniform brain region (0.2)
-    noise = {f: recon.gridrec(noisy, angles, center, filter=f)[flat].std() for f in ("ramp", "hann")}
+    noise = {f: gridrec.gridrec(noisy, angles, center, filter=f)[flat].std() for f in ("ramp", "hann")}
     assert noise["hann"] < 0.7 * noise["ramp"], noise
 
 
@@ -118,7 +118,7 @@ def test_sirt_with_few_noisy_angles():
     sino = sino + rng.normal(0, 0.02 * sino.max(), sino.shape)
     truth = ph.slice_image(ell, n)
     mask = recon.circle_mask(n, n / 2 - 3)
-    err = nrmse(recon.sirt(sino, angles, c, iterations=150), truth, mask)
+    err = nrmse(iterative.sirt(sino, angles, c, iterations=150), truth, mask)
     assert err < 0.22, err
     assert err < 0.75 * nrmse(recon.fbp(sino, angles, c), truth, mask)
 
@@ -134,7 +134,7 @@ def test_cgls_converges_on_consistent_data():
     c = n / 2 - 2.2
     bk = get_backend("numpy")
     sino = recon.project(truth[None].astype(np.float32), angles, c, n, backend=bk)[0]
-    errs = [nrmse(recon.cgls(sino, angles, c, iterations=k), truth, mask) for k in (5, 30)]
+    errs = [nrmse(iterative.cgls(sino, angles, c, iterations=k), truth, mask) for k in (5, 30)]
     assert errs[1] < 0.15 and errs[1] < errs[0], errs
     assert errs[1] < 0.6 * nrmse(recon.fbp(sino, angles, c), truth, mask)
 
@@ -142,8 +142,8 @@ def test_cgls_converges_on_consistent_data():
 def test_batch_equals_single(slice_case):
     sino, angles, center, _, _ = slice_case
     batch = np.stack([sino, 2 * sino])
-    out = recon.gridrec(batch, angles, center)
-    one = recon.gridrec(sino, angles, center)
+    out = gridrec.gridrec(batch, angles, center)
+    one = gridrec.gridrec(sino, angles, center)
     assert np.allclose(out[0], one, atol=1e-4 * np.abs(one).max())
     assert np.allclose(out[1], 2 * one, atol=2e-4 * np.abs(one).max())
 
@@ -155,8 +155,8 @@ def test_torch_backend_matches_numpy(slice_case):
     a = recon.fbp(sino, angles, center, backend=bk)
     b = recon.fbp(sino, angles, center)
     assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
-    s_t = recon.sirt(sino, angles, center, iterations=3, backend=bk)
-    s_n = recon.sirt(sino, angles, center, iterations=3)
+    s_t = iterative.sirt(sino, angles, center, iterations=3, backend=bk)
+    s_n = iterative.sirt(sino, angles, center, iterations=3)
     assert np.abs(s_t - s_n).max() < 1e-3 * np.abs(s_n).max()
 
 
@@ -167,23 +167,23 @@ def test_torch_gridrec_matches_finufft_gridrec(slice_case):
     pytest.importorskip("torch")
     sino, angles, center, truth, mask = slice_case
     bk = get_backend("torch", "cpu")
-    g_np = recon.gridrec(sino, angles, center)
-    g_t = recon.gridrec(sino, angles, center, backend=bk)
+    g_np = gridrec.gridrec(sino, angles, center)
+    g_t = gridrec.gridrec(sino, angles, center, backend=bk)
     assert isinstance(g_t, np.ndarray) and g_t.shape == (N, N) and g_t.dtype == np.float32
     assert nrmse(g_t, g_np, mask) < 2e-3
     assert nrmse(g_t, g_np, np.ones_like(mask)) < 2e-3  # outside the field of view too
     assert nrmse(g_t, truth, mask) < 0.18 and nrmse(g_np, truth, mask) < 0.18
     assert g_t[mask].mean() == pytest.approx(truth[mask].mean(), rel=0.01)
     # the centre enters as a phase: 1 px off is clearly worse, like on numpy
-    off = recon.gridrec(sino, angles, center + 1, backend=bk)
+    off = gridrec.gridrec(sino, angles, center + 1, backend=bk)
     assert nrmse(off, truth, mask) > 3 * nrmse(g_t, truth, mask)
     # batches, a wider kernel (eps 1e-5) and a windowed, cut-off filter agree too
-    batch = recon.gridrec(np.stack([sino, 2 * sino]), angles, center, backend=bk)
+    batch = gridrec.gridrec(np.stack([sino, 2 * sino]), angles, center, backend=bk)
     assert np.allclose(batch[1], 2 * g_t, atol=1e-4 * np.abs(g_t).max())
-    fine = recon.gridrec(sino, angles, center, backend=bk, eps=1e-5)
-    assert nrmse(fine, recon.gridrec(sino, angles, center, eps=1e-5), mask) < 2e-3
-    h_t = recon.gridrec(sino, angles, center, backend=bk, filter="hann", cutoff=0.8)
-    assert nrmse(h_t, recon.gridrec(sino, angles, center, filter="hann", cutoff=0.8), mask) < 2e-3
+    fine = gridrec.gridrec(sino, angles, center, backend=bk, eps=1e-5)
+    assert nrmse(fine, gridrec.gridrec(sino, angles, center, eps=1e-5), mask) < 2e-3
+    h_t = gridrec.gridrec(sino, angles, center, backend=bk, filter="hann", cutoff=0.8)
+    assert nrmse(h_t, gridrec.gridrec(sino, angles, center, filter="hann", cutoff=0.8), mask) < 2e-3
     # and it is not the FBP fallback any more: it differs from FBP as finufft's does
     assert nrmse(g_t, recon.fbp(sino, angles, center), mask) > 10 * nrmse(g_t, g_np, mask)
 
@@ -192,11 +192,11 @@ def test_torch_gridrec_plan_is_cached():
     torch = pytest.importorskip("torch")
     angles = np.linspace(0, np.pi, 40, endpoint=False)
     bk = get_backend("torch", "cpu")
-    a = recon.gridrec_plan(angles, 16.0, 32, backend=bk)
-    b = recon.gridrec_plan(angles, 17.5, 32, backend=bk)  # another centre: the same matrix
-    assert isinstance(a, recon.TorchGridrecPlan) and a.matrix is b.matrix
+    a = gridrec.gridrec_plan(angles, 16.0, 32, backend=bk)
+    b = gridrec.gridrec_plan(angles, 17.5, 32, backend=bk)  # another centre: the same matrix
+    assert isinstance(a, gridrec.TorchGridrecPlan) and a.matrix is b.matrix
     assert a.matrix.layout == torch.sparse_csr and a.matrix.shape == (64 * 64, 40 * (a.npad // 2 + 1))
-    c = recon.gridrec_plan(angles[:-1], 16.0, 32, backend=bk)
+    c = gridrec.gridrec_plan(angles[:-1], 16.0, 32, backend=bk)
     assert c.matrix is not a.matrix
 
 
@@ -211,9 +211,9 @@ def test_gpu_matches_cpu(slice_case):
     assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
     # gridrec on the GPU: the same gridding as on CPU torch, and finufft's answer
     cuda = get_backend("torch", "cuda")
-    plan = recon.gridrec_plan(angles, center, sino.shape[-1], backend=cuda)
+    plan = gridrec.gridrec_plan(angles, center, sino.shape[-1], backend=cuda)
     assert plan.matrix.device.type == "cuda" and plan.run(sino).device.type == "cuda"
-    g_gpu = recon.gridrec(sino, angles, center, backend=cuda)
-    g_cpu = recon.gridrec(sino, angles, center, backend=get_backend("torch", "cpu"))
+    g_gpu = gridrec.gridrec(sino, angles, center, backend=cuda)
+    g_cpu = gridrec.gridrec(sino, angles, center, backend=get_backend("torch", "cpu"))
     assert np.abs(g_gpu - g_cpu).max() < 1e-4 * np.abs(g_cpu).max()
-    assert nrmse(g_gpu, recon.gridrec(sino, angles, center), mask) < 2e-3
+    assert nrmse(g_gpu, gridrec.gridrec(sino, angles, center), mask) < 2e-3

@@ -11,25 +11,13 @@ import json
 import h5py
 import numpy as np
 import pytest
-from tomo_synthetic import inputs, nrmse, phantom_scan, write_data_exchange, write_nxtomo
+from tomo_synthetic import nrmse, phantom_scan, run, write_data_exchange, write_nxtomo
 
 from panreduce import errors
-from panreduce.kit import Context, Shard
+from panreduce.kit import Shard
 from panreduce_tomography import phantom as ph
 from panreduce_tomography import recon
 from panreduce_tomography.technique import Technique
-
-
-def run(paths, tmp_path, shard=None, name="job", **raw):
-    technique = Technique()
-    params = Technique.validate_parameters(raw)
-    events = []
-    ctx = Context(job_id="t", scratch=tmp_path / name, shard=shard,
-                  progress_sink=lambda stage, frac, msg: events.append((stage, frac, msg)))
-    data = technique.load(inputs(*paths), params, ctx)
-    summary = technique.reduce(data, params, ctx)
-    json.dumps(summary, allow_nan=False)
-    return summary, {o.name: o for o in ctx.outputs}, events
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +43,7 @@ def test_phantom_end_to_end(scan_file, tmp_path):
         assert e["reconstruction"].attrs["NX_class"] == "NXprocess"
         par = e["reconstruction/parameters"]
         assert par["rotation_centre"][()] == pytest.approx(summary["center"])
-        assert json.loads(par["parameters_json"][()])["ring_removal"] == "sorting"
+        assert json.loads(par["parameters_json"][()])["corrections"]["ring_removal"] == "sorting"
         d = e["data"]
         assert d.attrs["signal"] == "data" and list(d.attrs["axes"]) == ["z", "y", "x"]
         vol = d["data"][()]
@@ -194,7 +182,7 @@ def test_bad_parameters_and_inputs(scan_file, tmp_path):
         Technique.validate_parameters({"algorithm": "art"})
     with pytest.raises(errors.InvalidParameters) as err:
         run([path], tmp_path, name="x", center=1e6)
-    assert err.value.violations[0].field == "center"
+    assert err.value.violations[0].field == "axis.center"
     other = write_data_exchange(tmp_path / "other.h5", phantom_scan(n=32, n_angles=10, n_rows=2))
     with pytest.raises(errors.InvalidInput, match="other.h5"):
         run([path, other], tmp_path, name="y")

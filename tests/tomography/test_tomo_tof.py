@@ -51,7 +51,7 @@ def test_wavelength_from_tof():
 
 def test_fits_tof_scan_through_the_technique(tmp_path):
     from astropy.io import fits
-    from test_tomo_technique import run
+    from tomo_synthetic import run
 
     n, na, nbins = 32, 40, 4
     scan = phantom_scan(n=n, n_angles=na, n_rows=2, offset=1.4, seed=3, flux=5e4)
@@ -131,7 +131,7 @@ def test_bragg_edge_per_region(tmp_path):
     import io
 
     import h5py
-    from test_tomo_technique import run
+    from tomo_synthetic import run
 
     rng = np.random.default_rng(5)
     n, nproj, flux, dark = 16, 4, 3000.0, 20.0
@@ -183,7 +183,7 @@ def test_wavelength_bands_in_one_job(tmp_path):
     """A phantom whose attenuation is 1.0x below 3.9 angstrom and 0.4x above: two bands in
     one job give two volumes, each matching its scaled truth; the centre is found once."""
     import h5py
-    from test_tomo_technique import run
+    from tomo_synthetic import run
 
     rng = np.random.default_rng(11)
     n, na = 32, 40

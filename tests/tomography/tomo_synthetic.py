@@ -3,12 +3,13 @@ off-centre rotation axis, written in the layouts the technique reads."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from panreduce.kit import Inputs, StagedFile, StagedInput
+from panreduce.kit import Context, Inputs, StagedFile, StagedInput
 from panreduce_tomography import phantom as ph
 
 
@@ -75,3 +76,18 @@ def inputs(*groups) -> Inputs:
 
 def nrmse(rec, truth, mask):
     return float(np.linalg.norm((rec - truth)[..., mask]) / np.linalg.norm(truth[..., mask]))
+
+
+def run(paths, tmp_path, shard=None, name="job", **raw):
+    """(summary, {output name: OutputSpec}, progress events) of one in-process job."""
+    from panreduce_tomography.technique import Technique
+
+    technique = Technique()
+    params = Technique.validate_parameters(raw)
+    events = []
+    ctx = Context(job_id="t", scratch=tmp_path / name, shard=shard,
+                  progress_sink=lambda stage, frac, msg: events.append((stage, frac, msg)))
+    data = technique.load(inputs(*paths), params, ctx)
+    summary = technique.reduce(data, params, ctx)
+    json.dumps(summary, allow_nan=False)
+    return summary, {o.name: o for o in ctx.outputs}, events
