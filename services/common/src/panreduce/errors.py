@@ -1,17 +1,21 @@
-"""One exception hierarchy for PaNReduce, and one table from it to gRPC status codes.
+"""One exception hierarchy for PaNReduce.
 
-Science code raises these; the kit turns them into gRPC statuses with rich details
-(google.rpc.ErrorInfo, google.rpc.BadRequest) and the client turns them back into
-the same exceptions. Anything that is not a ``PanReduceError`` is a server fault and
-is reported as INTERNAL, never as the caller's mistake.
+Science code raises these; it imports no transport (no grpc): the one table from
+these exceptions to gRPC status codes lives in the transport layer
+(``panreduce.rpc.STATUS_CODES``), which turns them into gRPC statuses with rich
+details (google.rpc.ErrorInfo, google.rpc.BadRequest); the client turns them back
+into the same exceptions (``rebuild``). Anything that is not a ``PanReduceError`` is
+a server fault and is reported as INTERNAL, never as the caller's mistake.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
 
 DOMAIN = "panreduce.v1"
 
@@ -56,7 +60,11 @@ class PanReduceError(Exception):
 
     @property
     def code(self) -> grpc.StatusCode:
-        return status_code_of(self)
+        """The gRPC status code of this error: the transport's table
+        (``panreduce.rpc.STATUS_CODES``), imported on first use."""
+        from panreduce import rpc
+
+        return rpc.status_code_of(self)
 
     def __str__(self) -> str:
         return self.message
@@ -220,31 +228,6 @@ class InternalError(PanReduceError):
     reason = "INTERNAL"
 
 
-# The one table from exceptions to gRPC status codes. Looked up along the MRO, so a
-# subclass inherits its parent's code unless listed itself.
-STATUS_CODES: dict[type[PanReduceError], grpc.StatusCode] = {
-    InvalidParameters: grpc.StatusCode.INVALID_ARGUMENT,
-    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    TransferError: grpc.StatusCode.DATA_LOSS,
-    InputNotFound: grpc.StatusCode.NOT_FOUND,
-    UnknownTechnique: grpc.StatusCode.NOT_FOUND,
-    JobNotFound: grpc.StatusCode.NOT_FOUND,
-    ObjectNotFound: grpc.StatusCode.NOT_FOUND,
-    InputTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    CallerError: grpc.StatusCode.INVALID_ARGUMENT,
-    JobCancelled: grpc.StatusCode.CANCELLED,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    InternalError: grpc.StatusCode.INTERNAL,
-    PanReduceError: grpc.StatusCode.INTERNAL,
-}
-
 # reason -> exception class, for turning a status back into an exception
 _BY_REASON: dict[str, type[PanReduceError]] = {}
 for _cls in (
@@ -256,36 +239,32 @@ for _cls in (
     _BY_REASON[_cls.reason] = _cls
 
 
-def status_code_of(error: BaseException) -> grpc.StatusCode:
-    """The gRPC status code for an exception; INTERNAL for anything unexpected."""
-    for cls in type(error).__mro__:
-        if cls in STATUS_CODES:
-            return STATUS_CODES[cls]  # type: ignore[index]
-    return grpc.StatusCode.INTERNAL
-
-
 def is_caller_error(error: BaseException) -> bool:
     return isinstance(error, CallerError)
 
 
 def rebuild(
-    code: grpc.StatusCode,
     message: str,
     reason: str = "",
     violations: Iterable[FieldViolation] = (),
     metadata: Mapping[str, str] | None = None,
+    *,
+    default: type[PanReduceError] | None = None,
 ) -> PanReduceError:
-    """The exception for a status received from a server (see ``panreduce.rpc``)."""
+    """The exception a server meant, from what travelled (``panreduce.rpc`` decodes the
+    status): the class of ``reason``; for an unknown reason ``default`` (the transport's
+    class for the status code; ``InternalError`` when None), or InvalidParameters when
+    field violations came with a default of InvalidRequest."""
     cls = _BY_REASON.get(reason)
     violations = list(violations)
+    default = default or InternalError
     err: PanReduceError
-    if cls is InvalidParameters or (cls is None and violations and code == grpc.StatusCode.INVALID_ARGUMENT):
+    if cls is InvalidParameters or (cls is None and violations and default is InvalidRequest):
         err = InvalidParameters.__new__(InvalidParameters)
         err.violations = violations
-    elif cls is not None:
-        err = cls.__new__(cls)
     else:
-        err = _fallback_class(code).__new__(_fallback_class(code))
+        chosen = cls or default
+        err = chosen.__new__(chosen)
     Exception.__init__(err, message)
     if violations:
         err.violations = violations  # type: ignore[attr-defined]
@@ -297,18 +276,3 @@ def rebuild(
     if isinstance(err, InputNotFound):
         err.uri = err.metadata.get("uri", "")
     return err
-
-
-def _fallback_class(code: grpc.StatusCode) -> type[PanReduceError]:
-    return {
-        grpc.StatusCode.INVALID_ARGUMENT: InvalidRequest,
-        grpc.StatusCode.NOT_FOUND: ObjectNotFound,
-        grpc.StatusCode.RESOURCE_EXHAUSTED: InputTooLarge,
-        grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-        grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-        grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-        grpc.StatusCode.CANCELLED: JobCancelled,
-        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
-        grpc.StatusCode.UNAVAILABLE: Unavailable,
-        grpc.StatusCode.DATA_LOSS: TransferError,
-    }.get(code, InternalError)

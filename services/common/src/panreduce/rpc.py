@@ -38,6 +38,55 @@ SERVER_OPTIONS = [
 ]
 
 
+# The one table from exceptions to gRPC status codes (the core, ``panreduce.errors``,
+# knows no transport). Looked up along the MRO, so a subclass inherits its parent's
+# code unless listed itself.
+STATUS_CODES: dict[type[errors.PanReduceError], grpc.StatusCode] = {
+    errors.InvalidParameters: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.TransferError: grpc.StatusCode.DATA_LOSS,
+    errors.InputNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.UnknownTechnique: grpc.StatusCode.NOT_FOUND,
+    errors.JobNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.ObjectNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.InputTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.CallerError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.JobCancelled: grpc.StatusCode.CANCELLED,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.InternalError: grpc.StatusCode.INTERNAL,
+    errors.PanReduceError: grpc.StatusCode.INTERNAL,
+}
+
+# status code -> exception class, for a status whose reason names no class
+FALLBACK_CLASSES: dict[grpc.StatusCode, type[errors.PanReduceError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequest,
+    grpc.StatusCode.NOT_FOUND: errors.ObjectNotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.InputTooLarge,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.FailedPrecondition,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.CANCELLED: errors.JobCancelled,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DATA_LOSS: errors.TransferError,
+}
+
+
+def status_code_of(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for an exception; INTERNAL for anything unexpected."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
 def as_panreduce_error(exc: BaseException) -> errors.PanReduceError:
     """Any exception as a PanReduceError; unexpected ones become InternalError (logged).
     Running out of memory is RESOURCE_EXHAUSTED, never INTERNAL."""
@@ -81,7 +130,7 @@ def bounded(failure: pb.Failure) -> pb.Failure:
 
 def failure_of(exc: BaseException) -> pb.Failure:
     err = as_panreduce_error(exc)
-    failure = pb.Failure(code=err.code.name, message=err.message, reason=err.reason)
+    failure = pb.Failure(code=status_code_of(err).name, message=err.message, reason=err.reason)
     failure.metadata.update(err.metadata)
     for v in getattr(err, "violations", []):
         failure.violations.add(field=v.field, description=v.description)
@@ -157,11 +206,11 @@ def failure_from_rpc_error(err: grpc.RpcError) -> pb.Failure:
 def error_of_failure(failure: pb.Failure) -> errors.PanReduceError:
     code = grpc.StatusCode[failure.code] if failure.code in grpc.StatusCode.__members__ else grpc.StatusCode.INTERNAL
     return errors.rebuild(
-        code,
         failure.message,
         failure.reason,
         [errors.FieldViolation(v.field, v.description) for v in failure.violations],
         dict(failure.metadata),
+        default=FALLBACK_CLASSES.get(code, errors.InternalError),
     )
 
 
