@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 
 class _OnFirstUse:
@@ -44,27 +44,106 @@ EXIT = {"ok": 0, "error": 1, "usage": 2, "not_found": 3, "unavailable": 4, "canc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        return report_error(exc, as_json=as_json)
+    as_json = bool(getattr(args, "json", False))
     if not getattr(args, "func", None):
-        parser.print_help()
+        (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
         return EXIT["usage"]
     try:
         fill_from_settings(args)  # a bad PANREDUCE_* value stops here, named, in one line
     except errors.PanReduceError as exc:
-        print(f"panreduce: error: {exc.message}", file=sys.stderr)
-        return EXIT["usage"]
+        return report_error(exc, as_json=as_json, code=EXIT["usage"])
     try:
         return args.func(args) or 0
     except errors.PanReduceError as exc:
-        print(f"panreduce: error: {exc.message}", file=sys.stderr)
-        return exit_code(exc)
+        return report_error(exc, as_json=as_json)
     except KeyboardInterrupt:
         print("panreduce: interrupted", file=sys.stderr)
         return EXIT["cancelled"]
     except BrokenPipeError:  # output piped into head & co.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a fault of ours: the traceback on stderr, the one JSON object too
+        if as_json:
+            print(json.dumps({"error": {"code": "INTERNAL", "message": f"{type(exc).__name__}: {exc}",
+                                        "field": None, "exit_code": EXIT["error"]}}), flush=True)
+        raise
+
+
+class UsageError(Exception):
+    """What argparse would print before exiting 2: one line (and one JSON object with --json)."""
+
+    reason = "USAGE"
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.message = prog, message
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors raised (main reports them in one line, or as JSON)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, message)
+
+
+class VersionAction(argparse.Action):
+    """``--version``: the installed versions, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and exit", **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> NoReturn:  # noqa: ANN401
+        print(f"panreduce {version_text()}")
+        parser.exit()
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"{of('panreduce-gateway')} (panreduce-common {of('panreduce-common')}, Python {sys.version.split()[0]})"
+
+
+def error_object(exc: Exception, exit_status: int) -> dict[str, Any]:
+    """``{"error": {code, message, field, ...}}``: what ``--json`` prints for a failure."""
+    violations = [{"field": v.field, "description": v.description} for v in getattr(exc, "violations", [])]
+    doc: dict[str, Any] = {
+        "code": getattr(exc, "reason", "ERROR"),
+        "message": getattr(exc, "message", str(exc)),
+        "field": violations[0]["field"] if violations else None,
+        "exit_code": exit_status,
+    }
+    if violations:
+        doc["violations"] = violations
+    metadata = getattr(exc, "metadata", None)
+    if metadata:
+        doc["metadata"] = dict(metadata)
+    return {"error": doc}
+
+
+def report_error(exc: Exception, *, as_json: bool, code: int | None = None) -> int:
+    """One line on stderr, or with ``--json`` one JSON object on stdout; the exit status."""
+    status = code if code is not None else (EXIT["usage"] if isinstance(exc, UsageError) else exit_code(exc))
+    if as_json:
+        print(json.dumps(error_object(exc, status)), flush=True)
+    elif isinstance(exc, UsageError):
+        print(f"{exc.prog}: error: {exc.message} (see {exc.prog} --help)", file=sys.stderr)
+    else:
+        print(f"panreduce: error: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    return status
 
 
 class FromSettings:
@@ -92,7 +171,7 @@ def fill_from_settings(args: argparse.Namespace) -> None:
         setattr(args, key, default.fallback if value is None else value)
 
 
-def exit_code(exc: errors.PanReduceError) -> int:
+def exit_code(exc: Exception) -> int:
     if isinstance(exc, errors.JobCancelled):
         return EXIT["cancelled"]
     if isinstance(exc, (errors.InputNotFound, errors.JobNotFound, errors.ObjectNotFound, errors.UnknownTechnique)):
@@ -105,7 +184,8 @@ def exit_code(exc: errors.PanReduceError) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="panreduce", description="PaNReduce: reduce photon and neutron facility data.")
+    p = Parser(prog="panreduce", description="PaNReduce: reduce photon and neutron facility data.")
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(metavar="COMMAND")
 
     def gateway_opt(sp: argparse.ArgumentParser, required: bool = False) -> None:
@@ -224,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", help="list, show, watch or cancel jobs on a gateway")
     jsub = jobs.add_subparsers(metavar="ACTION")
+    jobs.set_defaults(_parser=jobs)
     sp = jsub.add_parser("list", help="list jobs (newest first)")
     sp.add_argument("--technique", default="")
     sp.add_argument("--state", default="", choices=["", *STATE_NAMES])
@@ -570,18 +651,46 @@ def gateway_settings(args: argparse.Namespace):  # noqa: ANN201
     return config, tls
 
 
+def ensure_port_free(host: str, port: int) -> None:
+    """Unavailable (exit 4, one line) when ``host:port`` cannot be listened on. gRPC binds
+    with SO_REUSEPORT, so a second server could otherwise share the port of a running
+    one; this plain bind does not, and sees it taken."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise errors.InvalidRequest(f"--host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            raise errors.Unavailable(f"port {port} on {host} {why}: stop what listens there, "
+                                     "or choose another --port") from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
     from panreduce.serving import run_until_signal
     from panreduce_gateway.embedded import Platform
 
+    ensure_port_free(args.host, args.port)  # before any service starts
     configure()
     config, tls = gateway_settings(args)
     names = [n.strip() for n in args.techniques.split(",") if n.strip()] if args.techniques else None
     platform = Platform(names, store_root=args.store.resolve() if args.store else None,
                         address=f"{args.host}:{args.port}", persistent=True, db=args.db, config=config, tls=tls)
-    platform.start()
+    try:
+        platform.start()
+    except (OSError, RuntimeError) as exc:  # the port was taken between the check and the start
+        raise errors.Unavailable(f"cannot listen on {args.host}:{args.port} ({exc}); choose another --port") from None
     serve_metrics(args.metrics_port)
     print(f"panreduce: serving {', '.join(platform.services) or 'no techniques'} on {platform.address} "
           f"(store {platform.stores.root}{', TLS' if tls else ''}"
@@ -616,6 +725,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from panreduce_gateway.gateway import GatewayService, parse_routes
     from panreduce_gateway.pgstore import open_job_store
 
+    ensure_port_free(args.host, args.port)
     configure()
     pairs = list(args.route) + get_settings().routes
     routes = parse_routes(pairs)
@@ -743,22 +853,36 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    """Follow a job; the exit status is its outcome: 0 succeeded, 1 failed, 130 cancelled
+    (4 when the watch ended before the job did)."""
     from panreduce.convert import message_to_dict
 
+    outcome: pb.JobEvent | None = None
+    last_seq = args.after
     with need_gateway(args) as client:
         for event in client.watch(args.job_id, args.after):
+            last_seq = event.seq
+            kind = event.WhichOneof("kind")
+            if kind in ("result", "failure"):
+                outcome = event
             if args.json:
                 print(json.dumps(message_to_dict(event)), flush=True)
             else:
-                kind = event.WhichOneof("kind")
                 body = message_to_dict(getattr(event, kind))
                 print(f"{event.seq:>5} {kind:<9} {json.dumps(body)}", flush=True)
-        job = client.get_job(args.job_id)
-    if job.state == pb.SUCCEEDED:
-        return 0
-    if job.state == pb.CANCELLED:
+        state = client.get_job(args.job_id).state if outcome is None else None
+    if outcome is not None:
+        if outcome.WhichOneof("kind") == "result":
+            return EXIT["ok"]
+        return EXIT["cancelled"] if outcome.failure.code == "CANCELLED" else EXIT["error"]
+    if state == pb.SUCCEEDED:
+        return EXIT["ok"]
+    if state == pb.CANCELLED:
         return EXIT["cancelled"]
-    return EXIT["error"] if job.state == pb.FAILED else 0
+    if state == pb.FAILED:
+        return EXIT["error"]
+    raise errors.Unavailable(f"the watch of job {args.job_id} ended before the job did; "
+                             f"resume with `panreduce jobs watch {args.job_id} --after {last_seq}`")
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:
