@@ -12,7 +12,6 @@ index ``[0, 0]`` (diffraction patterns are stored ``ifftshift``-ed inside the en
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,9 @@ class Backend:
     device = "cpu"
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = int(workers or os.environ.get("PANREDUCE_THREADS", 1) or 1)
+        # the caller (the technique, from its ``threads`` parameter) chooses: a science
+        # module reads no environment variable
+        self.workers = max(int(workers or 1), 1)
 
     # -- conversions ---------------------------------------------------------------
     def asarray(self, a: Any, *, complex_: bool = False) -> Array:
