@@ -8,7 +8,7 @@ PANREDUCE := $(VENV)/bin/panreduce
 PYTEST_ARGS ?=
 DEMO_OUT ?= panreduce-results/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help setup proto demo test test-gpu test-large lint serve clean
+.PHONY: help setup proto demo test test-gpu test-large lint register serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra
 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check .
+
+register: ## after adding services/<name>/ (entry point in its pyproject.toml): write the workspace, images.toml, Containerfiles and chart values from the technique folders, then lock and sync
+	@python3 scripts/sync-techniques.py
+	@$(UV) lock --quiet
+	@$(UV) sync --quiet
 
 serve: setup ## run the embedded platform as a local server on port 50050
 	$(PANREDUCE) serve

@@ -18,6 +18,18 @@ RELEASE = "panreduce"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def registered() -> dict[str, bool]:
+    """{technique: gpu} of the technique folders (scripts/sync-techniques.py: the one list)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("sync_techniques", ROOT / "scripts" / "sync-techniques.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return {m.technique: m.gpu for m in module.discover(ROOT) if m.technique}
+
+
 def deep_merge(into: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     for k, v in other.items():
         if isinstance(v, dict) and isinstance(into.get(k), dict):

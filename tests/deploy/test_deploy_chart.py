@@ -12,12 +12,14 @@ from deploy_support import (
     env_of,
     gpu_limit,
     pod_spec,
+    registered,
     render_chart,
     selects,
 )
 
-TECHNIQUES = {"scan", "sans", "saxs", "tomography", "ptychography", "stem4d", "reflectometry", "serial_crystallography", "thz"}
-GPU_CAPABLE = {"tomography", "ptychography", "stem4d"}
+# the technique folders are the one list (docs/techniques.md "Register it")
+TECHNIQUES = set(registered())
+GPU_CAPABLE = {t for t, gpu in registered().items() if gpu}
 
 
 def technique_deployments(docs) -> dict[str, dict]:
