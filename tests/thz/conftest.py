@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from thz_sim import make_run  # noqa: E402
+from thz_sim import make_run  # this folder is on sys.path (pytest's prepend import mode)
 
 
 @pytest.fixture(scope="session")

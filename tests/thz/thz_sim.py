@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from panreduce.kit import Context, Inputs, StagedFile, StagedInput
+from panreduce import kit
+from panreduce.storage import Stores
 from panreduce_thz.simulate import Instrument, Sample, Truth, write_run
 from panreduce_thz.technique import Technique
 
@@ -34,20 +36,26 @@ def make_run(root: Path, *, pulses: int = 800, step_ps: float = 0.1, span_ps: fl
     return SimRun(folder, sample, inst, truth)
 
 
-def staged(folder: Path) -> Inputs:
-    files = tuple(
-        StagedFile(path=p, uri=f"file://{p}", name=p.relative_to(folder).as_posix(), size=p.stat().st_size, sha256="")
-        for p in sorted(folder.rglob("*")) if p.is_file()
-    )
-    return Inputs((StagedInput(uri=f"file://{folder}/", root=folder, is_prefix=True, files=files),))
+class Job:
+    """A finished kit.run job: its summary, outputs by name and output folder."""
+
+    def __init__(self, result: kit.Result, out_dir: Path) -> None:
+        self.result = result
+        self.summary = result.summary
+        self.out_dir = out_dir
+        self.outputs = [SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format, role=o.role)
+                        for o in result.outputs if o.role != "provenance"]
 
 
-def reduce(folder: Path, tmp_path: Path, shard=None, **raw):
-    technique = Technique()
-    params = Technique.validate_parameters(raw)
-    ctx = Context(job_id="t", scratch=tmp_path / "job", shard=shard)
-    data = technique.load(staged(folder), params, ctx)
-    return technique.reduce(data, params, ctx), ctx
+def reduce(folder: Path, tmp_path: Path, split: int | None = None, **raw):
+    """(summary, Job) of the thz job on a run folder, in-process (kit.run; ``split``: that
+    many shards and their merge)."""
+    args = dict(stores=Stores(tmp_path / "store"))
+    inputs = [str(folder) + "/"]
+    out = tmp_path / "out"
+    result = (kit.run_split(Technique, inputs, raw, out, split=split, **args) if split
+              else kit.run(Technique, inputs, raw, out, **args))
+    return result.summary, Job(result, out)
 
 
 def axis_offset_ps(run: SimRun, arrival_mean_px: float) -> float:

@@ -4,7 +4,7 @@ spectra modules."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +23,25 @@ from panreduce_thz.timing import bandpass_sos, stage_delay_ps
 
 VERSION = "0.1.0"
 MAX_BINS = 10_000_000
-PARTIAL = "thz_partial.h5"
 
 
 @dataclass(frozen=True)
 class Run:
     layout: telbe.RunLayout
     background: np.ndarray
-    positions: tuple[telbe.Position, ...]  # this job's (shard's) positions
-    pulses: tuple[int, ...]  # per position (camera = ADC)
+    positions: tuple[telbe.Position, ...]  # every position of the run, in stage order
     run_name: str
+
+
+@dataclass
+class ThzPart:
+    """The binned sufficient statistics of a block of stage positions (and its pulses,
+    when the pulse table is asked for)."""
+
+    stats: RunStats
+    run_name: str
+    date: str | None
+    pulses: dict[str, np.ndarray] | None = None
 
 
 def _analyse(label: str, wave: BinnedWaveform, params: ThzParameters, f0: float | None,
@@ -48,7 +57,7 @@ def _analyse(label: str, wave: BinnedWaveform, params: ThzParameters, f0: float 
     return report.Analysis(label, wave, spec, hs, prepared.filled), f0
 
 
-class Technique(_Technique[ThzParameters, Run]):
+class Technique(_Technique[ThzParameters, ThzPart]):
     name = "thz"
     version = VERSION
     title = "Pulse-resolved THz spectroscopy (HZDR TELBE)"
@@ -67,32 +76,59 @@ class Technique(_Technique[ThzParameters, Run]):
     shardable = True
     shard_unit = "stage position"
 
-    def load(self, inputs: Inputs, params: ThzParameters, ctx: Context) -> Run:
-        files = [(f.name, f.path) for f in inputs.files]
-        if not files:
-            raise InvalidRequest("no files: give a TELBE run folder")
-        run_name = inputs.items[0].root.name if inputs.items else ""
-        layout = telbe.find_run(files, run_name=run_name)
-        background = telbe.read_background(*layout.background)
-        positions = layout.positions
-        if ctx.shard is not None:
-            positions = tuple(ctx.shard.select(list(positions)))
+    Part = ThzPart
+
+    # -- the shard contract: one unit per stage position --------------------------------
+    def units(self, inputs: Inputs, params: ThzParameters) -> list[tuple[int, telbe.Position]]:
+        run = self._run(inputs)
+        return list(enumerate(run.positions))  # each with its index in the run (the pulse table's)
+
+    def reduce_block(self, block: Sequence[tuple[int, telbe.Position]], inputs: Inputs, params: ThzParameters,
+                     ctx: Context) -> ThzPart:
+        run = self._run(inputs)
         pulses = []
-        for i, pos in enumerate(positions):
-            ctx.progress(i / len(positions), "check", f"position {pos.token} mm")
-            n_cam = sum(sum(telbe.image_rows(n, p, width=background.size)) for n, p in pos.images)
+        for i, (_, pos) in enumerate(block):
+            ctx.progress(0.1 * i / len(block), "check", f"position {pos.token} mm")
+            n_cam = sum(sum(telbe.image_rows(n, p, width=run.background.size)) for n, p in pos.images)
             adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
             if n_cam != adc.shape[0]:
                 raise InvalidInput(pos.folder, f"position {pos.token} mm: {n_cam} pulses in the timing-tool "
                                    f"images but {adc.shape[0]} in the ADC file {pos.adc[0]} "
                                    f"({params.samples_per_pulse} samples a pulse)")
             pulses.append(n_cam)
-        return Run(layout, background, positions, tuple(pulses), run_name)
+        return self._bin(run, list(block), pulses, params, ctx)
 
-    def reduce(self, data: Run, params: ThzParameters, ctx: Context) -> Mapping[str, Any]:
-        width = data.background.size
+    def combine(self, parts: Sequence[ThzPart], params: ThzParameters) -> ThzPart:
+        stats = parts[0].stats
+        for p in parts[1:]:
+            stats = stats.merge(p.stats)
+        tables = [p.pulses for p in parts if p.pulses is not None]
+        pulses = {k: np.concatenate([t[k] for t in tables]) for k in tables[0]} if tables else None
+        return ThzPart(stats, parts[0].run_name, parts[0].date, pulses)
+
+    def write(self, result: ThzPart, params: ThzParameters, ctx: Context) -> Mapping[str, Any]:
+        """The combined per-bin sufficient statistics (count, Σy, Σy²) are the numbers one
+        binning of every pulse gives: analysed once, whichever way the job was split."""
+        if result.stats.pulses == 0:
+            raise InvalidInput(result.run_name or "run", "no pulses left to bin (check offset)")
+        table = _PulseTable.write(ctx, result.pulses) if result.pulses is not None else None
+        return self._finish(result.stats, params, ctx, result.date, result.run_name, table)
+
+    @staticmethod
+    def _run(inputs: Inputs) -> Run:
+        files = [(f.name, f.path) for f in inputs.files]
+        if not files:
+            raise InvalidRequest("no files: give a TELBE run folder")
+        run_name = inputs.items[0].root.name if inputs.items else ""
+        layout = telbe.find_run(files, run_name=run_name)
+        background = telbe.read_background(*layout.background)
+        return Run(layout, background, layout.positions, run_name)
+
+    def _bin(self, run: Run, block: list[tuple[int, telbe.Position]], pulses: list[int], params: ThzParameters,
+             ctx: Context) -> ThzPart:
+        width = run.background.size
         stage = [stage_delay_ps(p.position_mm, stage_zero_mm=params.stage_zero_mm, ps_per_mm=params.ps_per_mm)
-                 for p in data.positions]
+                 for _, p in block]
         t_lo, t_hi = min(stage), max(stage) + width * params.pixel_to_ps
         if (t_hi - t_lo) / params.bin_ps > MAX_BINS:
             raise InvalidParameters([FieldViolation("bin_ps", f"{params.bin_ps} ps makes more than {MAX_BINS} "
@@ -102,11 +138,11 @@ class Technique(_Technique[ThzParameters, Run]):
                             bandpass_sos(order=params.bandpass_order, low=params.bandpass[0], high=params.bandpass[1]),
                             params.timing_method, params.subpixel_half_width_px,
                             params.signal_gate, params.background_gate)
-        table = _PulseTable(ctx) if params.pulse_table and ctx.shard is None else None
-        total = sum(data.pulses)
+        table = _PulseTable(ctx) if params.pulse_table else None
+        total = max(sum(pulses), 1)
         done = 0
-        for k, (pos, n, st) in enumerate(zip(data.positions, data.pulses, stage, strict=True)):
-            ctx.progress(0.9 * done / total, "timing", f"position {pos.token} mm ({k + 1}/{len(data.positions)})")
+        for j, ((k, pos), n, st) in enumerate(zip(block, pulses, stage, strict=True)):
+            ctx.progress(0.1 + 0.9 * done / total, "timing", f"position {pos.token} mm ({j + 1}/{len(block)})")
             adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
             cam, _ = pair_indices(n, n, params.offset)
             lo, hi = (int(cam[0]), int(cam[-1]) + 1) if cam.size else (0, 0)
@@ -116,40 +152,20 @@ class Technique(_Technique[ThzParameters, Run]):
                 for page in telbe.iter_pages(name, path):
                     a, b = max(start, lo), min(start + page.shape[0], hi)
                     if a < b:
-                        pulses = process_page(page[a - start:b - start], adc[a - params.offset:b - params.offset],
-                                              data.background, st, settings)
-                        stats.add(pstats, pulses)
+                        got = process_page(page[a - start:b - start], adc[a - params.offset:b - params.offset],
+                                           run.background, st, settings)
+                        stats.add(pstats, got)
                         if table is not None:
-                            table.append(pulses, k)
+                            table.append(got, k)
                     start += page.shape[0]
                 ctx.check_cancelled()
             stats.positions.append(pstats)
             done += n
-        if stats.pulses == 0:
-            raise InvalidInput(data.run_name or "run", "no pulses left to bin (check offset)")
-        date = data.layout.date
-        if ctx.shard is not None:
-            report.save_stats(ctx.output_path(PARTIAL, format="hdf5"), stats,
-                              pixel_to_ps=params.pixel_to_ps, date=date)
-            return {"pulses": stats.pulses, "positions": len(stats.positions), "partial": True}
-        return self._finish(stats, params, ctx, date, data.run_name, table.close() if table else None)
-
-    def merge(self, inputs: Inputs, params: ThzParameters, ctx: Context) -> Mapping[str, Any]:
-        """The combine: adds the shards' per-bin sufficient statistics (count, Σy, Σy²) —
-        the same numbers one binning of every pulse gives — then analyses once."""
-        parts = sorted((f for f in inputs.files if f.path.name == PARTIAL), key=lambda f: f.name)
-        if not parts:
-            raise InvalidRequest("the shards hold no partial statistics to combine")
-        stats, date = report.load_stats(parts[0].path)
-        for f in parts[1:]:
-            more, _ = report.load_stats(f.path)
-            stats = stats.merge(more)
-        ctx.progress(0.5, "merge", f"combined {len(parts)} shard(s), {stats.pulses} pulses")
-        return self._finish(stats, params, ctx, date or None, "", None)
+        return ThzPart(stats, run.run_name, run.layout.date or None, table.read() if table else None)
 
     def _finish(self, stats: RunStats, params: ThzParameters, ctx: Context, date: str | None,
                 run_name: str, pulse_table) -> dict[str, Any]:
-        ctx.progress(0.9, "spectra", "binning and Fourier analysis")
+        ctx.progress(0.0, "spectra", "binning and Fourier analysis")
         corrected_wave = stats.corrected_waveform()
         ref = params.phase_reference_ps
         if ref is None and corrected_wave.delay_ps.size:
@@ -162,7 +178,7 @@ class Technique(_Technique[ThzParameters, Run]):
                            program="panreduce-thz", version=VERSION, date=date, pulse_table=pulse_table)
         report.write_csv(ctx.output_path("waveform.csv", format="csv", role="table"), corrected.wave)
         if params.plots:
-            ctx.progress(0.95, "plots", "figures")
+            ctx.progress(0.5, "plots", "figures")
             report.plot_waveform(ctx.output_path("waveform.png", format="png", role="preview"), corrected, uncorrected)
             report.plot_spectrum(ctx.output_path("spectrum.png", format="png", role="preview"), corrected,
                                  uncorrected, band_thz=params.fundamental_search_thz)
@@ -200,8 +216,8 @@ class _PulseTable:
     COLUMNS = (("delay", "f8", "ps"), ("signal", "f4", ""), ("arrival_pixel", "f4", "pixel"),
                ("position_index", "i4", ""))
 
-    def __init__(self, ctx: Context) -> None:
-        self.path = ctx.work_dir / "pulses.h5"
+    def __init__(self, ctx: Context, name: str = "pulses.h5") -> None:
+        self.path = ctx.work_dir / name
         self.file = h5py.File(self.path, "w")
         for key, dtype, unit in self.COLUMNS:
             d = self.file.create_dataset(key, (0,), dtype=dtype, maxshape=(None,), chunks=(65536,),
@@ -217,6 +233,19 @@ class _PulseTable:
             d.resize((n + v.size,))
             d[n:] = v
 
-    def close(self):
+    def read(self) -> dict[str, np.ndarray]:
+        """The columns written so far (the file is closed)."""
         self.file.close()
-        return self.path
+        with h5py.File(self.path, "r") as f:
+            return {key: f[key][()] for key, _, _ in self.COLUMNS}
+
+    @classmethod
+    def write(cls, ctx: Context, columns: Mapping[str, np.ndarray]):  # noqa: ANN206
+        """A table file (in the work folder) holding ``columns``; its path."""
+        table = cls(ctx, name="pulses_all.h5")
+        for key, _, _ in cls.COLUMNS:
+            d = table.file[key]
+            d.resize((columns[key].size,))
+            d[:] = columns[key]
+        table.file.close()
+        return table.path
