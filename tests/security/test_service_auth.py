@@ -17,6 +17,7 @@ from service_support import SERVICE_TOKEN, access_for, proposal_data, toy_platfo
 
 from panreduce import errors
 from panreduce.client import Client
+from panreduce.scope import SCOPE_HEADER
 from panreduce.serving import SERVICE_TOKEN_HEADER, read_service_token, service_token_setting
 from panreduce.transfer import file_chunks
 from panreduce.v1 import reduce_pb2 as pb
@@ -67,7 +68,7 @@ def test_the_right_token_is_served(tmp_path):
     data = proposal_data(tmp_path)["pA"]
     with toy_platform(tmp_path) as (service, _, _), grpc.insecure_channel(service.address) as channel:
         stub = pb_grpc.ReducerStub(channel)
-        md = [(SERVICE_TOKEN_HEADER, SERVICE_TOKEN)]
+        md = [(SERVICE_TOKEN_HEADER, SERVICE_TOKEN), (SCOPE_HEADER, "*")]  # a data call names its scope
         assert stub.Describe(pb.DescribeRequest(), metadata=md, timeout=10).techniques[0].name == "toy"
         events = list(stub.Reduce(pb.ReduceRequest(technique="toy", inputs=[str(data)],
                                                    output=str(tmp_path / "direct")), metadata=md, timeout=30))

@@ -31,6 +31,7 @@ from panreduce import __version__, audit, errors, limits, locations, metadata, r
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_digest
 from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
 from panreduce.mtls import ServiceTLS, secure_channel
+from panreduce.scope import SCOPE_HEADER, Scope, job_scope
 from panreduce.serving import PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
 from panreduce.settings import get_settings
 from panreduce.storage import Stores, check_inputs_exist
@@ -121,10 +122,14 @@ class GatewayConfig:
     service_tls: ServiceTLS | None = field(default=None, repr=False)  # mTLS to the services (panreduce.mtls)
 
 
-def caller_metadata(subject: str, proposal: str) -> list[tuple[str, str]]:
-    """Who a call to a service is made for (the service logs it): printable ASCII, clipped."""
+def caller_metadata(subject: str, proposal: str, scope: Scope | None = None) -> list[tuple[str, str]]:
+    """Who a call to a service is made for (the service logs it): printable ASCII, clipped;
+    and the locations it may touch (panreduce.scope), which the service checks again."""
     safe = "@.:_-+/=,"
-    return [(SUBJECT_HEADER, quote(subject[:200], safe=safe)), (PROPOSAL_HEADER, quote(proposal[:200], safe=safe))]
+    md = [(SUBJECT_HEADER, quote(subject[:200], safe=safe)), (PROPOSAL_HEADER, quote(proposal[:200], safe=safe))]
+    if scope is not None:
+        md.append((SCOPE_HEADER, scope.encode()))
+    return md
 
 
 class GatewayService(pb_grpc.ReducerServicer):
@@ -247,6 +252,16 @@ class GatewayService(pb_grpc.ReducerServicer):
                                    what="output").uri
         return inputs, output
 
+    def _scope(self, proposal: str, job_id: str) -> Scope:
+        """The locations a job's calls to its service may touch (the service checks them
+        again): the proposal's prefixes and uploads, the job's default output and shard
+        scratch; anywhere when no prefixes are configured, or for an admin acting for no
+        proposal (as :meth:`Access.check_uri` decides)."""
+        if not self.access.prefixes or (self.access.enabled and not proposal):
+            return Scope.anywhere()
+        return job_scope(self.access.allowed(proposal), uploads=self.stores.uploads.root, proposal=proposal,
+                         extra=[self.stores.default_output(job_id), self.stores.scratch_uri(job_id)])
+
     def _check_input(self, identity: Identity, proposal: str, uri: str) -> locations.Location:
         """An input's resolved location; a local folder's files are resolved one by one
         too, so that a link inside it cannot reach outside the proposal's locations."""
@@ -315,7 +330,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         check.split = 0
         try:
             route.stub.Submit(check, timeout=self.config.describe_timeout,
-                              metadata=caller_metadata(identity.subject, proposal))
+                              metadata=caller_metadata(identity.subject, proposal, self._scope(proposal, job_id)))
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
         if req.validate_only:
@@ -465,7 +480,8 @@ class GatewayService(pb_grpc.ReducerServicer):
         upstream.idempotency_key = ""
         job = self.manager.get(handle.job_id)
         call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True,
-                                 metadata=caller_metadata(job.owner, job.proposal))
+                                 metadata=caller_metadata(job.owner, job.proposal,
+                                                          self._scope(job.proposal, handle.job_id)))
         handle.on_cancel(call.cancel)
         try:
             for event in call:
@@ -599,4 +615,3 @@ def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:
             raise errors.InvalidRequest(f"route {pair!r} is not TECHNIQUE=HOST:PORT")
         routes.setdefault(technique.strip(), []).append(address.strip())
     return routes
-

@@ -29,6 +29,7 @@ from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway chec
 from panreduce.kit.scratch import ScratchArea
 from panreduce.kit.technique import Technique
 from panreduce.mtls import ServiceTLS
+from panreduce.scope import Scope, scope_of
 from panreduce.serving import (
     AbortWith,
     RunningServer,
@@ -80,6 +81,13 @@ class TechniqueService(pb_grpc.ReducerServicer):
         self.distribution = distribution_of(self.cls)
         self.info = technique_info(self.cls)
 
+    # A service with a credential (service token, mTLS) serves data calls only with the
+    # caller's locations from its gateway (panreduce.scope); start_technique sets it.
+    require_scope = False
+
+    def _scope(self, context: grpc.ServicerContext) -> Scope:
+        return scope_of(context.invocation_metadata(), required=self.require_scope)
+
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
     def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001
@@ -92,6 +100,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
                 follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         validate_request(self.cls, request)
+        self._scope(context).check_request(self.stores, request)  # the gateway's check, again
         check_inputs_exist(self.stores, list(request.inputs))
         check_output_location(self.stores, request.output)
         req = pb.ReduceRequest()
@@ -143,12 +152,14 @@ class TechniqueService(pb_grpc.ReducerServicer):
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201, ARG002
         limits.check_uri(request.uri)
+        self._scope(context).check(self.stores, request.uri, "download")
         uri = checked_download_uri(self.stores, self.manager, request.uri)
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001, ARG002
         limits.check_uri(request.uri)
+        self._scope(context).check(self.stores, request.uri, "metadata read")
         return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active())
 
     # -- the job --------------------------------------------------------------------
@@ -249,6 +260,7 @@ def start_technique(technique: type[Technique] | Technique, *, address: str = "1
     ``service_token``: refuse (UNAUTHENTICATED) every Reducer call without it; the
     gateway in front must be given the same (``GatewayService(service_token=...)``)."""
     service = TechniqueService(technique, stores=stores, max_running=max_running, scratch_root=scratch_root)
+    service.require_scope = bool(service_token or service_tls)
     running = start_server(service, address=address, name=service.name, manager=service.manager,
                            service_token=service_token, service_tls=service_tls, health_address=health_address)
     service.technique.warm_up()

@@ -1,0 +1,147 @@
+"""The caller's locations, passed by the gateway to a technique service and checked there
+too (defence in depth: a service does not rely on the gateway's check alone).
+
+The gateway resolves the locations a job may touch (the proposal's prefixes, its uploads
+area, the job's default output and shard scratch; panreduce.locations) and sends them
+with every Reduce and Submit as the ``x-panreduce-scope`` metadata: a JSON list of
+resolved locations, or ``*`` for a caller restricted to nothing (access control off
+without prefixes, or a facility admin acting for no proposal). The service resolves
+every input (each file of a folder too), the output, and every Download and
+GetMetadata location again, and refuses, PERMISSION_DENIED, what lies outside.
+
+The scope is trusted only on a call that passed the service credential (the service
+token, or mTLS): a service that has one requires the scope on those RPCs, so a holder
+of the credential who leaves it out is refused, and one who names another proposal's
+path under the scope it was given is refused as well. No grpc here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from panreduce import errors, locations
+
+SCOPE_HEADER = "x-panreduce-scope"
+ANYWHERE = "*"
+MAX_SCOPE_CHARS = 16_384
+MAX_SCOPE_ENTRIES = 64
+SCOPED_METHODS = ("Reduce", "Submit", "Download", "GetMetadata")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Resolved locations a call may touch; ``prefixes`` None: anywhere."""
+
+    prefixes: tuple[locations.Location, ...] | None
+
+    @classmethod
+    def anywhere(cls) -> Scope:
+        return cls(None)
+
+    @classmethod
+    def of(cls, uris: Iterable[str]) -> Scope:
+        """The scope of these locations, each resolved once (as a prefix)."""
+        out = []
+        for uri in uris:
+            loc = locations.resolve(uri)
+            out.append(locations.Location(loc.scheme, loc.key, loc.local, True))
+        return cls(tuple(out))
+
+    def encode(self) -> str:
+        """The metadata value: ``*`` or a JSON list of resolved locations (ASCII)."""
+        if self.prefixes is None:
+            return ANYWHERE
+        return json.dumps([p.uri for p in self.prefixes], ensure_ascii=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> Scope:
+        """The scope a metadata value names; a malformed one is refused (never INTERNAL)."""
+        if text == ANYWHERE:
+            return cls.anywhere()
+        if len(text) > MAX_SCOPE_CHARS:
+            raise errors.InvalidRequest(f"{SCOPE_HEADER}: {len(text)} characters (at most {MAX_SCOPE_CHARS})")
+        try:
+            uris = json.loads(text)
+        except ValueError:
+            raise errors.InvalidRequest(f"{SCOPE_HEADER} is neither '*' nor a JSON list of locations") from None
+        if not isinstance(uris, list) or not all(isinstance(u, str) and u for u in uris):
+            raise errors.InvalidRequest(f"{SCOPE_HEADER} must be a JSON list of locations")
+        if len(uris) > MAX_SCOPE_ENTRIES:
+            raise errors.InvalidRequest(f"{SCOPE_HEADER}: {len(uris)} locations (at most {MAX_SCOPE_ENTRIES})")
+        return cls.of(uris)
+
+    def admits(self, loc: locations.Location) -> bool:
+        """``loc`` (resolved) lies under one of the prefixes, compared component by
+        component: local paths by their resolved path (an upload's area is a local
+        folder), other locations by scheme and key."""
+        if self.prefixes is None:
+            return True
+        for p in self.prefixes:
+            if loc.local is not None and p.local is not None:
+                if loc.local == p.local or p.local in loc.local.parents:
+                    return True
+            elif loc.within(p):
+                return True
+        return False
+
+    def _refuse(self, uri: str, what: str, detail: str = "") -> errors.PermissionDenied:
+        return errors.PermissionDenied(
+            f"{what} {locations.shown(uri)}{detail} is outside the locations the gateway gave this call")
+
+    def check(self, stores, uri: str, what: str = "location", *, each_file: bool = False) -> None:  # noqa: ANN001
+        """Refuse ``uri`` (resolved by its store, exactly as it is opened) outside the
+        scope; ``each_file``: a local folder's files one by one (a link inside it must
+        not lead out)."""
+        if self.prefixes is None:
+            return
+        from panreduce.storage import LocalStore  # noqa: PLC0415 - storage imports the kit
+
+        store = stores.for_uri(uri)
+        if isinstance(store, LocalStore):
+            loc = store.location(uri.rstrip("/") or "/") if what == "output" else store.location(uri)
+        else:
+            loc = locations.resolve(uri)
+        if not self.admits(loc):
+            raise self._refuse(uri, what)
+        if each_file and isinstance(store, LocalStore) and loc.local is not None and loc.local.is_dir():
+            for ref in store.list(uri):
+                inner = store.location(ref.uri)
+                if not self.admits(inner):
+                    raise self._refuse(uri, what, f": {locations.shown(ref.name)} (a link?)")
+
+    def check_request(self, stores, request) -> None:  # noqa: ANN001
+        """Every input (and each file of an input folder) and the output of a ReduceRequest."""
+        if self.prefixes is None:
+            return
+        for uri in request.inputs:
+            self.check(stores, uri, "input", each_file=True)
+        if request.output:
+            self.check(stores, request.output, "output")
+
+
+def scope_of(metadata, *, required: bool = False) -> Scope:  # noqa: ANN001
+    """The scope a call's metadata carries; without one: anywhere, or PermissionDenied
+    when ``required`` (a service with a credential serves only scoped data calls)."""
+    for key, value in metadata or ():
+        if key == SCOPE_HEADER:
+            return Scope.decode(value.decode("ascii", "replace") if isinstance(value, bytes) else value)
+    if required:
+        raise errors.PermissionDenied(f"this service needs the caller's locations ({SCOPE_HEADER}) from its gateway")
+    return Scope.anywhere()
+
+
+def job_scope(prefixes: Iterable[locations.Location] | None, *, uploads: Path | None, proposal: str,
+              extra: Iterable[str] = ()) -> Scope:
+    """What the gateway sends for a job: the proposal's prefixes (None: anywhere), its
+    uploads area, and ``extra`` locations (the job's default output and shard scratch)."""
+    if prefixes is None:
+        return Scope.anywhere()
+    uris = [p.uri for p in prefixes]
+    if uploads is not None:  # the folder Stores.upload_target puts the proposal's uploads in
+        space = "".join(c for c in proposal if c.isalnum() or c in "-_.") or "shared"
+        uris.append(str(Path(uploads) / space) + "/")
+    uris.extend(extra)
+    return Scope.of(uris)
