@@ -8,8 +8,9 @@ subprocess each, OMP_NUM_THREADS set before pyFAI loads), it times side by side,
 ``--repeats`` rounds:
 
 * pyFAI direct: read each frame from the file (h5py) and ``integrate1d`` it;
-* service azimuthal: the saxs technique's load + reduce (integration, normalisation,
-  NXcanSAS/CSV/PNG outputs) on the same file, in-process through the kit's Context
+* service azimuthal: the saxs technique's units + reduce_block + combine + write
+  (integration, normalisation, NXcanSAS/CSV/PNG outputs) on the same file, in-process
+  through the kit's Context
   (the kit's staging checksum of the inputs is timed apart);
 * service map: the same frames as a scan map (Gaussian fit per frame, grid, NeXus maps,
   ASCII images, plots).
@@ -91,9 +92,10 @@ def _worker(path: str, repeats: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests" / "saxs"))
     from conftest import stage  # inputs staged as the kit stages them
 
-    params = {"distance_mm": 2000.0, "wavelength_A": 1.0, "beam_center_px": [1035.2, 1083.7],
-              "pixel_um": 75.0, "detector": "Eiger4M", "q_bins": NPT, "beamstop": "none",
-              "mode": "azimuthal", "mask_below": 0}
+    params = {"geometry": {"distance_mm": 2000.0, "wavelength_angstrom": 1.0, "beam_center_px": [1035.2, 1083.7],
+                           "pixel_um": 75.0},
+              "masks": {"detector": "Eiger4M", "beamstop": "none", "below": 0},
+              "integration": {"q_bins": NPT}, "mode": "azimuthal"}
     with h5py.File(path) as f:
         n = f["entry/instrument/detector/data"].shape[0]
         first = f["entry/instrument/detector/data"][0]
@@ -125,13 +127,15 @@ def _worker(path: str, repeats: int) -> dict:
     def service(mode: str) -> float:
         p = dict(params, mode=mode)
         if mode == "map":
-            p["peak_q_range"] = [0.035, 0.075]
+            p["map"] = {"peak_q_range": [0.035, 0.075]}
         technique = Technique()
         valid = technique.validate_parameters(p)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            ctx = Context(job_id="bench", scratch=Path(tmp))
-            technique.reduce(technique.load(inputs, valid, ctx), valid, ctx)
+            ctx = Context(job_id="bench", scratch=Path(tmp))  # the shard contract, unsharded
+            units = technique.units(inputs, valid)
+            part = technique.reduce_block(units, inputs, valid, ctx)
+            technique.write(technique.combine([part], valid), valid, ctx)
             return time.perf_counter() - t
 
     direct()  # warm: builds pyFAI's CSR matrix once

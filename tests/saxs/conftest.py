@@ -30,12 +30,18 @@ def stage(paths: list[Path | str]) -> Inputs:
 
 
 def run_saxs(inputs: list[Path | str], params: dict, scratch: Path, shard: tuple[int, int] | None = None):
-    """(summary, {output name: path}) of one in-process run; the summary must be strict JSON."""
+    """(summary, {output name: path}) of one in-process run through the shard contract
+    (``write(combine([reduce_block(units)]))``; with ``shard``, the summary of the shard's
+    block written alone); the summary must be strict JSON."""
     technique = Technique()
     p = technique.validate_parameters(params)
-    ctx = Context(job_id="test", scratch=scratch, shard=Shard(*shard) if shard else None)
-    data = technique.load(stage(inputs), p, ctx)
-    summary = technique.reduce(data, p, ctx)
+    ctx = Context(job_id="test", scratch=scratch)
+    staged = stage(inputs)
+    units = list(technique.units(staged, p))
+    if shard is not None:
+        start, stop = Shard(*shard).bounds(len(units))
+        units = units[start:stop]
+    summary = technique.write(technique.combine([technique.reduce_block(units, staged, p, ctx)], p), p, ctx)
     json.dumps(summary, allow_nan=False)
     return summary, {o.name: o.path for o in ctx.outputs}
 

@@ -35,8 +35,8 @@ class Geo:
         self.solid_angle = np.cos(self.two_theta) ** 3
 
     def params(self) -> dict:
-        return {"distance_mm": self.d * 1e3, "wavelength_A": self.lam, "pixel_um": self.p * 1e6,
-                "beam_center_px": [self.cx, self.cy]}
+        return {"geometry.distance_mm": self.d * 1e3, "geometry.wavelength_angstrom": self.lam, "geometry.pixel_um": self.p * 1e6,
+                "geometry.beam_center_px": [self.cx, self.cy]}
 
     def image(self, intensity, *, solid_angle=True) -> np.ndarray:
         """Counts expected on the detector for a scattering law ``intensity(q)``."""

@@ -118,7 +118,7 @@ def test_same_result_from_a_poni_file(reduced, biocat, tmp_path):
         f"Distance: {D_MM / 1000}\nPoni1: {CY * PIX_MM / 1000}\nPoni2: {CX * PIX_MM / 1000}\n"
         f"Rot1: 0\nRot2: 0\nRot3: 0\nWavelength: {LAM_A * 1e-10}\n"
     )
-    params = {"normalise_by": "diode/259139", "absolute_scale": ABS}
+    params = {"normalisation.counter": "diode/259139", "absolute.factor": ABS}
     _, outputs = run_saxs([tiff, spec, poni], params, tmp_path / "job")
     curve = np.loadtxt(outputs["GI2_A9_19_001_0000_iq.csv"], delimiter=",", skiprows=1)
     assert np.allclose(curve, reduced[2], rtol=1e-6)
@@ -129,7 +129,7 @@ def test_mirrored_frame_with_mirrored_centre_gives_the_same_curve(reduced, bioca
     x = -0.2: reducing that view must give the same I(q)."""
     tiff, spec = biocat
     mirrored = write_tiff(tmp_path / "GI2_A9_19_001_0000.tiff", read_image(tiff)[:, ::-1])
-    params = {**BIOCAT_PARAMS, "beam_center_px": "-0.2,97.0"}
+    params = {**BIOCAT_PARAMS, "geometry.beam_center_px": "-0.2,97.0"}
     _, outputs = run_saxs([mirrored, spec], params, tmp_path / "job")
     curve = np.loadtxt(outputs["GI2_A9_19_001_0000_iq.csv"], delimiter=",", skiprows=1)
     assert np.allclose(curve, reduced[2], rtol=1e-6)

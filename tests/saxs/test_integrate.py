@@ -7,16 +7,10 @@ import pytest
 from synthetic import AGBEH_Q1, Geo, agbeh, guinier_sphere
 
 from panreduce_saxs.analysis import fit_gaussian_peaks
-from panreduce_saxs.integrate import (
-    Curve,
-    Geometry,
-    IntegrationSetup,
-    Integrator,
-    absolute_scale_factor,
-    make_integrator,
-    subtract,
-)
+from panreduce_saxs.geometry import Geometry, make_integrator
+from panreduce_saxs.integrate import Curve, IntegrationSetup, Integrator
 from panreduce_saxs.masks import beamstop_mask, parse_rectangles, rectangles_mask, threshold_mask
+from panreduce_saxs.normalisation import absolute_scale_factor, subtract
 
 GEO = Geo()
 

@@ -147,8 +147,8 @@ def test_frame_series_split_in_three(gateway, tmp_path):
     spec = tmp_path / "run.spec"
     spec.write_text("#F run\n#S 1 loopscan\n#L Time  I0\n"
                     + "".join(f"{k} {m}\n" for k, m in enumerate(monitors)))
-    params = {**GEO.params(), "mode": "azimuthal", "normalise_by": "I0", "q_bins": 60, "beamstop": "none",
-              "cake": True, "image_2d": True, "chi_bins": 24}
+    params = {**GEO.params(), "mode": "azimuthal", "normalisation.counter": "I0", "integration.q_bins": 60, "masks.beamstop": "none",
+              "outputs.cake": True, "outputs.image_2d": True, "integration.chi_bins": 24}
     whole, split = whole_and_split(gateway, [*files, spec], params, tmp_path, 3)
     assert split["frames"] == 5 and split["mode"] == "azimuthal" and split["masked_threshold"] == 12
     out = tmp_path / "split"
@@ -173,7 +173,7 @@ def test_kinetics_split_in_three(gateway, tmp_path):
               / 50 for rg, i0 in zip(rgs, i0s, strict=True)]
     times = 10.0 + 2.5 * np.arange(5)
     path = write_nexus_stack(tmp_path / "kin.nxs", frames, times)
-    params = {**GEO.params(), "q_bins": 80, "beamstop": "none", "guinier_q_max": 0.1}
+    params = {**GEO.params(), "integration.q_bins": 80, "masks.beamstop": "none", "kinetics.guinier_q_max": 0.1}
     whole, split = whole_and_split(gateway, [path], params, tmp_path, 3)
     assert split["mode"] == "kinetics" and split["frames"] == 5 and split["guinier_fits_ok"] == 5
     assert split["time_s"] == pytest.approx(list(times - times[0]))
@@ -189,7 +189,7 @@ def test_kinetics_split_in_three(gateway, tmp_path):
 
 # -- scanning map -----------------------------------------------------------------------------------------
 NX, NY = 6, 5
-MAP_PARAMS = {**GEO.params(), "q_bins": 120, "beamstop": "none", "peak_q_range": "0.02,0.095"}
+MAP_PARAMS = {**GEO.params(), "integration.q_bins": 120, "masks.beamstop": "none", "map.peak_q_range": "0.02,0.095"}
 
 
 def _scan(tmp_path: Path):
@@ -262,33 +262,34 @@ def test_biocat_series_split_in_two(gateway, biocat, tmp_path):
 
 
 def test_map_merge_fits_again_on_the_jobs_q_grid(tmp_path):
-    """When a shard fitted its peaks on another q grid than the whole job's, the merge fits
-    them again on the job's grid: still the unsharded result (in-process shards)."""
-    import json
-
+    """When a block fitted its peaks on another q grid than the whole job's, combine drops
+    the blocks' fits and write fits again on the job's grid: still the unsharded result
+    (in-process blocks, their parts through the kit's part files)."""
     from panreduce.kit import Context
-    from panreduce_saxs.technique import Technique
+    from panreduce.kit.parts import load_part, save_part
+    from panreduce_saxs.technique import SaxsPart, Technique
 
     paths = _scan(tmp_path)[0]
     whole, whole_out = run_saxs(paths, MAP_PARAMS, tmp_path / "whole")
-    folders = []
-    for k in range(2):
-        summary, outputs = run_saxs(paths, MAP_PARAMS, tmp_path / f"shard{k}", shard=(k, 2))
-        folder = outputs["saxs_shard.h5"].parent
-        (folder / "summary.json").write_text(json.dumps(summary))
-        folders.append(folder)
-    with h5py.File(folders[1] / "saxs_shard.h5", "r+") as f:  # as if fitted on a grid with one bin less
-        q = f["map/q"][()]
-        del f["map/q"]
-        f["map/q"] = q[:-1]
-        f["map/position"][...] = 0.0
     technique = Technique()
     params = technique.validate_parameters(MAP_PARAMS)
+    inputs = stage(paths)
+    units = list(technique.units(inputs, params))
+    parts = []
+    for k, (lo, hi) in enumerate(((0, 12), (12, len(units)))):
+        part = technique.reduce_block(units[lo:hi], inputs, params, Context(job_id="s", scratch=tmp_path / f"s{k}"))
+        save_part(tmp_path / f"part{k}.h5", part)
+        parts.append(load_part(tmp_path / f"part{k}.h5", SaxsPart))
+    assert parts[0].fits is not None and np.array_equal(parts[0].fit_q, parts[1].fit_q)
+    parts[1].fit_q = parts[1].fit_q[:-1]  # as if fitted on a grid with one bin less
+    parts[1].fits["position"][...] = 0.0
+    combined = technique.combine(parts, params)
+    assert combined.fits is None and len(combined.curves) == len(units)
     ctx = Context(job_id="merge", scratch=tmp_path / "merge")
-    merged = technique.merge(stage([f"{folder}/" for folder in folders]), params, ctx)
+    merged = technique.write(combined, params, ctx)
     outputs = {o.name: o.path for o in ctx.outputs}
     assert sorted(outputs) == sorted(whole_out)
     for name in ("map.nxs", "scan_iq.h5"):
         assert_same_h5(whole_out[name], outputs[name])
     assert _body(outputs["peak_fits.csv"]) == _body(whole_out["peak_fits.csv"])
-    _same(whole, {k: v for k, v in merged.items() if k != "shards"}, "summary")
+    _same(whole, merged, "summary")

@@ -34,9 +34,9 @@ def test_absolute_scale_from_water_with_background(tmp_path):
     spec = tmp_path / "run.spec"
     spec.write_text("#F run\n#S 1 loopscan\n#L Time  I0\n0 2.0\n1 1.5\n2 3.0\n")
     files = [write_tiff(tmp_path / f"run_001_000{j}.tiff", img) for j, img in enumerate((sample, empty, water))]
-    params = {**GEO.params(), "normalise_by": "I0", "thickness_mm": 1.0, "standard_thickness_mm": 1.0,
-              "background_file": files[1].name, "standard_file": files[2].name, "standard_reference": "water",
-              "standard_background_file": files[1].name, "q_bins": 80, "beamstop": "none"}
+    params = {**GEO.params(), "normalisation.counter": "I0", "normalisation.thickness_mm": 1.0, "absolute.standard_thickness_mm": 1.0,
+              "background.file": files[1].name, "absolute.standard_file": files[2].name, "absolute.standard_reference": "water",
+              "absolute.standard_background_file": files[1].name, "integration.q_bins": 80, "masks.beamstop": "none"}
     summary, outputs = run_saxs([*files, spec], params, tmp_path / "job")
     assert summary["frames"] == 1 and summary["intensity_units"] == "1/cm"
     # water gives the scale 1/k (within its own error)
@@ -48,19 +48,25 @@ def test_absolute_scale_from_water_with_background(tmp_path):
 def test_bad_requests_are_named(tmp_path):
     img = write_tiff(tmp_path / "a.tiff", GEO.image(guinier_sphere))
     with pytest.raises(errors.InvalidParameters) as err:
-        run_saxs([img], {"distance_mm": 1000}, tmp_path / "j1")
-    assert {v.field for v in err.value.violations} == {"wavelength_A", "beam_center_px", "pixel_um"}
+        run_saxs([img], {"geometry.distance_mm": 1000}, tmp_path / "j1")
+    assert {v.field for v in err.value.violations} == {"geometry.wavelength_angstrom", "geometry.beam_center_px", "geometry.pixel_um"}
     with pytest.raises(errors.InvalidParameters) as err:
-        run_saxs([img], {**GEO.params(), "normalise_by": "diode"}, tmp_path / "j2")
-    assert [v.field for v in err.value.violations] == ["normalise_by"]
+        run_saxs([img], {**GEO.params(), "normalisation.counter": "diode"}, tmp_path / "j2")
+    assert [v.field for v in err.value.violations] == ["normalisation.counter"]
     with pytest.raises(errors.InvalidParameters) as err:
         run_saxs([img], {**GEO.params(), "mode": "map"}, tmp_path / "j3")
-    assert [v.field for v in err.value.violations] == ["peak_q_range"]
+    assert [v.field for v in err.value.violations] == ["map.peak_q_range"]
     with pytest.raises(errors.InvalidParameters) as err:
-        run_saxs([img], {**GEO.params(), "background_file": "nope.tiff"}, tmp_path / "j4")
-    assert [v.field for v in err.value.violations] == ["background_file"]
-    with pytest.raises(errors.InvalidParameters):
-        run_saxs([img], {**GEO.params(), "q_range": "0.3,0.1"}, tmp_path / "j5")
+        run_saxs([img], {**GEO.params(), "background.file": "nope.tiff"}, tmp_path / "j4")
+    assert [v.field for v in err.value.violations] == ["background.file"]
+    with pytest.raises(errors.InvalidParameters) as err:
+        run_saxs([img], {**GEO.params(), "integration.q_range": "0.3,0.1"}, tmp_path / "j5")
+    assert [v.field for v in err.value.violations] == ["integration.q_range"]
+    # the old flat names are refused, naming the groups
+    with pytest.raises(errors.InvalidParameters) as err:
+        run_saxs([img], {"distance_mm": 1000, "geometry": {"q_bins": 5}}, tmp_path / "j7")
+    assert sorted(v.field for v in err.value.violations) == ["distance_mm", "geometry.q_bins"]
+    assert "geometry" in err.value.violations[0].description
     other = write_tiff(tmp_path / "b.tiff", np.ones((10, 10)))
     with pytest.raises(errors.InvalidInput, match="b.tiff"):
         run_saxs([img, other], GEO.params(), tmp_path / "j6")
@@ -78,8 +84,8 @@ def test_kinetics_from_a_nexus_stack(tmp_path):
     path = tmp_path / "kin.nxs"
     times = 10.0 + 2.5 * np.arange(6)
     write_nexus_stack(path, frames, times, geo=GEO)
-    summary, outputs = run_saxs([path], {"mode": "kinetics", "q_bins": 100, "beamstop": "none",
-                                         "guinier_q_max": 0.1}, tmp_path / "job")
+    summary, outputs = run_saxs([path], {"mode": "kinetics", "integration.q_bins": 100, "masks.beamstop": "none",
+                                         "kinetics.guinier_q_max": 0.1}, tmp_path / "job")
     assert summary["mode"] == "kinetics" and summary["frames"] == 6
     assert summary["time_s"] == pytest.approx(list(times - times[0]))
     assert summary["guinier_fits_ok"] == 6
@@ -126,7 +132,7 @@ def test_scan_map_recovers_the_peak_map(tmp_path):
     truth = 0.04 + 0.1 * gx.ravel() + 0.02 * gy.ravel()  # 0.04 .. 0.073 1/Å (q_max 0.099)
     drop = 7
     paths = _scan(tmp_path, truth, xs, ys, drop=drop)
-    params = {**GEO.params(), "q_bins": 150, "beamstop": "none", "peak_q_range": "0.02,0.095"}
+    params = {**GEO.params(), "integration.q_bins": 150, "masks.beamstop": "none", "map.peak_q_range": "0.02,0.095"}
     summary, outputs = run_saxs(paths, params, tmp_path / "job")
     assert summary["mode"] == "map" and summary["frames"] == nx * ny - 1
     assert (summary["motor_x"], summary["motor_y"]) == ("tx", "tz")
@@ -162,8 +168,8 @@ def test_scan_map_recovers_the_peak_map(tmp_path):
 
 def test_cake_and_2d_image_outputs(tmp_path):
     img = write_tiff(tmp_path / "iso.tiff", GEO.image(lambda q: guinier_sphere(q, background=10)))
-    summary, outputs = run_saxs([img], {**GEO.params(), "cake": True, "image_2d": True, "chi_bins": 36,
-                                        "q_bins": 50, "beamstop": "none"}, tmp_path / "job")
+    summary, outputs = run_saxs([img], {**GEO.params(), "outputs.cake": True, "outputs.image_2d": True, "integration.chi_bins": 36,
+                                        "integration.q_bins": 50, "masks.beamstop": "none"}, tmp_path / "job")
     with h5py.File(outputs["cake.nxs"]) as f:
         cake = f["entry/cake/I"][()]
         q = f["entry/cake/Q"][()]

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 from conftest import (  # at import: the saxs conftest (a later folder's would shadow it)
     run_saxs,
-    stage,
 )
 from scipy.spatial.transform import Rotation
 from synthetic import AGBEH_Q1, agbeh
 
 from panreduce import errors
-from panreduce_saxs.integrate import Geometry, make_integrator
+from panreduce_saxs.geometry import Geometry, make_integrator, resolve_geometry
 from panreduce_saxs.io import inspect_nexus
 
 SHAPE = (260, 280)
@@ -123,7 +122,7 @@ def test_rings_on_a_tilted_detector_from_nexus_transformations(tmp_path):
     img = agbeh(q, width=0.002) * cos_incidence**3 * 50
     path = tmp_path / "agbeh_tilted.nxs"
     _write(path, np.stack([img, 2 * img]))
-    summary, outputs = run_saxs([path], {"mode": "azimuthal", "q_bins": 600, "beamstop": "none"}, tmp_path / "job")
+    summary, outputs = run_saxs([path], {"mode": "azimuthal", "integration.q_bins": 600, "masks.beamstop": "none"}, tmp_path / "job")
     assert summary["frames"] == 2
     with h5py.File(outputs["saxs_iq.h5"]) as f:
         entry = f[sorted(k for k in f if k.startswith("sasentry"))[0]]
@@ -146,18 +145,18 @@ def test_rings_on_a_tilted_detector_from_nexus_transformations(tmp_path):
 def test_parameters_override_the_chain_and_bad_chains_are_named(tmp_path):
     path = tmp_path / "det.nxs"
     _write(path, np.ones((1, *SHAPE)))
-    s0, _ = run_saxs([path], {"q_bins": 50, "beamstop": "none"}, tmp_path / "j0")
-    s1, _ = run_saxs([path], {"q_bins": 50, "beamstop": "none", "distance_mm": 400.0}, tmp_path / "j1")
+    s0, _ = run_saxs([path], {"integration.q_bins": 50, "masks.beamstop": "none"}, tmp_path / "j0")
+    s1, _ = run_saxs([path], {"integration.q_bins": 50, "masks.beamstop": "none", "geometry.distance_mm": 400.0}, tmp_path / "j1")
     # a longer distance: the same pixels see smaller angles
     assert s1["q_max"] < 0.75 * s0["q_max"]
     bad = [*CHAIN[:-1], ("distance", "shear", 1.0, "mm", (0, 0, 1), None)]
     path2 = tmp_path / "bad.nxs"
     _write(path2, np.ones((1, *SHAPE)), chain=bad)
     with pytest.raises(errors.InvalidInput, match="bad.nxs.*shear"):
-        run_saxs([path2], {"q_bins": 50}, tmp_path / "j2")
+        run_saxs([path2], {"integration.q_bins": 50}, tmp_path / "j2")
     # a chain that cannot be used does not matter when the parameters give the geometry
-    s3, _ = run_saxs([path2], {"q_bins": 50, "beamstop": "none", "beam_center_px": [140, 130],
-                               "distance_mm": 250}, tmp_path / "j3")
+    s3, _ = run_saxs([path2], {"integration.q_bins": 50, "masks.beamstop": "none", "geometry.beam_center_px": [140, 130],
+                               "geometry.distance_mm": 250}, tmp_path / "j3")
     assert s3["frames"] == 1
 
 
@@ -166,20 +165,16 @@ def test_a_poni_files_rot3_is_kept(tmp_path):
     takes the PONI's six numbers: χ and 2θ of every pixel as pyFAI's own loader gives."""
     import pyFAI
 
-    from panreduce_saxs.technique import Technique
-
     poni = tmp_path / "rot3.poni"
     poni.write_text(
         "poni_version: 2\n"
         f'Detector: Detector\nDetector_config: {{"pixel1": {PIX}, "pixel2": {PIX}, "max_shape": {list(SHAPE)}}}\n'
         "Distance: 0.25\nPoni1: 0.02\nPoni2: 0.025\nRot1: 0.05\nRot2: -0.03\nRot3: 0.4\nWavelength: 1e-10\n")
-    technique = Technique()
-    (staged,) = stage([poni]).files
     ref = pyFAI.load(str(poni))
-    _, ai = technique._geometry(technique.validate_parameters({}), staged, {}, SHAPE)
+    ai = make_integrator(resolve_geometry(SHAPE, poni=poni), SHAPE)
     for unit in ("chi_rad", "2th_rad"):
         a, b = ai.center_array(SHAPE, unit=unit, scale=False), ref.center_array(SHAPE, unit=unit, scale=False)
         assert np.abs(np.angle(np.exp(1j * (a - b)))).max() < 1e-9, unit
     # with a distance given, the Fit2D equivalent: 2θ changes, as asked
-    _, ai2 = technique._geometry(technique.validate_parameters({"distance_mm": 500}), staged, {}, SHAPE)
+    ai2 = make_integrator(resolve_geometry(SHAPE, poni=poni, distance_mm=500), SHAPE)
     assert ai2.getFit2D()["directDist"] == pytest.approx(500)

@@ -22,92 +22,43 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-HC_KEV_A = 12.398419843320026  # h c in keV Å
+from panreduce_saxs.geometry import Geometry, geometry_of, make_integrator
+
 DUMMY = -1.0e9  # value of pixels masked frame by frame (exact in float32; below every threshold)
+CACHED_INTEGRATORS = 8  # pyFAI integrators kept across the jobs of a service
 
 Splitting = Literal["no", "bbox", "full"]
 ErrorModel = Literal["poisson", "azimuthal", "none"]
 
-
-@dataclass(frozen=True)
-class Geometry:
-    """A flat detector's geometry in Fit2D-like terms (pyFAI pixel convention)."""
-
-    distance_m: float  # sample to point of normal incidence
-    wavelength_m: float
-    center_x_px: float  # column of the direct beam (pyFAI/Fit2D convention)
-    center_y_px: float  # row of the direct beam
-    pixel1_m: float  # pixel height (rows)
-    pixel2_m: float  # pixel width (columns)
-    tilt_deg: float = 0.0
-    tilt_plane_deg: float = 0.0
-    # pyFAI's (dist, poni1, poni2, rot1, rot2, rot3) (m, rad) when the geometry comes from
-    # NeXus transformations: used as is (it keeps rot3, which Fit2D terms drop); the
-    # Fit2D fields above are then its equivalent (beam centre, direct distance, tilt)
-    poni: tuple[float, float, float, float, float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.poni is not None:
-            object.__setattr__(self, "poni", tuple(float(v) for v in self.poni))
-
-    @property
-    def wavelength_A(self) -> float:
-        return self.wavelength_m * 1e10
-
-    def q_of_radius(self, r_m: np.ndarray | float) -> np.ndarray:
-        """q (1/Å) of a distance from the beam centre on an untilted detector (m)."""
-        two_theta = np.arctan(np.asarray(r_m, dtype=float) / self.distance_m)
-        return 4 * np.pi * np.sin(two_theta / 2) / self.wavelength_A
+_INTEGRATORS: dict[tuple, Any] = {}
+_INTEGRATORS_LOCK = threading.Lock()
 
 
-def make_integrator(geometry: Geometry, shape: tuple[int, int]):  # -> AzimuthalIntegrator
-    """A pyFAI AzimuthalIntegrator for ``geometry`` and a detector of ``shape`` pixels."""
-    from pyFAI.detectors import Detector
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-
-    det = Detector(pixel1=geometry.pixel1_m, pixel2=geometry.pixel2_m, max_shape=tuple(shape))
-    if geometry.poni is not None:
-        dist, poni1, poni2, rot1, rot2, rot3 = geometry.poni
-        ai = AzimuthalIntegrator(dist=dist, poni1=poni1, poni2=poni2, rot1=rot1, rot2=rot2, rot3=rot3,
-                                 detector=det, wavelength=geometry.wavelength_m)
+def integrator_for(geometry: Geometry, shape: tuple[int, int], mask: np.ndarray | None = None) -> Any:
+    """pyFAI integrators kept across jobs of the service: the sparse integration matrix
+    pyFAI builds on first use (a second for a 4M detector) is reused by the next job with
+    the same geometry, binning and mask. With ``mask``, one whose detector carries that
+    mask: pyFAI then takes the mask and its checksum from the detector instead of
+    checksumming a mask passed with every frame (1-2 ms per 4M frame; same result)."""
+    key = (geometry, tuple(shape), None if mask is None else hashlib.sha1(np.packbits(mask)).hexdigest())
+    with _INTEGRATORS_LOCK:
+        ai = _INTEGRATORS.get(key)
+        if ai is None:
+            if len(_INTEGRATORS) >= CACHED_INTEGRATORS:
+                _INTEGRATORS.pop(next(iter(_INTEGRATORS)))
+            ai = make_integrator(geometry, shape)
+            if mask is not None:
+                ai.detector.mask = np.asarray(mask, dtype=np.int8)
+            _INTEGRATORS[key] = ai
         return ai
-    ai = AzimuthalIntegrator(detector=det)
-    ai.setFit2D(geometry.distance_m * 1e3, geometry.center_x_px, geometry.center_y_px,
-                tilt=geometry.tilt_deg, tiltPlanRotation=geometry.tilt_plane_deg,
-                pixelX=geometry.pixel2_m * 1e6, pixelY=geometry.pixel1_m * 1e6)
-    ai.wavelength = geometry.wavelength_m
-    return ai
-
-
-def geometry_of(ai) -> Geometry:  # noqa: ANN001
-    """The Fit2D-like geometry of a pyFAI integrator (e.g. one loaded from a PONI file)."""
-    f2d = ai.getFit2D()
-    return Geometry(
-        distance_m=f2d["directDist"] * 1e-3, wavelength_m=float(ai.wavelength),
-        center_x_px=f2d["centerX"], center_y_px=f2d["centerY"],
-        pixel1_m=float(ai.detector.pixel1), pixel2_m=float(ai.detector.pixel2),
-        tilt_deg=f2d["tilt"], tilt_plane_deg=f2d["tiltPlanRotation"],
-    )
-
-
-def fit2d_of_poni(poni: tuple[float, ...], pixel1_m: float, pixel2_m: float) -> dict[str, float]:
-    """Fit2D-like terms (direct distance m, beam centre px, tilt and its plane, degrees) of
-    pyFAI's (dist, poni1, poni2, rot1, rot2, rot3)."""
-    from pyFAI.detectors import Detector
-    from pyFAI.integrator.azimuthal import AzimuthalIntegrator
-
-    dist, poni1, poni2, rot1, rot2, rot3 = poni
-    ai = AzimuthalIntegrator(dist=dist, poni1=poni1, poni2=poni2, rot1=rot1, rot2=rot2, rot3=rot3,
-                             detector=Detector(pixel1=pixel1_m, pixel2=pixel2_m))
-    f2d = ai.getFit2D()
-    return {"distance_m": f2d["directDist"] * 1e-3, "center_x_px": f2d["centerX"], "center_y_px": f2d["centerY"],
-            "tilt_deg": f2d["tilt"], "tilt_plane_deg": f2d["tiltPlanRotation"]}
 
 
 @dataclass
@@ -142,7 +93,7 @@ class IntegrationSetup:
     flat: np.ndarray | None = None
     solid_angle: bool = True
     polarization: float | None = None  # pyFAI factor in [-1, 1]; None = no correction
-    splitting: Splitting = "no"
+    pixel_splitting: Splitting = "no"
     error_model: ErrorModel = "poisson"
     q_bins: int = 0  # 0: one bin per pixel of radius
     q_range: tuple[float, float] | None = None  # 1/Å
@@ -180,6 +131,15 @@ class Integrator:
 
     # -- binning -------------------------------------------------------------------------
     def _binning(self) -> tuple[str, tuple[float, float] | None, int]:
+        """(pyFAI unit, radial range, bins). ``q_bins=0``: one bin per pixel of radius.
+
+        This and :meth:`_radial_to_q` convert between pyFAI's radius ``r`` and q by
+        q = 4π sin(½ atan(r/d))/λ themselves: pyFAI gives every *pixel's* r and q
+        (``array_from_unit``) but no conversion of 1-D bin positions from one radial unit to
+        another, and the bins must be centred on whole-pixel radii (as beamline software
+        bins), which only integrating in r gives. The formula is pyFAI's own definition of
+        r (``units.eq_r``: distance from the beam in the plane normal to it) for the
+        direct-beam distance d; the tests check the q axis against pyFAI's pixel q."""
         s = self.setup
         if s.q_bins > 0:
             return "q_A^-1", s.q_range, s.q_bins
@@ -206,6 +166,36 @@ class Integrator:
         geo = geometry_of(self.ai)
         return geo.q_of_radius(np.asarray(radial, dtype=float) * 1e-3)
 
+    # -- corrected images ----------------------------------------------------------------
+    def q_xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """(Qx, Qy) of every pixel centre (1/Å): pyFAI's q and χ."""
+        q = self.ai.center_array(self.shape, unit="q_A^-1")
+        chi = self.ai.center_array(self.shape, unit="chi_rad")
+        return q * np.cos(chi), q * np.sin(chi)
+
+    def corrected_image(self, frame: np.ndarray, normalization: float = 1.0, *,
+                        extra_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(I, σ, mask) of every pixel: the frame corrected as pyFAI corrects it before
+        integrating (pyFAI's own ``preproc``: dark, flat, solid angle, polarisation, the
+        normalisation factor; Poisson variance max(raw, 1) + dark), 0 where masked."""
+        from pyFAI.containers import ErrorModel as PyFAIErrorModel
+        from pyFAI.engines.preproc import preproc
+
+        s = self.setup
+        ai = self.ai
+        mask = self.mask if extra_mask is None else (self.mask | extra_mask)
+        res = preproc(
+            np.asarray(frame), dark=s.dark, flat=s.flat, mask=mask, normalization_factor=float(normalization),
+            solidangle=ai.solidAngleArray(self.shape) if s.solid_angle else None,
+            polarization=ai.polarization(self.shape, s.polarization) if s.polarization is not None else None,
+            split_result=4, error_model=PyFAIErrorModel.POISSON, dtype=np.float64)
+        signal, variance, norm, count = (res[..., k] for k in range(4))
+        valid = count > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            img = np.where(valid, signal / norm, 0.0)
+            err = np.where(valid, np.sqrt(variance) / norm, 0.0)
+        return img, err, ~valid
+
     # -- integration ---------------------------------------------------------------------
     @staticmethod
     def _dummies(frame: np.ndarray, extra_mask: np.ndarray | None) -> tuple[np.ndarray, dict]:
@@ -223,7 +213,7 @@ class Integrator:
         s = self.setup
         frame, dummies = self._dummies(frame, extra_mask)
         res = self.ai.integrate1d(
-            frame, self._npt, unit=self._radial_unit, method=_method(s.splitting), **dummies,
+            frame, self._npt, unit=self._radial_unit, method=_method(s.pixel_splitting), **dummies,
             correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
             mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=self._radial_range,
             azimuth_range=chi_range or s.chi_range, error_model=self._error_model,
@@ -245,7 +235,7 @@ class Integrator:
         npt = s.q_bins if s.q_bins > 0 else self._npt
         frame, dummies = self._dummies(frame, extra_mask)
         res = self.ai.integrate2d(
-            frame, npt, s.chi_bins, unit="q_A^-1", method=_method(s.splitting), **dummies,
+            frame, npt, s.chi_bins, unit="q_A^-1", method=_method(s.pixel_splitting), **dummies,
             correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
             mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=s.q_range,
             azimuth_range=s.chi_range, error_model=self._error_model,
@@ -259,60 +249,3 @@ class Integrator:
             i[empty] = np.nan
             sig[empty] = np.nan
         return Cake(q=np.asarray(res.radial, float), chi=np.asarray(res.azimuthal, float), i=i, sigma=sig)
-
-
-# -- curve arithmetic ------------------------------------------------------------------------
-def subtract(sample: Curve, background: Curve, scale: float = 1.0) -> Curve:
-    """``sample - scale * background`` on the sample's q (background interpolated when
-    the grids differ); errors added in quadrature."""
-    if sample.q.shape == background.q.shape and np.allclose(sample.q, background.q, rtol=1e-9, atol=0):
-        bi, bs = background.i, background.sigma
-    else:
-        bi = np.interp(sample.q, background.q, background.i, left=np.nan, right=np.nan)
-        bs = np.interp(sample.q, background.q, background.sigma, left=np.nan, right=np.nan)
-    i = sample.i - scale * bi
-    sigma = np.sqrt(sample.sigma**2 + (scale * bs) ** 2)
-    good = np.isfinite(i)
-    return Curve(sample.q[good], i[good], sigma[good], None if sample.count is None else sample.count[good])
-
-
-def scale_curve(curve: Curve, factor: float) -> Curve:
-    return Curve(curve.q, curve.i * factor, curve.sigma * abs(factor), curve.count)
-
-
-# X-ray differential scattering cross-section of water at 20 °C (293 K), cm^-1:
-# Orthaber, Bergmann & Glatter (2000), J. Appl. Cryst. 33, 218-225.
-WATER_DSIGMA_20C = 0.01632
-
-
-def absolute_scale_factor(measured: Curve, ref_q: np.ndarray, ref_i: np.ndarray,
-                          q_range: tuple[float, float] | None = None) -> tuple[float, float]:
-    """Factor F (and its standard error) with ``F * measured ≈ reference`` over ``q_range``.
-
-    ``ref_i`` is the standard's known absolute curve (e.g. NIST SRM 3600 glassy carbon) on
-    ``ref_q``, or one number for a flat standard (water). F is the inverse-variance
-    weighted least-squares ratio sum(w m r) / sum(w m²) with w = 1/σ_m²."""
-    q = measured.q
-    sel = np.isfinite(measured.i) & (measured.sigma > 0)
-    if q_range is not None:
-        sel &= (q >= q_range[0]) & (q <= q_range[1])
-    ref_q = np.atleast_1d(np.asarray(ref_q, dtype=float))
-    ref_i = np.atleast_1d(np.asarray(ref_i, dtype=float))
-    if ref_i.size == 1:
-        ref = np.full(q.shape, float(ref_i[0]))
-    else:
-        order = np.argsort(ref_q)
-        ref = np.interp(q, ref_q[order], ref_i[order], left=np.nan, right=np.nan)
-        sel &= np.isfinite(ref)
-    if sel.sum() < 3:
-        raise ValueError("fewer than 3 points where the standard and its reference overlap")
-    m, r, s = measured.i[sel], ref[sel], measured.sigma[sel]
-    w = 1.0 / s**2
-    denom = float(np.sum(w * m * m))
-    factor = float(np.sum(w * m * r) / denom)
-    # scatter-based error (the reference has its own errors; use the residual scatter)
-    resid = r - factor * m
-    dof = max(int(sel.sum()) - 1, 1)
-    chi2 = float(np.sum(w * resid**2) / dof)
-    err = math.sqrt(max(chi2, 1.0) / denom)
-    return factor, err

@@ -5,6 +5,9 @@ All masks are boolean arrays, True where a pixel is excluded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
 
@@ -167,3 +170,82 @@ def read_mask_file(path, source: str, shape: tuple[int, int]) -> np.ndarray:  # 
     if data.shape != tuple(shape):
         raise errors.InvalidInput(source, f"mask of shape {data.shape} does not fit frames of shape {tuple(shape)}")
     return np.asarray(data) != 0
+
+
+# -- a job's masks ----------------------------------------------------------------------------
+@dataclass
+class JobMasks:
+    """A job's masks, found on its first frame.
+
+    ``mask`` is the first frame's whole mask; ``fixed`` what every frame shares (mask file,
+    detector gaps, rectangles, beamstop shadow) and ``base`` the same without the shadow.
+    With ``per_frame``, each frame's thresholds and hot pixels are found on that frame
+    (:meth:`own`) and the integrator holds ``fixed`` only."""
+
+    mask: np.ndarray
+    fixed: np.ndarray
+    base: np.ndarray
+    info: dict[str, Any]
+    per_frame: bool = False
+    below: float | None = 0.0
+    above: float | None = None
+    hot_pixel_sigma: float = 0.0
+
+    @property
+    def integrator_mask(self) -> np.ndarray:
+        return self.fixed if self.per_frame else self.mask
+
+    def own(self, pixels: np.ndarray) -> np.ndarray | None:
+        """A frame's own threshold and hot-pixel mask (``per_frame``), else None. Hot pixels
+        are found with the fixed mask but not the beamstop, as for the first frame."""
+        if not self.per_frame:
+            return None
+        mask = threshold_mask(pixels, self.below, self.above)
+        if self.hot_pixel_sigma > 0:
+            mask |= hot_pixel_mask(pixels, mask | self.base, self.hot_pixel_sigma)
+        return mask
+
+
+def job_masks(first: np.ndarray, center_x_px: float, center_y_px: float, *, file_mask: np.ndarray | None = None,
+              source: str = "", field_prefix: str = "", below: float | None = 0.0, above: float | None = None,
+              rectangles: str = "", detector: str = "", beamstop: str = "auto", hot_pixel_sigma: float = 0.0,
+              per_frame: bool = False) -> JobMasks:
+    """The masks of a job whose first frame is ``first`` (see :class:`JobMasks`);
+    InvalidParameters names (``field_prefix`` + keyword) a detector or rectangles that
+    cannot be used, InvalidInput the frame's ``source`` when every pixel is masked."""
+    from panreduce import errors
+    from panreduce.errors import FieldViolation, InvalidParameters
+
+    shape = first.shape
+    base = np.zeros(shape, dtype=bool)
+    if file_mask is not None:
+        base |= file_mask
+    try:
+        if detector:
+            base |= detector_gap_mask(detector, shape)
+    except ValueError as exc:
+        raise InvalidParameters([FieldViolation(field_prefix + "detector", str(exc))]) from None
+    try:
+        if rectangles:
+            base |= rectangles_mask(shape, parse_rectangles(rectangles))
+    except ValueError as exc:
+        raise InvalidParameters([FieldViolation(field_prefix + "rectangles", str(exc))]) from None
+    fixed = base
+    mask = threshold_mask(first, below, above)
+    info: dict[str, Any] = {"masked_threshold": int(mask.sum())}
+    mask |= base
+    if hot_pixel_sigma > 0:
+        hot = hot_pixel_mask(first, mask, hot_pixel_sigma)
+        info["masked_hot"] = int(hot.sum())
+        mask |= hot
+    if beamstop == "auto":
+        shadow = beamstop_mask(first, mask, center_x_px, center_y_px)
+        info["masked_beamstop"] = int(shadow.sum())
+        if shadow.any():
+            rows, cols = np.nonzero(shadow)
+            info["beamstop_box"] = [int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())]
+        mask |= shadow
+        fixed = fixed | shadow
+    if mask.all():
+        raise errors.InvalidInput(source, "every pixel is masked")
+    return JobMasks(mask, fixed, base, info, per_frame, below, above, hot_pixel_sigma)
