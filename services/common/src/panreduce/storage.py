@@ -11,13 +11,14 @@ destination so that no half-written file is ever visible under its final name.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -57,7 +58,7 @@ class Store(ABC):
         """A local path holding the object's bytes (may be the object itself)."""
 
     @abstractmethod
-    def publish(self, files: list[tuple[Path, str]], dest: str) -> list[str]:
+    def publish(self, files: builtins.list[tuple[Path, str]], dest: str) -> builtins.list[str]:
         """Put (local file, relative name) pairs under ``dest`` atomically; return URIs.
         Never overwrites: an existing target fails the whole publish before anything
         is visible."""
@@ -154,7 +155,7 @@ class LocalStore(Store):
             while block := f.read(CHUNK):
                 yield block
 
-    def publish(self, files: list[tuple[Path, str]], dest: str) -> list[str]:
+    def publish(self, files: builtins.list[tuple[Path, str]], dest: str) -> builtins.list[str]:
         dest_dir = self.path_of(dest.rstrip("/") or "/")
         targets = [(src, dest_dir / name) for src, name in files]
         for _, target in targets:  # a link already in the folder must not carry a result elsewhere
@@ -273,24 +274,46 @@ class Stores:
 
 
 def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
-                 max_bytes: int | None = None, on_file=None) -> Inputs:  # noqa: ANN001
-    """Stage every input URI into ``scratch`` and checksum it."""
+                 max_bytes: int | None = None, on_file: Callable[[ObjectRef], object] | None = None,
+                 accept: Callable[[Path], bool] | None = None,
+                 on_skip: Callable[[str, str], object] | None = None) -> Inputs:
+    """Stage every input URI into ``scratch`` and checksum it. ``accept(path)`` (a
+    technique's ``accepts``) judges each file found in a folder input: the others are
+    skipped, each named to ``on_skip(uri, why)``."""
     items: list[StagedInput] = []
     scratch.mkdir(parents=True, exist_ok=True)
     for uri in uris:
         store = stores.for_uri(uri)
         refs = store.list(uri)
+        judge = accept if accept is not None and store.is_prefix(uri) else None
+        skipped: list[str] = []
         staged: list[StagedFile] = []
         for ref in refs:
+            if judge is not None and ref.size == 0:
+                skipped.append(ref.name)
+                if on_skip is not None:
+                    on_skip(ref.uri, "empty (0 bytes)")
+                continue
             if ref.size == 0:
                 raise errors.InvalidInput(ref.uri, "the file is empty (0 bytes)")
             if max_bytes is not None and ref.size > max_bytes:
                 raise errors.InputTooLarge(ref.uri, ref.size, max_bytes)
             local = store.stage(ref, scratch / "inputs" / str(len(items)))
+            if judge is not None and not judge(local):
+                skipped.append(ref.name)
+                if on_skip is not None:
+                    on_skip(ref.uri, "not a file this technique reads")
+                if not isinstance(store, LocalStore):
+                    local.unlink(missing_ok=True)  # a staged copy, not the file itself
+                continue
             staged.append(StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size,
                                      sha256=store.known_sha256(local) or sha256_file(local)))
             if on_file is not None:
                 on_file(ref)
+        if not staged:
+            shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            raise errors.InvalidInput(uri, f"none of its {len(skipped)} file(s) is one this technique reads "
+                                      f"(skipped {shown})")
         prefix = store.is_prefix(uri)
         if prefix and isinstance(store, LocalStore):
             root = store.path_of(uri)  # files of the folder may be links to elsewhere

@@ -271,7 +271,9 @@ def run_request(tech: Technique, request: pb.ReduceRequest, *, stores: Stores, j
         ctx.progress(0.0, "stage", f"staging {len(request.inputs)} input(s)")
         inputs = stage_inputs(stores, list(request.inputs), scratch,
                               max_bytes=max_input_bytes if max_input_bytes is not None else cls.max_input_bytes,
-                              on_file=lambda ref: BYTES_STAGED.labels(name, name).inc(ref.size))
+                              on_file=lambda ref: BYTES_STAGED.labels(name, name).inc(ref.size),
+                              accept=None if request.merge else cls.accepts,  # a merge reads the kit's parts
+                              on_skip=lambda uri, why: ctx.log(f"skipped {uri}: {why}", "warning"))
         ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
         found = catalogue.extract(inputs.files)
         if contract:

@@ -314,6 +314,13 @@ class Technique(Generic[P, D]):
 
     # -- helpers the kit uses -------------------------------------------------------
     @classmethod
+    def accepts(cls, path: Path) -> bool:  # noqa: ARG003 - the default takes every file
+        """Whether a file found in a folder input is one this technique reads, judged by
+        its content (e.g. :func:`is_hdf5`), not its name; the kit skips the others with a
+        log line naming them. Files named one by one are always given to the technique."""
+        return True
+
+    @classmethod
     def parameters_schema(cls) -> dict[str, Any]:
         return cls.Parameters.model_json_schema()
 
@@ -324,6 +331,28 @@ class Technique(Generic[P, D]):
             return cls.Parameters.model_validate(dict(raw))  # type: ignore[return-value]
         except pydantic.ValidationError as exc:
             raise InvalidParameters(_violations(cls.Parameters, exc)) from None
+
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: Path) -> bool:
+    """The HDF5 signature at offset 0, 512, 1024, 2048, ... (a user block moves it), read
+    without opening the file as HDF5: for :meth:`Technique.accepts`."""
+    try:
+        with open(path, "rb") as f:
+            offset = 0
+            while offset <= 1 << 20:
+                f.seek(offset)
+                head = f.read(len(HDF5_SIGNATURE))
+                if head == HDF5_SIGNATURE:
+                    return True
+                if len(head) < len(HDF5_SIGNATURE):
+                    return False
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
 
 
 def _violations(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> list[FieldViolation]:
