@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -23,10 +24,15 @@ from panreduce.nxcansas import (
     write_entry_2d,
     write_transmission_spectrum,
 )
+from panreduce_sans.batch import BatchRow
+from panreduce_sans.chain import RowResult, TransmissionResult
+from panreduce_sans.instrument import Instrument
+from panreduce_sans.params import SansParameters
 from panreduce_sans.q1d import IQxy
-from panreduce_sans.reduction import RowResult, TransmissionResult
+from panreduce_sans.settings import Settings
 
-__all__ = ["OutputMetadata", "plot_iq", "write_cansas_xml", "write_nxcansas", "write_nxcansas_2d"]
+__all__ = ["OutputMetadata", "output_metadata", "plot_iq", "row_summary", "write_cansas_xml", "write_nxcansas",
+           "write_nxcansas_2d"]
 
 
 @dataclass(frozen=True)
@@ -174,3 +180,69 @@ def plot_iq(path: Path, result: RowResult) -> None:
     ax.grid(True, which="both", alpha=0.3)
     fig.savefig(path)
     plt.close(fig)
+
+
+# -- what each output records ----------------------------------------------------------
+def output_metadata(inst: Instrument, settings: Settings, result: RowResult, *, row: BatchRow,
+                    params: SansParameters, version: str, user_file_name: str,
+                    user_file_text: str) -> OutputMetadata:
+    """Instrument, detector and process metadata of one output (one bank, or merged)."""
+    names = ("main", "hab") if result.bank == "merged" else (result.bank,)
+    banks = [settings.bank(b) for b in names]
+    first = banks[0]
+    terms = {"batch_file": params.batch_file, "batch_line": str(row.line),
+             "detector": result.bank,
+             "direct_beam_file": " ".join(b.direct_file for b in banks),
+             "flat_cell_file": " ".join(b.flat_file or "(none: F = 1)" for b in banks),
+             "q_assignment": params.q_assignment,
+             "normalisation_errors": str(params.normalisation_errors).lower()}
+    if settings.gravity:
+        terms["gravity"] = f"on, extra length {settings.gravity_extra_length} m"
+    if settings.phi is not None:
+        lo, hi, mirror = settings.phi
+        terms["sector"] = f"phi {lo} to {hi} deg{' and mirror' if mirror else ''}"
+    if result.merge is not None:
+        m = result.merge
+        terms["merge"] = (f"HAB rescale {m.rescale:.6g}{' (fitted)' if settings.merge.fit_rescale else ''}, "
+                          f"shift {m.shift:.6g} 1/cm{' (fitted)' if settings.merge.fit_shift else ''}, "
+                          f"merge range {m.overlap[0]:.6g}-{m.overlap[1]:.6g} 1/angstrom")
+    if any(b.name == "hab" for b in banks) and inst.hab_note:
+        terms["hab_geometry"] = inst.hab_note
+    return OutputMetadata(
+        instrument=inst.name, detector=" + ".join(b.bank.name for b in banks),
+        sdd=first.bank.z - settings.sample_z,
+        beam_centre=(first.centre[0] * 1e3, first.centre[1] * 1e3),
+        pixel_size=(first.bank.pixel_size[0] * 1e3, first.bank.pixel_size[1] * 1e3),
+        user_file_name=user_file_name, user_file_text=user_file_text,
+        program="panreduce-sans", version=version, terms=terms)
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def row_summary(row: BatchRow, name: str, result: RowResult) -> dict[str, Any]:
+    s = result.sample
+    out: dict[str, Any] = {
+        "output": name,
+        "batch_line": row.line,
+        "detector": result.bank,
+        "sample_runs": list(s.run.runs),
+        "can_runs": list(result.can.run.runs) if result.can else [],
+        "scale": _num(s.scale),
+        "volume_mm3": _num(s.volume),
+        "n_q": int(result.q.size),
+        "i_first": _num(result.intensity[0]),
+        "i_last": _num(result.intensity[-1]),
+    }
+    for which, res in (("sample", s), ("can", result.can)):
+        if res is not None and res.transmission is not None:
+            t = res.transmission
+            out[f"{which}_transmission_mean"] = _num(np.mean(t.fit.values))
+            out[f"{which}_transmission_fit"] = [_num(c) for c in t.fit.coefficients]
+    if result.merge is not None:
+        out["merge_rescale"] = _num(result.merge.rescale)
+        out["merge_shift"] = _num(result.merge.shift)
+        out["merge_range"] = [_num(result.merge.overlap[0]), _num(result.merge.overlap[1])]
+    return out

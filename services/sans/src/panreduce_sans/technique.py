@@ -12,36 +12,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from panreduce import errors
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce_sans import __version__
 from panreduce_sans.batch import BatchError, BatchRow, RKHData, RunRef, parse_batch, parse_rkh
+from panreduce_sans.chain import BatchChain
 from panreduce_sans.instrument import INSTRUMENTS, Instrument
 from panreduce_sans.output import (
-    OutputMetadata,
+    output_metadata,
     plot_iq,
+    row_summary,
     write_cansas_xml,
     write_nxcansas,
     write_nxcansas_2d,
 )
 from panreduce_sans.params import SansParameters
-from panreduce_sans.rawfile import RawRun, SampleGeometry, read_run, read_run_info, sum_runs
-from panreduce_sans.reduction import (
-    ReductionError,
-    RowResult,
-    ScatterResult,
-    Settings,
-    TransmissionResult,
-    calculate_transmission,
-    detector_setup,
-    merge_rows,
-    reduce_scatter,
-    settings_from_user_file,
-    subtract,
-)
+from panreduce_sans.rawfile import RawRun, read_run, read_run_info, sum_runs
+from panreduce_sans.settings import ReductionError, Settings, settings_from_user_file
 from panreduce_sans.userfile import UserFile, parse_user_file
 
 _RUN_FILE = re.compile(r"^([A-Za-z]+)0*(\d+)(-add)?\.nxs$", re.IGNORECASE)
@@ -209,66 +197,21 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
     # -- reduce ----------------------------------------------------------------------------
     def reduce(self, data: LoadedBatch, params: SansParameters, ctx: Context) -> Mapping[str, Any]:
         settings = data.settings
-        dets = {b.name: detector_setup(settings, b.name) for b in settings.banks}
-        trans_cache: dict[tuple[str, str, str], TransmissionResult] = {}
-        scatter_cache: dict[tuple, ScatterResult] = {}
-
-        def transmission(trans_ref: RunRef | None, direct_ref: RunRef | None, which: str) -> TransmissionResult | None:
-            if trans_ref is None or direct_ref is None:
-                return None
-            key = (trans_ref.label, direct_ref.label, which)
-            if key not in trans_cache:
-                fit = settings.fit_sample if which == "sample" else settings.fit_can
-                trans_cache[key] = calculate_transmission(
-                    data.trans[trans_ref.label], data.trans[direct_ref.label], settings, fit)
-            return trans_cache[key]
-
-        def scatter(ref: RunRef, t: TransmissionResult | None, key_t, sample: SampleGeometry | None,  # noqa: ANN001
-                    bank: str) -> ScatterResult:
-            key = (ref.label, key_t, sample, bank)
-            if key not in scatter_cache:
-                scatter_cache[key] = reduce_scatter(data.scatter[ref.label], t, settings, dets[bank], sample=sample)
-            return scatter_cache[key]
-
+        chain = BatchChain(settings, data.scatter, data.trans)
         inst = data.instrument
         rows_summary = []
         n = len(data.rows)
         for k, row in enumerate(data.rows):
             ctx.progress(k / n, "reduce", f"row {row.line}: {row.output_as}")
+            run_s = data.scatter[row.sample_sans.label]
             try:
-                t_s = transmission(row.sample_trans, row.sample_direct_beam, "sample")
-                run_s = data.scatter[row.sample_sans.label]
-                # batch-row geometry overrides apply to sample and can alike (one row, one state);
-                # without them each uses the sample block of the first run of its own sum
-                overridden = bool(row.sample_thickness or row.sample_width or row.sample_height)
-                geom = run_s.sample
-                if overridden:
-                    geom = SampleGeometry(row.sample_thickness or geom.thickness, row.sample_width or geom.width,
-                                          row.sample_height or geom.height, geom.shape)
-                key_s = None if t_s is None else (t_s.run, t_s.direct, "sample")
-                t_c = key_c = None
-                if row.can_sans is not None:
-                    t_c = transmission(row.can_trans, row.can_direct_beam, "can")
-                    key_c = None if t_c is None else (t_c.run, t_c.direct, "can")
-                per_bank = {}
-                for b in settings.banks:
-                    res_s = scatter(row.sample_sans, t_s, key_s, geom, b.name)
-                    res_c = None
-                    if row.can_sans is not None:
-                        res_c = scatter(row.can_sans, t_c, key_c, geom if overridden else None, b.name)
-                    per_bank[b.name] = subtract(row.output_as, res_s, res_c)
-                if settings.detector == "merged":
-                    merged = merge_rows(per_bank["main"], per_bank["hab"], settings.merge)
-                    results = {row.output_as: merged, **{f"{row.output_as}_{b}": r for b, r in per_bank.items()}}
-                elif settings.detector == "both":
-                    results = {f"{row.output_as}_{b}": r for b, r in per_bank.items()}
-                else:
-                    results = {row.output_as: per_bank[settings.detector]}
+                results = chain.row(row, run_s)
             except ReductionError as exc:
                 raise errors.InvalidInput(params.batch_file, f"line {row.line} ({row.output_as}): {exc}") from None
             for name, result in results.items():
                 ctx.progress((k + 0.7) / n, "write", f"{name}.h5")
-                meta = self._metadata(inst, settings, data, params, row, result)
+                meta = output_metadata(inst, settings, result, row=row, params=params, version=self.version,
+                                       user_file_name=data.user_file_name, user_file_text=data.user_file.text)
                 write_nxcansas(ctx.output_path(f"{name}.h5", format="nxcansas"), result, meta)
                 if params.plots:
                     plot_iq(ctx.output_path(f"{name}.png", format="png", role="preview"), result)
@@ -277,8 +220,9 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
                 if params.qxy and result.iqxy is not None:
                     write_nxcansas_2d(ctx.output_path(f"{name}_2d.h5", format="nxcansas"),
                                       f"{name} I(Qx,Qy)", str(run_s.run_number), result.iqxy, result, meta)
-                rows_summary.append(_row_summary(row, name, result))
+                rows_summary.append(row_summary(row, name, result))
         ctx.progress(1.0, "write", "done")
+        dets = chain.detectors
         return {
             "outputs": [r["output"] for r in rows_summary],
             "rows": rows_summary,
@@ -290,69 +234,6 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
             "pixels_used_by_bank": {name: int(d.keep.sum()) for name, d in dets.items()},
             "warnings": data.warnings,
         }
-
-    def _metadata(self, inst: Instrument, settings: Settings, data: LoadedBatch, params: SansParameters,
-                  row: BatchRow, result: RowResult) -> OutputMetadata:
-        """Instrument, detector and process metadata of one output (one bank, or merged)."""
-        names = ("main", "hab") if result.bank == "merged" else (result.bank,)
-        banks = [settings.bank(b) for b in names]
-        first = banks[0]
-        terms = {"batch_file": params.batch_file, "batch_line": str(row.line),
-                 "detector": result.bank,
-                 "direct_beam_file": " ".join(b.direct_file for b in banks),
-                 "flat_cell_file": " ".join(b.flat_file or "(none: F = 1)" for b in banks),
-                 "q_assignment": params.q_assignment,
-                 "normalisation_errors": str(params.normalisation_errors).lower()}
-        if settings.gravity:
-            terms["gravity"] = f"on, extra length {settings.gravity_extra_length} m"
-        if settings.phi is not None:
-            lo, hi, mirror = settings.phi
-            terms["sector"] = f"phi {lo} to {hi} deg{' and mirror' if mirror else ''}"
-        if result.merge is not None:
-            m = result.merge
-            terms["merge"] = (f"HAB rescale {m.rescale:.6g}{' (fitted)' if settings.merge.fit_rescale else ''}, "
-                              f"shift {m.shift:.6g} 1/cm{' (fitted)' if settings.merge.fit_shift else ''}, "
-                              f"merge range {m.overlap[0]:.6g}-{m.overlap[1]:.6g} 1/angstrom")
-        if any(b.name == "hab" for b in banks) and inst.hab_note:
-            terms["hab_geometry"] = inst.hab_note
-        return OutputMetadata(
-            instrument=inst.name, detector=" + ".join(b.bank.name for b in banks),
-            sdd=first.bank.z - settings.sample_z,
-            beam_centre=(first.centre[0] * 1e3, first.centre[1] * 1e3),
-            pixel_size=(first.bank.pixel_size[0] * 1e3, first.bank.pixel_size[1] * 1e3),
-            user_file_name=data.user_file_name, user_file_text=data.user_file.text,
-            program="panreduce-sans", version=self.version, terms=terms)
-
-
-def _num(x: float) -> float | None:
-    x = float(x)
-    return x if np.isfinite(x) else None
-
-
-def _row_summary(row: BatchRow, name: str, result: RowResult) -> dict[str, Any]:
-    s = result.sample
-    out: dict[str, Any] = {
-        "output": name,
-        "batch_line": row.line,
-        "detector": result.bank,
-        "sample_runs": list(s.run.runs),
-        "can_runs": list(result.can.run.runs) if result.can else [],
-        "scale": _num(s.scale),
-        "volume_mm3": _num(s.volume),
-        "n_q": int(result.q.size),
-        "i_first": _num(result.intensity[0]),
-        "i_last": _num(result.intensity[-1]),
-    }
-    for which, res in (("sample", s), ("can", result.can)):
-        if res is not None and res.transmission is not None:
-            t = res.transmission
-            out[f"{which}_transmission_mean"] = _num(np.mean(t.fit.values))
-            out[f"{which}_transmission_fit"] = [_num(c) for c in t.fit.coefficients]
-    if result.merge is not None:
-        out["merge_rescale"] = _num(result.merge.rescale)
-        out["merge_shift"] = _num(result.merge.shift)
-        out["merge_range"] = [_num(result.merge.overlap[0]), _num(result.merge.overlap[1])]
-    return out
 
 
 class _RunResolver:
