@@ -33,9 +33,10 @@ def test_read_text_of_every_form(tmp_path):
 
 def test_nx_class_and_make_group(tmp_path):
     with h5py.File(tmp_path / "t.h5", "w") as f:
-        entry = nexus.make_group(f, "entry", "NXentry", version="1", skipped=None)
+        entry = nexus.make_group(f, "entry", "NXentry", version="1", skipped=None, name="n")
         assert nexus.nx_class(entry) == "NXentry"
         assert entry.attrs["version"] == "1" and "skipped" not in entry.attrs
+        assert entry.attrs["name"] == "n"  # an attribute may be called like a parameter
         f.create_group("plain")
         assert nexus.nx_class(f["plain"]) == ""
         f["plain"].attrs["NX_class"] = np.bytes_(b"NXcollection")  # fixed-length, as some writers do
@@ -48,7 +49,8 @@ def test_nx_class_and_make_group(tmp_path):
 
 def test_write_text_is_variable_length_utf8(tmp_path):
     with h5py.File(tmp_path / "t.h5", "w") as f:
-        ds = nexus.write_text(f, "title", "Å and µ", units=None, note="n")
+        ds = nexus.write_text(f, "title", "Å and µ", units=None, note="n", name="x", text="y")
+        assert (ds.attrs["name"], ds.attrs["text"]) == ("x", "y")
         assert h5py.check_string_dtype(ds.dtype).encoding == "utf-8"
         assert h5py.check_string_dtype(ds.dtype).length is None
         assert ds.shape == ()

@@ -42,7 +42,7 @@ def test_one_curve_round_trip_through_sasdata(tmp_path):
     assert data.detector[0].distance == pytest.approx(2.5)
     assert data.errors == []
     (ours,) = nxcansas.read_nxcansas(path)
-    assert np.allclose(ours.i, INTENSITY) and ours.i_units == "1/cm" and ours.q_units == "1/A"
+    assert np.allclose(ours.i, INTENSITY) and ours.i_units == "1/cm" and ours.q_units == "1/angstrom"
 
 
 def test_series_is_read_as_frames(tmp_path):

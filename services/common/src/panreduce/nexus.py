@@ -83,9 +83,10 @@ def _set_attrs(obj: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
         obj.attrs[key] = value
 
 
-def make_group(parent: h5py.Group, name: str, nx_class: str, **attrs: Any) -> h5py.Group:
+def make_group(parent: h5py.Group, name: str, nx_class: str, /, **attrs: Any) -> h5py.Group:
     """A new group ``parent/name`` with ``@NX_class`` and the given attributes (``None``
-    values are skipped). Fails (ValueError) if ``name`` exists already."""
+    values are skipped; the first three are positional, so an attribute may be called
+    ``name``). Fails (ValueError) if ``name`` exists already."""
     if not nx_class.startswith("NX"):
         raise ValueError(f"NX_class {nx_class!r} does not start with 'NX'")
     group = parent.create_group(name)
@@ -94,9 +95,9 @@ def make_group(parent: h5py.Group, name: str, nx_class: str, **attrs: Any) -> h5
     return group
 
 
-def write_text(parent: h5py.Group, name: str, text: object, **attrs: Any) -> h5py.Dataset:
+def write_text(parent: h5py.Group, name: str, text: object, /, **attrs: Any) -> h5py.Dataset:
     """A scalar variable-length UTF-8 string dataset ``parent/name`` (``text`` through
-    ``str``; bytes decoded) with the given attributes."""
+    ``str``; bytes decoded) with the given attributes (any name, ``name`` too)."""
     value = text.decode("utf-8", "replace") if isinstance(text, (bytes, np.bytes_)) else str(text)
     ds = parent.create_dataset(name, data=value, dtype=_STR)
     _set_attrs(ds, attrs)

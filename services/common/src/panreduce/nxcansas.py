@@ -28,9 +28,37 @@ from typing import Any
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, nexus
 
 CANSAS_VERSION = "1.1"
+
+# SASsource/radiation: the values NXcanSAS enumerates (NXcanSAS.nxdl.xml)
+RADIATION = (
+    "Spallation Neutron Source", "Pulsed Reactor Neutron Source", "Reactor Neutron Source",
+    "Synchrotron X-ray Source", "Pulsed Muon Source", "Rotating Anode X-ray", "Fixed Tube X-ray",
+    "UV Laser", "Free-Electron Laser", "Optical Laser", "Ion Source", "UV Plasma Source",
+    "neutron", "x-ray", "muon", "electron", "ultraviolet", "visible light", "positron",
+    "proton",
+)
+_RADIATION_ALIASES = {"x-ray synchrotron radiation": "Synchrotron X-ray Source",
+                      "synchrotron": "Synchrotron X-ray Source", "xray": "x-ray", "x-rays": "x-ray",
+                      "neutrons": "neutron", "free electron laser": "Free-Electron Laser"}
+# units as NXcanSAS enumerates them (and UDUNITS/pint parse them: "1/A" would be per ampere)
+Q_UNITS = "1/angstrom"
+WAVELENGTH_UNITS = "angstrom"
+
+
+def radiation_value(value: str) -> str:
+    """``value`` as one of NXcanSAS's enumerated SASsource/radiation values (matched
+    without regard to case, or through a few common aliases); ValueError otherwise."""
+    text = str(value).strip()
+    for item in RADIATION:
+        if text.lower() == item.lower():
+            return item
+    alias = _RADIATION_ALIASES.get(text.lower())
+    if alias is None:
+        raise ValueError(f"radiation {value!r} is not one of NXcanSAS's values: {', '.join(RADIATION)}")
+    return alias
 
 
 def _set(group: h5py.Group, **attrs: Any) -> None:
@@ -39,9 +67,7 @@ def _set(group: h5py.Group, **attrs: Any) -> None:
 
 
 def _str(group: h5py.Group, key: str, value: str, **attrs: Any) -> h5py.Dataset:
-    ds = group.create_dataset(key, data=str(value), dtype=h5py.string_dtype())
-    _set(ds, **attrs)
-    return ds
+    return nexus.write_text(group, key, value, **attrs)
 
 
 def _num(group: h5py.Group, key: str, value: Any, units: str | None = None, **attrs: Any) -> h5py.Dataset:
@@ -64,7 +90,7 @@ class SasMetadata:
     thickness_mm: float | None = None
     transmission: float | None = None
     wavelength_A: float | None = None
-    radiation: str = "X-ray synchrotron radiation"
+    radiation: str = "Synchrotron X-ray Source"  # one of RADIATION (aliases accepted)
     probe: str = ""  # "x-ray", "neutron"
     source_type: str = ""
     instrument: str = ""
@@ -75,7 +101,7 @@ class SasMetadata:
     beam_center_y_px: float | None = None
     beam_center_mm: tuple[float, float] | None = None  # used when the centre is not in pixels
     detector: str = ""
-    process_name: str = "panreduce saxs"
+    process_name: str = "panreduce"
     process_version: str = ""
     process_terms: Mapping[str, Any] = field(default_factory=dict)  # written in this order
     process_notes: Mapping[str, str] = field(default_factory=dict)  # name -> text (e.g. a user file)
@@ -140,10 +166,10 @@ def write_entry(
         for key, (vals, units) in (extra or {}).items():
             _num(data, key, np.asarray(vals, dtype=float), units)
     _intensity(data, i, idev, i_units)
-    qds = _num(data, "Q", q, "1/A")
+    qds = _num(data, "Q", q, Q_UNITS)
     if qdev is not None:
         qds.attrs["resolutions"] = "Qdev"
-        _num(data, "Qdev", np.asarray(qdev, dtype=float), "1/A")
+        _num(data, "Qdev", np.asarray(qdev, dtype=float), Q_UNITS)
     _instrument_sample_process(entry, meta, share)
     return entry
 
@@ -157,9 +183,10 @@ def _instrument_sample_process(entry: h5py.Group, meta: SasMetadata, share: h5py
         _write_instrument(entry, meta)
     sample = entry.create_group("sassample")
     _set(sample, NX_class="NXsample", canSAS_class="SASsample")
-    if meta.sample_name:
-        _str(sample, "name", meta.sample_name)
-    _str(sample, "ID", meta.sample_id or meta.title or entry.name.rsplit("/", 1)[-1])
+    sample_id = meta.sample_id or meta.title or entry.name.rsplit("/", 1)[-1]
+    # SASsample/name is required by NXcanSAS; the ID stands in when no name is known
+    _str(sample, "name", meta.sample_name or sample_id)
+    _str(sample, "ID", sample_id)
     if meta.thickness_mm is not None:
         _num(sample, "thickness", float(meta.thickness_mm), "mm")
     if meta.transmission is not None:
@@ -195,13 +222,13 @@ def _write_instrument(entry: h5py.Group, meta: SasMetadata) -> None:
     _str(inst, "name", meta.instrument or "unknown")
     source = inst.create_group("sassource")
     _set(source, NX_class="NXsource", canSAS_class="SASsource")
-    _str(source, "radiation", meta.radiation)
+    _str(source, "radiation", radiation_value(meta.radiation))
     if meta.probe:
         _str(source, "probe", meta.probe)
     if meta.source_type:
         _str(source, "type", meta.source_type)
     if meta.wavelength_A is not None:
-        _num(source, "incident_wavelength", float(meta.wavelength_A), "A")
+        _num(source, "incident_wavelength", float(meta.wavelength_A), WAVELENGTH_UNITS)
     coll = inst.create_group("sascollimation")
     _set(coll, NX_class="NXcollimator", canSAS_class="SAScollimation")
     det = inst.create_group("sasdetector")
@@ -230,9 +257,10 @@ def write_transmission_spectrum(
     g = entry.create_group(key)
     _set(g, NX_class="NXdata", canSAS_class="SAStransmission_spectrum", name=name, signal="T",
          T_axes="lambda", T_indices=np.int32(0))
-    _num(g, "lambda", np.asarray(wavelength, dtype=float), "angstrom")
-    _num(g, "T", np.asarray(t, dtype=float), "none", uncertainties="Tdev")
-    _num(g, "Tdev", np.asarray(tdev, dtype=float), "none")
+    _num(g, "lambda", np.asarray(wavelength, dtype=float), WAVELENGTH_UNITS)
+    # T is NX_DIMENSIONLESS: units "" (UDUNITS' and pint's dimensionless)
+    _num(g, "T", np.asarray(t, dtype=float), "", uncertainties="Tdev")
+    _num(g, "Tdev", np.asarray(tdev, dtype=float), "")
     return g
 
 
@@ -251,8 +279,8 @@ def write_entry_2d(f: h5py.File, name: str, qx: np.ndarray, qy: np.ndarray, i: n
     if share is not None:  # a series on one detector: the same Qx, Qy and instrument
         data["Qx"], data["Qy"] = share[f"{data_name}/Qx"], share[f"{data_name}/Qy"]
     else:
-        _num(data, "Qx", np.asarray(qx, dtype=float), "1/A")
-        _num(data, "Qy", np.asarray(qy, dtype=float), "1/A")
+        _num(data, "Qx", np.asarray(qx, dtype=float), Q_UNITS)
+        _num(data, "Qy", np.asarray(qy, dtype=float), Q_UNITS)
     if mask is not None:
         data.attrs["mask"] = "mask"
         _num(data, "mask", np.asarray(mask, dtype=bool))
