@@ -5,38 +5,39 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 from scan_synthetic import synthetic_counts, write_i16_file
 
+from panreduce import kit
 from panreduce.errors import InvalidInput, InvalidParameters
-from panreduce.kit import Context, Inputs, Shard, StagedFile, StagedInput
+from panreduce.storage import Stores
 from panreduce_scan.technique import Technique
 
 BATCH = [f"i16-scans/{n}.nxs" for n in range(794932, 794937)]
 
 
-def _inputs(paths) -> Inputs:
-    files = tuple(
-        StagedFile(path=p, uri=f"file://{p}", name=p.name, size=p.stat().st_size, sha256="")
-        for p in paths
-    )
-    return Inputs((StagedInput(uri="file://batch/", root=paths[0].parent, is_prefix=True,
-                               files=files),))
+class _Job:
+    """A finished kit.run job: its outputs by name (provenance.json aside) and folder."""
+
+    def __init__(self, result: kit.Result, out_dir: Path) -> None:
+        self.result = result
+        self.out_dir = out_dir
+        self.outputs = [SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format, role=o.role)
+                        for o in result.outputs if o.role != "provenance"]
 
 
 def _run(paths, tmp_path, shard=None, **raw):
-    technique = Technique()
-    params = Technique.validate_parameters(raw)
     events = []
-    ctx = Context(job_id="t", scratch=tmp_path / "job", shard=shard,
-                  progress_sink=lambda stage, frac, msg: events.append((stage, frac)))
-    data = technique.load(_inputs(paths), params, ctx)
-    summary = technique.reduce(data, params, ctx)
-    json.dumps(summary, allow_nan=False)  # JSON-serialisable, no NaN
-    return summary, ctx, events
+    out = tmp_path / "out"
+    result = kit.run(Technique, [str(p) for p in paths], raw, out, shard=shard, stores=Stores(tmp_path / "store"),
+                     progress=lambda stage, frac, msg: events.append((stage, frac)))
+    json.dumps(result.summary, allow_nan=False)  # JSON-serialisable, no NaN
+    return result.summary, _Job(result, out), events
 
 
 def _check_nxdata(group: h5py.Group) -> None:
@@ -105,7 +106,7 @@ def test_batch_of_rocking_curves(dataset, tmp_path):
         assert f["series/data"].attrs["axes"][0] == "spara"
 
     with open(outputs["scans.csv"].path) as fh:
-        rows = list(csv.DictReader(fh))
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))  # provenance lines
     assert [int(r["scan"]) for r in rows] == list(range(794932, 794937))
     assert all(r["axis"] == "eta" and r["series_axis"] == "spara" for r in rows)
     assert float(rows[2]["center"]) == pytest.approx(row["center"])
@@ -148,10 +149,13 @@ def test_two_scans_series_by_scan_number(dataset, tmp_path):
 @pytest.mark.data
 def test_shard_reads_its_part(dataset, tmp_path):
     paths = [dataset(n) for n in BATCH]
-    summary, ctx, _ = _run(paths, tmp_path, shard=Shard(index=1, count=2), plots=False)
-    # contiguous blocks: shard 1 of 2 of five files holds the last three
-    assert [s["scan"] for s in summary["scans"]] == [794934, 794935, 794936]
-    assert not any(o.format == "png" for o in ctx.outputs)
+    summary, job, _ = _run(paths, tmp_path, shard=(1, 2), plots=False)
+    # contiguous blocks: shard 1 of 2 of five files holds the last three, as one part
+    assert summary["unit_range"] == [2, 5] and summary["of_units"] == 5
+    assert {o.name for o in job.outputs} == {"part.h5", "summary.json"}
+    part = kit.load_part(next(o.path for o in job.outputs if o.name == "part.h5"), Technique.Part)
+    assert [s.data.scan for s in part.scans] == [794934, 794935, 794936]
+    assert all(np.isfinite(s.fit.center) for s in part.scans)
 
 
 def _synthetic_batch(tmp_path, temperatures):
