@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,8 @@ from panreduce.errors import FieldViolation, InvalidParameters
 from panreduce.kit import Context, Inputs
 from panreduce.kit import Technique as _Technique
 from panreduce_reflectometry import output, workflow
+from panreduce_reflectometry.offspecular import OffSpecularMap
+from panreduce_reflectometry.output import OrtSet
 from panreduce_reflectometry.params import ReflectometryParameters
 from panreduce_reflectometry.readers import read_run
 from panreduce_reflectometry.reduction import Transmission, transmission_from_table
@@ -27,10 +29,35 @@ MAX_TABLE_BYTES = 20_000_000
 
 @dataclass
 class Loaded:
-    runs: list[tuple[int, TofRun]]  # (index in run order, run) of this shard
+    runs: list[tuple[int, TofRun]]  # (index in run order, run)
     n_runs: int
     transmission: Transmission | None
     step: float  # log-bin dQ/Q shared by every run
+    notes: list[str]
+
+
+@dataclass
+class RunUnit:
+    index: int  # in run order over the whole job
+    run: TofRun
+    loaded: Loaded  # the job's transmission, binning and notes (shared by every unit)
+
+
+@dataclass
+class OffSpecular:
+    name: str
+    instrument: str
+    theta_deg: float
+    map: OffSpecularMap
+
+
+@dataclass
+class ReflPart:
+    """The reduced runs of a block: ORSO data sets, their records, off-specular maps."""
+
+    sets: list[OrtSet]
+    records: list[dict[str, Any]]
+    offspecular: list[OffSpecular]
     notes: list[str]
 
 
@@ -42,7 +69,7 @@ def _call(params: ReflectometryParameters) -> str:
     return "panreduce reduce reflectometry " + json.dumps(params.model_dump(exclude_none=True), default=str)
 
 
-class Technique(_Technique[ReflectometryParameters, Loaded]):
+class Technique(_Technique[ReflectometryParameters, ReflPart]):
     name = "reflectometry"
     version = VERSION
     title = "Time-of-flight neutron reflectometry to ORSO R(Q) (ISIS OFFSPEC/INTER, ANSTO Platypus)"
@@ -59,7 +86,16 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
     shardable = True
     shard_unit = "run"
 
-    def load(self, inputs: Inputs, params: ReflectometryParameters, ctx: Context) -> Loaded:
+    Part = ReflPart
+
+    # -- the shard contract: one unit per reflectivity run ------------------------------
+    def units(self, inputs: Inputs, params: ReflectometryParameters) -> list[RunUnit]:
+        """Every reflectivity run in run order, each with the job's shared transmission
+        and binning (read and built once per job or shard: every run needs them)."""
+        loaded = self._load(inputs, params)
+        return [RunUnit(index, run, loaded) for index, run in loaded.runs]
+
+    def _load(self, inputs: Inputs, params: ReflectometryParameters) -> Loaded:
         files = inputs.files
         named = set(params.transmission or [])
         missing = [n for n in named if inputs.find(n) is None]
@@ -74,8 +110,7 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
         skipped = [f.name for f in files if f not in candidates]
         if skipped:
             notes.append(f"not run files, ignored: {', '.join(skipped[:10])}")
-        for i, f in enumerate(candidates):
-            ctx.progress(i / max(len(candidates), 1), "load", f"reading {f.name}")
+        for f in candidates:
             is_named = f.path.name in named or f.name in named
             if is_named and f.path.name.lower().endswith(TABLE_SUFFIXES):
                 table = self._table(f, params)
@@ -98,8 +133,6 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
         indexed = list(enumerate(runs))
         self._check_lengths(params, len(runs))
         step = workflow.common_step(runs, params)
-        if ctx.shard is not None:
-            indexed = ctx.shard.select(indexed)
         transmission = table
         if direct:
             roi = workflow.pick(params.roi, 0, len(runs)) if params.roi else None
@@ -108,7 +141,6 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
             except ValueError as exc:
                 raise errors.InvalidInput(direct[0].source, f"as transmission: {exc}") from None
             notes += tnotes
-        ctx.progress(1.0, "load", f"read {len(runs)} run(s)")
         return Loaded(indexed, len(runs), transmission, step, notes)
 
     @staticmethod
@@ -141,13 +173,14 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
         except ValueError as exc:
             raise errors.InvalidInput(f.name, str(exc)) from None
 
-    def reduce(self, data: Loaded, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
+    def reduce_block(self, block: Sequence[RunUnit], inputs: Inputs, params: ReflectometryParameters,
+                     ctx: Context) -> ReflPart:
         call = _call(params)
-        for note in data.notes:
-            ctx.log(note)
-        sets, records = [], []
-        for k, (index, run) in enumerate(data.runs):
-            ctx.progress(k / len(data.runs), "reduce", f"run {run.run_number}")
+        data = block[0].loaded
+        sets, records, maps = [], [], []
+        for k, unit in enumerate(block):
+            run, index = unit.run, unit.index
+            ctx.progress(k / len(block), "reduce", f"run {run.run_number}")
             try:
                 plan = workflow.plan_run(run, index, data.n_runs, params)
                 s, rec = workflow.reduce_one(run, plan, params, transmission=data.transmission,
@@ -161,53 +194,29 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
             records.append(rec)
             if params.offspecular:
                 m = workflow.offspecular_for(run, plan, params, i0=rec["i0"])
-                output.write_offspecular(
-                    ctx.output_path(f"{s.name}_offspecular.nxs", format="nexus"),
-                    ctx.output_path(f"{s.name}_offspecular.png", format="png", role="preview") if params.plots
-                    else None, m, run=s.name, instrument=run.instrument.name, theta_deg=plan.theta_deg)
-        ctx.progress(0.8, "write", "writing ORSO files")
-        return self._finish(sets, records, params, ctx, call=call, stitch_now=ctx.shard is None,
-                            notes=data.notes)
+                maps.append(OffSpecular(s.name, run.instrument.name, plan.theta_deg, m))
+        return ReflPart(sets, records, maps, list(data.notes))
 
-    def merge(self, inputs: Inputs, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
-        """Combine shards: every per-run .ort is read back (orsopy), rewritten, and stitched."""
-        import shutil
+    def combine(self, parts: Sequence[ReflPart], params: ReflectometryParameters) -> ReflPart:
+        return ReflPart([s for p in parts for s in p.sets], [r for p in parts for r in p.records],
+                        [m for p in parts for m in p.offspecular], parts[0].notes)
 
-        sets, records = [], []
-        for f in inputs.files:
-            if f.path.name.endswith(("_offspecular.nxs", "_offspecular.png")):
-                fmt, role = ("nexus", "result") if f.path.name.endswith(".nxs") else ("png", "preview")
-                shutil.copyfile(f.path, ctx.output_path(f.path.name, format=fmt, role=role))
-                continue
-            if not f.path.name.endswith(".ort") or "stitched" in f.path.name:
-                continue
-            for ds in output.read_ort(f.path):
-                info = ds.info
-                rec = dict(getattr(info, "panreduce", None) or info.user_data.get("panreduce", {}))
-                if not rec:
-                    raise errors.InternalError(f"shard output {f.name} lacks its panreduce record")
-                d = np.asarray(ds.data, dtype=float)
-                src = info.data_source
-                sets.append(output.OrtSet(
-                    name=str(rec["run"]), q=d[:, 0], r=d[:, 1], dr=d[:, 2], dq=d[:, 3],
-                    instrument=src.experiment.instrument, facility=src.experiment.facility or "",
-                    title=src.experiment.title, sample=src.sample.name,
-                    start_time=src.experiment.start_date.isoformat(), theta_deg=[rec["theta_deg"]],
-                    wavelength_range=tuple(rec["wavelength_range"]),
-                    data_files=[x if isinstance(x, str) else x.file for x in src.measurement.data_files],
-                    corrections=list(info.reduction.corrections or []), call=info.reduction.call or "",
-                    comment=info.reduction.comment or "", software_version=VERSION, extra={"panreduce": rec}))
-                records.append(rec)
-        if not sets:
-            raise errors.InvalidRequest("the shards hold no per-run ORSO files to merge")
-        order = sorted(range(len(records)), key=lambda i: records[i]["index"])
-        shards = {f.path.parent for f in inputs.files if f.path.name == "summary.json"}
-        summary = self._finish([sets[i] for i in order], [records[i] for i in order], params, ctx,
-                               call=_call(params), stitch_now=True, notes=[])
-        return {**summary, "shards": len(shards)}
+    def write(self, result: ReflPart, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
+        """The per-run ORSO files, the stitched curve and the plots, over every run."""
+        for note in result.notes:
+            ctx.log(note)
+        for o in result.offspecular:
+            output.write_offspecular(
+                ctx.output_path(f"{o.name}_offspecular.nxs", format="nexus"),
+                ctx.output_path(f"{o.name}_offspecular.png", format="png", role="preview") if params.plots
+                else None, o.map, run=o.name, instrument=o.instrument, theta_deg=o.theta_deg)
+        ctx.progress(0.2, "write", "writing ORSO files")
+        order = sorted(range(len(result.records)), key=lambda i: result.records[i]["index"])
+        return self._finish([result.sets[i] for i in order], [result.records[i] for i in order], params, ctx,
+                            call=_call(params), notes=result.notes)
 
     def _finish(self, sets: list, records: list[dict], params: ReflectometryParameters, ctx: Context, *,
-                call: str, stitch_now: bool, notes: list[str]) -> dict[str, Any]:
+                call: str, notes: list[str]) -> dict[str, Any]:
         absolute = all(r["normalisation"] == "transmission" for r in records)
         warnings = [] if absolute else [output.MONITOR_ONLY_WARNING]
         if warnings:
@@ -222,7 +231,7 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
             "normalisation": "transmission" if absolute else "monitor", "warnings": warnings, "notes": notes,
         }
         stitched = None
-        if stitch_now and len(sets) > 1:
+        if len(sets) > 1:
             try:
                 stitched, info = workflow.stitch_sets(sets, records, manual=params.scale, version=VERSION,
                                                       call=call)
@@ -235,7 +244,7 @@ class Technique(_Technique[ReflectometryParameters, Loaded]):
             summary["stitched"] = f"{name}.ort"
             summary["scale_factors"] = info["factors"]
             summary["scale_mode"] = info["mode"]
-        if params.plots and stitch_now:
+        if params.plots:
             title = f"{records[0]['instrument']} " + ", ".join(str(r["run"]) for r in records)
             factors = [f["factor"] for f in summary.get("scale_factors", [])] or [1.0] * len(sets)
             curves = [(f"{s.name} (θ={r['theta_deg']:.3g}°)" + (f" ×{f:.3g}" if f != 1.0 else ""),
