@@ -13,6 +13,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from panreduce.constants import xray_energy_kev
+
 AGBEH_D_A = 58.380  # silver behenate long period (Å), Huang et al. 1993
 AGBEH_Q1 = 2 * np.pi / AGBEH_D_A
 
@@ -86,7 +88,7 @@ def write_nexus_stack(path: Path, frames, times=None, *, geo: Geo | None = None,
             det.create_dataset("beam_center_y", data=geo.cy * geo.p * 1000).attrs["units"] = "mm"
             mono = inst.create_group("monochromator")
             mono.attrs["NX_class"] = "NXmonochromator"
-            mono.create_dataset("energy", data=12.398419843320026 / geo.lam).attrs["units"] = "keV"
+            mono.create_dataset("energy", data=xray_energy_kev(geo.lam)).attrs["units"] = "keV"
         sample = e.create_group("sample")
         sample.attrs["NX_class"] = "NXsample"
         for name, values in (positions or {}).items():

@@ -20,10 +20,6 @@ import numpy as np
 from panreduce import errors
 from panreduce.errors import FieldViolation, InvalidParameters
 
-# the explicit parameters (keywords of resolve_geometry) that change a term of a geometry
-# read from a file: with one of them given, the file's geometry is used in Fit2D terms
-OVERRIDES = ("distance_mm", "beam_center_px", "tilt_deg", "tilt_plane_deg")
-
 
 @dataclass(frozen=True)
 class Geometry:
@@ -116,56 +112,37 @@ def read_poni(path: Path | str, source: str | None = None) -> tuple[dict[str, fl
     return base, placed
 
 
-def resolve_geometry(
-    shape: tuple[int, int], *, poni: Path | None = None, poni_name: str = "",
-    nexus: Mapping[str, Any] | None = None, field_prefix: str = "",
-    distance_mm: float | None = None, wavelength_angstrom: float | None = None, energy_kev: float | None = None,
-    beam_center_px: tuple[float, float] | None = None, pixel_um: float | None = None,
-    pixel_y_um: float | None = None, tilt_deg: float = 0.0, tilt_plane_deg: float = 0.0,
-) -> Geometry:
-    """The job's geometry: a PONI file's (``poni``), else what the NeXus frames record
-    (``nexus``: ``inspect_nexus(...).geometry``), each term replaced by an explicit
-    parameter when one is given. InvalidParameters names (``field_prefix`` + keyword)
-    every term still missing."""
-    from panreduce.constants import H_C_KEV_ANGSTROM
+def _from_placement(nexus: Mapping[str, Any], base: dict[str, float], *, pixel_um: float | None,
+                    pixel_y_um: float | None) -> tuple[tuple | None, bool]:
+    """The NXdetector's depends_on chain placing the detector: (pyFAI's six numbers, whether
+    the pixel size came from the file), ``base`` updated with their Fit2D equivalent."""
+    placement = nexus["placement"]
+    p1, p2 = placement.pixel_sizes(nexus.get("pixel1_m"), nexus.get("pixel2_m"))
+    from_file = p1 is not None and p2 is not None
+    if pixel_um is not None and not from_file:  # the file lacks it: the parameter's
+        p2, p1 = pixel_um * 1e-6, (pixel_y_um or pixel_um) * 1e-6
+    if p1 is None or p2 is None:
+        return None, from_file
+    try:
+        placed = placement.to_pyfai(p1, p2).as_tuple()
+    except ValueError as exc:
+        raise errors.InvalidInput(nexus["source"], f"its detector's depends_on chain cannot be used: {exc}") from None
+    base.update(fit2d_of_poni(placed, p1, p2), pixel1_m=p1, pixel2_m=p2)
+    return placed, from_file
 
-    nexus = nexus or {}
-    explicit = {"distance_mm": distance_mm, "beam_center_px": beam_center_px,
-                "tilt_deg": tilt_deg or None, "tilt_plane_deg": tilt_plane_deg or None}
-    overridden = any(v is not None for v in explicit.values())
-    pixel_given = pixel_um is not None or pixel_y_um is not None
-    base: dict[str, float] = {}
-    placed = None
-    if poni is not None:
-        base, placed = read_poni(poni, poni_name or poni.name)
-        if overridden or pixel_given:
-            placed = None
-    else:
-        base = {k: v for k, v in nexus.items() if k in ("distance_m", "wavelength_m", "center_x_px",
-                                                         "center_y_px", "pixel1_m", "pixel2_m")}
-    placement = nexus.get("placement") if poni is None else None
-    if placement is not None:
-        # the NXdetector's depends_on chain places the detector: pyFAI's geometry as is,
-        # unless a parameter overrides one of its terms (then its Fit2D equivalent)
-        p1, p2 = placement.pixel_sizes(nexus.get("pixel1_m"), nexus.get("pixel2_m"))
-        from_params = p1 is None or p2 is None
-        if pixel_um is not None and from_params:  # the file lacks it: the parameter's
-            p2, p1 = pixel_um * 1e-6, (pixel_y_um or pixel_um) * 1e-6
-        if p1 is not None and p2 is not None:
-            try:
-                placed = placement.to_pyfai(p1, p2).as_tuple()
-            except ValueError as exc:
-                raise errors.InvalidInput(nexus["source"], f"its detector's depends_on chain cannot be "
-                                          f"used: {exc}") from None
-            base.update(fit2d_of_poni(placed, p1, p2), pixel1_m=p1, pixel2_m=p2)
-            if overridden or (pixel_given and not from_params):
-                placed = None
+
+def _explicit_terms(base: dict[str, float], *, distance_mm: float | None, wavelength_angstrom: float | None,
+                    energy_kev: float | None, beam_center_px: tuple[float, float] | None, pixel_um: float | None,
+                    pixel_y_um: float | None, tilt_deg: float, tilt_plane_deg: float) -> None:
+    """``base`` with every term a parameter gives replaced by it (SI units)."""
+    from panreduce.constants import xray_wavelength_angstrom
+
     if distance_mm is not None:
         base["distance_m"] = distance_mm * 1e-3
     if wavelength_angstrom is not None:
         base["wavelength_m"] = wavelength_angstrom * 1e-10
     if energy_kev is not None:
-        base["wavelength_m"] = H_C_KEV_ANGSTROM / energy_kev * 1e-10
+        base["wavelength_m"] = xray_wavelength_angstrom(energy_kev) * 1e-10
     if beam_center_px is not None:
         base["center_x_px"], base["center_y_px"] = beam_center_px
     if pixel_um is not None:
@@ -177,9 +154,42 @@ def resolve_geometry(
         base["tilt_deg"] = tilt_deg
     if tilt_plane_deg or "tilt_plane_deg" not in base:
         base["tilt_plane_deg"] = tilt_plane_deg
-    needed = {"distance_m": "distance_mm", "wavelength_m": "wavelength_angstrom", "center_x_px": "beam_center_px",
-              "center_y_px": "beam_center_px", "pixel1_m": "pixel_um", "pixel2_m": "pixel_um"}
-    missing = sorted({p for k, p in needed.items() if k not in base})
+
+
+NEEDED = {"distance_m": "distance_mm", "wavelength_m": "wavelength_angstrom", "center_x_px": "beam_center_px",
+          "center_y_px": "beam_center_px", "pixel1_m": "pixel_um", "pixel2_m": "pixel_um"}
+
+
+def resolve_geometry(
+    shape: tuple[int, int], *, poni: Path | None = None, poni_name: str = "",
+    nexus: Mapping[str, Any] | None = None, field_prefix: str = "",
+    distance_mm: float | None = None, wavelength_angstrom: float | None = None, energy_kev: float | None = None,
+    beam_center_px: tuple[float, float] | None = None, pixel_um: float | None = None,
+    pixel_y_um: float | None = None, tilt_deg: float = 0.0, tilt_plane_deg: float = 0.0,
+) -> Geometry:
+    """The job's geometry: a PONI file's (``poni``), else what the NeXus frames record
+    (``nexus``: ``inspect_nexus(...).geometry``), each term replaced by an explicit
+    parameter when one is given. pyFAI's six numbers of the file (a PONI's rot3, a NeXus
+    placement) are used as they are unless a parameter changes one of their terms.
+    InvalidParameters names (``field_prefix`` + keyword) every term still missing."""
+    nexus = nexus or {}
+    overridden = distance_mm is not None or beam_center_px is not None or bool(tilt_deg) or bool(tilt_plane_deg)
+    pixel_given = pixel_um is not None or pixel_y_um is not None
+    placed = None
+    if poni is not None:
+        base, placed = read_poni(poni, poni_name or poni.name)
+        pixel_from_file = True
+    else:
+        base = {k: v for k, v in nexus.items() if k in NEEDED}
+        pixel_from_file = False
+        if nexus.get("placement") is not None:
+            placed, pixel_from_file = _from_placement(nexus, base, pixel_um=pixel_um, pixel_y_um=pixel_y_um)
+    if overridden or (pixel_given and pixel_from_file):
+        placed = None  # a term changed: the Fit2D equivalent, with it
+    _explicit_terms(base, distance_mm=distance_mm, wavelength_angstrom=wavelength_angstrom, energy_kev=energy_kev,
+                    beam_center_px=beam_center_px, pixel_um=pixel_um, pixel_y_um=pixel_y_um, tilt_deg=tilt_deg,
+                    tilt_plane_deg=tilt_plane_deg)
+    missing = sorted({p for k, p in NEEDED.items() if k not in base})
     if missing and poni is None and nexus.get("placement_error"):
         raise errors.InvalidInput(nexus["source"], nexus["placement_error"])
     if missing:

@@ -16,7 +16,9 @@ import h5py
 import numpy as np
 
 from panreduce import errors
+from panreduce.constants import xray_wavelength_angstrom
 from panreduce.kit.readers import memory_ceiling, open_checked, open_hdf5, read_dataset
+from panreduce.nexus import nx_class, read_text
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".img", ".mccd", ".sfrm", ".npy", ".gz", ".bz2"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".nxs", ".hdf", ".nx5", ".cxi"}
@@ -165,14 +167,8 @@ class NexusFrames:
     times: np.ndarray | None = None
 
 
-def _nx_class(obj: h5py.HLObject) -> str:
-    v = obj.attrs.get("NX_class", b"")
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _units(ds: h5py.Dataset) -> str:
-    v = ds.attrs.get("units", "")
-    return (v.decode() if isinstance(v, bytes) else str(v)).strip()
+    return read_text(ds.attrs.get("units", "")).strip()
 
 
 LENGTH_TO_M = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "millimetre": 1e-3, "millimeter": 1e-3,
@@ -222,90 +218,111 @@ def inspect_nexus(path: Path | str, source: str | None = None, frames_path: str 
         return _inspect(f, path, name, frames_path)
 
 
+def _numeric_frames(d: object) -> bool:
+    return isinstance(d, h5py.Dataset) and d.ndim in (2, 3) and d.dtype.kind in "uif"
+
+
+def _frames_dataset(f: h5py.File, objects: list[tuple[str, h5py.HLObject]], name: str, frames_path: str) -> str:
+    """The HDF5 path of the frames: ``frames_path``, else the first NXdetector's ``data``,
+    else the first NXdata signal, else the first 2-D/3-D numeric dataset (>= 8 x 8)."""
+    if frames_path:
+        if not isinstance(f.get(frames_path), h5py.Dataset):
+            raise errors.InvalidInput(name, f"has no dataset {frames_path}")
+        return frames_path
+    groups = [obj for _p, obj in objects if isinstance(obj, h5py.Group)]
+    for obj in groups:
+        if nx_class(obj) == "NXdetector" and _numeric_frames(obj.get("data")):
+            return obj["data"].name
+    for obj in groups:
+        if nx_class(obj) == "NXdata":
+            sig = read_text(obj.attrs.get("signal"))
+            if sig and _numeric_frames(obj.get(sig)):
+                return obj[sig].name
+    for p, obj in objects:
+        if _numeric_frames(obj) and min(obj.shape[-2:]) >= 8:
+            return p
+    raise errors.InvalidInput(name, "holds no detector frames (no 2-D or 3-D numeric dataset)")
+
+
+def _detector_fields(obj: h5py.Group, geometry: dict[str, Any], centre: dict[str, tuple[float, str]]) -> None:
+    """An NXdetector's distance, pixel sizes (m) and beam centre (value, unit): the first found wins."""
+    for key, target in (("distance", "distance_m"), ("x_pixel_size", "pixel2_m"), ("y_pixel_size", "pixel1_m")):
+        if isinstance(obj.get(key), h5py.Dataset) and target not in geometry:
+            v = _length_m(obj[key])
+            if v is not None:
+                geometry[target] = v
+    for key, target in (("beam_center_x", "center_x"), ("beam_center_y", "center_y")):
+        if isinstance(obj.get(key), h5py.Dataset) and target not in centre:
+            v = _scalar(obj[key])
+            if v is not None:
+                centre[target] = (v, _units(obj[key]).lower())
+
+
+def _beam_fields(obj: h5py.Group, geometry: dict[str, Any]) -> None:
+    """The wavelength (m) or energy (keV) of an NXmonochromator/NXbeam/NXsource/NXcrystal."""
+    for key in ("wavelength", "incident_wavelength"):
+        if isinstance(obj.get(key), h5py.Dataset) and "wavelength_m" not in geometry:
+            v = _length_m(obj[key], default_unit="angstrom")
+            if v:
+                geometry["wavelength_m"] = v
+    for key in ("energy", "incident_energy"):
+        if isinstance(obj.get(key), h5py.Dataset) and "energy_kev" not in geometry:
+            v = _scalar(obj[key])
+            unit = _units(obj[key]).lower() or "kev"
+            if v:
+                geometry["energy_kev"] = v / 1000.0 if unit == "ev" else v
+
+
+PER_FRAME_PARENTS = ("NXsample", "NXdata", "NXcollection", "NXpositioner", "NXmonitor", "NXentry", "NXinstrument",
+                     "NXlog")
+TIME_NAMES = ("time", "elapsed_time", "frame_time", "timestamp")
+
+
+def _per_frame(objects: list[tuple[str, h5py.HLObject]], ds_path: str, n: int
+               ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(positioners and counters with one value per frame, the frame times if recorded)."""
+    positioners: dict[str, np.ndarray] = {}
+    times = None
+    for p, obj in objects:
+        if isinstance(obj, h5py.Group):
+            val = obj.get("value")
+            if nx_class(obj) == "NXpositioner" and isinstance(val, h5py.Dataset) and val.ndim == 1 \
+                    and val.shape[0] == n:
+                positioners[obj.name.rsplit("/", 1)[-1]] = np.asarray(val[()], dtype=float)
+            continue
+        if not (isinstance(obj, h5py.Dataset) and obj.ndim == 1 and obj.shape[0] == n and n > 1
+                and obj.dtype.kind in "uif" and p != ds_path):
+            continue
+        parent_class = nx_class(obj.parent)
+        key = p.rsplit("/", 1)[-1]
+        if parent_class not in PER_FRAME_PARENTS or (key == "value" and parent_class == "NXpositioner"):
+            continue
+        if key in TIME_NAMES and times is None:
+            times = np.asarray(obj[()], dtype=float)
+        positioners.setdefault(key, np.asarray(obj[()], dtype=float))
+    return positioners, times
+
+
 def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFrames:
     objects = list(_walk(f))
-    ds_path = ""
-    if frames_path:
-        obj = f.get(frames_path)
-        if not isinstance(obj, h5py.Dataset):
-            raise errors.InvalidInput(name, f"has no dataset {frames_path}")
-        ds_path = frames_path
-    else:
-        for _p, obj in objects:
-            if isinstance(obj, h5py.Group) and _nx_class(obj) == "NXdetector":
-                d = obj.get("data")
-                if isinstance(d, h5py.Dataset) and d.ndim in (2, 3) and d.dtype.kind in "uif":
-                    ds_path = d.name
-                    break
-        if not ds_path:
-            for _p, obj in objects:
-                if isinstance(obj, h5py.Group) and _nx_class(obj) == "NXdata":
-                    sig = obj.attrs.get("signal")
-                    sig = sig.decode() if isinstance(sig, bytes) else sig
-                    d = obj.get(str(sig)) if sig else None
-                    if isinstance(d, h5py.Dataset) and d.ndim in (2, 3) and d.dtype.kind in "uif":
-                        ds_path = d.name
-                        break
-        if not ds_path:
-            for p, obj in objects:
-                if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uif" \
-                        and min(obj.shape[-2:]) >= 8:
-                    ds_path = p
-                    break
-    if not ds_path:
-        raise errors.InvalidInput(name, "holds no detector frames (no 2-D or 3-D numeric dataset)")
+    ds_path = _frames_dataset(f, objects, name, frames_path)
     d = f[ds_path]
     n = d.shape[0] if d.ndim == 3 else 1
     shape = tuple(int(s) for s in d.shape[-2:])
     geometry: dict[str, Any] = {}
-    detector_path = ""
-    positioners: dict[str, np.ndarray] = {}
     centre: dict[str, tuple[float, str]] = {}
-    times = None
-    for p, obj in objects:
-        if isinstance(obj, h5py.Group):
-            cls = _nx_class(obj)
-            if cls == "NXdetector":
-                if not detector_path or ds_path.startswith(obj.name + "/"):
-                    detector_path = obj.name
-                for key, target in (("distance", "distance_m"), ("x_pixel_size", "pixel2_m"),
-                                    ("y_pixel_size", "pixel1_m")):
-                    if isinstance(obj.get(key), h5py.Dataset) and target not in geometry:
-                        v = _length_m(obj[key])
-                        if v is not None:
-                            geometry[target] = v
-                for key, target in (("beam_center_x", "center_x"), ("beam_center_y", "center_y")):
-                    if isinstance(obj.get(key), h5py.Dataset) and target not in centre:
-                        v = _scalar(obj[key])
-                        if v is not None:
-                            centre[target] = (v, _units(obj[key]).lower())
-            elif cls in ("NXmonochromator", "NXbeam", "NXsource", "NXcrystal"):
-                for key in ("wavelength", "incident_wavelength"):
-                    if isinstance(obj.get(key), h5py.Dataset) and "wavelength_m" not in geometry:
-                        v = _length_m(obj[key], default_unit="angstrom")
-                        if v:
-                            geometry["wavelength_m"] = v
-                for key in ("energy", "incident_energy"):
-                    if isinstance(obj.get(key), h5py.Dataset) and "energy_keV" not in geometry:
-                        v = _scalar(obj[key])
-                        unit = _units(obj[key]).lower() or "kev"
-                        if v:
-                            geometry["energy_keV"] = v / 1000.0 if unit == "ev" else v
-            elif cls == "NXpositioner":
-                val = obj.get("value")
-                if isinstance(val, h5py.Dataset) and val.ndim == 1 and val.shape[0] == n:
-                    positioners[obj.name.rsplit("/", 1)[-1]] = np.asarray(val[()], dtype=float)
-        elif isinstance(obj, h5py.Dataset) and obj.ndim == 1 and obj.shape[0] == n and n > 1 \
-                and obj.dtype.kind in "uif" and p != ds_path:
-            parent = obj.parent
-            if _nx_class(parent) in ("NXsample", "NXdata", "NXcollection", "NXpositioner", "NXmonitor",
-                                     "NXentry", "NXinstrument", "NXlog"):
-                key = p.rsplit("/", 1)[-1]
-                if key == "value" and _nx_class(parent) == "NXpositioner":
-                    continue
-                if key in ("time", "elapsed_time", "frame_time", "timestamp") and times is None:
-                    times = np.asarray(obj[()], dtype=float)
-                positioners.setdefault(key, np.asarray(obj[()], dtype=float))
+    detector_path = ""
+    for _p, obj in objects:
+        if not isinstance(obj, h5py.Group):
+            continue
+        cls = nx_class(obj)
+        if cls == "NXdetector":
+            if not detector_path or ds_path.startswith(obj.name + "/"):
+                detector_path = obj.name
+            _detector_fields(obj, geometry, centre)
+        elif cls in ("NXmonochromator", "NXbeam", "NXsource", "NXcrystal"):
+            _beam_fields(obj, geometry)
+    positioners, times = _per_frame(objects, ds_path, n)
     for axis, pix in (("x", "pixel2_m"), ("y", "pixel1_m")):
         if f"center_{axis}" in centre:
             v, unit = centre[f"center_{axis}"]
@@ -314,22 +331,26 @@ def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFram
             elif unit in LENGTH_TO_M and geometry.get(pix):
                 geometry[f"center_{axis}_px"] = v * LENGTH_TO_M[unit] / geometry[pix]
     if detector_path:
-        # the detector's placement (NXtransformations): converted to pyFAI's geometry once
-        # the pixel size is known (the file's or a parameter); a chain that cannot be
-        # followed is reported only if the geometry is needed from it
-        from panreduce_saxs.transformations import TransformationError, read_placement
-
-        try:
-            placement = read_placement(f, f[detector_path])
-        except TransformationError as exc:
-            geometry["placement_error"] = f"{detector_path}: its depends_on chain cannot be used: {exc}"
-        else:
-            if placement is not None:
-                geometry["placement"] = placement
-    if "energy_keV" in geometry and "wavelength_m" not in geometry:
-        geometry["wavelength_m"] = 12.398419843320026e-10 / geometry["energy_keV"]
+        _placement(f, f[detector_path], geometry)
+    if "energy_kev" in geometry and "wavelength_m" not in geometry:
+        geometry["wavelength_m"] = xray_wavelength_angstrom(geometry["energy_kev"]) * 1e-10
     return NexusFrames(path=path, name=name, dataset=ds_path, n_frames=n, shape=shape,  # type: ignore[arg-type]
                        geometry=geometry, positioners=positioners, times=times)
+
+
+def _placement(f: h5py.File, detector: h5py.Group, geometry: dict[str, Any]) -> None:
+    """The detector's placement (NXtransformations), converted to pyFAI's geometry once the
+    pixel size is known (the file's or a parameter); a chain that cannot be followed is
+    reported only if the geometry is needed from it."""
+    from panreduce_saxs.transformations import TransformationError, read_placement
+
+    try:
+        placement = read_placement(f, detector)
+    except TransformationError as exc:
+        geometry["placement_error"] = f"{detector.name}: its depends_on chain cannot be used: {exc}"
+    else:
+        if placement is not None:
+            geometry["placement"] = placement
 
 
 def _frame_fits(d: h5py.Dataset, source: str) -> bool:

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from panreduce.nexus import read_text
+
 ANGLE_TO_RAD = {"deg": math.pi / 180, "degree": math.pi / 180, "degrees": math.pi / 180,
                 "rad": 1.0, "radian": 1.0, "radians": 1.0}
 LENGTH_TO_M = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "millimetre": 1e-3, "millimeter": 1e-3,
@@ -46,14 +48,6 @@ LENGTH_TO_M = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "millimetre": 1
 
 class TransformationError(ValueError):
     """A depends_on chain that cannot be followed or used."""
-
-
-def _text(v: object) -> str:
-    if isinstance(v, bytes):
-        return v.decode()
-    if isinstance(v, np.ndarray):
-        return _text(v.ravel()[0]) if v.size else ""
-    return str(v)
 
 
 def rotation_matrix(axis: np.ndarray, angle_rad: float) -> np.ndarray:
@@ -93,7 +87,7 @@ def chain_matrix(f: h5py.File, detector: h5py.Group) -> tuple[np.ndarray, list[s
     """The 4x4 detector-to-laboratory matrix of ``detector``'s depends_on chain and the
     paths followed, or None when it has no chain (no ``depends_on`` or ``"."``)."""
     dep = detector.get("depends_on")
-    target = _text(dep[()]) if isinstance(dep, h5py.Dataset) else _text(detector.attrs.get("depends_on", "."))
+    target = read_text(dep[()]) if isinstance(dep, h5py.Dataset) else read_text(detector.attrs.get("depends_on", "."))
     total = np.eye(4)
     seen: list[str] = []
     base = detector
@@ -102,17 +96,17 @@ def chain_matrix(f: h5py.File, detector: h5py.Group) -> tuple[np.ndarray, list[s
         if ds.name in seen:
             raise TransformationError(f"depends_on chain loops at {ds.name}")
         seen.append(ds.name)
-        kind = _text(ds.attrs.get("transformation_type", "")).strip().lower()
+        kind = read_text(ds.attrs.get("transformation_type", "")).strip().lower()
         vals = np.asarray(ds[()], dtype=float).ravel()
         if not vals.size:
             raise TransformationError(f"{ds.name} is empty")
-        units = _text(ds.attrs.get("units", "")).strip().lower()
+        units = read_text(ds.attrs.get("units", "")).strip().lower()
         if kind == "rotation":
             value = vals[0] * ANGLE_TO_RAD.get(units or "deg", math.pi / 180)
-            off_units = _text(ds.attrs.get("offset_units", "m")).strip().lower() or "m"
+            off_units = read_text(ds.attrs.get("offset_units", "m")).strip().lower() or "m"
         else:
             value = vals[0] * LENGTH_TO_M.get(units or "m", 1.0)
-            off_units = _text(ds.attrs.get("offset_units", units or "m")).strip().lower() or "m"
+            off_units = read_text(ds.attrs.get("offset_units", units or "m")).strip().lower() or "m"
         offset = np.asarray(ds.attrs.get("offset", np.zeros(3)), dtype=float).ravel()
         offset = (offset[:3] if offset.size >= 3 else np.zeros(3)) * LENGTH_TO_M.get(off_units, 1.0)
         vector = np.asarray(ds.attrs.get("vector", np.zeros(3)), dtype=float).ravel()[:3]
@@ -120,7 +114,7 @@ def chain_matrix(f: h5py.File, detector: h5py.Group) -> tuple[np.ndarray, list[s
             total = step_matrix(kind, value, vector, offset) @ total  # outer steps act last
         except TransformationError as exc:
             raise TransformationError(f"{ds.name} {exc}") from None
-        target = _text(ds.attrs.get("depends_on", "."))
+        target = read_text(ds.attrs.get("depends_on", "."))
         base = ds.parent
     if not seen:
         return None
@@ -245,7 +239,7 @@ def read_placement(f: h5py.File, detector: h5py.Group) -> Placement | None:
         if not isinstance(ds, h5py.Dataset):
             return None
         arr = np.asarray(ds[()], dtype=float)
-        unit = _text(ds.attrs.get("units", "m")).strip().lower() or "m"
+        unit = read_text(ds.attrs.get("units", "m")).strip().lower() or "m"
         arr = arr * LENGTH_TO_M.get(unit, 1.0)
         if arr.ndim == 2:
             arr = arr[0, :] if key.startswith("x") else arr[:, 0]
