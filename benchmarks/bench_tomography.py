@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
+from panreduce.backend import get_backend
 from panreduce_tomography import gridrec, iterative, recon
 from panreduce_tomography import phantom as ph
-from panreduce_tomography.backend import get_backend
 
 
 def nrmse(rec: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
@@ -154,7 +154,7 @@ def main() -> None:
     except ImportError:
         print("  ASTRA: not installed (uv pip install astra-toolbox)")
     try:
-        bk = get_backend("torch", "cpu")
+        bk = get_backend("torch-cpu")
         t_plan = gridrec.gridrec_plan(angles, center, n, backend=bk)  # the interpolation matrix, once per geometry
         t_plan(sino)
         add("gridrec torch CPU (gridding + FFT, this package)", f"{n}", lambda: t_plan(sino))
@@ -190,7 +190,7 @@ def gpu_rows(sino: np.ndarray, angles: np.ndarray, center: float, n: int) -> Non
     if not torch.cuda.is_available():
         print("GPU: no CUDA device here (torch gridrec/FBP run the same code on one: slices/s for a batch)")
         return
-    bk = get_backend("torch", "cuda")
+    bk = get_backend("gpu")
     name = torch.cuda.get_device_name()
     batch = np.repeat(sino[None], 16, axis=0)
     dev = torch.as_tensor(batch, device="cuda")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from tomo_synthetic import nrmse
 
+from panreduce.backend import get_backend
 from panreduce_tomography import gridrec, iterative, recon
 from panreduce_tomography import phantom as ph
-from panreduce_tomography.backend import get_backend
 
 N = 96
 OFFSET = 3.3  # the rotation axis 3.3 px right of the detector middle
@@ -151,7 +151,7 @@ def test_batch_equals_single(slice_case):
 def test_torch_backend_matches_numpy(slice_case):
     pytest.importorskip("torch")
     sino, angles, center, truth, mask = slice_case
-    bk = get_backend("torch", "cpu")
+    bk = get_backend("torch-cpu")
     a = recon.fbp(sino, angles, center, backend=bk)
     b = recon.fbp(sino, angles, center)
     assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
@@ -166,7 +166,7 @@ def test_torch_gridrec_matches_finufft_gridrec(slice_case):
     the NUFFT accuracy (measured 3e-4), and each meets the accuracy bound vs the truth."""
     pytest.importorskip("torch")
     sino, angles, center, truth, mask = slice_case
-    bk = get_backend("torch", "cpu")
+    bk = get_backend("torch-cpu")
     g_np = gridrec.gridrec(sino, angles, center)
     g_t = gridrec.gridrec(sino, angles, center, backend=bk)
     assert isinstance(g_t, np.ndarray) and g_t.shape == (N, N) and g_t.dtype == np.float32
@@ -191,7 +191,7 @@ def test_torch_gridrec_matches_finufft_gridrec(slice_case):
 def test_torch_gridrec_plan_is_cached():
     torch = pytest.importorskip("torch")
     angles = np.linspace(0, np.pi, 40, endpoint=False)
-    bk = get_backend("torch", "cpu")
+    bk = get_backend("torch-cpu")
     a = gridrec.gridrec_plan(angles, 16.0, 32, backend=bk)
     b = gridrec.gridrec_plan(angles, 17.5, 32, backend=bk)  # another centre: the same matrix
     assert isinstance(a, gridrec.TorchGridrecPlan) and a.matrix is b.matrix
@@ -206,14 +206,14 @@ def test_gpu_matches_cpu(slice_case):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     sino, angles, center, _, mask = slice_case
-    a = recon.fbp(sino, angles, center, backend=get_backend("torch", "cuda"))
+    a = recon.fbp(sino, angles, center, backend=get_backend("gpu"))
     b = recon.fbp(sino, angles, center)
     assert np.abs(a - b).max() < 1e-4 * np.abs(b).max()
     # gridrec on the GPU: the same gridding as on CPU torch, and finufft's answer
-    cuda = get_backend("torch", "cuda")
+    cuda = get_backend("gpu")
     plan = gridrec.gridrec_plan(angles, center, sino.shape[-1], backend=cuda)
     assert plan.matrix.device.type == "cuda" and plan.run(sino).device.type == "cuda"
     g_gpu = gridrec.gridrec(sino, angles, center, backend=cuda)
-    g_cpu = gridrec.gridrec(sino, angles, center, backend=get_backend("torch", "cpu"))
+    g_cpu = gridrec.gridrec(sino, angles, center, backend=get_backend("torch-cpu"))
     assert np.abs(g_gpu - g_cpu).max() < 1e-4 * np.abs(g_cpu).max()
     assert nrmse(g_gpu, gridrec.gridrec(sino, angles, center), mask) < 2e-3

@@ -61,8 +61,8 @@ def test_torch_backend_runs_gridrec(scan_file, tmp_path):
     path, scan = scan_file
     common = dict(center=scan["center"], slab_rows=4, ring_removal="sorting", ring_size=11, zinger_threshold=0.5,
                   previews=0)
-    s_t, o_t, _ = run([path], tmp_path, name="torch", backend="torch", **common)
-    s_n, o_n, _ = run([path], tmp_path, name="numpy", backend="numpy", **common)
+    s_t, o_t, _ = run([path], tmp_path, name="torch", device="torch-cpu", **common)
+    s_n, o_n, _ = run([path], tmp_path, name="numpy", device="cpu", **common)
     assert s_t["algorithm"] == "gridrec" and s_t["backend"].startswith("torch:")
     with h5py.File(o_t["tomography.nxs"].path) as ft, h5py.File(o_n["tomography.nxs"].path) as fn:
         vt, vn = ft["entry/data/data"][()], fn["entry/data/data"][()]

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import scipy.fft
 
-from panreduce_tomography.backend import Array, Backend, get_backend
+from panreduce.backend import Array, Backend, cuda_available, get_backend
 from panreduce_tomography.recon import _as_batch, _npad, angle_weights, circle_mask, ramp_filter
 
 
@@ -141,7 +141,8 @@ class TorchGridrecPlan:
         filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
         width: int = 4, backend: Backend | None = None, max_batch_elems: int = 1 << 28,
     ) -> None:
-        bk = backend if backend is not None and backend.name == "torch" else get_backend("torch")
+        bk = backend if backend is not None and backend.name == "torch" else \
+            get_backend("gpu" if cuda_available() else "torch-cpu")
         self.bk = bk
         torch = bk.torch
         self.torch = torch

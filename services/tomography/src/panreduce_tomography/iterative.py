@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from panreduce_tomography.backend import Array, Backend, get_backend
+from panreduce.backend import Array, Backend, get_backend
 from panreduce_tomography.recon import _as_batch, back_project, circle_mask, project
 
 

@@ -96,8 +96,9 @@ class Reconstruction(Parameters):
                              "width)")
     circle: bool = Field(True, description="zero the pixels outside the field of view (the disc the detector sees at "
                          "every angle)")
-    backend: Literal["auto", "numpy", "torch"] = Field(
-        "auto", description="array backend: auto (torch on a GPU when present, else numpy), numpy or torch")
+    device: Literal["auto", "cpu", "gpu", "torch-cpu"] = Field(
+        "auto", description="where it runs (panreduce.backend): auto (torch on a CUDA GPU when present, else "
+        "numpy), cpu (numpy), gpu (torch on CUDA; refused without one) or torch-cpu (torch on the CPU)")
 
     def kwargs(self) -> dict[str, Any]:
         return self.model_dump()

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from panreduce.backend import get_backend
 from panreduce_tomography import centre as centre_mod
 from panreduce_tomography import corrections as corr
 from panreduce_tomography import recon
-from panreduce_tomography.backend import get_backend
 from panreduce_tomography.io import Scan
 from panreduce_tomography.params import Corrections, PhaseRetrieval, Reconstruction, RotationAxis
 
@@ -172,7 +172,7 @@ def reconstruct_volume(
     if not rows:
         raise ValueError("no rows to reconstruct")
     rec = reconstruction
-    bk = get_backend(rec.backend)
+    bk = get_backend(rec.device)
     centre_rows = list(centre_rows or rows)
     n = rec.size or scans[0].n_cols
     mask = recon.circle_mask(n, n / 2) if rec.circle else None
@@ -247,7 +247,7 @@ def trial_centres(scan: Scan, row: int, centres: Sequence[float], *, corrections
     (tomopy's ``write_center``, tomocupy's ``--reconstruction-type try``)."""
     prep = prepare(scan, corrections=corrections, phase=phase, slab_rows=1)
     sino = sinograms(scan, prep, [row], corrections=corrections, phase=phase)[0]
-    kw = {**reconstruction.kwargs(), "backend": get_backend(reconstruction.backend)}
+    kw = {**reconstruction.kwargs(), "backend": get_backend(reconstruction.device)}
     out = []
     for c in centres:
         if check is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.fft
 
-from panreduce_tomography.backend import Array, Backend, get_backend
+from panreduce.backend import Array, Backend, get_backend
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "parzen")
 
@@ -216,16 +216,17 @@ def project(
 def reconstruct(
     sino: np.ndarray, angles: np.ndarray, center: float, *, algorithm: str = "gridrec",
     size: int | None = None, filter: str = "ramp", filter_cutoff: float = 1.0, pad: bool = True,  # noqa: A002
-    iterations: int = 50, circle: bool = False, backend: Backend | str | None = None,
+    iterations: int = 50, circle: bool = False, device: str = "cpu", backend: Backend | None = None,
     callback: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Reconstruct slices of size ``size`` (default: the detector width) from sinograms
     by ``algorithm`` (``gridrec``, ``fbp``, ``sirt``, ``cgls``); the keywords are those of
-    the technique's ``reconstruction`` parameters. ``backend`` a :class:`Backend` or its
-    name. ``callback(iteration)`` runs after every iteration of ``sirt``/``cgls`` and
-    ``check()`` within each; an exception either raises (a cancelled job) stops the
-    reconstruction there."""
-    bk = get_backend(backend or "numpy") if isinstance(backend, str) or backend is None else backend
+    the technique's ``reconstruction`` parameters. It runs on ``backend`` (a
+    :class:`panreduce.backend.Backend`), else on ``device`` (its name, as for
+    :func:`panreduce.backend.get_backend`). ``callback(iteration)`` runs after every
+    iteration of ``sirt``/``cgls`` and ``check()`` within each; an exception either
+    raises (a cancelled job) stops the reconstruction there."""
+    bk = backend or get_backend(device)
     if algorithm == "gridrec":
         from panreduce_tomography.gridrec import gridrec
 
