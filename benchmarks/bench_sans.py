@@ -24,7 +24,7 @@ from panreduce.kit import Context
 from panreduce_sans.technique import Technique
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sans"))
-from sans_helpers import stage  # noqa: E402
+from sans_helpers import stage
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 

@@ -33,13 +33,13 @@ def nrmse(rec: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
     return float(np.linalg.norm((rec - truth)[mask]) / np.linalg.norm(truth[mask]))
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn):
     c0, w0 = time.process_time(), time.perf_counter()
     out = fn()
     return out, time.process_time() - c0, time.perf_counter() - w0
 
 
-def case(n: int, n_angles: int):  # noqa: ANN201
+def case(n: int, n_angles: int):
     ell = ph.shepp_logan_3d(0.45 * n)
     angles = np.linspace(0, np.pi, n_angles, endpoint=False)
     center = float(n // 2)
@@ -99,7 +99,7 @@ class Astra:
         return self.run(sino, angles, n, self.sx, self.sy, self.orient)
 
 
-def calibrate(fn, variants):  # noqa: ANN001, ANN201
+def calibrate(fn, variants):
     """The (variant..., orientation) of another library's reconstruction that matches this
     package's image orientation best, on a small phantom (conventions differ, not physics)."""
     sino, angles, _, truth, mask = case(128, 200)
@@ -129,7 +129,7 @@ def main() -> None:
           f"{os.cpu_count()} CPU(s)")
     rows: list[tuple[str, str, float, float, float]] = []
 
-    def add(name: str, size: str, fn, truth_=truth, mask_=mask) -> None:  # noqa: ANN001
+    def add(name: str, size: str, fn, truth_=truth, mask_=mask) -> None:
         try:
             out, cpu, wall = timed(fn)
         except ImportError as exc:
@@ -195,7 +195,7 @@ def gpu_rows(sino: np.ndarray, angles: np.ndarray, center: float, n: int) -> Non
     batch = np.repeat(sino[None], 16, axis=0)
     dev = torch.as_tensor(batch, device="cuda")
 
-    def rate(fn, reps: int = 3) -> float:  # noqa: ANN001
+    def rate(fn, reps: int = 3) -> float:
         fn()
         torch.cuda.synchronize()
         t = time.perf_counter()

@@ -90,7 +90,7 @@ def _two_banks(rescale=1.7, shift=-0.01, noise=0.0, seed=1):
 
 
 def test_fit_recovers_rescale_and_shift_exactly_on_exact_data():
-    q, truth, main, hab = _two_banks()
+    _q, _truth, main, hab = _two_banks()
     use = (main[2] > 0) & (hab[2] > 0)
     s, c = fit_rescale_shift(main[0], main[1], hab[0], hab[1], use, fit_rescale=True, fit_shift=True)
     assert (s, c) == pytest.approx((1.7, -0.01), rel=1e-9)

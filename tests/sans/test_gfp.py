@@ -212,7 +212,7 @@ def test_unknown_commands_can_be_downgraded_to_warnings(gfp, tmp_path, dataset):
     text = dataset("loq-gfp/mantid-files/USER_LOQ_125B.txt").read_text() + "\nFROBNICATE 3\n"
     batch_text = "sample_sans,75884,sample_trans,75876,sample_direct_beam,75869,output_as,one\n"
     inputs = _copy_inputs(gfp, tmp_path, user_text=text, batch_text=batch_text)
-    summary, outputs, logs = run_sans(inputs, {**PARAMS, "unknown_commands": "warn", "plots": False}, tmp_path / "x")
+    summary, outputs, _logs = run_sans(inputs, {**PARAMS, "unknown_commands": "warn", "plots": False}, tmp_path / "x")
     assert summary["outputs"] == ["one"] and "one.h5" in outputs
     assert any(f"line {len(text.splitlines())}" in w for w in summary["warnings"])
 

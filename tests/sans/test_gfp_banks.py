@@ -186,14 +186,14 @@ def test_fixed_rescale_and_overlap_from_the_user_file(gfp, dataset, tmp_path):
     assert row["merge_range"] == [0.15, 0.25]
     q, i, _ = _curve(outputs["GFP_10mgml.h5"])
     _, i_m, _ = _curve(outputs["GFP_10mgml_main.h5"])
-    _, i_h, e_h = _curve(outputs["GFP_10mgml_hab.h5"])
+    _, i_h, _e_h = _curve(outputs["GFP_10mgml_hab.h5"])
     assert np.allclose(i[q < 0.15], i_m[q < 0.15])  # the HAB has data from 0.11, but the range starts at 0.15
     assert np.allclose(i[q > 0.25], 2.0 * (i_h[q > 0.25] + 0.001))
 
 
 def test_gravity_changes_the_main_bank_curve_slightly(gfp, dataset, tmp_path, main_only):
     _, outputs, _ = _run(gfp, tmp_path, _user(dataset, extra="GRAVITY ON\n"), ONE_ROW)
-    q, i, e = _curve(outputs["GFP_10mgml.h5"])
+    _q, i, _e = _curve(outputs["GFP_10mgml.h5"])
     _, i0, e0 = main_only[1]
     good = (e0 > 0) & (e0 < 0.05 * np.abs(i0))
     rel = np.abs(i[good] / i0[good] - 1)

@@ -44,7 +44,7 @@ def test_sum_runs_adds_counts_and_keeps_the_first_metadata(tmp_path):
     assert total.name == "13-add" and total.proton_charge == pytest.approx(30.0)
     other = write_raw(tmp_path / "LOQ14.nxs", run_number=14, counts=np.ones((2, 4)), spectra=np.array([3, 4]),
                       tof=tof[:5], monitors={2: np.ones(4)})
-    with pytest.raises(errors.InvalidInput, match="LOQ14.nxs"):
+    with pytest.raises(errors.InvalidInput, match=r"LOQ14\.nxs"):
         sum_runs([runs[0], read_run(other, other.name)])
 
 
@@ -70,11 +70,11 @@ def test_damaged_files_are_named(tmp_path, dataset):
     src = dataset("loq-gfp/raw/LOQ75869.nxs").read_bytes()
     truncated = tmp_path / "LOQ1.nxs"
     truncated.write_bytes(src[: len(src) // 2])
-    with pytest.raises(errors.InvalidInput, match="LOQ1.nxs"):
+    with pytest.raises(errors.InvalidInput, match=r"LOQ1\.nxs"):
         read_run(truncated, truncated.name)
     garbage = tmp_path / "LOQ2.nxs"
     garbage.write_bytes(b"not a nexus file" * 10)
-    with pytest.raises(errors.InvalidInput, match="LOQ2.nxs"):
+    with pytest.raises(errors.InvalidInput, match=r"LOQ2\.nxs"):
         read_run(garbage, garbage.name)
     missing_block = write_raw(tmp_path / "LOQ3.nxs", run_number=3, counts=np.ones((2, 4)), spectra=np.array([3, 4]),
                               tof=np.arange(5.0), monitors={2: np.ones(4)})

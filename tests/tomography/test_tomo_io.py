@@ -122,7 +122,7 @@ def test_hdf5_without_tomography_data(tmp_path):
 
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.arange(5)
-    with pytest.raises(errors.InvalidInput, match="other.h5.*no tomography data"):
+    with pytest.raises(errors.InvalidInput, match=r"other\.h5.*no tomography data"):
         _scans(tmp_path / "other.h5")
 
 
@@ -170,7 +170,7 @@ def test_truncated_tiff_is_named(tmp_path):
         tifffile.imwrite(folder / f"proj_{i}.tif", np.ones((64, 32), np.uint16), compression="zlib", rowsperstrip=4)
     raw = (folder / "proj_1.tif").read_bytes()
     (folder / "proj_1.tif").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(errors.InvalidInput, match="proj_1.tif"):
+    with pytest.raises(errors.InvalidInput, match=r"proj_1\.tif"):
         _scans(folder)
 
 
@@ -246,5 +246,5 @@ def test_truncated_fits_is_named(tmp_path):
             fits.PrimaryHDU(np.ones((64, 32), np.float32)).writeto(d / f"IMAT_{b}.fits")
     raw = (root / "angle_1" / "IMAT_2.fits").read_bytes()
     (root / "angle_1" / "IMAT_2.fits").write_bytes(raw[: len(raw) - 3000])
-    with pytest.raises(errors.InvalidInput, match="IMAT_2.fits"):
+    with pytest.raises(errors.InvalidInput, match=r"IMAT_2\.fits"):
         _scans(root)

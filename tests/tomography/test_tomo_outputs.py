@@ -53,7 +53,7 @@ def test_previews_are_upscaled_with_a_colour_bar_and_the_root_default(scan_file,
     import matplotlib.image as mimage
 
     path, scan = scan_file
-    summary, outs, _ = run([path], tmp_path, center=scan["center"], previews=1, pixel_size_um=0.65)
+    _summary, outs, _ = run([path], tmp_path, center=scan["center"], previews=1, pixel_size_um=0.65)
     with h5py.File(outs["tomography.nxs"].path) as f:
         assert f.attrs["default"] == "entry" and f["entry"].attrs["default"] == "data"
         assert f["entry/data"].attrs["signal"] == "data"

@@ -150,7 +150,7 @@ def test_batch_equals_single(slice_case):
 
 def test_torch_backend_matches_numpy(slice_case):
     pytest.importorskip("torch")
-    sino, angles, center, truth, mask = slice_case
+    sino, angles, center, _truth, _mask = slice_case
     bk = get_backend("torch-cpu")
     a = recon.fbp(sino, angles, center, backend=bk)
     b = recon.fbp(sino, angles, center)

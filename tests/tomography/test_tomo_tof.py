@@ -174,7 +174,7 @@ def test_bragg_edge_per_region(tmp_path):
         expect = np.exp(-(0.3 + 0.02 * lam[:5]) - 0.25)
         assert np.allclose(tr[:, :5].mean(1), expect.mean(), rtol=0.02)
     # explicit boxes: one box straddling two quadrants sees both edges' average region
-    boxed, outs2, _ = run([root], tmp_path, name="boxes", previews=0, center=7.5, slice_stop=2,
+    boxed, _outs2, _ = run([root], tmp_path, name="boxes", previews=0, center=7.5, slice_stop=2,
                           tof_regions=[[0, 8, 8, 16], [8, 16, 0, 8]], bragg_edge_angstrom=4.05)
     assert np.allclose(boxed["tof"]["region_edges"], [edges[0, 1], edges[1, 0]], atol=0.01)
 

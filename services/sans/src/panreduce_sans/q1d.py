@@ -177,7 +177,7 @@ def qxy(
     """
     if q_step <= 0:
         raise ValueError("only linear Qxy binning is implemented")
-    n = int(round(2 * q_max / q_step))
+    n = round(2 * q_max / q_step)
     edges = np.linspace(-q_max, q_max, n + 1)
     lam_edges = np.asarray(wavelength_edges, dtype=np.float64)
     lam_c = 0.5 * (lam_edges[1:] + lam_edges[:-1])

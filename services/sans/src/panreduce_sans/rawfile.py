@@ -77,7 +77,7 @@ class RawRun:
         return self.counts[idx[0]]
 
 
-def _scalar(group: h5py.Group, path: str, source: str, default=None):  # noqa: ANN001, ANN202
+def _scalar(group: h5py.Group, path: str, source: str, default=None):
     if path not in group:
         if default is not None:
             return default
@@ -140,7 +140,7 @@ def _read_rows(ds: h5py.Dataset, i0: int, i1: int, period: int = 0) -> np.ndarra
     plain_gzip = (
         chunks is not None and chunks[0] == 1 and chunks[2] == ds.shape[2] and ds.compression == "gzip"
         and not ds.shuffle and not ds.fletcher32 and ds.scaleoffset is None and ds.dtype.kind in "iu"
-        and len(ds._filters) == 1  # noqa: SLF001 (only deflate in the pipeline)
+        and len(ds._filters) == 1
     )
     if not plain_gzip or i1 <= i0:
         return ds[period, i0:i1, :]

@@ -85,7 +85,7 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
+        import matplotlib.pyplot
         import sasdata.dataloader.data_info  # noqa: F401
 
     # -- load ------------------------------------------------------------------------------

@@ -261,7 +261,7 @@ def _parse_merge(uf: UserFile, parts: list[str], rest: str) -> None:
         merge.shift = value
 
 
-def _parse_line(uf: UserFile, line: str, n: int) -> None:  # noqa: C901, PLR0912, PLR0915
+def _parse_line(uf: UserFile, line: str, n: int) -> None:
     upper = line.upper()
     head, _, rest = line.partition(" ")
     uhead = head.upper()

@@ -39,7 +39,7 @@ class GridrecPlan:
 
     def __init__(
         self, angles: np.ndarray, center: float, n_det: int, *, n: int | None = None,
-        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,
         eps: float = 1e-3, nthreads: int | None = None, upsampfac: float | None = None,
     ) -> None:
         import finufft
@@ -63,7 +63,7 @@ class GridrecPlan:
             self.opts["upsampfac"] = upsampfac
         self._plans: dict[int, object] = {}
 
-    def _plan(self, nb: int):  # noqa: ANN202
+    def _plan(self, nb: int):
         if nb not in self._plans:
             p = self.finufft.Plan(1, (self.n, self.n), n_trans=nb, eps=self.eps, isign=1,
                                   dtype="complex64", **self.opts)
@@ -92,7 +92,7 @@ class GridrecPlan:
 
 # -- gridrec on torch: Kaiser-Bessel-class gridding + FFT (CPU or GPU) ----------------------
 def _gridrec_coefficients(
-    angles: np.ndarray, center: float, npad: int, left: int, filter: str, cutoff: float,  # noqa: A002
+    angles: np.ndarray, center: float, npad: int, left: int, filter: str, cutoff: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kept non-negative DFT bins of a padded projection, their frequencies (cycles
     per pixel) and the per-(angle, bin) coefficients: filter x phase of the axis x
@@ -138,7 +138,7 @@ class TorchGridrecPlan:
 
     def __init__(
         self, angles: np.ndarray, center: float, n_det: int, *, n: int | None = None,
-        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,
         width: int = 4, backend: Backend | None = None, max_batch_elems: int = 1 << 28,
     ) -> None:
         bk = backend if backend is not None and backend.name == "torch" else \
@@ -161,7 +161,7 @@ class TorchGridrecPlan:
         self.deapod = deapod  # (n,) real, on the device: 1 / Phi(k h)
         self.max_batch = max(1, max_batch_elems // (self.m * self.m * 2))
 
-    def _interpolation(self, om: np.ndarray):  # noqa: ANN202
+    def _interpolation(self, om: np.ndarray):
         torch, bk = self.torch, self.bk
         key = (hashlib.sha1(self.angles.tobytes()).hexdigest(), self.n, self.npad, om.size,
                float(om[-1]), self.width, str(bk.device))
@@ -247,7 +247,7 @@ class TorchGridrecPlan:
 
 
 def gridrec_plan(
-    angles: np.ndarray, center: float, n_det: int, *, n: int | None = None, filter: str = "ramp",  # noqa: A002
+    angles: np.ndarray, center: float, n_det: int, *, n: int | None = None, filter: str = "ramp",
     cutoff: float = 1.0, pad: bool = True, eps: float = 1e-3, backend: Backend | None = None,
 ) -> GridrecPlan | TorchGridrecPlan:
     """The gridrec plan for a backend: finufft on numpy, gridding on torch (kernel width
@@ -262,7 +262,7 @@ def gridrec_plan(
 
 def gridrec(
     sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
-    filter: str = "ramp", cutoff: float = 1.0, pad: bool = True, circle: bool = False,  # noqa: A002
+    filter: str = "ramp", cutoff: float = 1.0, pad: bool = True, circle: bool = False,
     eps: float = 1e-3, backend: Backend | None = None,
 ) -> np.ndarray:
     """Gridrec-class reconstruction through a NUFFT (see :class:`GridrecPlan`).

@@ -333,7 +333,7 @@ def read_mat(file: StagedFile, unit_param: str = "auto") -> Scan:
         raise errors.InvalidInput(source, "is not a MATLAB .mat file (no MATLAB header)")
     try:
         m = scipy.io.loadmat(file.path)
-    except Exception as exc:  # noqa: BLE001 - scipy raises many types for damaged files
+    except Exception as exc:
         raise errors.InvalidInput(source, f"is a damaged or truncated .mat file ({exc})") from None
     arrays = {k: v for k, v in m.items() if not k.startswith("__") and isinstance(v, np.ndarray)
               and v.dtype.kind in "fiu"}
@@ -351,12 +351,12 @@ def _read_tiff(file: StagedFile) -> np.ndarray:
 
     try:
         img = tifffile.imread(file.path)
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+    except Exception as exc:
         raise errors.InvalidInput(file.name, f"is not a readable TIFF image ({exc})") from None
     return np.asarray(img)
 
 
-def tiff_page_rows(tf, page, r0: int, r1: int) -> np.ndarray:  # noqa: ANN001 - tifffile objects
+def tiff_page_rows(tf, page, r0: int, r1: int) -> np.ndarray:
     """Rows ``r0:r1`` of one 2-D TIFF page, reading only the bytes that hold them: an
     offset into uncompressed contiguous pages, the covering strips of strip-organised
     pages (any compression tifffile decodes); tiled or multi-sample pages are decoded
@@ -394,7 +394,7 @@ def _tiff_frames(file: StagedFile) -> tuple[int, tuple[int, ...]]:
             shape = tuple(series.shape)
             pages = len(tf.pages)
             page_shape = tuple(tf.pages[0].shape)
-    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+    except Exception as exc:
         raise errors.InvalidInput(file.name, f"is not a readable TIFF image ({exc})") from None
     if len(page_shape) != 2 or int(np.prod(shape)) != pages * int(np.prod(page_shape)):
         raise errors.InvalidInput(file.name, f"TIFF image of shape {shape} is not a stack of 2-D frames")
@@ -420,7 +420,7 @@ def _tiff_rows_reader(frames: list[tuple[StagedFile, int]]) -> Callable[[int, in
                         i += 1
             except errors.PanReduceError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - tifffile/codecs raise many types for damaged files
+            except Exception as exc:
                 raise errors.InvalidInput(file.name, f"rows {r0}:{r1} cannot be read: damaged or truncated "
                                           f"({exc})") from None
         return out

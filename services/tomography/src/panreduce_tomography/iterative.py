@@ -17,7 +17,7 @@ from panreduce.backend import Array, Backend, get_backend
 from panreduce_tomography.recon import _as_batch, back_project, circle_mask, project
 
 
-def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend,  # noqa: ANN202
+def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend,
                check: Callable[[], None] | None = None):
     def fwd(x: Array) -> Array:
         return project(x, angles, center, n_det, backend=bk, check=check)
@@ -73,7 +73,7 @@ def cgls(
     ``callback`` and ``check`` as for :func:`sirt`."""
     bk = backend or get_backend("numpy")
     batch, single = _as_batch(sino)
-    nb, na, n_det = batch.shape
+    nb, _na, n_det = batch.shape
     n = n or n_det
     fwd, adj = _operators(np.asarray(angles, dtype=np.float64), center, n, n_det, bk, check)
     results = []

@@ -153,7 +153,7 @@ def preview_picks(n_rows: int, k: int) -> list[int]:
     """``k`` slice indices spread over ``n_rows`` (away from the ends when there are more than 2)."""
     k = min(k, n_rows)
     if n_rows > 2:
-        return sorted({int(round(x)) for x in np.linspace(0, n_rows - 1, k + 2)[1:-1]})
+        return sorted({round(x) for x in np.linspace(0, n_rows - 1, k + 2)[1:-1]})
     return list(range(n_rows))[:k]
 
 

@@ -154,7 +154,7 @@ def simulate_scan(
     ``I = dark + gain * flux * exp(-p)`` with Poisson noise, a smooth beam profile in
     the flats, stripes of column-gain errors not seen in the flats (``ring_amplitude``:
     relative size, they make rings) and zingers (isolated hot pixels)."""
-    a, r, c = line_int.shape
+    _a, r, c = line_int.shape
     yy, xx = np.mgrid[0:r, 0:c]
     beam = flux * (1.0 + 0.2 * np.cos(2 * np.pi * xx / c) * np.exp(-((yy - r / 2) ** 2) / (r * r + 1)))
     gain = 1.0 + ring_amplitude * rng.standard_normal(c) * (rng.uniform(size=c) < 0.2)

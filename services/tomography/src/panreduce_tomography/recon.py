@@ -98,7 +98,7 @@ def circle_mask(n: int, radius: float | None = None) -> np.ndarray:
 
 # -- filtered back-projection (numpy or torch) -------------------------------------------
 def filter_sinograms(
-    sino: Array, *, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+    sino: Array, *, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,
     backend: Backend | None = None,
 ) -> tuple[Array, int]:
     """Pad each projection (edge values, or zeros) to twice its length and apply the
@@ -125,7 +125,7 @@ def fbp(
     center: float,
     *,
     n: int | None = None,
-    filter: str = "ramp",  # noqa: A002
+    filter: str = "ramp",
     cutoff: float = 1.0,
     pad: bool = True,
     circle: bool = False,
@@ -141,7 +141,7 @@ def fbp(
     """
     bk = backend or get_backend("numpy")
     batch, single = _as_batch(sino) if isinstance(sino, np.ndarray) else (sino, False)
-    nb, na, n_det = batch.shape
+    _nb, _na, n_det = batch.shape
     n = n or n_det
     filt, left = filter_sinograms(batch, filter=filter, cutoff=cutoff, pad=pad, backend=bk)
     w = angle_weights(angles)
@@ -168,7 +168,7 @@ def back_project(
     (B, n, n) on the backend. ``check()`` runs after every chunk of angles (raise from
     it to stop)."""
     bk = backend
-    nb, na, n_det = sino.shape
+    nb, na, _n_det = sino.shape
     xs, ys = _grid(n, bk)
     w = np.ones(na) if weights is None else np.asarray(weights, dtype=np.float64)
     out = bk.zeros((nb, n * n))
@@ -215,7 +215,7 @@ def project(
 
 def reconstruct(
     sino: np.ndarray, angles: np.ndarray, center: float, *, algorithm: str = "gridrec",
-    size: int | None = None, filter: str = "ramp", filter_cutoff: float = 1.0, pad: bool = True,  # noqa: A002
+    size: int | None = None, filter: str = "ramp", filter_cutoff: float = 1.0, pad: bool = True,
     iterations: int = 50, circle: bool = False, device: str = "cpu", backend: Backend | None = None,
     callback: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
 ) -> np.ndarray:

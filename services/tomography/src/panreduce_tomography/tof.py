@@ -183,7 +183,7 @@ def _fits_image_info(file: StagedFile) -> FitsImage:
                                  float(hdr.get("BZERO", 0.0)))
     except errors.PanReduceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - astropy raises many types for damaged files
+    except Exception as exc:
         raise errors.InvalidInput(file.name, f"is not a readable FITS image ({exc})") from None
     raise errors.InvalidInput(file.name, "holds no image")
 
@@ -191,7 +191,7 @@ def _fits_image_info(file: StagedFile) -> FitsImage:
 def read_fits_rows(img: FitsImage, r0: int, r1: int) -> np.ndarray:
     """Rows ``r0:r1`` of a FITS image as float64 (BSCALE/BZERO applied): for plain images
     only those rows' bytes are read from the file (one seek, one read)."""
-    rows, cols = img.shape
+    _rows, cols = img.shape
     if img.offset is None:
         from astropy.io import fits
 
@@ -247,7 +247,7 @@ class FitsStack:
             self.triggers = np.asarray(trig, np.float64)
             self.meta["overlap_corrected"] = True
 
-    def bins(self, r0: int, r1: int, first: int = 0, last: int | None = None):  # noqa: ANN201 - generator
+    def bins(self, r0: int, r1: int, first: int = 0, last: int | None = None):
         """Yield ``(bin, counts)`` for bins ``first..last`` of rows ``r0:r1`` (float64,
         overlap-corrected when shutter counts are known: the correction of a bin needs the
         earlier bins of its shutter window, which are read from the window's start, so
@@ -438,7 +438,7 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
             "regions": boxes, "region_sample": p_reg, "region_open": f_reg,
             "region_dark": 0.0 if d_reg is None else d_reg}
 
-    def reader(idx: np.ndarray):  # noqa: ANN202
+    def reader(idx: np.ndarray):
         def read(r0: int, r1: int) -> np.ndarray:
             """Rows r0:r1 of every projection: only those rows of each FITS file are read."""
             return np.stack([stacks[d].band_sums(r0, r1, [idx])[0] for d in proj_dirs])
