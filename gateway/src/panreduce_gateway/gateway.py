@@ -19,10 +19,11 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import quote
 
 import grpc
@@ -32,7 +33,13 @@ from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_
 from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
 from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.scope import SCOPE_HEADER, Scope, job_scope
-from panreduce.serving import PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
+from panreduce.serving import (
+    JOB_ID_HEADER,
+    PROPOSAL_HEADER,
+    SUBJECT_HEADER,
+    rpc_method,
+    with_service_token,
+)
 from panreduce.settings import get_settings
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
@@ -88,7 +95,7 @@ class Route:
     def __post_init__(self) -> None:
         options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1)]
         self.channel = secure_channel(self.target, self.tls, options)
-        self.stub = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))
+        self.stub: Any = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))  # type: ignore[no-untyped-call]
 
     def replicas(self) -> int:
         """How many replicas the target names (a DNS name: its addresses, refreshed every 30 s)."""
@@ -122,13 +129,16 @@ class GatewayConfig:
     service_tls: ServiceTLS | None = field(default=None, repr=False)  # mTLS to the services (panreduce.mtls)
 
 
-def caller_metadata(subject: str, proposal: str, scope: Scope | None = None) -> list[tuple[str, str]]:
+def caller_metadata(subject: str, proposal: str, scope: Scope | None = None, *,
+                    job_id: str = "") -> list[tuple[str, str]]:
     """Who a call to a service is made for (the service logs it): printable ASCII, clipped;
     and the locations it may touch (panreduce.scope), which the service checks again."""
     safe = "@.:_-+/=,"
     md = [(SUBJECT_HEADER, quote(subject[:200], safe=safe)), (PROPOSAL_HEADER, quote(proposal[:200], safe=safe))]
     if scope is not None:
         md.append((SCOPE_HEADER, scope.encode()))
+    if job_id:  # the service writes the gateway's job id into the provenance
+        md.append((JOB_ID_HEADER, job_id))
     return md
 
 
@@ -218,7 +228,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         info = resp.techniques[0]
         with self._lock:
             self._described[technique] = info
-        return info
+        return cast(pb.TechniqueInfo, info)
 
     # -- access -----------------------------------------------------------------------
     def _job_for(self, identity: Identity, job_id: str) -> pb.Job:
@@ -279,7 +289,7 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
-    def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:  # noqa: N802
         self.access.identify(context)
         limits.check_technique(request.technique)
         resp = pb.DescribeResponse(server_kind="gateway", server_version=__version__)
@@ -360,36 +370,36 @@ class GatewayService(pb_grpc.ReducerServicer):
         return uri
 
     @rpc_method
-    def Reduce(self, request: pb.ReduceRequest, context):  # noqa: N802, ANN001, ANN201
+    def Reduce(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:  # noqa: N802
         job = self._submit(request, context, follow=True)
         yield from reduce_stream(self.manager, job.job_id, context)
 
     @rpc_method
-    def Submit(self, request: pb.ReduceRequest, context) -> pb.Job:  # noqa: N802, ANN001
+    def Submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
         return self._submit(request, context)
 
     @rpc_method
-    def Watch(self, request: pb.WatchRequest, context):  # noqa: N802, ANN001, ANN201
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_job_id(request.job_id)
         self._job_for(identity, request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
-    def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:  # noqa: N802, ANN001
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_job_id(request.job_id)
         self._job_for(identity, request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
-    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:  # noqa: N802, ANN001
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_job_id(request.job_id)
         return self._job_for(identity, request.job_id)
 
     @rpc_method
-    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_list_request(request)
         if request.proposal and not identity.may_see(request.proposal):
@@ -406,7 +416,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         return resp
 
     @rpc_method
-    def Upload(self, request_iterator, context) -> pb.ObjectInfo:  # noqa: N802, ANN001
+    def Upload(self, request_iterator: Iterator[pb.DataChunk], context: grpc.ServicerContext) -> pb.ObjectInfo:  # noqa: N802
         identity = self.access.identify(context)
         requested = dict(context.invocation_metadata()).get("x-panreduce-proposal", "")
         limits.check_proposal(requested)
@@ -415,7 +425,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
 
     @rpc_method
-    def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201
+    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DataChunk]:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
         uri = audit.checked(lambda: self._downloadable(identity, request.uri), subject=identity.subject,
@@ -423,7 +433,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
-    def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001
+    def GetMetadata(self, request: pb.MetadataRequest, context: grpc.ServicerContext) -> pb.MetadataResponse:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
         loc = audit.checked(lambda: self.access.check_readable(identity, request.uri,
@@ -466,7 +476,7 @@ class GatewayService(pb_grpc.ReducerServicer):
             return self._relay_sharded(handle, job.shards)
         return self._relay_one(handle, handle.request, handle.progress, accept=True)
 
-    def _relay_one(self, handle: JobHandle, request: pb.ReduceRequest, on_progress, *,  # noqa: ANN001
+    def _relay_one(self, handle: JobHandle, request: pb.ReduceRequest, on_progress: Callable[[str, float, str], object], *,
                    accept: bool) -> pb.Result:
         route = self.route(request.technique)
         timeout = None
@@ -481,7 +491,8 @@ class GatewayService(pb_grpc.ReducerServicer):
         job = self.manager.get(handle.job_id)
         call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True,
                                  metadata=caller_metadata(job.owner, job.proposal,
-                                                          self._scope(job.proposal, handle.job_id)))
+                                                          self._scope(job.proposal, handle.job_id),
+                                                          job_id=handle.job_id))
         handle.on_cancel(call.cancel)
         try:
             for event in call:
@@ -493,7 +504,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                 elif kind == "log":
                     handle.log(_LEVEL_NAMES.get(event.log.level, "info"), event.log.message)
                 elif kind == "result":
-                    return event.result
+                    return cast(pb.Result, event.result)
         except grpc.RpcError as exc:
             if handle.cancel_event.is_set():
                 raise errors.JobCancelled("cancelled by the caller") from None
@@ -535,7 +546,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         lock = threading.Lock()
         handle.log("info", f"split into {count} shards over {route.replicas()} replica(s) of {route.target}")
 
-        def progress(i: int):  # noqa: ANN202
+        def progress(i: int) -> Callable[[str, float, str], None]:
             def report(stage: str, fraction: float, message: str) -> None:
                 with lock:
                     fractions[i] = fraction
@@ -615,3 +626,4 @@ def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:
             raise errors.InvalidRequest(f"route {pair!r} is not TECHNIQUE=HOST:PORT")
         routes.setdefault(technique.strip(), []).append(address.strip())
     return routes
+

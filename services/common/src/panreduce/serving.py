@@ -43,6 +43,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Reducer"].full_name
 SERVICE_TOKEN_HEADER = "x-panreduce-service-token"
 SUBJECT_HEADER = "x-panreduce-subject"
 PROPOSAL_HEADER = "x-panreduce-proposal"
+JOB_ID_HEADER = "x-panreduce-job-id"  # the gateway's job id: the one in every output's provenance
 SERVICE_TOKEN_ENV = "PANREDUCE_SERVICE_TOKEN_FILE"
 MIN_SERVICE_TOKEN_CHARS = 16
 MAX_SERVICE_TOKEN_CHARS = 4096
@@ -92,6 +93,12 @@ def caller_of(context: grpc.ServicerContext) -> tuple[str, str]:
     """(subject, proposal) the gateway says it calls for (empty when not said)."""
     md = context.invocation_metadata()
     return _metadata_value(md, SUBJECT_HEADER)[:256], _metadata_value(md, PROPOSAL_HEADER)[:256]
+
+
+def job_id_of(context: grpc.ServicerContext) -> str:
+    """The gateway's id of the job a call runs (empty when not said, or not an id)."""
+    value = _metadata_value(context.invocation_metadata(), JOB_ID_HEADER)
+    return value if 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in value) else ""
 
 
 class ServiceTokenInterceptor(grpc.ServerInterceptor):

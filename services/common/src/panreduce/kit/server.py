@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from panreduce import __version__, errors, limits, locations, metadata
-from panreduce.jobs import TERMINAL, JobHandle, JobManager
+from panreduce.jobs import TERMINAL, JobHandle, JobManager, new_job_id
 from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway checks outputs the same way
     STAGE_SPAN,
     check_output_location,
@@ -29,11 +29,12 @@ from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway chec
 from panreduce.kit.scratch import ScratchArea
 from panreduce.kit.technique import Technique
 from panreduce.mtls import ServiceTLS
-from panreduce.scope import Scope, scope_of
+from panreduce.scope import Scope, active, scope_of
 from panreduce.serving import (
     AbortWith,
     RunningServer,
     caller_of,
+    job_id_of,
     rpc_method,
     run_until_signal,
     start_server,
@@ -74,12 +75,14 @@ class TechniqueService(pb_grpc.ReducerServicer):
         # This process's own scratch folder; what killed servers left is removed first.
         self.scratch = ScratchArea(Path(scratch_root or tempfile.gettempdir()) / f"panreduce-{self.name}")
         self.scratch_root = self.scratch.path
-        from panreduce.settings import get_settings  # noqa: PLC0415
+        from panreduce.settings import get_settings
 
         self.max_input_bytes = max_input_bytes or get_settings().max_input_bytes or self.cls.max_input_bytes
         self.manager = JobManager(self._run, max_running=max_running, name=self.name)
         self.distribution = distribution_of(self.cls)
         self.info = technique_info(self.cls)
+        self._provenance_ids: dict[str, str] = {}  # service job id -> the gateway's (provenance)
+        self._job_scopes: dict[str, Scope] = {}  # service job id -> its caller's locations (until it runs)
 
     # A service with a credential (service token, mTLS) serves data calls only with the
     # caller's locations from its gateway (panreduce.scope); start_technique sets it.
@@ -90,7 +93,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
-    def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:  # noqa: N802, ANN001
+    def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:
         limits.check_technique(request.technique)
         if request.technique and request.technique != self.name:
             raise errors.UnknownTechnique(request.technique, [self.name])
@@ -100,7 +103,8 @@ class TechniqueService(pb_grpc.ReducerServicer):
                 follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         validate_request(self.cls, request)
-        self._scope(context).check_request(self.stores, request)  # the gateway's check, again
+        scope = self._scope(context)
+        scope.check_request(self.stores, request)  # the gateway's check, again
         check_inputs_exist(self.stores, list(request.inputs))
         check_output_location(self.stores, request.output)
         req = pb.ReduceRequest()
@@ -109,55 +113,64 @@ class TechniqueService(pb_grpc.ReducerServicer):
         if req.validate_only:
             return pb.Job(technique=self.name, request=req)
         subject, proposal = caller_of(context)  # who the gateway calls for (trusted: it holds the token)
-        job, created = self.manager.submit(req, deadline=deadline_of(context) if follow else None,
-                                           owner=subject, proposal=proposal)
+        own_id = new_job_id()
+        if scope.prefixes is not None:
+            self._job_scopes[own_id] = scope  # checked again when the job stages its inputs
+        self._provenance_ids[own_id] = job_id_of(context) or own_id  # the id the gateway's caller sees
+        try:
+            job, created = self.manager.submit(req, deadline=deadline_of(context) if follow else None,
+                                               owner=subject, proposal=proposal, job_id=own_id)
+        finally:
+            if self.manager.handle(own_id) is None:
+                self._provenance_ids.pop(own_id, None)
+                self._job_scopes.pop(own_id, None)
         if created:
             log.info("job %s accepted for subject %r, proposal %r", job.job_id, subject or "-", proposal or "-",
                      extra={"job_id": job.job_id, "subject": subject, "proposal": proposal})
         return job
 
     @rpc_method
-    def Reduce(self, request: pb.ReduceRequest, context):  # noqa: N802, ANN001, ANN201
+    def Reduce(self, request: pb.ReduceRequest, context):
         job = self._submit(request, context, follow=True)
         yield from reduce_stream(self.manager, job.job_id, context)
 
     @rpc_method
-    def Submit(self, request: pb.ReduceRequest, context) -> pb.Job:  # noqa: N802, ANN001
+    def Submit(self, request: pb.ReduceRequest, context) -> pb.Job:
         return self._submit(request, context)
 
     @rpc_method
-    def Watch(self, request: pb.WatchRequest, context):  # noqa: N802, ANN001, ANN201
+    def Watch(self, request: pb.WatchRequest, context):
         limits.check_job_id(request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
-    def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:  # noqa: N802, ANN001, ARG002
+    def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:
         limits.check_job_id(request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
-    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:  # noqa: N802, ANN001, ARG002
+    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
         limits.check_job_id(request.job_id)
         return self.manager.get(request.job_id)
 
     @rpc_method
-    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:  # noqa: N802, ANN001, ARG002
+    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
         limits.check_list_request(request)
         return list_jobs(self.manager, request)
 
     @rpc_method
-    def Upload(self, request_iterator, context) -> pb.ObjectInfo:  # noqa: N802, ANN001, ARG002
+    def Upload(self, request_iterator, context) -> pb.ObjectInfo:
         return receive_upload(request_iterator, self.stores)
 
     @rpc_method
-    def Download(self, request: pb.DownloadRequest, context):  # noqa: N802, ANN001, ANN201, ARG002
+    def Download(self, request: pb.DownloadRequest, context):
         limits.check_uri(request.uri)
         self._scope(context).check(self.stores, request.uri, "download")
         uri = checked_download_uri(self.stores, self.manager, request.uri)
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
-    def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:  # noqa: N802, ANN001, ARG002
+    def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:
         limits.check_uri(request.uri)
         self._scope(context).check(self.stores, request.uri, "metadata read")
         return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active())
@@ -165,10 +178,12 @@ class TechniqueService(pb_grpc.ReducerServicer):
     # -- the job --------------------------------------------------------------------
     def _run(self, handle: JobHandle) -> pb.Result:
         """Decode the queued request, run the job (kit.run), encode its result."""
-        result = run_request(self.technique, handle.request, stores=self.stores, job_id=handle.job_id,
-                             progress=handle.progress, log=handle.log, cancel=handle.cancel_event,
-                             deadline=handle.deadline, scratch_root=self.scratch_root,
-                             max_input_bytes=self.max_input_bytes, checked=True)
+        job_id = self._provenance_ids.pop(handle.job_id, handle.job_id)
+        with active(self._job_scopes.pop(handle.job_id, None)):  # staging checks the scope again
+            result = run_request(self.technique, handle.request, stores=self.stores, job_id=job_id,
+                                 progress=handle.progress, log=handle.log, cancel=handle.cancel_event,
+                                 deadline=handle.deadline, scratch_root=self.scratch_root,
+                                 max_input_bytes=self.max_input_bytes, checked=True)
         return to_message(result)
 
 
@@ -178,7 +193,7 @@ def deadline_of(context: grpc.ServicerContext) -> float | None:
     return time.monotonic() + remaining if remaining is not None and remaining < 1e8 else None
 
 
-def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContext):  # noqa: ANN201
+def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContext):
     """Events of a job for a Reduce call; cancelling the call cancels the job, and a
     failed job ends the call with its status."""
 
