@@ -272,7 +272,7 @@ class TorchBackend(Backend):
 
     name = "torch"
 
-    def __init__(self, device: str = "cuda", workers: int | None = None) -> None:  # noqa: ARG002
+    def __init__(self, device: str = "cuda", workers: int | None = None) -> None:
         import torch
 
         self.torch = torch
@@ -313,10 +313,10 @@ class TorchBackend(Backend):
     def scalar(self, x: Array) -> float:
         return float(x.item()) if hasattr(x, "item") else float(x)
 
-    def fft2(self, x: Array, *, overwrite: bool = False) -> Array:  # noqa: ARG002
+    def fft2(self, x: Array, *, overwrite: bool = False) -> Array:
         return self.torch.fft.fft2(x, norm="ortho")
 
-    def ifft2(self, x: Array, *, overwrite: bool = False) -> Array:  # noqa: ARG002
+    def ifft2(self, x: Array, *, overwrite: bool = False) -> Array:
         return self.torch.fft.ifft2(x, norm="ortho")
 
     def rfft(self, x: Array, n: int) -> Array:

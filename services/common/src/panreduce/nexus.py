@@ -183,7 +183,7 @@ def write_nxdata(
         axis_names.append(axis_name)
     if axis_names:
         axis_names += ["."] * (values.ndim - len(axis_names))
-        group.attrs["axes"] = axis_names if len(axis_names) > 1 else axis_names[0]
+        group.attrs["axes"] = axis_names  # always an array of names, one per dimension
     for key, unit in units.items():
         if key in written and unit is not None:
             written[key].attrs["units"] = str(unit)
@@ -210,7 +210,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_nxnote(parent: h5py.Group, name: str, *, data: str, type: str = "text/plain",  # noqa: A002
+def write_nxnote(parent: h5py.Group, name: str, *, data: str, type: str = "text/plain",
                  description: str = "") -> h5py.Group:
     """An NXnote ``parent/name``: ``type`` (a MIME type), ``data`` (text) and, when not
     empty, ``description``."""

@@ -344,7 +344,7 @@ def read_nxcansas(path: Path | str, source: str | None = None) -> list[SasCurve]
     """Every SASdata of every SASentry of an NXcanSAS file (ours or anyone's)."""
     path = Path(path)
     name = source or path.name
-    from panreduce.kit.readers import open_checked  # noqa: PLC0415 - the kit imports this module
+    from panreduce.kit.readers import open_checked
 
     try:
         f = open_checked(path, name)

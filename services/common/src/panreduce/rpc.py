@@ -230,18 +230,18 @@ class AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterc
     def __init__(self, *pairs: tuple[str, str]) -> None:
         self.pairs = list(pairs)
 
-    def _details(self, d):  # noqa: ANN001, ANN202
+    def _details(self, d):
         return _CallDetails(d.method, d.timeout, [*(d.metadata or []), *self.pairs], d.credentials,
                             d.wait_for_ready, d.compression)
 
-    def intercept_unary_unary(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):  # noqa: ANN001, ANN201
+    def intercept_unary_stream(self, continuation, details, request):
         return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+    def intercept_stream_unary(self, continuation, details, request_iterator):
         return continuation(self._details(details), request_iterator)
 
-    def intercept_stream_stream(self, continuation, details, request_iterator):  # noqa: ANN001, ANN201
+    def intercept_stream_stream(self, continuation, details, request_iterator):
         return continuation(self._details(details), request_iterator)

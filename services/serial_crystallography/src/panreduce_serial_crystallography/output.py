@@ -9,10 +9,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from panreduce import constants, nexus
 from panreduce_serial_crystallography.geometry import PixelMaps
 from panreduce_serial_crystallography.hits import FrameResult, Powder
 
-__all__ = ["CxiHitWriter", "FRAME_COLUMNS", "plot_hit_rate", "plot_powder", "plot_foms", "write_frames_csv"]
+__all__ = ["FRAME_COLUMNS", "CxiHitWriter", "plot_foms", "plot_hit_rate", "plot_powder", "write_frames_csv"]
 
 PEAK_FIELDS = ("peakXPosRaw", "peakYPosRaw", "peakTotalIntensity", "peakNPixels", "peakMaximumValue", "peakSNR")
 FRAME_COLUMNS = ("frame", "file", "event", "n_peaks", "hit", "resolution_angstrom", "photon_energy_ev")
@@ -31,23 +32,24 @@ class CxiHitWriter:
         self.max_peaks = max_peaks
         f = self.f
         f.attrs["cxi_version"] = 150
-        entry = f.create_group("entry_1")
-        entry.attrs["NX_class"] = "NXentry"
-        data = entry.create_group("data_1")
-        data.attrs["NX_class"] = "NXdata"
-        data.attrs["signal"] = "data"
+        f.attrs["NX_class"] = "NXroot"
+        entry = nexus.make_group(f, "entry_1", "NXentry")
+        # CXI's groups carry NeXus classes too, so that NeXus tools read (and validate) it
+        data = nexus.make_group(entry, "data_1", "NXdata", signal="data", axes=[".", ".", "."])
+        nexus.set_default(data)
         self.data = data.create_dataset("data", shape=(0, *shape), maxshape=(None, *shape),
                                         dtype=dtype, chunks=(1, *shape))
         data.create_dataset("mask", data=mask_bad.astype(np.uint16))
-        res = entry.create_group("result_1")
+        res = nexus.make_group(entry, "result_1", "NXcollection")
         self.n_peaks = res.create_dataset("nPeaks", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
         self.fields = {k: res.create_dataset(k, shape=(0, max_peaks), maxshape=(None, max_peaks),
                                              dtype=np.float32, chunks=(64, max_peaks), fillvalue=0)
                        for k in PEAK_FIELDS}
         self.source_frame = entry.create_dataset("source_frame", shape=(0,), maxshape=(None,), dtype=np.int64,
                                                  chunks=(1024,))
-        self.energy = entry.create_dataset("instrument_1/source_1/energy", shape=(0,), maxshape=(None,),
-                                           dtype=np.float64, chunks=(1024,))
+        source = nexus.make_group(nexus.make_group(entry, "instrument_1", "NXinstrument"), "source_1", "NXsource")
+        self.energy = source.create_dataset("energy", shape=(0,), maxshape=(None,), dtype=np.float64,
+                                            chunks=(1024,))
         self.energy.attrs["units"] = "J"
         self.extra = {}
         for p, unit in ((energy_path, "eV"), (clen_path, "mm")):
@@ -55,6 +57,7 @@ class CxiHitWriter:
                 ds = f.create_dataset(p, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
                 ds.attrs["units"] = unit
                 self.extra[p] = ds
+                _classify_parents(ds)
         self.energy_path, self.clen_path = energy_path, clen_path
         self.count = 0
 
@@ -73,7 +76,7 @@ class CxiHitWriter:
         self.data[n0:n1] = block
         self.n_peaks[n0:n1] = [min(len(r.peaks), self.max_peaks) for r in hits]
         self.source_frame[n0:n1] = [r.index for r in hits]
-        self.energy[n0:n1] = [r.photon_energy_ev * 1.602176634e-19 for r in hits]
+        self.energy[n0:n1] = [r.photon_energy_ev * constants.ELEMENTARY_CHARGE for r in hits]
         if self.energy_path in self.extra:
             self.extra[self.energy_path][n0:n1] = [r.photon_energy_ev for r in hits]
         if self.clen_path in self.extra:
@@ -90,6 +93,16 @@ class CxiHitWriter:
 
     def close(self) -> None:
         self.f.close()
+
+
+def _classify_parents(obj: h5py.HLObject) -> None:
+    """Groups made on the way to a dataset the geometry names (e.g. ``/LCLS/...``) are
+    NXcollections: every group of the file has a NeXus class."""
+    group = obj.parent
+    while group.name != "/":
+        if not nexus.nx_class(group):
+            group.attrs["NX_class"] = "NXcollection"
+        group = group.parent
 
 
 def write_frames_csv(path: Path, rows: list[dict]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from panreduce import nexus
 from panreduce_stem4d.pipeline import Calibration, Maps, Partial
 
 # the order of the overview and of the NXdata groups
@@ -18,61 +19,61 @@ ORDER = ("bf", "adf", "haadf", "com_x", "com_y", "com_magnitude", "dpc_phase", "
 
 
 def _nxdata(parent: h5py.Group, name: str, signal: np.ndarray, units: str, axes: list[tuple[str, np.ndarray, str]],
-            long_name: str = "") -> h5py.Group:
-    g = parent.create_group(name)
-    g.attrs["NX_class"] = "NXdata"
-    g.attrs["signal"] = "data"
-    g.attrs["axes"] = [a[0] for a in axes]
-    for i, (axis, _, _) in enumerate(axes):
-        g.attrs[f"{axis}_indices"] = i
-    d = g.create_dataset("data", data=signal, compression="gzip", compression_opts=4)
-    d.attrs["units"] = units
-    d.attrs["long_name"] = long_name or f"{name} ({units})"
-    for axis, values, unit in axes:
-        g.create_dataset(axis, data=values).attrs["units"] = unit
-    return g
+            long_name: str = "", *, default: bool = False) -> h5py.Group:
+    return nexus.write_nxdata(
+        parent, name, signal="data", data=signal, axes=[(a, v) for a, v, _ in axes],
+        units={"data": units, **{a: u for a, _, u in axes}},
+        long_names={"data": long_name or (f"{name} ({units})" if units else name)},
+        default=default, compression="gzip")
 
 
 def write_nexus(path: Path, maps: Maps, calib: Calibration, part: Partial, *, source: str, layout: str,
                 step_nm: tuple[float, float] | None, energy_kev: float | None, shape: tuple[int, ...],
                 parameters: dict[str, Any], program: str, version: str) -> None:
+    """stem4d.nxs: one NXentry (no application definition covers reduced 4D-STEM maps)
+    with one NXdata per image over the scan (y, x in nm; in scan steps, units "", when the
+    step is unknown), the bright field the default; the sum/mean/max patterns over the
+    detector (mrad); NXcollection ``detector_masks``; NXprocess ``calibration``."""
     ny, nx = next(iter(maps.images.values())).shape
     if step_nm is not None:
         scan_axes = [("y", np.arange(ny) * step_nm[0], "nm"), ("x", np.arange(nx) * step_nm[1], "nm")]
-    else:
-        scan_axes = [("y", np.arange(ny, dtype=float), "scan step"), ("x", np.arange(nx, dtype=float), "scan step")]
+    else:  # scan steps: a count, dimensionless
+        scan_axes = [("y", np.arange(ny, dtype=float), ""), ("x", np.arange(nx, dtype=float), "")]
     geo = calib.geometry
     dy, dx = part.sum_pattern.shape
     kx = (np.arange(dx) - geo.center_yx_px[1]) * geo.mrad_per_px
     ky = (np.arange(dy) - geo.center_yx_px[0]) * geo.mrad_per_px
     det_axes = [("ky", ky, "mrad"), ("kx", kx, "mrad")]
     with h5py.File(path, "w") as f:
-        f.attrs["default"] = "entry"
-        f.attrs["creator"] = program
-        e = f.create_group("entry")
-        e.attrs["NX_class"] = "NXentry"
-        e.attrs["default"] = "bf"
-        e.create_dataset("definition", data="NXentry")
-        e.create_dataset("title", data=f"4D-STEM reduction of {source}")
+        f.attrs["NX_class"] = "NXroot"
+        f.attrs["creator"] = nexus.program_name(program)
+        e = nexus.make_group(f, "entry", "NXentry")
+        nexus.write_text(e, "title", f"4D-STEM reduction of {source}")
         names = [n for n in ORDER if n in maps.images] + sorted(set(maps.images) - set(ORDER))
+        first = "bf" if "bf" in names else (names[0] if names else "")
         for name in names:
-            _nxdata(e, name, maps.images[name], maps.units.get(name, ""), scan_axes)
+            unit = maps.units.get(name, "")
+            # per scan step (no step size known): the step is a count, so the unit is the
+            # numerator's, and the long name says "per scan step"
+            per_step = unit.endswith("/step")
+            g = _nxdata(e, name, maps.images[name], unit.removesuffix("/step"), scan_axes, default=name == first,
+                        long_name=f"{name} ({unit.removesuffix('/step')} per scan step)" if per_step else "")
+            if step_nm is None:
+                for axis in ("y", "x"):
+                    g[axis].attrs["long_name"] = f"{axis} (scan steps)"
         for name, pat, unit in (("sum_pattern", part.sum_pattern, "counts"),
                                 ("mean_pattern", part.sum_pattern / max(ny * nx, 1), "counts"),
                                 ("max_pattern", part.max_pattern, "counts")):
-            g = _nxdata(e, name, pat, unit, det_axes)
-            g["data"].attrs["long_name"] = f"{name} (detector axes: mrad from the beam centre, uncorrected)"
-        m = e.create_group("detector_masks")
-        m.attrs["NX_class"] = "NXcollection"
+            _nxdata(e, name, pat, unit, det_axes, default=not first and name == "sum_pattern",
+                    long_name=f"{name} (detector axes: mrad from the beam centre, uncorrected)")
+        m = nexus.make_group(e, "detector_masks", "NXcollection")
         for spec in calib.detectors:
             ds = m.create_dataset(spec.name, data=spec.render(geo, (dy, dx)).astype(np.uint8), compression="gzip")
             ds.attrs.update({"inner_mrad": spec.inner_mrad, "outer_mrad": spec.outer_mrad,
                              "azimuth_deg": list(spec.azimuth_deg) if spec.azimuth_deg else [0.0, 360.0]})
-        c = e.create_group("calibration")
-        c.attrs["NX_class"] = "NXprocess"
-        c.create_dataset("program", data=program)
-        c.create_dataset("version", data=version)
-        c.create_dataset("beam_center_px", data=list(geo.center_yx_px)).attrs["axes"] = "row, column"
+        c = nexus.write_nxprocess(e, "calibration", technique=program, version=version, parameters=parameters,
+                                  notes={"input": f"{source} ({layout}), shape {list(shape)}"})
+        c.create_dataset("beam_center_px", data=list(geo.center_yx_px)).attrs.update(units="pixel", axes="row, column")
         c.create_dataset("mrad_per_px", data=geo.mrad_per_px).attrs["units"] = "mrad"
         c.create_dataset("affine_correction_xy", data=np.asarray(geo.affine_xy))
         c.create_dataset("disc_radius_px", data=calib.disc_radius_px).attrs["units"] = "pixel"
@@ -87,11 +88,9 @@ def write_nexus(path: Path, maps: Maps, calib: Calibration, part: Partial, *, so
             if isinstance(v, bool | int | float | str):
                 c.create_dataset(k, data=v)
             else:
-                c.create_dataset(k, data=json.dumps(v))
+                nexus.write_text(c, k, json.dumps(v))
         if energy_kev is not None:
             c.create_dataset("energy_kev", data=float(energy_kev)).attrs["units"] = "keV"
-        c.create_dataset("input", data=f"{source} ({layout}), shape {list(shape)}")
-        c.create_dataset("parameters", data=json.dumps(parameters, default=str))
 
 
 def write_png(path: Path, maps: Maps, calib: Calibration, part: Partial, *, title: str) -> None:

@@ -4,12 +4,15 @@ figures, and the HDF5 partial statistics a shard hands to the combine."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
+from panreduce import nexus
 from panreduce_thz.binning import BinnedWaveform, DelayAccumulator
 from panreduce_thz.pipeline import HIST_PX, PositionStats, RunStats
 from panreduce_thz.spectra import Harmonic, Spectrum
@@ -32,35 +35,28 @@ def harmonic_rows(hs: list[Harmonic]) -> list[dict]:
              "phase_err_rad": h.phase_err_rad, "significance": min(h.significance, 1e12)} for h in hs]
 
 
-def _nxdata(parent: h5py.Group, name: str, signal: str, axis: str) -> h5py.Group:
-    g = parent.create_group(name)
-    g.attrs["NX_class"] = "NXdata"
-    g.attrs["signal"] = signal
-    g.attrs["axes"] = [axis]
-    g.attrs[f"{axis}_indices"] = 0
-    return g
-
-
-def _write_wave(entry: h5py.Group, name: str, w: BinnedWaveform, title: str) -> None:
-    g = _nxdata(entry, name, "signal", "delay")
-    g.attrs["title"] = title
-    d = g.create_dataset("delay", data=w.delay_ps)
-    d.attrs.update(units="ps", long_name="pump-probe delay, bin centre (ps)")
-    g.create_dataset("signal", data=w.signal).attrs.update(units="", long_name="mean gated signal (a.u.)")
-    g.create_dataset("signal_errors", data=w.error).attrs["long_name"] = "standard error of the mean"
+def _write_wave(entry: h5py.Group, name: str, w: BinnedWaveform, title: str, *, default: bool) -> None:
+    g = nexus.write_nxdata(
+        entry, name, signal="signal", data=w.signal, errors=w.error, axes=[("delay", w.delay_ps)],
+        units={"delay": "ps", "signal": ""},
+        long_names={"delay": "pump-probe delay, bin centre (ps)", "signal": "mean gated signal (a.u.)",
+                    "signal_errors": "standard error of the mean"},
+        title=title, default=default)
     g.create_dataset("pulses", data=w.count).attrs["long_name"] = "pulses per bin (0: empty, signal NaN)"
     g.attrs["auxiliary_signals"] = ["pulses"]
 
 
 def _write_spectrum(entry: h5py.Group, name: str, a: Analysis) -> None:
     s = a.spectrum
-    g = _nxdata(entry, name, "amplitude", "frequency")
-    g.create_dataset("frequency", data=s.frequency_thz).attrs.update(units="THz", long_name="frequency (THz)")
-    g.create_dataset("amplitude", data=s.amplitude).attrs["long_name"] = "window-normalised amplitude 2|FFT|/sum(w)"
-    g.create_dataset("power", data=s.power).attrs["long_name"] = "power amplitude^2/2"
+    g = nexus.write_nxdata(
+        entry, name, signal="amplitude", data=s.amplitude, axes=[("frequency", s.frequency_thz)],
+        units={"frequency": "THz", "amplitude": ""},
+        long_names={"frequency": "frequency (THz)", "amplitude": "window-normalised amplitude 2|FFT|/sum(w)"},
+        default=False)
+    power = g.create_dataset("power", data=s.power)
+    power.attrs.update(units="", long_name="power amplitude^2/2")
     g.attrs["auxiliary_signals"] = ["power"]
-    h = g.create_group("harmonics")
-    h.attrs["NX_class"] = "NXcollection"
+    h = nexus.make_group(g, "harmonics", "NXcollection")
     rows = harmonic_rows(a.harmonics)
     for key, unit in (("order", ""), ("frequency_thz", "THz"), ("amplitude", ""), ("amplitude_err", ""),
                       ("phase_rad", "rad"), ("phase_err_rad", "rad")):
@@ -69,29 +65,31 @@ def _write_spectrum(entry: h5py.Group, name: str, a: Analysis) -> None:
 
 def write_nexus(path: Path, *, corrected: Analysis, uncorrected: Analysis, stats: RunStats,
                 pixel_to_ps: float, program: str, version: str, date: str | None,
-                pulse_table: Path | None = None) -> None:
+                pulse_table: Path | None = None, parameters: Mapping[str, Any] | None = None) -> None:
+    """thz.nxs: one NXentry (no application definition fits a pump-probe THz waveform)
+    with NXdata ``waveform`` (the default), ``waveform_uncorrected``, ``spectrum``(s),
+    ``timing`` (the arrival-time histogram), NXcollection ``positions``, the optional
+    per-pulse table and NXprocess ``process``."""
     with h5py.File(path, "w") as f:
-        f.attrs.update(NX_class="NXroot", default="entry", creator=f"{program} {version}")
-        e = f.create_group("entry")
-        e.attrs.update(NX_class="NXentry", default="waveform")
-        e.create_dataset("definition", data="NXdata")
+        f.attrs.update(NX_class="NXroot", creator=f"{nexus.program_name(program)} {version}")
+        e = nexus.make_group(f, "entry", "NXentry")
+        nexus.write_text(e, "title", "THz pump-probe waveform")
         if date:
-            e.create_dataset("start_time", data=date)
-        _write_wave(e, "waveform", corrected.wave, "jitter-corrected waveform")
-        _write_wave(e, "waveform_uncorrected", uncorrected.wave, "stage-only waveform")
+            nexus.write_text(e, "start_time", date)
+        _write_wave(e, "waveform", corrected.wave, "jitter-corrected waveform", default=True)
+        _write_wave(e, "waveform_uncorrected", uncorrected.wave, "stage-only waveform", default=False)
         if corrected.spectrum is not None:
             _write_spectrum(e, "spectrum", corrected)
         if uncorrected.spectrum is not None:
             _write_spectrum(e, "spectrum_uncorrected", uncorrected)
         mean_px, _ = stats.arrival_mean_rms_px()
-        t = _nxdata(e, "timing", "pulses", "jitter")
         centres = (np.arange(stats.histogram.size) + 0.5) * HIST_PX
-        t.create_dataset("jitter", data=(centres - mean_px) * pixel_to_ps * 1000).attrs.update(
-            units="fs", long_name="arrival time - run mean (fs)")
+        t = nexus.write_nxdata(
+            e, "timing", signal="pulses", data=stats.histogram,
+            axes=[("jitter", (centres - mean_px) * pixel_to_ps * 1000)],
+            units={"jitter": "fs"}, long_names={"jitter": "arrival time - run mean (fs)"}, default=False)
         t.create_dataset("arrival_pixel", data=centres).attrs["units"] = "pixel"
-        t.create_dataset("pulses", data=stats.histogram)
-        p = e.create_group("positions")
-        p.attrs["NX_class"] = "NXcollection"
+        p = nexus.make_group(e, "positions", "NXcollection")
         q = stats.positions
         p.create_dataset("stage_position", data=[x.position_mm for x in q]).attrs["units"] = "mm"
         p.create_dataset("stage_delay", data=[x.stage_ps for x in q]).attrs["units"] = "ps"
@@ -99,10 +97,11 @@ def write_nexus(path: Path, *, corrected: Analysis, uncorrected: Analysis, stats
         p.create_dataset("mean_arrival_pixel", data=[x.arrival_sum / max(x.pulses, 1) for x in q]).attrs["units"] = "pixel"
         if pulse_table is not None:
             with h5py.File(pulse_table, "r") as src:
-                g = e.create_group("pulses")
-                g.attrs.update(NX_class="NXdata", signal="signal", axes=["delay"])
+                g = nexus.make_group(e, "pulses", "NXdata", signal="signal", axes=["delay"])
                 for key in src:
                     src.copy(src[key], g, name=key)
+        nexus.write_nxprocess(e, technique=program, version=version, parameters=parameters,
+                              notes={"pixel_to_ps": f"{pixel_to_ps!r} ps per camera pixel"})
 
 
 def write_csv(path: Path, w: BinnedWaveform) -> None:
