@@ -7,10 +7,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from panreduce.kit import Context, Inputs, Shard
-from panreduce.storage import stage_paths
+from panreduce import kit
+from panreduce.kit import Inputs
+from panreduce.storage import Stores, stage_paths
 from panreduce_saxs.technique import Technique
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -29,21 +31,26 @@ def stage(paths: list[Path | str]) -> Inputs:
     return stage_paths(paths)
 
 
-def run_saxs(inputs: list[Path | str], params: dict, scratch: Path, shard: tuple[int, int] | None = None):
-    """(summary, {output name: path}) of one in-process run through the shard contract
-    (``write(combine([reduce_block(units)]))``; with ``shard``, the summary of the shard's
-    block written alone); the summary must be strict JSON."""
-    technique = Technique()
-    p = technique.validate_parameters(params)
-    ctx = Context(job_id="test", scratch=scratch)
-    staged = stage(inputs)
-    units = list(technique.units(staged, p))
-    if shard is not None:
-        start, stop = Shard(*shard).bounds(len(units))
-        units = units[start:stop]
-    summary = technique.write(technique.combine([technique.reduce_block(units, staged, p, ctx)], p), p, ctx)
-    json.dumps(summary, allow_nan=False)
-    return summary, {o.name: o.path for o in ctx.outputs}
+def run_saxs(inputs: list[Path | str], params: dict, scratch: Path, split: int | None = None):
+    """(summary, {output name: path}) of one job through ``panreduce.kit.run`` (with
+    ``split``, ``kit.run_split``: the shard jobs and their merge, as the gateway runs
+    them); the summary must be strict JSON."""
+    stores = Stores(Path(scratch) / "store")
+    paths = [str(p) for p in inputs]
+    if split:
+        result = kit.run_split(Technique, paths, params, Path(scratch) / "out", split=split, stores=stores)
+    else:
+        result = kit.run(Technique, paths, params, Path(scratch) / "out", stores=stores)
+    json.dumps(result.summary, allow_nan=False)
+    outputs = {o.uri.rsplit("/", 1)[1]: Path(o.uri) for o in result.outputs}
+    outputs.pop("provenance.json", None)
+    return dict(result.summary), outputs
+
+
+def read_table(path: Path) -> np.ndarray:
+    """A published CSV (provenance lines, a header line) as numbers."""
+    lines = [line for line in Path(path).read_text().splitlines() if not line.startswith("#")]
+    return np.loadtxt(lines[1:], delimiter=",", ndmin=2)
 
 
 @pytest.fixture(scope="session")

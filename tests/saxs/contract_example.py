@@ -7,7 +7,7 @@ BIOCAT_PARAMS = {
 }
 
 
-def example(dataset, tmp_path):  # noqa: ARG001
+def example(dataset, tmp_path):
     return {
         "inputs": [str(dataset("saxs-biocat/GI2_A9_19_001_0000.tiff")), str(dataset("saxs-biocat/GI2_A9_19.spec"))],
         "params": {key: dict(value) for key, value in BIOCAT_PARAMS.items()},

@@ -7,7 +7,7 @@ import logging
 import h5py
 import numpy as np
 import pytest
-from conftest import run_saxs
+from conftest import read_table, run_saxs
 from contract_example import BIOCAT_PARAMS
 from synthetic import write_tiff
 
@@ -22,12 +22,12 @@ DIODE_REF, ABS = 259139.0, 0.00071363632818
 def reduced(biocat, tmp_path_factory):
     tiff, spec = biocat
     summary, outputs = run_saxs([tiff, spec], BIOCAT_PARAMS, tmp_path_factory.mktemp("biocat"))
-    curve = np.loadtxt(outputs["GI2_A9_19_001_0000_iq.csv"], delimiter=",", skiprows=1)
+    curve = read_table(outputs["GI2_A9_19_001_0000_iq.csv"])
     return summary, outputs, curve
 
 
 def test_outputs_and_units(reduced):
-    summary, outputs, curve = reduced
+    summary, outputs, _curve = reduced
     assert summary["intensity_units"] == "1/cm" and summary["frames"] == 1
     assert {"saxs_iq.h5", "iq.png", "GI2_A9_19_001_0000_iq.csv"} <= set(outputs)
     with h5py.File(outputs["saxs_iq.h5"]) as f:
@@ -120,7 +120,7 @@ def test_same_result_from_a_poni_file(reduced, biocat, tmp_path):
     )
     params = {"normalisation.counter": "diode/259139", "absolute.factor": ABS}
     _, outputs = run_saxs([tiff, spec, poni], params, tmp_path / "job")
-    curve = np.loadtxt(outputs["GI2_A9_19_001_0000_iq.csv"], delimiter=",", skiprows=1)
+    curve = read_table(outputs["GI2_A9_19_001_0000_iq.csv"])
     assert np.allclose(curve, reduced[2], rtol=1e-6)
 
 
@@ -131,5 +131,5 @@ def test_mirrored_frame_with_mirrored_centre_gives_the_same_curve(reduced, bioca
     mirrored = write_tiff(tmp_path / "GI2_A9_19_001_0000.tiff", read_image(tiff)[:, ::-1])
     params = {**BIOCAT_PARAMS, "geometry.beam_center_px": "-0.2,97.0"}
     _, outputs = run_saxs([mirrored, spec], params, tmp_path / "job")
-    curve = np.loadtxt(outputs["GI2_A9_19_001_0000_iq.csv"], delimiter=",", skiprows=1)
+    curve = read_table(outputs["GI2_A9_19_001_0000_iq.csv"])
     assert np.allclose(curve, reduced[2], rtol=1e-6)

@@ -99,11 +99,11 @@ def test_reader_opens_every_peer_file(dataset_folder):
 
 
 def test_reader_refuses_non_cansas(dataset, tmp_path):
-    with pytest.raises(errors.InvalidInput, match="794932.nxs"):
+    with pytest.raises(errors.InvalidInput, match=r"794932\.nxs"):
         nxcansas.read_nxcansas(dataset("i16-scans/794932.nxs"))
     bad = tmp_path / "x.h5"
     bad.write_bytes(b"not hdf5")
-    with pytest.raises(errors.InvalidInput, match="x.h5"):
+    with pytest.raises(errors.InvalidInput, match=r"x\.h5"):
         nxcansas.read_nxcansas(bad)
 
 
@@ -167,5 +167,5 @@ def test_metadata_of_every_peer_file(dataset_folder):
 def test_metadata_refuses_a_non_hdf5_file(tmp_path):
     bad = tmp_path / "notes.nxs"
     bad.write_text("hello")
-    with pytest.raises(errors.InvalidInput, match="notes.nxs"):
+    with pytest.raises(errors.InvalidInput, match=r"notes\.nxs"):
         extract(bad)

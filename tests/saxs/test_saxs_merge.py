@@ -67,7 +67,7 @@ CLOCK_ATTRS = ("panreduce_provenance_id", "file_time")  # the job's record and c
 def _h5_items(path: Path) -> dict:
     items: dict = {}
 
-    def visit(name, obj):  # noqa: ANN001
+    def visit(name, obj):
         parts = name.split("/")
         if "provenance" in parts or parts[-1] == "date":  # the job's own record and clock
             return
@@ -149,7 +149,7 @@ def test_frame_series_split_in_three(gateway, tmp_path):
                     + "".join(f"{k} {m}\n" for k, m in enumerate(monitors)))
     params = {**GEO.params(), "mode": "azimuthal", "normalisation.counter": "I0", "integration.q_bins": 60, "masks.beamstop": "none",
               "outputs.cake": True, "outputs.image_2d": True, "integration.chi_bins": 24}
-    whole, split = whole_and_split(gateway, [*files, spec], params, tmp_path, 3)
+    _whole, split = whole_and_split(gateway, [*files, spec], params, tmp_path, 3)
     assert split["frames"] == 5 and split["mode"] == "azimuthal" and split["masked_threshold"] == 12
     out = tmp_path / "split"
     curves = _curves(out / "saxs_iq.h5")
@@ -174,7 +174,7 @@ def test_kinetics_split_in_three(gateway, tmp_path):
     times = 10.0 + 2.5 * np.arange(5)
     path = write_nexus_stack(tmp_path / "kin.nxs", frames, times)
     params = {**GEO.params(), "integration.q_bins": 80, "masks.beamstop": "none", "kinetics.guinier_q_max": 0.1}
-    whole, split = whole_and_split(gateway, [path], params, tmp_path, 3)
+    _whole, split = whole_and_split(gateway, [path], params, tmp_path, 3)
     assert split["mode"] == "kinetics" and split["frames"] == 5 and split["guinier_fits_ok"] == 5
     assert split["time_s"] == pytest.approx(list(times - times[0]))
     assert np.allclose(split["rg_A"], rgs, rtol=0.03)
@@ -219,9 +219,9 @@ def test_map_split_in_three(gateway, tmp_path):
     the three shards cut across the files and rows. The map, grid and per-frame fits
     equal the unsharded job's, and recover the peak positions the frames were made with."""
     nx, ny = NX, NY
-    paths, xs, ys, truth, keep = _scan(tmp_path)
+    paths, xs, _ys, truth, keep = _scan(tmp_path)
     params = MAP_PARAMS
-    whole, split = whole_and_split(gateway, paths, params, tmp_path, 3)
+    _whole, split = whole_and_split(gateway, paths, params, tmp_path, 3)
     assert split["mode"] == "map" and split["frames"] == nx * ny - 1
     assert (split["motor_x"], split["motor_y"]) == ("tx", "tz") and split["map_shape"] == [ny, nx]
     assert split["map_step"] == pytest.approx([0.05, 0.1], rel=0.05)
@@ -242,7 +242,7 @@ def test_biocat_single_frame_with_an_empty_shard(gateway, biocat, tmp_path):
     """One frame asked to split in two: the gateway makes no shard without a frame (one
     shard), and the result is the unsharded one."""
     tiff, spec = biocat
-    whole, split = whole_and_split(gateway, [tiff, spec], BIOCAT_PARAMS, tmp_path, 2, shards=1)
+    _whole, split = whole_and_split(gateway, [tiff, spec], BIOCAT_PARAMS, tmp_path, 2, shards=1)
     assert split["frames"] == 1 and split["mode"] == "azimuthal" and split["intensity_units"] == "1/cm"
     assert 900 < split["masked_beamstop"] < 1400
 
@@ -252,7 +252,7 @@ def test_biocat_series_split_in_two(gateway, biocat, tmp_path):
     kinetics over the real frame; each curve is the first scaled by the diode ratio."""
     tiff, spec = biocat
     files = [shutil.copyfile(tiff, tmp_path / f"GI2_A9_19_001_{k:04d}.tiff") for k in range(4)]
-    whole, split = whole_and_split(gateway, [*files, spec], BIOCAT_PARAMS, tmp_path, 2)
+    _whole, split = whole_and_split(gateway, [*files, spec], BIOCAT_PARAMS, tmp_path, 2)
     assert split["mode"] == "kinetics" and split["frames"] == 4
     assert split["time_s"] == pytest.approx([0.0, 1.0509469, 2.1007709, 3.1505820], abs=1e-6)
     diode = np.array([39391, 39417, 39737, 39138], float)

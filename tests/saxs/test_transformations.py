@@ -152,7 +152,7 @@ def test_parameters_override_the_chain_and_bad_chains_are_named(tmp_path):
     bad = [*CHAIN[:-1], ("distance", "shear", 1.0, "mm", (0, 0, 1), None)]
     path2 = tmp_path / "bad.nxs"
     _write(path2, np.ones((1, *SHAPE)), chain=bad)
-    with pytest.raises(errors.InvalidInput, match="bad.nxs.*shear"):
+    with pytest.raises(errors.InvalidInput, match=r"bad\.nxs.*shear"):
         run_saxs([path2], {"integration.q_bins": 50}, tmp_path / "j2")
     # a chain that cannot be used does not matter when the parameters give the geometry
     s3, _ = run_saxs([path2], {"integration.q_bins": 50, "masks.beamstop": "none", "geometry.beam_center_px": [140, 130],

@@ -40,7 +40,7 @@ class PeakFits:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _gauss_lin(xc: float):  # noqa: ANN202
+def _gauss_lin(xc: float):
     def f(x: np.ndarray, a: float, x0: float, s: float, b0: float, b1: float) -> np.ndarray:
         return a * np.exp(-0.5 * ((x - x0) / s) ** 2) + b0 + b1 * (x - xc)
 
@@ -223,13 +223,13 @@ def _axis_nodes(values: np.ndarray, step: float | None) -> tuple[np.ndarray, flo
             big = est
         # cluster centres -> the step between neighbouring clusters
         starts = np.concatenate([[0], np.nonzero(gaps > 0.5 * est)[0] + 1])
-        centres = np.array([v[a:b].mean() for a, b in zip(starts, list(starts[1:]) + [v.size], strict=True)])
+        centres = np.array([v[a:b].mean() for a, b in zip(starts, [*starts[1:], v.size], strict=True)])
         step = float(np.median(np.diff(centres))) if centres.size > 1 else est
         lo = float(centres[0])
-        n = int(round((centres[-1] - lo) / step)) + 1
+        n = round(float(centres[-1] - lo) / step) + 1
     else:
         lo = float(v[0])
-        n = int(round(span / step)) + 1
+        n = round(span / step) + 1
     return lo + step * np.arange(n), float(step)
 
 
@@ -267,7 +267,7 @@ def map_grid(x: np.ndarray, y: np.ndarray, step_x: float | None = None, step_y: 
     return MapGrid(gx, gy, ix, iy, sx, sy)
 
 
-def write_ascii_image(path, image: np.ndarray) -> None:  # noqa: ANN001
+def write_ascii_image(path, image: np.ndarray) -> None:
     """A text image ImageJ opens (File > Import > Text Image): one image row per line
     (row 0 = first y node), tab-separated numbers, NaN where no frame fell; no header,
     so that ImageJ reads nothing but pixels."""

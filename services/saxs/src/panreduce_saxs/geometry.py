@@ -52,7 +52,7 @@ class Geometry:
         return 4 * np.pi * np.sin(two_theta / 2) / self.wavelength_angstrom
 
 
-def make_integrator(geometry: Geometry, shape: tuple[int, int]):  # noqa: ANN201 - AzimuthalIntegrator
+def make_integrator(geometry: Geometry, shape: tuple[int, int]):  # -> AzimuthalIntegrator
     """A pyFAI AzimuthalIntegrator for ``geometry`` and a detector of ``shape`` pixels."""
     from pyFAI.detectors import Detector
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
@@ -70,7 +70,7 @@ def make_integrator(geometry: Geometry, shape: tuple[int, int]):  # noqa: ANN201
     return ai
 
 
-def geometry_of(ai) -> Geometry:  # noqa: ANN001
+def geometry_of(ai) -> Geometry:
     """The Fit2D-like geometry of a pyFAI integrator (e.g. one loaded from a PONI file)."""
     f2d = ai.getFit2D()
     return Geometry(
@@ -102,7 +102,7 @@ def read_poni(path: Path | str, source: str | None = None) -> tuple[dict[str, fl
     try:
         ai = load_poni(str(path))
         g = geometry_of(ai)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's
+    except Exception as exc:  # any parse failure is the file's
         raise errors.InvalidInput(source or Path(path).name, f"is not a readable PONI file ({exc})") from None
     base = dict(distance_m=g.distance_m, wavelength_m=g.wavelength_m, center_x_px=g.center_x_px,
                 center_y_px=g.center_y_px, pixel1_m=g.pixel1_m, pixel2_m=g.pixel2_m,

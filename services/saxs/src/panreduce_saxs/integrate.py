@@ -112,7 +112,7 @@ class Integrator:
     The first call builds pyFAI's sparse integration matrix; later calls reuse it.
     """
 
-    def __init__(self, ai, shape: tuple[int, int], setup: IntegrationSetup) -> None:  # noqa: ANN001
+    def __init__(self, ai, shape: tuple[int, int], setup: IntegrationSetup) -> None:
         self.ai = ai
         self.shape = tuple(shape)
         self.setup = setup
@@ -155,7 +155,7 @@ class Integrator:
             rs = [math.tan(2 * math.asin(min(q * lam / (4 * math.pi), 1.0))) * geo.distance_m / pix
                   for q in s.q_range]
             rmin_px, rmax_px = max(rmin_px, rs[0]), min(rmax_px, rs[1])
-        k0, k1 = max(int(round(rmin_px)), 0), int(round(rmax_px))
+        k0, k1 = max(round(rmin_px), 0), round(rmax_px)
         k1 = max(k1, k0 + 1)
         pix_mm = pix * 1e3
         return "r_mm", ((k0 - 0.5) * pix_mm, (k1 + 0.5) * pix_mm), k1 - k0 + 1

@@ -55,7 +55,7 @@ def read_image(path: Path | str, source: str | None = None) -> np.ndarray:
                 data = np.stack([img.getframe(i).data for i in range(img.nframes)])
     except errors.InvalidInput:
         raise
-    except Exception as exc:  # noqa: BLE001 - any library failure means an unusable file
+    except Exception as exc:  # any library failure means an unusable file
         raise errors.InvalidInput(name, f"is not a readable detector image ({type(exc).__name__}: {exc})") from None
     if data is None:
         raise errors.InvalidInput(name, "is not a readable detector image (damaged or truncated)")

@@ -152,7 +152,7 @@ def beamstop_mask(
     return shadow & ~mask
 
 
-def read_mask_file(path, source: str, shape: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+def read_mask_file(path, source: str, shape: tuple[int, int]) -> np.ndarray:
     """A mask image (EDF/TIFF/Fit2D .msk/.npy/HDF5 first 2-D dataset): non-zero = masked."""
     from pathlib import Path
 

@@ -36,7 +36,7 @@ def plot_curves(path: Path, curves: list, units: str) -> None:  # list of (label
     plt.close(fig)
 
 
-def plot_map(path: Path, grid, image: np.ndarray, title: str, units: str, xname: str, yname: str) -> None:  # noqa: ANN001
+def plot_map(path: Path, grid, image: np.ndarray, title: str, units: str, xname: str, yname: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     dx = grid.step_x or 1.0
@@ -52,7 +52,7 @@ def plot_map(path: Path, grid, image: np.ndarray, title: str, units: str, xname:
     plt.close(fig)
 
 
-def plot_cake(path: Path, cake, units: str) -> None:  # noqa: ANN001
+def plot_cake(path: Path, cake, units: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     img = np.ma.masked_invalid(np.where(cake.i > 0, cake.i, np.nan))

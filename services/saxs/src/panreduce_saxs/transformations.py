@@ -155,7 +155,7 @@ _D2 = np.array([-0.5, 0.5, -0.5])
 _UNIT: list = []
 
 
-def _unit_geometry():  # noqa: ANN202
+def _unit_geometry():
     if not _UNIT:
         from pyFAI.detectors import Detector
         from pyFAI.geometry import Geometry as _G
