@@ -204,7 +204,7 @@ def bench_s3(size_mib: int) -> list[tuple[str, str, str, str]]:
         return [("(b) S3 staging", "not run", "", f"({exc})")]
     try:
         r = bench_s3_staging(size_mib=size_mib)
-    except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+    except Exception as exc:  # a benchmark reports, it does not crash
         return [("(b) S3 staging", "not run", "", f"({type(exc).__name__}: {exc})")]
     mibs = r["mibs"]
     ours = next(v for k, v in mibs.items() if k.startswith("S3Store"))
@@ -237,7 +237,7 @@ def bench_startup(tmp: Path, repeat: int = 3) -> list[tuple[str, str, str, str]]
     pyfai = BIN / "pyFAI-integrate"
     floor = [sys.executable, "-c", "pass"]
 
-    def median(fn) -> float:  # noqa: ANN001
+    def median(fn) -> float:
         return statistics.median(fn(i) for i in range(repeat))
 
     def cold_techniques(i: int) -> float:

@@ -36,7 +36,7 @@ def cli(tmp_path, cli_cache):
     """``cli("reduce", "scan", FILE, cwd=..., env=...)`` -> CompletedProcess (text)."""
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 180, env: dict | None = None,
-            stderr=subprocess.PIPE) -> subprocess.CompletedProcess:  # noqa: ANN001
+            stderr=subprocess.PIPE) -> subprocess.CompletedProcess:
         full_env = {**os.environ, "XDG_CACHE_HOME": str(cli_cache), **(env or {})}
         full_env.pop("PANREDUCE_GATEWAY", None)
         return subprocess.run([PANREDUCE, *args], cwd=cwd or tmp_path, stdout=subprocess.PIPE, stderr=stderr,
@@ -50,7 +50,7 @@ def served(tmp_path, cli_cache):
     """`panreduce serve --techniques scan` as its own process on a free loopback port."""
     port = free_port()
     store = tmp_path / "store"
-    log = open(tmp_path / "serve.log", "w+")  # noqa: SIM115 - read after the process ends
+    log = open(tmp_path / "serve.log", "w+")  # read after the process ends
     env = {**os.environ, "XDG_CACHE_HOME": str(cli_cache)}
     proc = subprocess.Popen([PANREDUCE, "serve", "--port", str(port), "--store", str(store), "--techniques", "scan"],
                             cwd=tmp_path, stderr=log, text=True, env=env)

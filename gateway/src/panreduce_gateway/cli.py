@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 
 class _OnFirstUse:
@@ -25,16 +25,20 @@ class _OnFirstUse:
     def __init__(self, name: str) -> None:
         self._name = name
 
-    def __getattr__(self, attr: str) -> Any:  # noqa: ANN401
+    def __getattr__(self, attr: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(self._name), attr)
 
 
 if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     from panreduce import errors
     from panreduce.client import Client
+    from panreduce.jobs import JobStore
     from panreduce.v1 import reduce_pb2 as pb
+    from panreduce_gateway.gateway import GatewayConfig
 else:
     errors = _OnFirstUse("panreduce.errors")
     pb = _OnFirstUse("panreduce.v1.reduce_pb2")
@@ -96,11 +100,11 @@ class Parser(argparse.ArgumentParser):
 class VersionAction(argparse.Action):
     """``--version``: the installed versions, looked up only when asked."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:  # noqa: ANN401
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
                          help="print the version and exit", **kwargs)
 
-    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> NoReturn:  # noqa: ANN401
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> NoReturn:
         print(f"panreduce {version_text()}")
         parser.exit()
 
@@ -150,7 +154,7 @@ class FromSettings:
     """A flag's default taken from panreduce.settings after parsing (so `--help` and usage
     errors read no configuration): the field ``name``, else ``fallback``."""
 
-    def __init__(self, name: str, fallback: Any = None) -> None:  # noqa: ANN401
+    def __init__(self, name: str, fallback: Any = None) -> None:
         self.name, self.fallback = name, fallback
 
     def __repr__(self) -> str:
@@ -283,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--route", action="append", default=[], metavar="TECHNIQUE=HOST:PORT",
                     help="where a technique's service is; repeatable (also $PANREDUCE_ROUTES, comma-separated)")
     sp.add_argument("--port", type=int, default=FromSettings("port", DEFAULT_GATEWAY_PORT))
-    sp.add_argument("--host", default=FromSettings("host", "0.0.0.0"))  # noqa: S104
+    sp.add_argument("--host", default=FromSettings("host", "0.0.0.0"))
     sp.add_argument("--store", type=Path, default=None)
     sp.add_argument("--metrics-port", type=int, default=FromSettings("metrics_port"))
     server_opts(sp)
@@ -470,7 +474,7 @@ class ProgressBar:
 
 # -- commands ------------------------------------------------------------------------
 def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: list[str] | None,
-                        on_step: Any = None) -> Client:  # noqa: ANN401
+                        on_step: Any = None) -> Client:
     from panreduce.client import Client
 
     address = gateway_address(args.gateway)
@@ -628,7 +632,7 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def gateway_settings(args: argparse.Namespace):  # noqa: ANN201
+def gateway_settings(args: argparse.Namespace) -> tuple[GatewayConfig, tuple[bytes, bytes] | None]:
     """GatewayConfig and TLS pair from the serve/gateway flags."""
     from panreduce.settings import get_settings
     from panreduce_gateway.auth import Access
@@ -771,7 +775,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if args.days < retention.DEFAULT_DAYS:
         print(f"panreduce: warning: {args.days:g} days is below the facility minimum of "
               f"{retention.DEFAULT_DAYS} days", file=sys.stderr)
-    store = open_job_store(db)
+    store = cast("JobStore", open_job_store(db))  # db is never empty here
     items = retention.expired(store, days=args.days)
     deleted = retention.apply(store, Stores.from_env(root), items) if args.apply else []
     if args.json:
@@ -807,7 +811,7 @@ def job_dict(job: pb.Job) -> dict[str, Any]:
     return doc
 
 
-def parse_time(text: str):  # noqa: ANN201
+def parse_time(text: str) -> Timestamp | None:
     """An ISO 8601 date/time (local time when no zone is given) as a protobuf Timestamp, or None."""
     if not text:
         return None

@@ -72,7 +72,7 @@ class Platform:
         if self.gateway is None:
             raise RuntimeError("platform not started")
         host = self.address_spec.rsplit(":", 1)[0]
-        host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host  # noqa: S104
+        host = "127.0.0.1" if host in ("0.0.0.0", "[::]", "") else host
         return f"{host}:{self.gateway.port}"
 
     def start(self, on_step: Callable[[str], None] | None = None) -> Platform:
@@ -132,7 +132,7 @@ class Platform:
 CACHE_VERSION = 1
 
 
-def technique_description(cls: type[Technique]) -> dict[str, Any]:
+def technique_description(cls: type[Technique[Any, Any]]) -> dict[str, Any]:
     """What ``Client.techniques()`` gives for a technique, from its class."""
     return {
         "name": cls.name, "version": cls.version, "title": cls.title, "description": cls.description,
@@ -193,7 +193,7 @@ def describe_installed(names: Iterable[str] | None = None, *, use_cache: bool = 
     for name in wanted:
         try:
             described.append(technique_description(registry.load(name)))
-        except Exception as exc:  # noqa: BLE001 - one broken install does not hide the others
+        except Exception as exc:  # one broken install does not hide the others
             broken.append(name)
             log.warning("technique %s is installed but cannot be loaded: %s: %s", name, type(exc).__name__, exc)
     if use_cache and not broken:
