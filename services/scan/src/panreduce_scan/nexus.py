@@ -54,6 +54,7 @@ import numpy as np
 
 from panreduce.errors import InvalidInput
 from panreduce.kit.readers import open_checked, read_dataset
+from panreduce.nexus import nx_class, read_text
 
 #: Per-point columns that are monitors or bookkeeping: never a signal, never an axis.
 MONITOR_NAMES = frozenset(
@@ -113,29 +114,12 @@ class ScanData:
 # small helpers
 
 
-def _text(value: object) -> str:
-    """A dataset or attribute value as text (bytes, numpy strings, 1-element arrays)."""
-    if isinstance(value, np.ndarray):
-        if value.size == 0:
-            return ""
-        value = value.reshape(-1)[0] if value.size == 1 else value.tolist()
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, list):
-        return " ".join(_text(v) for v in value)
-    return str(value)
-
-
-def _nx_class(obj: h5py.HLObject) -> str:
-    return _text(obj.attrs.get("NX_class", b""))
-
-
 def _attr_list(value: object) -> list[str]:
     if value is None:
         return []
     if isinstance(value, np.ndarray):
-        return [_text(v) for v in value.reshape(-1)]
-    return [_text(value)]
+        return [read_text(v) for v in value.reshape(-1)]
+    return [read_text(value)]
 
 
 def _numeric_1d(ds: h5py.Dataset) -> np.ndarray | None:
@@ -251,7 +235,7 @@ def _find_entry(f: h5py.File, source: str) -> h5py.Group:
         for k in f
         if isinstance(f.get(k, getlink=True), h5py.HardLink)
         and isinstance(f[k], h5py.Group)
-        and _nx_class(f[k]) == "NXentry"
+        and nx_class(f[k]) == "NXentry"
     ]
     if not entries:
         raise InvalidInput(source, "no NXentry group (not a NeXus scan file)")
@@ -312,23 +296,23 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
                 values = _numeric_1d(obj)
                 if values is not None:
                     add(_Column(key, values, _column_kind(key, "", ""), obj.name,
-                                _text(obj.attrs.get("units", b""))))
+                                read_text(obj.attrs.get("units", b""))))
     else:
         measurement = None
 
     instrument = next(
         (obj for _, obj in _children(entry)
-         if isinstance(obj, h5py.Group) and _nx_class(obj) == "NXinstrument"),
+         if isinstance(obj, h5py.Group) and nx_class(obj) == "NXinstrument"),
         None,
     )
     if instrument is not None:
         for gname, group in _children(instrument):
             if not isinstance(group, h5py.Group):
                 continue
-            gclass = _nx_class(group)
+            gclass = nx_class(group)
             if gclass in ("NXtransformations", "NXsource", "NXattenuator"):
                 continue
-            role = _text(group.attrs.get("scan_role", b""))
+            role = read_text(group.attrs.get("scan_role", b""))
             for dname, ds in _children(group):
                 if not isinstance(ds, h5py.Dataset):
                     continue
@@ -341,17 +325,17 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
                 alias = (f"{gname}.{dname}",) if dname != "value" else ()
                 kind = _column_kind(cname, gclass, role)
                 add(_Column(
-                    cname, values, kind, ds.name, _text(ds.attrs.get("units", b"")),
+                    cname, values, kind, ds.name, read_text(ds.attrs.get("units", b"")),
                     aliases=alias, scan_role=role,
-                    primary=_text(ds.attrs.get("primary", b"")) == "1",
+                    primary=read_text(ds.attrs.get("primary", b"")) == "1",
                 ))
     # other NXdata groups of the entry: their declared signal columns
     for gname, group in _children(entry):
-        if not isinstance(group, h5py.Group) or _nx_class(group) != "NXdata":
+        if not isinstance(group, h5py.Group) or nx_class(group) != "NXdata":
             continue
         if gname == "measurement":
             continue
-        sig = _text(group.attrs.get("signal", b""))
+        sig = read_text(group.attrs.get("signal", b""))
         if sig and isinstance(group.get(sig), h5py.Dataset):
             values = _numeric_1d(group[sig])
             if values is not None:
@@ -372,7 +356,7 @@ def _collect_metadata(entry: h5py.Group, skip: set[str]) -> dict[str, float]:
             return
         for key, obj in _children(group):
             if isinstance(obj, h5py.Group):
-                if _nx_class(obj) in ("NXdata", "NXtransformations") or key == "measurement":
+                if nx_class(obj) in ("NXdata", "NXtransformations") or key == "measurement":
                     continue
                 visit(obj, depth + 1)
             elif isinstance(obj, h5py.Dataset):
@@ -396,8 +380,8 @@ def _collect_metadata(entry: h5py.Group, skip: set[str]) -> dict[str, float]:
 def _scan_number(entry: h5py.Group, f: h5py.File, path: Path) -> int | str:
     candidates = []
     if isinstance(entry.get("entry_identifier"), h5py.Dataset):
-        candidates.append(_text(entry["entry_identifier"][()]))
-    candidates.append(Path(_text(f.attrs.get("file_name", b""))).stem)
+        candidates.append(read_text(entry["entry_identifier"][()]))
+    candidates.append(Path(read_text(f.attrs.get("file_name", b""))).stem)
     candidates.append(path.stem)
     for c in candidates:
         m = re.search(r"(\d+)$", c) or re.search(r"(\d{3,})", c)
@@ -410,7 +394,7 @@ def _scan_command(entry: h5py.Group) -> str:
     for key in ("scan_command", "diamond_scan/scan_command", "title"):
         obj = entry.get(key)
         if isinstance(obj, h5py.Dataset):
-            text = _text(obj[()]).strip()
+            text = read_text(obj[()]).strip()
             if text:
                 return text
     return ""
@@ -552,7 +536,7 @@ def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int):
             return
         for key, obj in _children(group):
             if isinstance(obj, h5py.Group):
-                if _nx_class(obj) == "NXdata":
+                if nx_class(obj) == "NXdata":
                     continue
                 visit(obj, depth + 1)
             elif isinstance(obj, h5py.Dataset) and obj.size == 1:
@@ -582,7 +566,7 @@ def _read(
     if measurement is not None:
         axes = _attr_list(measurement.attrs.get("axes"))
         declared_axis = axes[0] if axes and axes[0] != "." else None
-        declared_signal = _text(measurement.attrs.get("signal", b"")) or None
+        declared_signal = read_text(measurement.attrs.get("signal", b"")) or None
     if declared_axis is None:
         declared_axis = next((k for k, c in columns.items() if c.primary), None)
 
@@ -648,7 +632,7 @@ def _read(
     start = entry.get("start_time")
     if not isinstance(start, h5py.Dataset):
         start = entry.get("diamond_scan/start_time")
-    start_time = _text(start[()]) if isinstance(start, h5py.Dataset) else None
+    start_time = read_text(start[()]) if isinstance(start, h5py.Dataset) else None
 
     units = columns[axis_name].units or KNOWN_UNITS.get(axis_name, "")
     return ScanData(

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from panreduce import nexus
 from panreduce_scan.nexus import ScanData
 from panreduce_scan.normalise import Normalised
 from panreduce_scan.peaks import PeakFit
@@ -109,6 +110,13 @@ def entry_names(results: Sequence[ScanResult]) -> list[str]:
     return names
 
 
+def split_units(units: str) -> tuple[str, str]:
+    """``"counts/s (transmission 1, 300 mA)"`` -> ``("counts/s", "transmission 1, 300 mA")``:
+    the machine-readable unit (UDUNITS/pint) and the normalisation it is relative to."""
+    unit, _, basis = units.partition(" (")
+    return unit.strip(), basis.rstrip(")").strip()
+
+
 def write_nexus(
     path: Path,
     results: Sequence[ScanResult],
@@ -120,69 +128,60 @@ def write_nexus(
     """One NXentry per scan: NXdata ``data`` (normalised intensity with errors, fit and
     residuals against the scan axis), NXdata ``fit_curve`` (the model on a fine grid),
     NXprocess ``peak_fit`` (fitted values, errors, chi2, flags) and NXcollection ``input``
-    (what was read). With a series, an NXentry ``series`` plots the centre against it."""
+    (what was read). With a series, an NXentry ``series`` plots the centre against it.
+    The root's ``@default`` chain leads to the first scan's ``data``."""
     names = entry_names(results)
     with h5py.File(path, "w") as f:
         f.attrs["NX_class"] = "NXroot"
-        f.attrs["creator"] = program
-        f.attrs["default"] = names[0] if names else ""
+        f.attrs["creator"] = nexus.program_name(program)
         for name, r in zip(names, results, strict=True):
-            _write_entry(f.create_group(name), r, program=program, version=version)
+            _write_entry(nexus.make_group(f, name, "NXentry"), r, program=program, version=version)
         if series is not None and len(series.rows) > 1:
-            _write_series(f.create_group("series"), series)
+            _write_series(nexus.make_group(f, "series", "NXentry"), series)
+        if names:
+            nexus.set_default(f[names[0]]["data"])
 
 
 def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str) -> None:
     d, fit, nm = r.data, r.fit, r.normalised
-    entry.attrs["NX_class"] = "NXentry"
-    entry.attrs["default"] = "data"
-    entry["title"] = d.scan_command or f"scan {d.scan}"
-    entry["entry_identifier"] = str(d.scan)
+    nexus.write_text(entry, "title", d.scan_command or f"scan {d.scan}")
+    nexus.write_text(entry, "entry_identifier", str(d.scan))
     if d.start_time:
-        entry["start_time"] = d.start_time
+        nexus.write_text(entry, "start_time", d.start_time)
     axis = _dataset_name(d.axis)
     x = d.axis_values
+    unit, basis = split_units(nm.units)
 
-    data = entry.create_group("data")
-    data.attrs["NX_class"] = "NXdata"
-    data.attrs["signal"] = "intensity"
-    data.attrs["axes"] = [axis]
-    data.attrs[f"{axis}_indices"] = 0
+    data = nexus.write_nxdata(
+        entry, "data", signal="intensity", data=nm.intensity, errors=nm.sigma, axes=[(axis, x)],
+        units={axis: d.axis_units, "intensity": unit},
+        long_names={axis: f"{d.axis} ({d.axis_units})" if d.axis_units else d.axis,
+                    "intensity": f"{d.signal}, normalised" + (f" ({unit}, {basis})" if basis else "")},
+        default=False)
+    entry.attrs["default"] = "data"
     data.attrs["auxiliary_signals"] = ["fit"]
-    ax = data.create_dataset(axis, data=x)
-    ax.attrs["units"] = d.axis_units
-    ax.attrs["long_name"] = f"{d.axis} ({d.axis_units})" if d.axis_units else d.axis
-    sig = data.create_dataset("intensity", data=nm.intensity)
-    sig.attrs["units"] = nm.units
-    sig.attrs["long_name"] = f"{d.signal}, normalised"
-    data.create_dataset("intensity_errors", data=nm.sigma).attrs["units"] = nm.units
     curve = fit.curve(x)
-    data.create_dataset("fit", data=curve).attrs["long_name"] = f"{fit.model} + linear background"
+    fit_ds = data.create_dataset("fit", data=curve)
+    fit_ds.attrs.update(units=unit, long_name=f"{fit.model} + linear background")
     with np.errstate(invalid="ignore", divide="ignore"):
-        data.create_dataset("residuals", data=(nm.intensity - curve) / nm.sigma).attrs[
-            "long_name"] = "(intensity - fit) / sigma"
+        res = data.create_dataset("residuals", data=(nm.intensity - curve) / nm.sigma)
+    res.attrs.update(units="", long_name="(intensity - fit) / sigma")
     data.create_dataset("counts", data=d.counts).attrs["units"] = "counts"
 
     grid_x = np.linspace(x.min(), x.max(), 501)
-    fine = entry.create_group("fit_curve")
-    fine.attrs["NX_class"] = "NXdata"
-    fine.attrs["signal"] = "fit"
-    fine.attrs["axes"] = [axis]
-    fine.attrs[f"{axis}_indices"] = 0
-    fine.create_dataset(axis, data=grid_x).attrs["units"] = d.axis_units
-    fine.create_dataset("fit", data=fit.curve(grid_x)).attrs["units"] = nm.units
+    nexus.write_nxdata(entry, "fit_curve", signal="fit", data=fit.curve(grid_x), axes=[(axis, grid_x)],
+                       units={axis: d.axis_units, "fit": unit}, default=False)
 
-    proc = entry.create_group("peak_fit")
-    proc.attrs["NX_class"] = "NXprocess"
-    proc["program"] = program
-    proc["version"] = version
-    proc["model"] = fit.model
+    proc = nexus.write_nxprocess(entry, "peak_fit", technique=program, version=version)
+    nexus.write_text(proc, "model", fit.model)
     proc["success"] = bool(fit.success)
-    proc["message"] = fit.message
+    nexus.write_text(proc, "message", fit.message)
+    if basis:
+        nexus.write_text(proc, "normalisation", f"{unit} at {basis}")
     units = {
         "center": d.axis_units, "fwhm": d.axis_units,
-        "area": f"{nm.units} * {d.axis_units}".strip(" *"), "height": nm.units,
-        "background": nm.units, "fraction": "",
+        "area": f"{unit} * {d.axis_units}".strip(" *"), "height": unit,
+        "background": unit, "fraction": "",
     }
     for value, error in FIT_KEYS:
         ds = proc.create_dataset(value, data=float(getattr(fit, value)))
@@ -195,39 +194,34 @@ def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str
     proc["degrees_of_freedom"] = int(fit.dof)
     proc["error_scale"] = float(fit.error_scale)
     proc["significance"] = float(fit.significance)
-    proc["flags"] = ";".join(r.flags)
+    nexus.write_text(proc, "flags", ";".join(r.flags))
     if fit.covariance.size:
         proc["covariance"] = fit.covariance
 
-    inp = entry.create_group("input")
-    inp.attrs["NX_class"] = "NXcollection"
-    inp["file"] = d.file
-    inp["entry"] = d.entry
-    inp["axis"] = d.axis
-    inp["declared_axis"] = d.declared_axis or ""
-    inp["signal"] = d.signal
-    inp["scan_command"] = d.scan_command
+    inp = nexus.make_group(entry, "input", "NXcollection")
+    nexus.write_text(inp, "file", d.file)
+    nexus.write_text(inp, "entry", d.entry)
+    nexus.write_text(inp, "axis", d.axis)
+    nexus.write_text(inp, "declared_axis", d.declared_axis or "")
+    nexus.write_text(inp, "signal", d.signal)
+    nexus.write_text(inp, "scan_command", d.scan_command)
     inp.create_dataset("transmission", data=np.asarray(d.transmission, float))
     inp.create_dataset("count_time", data=d.count_time).attrs["units"] = "s"
     if d.ring_current is not None:
         inp.create_dataset("ring_current", data=d.ring_current).attrs["units"] = "mA"
-    inp["notes"] = "\n".join(d.notes)
+    nexus.write_text(inp, "notes", "\n".join(d.notes))
     inp[r.series_axis if r.series_axis != "scan" else "scan_number"] = float(r.series_value)
 
 
 def _write_series(entry: h5py.Group, series: SeriesTable) -> None:
-    entry.attrs["NX_class"] = "NXentry"
-    entry.attrs["default"] = "data"
-    entry["title"] = f"peak parameters against {series.axis}"
-    data = entry.create_group("data")
-    data.attrs["NX_class"] = "NXdata"
+    nexus.write_text(entry, "title", f"peak parameters against {series.axis}")
     axis = _dataset_name(series.axis)
-    data.attrs["signal"] = "center"
-    data.attrs["axes"] = [axis]
-    data.attrs[f"{axis}_indices"] = 0
+    data = nexus.write_nxdata(entry, "data", signal="center", data=series.column("center"),
+                              errors=series.column("center_err"),
+                              axes=[(axis, series.column(series.axis))], default=False)
+    entry.attrs["default"] = "data"
     data.attrs["auxiliary_signals"] = ["fwhm", "area", "height"]
-    data.create_dataset(axis, data=series.column(series.axis))
-    for value, error in FIT_KEYS[:4]:
+    for value, error in FIT_KEYS[1:4]:
         data.create_dataset(value, data=series.column(value))
         data.create_dataset(f"{value}_errors", data=series.column(error))
     if axis != "scan":
