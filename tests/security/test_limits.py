@@ -74,7 +74,7 @@ def test_split_of_a_billion_and_a_huge_shard_count(plat, address):
 def test_a_hundred_thousand_inputs(plat, address):
     stub = plat.stub(getattr(plat, address))
     t0 = time.monotonic()
-    code, details, err = status_of(stub.Submit, reduce_request(plat, inputs=[str(plat.scan)] * 100_000), timeout=30)
+    code, _details, err = status_of(stub.Submit, reduce_request(plat, inputs=[str(plat.scan)] * 100_000), timeout=30)
     assert code == INVALID
     assert violations_of(err) == {"inputs": "100000 inputs is over the limit of 10000"}
     assert time.monotonic() - t0 < 10  # refused before any of them is looked at
@@ -213,11 +213,11 @@ def test_error_details_never_echo_unbounded_input():
 def test_long_echoed_values_reach_the_caller_intact_as_a_status(plat):
     """A 50 KB unknown technique name: NOT_FOUND with a clipped message, not
     RESOURCE_EXHAUSTED from an oversized trailer."""
-    code, details, err = status_of(plat.stub(plat.service).Describe, pb.DescribeRequest(technique="t" * 50), timeout=10)
+    code, details, _err = status_of(plat.stub(plat.service).Describe, pb.DescribeRequest(technique="t" * 50), timeout=10)
     assert code == grpc.StatusCode.NOT_FOUND
     name = "€" * 50_000
     req = pb.ReduceRequest(technique="scan", inputs=["/nonexistent/" + name[:1000]])
-    code, details, err = status_of(plat.stub().Submit, req, timeout=10)
+    code, details, _err = status_of(plat.stub().Submit, req, timeout=10)
     assert code == grpc.StatusCode.NOT_FOUND
     assert len(details.encode()) < 1100
 

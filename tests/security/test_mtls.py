@@ -172,7 +172,7 @@ def test_service_tls_folder_problems_are_one_clear_error(tmp_path, pki):
                                           "PANREDUCE_SERVICE_TLS_SERVER_NAME": SERVER_NAME}).server_name == SERVER_NAME
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(errors.InvalidRequest, match="tls.crt"):
+    with pytest.raises(errors.InvalidRequest, match=r"tls\.crt"):
         ServiceTLS.from_dir(empty)
     (empty / "tls.crt").write_text("not a certificate")
     (empty / "tls.key").write_text("x")

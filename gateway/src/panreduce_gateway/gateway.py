@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -440,7 +441,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                                                                uploads=self.stores.uploads.root),
                             subject=identity.subject, proposal="", resource=request.uri, what="metadata read")
         return metadata.of_uri(self.stores, loc.uri, roots=self._readable_roots(identity), cancelled=lambda: not
-                               context.is_active())
+                               context.is_active(), checked=loc.local)  # read what was checked, no link since
 
     def _readable_roots(self, identity: Identity) -> list[Path]:
         """Where the HDF5 links of a file the caller reads may lead: its proposals'
@@ -462,9 +463,13 @@ class GatewayService(pb_grpc.ReducerServicer):
             if not identity.may_see(job.proposal):
                 continue
             for o in job.result.outputs:
-                if o.uri == uri or (wanted is not None and "://" not in o.uri
-                                    and locations.real_path(o.uri) == wanted):
-                    return answer
+                if "://" in o.uri:
+                    if o.uri == uri:
+                        return answer
+                elif wanted is not None and Path(os.path.normpath(o.uri)) == wanted:
+                    # the path as published (resolved then), opened as it is: never through a
+                    # link swapped in since (both resolving through it would match)
+                    return o.uri
         if identity is ANONYMOUS and wanted is not None and self.stores.root in wanted.parents:
             return answer
         raise errors.PermissionDenied(f"{uri} is not an output of a job you may see, nor one of your uploads")

@@ -50,6 +50,7 @@ def from_nexus(path: str, *, roots: Iterable[Path] | None = None) -> dict[str, l
     if not h5py.is_hdf5(path):
         return found
     with h5py.File(path, "r") as f:
+        locations.check_opened_hdf5(path, f)  # the very file staging checked (no link swapped in)
         locations.check_hdf5_references(f, path, locations.hdf5_roots(path) if roots is None else roots)
         for entry in f.values():
             if not isinstance(entry, h5py.Group):

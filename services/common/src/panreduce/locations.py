@@ -28,9 +28,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from panreduce import errors
@@ -128,6 +131,88 @@ def real_path(path: str, uri: str | None = None) -> Path:
                                     f"({exc.strerror or exc})") from None
 
 
+# -- opening what was checked (no symbolic link swapped in between) -----------------------
+_PINS: OrderedDict[str, tuple[int, int]] = OrderedDict()
+_PINS_LOCK = threading.Lock()
+MAX_PINS = 100_000
+
+
+def _swapped(path: Path | str) -> errors.PermissionDenied:
+    return errors.PermissionDenied(f"{shown(str(path))} changed while it was opened (a symbolic link appeared "
+                                   "after it was resolved and checked); it is not followed")
+
+
+def open_nofollow(path: Path | str, flags: int = os.O_RDONLY) -> int:
+    """A file descriptor of the resolved absolute ``path``, opened component by component
+    from ``/`` without following any symbolic link (O_NOFOLLOW on every component): a
+    link swapped into the path after it was resolved and checked is refused
+    (PermissionDenied), never followed. FileNotFoundError when it is gone."""
+    p = Path(path)
+    if not p.is_absolute():
+        raise errors.InvalidRequest(f"{shown(str(path))}: not an absolute path")
+    parts = p.parts[1:]
+    if not parts:
+        raise errors.InvalidRequest("'/' is a folder, not a file")
+    dirfd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+            except NotADirectoryError:  # a link (O_NOFOLLOW) or a file where a folder was
+                raise _swapped(path) from None
+            os.close(dirfd)
+            dirfd = nxt
+        try:
+            return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _swapped(path) from None
+            raise
+    finally:
+        os.close(dirfd)
+
+
+def pin(path: Path | str) -> os.stat_result:
+    """Record which file the resolved ``path`` is now (opened without following links, see
+    :func:`open_nofollow`), so that every later open of it by name can be checked to be
+    that very file (:func:`check_opened`). Returns its stat."""
+    fd = open_nofollow(path)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    with _PINS_LOCK:
+        _PINS[str(path)] = (st.st_dev, st.st_ino)
+        _PINS.move_to_end(str(path))
+        while len(_PINS) > MAX_PINS:
+            _PINS.popitem(last=False)
+    return st
+
+
+def check_opened(path: Path | str, fd: int) -> None:
+    """Refuse (PermissionDenied) when ``fd``, opened by the name ``path``, is not the file
+    :func:`pin` recorded for that name: a link was swapped in between (for a name never
+    pinned there is nothing to compare)."""
+    with _PINS_LOCK:
+        expected = _PINS.get(str(path))
+    if expected is None:
+        return
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != expected:
+        log.warning("refused %s: not the file that was checked (swapped)", path)
+        raise _swapped(path)
+
+
+def check_opened_hdf5(path: Path | str, f) -> None:  # noqa: ANN001
+    """:func:`check_opened` for an open h5py file (its low-level file descriptor)."""
+    try:
+        handle = f.id.get_vfd_handle()
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return  # a driver without one (in-memory, file object): not opened by name
+    if isinstance(handle, int):
+        check_opened(path, handle)
+
+
 def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | None = None) -> Location:
     """Resolve ``uri`` once (see the module docstring).
 
@@ -141,7 +226,7 @@ def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | No
         _check_text(uri, uri, decoded=False)
         segments = _segments(uri, uri)
         absolute = "/" + "/".join(segments) if uri.startswith("/") else str((cwd or Path.cwd()).joinpath(*segments))
-        local = real_path(absolute, uri)
+        local: Path | None = real_path(absolute, uri)
         return Location("file", str(local), local, uri.endswith("/") or str(local) == "/")
     _check_text(uri, uri, decoded=False) if "\x00" in uri else None
     try:
@@ -185,7 +270,7 @@ def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | No
     return Location(scheme, key, local, is_prefix)
 
 
-def resolve_prefixes(templates: Iterable[str], proposal: str, **kw) -> list[Location]:  # noqa: ANN003
+def resolve_prefixes(templates: Iterable[str], proposal: str, **kw: Any) -> list[Location]:
     """The locations a proposal's prefix templates (``/data/{proposal}/``) name, resolved."""
     out = []
     for t in templates:
@@ -214,7 +299,7 @@ class Reference:
 MAX_REFERENCE_OBJECTS = 1_000_000  # links visited when listing references
 
 
-def hdf5_references(f, *, max_objects: int = MAX_REFERENCE_OBJECTS) -> list[Reference]:  # noqa: ANN001
+def hdf5_references(f: Any, *, max_objects: int = MAX_REFERENCE_OBJECTS) -> list[Reference]:
     """Every external link, virtual-dataset source file and external storage file of the
     open h5py file ``f``, found without following any of them (each object once)."""
     import h5py
@@ -224,7 +309,7 @@ def hdf5_references(f, *, max_objects: int = MAX_REFERENCE_OBJECTS) -> list[Refe
     seen: set[tuple[int, int]] = set()
     count = 0
 
-    def visit(name: bytes, info) -> None:  # noqa: ANN001
+    def visit(name: bytes, info: Any) -> None:
         nonlocal count
         count += 1
         if count > max_objects:
@@ -275,7 +360,7 @@ def _candidates(target: str, parent: Path) -> list[Path]:
     return out
 
 
-def check_hdf5_references(f, path: Path | str, roots: Iterable[Path], *, source: str | None = None,  # noqa: ANN001
+def check_hdf5_references(f: Any, path: Path | str, roots: Iterable[Path], *, source: str | None = None,
                           depth: int = 4) -> None:
     """Refuse (PermissionDenied) an HDF5 file whose external links, virtual-dataset
     sources or external raw storage could resolve outside ``roots`` (resolved folders),

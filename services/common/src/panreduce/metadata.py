@@ -277,9 +277,11 @@ def to_message(m: Metadata, uri: str):  # noqa: ANN201
 
 
 def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,  # noqa: ANN001, ANN201
-           cancelled: Callable[[], bool] | None = None):
+           cancelled: Callable[[], bool] | None = None, checked: Path | None = None):
     """The GetMetadata response for one file or object known to ``stores``; ``roots``:
-    folders (besides the file's own) its HDF5 references may resolve into."""
+    folders (besides the file's own) its HDF5 references may resolve into. ``checked``:
+    the resolved local path the caller's access was checked on; that very path is read
+    (opened without following a link swapped in since), not ``uri`` resolved again."""
     import shutil
     import tempfile
 
@@ -292,7 +294,13 @@ def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,  # noqa: AN
         raise errors.InvalidRequest(f"{uri}: name one file, not a folder or prefix ({len(refs)} objects)")
     extra = list(roots or ())
     if isinstance(store, LocalStore):
-        path = store.path_of(uri)
+        path = checked if checked is not None else store.path_of(uri)
+        try:
+            from panreduce.locations import pin
+
+            pin(path)  # the file checked is the one read: a link swapped in since is refused
+        except (FileNotFoundError, IsADirectoryError):
+            raise errors.ObjectNotFound(uri) from None
         return to_message(extract(path, source=uri, roots=hdf5_roots(path, extra), cancelled=cancelled), uri)
     scratch = Path(tempfile.mkdtemp(prefix="panreduce-metadata-"))
     try:

@@ -17,8 +17,10 @@ path under the scope it was given is refused as well. No grpc here.
 
 from __future__ import annotations
 
+import contextvars
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +93,13 @@ class Scope:
         return errors.PermissionDenied(
             f"{what} {locations.shown(uri)}{detail} is outside the locations the gateway gave this call")
 
-    def check(self, stores, uri: str, what: str = "location", *, each_file: bool = False) -> None:  # noqa: ANN001
+    def check(self, stores, uri: str, what: str = "location", *,  # noqa: ANN001
+              each_file: bool = False) -> locations.Location | None:
         """Refuse ``uri`` (resolved by its store, exactly as it is opened) outside the
         scope; ``each_file``: a local folder's files one by one (a link inside it must
-        not lead out)."""
+        not lead out). Returns the resolved location checked (None: anywhere, unchecked)."""
         if self.prefixes is None:
-            return
+            return None
         from panreduce.storage import LocalStore  # noqa: PLC0415 - storage imports the kit
 
         store = stores.for_uri(uri)
@@ -111,6 +114,7 @@ class Scope:
                 inner = store.location(ref.uri)
                 if not self.admits(inner):
                     raise self._refuse(uri, what, f": {locations.shown(ref.name)} (a link?)")
+        return loc
 
     def check_request(self, stores, request) -> None:  # noqa: ANN001
         """Every input (and each file of an input folder) and the output of a ReduceRequest."""
@@ -145,3 +149,28 @@ def job_scope(prefixes: Iterable[locations.Location] | None, *, uploads: Path | 
         uris.append(str(Path(uploads) / space) + "/")
     uris.extend(extra)
     return Scope.of(uris)
+
+
+# -- the scope of the job running in this thread (checked again when its inputs are staged)
+_CURRENT: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("panreduce_scope", default=None)
+
+
+@contextmanager
+def active(scope: Scope | None) -> Iterator[None]:
+    """Make ``scope`` the one :func:`check_staged` applies while a job runs here."""
+    token = _CURRENT.set(scope)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def check_staged(path: Path, uri: str) -> None:
+    """Refuse a local file staging resolved (now, just before it is pinned and read) to a
+    place outside the running job's scope: a link swapped in after the submission's check."""
+    scope = _CURRENT.get()
+    if scope is None or scope.prefixes is None:
+        return
+    if not scope.admits(locations.Location("file", str(path), Path(path), False)):
+        raise errors.PermissionDenied(f"input {locations.shown(uri)} now resolves outside the locations the gateway "
+                                      "gave this job (changed since it was checked); it is not read")

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from panreduce import errors, locations
 from panreduce.kit.technique import Inputs, StagedFile, StagedInput
+from panreduce.scope import check_staged
 
 CHUNK = 1 << 20
 log = logging.getLogger("panreduce.storage")
@@ -150,7 +151,13 @@ class LocalStore(Store):
         p = self.path_of(uri)
         if not p.is_file():
             raise errors.ObjectNotFound(uri)
-        with open(p, "rb") as f:
+        if self.root is None and "://" not in uri and Path(uri).is_absolute():
+            p = Path(os.path.normpath(uri))  # as checked (callers resolve first): a link in it now is a swap
+        try:  # opened without following a link on any component
+            fd = locations.open_nofollow(p)
+        except FileNotFoundError:
+            raise errors.ObjectNotFound(uri) from None
+        with os.fdopen(fd, "rb") as f:
             f.seek(offset)
             while block := f.read(CHUNK):
                 yield block
@@ -208,7 +215,7 @@ class Stores:
         """The stores a server's configuration names: the local folder (``root``, else
         ``$PANREDUCE_STORE``, else ``./panreduce-store``) and, when ``$PANREDUCE_S3_*`` or
         ``$PANREDUCE_S3_CONFIG`` configure one, ``s3://`` (see panreduce.s3)."""
-        from panreduce.settings import settings_for  # noqa: PLC0415
+        from panreduce.settings import settings_for
 
         settings = settings_for(environ)
         stores = cls(Path(root) if root is not None else settings.store)
@@ -238,7 +245,7 @@ class Stores:
     def results_base(self) -> str:
         """Where jobs without an output go: ``$PANREDUCE_RESULTS_URI`` (e.g. an s3://
         prefix in a deployment), else ``<root>/results``."""
-        from panreduce.settings import get_settings  # noqa: PLC0415
+        from panreduce.settings import get_settings
 
         return get_settings().results_uri.rstrip("/") or str(self.root / "results")
 
@@ -248,7 +255,7 @@ class Stores:
     def scratch_uri(self, name: str) -> str:
         """A location every service can write and read for intermediate results (shards):
         ``$PANREDUCE_SCRATCH_URI``, else ``<root>/shards``."""
-        from panreduce.settings import get_settings  # noqa: PLC0415
+        from panreduce.settings import get_settings
 
         base = get_settings().scratch_uri.rstrip("/") or str(self.root / "shards")
         return f"{base}/{name}"
@@ -306,8 +313,12 @@ def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
                 if not isinstance(store, LocalStore):
                     local.unlink(missing_ok=True)  # a staged copy, not the file itself
                 continue
+            digest = store.known_sha256(local)
+            if isinstance(store, LocalStore):  # read in place: what every later open must find
+                check_staged(local, ref.uri)
+                digest = _pinned_sha256(local, ref.uri)
             staged.append(StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size,
-                                     sha256=store.known_sha256(local) or sha256_file(local)))
+                                     sha256=digest or sha256_file(local)))
             if on_file is not None:
                 on_file(ref)
         if not staged:
@@ -326,6 +337,23 @@ def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
             root = staged[0].path
         items.append(StagedInput(uri=uri, root=root, is_prefix=prefix, files=tuple(staged)))
     return Inputs(tuple(items))
+
+
+def _pinned_sha256(path: Path, uri: str) -> str:
+    """Pin the resolved ``path`` (panreduce.locations.pin: readers then refuse any other
+    file under that name) and checksum the very file pinned."""
+    try:
+        st = locations.pin(path)
+        fd = locations.open_nofollow(path)
+    except FileNotFoundError:
+        raise errors.InputNotFound(uri, "it disappeared while staging") from None
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_ino != st.st_ino:
+            raise errors.PermissionDenied(f"{locations.shown(uri)} changed while it was staged")
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_inputs_exist(stores: Stores, uris: list[str]) -> None:

@@ -41,6 +41,7 @@ def open_hdf5(file: StagedFile | Path | str, source: str | None = None, *,
         raise errors.InvalidInput(name, f"is a damaged or truncated HDF5 file ({exc})") from None
     try:
         try:
+            locations.check_opened_hdf5(path, f)  # the very file staging checked (no link swapped in)
             locations.check_hdf5_references(f, path, input_roots(file) if roots is None else roots, source=name)
         except (OSError, RuntimeError) as exc:
             raise errors.InvalidInput(name, f"is a damaged HDF5 file: its links cannot be listed ({exc})") from None
@@ -64,6 +65,7 @@ def open_checked(path: Path | str, source: str | None = None, *, roots: Iterable
     virtual-dataset source or external storage leads outside ``roots``)."""
     f = h5py.File(path, "r")
     try:
+        locations.check_opened_hdf5(path, f)  # the very file staging checked (no link swapped in)
         locations.check_hdf5_references(f, path, input_roots(path) if roots is None else roots,
                                         source=source or Path(path).name)
     except BaseException:
@@ -84,7 +86,7 @@ def memory_ceiling() -> int:
     """Bytes one dataset read may allocate: ``$PANREDUCE_MAX_ARRAY_BYTES``, else half of
     the memory this process may use (the cgroup's limit in a container, else the
     machine's RAM)."""
-    from panreduce.settings import get_settings  # noqa: PLC0415
+    from panreduce.settings import get_settings
 
     configured = get_settings().max_array_bytes
     if configured:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -172,8 +173,9 @@ class TechniqueService(pb_grpc.ReducerServicer):
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:
         limits.check_uri(request.uri)
-        self._scope(context).check(self.stores, request.uri, "metadata read")
-        return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active())
+        loc = self._scope(context).check(self.stores, request.uri, "metadata read")
+        return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active(),
+                               checked=loc.local if loc is not None else None)
 
     # -- the job --------------------------------------------------------------------
     def _run(self, handle: JobHandle) -> pb.Result:
@@ -235,9 +237,9 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
     if path == stores.root or stores.root in path.parents:
         return str(path)
     for job in manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):
-        if any(o.uri == uri or ("://" not in o.uri and locations.real_path(o.uri) == path)
-               for o in job.result.outputs):
-            return str(path)
+        for o in job.result.outputs:  # the path as published, opened as it is (never via a link since)
+            if "://" not in o.uri and Path(os.path.normpath(o.uri)) == path:
+                return o.uri
     raise errors.PermissionDenied(f"{uri} is neither in this server's store nor an output of its jobs")
 
 
