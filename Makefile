@@ -8,7 +8,7 @@ PANREDUCE := $(VENV)/bin/panreduce
 PYTEST_ARGS ?=
 DEMO_OUT ?= panreduce-results/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help setup proto demo test test-gpu test-large lint register serve clean
+.PHONY: help setup proto demo test test-gpu test-large lint typecheck register serve clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra
 
 lint: setup ## ruff over the code
 	$(VENV)/bin/ruff check .
+
+typecheck: setup ## mypy, strict on panreduce (panreduce.kit not yet) and the gateway ([tool.mypy] in pyproject.toml); not yet clean, so not part of lint
+	$(VENV)/bin/mypy
 
 register: ## after adding services/<name>/ (entry point in its pyproject.toml): write the workspace, images.toml, Containerfiles and chart values from the technique folders, then lock and sync
 	@python3 scripts/sync-techniques.py

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pydantic
@@ -99,7 +99,7 @@ class StaticTokens(Authenticator):
     ``"sha256:<hex>"`` so that the file holds no secrets. The file is validated strictly
     (:class:`TokensFile`); tokens must be unique."""
 
-    def __init__(self, entries: Iterable[Mapping], *, source: str = "tokens") -> None:
+    def __init__(self, entries: Iterable[Mapping[str, Any]], *, source: str = "tokens") -> None:
         doc = {"tokens": list(entries)}
         try:
             model = TokensFile.model_validate(doc)
@@ -138,7 +138,7 @@ class StaticTokens(Authenticator):
         return None
 
 
-def _first_problem(doc: Mapping, exc: pydantic.ValidationError) -> str:
+def _first_problem(doc: Mapping[str, Any], exc: pydantic.ValidationError) -> str:
     """'tokens[1] (subject 'bob'): admin: Input should be a valid boolean' (+ how many more)."""
     problems = exc.errors(include_url=False)
     err = problems[0]
@@ -168,13 +168,13 @@ class JwtVerifier(Authenticator):
         self.proposals_claim, self.subject_claim, self.admin_claim = proposals_claim, subject_claim, admin_claim
         self.algorithms = list(algorithms)
         if jwks.startswith(("http://", "https://")):
-            self._client = jwt.PyJWKClient(jwks, cache_keys=True)
-            self._keys = None
+            self._client: jwt.PyJWKClient | None = jwt.PyJWKClient(jwks, cache_keys=True)
+            self._keys: Any = None  # a jwt.PyJWKSet when the JWKS is a file
         else:
             self._client = None
             self._keys = jwt.PyJWKSet.from_json(Path(jwks).read_text())
 
-    def _key(self, token: str):  # noqa: ANN202
+    def _key(self, token: str) -> Any:
         if self._client is not None:
             return self._client.get_signing_key_from_jwt(token).key
         kid = self._jwt.get_unverified_header(token).get("kid")

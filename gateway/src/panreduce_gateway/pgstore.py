@@ -17,11 +17,15 @@ import os
 import socket
 import threading
 import uuid
+from typing import TYPE_CHECKING, Any, cast
 
 import psycopg
 
 from panreduce.sqlstore import catalogue_rows, list_query
 from panreduce.v1 import reduce_pb2 as pb
+
+if TYPE_CHECKING:
+    from panreduce.jobs import JobStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -168,6 +172,7 @@ class PostgresJobStore:
             row = self._db.execute(
                 "SELECT job, request_hash FROM jobs WHERE proposal = %s AND owner = %s AND idempotency_key = %s",
                 (job.proposal, job.owner, job.request.idempotency_key)).fetchone()
+        row = cast(tuple[Any, ...], row)
         return pb.Job.FromString(row[0]), row[1] or ""
 
     def unfinished(self) -> list[pb.Job]:
@@ -204,7 +209,7 @@ class PostgresJobStore:
                             [(job.job_id, k, v) for k, v in catalogue_rows(job)])
 
 
-def open_job_store(spec: str | None):  # noqa: ANN201
+def open_job_store(spec: str | None) -> JobStore | None:
     """A job store from a setting: a ``postgresql://`` DSN, a SQLite file path, or None
     (in memory)."""
     if not spec:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -24,6 +24,11 @@ from panreduce.convert import from_struct, result_to_dict, to_struct
 from panreduce.transfer import file_chunks, write_download
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from panreduce.metadata import Metadata
 
 EventCallback = Callable[[pb.JobEvent], None]
 
@@ -75,7 +80,7 @@ class Client:
         self._raw_channel = self.channel
         if token:
             self.channel = grpc.intercept_channel(self.channel, BearerToken(token))
-        self.stub = pb_grpc.ReducerStub(self.channel)
+        self.stub: Any = pb_grpc.ReducerStub(self.channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
         return self
@@ -86,7 +91,7 @@ class Client:
     def close(self) -> None:
         self._raw_channel.close()
 
-    def _call(self, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self.timeout)
         try:
             return fn(*args, **kwargs)
@@ -95,7 +100,7 @@ class Client:
 
     # -- describe -------------------------------------------------------------------
     def describe(self, technique: str = "") -> pb.DescribeResponse:
-        return self._call(self.stub.Describe, pb.DescribeRequest(technique=technique))
+        return cast(pb.DescribeResponse, self._call(self.stub.Describe, pb.DescribeRequest(technique=technique)))
 
     def techniques(self) -> list[dict[str, Any]]:
         """Every technique the server offers, with its parameter schema as a dict."""
@@ -112,7 +117,7 @@ class Client:
     def health(self, service: str = "") -> str:
         stub = health_pb2_grpc.HealthStub(self.channel)
         resp = self._call(stub.Check, health_pb2.HealthCheckRequest(service=service))
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        return cast(str, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
     # -- reduce ---------------------------------------------------------------------
     def reduce(self, technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
@@ -129,7 +134,7 @@ class Client:
         """The raw streaming call (cancel it with ``.cancel()``)."""
         return self.stub.Reduce(request, timeout=timeout)
 
-    def _follow(self, call, technique: str, on_event: EventCallback | None) -> Reduction:  # noqa: ANN001
+    def _follow(self, call: Any, technique: str, on_event: EventCallback | None) -> Reduction:
         job_id = ""
         try:
             for event in call:
@@ -146,7 +151,7 @@ class Client:
                output: str = "", *, labels: Mapping[str, str] | None = None,
                idempotency_key: str = "") -> pb.Job:
         req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key)
-        return self._call(self.stub.Submit, req)
+        return cast(pb.Job, self._call(self.stub.Submit, req))
 
     def watch(self, job_id: str, after_seq: int = 0) -> Iterator[pb.JobEvent]:
         try:
@@ -173,20 +178,21 @@ class Client:
                 return job
 
     def cancel(self, job_id: str) -> pb.Job:
-        return self._call(self.stub.Cancel, pb.CancelRequest(job_id=job_id))
+        return cast(pb.Job, self._call(self.stub.Cancel, pb.CancelRequest(job_id=job_id)))
 
     def get_job(self, job_id: str) -> pb.Job:
-        return self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id))
+        return cast(pb.Job, self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id)))
 
     def list_jobs(self, *, technique: str = "", state: int = 0, labels: Mapping[str, str] | None = None,
-                  owner: str = "", proposal: str = "", sample: str = "", created_after=None,  # noqa: ANN001
-                  created_before=None, page_size: int = 0) -> list[pb.Job]:  # noqa: ANN001
+                  owner: str = "", proposal: str = "", sample: str = "",
+                  created_after: Timestamp | None = None, created_before: Timestamp | None = None,
+                  page_size: int = 0) -> list[pb.Job]:
         """Jobs matching every filter given (newest first); sample and owner also match
         the names read from the inputs' metadata."""
         jobs: list[pb.Job] = []
         token = ""
         while True:
-            query = pb.ListJobsRequest(technique=technique, state=state, labels=dict(labels or {}), owner=owner,
+            query = pb.ListJobsRequest(technique=technique, state=cast(Any, state), labels=dict(labels or {}), owner=owner,
                                        proposal=proposal, sample=sample, page_size=page_size, page_token=token)
             if created_after is not None:
                 query.created_after.CopyFrom(created_after)
@@ -198,7 +204,7 @@ class Client:
             if not token:
                 return jobs
 
-    def metadata(self, uri: str):  # noqa: ANN201
+    def metadata(self, uri: str) -> Metadata:
         """Every metadata field of a NeXus/HDF5 file the server can read (a panreduce.metadata.Metadata)."""
         from panreduce.metadata import from_message
 
@@ -209,7 +215,7 @@ class Client:
         """Send a local file of any size; returns its upload:// URI for use as an input.
         ``proposal``: the proposal it belongs to (gateways with access control)."""
         metadata = [("x-panreduce-proposal", proposal)] if proposal else None
-        return self._call(self.stub.Upload, file_chunks(Path(path), name), metadata=metadata)
+        return cast(pb.ObjectInfo, self._call(self.stub.Upload, file_chunks(Path(path), name), metadata=metadata))
 
     def download(self, uri: str, dest: Path | str) -> pb.ObjectInfo:
         try:

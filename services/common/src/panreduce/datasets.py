@@ -22,6 +22,7 @@ import os
 import urllib.request
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 
 from panreduce.settings import get_settings
 
@@ -52,8 +53,8 @@ class DatasetCorrupt(RuntimeError):
 
 
 @cache
-def manifest() -> dict[str, dict]:
-    return json.loads(MANIFEST.read_text())
+def manifest() -> dict[str, dict[str, Any]]:
+    return cast(dict[str, dict[str, Any]], json.loads(MANIFEST.read_text()))
 
 
 def names(prefix: str = "") -> list[str]:
@@ -121,7 +122,7 @@ def folder(prefix: str) -> Path:
 _verified: dict[tuple[str, int, int], str] = {}
 
 
-def _verify(candidate: Path, entry: dict) -> None:
+def _verify(candidate: Path, entry: dict[str, Any]) -> None:
     st = candidate.stat()
     key = (str(candidate), st.st_size, st.st_mtime_ns)
     if key not in _verified:
@@ -140,7 +141,7 @@ def sha256_file(p: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _download(origin: str, target: Path, entry: dict) -> None:
+def _download(origin: str, target: Path, entry: dict[str, Any]) -> None:
     repo, _, rel = origin.partition(":")
     url = RAW_URL.format(repo=repo, path=rel)
     target.parent.mkdir(parents=True, exist_ok=True)

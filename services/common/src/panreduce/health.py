@@ -7,6 +7,7 @@ gRPC probes instead.
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -16,7 +17,7 @@ def check(address: str, service: str = "", timeout: float = 3.0) -> str:
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        return cast(str, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ logs and returns the result, or raises a ``PanReduceError``.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import threading
@@ -17,9 +18,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from panreduce import errors
 from panreduce.rpc import failure_of
@@ -28,6 +30,7 @@ from panreduce.v1 import reduce_pb2 as pb
 
 log = logging.getLogger("panreduce.jobs")
 
+M = TypeVar("M", bound=Message)
 TERMINAL = frozenset({pb.SUCCEEDED, pb.FAILED, pb.CANCELLED})
 
 
@@ -82,7 +85,7 @@ class JobStore(Protocol):
         """Atomically: add ``job`` unless its (proposal, owner, key) is taken; returns the
         job stored under the key (``job`` itself when added) and its request digest."""
     def list(self, query: pb.ListJobsRequest) -> list[pb.Job]: ...
-    def unfinished(self) -> list[pb.Job]: ...
+    def unfinished(self) -> builtins.list[pb.Job]: ...
     def delete(self, job_id: str) -> None: ...
 
 
@@ -173,7 +176,7 @@ class MemoryJobStore:
             jobs = [_copy(j) for j in self._jobs.values()]
         return [j for j in jobs if matches(j, query)]
 
-    def unfinished(self) -> list[pb.Job]:
+    def unfinished(self) -> builtins.list[pb.Job]:
         with self._lock:
             return [_copy(j) for j in self._jobs.values() if j.state not in TERMINAL]
 
@@ -216,8 +219,8 @@ def _same_request(key: str, job: pb.Job, stored_digest: str, digest: str) -> Non
         raise errors.AlreadyExists(key, job.job_id)
 
 
-def _copy(msg):  # noqa: ANN001, ANN202
-    out = type(msg)()
+def _copy(msg: M) -> M:
+    out: M = type(msg)()
     out.CopyFrom(msg)
     return out
 
@@ -392,7 +395,7 @@ class JobManager:
             if not is_active():
                 return
 
-    def resume(self) -> list[str]:
+    def resume(self) -> builtins.list[str]:
         """After a restart: queue again every job the store holds as unfinished (its
         attempt counter goes on; past ``max_attempts`` it fails with the cause)."""
         resumed = []
@@ -471,7 +474,7 @@ class JobManager:
         self._pool.shutdown(wait=wait, cancel_futures=False)
 
     # -- internals ----------------------------------------------------------------
-    def _active_jobs(self) -> list[str]:
+    def _active_jobs(self) -> builtins.list[str]:
         return [j for j in self._handles if (job := self.store.get(j)) and job.state not in TERMINAL]
 
     def _run(self, handle: JobHandle) -> None:
@@ -536,7 +539,7 @@ class JobManager:
         self.store.put(job)
         self._emit(job_id, failure=failure)
 
-    def _emit(self, job_id: str, **kind) -> pb.JobEvent:  # noqa: ANN003
+    def _emit(self, job_id: str, **kind: Any) -> pb.JobEvent:
         with self._cond:
             self._seq[job_id] = self._seq.get(job_id, 0) + 1
             event = pb.JobEvent(seq=self._seq[job_id], job_id=job_id, time=now_ts(), **kind)

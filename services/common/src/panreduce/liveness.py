@@ -15,12 +15,15 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from panreduce import rpc
 from panreduce.settings import get_settings
 from panreduce.v1 import reduce_pb2 as pb
+
+if TYPE_CHECKING:
+    import grpc
 
 LONG_STREAMS = ("Reduce", "Watch", "Download", "Upload")
 RETRY_AFTER_S = 1
@@ -46,7 +49,7 @@ class StreamLimit:
         """Threads for the server's pool: every admitted stream plus ``reserve`` for short calls."""
         return self.limit + max(reserve, 4)
 
-    def _enter(self, context) -> None:  # noqa: ANN001
+    def _enter(self, context: grpc.ServicerContext) -> None:
         if not self._slots.acquire(blocking=False):
             with self._lock:
                 self.refused += 1
@@ -65,11 +68,11 @@ class StreamLimit:
             self.in_flight -= 1
         self._slots.release()
 
-    def wrap(self, fn: Callable) -> Callable:
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` (a bound servicer method) counted against the limit."""
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
-            def stream(request, context):  # noqa: ANN001, ANN202
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 self._enter(context)
                 try:
                     yield from fn(request, context)
@@ -78,7 +81,7 @@ class StreamLimit:
             return stream
 
         @functools.wraps(fn)
-        def unary(request, context):  # noqa: ANN001, ANN202
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
             self._enter(context)
             try:
                 return fn(request, context)

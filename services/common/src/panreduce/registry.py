@@ -7,7 +7,7 @@ installs one member, the development environment all of them.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from panreduce import errors
 
@@ -21,7 +21,7 @@ def names() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
-def load(name: str) -> type[Technique]:
+def load(name: str) -> type[Technique[Any, Any]]:
     """The Technique class registered as ``name``."""
     from panreduce.kit.technique import Technique
 

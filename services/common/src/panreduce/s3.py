@@ -51,7 +51,7 @@ import obstore
 from obstore import exceptions as obx
 from obstore.store import S3Store as _ObS3Store
 
-from panreduce import errors
+from panreduce import errors, locations
 from panreduce.storage import CHUNK, ObjectRef, Store, sha256_file
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class S3Config:
         """The configuration from ``$PANREDUCE_S3_CONFIG`` (a TOML or JSON file with the
         field names as keys) overlaid by ``$PANREDUCE_S3_<FIELD>`` variables; ``None`` when
         neither an endpoint, credentials nor a config file is given (S3 not configured)."""
-        from panreduce.settings import settings_for  # noqa: PLC0415
+        from panreduce.settings import settings_for
 
         return cls.from_settings(settings_for(environ))
 
@@ -189,17 +189,28 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` -> (bucket, key). Refuses ``..``, ``.`` and empty segments."""
+    """``s3://bucket/key`` -> (bucket, key), through the one resolution of every location
+    (panreduce.locations.resolve: percent-encoding decoded exactly once, ``.`` dropped;
+    ``..``, empty segments, a ``%`` left after decoding, control characters, ``?`` and
+    ``#`` refused as the caller's mistake). A prefix keeps its trailing ``/``."""
     if not uri.startswith("s3://"):
-        raise errors.InvalidRequest(f"{uri}: not an s3:// URI")
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or "/" in bucket or bucket in (".", ".."):
-        raise errors.InvalidRequest(f"{uri}: an s3:// URI must name a bucket (s3://bucket/key)")
-    trailing = key.endswith("/")
-    parts = key.rstrip("/").split("/") if key.strip("/") else []
-    if any(p in ("", ".", "..") for p in parts) or key.startswith("/"):
-        raise errors.InvalidRequest(f"{uri}: empty, '.' or '..' path segments are not allowed in keys")
-    return bucket, "/".join(parts) + ("/" if trailing and parts else "")
+        raise errors.InvalidRequest(f"{locations.shown(uri)}: not an s3:// URI")
+    if uri[len("s3://"):].startswith("/"):
+        raise errors.InvalidRequest(f"{locations.shown(uri)}: an s3:// URI must name a bucket (s3://bucket/key)")
+    loc = locations.resolve(uri)
+    bucket, _, key = loc.key.partition("/")
+    return bucket, key + ("/" if loc.is_prefix and key else "")
+
+
+def uri_of(bucket: str, key: str) -> str | None:
+    """The ``s3://`` URI of an object key as listed, in the form :func:`parse_uri` reads
+    back to the same key; None for a key no location may hold (a ``%``, a control
+    character, ``?``, ``#``, a backslash, or an empty, ``.`` or ``..`` segment)."""
+    if any(c in key for c in "%?#\\") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        return None
+    if any(p in ("", ".", "..") for p in key.split("/")):
+        return None
+    return f"s3://{bucket}/{key}"
 
 
 def _status(exc: BaseException) -> int:
@@ -330,7 +341,11 @@ class S3Store(Store):
                     name = path[len(key):] if path.startswith(key) else path
                     if not name or name.endswith("/") or any(p.startswith(".") for p in name.split("/")):
                         continue  # folder markers and hidden objects, as for local folders
-                    refs.append(ObjectRef(f"s3://{bucket}/{path}", name, int(meta["size"])))
+                    ref_uri = uri_of(bucket, path)
+                    if ref_uri is None:
+                        log.warning("listing %s: skipped %r (a key locations may not hold)", uri, path[:200])
+                        continue
+                    refs.append(ObjectRef(ref_uri, name, int(meta["size"])))
         except _REMOTE as exc:
             raise self._error(exc, uri) from None
         if not refs:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from panreduce.v1 import reduce_pb2 as pb
 
@@ -218,11 +219,11 @@ def catalogue_rows(job: pb.Job) -> set[tuple[str, str]]:
     return rows
 
 
-def list_query(q: pb.ListJobsRequest, *, ph: str = "?", like: str = "LIKE") -> tuple[str, list]:
+def list_query(q: pb.ListJobsRequest, *, ph: str = "?", like: str = "LIKE") -> tuple[str, list[Any]]:
     """The SELECT for a ListJobs query (newest first); ``ph`` is the driver's placeholder,
     ``like`` its case-insensitive LIKE (SQLite's LIKE is; PostgreSQL needs ILIKE)."""
     where: list[str] = []
-    args: list = []
+    args: list[Any] = []
     in_catalogue = f"job_id IN (SELECT job_id FROM catalogue WHERE key = {ph} AND value {like} {ph})"
     if q.technique:
         where.append(f"technique = {ph}")
