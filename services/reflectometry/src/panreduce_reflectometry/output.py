@@ -146,23 +146,18 @@ def write_offspecular(path: Path, png: Path | None, m, *, run: str, instrument: 
     """The off-specular map as NXdata (intensity over Qz, Qx bin edges) in an NXentry, and a PNG."""
     import h5py
 
+    from panreduce import nexus
+
     tmp = path.with_name(path.name + ".part")
     with h5py.File(tmp, "w") as f:
         f.attrs["NX_class"] = "NXroot"
-        f.attrs["default"] = "entry"
-        e = f.create_group("entry")
-        e.attrs["NX_class"] = "NXentry"
-        e.attrs["default"] = "offspecular"
-        e["title"] = f"{instrument} {run} off-specular map, θ = {theta_deg:g}°"
-        d = e.create_group("offspecular")
-        d.attrs.update({"NX_class": "NXdata", "signal": "intensity", "axes": ["Qz", "Qx"]})
-        d["intensity"] = m.intensity
-        d["intensity"].attrs["units"] = "counts per monitor count"
-        d["intensity_errors"] = np.sqrt(m.variance)
-        d["Qz"] = m.qz_edges
-        d["Qx"] = m.qx_edges
-        for axis in ("Qz", "Qx"):
-            d[axis].attrs["units"] = "1/angstrom"
+        e = nexus.make_group(f, "entry", "NXentry")
+        nexus.write_text(e, "title", f"{instrument} {run} off-specular map, θ = {theta_deg:g}°")
+        # counts per monitor count: a ratio, dimensionless; Qz, Qx are bin edges
+        nexus.write_nxdata(e, "offspecular", signal="intensity", data=m.intensity, errors=np.sqrt(m.variance),
+                           axes=[("Qz", m.qz_edges), ("Qx", m.qx_edges)],
+                           units={"intensity": "", "Qz": "1/angstrom", "Qx": "1/angstrom"},
+                           long_names={"intensity": "counts per monitor count"})
     tmp.replace(path)
     if png is None:
         return

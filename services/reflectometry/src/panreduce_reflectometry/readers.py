@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, nexus
 from panreduce.kit.readers import open_hdf5
 from panreduce_reflectometry.instruments import INTER, OFFSPEC, PLATYPUS
 from panreduce_reflectometry.runs import TofRun
@@ -47,9 +47,9 @@ def _text(group: h5py.Group, path: str, default: str = "") -> str:
     if path not in group:
         return default
     v = group[path][()]
-    if isinstance(v, np.ndarray):
+    if isinstance(v, np.ndarray):  # the first of several
         v = v.ravel()[0] if v.size else b""
-    return (v.decode(errors="replace") if isinstance(v, bytes) else str(v)).strip()
+    return nexus.read_text(v).strip()
 
 
 def _number(group: h5py.Group, path: str) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, nexus
 from panreduce_stem4d import mib
 
 MAX_SCAN = 8192  # positions per scan axis
@@ -109,9 +109,7 @@ def open_mib(path: Path, source: str, *, scan_shape: tuple[int, int] | None = No
 
 
 def _units_nm(units: Any) -> float | None:
-    if isinstance(units, bytes):
-        units = units.decode(errors="replace")
-    return _LENGTH_NM.get(str(units).strip().lower()) if units is not None else None
+    return _LENGTH_NM.get(nexus.read_text(units).strip().lower()) if units is not None else None
 
 
 def _axis_step_nm(ds: h5py.Dataset | None) -> float | None:
@@ -129,32 +127,28 @@ def _nxdata_signal(f: h5py.File) -> tuple[h5py.Dataset, list[h5py.Dataset | None
     """The 4-D signal of the NeXus default plot, or of any NXdata group, with its axes."""
     def signal_of(group: h5py.Group) -> tuple[h5py.Dataset, list[h5py.Dataset | None]] | None:
         name = group.attrs.get("signal")
-        if isinstance(name, bytes):
-            name = name.decode()
-        ds = group.get(str(name)) if name is not None else None
+        ds = group.get(nexus.read_text(name)) if name is not None else None
         if not isinstance(ds, h5py.Dataset) or ds.ndim != 4:
             return None
         axes = group.attrs.get("axes", [])
-        axes = [a.decode() if isinstance(a, bytes) else str(a) for a in np.atleast_1d(axes)]
+        axes = [nexus.read_text(a) for a in np.atleast_1d(axes)]
         found = [group.get(a) if a not in (".", "") else None for a in axes] + [None] * 4
         return ds, [x if isinstance(x, h5py.Dataset) else None for x in found[:4]]
 
     g: Any = f
     for _ in range(3):  # follow @default: root -> entry -> data
         name = g.attrs.get("default")
-        if isinstance(name, bytes):
-            name = name.decode()
-        if name is None or not isinstance(g.get(str(name)), h5py.Group):
+        if name is None or not isinstance(g.get(nexus.read_text(name)), h5py.Group):
             break
-        g = g[str(name)]
-        if g.attrs.get("NX_class") in (b"NXdata", "NXdata"):
+        g = g[nexus.read_text(name)]
+        if nexus.nx_class(g) == "NXdata":
             hit = signal_of(g)
             if hit:
                 return hit
     hits: list[Any] = []
 
     def visit(_name: str, obj: Any) -> None:
-        if not hits and isinstance(obj, h5py.Group) and obj.attrs.get("NX_class") in (b"NXdata", "NXdata"):
+        if not hits and isinstance(obj, h5py.Group) and nexus.nx_class(obj) == "NXdata":
             hit = signal_of(obj)
             if hit:
                 hits.append(hit)
@@ -170,8 +164,7 @@ def _nexus_energy_kev(f: h5py.File, name: str) -> float | None:
     for rel in ("instrument/source/voltage", "instrument/source/energy", "instrument/beam/incident_energy"):
         ds = f.get(f"{entry}/{rel}")
         if isinstance(ds, h5py.Dataset) and ds.shape in ((), (1,)) and ds.dtype.kind in "uif":
-            units = ds.attrs.get("units", "kV")
-            units = units.decode() if isinstance(units, bytes) else str(units)
+            units = nexus.read_text(ds.attrs.get("units", "kV"))
             scale = {"kv": 1.0, "kev": 1.0, "v": 1e-3, "ev": 1e-3, "mv": 1e3, "mev": 1e3}.get(units.strip().lower())
             value = float(np.ravel(ds[()])[0])
             if scale is not None and np.isfinite(value) and value > 0:
