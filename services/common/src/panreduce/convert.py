@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format, struct_pb2
+from google.protobuf.message import Message
 
 from panreduce.v1 import reduce_pb2 as pb
 
@@ -38,7 +39,7 @@ def to_struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
 
 def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
     """A Struct as a dict; whole-number floats come back as ints."""
-    return _ints(json_format.MessageToDict(s))
+    return cast(dict[str, Any], _ints(json_format.MessageToDict(s)))
 
 
 def _ints(v: Any) -> Any:
@@ -51,8 +52,8 @@ def _ints(v: Any) -> Any:
     return v
 
 
-def message_to_dict(msg) -> dict[str, Any]:  # noqa: ANN001
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+def message_to_dict(msg: Message) -> dict[str, Any]:
+    return cast(dict[str, Any], json_format.MessageToDict(msg, preserving_proto_field_name=True))
 
 
 def result_to_dict(job: pb.Job) -> dict[str, Any]:
