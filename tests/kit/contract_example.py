@@ -3,7 +3,7 @@
 import numpy as np
 
 
-def example(dataset, tmp_path):  # noqa: ARG001
+def example(dataset, tmp_path):
     path = tmp_path / "values.npy"
     np.save(path, np.arange(12.0))
     return {"inputs": [str(path)], "params": {"steps": 20, "step_seconds": 0.02}}

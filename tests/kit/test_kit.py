@@ -113,7 +113,7 @@ def test_publish_is_all_or_nothing_and_never_overwrites(tmp_path):
 
 def test_upload_area_refuses_path_traversal(tmp_path):
     stores = Stores(tmp_path)
-    with pytest.raises(errors.PermissionDenied, match="'..'"):  # one rule for '..' (panreduce.locations)
+    with pytest.raises(errors.PermissionDenied, match=r"'\.\.'"):  # one rule for '..' (panreduce.locations)
         stores.uploads.path_of("upload://../../etc/passwd")
 
 
@@ -394,7 +394,7 @@ def test_hdf5_reader_names_the_file_and_keeps_bugs_internal(tmp_path):
             pass
     truncated = tmp_path / "cut.nxs"
     truncated.write_bytes(good.read_bytes()[:3000])
-    with pytest.raises(errors.InvalidInput, match="cut.nxs"), open_hdf5(truncated) as f:
+    with pytest.raises(errors.InvalidInput, match=r"cut\.nxs"), open_hdf5(truncated) as f:
         f["entry/data"][()]
     with pytest.raises(errors.InvalidInput, match="missing"), open_hdf5(good) as f:
         read_array(f, "entry/missing", "good.nxs")

@@ -66,11 +66,11 @@ def test_round_trip_keeps_types_values_and_dtypes(tmp_path):
 
 def test_a_file_that_is_not_a_part_is_invalid_input(tmp_path):
     (tmp_path / "text.h5").write_text("hello")
-    with pytest.raises(errors.InvalidInput, match="text.h5"):
+    with pytest.raises(errors.InvalidInput, match=r"text\.h5"):
         load_part(tmp_path / "text.h5", Part)
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f["x"] = 1
-    with pytest.raises(errors.InvalidInput, match="plain.h5"):
+    with pytest.raises(errors.InvalidInput, match=r"plain\.h5"):
         load_part(tmp_path / "plain.h5", Part)
 
 

@@ -60,7 +60,7 @@ def test_run_refuses_bad_requests_at_the_edge(files, stores, tmp_path):
         kit.run(Toy, files, {}, tmp_path / "a-file" / "out", stores=stores)
     with pytest.raises(errors.LimitExceeded, match="labels"):
         kit.run(Toy, files, {}, tmp_path / "o", labels={f"k{i}": "v" for i in range(65)}, stores=stores)
-    with pytest.raises(errors.LimitExceeded, match="shard.count"):
+    with pytest.raises(errors.LimitExceeded, match=r"shard\.count"):
         kit.run(Toy, files, {}, tmp_path / "o", shard=(0, 5000), stores=stores)
     assert not (tmp_path / "o").exists()
 

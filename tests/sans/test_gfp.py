@@ -161,25 +161,25 @@ def test_two_dimensional_output(batch):
 
 
 def test_explicit_add_runs_shards_and_options(gfp, tmp_path, batch):
-    """A shard of the batch gives the same row; explicit add_runs give the same sums."""
+    """A batch split by row gives the same row; explicit add_runs give the same sums."""
     _, _, curves, _ = batch
     add = {"75963-add": SUMS["GFP_10mgml"], "75962-add": CAN}
-    summary, outputs, _ = run_sans(list(gfp), {**PARAMS, "add_runs": add, "plots": False}, tmp_path / "s", shard=(2, 3))
-    assert summary["outputs"] == ["GFP_10mgml"]
+    summary, outputs, _ = run_sans(list(gfp), {**PARAMS, "add_runs": add, "plots": False}, tmp_path / "s", split=3)
+    assert summary["shards"] == 3 and "GFP_10mgml" in summary["outputs"]
     with h5py.File(outputs["GFP_10mgml.h5"]) as f:
         i = f["sasentry01/sasdata01/I"][()]
         e = f["sasentry01/sasdata01/Idev"][()]
     assert np.array_equal(i, curves["GFP_10mgml"][1])
     # counting statistics alone: smaller error bars, identical intensities
     _, out2, _ = run_sans(list(gfp), {**PARAMS, "add_runs": add, "plots": False, "normalisation_errors": False},
-                          tmp_path / "t", shard=(2, 3))
+                          tmp_path / "t", split=3)
     with h5py.File(out2["GFP_10mgml.h5"]) as f:
         assert np.array_equal(f["sasentry01/sasdata01/I"][()], i)
         e2 = f["sasentry01/sasdata01/Idev"][()]
     assert np.all(e2 <= e) and np.any(e2 < e)
     # splitting wavelength bins over Q bins changes I(Q) by much less than its errors on average
     _, out3, _ = run_sans(list(gfp), {**PARAMS, "add_runs": add, "plots": False, "q_assignment": "split"},
-                          tmp_path / "u", shard=(2, 3))
+                          tmp_path / "u", split=3)
     with h5py.File(out3["GFP_10mgml.h5"]) as f:
         i3 = f["sasentry01/sasdata01/I"][()]
     assert not np.array_equal(i3, i)

@@ -7,8 +7,9 @@ One NXcanSAS output (plus PNG, optionally canSAS XML and 2-D) per batch row.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,9 +18,10 @@ from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce_sans import __version__
 from panreduce_sans.batch import BatchError, BatchRow, RKHData, RunRef, parse_batch, parse_rkh
-from panreduce_sans.chain import BatchChain
+from panreduce_sans.chain import BatchChain, RowResult, ScatterResult
 from panreduce_sans.instrument import INSTRUMENTS, Instrument
 from panreduce_sans.output import (
+    OutputMetadata,
     output_metadata,
     plot_iq,
     row_summary,
@@ -60,7 +62,30 @@ def _read_text(f: StagedFile) -> str:
     return data.decode("utf-8", "replace")
 
 
-class Technique(_Technique[SansParameters, LoadedBatch]):
+@dataclass
+class SansOutput:
+    """One reduced output of a batch row (the row's main, HAB or merged bank)."""
+
+    name: str
+    row: BatchRow
+    result: RowResult
+    meta: OutputMetadata
+    run: str  # the sample run number, as the 2-D file names it
+
+
+@dataclass
+class SansPart:
+    outputs: list[SansOutput]
+    instrument: str
+    detector: str
+    wavelength_range: list[float]
+    q_range: list[float]
+    pixels_used: int
+    pixels_used_by_bank: dict[str, int]
+    warnings: list[str]
+
+
+class Technique(_Technique[SansParameters, SansPart]):
     name = "sans"
     version = __version__
     title = "Time-of-flight SANS reduction to absolute I(Q) (ISIS LOQ)"
@@ -88,8 +113,62 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
         import matplotlib.pyplot
         import sasdata.dataloader.data_info  # noqa: F401
 
+    Part = SansPart
+
+    # -- the shard contract: one unit per batch row -------------------------------------
+    def units(self, inputs: Inputs, params: SansParameters) -> list[BatchRow]:
+        batch_file = self._named(inputs, params.batch_file, "batch_file")
+        try:
+            rows, _ = parse_batch(_read_text(batch_file))
+        except BatchError as exc:
+            raise errors.InvalidInput(batch_file.name, str(exc)) from None
+        for row in rows:
+            if row.user_file and row.user_file != params.user_file:
+                raise errors.InvalidInput(batch_file.name, f"line {row.line}: a per-row user_file "
+                                          f"({row.user_file}) is not supported; pass it as user_file")
+        return rows
+
+    def reduce_block(self, block: Sequence[BatchRow], inputs: Inputs, params: SansParameters,
+                     ctx: Context) -> SansPart:
+        with ctx.step(0.0, 0.3):
+            data = self._load(inputs, params, ctx, list(block))
+        with ctx.step(0.3, 1.0):
+            return self._reduce(data, params, ctx)
+
+    def combine(self, parts: Sequence[SansPart], params: SansParameters) -> SansPart:
+        return dataclasses.replace(parts[0], outputs=[o for p in parts for o in p.outputs])
+
+    def write(self, result: SansPart, params: SansParameters, ctx: Context) -> Mapping[str, Any]:
+        """One NXcanSAS file (and PNG, canSAS XML, 2-D file as asked) per output of every row."""
+        rows_summary = []
+        n = len(result.outputs)
+        for k, out in enumerate(result.outputs):
+            name, res, meta = out.name, out.result, out.meta
+            ctx.progress(k / n, "write", f"{name}.h5")
+            write_nxcansas(ctx.output_path(f"{name}.h5", format="nxcansas"), res, meta)
+            if params.plots:
+                plot_iq(ctx.output_path(f"{name}.png", format="png", role="preview"), res)
+            if params.cansas_xml:
+                write_cansas_xml(ctx.output_path(f"{name}.xml", format="cansas-xml"), res, meta)
+            if params.qxy and res.iqxy is not None:
+                write_nxcansas_2d(ctx.output_path(f"{name}_2d.h5", format="nxcansas"),
+                                  f"{name} I(Qx,Qy)", out.run, res.iqxy, res, meta)
+            rows_summary.append(row_summary(out.row, name, res))
+        ctx.progress(1.0, "write", "done")
+        return {
+            "outputs": [r["output"] for r in rows_summary],
+            "rows": rows_summary,
+            "instrument": result.instrument,
+            "detector": result.detector,
+            "wavelength_range": result.wavelength_range,
+            "q_range": result.q_range,
+            "pixels_used": result.pixels_used,
+            "pixels_used_by_bank": result.pixels_used_by_bank,
+            "warnings": result.warnings,
+        }
+
     # -- load ------------------------------------------------------------------------------
-    def load(self, inputs: Inputs, params: SansParameters, ctx: Context) -> LoadedBatch:
+    def _load(self, inputs: Inputs, params: SansParameters, ctx: Context, rows: list[BatchRow]) -> LoadedBatch:
         instrument = INSTRUMENTS[params.instrument]
         warnings: list[str] = []
 
@@ -104,17 +183,7 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
                 ctx.log(f"{uf_file.name} {p}", "warning")
             warnings.extend(f"{uf_file.name} {p}" for p in problems)
 
-        batch_file = self._named(inputs, params.batch_file, "batch_file")
-        try:
-            rows, header = parse_batch(_read_text(batch_file))
-        except BatchError as exc:
-            raise errors.InvalidInput(batch_file.name, str(exc)) from None
-        for row in rows:
-            if row.user_file and row.user_file != params.user_file:
-                raise errors.InvalidInput(batch_file.name, f"line {row.line}: a per-row user_file "
-                                          f"({row.user_file}) is not supported; pass it as user_file")
-        if ctx.shard is not None:
-            rows = ctx.shard.select(rows)
+        header: dict[str, str] = {}
 
         banks = ("main", "hab") if uf.detector in ("both", "merged") else (uf.detector,)
         if "main" in banks and not (uf.direct_files.get("main") and uf.flat_files.get("main")):
@@ -195,11 +264,11 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
             raise errors.InvalidInput(f.name, str(exc)) from None
 
     # -- reduce ----------------------------------------------------------------------------
-    def reduce(self, data: LoadedBatch, params: SansParameters, ctx: Context) -> Mapping[str, Any]:
+    def _reduce(self, data: LoadedBatch, params: SansParameters, ctx: Context) -> SansPart:
         settings = data.settings
         chain = BatchChain(settings, data.scatter, data.trans)
         inst = data.instrument
-        rows_summary = []
+        outputs: list[SansOutput] = []
         n = len(data.rows)
         for k, row in enumerate(data.rows):
             ctx.progress(k / n, "reduce", f"row {row.line}: {row.output_as}")
@@ -209,31 +278,31 @@ class Technique(_Technique[SansParameters, LoadedBatch]):
             except ReductionError as exc:
                 raise errors.InvalidInput(params.batch_file, f"line {row.line} ({row.output_as}): {exc}") from None
             for name, result in results.items():
-                ctx.progress((k + 0.7) / n, "write", f"{name}.h5")
                 meta = output_metadata(inst, settings, result, row=row, params=params, version=self.version,
                                        user_file_name=data.user_file_name, user_file_text=data.user_file.text)
-                write_nxcansas(ctx.output_path(f"{name}.h5", format="nxcansas"), result, meta)
-                if params.plots:
-                    plot_iq(ctx.output_path(f"{name}.png", format="png", role="preview"), result)
-                if params.cansas_xml:
-                    write_cansas_xml(ctx.output_path(f"{name}.xml", format="cansas-xml"), result, meta)
-                if params.qxy and result.iqxy is not None:
-                    write_nxcansas_2d(ctx.output_path(f"{name}_2d.h5", format="nxcansas"),
-                                      f"{name} I(Qx,Qy)", str(run_s.run_number), result.iqxy, result, meta)
-                rows_summary.append(row_summary(row, name, result))
-        ctx.progress(1.0, "write", "done")
+                outputs.append(SansOutput(name, row, _slim(result), meta, str(run_s.run_number)))
+        ctx.progress(1.0, "reduce", "done")
         dets = chain.detectors
-        return {
-            "outputs": [r["output"] for r in rows_summary],
-            "rows": rows_summary,
-            "instrument": inst.name,
-            "detector": settings.detector,
-            "wavelength_range": [float(settings.wavelength_edges[0]), float(settings.wavelength_edges[-1])],
-            "q_range": [float(settings.q_edges[0]), float(settings.q_edges[-1])],
-            "pixels_used": int(sum(d.keep.sum() for d in dets.values())),
-            "pixels_used_by_bank": {name: int(d.keep.sum()) for name, d in dets.items()},
-            "warnings": data.warnings,
-        }
+        return SansPart(
+            outputs=outputs, instrument=inst.name, detector=settings.detector,
+            wavelength_range=[float(settings.wavelength_edges[0]), float(settings.wavelength_edges[-1])],
+            q_range=[float(settings.q_edges[0]), float(settings.q_edges[-1])],
+            pixels_used=int(sum(d.keep.sum() for d in dets.values())),
+            pixels_used_by_bank={name: int(d.keep.sum()) for name, d in dets.items()},
+            warnings=list(data.warnings))
+
+
+def _slim_run(run: RawRun) -> RawRun:
+    return dataclasses.replace(run, counts=run.counts[:0], spectra=run.spectra[:0], monitors={})
+
+
+def _slim(result: RowResult) -> RowResult:
+    """``result`` without the raw histograms of its runs (the writers read only their labels)."""
+    def scatter(s: ScatterResult | None) -> ScatterResult | None:
+        return None if s is None else dataclasses.replace(s, run=_slim_run(s.run))
+
+    return dataclasses.replace(result, sample=scatter(result.sample), can=scatter(result.can),
+                               parts=tuple(_slim(p) for p in result.parts))
 
 
 class _RunResolver:

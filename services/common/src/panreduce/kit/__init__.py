@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 
-def serve(technique: type[Technique] | Technique, **kwargs):  # noqa: ANN201
+def serve(technique: type[Technique] | Technique, **kwargs):
     """Run ``technique`` as a gRPC service until SIGTERM/SIGINT (see kit.server.serve)."""
     from panreduce.kit.server import serve as _serve
 
@@ -52,7 +52,7 @@ _LAZY = {"run": "panreduce.kit.runner", "run_split": "panreduce.kit.runner", "Re
          "make_request": "panreduce.kit.runner", "load_part": "panreduce.kit.parts", "save_part": "panreduce.kit.parts"}
 
 
-def __getattr__(name: str):  # noqa: ANN202
+def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 

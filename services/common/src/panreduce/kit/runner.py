@@ -124,7 +124,7 @@ def new_job_id() -> str:
 
 
 # -- the edge ---------------------------------------------------------------------------
-def validate_request(technique: type[Technique], request: pb.ReduceRequest):  # noqa: ANN201
+def validate_request(technique: type[Technique], request: pb.ReduceRequest):
     """Check a request at the edge: limits, technique, inputs, shard, parameters. Returns params."""
     limits.check_reduce_request(request)
     if request.technique and request.technique != technique.name:

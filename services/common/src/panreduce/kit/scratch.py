@@ -24,10 +24,10 @@ PREFIX = "server-"
 LEGACY_AGE_S = 24 * 3600  # job folders of older servers (no lock) are removed once this old
 
 
-def _take(lock_path: Path):  # noqa: ANN202
+def _take(lock_path: Path):
     """An open, exclusively locked handle on ``lock_path``, or None if another holds it."""
     try:
-        fh = open(lock_path, "a+")  # noqa: SIM115
+        fh = open(lock_path, "a+")
     except OSError:
         return None
     try:

@@ -23,10 +23,11 @@ provenance, publishing the outputs atomically — is the kit's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
@@ -102,7 +103,7 @@ class OutputSpec:
     role: str  # "result", "table", "preview"
 
 
-class EmptyShard(Exception):  # noqa: N818 - control flow, not an error
+class EmptyShard(Exception):
     """Raised by ``Shard.select`` when a shard has nothing to do; the kit ends the job
     successfully with no outputs."""
 
@@ -217,8 +218,19 @@ class Context:
     def _set_span(self, lo: float, hi: float) -> None:
         self._span = (lo, hi)
 
+    @contextlib.contextmanager
+    def step(self, lo: float, hi: float) -> Iterator[None]:
+        """Within the block, ``progress(f)`` covers [lo, hi] of the current step (a step
+        that first loads, then reduces, gives each its share)."""
+        a, b = self._span
+        self._span = (a + (b - a) * lo, a + (b - a) * hi)
+        try:
+            yield
+        finally:
+            self._span = (a, b)
+
     # -- outputs ------------------------------------------------------------------
-    def output_path(self, name: str, *, format: str, role: str = "result") -> Path:  # noqa: A002
+    def output_path(self, name: str, *, format: str, role: str = "result") -> Path:
         """A scratch path for output ``name``; the kit publishes it after success."""
         rel = Path(name)
         if rel.is_absolute() or ".." in rel.parts or not rel.parts:
@@ -314,7 +326,7 @@ class Technique(Generic[P, D]):
 
     # -- helpers the kit uses -------------------------------------------------------
     @classmethod
-    def accepts(cls, path: Path) -> bool:  # noqa: ARG003 - the default takes every file
+    def accepts(cls, path: Path) -> bool:
         """Whether a file found in a folder input is one this technique reads, judged by
         its content (e.g. :func:`is_hdf5`), not its name; the kit skips the others with a
         log line naming them. Files named one by one are always given to the technique."""
