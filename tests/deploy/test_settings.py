@@ -154,3 +154,14 @@ def test_the_cli_with_a_bad_variable_is_one_line_naming_it():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "PANREDUCE_MAX_ATTEMPTS=many" in lines[0], done.stderr
+
+
+def test_the_cli_takes_its_defaults_from_the_settings():
+    """Flags left out come from the settings (after parsing): the gateway named by
+    $PANREDUCE_GATEWAY is the one called; without it there is none."""
+    done = _run([str(BIN / "panreduce"), "jobs", "list"], PANREDUCE_GATEWAY="127.0.0.1:9")
+    assert done.returncode == 4 and "127.0.0.1:9" in done.stderr, done.stderr
+    done = _run([str(BIN / "panreduce"), "jobs", "list"])
+    assert done.returncode == 2 and "no gateway given" in done.stderr, done.stderr
+    done = _run([str(BIN / "panreduce"), "jobs", "list", "--gateway", "127.0.0.1:7"], PANREDUCE_GATEWAY="127.0.0.1:9")
+    assert "127.0.0.1:7" in done.stderr and "127.0.0.1:9" not in done.stderr, "the flag wins"

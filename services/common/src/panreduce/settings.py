@@ -89,8 +89,6 @@ class Settings(BaseSettings):
                              "(default `<store>/results`)", json_schema_extra=_section("service"))
     scratch_uri: str = Field("", description="shard scratch, readable by every service "
                              "(default `<store>/shards`)", json_schema_extra=_section("service"))
-    threads: int = Field(1, ge=1, description="worker threads of a technique's backend (ptychography)",
-                         json_schema_extra=_section("service"))
     log_format: Literal["text", "json"] = Field("text", description="`json`: one JSON object per log line "
                                                 "(the images set it)", json_schema_extra=_section("service"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
@@ -231,7 +229,7 @@ class Settings(BaseSettings):
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """The settings in ``environ`` (a mapping like ``os.environ``), ignoring the process
         environment; blank values count as unset. A bad value is a SettingsError."""
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in environ.items():
             name = key[len(PREFIX):].lower() if key.upper().startswith(PREFIX) else ""
             if name in cls.model_fields and value is not None and str(value) != "":
