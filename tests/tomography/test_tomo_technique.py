@@ -4,17 +4,14 @@ the real tooth scan."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import h5py
 import numpy as np
 import pytest
-from tomo_synthetic import nrmse, phantom_scan, run, write_data_exchange, write_nxtomo
+from tomo_synthetic import nrmse, phantom_scan, read_csv, run, write_data_exchange, write_nxtomo
 
 from panreduce import errors
-from panreduce.kit import Shard
 from panreduce_tomography import phantom as ph
 from panreduce_tomography import recon
 from panreduce_tomography.technique import Technique
@@ -73,29 +70,45 @@ def test_torch_backend_runs_gridrec(scan_file, tmp_path):
 
 
 def test_slabs_and_shards_give_the_same_volume(scan_file, tmp_path):
+    """Slab size and sharding change nothing: a job split 2 or 4 ways is merged by the
+    same writer into the same files as the whole job (previews and tables too)."""
     path, scan = scan_file
-    common = dict(center=scan["center"], previews=0)
+    common = dict(center=scan["center"], previews=2, output_dtype="uint16")
     _, whole, _ = run([path], tmp_path, name="a", slab_rows=6, **common)
     _, small, _ = run([path], tmp_path, name="b", slab_rows=1, **common)
-    parts = [run([path], tmp_path, name=f"s{i}", shard=Shard(i, 2), slab_rows=2, **common)[1] for i in range(2)]
     with h5py.File(whole["tomography.nxs"].path) as f:
-        ref = f["entry/data/data"][()]
-    with h5py.File(small["tomography.nxs"].path) as f:
-        assert np.allclose(f["entry/data/data"][()], ref, atol=1e-6)
-    names = [next(iter(p)) for p in parts]
-    assert names == ["tomography_rows00000-00002.nxs", "tomography_rows00003-00005.nxs"]
-    stacked = []
-    for p, n in zip(parts, names, strict=True):
-        with h5py.File(p[n].path) as f:
-            stacked.append(f["entry/data/data"][()])
-            assert list(f["entry/data/z"][()]) in ([0, 1, 2], [3, 4, 5])
-    assert np.allclose(np.concatenate(stacked), ref, atol=1e-6)
+        ref, scale = f["entry/data/data"][()], f["entry/data/data"].attrs["scale_factor"]
+        ref_z = f["entry/data/z"][()]
+    for name, split, outs in [("b", None, small)] + [(f"s{k}", k, None) for k in (2, 4)]:
+        if outs is None:
+            summary, outs, _ = run([path], tmp_path, name=name, split=split, slab_rows=2, **common)
+            assert summary["shards"] == split and summary["slices"] == 6
+        assert set(outs) == set(whole), name
+        with h5py.File(outs["tomography.nxs"].path) as f:
+            d = f["entry/data/data"]
+            assert d.dtype == np.uint16 and d.attrs["scale_factor"] == pytest.approx(scale, rel=1e-6)
+            assert np.abs(d[()].astype(int) - ref.astype(int)).max() <= 1, name  # one quantisation step
+            np.testing.assert_array_equal(f["entry/data/z"][()], ref_z)
+            assert f.attrs["default"] == "entry"
 
 
 def test_shards_agree_on_the_found_centre(scan_file, tmp_path):
+    """Every shard finds the centre on the whole request's rows (the merge refuses parts
+    that disagree), so a split job reports the whole job's centre."""
+    path, scan = scan_file
+    whole = run([path], tmp_path, name="w", previews=0)[0]["center"]
+    split = run([path], tmp_path, name="c", split=3, previews=0)[0]["center"]
+    assert split == pytest.approx(whole, abs=1e-9) and abs(whole - scan["center"]) < 0.5
+
+
+def test_one_slice_split_four_ways(scan_file, tmp_path):
+    """One slice over four shards: three shards are empty, the merge writes the slice."""
     path, _ = scan_file
-    cs = [run([path], tmp_path, name=f"c{i}", shard=Shard(i, 3), previews=0)[0]["center"] for i in range(3)]
-    assert max(cs) - min(cs) < 1e-9
+    s1, o1, _ = run([path], tmp_path, name="one", slice_start=2, slice_stop=3, previews=1)
+    s4, o4, _ = run([path], tmp_path, name="four", split=4, slice_start=2, slice_stop=3, previews=1)
+    assert s4["slices"] == s1["slices"] == 1 and s4["shards"] == 1 and set(o4) == set(o1)
+    with h5py.File(o1["tomography.nxs"].path) as a, h5py.File(o4["tomography.nxs"].path) as b:
+        np.testing.assert_allclose(b["entry/data/data"][()], a["entry/data/data"][()], atol=1e-6)
 
 
 def test_uint16_output_is_rescaled(scan_file, tmp_path):
@@ -145,14 +158,14 @@ def test_series_with_segmentation(tmp_path):
     with h5py.File(outs["tomography.nxs"].path) as f:
         assert f["entry/data/data"].shape == (2, rows, n, n)
         assert list(f["entry/data"].attrs["axes"]) == ["time", "z", "y", "x"]
-    table = list(csv.DictReader(io.StringIO(outs["quantification.csv"].path.read_text())))
+    table = read_csv(outs["quantification.csv"].path)
     assert [int(r["object_count"]) for r in table] == [3, 3]
     mask = recon.circle_mask(n, n / 2)
     for row, truth in zip(table, truths, strict=True):
         true_frac = (truth > 0.025)[:, mask].mean()
         assert float(row["volume_fraction"]) == pytest.approx(true_frac, rel=0.15)
     assert float(table[1]["volume_fraction"]) > float(table[0]["volume_fraction"])
-    objects = list(csv.DictReader(io.StringIO(outs["objects.csv"].path.read_text())))
+    objects = read_csv(outs["objects.csv"].path)
     grown = [float(o["voxels"]) for o in objects if float(o["centroid_y"]) > n // 2 + 5]
     assert len(grown) == 2 and grown[1] > 2 * grown[0]
     assert "size_distribution.csv" in outs

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tomo_synthetic import nrmse, phantom_scan
+from tomo_synthetic import nrmse, phantom_scan, read_csv
 
 from panreduce_tomography import recon, tof
 
@@ -77,15 +77,16 @@ def test_fits_tof_scan_through_the_technique(tmp_path):
         assert f["entry/instrument/source/probe"][()] == b"neutron"
     assert nrmse(vol, scan["truth"], recon.circle_mask(n, 13)) < 0.5
     # the frame-averaged transmission spectrum, one row per time bin
-    import csv
-    import io
-
-    spec = list(csv.DictReader(io.StringIO(outs["tof_spectrum.csv"].path.read_text())))
+    spec = read_csv(outs["tof_spectrum.csv"].path)
     assert len(spec) == nbins and summary["tof"]["bins"] == nbins
     lam = [float(r["wavelength_angstrom"]) for r in spec]
     assert lam[0] == pytest.approx(tof.wavelength_angstrom(0.01, 56.4)) and np.all(np.diff(lam) > 0)
     trans = np.array([float(r["transmission"]) for r in spec])
     assert np.all((trans > 0.3) & (trans < 1.0)) and np.ptp(trans) < 1e-3  # counts split evenly over bins
+    # split over the two slices: the same tables (every shard's part carries them), one merged volume
+    split, souts, _ = run([root], tmp_path, name="split", split=2, previews=0, flat_field="conventional")
+    assert set(souts) == set(outs) and split["tof"] == summary["tof"]
+    assert read_csv(souts["tof_spectrum.csv"].path) == spec
     # half the time bins: the same object, the same centre
     half, _, _ = run([root], tmp_path, name="band", previews=0, tof_band=[0, 2])
     assert abs(half["center"] - summary["center"]) < 0.3 and half["tof"]["band"] == [0, 2]
@@ -127,9 +128,6 @@ def test_bragg_edge_per_region(tmp_path):
     """Four detector quadrants hold materials whose Bragg edges sit at known, different
     wavelengths; the per-region spectra (Poisson counts, open beam and dark) recover each
     edge within 0.01 angstrom with a consistent error bar, in the CSV and the NeXus file."""
-    import csv
-    import io
-
     import h5py
     from tomo_synthetic import run
 
@@ -157,11 +155,11 @@ def test_bragg_edge_per_region(tmp_path):
     assert np.abs(got - edges.ravel()).max() < 0.01
     assert np.all((err > 0) & (err < 0.005))
     assert np.all(np.abs(got - edges.ravel()) < 5 * err + 0.002)  # the error bar means something
-    table = list(csv.DictReader(io.StringIO(outs["tof_regions.csv"].path.read_text())))
+    table = read_csv(outs["tof_regions.csv"].path)
     assert [(int(r["row0"]), int(r["row1"]), int(r["col0"]), int(r["col1"])) for r in table] == \
         [(0, 8, 0, 8), (0, 8, 8, 16), (8, 16, 0, 8), (8, 16, 8, 16)]
     assert np.allclose([float(r["edge_angstrom"]) for r in table], got)
-    spectra = list(csv.DictReader(io.StringIO(outs["tof_region_spectra.csv"].path.read_text())))
+    spectra = read_csv(outs["tof_region_spectra.csv"].path)
     assert len(spectra) == 4 * lam.size
     with h5py.File(outs["tomography.nxs"].path) as f:
         g = f["entry/tof"]

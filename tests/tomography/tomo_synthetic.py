@@ -3,13 +3,17 @@ off-centre rotation axis, written in the layouts the technique reads."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 
-from panreduce.kit import Context, Inputs, StagedFile, StagedInput
+from panreduce import kit
+from panreduce.kit import Inputs, StagedFile, StagedInput
+from panreduce.storage import Stores
 from panreduce_tomography import phantom as ph
 
 
@@ -78,16 +82,25 @@ def nrmse(rec, truth, mask):
     return float(np.linalg.norm((rec - truth)[..., mask]) / np.linalg.norm(truth[..., mask]))
 
 
-def run(paths, tmp_path, shard=None, name="job", **raw):
-    """(summary, {output name: OutputSpec}, progress events) of one in-process job."""
+def run(paths, tmp_path, split=None, name="job", **raw):
+    """(summary, {output name: output}, progress events) of one job through ``kit.run``
+    (``split``: that many shard jobs and their merge, as the gateway runs them); each
+    output has ``path``, ``format`` and ``role``."""
     from panreduce_tomography.technique import Technique
 
-    technique = Technique()
-    params = Technique.validate_parameters(raw)
     events = []
-    ctx = Context(job_id="t", scratch=tmp_path / name, shard=shard,
-                  progress_sink=lambda stage, frac, msg: events.append((stage, frac, msg)))
-    data = technique.load(inputs(*paths), params, ctx)
-    summary = technique.reduce(data, params, ctx)
-    json.dumps(summary, allow_nan=False)
-    return summary, {o.name: o for o in ctx.outputs}, events
+    args = dict(stores=Stores(tmp_path / name / "store"),
+                progress=lambda stage, frac, msg: events.append((stage, frac, msg)))
+    out = tmp_path / name / "out"
+    result = (kit.run_split(Technique, [str(p) for p in paths], raw, out, split=split, **args) if split
+              else kit.run(Technique, [str(p) for p in paths], raw, out, **args))
+    json.dumps(result.summary, allow_nan=False)
+    outs = {o.uri.rsplit("/", 1)[1]: SimpleNamespace(path=Path(o.uri), format=o.format, role=o.role)
+            for o in result.outputs if o.role != "provenance"}
+    return result.summary, outs, events
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV output (its '#' provenance header lines skipped)."""
+    lines = [line for line in Path(path).read_text().splitlines() if not line.startswith("#")]
+    return list(csv.DictReader(lines))

@@ -296,14 +296,14 @@ def region_boxes(shape: tuple[int, int], regions: list | None = None,
             r0, r1, c0, c1 = (int(v) for v in b)
             if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
                 raise errors.InvalidParameters([errors.FieldViolation(
-                    "tof_regions", f"region {i} {[r0, r1, c0, c1]} is empty or outside the {rows} x {cols} detector")])
+                    "tof.tof_regions", f"region {i} {[r0, r1, c0, c1]} is empty or outside the {rows} x {cols} detector")])
             out.append((r0, r1, c0, c1))
         return out
     if grid:
         gn, gm = grid
         if gn > rows or gm > cols:
             raise errors.InvalidParameters([errors.FieldViolation(
-                "tof_region_grid", f"{gn} x {gm} regions do not fit the {rows} x {cols} detector")])
+                "tof.tof_region_grid", f"{gn} x {gm} regions do not fit the {rows} x {cols} detector")])
         re_, ce = np.linspace(0, rows, gn + 1).astype(int), np.linspace(0, cols, gm + 1).astype(int)
         return [(int(re_[i]), int(re_[i + 1]), int(ce[j]), int(ce[j + 1])) for i in range(gn) for j in range(gm)]
     return [(0, rows, 0, cols)]
@@ -317,7 +317,7 @@ def band_bins(lam: np.ndarray, bands_angstrom: list) -> list[np.ndarray]:
         idx = np.nonzero((lam >= lo) & (lam < hi))[0]
         if not hi > lo or idx.size == 0:
             raise errors.InvalidParameters([errors.FieldViolation(
-                "tof_bands_angstrom", f"band {i} [{lo}, {hi}) holds no time bin (wavelengths "
+                "tof.tof_bands_angstrom", f"band {i} [{lo}, {hi}) holds no time bin (wavelengths "
                 f"{lam.min():.3f}-{lam.max():.3f} angstrom)")])
         out.append(idx)
     return out
