@@ -165,3 +165,30 @@ def test_the_cli_takes_its_defaults_from_the_settings():
     assert done.returncode == 2 and "no gateway given" in done.stderr, done.stderr
     done = _run([str(BIN / "panreduce"), "jobs", "list", "--gateway", "127.0.0.1:7"], PANREDUCE_GATEWAY="127.0.0.1:9")
     assert "127.0.0.1:7" in done.stderr and "127.0.0.1:9" not in done.stderr, "the flag wins"
+
+
+def test_every_variable_the_chart_and_images_set_is_a_setting():
+    """What the chart's pods and the Containerfiles set is read by the model (a typo there
+    would otherwise be silently ignored). The Helm test pod's own script is not a server."""
+    import yaml
+    from deploy_support import CHART, render_chart
+
+    fields = {Settings.env_name(n) for n in Settings.model_fields}
+    features = yaml.safe_load((CHART / "ci" / "all-features-values.yaml").read_text())
+    set_by = {}
+    for docs in (render_chart(), render_chart(features)):
+        for d in docs:
+            spec = d.get("spec", {}).get("template", {}).get("spec", {}) or d.get("spec", {})
+            if "helm.sh/hook" in d.get("metadata", {}).get("annotations", {}):
+                continue
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                for e in c.get("env", []):
+                    if e["name"].startswith("PANREDUCE_"):
+                        set_by.setdefault(e["name"], d["metadata"]["name"])
+    for cf in ("images/service/Containerfile", "images/gateway/Containerfile"):
+        for name in NAME.findall("\n".join(line for line in (ROOT / cf).read_text().splitlines()
+                                           if line.lstrip().startswith("ENV") or line.startswith("    PANREDUCE_"))):
+            set_by.setdefault(name, cf)
+    assert {"PANREDUCE_STORE", "PANREDUCE_ROUTES", "PANREDUCE_TECHNIQUE"} <= set(set_by)
+    unknown = {n: where for n, where in set_by.items() if n not in fields}
+    assert not unknown, f"set but not a setting: {unknown}"
