@@ -85,18 +85,18 @@ def test_missing_and_inconsistent_data_name_the_file(sim, tmp_path):
     write_nexus(path, sim.scan)
     with h5py.File(path, "r+") as f:
         del f["entry/instrument/detector/distance"]
-    with pytest.raises(InvalidInput, match="bad.nxs.*distance"):
+    with pytest.raises(InvalidInput, match=r"bad.nxs.*distance"):
         read_scan(path, "bad.nxs")
     write_nexus(path, sim.scan)
     with h5py.File(path, "r+") as f:
         y = f["entry/data/y"][()]
         del f["entry/data/y"]
         f["entry/data/y"] = y[:-1]
-    with pytest.raises(InvalidInput, match="bad.nxs"):
+    with pytest.raises(InvalidInput, match=r"bad.nxs"):
         read_scan(path, "bad.nxs")
     with h5py.File(path, "w") as f:
         f.create_group("entry")
-    with pytest.raises(InvalidInput, match="no ptychographic scan"):
+    with pytest.raises(InvalidInput, match=r"no ptychographic scan"):
         list_scans(path, "bad.nxs")
 
 

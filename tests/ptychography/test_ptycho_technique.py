@@ -49,15 +49,21 @@ def sim():
 def test_reconstruction_end_to_end(sim, tmp_path):
     path = tmp_path / "scan.nxs"
     write_nexus(path, sim.scan)
-    summary, ctx, events = _run([path], tmp_path, iterations=60, engine="dm", ml_iterations=20, device="cpu")
+    summary, ctx, events = _run([path], tmp_path, iterations=60, engine="dm", ml_iterations=60, device="cpu")
     (proj,) = summary["projections"]
-    assert proj["engines"] == ["dm", "ml"] and proj["iterations"] == 80
+    n_dm, n_ml = proj["iterations_by_engine"]
+    assert proj["engines"] == ["dm", "ml"] and proj["iterations"] == n_dm + n_ml
+    assert 1 <= n_dm <= 60 and 1 <= n_ml <= 60 and proj["iterations_cap"] == 120
+    assert proj["initial_probe"]["init"] == "scan"
+    # the convergence verdict: a well-posed scan, the fit at the noise after DM -> ML
+    assert proj["converged"] is True and proj["convergence"] == "converged", {k: proj[k] for k in ("convergence", "stop_reasons", "iterations_by_engine", "reduced_deviance")}
+    assert 0.5 < proj["reduced_deviance"] < 1.5
     names = {o.name: o for o in ctx.outputs}
     assert set(names) == {"scan.nxs", "scan.png"}
     assert names["scan.png"].path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # progress: one event per iteration, with the error metrics
     it_events = [e for e in events if e[0] in ("dm", "ml")]
-    assert len(it_events) == 80
+    assert len(it_events) == n_dm + n_ml
     assert "fourier_error" in it_events[0][2] and "poisson_deviance" in it_events[-1][2]
     fracs = [e[1] for e in events]
     assert fracs == sorted(fracs)
@@ -72,10 +78,13 @@ def test_reconstruction_end_to_end(sim, tmp_path):
         probe = e["probe/probe"][()]
         assert probe.shape == (1, 64, 64)
         assert e["probe/power_fraction"][()] == pytest.approx([1.0])
-        assert len(e["error_history/fourier_error"]) == 80
+        assert len(e["error_history/fourier_error"]) == n_dm + n_ml
         assert list(e["error_history/engine"].asstr()[()][[0, -1]]) == ["dm", "ml"]
         # positions written in metres, as read (no refinement: unchanged)
         assert np.allclose(np.c_[e["positions/y"][()], e["positions/x"][()]], sim.scan.positions_m, atol=1e-12)
+        conv = e["reconstruction/convergence"]
+        assert bool(conv["converged"][()]) and conv["reason"].asstr()[()] == "converged"
+        assert conv["reduced_deviance"][()] == pytest.approx(proj["reduced_deviance"])
         params = json.loads(e["reconstruction/parameters"][()])
         assert params["engine"] == "dm"
         x0 = e["object/x"][0] - dx / 2
@@ -94,13 +103,13 @@ def test_pxct_is_sharded_by_projection(sim, tmp_path):
     write_nexus(path, scans[:2], entries=["proj_000", "proj_001"])
     path2 = tmp_path / "pxct2.nxs"
     write_nexus(path2, scans[2])
-    summary, job, _ = _run([path, path2], tmp_path / "split", split=3, iterations=3)
+    summary, job, _ = _run([path, path2], tmp_path / "split", split=3, iterations=3, ml_iterations=0)
     keys = [p["projection"] for p in summary["projections"]]
     assert summary["shards"] == 3
     assert [p["rotation_angle_deg"] for p in summary["projections"]] == [0.0, 60.0, 120.0]
     assert {o.name for o in job.outputs} == {f"{k}.{ext}" for k in keys for ext in ("nxs", "png")}
     assert keys == ["pxct_proj_000", "pxct_proj_001", "pxct2"]
-    summary, _, _ = _run([path, path2], tmp_path / "all", iterations=2, plots=False)
+    summary, _, _ = _run([path, path2], tmp_path / "all", iterations=2, ml_iterations=0, plots=False)
     assert summary["n_projections"] == 3
 
 
@@ -108,7 +117,7 @@ def test_cxi_input(sim, tmp_path):
     small = small_sim(frame_size=32, n_positions=25, photons=1e6)
     path = tmp_path / "scan.cxi"
     write_cxi(path, small.scan)
-    summary, ctx, _ = _run([path], tmp_path, iterations=5, engine="lsqml", probe={"modes": 2})
+    summary, _, _ = _run([path], tmp_path, iterations=5, ml_iterations=0, engine="lsqml", probe={"modes": 2})
     assert len(summary["projections"][0]["probe_mode_power"]) == 2
 
 
@@ -131,7 +140,7 @@ def test_gpu_refused_without_one(sim, tmp_path):
         pytest.skip("this machine has a GPU")
     path = tmp_path / "scan.nxs"
     write_nexus(path, sim.scan)
-    with pytest.raises(errors.FailedPrecondition, match="no CUDA GPU"):
+    with pytest.raises(errors.FailedPrecondition, match=r"no CUDA GPU"):
         _run([path], tmp_path, device="gpu")
 
 
@@ -139,7 +148,7 @@ def test_wrong_probe_shape_is_named(sim, tmp_path):
     scan = Scan(**{**sim.scan.__dict__, "probe": np.ones((1, 32, 32), np.complex64)})
     path = tmp_path / "probe.nxs"
     write_nexus(path, scan)
-    with pytest.raises(errors.InvalidInput, match="probe.nxs.*initial probe is 32 x 32"):
+    with pytest.raises(errors.InvalidInput, match=r"probe.nxs.*initial probe is 32 x 32"):
         _run([path], tmp_path, iterations=1)
 
 
@@ -147,7 +156,7 @@ def test_empty_frames_are_refused(sim, tmp_path):
     scan = Scan(**{**sim.scan.__dict__, "frames": np.zeros_like(sim.scan.frames), "dark": None})
     path = tmp_path / "dark.nxs"
     write_nexus(path, scan)
-    with pytest.raises(errors.InvalidInput, match="dark.nxs.*no photons"):
+    with pytest.raises(errors.InvalidInput, match=r"dark.nxs.*no photons"):
         _run([path], tmp_path, iterations=1)
 
 

@@ -209,10 +209,10 @@ class TorchBackend(Backend):
     def scalar(self, a: Array) -> float:
         return float(a.item()) if hasattr(a, "item") else float(a)
 
-    def fft2(self, a: Array, *, overwrite: bool = False) -> Array:  # noqa: ARG002
+    def fft2(self, a: Array, *, overwrite: bool = False) -> Array:
         return self.torch.fft.fft2(a, norm="ortho")
 
-    def ifft2(self, a: Array, *, overwrite: bool = False) -> Array:  # noqa: ARG002
+    def ifft2(self, a: Array, *, overwrite: bool = False) -> Array:
         return self.torch.fft.ifft2(a, norm="ortho")
 
     def abs2(self, a: Array) -> Array:

@@ -278,3 +278,29 @@ def write_cxi(path: Path, scan: Scan) -> None:
         d1 = e.create_group("data_1")
         d1["data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
         d1["translation"] = h5py.SoftLink("/entry_1/sample_1/geometry_1/translation")
+
+
+#: where a probe is found in a file given as the initial probe (probe.input): this
+#: technique's output, another scan file's, CXI's illumination, PtyPy's CXI export
+PROBE_PATHS = ("probe/probe", "instrument/beam/probe", "instrument_1/source_1/illumination",
+               "instrument_1/source_1/probe", "probe/data", "probe")
+
+
+def read_probe(path: Path, source: str) -> tuple[np.ndarray, float | None]:
+    """The probe modes (K, H, W) complex64 in a file given as the initial probe (a previous
+    reconstruction's NeXus output, a scan with a probe, a CXI file), from its first entry
+    holding one, with their pixel size (m) when the file says (``object/pixel_size``)."""
+    with open_hdf5(path, source) as f:
+        for name in sorted(f, key=_natural):
+            g = f[name]
+            if not isinstance(g, h5py.Group):
+                continue
+            for p in PROBE_PATHS:
+                if p in g and isinstance(g[p], h5py.Dataset) and g[p].dtype.kind == "c":
+                    probe = _probe(g, p, source)
+                    dx = None
+                    if "object/pixel_size" in g:
+                        dx = float(np.ravel(read_array(g, "object/pixel_size", source))[0])
+                    return probe, dx
+    raise errors.InvalidInput(source, "holds no complex probe (looked for <entry>/" + ", <entry>/".join(PROBE_PATHS)
+                              + ")")

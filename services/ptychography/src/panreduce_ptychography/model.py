@@ -71,7 +71,7 @@ class State:
     probe: np.ndarray
     positions: np.ndarray
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: why the last engine run ended: levelled_off, iteration_cap or diverged
+    #: why the last engine run ended: levelled_off, noise_floor, iteration_cap or diverged
     stop_reason: str = ""
 
 

@@ -183,9 +183,9 @@ class PtychographyParameters(Parameters):
         description="Most iterations of the main engine (dimensionless count; fewer when the stop "
         "rule fires, see convergence).")
     ml_iterations: int = Field(
-        0, ge=0, le=100_000,
+        100, ge=0, le=100_000,
         description="Most Poisson maximum-likelihood iterations run after the main engine to "
-        "refine its result (the usual DM -> ML sequence); 0 = none.")
+        "refine its result (the usual DM -> ML sequence, each ended by the stop rule); 0 = none.")
     subpixel: bool = Field(
         True,
         description="Place the probe at sub-pixel positions by a Fourier shift (exact, slower); "

@@ -107,8 +107,8 @@ def crop_and_bin(
     Returns (frames (N, size, size), mask (size, size) bool)."""
     n_det = size * binning
     h0, w0 = frames.shape[1:]
-    r0 = int(round(center[0])) - n_det // 2
-    c0 = int(round(center[1])) - n_det // 2
+    r0 = round(center[0]) - n_det // 2
+    c0 = round(center[1]) - n_det // 2
     out = np.zeros((frames.shape[0], n_det, n_det), np.float32)
     good = np.zeros((n_det, n_det), bool)
     rs, re = max(r0, 0), min(r0 + n_det, h0)
@@ -146,7 +146,7 @@ def prepare(
     frames = np.asarray(scan.frames, np.float32)
     if frames.ndim != 3:
         raise ValueError(f"frames must be (N, H, W), got shape {frames.shape}")
-    n, h0, w0 = frames.shape
+    _, h0, w0 = frames.shape
     mask = np.ones((h0, w0), bool) if scan.mask is None else np.asarray(scan.mask, bool).copy()
     if scan.dark is not None:
         frames = frames - np.asarray(scan.dark, np.float32)

@@ -111,7 +111,11 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
         keys = sorted({k_ for h_ in rows for k_ in h_} - {"iteration", "engine"})
         for key in keys:
             hist.create_dataset(key, data=np.array([h_.get(key, np.nan) for h_ in rows], np.float64))
-        hist["fourier_error"].attrs["long_name"] = "sum mask (|F psi| - sqrt(I))^2 / sum mask I"
+        hist["fourier_error"].attrs["long_name"] = ("sum mask (|F P O| - sqrt(n))^2 / sum mask n of the current "
+                                                    "object and probe")
+        if "poisson_deviance" in hist:
+            hist["poisson_deviance"].attrs["long_name"] = ("Poisson deviance per good pixel of the current object "
+                                                           "and probe")
 
         proc = e.create_group("reconstruction")
         proc.attrs["NX_class"] = "NXprocess"
@@ -121,6 +125,17 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
         proc["device"] = r.device
         proc["parameters"] = json.dumps(r.parameters, sort_keys=True)
         proc["summary"] = json.dumps(r.summary, sort_keys=True)
+        if "converged" in r.summary:  # the convergence test (docs/ptychography.md, Convergence)
+            conv = proc.create_group("convergence")
+            conv.attrs["NX_class"] = "NXcollection"
+            conv["converged"] = bool(r.summary["converged"])
+            conv["reason"] = str(r.summary["convergence"])
+            conv["stop_reasons"] = ", ".join(r.summary.get("stop_reasons", []))
+            conv["iterations"] = int(r.summary["iterations"])
+            conv["iterations_cap"] = int(r.summary.get("iterations_cap", r.summary["iterations"]))
+            for key in ("fourier_error", "poisson_deviance", "reduced_deviance"):
+                if key in r.summary:
+                    conv[key] = float(r.summary[key])
 
         inst = e.create_group("instrument")
         inst.attrs["NX_class"] = "NXinstrument"

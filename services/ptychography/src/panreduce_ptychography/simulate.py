@@ -113,7 +113,7 @@ def diffraction(obj: np.ndarray, probe: np.ndarray, corners: np.ndarray) -> np.n
     """Noise-free far-field intensities (n, H, W), centred (zero frequency in the
     middle), of the exit waves of ``probe`` (K, H, W) at window ``corners`` (n, 2,
     object pixels, sub-pixel parts by Fourier shift)."""
-    k, h, w = probe.shape
+    _, h, w = probe.shape
     ipos = np.floor(corners + 0.5).astype(int)
     frac = corners - ipos
     out = np.empty((len(corners), h, w), np.float64)

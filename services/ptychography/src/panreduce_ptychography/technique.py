@@ -13,13 +13,14 @@ from typing import Any
 import numpy as np
 
 from panreduce import errors
-from panreduce.kit import Context, Inputs
+from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce_ptychography import engines as eng
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
-from panreduce_ptychography.io import list_scans, read_scan
+from panreduce_ptychography.initialisation import parametric_probe, probe_from_data
+from panreduce_ptychography.io import list_scans, read_probe, read_scan
 from panreduce_ptychography.params import PtychographyParameters, engine_options
-from panreduce_ptychography.problem import Scan, prepare
+from panreduce_ptychography.problem import Problem, Scan, prepare
 from panreduce_ptychography.report import Reconstruction, write_nexus, write_png
 
 VERSION = "0.1.0"
@@ -85,8 +86,11 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         files = inputs.files
         if not files:
             raise errors.InvalidRequest("no input files")
+        probe_file = _probe_input(inputs, params)
         refs: list[ProjectionRef] = []
         for f in files:
+            if probe_file is not None and f.path == probe_file.path:
+                continue  # the initial probe, not a scan
             entries = list_scans(f.path, f.name)
             refs += [ProjectionRef(f.path, f.name, e, _key(f.name, e, len(entries) > 1)) for e in entries]
         seen: dict[str, int] = {}
@@ -108,7 +112,8 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         for i, ref in enumerate(block):
             ctx.progress(i / n, "prepare", f"projection {i + 1}/{n}: {ref.source}:{ref.entry}")
             scan = read_scan(ref.path, ref.source, ref.entry)
-            recs.append(_without_frames(self._reconstruct(scan, ref, params, backend, ctx, i, n)))
+            recs.append(_without_frames(self._reconstruct(scan, ref, params, backend, ctx, i, n,
+                                                          probe_file=_probe_input(inputs, params))))
         return PtychoPart(reconstructions=recs, device=f"{backend.name}:{backend.device}")
 
     def combine(self, parts: Sequence[PtychoPart], params: PtychographyParameters) -> PtychoPart:
@@ -127,7 +132,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
 
     # -------------------------------------------------------------------------------------
     def _reconstruct(self, scan: Scan, ref: ProjectionRef, params: PtychographyParameters, backend: Backend,
-                     ctx: Context, i: int, n: int) -> Reconstruction:
+                     ctx: Context, i: int, n: int, *, probe_file: StagedFile | None = None) -> Reconstruction:
         prep = params.preparation
         if prep.energy_ev:
             scan.energy_ev = prep.energy_ev
@@ -148,24 +153,21 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: {exc}") from None
         if not np.any(problem.counts * problem.mask > 0):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: the frames hold no photons in the good pixels")
-        probe = scan.probe
-        if probe is not None and probe.shape[-2:] != problem.frame_shape:
-            raise errors.InvalidInput(ref.source, f"{ref.entry}: the initial probe is {probe.shape[-2]} x "
-                                      f"{probe.shape[-1]} but the frames are {problem.frame_shape[0]} x "
-                                      f"{problem.frame_shape[1]} after cropping and binning")
-        pp = params.probe
-        diameter = pp.diameter_m / problem.pixel_size_m if pp.diameter_m else None
-        p0 = eng.initial_probe(problem, probe, pp.modes, seed=params.seed, diameter_px=diameter)
+        p0, probe_info = _initial_probe(scan, ref, problem, params, probe_file, backend)
+        ctx.log(f"{ref.key}: initial probe from {probe_info['init']}")
         obj0 = (eng.initial_object(problem, p0) if params.object.init == "dpc"
                 else np.ones(problem.object_shape, np.complex64))
-        state = eng.State(obj=obj0, probe=p0,
-                          positions=problem.positions.copy())
+        state = eng.State(obj=obj0, probe=p0, positions=problem.positions.copy())
         opts = engine_options(params)
         stages = [(params.engine, params.iterations)]
         if params.ml_iterations:
             stages.append(("ml", params.ml_iterations))
+        conv = params.convergence
+        rule = eng.StopRule(tolerance=conv.tolerance, window=conv.window)
         total = sum(k for _, k in stages)
         done = 0
+        reasons: list[str] = []
+        ran: list[int] = []
         t0 = time.perf_counter()
         for engine, iters in stages:
             def progress(it: int, _n: int, rec: dict[str, Any], _done: int = done, _engine: str = engine) -> None:
@@ -175,28 +177,123 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
                              f"projection {i + 1}/{n} {_engine} iteration {rec['iteration']}/{total}: {metrics}")
 
             state = eng.reconstruct(problem, state, engine=engine, iterations=iters, backend=backend,
-                                    options=opts, callback=progress, start_iteration=done)
-            done += iters
+                                    options=opts, callback=progress, start_iteration=done,
+                                    stop=rule if conv.stop else None)
+            reasons.append(state.stop_reason)
+            ran.append(len(state.history) - done)
+            done = len(state.history)
+            if state.stop_reason == "diverged":
+                break
         elapsed = time.perf_counter() - t0
-        last = state.history[-1]
+        final = eng.final_metrics(problem, state, backend, opts)
+        verdict = convergence_verdict(state, final, reasons[-1], rule, conv.max_deviance)
+        if not verdict["converged"]:
+            msg = (f"{ref.key}: the reconstruction did not converge ({verdict['reason']}): reduced Poisson "
+                   f"deviance {final['reduced_deviance']:.3g} (converged <= {conv.max_deviance:g}), stop: "
+                   f"{', '.join(reasons)}")
+            ctx.log(msg, "warning")
+            ctx.progress((i + 0.99) / n, "unconverged", msg)
         moved = np.sqrt(((state.positions - problem.positions) ** 2).sum(axis=1))
         power = (np.abs(state.probe) ** 2).sum(axis=(1, 2))
         summary: dict[str, Any] = {
             "projection": ref.key, "file": ref.source, "entry": ref.entry,
-            "engines": [e for e, _ in stages], "iterations": total,
-            "iterations_per_s": round(total / max(elapsed, 1e-9), 3),
-            "fourier_error": float(last["fourier_error"]),
+            "engines": [e for e, _ in stages][:len(reasons)], "iterations": done,
+            "iterations_by_engine": ran,
+            "iterations_cap": total, "stop_reasons": reasons,
+            "iterations_per_s": round(done / max(elapsed, 1e-9), 3),
+            "converged": verdict["converged"], "convergence": verdict["reason"],
+            "fourier_error": float(final["fourier_error"]),
+            "poisson_deviance": float(final["poisson_deviance"]),
+            "reduced_deviance": float(final["reduced_deviance"]),
+            "initial_probe": probe_info,
             "object_pixel_size_m": problem.pixel_size_m,
             "object_shape": list(problem.object_shape), "frames": int(problem.counts.shape[0]),
             "frame_shape": list(problem.frame_shape),
             "probe_mode_power": [float(x) for x in power / max(power.sum(), 1e-30)],
             "position_shift_rms_px": float(np.sqrt(np.mean(moved**2))),
         }
-        if "poisson_deviance" in last:
-            summary["poisson_deviance"] = float(last["poisson_deviance"])
         if "rotation_angle_deg" in scan.metadata:
             summary["rotation_angle_deg"] = scan.metadata["rotation_angle_deg"]
         return Reconstruction(key=ref.key, scan=scan, problem=problem, state=state,
-                              initial_positions_px=problem.positions.copy(), engines=[e for e, _ in stages],
+                              initial_positions_px=problem.positions.copy(),
+                              engines=[e for e, _ in stages][:len(reasons)],
                               device=f"{backend.name}:{backend.device}",
                               parameters=params.model_dump(), summary=summary)
+
+
+def convergence_verdict(state: eng.State, final: Mapping[str, float], reason: str, rule: eng.StopRule,
+                        max_deviance: float) -> dict[str, Any]:
+    """Converged: the last engine's metric levelled off (by the stop rule, or, with the rule
+    off, by the same test on its last iterations), the final metrics are finite and the
+    reduced Poisson deviance is at most ``max_deviance``. ``reason``: ``converged``,
+    ``diverged``, ``iteration_cap`` (still falling at the cap) or ``poor_fit`` (levelled
+    off far above the noise: positions, probe or geometry inconsistent with the data)."""
+    if reason == "diverged" or not all(np.isfinite(v) for v in final.values()):
+        return {"converged": False, "reason": "diverged"}
+    last = state.history[-1]["engine"]
+    values = [r[rule.metric] for r in state.history if r["engine"] == last]
+    levelled = reason in ("levelled_off", "noise_floor") or rule.levelled_off(values)
+    if not levelled:
+        return {"converged": False, "reason": "iteration_cap"}
+    if final["reduced_deviance"] > max_deviance:
+        return {"converged": False, "reason": "poor_fit"}
+    return {"converged": True, "reason": "converged"}
+
+
+def _probe_input(inputs: Inputs, params: PtychographyParameters) -> StagedFile | None:
+    """The staged input named by ``probe.input`` (its staged name, or its file name when
+    that is unique), or None; a name that is no input of the job is refused (no path
+    outside the job's inputs is ever opened)."""
+    name = params.probe.input
+    if name is None:
+        return None
+    files = inputs.files
+    hits = [f for f in files if f.name == name]
+    if not hits:
+        hits = [f for f in files if Path(f.name).name == name]
+    if len(hits) != 1:
+        what = "no input" if not hits else f"{len(hits)} inputs"
+        raise errors.InvalidParameters([errors.FieldViolation(
+            "probe.input", f"{what} of this job is named {name!r} (give one of the job's inputs)")])
+    return hits[0]
+
+
+def _initial_probe(scan: Scan, ref: ProjectionRef, problem: Problem, params: PtychographyParameters,
+                   probe_file: StagedFile | None, backend: Backend) -> tuple[np.ndarray, dict[str, Any]]:
+    """The initial probe modes by ``probe.init`` and what they came from."""
+    pp = params.probe
+    kind = pp.init
+    if kind == "auto":
+        kind = "scan" if scan.probe is not None else ("input" if probe_file is not None else "data")
+    info: dict[str, Any] = {"init": kind}
+    shape = problem.frame_shape
+    if kind == "scan":
+        if scan.probe is None:
+            raise errors.InvalidInput(ref.source, f"{ref.entry}: probe.init=scan but the scan holds no probe")
+        probe, where = scan.probe, f"{ref.source}:{ref.entry}"
+    elif kind == "input":
+        assert probe_file is not None
+        probe, dx = read_probe(probe_file.path, probe_file.name)
+        where = probe_file.name
+        if dx is not None and not np.isclose(dx, problem.pixel_size_m, rtol=0.01):
+            raise errors.InvalidInput(probe_file.name, f"its probe has {dx:.4g} m pixels, the reconstruction of "
+                                      f"{ref.source}:{ref.entry} {problem.pixel_size_m:.4g} m")
+        info["file"] = where
+    elif kind == "data":
+        p, found = probe_from_data(problem, seed=params.seed, backend=backend)
+        probe, where = p[None], "data"
+        info.update({k: v for k, v in found.items() if k != "candidates"})
+    else:
+        try:
+            p = parametric_probe(problem, kind, aperture_m=pp.aperture_m, aperture_height_m=pp.aperture_height_m,
+                                 focal_length_m=pp.focal_length_m, diameter_m=pp.diameter_m,
+                                 defocus_m=pp.defocus_m)
+        except ValueError as exc:
+            raise errors.InvalidParameters([errors.FieldViolation("probe.init", str(exc))]) from None
+        probe, where = p[None], kind
+    if probe.shape[-2:] != shape:
+        raise errors.InvalidInput(where.split(":")[0], f"the initial probe is {probe.shape[-2]} x {probe.shape[-1]} "
+                                  f"but the frames of {ref.source}:{ref.entry} are {shape[0]} x {shape[1]} "
+                                  "after cropping and binning")
+    info = {k: ([float(x) for x in v] if isinstance(v, list) else v) for k, v in info.items()}
+    return eng.initial_probe(problem, probe, pp.modes, seed=params.seed), info
