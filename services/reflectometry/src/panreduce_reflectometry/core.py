@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from panreduce import constants
+
 # λ[Å] = h / (m_n v) = NEUTRON_H_OVER_M · t[µs] / L[m]
-NEUTRON_H_OVER_M = 3956.034e-6  # Å·m/µs
 
 
 def tof_to_wavelength(tof_us: np.ndarray, flight_path_m: float | np.ndarray) -> np.ndarray:
@@ -22,8 +23,8 @@ def tof_to_wavelength(tof_us: np.ndarray, flight_path_m: float | np.ndarray) -> 
     tof = np.asarray(tof_us, dtype=float)
     path = np.asarray(flight_path_m, dtype=float)
     if path.ndim:
-        return NEUTRON_H_OVER_M * tof[None, :] / path[:, None]
-    return NEUTRON_H_OVER_M * tof / float(path)
+        return constants.NEUTRON_H_OVER_M * tof[None, :] / path[:, None]
+    return constants.NEUTRON_H_OVER_M * tof / float(path)
 
 
 def wavelength_to_q(wavelength_angstrom: np.ndarray, theta_rad: float) -> np.ndarray:
@@ -67,7 +68,7 @@ def rebin_counts(edges: np.ndarray, values: np.ndarray, var: np.ndarray,
     new_edges = np.asarray(new_edges, dtype=float)
     if values.ndim == 1:
         return (_rebin_row(edges, values, new_edges), _rebin_row(edges, var, new_edges))
-    out_v = np.empty(values.shape[:-1] + (new_edges.size - 1,))
+    out_v = np.empty((*values.shape[:-1], new_edges.size - 1))
     out_e = np.empty_like(out_v)
     for i in range(values.shape[0]):
         row_edges = edges if edges.ndim == 1 else edges[i]

@@ -14,11 +14,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from panreduce import constants
 from panreduce_serial_crystallography.geometry import Detector
 
-__all__ = ["FrameError", "FrameSource", "open_frames", "bad_from_mask_array"]
+__all__ = ["FrameError", "FrameSource", "bad_from_mask_array", "open_frames"]
 
-HC_EV_ANGSTROM = 12398.419843320026
 
 
 class FrameError(ValueError):
@@ -137,7 +137,7 @@ def open_frames(files: list[tuple[Path, str]], detector: Detector, *,
             if not isinstance(e, (int, float)):
                 if wl is None:
                     raise FrameError(name, "the geometry gives no photon energy value and the CBF no wavelength")
-                e = HC_EV_ANGSTROM / float(str(wl).split()[0])
+                e = constants.H_C_EV_ANGSTROM / float(str(wl).split()[0])
             energies.append(np.array([float(e)]))
             c = panel.clen if isinstance(panel.clen, (int, float)) else float("nan")
             clens.append(np.array([c + panel.coffset_m]))

@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from panreduce import constants
+
 __all__ = [
     "BadRegion",
     "Detector",
     "GeometryError",
     "Panel",
+    "bad_pixel_mask",
     "parse_geometry",
     "parse_vector",
     "pixel_maps",
-    "bad_pixel_mask",
 ]
 
 
@@ -153,7 +155,7 @@ def _value_or_path(text: str, unit_scale: dict[str, float], default_scale: float
 
 def _int(text: str, key: str) -> int:
     try:
-        return int(round(float(text)))
+        return round(float(text))
     except ValueError as exc:
         raise GeometryError(f"{key}: not a number: {text!r}") from exc
 
@@ -222,7 +224,7 @@ def parse_geometry(text: str) -> Detector:
         photon_energy = _value_or_path(globals_["photon_energy"], {"eV": 1.0, "keV": 1e3}, 1.0)
     elif "wavelength" in globals_:
         wl = _value_or_path(globals_["wavelength"], {"m": 1.0, "A": 1e-10}, 1.0)
-        photon_energy = wl if isinstance(wl, str) else 12398.419843 / (wl * 1e10)
+        photon_energy = wl if isinstance(wl, str) else constants.H_C_EV_ANGSTROM / (wl * 1e10)
 
     dims = tuple(globals_[f"dim{i}"] for i in range(4) if f"dim{i}" in globals_)
     out: list[Panel] = []

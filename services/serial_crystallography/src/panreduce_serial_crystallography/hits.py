@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from panreduce import constants
 from panreduce_serial_crystallography.geometry import PixelMaps
 from panreduce_serial_crystallography.peakfinder8 import PeakfinderLayout, Peaks, peakfinder8
 
 __all__ = ["FrameResult", "Powder", "find_hits", "peak_resolution", "rolling_hit_rate"]
 
-HC_EV_ANGSTROM = 12398.419843320026
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def peak_resolution(peaks: Peaks, maps: PixelMaps, *, clen_m: float, photon_ener
     fs = np.clip(np.rint(peaks.fs).astype(np.int64), 0, maps.x_px.shape[1] - 1)
     r_m = maps.r_px[ss, fs] / maps.res_px_per_m[ss, fs]
     two_theta = np.arctan2(r_m.max(), clen_m)
-    wavelength = HC_EV_ANGSTROM / photon_energy_ev
+    wavelength = constants.H_C_EV_ANGSTROM / photon_energy_ev
     return float(wavelength / (2.0 * np.sin(two_theta / 2.0))) if two_theta > 0 else float("inf")
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from panreduce import constants
+
 
 @dataclass(frozen=True)
 class Disc:
@@ -162,6 +164,4 @@ def fit_descan(com: np.ndarray, *, order: int = 1) -> np.ndarray:
 # -- electrons ------------------------------------------------------------------------------
 def electron_wavelength_nm(energy_kev: float) -> float:
     """Relativistic de Broglie wavelength (nm) of electrons accelerated through ``energy_kev`` kV."""
-    h, m0, e, c = 6.62607015e-34, 9.1093837015e-31, 1.602176634e-19, 299792458.0
-    v = energy_kev * 1e3
-    return float(h / np.sqrt(2 * m0 * e * v * (1 + e * v / (2 * m0 * c * c))) * 1e9)
+    return float(constants.electron_wavelength_angstrom(energy_kev * 1e3)) * 0.1
