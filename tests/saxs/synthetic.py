@@ -40,6 +40,10 @@ class Geo:
         return {"geometry.distance_mm": self.d * 1e3, "geometry.wavelength_angstrom": self.lam, "geometry.pixel_um": self.p * 1e6,
                 "geometry.beam_center_px": [self.cx, self.cy]}
 
+    def params_nested(self) -> dict:
+        """The geometry group of the saxs parameters."""
+        return {key.split(".", 1)[1]: value for key, value in self.params().items()}
+
     def image(self, intensity, *, solid_angle=True) -> np.ndarray:
         """Counts expected on the detector for a scattering law ``intensity(q)``."""
         img = intensity(self.q)

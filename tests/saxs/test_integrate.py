@@ -151,11 +151,11 @@ def test_sector_and_cake_see_anisotropy():
     law = guinier_sphere(GEO.q)
     img = law * GEO.solid_angle * np.where(np.abs(chi) < 45, 2.0, 1.0)
     iso = law * GEO.solid_angle
-    right = integ.integrate1d(img, chi_range=(-30, 30))
-    left = integ.integrate1d(img, chi_range=(150, 179))
+    right = integ.integrate1d(img, chi_range_deg=(-30, 30))
+    left = integ.integrate1d(img, chi_range_deg=(150, 179))
     # the same sectors of the isotropic frame: the ratio is the anisotropy, exactly
-    assert np.allclose(right.i / integ.integrate1d(iso, chi_range=(-30, 30)).i, 2.0, rtol=1e-4)
-    assert np.allclose(left.i / integ.integrate1d(iso, chi_range=(150, 179)).i, 1.0, rtol=1e-4)
+    assert np.allclose(right.i / integ.integrate1d(iso, chi_range_deg=(-30, 30)).i, 2.0, rtol=1e-4)
+    assert np.allclose(left.i / integ.integrate1d(iso, chi_range_deg=(150, 179)).i, 1.0, rtol=1e-4)
     # a sector integrates fewer pixels than the full circle
     assert right.count.sum() < 0.25 * integ.integrate1d(iso).count.sum()
     cake = integ.integrate2d(img)

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from compare import assert_same_h5, assert_same_outputs, body, same, table
 from conftest import (  # at import: the saxs conftest (a later folder's would shadow it)
     run_saxs,
     stage,
@@ -43,86 +44,6 @@ def whole_and_split(address, inputs, params, tmp_path, split, shards=None):
     assert parts["shards"] == (split if shards is None else shards)
     assert_same_outputs(tmp_path / "whole", tmp_path / "split", whole, parts)
     return whole, parts
-
-
-# -- comparison ----------------------------------------------------------------------------------
-def _same(a, b, where: str) -> None:
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and sorted(a) == sorted(b), where
-        for k in a:
-            _same(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b), where
-        for k, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f"{where}[{k}]")
-    elif isinstance(a, float) and a is not None:
-        assert b == pytest.approx(a, rel=1e-9, nan_ok=True), where
-    else:
-        assert a == b, where
-
-
-CLOCK_ATTRS = ("panreduce_provenance_id", "file_time")  # the job's record and clock
-
-
-def _h5_items(path: Path) -> dict:
-    items: dict = {}
-
-    def visit(name, obj):
-        parts = name.split("/")
-        if "provenance" in parts or parts[-1] == "date":  # the job's own record and clock
-            return
-        attrs = {k: v for k, v in obj.attrs.items() if k not in CLOCK_ATTRS}
-        items[name] = (obj[()] if isinstance(obj, h5py.Dataset) else None, attrs)
-
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
-        items["/"] = (None, {k: v for k, v in f.attrs.items() if k not in CLOCK_ATTRS})
-    return items
-
-
-def _assert_same_value(a, b, where: str) -> None:
-    a, b = np.asarray(a), np.asarray(b)
-    assert a.shape == b.shape, where
-    if a.dtype.kind in "fc":
-        np.testing.assert_allclose(b, a, rtol=1e-9, atol=0, equal_nan=True, err_msg=where)
-    else:
-        assert np.array_equal(a, b), where
-
-
-def assert_same_h5(a: Path, b: Path) -> None:
-    ia, ib = _h5_items(a), _h5_items(b)
-    assert sorted(ia) == sorted(ib), a.name
-    for name, (va, attrs_a) in ia.items():
-        vb, attrs_b = ib[name]
-        where = f"{a.name}:{name}"
-        assert sorted(attrs_a) == sorted(attrs_b), where
-        for k in attrs_a:
-            _assert_same_value(attrs_a[k], attrs_b[k], f"{where}@{k}")
-        if va is not None:
-            _assert_same_value(va, vb, where)
-
-
-def _body(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if not line.startswith("#")]
-
-
-def _table(path: Path) -> np.ndarray:
-    """A published CSV (provenance lines, a header line) as numbers."""
-    return np.loadtxt(_body(path)[1:], delimiter=",", ndmin=2)
-
-
-def assert_same_outputs(whole: Path, split: Path, ws: dict, ss: dict) -> None:
-    names = sorted(p.name for p in whole.iterdir())
-    assert sorted(p.name for p in split.iterdir()) == names
-    assert "saxs_shard.h5" not in names and "summary.json" not in names
-    for name in names:
-        if name.endswith((".h5", ".nxs")):
-            assert_same_h5(whole / name, split / name)
-        elif name.endswith((".csv", ".txt")):
-            assert _body(whole / name) == _body(split / name), name
-    # the summary: the unsharded one's keys and values, and the shard count
-    assert sorted(ss) == sorted([*ws, "shards"])
-    _same(ws, {k: v for k, v in ss.items() if k != "shards"}, "summary")
 
 
 def _curves(path: Path) -> list[tuple[str, np.ndarray]]:
@@ -158,7 +79,7 @@ def test_frame_series_split_in_three(gateway, tmp_path):
         <= {p.name for p in out.iterdir()}
     # every frame normalised by its own monitor: the same law
     for k in range(5):
-        c = _table(out / f"run_001_{k:04d}_iq.csv")
+        c = table(out / f"run_001_{k:04d}_iq.csv")
         assert np.allclose(c[:, 1], law(c[:, 0]), rtol=0.03), k
 
 
@@ -183,8 +104,8 @@ def test_kinetics_split_in_three(gateway, tmp_path):
         assert f["entry/intensity/I"].shape == (5, split["q_points"])
         np.testing.assert_allclose(f["entry/kinetics/rg"][()], split["rg_A"], rtol=1e-12)
         np.testing.assert_allclose(f["entry/kinetics/time"][()], times - times[0], rtol=1e-12)
-    table = _table(tmp_path / "split" / "kinetics.csv")
-    assert table.shape == (5, 11) and list(table[:, 0]) == [0, 1, 2, 3, 4]
+    kin = table(tmp_path / "split" / "kinetics.csv")
+    assert kin.shape == (5, 11) and list(kin[:, 0]) == [0, 1, 2, 3, 4]
 
 
 # -- scanning map -----------------------------------------------------------------------------------------
@@ -291,5 +212,5 @@ def test_map_merge_fits_again_on_the_jobs_q_grid(tmp_path):
     assert sorted(outputs) == sorted(whole_out)
     for name in ("map.nxs", "scan_iq.h5"):
         assert_same_h5(whole_out[name], outputs[name])
-    assert _body(outputs["peak_fits.csv"]) == _body(whole_out["peak_fits.csv"])
-    _same(whole, merged, "summary")
+    assert body(outputs["peak_fits.csv"]) == body(whole_out["peak_fits.csv"])
+    same(whole, merged, "summary")

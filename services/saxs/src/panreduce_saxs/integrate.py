@@ -97,7 +97,7 @@ class IntegrationSetup:
     error_model: ErrorModel = "poisson"
     q_bins: int = 0  # 0: one bin per pixel of radius
     q_range: tuple[float, float] | None = None  # 1/Å
-    chi_range: tuple[float, float] | None = None  # degrees (sector integration)
+    chi_range_deg: tuple[float, float] | None = None  # degrees (sector integration)
     chi_bins: int = 360
     extra: dict = field(default_factory=dict)
 
@@ -207,7 +207,7 @@ class Integrator:
         return frame, {"dummy": DUMMY, "delta_dummy": 0.5}
 
     def integrate1d(self, frame: np.ndarray, normalization: float = 1.0, *,
-                    chi_range: tuple[float, float] | None = None, extra_mask: np.ndarray | None = None) -> Curve:
+                    chi_range_deg: tuple[float, float] | None = None, extra_mask: np.ndarray | None = None) -> Curve:
         """I(q) of one frame divided by ``normalization``; empty bins dropped. Pixels of
         ``extra_mask`` (this frame's own mask) are left out as well as the fixed mask."""
         s = self.setup
@@ -216,7 +216,7 @@ class Integrator:
             frame, self._npt, unit=self._radial_unit, method=_method(s.pixel_splitting), **dummies,
             correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
             mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=self._radial_range,
-            azimuth_range=chi_range or s.chi_range, error_model=self._error_model,
+            azimuth_range=chi_range_deg or s.chi_range_deg, error_model=self._error_model,
             normalization_factor=float(normalization),
         )
         count = res.count if res.count is not None else res.sum_normalization
@@ -238,7 +238,7 @@ class Integrator:
             frame, npt, s.chi_bins, unit="q_A^-1", method=_method(s.pixel_splitting), **dummies,
             correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
             mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=s.q_range,
-            azimuth_range=s.chi_range, error_model=self._error_model,
+            azimuth_range=s.chi_range_deg, error_model=self._error_model,
             normalization_factor=float(normalization),
         )
         i = np.array(res.intensity, dtype=float)

@@ -112,11 +112,11 @@ class IntegrationParameters(Parameters):
     pixel_splitting: Literal["no", "bbox", "full"] = Field("no", description="pyFAI pixel splitting")
     error_model: Literal["poisson", "azimuthal"] = Field(
         "poisson", description="errors from counting statistics or from the azimuthal scatter")
-    chi_range: Pair | None = Field(None, description="sector: azimuth range 'min,max' (degrees, pyFAI χ) to "
+    chi_range_deg: Pair | None = Field(None, description="sector: azimuth range 'min,max' (degrees, pyFAI χ) to "
                                    "integrate; null = full circle")
     chi_bins: int = Field(360, ge=4, le=36_000, description="χ bins of the cake (outputs.cake)")
 
-    @field_validator("q_range", "chi_range")
+    @field_validator("q_range", "chi_range_deg")
     @classmethod
     def _ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
         return _ordered(value)
