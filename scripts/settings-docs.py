@@ -34,7 +34,8 @@ Every process reads its configuration from the environment once, through one typ
 `panreduce.settings.Settings` (`get_settings()`); command-line flags, where there are any,
 win over the variables. A value that does not validate stops the process at start with one
 line naming the variable (`bad configuration: PANREDUCE_MAX_RUNNING=abc: Input should be a
-valid integer ...`). Blank values count as unset. Science modules read no variable: what they
+valid integer ...`). Blank values count as unset; a `PANREDUCE_*` name that is no setting (a typo)
+is named in a warning at start and otherwise ignored. Science modules read no variable: what they
 need arrives as parameters. The S3 variables are strings here and are checked together, with
 the file named by `PANREDUCE_S3_CONFIG`, by `panreduce.s3.S3Config`.
 

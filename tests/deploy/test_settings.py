@@ -192,3 +192,15 @@ def test_every_variable_the_chart_and_images_set_is_a_setting():
     assert {"PANREDUCE_STORE", "PANREDUCE_ROUTES", "PANREDUCE_TECHNIQUE"} <= set(set_by)
     unknown = {n: where for n, where in set_by.items() if n not in fields}
     assert not unknown, f"set but not a setting: {unknown}"
+
+
+def test_a_misspelt_variable_is_named_in_a_warning_not_ignored_silently():
+    from panreduce.settings import unknown_variables
+
+    assert unknown_variables({"PANREDUCE_MAX_RUNING": "2", "PANREDUCE_MAX_RUNNING": "2", "PANREDUCE_S3_PORT": "1",
+                              "HOME": "/root"}) == ["PANREDUCE_MAX_RUNING"]
+    code = "from panreduce.settings import get_settings; print(get_settings().max_running)"
+    done = _run([sys.executable, "-c", code], PANREDUCE_MAX_RUNING="2", PANREDUCE_TEST_PG_DSN="postgresql://x")
+    assert done.returncode == 0 and done.stdout.strip() == "1"
+    assert "PANREDUCE_MAX_RUNING" in done.stderr and "PANREDUCE_TEST_PG_DSN" not in done.stderr
+    assert _run([sys.executable, "-c", code], PANREDUCE_MAX_RUNNING="2").stderr == ""

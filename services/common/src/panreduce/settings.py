@@ -13,6 +13,7 @@ The table in docs/configuration.md is generated from this model
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -25,6 +26,14 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from panreduce import errors
 
 PREFIX = "PANREDUCE_"
+# Variables of the development tools, not of a PaNReduce process: the test S3 and PostgreSQL
+# servers (scripts/s3-server.sh, scripts/pg-server.sh), benchmarks, the image checks.
+DEV_VARIABLES = frozenset({
+    "PANREDUCE_S3_PORT", "PANREDUCE_S3_MON_PORT", "PANREDUCE_S3_MEMORY_MIB", "PANREDUCE_S3_TEST_BUCKETS",
+    "PANREDUCE_S3_START_TIMEOUT", "PANREDUCE_S3_DATA", "PANREDUCE_TEST_PG_DSN", "PANREDUCE_TEST_TIMEOUT",
+    "PANREDUCE_BENCH_MIB", "PANREDUCE_IMAGES_CHECK",
+})
+log = logging.getLogger("panreduce.settings")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -259,12 +268,22 @@ def settings_error(exc: ValidationError, values: Mapping[str, Any] | None = None
     return SettingsError("bad configuration: " + "; ".join(problems))
 
 
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``PANREDUCE_*`` names in ``environ`` that are no setting (a typo is otherwise ignored)."""
+    fields = {Settings.env_name(n) for n in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith(PREFIX) and k.upper() not in fields
+                  and k.upper() not in DEV_VARIABLES)
+
+
 def _snapshot() -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(PREFIX)))
 
 
 @functools.lru_cache(maxsize=4)
 def _cached(snapshot: tuple[tuple[str, str], ...]) -> Settings:
+    unknown = unknown_variables(dict(snapshot))
+    if unknown:
+        log.warning("ignoring %s: not a PaNReduce setting (docs/configuration.md lists them)", ", ".join(unknown))
     try:
         return Settings()  # pydantic-settings reads the environment (the snapshot is the cache key)
     except ValidationError as exc:
