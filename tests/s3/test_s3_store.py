@@ -262,12 +262,29 @@ def test_missing_objects_and_bad_uris(s3, s3_prefix, tmp_path):
         s3.size(s3_prefix + "nothing.nxs")
     with pytest.raises(errors.ObjectNotFound):
         list(s3.open_read(s3_prefix + "nothing.nxs"))
-    for bad in ("s3://", "s3:///key", "s3://b/a/../../etc/passwd", "s3://b/a//b", "s3://b/./x"):
-        with pytest.raises(errors.InvalidRequest):
+    for bad in ("s3://", "s3:///key", "s3://b/a/../../etc/passwd", "s3://b/a//b", "s3://b/a/%2e%2e/x",
+                "s3://b/a/%252e%252e/x", "s3://b/a%00", "s3://b/a?x=1", "s3://b/a%3Fx"):
+        with pytest.raises(errors.CallerError):
             s3.list(bad)
     assert parse_uri("s3://b/p/q/") == ("b", "p/q/")
     with pytest.raises(errors.InvalidRequest, match="does not exist"):
         s3.publish([(tmp_path / "f", "f")], "s3://no-such-bucket-here/out/")
+
+
+def test_s3_keys_are_parsed_by_the_one_resolution_and_decoded_once():
+    """parse_uri goes through panreduce.locations: '.' dropped, '%xx' decoded exactly once,
+    and what it yields, written back as a URI, parses to itself (no second decoding)."""
+    from panreduce.s3 import uri_of
+
+    assert parse_uri("s3://b/./x") == ("b", "x")
+    assert parse_uri("s3://b/a%20b/c%C3%A9.nxs") == ("b", "a b/cé.nxs")
+    assert parse_uri("s3://b/") == ("b", "") and parse_uri("s3://b") == ("b", "")
+    for uri in ("s3://b/a%20b/c.nxs", "s3://b/run/", "s3://b/x/./y"):
+        bucket, key = parse_uri(uri)
+        again = uri_of(bucket, key)
+        assert again is not None and parse_uri(again) == (bucket, key)
+    for key in ("a%2e%2e/b", "a?b", "a#b", "a\\b", "a\x00b", "a//b", "a/../b", "./a"):
+        assert uri_of("b", key) is None, key
 
 
 def test_refused_credentials_are_a_server_fault(s3, s3_prefix):

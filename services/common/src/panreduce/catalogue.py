@@ -27,14 +27,30 @@ MAX_FILES = 50
 MAX_VALUES = 5
 
 
+MAX_VALUE_CHARS = 1024  # one catalogue value, as a request label's (panreduce.limits.label_value_chars)
+MAX_STRING_BYTES = 1 << 20  # a string dataset read for the catalogue at most
+
+
 def _text(value) -> str:  # noqa: ANN001
+    """A catalogue value as text: control characters dropped, at most MAX_VALUE_CHARS."""
     if hasattr(value, "tolist"):
         value = value.tolist()
     if isinstance(value, list):
         value = value[0] if value else ""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    return str(value).strip()
+        value = value[:4 * MAX_VALUE_CHARS].decode("utf-8", "replace")
+    text = "".join(c for c in str(value)[:4 * MAX_VALUE_CHARS] if c.isprintable() or c == " ").strip()
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
+
+
+def _small(obj) -> bool:  # noqa: ANN001
+    """A dataset small enough to read for the catalogue (few elements, bounded storage)."""
+    if not isinstance(obj, h5py.Dataset) or obj.size > 16:
+        return False
+    try:
+        return obj.id.get_storage_size() <= MAX_STRING_BYTES
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def _nx_class(obj: h5py.HLObject) -> str:
@@ -59,13 +75,13 @@ def from_nexus(path: str, *, roots: Iterable[Path] | None = None) -> dict[str, l
                                ("proposal", "experiment_identifier"), ("sample", "sample/name"),
                                ("instrument", "instrument/name")):
                 obj = entry.get(field)
-                if isinstance(obj, h5py.Dataset) and obj.size <= 16:
+                if _small(obj):
                     found[key].append(_text(obj[()]))
             for group in entry.values():
                 if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
                     for field in ("name", "username"):
                         obj = group.get(field)
-                        if isinstance(obj, h5py.Dataset) and obj.size <= 16:
+                        if _small(obj):
                             found["user"].append(_text(obj[()]))
     return found
 
@@ -91,5 +107,6 @@ def extract(files: Iterable[StagedFile]) -> dict[str, str]:
     for key, vals in values.items():
         if vals:
             shown = vals if key != "start_time" else sorted(vals)[:1]
-            out[key] = "; ".join(shown[:MAX_VALUES]) + (" ..." if len(shown) > MAX_VALUES else "")
+            joined = "; ".join(shown[:MAX_VALUES]) + (" ..." if len(shown) > MAX_VALUES else "")
+            out[key] = joined if len(joined) <= MAX_VALUE_CHARS else joined[:MAX_VALUE_CHARS - 3] + "..."
     return out

@@ -329,7 +329,7 @@ def _attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
 def _text(ds: h5py.Dataset | None) -> str:
     if ds is None:
         return ""
-    v = ds[()]
+    v = ds[(0,) * ds.ndim] if ds.ndim and ds.size else ds[()]  # one element, whatever shape it declares
     if isinstance(v, np.ndarray):
         v = v.ravel()[0] if v.size else ""
     return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
@@ -363,7 +363,7 @@ def read_nxcansas(path: Path | str, source: str | None = None) -> list[SasCurve]
                     if not (isinstance(group, h5py.Group) and _class(group) == "NXdata"
                             and _attr(group, "canSAS_class") is None and "Q" in group):
                         continue
-                curves.append(_read_sasdata(ename, dname, group, title))
+                curves.append(_read_sasdata(ename, dname, group, title, name))
     finally:
         f.close()
     if not curves:
@@ -371,7 +371,13 @@ def read_nxcansas(path: Path | str, source: str | None = None) -> list[SasCurve]
     return curves
 
 
-def _read_sasdata(ename: str, dname: str, g: h5py.Group, title: str) -> SasCurve:
+def _read_sasdata(ename: str, dname: str, g: h5py.Group, title: str, source: str = "") -> SasCurve:
+    from panreduce.kit.readers import read_dataset
+
+    def values(ds: h5py.Dataset) -> np.ndarray:
+        """A dataset's values as floats, its declared size checked first (InputTooLarge)."""
+        return np.asarray(read_dataset(ds, source=source or None), dtype=float)
+
     notes: list[str] = []
     signal = _attr(g, "signal", "I") or "I"
     axes = _attr(g, "I_axes", None)
@@ -381,10 +387,10 @@ def _read_sasdata(ename: str, dname: str, g: h5py.Group, title: str) -> SasCurve
         axes = [a.strip() for a in axes.split(",")]
     axes = list(axes)
     i_ds = g[signal]
-    i = np.asarray(i_ds[()], dtype=float)
+    i = values(i_ds)
     q_name = "Q" if "Q" in g else next((a for a in axes if a in g and a not in (".",)), "Q")
     q_ds = g[q_name]
-    q = np.asarray(q_ds[()], dtype=float)
+    q = values(q_ds)
 
     def companion(ds: h5py.Dataset, attr: str, shape: tuple[int, ...]) -> np.ndarray | None:
         names = _attr(ds, attr) or _attr(ds, attr.rstrip("s"))
@@ -394,7 +400,7 @@ def _read_sasdata(ename: str, dname: str, g: h5py.Group, title: str) -> SasCurve
         if first not in g:
             notes.append(f"{ds.name}@{attr} names {first!r}, which is missing")
             return None
-        arr = np.asarray(g[first][()], dtype=float)
+        arr = values(g[first])
         if arr.shape != shape:
             notes.append(f"{first} has shape {arr.shape}, not {shape}: ignored")
             return None
@@ -404,7 +410,7 @@ def _read_sasdata(ename: str, dname: str, g: h5py.Group, title: str) -> SasCurve
     qdev = companion(q_ds, "resolutions", q.shape)
     frame_axis = None
     if i.ndim == 2 and len(axes) == 2 and axes[0] in g:
-        frame_axis = np.asarray(g[axes[0]][()], dtype=float)
+        frame_axis = values(g[axes[0]])
     return SasCurve(entry=ename, data=dname, q=q, i=i, idev=idev, qdev=qdev,
                     q_units=str(_attr(q_ds, "units", "")), i_units=str(_attr(i_ds, "units", "")),
                     title=title, axes=axes, frame_axis=frame_axis, notes=notes)

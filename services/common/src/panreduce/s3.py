@@ -208,7 +208,7 @@ def uri_of(bucket: str, key: str) -> str | None:
     character, ``?``, ``#``, a backslash, or an empty, ``.`` or ``..`` segment)."""
     if any(c in key for c in "%?#\\") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
         return None
-    if any(p in ("", ".", "..") for p in key.split("/")):
+    if any(p in ("", ".", "..") for p in key.removesuffix("/").split("/")):
         return None
     return f"s3://{bucket}/{key}"
 
