@@ -23,7 +23,7 @@ proto: setup ## regenerate the gRPC stubs from proto/ (the build does this too)
 demo: setup ## the main job: reduce the Diamond I16 scans on the embedded platform
 	@files="$$($(PY) -m panreduce.datasets paths i16-scans/7949)" || exit 1; \
 	  printf '%s' "$(PANREDUCE) reduce scan"; printf ' %q' $$files; printf ' --output %q\n' "$(DEMO_OUT)"; \
-	  $(PANREDUCE) reduce scan $$files --output $(DEMO_OUT)
+	  $(PANREDUCE) reduce scan $$files --output "$(DEMO_OUT)"
 
 test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
