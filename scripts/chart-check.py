@@ -137,13 +137,13 @@ def check_scheduling(docs: list[dict[str, Any]], values: dict[str, Any]) -> list
     return rows
 
 
-def check_values_set(helm: str, name: str, files: list[Path], report: list[str]) -> None:  # noqa: C901
+def check_values_set(helm: str, name: str, files: list[Path], report: list[str]) -> None:
     import helm_python
 
     fargs = [a for f in files for a in ("-f", str(f))]
     label = name + (f" ({', '.join(f.name for f in files)})" if files else " (values.yaml)")
 
-    def step(what: str, fn) -> Any:  # noqa: ANN001
+    def step(what: str, fn) -> Any:
         t0 = time.monotonic()
         try:
             result = fn()

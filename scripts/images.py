@@ -104,7 +104,7 @@ def say(msg: str) -> None:
     print(f"images: {msg}", file=sys.stderr, flush=True)
 
 
-def run(cmd: list[str], *, check: bool = True, capture: bool = False, **kw) -> subprocess.CompletedProcess:  # noqa: ANN003
+def run(cmd: list[str], *, check: bool = True, capture: bool = False, **kw) -> subprocess.CompletedProcess:
     say("$ " + " ".join(cmd))
     return subprocess.run(cmd, check=check, text=True, capture_output=capture, **kw)
 
