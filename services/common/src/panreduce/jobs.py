@@ -256,7 +256,7 @@ class JobHandle:
         for cb in list(self._cancel_callbacks):
             try:
                 cb()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("cancel callback of job %s failed", self.job_id)
 
 
@@ -495,7 +495,7 @@ class JobManager:
             if handle.cancel_event.is_set():
                 raise errors.JobCancelled("cancelled before it started")
             result = self._runner(handle)
-        except BaseException as exc:  # noqa: BLE001 - every outcome must end the job
+        except BaseException as exc:  # every outcome must end the job
             if handle.cancel_event.is_set() and not isinstance(exc, errors.PanReduceError):
                 exc = errors.JobCancelled("cancelled by the caller")
             with self._cond:

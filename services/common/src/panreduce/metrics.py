@@ -16,7 +16,7 @@ RPCS = Counter("panreduce_rpcs_total", "RPCs handled, by method and status code"
 _started: set[int] = set()
 
 
-def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> None:
     """Expose /metrics on ``port`` (once per process and port)."""
     if port and port not in _started:
         start_http_server(port, addr=addr)

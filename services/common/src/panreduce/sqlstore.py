@@ -198,7 +198,7 @@ class SqliteJobStore:
     def delete(self, job_id: str) -> None:
         with self._lock:
             for table in ("events", "catalogue", "jobs"):
-                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))  # noqa: S608
+                self._db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))  # table: one of ours
 
     # -- catalogue ------------------------------------------------------------------------
     def _index(self, job: pb.Job) -> None:
