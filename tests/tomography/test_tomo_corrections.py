@@ -9,6 +9,7 @@ import pytest
 import scipy.io
 from tomo_synthetic import nrmse, phantom_scan
 
+from panreduce import constants
 from panreduce_tomography import corrections as corr
 from panreduce_tomography import gridrec, recon
 
@@ -117,7 +118,7 @@ def test_paganin_recovers_thickness_of_propagated_sphere():
     """A sphere's exit wave propagated by Fresnel diffraction (edge-enhanced fringes):
     Paganin's filter returns its projected thickness to a few per cent."""
     energy, dist, px = 20.0, 0.2, 1e-6
-    lam = corr.H_C_KEV_M / energy
+    lam = constants.H_C_KEV_M / energy
     delta, beta = 1e-6, 1e-9
     mu = 4 * np.pi * beta / lam
     n = 256

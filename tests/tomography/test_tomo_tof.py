@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from tomo_synthetic import nrmse, phantom_scan, read_csv
 
+from panreduce import constants
 from panreduce_tomography import recon, tof
 
 
@@ -93,7 +94,7 @@ def test_fits_tof_scan_through_the_technique(tmp_path):
 
 
 def _tof_of_wavelength(lam, flight_path_m=56.4):
-    return np.asarray(lam) * flight_path_m / (tof.H_OVER_MN * 1e10)
+    return np.asarray(lam) * flight_path_m / (constants.H_OVER_NEUTRON_MASS * 1e10)
 
 
 def _write_tof_folder(d, images, tof_s, prefix="IMAT"):

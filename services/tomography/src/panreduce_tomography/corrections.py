@@ -22,7 +22,7 @@ import scipy.fft
 import scipy.optimize
 from scipy import ndimage
 
-H_C_KEV_M = 1.239841984e-9  # h c in keV m (wavelength[m] = H_C / E[keV])
+from panreduce import constants
 
 
 # -- -log and dark/flat -------------------------------------------------------------------
@@ -221,7 +221,7 @@ def ring_index(image: np.ndarray, size: int = 9) -> float:
 # -- phase retrieval ----------------------------------------------------------------------
 def paganin_kernel_width(*, pixel_size_m: float, distance_m: float, energy_kev: float, delta_beta: float) -> float:
     """The length scale sqrt(pi lambda z delta/beta) of the Paganin filter, in pixels."""
-    lam = H_C_KEV_M / energy_kev
+    lam = constants.H_C_KEV_M / energy_kev
     return float(np.sqrt(np.pi * lam * distance_m * delta_beta) / pixel_size_m)
 
 
@@ -235,7 +235,7 @@ def paganin(
     per metre); ``-log`` of the result is mu times the projected thickness. Images are
     padded (edge values) by ``pad`` pixels (default: 3 kernel widths) against wrap-around."""
     p = np.asarray(proj, np.float32)
-    lam = H_C_KEV_M / energy_kev
+    lam = constants.H_C_KEV_M / energy_kev
     width = paganin_kernel_width(pixel_size_m=pixel_size_m, distance_m=distance_m, energy_kev=energy_kev,
                                  delta_beta=delta_beta)
     pad = int(np.ceil(3 * width)) + 2 if pad is None else pad

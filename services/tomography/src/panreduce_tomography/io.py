@@ -25,7 +25,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, nexus
 from panreduce.kit.readers import HDF5_SIGNATURE, open_hdf5, read_dataset
 from panreduce.kit.technique import StagedFile
 
@@ -84,18 +84,6 @@ def _angles_to_rad(values: np.ndarray, units: str | None, source: str, unit_para
         return a
     span = float(np.ptp(a)) if a.size else 0.0
     return np.deg2rad(a) if span > 2 * np.pi + 0.1 else a
-
-
-def _attr_str(obj: h5py.HLObject, name: str) -> str | None:
-    v = obj.attrs.get(name)
-    if v is None:
-        return None
-    if isinstance(v, bytes):
-        return v.decode(errors="replace")
-    if isinstance(v, np.ndarray) and v.size == 1:
-        v = v.ravel()[0]
-        return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-    return str(v)
 
 
 def _check_shape(source: str, what: str, arr: np.ndarray | None, rows: int, cols: int) -> np.ndarray | None:
@@ -157,7 +145,7 @@ def _data_exchange(f: h5py.File, path: Path, source: str, unit_param: str) -> Sc
     meta = {}
     if "exchange/theta" in f:
         th = f["exchange/theta"]
-        angles = _angles_to_rad(_read_h5_array(f, "exchange/theta", source), _attr_str(th, "units"), source, unit_param)
+        angles = _angles_to_rad(_read_h5_array(f, "exchange/theta", source), nexus.read_text(th.attrs.get("units")) or None, source, unit_param)
     else:
         angles = np.linspace(0, np.pi, n, endpoint=False)
         meta["angles_assumed"] = "evenly spaced over 180 degrees (no /exchange/theta)"
@@ -197,7 +185,7 @@ def _find_image_key(f: h5py.File) -> tuple[str, str, str | None] | None:
                 grp = entry[grp_name]
             except (KeyError, OSError):
                 continue
-            if not isinstance(grp, h5py.Group) or _attr_str(grp, "NX_class") not in ("NXdata", "NXdetector"):
+            if not isinstance(grp, h5py.Group) or nexus.nx_class(grp) not in ("NXdata", "NXdetector"):
                 continue
             for k in list(grp.keys()):
                 try:
@@ -249,7 +237,7 @@ def _nxtomo(f: h5py.File, path: Path, source: str, found: tuple[str, str, str | 
     meta: dict = {"image_key": key_path, "data": data_path}
     if angle_path:
         a = _read_h5_array(f, angle_path, source).ravel()[proj]
-        angles = _angles_to_rad(a, _attr_str(f[angle_path], "units"), source, unit_param)
+        angles = _angles_to_rad(a, nexus.read_text(f[angle_path].attrs.get("units")) or None, source, unit_param)
         meta["angles"] = angle_path
     else:
         angles = np.linspace(0, np.pi, proj.size, endpoint=False)

@@ -9,7 +9,6 @@ or the kit's context: ``out(name, format, role)`` is the path of an output.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from panreduce import nexus
 from panreduce_tomography import __version__, segment
 from panreduce_tomography.io import Scan
 from panreduce_tomography.params import Output, Segmentation, TimeOfFlight, TomographyParameters
@@ -67,32 +67,28 @@ def write_volume(path: Path, volume: Any, *, rows: Sequence[int], described: Des
     dtype = params.output.output_dtype
     scale, offset = quantisation(value_range, dtype)
     with h5py.File(path, "w") as f:
-        f.attrs["default"] = "entry"
-        entry = _group(f, "entry", "NXentry", default="data")
-        entry.create_dataset("definition", data="NXtomoproc")
-        entry.create_dataset("title", data=f"tomographic reconstruction of {', '.join(described.sources)}")
-        src = _group(entry, "instrument", "NXinstrument").create_group("source")
-        src.attrs["NX_class"] = "NXsource"
-        src.create_dataset("type", data="Spallation Neutron Source" if described.neutron else "Synchrotron X-ray Source")
-        src.create_dataset("name", data="unknown")
-        src.create_dataset("probe", data="neutron" if described.neutron else "x-ray")
-        _group(entry, "sample", "NXsample").create_dataset("name", data=described.sources[0])
-        proc = _group(entry, "reconstruction", "NXprocess")
-        proc.create_dataset("program", data="panreduce-tomography")
-        proc.create_dataset("version", data=__version__)
-        proc.create_dataset("date", data=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        par = _group(proc, "parameters", "NXparameters")
+        entry = nexus.make_group(f, "entry", "NXentry")
+        nexus.write_text(entry, "definition", "NXtomoproc")
+        nexus.write_text(entry, "title", f"tomographic reconstruction of {', '.join(described.sources)}")
+        src = nexus.make_group(nexus.make_group(entry, "instrument", "NXinstrument"), "source", "NXsource")
+        nexus.write_text(src, "type", "Spallation Neutron Source" if described.neutron else "Synchrotron X-ray Source")
+        nexus.write_text(src, "name", "unknown")
+        nexus.write_text(src, "probe", "neutron" if described.neutron else "x-ray")
+        nexus.write_text(nexus.make_group(entry, "sample", "NXsample"), "name", described.sources[0])
+        proc = nexus.write_nxprocess(entry, "reconstruction", technique="tomography", version=__version__)
+        par = nexus.make_group(proc, "parameters", "NXparameters")
         par.create_dataset("raw_file", data=np.array(described.files, dtype=h5py.string_dtype()))
         rc = par.create_dataset("rotation_centre", data=np.asarray(centres, np.float64) if nt > 1 else centres[0])
         rc.attrs["units"] = "pixel"
         par.create_dataset("rotation_centre_found", data=np.asarray(found) if nt > 1 else found[0])
-        par.create_dataset("rotation_centre_method", data="Vo et al. 2014 (Fourier double-wedge)" if any(found)
-                           else "parameter")
-        par.create_dataset("algorithm", data=params.reconstruction.algorithm)
-        par.create_dataset("filter", data=params.reconstruction.filter)
-        par.create_dataset("backend", data=backend.split(":")[0])
-        par.create_dataset("parameters_json", data=json.dumps(params.model_dump(mode="json"), sort_keys=True))
-        d = _group(entry, "data", "NXdata", signal="data")
+        nexus.write_text(par, "rotation_centre_method", "Vo et al. 2014 (Fourier double-wedge)" if any(found)
+                         else "parameter")
+        nexus.write_text(par, "algorithm", params.reconstruction.algorithm)
+        nexus.write_text(par, "filter", params.reconstruction.filter)
+        nexus.write_text(par, "backend", backend.split(":")[0])
+        nexus.write_text(par, "parameters_json", json.dumps(params.model_dump(mode="json"), sort_keys=True))
+        d = nexus.make_group(entry, "data", "NXdata", signal="data")
+        nexus.set_default(d)  # written plane by plane below: too large for nexus.write_nxdata
         bands = described.bands is not None
         axes = ["z", "y", "x"] if nt == 1 else ["wavelength" if bands else "time", "z", "y", "x"]
         d.attrs["axes"] = axes
@@ -128,14 +124,6 @@ def write_volume(path: Path, volume: Any, *, rows: Sequence[int], described: Des
         elif nt > 1:
             d.create_dataset("time", data=np.asarray(described.times, np.float64))
     return scale, offset
-
-
-def _group(parent: h5py.Group, name: str, nx_class: str, **attrs: Any) -> h5py.Group:
-    g = parent.require_group(name)
-    g.attrs["NX_class"] = nx_class
-    for k, v in attrs.items():
-        g.attrs[k] = v
-    return g
 
 
 def read_volume(path: Path, index: int | tuple[int, int]) -> np.ndarray:
@@ -280,14 +268,11 @@ def tof_results(meta: dict, tof: TimeOfFlight, log: Callable[[str, str], None]) 
 def write_tof_nexus(path: Path, arrays: dict) -> None:
     """``entry/tof``: the region transmission spectra (and Bragg-edge fits) as NXdata."""
     with h5py.File(path, "a") as f:
-        g = _group(f["entry"], "tof", "NXdata", signal="transmission")
-        g.attrs["axes"] = ["region", "wavelength"]
-        g.attrs["region_indices"] = 0
-        g.attrs["wavelength_indices"] = 1
-        t = g.create_dataset("transmission", data=arrays["transmission"])
-        t.attrs["long_name"] = "(sample - dark) / (open beam - dark), mean over the region and projections"
-        g.create_dataset("region", data=np.arange(len(arrays["region_box"])))
-        g.create_dataset("wavelength", data=arrays["wavelength"]).attrs["units"] = "angstrom"
+        g = nexus.write_nxdata(
+            f["entry"], "tof", signal="transmission", data=arrays["transmission"],
+            axes=[("region", np.arange(len(arrays["region_box"]))), ("wavelength", arrays["wavelength"])],
+            units={"wavelength": "angstrom"}, default=False,
+            long_names={"transmission": "(sample - dark) / (open beam - dark), mean over the region and projections"})
         g.create_dataset("time_of_flight", data=arrays["time_of_flight"]).attrs["units"] = "s"
         bx = g.create_dataset("region_box", data=arrays["region_box"])
         bx.attrs["long_name"] = "[row0, row1, col0, col1) detector pixels"
@@ -337,25 +322,17 @@ def write_trial_centres(path: Path, png: Path, stack: np.ndarray, centres: Seque
     8 to a row, one grey scale, each titled with its centre)."""
     n = stack.shape[-1]
     with h5py.File(path, "w") as f:
-        f.attrs["default"] = "entry"
-        entry = _group(f, "entry", "NXentry", default="trial_centres")
-        entry.create_dataset("title", data=f"trial rotation centres, detector row {row} of "
-                             f"{', '.join(described.sources)}")
-        proc = _group(entry, "reconstruction", "NXprocess")
-        proc.create_dataset("program", data="panreduce-tomography")
-        proc.create_dataset("version", data=__version__)
-        proc.create_dataset("date", data=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        proc.create_dataset("parameters_json", data=json.dumps(params.model_dump(mode="json"), sort_keys=True))
-        d = _group(entry, "trial_centres", "NXdata", signal="data", axes=["centre", "y", "x"],
-                   centre_indices=0, y_indices=1, x_indices=2)
-        v = d.create_dataset("data", data=stack.astype(np.float32), chunks=(1, n, n))
-        v.attrs["units"] = "1/pixel"
-        v.attrs["long_name"] = f"detector row {row} reconstructed at each trial centre"
-        c = d.create_dataset("centre", data=np.asarray(centres, np.float64))
-        c.attrs["units"] = "pixel"
-        c.attrs["long_name"] = "rotation axis position on the detector (column)"
-        for ax in ("x", "y"):
-            d.create_dataset(ax, data=np.arange(n, dtype=np.float64) - n // 2).attrs["units"] = "pixel"
+        entry = nexus.make_group(f, "entry", "NXentry")
+        nexus.write_text(entry, "title", f"trial rotation centres, detector row {row} of {', '.join(described.sources)}")
+        nexus.write_nxprocess(entry, "reconstruction", technique="tomography", version=__version__,
+                              parameters=params.model_dump(mode="json"))
+        c = np.arange(n, dtype=np.float64) - n // 2
+        d = nexus.write_nxdata(
+            entry, "trial_centres", signal="data", data=stack.astype(np.float32),
+            axes=[("centre", np.asarray(centres, np.float64)), ("y", c), ("x", c)],
+            units={"data": "1/pixel", "centre": "pixel", "x": "pixel", "y": "pixel"},
+            long_names={"data": f"detector row {row} reconstructed at each trial centre",
+                        "centre": "rotation axis position on the detector (column)"})
         d.create_dataset("row", data=row).attrs["units"] = "pixel"
     import matplotlib
 

@@ -25,15 +25,13 @@ import numpy as np
 import scipy.optimize
 import scipy.special
 
-from panreduce import errors
+from panreduce import constants, errors
 from panreduce.kit.technique import StagedFile
-
-H_OVER_MN = 3.956034e-7  # h / m_n in m^2/s: lambda[m] = H_OVER_MN * t[s] / L[m]
 
 
 def wavelength_angstrom(tof_s: np.ndarray, flight_path_m: float) -> np.ndarray:
     """Neutron wavelength (angstrom) of time of flight ``tof_s`` (s) over ``flight_path_m``."""
-    return H_OVER_MN * np.asarray(tof_s, np.float64) / flight_path_m * 1e10
+    return constants.H_OVER_NEUTRON_MASS * np.asarray(tof_s, np.float64) / flight_path_m * 1e10
 
 
 def overlap_correction(counts: np.ndarray, shutter_of_bin: np.ndarray, triggers: np.ndarray) -> np.ndarray:
