@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from panreduce import errors
-from panreduce.kit.parts import load_part, part_attrs, save_part
+from panreduce.kit.parts import Attachment, load_part, part_attrs, save_part
 
 
 @dataclass
@@ -105,3 +105,30 @@ def test_what_a_part_cannot_hold_is_refused_at_save(tmp_path):
         save_part(tmp_path / "b.h5", Bad(object()))
     with pytest.raises(TypeError, match="dataclass"):
         save_part(tmp_path / "b.h5", {"x": 1})
+
+
+@dataclass
+class WithFiles:
+    files: list[Attachment]
+    label: str
+
+
+def test_attachments_travel_beside_the_part_and_stay_there(tmp_path):
+    src = tmp_path / "work"
+    src.mkdir()
+    (src / "hits.cxi").write_bytes(b"\x00hits" * 100)
+    (src / "other name.bin").write_bytes(b"x")
+    out = tmp_path / "out"
+    out.mkdir()
+    save_part(out / "part.h5", WithFiles([Attachment(src / "hits.cxi"), Attachment(src / "other name.bin")], "a"))
+    back = load_part(out / "part.h5", WithFiles)
+    assert [a.path.parent for a in back.files] == [out, out]
+    assert back.files[0].path.read_bytes() == b"\x00hits" * 100
+    assert " " not in back.files[1].path.name
+    # a forged name cannot leave the part's folder
+    with h5py.File(out / "part.h5", "r+") as f:
+        del f["part/files/0"]
+        f.create_dataset("part/files/0", data="../work/hits.cxi", dtype=h5py.string_dtype())
+        f["part/files/0"].attrs["kind"] = "attachment"
+    with pytest.raises(errors.InvalidInput, match="attachment"):
+        load_part(out / "part.h5", WithFiles)

@@ -15,29 +15,22 @@ import numpy as np
 import pytest
 from sx_synthetic import GEOM, SHAPE, background, render, spots, write_stack
 
+from panreduce import kit
 from panreduce.client import Client
 from panreduce.errors import InvalidInput, InvalidParameters, InvalidRequest
-from panreduce.kit import Context, Inputs, StagedFile, StagedInput
+from panreduce.storage import Stores
 from panreduce_serial_crystallography.technique import Technique
 
 PF = {"threshold": 60, "min_snr": 5, "min_pix_count": 2, "max_pix_count": 30, "local_bg_radius": 3,
       "min_peaks": 10, "block_frames": 3}
 
 
-def _inputs(paths) -> Inputs:
-    files = tuple(StagedFile(path=p, uri=f"file://{p}", name=p.name, size=p.stat().st_size, sha256="")
-                  for p in paths)
-    return Inputs((StagedInput(uri="file://x/", root=paths[0].parent, is_prefix=True, files=files),))
-
-
-def _run(paths, tmp_path, shard=None, **raw):
-    technique = Technique()
-    params = Technique.validate_parameters(raw)
-    ctx = Context(job_id="t", scratch=tmp_path / "job", shard=shard)
-    data = technique.load(_inputs(paths), params, ctx)
-    summary = technique.reduce(data, params, ctx)
-    json.dumps(summary, allow_nan=False)
-    return summary, ctx.out_dir
+def _run(paths, tmp_path, **raw):
+    """(summary, output folder) of one in-process job (kit.run)."""
+    out = tmp_path / "job" / "out"
+    result = kit.run(Technique, [str(p) for p in paths], raw, out, stores=Stores(tmp_path / "job" / "store"))
+    json.dumps(result.summary, allow_nan=False)
+    return result.summary, out
 
 
 def _frames(tmp_path, n=8, seed=5):

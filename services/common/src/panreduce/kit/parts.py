@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shutil
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +30,41 @@ from panreduce import errors
 FORMAT = "panreduce-part/1"
 PART_FILE = "part.h5"
 _ROOT = "part"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
-def save_part(path: Path | str, part: Any, **attrs: Any) -> None:
-    """Write the dataclass ``part`` into a new HDF5 file ``path`` (``attrs``: kept on the root)."""
+@dataclass(frozen=True)
+class Attachment:
+    """A file a part brings along (a shard's hits.cxi, a slab of slices): too large or
+    too structured to hold in the part's arrays. ``save_part`` publishes a copy beside
+    ``part.h5``; ``load_part`` gives the staged copy's path back."""
+
+    path: Path
+
+
+def save_part(path: Path | str, part: Any, *, attach: Callable[[str], Path] | None = None,
+              **attrs: Any) -> None:
+    """Write the dataclass ``part`` into a new HDF5 file ``path`` (``attrs``: kept on the
+    root). Each :class:`Attachment` is copied to ``attach(name)`` (default: beside
+    ``path``) and recorded by that name."""
     if not dataclasses.is_dataclass(part) or isinstance(part, type):
         raise TypeError(f"a part must be a dataclass instance, not {type(part).__name__}")
+    folder = Path(path).parent
+    names: list[str] = []
+
+    def copy(a: Attachment) -> str:
+        name = f"{Path(path).stem}-{len(names):04d}-{a.path.name}"[:120]
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+        target = attach(name) if attach is not None else folder / name
+        shutil.copyfile(a.path, target)
+        names.append(name)
+        return name
+
     with h5py.File(path, "w") as f:
         f.attrs["format"] = FORMAT
         for key, value in attrs.items():
             f.attrs[key] = value
-        _put(f, _ROOT, part)
+        _put(f, _ROOT, part, copy)
 
 
 def part_attrs(path: Path | str) -> dict[str, Any]:
@@ -47,12 +74,20 @@ def part_attrs(path: Path | str) -> dict[str, Any]:
 
 
 def load_part(path: Path | str, cls: type) -> Any:
-    """The ``cls`` instance saved in ``path``."""
+    """The ``cls`` instance saved in ``path``; attachments are found beside it (a plain
+    file name, never a path: nothing outside the part's folder is reached)."""
+    folder = Path(path).parent
+
+    def find(name: str) -> Attachment:
+        if not _SAFE_NAME.match(name) or not (folder / name).is_file():
+            raise ValueError(f"attachment {name[:80]!r} is not a file beside the part")
+        return Attachment(folder / name)
+
     with _open(path) as f:
         if _ROOT not in f:
             raise errors.InvalidInput(Path(path).name, "holds no shard part")
         try:
-            return _get(f[_ROOT], cls)
+            return _get(f[_ROOT], cls, find)
         except (KeyError, TypeError, ValueError) as exc:
             raise errors.InvalidInput(Path(path).name, f"is not a {cls.__name__} part ({exc})") from None
 
@@ -85,12 +120,16 @@ def _jsonable(value: Any) -> bool:
     return False
 
 
-def _put(parent: h5py.Group, name: str, value: Any) -> None:
+def _put(parent: h5py.Group, name: str, value: Any, copy: Callable[[Attachment], str]) -> None:
+    if isinstance(value, Attachment):
+        ds = parent.create_dataset(name, data=copy(value), dtype=h5py.string_dtype())
+        ds.attrs["kind"] = "attachment"
+        return
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         g = parent.create_group(name)
         g.attrs["kind"] = "dataclass"
         for fld in dataclasses.fields(value):
-            _put(g, fld.name, getattr(value, fld.name))
+            _put(g, fld.name, getattr(value, fld.name), copy)
         return
     if isinstance(value, np.generic):
         value = value.item()
@@ -120,13 +159,13 @@ def _put(parent: h5py.Group, name: str, value: Any) -> None:
         keys = [str(k) for k in value]
         g.attrs["keys"] = json.dumps(keys)
         for i, v in enumerate(value.values()):
-            _put(g, str(i), v)
+            _put(g, str(i), v, copy)
     elif isinstance(value, (list, tuple)):
         g = parent.create_group(name)
         g.attrs["kind"] = "list"
         g.attrs["length"] = len(value)
         for i, v in enumerate(value):
-            _put(g, str(i), v)
+            _put(g, str(i), v, copy)
     else:
         raise TypeError(f"a part cannot hold {type(value).__name__} (field {name!r})")
 
@@ -157,7 +196,7 @@ def _wants_tuple(hint: Any) -> bool:
     return any(typing.get_origin(c) is tuple for c in (hint, *typing.get_args(hint)))
 
 
-def _get(node: h5py.Group | h5py.Dataset, hint: Any) -> Any:
+def _get(node: h5py.Group | h5py.Dataset, hint: Any, find: Callable[[str], Attachment]) -> Any:
     kind = node.attrs.get("kind")
     kind = kind.decode() if isinstance(kind, bytes) else kind
     if kind == "dataclass":
@@ -169,19 +208,21 @@ def _get(node: h5py.Group | h5py.Dataset, hint: Any) -> Any:
         names = [f.name for f in dataclasses.fields(cls)]
         if sorted(node.keys()) != sorted(names):
             raise KeyError(f"{node.name} holds {sorted(node.keys())}, {cls.__name__} has {sorted(names)}")
-        return cls(**{n: _get(node[n], hints.get(n, Any)) for n in names})
+        return cls(**{n: _get(node[n], hints.get(n, Any), find) for n in names})
     if kind == "list":
         elem = _element_hint(hint, mapping=False)
-        items = [_get(node[str(i)], elem) for i in range(int(node.attrs["length"]))]
+        items = [_get(node[str(i)], elem, find) for i in range(int(node.attrs["length"]))]
         return tuple(items) if _wants_tuple(hint) else items
     if kind == "dict":
         keys = json.loads(node.attrs["keys"])
         elem = _element_hint(hint, mapping=True)
-        return {k: _get(node[str(i)], elem) for i, k in enumerate(keys)}
+        return {k: _get(node[str(i)], elem, find) for i, k in enumerate(keys)}
     if not isinstance(node, h5py.Dataset):
         raise TypeError(f"{node.name} is a group of unknown kind {kind!r}")
     if kind == "none":
         return None
+    if kind == "attachment":
+        return find(node.asstr()[()])
     if kind == "bool":
         return bool(node[()])
     if kind == "int":
@@ -200,4 +241,4 @@ def _get(node: h5py.Group | h5py.Dataset, hint: Any) -> Any:
     raise TypeError(f"{node.name} has unknown kind {kind!r}")
 
 
-__all__ = ["FORMAT", "PART_FILE", "load_part", "part_attrs", "save_part"]
+__all__ = ["FORMAT", "PART_FILE", "Attachment", "load_part", "part_attrs", "save_part"]

@@ -366,6 +366,7 @@ def _run_contract(tech: Technique, inputs: Inputs, params: Parameters, ctx: Cont
     part = tech.reduce_block(units[start:stop], inputs, params, ctx)
     ctx.check_cancelled()
     save_part(ctx.output_path(PART_FILE, format="part", role="part"), part,
+              attach=lambda name: ctx.output_path(name, format="part", role="part"),
               technique=cls.name, shard=shard.index, shard_count=shard.count)
     _write_summary(ctx, marker)
     return marker
