@@ -204,3 +204,9 @@ def test_a_misspelt_variable_is_named_in_a_warning_not_ignored_silently():
     assert done.returncode == 0 and done.stdout.strip() == "1"
     assert "PANREDUCE_MAX_RUNING" in done.stderr and "PANREDUCE_TEST_PG_DSN" not in done.stderr
     assert _run([sys.executable, "-c", code], PANREDUCE_MAX_RUNNING="2").stderr == ""
+
+
+def test_the_settings_load_no_grpc():
+    code = "import sys, panreduce.settings; assert 'grpc' not in sys.modules, 'panreduce.settings loads grpc'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
