@@ -1,0 +1,124 @@
+"""Every output valid (issue 14): each technique's main outputs, produced from its
+contract example through ``panreduce.kit.run`` (no gRPC), checked with the formats' own
+tools (see formats_support): the NeXus validator of nexusformat against the application
+definitions and the base classes, the ``@default`` chain, units that pint parses with the
+right dimension, NXcanSAS's radiation and sample name, ORSO read back by orsopy.
+
+A check that a technique's output does not pass yet is marked xfail (strict=False) with
+the finding in its reason (KNOWN); the findings are listed there precisely."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import formats_support as fs
+import pytest
+
+from panreduce import kit, registry
+from panreduce.storage import Stores
+
+TESTS = Path(__file__).resolve().parents[1]
+TECHNIQUES = registry.names()
+CHECKS = ("application", "base_classes", "default_chain", "units", "nxcansas")
+
+# (technique, check) -> the finding, for outputs of other helpers' techniques that do not
+# pass yet (or cannot, and why)
+KNOWN: dict[tuple[str, str], str] = {
+    ("serial_crystallography", "base_classes"):
+        "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
+        "that the same geometry reads it; NXroot admits only NXentry groups",
+    ("serial_crystallography", "default_chain"):
+        "powder.h5 (export.write_powder) has no NXdata and no @default chain; 'valid' lies at the root",
+}
+
+
+def _example(name: str):
+    spec = importlib.util.spec_from_file_location(f"formats_example_{name}", TESTS / name / "contract_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.example
+
+
+@pytest.fixture(scope="session")
+def produced(dataset, tmp_path_factory):
+    """``produced(technique)`` -> the output paths of one job on its contract example (run once)."""
+    cache: dict[str, list[Path]] = {}
+
+    def get(name: str) -> list[Path]:
+        if name not in cache:
+            root = tmp_path_factory.mktemp(f"formats-{name}")
+            (root / "in").mkdir()
+            ex = _example(name)(dataset, root / "in")
+            result = kit.run(name, ex["inputs"], ex["params"], root / "out", stores=Stores(root / "store"))
+            cache[name] = [Path(o.uri) for o in result.outputs]
+        return cache[name]
+
+    return get
+
+
+# which checks apply to whose outputs: reflectometry writes ORSO text (its own test),
+# NXcanSAS's own rules apply to the techniques that write it
+NXCANSAS_WRITERS = ("saxs", "sans")
+
+
+def _cases():
+    for name in TECHNIQUES:
+        if name == "reflectometry":
+            continue
+        for check in CHECKS:
+            if check == "nxcansas" and name not in NXCANSAS_WRITERS:
+                continue
+            reason = KNOWN.get((name, check))
+            marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
+            yield pytest.param(name, check, id=f"{name}-{check}", marks=marks)
+
+
+FINDERS = {
+    "application": fs.application_findings,
+    "base_classes": fs.base_class_findings,
+    "default_chain": fs.default_chain_findings,
+    "units": fs.unit_findings,
+    "nxcansas": fs.nxcansas_findings,
+}
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(("technique", "check"), list(_cases()))
+def test_nexus_outputs_valid(produced, technique, check):
+    files = fs.hdf5_outputs(produced(technique))
+    assert files, f"{technique} wrote no NeXus/HDF5 output"
+    if check == "nxcansas":
+        files = [p for p in files if "NXcanSAS" in fs.entries(p).values()]
+        assert files, f"{technique} wrote no NXcanSAS file"
+    if check == "application" and not any(d for p in files for d in fs.entries(p).values()):
+        pytest.skip(f"{technique}'s entries name no application definition")
+    findings = [f"{p.name}: {x}" for p in files for x in FINDERS[check](p)]
+    assert not findings, "\n".join(findings[:40])
+
+
+@pytest.mark.data
+def test_orso_outputs_valid(produced):
+    files = [p for p in produced("reflectometry") if p.suffix == ".ort"]
+    assert len(files) >= 2
+    findings = [x for p in files for x in fs.orso_findings(p)]
+    assert not findings, "\n".join(findings)
+
+
+@pytest.mark.data
+def test_one_program_name_in_every_nxprocess(produced):
+    """NXprocess/program is panreduce-<technique> wherever a technique writes one."""
+    import h5py
+
+    from panreduce import nexus
+
+    seen = {}
+    for name in ("scan", "stem4d", "thz"):
+        for path in fs.hdf5_outputs(produced(name)):
+            with h5py.File(path, "r") as f:
+                f.visititems(lambda _, o, n=name: seen.setdefault(o.name, (n, nexus.read_text(o["program"])))
+                             if isinstance(o, h5py.Group) and nexus.nx_class(o) == "NXprocess" and "program" in o
+                             else None)
+    assert seen
+    for where, (technique, program) in seen.items():
+        assert program == f"panreduce-{technique}", where
