@@ -9,6 +9,7 @@ import logging
 
 import pytest
 from service_support import access_for, proposal_data, toy_platform
+from stores_support import STORES, job_store
 
 from panreduce import audit, errors
 from panreduce.client import Client
@@ -23,9 +24,11 @@ def decisions(caplog) -> list[dict]:  # noqa: ANN001
     return out
 
 
-def test_every_decision_is_one_audit_record(tmp_path, caplog):
+@pytest.mark.parametrize("kind", STORES)
+def test_every_decision_is_one_audit_record(tmp_path, caplog, kind, request):
     files = proposal_data(tmp_path)
-    with toy_platform(tmp_path, access=access_for(tmp_path)) as (_, gw, _), \
+    with job_store(kind, tmp_path, request) as store, \
+            toy_platform(tmp_path, access=access_for(tmp_path), store=store) as (_, gw, _), \
             caplog.at_level(logging.INFO, logger="panreduce.audit"):
         with Client(gw.address, timeout=30) as anonymous, pytest.raises(errors.Unauthenticated):
             anonymous.list_jobs()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from limits_support import platform, status_of, upload_chunks
+from stores_support import STORES, job_store
 
 from panreduce.v1 import reduce_pb2 as pb
 
@@ -33,9 +34,11 @@ uint32 = st.one_of(st.sampled_from([0, 1, 2, 2**31, 2**32 - 1]), st.integers(0, 
 uint64 = st.one_of(st.sampled_from([0, 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
 
 
-@pytest.fixture(scope="module")
-def plat(tmp_path_factory):
-    with platform(tmp_path_factory.mktemp("fuzz")) as p:
+@pytest.fixture(scope="module", params=STORES)
+def plat(request, tmp_path_factory):
+    """The platform with the gateway's job table in SQLite or PostgreSQL."""
+    root = tmp_path_factory.mktemp("fuzz")
+    with job_store(request.param, root, request) as store, platform(root, job_store=store) as p:
         yield p
 
 
@@ -103,3 +106,94 @@ def test_fuzzed_job_calls_listing_and_transfers(plat, where):
 
     one()
     assert plat.healthy(getattr(plat, where))
+
+
+# -- two proposals: fuzzed locations never reach the other proposal ----------------------
+MARKER = "SECRET-B-7f3a"
+
+
+@pytest.fixture(scope="module", params=STORES)
+def pair(request, tmp_path_factory):
+    """alice (pA) and bob (pB) behind a gateway with ``--allowed-prefix DATA/{proposal}/``;
+    B's scan carries :data:`MARKER`; A's folder has links into B's."""
+    import h5py
+    from limits_support import write_scan
+
+    root = tmp_path_factory.mktemp("fuzz-pair")
+    data = root / "proposals"
+    for p in ("pA", "pB"):
+        (data / p).mkdir(parents=True)
+        write_scan(data / p / "scan.nxs")
+    with h5py.File(data / "pB" / "scan.nxs", "a") as f:
+        del f["entry1/scan_command"]
+        f["entry1/scan_command"] = f"scan eta -1 1 0.0667 pil 1 {MARKER}"
+    (data / "pA" / "to-b.nxs").symlink_to(data / "pB" / "scan.nxs")
+    (data / "pA" / "bdir").symlink_to(data / "pB", target_is_directory=True)
+    tokens = [{"token": "token-alice", "subject": "alice", "proposals": ["pA"]},
+              {"token": "token-bob", "subject": "bob", "proposals": ["pB"]}]
+    with job_store(request.param, root, request) as store, \
+            platform(root, tokens=tokens, prefixes=[str(data) + "/{proposal}/"], job_store=store) as p:
+        yield p, data
+
+
+def _locations(data):  # noqa: ANN001, ANN202
+    heads = st.sampled_from([f"{data}/pA/", f"file://{data}/pA/", f"{data}/", f"file://{data}/", "upload://pB/",
+                             "upload://pA/", f"{data}/pB/", "", "/"])
+    tails = st.sampled_from(["scan.nxs", "../pB/scan.nxs", "%2e%2e/pB/scan.nxs", "%2E%2E/pB/", "%252e%252e/pB/",
+                             "to-b.nxs", "bdir/", "bdir/scan.nxs", "", ".", "./scan.nxs", "x%00", "pB/scan.nxs",
+                             "pA/../pB/scan.nxs", "%70B/scan.nxs", "scan.nxs/"])
+    return st.one_of(st.builds(lambda h, t: h + t, heads, tails), text)
+
+
+def test_fuzzed_locations_never_read_or_write_another_proposal(pair):
+    """Property: whatever locations alice names (inputs, output, Download, GetMetadata),
+    no call is INTERNAL, no answer or downloaded byte holds bob's data, every status
+    detail is within the clip limit, and nothing is written into bob's folder."""
+    from panreduce import rpc
+
+    plat, data = pair
+    stub = plat.stub()
+    md = [("authorization", "Bearer token-alice")]
+    before = sorted(p.name for p in (data / "pB").rglob("*"))
+    locs = _locations(data)
+
+    def check(code, details, what, answer=""):  # noqa: ANN001, ANN202
+        _check(code, details, what)
+        assert len(details.encode()) <= rpc.MAX_ERROR_MESSAGE_BYTES, (what, len(details.encode()))
+        assert MARKER not in details and MARKER not in answer, what
+
+    @SETTINGS
+    @given(inputs=st.lists(locs, min_size=1, max_size=3), output=st.one_of(st.just(""), locs),
+           uri=locs, follow=st.booleans())
+    def one(inputs, output, uri, follow):  # noqa: ANN001
+        req = pb.ReduceRequest(technique="scan", inputs=inputs, output=output)
+        what = f"{'Reduce' if follow else 'Submit'} {inputs} -> {output!r}"
+        try:
+            if follow:
+                events = list(stub.Reduce(req, metadata=md, timeout=60))
+                answer = str(events[-1]) if events else ""
+            else:
+                answer = str(stub.Submit(req, metadata=md, timeout=30))
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as exc:
+            code, details, answer = exc.code(), exc.details() or "", ""
+        check(code, details, what, answer)
+        if code == grpc.StatusCode.OK:
+            assert f"{data}/pB" not in answer, what
+        try:
+            answer = str(stub.GetMetadata(pb.MetadataRequest(uri=uri), metadata=md, timeout=30))
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as exc:
+            code, details, answer = exc.code(), exc.details() or "", ""
+        check(code, details, f"GetMetadata {uri!r}", answer)
+        try:
+            got = b"".join(c.data for c in stub.Download(pb.DownloadRequest(uri=uri), metadata=md, timeout=30))
+            code, details = grpc.StatusCode.OK, ""
+        except grpc.RpcError as exc:
+            code, details, got = exc.code(), exc.details() or "", b""
+        check(code, details, f"Download {uri!r}")
+        assert MARKER.encode() not in got
+
+    one()
+    assert sorted(p.name for p in (data / "pB").rglob("*")) == before  # nothing written into B's folder
+    assert plat.healthy()

@@ -9,15 +9,17 @@ import h5py
 import numpy as np
 import pytest
 from locations_support import SECRET, SECRET_TEXT, refused, two_proposals, write_nexus
+from stores_support import STORES, job_store
 
 from panreduce import catalogue, errors, metadata
 from panreduce.kit.readers import open_hdf5
 from panreduce.storage import stage_paths
 
 
-@pytest.fixture
-def site(tmp_path):
-    with two_proposals(tmp_path) as s:
+@pytest.fixture(params=STORES)
+def site(request, tmp_path):
+    """The site with its job table in SQLite or PostgreSQL."""
+    with job_store(request.param, tmp_path, request) as store, two_proposals(tmp_path, store) as s:
         yield s
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from google.protobuf import struct_pb2
 from limits_support import platform, status_of, upload_chunks, violations_of, write_scan
+from stores_support import STORES, job_store
 
 from panreduce import errors, limits, rpc
 from panreduce.kit.readers import read_dataset
@@ -20,9 +21,11 @@ from panreduce.v1 import reduce_pb2 as pb
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.fixture(scope="module")
-def plat(tmp_path_factory):
-    with platform(tmp_path_factory.mktemp("limits")) as p:
+@pytest.fixture(scope="module", params=STORES)
+def plat(request, tmp_path_factory):
+    """The platform with the gateway's job table in SQLite or PostgreSQL."""
+    root = tmp_path_factory.mktemp("limits")
+    with job_store(request.param, root, request) as store, platform(root, job_store=store) as p:
         yield p
 
 

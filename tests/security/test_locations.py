@@ -11,15 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from locations_support import SECRET, refused, two_proposals
+from stores_support import STORES, job_store
 
 from panreduce import errors, locations
 from panreduce.sqlstore import SqliteJobStore
 from panreduce.storage import Stores
 
 
-@pytest.fixture
-def site(tmp_path):
-    with two_proposals(tmp_path) as s:
+@pytest.fixture(params=STORES)
+def site(request, tmp_path):
+    """The site with its job table in SQLite or PostgreSQL."""
+    with job_store(request.param, tmp_path, request) as store, two_proposals(tmp_path, store) as s:
         yield s
 
 

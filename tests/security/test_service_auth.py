@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import SERVICE_TOKEN, access_for, proposal_data, toy_platform
+from stores_support import STORES, job_store
 
 from panreduce import errors
 from panreduce.client import Client
@@ -75,9 +76,11 @@ def test_the_right_token_is_served(tmp_path):
         assert events[-1].result.summary["total"] == 10.0
 
 
-def test_gateway_with_the_token_works_end_to_end_and_names_the_caller(tmp_path, caplog):
+@pytest.mark.parametrize("kind", STORES)
+def test_gateway_with_the_token_works_end_to_end_and_names_the_caller(tmp_path, caplog, kind, request):
     files = proposal_data(tmp_path)
-    with toy_platform(tmp_path, access=access_for(tmp_path)) as (_, gw, _):
+    with job_store(kind, tmp_path, request) as store, \
+            toy_platform(tmp_path, access=access_for(tmp_path), store=store) as (_, gw, _):
         with caplog.at_level(logging.INFO, logger="panreduce.kit"), Client(gw.address, token="bob-token",
                                                                            timeout=30) as c:
             result = c.reduce("toy", [str(files["pB"])], {"scale": 2.0}, str(tmp_path / "data" / "pB" / "out"))
