@@ -19,8 +19,6 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
-import psycopg
-
 from panreduce.sqlstore import catalogue_rows, list_query
 from panreduce.v1 import reduce_pb2 as pb
 
@@ -74,6 +72,8 @@ class PostgresJobStore:
     """Implements ``panreduce.jobs.JobStore`` over PostgreSQL (``dsn``: a libpq URI)."""
 
     def __init__(self, dsn: str, *, lease: float = 60.0, heartbeat: float = 10.0) -> None:
+        import psycopg  # here: SQLite and in-memory tables (the command line) do not pay for it
+
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease = lease
         self._lock = threading.RLock()
@@ -102,6 +102,8 @@ class PostgresJobStore:
                              "ON CONFLICT (id) DO UPDATE SET seen = now()", (self.instance,))
 
     def _heartbeat(self, every: float) -> None:
+        import psycopg
+
         while not self._stop.wait(every):
             try:
                 self._beat()
