@@ -329,10 +329,10 @@ def _attr(obj: h5py.HLObject, key: str, default: Any = None) -> Any:
 def _text(ds: h5py.Dataset | None) -> str:
     if ds is None:
         return ""
-    v = ds[(0,) * ds.ndim] if ds.ndim and ds.size else ds[()]  # one element, whatever shape it declares
-    if isinstance(v, np.ndarray):
+    v = ds[()]
+    if isinstance(v, np.ndarray):  # the first of several
         v = v.ravel()[0] if v.size else ""
-    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+    return nexus.read_text(v)
 
 
 def _class(obj: h5py.HLObject) -> str:

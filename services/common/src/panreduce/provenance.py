@@ -23,6 +23,7 @@ from typing import Any
 
 import h5py
 
+from panreduce import nexus
 from panreduce.kit.technique import Inputs, OutputSpec
 
 SCHEMA = "panreduce.provenance/1"
@@ -105,23 +106,15 @@ def embed(record: Mapping[str, Any], output: OutputSpec) -> None:
 
 def _embed_hdf5(path: Path, prov_id: str, text: str) -> None:
     with h5py.File(path, "r+") as f:
-        entries = [g for g in f.values() if isinstance(g, h5py.Group) and _nx_class(g) == "NXentry"]
+        entries = [g for g in f.values() if isinstance(g, h5py.Group) and nexus.nx_class(g) == "NXentry"]
         for parent in entries or [f]:
             if "provenance" in parent:
                 del parent["provenance"]
-            note = parent.create_group("provenance")
-            note.attrs["NX_class"] = "NXnote"
-            note.create_dataset("type", data="application/json")
-            note.create_dataset("description", data="PaNReduce provenance: request, parameters, "
-                                "software versions and input checksums")
-            note.create_dataset("data", data=text)
+            note = nexus.write_nxnote(parent, "provenance", type="application/json", data=text,
+                                      description="PaNReduce provenance: request, parameters, "
+                                      "software versions and input checksums")
             note.attrs["provenance_id"] = prov_id
         f.attrs["panreduce_provenance_id"] = prov_id
-
-
-def _nx_class(group: h5py.Group) -> str:
-    value = group.attrs.get("NX_class", b"")
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _embed_text(path: Path, record: Mapping[str, Any], text: str) -> None:
