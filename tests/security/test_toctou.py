@@ -172,3 +172,68 @@ def test_swapping_an_output_for_a_link_while_downloading_never_gives_bs_bytes(tm
             thread.join(5)
         print(f"swaps {swaps}, downloads of A's bytes {got['mine']}, refused {got['refused']}")
         assert swaps > 100 and got["mine"] + got["refused"] > 10
+
+
+def test_publishing_never_follows_a_link_swapped_into_the_output_path(tmp_path):
+    """A's output folder ``out`` is swapped, in a loop, between a folder of A's and a link
+    to B's folder while A's jobs publish into ``out/run-N``: every result lands in A's
+    folder or the job fails as the caller's (never INTERNAL); nothing appears in B's."""
+    with two_proposals(tmp_path) as site:
+        a, b = site.data / "propA", site.data / "propB"
+        before = sorted(p.name for p in b.rglob("*"))
+        real = a / ".out-real"
+        real.mkdir()
+        out = a / "out"
+        os.symlink(real, a / ".tmp-link")
+        os.replace(a / ".tmp-link", out)  # start as a link to A's own folder
+        stop = threading.Event()
+        swaps = 0
+
+        def swapper() -> None:
+            nonlocal swaps
+            while not stop.is_set():
+                for target in (b, real):
+                    tmp = a / ".swap"
+                    tmp.unlink(missing_ok=True)
+                    tmp.symlink_to(target, target_is_directory=True)
+                    os.replace(tmp, out)
+                swaps += 1
+
+        thread = threading.Thread(target=swapper, daemon=True)
+        thread.start()
+        landed, refused = 0, 0
+        try:
+            for i in range(40):
+                try:
+                    job = site.a.reduce("toy", [str(a / "v.npy")], {}, str(out / f"run-{i}"))
+                except errors.PanReduceError as exc:
+                    assert exc.code not in ("INTERNAL", "UNKNOWN"), exc
+                    refused += 1
+                    continue
+                for o in job.outputs:
+                    assert Path(o.uri).resolve().is_relative_to(real), o.uri
+                landed += 1
+        finally:
+            stop.set()
+            thread.join(5)
+        print(f"swaps {swaps}, published in A's folder {landed}, refused {refused}")
+        assert sorted(p.name for p in b.rglob("*")) == before
+        assert landed + refused == 40 and swaps > 10
+
+
+def test_publish_refuses_an_output_folder_resolving_outside_the_jobs_scope(tmp_path):
+    from panreduce import scope as scope_mod
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    (tmp_path / "A" / "out").symlink_to(tmp_path / "B", target_is_directory=True)
+    src = tmp_path / "r.txt"
+    src.write_text("result")
+    store = LocalStore()
+    with scope_mod.active(scope_mod.Scope.of([str(tmp_path / "A") + "/"])):
+        with pytest.raises(errors.PermissionDenied, match="not written"):
+            store.publish([(src, "r.txt")], str(tmp_path / "A" / "out"))
+        (uri,) = store.publish([(src, "sub/r.txt")], str(tmp_path / "A" / "mine"))
+    assert Path(uri).read_text() == "result" and not list((tmp_path / "B").iterdir())
+    with pytest.raises(errors.FailedPrecondition, match="overwrite"):
+        store.publish([(src, "sub/r.txt")], str(tmp_path / "A" / "mine"))

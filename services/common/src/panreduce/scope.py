@@ -165,12 +165,14 @@ def active(scope: Scope | None) -> Iterator[None]:
         _CURRENT.reset(token)
 
 
-def check_staged(path: Path, uri: str) -> None:
-    """Refuse a local file staging resolved (now, just before it is pinned and read) to a
-    place outside the running job's scope: a link swapped in after the submission's check."""
+def check_staged(path: Path, uri: str, what: str = "input") -> None:
+    """Refuse a local ``path`` a job resolved just now (an input before it is pinned and
+    read, the output folder before it is written) that lies outside the running job's
+    scope: a link swapped in after the submission's check."""
     scope = _CURRENT.get()
     if scope is None or scope.prefixes is None:
         return
     if not scope.admits(locations.Location("file", str(path), Path(path), False)):
-        raise errors.PermissionDenied(f"input {locations.shown(uri)} now resolves outside the locations the gateway "
-                                      "gave this job (changed since it was checked); it is not read")
+        raise errors.PermissionDenied(f"{what} {locations.shown(uri)} now resolves outside the locations the gateway "
+                                      "gave this job (changed since it was checked); it is not "
+                                      f"{'written' if what == 'output' else 'read'}")

@@ -12,6 +12,7 @@ destination so that no half-written file is ever visible under its final name.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import logging
 import os
@@ -164,6 +165,7 @@ class LocalStore(Store):
 
     def publish(self, files: builtins.list[tuple[Path, str]], dest: str) -> builtins.list[str]:
         dest_dir = self.path_of(dest.rstrip("/") or "/")
+        check_staged(dest_dir, dest, what="output")  # resolved now: still where the job may write
         targets = [(src, dest_dir / name) for src, name in files]
         for _, target in targets:  # a link already in the folder must not carry a result elsewhere
             real = locations.real_path(str(target))
@@ -176,27 +178,65 @@ class LocalStore(Store):
                 f"{' ...' if len(clashes) > 5 else ''}; choose a new output location"
             )
         token = uuid.uuid4().hex[:8]
-        staged: list[tuple[Path, Path]] = []
-        done: list[Path] = []
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        # Everything below goes through file descriptors of folders opened without following
+        # links (from /, every component): a link swapped into the output path after the
+        # check cannot carry a result into another proposal's folder.
+        try:
+            root_fd = locations.open_nofollow(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise errors.FailedPrecondition(f"output folder {locations.shown(str(dest_dir))} vanished") from None
+        folders: dict[tuple[str, ...], int] = {(): root_fd}
+        staged: list[tuple[int, str, str, Path]] = []
+        done: list[tuple[int, str]] = []
+
+        def folder_fd(parts: tuple[str, ...]) -> int:
+            if parts not in folders:
+                parent = folder_fd(parts[:-1])
+                try:
+                    os.mkdir(parts[-1], 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass
+                try:
+                    folders[parts] = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                             dir_fd=parent)
+                except (NotADirectoryError, OSError) as exc:
+                    raise errors.PermissionDenied(f"output {locations.shown('/'.join(parts))} in {dest_dir} is not a "
+                                                  f"folder of its own ({exc.strerror or exc})") from None
+            return folders[parts]
+
         try:
             for src, target in targets:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.{token}.partial")
-                shutil.copyfile(src, tmp)
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
-                staged.append((tmp, target))
-            for tmp, target in staged:
-                if target.exists():
+                rel = target.relative_to(dest_dir).parts
+                dfd = folder_fd(tuple(rel[:-1]))
+                tmp = f".{rel[-1]}.{token}.partial"
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
+                              dir_fd=dfd)
+                staged.append((dfd, tmp, rel[-1], target))
+                with open(src, "rb") as fin, os.fdopen(out, "wb") as fout:
+                    shutil.copyfileobj(fin, fout, CHUNK)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+            for dfd, tmp, leaf, target in staged:
+                try:
+                    os.stat(leaf, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    pass
+                else:
                     raise errors.FailedPrecondition(f"{target} appeared while publishing; not overwritten")
-                os.replace(tmp, target)
-                done.append(target)
+                os.replace(tmp, leaf, src_dir_fd=dfd, dst_dir_fd=dfd)
+                done.append((dfd, leaf))
         except BaseException:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
-            for target in done:
-                target.unlink(missing_ok=True)
+            for dfd, tmp, _, _ in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+            for dfd, leaf in done:
+                with contextlib.suppress(OSError):
+                    os.unlink(leaf, dir_fd=dfd)
             raise
+        finally:
+            for fd in folders.values():
+                os.close(fd)
         return [self.uri_of(t) for _, t in targets]
 
 
