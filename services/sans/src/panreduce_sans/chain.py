@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from panreduce import constants
 from panreduce_sans.batch import BatchRow, RunRef
 from panreduce_sans.binning import bin_centres, rebin_counts, rebin_edges
 from panreduce_sans.corrections import (
-    NEUTRON_H_OVER_M,
     FitResult,
     absolute_scale,
     fit_transmission,
@@ -170,7 +170,7 @@ def reduce_scatter(
     if tmask.any():
         y = y.copy()
         y[:, tmask] = 0.0
-    factor = NEUTRON_H_OVER_M / (geo.l1 + geo.l2[keep])  # lambda = factor * t
+    factor = constants.NEUTRON_H_OVER_M / (geo.l1 + geo.l2[keep])  # lambda = factor * t
     s, v, m = rebin_counts(run.tof, y, y, lam_edges, scale=factor, masked=tmask if tmask.any() else None)
     cut = radius_wave_cut(geo.radius[keep], lam_edges, settings.radius_cut, settings.wave_cut)
     if cut.any():
@@ -232,7 +232,7 @@ def _resolution(settings: Settings, geo: PixelGeometry, keep: np.ndarray) -> np.
     if res.moderator is not None:
         # moderator time spread (µs) -> wavelength spread over the full flight path
         sigma_t = np.interp(lam, res.moderator[0], res.moderator[1])
-        sigma_mod = NEUTRON_H_OVER_M * sigma_t / (geo.l1 + float(np.median(geo.l2[keep])))
+        sigma_mod = constants.NEUTRON_H_OVER_M * sigma_t / (geo.l1 + float(np.median(geo.l2[keep])))
     return q_resolution_sigma(q, lam, np.diff(lam_edges), l1=res.collimation_length, l2=geo.l2[keep],
                               r1=res.r1, r2=res.r2, delta_r=res.delta_r, sigma_moderator=sigma_mod)
 

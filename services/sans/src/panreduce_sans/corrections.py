@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 
+from panreduce import constants
 from panreduce_sans.binning import bin_centres, rebin_counts, rebin_distribution
 
 __all__ = [
-    "NEUTRON_H_OVER_M",
     "FitResult",
     "absolute_scale",
     "direct_beam_histogram",
@@ -32,13 +32,11 @@ __all__ = [
     "wide_angle_transmission",
 ]
 
-# h/m_n in Å·m/µs: lambda[Å] = NEUTRON_H_OVER_M * t[µs] / L[m]   (h/m_n = 3956.034 m·Å/s)
-NEUTRON_H_OVER_M = 3956.034e-6
 
 
 def tof_to_wavelength(tof: np.ndarray, path_length: float | np.ndarray) -> np.ndarray:
     """Wavelength (Å) of a neutron with time of flight ``tof`` (µs) over ``path_length`` (m)."""
-    return NEUTRON_H_OVER_M * np.asarray(tof, dtype=np.float64) / path_length
+    return constants.NEUTRON_H_OVER_M * np.asarray(tof, dtype=np.float64) / path_length
 
 
 def _bins_touching(edges: np.ndarray, t_min: float, t_max: float) -> tuple[int, int]:
@@ -305,11 +303,10 @@ def wavelength_centres(edges: np.ndarray) -> np.ndarray:
 
 
 # Gravity: the vertical drop of a neutron of wavelength lambda over a flight path L,
-# d = g*m_n^2*lambda^2*L^2/(2*h^2) (CODATA 2018 m_n and h, standard g).
-_G = 9.80665  # m/s^2
-_M_N = 1.67492749804e-27  # kg
-_H = 6.62607015e-34  # J s
-GRAVITY_DROP_PER_A2_M2 = _G * _M_N**2 / (2.0 * _H**2) * 1e-20  # m of drop per (Å^2 m^2)
+# d = g*m_n^2*lambda^2*L^2/(2*h^2) (panreduce.constants: m_n, h and the standard g).
+def gravity_drop_per_a2_m2() -> float:
+    """g m_n^2 / (2 h^2) in m of drop per (Å^2 m^2)."""
+    return constants.STANDARD_GRAVITY * constants.NEUTRON_MASS**2 / (2.0 * constants.PLANCK**2) * 1e-20
 
 
 def gravity_drop(wavelength: np.ndarray, l2: np.ndarray, *, extra_length: float = 0.0) -> np.ndarray:
@@ -322,7 +319,7 @@ def gravity_drop(wavelength: np.ndarray, l2: np.ndarray, *, extra_length: float 
     """
     lam = np.asarray(wavelength, dtype=np.float64)[None, :]
     path = np.asarray(l2, dtype=np.float64)[:, None] + extra_length
-    return GRAVITY_DROP_PER_A2_M2 * lam**2 * path**2
+    return gravity_drop_per_a2_m2() * lam**2 * path**2
 
 
 def gravity_aim(

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from panreduce import errors
+from panreduce import errors, nexus
 from panreduce.kit.readers import open_hdf5, read_array, require_dataset
 
 __all__ = ["RawRun", "RunInfo", "SampleGeometry", "histogram_events", "read_run", "read_run_info", "sum_runs"]
@@ -85,7 +85,7 @@ def _scalar(group: h5py.Group, path: str, source: str, default=None):
     value = read_array(group, path, source, finite=False)
     value = value.reshape(-1)[0] if value.size else default
     if isinstance(value, bytes | np.bytes_):
-        return value.decode("utf-8", "replace").strip()
+        return nexus.read_text(value).strip()
     return value.item() if isinstance(value, np.generic) else value
 
 
