@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from panreduce.backend import get_backend
+from panreduce.backend import get_backend, torch_available
 from panreduce_tomography import gridrec, iterative, recon
 from panreduce_tomography import phantom as ph
 
@@ -153,14 +153,14 @@ def main() -> None:
         add("ASTRA FBP CPU (line projector, ram-lak)", f"{n}", lambda: astra_fbp(sino, angles, n))
     except ImportError:
         print("  ASTRA: not installed (uv pip install astra-toolbox)")
-    try:
+    if torch_available():
         bk = get_backend("torch-cpu")
         t_plan = gridrec.gridrec_plan(angles, center, n, backend=bk)  # the interpolation matrix, once per geometry
         t_plan(sino)
         add("gridrec torch CPU (gridding + FFT, this package)", f"{n}", lambda: t_plan(sino))
         if not args.skip_slow and n <= 512:  # torch's CPU gather is slow
             add("FBP torch (cpu)", f"{n}", lambda: recon.fbp(sino, angles, center, backend=bk))
-    except ImportError:
+    else:
         print("  torch: not installed")
     # iterative methods: a quarter-size problem (their cost is many projections)
     m, ma = max(64, n // 4), max(32, na // 8)
