@@ -9,47 +9,28 @@ reduction. A registered technique without one fails here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 import threading
 from pathlib import Path
 
 import grpc
 import h5py
 import pytest
+from contract_examples import (  # this folder (pytest's rootdir-less import)
+    TECHNIQUES,
+    load_example,
+    technique_class,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from panreduce import errors, registry
+from panreduce import errors
 from panreduce.client import Client, make_request
 from panreduce.kit.server import start_technique
 from panreduce.serving import start_server
 from panreduce.storage import Stores
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce_gateway.gateway import GatewayService
-
-TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "kit"))
-from toy import Toy  # noqa: E402
-
-
-def technique_class(name: str):
-    return Toy if name == "toy" else registry.load(name)
-
-
-def load_example(name: str):
-    path = TESTS / ("kit" if name == "toy" else name) / "contract_example.py"
-    if not path.is_file():
-        pytest.fail(f"technique {name!r} has no {path.relative_to(TESTS.parent)}: every technique must "
-                    "provide a small valid example for the contract suite")
-    spec = importlib.util.spec_from_file_location(f"contract_example_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.example
-
-
-TECHNIQUES = ["toy", *registry.names()]
 
 
 @pytest.fixture(scope="module", params=TECHNIQUES)
