@@ -39,7 +39,14 @@ def pyfai_version() -> str:
 
 
 def units_str(units: str) -> str:
+    """NXcanSAS's name of the intensity units (its enumeration has ``arbitrary``)."""
     return "1/cm" if units == "1/cm" else "arbitrary"
+
+
+def nexus_units(units: str) -> str | None:
+    """The intensity's ``@units`` in a NeXus file: 1/cm, or none for arbitrary units (no
+    unit string means that; "arbitrary" is no unit)."""
+    return "1/cm" if units == "1/cm" else None
 
 
 def json_number(v: float) -> float | None:
@@ -91,8 +98,7 @@ def savetxt(path: Path, table: np.ndarray, header: str, fmt: str = "%.8g") -> No
 
 
 def _nexus_entry(f: h5py.File, params: Mapping[str, Any], version: str) -> h5py.Group:
-    entry = nexus.make_group(f, "entry", "NXentry")
-    nexus.write_text(entry, "definition", "NXsas")
+    entry = nexus.make_group(f, "entry", "NXentry")  # no application definition: none fits
     nexus.write_nxprocess(entry, "reduction", technique=TECHNIQUE, version=version, parameters=params,
                           notes={"pyfai_version": pyfai_version()})
     return entry
@@ -136,7 +142,7 @@ def write_kinetics(out: OutputPath, curves: Sequence[Curve], times: np.ndarray, 
         if common is not None:
             q, stack, sig = common
             nexus.write_nxdata(entry, "intensity", signal="I", data=stack, errors=sig, axes=[("time", times), ("Q", q)],
-                               units={"I": units_str(units), "Q": Q_UNITS, "time": "s"}, default=False)
+                               units={"I": nexus_units(units), "Q": Q_UNITS, "time": "s"}, default=False)
         k = nexus.write_nxdata(entry, "kinetics", signal="rg", data=table[:, 0], axes=[("time", times)],
                                units={"time": "s", "rg": "angstrom"})
         k.attrs["auxiliary_signals"] = ["i0", "invariant"]
@@ -168,7 +174,7 @@ def write_map(out: OutputPath, motors: tuple[str, str, np.ndarray, np.ndarray], 
     grid = analysis.map_grid(x, y, step_x, step_y)
     quantities = {"position": (Q_UNITS, fits.position, fits.position_err),
                   "fwhm": (Q_UNITS, fits.fwhm, fits.fwhm_err),
-                  "height": (units_str(units), fits.height, fits.height_err)}
+                  "height": (nexus_units(units), fits.height, fits.height_err)}
     maps = {}
     for key, (_u, val, err) in quantities.items():
         maps[key] = grid.image(np.where(fits.ok, val, np.nan))
@@ -180,7 +186,7 @@ def write_map(out: OutputPath, motors: tuple[str, str, np.ndarray, np.ndarray], 
                                axes=[(yname, grid.y), (xname, grid.x)], units={key: u},
                                long_names={key: f"peak {key}"}, default=key == "position")
         frames = nexus.write_nxdata(entry, "frames", signal="I", data=stack, errors=sig,
-                                    axes=[("frame", np.arange(n)), ("Q", q)], units={"I": units_str(units), "Q": Q_UNITS},
+                                    axes=[("frame", np.arange(n)), ("Q", q)], units={"I": nexus_units(units), "Q": Q_UNITS},
                                     default=False, compression="gzip")
         frames.create_dataset(xname, data=x)
         frames.create_dataset(yname, data=y)
@@ -196,7 +202,7 @@ def write_map(out: OutputPath, motors: tuple[str, str, np.ndarray, np.ndarray], 
     for key in ("position", "fwhm", "height"):
         analysis.write_ascii_image(out(f"map_{key}.txt", format="text-image", role="table"), maps[key])
         plots.plot_map(out(f"map_{key}.png", format="png", role="preview"), grid, maps[key],
-                       f"peak {key}", quantities[key][0], xname, yname)
+                       f"peak {key}", quantities[key][0] or units_str(units), xname, yname)
     d = fits.as_dict()
     np.savetxt(out("peak_fits.csv", format="csv", role="table"), np.column_stack([np.arange(n), x, y, *d.values()]),
                delimiter=",", header=",".join(["frame", xname, yname, *d]), comments="", fmt="%.8g")
@@ -212,7 +218,7 @@ def write_cake(out: OutputPath, cake: Cake, units: str, params: Mapping[str, Any
     with h5py.File(out("cake.nxs", format="nexus"), "w") as f:
         entry = _nexus_entry(f, params, version)
         nexus.write_nxdata(entry, "cake", signal="I", data=cake.i, errors=cake.sigma,
-                           axes=[("chi", cake.chi), ("Q", cake.q)], units={"I": units_str(units), "Q": Q_UNITS,
+                           axes=[("chi", cake.chi), ("Q", cake.q)], units={"I": nexus_units(units), "Q": Q_UNITS,
                                                                          "chi": "degree"})
     plots.plot_cake(out("cake.png", format="png", role="preview"), cake, units)
 
