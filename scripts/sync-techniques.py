@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIXED_FIRST = ("services/common",)
-FIXED_LAST = ("gateway",)
+FIXED_LAST = ("gateway", "web")  # the web page: a member without a technique
 CONTAINERFILES = ("images/service/Containerfile", "images/gateway/Containerfile")
 VALUES = "charts/panreduce/values.yaml"
 GPU_VALUES = "charts/panreduce/values-gpu.yaml"
@@ -108,7 +108,7 @@ def images_toml(text: str, members: list[Member]) -> str:
 def containerfile(text: str, members: list[Member]) -> str:
     lines = "".join(f"COPY {m.path}/pyproject.toml {m.path}/\n" for m in members)
     return _replace_block(text, r"^(COPY services/common/pyproject\.toml services/common/\n.*?"
-                          r"COPY gateway/pyproject\.toml gateway/\n)", lines, "the COPY lines of the pyproject files")
+                          r"COPY gateway/pyproject\.toml gateway/\n(?:COPY web/pyproject\.toml web/\n)?)", lines, "the COPY lines of the pyproject files")
 
 
 def _technique_keys(text: str) -> list[str]:

@@ -48,7 +48,8 @@ def copy(tmp_path: Path) -> Path:
     for name in FILES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
-    for member in [*ROOT.glob("services/*/pyproject.toml"), ROOT / "gateway" / "pyproject.toml"]:
+    for member in [*ROOT.glob("services/*/pyproject.toml"), ROOT / "gateway" / "pyproject.toml",
+                   ROOT / "web" / "pyproject.toml"]:
         rel = member.relative_to(ROOT)
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(member, tmp_path / rel)

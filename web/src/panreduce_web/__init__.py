@@ -1,0 +1,1 @@
+"""PaNReduce live data page (``panreduce web``)."""
