@@ -68,7 +68,7 @@ def test_reduce_one_scan_embedded(tmp_path, dataset):
         assert Path(o["uri"]).stat().st_size == o["size"]
     # the same output folder is never overwritten
     again = run("reduce", "scan", str(path), "--json", "--output", "out", cwd=tmp_path)
-    assert again.returncode == 2 and "overwrite" in again.stderr
+    assert again.returncode == 2 and "overwrite" in json.loads(again.stdout)["error"]["message"]  # --json: on stdout
 
 
 @pytest.mark.parametrize("damage", ["not-nexus", "truncated"])
@@ -81,8 +81,12 @@ def test_bad_file_fails_cleanly(tmp_path, dataset, damage):
         bad.write_bytes(src.read_bytes()[:150_000])
     res = run("reduce", "scan", str(bad), "--json", "--output", "out", cwd=tmp_path)
     assert res.returncode == 2
-    assert res.stdout == ""
-    lines = res.stderr.strip().splitlines()
+    assert res.stderr == ""  # with --json the error is one JSON object on stdout
+    error = json.loads(res.stdout)["error"]
+    assert error["code"] == "CORRUPT_INPUT" and error["exit_code"] == 2 and "broken.nxs" in error["message"]
+    plain = run("reduce", "scan", str(bad), "--output", "out", cwd=tmp_path)
+    lines = plain.stderr.strip().splitlines()
+    assert plain.returncode == 2 and plain.stdout == ""
     assert len(lines) == 1 and lines[0].startswith("panreduce: error:") and "broken.nxs" in lines[0]
     assert not (tmp_path / "out").exists()
 
