@@ -368,24 +368,34 @@ def is_hdf5(path: Path) -> bool:
 
 
 def _violations(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> list[FieldViolation]:
-    fields = model.model_fields
     out: list[FieldViolation] = []
     for err in exc.errors(include_url=False):
         loc = ".".join(str(p) for p in err.get("loc", ())) or "parameters"
+        fields = _fields_at(model, err.get("loc", ())[:-1])  # the (nested) model the field belongs to
         if err.get("type") == "extra_forbidden":
             allowed = ", ".join(sorted(fields))
             out.append(FieldViolation(loc, f"unknown parameter (allowed: {allowed})"))
             continue
         msg = err.get("msg", "invalid")
-        top = str((err.get("loc") or ("",))[0])
-        if top in fields:
-            msg += _allowed(fields[top])
+        last = str((err.get("loc") or ("",))[-1])
+        if last in fields:
+            msg += _allowed(fields[last])
         if "input" in err and err.get("type") != "missing":
             shown = json.dumps(err["input"], default=str)
             if len(shown) <= 80:
                 msg += f"; got {shown}"
         out.append(FieldViolation(loc, msg))
     return out
+
+
+def _fields_at(model: type[pydantic.BaseModel], path: tuple) -> dict[str, pydantic.fields.FieldInfo]:
+    """The fields of the model nested at ``path`` (step models of a nested parameter model)."""
+    for key in path:
+        ann = model.model_fields[key].annotation if key in model.model_fields else None
+        if not (isinstance(ann, type) and issubclass(ann, pydantic.BaseModel)):
+            return {}
+        model = ann
+    return model.model_fields
 
 
 def _allowed(info: pydantic.fields.FieldInfo) -> str:
