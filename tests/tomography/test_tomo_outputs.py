@@ -38,12 +38,14 @@ def test_step_fields_refused_with_their_dotted_name():
     with pytest.raises(errors.InvalidParameters) as err:
         Technique.validate_parameters({"ring_size": 1})
     assert [v.field for v in err.value.violations] == ["corrections.ring_size"]
+    assert "(allowed: 3 <= value <= 501)" in err.value.violations[0].description
     with pytest.raises(errors.InvalidParameters) as err:
         Technique.validate_parameters({"algorithm": "sirt", "reconstruction": {"algorithm": "fbp"}})
     assert "given twice" in err.value.violations[0].description
     with pytest.raises(errors.InvalidParameters) as err:
         Technique.validate_parameters({"reconstruction": {"no_such": 1}})
     assert [v.field for v in err.value.violations] == ["reconstruction.no_such"]
+    assert "allowed: algorithm, circle, device" in err.value.violations[0].description  # the step's own fields
     with pytest.raises(errors.InvalidParameters) as err:
         Technique.validate_parameters({"no_such": 1})
     assert [v.field for v in err.value.violations] == ["no_such"]
