@@ -192,12 +192,23 @@ def unit_findings(path: Path) -> list[str]:
     return found
 
 
+# tokens that are no unit but that an application definition enumerates
+NOT_UNITS = {"arbitrary"}  # NXcanSAS's I units: "1/m", "1/cm", "m2/g", "cm2/g", "arbitrary"
+
+
+def _udunits_to_pint(text: str) -> str:
+    """UDUNITS' exponent without an operator ("m2/g") as pint writes it ("m**2/g")."""
+    return re.sub(r"(?<=[A-Za-z])(-?\d+)(?![\d.])", r"**\1", text)
+
+
 def check_unit(ureg, where: str, unit: str) -> list[str]:
     text = unit.strip()
     if text in MISREAD:
         return [f"{where}: units {unit!r}: {MISREAD[text]}"]
+    if text in NOT_UNITS:
+        return []
     try:
-        parsed = ureg.parse_units(text) if text else ureg.dimensionless
+        parsed = ureg.parse_units(_udunits_to_pint(text)) if text else ureg.dimensionless
     except Exception as exc:  # pint raises several kinds
         return [f"{where}: units {unit!r} do not parse ({type(exc).__name__})"]
     want = DIMENSIONS.get(where.rsplit("/", 1)[-1])

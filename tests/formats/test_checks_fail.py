@@ -101,3 +101,11 @@ def test_the_transmission_spectrum_limit_is_narrow(tmp_path):
     with h5py.File(path, "a") as f:
         f["sasentry01/sastransmission_spectrum01"].attrs["canSAS_class"] = "SASdata"
     assert any("sastransmission_spectrum01/Q" in x for x in fs.application_findings(path))
+
+
+def test_udunits_spellings_and_nxcansas_tokens_are_accepted():
+    ureg = fs._registry()
+    assert fs.check_unit(ureg, "/e/sasdata/I", "cm2/g") == []  # UDUNITS exponent
+    assert fs.check_unit(ureg, "/e/sasdata/I", "arbitrary") == []  # NXcanSAS's enumerated token
+    assert fs.check_unit(ureg, "/e/sasdata/Q", "m-1") == []
+    assert "not 1/[length]" in fs.check_unit(ureg, "/e/sasdata/Q", "m2")[0]

@@ -13,6 +13,7 @@ import importlib.util
 from pathlib import Path
 
 import formats_support as fs
+import numpy as np
 import pytest
 
 from panreduce import kit, registry
@@ -33,26 +34,47 @@ KNOWN: dict[tuple[str, str], str] = {
 }
 
 
-def _example(name: str):
-    spec = importlib.util.spec_from_file_location(f"formats_example_{name}", TESTS / name / "contract_example.py")
+def _module(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.example
+    return module
+
+
+def _example(name: str):
+    return _module(TESTS / name / "contract_example.py", f"formats_example_{name}").example
+
+
+def _saxs_kinetics(dataset, tmp_path):
+    """saxs's kinetics mode (kinetics.nxs beside the NXcanSAS file): three synthetic frames."""
+    syn = _module(TESTS / "saxs" / "synthetic.py", "formats_saxs_synthetic")
+    geo = syn.Geo(shape=(120, 140), pixel_um=172.0, distance_mm=1000.0, wavelength_A=1.0, cx=70.3, cy=60.6)
+    frames = [geo.image(lambda q, rg=rg: syn.guinier_sphere(q, i0=1000.0, rg=rg, background=1.0))
+              for rg in (20.0, 24.0, 28.0)]
+    path = syn.write_nexus_stack(tmp_path / "kin.nxs", frames, 10.0 + 2.5 * np.arange(3), geo=geo)
+    return {"inputs": [str(path)], "params": {"mode": "kinetics", "integration.q_bins": 60, "masks.beamstop": "none"}}
+
+
+# case -> (technique, example): every technique's contract example, and other modes that
+# write other files
+CASES = {name: (name, None) for name in TECHNIQUES}
+CASES["saxs-kinetics"] = ("saxs", _saxs_kinetics)
 
 
 @pytest.fixture(scope="session")
 def produced(dataset, tmp_path_factory):
-    """``produced(technique)`` -> the output paths of one job on its contract example (run once)."""
+    """``produced(case)`` -> the output paths of one job of the case (run once)."""
     cache: dict[str, list[Path]] = {}
 
-    def get(name: str) -> list[Path]:
-        if name not in cache:
-            root = tmp_path_factory.mktemp(f"formats-{name}")
+    def get(case: str) -> list[Path]:
+        if case not in cache:
+            technique, example = CASES[case]
+            root = tmp_path_factory.mktemp(f"formats-{case}")
             (root / "in").mkdir()
-            ex = _example(name)(dataset, root / "in")
-            result = kit.run(name, ex["inputs"], ex["params"], root / "out", stores=Stores(root / "store"))
-            cache[name] = [Path(o.uri) for o in result.outputs]
-        return cache[name]
+            ex = (example or _example(technique))(dataset, root / "in")
+            result = kit.run(technique, ex["inputs"], ex["params"], root / "out", stores=Stores(root / "store"))
+            cache[case] = [Path(o.uri) for o in result.outputs]
+        return cache[case]
 
     return get
 
@@ -63,11 +85,11 @@ NXCANSAS_WRITERS = ("saxs", "sans")
 
 
 def _cases():
-    for name in TECHNIQUES:
-        if name == "reflectometry":
+    for name, (technique, _) in CASES.items():
+        if technique == "reflectometry":
             continue
         for check in CHECKS:
-            if check == "nxcansas" and name not in NXCANSAS_WRITERS:
+            if check == "nxcansas" and technique not in NXCANSAS_WRITERS:
                 continue
             reason = KNOWN.get((name, check))
             marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
@@ -84,10 +106,11 @@ FINDERS = {
 
 
 @pytest.mark.data
-@pytest.mark.parametrize(("technique", "check"), list(_cases()))
-def test_nexus_outputs_valid(produced, technique, check):
-    files = fs.hdf5_outputs(produced(technique))
-    assert files, f"{technique} wrote no NeXus/HDF5 output"
+@pytest.mark.parametrize(("case", "check"), list(_cases()))
+def test_nexus_outputs_valid(produced, case, check):
+    technique = CASES[case][0]
+    files = fs.hdf5_outputs(produced(case))
+    assert files, f"{case} wrote no NeXus/HDF5 output"
     if check == "nxcansas":
         files = [p for p in files if "NXcanSAS" in fs.entries(p).values()]
         assert files, f"{technique} wrote no NXcanSAS file"
@@ -106,17 +129,18 @@ def test_orso_outputs_valid(produced):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("technique", TECHNIQUES)
-def test_one_program_name(produced, technique):
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_program_name(produced, case):
     """Every NXprocess/program (NXcanSAS: SASprocess/name; ORSO: reduction.software.name)
     is panreduce-<technique>, as nexus.program_name gives it."""
     import h5py
 
     from panreduce import nexus
 
+    technique = CASES[case][0]
     want = nexus.program_name(technique)
     seen: dict[str, str] = {}
-    for path in produced(technique):
+    for path in produced(case):
         if path.suffix == ".ort":
             from orsopy import fileio
 
