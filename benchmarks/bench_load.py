@@ -32,10 +32,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from panreduce.client import Client, make_request
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.storage import Stores
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kit"))
-from toy import Toy  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

@@ -32,13 +32,11 @@ import numpy as np
 from panreduce import datasets, errors
 from panreduce.client import Client
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.serving import start_server
 from panreduce.storage import Stores
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce_gateway.gateway import GatewayService
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "kit"))
-from toy import Toy  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MIB = 1 << 20

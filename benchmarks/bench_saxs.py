@@ -89,8 +89,7 @@ def _worker(path: str, repeats: int) -> dict:
     from pyFAI.detectors import Detector
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
-    sys.path.insert(0, str(ROOT / "tests" / "saxs"))
-    from conftest import stage  # inputs staged as the kit stages them
+    from panreduce.storage import stage_paths as stage  # inputs staged as the kit stages them
 
     params = {"geometry": {"distance_mm": 2000.0, "wavelength_angstrom": 1.0, "beam_center_px": [1035.2, 1083.7],
                            "pixel_um": 75.0},

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "thz"))
 
 RUN = "bench_0p7THz_LSCO_13.06.2018_0535_02"
 STAMP = "13.06.2018_0535_02"
@@ -63,17 +62,14 @@ def make_run(root: Path, *, positions: int, pulses: int, pixels: int, distinct: 
 
 
 def run_ours(folder: Path, method: str) -> dict:
-    from thz_sim import staged
-
-    from panreduce.kit import Context
+    from panreduce import kit
+    from panreduce.storage import Stores
     from panreduce_thz.technique import Technique
 
-    t = Technique()
-    params = Technique.validate_parameters({"pixel_to_ps": 0.0115, "bin_ps": 0.02, "plots": False,
-                                            "timing_method": method})
+    params = {"pixel_to_ps": 0.0115, "bin_ps": 0.02, "plots": False, "timing_method": method}
     with tempfile.TemporaryDirectory() as scratch:
-        ctx = Context(job_id="bench", scratch=Path(scratch))
-        summary = t.reduce(t.load(staged(folder), params, ctx), params, ctx)
+        summary = kit.run(Technique, [str(folder) + "/"], params, Path(scratch) / "out",
+                          stores=Stores(Path(scratch) / "store")).summary
     return {"pulses": summary["pulses"], "bins": summary["bins"]}
 
 

@@ -339,17 +339,6 @@ def test_submit_timeout_is_not_the_jobs_deadline(tmp_path):
         server.drain_and_stop(2)
 
 
-def test_merge_summaries_rules():
-    from panreduce.kit.technique import merge_summaries
-
-    merged = merge_summaries([
-        {"outputs": ["a"], "rows": [{"n": 1}], "instrument": "LOQ", "q_range": [0.01, 0.2], "seconds": 1.5},
-        {"outputs": ["b", "c"], "rows": [{"n": 2}], "instrument": "LOQ", "q_range": [0.01, 0.2], "seconds": 2.0},
-    ])
-    assert merged == {"shards": 2, "outputs": ["a", "b", "c"], "rows": [{"n": 1}, {"n": 2}], "instrument": "LOQ",
-                      "q_range": [0.01, 0.2], "seconds": [1.5, 2.0]}
-
-
 def test_toy_split_through_the_gateway_equals_the_whole_job(tmp_path):
     """Four files split two ways through a real gateway: the shards' parts, combined,
     give what the unsplit job gives, and the shard scratch is gone afterwards."""

@@ -8,7 +8,6 @@ docs/techniques.md "Sharding"); :mod:`panreduce.kit.parts` stores the parts.
 
 from panreduce.kit.technique import (
     Context,
-    EmptyShard,
     Inputs,
     OutputSpec,
     Parameters,
@@ -20,7 +19,6 @@ from panreduce.kit.technique import (
 
 __all__ = [
     "Context",
-    "EmptyShard",
     "Inputs",
     "Output",
     "OutputSpec",

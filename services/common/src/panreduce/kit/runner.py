@@ -45,15 +45,7 @@ from google.protobuf import struct_pb2
 from panreduce import catalogue, errors, limits, provenance, registry
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.kit.parts import PART_FILE, load_part, part_attrs, save_part
-from panreduce.kit.technique import (
-    Context,
-    EmptyShard,
-    Inputs,
-    Parameters,
-    Shard,
-    Technique,
-    without_empty_shards,
-)
+from panreduce.kit.technique import Context, Inputs, Parameters, Shard, Technique
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
 from panreduce.storage import LocalStore, Stores, check_inputs_exist, sha256_file, stage_inputs
 from panreduce.v1 import reduce_pb2 as pb
@@ -264,9 +256,11 @@ def run_request(tech: Technique, request: pb.ReduceRequest, *, stores: Stores, j
     state = "FAILED"
     try:
         shard = Shard(request.shard.index, request.shard.count) if request.shard.count else None
-        contract = is_contract(cls)
+        if cls.shardable and not is_contract(cls):
+            raise errors.InternalError(f"technique {name!r} is shardable but declares no Part "
+                                       "(the shard contract: docs/techniques.md, Sharding)")
         ctx = Context(job_id=job_id, scratch=scratch, progress_sink=progress, log_sink=log,
-                      cancel_event=cancel, deadline=deadline, shard=None if contract else shard)
+                      cancel_event=cancel, deadline=deadline)
         ctx._set_span(*STAGE_SPAN["stage"])
         ctx.progress(0.0, "stage", f"staging {len(request.inputs)} input(s)")
         inputs = stage_inputs(stores, list(request.inputs), scratch,
@@ -276,10 +270,10 @@ def run_request(tech: Technique, request: pb.ReduceRequest, *, stores: Stores, j
                               on_skip=lambda uri, why: ctx.log(f"skipped {uri}: {why}", "warning"))
         ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
         found = catalogue.extract(inputs.files)
-        if contract:
+        if cls.shardable:
             summary = _run_contract(tech, inputs, params, ctx, shard=shard, merge=request.merge)
         else:
-            summary = _run_legacy(tech, inputs, params, ctx, shard=shard, merge=request.merge)
+            summary = _run_whole(tech, inputs, params, ctx, shard=shard)
         ctx.check_cancelled()
         ctx._set_span(*STAGE_SPAN["publish"])
         ctx.progress(0.0, "publish", f"writing provenance and publishing {len(ctx.outputs)} output(s)")
@@ -304,25 +298,17 @@ def _write_summary(ctx: Context, doc: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(plain(doc or {}), indent=1))
 
 
-def _run_legacy(tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *,
-                shard: Shard | None, merge: bool) -> Mapping[str, Any]:
-    """A technique without the shard contract: load/reduce (and its own merge)."""
-    try:
-        if merge:
-            ctx._set_span(STAGE_SPAN["load"][0], STAGE_SPAN["reduce"][1])
-            summary = tech.merge(without_empty_shards(inputs), params, ctx)
-        else:
-            ctx._set_span(*STAGE_SPAN["load"])
-            data = tech.load(inputs, params, ctx)
-            ctx.check_cancelled()
-            ctx._set_span(*STAGE_SPAN["reduce"])
-            summary = tech.reduce(data, params, ctx)
-    except EmptyShard as empty:
-        ctx.log(str(empty))
-        summary = {"empty_shard": True}
+def _run_whole(tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *,
+               shard: Shard | None) -> Mapping[str, Any]:
+    """A technique that does not shard: load, then reduce."""
+    ctx._set_span(*STAGE_SPAN["load"])
+    data = tech.load(inputs, params, ctx)
     ctx.check_cancelled()
-    if shard is not None:
-        _write_summary(ctx, summary or {})
+    ctx._set_span(*STAGE_SPAN["reduce"])
+    summary = tech.reduce(data, params, ctx)
+    ctx.check_cancelled()
+    if shard is not None:  # shard 0 of 1: the whole job, with the marker a shard publishes
+        _write_summary(ctx, {"shard": 0, "shard_count": 1, **(summary or {})})
     return summary
 
 

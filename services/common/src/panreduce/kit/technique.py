@@ -17,8 +17,12 @@ A technique is one class::
             ...
             return {"center": ...}
 
+A shardable technique instead declares a ``Part`` dataclass and implements ``units``,
+``reduce_block``, ``combine`` and ``write`` (the shard contract; docs/techniques.md,
+"Sharding"): the kit selects each shard's block, stores its part and runs the merge.
+
 Everything else — transport, staging, progress events, cancellation, health, errors,
-provenance, publishing the outputs atomically — is the kit's.
+provenance, publishing the outputs atomically — is the kit's (``panreduce.kit.run``).
 """
 
 from __future__ import annotations
@@ -103,11 +107,6 @@ class OutputSpec:
     role: str  # "result", "table", "preview"
 
 
-class EmptyShard(Exception):
-    """Raised by ``Shard.select`` when a shard has nothing to do; the kit ends the job
-    successfully with no outputs."""
-
-
 @dataclass(frozen=True)
 class Shard:
     index: int
@@ -116,37 +115,6 @@ class Shard:
     def bounds(self, n: int) -> tuple[int, int]:
         """[start, stop) of this shard's part of n units (contiguous, sizes differ by ≤ 1)."""
         return (n * self.index) // self.count, (n * (self.index + 1)) // self.count
-
-    def select(self, items: list[Any]) -> list[Any]:
-        """This shard's part of ``items``; raises EmptyShard when it is empty."""
-        start, stop = self.bounds(len(items))
-        if start == stop:
-            raise EmptyShard(f"shard {self.index} of {self.count} has none of the {len(items)} unit(s)")
-        return items[start:stop]
-
-
-def without_empty_shards(inputs: Inputs) -> Inputs:
-    """The shard results a merge works on: every file except those of shards that had
-    nothing to do (their ``summary.json`` says ``empty_shard``), so that a technique's
-    ``merge`` only ever sees parts with results. A job split into more shards than it
-    has units (one file over four shards) has such empty parts."""
-    empty = set()
-    for f in inputs.files:
-        if f.path.name == "summary.json":
-            try:
-                doc = json.loads(f.path.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict) and doc.get("empty_shard"):
-                empty.add(f.path.parent)
-    if not empty:
-        return inputs
-    items = []
-    for item in inputs.items:
-        kept = tuple(f for f in item.files if f.path.parent not in empty)
-        if kept:
-            items.append(StagedInput(uri=item.uri, root=item.root, is_prefix=item.is_prefix, files=kept))
-    return Inputs(tuple(items))
 
 
 ProgressSink = Callable[[str, float, str], None]
@@ -170,7 +138,7 @@ class Context:
         log_sink: LogSink | None = None,
         cancel_event: threading.Event | None = None,
         deadline: float | None = None,
-        shard: Shard | None = None,
+        shard: Shard | None = None,  # kept for callers; the kit gives None (science sees no shards)
     ) -> None:
         self.job_id = job_id
         self.scratch = scratch
@@ -245,23 +213,6 @@ class Context:
         return list(self._outputs.values())
 
 
-def merge_summaries(summaries: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Shard summaries as one: values equal in every shard are kept once; lists that
-    differ are concatenated (records, names, warnings); other values that differ become
-    a list with one value per shard."""
-    merged: dict[str, Any] = {"shards": len(summaries)}
-    keys = dict.fromkeys(k for s in summaries for k in s if k != "provenance")
-    for key in keys:
-        values = [s.get(key) for s in summaries]
-        if all(v == values[0] for v in values):
-            merged[key] = values[0]
-        elif all(isinstance(v, list) for v in values):
-            merged[key] = [x for v in values for x in v]
-        else:
-            merged[key] = values
-    return merged
-
-
 class Technique(Generic[P, D]):
     """Base of a technique: declare the class attributes, implement load and reduce."""
 
@@ -316,13 +267,6 @@ class Technique(Generic[P, D]):
     def write(self, result: Any, params: P, ctx: Context) -> Mapping[str, Any]:
         """Write the outputs of a (combined) part; return the summary."""
         raise NotImplementedError
-
-    def merge(self, inputs: Inputs, params: P, ctx: Context) -> Mapping[str, Any]:
-        """Legacy merge of a shardable technique without ``Part`` (saxs, tomography until
-        they move onto the contract): ``inputs`` holds every file its shards published."""
-        from panreduce.errors import InternalError
-
-        raise InternalError(f"technique {self.name!r} is shardable but declares neither a Part nor a merge")
 
     # -- helpers the kit uses -------------------------------------------------------
     @classmethod
