@@ -7,9 +7,6 @@ the kit's toy), in-process through ``panreduce.kit.run``:
 * its contract example split 3 ways equals the unsplit job: the same output files,
   the summaries' numbers and every numeric dataset of the HDF5 outputs (and the data
   rows of the text tables) within a relative 1e-6 (absolute 1e-9).
-
-A technique still on the legacy merge (no ``Part``) is an expected failure until its
-helper moves it (strict=False: it passes once it is moved).
 """
 
 from __future__ import annotations
@@ -33,19 +30,13 @@ HDF5 = {"nexus", "nxcansas", "hdf5", "cxi"}
 TEXT = {"csv", "ort", "hkl", "lst", "dat", "xml"}
 
 
-def _marks(name: str) -> list:
-    if getattr(technique_class(name), "Part", None) is None:
-        return [pytest.mark.xfail(reason=f"{name} is not on the shard contract yet (no Part): its helper moves it",
-                                  strict=False)]
-    return []
-
-
-CASES = [pytest.param(n, marks=_marks(n), id=n) for n in SHARDABLE]
+CASES = SHARDABLE
 
 
 def test_every_shardable_technique_is_covered():
     assert {"toy", "scan", "sans", "ptychography", "stem4d", "thz", "reflectometry",
-            "serial_crystallography"} <= set(SHARDABLE)
+            "serial_crystallography", "saxs", "tomography"} <= set(SHARDABLE)
+    assert all(technique_class(n).Part is not None for n in SHARDABLE)
 
 
 @pytest.mark.parametrize("name", CASES)
