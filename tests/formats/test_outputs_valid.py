@@ -61,6 +61,15 @@ CASES = {name: (name, None) for name in TECHNIQUES}
 CASES["saxs-kinetics"] = ("saxs", _saxs_kinetics)
 
 
+def _tomography_trial_centres(dataset, tmp_path):
+    """tomography's trial-centre mode (an NXdata stack of slices at a range of centres)."""
+    ex = _example("tomography")(dataset, tmp_path)
+    return {**ex, "params": {**ex["params"], "trial_centres": [4.0, 2.0]}}
+
+
+CASES["tomography-trial-centres"] = ("tomography", _tomography_trial_centres)
+
+
 @pytest.fixture(scope="session")
 def produced(dataset, tmp_path_factory):
     """``produced(case)`` -> the output paths of one job of the case (run once)."""
