@@ -141,3 +141,16 @@ def test_a_part_of_another_technique_or_shard_is_refused(files, stores, tmp_path
 def test_technique_by_registry_name(tmp_path, stores):
     with pytest.raises(errors.UnknownTechnique):
         kit.run("no-such-technique", ["/x"], {}, tmp_path / "o", stores=stores)
+
+
+def test_forged_markers_cannot_claim_a_huge_job(tmp_path, stores):
+    """A merge input naming a billion shards is refused by the limit, without building
+    anything that size."""
+    folder = tmp_path / "shards" / "s0"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"shard": 0, "shard_count": 10**9, "empty_shard": True}))
+    with pytest.raises(errors.InvalidRequest, match="over the limit"):
+        kit.run(Toy, [str(tmp_path / "shards") + "/"], {}, tmp_path / "m", merge=True, stores=stores)
+    (folder / "summary.json").write_text("[1, 2]")
+    with pytest.raises(errors.InvalidInput, match="not a shard's summary"):
+        kit.run(Toy, [str(tmp_path / "shards") + "/"], {}, tmp_path / "m", merge=True, stores=stores)

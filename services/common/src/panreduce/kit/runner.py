@@ -376,11 +376,12 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
         raise errors.InvalidRequest("the inputs hold no shard results to merge")
     counts = {doc["shard_count"] for doc in markers.values()}
     indices = sorted(doc["shard"] for doc in markers.values())
+    if len(markers) > limits.LIMITS.shard_count or max(counts) > limits.LIMITS.shard_count:
+        raise errors.InvalidRequest(f"{max(len(markers), max(counts))} shards is over the limit of "
+                                    f"{limits.LIMITS.shard_count}")
     if len(counts) != 1 or indices != list(range(next(iter(counts)))):
         raise errors.InternalError(f"the shard results do not tile one job: shards {indices[:20]} of "
                                    f"{sorted(counts)[:5]}")
-    if len(markers) > limits.LIMITS.shard_count:
-        raise errors.InvalidRequest(f"{len(markers)} shards is over the limit of {limits.LIMITS.shard_count}")
     parts = []
     for folder, doc in sorted(markers.items(), key=lambda kv: kv[1]["shard"]):
         if doc.get("empty_shard"):
