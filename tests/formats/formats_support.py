@@ -47,6 +47,13 @@ MISREAD = {"a.u.": "pint reads it as atomic mass unit * year; use '' (arbitrary 
            "1/A": "per ampere in UDUNITS and pint; write '1/angstrom'"}
 
 
+def cansas_xml_schema() -> Path:
+    """The canSAS 1-D XML v1.1 schema, as sasdata ships it."""
+    import sasdata.dataloader.readers as readers
+
+    return Path(readers.__file__).parent / "schema" / "cansas1d_v1_1.xsd"
+
+
 def hdf5_outputs(paths: list[Path]) -> list[Path]:
     return [p for p in paths if p.is_file() and p.suffix != ".json" and h5py.is_hdf5(p)]
 

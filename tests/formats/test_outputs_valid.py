@@ -70,6 +70,15 @@ def _tomography_trial_centres(dataset, tmp_path):
 CASES["tomography-trial-centres"] = ("tomography", _tomography_trial_centres)
 
 
+def _sans_cansas_xml(dataset, tmp_path):
+    """sans with the canSAS 1-D XML beside its NXcanSAS."""
+    ex = _example("sans")(dataset, tmp_path)
+    return {**ex, "params": {**ex["params"], "cansas_xml": True}}
+
+
+CASES["sans-cansas-xml"] = ("sans", _sans_cansas_xml)
+
+
 @pytest.fixture(scope="session")
 def produced(dataset, tmp_path_factory):
     """``produced(case)`` -> the output paths of one job of the case (run once)."""
@@ -173,3 +182,35 @@ def test_one_program_name(produced, case):
     assert seen, f"{technique} names its program nowhere"
     wrong = {k: v for k, v in seen.items() if v != want}
     assert not wrong, f"not {want!r}: {wrong}"
+
+
+@pytest.mark.data
+def test_cansas_xml_valid_with_sasprocess_and_provenance(produced):
+    """The canSAS XML validates against the canSAS 1.1 schema (sasdata ships it), every
+    SASentry has a SASprocess panreduce-sans carrying the job's provenance record, and
+    sasdata reads it back."""
+    import json
+
+    from lxml import etree
+
+    files = produced("sans-cansas-xml")
+    xmls = [p for p in files if p.suffix == ".xml"]
+    assert xmls, [p.name for p in files]
+    record = json.loads(next(p for p in files if p.name == "provenance.json").read_text())
+    schema = etree.XMLSchema(etree.parse(str(fs.cansas_xml_schema())))
+    ns = {"c": "urn:cansas1d:1.1"}
+    for path in xmls:
+        doc = etree.parse(str(path))
+        assert schema.validate(doc), f"{path.name}: {schema.error_log}"
+        entries = doc.findall("c:SASentry", ns)
+        assert entries
+        for entry in entries:
+            process = [p for p in entry.findall("c:SASprocess", ns) if p.findtext("c:name", namespaces=ns) == "panreduce-sans"]
+            assert len(process) == 1, path.name
+            note = json.loads(process[0].findtext("c:SASprocessnote", namespaces=ns))
+            assert note["id"] == record["id"] and note["job_id"] == record["job_id"]
+            assert note["inputs"] == record["inputs"]
+        from sasdata.dataloader.readers.cansas_reader import Reader
+
+        back = Reader().read(str(path))
+        assert back and len(back[0].x) > 10 and back[0].process, path.name

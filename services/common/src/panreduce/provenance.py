@@ -29,6 +29,8 @@ from panreduce.kit.technique import Inputs, OutputSpec
 SCHEMA = "panreduce.provenance/1"
 HDF5_FORMATS = {"nexus", "nxcansas", "hdf5", "cxi", "nxtomoproc"}
 TEXT_FORMATS = {"csv", "tsv", "txt", "ort", "dat", "xy"}
+XML_FORMATS = {"cansas-xml", "cansas_xml", "xml"}
+CANSAS_XML_NS = "urn:cansas1d:1.1"
 CORE_PACKAGES = ("panreduce-common", "numpy", "h5py", "grpcio", "protobuf", "pydantic")
 
 
@@ -96,6 +98,8 @@ def embed(record: Mapping[str, Any], output: OutputSpec) -> None:
     path = output.path
     if fmt in HDF5_FORMATS or path.suffix in (".h5", ".hdf5", ".nxs", ".nx", ".cxi"):
         _embed_hdf5(path, record["id"], text)
+    elif fmt in XML_FORMATS or path.suffix == ".xml":
+        _embed_xml(path, record, text)
     elif fmt in TEXT_FORMATS:
         _embed_text(path, record, text)
     elif fmt == "png":
@@ -130,6 +134,44 @@ def _embed_text(path: Path, record: Mapping[str, Any], text: str) -> None:
         body, header = rest, first + b"\n" + header
     tmp = path.with_name(path.name + ".prov")
     tmp.write_bytes(header + body)
+    tmp.replace(path)
+
+
+def _embed_xml(path: Path, record: Mapping[str, Any], text: str) -> None:
+    """canSAS 1-D XML: a SASprocess in every SASentry (before its SASnotes, as the v1.1
+    schema orders them) named ``panreduce-<technique>``, with the job's date, the
+    technique's version as a term and the record as its SASprocessnote. Other XML: the
+    record as a comment after the declaration (with "--" escaped, which comments forbid)."""
+    import xml.etree.ElementTree as ET
+
+    body = path.read_bytes()
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return
+    ns = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
+    if ns != CANSAS_XML_NS:
+        comment = f"<!-- panreduce provenance: {text.replace('--', '- -')} -->\n".encode()
+        head, sep, rest = body.partition(b"?>")
+        path.write_bytes(head + sep + b"\n" + comment + rest if sep else comment + body)
+        return
+    ET.register_namespace("", ns)
+    q = f"{{{ns}}}"
+    for entry in root.iter(q + "SASentry"):
+        process = ET.Element(q + "SASprocess")
+        ET.SubElement(process, q + "name").text = nexus.program_name(record["technique"]["name"])
+        ET.SubElement(process, q + "date").text = str(record.get("finished") or record.get("started") or "")
+        ET.SubElement(process, q + "description").text = (
+            f"PaNReduce provenance {record['id']} (job {record['job_id']}): request, parameters, "
+            "software versions and input checksums")
+        term = ET.SubElement(process, q + "term", name="version")
+        term.text = str(record["technique"]["version"])
+        ET.SubElement(process, q + "SASprocessnote", name="provenance").text = text
+        children = list(entry)
+        notes = [i for i, c in enumerate(children) if c.tag == q + "SASnote"]
+        entry.insert(notes[0] if notes else len(children), process)
+    tmp = path.with_name(path.name + ".prov")
+    ET.ElementTree(root).write(tmp, encoding="UTF-8", xml_declaration=True)
     tmp.replace(path)
 
 
