@@ -26,6 +26,7 @@ One signature convention:
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,14 @@ _ALIASES = {"numpy": "cpu", "cuda": "gpu"}
 _DTYPES = ("float32", "float64", "complex64", "complex128", "int64")
 
 
+def _torch() -> Any:
+    return importlib.import_module("torch")
+
+
 def torch_available() -> bool:
     """Whether torch can be imported (imports it)."""
     try:
-        import torch  # noqa: F401
+        _torch()
     except ImportError:
         return False
     return True
@@ -55,9 +60,7 @@ def cuda_available() -> bool:
     """Whether torch is installed and sees a CUDA device."""
     if not torch_available():
         return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+    return bool(_torch().cuda.is_available())
 
 
 def _dtype_name(dtype: str) -> str:
@@ -273,12 +276,10 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, device: str = "cuda", workers: int | None = None) -> None:
-        import torch
-
-        self.torch = torch
+        self.torch = _torch()
         self.device = device
         self.workers = 1
-        self._index_cache: dict[tuple, Any] = {}
+        self._index_cache: dict[tuple[Any, ...], Any] = {}
 
     def _dtype(self, dtype: str) -> Any:
         return getattr(self.torch, _dtype_name(dtype))
@@ -295,7 +296,7 @@ class TorchBackend(Backend):
 
     def to_numpy(self, x: Array) -> np.ndarray:
         if isinstance(x, self.torch.Tensor):
-            return x.detach().cpu().numpy()
+            return np.asarray(x.detach().cpu().numpy())
         return np.asarray(x)
 
     def zeros(self, shape: tuple[int, ...], dtype: str = "float32") -> Array:
@@ -402,11 +403,11 @@ class TorchBackend(Backend):
         return idx
 
     def gather(self, obj: Array, iy: np.ndarray, ix: np.ndarray, h: int, w: int) -> Array:
-        return obj.reshape(-1)[self._flat_index(tuple(obj.shape), iy, ix, h, w)]
+        return obj.reshape(-1)[self._flat_index((obj.shape[0], obj.shape[1]), iy, ix, h, w)]
 
     def scatter(self, shape: tuple[int, int], stack: Array, iy: np.ndarray, ix: np.ndarray) -> Array:
         h, w = stack.shape[-2:]
-        idx = self._flat_index(tuple(shape), iy, ix, h, w)
+        idx = self._flat_index((int(shape[0]), int(shape[1])), iy, ix, h, w)
         out = self.torch.zeros(shape[0] * shape[1], dtype=stack.dtype, device=self.device)
         out.index_add_(0, idx.reshape(-1), stack.reshape(-1))
         return out.reshape(shape)
