@@ -241,9 +241,9 @@ def _write_instrument(entry: h5py.Group, meta: SasMetadata) -> None:
     if meta.pixel_y_m is not None:
         _num(det, "y_pixel_size", float(meta.pixel_y_m) * 1e3, "mm")
     centre = meta.beam_center_mm
-    if centre is None and None not in (meta.beam_center_x_px, meta.pixel_x_m, meta.beam_center_y_px, meta.pixel_y_m):
-        centre = (float(meta.beam_center_x_px) * float(meta.pixel_x_m) * 1e3,
-                  float(meta.beam_center_y_px) * float(meta.pixel_y_m) * 1e3)
+    cx, cy, px, py = meta.beam_center_x_px, meta.beam_center_y_px, meta.pixel_x_m, meta.pixel_y_m
+    if centre is None and cx is not None and cy is not None and px is not None and py is not None:
+        centre = (float(cx) * float(px) * 1e3, float(cy) * float(py) * 1e3)
     if centre is not None:
         _num(det, "beam_center_x", float(centre[0]), "mm")
         _num(det, "beam_center_y", float(centre[1]), "mm")
