@@ -530,8 +530,6 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from panreduce.client import make_request
-
     params = load_params(args)
     labels = parse_pairs(args.label, "label", as_json=False)
     if args.proposal:
@@ -547,6 +545,8 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     if embedded:
         bar.step(f"checking the request ({args.technique})")
         check_before_start(args.technique, params, inputs, output)
+    from panreduce.client import make_request  # grpc: after the checks
+
     with ExitStack() as stack:
         client = _client_or_platform(args, stack, [args.technique] if embedded else None, bar.step)
         if args.upload:
