@@ -257,8 +257,8 @@ class GatewayService(pb_grpc.ReducerServicer):
                 inputs.append(loc.uri)
         output = ""
         if request.output:
-            output = audit.checked(lambda: self.access.check_uri(identity, proposal, request.output,
-                                                                 uploads=self.stores.uploads.root),
+            output = audit.checked(lambda: self._guard_store(identity, self.access.check_uri(
+                identity, proposal, request.output, uploads=self.stores.uploads.root), request.output),
                                    subject=identity.subject, proposal=proposal, resource=request.output,
                                    what="output").uri
         return inputs, output
@@ -273,15 +273,32 @@ class GatewayService(pb_grpc.ReducerServicer):
         return job_scope(self.access.allowed(proposal), uploads=self.stores.uploads.root, proposal=proposal,
                          extra=[self.stores.default_output(job_id), self.stores.scratch_uri(job_id)])
 
+    def _guard_store(self, identity: Identity, loc: locations.Location, uri: str) -> locations.Location:
+        """Refuse a local path into the gateway's own store (every proposal's uploads, results
+        and shard scratch, and the job table) to a caller that is not an admin, whatever the
+        prefixes say (none configured admits any path otherwise): uploads are named
+        ``upload://`` (checked by namespace), results fetched with Download (by job)."""
+        root = self.stores.root
+        if (self.access.enabled and not identity.admin and loc.scheme == "file" and loc.local is not None
+                and (loc.local == root or root in loc.local.parents)):
+            raise errors.PermissionDenied(
+                f"{locations.shown(uri)} is in the gateway's own store, which holds every proposal's uploads and "
+                "results: name an upload as upload://..., and fetch a job's results with Download")
+        return loc
+
     def _check_input(self, identity: Identity, proposal: str, uri: str) -> locations.Location:
         """An input's resolved location; a local folder's files are resolved one by one
         too, so that a link inside it cannot reach outside the proposal's locations."""
-        loc = self.access.check_uri(identity, proposal, uri, uploads=self.stores.uploads.root)
+        loc = self._guard_store(identity, self.access.check_uri(identity, proposal, uri,
+                                                                uploads=self.stores.uploads.root), uri)
         restricted = self.access.prefixes and not (identity.admin and not proposal)
-        if restricted and loc.scheme == "file" and loc.local is not None and loc.local.is_dir():
+        guarded = self.access.enabled and not identity.admin
+        if (restricted or guarded) and loc.scheme == "file" and loc.local is not None and loc.local.is_dir():
             for ref in self.stores.local.list(loc.uri):
                 try:
-                    self.access.check_uri(identity, proposal, ref.uri)
+                    inner = (self.access.check_uri(identity, proposal, ref.uri) if restricted
+                             else locations.resolve(ref.uri))
+                    self._guard_store(identity, inner, ref.uri)
                 except errors.PermissionDenied:
                     raise errors.PermissionDenied(
                         f"{locations.shown(uri)}: {locations.shown(ref.name)} is a link to a location outside the "
@@ -437,11 +454,19 @@ class GatewayService(pb_grpc.ReducerServicer):
     def GetMetadata(self, request: pb.MetadataRequest, context: grpc.ServicerContext) -> pb.MetadataResponse:  # noqa: N802
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
-        loc = audit.checked(lambda: self.access.check_readable(identity, request.uri,
-                                                               uploads=self.stores.uploads.root),
+        loc = audit.checked(lambda: self._metadata_location(identity, request.uri),
                             subject=identity.subject, proposal="", resource=request.uri, what="metadata read")
         return metadata.of_uri(self.stores, loc.uri, roots=self._readable_roots(identity), cancelled=lambda: not
                                context.is_active(), checked=loc.local)  # read what was checked, no link since
+
+    def _metadata_location(self, identity: Identity, uri: str) -> locations.Location:
+        """A location the caller may read metadata of; in the gateway's own store only its
+        uploads and the results of jobs it may see (as for Download)."""
+        loc = self.access.check_readable(identity, uri, uploads=self.stores.uploads.root)
+        try:
+            return self._guard_store(identity, loc, uri)
+        except errors.PermissionDenied:
+            return locations.resolve(self._downloadable(identity, uri))
 
     def _readable_roots(self, identity: Identity) -> list[Path]:
         """Where the HDF5 links of a file the caller reads may lead: its proposals'
