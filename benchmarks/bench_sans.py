@@ -14,17 +14,14 @@ Each case is run ``REPEATS`` times; the best wall time and its CPU time are repo
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from panreduce import datasets
 from panreduce.kit import Context
+from panreduce.storage import stage_paths
 from panreduce_sans.technique import Technique
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "sans"))
-from sans_helpers import stage
 
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 
@@ -38,24 +35,26 @@ def _since(t0):
     return w - t0[0], c - t0[1]
 
 
-def run(technique: Technique, inputs, params: dict, shard=None) -> dict[str, tuple[float, float]]:
-    from panreduce.kit import Shard
-
+def run(technique: Technique, inputs, params: dict, rows: slice | None = None) -> dict[str, tuple[float, float]]:
+    """One job through the technique's shard contract, timed by stage: reading and
+    reducing the rows (``units`` + ``reduce_block``; ``rows``: only those batch rows, as a
+    shard would) and writing the outputs (``combine`` + ``write``)."""
     p = technique.validate_parameters(params)
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = Context(job_id="bench", scratch=Path(tmp), shard=Shard(*shard) if shard else None)
+        ctx = Context(job_id="bench", scratch=Path(tmp))
         t0 = _clock()
-        data = technique.load(inputs, p, ctx)
+        units = technique.units(inputs, p)
+        part = technique.reduce_block(units[rows] if rows else units, inputs, p, ctx)
         t_load = _since(t0)
         t1 = _clock()
-        technique.reduce(data, p, ctx)
-        t_reduce = _since(t1)
+        technique.write(technique.combine([part], p), p, ctx)
+        t_write = _since(t1)
         total = _since(t0)
-    return {"load": t_load, "reduce+write": t_reduce, "total": total}
+    return {"load": t_load, "reduce+write": t_write, "total": total}
 
 
-def best(technique, inputs, params, shard=None) -> dict[str, tuple[float, float]]:
-    runs = [run(technique, inputs, params, shard) for _ in range(REPEATS)]
+def best(technique, inputs, params, rows=None) -> dict[str, tuple[float, float]]:
+    runs = [run(technique, inputs, params, rows) for _ in range(REPEATS)]
     return min(runs, key=lambda r: r["total"][0])
 
 
@@ -66,13 +65,13 @@ def main() -> None:
     except datasets.DatasetMissing as exc:
         print(f"skipped: {exc}")
         return
-    inputs = stage([raw, mantid])
+    inputs = stage_paths([raw, mantid])
     extra = Path(tempfile.mkdtemp(prefix="bench-sans-"))
     (extra / "USER_MERGED.txt").write_text(
         (mantid / "USER_LOQ_125B.txt").read_text()
         .replace("DET/MAIN", "DET/MERGED\nDET/RESCALE/FIT\nDET/SHIFT/FIT")
         .replace("L/Q .008,0.002,0.08,-0.05,0.285", "L/Q .008,0.002,0.08,-0.05,1.0"))
-    merged_inputs = stage([raw, mantid, extra])
+    merged_inputs = stage_paths([raw, mantid, extra])
     technique = Technique()
     t0 = _clock()
     technique.warm_up()
@@ -82,7 +81,7 @@ def main() -> None:
         ("service warm-up (imports, once per service)", {"total": warm}),
         ("full batch, 3 outputs + PNGs", best(technique, inputs, base)),
         ("full batch, 3 outputs, no PNGs", best(technique, inputs, {**base, "plots": False})),
-        ("one sample (batch row 1 of 3) + PNG", best(technique, inputs, base, shard=(0, 3))),
+        ("one sample (batch row 1 of 3) + PNG", best(technique, inputs, base, rows=slice(0, 1))),
         ("full batch + canSAS XML + 2-D I(Qx,Qy)", best(technique, inputs, {**base, "cansas_xml": True, "qxy": True})),
         ("full batch, main + HAB merged, 9 outputs + PNGs",
          best(technique, merged_inputs, {**base, "user_file": "USER_MERGED.txt"})),
@@ -90,13 +89,13 @@ def main() -> None:
     print(f"sans benchmark: LOQ GFP batch, {os.cpu_count()} CPU(s), best of {REPEATS}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print()
-    print(f"| {'case':<48} | {'wall s':>7} | {'CPU s':>7} | {'load wall s':>11} | {'reduce+write wall s':>19} |")
-    print(f"|{'-' * 50}|{'-' * 9}|{'-' * 9}|{'-' * 13}|{'-' * 21}|")
+    print(f"| {'case':<48} | {'wall s':>7} | {'CPU s':>7} | {'read+reduce wall s':>18} | {'write wall s':>12} |")
+    print(f"|{'-' * 50}|{'-' * 9}|{'-' * 9}|{'-' * 20}|{'-' * 14}|")
     for name, r in rows:
         wall, cpu = r["total"]
         load = f"{r['load'][0]:.2f}" if "load" in r else "-"
         red = f"{r['reduce+write'][0]:.2f}" if "reduce+write" in r else "-"
-        print(f"| {name:<48} | {wall:>7.2f} | {cpu:>7.2f} | {load:>11} | {red:>19} |")
+        print(f"| {name:<48} | {wall:>7.2f} | {cpu:>7.2f} | {load:>18} | {red:>12} |")
 
 
 if __name__ == "__main__":

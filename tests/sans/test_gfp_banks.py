@@ -117,7 +117,7 @@ def test_hab_and_main_banks_agree_in_shape_where_they_overlap(merged):
 def test_a_wrong_hab_layout_is_rejected_by_the_data(gfp, dataset, tmp_path, monkeypatch):
     """Rows counted from the other end of each module put the point nearest the beam at row 8
     instead of 20: the two banks then disagree in shape (chi2/dof > 4)."""
-    import panreduce_sans.technique as technique
+    from panreduce_sans import instrument
 
     flipped = []
     for m in LOQ.hab.modules:
@@ -125,7 +125,7 @@ def test_a_wrong_hab_layout_is_rejected_by_the_data(gfp, dataset, tmp_path, monk
         origin = np.array([m.x0, m.y0]) + slow * (m.ny - 1) * m.dy
         flipped.append(dataclasses.replace(m, x0=float(origin[0]), y0=float(origin[1]), slow=tuple(-slow)))
     wrong = dataclasses.replace(LOQ, hab=ModularBank("HAB", tuple(flipped)))
-    monkeypatch.setitem(technique.INSTRUMENTS, "LOQ", wrong)
+    monkeypatch.setitem(instrument.INSTRUMENTS, "LOQ", wrong)
     batch = ONE_ROW + ONE_ROW.replace("75963-add", "75964-add").replace("75874", "75875").replace("GFP_10", "GFP_5")
     summary, outputs, _ = _run(gfp, tmp_path, _user(dataset, "DET/MERGED\nDET/RESCALE/FIT\nDET/SHIFT/FIT"), batch)
     chi2 = [_overlap_chi2(summary, outputs, row)[0] for row in ("GFP_5mgml", "GFP_10mgml")]
