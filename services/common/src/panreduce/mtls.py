@@ -79,7 +79,8 @@ class ServiceTLS:
 
 
 def service_tls_setting(folder: Path | str | None, *, env: Mapping[str, str] | None = None) -> ServiceTLS | None:
-    """The service TLS folder from ``folder``, else ``$PANREDUCE_SERVICE_TLS_DIR``; None: off."""
+    """The service TLS folder from ``folder``, else ``$PANREDUCE_SERVICE_TLS_DIR``
+    (panreduce.settings); None: off."""
     from panreduce.settings import settings_for
 
     settings = settings_for(env)
@@ -91,11 +92,13 @@ def service_tls_setting(folder: Path | str | None, *, env: Mapping[str, str] | N
 
 def health_port_setting(value: int | None, *, env: Mapping[str, str] | None = None) -> int:
     """The plain-text health port (0: none): ``value``, else ``$PANREDUCE_HEALTH_PORT``."""
+    if value is not None:
+        if not 0 <= value <= 65535:
+            raise errors.InvalidRequest(f"--health-port must be a port number (0-65535), not {value}")
+        return value
     from panreduce.settings import settings_for
 
-    if value is not None:
-        return value
-    return settings_for(env).health_port  # a bad value: InvalidRequest naming the variable
+    return settings_for(env).health_port
 
 
 def secure_channel(target: str, tls: ServiceTLS | None, options: list) -> grpc.Channel:  # noqa: ANN001
