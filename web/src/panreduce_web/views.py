@@ -156,7 +156,8 @@ def _label(group: Any, name: str) -> str:
     long = _attr(ds, "long_name")
     units = _attr(ds, "units")
     text = _str(long) if long is not None else name
-    return f"{text} ({_str(units)})" if units is not None and _str(units) else text
+    unit = _str(units) if units is not None else ""
+    return f"{text} ({unit})" if unit and f"({unit})" not in text else text
 
 
 def figure_of_group(group: Any, technique: str, *, full: bool = False, slice_index: int | None = None) -> dict[str, Any]:
@@ -230,6 +231,7 @@ def _curve(group: Any, ds: Any, signal: str, axis: str | None, technique: str, t
     }
     if residual_keys:
         layout["yaxis2"] = {"title": {"text": "residual"}, "domain": [0.0, 0.22], "anchor": "x"}
+        layout["xaxis"]["anchor"] = "y2"  # the shared x axis below the residuals
     return {"title": title, "kind": "curve", "group": group.name, "points": len(x), "total": n,
             "decimated": len(x) < n, "data": traces, "layout": layout}
 
