@@ -19,6 +19,7 @@ from panreduce_saxs import outputs, series
 from panreduce_saxs.geometry import Geometry, resolve_geometry
 from panreduce_saxs.inputs import Frame, frame_pixels, pixels_in_order
 from panreduce_saxs.integrate import Cake, Curve, IntegrationSetup, Integrator, integrator_for
+from panreduce_saxs.io import HDF5_SUFFIXES
 from panreduce_saxs.masks import JobMasks, job_masks, read_mask_file
 from panreduce_saxs.normalisation import (
     absolute_scale_factor,
@@ -127,7 +128,7 @@ class Technique(_Technique[SaxsParameters, Any]):
         first_file = found.frame_files[0]
         (first, *_), shape, nexus_geometry = saxs_inputs.read_frames([first_file], found.spec_scans,
                                                                      frames_path=params.frames_path)
-        nexus_file = next((f for f in found.frame_files if f[0].suffix.lower() in saxs_inputs.HDF5_SUFFIXES), None)
+        nexus_file = next((f for f in found.frame_files if f[0].suffix.lower() in HDF5_SUFFIXES), None)
         if nexus_file is not None and nexus_file != first_file:
             nexus_geometry = saxs_inputs.read_frames([nexus_file], {}, frames_path=params.frames_path)[2]
         g = params.geometry
@@ -159,8 +160,9 @@ class Technique(_Technique[SaxsParameters, Any]):
         if "background.file" in aux:
             bg = aux["background.file"]
             b = params.background
-            background = integ.integrate1d(bg.data, frame_norm(bg.counters, scale, **{
-                **params.normalisation.model_dump(), "transmission": b.transmission}), extra_mask=masks.own(bg.data))
+            pixels = frame_pixels(bg)
+            background = integ.integrate1d(pixels, frame_norm(bg.counters, scale, **{
+                **params.normalisation.model_dump(), "transmission": b.transmission}), extra_mask=masks.own(pixels))
         return Job(geometry, integ, masks, scale, scale_error, background, aux)
 
     def _scale(self, integ: Integrator, masks: JobMasks, aux: dict[str, Frame], inputs: Inputs,
@@ -172,7 +174,8 @@ class Technique(_Technique[SaxsParameters, Any]):
                 "thickness_mm": a.standard_thickness_mm}
 
         def curve(fr: Frame) -> Curve:
-            return integ.integrate1d(fr.data, frame_norm(fr.counters, 1.0, **norm), extra_mask=masks.own(fr.data))
+            pixels = frame_pixels(fr)
+            return integ.integrate1d(pixels, frame_norm(fr.counters, 1.0, **norm), extra_mask=masks.own(pixels))
 
         std = curve(aux["absolute.standard_file"])
         if "absolute.standard_background_file" in aux:
@@ -235,11 +238,11 @@ class Technique(_Technique[SaxsParameters, Any]):
                        scale_error=first.scale_error, source=first.source, mask_info=first.mask_info,
                        cake=next((p.cake for p in parts if p.cake is not None), None), qxy=first.qxy,
                        images=[x for p in parts for x in p.images])
-        common = series.common_q(out.curves) if first.fits is not None else None
-        if common is not None and all(p.fits is not None and p.fit_q is not None and np.array_equal(p.fit_q, common[0])
-                                      for p in parts):
+        fits = [p.fits for p in parts if p.fits is not None and p.fit_q is not None]
+        common = series.common_q(out.curves) if len(fits) == len(parts) else None
+        if common is not None and all(np.array_equal(p.fit_q, common[0]) for p in parts):
             out.fit_q = common[0]
-            out.fits = {key: np.concatenate([p.fits[key] for p in parts]) for key in first.fits}  # type: ignore[index]
+            out.fits = {key: np.concatenate([f[key] for f in fits]) for key in fits[0]}
         return out  # fits fitted on another grid than the job's are fitted again by write
 
     # -- the outputs ---------------------------------------------------------------------------
@@ -285,7 +288,7 @@ class Technique(_Technique[SaxsParameters, Any]):
             outputs.write_cake(out, result.cake, units, dump, VERSION)
         if result.images and result.qxy is not None:
             with outputs.Image2D(out, result.qxy[0], result.qxy[1], meta, units) as image:
-                for k, (label, (img, err, mask)) in enumerate(zip(result.labels, result.images, strict=True)):
-                    image.add(k, label, img, err, mask)
+                for number, (label, (img, err, mask)) in enumerate(zip(result.labels, result.images, strict=True)):
+                    image.add(number, label, img, err, mask)
         ctx.progress(1.0, "write", "done")
         return summary
