@@ -3,7 +3,11 @@ error after N iterations for each engine on one CPU core (and on a GPU when one 
 present), for the two simulated scans of issue 7, next to PtyPy's and pty-chi's published
 figures on this machine class.
 
-Rows: ``dm`` is the technique's default DM (sub-pixel shifts on a 1/4 px grid, DPC
+Every iteration also records the error metric of the current estimate (on 32 frames: a
+forward FFT of 32 frames more per iteration), as in the service.
+
+Rows: ``default`` the technique's default command (DM then ML, each ended by the stop
+rule, ``--iterations`` the cap of each); ``dm`` the technique's DM (sub-pixel shifts on a 1/4 px grid, DPC
 initial object, modulus projection damped by ``dm_fourier_eps`` = 3 sqrt(photons)), pure
 DM; ``dm-plain`` the same with the plain projection (``dm_fourier_eps=0.1``); ``dm+ml``
 the preset ``iterations=85 ml_iterations=15`` (100 iterations in all: DM, then Poisson
@@ -33,19 +37,20 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from panreduce_ptychography import metrics  # noqa: E402
-from panreduce_ptychography.backend import get_backend  # noqa: E402
-from panreduce_ptychography.engines import (  # noqa: E402
+from panreduce_ptychography import metrics
+from panreduce_ptychography.backend import get_backend
+from panreduce_ptychography.engines import (
     Options,
     State,
+    StopRule,
     initial_object,
     initial_probe,
     reconstruct,
 )
-from panreduce_ptychography.problem import prepare  # noqa: E402
-from panreduce_ptychography.simulate import make_probe, simulate  # noqa: E402
+from panreduce_ptychography.problem import prepare
+from panreduce_ptychography.simulate import make_probe, simulate
 
 CASES = {
     # name: (frames, frame side, object side or None, probe diameter (px), step (px))
@@ -66,6 +71,9 @@ ENGINES = {
     # label: (stages [(engine, fraction of the iterations)], options); the technique's
     # defaults (DPC initial object, sub-pixel shifts on a 1/4 px grid) unless named
     "dm": ([("dm", 1.0)], {"subpixel_grid": 4}),
+    # the technique's default command: DM then ML, each ended by the stop rule
+    # (iterations and ml_iterations = --iterations are the caps)
+    "default": ([("dm", None), ("ml", None)], {"subpixel_grid": 4}),
     "dm+ml": ([("dm", 0.85), ("ml", 0.15)], {"subpixel_grid": 4}),
     "dm-plain": ([("dm", 1.0)], {"subpixel_grid": 4, "dm_fourier_eps": 0.1}),
     "dm-exact": ([("dm", 1.0)], {"subpixel_grid": 0}),
@@ -93,10 +101,14 @@ def run_case(name: str, engines: list[str], iterations: int, device: str) -> lis
         out = State(obj=initial_object(problem, probe), probe=probe, positions=problem.positions.copy())
         done = 0
         for k, (engine, share) in enumerate(stages):
-            n_it = iterations - done if k == len(stages) - 1 else int(round(share * iterations))
+            rule = StopRule() if share is None else None
+            if share is None:
+                n_it = iterations
+            else:
+                n_it = iterations - done if k == len(stages) - 1 else round(share * iterations)
             out = reconstruct(problem, out, engine=engine, iterations=n_it, backend=backend,
-                              options=Options(**extra), start_iteration=done)
-            done += n_it
+                              options=Options(**extra), start_iteration=done, stop=rule)
+            done = len(out.history)
         backend.synchronize()
         dt = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
@@ -110,8 +122,9 @@ def run_case(name: str, engines: list[str], iterations: int, device: str) -> lis
         region = metrics.well_lit(problem.object_shape, sim.probe, sim.corners - lo, 0.3)
         err = metrics.compare(out.obj, truth, region).phase_error_rad
         mem = gpu_peak if gpu_peak else peak
-        rows.append((f"{n_frames} x {side}^2 on {problem.object_shape[0]}x{problem.object_shape[1]}", label,
-                     f"{iterations / dt:.2f}", f"{mem / 2**20:.0f}", f"{err:.4f}"))
+        rows.append((f"{n_frames} x {side}^2 on {problem.object_shape[0]}x{problem.object_shape[1]}",
+                     label if label != "default" else f"default ({done} it)",
+                     f"{done / dt:.2f}", f"{mem / 2**20:.0f}", f"{err:.4f}"))
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 

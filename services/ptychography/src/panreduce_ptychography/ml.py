@@ -37,7 +37,7 @@ class ML:
             do = B.roll(o, -1, ax) - o
             dh = B.roll(h, -1, ax) - h
             r += B.norm2(do)
-            r1 += 2 * B.vdot_real(do, dh)
+            r1 += 2 * B.vdot(do, dh)
             r2 += 2 * B.norm2(dh)
         return self.mu * r, self.mu * r1, self.mu * r2
 
@@ -75,16 +75,16 @@ class ML:
             dP = B.sum(B.abs2(ov[:, 0]), 0)
             dP += m.opts.probe_inertia * B.max(dP)
             zP = gP / dP
-            gz = B.vdot_real(gO, zO) + B.vdot_real(gP, zP)
+            gz = B.vdot(gO, zO) + B.vdot(gP, zP)
         else:
             gP = zP = None
-            gz = B.vdot_real(gO, zO)
+            gz = B.vdot(gO, zO)
         del chi
         # Polak-Ribiere (preconditioned), restarted when the probe starts moving
         hO, hP = -zO, (-zP if zP is not None else None)
         if self.prev is not None and (self.prev[1] is not None) == (hP is not None):
             p_hO, p_hP, p_gz, p_zO, p_zP = self.prev
-            num = gz - B.vdot_real(gO, p_zO) - (B.vdot_real(gP, p_zP) if hP is not None else 0.0)
+            num = gz - B.vdot(gO, p_zO) - (B.vdot(gP, p_zP) if hP is not None else 0.0)
             beta = max(0.0, num / p_gz) if p_gz > 0 else 0.0
             hO = hO + p_hO * beta
             if hP is not None:
@@ -107,7 +107,7 @@ class ML:
         # ML_LINE_SEARCH_FRAMES): on the whole scan it was half of an iteration
         every = max(1, m.n // ML_LINE_SEARCH_FRAMES)
         if every > 1:
-            sub = B.asarray_index(np.arange(0, m.n, every))
+            sub = B.index(np.arange(0, m.n, every))
             inten, a1, a2, c = inten[sub], a1[sub], a2[sub], c[sub]
         scale = m.n / inten.shape[0]
         step = _poisson_line_search(B, inten, a1, a2, c, None if m.mask_all_good else m.mask, reg, scale)

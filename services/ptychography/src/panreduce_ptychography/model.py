@@ -36,7 +36,7 @@ DM_FOURIER_EPS = 3.0
 #: where the model is dark and the data are not)
 ML_FLOOR = 0.1
 #: frames (at most) on which the per-iteration error metric is computed
-METRIC_FRAMES = 64
+METRIC_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class State:
     probe: np.ndarray
     positions: np.ndarray
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: why the last engine run ended: levelled_off, noise_floor, iteration_cap or diverged
+    #: why the last engine run ended: levelled_off, iteration_cap or diverged
     stop_reason: str = ""
 
 
@@ -103,8 +103,8 @@ class Model:
         self._masked: Array | None = None
         self.mask = B.asarray(problem.mask)
         self.mask_all_good = bool(np.all(problem.mask > 0))
-        self.obj = B.asarray(state.obj, complex_=True)
-        self.probe = B.asarray(state.probe, complex_=True)
+        self.obj = B.asarray(state.obj, "complex64")
+        self.probe = B.asarray(state.probe, "complex64")
         self.k = self.probe.shape[0]
         self.support = (B.asarray(support_mask((self.h, self.w), opts.probe_support))
                         if opts.probe_support > 0 else None)
@@ -157,10 +157,10 @@ class Model:
             f = self.frac
             ry = np.exp(-2j * np.pi * f[:, 0:1] * self.ky[None, :]).astype(np.complex64)
             rx = np.exp(-2j * np.pi * f[:, 1:2] * self.kx[None, :]).astype(np.complex64)
-            self._ramps = B.asarray(ry, complex_=True)[:, None, :, None] * B.asarray(rx, complex_=True)[:, None, None, :]
+            self._ramps = B.asarray(ry, "complex64")[:, None, :, None] * B.asarray(rx, "complex64")[:, None, None, :]
         if len(idx) == self.n or self.cls is not None:
             return self._ramps
-        return self._ramps[B.asarray_index(idx)]
+        return self._ramps[B.index(idx)]
 
     # -- views ------------------------------------------------------------------------
     def probe_views(self, idx: np.ndarray, probe: Array | None = None, ramps: Array | None = None) -> Array:
@@ -177,7 +177,7 @@ class Model:
             pq = self.class_probes(used, p)
             where = np.zeros(len(self.frac), np.int64)
             where[used] = np.arange(len(used))
-            return pq[self.B.asarray_index(where[cls])]
+            return pq[self.B.index(where[cls])]
         return self.B.ifft2(self.B.fft2(p)[None] * ramps, overwrite=True)
 
     def class_probes(self, classes: np.ndarray, probe: Array | None = None) -> Array:
@@ -186,14 +186,14 @@ class Model:
         B = self.B
         p = self.probe if probe is None else probe
         ramps = self.ramps(np.arange(self.n))
-        return B.ifft2(B.fft2(p)[None] * ramps[B.asarray_index(classes)], overwrite=True)
+        return B.ifft2(B.fft2(p)[None] * ramps[B.index(classes)], overwrite=True)
 
     def class_back_shift_sum(self, sums: Array, classes: np.ndarray) -> Array:
         """sum_q of the (K, H, W) frames of ``sums`` (one per class of ``classes``)
         shifted back by -f_q (quantised shifts only; ``sums`` is consumed)."""
         B = self.B
         spec = B.fft2(sums, overwrite=True)
-        spec *= self.ramps(np.arange(self.n))[B.asarray_index(classes)].conj()
+        spec *= self.ramps(np.arange(self.n))[B.index(classes)].conj()
         return B.ifft2(B.sum(spec, 0))
 
     def back_shift_sum(self, stack: Array, idx: np.ndarray, ramps: Array | None = None) -> Array:
@@ -206,9 +206,9 @@ class Model:
         if self.cls is not None:  # sum each class first: one FFT per class
             cls = self.cls[idx]
             used = np.unique(cls)
-            sums = B.zeros((len(used), *stack.shape[1:]), complex_=True)
+            sums = B.zeros((len(used), *stack.shape[1:]), "complex64")
             for i, q in enumerate(used.tolist()):
-                sums[i] = B.sum(stack[B.asarray_index(np.nonzero(cls == q)[0])], 0)
+                sums[i] = B.sum(stack[B.index(np.nonzero(cls == q)[0])], 0)
             return self.class_back_shift_sum(sums, used)
         spec = B.fft2(stack)
         spec *= ramps.conj()
@@ -240,12 +240,12 @@ class Model:
         divided by ``norm_data``), from the model ``intensity`` or its square root
         ``amplitude`` (consumed)."""
         B = self.B
-        amp = self.masked_amplitudes if len(idx) == self.n else self.masked_amplitudes[B.asarray_index(idx)]
+        amp = self.masked_amplitudes if len(idx) == self.n else self.masked_amplitudes[B.index(idx)]
         model = B.sqrt(intensity) if amplitude is None else amplitude
         diff = model - amp
         if not self.mask_all_good:
             diff *= self.mask
-        err = B.norm2(diff)
+        err = B.total(B.abs2(diff))  # float64 accumulation, no double-precision copy
         del diff
         model += eps
         fac = amp / model
@@ -266,7 +266,7 @@ class Model:
             vals, vecs = np.linalg.eigh(gram)
             order = np.argsort(vals)[::-1]
             v = vecs[:, order]
-            u = B.asarray(np.ascontiguousarray(v.T), complex_=True)
+            u = B.asarray(np.ascontiguousarray(v.T), "complex64")
             self.probe = B.matmul(u, flat).reshape(self.k, self.h, self.w)
             return u
         return None
@@ -342,12 +342,12 @@ class Model:
             inten = B.sum(B.abs2(spec), 1) if self.k > 1 else B.abs2(spec[:, 0])
             del spec
             inten += ML_FLOOR
-            counts = self.counts[B.asarray_index(sub)] if len(sub) != self.n else self.counts
+            counts = self.counts[B.index(sub)] if len(sub) != self.n else self.counts
             amp = B.sqrt(counts)
             diff = B.sqrt(inten) - amp
             if not self.mask_all_good:
                 diff *= self.mask
-            err += B.norm2(diff)
+            err += B.total(B.abs2(diff))
             del diff
             data += B.scalar(B.sum(counts * self.mask))
             terms = inten - counts

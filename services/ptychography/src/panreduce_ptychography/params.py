@@ -158,7 +158,7 @@ class Convergence(Step):
         description="Stop an engine when its error metric has levelled off (relative fall over "
         "window iterations below tolerance); false runs the iteration counts in full.")
     tolerance: float = Field(
-        2e-3, gt=0, le=1.0,
+        5e-3, gt=0, le=1.0,
         description="Relative fall of the error metric (reduced Poisson deviance) over window "
         "iterations below which it has levelled off (dimensionless).")
     window: int = Field(10, ge=2, le=10_000, description="Iterations over which the fall is measured.")

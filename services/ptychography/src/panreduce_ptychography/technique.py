@@ -232,7 +232,7 @@ def convergence_verdict(state: eng.State, final: Mapping[str, float], reason: st
         return {"converged": False, "reason": "diverged"}
     last = state.history[-1]["engine"]
     values = [r[rule.metric] for r in state.history if r["engine"] == last]
-    levelled = reason in ("levelled_off", "noise_floor") or rule.levelled_off(values)
+    levelled = reason == "levelled_off" or rule.levelled_off(values)
     if not levelled:
         return {"converged": False, "reason": "iteration_cap"}
     if final["reduced_deviance"] > max_deviance:
