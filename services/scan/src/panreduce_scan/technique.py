@@ -27,6 +27,7 @@ from panreduce_scan.report import (
 from panreduce_scan.series import SCAN_NUMBER, SeriesTable, choose_series_axis, series_table
 
 VERSION = "0.1.0"
+READ_SHARE = 0.15  # of a block's progress: reading its files (the rest: fitting)
 
 
 @dataclass
@@ -104,30 +105,37 @@ class Technique(_Technique[ScanParameters, ScanPart]):
 
     def reduce_block(self, block: Sequence[StagedFile], inputs: Inputs, params: ScanParameters,
                      ctx: Context) -> ScanPart:
-        """Read, normalise and fit each scan of the block."""
+        """Read every scan of the block, then normalise and fit each (reading is the
+        first READ_SHARE of the block's progress, as loading was of a job's)."""
+        scans: list[ScanData] = []
+        with ctx.step(0.0, READ_SHARE):
+            for i, staged in enumerate(block):
+                ctx.progress(i / len(block), "load", f"reading {staged.name}")
+                scan = read_scan(
+                    staged.path, axis=params.axis, signal=params.signal,
+                    min_points=params.min_points, name=staged.name,
+                )
+                for note in scan.notes:
+                    ctx.log(f"{staged.name}: {note}")
+                scans.append(scan)
         fitted: list[FittedScan] = []
-        for i, staged in enumerate(block):
-            ctx.progress(i / len(block), "fit", f"reading and fitting {staged.name}")
-            scan = read_scan(
-                staged.path, axis=params.axis, signal=params.signal,
-                min_points=params.min_points, name=staged.name,
-            )
-            for note in scan.notes:
-                ctx.log(f"{staged.name}: {note}")
-            normalised = normalise(
-                scan.counts,
-                count_time=scan.count_time,
-                transmission=scan.transmission,
-                ring_current=scan.ring_current if params.normalise_ring_current else None,
-                ring_current_reference=params.ring_current_reference,
-                enabled=params.normalise,
-            )
-            fit = fit_peak(scan.axis_values, normalised.intensity, normalised.sigma,
-                           model=params.model, scale_errors=params.scale_errors)
-            flags = assess_peak(fit, scan.axis_values, edge_margin_fwhm=params.edge_margin_fwhm,
-                                min_significance=params.min_significance)
-            fitted.append(FittedScan(scan, normalised, fit, list(flags)))
-        ctx.progress(1.0, "fit", f"fitted {len(fitted)} scan(s)")
+        with ctx.step(READ_SHARE, 1.0):
+            for i, scan in enumerate(scans):
+                ctx.progress(i / len(scans), "fit", f"fitting scan {scan.scan}")
+                normalised = normalise(
+                    scan.counts,
+                    count_time=scan.count_time,
+                    transmission=scan.transmission,
+                    ring_current=scan.ring_current if params.normalise_ring_current else None,
+                    ring_current_reference=params.ring_current_reference,
+                    enabled=params.normalise,
+                )
+                fit = fit_peak(scan.axis_values, normalised.intensity, normalised.sigma,
+                               model=params.model, scale_errors=params.scale_errors)
+                flags = assess_peak(fit, scan.axis_values, edge_margin_fwhm=params.edge_margin_fwhm,
+                                    min_significance=params.min_significance)
+                fitted.append(FittedScan(scan, normalised, fit, list(flags)))
+            ctx.progress(1.0, "fit", f"fitted {len(fitted)} scan(s)")
         return ScanPart(fitted)
 
     def combine(self, parts: Sequence[ScanPart], params: ScanParameters) -> ScanPart:
