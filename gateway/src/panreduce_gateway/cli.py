@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", type=Path, default=None, help="local object store folder (default $PANREDUCE_STORE or ./panreduce-store)")
     sp.add_argument("--techniques", default=None, help="comma-separated techniques to start (default: all installed)")
     sp.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default: off)")
+    sp.add_argument("--web-port", type=int, default=8080, help="the live data page's port (default 8080; 0: off)")
     server_opts(sp)
     sp.set_defaults(func=cmd_serve)
 
@@ -293,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     server_opts(sp)
     service_token_opt(sp, "sent on every call to a service")
     sp.set_defaults(func=cmd_gateway)
+
+    try:  # the live data page (web/), where it is installed
+        from panreduce_web.cli import add_web_command
+    except ImportError:
+        pass
+    else:
+        add_web_command(sub)
 
     sp = sub.add_parser("retention", help="list (--dry-run) or delete (--apply) results older than the retention")
     mode = sp.add_mutually_exclusive_group(required=True)
@@ -696,11 +704,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (OSError, RuntimeError) as exc:  # the port was taken between the check and the start
         raise errors.Unavailable(f"cannot listen on {args.host}:{args.port} ({exc}); choose another --port") from None
     serve_metrics(args.metrics_port)
+    try:
+        from panreduce_web.cli import start_beside
+    except ImportError:
+        web = None
+    else:
+        web = start_beside(platform.address, host=args.host, port=args.web_port, access_enabled=config.access.enabled,
+                           gateway_ca=tls[0] if tls else None)
     print(f"panreduce: serving {', '.join(platform.services) or 'no techniques'} on {platform.address} "
           f"(store {platform.stores.root}{', TLS' if tls else ''}"
           f"{', access control on' if config.access.enabled else ''}); stop with Ctrl-C",
           file=sys.stderr, flush=True)
+    if web is not None:
+        print(f"panreduce: live data page on {web.url}", file=sys.stderr, flush=True)
     run_until_signal(platform.all_servers(), grace=max(args.drain_seconds, 0.0))
+    if web is not None:
+        web.stop()
     return 0
 
 
