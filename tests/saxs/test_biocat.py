@@ -107,9 +107,12 @@ def test_sasdata_reads_it(reduced):
     assert len(ours) == 1 and np.allclose(ours[0].i, curve[:, 1])
 
 
-def test_same_result_from_a_poni_file(reduced, biocat, tmp_path):
+@pytest.mark.parametrize("name", ["biocat.poni", "calib.cfg"])
+def test_same_result_from_a_poni_file(reduced, biocat, tmp_path, name):
+    """Found among the inputs by its suffix, or named by geometry.poni_file whatever its
+    suffix (then it is no frame)."""
     tiff, spec = biocat
-    poni = tmp_path / "biocat.poni"
+    poni = tmp_path / name
     # PONI (pyFAI format 2): the point of normal incidence in metres from the detector's
     # first pixel corner: poni1 = row * pixel, poni2 = column * pixel
     poni.write_text(
@@ -119,7 +122,10 @@ def test_same_result_from_a_poni_file(reduced, biocat, tmp_path):
         f"Rot1: 0\nRot2: 0\nRot3: 0\nWavelength: {LAM_A * 1e-10}\n"
     )
     params = {"normalisation.counter": "diode/259139", "absolute.factor": ABS}
-    _, outputs = run_saxs([tiff, spec, poni], params, tmp_path / "job")
+    if name != "biocat.poni":
+        params["geometry.poni_file"] = name
+    summary, outputs = run_saxs([tiff, spec, poni], params, tmp_path / "job")
+    assert summary["frames"] == 1
     curve = read_table(outputs["GI2_A9_19_001_0000_iq.csv"])
     assert np.allclose(curve, reduced[2], rtol=1e-6)
 

@@ -108,7 +108,7 @@ class Technique(_Technique[SaxsParameters, Any]):
         ref = reference_of(params.absolute.standard_reference)
         if isinstance(ref, str) and params.absolute.standard_file:
             named["absolute.standard_reference"] = ref
-        aux = {_find(inputs, name, key)[0] for key, name in named.items() if key != "geometry.poni_file"}
+        aux = {_find(inputs, name, key)[0] for key, name in named.items()}  # not frames
         found = saxs_inputs.sort_inputs([(f.path, f.name) for f in inputs.files], aux)
         if params.geometry.poni_file:
             found.poni = _find(inputs, params.geometry.poni_file, "geometry.poni_file")
