@@ -29,8 +29,6 @@ KNOWN: dict[tuple[str, str], str] = {
     ("serial_crystallography", "base_classes"):
         "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
         "that the same geometry reads it; NXroot admits only NXentry groups",
-    ("serial_crystallography", "default_chain"):
-        "powder.h5 (export.write_powder) has no NXdata and no @default chain; 'valid' lies at the root",
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from panreduce import nexus
 from panreduce_serial_crystallography.hits import Powder
 from panreduce_serial_crystallography.merge import Merged
 
@@ -24,6 +25,11 @@ def write_powder(path: Path, powder: Powder, valid: np.ndarray) -> None:
         entry.create_dataset("max", data=np.where(np.isfinite(powder.maximum), powder.maximum, 0), compression="gzip")
         entry.create_dataset("n_hits", data=powder.n)
         f["valid"] = valid.astype(np.uint8)
+        # what a NeXus viewer opens: the sum over the hits (the same datasets, linked)
+        plot = nexus.make_group(entry, "powder", "NXdata", signal="sum", auxiliary_signals=["max"])
+        plot["sum"], plot["max"] = entry["sum"], entry["max"]
+        nexus.write_text(plot, "title", f"powder sum of {powder.n} hit(s), raw detector layout")
+        nexus.set_default(plot)
 
 
 def write_hits_geometry(path: Path, geometry_text: str) -> None:
@@ -60,8 +66,9 @@ def concat_cxi(parts: Sequence[Path], out_path: Path) -> int:
                             out[n].attrs.update(dict(d.attrs))
                         else:
                             src.copy(src[n], out, name=n)
-                    for g in ("entry_1", "entry_1/data_1"):
-                        out[g].attrs.update({a: v for a, v in src[g].attrs.items()})
+                    for g in _groups(src):  # every group's NX_class, @default, @signal ...
+                        if g in out:
+                            out[g].attrs.update({a: v for a, v in src[g].attrs.items()})
                     out.attrs.update(dict(src.attrs))
                 for n in stacked:
                     out[n].resize(total + k, axis=0)
@@ -69,6 +76,12 @@ def concat_cxi(parts: Sequence[Path], out_path: Path) -> int:
                         out[n][total + j:total + min(j + 16, k)] = src[n][j:min(j + 16, k)]
                 total += k
     return total
+
+
+def _groups(f: h5py.File) -> list[str]:
+    found: list[str] = []
+    f.visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Group) else None)
+    return found
 
 
 def write_hkl(path: Path, merged: Merged, point_group: str) -> None:
