@@ -71,8 +71,15 @@ def test_describe_declares_the_technique(client, platform):
     schema = json.loads(info.parameters_schema)
     assert schema["type"] == "object"
     assert schema.get("additionalProperties") is False, "unknown parameters must be refused"
+    defs = schema.get("$defs", {})
     for field, prop in schema["properties"].items():
-        assert prop.get("description"), f"parameter {field!r} has no description"
+        if "$ref" in prop and not prop.get("description"):  # a step model: described by its own schema
+            sub = defs[prop["$ref"].rsplit("/", 1)[-1]]
+            assert sub.get("description"), f"parameter {field!r} (a step model) has no description"
+            for key, p in sub["properties"].items():
+                assert p.get("description"), f"parameter {field}.{key} has no description"
+        else:
+            assert prop.get("description"), f"parameter {field!r} has no description"
 
 
 def test_describe_unknown_technique_is_not_found(client):
