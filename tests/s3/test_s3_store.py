@@ -109,7 +109,7 @@ def test_ranged_parallel_read_of_a_64_mib_object(s3, s3_prefix, fault_proxy, tmp
     assert len(gets) == 1 + -(-63 // 5)
     assert gets[0].range == f"bytes=0-{MiB - 1}"
     starts = sorted(int(s.range.split("=")[1].split("-")[0]) for s in gets)
-    assert starts == [0] + list(range(MiB, 64 * MiB, 5 * MiB))
+    assert starts == [0, *range(MiB, 64 * MiB, 5 * MiB)]
     assert fault_proxy.max_in_flight > 1  # in parallel
 
 
