@@ -530,7 +530,7 @@ def create_app(config: WebConfig) -> Starlette:
                     "sha256": o.sha256} for i, o in enumerate(job.result.outputs)]
         events: list[dict[str, Any]] = []
         if job.state in FINISHED:  # the whole log at once; a running job's comes by its stream
-            async for ev in app_state.gateway.watch(s.token, job.job_id):
+            async for ev in app_state.gateway.watch(s.token, job.job_id, timeout=5.0):
                 events.append(event_dict(ev))
                 if len(events) >= 2000:
                     break

@@ -100,12 +100,17 @@ class Gateway:
     async def metadata(self, token: str | None, uri: str) -> pb.MetadataResponse:
         return await self._unary("GetMetadata", pb.MetadataRequest(uri=uri), token)
 
-    async def watch(self, token: str | None, job_id: str, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
-        call = self._stub_for().Watch(pb.WatchRequest(job_id=job_id, after_seq=after_seq), metadata=self._md(token))
+    async def watch(self, token: str | None, job_id: str, after_seq: int = 0, *,
+                    timeout: float | None = None) -> AsyncIterator[pb.JobEvent]:
+        """The job's events; ``timeout``: end quietly after this long (a finished job's log)."""
+        call = self._stub_for().Watch(pb.WatchRequest(job_id=job_id, after_seq=after_seq), metadata=self._md(token),
+                                      timeout=timeout)
         try:
             async for event in call:
                 yield event
         except grpc.aio.AioRpcError as exc:
+            if timeout is not None and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return
             raise _error(exc) from None
         finally:
             call.cancel()
