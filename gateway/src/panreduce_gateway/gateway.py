@@ -32,6 +32,7 @@ import grpc
 from panreduce import __version__, audit, errors, limits, locations, metadata, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_digest
 from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
+from panreduce.metrics import JOBS_RUNNING, QUEUE_DEPTH
 from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.scope import SCOPE_HEADER, Scope, job_scope
 from panreduce.serving import (
@@ -94,7 +95,9 @@ class Route:
     _replicas: tuple[float, int] = field(default=(0.0, 1), init=False, repr=False)
 
     def __post_init__(self) -> None:
-        options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1)]
+        # reconnect attempts at most 10 s apart, so a replica that starts (scale from zero) is seen soon
+        options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1),
+                   ("grpc.max_reconnect_backoff_ms", 10_000)]
         self.channel = secure_channel(self.target, self.tls, options)
         self.stub: Any = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))  # type: ignore[no-untyped-call]
 
@@ -128,6 +131,18 @@ class GatewayConfig:
     service_wait: float = field(default_factory=lambda: get_settings().service_wait_seconds)
     service_token: str | None = field(default=None, repr=False)  # sent to the services on every call
     service_tls: ServiceTLS | None = field(default=None, repr=False)  # mTLS to the services (panreduce.mtls)
+    # Jobs held per technique while it has no ready replica ($PANREDUCE_QUEUE_MAX; 0: refuse
+    # as UNAVAILABLE), and how long one waits for a replica ($PANREDUCE_QUEUE_WAIT_S).
+    queue_max: int = field(default_factory=lambda: get_settings().queue_max)
+    queue_wait: float = field(default_factory=lambda: get_settings().queue_wait_s)
+
+
+@dataclass
+class _Waiting:
+    """A job the gateway holds until a replica of its technique is ready."""
+
+    job_id: str
+    since: float  # time.monotonic() it was queued
 
 
 def caller_metadata(subject: str, proposal: str, scope: Scope | None = None, *,
@@ -161,6 +176,12 @@ class GatewayService(pb_grpc.ReducerServicer):
         self._shard_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shard")
         self._closed = threading.Event()
         self._away_since: dict[str, float] = {}  # job id -> when it first found its service away
+        self._waiting: dict[str, list[_Waiting]] = {t: [] for t in self.routes}  # technique -> held jobs
+        self._queue_cond = threading.Condition()
+        self._queue_thread: threading.Thread | None = None
+        for technique in self.routes:  # the series exist (at 0) before the first job
+            QUEUE_DEPTH.labels(technique).set(0)
+            JOBS_RUNNING.labels("gateway", technique)
 
     def resume(self) -> list[str]:
         """Run again the jobs a previous gateway process left unfinished."""
@@ -187,6 +208,8 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     def close(self) -> None:
         self._closed.set()
+        with self._queue_cond:
+            self._queue_cond.notify_all()
         self._shard_pool.shutdown(wait=False, cancel_futures=True)
         for route in self.routes.values():
             route.channel.close()
@@ -268,10 +291,17 @@ class GatewayService(pb_grpc.ReducerServicer):
         again): the proposal's prefixes and uploads, the job's default output and shard
         scratch; anywhere when no prefixes are configured, or for an admin acting for no
         proposal (as :meth:`Access.check_uri` decides)."""
+        own = [self.stores.default_output(job_id), self.stores.scratch_uri(job_id)]
+        if self.access.enabled and proposal and not self.access.prefixes:
+            # no prefixes: anywhere but the gateway's own store (as _guard_store), except
+            # the proposal's uploads and this job's output and scratch
+            space = "".join(c for c in proposal if c.isalnum() or c in "-_.") or "shared"
+            return Scope.anywhere_but([str(self.stores.root) + "/"],
+                                      [str(self.stores.uploads.root / space) + "/", *own])
         if not self.access.prefixes or (self.access.enabled and not proposal):
             return Scope.anywhere()
         return job_scope(self.access.allowed(proposal), uploads=self.stores.uploads.root, proposal=proposal,
-                         extra=[self.stores.default_output(job_id), self.stores.scratch_uri(job_id)])
+                         extra=own)
 
     def _guard_store(self, identity: Identity, loc: locations.Location, uri: str) -> locations.Location:
         """Refuse a local path into the gateway's own store (every proposal's uploads, results
@@ -349,23 +379,130 @@ class GatewayService(pb_grpc.ReducerServicer):
             req.output = output
         if not req.output:
             req.output = self.stores.default_output(job_id)
-        shards = self._shard_count(req)
         # Let the service check parameters and inputs now, so a bad request fails the
-        # call instead of becoming a failed job.
+        # call instead of becoming a failed job. No ready replica: the job is queued (held
+        # QUEUED until one is ready, then checked the same way) unless the queue is full.
+        try:
+            shards = self._shard_count(req)
+            self._check_upstream(route, req, identity.subject, proposal, job_id)
+            held = False
+        except errors.Unavailable:
+            if req.validate_only or self.config.queue_max <= 0:
+                raise
+            held, shards = True, 0
+        if req.validate_only:
+            return pb.Job(technique=req.technique, request=req, proposal=proposal, owner=identity.subject)
+        deadline = deadline_of(context) if follow else None
+        if not held:
+            job, _ = self.manager.submit(req, deadline=deadline, job_id=job_id, owner=identity.subject,
+                                         proposal=proposal, shards=shards, request_hash=digest)
+            return job
+        with self._queue_cond:
+            waiting = self._waiting[route.technique]
+            if len(waiting) >= self.config.queue_max:
+                retry = max(min(self.config.queue_wait / 10, 60.0), 5.0)
+                raise errors.ResourceExhausted(
+                    f"the {route.technique} service has no ready replica and its queue is full "
+                    f"({len(waiting)} of {self.config.queue_max} jobs waiting); retry in {retry:.0f} s")
+            job, created = self.manager.submit(req, deadline=deadline, job_id=job_id, owner=identity.subject,
+                                               proposal=proposal, request_hash=digest, hold=True)
+            if created:
+                waiting.append(_Waiting(job.job_id, time.monotonic()))
+                QUEUE_DEPTH.labels(route.technique).set(len(waiting))
+                self.manager._log(job.job_id, "info", f"queued: no ready replica of the {route.technique} service "
+                                  f"yet (waits at most {self.config.queue_wait:g} s)")
+                self._start_queue_thread()
+                self._queue_cond.notify_all()
+        return job
+
+    def _check_upstream(self, route: Route, req: pb.ReduceRequest, subject: str, proposal: str, job_id: str) -> None:
+        """The service's validate_only check of a request (Unavailable: no ready replica)."""
         check = pb.ReduceRequest()
         check.CopyFrom(req)
         check.validate_only = True
         check.split = 0
         try:
             route.stub.Submit(check, timeout=self.config.describe_timeout,
-                              metadata=caller_metadata(identity.subject, proposal, self._scope(proposal, job_id)))
+                              metadata=caller_metadata(subject, proposal, self._scope(proposal, job_id)))
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
-        if req.validate_only:
-            return pb.Job(technique=req.technique, request=req, proposal=proposal, owner=identity.subject)
-        job, _ = self.manager.submit(req, deadline=deadline_of(context) if follow else None, job_id=job_id,
-                                     owner=identity.subject, proposal=proposal, shards=shards, request_hash=digest)
-        return job
+
+    # -- the queue of jobs waiting for a replica ---------------------------------------
+    def queue_depth(self, technique: str) -> int:
+        with self._queue_cond:
+            return len(self._waiting.get(technique, ()))
+
+    def _start_queue_thread(self) -> None:
+        """One thread serves every technique's queue (the queue lock is held)."""
+        if self._queue_thread is None or not self._queue_thread.is_alive():
+            self._queue_thread = threading.Thread(target=self._queue_loop, daemon=True, name="replica-queue")
+            self._queue_thread.start()
+
+    def _queue_loop(self) -> None:
+        while not self._closed.is_set():
+            with self._queue_cond:
+                while not any(self._waiting.values()) and not self._closed.is_set():
+                    self._queue_cond.wait(1.0)
+                techniques = [t for t, w in self._waiting.items() if w]
+            for technique in techniques:
+                try:
+                    self._serve_queue(technique)
+                except Exception:
+                    log.exception("the queue of %s failed", technique)
+            self._closed.wait(0.25)
+
+    def _replica_ready(self, route: Route, timeout: float = 0.25) -> bool:
+        ready = grpc.channel_ready_future(route.channel)
+        try:
+            ready.result(timeout=timeout)
+            return True
+        except grpc.FutureTimeoutError:
+            return False
+        finally:
+            ready.cancel()
+
+    def _serve_queue(self, technique: str) -> None:
+        """Start the held jobs of ``technique`` once a replica is ready (each checked by the
+        service first, as at submission); end those cancelled, past the caller's deadline
+        or past the queue wait."""
+        route = self.routes[technique]
+        with self._queue_cond:
+            waiting = list(self._waiting[technique])
+        ready = self._replica_ready(route)
+        for w in waiting:
+            job = self.manager.store.get(w.job_id)
+            handle = self.manager.handle(w.job_id)
+            failure: BaseException | None = None
+            waited = time.monotonic() - w.since
+            if job is None or handle is None or job.state != pb.QUEUED:
+                pass  # cancelled (or gone): only dropped from the queue
+            elif handle.deadline is not None and time.monotonic() > handle.deadline:
+                failure = errors.DeadlineExceeded(f"the call's deadline passed after {waited:.0f} s queued for "
+                                                  f"a replica of the {technique} service")
+            elif waited > self.config.queue_wait:
+                failure = errors.Unavailable(f"no replica of the {technique} service became ready in "
+                                             f"{self.config.queue_wait:g} s (the queue wait); giving up")
+            elif not ready:
+                continue
+            else:
+                try:
+                    shards = self._shard_count(job.request)
+                    self._check_upstream(route, job.request, job.owner, job.proposal, job.job_id)
+                except errors.Unavailable:
+                    ready = False
+                    continue
+                except errors.PanReduceError as exc:
+                    failure = exc
+                else:
+                    if shards:
+                        job.shards = shards
+                        self.manager.store.put(job)
+                    self.manager._log(w.job_id, "info", f"a replica of the {technique} service is ready after "
+                                      f"{waited:.1f} s queued; starting")
+            with self._queue_cond:
+                self._waiting[technique] = [x for x in self._waiting[technique] if x.job_id != w.job_id]
+                QUEUE_DEPTH.labels(technique).set(len(self._waiting[technique]))
+            self.manager.release(w.job_id, failure)
 
     def _shard_count(self, request: pb.ReduceRequest) -> int:
         if request.split == 1 or request.merge or request.shard.count:
@@ -502,9 +639,14 @@ class GatewayService(pb_grpc.ReducerServicer):
     # -- relaying a job ---------------------------------------------------------------
     def _relay(self, handle: JobHandle) -> pb.Result:
         job = self.manager.get(handle.job_id)
-        if job.shards > 1:
-            return self._relay_sharded(handle, job.shards)
-        return self._relay_one(handle, handle.request, handle.progress, accept=True)
+        running = JOBS_RUNNING.labels("gateway", job.technique)
+        running.inc()
+        try:
+            if job.shards > 1:
+                return self._relay_sharded(handle, job.shards)
+            return self._relay_one(handle, handle.request, handle.progress, accept=True)
+        finally:
+            running.dec()
 
     def _relay_one(self, handle: JobHandle, request: pb.ReduceRequest, on_progress: Callable[[str, float, str], object], *,
                    accept: bool) -> pb.Result:

@@ -25,6 +25,7 @@ allowed roots. No grpc here: the kit, the gateway and the CLI all use it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -170,6 +171,35 @@ def open_nofollow(path: Path | str, flags: int = os.O_RDONLY) -> int:
             raise
     finally:
         os.close(dirfd)
+
+
+def open_folder_nofollow(path: Path | str, *, create: bool = False) -> int:
+    """A descriptor (O_RDONLY | O_DIRECTORY) of the resolved absolute folder ``path``,
+    walked from ``/`` without following any link; ``create``: missing folders are made
+    on the way (each inside the folder just opened, so never through a link swapped in)."""
+    p = Path(path)
+    if not p.is_absolute():
+        raise errors.InvalidRequest(f"{shown(str(path))}: not an absolute path")
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in p.parts[1:]:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except (NotADirectoryError, OSError) as exc:
+                if isinstance(exc, FileNotFoundError):
+                    raise
+                if isinstance(exc, NotADirectoryError) or exc.errno == errno.ELOOP:
+                    raise _swapped(path) from None
+                raise
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def pin(path: Path | str) -> os.stat_result:

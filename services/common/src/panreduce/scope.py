@@ -33,30 +33,65 @@ MAX_SCOPE_ENTRIES = 64
 SCOPED_METHODS = ("Reduce", "Submit", "Download", "GetMetadata")
 
 
+def _under(loc: locations.Location, p: locations.Location) -> bool:
+    if loc.local is not None and p.local is not None:
+        return loc.local == p.local or p.local in loc.local.parents
+    return loc.within(p)
+
+
+def _resolved(uris: Iterable[str]) -> tuple[locations.Location, ...]:
+    out = []
+    for uri in uris:
+        loc = locations.resolve(uri)
+        out.append(locations.Location(loc.scheme, loc.key, loc.local, True))
+    return tuple(out)
+
+
+def _uris(value: object, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(u, str) and u for u in value):
+        raise errors.InvalidRequest(f"{SCOPE_HEADER}: {what} must be a JSON list of locations")
+    if len(value) > MAX_SCOPE_ENTRIES:
+        raise errors.InvalidRequest(f"{SCOPE_HEADER}: {len(value)} locations (at most {MAX_SCOPE_ENTRIES})")
+    return value
+
+
 @dataclass(frozen=True)
 class Scope:
-    """Resolved locations a call may touch; ``prefixes`` None: anywhere."""
+    """Resolved locations a call may touch: under one of ``prefixes`` (None: anywhere),
+    and not under one of ``denied`` unless under one of ``excepted`` (the gateway's own
+    store is denied to a proposal's job, its uploads area and the job's output excepted)."""
 
     prefixes: tuple[locations.Location, ...] | None
+    denied: tuple[locations.Location, ...] = ()
+    excepted: tuple[locations.Location, ...] = ()
 
     @classmethod
     def anywhere(cls) -> Scope:
         return cls(None)
 
     @classmethod
-    def of(cls, uris: Iterable[str]) -> Scope:
+    def of(cls, uris: Iterable[str], *, denied: Iterable[str] = (), excepted: Iterable[str] = ()) -> Scope:
         """The scope of these locations, each resolved once (as a prefix)."""
-        out = []
-        for uri in uris:
-            loc = locations.resolve(uri)
-            out.append(locations.Location(loc.scheme, loc.key, loc.local, True))
-        return cls(tuple(out))
+        return cls(_resolved(uris), _resolved(denied), _resolved(excepted))
+
+    @classmethod
+    def anywhere_but(cls, denied: Iterable[str], excepted: Iterable[str] = ()) -> Scope:
+        return cls(None, _resolved(denied), _resolved(excepted))
+
+    @property
+    def restricts(self) -> bool:
+        return self.prefixes is not None or bool(self.denied)
 
     def encode(self) -> str:
-        """The metadata value: ``*`` or a JSON list of resolved locations (ASCII)."""
-        if self.prefixes is None:
+        """The metadata value (ASCII): ``*``, a JSON list of resolved locations, or with a
+        denied part ``{"allow": "*" | [...], "deny": [...], "except": [...]}``."""
+        if not self.restricts:
             return ANYWHERE
-        return json.dumps([p.uri for p in self.prefixes], ensure_ascii=True, separators=(",", ":"))
+        allow = ANYWHERE if self.prefixes is None else [p.uri for p in self.prefixes]
+        if not self.denied:
+            return json.dumps(allow, ensure_ascii=True, separators=(",", ":"))
+        return json.dumps({"allow": allow, "deny": [p.uri for p in self.denied],
+                           "except": [p.uri for p in self.excepted]}, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def decode(cls, text: str) -> Scope:
@@ -66,28 +101,27 @@ class Scope:
         if len(text) > MAX_SCOPE_CHARS:
             raise errors.InvalidRequest(f"{SCOPE_HEADER}: {len(text)} characters (at most {MAX_SCOPE_CHARS})")
         try:
-            uris = json.loads(text)
+            doc = json.loads(text)
         except ValueError:
             raise errors.InvalidRequest(f"{SCOPE_HEADER} is neither '*' nor a JSON list of locations") from None
-        if not isinstance(uris, list) or not all(isinstance(u, str) and u for u in uris):
-            raise errors.InvalidRequest(f"{SCOPE_HEADER} must be a JSON list of locations")
-        if len(uris) > MAX_SCOPE_ENTRIES:
-            raise errors.InvalidRequest(f"{SCOPE_HEADER}: {len(uris)} locations (at most {MAX_SCOPE_ENTRIES})")
-        return cls.of(uris)
+        if isinstance(doc, dict):
+            if set(doc) - {"allow", "deny", "except"} or "allow" not in doc:
+                raise errors.InvalidRequest(f"{SCOPE_HEADER}: an object has 'allow', 'deny' and 'except' only")
+            allow = doc["allow"]
+            prefixes = None if allow == ANYWHERE else _resolved(_uris(allow, "allow"))
+            return cls(prefixes, _resolved(_uris(doc.get("deny", []), "deny")),
+                       _resolved(_uris(doc.get("except", []), "except")))
+        return cls(_resolved(_uris(doc, "the scope")))
 
     def admits(self, loc: locations.Location) -> bool:
-        """``loc`` (resolved) lies under one of the prefixes, compared component by
-        component: local paths by their resolved path (an upload's area is a local
-        folder), other locations by scheme and key."""
-        if self.prefixes is None:
+        """``loc`` (resolved) is in the scope, compared component by component: local
+        paths by their resolved path (an upload's area is a local folder), other
+        locations by scheme and key."""
+        if any(_under(loc, e) for e in self.excepted):
             return True
-        for p in self.prefixes:
-            if loc.local is not None and p.local is not None:
-                if loc.local == p.local or p.local in loc.local.parents:
-                    return True
-            elif loc.within(p):
-                return True
-        return False
+        if any(_under(loc, d) for d in self.denied):
+            return False
+        return self.prefixes is None or any(_under(loc, p) for p in self.prefixes)
 
     def _refuse(self, uri: str, what: str, detail: str = "") -> errors.PermissionDenied:
         return errors.PermissionDenied(
@@ -98,7 +132,7 @@ class Scope:
         """Refuse ``uri`` (resolved by its store, exactly as it is opened) outside the
         scope; ``each_file``: a local folder's files one by one (a link inside it must
         not lead out). Returns the resolved location checked (None: anywhere, unchecked)."""
-        if self.prefixes is None:
+        if not self.restricts:
             return None
         from panreduce.storage import LocalStore  # noqa: PLC0415 - storage imports the kit
 
@@ -118,7 +152,7 @@ class Scope:
 
     def check_request(self, stores, request) -> None:  # noqa: ANN001
         """Every input (and each file of an input folder) and the output of a ReduceRequest."""
-        if self.prefixes is None:
+        if not self.restricts:
             return
         for uri in request.inputs:
             self.check(stores, uri, "input", each_file=True)
@@ -170,7 +204,7 @@ def check_staged(path: Path, uri: str, what: str = "input") -> None:
     read, the output folder before it is written) that lies outside the running job's
     scope: a link swapped in after the submission's check."""
     scope = _CURRENT.get()
-    if scope is None or scope.prefixes is None:
+    if scope is None or not scope.restricts:
         return
     if not scope.admits(locations.Location("file", str(path), Path(path), False)):
         raise errors.PermissionDenied(f"{what} {locations.shown(uri)} now resolves outside the locations the gateway "

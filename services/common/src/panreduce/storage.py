@@ -178,12 +178,12 @@ class LocalStore(Store):
                 f"{' ...' if len(clashes) > 5 else ''}; choose a new output location"
             )
         token = uuid.uuid4().hex[:8]
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        # Everything below goes through file descriptors of folders opened without following
-        # links (from /, every component): a link swapped into the output path after the
-        # check cannot carry a result into another proposal's folder.
+        # Everything below, the output folder made too, goes through file descriptors of
+        # folders opened without following links (from /, every component): a link swapped
+        # into the output path after the check cannot carry a result (or a folder) into
+        # another proposal's folder.
         try:
-            root_fd = locations.open_nofollow(dest_dir, os.O_RDONLY | os.O_DIRECTORY)
+            root_fd = locations.open_folder_nofollow(dest_dir, create=True)
         except FileNotFoundError:
             raise errors.FailedPrecondition(f"output folder {locations.shown(str(dest_dir))} vanished") from None
         folders: dict[tuple[str, ...], int] = {(): root_fd}

@@ -115,7 +115,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
             return pb.Job(technique=self.name, request=req)
         subject, proposal = caller_of(context)  # who the gateway calls for (trusted: it holds the token)
         own_id = new_job_id()
-        if scope.prefixes is not None:
+        if scope.restricts:
             self._job_scopes[own_id] = scope  # checked again when the job stages its inputs
         self._provenance_ids[own_id] = job_id_of(context) or own_id  # the id the gateway's caller sees
         try:
