@@ -42,7 +42,8 @@ def techniques_of(member: dict) -> list[str]:
 def test_one_image_per_member_and_technique(cfg):
     members = workspace_members()
     by_member = {img.member: img for img in cfg.images.values()}
-    assert set(by_member) == set(members) - {"services/common"}, "every member but the kit has its own image"
+    # the live data page (web/) has no image of its own yet (docs/web.md, "Not yet")
+    assert set(by_member) == set(members) - {"services/common", "web"}, "every member but the kit has its own image"
     for path, img in by_member.items():
         meta = members[path]
         assert img.package == meta["project"]["name"]
