@@ -424,7 +424,7 @@ def test_service_gone_for_good_fails_with_the_cause(tmp_path):
     stores = Stores(tmp_path / "store")
     np.save(tmp_path / "v.npy", np.ones(3))
     gateway = GatewayService({"toy": f"127.0.0.1:{port}"}, stores=stores,
-                             config=GatewayConfig(max_attempts=2, describe_timeout=2))
+                             config=GatewayConfig(max_attempts=2, describe_timeout=2, queue_max=0))  # no queue
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)
     try:

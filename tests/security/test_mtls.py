@@ -142,7 +142,7 @@ def test_gateway_reaches_its_services_over_mtls_and_a_rogue_gateway_does_not(tmp
     servers, gateways = [], []
     try:
         for which in ("gateway", "rogue"):
-            config = GatewayConfig(access=access_for(tmp_path), service_token=SERVICE_TOKEN, service_wait=2,
+            config = GatewayConfig(access=access_for(tmp_path), service_token=SERVICE_TOKEN, service_wait=2, queue_max=0,
                                    service_tls=ServiceTLS.from_dir(pki[which], server_name=SERVER_NAME))
             gateway = GatewayService({"toy": f"127.0.0.1:{service.port}"}, stores=stores, config=config)
             gw = start_server(gateway, name="gateway", manager=gateway.manager)

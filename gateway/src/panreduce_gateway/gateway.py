@@ -403,7 +403,9 @@ class GatewayService(pb_grpc.ReducerServicer):
                 retry = max(min(self.config.queue_wait / 10, 60.0), 5.0)
                 raise errors.ResourceExhausted(
                     f"the {route.technique} service has no ready replica and its queue is full "
-                    f"({len(waiting)} of {self.config.queue_max} jobs waiting); retry in {retry:.0f} s")
+                    f"({len(waiting)} of {self.config.queue_max} jobs waiting); retry in {retry:.0f} s",
+                    metadata={"retry_after_s": f"{retry:.0f}", "technique": route.technique,
+                              "limit": str(self.config.queue_max)})
             job, created = self.manager.submit(req, deadline=deadline, job_id=job_id, owner=identity.subject,
                                                proposal=proposal, request_hash=digest, hold=True)
             if created:

@@ -293,7 +293,7 @@ class JobManager:
     # -- public API ---------------------------------------------------------------
     def submit(self, request: pb.ReduceRequest, *, deadline: float | None = None,
                job_id: str | None = None, owner: str = "", proposal: str = "",
-               shards: int = 0, request_hash: str | None = None) -> tuple[pb.Job, bool]:
+               shards: int = 0, request_hash: str | None = None, hold: bool = False) -> tuple[pb.Job, bool]:
         """Create and queue a job. Returns (job, created).
 
         An idempotency key belongs to (``proposal``, ``owner``): the same key with the
@@ -334,8 +334,23 @@ class JobManager:
             handle = JobHandle(job.job_id, request, self, deadline=deadline)
             self._handles[job.job_id] = handle
             self._emit(job.job_id, accepted=pb.Accepted(technique=request.technique))
-        self._pool.submit(self._run, handle)
+        if not hold:  # held: QUEUED until release() (the gateway's wait for a replica)
+            self._pool.submit(self._run, handle)
         return self.get(job.job_id), True
+
+    def release(self, job_id: str, failure: BaseException | None = None) -> None:
+        """Start a job submitted with ``hold=True``, or end it with ``failure``."""
+        with self._cond:
+            handle = self._handles.get(job_id)
+            job = self.store.get(job_id)
+            if handle is None or job is None or job.state != pb.QUEUED:
+                self._handles.pop(job_id, None)
+                return
+            if failure is not None:
+                self._finish_failed(job_id, failure)
+                self._handles.pop(job_id, None)
+                return
+        self._pool.submit(self._run, handle)
 
     def find_by_key(self, key: str, *, proposal: str, owner: str, request_hash: str) -> pb.Job | None:
         """The job this (proposal, owner) submitted with idempotency ``key``, or None;

@@ -121,6 +121,11 @@ class Settings(BaseSettings):
                               json_schema_extra=_section("gateway"))
     service_wait_seconds: float = Field(300.0, ge=0, description="how long (s) a job waits in all for its "
                                         "technique's service to be reachable", json_schema_extra=_section("gateway"))
+    queue_max: int = Field(100, ge=0, description="jobs the gateway queues per technique while it has no ready "
+                           "replica (scale from zero); one more is RESOURCE_EXHAUSTED (0: no queue, UNAVAILABLE)",
+                           json_schema_extra=_section("gateway"))
+    queue_wait_s: float = Field(900.0, gt=0, description="how long (s) a queued job waits for a ready replica "
+                                "of its technique before it fails naming both", json_schema_extra=_section("gateway"))
     tls_cert: Path | None = Field(None, description="serve TLS: certificate chain (PEM)",
                                   json_schema_extra=_section("gateway"))
     tls_key: Path | None = Field(None, description="serve TLS: private key (PEM)",
