@@ -355,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dest", type=Path)
     gateway_opt(sp, required=True)
     sp.set_defaults(func=cmd_download)
+    sp = sub.add_parser("validate", help="run each installed technique's reference case through a gateway and "
+                        "compare with the recorded reference figures (docs/validate.md)")
+    gateway_opt(sp, required=True)
+    sp.add_argument("--token-file", type=Path, default=None, help="file holding the bearer token")
+    sp.add_argument("--json", dest="json_out", type=Path, default=None, metavar="OUT", help="write the rows as JSON")
+    sp.add_argument("--markdown", type=Path, default=None, metavar="OUT", help="write the table as Markdown")
+    sp.add_argument("--references", type=Path, default=None, help="reference file (default: the recorded one)")
+    sp.set_defaults(func=cmd_validate)
     return p
 
 
@@ -420,6 +428,22 @@ def gateway_address(value: str | None) -> str | None:
     if not value:
         return None
     return value if ":" in value else f"{value}:{DEFAULT_GATEWAY_PORT}"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from panreduce_gateway import validate
+
+    if args.token_file:
+        args.token = Path(args.token_file).read_text().strip()
+    cases = validate.load_references(args.references or validate.REFERENCES)
+    with need_gateway(args) as client:
+        rows = validate.run(client, cases, log=lambda s: print(f"panreduce: validate: {s}", file=sys.stderr, flush=True))
+    print(validate.table(rows))
+    if args.json_out:
+        Path(args.json_out).write_text(validate.as_json(rows))
+    if args.markdown:
+        Path(args.markdown).write_text(validate.markdown(rows))
+    return 0 if all(r.status in ("PASS", "SKIP") for r in rows) else 1
 
 
 def client_for(args: argparse.Namespace, address: str) -> Client:
