@@ -95,9 +95,11 @@ class Route:
     _replicas: tuple[float, int] = field(default=(0.0, 1), init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # reconnect attempts at most 10 s apart, so a replica that starts (scale from zero) is seen soon
+        # reconnect attempts at most 10 s apart, so a replica that starts (scale from zero) is seen
+        # soon; a dns:/// target is resolved again (at most every 5 s) when a connection fails or
+        # a service closes it at its max connection age (panreduce.serving), so new replicas take load
         options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1),
-                   ("grpc.max_reconnect_backoff_ms", 10_000)]
+                   ("grpc.max_reconnect_backoff_ms", 10_000), ("grpc.dns_min_time_between_resolutions_ms", 5_000)]
         self.channel = secure_channel(self.target, self.tls, options)
         self.stub: Any = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))  # type: ignore[no-untyped-call]
 

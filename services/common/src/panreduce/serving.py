@@ -310,6 +310,21 @@ def add_reducer(servicer: pb_grpc.ReducerServicer, server: grpc.Server) -> None:
     server.add_registered_method_handlers(capture.name, handlers)
 
 
+def connection_age_options() -> list[tuple[str, int]]:
+    """A server closes each client connection (GOAWAY) after ``$PANREDUCE_MAX_CONNECTION_AGE_S``,
+    so a client behind a DNS name (the gateway's ``dns:///`` routes, a headless Service)
+    resolves again and connects to replicas that started since. Calls running then keep
+    their connection for ``$PANREDUCE_MAX_CONNECTION_AGE_GRACE_S`` (0: until they end, so
+    a long job's stream is never cut); new calls go over a new connection."""
+    settings = settings_for()
+    options: list[tuple[str, int]] = []
+    if settings.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)))
+        if settings.max_connection_age_grace_s > 0:
+            options.append(("grpc.max_connection_age_grace_ms", int(settings.max_connection_age_grace_s * 1000)))
+    return options
+
+
 def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1:0", name: str,
                  manager: JobManager | None = None, max_workers: int = 32,
                  tls: tuple[bytes, bytes] | None = None, service_token: str | None = None,
@@ -328,7 +343,7 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
     # ``max_workers`` threads for short calls and health checks.
     limit = StreamLimit(name=name)
     server = grpc.server(ThreadPoolExecutor(max_workers=limit.pool_size(max_workers), thread_name_prefix=f"rpc-{name}"),
-                         options=rpc.SERVER_OPTIONS, interceptors=interceptors)
+                         options=[*rpc.SERVER_OPTIONS, *connection_age_options()], interceptors=interceptors)
     add_reducer(Limited(servicer, limit), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

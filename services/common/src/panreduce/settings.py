@@ -90,6 +90,12 @@ class Settings(BaseSettings):
                                         json_schema_extra=_section("service"))
     max_streams: int = Field(200, ge=1, description="long streams (Reduce, Watch, Upload, Download) a server "
                              "admits at once; one more is RESOURCE_EXHAUSTED", json_schema_extra=_section("service"))
+    max_connection_age_s: float = Field(300.0, ge=0, description="a server (service or gateway) closes each "
+                                        "client connection after this long (s), so clients resolve again and "
+                                        "reach new replicas (0: never)", json_schema_extra=_section("service"))
+    max_connection_age_grace_s: float = Field(0.0, ge=0, description="how long (s) calls still running on a "
+                                              "closed connection may go on (0: until they end)",
+                                              json_schema_extra=_section("service"))
     job_history: int = Field(1000, ge=0, description="finished jobs a server keeps in memory",
                              json_schema_extra=_section("service"))
     job_history_seconds: float = Field(3600.0, ge=0, description="how long a finished job stays in memory (s)",
