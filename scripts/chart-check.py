@@ -231,6 +231,15 @@ def main() -> int:
         "GPU count not an integer": ["--set-string", "techniques.tomography.resources.limits.nvidia\\.com/gpu=one"],
         "two gateways on one SQLite job table": ["--set", "gateway.replicas=2"],
         "S3 without credentials": ["--set", "s3.enabled=true", "--set", "s3.endpoint=https://s3.example.org"],
+        "store per pod, no S3 (store.persistence off)": ["--set", "store.persistence.enabled=false"],
+        "shared store ReadWriteOnce": ["--set", "store.persistence.accessModes={ReadWriteOnce}"],
+        "hostPath without allowHostPath": ["--set", "extraVolumes[0].name=h,extraVolumes[0].hostPath.path=/data",
+                                           "--set", "extraVolumeMounts[0].name=h,extraVolumeMounts[0].mountPath=/data,"
+                                           "extraVolumeMounts[0].readOnly=true"],
+        "mount of no volume": ["--set", "extraVolumeMounts[0].name=h,extraVolumeMounts[0].mountPath=/data,"
+                                        "extraVolumeMounts[0].readOnly=true"],
+        "resource name typo (limits.memroy)": ["--set", "techniques.scan.resources.limits.memroy=1Gi"],
+        "bad quantity (sizeLimit=lots)": ["--set", "techniques.scan.scratch.sizeLimit=lots"],
     }
     for what, args in refused.items():
         with tempfile.TemporaryDirectory() as tmp:

@@ -237,3 +237,88 @@ prometheus.io/port: {{ .Values.metrics.port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end }}
+
+{{/* Resources with the scratch emptyDir's sizeLimit as the ephemeral-storage request (unless
+one is given), so that the scheduler counts the scratch: dict "resources" R "sizeLimit" Q */}}
+{{- define "panreduce.resources" -}}
+{{- $r := deepCopy (.resources | default dict) }}
+{{- $req := $r.requests | default dict }}
+{{- if and .sizeLimit (not (hasKey $req "ephemeral-storage")) }}
+{{- $_ := set $req "ephemeral-storage" .sizeLimit }}
+{{- end }}
+{{- $_ := set $r "requests" $req }}
+{{- toYaml $r }}
+{{- end }}
+
+{{/* The scratch emptyDir and the store's volume and mounts of a pod: dict "root" $
+"sizeLimit" Q. With store.persistence off the pod's local store is a subPath of its scratch
+emptyDir, so one sizeLimit (and one ephemeral-storage request) covers both. */}}
+{{- define "panreduce.scratchMounts" -}}
+{{- if .root.Values.store.persistence.enabled }}
+- name: tmp
+  mountPath: /tmp
+- name: store
+  mountPath: {{ .root.Values.store.mountPath }}
+{{- else }}
+- name: tmp
+  mountPath: /tmp
+  subPath: tmp
+- name: tmp
+  mountPath: {{ .root.Values.store.mountPath }}
+  subPath: store
+{{- end }}
+{{- end }}
+
+{{- define "panreduce.scratchVolumes" -}}
+# scratch: staged inputs and outputs before they are published
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .sizeLimit }}
+{{- if .root.Values.store.persistence.enabled }}
+- name: store
+  persistentVolumeClaim:
+    claimName: {{ include "panreduce.storeClaimName" .root }}
+{{- end }}
+{{- end }}
+
+{{/* Check one pod's extra volumes and mounts; fails the render with the reason.
+dict "root" $ "where" "techniques.scan" "volumes" LIST "mounts" LIST */}}
+{{- define "panreduce.checkExtraVolumes" -}}
+{{- $root := .root }}
+{{- $where := .where }}
+{{- $reserved := list "tmp" "store" "service-token" "service-tls" "jobs" "tokens" "tls" }}
+{{- $names := dict }}
+{{- range .volumes }}
+{{- if has .name $reserved }}
+{{- fail (printf "%s.extraVolumes: the name %q is the chart's own volume; choose another" $where .name) }}
+{{- end }}
+{{- if hasKey $names .name }}
+{{- fail (printf "%s.extraVolumes: the volume %q is given twice (global extraVolumes and the pod's own share one list)" $where .name) }}
+{{- end }}
+{{- $_ := set $names .name true }}
+{{- if and (hasKey . "hostPath") (not $root.Values.allowHostPath) }}
+{{- fail (printf "%s.extraVolumes: %q is a hostPath volume, refused at the restricted pod security level; set allowHostPath=true where the cluster admits it" $where .name) }}
+{{- end }}
+{{- end }}
+{{- $own := list "/tmp" $root.Values.store.mountPath "/etc/panreduce" }}
+{{- if eq $where "gateway" }}{{ $own = append $own $root.Values.jobStore.sqlite.mountPath }}{{ end }}
+{{- $paths := dict }}
+{{- range .mounts }}
+{{- if not (hasKey $names .name) }}
+{{- fail (printf "%s.extraVolumeMounts: %q mounts no volume of this pod (extraVolumes: %s)" $where .name (keys $names | sortAlpha | join ", ")) }}
+{{- end }}
+{{- $path := trimSuffix "/" .mountPath }}
+{{- if not $path }}
+{{- fail (printf "%s.extraVolumeMounts: %q cannot be mounted on /" $where .name) }}
+{{- end }}
+{{- range $own }}
+{{- if or (eq $path .) (hasPrefix (printf "%s/" .) $path) (hasPrefix (printf "%s/" $path) .) }}
+{{- fail (printf "%s.extraVolumeMounts: %s overlaps the chart's own mount %s" $where $path .) }}
+{{- end }}
+{{- end }}
+{{- if hasKey $paths $path }}
+{{- fail (printf "%s.extraVolumeMounts: two mounts on %s" $where $path) }}
+{{- end }}
+{{- $_ := set $paths $path true }}
+{{- end }}
+{{- end }}
