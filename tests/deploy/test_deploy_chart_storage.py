@@ -186,3 +186,20 @@ def test_rendered_volumes_pass_strict_kubernetes_validation(render, tmp_path):
     res = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", "1.37.0", str(path)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+# -- the ingress: gRPC bodies and timeouts ----------------------------------------------------------
+def _bytes(q: str) -> int:
+    units = {"k": 10**3, "m": 10**6, "g": 10**9}
+    return int(q[:-1]) * units[q[-1].lower()] if q[-1].lower() in units else int(q)
+
+
+def test_nginx_ingress_admits_a_100_mib_upload_and_long_streams(render):
+    docs = render({"gateway": {"ingress": {"enabled": True, "className": "nginx"}}})
+    (ing,) = docs.of("Ingress")
+    a = ing["metadata"]["annotations"]
+    body = a["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert body == "0" or _bytes(body) > 100 * 2**20  # nginx's 1m default refuses it with 413
+    assert int(a["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 600
+    assert int(a["nginx.ingress.kubernetes.io/proxy-send-timeout"]) >= 600
+    assert _bytes("1m") < 100 * 2**20
