@@ -152,11 +152,11 @@ def test_gateway_reaches_its_services_over_mtls_and_a_rogue_gateway_does_not(tmp
         good = Client(servers[0].address, token="alice-token")
         result = good.reduce("toy", [str(files["pA"])], {})
         assert result.summary["total"] == pytest.approx(10.0)
-        bad = Client(servers[1].address, token="alice-token")
+        bad = Client(servers[1].address, token="alice-token", timeout=15)
         t0 = time.monotonic()
-        with pytest.raises(errors.PanReduceError) as caught:
+        with pytest.raises(errors.PanReduceError) as caught:  # the handshake fails: never served
             bad.reduce("toy", [str(files["pA"])], {})
-        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert caught.value.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert time.monotonic() - t0 < 30
         assert len(service.manager.list(pb.ListJobsRequest())) == 1  # only the good gateway's job ran
     finally:
