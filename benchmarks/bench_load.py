@@ -74,7 +74,7 @@ def main() -> None:
     service = start_technique(Toy, stores=stores, max_running=args.service_jobs, scratch_root=tmp / "scratch")
     port = free_port()
     address = f"127.0.0.1:{port}"
-    log = open(tmp / "gateway.log", "wb")  # noqa: SIM115
+    log = open(tmp / "gateway.log", "wb")
     gw = subprocess.Popen([str(BIN / "panreduce"), "gateway", "--route", f"toy={service.address}", "--port", str(port),
                            "--host", "127.0.0.1", "--store", str(tmp / "store")], stdout=log, stderr=subprocess.STDOUT)
     try:

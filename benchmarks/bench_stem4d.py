@@ -29,10 +29,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from panreduce_stem4d import pipeline  # noqa: E402
-from panreduce_stem4d.detectors import Geometry, MaskSpec  # noqa: E402
+from panreduce_stem4d import pipeline
+from panreduce_stem4d.detectors import Geometry, MaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBERTEM_PY = ROOT / ".bench-envs" / "libertem" / "bin" / "python"

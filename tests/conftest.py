@@ -88,7 +88,7 @@ def gateway_for(tmp_path_factory):
 
     started: dict = {}
 
-    def start(technique) -> str:  # noqa: ANN001
+    def start(technique) -> str:
         cls = registry.load(technique) if isinstance(technique, str) else technique
         if cls.name not in started:
             stores = Stores(tmp_path_factory.mktemp(f"store-{cls.name}"))

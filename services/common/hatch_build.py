@@ -53,7 +53,7 @@ def generate(root: Path = HERE) -> list[Path]:
 
 
 class CustomBuildHook(BuildHookInterface):  # type: ignore[misc,valid-type]
-    def initialize(self, version: str, build_data: dict) -> None:  # noqa: ARG002
+    def initialize(self, version: str, build_data: dict) -> None:
         generate(Path(self.root))
 
 

@@ -33,7 +33,7 @@ from panreduce_gateway.gateway import GatewayConfig, GatewayService
 from panreduce_gateway.pgstore import PostgresJobStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-from toy import Toy  # noqa: E402
+from toy import Toy
 
 BIN = Path(sys.executable).parent
 I16 = [f"i16-scans/79493{i}.nxs" for i in range(2, 7)]

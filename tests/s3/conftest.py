@@ -19,7 +19,7 @@ import pytest
 from panreduce.s3 import S3Config, S3Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from s3_faults import FaultProxy  # noqa: E402
+from s3_faults import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "s3-server.sh"

@@ -19,7 +19,7 @@ from panreduce.kit.server import start_technique
 from panreduce.storage import Stores
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))
-from toy import Toy  # noqa: E402
+from toy import Toy
 
 pytestmark = pytest.mark.s3
 

@@ -38,7 +38,7 @@ def keys_under(s3: S3Store, prefix: str) -> list[str]:
     return sorted(m["path"][len(key):] for batch in obstore.list(store, prefix=key.rstrip("/")) for m in batch)
 
 
-def via(proxy, s3: S3Store, **changes) -> S3Store:  # noqa: ANN001
+def via(proxy, s3: S3Store, **changes) -> S3Store:
     return s3.with_config(endpoint=proxy.endpoint, **changes)
 
 
@@ -198,7 +198,7 @@ def test_an_object_replaced_while_staged_is_never_mixed(s3, s3_prefix, fault_pro
     obstore.put(store, key, old)
     replaced = []
 
-    def replace_once(method, path, headers):  # noqa: ANN001
+    def replace_once(method, path, headers):
         if method == "GET" and headers.get("range", "").startswith("bytes=1048576-") and not replaced:
             replaced.append(obstore.put(store, key, new))
         return False

@@ -18,7 +18,7 @@ def load_example(name: str):
     return module.example
 
 
-def wait_for(predicate, timeout: float, every: float = 0.05):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float, every: float = 0.05):
     """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass (None)."""
     import time
 
@@ -56,7 +56,7 @@ class Process:
         import subprocess
 
         self.log = log
-        self._fh = open(log, "ab")  # noqa: SIM115
+        self._fh = open(log, "ab")
         full_env = {**os.environ, "PANREDUCE_LOG_FORMAT": "text", **(env or {})}
         self.proc = subprocess.Popen([*panreduce_command(), *args], stdout=self._fh, stderr=subprocess.STDOUT,
                                      env=full_env)

@@ -102,7 +102,7 @@ def upload_chunks(name: str, payload: bytes = b"hello") -> list[pb.DataChunk]:
     ]
 
 
-def status_of(fn, *args, **kwargs) -> tuple[grpc.StatusCode, str, grpc.RpcError | None]:  # noqa: ANN001
+def status_of(fn, *args, **kwargs) -> tuple[grpc.StatusCode, str, grpc.RpcError | None]:
     """Call a unary or streaming stub method; (code, details, error) of how it ended."""
     try:
         result = fn(*args, **kwargs)

@@ -35,7 +35,7 @@ from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-from toy import Toy  # noqa: E402
+from toy import Toy
 
 SECRET = 73519.25  # the value in every file of proposal B
 SECRET_TEXT = "B-ONLY-sample-name"

@@ -16,7 +16,7 @@ from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-from toy import Toy  # noqa: E402
+from toy import Toy
 
 SERVICE_TOKEN = "s3rvice-token-for-tests-0123456789abcdef"
 TOKENS = {"alice-token": ("alice", ["pA"]), "bob-token": ("bob", ["pB"])}
@@ -41,7 +41,7 @@ def access_for(root: Path) -> Access:
 
 @contextmanager
 def toy_platform(root: Path, *, service_token: str | None = SERVICE_TOKEN, gateway_token: str | None = None,
-                 access: Access | None = None, store=None):  # noqa: ANN001
+                 access: Access | None = None, store=None):
     """A toy service (requiring ``service_token``) and a gateway in front of it (sending
     ``gateway_token``, default the same). Yields (service, gateway server, gateway service)."""
     stores = Stores(root / "store")

@@ -13,7 +13,7 @@ STORES = ["sqlite", "postgresql"]
 
 
 @contextmanager
-def job_store(kind: str, folder: Path, request) -> Iterator[object]:  # noqa: ANN001
+def job_store(kind: str, folder: Path, request) -> Iterator[object]:
     """A fresh job table of ``kind``; for PostgreSQL a new database, dropped afterwards."""
     if kind == "sqlite":
         from panreduce.sqlstore import SqliteJobStore

@@ -15,7 +15,7 @@ from panreduce import audit, errors
 from panreduce.client import Client
 
 
-def decisions(caplog) -> list[dict]:  # noqa: ANN001
+def decisions(caplog) -> list[dict]:
     out = []
     for r in caplog.records:
         if r.name == "panreduce.audit":

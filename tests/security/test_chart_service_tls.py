@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
-from deploy_support import RELEASE, container, env_of, pod_spec, render_chart  # noqa: E402
+from deploy_support import RELEASE, container, env_of, pod_spec, render_chart
 
 pytest.importorskip("helm_python")
 
 ON = {"serviceTLS": {"enabled": True, "certManager": {"enabled": True, "issuerRef": {"name": "facility-ca"}}}}
 
 
-def _techniques(rendered):  # noqa: ANN001, ANN202
+def _techniques(rendered):
     return {n: d for n, d in rendered.deployments().items() if n != f"{RELEASE}-gateway"}
 
 

@@ -16,7 +16,7 @@ from panreduce.storage import Stores
 from panreduce.v1 import reduce_pb2 as pb
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults_support import free_port, gateway, service, wait_for, wait_serving  # noqa: E402
+from faults_support import free_port, gateway, service, wait_for, wait_serving
 
 
 # A SIRT job of a real tooth slice, reconstructed at 128 x 128: ~0.1 s an iteration, so
@@ -77,7 +77,7 @@ def test_cancel_of_a_long_iterative_reconstruction_stops_within_2s(algorithm, da
 
 
 # -- no job lost ------------------------------------------------------------------------
-def _start(platform_dir, proc, port):  # noqa: ANN001, ANN202
+def _start(platform_dir, proc, port):
     platform_dir["procs"].append(proc)
     wait_serving(f"127.0.0.1:{port}", 90, proc)
     return proc
@@ -133,7 +133,7 @@ def test_service_killed_mid_job_retries_on_the_other_replica(platform_dir, datas
         job = submit_one(client, [str(tooth)], long_job(tooth), str(d["tmp"] / "out"))
         assert wait_for(lambda: _reconstructing(client, job.job_id), 60)
 
-        def runner():  # noqa: ANN202
+        def runner():
             for p in ports:
                 with Client(f"127.0.0.1:{p}", timeout=5) as c:
                     if c.list_jobs(state=pb.RUNNING):
@@ -233,7 +233,7 @@ def toy_gateway(tmp_path, monkeypatch):
     from panreduce.serving import start_server
     from panreduce_gateway.gateway import GatewayService
 
-    def start(max_streams: int | None = None):  # noqa: ANN202
+    def start(max_streams: int | None = None):
         if max_streams is not None:
             monkeypatch.setenv("PANREDUCE_MAX_STREAMS", str(max_streams))
         stores = Stores(tmp_path / "store")
@@ -286,7 +286,7 @@ def test_health_answers_while_100_streams_are_open(toy_gateway):
                 for i, _event in enumerate(c.watch(job_id)):
                     if i == 0:
                         opened.release()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             errors_seen.append(repr(exc))
             opened.release()
 

@@ -47,7 +47,7 @@ def _check(code: grpc.StatusCode, details: str, what: str) -> None:
 
 
 @st.composite
-def reduce_requests(draw, scan: str):  # noqa: ANN001, ANN201
+def reduce_requests(draw, scan: str):
     inputs = draw(st.one_of(st.lists(st.one_of(text, st.just(scan), st.just("file://" + scan)), max_size=4),
                             st.just([scan] * 10_001)))
     req = pb.ReduceRequest(technique=draw(st.one_of(st.just("scan"), text)), inputs=inputs,
@@ -70,7 +70,7 @@ def test_fuzzed_reduce_and_submit(plat, where):
 
     @SETTINGS
     @given(req=reduce_requests(str(plat.scan)), follow=st.booleans())
-    def one(req, follow):  # noqa: ANN001
+    def one(req, follow):
         if follow and not req.validate_only:
             code, details, _ = status_of(stub.Reduce, req, timeout=30)
         else:
@@ -88,7 +88,7 @@ def test_fuzzed_job_calls_listing_and_transfers(plat, where):
     @SETTINGS
     @given(job_id=text, seq=uint64, token=text, size=uint32, state=st.integers(0, 2**31 - 1), name=text,
            uri=st.one_of(text, st.just(str(plat.scan))), offset=uint64, labels=st.dictionaries(text, text, max_size=3))
-    def one(job_id, seq, token, size, state, name, uri, offset, labels):  # noqa: ANN001, PLR0913
+    def one(job_id, seq, token, size, state, name, uri, offset, labels):
         calls = [
             ("GetJob", stub.GetJob, pb.GetJobRequest(job_id=job_id)),
             ("Cancel", stub.Cancel, pb.CancelRequest(job_id=job_id)),
@@ -136,7 +136,7 @@ def pair(request, tmp_path_factory):
         yield p, data
 
 
-def _locations(data):  # noqa: ANN001, ANN202
+def _locations(data):
     heads = st.sampled_from([f"{data}/pA/", f"file://{data}/pA/", f"{data}/", f"file://{data}/", "upload://pB/",
                              "upload://pA/", f"{data}/pB/", "", "/"])
     tails = st.sampled_from(["scan.nxs", "../pB/scan.nxs", "%2e%2e/pB/scan.nxs", "%2E%2E/pB/", "%252e%252e/pB/",
@@ -157,7 +157,7 @@ def test_fuzzed_locations_never_read_or_write_another_proposal(pair):
     before = sorted(p.name for p in (data / "pB").rglob("*"))
     locs = _locations(data)
 
-    def check(code, details, what, answer=""):  # noqa: ANN001, ANN202
+    def check(code, details, what, answer=""):
         _check(code, details, what)
         assert len(details.encode()) <= rpc.MAX_ERROR_MESSAGE_BYTES, (what, len(details.encode()))
         assert MARKER not in details and MARKER not in answer, what
@@ -165,7 +165,7 @@ def test_fuzzed_locations_never_read_or_write_another_proposal(pair):
     @SETTINGS
     @given(inputs=st.lists(locs, min_size=1, max_size=3), output=st.one_of(st.just(""), locs),
            uri=locs, follow=st.booleans())
-    def one(inputs, output, uri, follow):  # noqa: ANN001
+    def one(inputs, output, uri, follow):
         req = pb.ReduceRequest(technique="scan", inputs=inputs, output=output)
         what = f"{'Reduce' if follow else 'Submit'} {inputs} -> {output!r}"
         try:

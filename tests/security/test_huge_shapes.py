@@ -10,7 +10,7 @@ import pytest
 from panreduce import errors
 
 
-def _huge(path, shape, chunks):  # noqa: ANN001, ANN202
+def _huge(path, shape, chunks):
     with h5py.File(path, "w") as f:
         g = f.create_group("entry")
         g.attrs["NX_class"] = "NXentry"
@@ -38,7 +38,7 @@ def test_saxs_frame_declaring_terabytes_is_input_too_large(tmp_path):
         read_nexus_frame(info, 0, f)
 
 
-def _nxcansas(path, i_shape):  # noqa: ANN001, ANN202
+def _nxcansas(path, i_shape):
     with h5py.File(path, "w") as f:
         e = f.create_group("sasentry01")
         e.attrs["canSAS_class"] = "SASentry"

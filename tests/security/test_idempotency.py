@@ -24,7 +24,7 @@ def make_store(request, tmp_path):
     if request.param == "memory":
         shared = []
 
-        def memory():  # noqa: ANN202
+        def memory():
             from panreduce.jobs import MemoryJobStore
 
             if not shared:
@@ -39,7 +39,7 @@ def make_store(request, tmp_path):
         dsn = request.getfixturevalue("pg_database")
         opened = []
 
-        def pg():  # noqa: ANN202
+        def pg():
             opened.append(PostgresJobStore(dsn))
             return opened[-1]
         yield pg
@@ -57,7 +57,7 @@ def test_racing_callers_each_get_their_own_job(tmp_path, make_store):
             barrier = threading.Barrier(2)
             got: dict[str, pb.Job] = {}
 
-            def submit(name, client, proposal, barrier=barrier, got=got, key=key):  # noqa: ANN001, ANN202
+            def submit(name, client, proposal, barrier=barrier, got=got, key=key):
                 barrier.wait()
                 got[name] = client.submit("toy", [str(files[proposal])], {}, "", idempotency_key=key)
 

@@ -29,7 +29,7 @@ def plat(request, tmp_path_factory):
         yield p
 
 
-def reduce_request(plat, **fields) -> pb.ReduceRequest:  # noqa: ANN001
+def reduce_request(plat, **fields) -> pb.ReduceRequest:
     req = pb.ReduceRequest(technique="scan", inputs=[str(plat.scan)])
     for key, value in fields.items():
         if key == "labels":
@@ -41,7 +41,7 @@ def reduce_request(plat, **fields) -> pb.ReduceRequest:  # noqa: ANN001
     return req
 
 
-def jobs_now(plat) -> int:  # noqa: ANN001
+def jobs_now(plat) -> int:
     return len(plat.gateway_service.manager.list(pb.ListJobsRequest()))
 
 
@@ -227,7 +227,7 @@ def test_long_echoed_values_reach_the_caller_intact_as_a_status(plat):
 
 def test_limits_are_one_typed_model():
     assert isinstance(limits.LIMITS, limits.Limits)
-    with pytest.raises(Exception):  # noqa: B017, PT011 - frozen
+    with pytest.raises(Exception):  # noqa: B017 - frozen
         limits.LIMITS.inputs = 10**9  # type: ignore[misc]
     assert limits.page_start("") == 0 and limits.page_start("200") == 200
     s = struct_pb2.Struct()

@@ -40,12 +40,12 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _pem_key(key) -> bytes:  # noqa: ANN001
+def _pem_key(key) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def make_ca(cn: str):  # noqa: ANN201
+def make_ca(cn: str):
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
@@ -56,7 +56,7 @@ def make_ca(cn: str):  # noqa: ANN201
     return key, cert
 
 
-def issue(ca, cn: str, folder: Path) -> Path:  # noqa: ANN001
+def issue(ca, cn: str, folder: Path) -> Path:
     """A certificate for ``cn`` (server and client use, SANs for the shared service name
     and loopback) signed by ``ca``, written as tls.crt/tls.key/ca.crt into ``folder``."""
     ca_key, ca_cert = ca

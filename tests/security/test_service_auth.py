@@ -27,7 +27,7 @@ from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 BIN = Path(sys.executable).parent
 
 
-def every_rpc(stub: pb_grpc.ReducerStub, data: Path, metadata):  # noqa: ANN001, ANN201
+def every_rpc(stub: pb_grpc.ReducerStub, data: Path, metadata):
     """Each Reducer RPC, called once with ``metadata``; yields (name, thunk)."""
     req = pb.ReduceRequest(technique="toy", inputs=[str(data)])
     kw = {"metadata": metadata, "timeout": 10}

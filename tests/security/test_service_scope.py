@@ -25,7 +25,7 @@ from panreduce_gateway.gateway import GatewayService
 SERVER_FAULTS = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
 
 
-def _code(call) -> tuple[grpc.StatusCode, str]:  # noqa: ANN001
+def _code(call) -> tuple[grpc.StatusCode, str]:
     try:
         out = call()
         if hasattr(out, "__iter__") and not isinstance(out, pb.Job):
@@ -35,7 +35,7 @@ def _code(call) -> tuple[grpc.StatusCode, str]:  # noqa: ANN001
     return grpc.StatusCode.OK, repr(out)[:300]
 
 
-def alice_scope(root, stores: Stores, job_id: str = "j-test") -> Scope:  # noqa: ANN001
+def alice_scope(root, stores: Stores, job_id: str = "j-test") -> Scope:
     """What the gateway sends for alice (proposal pA)."""
     return job_scope(access_for(root).allowed("pA"), uploads=stores.uploads.root, proposal="pA",
                      extra=[stores.default_output(job_id), stores.scratch_uri(job_id)])
@@ -56,7 +56,7 @@ def test_a_token_holder_is_refused_other_proposals_paths_at_the_service(tmp_path
         token = (SERVICE_TOKEN_HEADER, SERVICE_TOKEN)
         scoped = [token, (SCOPE_HEADER, alice_scope(tmp_path, stores).encode())]
 
-        def reduce(inputs, output="", md=scoped):  # noqa: ANN001, ANN202
+        def reduce(inputs, output="", md=scoped):
             req = pb.ReduceRequest(technique="toy", inputs=inputs, output=output)
             return _code(lambda: stub.Reduce(req, metadata=md, timeout=30))
 
@@ -109,7 +109,7 @@ class Checkless(GatewayService):
     """A gateway with its own location check broken (passes every input and output on
     as given): only the services' check stands between alice and bob's data."""
 
-    def _check_request_uris(self, identity, proposal, request):  # noqa: ANN001, ANN202, ARG002
+    def _check_request_uris(self, identity, proposal, request):
         return list(request.inputs), request.output
 
 

@@ -22,7 +22,7 @@ from panreduce.storage import Stores
 from panreduce_gateway.gateway import GatewayService
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults_support import load_example  # noqa: E402
+from faults_support import load_example
 
 SHARDABLE = ["scan", "saxs", "tomography", "sans", "ptychography"]
 

@@ -57,7 +57,7 @@ def test_plain_paths_into_the_gateways_store_are_refused(tmp_path, kind, request
 class Checkless(GatewayService):
     """A gateway with its own location check broken: only the service's check is left."""
 
-    def _check_request_uris(self, identity, proposal, request):  # noqa: ANN001, ANN202, ARG002
+    def _check_request_uris(self, identity, proposal, request):
         return list(request.inputs), request.output
 
 

@@ -20,7 +20,7 @@ def _raw(channel: grpc.Channel, method: str, *, stream_in: bool = False, stream_
     return channel.unary_unary(path, request_serializer=None, response_deserializer=None)
 
 
-def _code(call, request) -> grpc.StatusCode:  # noqa: ANN001
+def _code(call, request) -> grpc.StatusCode:
     try:
         result = call(request, timeout=10)
         if not isinstance(result, bytes):

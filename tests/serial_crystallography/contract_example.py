@@ -1,7 +1,7 @@
 """The serial crystallography example for the contract suite: the four real CSPAD hits."""
 
 
-def example(dataset, tmp_path):  # noqa: ARG001
+def example(dataset, tmp_path):
     cxi = dataset("sfx-thermolysin-cspad/thermolysin_cspad_4hits.cxi")
     geom = dataset("sfx-thermolysin-cspad/thermolysin_cspad_derived.geom")
     return {"inputs": [str(cxi), str(geom)],

@@ -203,7 +203,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                     taken = self.manager.resume()
                     if taken:
                         log.warning("took over %d job(s) of a vanished gateway: %s", len(taken), ", ".join(taken))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("claiming orphaned jobs failed")
 
         threading.Thread(target=loop, daemon=True, name="claim-orphans").start()
@@ -339,7 +339,7 @@ class GatewayService(pb_grpc.ReducerServicer):
 
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
-    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:  # noqa: N802
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         self.access.identify(context)
         limits.check_technique(request.technique)
         resp = pb.DescribeResponse(server_kind="gateway", server_version=__version__)
@@ -529,36 +529,36 @@ class GatewayService(pb_grpc.ReducerServicer):
         return uri
 
     @rpc_method
-    def Reduce(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:  # noqa: N802
+    def Reduce(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         job = self._submit(request, context, follow=True)
         yield from reduce_stream(self.manager, job.job_id, context)
 
     @rpc_method
-    def Submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
+    def Submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> pb.Job:
         return self._submit(request, context)
 
     @rpc_method
-    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:  # noqa: N802
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         identity = self.access.identify(context)
         limits.check_job_id(request.job_id)
         self._job_for(identity, request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
-    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.Job:
         identity = self.access.identify(context)
         limits.check_job_id(request.job_id)
         self._job_for(identity, request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
-    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:  # noqa: N802
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         identity = self.access.identify(context)
         limits.check_job_id(request.job_id)
         return self._job_for(identity, request.job_id)
 
     @rpc_method
-    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:  # noqa: N802
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         identity = self.access.identify(context)
         limits.check_list_request(request)
         if request.proposal and not identity.may_see(request.proposal):
@@ -575,7 +575,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         return resp
 
     @rpc_method
-    def Upload(self, request_iterator: Iterator[pb.DataChunk], context: grpc.ServicerContext) -> pb.ObjectInfo:  # noqa: N802
+    def Upload(self, request_iterator: Iterator[pb.DataChunk], context: grpc.ServicerContext) -> pb.ObjectInfo:
         identity = self.access.identify(context)
         requested = dict(context.invocation_metadata()).get("x-panreduce-proposal", "")
         limits.check_proposal(requested)
@@ -584,7 +584,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
 
     @rpc_method
-    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DataChunk]:  # noqa: N802
+    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DataChunk]:
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
         uri = audit.checked(lambda: self._downloadable(identity, request.uri), subject=identity.subject,
@@ -592,7 +592,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
-    def GetMetadata(self, request: pb.MetadataRequest, context: grpc.ServicerContext) -> pb.MetadataResponse:  # noqa: N802
+    def GetMetadata(self, request: pb.MetadataRequest, context: grpc.ServicerContext) -> pb.MetadataResponse:
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
         loc = audit.checked(lambda: self._metadata_location(identity, request.uri),

@@ -31,7 +31,7 @@ MAX_VALUE_CHARS = 1024  # one catalogue value, as a request label's (panreduce.l
 MAX_STRING_BYTES = 1 << 20  # a string dataset read for the catalogue at most
 
 
-def _text(value) -> str:  # noqa: ANN001
+def _text(value) -> str:
     """A catalogue value as text: control characters dropped, at most MAX_VALUE_CHARS."""
     if hasattr(value, "tolist"):
         value = value.tolist()
@@ -43,7 +43,7 @@ def _text(value) -> str:  # noqa: ANN001
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
 
 
-def _small(obj) -> bool:  # noqa: ANN001
+def _small(obj) -> bool:
     """A dataset small enough to read for the catalogue (few elements, bounded storage)."""
     if not isinstance(obj, h5py.Dataset) or obj.size > 16:
         return False

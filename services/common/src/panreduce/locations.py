@@ -233,7 +233,7 @@ def check_opened(path: Path | str, fd: int) -> None:
         raise _swapped(path)
 
 
-def check_opened_hdf5(path: Path | str, f) -> None:  # noqa: ANN001
+def check_opened_hdf5(path: Path | str, f) -> None:
     """:func:`check_opened` for an open h5py file (its low-level file descriptor)."""
     try:
         handle = f.id.get_vfd_handle()

@@ -264,7 +264,7 @@ def _walk(root: h5py.Group, out: list[Record], limits: WalkLimits, cancelled: Ca
         stack.extend(reversed(children))
 
 
-def to_message(m: Metadata, uri: str):  # noqa: ANN201
+def to_message(m: Metadata, uri: str):
     """The GetMetadata response for ``m``."""
     from panreduce.v1 import reduce_pb2 as pb
 
@@ -276,7 +276,7 @@ def to_message(m: Metadata, uri: str):  # noqa: ANN201
     )
 
 
-def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,  # noqa: ANN001, ANN201
+def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,
            cancelled: Callable[[], bool] | None = None, checked: Path | None = None):
     """The GetMetadata response for one file or object known to ``stores``; ``roots``:
     folders (besides the file's own) its HDF5 references may resolve into. ``checked``:
@@ -310,7 +310,7 @@ def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,  # noqa: AN
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def from_message(resp) -> Metadata:  # noqa: ANN001
+def from_message(resp) -> Metadata:
     """A GetMetadata response as a Metadata (client side)."""
     return Metadata(resp.uri, [Record(r.path, json.loads(r.value_json), r.units, r.nx_class, r.kind)
                                for r in resp.records], json.loads(resp.summary_json or "{}"))

@@ -101,7 +101,7 @@ def health_port_setting(value: int | None, *, env: Mapping[str, str] | None = No
     return settings_for(env).health_port
 
 
-def secure_channel(target: str, tls: ServiceTLS | None, options: list) -> grpc.Channel:  # noqa: ANN001
+def secure_channel(target: str, tls: ServiceTLS | None, options: list) -> grpc.Channel:
     """A channel to a service: mTLS with ``tls``, else plain text."""
     if tls is None:
         return grpc.insecure_channel(target, options=options)

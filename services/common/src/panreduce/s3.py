@@ -302,7 +302,7 @@ class S3Store(Store):
         where = self.config.endpoint or f"S3 ({self.config.region})"
         return errors.Unavailable(f"object store {where} unreachable or failing for {uri} after retries: {detail}")
 
-    def _retry(self, what: str, fn, attempts: int = 3):  # noqa: ANN001, ANN202
+    def _retry(self, what: str, fn, attempts: int = 3):
         """``fn()`` with a few extra tries for failures obstore reports without having
         retried them (short reads, odd transport errors); never for 4xx answers, and not
         again for what obstore already retried (5xx, connection errors, broken bodies)."""

@@ -127,14 +127,14 @@ class Scope:
         return errors.PermissionDenied(
             f"{what} {locations.shown(uri)}{detail} is outside the locations the gateway gave this call")
 
-    def check(self, stores, uri: str, what: str = "location", *,  # noqa: ANN001
+    def check(self, stores, uri: str, what: str = "location", *,
               each_file: bool = False) -> locations.Location | None:
         """Refuse ``uri`` (resolved by its store, exactly as it is opened) outside the
         scope; ``each_file``: a local folder's files one by one (a link inside it must
         not lead out). Returns the resolved location checked (None: anywhere, unchecked)."""
         if not self.restricts:
             return None
-        from panreduce.storage import LocalStore  # noqa: PLC0415 - storage imports the kit
+        from panreduce.storage import LocalStore
 
         store = stores.for_uri(uri)
         if isinstance(store, LocalStore):
@@ -150,7 +150,7 @@ class Scope:
                     raise self._refuse(uri, what, f": {locations.shown(ref.name)} (a link?)")
         return loc
 
-    def check_request(self, stores, request) -> None:  # noqa: ANN001
+    def check_request(self, stores, request) -> None:
         """Every input (and each file of an input folder) and the output of a ReduceRequest."""
         if not self.restricts:
             return
@@ -160,7 +160,7 @@ class Scope:
             self.check(stores, request.output, "output")
 
 
-def scope_of(metadata, *, required: bool = False) -> Scope:  # noqa: ANN001
+def scope_of(metadata, *, required: bool = False) -> Scope:
     """The scope a call's metadata carries; without one: anywhere, or PermissionDenied
     when ``required`` (a service with a credential serves only scoped data calls)."""
     for key, value in metadata or ():

@@ -82,7 +82,7 @@ def service_token_setting(path: Path | str | None, *, insecure: bool = False, re
         "gateway sends, or --insecure to serve every caller unauthenticated (development only)")
 
 
-def _metadata_value(metadata, key: str) -> str:  # noqa: ANN001
+def _metadata_value(metadata, key: str) -> str:
     for k, v in metadata or ():
         if k == key:
             return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
@@ -109,7 +109,7 @@ class ServiceTokenInterceptor(grpc.ServerInterceptor):
         self._digest = hashlib.sha256(token.encode()).digest()
         self.name = name
 
-    def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201
+    def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
         if method.startswith(OPEN_METHOD_PREFIXES):
             return continuation(handler_call_details)
@@ -128,7 +128,7 @@ class ServiceTokenInterceptor(grpc.ServerInterceptor):
 def _refusing(handler: grpc.RpcMethodHandler, exc: errors.PanReduceError) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that ends the call with ``exc``."""
 
-    def deny(_request, context):  # noqa: ANN001, ANN202
+    def deny(_request, context):
         rpc.abort(context, exc)
 
     kwargs = {"request_deserializer": handler.request_deserializer,
@@ -154,7 +154,7 @@ def with_service_token(channel: grpc.Channel, token: str | None) -> grpc.Channel
     return grpc.intercept_channel(channel, ServiceTokenCredentials(token)) if token else channel
 
 
-class AbortWith(Exception):  # noqa: N818 - a control-flow signal, not an error
+class AbortWith(Exception):
     """Raised inside an RPC method to end it with the status of a Failure."""
 
     def __init__(self, failure: pb.Failure) -> None:
@@ -168,29 +168,29 @@ def rpc_method(fn: Callable) -> Callable:
     servicer's ``name`` labels the metrics."""
     method = fn.__name__
 
-    def fail(self, exc: BaseException, context: grpc.ServicerContext) -> None:  # noqa: ANN001
+    def fail(self, exc: BaseException, context: grpc.ServicerContext) -> None:
         failure = exc.failure if isinstance(exc, AbortWith) else rpc.failure_of(exc)
         RPCS.labels(self.name, method, failure.code).inc()
         rpc.abort_failure(context, failure)
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
-        def stream(self, request, context):  # noqa: ANN001, ANN202
+        def stream(self, request, context):
             audit.set_rpc(method)
             try:
                 yield from fn(self, request, context)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 fail(self, exc, context)
             else:
                 RPCS.labels(self.name, method, "OK").inc()
         return stream
 
     @functools.wraps(fn)
-    def unary(self, request, context):  # noqa: ANN001, ANN202
+    def unary(self, request, context):
         audit.set_rpc(method)
         try:
             response = fn(self, request, context)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             fail(self, exc, context)
         RPCS.labels(self.name, method, "OK").inc()
         return response
@@ -257,14 +257,14 @@ def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     def deserialize(data: bytes) -> object:
         try:
             return decode(data)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's bytes
+        except Exception as exc:
             return _Undecodable(exc)
 
     if handler.request_streaming:
         behaviour = handler.stream_unary or handler.stream_stream
 
-        def checked_stream(request_iterator, context):  # noqa: ANN001, ANN202
-            def requests():  # noqa: ANN202
+        def checked_stream(request_iterator, context):
+            def requests():
                 for item in request_iterator:
                     if isinstance(item, _Undecodable):  # the methods map kit errors to statuses
                         raise errors.InvalidRequest(
@@ -276,7 +276,7 @@ def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     else:
         behaviour = handler.unary_unary or handler.unary_stream
 
-        def checked_unary(request, context):  # noqa: ANN001, ANN202
+        def checked_unary(request, context):
             if isinstance(request, _Undecodable):
                 _refuse(context, request)
             return behaviour(request, context)
@@ -381,7 +381,7 @@ def run_until_signal(servers: list[RunningServer], grace: float = 30.0) -> None:
     caller's order) and return."""
     stop = threading.Event()
 
-    def on_signal(signum: int, _frame) -> None:  # noqa: ANN001
+    def on_signal(signum: int, _frame) -> None:
         log.info("signal %s: draining", signal.Signals(signum).name)
         stop.set()
 

@@ -75,7 +75,7 @@ class Store(ABC):
     def is_prefix(self, uri: str) -> bool:
         return uri.endswith("/")
 
-    def known_sha256(self, path: Path) -> str | None:  # noqa: ARG002 - a hook for stores that hash while staging
+    def known_sha256(self, path: Path) -> str | None:
         """The SHA-256 of a file this store just staged, when it computed it on the way
         (saves reading the file again); None: unknown."""
         return None
@@ -136,7 +136,7 @@ class LocalStore(Store):
             raise errors.InputNotFound(uri, "no such file or folder")
         raise errors.InvalidInput(uri, "not a regular file or folder")
 
-    def stage(self, ref: ObjectRef, scratch: Path) -> Path:  # noqa: ARG002 - read in place
+    def stage(self, ref: ObjectRef, scratch: Path) -> Path:
         p = self.path_of(ref.uri)
         if not p.is_file():
             raise errors.InputNotFound(ref.uri, "it disappeared while staging")
@@ -259,7 +259,7 @@ class Stores:
 
         settings = settings_for(environ)
         stores = cls(Path(root) if root is not None else settings.store)
-        from panreduce.s3 import S3Config, S3Store  # noqa: PLC0415 - s3 imports this module
+        from panreduce.s3 import S3Config, S3Store
 
         config = S3Config.from_settings(settings)
         if config is not None:

@@ -147,7 +147,7 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
     def _check_lengths(params: ReflectometryParameters, n: int) -> None:
         for field in ("theta_deg", "roi", "background_roi", "q_range", "scale"):
             values = getattr(params, field)
-            if values and len(values) not in (1, n) or (field == "scale" and values and len(values) != n):
+            if (values and len(values) not in (1, n)) or (field == "scale" and values and len(values) != n):
                 raise _bad(field, f"{len(values)} value(s) for {n} run(s): give one per run"
                            + ("" if field == "scale" else ", or one for all"))
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Peaks", "PeakfinderLayout", "layout", "peakfinder8", "radial_thresholds"]
+__all__ = ["PeakfinderLayout", "Peaks", "layout", "peakfinder8", "radial_thresholds"]
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 N_SIGMA_PASSES = 5

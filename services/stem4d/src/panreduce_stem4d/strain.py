@@ -136,7 +136,7 @@ def fit_lattice(points_xy: np.ndarray, origin_xy: np.ndarray, basis: np.ndarray,
         return None
     coef, *_ = np.linalg.lstsq(design, p, rcond=None)  # rows: origin, g1, g2
     resid = p - design @ coef
-    return Lattice(coef[0], coef[1:].T.copy(), int(len(p)), float(np.sqrt(np.mean(np.sum(resid**2, axis=1)))))
+    return Lattice(coef[0], coef[1:].T.copy(), len(p), float(np.sqrt(np.mean(np.sum(resid**2, axis=1)))))
 
 
 def strain_from_bases(bases: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:

@@ -240,7 +240,7 @@ class _PulseTable:
             return {key: f[key][()] for key, _, _ in self.COLUMNS}
 
     @classmethod
-    def write(cls, ctx: Context, columns: Mapping[str, np.ndarray]):  # noqa: ANN206
+    def write(cls, ctx: Context, columns: Mapping[str, np.ndarray]):
         """A table file (in the work folder) holding ``columns``; its path."""
         table = cls(ctx, name="pulses_all.h5")
         for key, _, _ in cls.COLUMNS:
