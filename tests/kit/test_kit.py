@@ -393,3 +393,38 @@ def test_hdf5_reader_names_the_file_and_keeps_bugs_internal(tmp_path):
         f["entry/other"]
     with pytest.raises(KeyError), open_hdf5(good):  # a bug in the technique stays a bug
         {}["summary"]
+
+
+def test_dotted_keys_reach_step_models_once():
+    """`-p step.field=value` is one mechanism of the kit's Parameters for every technique
+    with step models: dotted keys nest, merge into a step given as a mapping, a field given
+    both ways is refused, and a dotted key naming no field is refused as unknown."""
+    import pydantic
+    import pytest as _pytest
+
+    from panreduce.errors import InvalidParameters
+    from panreduce.kit import Parameters, Technique
+
+    class Step(Parameters):
+        a: int = pydantic.Field(1, ge=0, le=10)
+        b: str = "x"
+
+    class Model(Parameters):
+        step: Step = pydantic.Field(default_factory=Step)
+        top: int = 0
+
+    class T(Technique):
+        name = "dotted"
+        Parameters = Model
+
+    p = T.validate_parameters({"step.a": 3, "step": {"b": "y"}, "top": 2})
+    assert (p.step.a, p.step.b, p.top) == (3, "y", 2)
+    with _pytest.raises(InvalidParameters, match="step.a is given twice"):
+        T.validate_parameters({"step.a": 3, "step": {"a": 4}})
+    with _pytest.raises(InvalidParameters, match="nope.a: unknown parameter"):
+        T.validate_parameters({"nope.a": 1})
+    with _pytest.raises(InvalidParameters) as err:
+        T.validate_parameters({"top.a": 1})
+    assert [v.field for v in err.value.violations] == ["top"]
+    with _pytest.raises(InvalidParameters, match="allowed"):
+        T.validate_parameters({"step.a": 11})

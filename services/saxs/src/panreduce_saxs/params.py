@@ -15,9 +15,9 @@ in 1/Å and carry no suffix. Nested fields may be given as dotted keys
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from panreduce.kit import Parameters
 
@@ -213,28 +213,6 @@ class OutputParameters(Parameters):
                            "per frame)")
 
 
-def _nest(raw: Any) -> Any:
-    """``{"geometry.distance_mm": 1}`` -> ``{"geometry": {"distance_mm": 1}}``; dotted keys
-    merge into (a copy of) a group given as a mapping, and win over it."""
-    if not isinstance(raw, dict) or not any(isinstance(k, str) and "." in k for k in raw):
-        return raw
-    out: dict[str, Any] = {}
-    dotted: list[tuple[str, str, Any]] = []
-    for key, value in raw.items():
-        if isinstance(key, str) and "." in key:
-            group, name = key.split(".", 1)
-            dotted.append((group, name, value))
-        else:
-            out[key] = dict(value) if isinstance(value, dict) else value
-    for group, name, value in dotted:
-        target = out.get(group)
-        if not isinstance(target, dict):
-            if group in out:  # a group given as something else: let validation name it
-                continue
-            target = out[group] = {}
-        target[name] = value
-    return out
-
 
 class SaxsParameters(Parameters):
     mode: Literal["auto", "azimuthal", "kinetics", "map"] = Field(
@@ -258,11 +236,6 @@ class SaxsParameters(Parameters):
     kinetics: KineticsParameters = Field(default_factory=KineticsParameters, description="kinetic series")
     map: MapParameters = Field(default_factory=MapParameters, description="scanning maps")
     outputs: OutputParameters = Field(default_factory=OutputParameters, description="optional outputs")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _dotted(cls, raw: Any) -> Any:
-        return _nest(raw)
 
     def file_fields(self) -> dict[str, str]:
         """``{field: input name}`` of every auxiliary input a parameter names."""

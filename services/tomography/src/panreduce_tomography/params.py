@@ -185,17 +185,17 @@ class TomographyParameters(Parameters):
     @model_validator(mode="before")
     @classmethod
     def _route_step_fields(cls, data: Any) -> Any:
-        """``name`` and ``step.name`` keys into their step (unknown keys stay, to be refused)."""
+        """A step's field by its own name (``algorithm``) into its step, as the flat model of
+        earlier versions took it; dotted keys are the kit's (``Parameters``). Unknown keys
+        stay, to be refused."""
         if not isinstance(data, dict):
             return data
         out: dict[str, Any] = {}
         steps: dict[str, dict[str, Any]] = {}
         for key, value in data.items():
-            step, _, field = key.partition(".") if "." in key else (STEP_OF.get(key, ""), "", key)
-            if step in STEPS and field in STEPS[step].model_fields:
-                if field in steps.setdefault(step, {}):
-                    raise ValueError(f"{step}.{field} is given twice")
-                steps[step][field] = value
+            step = STEP_OF.get(key, "") if isinstance(key, str) and key not in cls.model_fields else ""
+            if step:
+                steps.setdefault(step, {})[key] = value
             else:
                 out[key] = value
         for step, fields in steps.items():

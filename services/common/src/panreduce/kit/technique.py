@@ -52,6 +52,34 @@ class Parameters(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _dotted_keys(cls, raw: Any) -> Any:
+        """Step models take dotted keys: ``{"geometry.distance_mm": 1}`` is
+        ``{"geometry": {"distance_mm": 1}}`` (what ``-p step.field=value`` gives). A dotted
+        key merges into a step also given as a mapping; a field given both ways is refused.
+        A key whose first part is no field is left alone (and refused as unknown)."""
+        if not isinstance(raw, dict) or not any(isinstance(k, str) and "." in k for k in raw):
+            return raw
+        out: dict[str, Any] = {}
+        dotted: list[tuple[str, str, Any]] = []
+        for key, value in raw.items():
+            step, _, name = key.partition(".") if isinstance(key, str) else (key, "", "")
+            if name and step in cls.model_fields:
+                dotted.append((step, name, value))
+            else:
+                out[key] = value
+        for step, name, value in dotted:
+            given = out.get(step, {})
+            if isinstance(given, pydantic.BaseModel):
+                given = given.model_dump()
+            if not isinstance(given, dict):
+                continue  # the step given as something else: its model names it
+            if name in given:
+                raise ValueError(f"{step}.{name} is given twice")
+            out[step] = {**given, name: value}
+        return out
+
 
 P = TypeVar("P", bound=Parameters)
 D = TypeVar("D")
