@@ -714,10 +714,11 @@ def ensure_port_free(host: str, port: int) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from panreduce.logs import configure
     from panreduce.metrics import serve_metrics
-    from panreduce.serving import run_until_signal
+    from panreduce.serving import StopSignals, run_until_signal
     from panreduce_gateway.embedded import Platform
 
     ensure_port_free(args.host, args.port)  # before any service starts
+    signals = StopSignals()  # a SIGTERM while the page still starts drains too
     configure()
     config, tls = gateway_settings(args)
     names = [n.strip() for n in args.techniques.split(",") if n.strip()] if args.techniques else None
@@ -741,7 +742,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     if web is not None:
         print(f"panreduce: live data page on {web.url}", file=sys.stderr, flush=True)
-    run_until_signal(platform.all_servers(), grace=max(args.drain_seconds, 0.0))
+    run_until_signal(platform.all_servers(), grace=max(args.drain_seconds, 0.0), signals=signals)
     if web is not None:
         web.stop()
     return 0

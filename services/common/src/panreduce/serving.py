@@ -376,21 +376,33 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
     return running
 
 
-def run_until_signal(servers: list[RunningServer], grace: float = 30.0) -> None:
-    """Block until SIGTERM or SIGINT, then drain every server (gateway last is the
-    caller's order) and return."""
-    stop = threading.Event()
+class StopSignals:
+    """SIGTERM and SIGINT caught from now on (not only once the servers are waited on):
+    a process that starts several things (``serve``: services, gateway, web page) takes
+    this before the first of them reports ready, so a signal in between still drains."""
 
-    def on_signal(signum: int, _frame) -> None:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
         log.info("signal %s: draining", signal.Signals(signum).name)
-        stop.set()
+        self.event.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    def wait(self) -> None:
+        """Block until a signal came (at once if one came already), then restore the handlers."""
+        try:
+            while not self.event.wait(0.5):
+                pass
+        finally:
+            for s, handler in self._previous.items():
+                signal.signal(s, handler)
+
+
+def run_until_signal(servers: list[RunningServer], grace: float = 30.0, *,
+                     signals: StopSignals | None = None) -> None:
+    """Block until SIGTERM or SIGINT (caught since ``signals`` was made, or from now on),
+    then drain every server (gateway last is the caller's order) and return."""
+    (signals or StopSignals()).wait()
     for running in servers:
         running.drain_and_stop(grace)
