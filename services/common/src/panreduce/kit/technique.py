@@ -57,7 +57,8 @@ class Parameters(pydantic.BaseModel):
     def _dotted_keys(cls, raw: Any) -> Any:
         """Step models take dotted keys: ``{"geometry.distance_mm": 1}`` is
         ``{"geometry": {"distance_mm": 1}}`` (what ``-p step.field=value`` gives). A dotted
-        key merges into a step also given as a mapping; a field given both ways is refused.
+        key merges into (a copy of) a step also given as a mapping and wins over it, as
+        ``-p`` wins over ``--params FILE``.
         A key whose first part is no field is left alone (and refused as unknown)."""
         if not isinstance(raw, dict) or not any(isinstance(k, str) and "." in k for k in raw):
             return raw
@@ -75,8 +76,6 @@ class Parameters(pydantic.BaseModel):
                 given = given.model_dump()
             if not isinstance(given, dict):
                 continue  # the step given as something else: its model names it
-            if name in given:
-                raise ValueError(f"{step}.{name} is given twice")
             out[step] = {**given, name: value}
         return out
 
