@@ -9,9 +9,16 @@ correlation are computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import ndimage
+else:
+    ndimage = lazy.module("scipy.ndimage")
 
 
 def illumination(shape: tuple[int, int], probe: np.ndarray, corners: np.ndarray) -> np.ndarray:

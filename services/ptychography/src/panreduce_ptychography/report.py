@@ -9,9 +9,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import hsv_to_rgb
-from matplotlib.figure import Figure
 
 from panreduce_ptychography.engines import State
 from panreduce_ptychography.problem import Problem, Scan
@@ -150,6 +147,8 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
 
 
 def _complex_rgb(z: np.ndarray) -> np.ndarray:
+    from matplotlib.colors import hsv_to_rgb  # on first use: the declaration stays light
+
     amp = np.abs(z)
     v = amp / max(float(amp.max()), 1e-30)
     h = (np.angle(z) + np.pi) / (2 * np.pi)
@@ -169,6 +168,9 @@ def write_png(path: Path, r: Reconstruction, lit: np.ndarray | None = None) -> N
     """A 2 x 2 overview: object phase and amplitude (scanned area), probe (first mode,
     hue = phase), error history."""
     s, p = r.state, r.problem
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(10, 8.5), dpi=90)
     FigureCanvasAgg(fig)
     axs = fig.subplots(2, 2)

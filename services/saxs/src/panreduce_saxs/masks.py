@@ -6,10 +6,16 @@ All masks are boolean arrays, True where a pixel is excluded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import ndimage
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import ndimage
+else:
+    ndimage = lazy.module("scipy.ndimage")
 
 
 def threshold_mask(frame: np.ndarray, below: float | None = 0.0, above: float | None = None) -> np.ndarray:

@@ -23,9 +23,16 @@ peak lists' convention; CrystFEL adds 0.5 when it reads them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import ndimage
+else:
+    ndimage = lazy.module("scipy.ndimage")
 
 __all__ = ["PeakfinderLayout", "Peaks", "layout", "peakfinder8", "radial_thresholds"]
 

@@ -8,11 +8,16 @@ direction of the major axis; ``axis_ratio`` = a / b ≥ 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
-from panreduce import constants
+from panreduce import constants, lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import ndimage
+else:
+    ndimage = lazy.module("scipy.ndimage")
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,16 @@ into the scan frame by an optional flip (detector y negated) then a rotation by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import optimize
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import optimize
+else:
+    optimize = lazy.module("scipy.optimize")
 
 
 def to_scan_frame(com_x: np.ndarray, com_y: np.ndarray, rotation_deg: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,16 @@ rotation ω = (F_yx − F_xy)/2 (rad), both in the frame the vectors are given i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import ndimage
+else:
+    ndimage = lazy.module("scipy.ndimage")
 
 
 def probe_template(pattern: np.ndarray, center_yx: tuple[float, float], radius_px: float) -> np.ndarray:

@@ -16,11 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tifffile
 
+from panreduce import lazy
 from panreduce.errors import InvalidInput
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    import tifffile
+else:
+    tifffile = lazy.module("tifffile")
 
 POSITION = re.compile(r"_(-?\d+(?:\.\d+)?)mm")
 DATE = re.compile(r"(\d{2})\.(\d{2})\.(\d{4})_(\d{2})(\d{2})_(\d{2})")

@@ -7,10 +7,16 @@ picoseconds (ps), millimetres (mm) of the delay stage.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from scipy import signal as _signal
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from scipy import signal as _signal
+else:
+    _signal = lazy.module("scipy.signal")
 
 #: offset encoding of the TELBE timing-tool camera: values above 32767 carry +32768
 OFFSET_CODE = 32768

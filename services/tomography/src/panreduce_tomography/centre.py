@@ -13,9 +13,18 @@ a parabola through the three best points.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import scipy.fft
-from scipy import ndimage
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    import scipy.fft
+    from scipy import ndimage
+else:
+    scipy = lazy.module("scipy", "fft")
+    ndimage = lazy.module("scipy.ndimage")
 
 
 def _half_turn(sino: np.ndarray, angles: np.ndarray) -> np.ndarray:

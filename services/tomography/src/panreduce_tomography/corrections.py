@@ -16,13 +16,19 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.fft
-import scipy.optimize
-from scipy import ndimage
 
-from panreduce import constants
+from panreduce import constants, lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    import scipy.fft
+    import scipy.optimize
+    from scipy import ndimage
+else:
+    scipy = lazy.module("scipy", "fft", "optimize")
+    ndimage = lazy.module("scipy.ndimage")
 
 
 # -- -log and dark/flat -------------------------------------------------------------------

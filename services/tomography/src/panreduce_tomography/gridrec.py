@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.fft
 
+from panreduce import lazy
 from panreduce.backend import Array, Backend, cuda_available, get_backend
 from panreduce_tomography.recon import _as_batch, _npad, angle_weights, circle_mask, ramp_filter
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    import scipy.fft
+else:
+    scipy = lazy.module("scipy", "fft")
 
 
 # -- gridrec-class Fourier reconstruction (NUFFT) -----------------------------------------

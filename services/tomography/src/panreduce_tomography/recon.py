@@ -18,11 +18,17 @@ Reference: A. C. Kak, M. Slaney, *Principles of Computerized Tomographic Imaging
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.fft
 
+from panreduce import lazy
 from panreduce.backend import Array, Backend, get_backend
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    import scipy.fft
+else:
+    scipy = lazy.module("scipy", "fft")
 
 FILTERS = ("ramp", "shepp-logan", "cosine", "hamming", "hann", "parzen")
 

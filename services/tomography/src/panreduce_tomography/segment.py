@@ -7,8 +7,17 @@ object, as table rows.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from skimage import filters, measure
+
+from panreduce import lazy
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    from skimage import filters, measure
+else:
+    filters = lazy.module("skimage.filters")
+    measure = lazy.module("skimage.measure")
 
 
 def otsu_threshold(volume: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -20,13 +20,18 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.optimize
-import scipy.special
 
-from panreduce import constants, errors
+from panreduce import constants, errors, lazy
 from panreduce.kit.technique import StagedFile
+
+if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
+    import scipy.optimize
+    import scipy.special
+else:
+    scipy = lazy.module("scipy", "optimize", "special")
 
 
 def wavelength_angstrom(tof_s: np.ndarray, flight_path_m: float) -> np.ndarray:
