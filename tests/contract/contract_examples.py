@@ -22,7 +22,8 @@ def technique_class(name: str):
 
 def load_example(name: str):
     """``example(dataset, tmp_path) -> {"inputs": [...], "params": {...}}`` of technique
-    ``name``; its folder is importable while the module loads (its own helpers)."""
+    ``name``. An example imports only installed packages (no helpers beside it: nothing is put on
+    ``sys.path``)."""
     folder = TESTS / ("kit" if name == "toy" else name)
     path = folder / "contract_example.py"
     if not path.is_file():
@@ -32,13 +33,6 @@ def load_example(name: str):
     if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(key, path)
         module = importlib.util.module_from_spec(spec)
-        added = str(folder) not in sys.path
-        if added:
-            sys.path.insert(0, str(folder))
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            if added:
-                sys.path.remove(str(folder))
+        spec.loader.exec_module(module)
         sys.modules[key] = module
     return sys.modules[key].example

@@ -23,6 +23,7 @@ from panreduce import errors
 from panreduce.client import Client
 from panreduce.jobs import now_ts
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.serving import start_server
 from panreduce.sqlstore import SqliteJobStore
 from panreduce.storage import Stores
@@ -31,9 +32,6 @@ from panreduce_gateway import retention
 from panreduce_gateway.auth import Access, JwtVerifier, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 from panreduce_gateway.pgstore import PostgresJobStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-from toy import Toy
 
 BIN = Path(sys.executable).parent
 I16 = [f"i16-scans/79493{i}.nxs" for i in range(2, 7)]

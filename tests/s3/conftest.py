@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from s3_faults import FaultProxy
 
 from panreduce.s3 import S3Config, S3Store
-
-sys.path.insert(0, str(Path(__file__).parent))
-from s3_faults import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "s3-server.sh"

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -16,10 +14,8 @@ import pytest
 from panreduce import errors
 from panreduce.client import Client
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.storage import Stores
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))
-from toy import Toy
 
 pytestmark = pytest.mark.s3
 

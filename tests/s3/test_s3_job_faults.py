@@ -6,8 +6,6 @@ succeeds once S3 is back."""
 from __future__ import annotations
 
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +14,8 @@ from s3_faults import Fault
 from panreduce import errors
 from panreduce.client import Client
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.storage import Stores
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "kit"))
-from toy import Toy
 
 pytestmark = pytest.mark.s3
 

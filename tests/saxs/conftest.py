@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +13,6 @@ from panreduce import kit
 from panreduce.kit import Inputs
 from panreduce.storage import Stores, stage_paths
 from panreduce_saxs.technique import Technique
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def _sha256(path: Path) -> str:

@@ -11,7 +11,6 @@ which reads .npy files, and :class:`H5Sum`, which reads HDF5 through the kit's
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,13 +28,11 @@ from panreduce.jobs import JobStore
 from panreduce.kit import Context, Inputs, Parameters, Technique
 from panreduce.kit.readers import open_hdf5, read_array
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.serving import start_server
 from panreduce.storage import Stores
 from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-from toy import Toy
 
 SECRET = 73519.25  # the value in every file of proposal B
 SECRET_TEXT = "B-ONLY-sample-name"

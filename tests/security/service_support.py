@@ -3,20 +3,17 @@ others add files to this folder too). Every server is real gRPC on loopback."""
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.serving import start_server
 from panreduce.storage import Stores
 from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-from toy import Toy
 
 SERVICE_TOKEN = "s3rvice-token-for-tests-0123456789abcdef"
 TOKENS = {"alice-token": ("alice", ["pA"]), "bob-token": ("bob", ["pB"])}

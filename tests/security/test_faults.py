@@ -3,20 +3,17 @@ liveness under load. Real servers on loopback; real processes where a process di
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from faults_support import free_port, gateway, service, wait_for, wait_serving
 
 from panreduce import registry
 from panreduce.client import Client, make_request
 from panreduce.kit.server import start_technique
 from panreduce.storage import Stores
 from panreduce.v1 import reduce_pb2 as pb
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults_support import free_port, gateway, service, wait_for, wait_serving
 
 
 # A SIRT job of a real tooth slice, reconstructed at 128 x 128: ~0.1 s an iteration, so
@@ -227,9 +224,7 @@ def test_orphaned_scratch_is_cleaned_at_service_start(tmp_path):
 @pytest.fixture
 def toy_gateway(tmp_path, monkeypatch):
     """A toy service and a gateway in front of it, in this process; a slow toy job."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kit"))
-    from toy import Toy
-
+    from panreduce.kit.toy import Toy
     from panreduce.serving import start_server
     from panreduce_gateway.gateway import GatewayService
 

@@ -16,11 +16,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service_support import SERVICE_TOKEN, access_for, proposal_data
-from toy import Toy  # tests/kit (put on the path by service_support)
 
 from panreduce import errors
 from panreduce.client import Client
 from panreduce.kit.server import start_technique
+from panreduce.kit.toy import Toy
 from panreduce.mtls import ServiceTLS, service_tls_setting
 from panreduce.serving import SERVICE_TOKEN_HEADER, start_server
 from panreduce.storage import Stores
