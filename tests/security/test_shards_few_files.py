@@ -9,10 +9,10 @@ turns a shard with nothing to do into an empty part that the merge skips.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from faults_support import load_example
 
 from panreduce import registry
 from panreduce.client import Client
@@ -20,9 +20,6 @@ from panreduce.kit.server import start_technique
 from panreduce.serving import start_server
 from panreduce.storage import Stores
 from panreduce_gateway.gateway import GatewayService
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faults_support import load_example
 
 SHARDABLE = ["scan", "saxs", "tomography", "sans", "ptychography"]
 
