@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--service-tls-dir", type=Path, default=None, metavar="DIR",
                         help="mutual TLS between the gateway and its services: a folder with tls.crt, tls.key "
                         "and ca.crt (default: $PANREDUCE_SERVICE_TLS_DIR)")
+        sp.add_argument("--scope-key-file", type=Path, default=None, metavar="FILE",
+                        help="the scope key (PEM): the gateway's private key, which signs each call's scope; a "
+                        "service's public key or certificate, which checks it (default: $PANREDUCE_SCOPE_KEY_FILE)")
 
     sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
     sp.add_argument("technique")
@@ -281,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also answer health checks in plain text on this port (probes beside mTLS; "
                     "default $PANREDUCE_HEALTH_PORT, 0: off)")
     sp.add_argument("--insecure", action="store_true",
-                    help="serve without a service token: any caller reaching the port (development only)")
+                    help="serve without a service token (any caller reaching the port), or without a scope key "
+                    "(a token holder names any scope): development only")
     sp.set_defaults(func=cmd_service)
 
     sp = sub.add_parser("gateway", help="run the gateway in front of technique services")
@@ -752,14 +756,16 @@ def cmd_service(args: argparse.Namespace) -> int:
     from panreduce import registry
     from panreduce.kit.server import serve
     from panreduce.mtls import health_port_setting, service_tls_setting
+    from panreduce.scopekey import service_scope_setting
     from panreduce.serving import service_token_setting
 
     technique = registry.load(args.technique)
     tls = service_tls_setting(args.service_tls_dir)
     token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
+    verifier = service_scope_setting(args.scope_key_file, insecure=args.insecure)
     serve(technique, port=args.port, host=args.host, store_root=args.store,
           max_running=args.max_running, metrics_port=args.metrics_port, service_token=token,
-          service_tls=tls, health_port=health_port_setting(args.health_port))
+          service_tls=tls, health_port=health_port_setting(args.health_port), scope_verifier=verifier)
     return 0
 
 
@@ -784,6 +790,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from panreduce.mtls import service_tls_setting
 
     config.service_tls = service_tls_setting(args.service_tls_dir)
+    from panreduce.scopekey import signer_setting
+
+    config.scope_signer = signer_setting(args.scope_key_file)
+    if config.scope_signer is None:
+        print("panreduce: warning: no --scope-key-file: the gateway's scopes are unsigned, which only services "
+              "run --insecure accept", file=sys.stderr, flush=True)
     if config.service_token is None and config.service_tls is None:
         print("panreduce: warning: no --service-token-file: the gateway reaches only services run --insecure",
               file=sys.stderr, flush=True)

@@ -9,6 +9,7 @@ the services refuse every call without it, as in a deployment.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -63,6 +64,11 @@ class Platform:
         self.tls = tls
         self.resume = resume
         self.service_token = secrets.token_urlsafe(32)  # this run's service credential
+        from panreduce.scopekey import ScopeSigner, generate_pem
+
+        private, public = generate_pem()  # this run's scope key: the services get the public half only
+        self.scope_signer = ScopeSigner(private)
+        self._scope_public = public
         self.services: dict[str, RunningServer] = {}
         self.gateway: RunningServer | None = None
         self._gateway_service: GatewayService | None = None
@@ -79,8 +85,9 @@ class Platform:
         """Start the services, then the gateway; ``on_step`` hears each step (the CLI's
         progress display shows them)."""
         from panreduce.kit.server import start_technique
+        from panreduce.scopekey import ScopeVerifier
         from panreduce.serving import start_server
-        from panreduce_gateway.gateway import GatewayService
+        from panreduce_gateway.gateway import GatewayConfig, GatewayService
         from panreduce_gateway.pgstore import open_job_store
 
         step = on_step or (lambda _text: None)
@@ -90,12 +97,14 @@ class Platform:
                 cls = registry.load(name)
                 step(f"starting the {name} service")
                 self.services[name] = start_technique(cls, stores=self.stores, max_running=self.max_running,
-                                                      service_token=self.service_token)
+                                                      service_token=self.service_token,
+                                                      scope_verifier=ScopeVerifier(self._scope_public))
                 log.info("technique %s on %s", name, self.services[name].address)
             routes = {name: s.address for name, s in self.services.items()}
             step("starting the gateway")
             store = open_job_store(self.db)
-            self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=self.config,
+            config = dataclasses.replace(self.config or GatewayConfig(), scope_signer=self.scope_signer)
+            self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=config,
                                                    service_token=self.service_token)
             self.gateway = start_server(self._gateway_service, address=self.address_spec, name="gateway",
                                         manager=self._gateway_service.manager, tls=self.tls)

@@ -35,6 +35,7 @@ from panreduce.kit.server import check_output_location, deadline_of, list_jobs, 
 from panreduce.metrics import JOBS_RUNNING, QUEUE_DEPTH
 from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.scope import SCOPE_HEADER, Scope, job_scope
+from panreduce.scopekey import ScopeSigner
 from panreduce.serving import (
     JOB_ID_HEADER,
     PROPOSAL_HEADER,
@@ -133,6 +134,9 @@ class GatewayConfig:
     service_wait: float = field(default_factory=lambda: get_settings().service_wait_seconds)
     service_token: str | None = field(default=None, repr=False)  # sent to the services on every call
     service_tls: ServiceTLS | None = field(default=None, repr=False)  # mTLS to the services (panreduce.mtls)
+    # Signs each call's scope (panreduce.scopekey; --scope-key-file): services given the
+    # public key accept no other scope.
+    scope_signer: ScopeSigner | None = field(default=None, repr=False)
     # Jobs held per technique while it has no ready replica ($PANREDUCE_QUEUE_MAX; 0: refuse
     # as UNAVAILABLE), and how long one waits for a replica ($PANREDUCE_QUEUE_WAIT_S).
     queue_max: int = field(default_factory=lambda: get_settings().queue_max)
@@ -148,12 +152,20 @@ class _Waiting:
 
 
 def caller_metadata(subject: str, proposal: str, scope: Scope | None = None, *,
-                    job_id: str = "") -> list[tuple[str, str]]:
+                    job_id: str = "", signer: ScopeSigner | None = None, rpc: str = "",
+                    request: object | None = None) -> list[tuple[str, str]]:
     """Who a call to a service is made for (the service logs it): printable ASCII, clipped;
-    and the locations it may touch (panreduce.scope), which the service checks again."""
+    and the locations it may touch (panreduce.scope), which the service checks again. With
+    a ``signer``: the scope as a statement signed for this ``rpc``, job and ``request``
+    (panreduce.scopekey), for the caller's proposal (no proposal: an admin's)."""
     safe = "@.:_-+/=,"
-    md = [(SUBJECT_HEADER, quote(subject[:200], safe=safe)), (PROPOSAL_HEADER, quote(proposal[:200], safe=safe))]
-    if scope is not None:
+    subject_q, proposal_q = quote(subject[:200], safe=safe), quote(proposal[:200], safe=safe)
+    md = [(SUBJECT_HEADER, subject_q), (PROPOSAL_HEADER, proposal_q)]
+    if scope is not None and signer is not None:
+        md.append((SCOPE_HEADER, signer.sign(subject=subject_q, proposals=[proposal_q] if proposal else [],
+                                             admin=not proposal, rpc=rpc, scope=scope.encode(), job=job_id,
+                                             request=request)))
+    elif scope is not None:
         md.append((SCOPE_HEADER, scope.encode()))
     if job_id:  # the service writes the gateway's job id into the provenance
         md.append((JOB_ID_HEADER, job_id))
@@ -427,7 +439,8 @@ class GatewayService(pb_grpc.ReducerServicer):
         check.split = 0
         try:
             route.stub.Submit(check, timeout=self.config.describe_timeout,
-                              metadata=caller_metadata(subject, proposal, self._scope(proposal, job_id)))
+                              metadata=caller_metadata(subject, proposal, self._scope(proposal, job_id), job_id=job_id,
+                                                       signer=self.config.scope_signer, rpc="Submit", request=check))
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
 
@@ -668,7 +681,8 @@ class GatewayService(pb_grpc.ReducerServicer):
         call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True,
                                  metadata=caller_metadata(job.owner, job.proposal,
                                                           self._scope(job.proposal, handle.job_id),
-                                                          job_id=handle.job_id))
+                                                          job_id=handle.job_id, signer=self.config.scope_signer,
+                                                          rpc="Reduce", request=upstream))
         handle.on_cancel(call.cancel)
         try:
             for event in call:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     service_token_file: Path | None = Field(None, description="file with the secret the gateway sends and "
                                             "every service requires (without one a service starts only "
                                             "with `--insecure`)", json_schema_extra=_section("service"))
+    scope_key_file: Path | None = Field(None, description="the scope key (PEM): on the gateway its private "
+                                        "key, which signs each call's scope; on a service only the public key "
+                                        "or a certificate (a service with a credential and no key starts only "
+                                        "with `--insecure`)", json_schema_extra=_section("service"))
     service_tls_dir: Path | None = Field(None, description="mutual TLS between the gateway and the services: "
                                          "a folder with `tls.crt`, `tls.key`, `ca.crt` (off without one)",
                                          json_schema_extra=_section("service"))

@@ -37,11 +37,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="file with the secret every call must carry (default $PANREDUCE_SERVICE_TOKEN_FILE)")
     p.add_argument("--service-tls-dir", type=Path, default=None,
                    help="mutual TLS: folder with tls.crt, tls.key, ca.crt (default $PANREDUCE_SERVICE_TLS_DIR)")
+    p.add_argument("--scope-key-file", type=Path, default=None,
+                   help="the gateway's public scope key or certificate (PEM): only scopes it signed are accepted "
+                   "(default $PANREDUCE_SCOPE_KEY_FILE)")
     p.add_argument("--health-port", type=int, default=None,
                    help="also answer health checks in plain text on this port (probes beside mTLS; "
                    "default $PANREDUCE_HEALTH_PORT, 0: off)")
     p.add_argument("--insecure", action="store_true",
-                   help="serve without a service token: any caller that reaches the port (development only)")
+                   help="serve without a service token (any caller that reaches the port), or without a scope "
+                   "key (a token holder names any scope): development only")
     args = p.parse_args(argv)
     if not args.technique:
         p.error("name the technique (or set PANREDUCE_TECHNIQUE)")
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         tls = service_tls_setting(args.service_tls_dir)
         health_port = health_port_setting(args.health_port)
         token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
+        from panreduce.scopekey import service_scope_setting
+
+        verifier = service_scope_setting(args.scope_key_file, insecure=args.insecure)
     except (errors.UnknownTechnique, errors.InvalidRequest) as exc:
         print(f"panreduce-service: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve(cls, port=args.port, host=args.host, store_root=args.store, max_running=args.max_running,
           metrics_port=args.metrics_port, drain_seconds=args.drain_seconds, service_token=token,
-          service_tls=tls, health_port=health_port)
+          service_tls=tls, health_port=health_port, scope_verifier=verifier)
     return 0
 
 

@@ -13,11 +13,12 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
-from panreduce import __version__, errors, limits, locations, metadata
+from panreduce import __version__, audit, errors, limits, locations, metadata
 from panreduce.jobs import TERMINAL, JobHandle, JobManager, new_job_id
 from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway checks outputs the same way
     STAGE_SPAN,
@@ -30,7 +31,8 @@ from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway chec
 from panreduce.kit.scratch import ScratchArea
 from panreduce.kit.technique import Technique
 from panreduce.mtls import ServiceTLS
-from panreduce.scope import Scope, active, scope_of
+from panreduce.scope import SCOPE_HEADER, Scope, active, scope_of
+from panreduce.scopekey import ScopeVerifier, Statement
 from panreduce.serving import (
     AbortWith,
     RunningServer,
@@ -88,9 +90,54 @@ class TechniqueService(pb_grpc.ReducerServicer):
     # A service with a credential (service token, mTLS) serves data calls only with the
     # caller's locations from its gateway (panreduce.scope); start_technique sets it.
     require_scope = False
+    # With a scope key (its public half), the scope must be a statement the gateway signed
+    # for this call (panreduce.scopekey): a holder of the credential alone cannot make one.
+    scope_verifier: ScopeVerifier | None = None
 
-    def _scope(self, context: grpc.ServicerContext) -> Scope:
+    def _statement(self, context: grpc.ServicerContext, rpc: str, request: object | None,
+                   job: str = "") -> Statement | None:
+        """The call's verified statement (None: this service has no scope key); a missing,
+        forged, expired, replayed or mismatched one is refused and audited."""
+        if self.scope_verifier is None:
+            return None
+        value = ""
+        for key, v in context.invocation_metadata() or ():
+            if key == SCOPE_HEADER:
+                value = v.decode("ascii", "replace") if isinstance(v, bytes) else v
+        subject, proposal = caller_of(context)
+        try:
+            st = self.scope_verifier.verify(value, rpc=rpc, job=job, request=request)
+            if proposal and not st.sees(proposal):
+                raise errors.PermissionDenied("the scope statement is not for the proposal this call names")
+        except (errors.Unauthenticated, errors.PermissionDenied) as exc:
+            audit.decision(subject=subject, proposal=proposal, allowed=False, rpc=rpc,
+                           resource="scope statement", reason=str(exc))
+            raise
+        audit.decision(subject=st.subject, proposal=proposal, allowed=True, rpc=rpc,
+                       resource="scope statement", reason="signed by the gateway")
+        return st
+
+    def _scope(self, context: grpc.ServicerContext, rpc: str = "", request: object | None = None,
+               job: str = "") -> Scope:
+        st = self._statement(context, rpc, request, job)
+        if st is not None:
+            return Scope.decode(st.scope)
         return scope_of(context.invocation_metadata(), required=self.require_scope)
+
+    def _visible(self, context: grpc.ServicerContext, rpc: str, request: object) -> Statement | None:
+        """For the job RPCs: the statement whose proposals' jobs the caller sees (None: no scope key)."""
+        return self._statement(context, rpc, request)
+
+    def _job(self, context: grpc.ServicerContext, rpc: str, request: object, job_id: str) -> None:
+        """Refuse a job of a proposal the call's statement does not name (as not found: its
+        existence is not told)."""
+        st = self._visible(context, rpc, request)
+        if st is not None:
+            job = self.manager.get(job_id)
+            if not st.sees(job.proposal):
+                audit.decision(subject=st.subject, proposal=",".join(st.proposals), allowed=False, rpc=rpc,
+                               resource=job_id, reason="job of another proposal")
+                raise errors.JobNotFound(job_id)
 
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
@@ -104,7 +151,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
                 follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         validate_request(self.cls, request)
-        scope = self._scope(context)
+        scope = self._scope(context, "Reduce" if follow else "Submit", request, job_id_of(context))
         scope.check_request(self.stores, request)  # the gateway's check, again
         check_inputs_exist(self.stores, list(request.inputs))
         check_output_location(self.stores, request.output)
@@ -142,22 +189,26 @@ class TechniqueService(pb_grpc.ReducerServicer):
     @rpc_method
     def Watch(self, request: pb.WatchRequest, context):
         limits.check_job_id(request.job_id)
+        self._job(context, "Watch", request, request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
     def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:
         limits.check_job_id(request.job_id)
+        self._job(context, "Cancel", request, request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
     def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
         limits.check_job_id(request.job_id)
+        self._job(context, "GetJob", request, request.job_id)
         return self.manager.get(request.job_id)
 
     @rpc_method
     def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
         limits.check_list_request(request)
-        return list_jobs(self.manager, request)
+        st = self._visible(context, "ListJobs", request)
+        return list_jobs(self.manager, request, visible=None if st is None else st.sees)
 
     @rpc_method
     def Upload(self, request_iterator, context) -> pb.ObjectInfo:
@@ -166,14 +217,14 @@ class TechniqueService(pb_grpc.ReducerServicer):
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context):
         limits.check_uri(request.uri)
-        self._scope(context).check(self.stores, request.uri, "download")
+        self._scope(context, "Download", request).check(self.stores, request.uri, "download")
         uri = checked_download_uri(self.stores, self.manager, request.uri)
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:
         limits.check_uri(request.uri)
-        loc = self._scope(context).check(self.stores, request.uri, "metadata read")
+        loc = self._scope(context, "GetMetadata", request).check(self.stores, request.uri, "metadata read")
         return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active(),
                                checked=loc.local if loc is not None else None)
 
@@ -213,8 +264,12 @@ def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContex
         raise AbortWith(job.failure)
 
 
-def list_jobs(manager: JobManager, request: pb.ListJobsRequest) -> pb.ListJobsResponse:
+def list_jobs(manager: JobManager, request: pb.ListJobsRequest, *,
+              visible: Callable[[str], bool] | None = None) -> pb.ListJobsResponse:
+    """A page of the jobs ``request`` asks for; ``visible``: only jobs of the proposals it admits."""
     jobs = manager.list(request)
+    if visible is not None:
+        jobs = [j for j in jobs if visible(j.proposal)]
     size = limits.page_size(request)
     start = limits.page_start(request.page_token)
     page = jobs[start:start + size]
@@ -246,7 +301,8 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
 def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: str = "127.0.0.1",
           store_root: Path | None = None, max_running: int = 1, metrics_port: int = 0,
           drain_seconds: float = 30.0, service_token: str | None = None,
-          service_tls: ServiceTLS | None = None, health_port: int = 0) -> None:
+          service_tls: ServiceTLS | None = None, health_port: int = 0,
+          scope_verifier: ScopeVerifier | None = None) -> None:
     """Run one technique as a long-lived gRPC service until SIGTERM/SIGINT.
 
     ``service_token``: the secret every call must carry (None: serve anyone; the CLI
@@ -259,11 +315,14 @@ def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: st
     running = start_technique(technique, address=f"{host}:{port}",
                               stores=Stores.from_env(store_root),
                               max_running=max_running, service_token=service_token, service_tls=service_tls,
-                              health_address=f"{host}:{health_port}" if health_port else None)
+                              health_address=f"{host}:{health_port}" if health_port else None,
+                              scope_verifier=scope_verifier)
     serve_metrics(metrics_port)
     log.info("technique %s serving on %s:%d (%s)", running.name, host, running.port,
              ", ".join([*(["service token required"] if service_token else []),
-                        *(["mTLS: client certificate required"] if service_tls else [])])
+                        *(["mTLS: client certificate required"] if service_tls else []),
+                        *(["signed scope required"] if scope_verifier else
+                          ["UNSIGNED scope accepted (no scope key)"] if service_token or service_tls else [])])
              or "INSECURE: no service token, any caller is served")
     run_until_signal([running], grace=drain_seconds)
 
@@ -271,13 +330,17 @@ def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: st
 def start_technique(technique: type[Technique] | Technique, *, address: str = "127.0.0.1:0",
                     stores: Stores, max_running: int = 1, scratch_root: Path | None = None,
                     service_token: str | None = None, service_tls: ServiceTLS | None = None,
-                    health_address: str | None = None) -> RunningServer:
+                    health_address: str | None = None,
+                    scope_verifier: ScopeVerifier | None = None) -> RunningServer:
     """Start a technique server (non-blocking); health turns SERVING after warm-up.
 
     ``service_token``: refuse (UNAUTHENTICATED) every Reducer call without it; the
-    gateway in front must be given the same (``GatewayService(service_token=...)``)."""
+    gateway in front must be given the same (``GatewayService(service_token=...)``).
+    ``scope_verifier``: accept only scopes the gateway signed (its ``scope_signer``'s public
+    key), and show each call only the jobs of its statement's proposals."""
     service = TechniqueService(technique, stores=stores, max_running=max_running, scratch_root=scratch_root)
     service.require_scope = bool(service_token or service_tls)
+    service.scope_verifier = scope_verifier
     running = start_server(service, address=address, name=service.name, manager=service.manager,
                            service_token=service_token, service_tls=service_tls, health_address=health_address)
     service.technique.warm_up()
