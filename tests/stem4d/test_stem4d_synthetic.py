@@ -138,3 +138,32 @@ def test_curl_free_field_has_no_curl_and_rotated_one_has():
     assert np.sqrt(np.mean(dpc.curl(sx, sy)[2:-2, 2:-2] ** 2)) < 0.05 * np.sqrt(np.mean(dpc.divergence(sx, sy) ** 2))
     rx, ry = dpc.to_scan_frame(sx, sy, 90.0, False)
     assert np.sqrt(np.mean(dpc.curl(rx, ry) ** 2)) > 0.5 * np.sqrt(np.mean(dpc.divergence(sx, sy) ** 2))
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_strain_step_in_the_scan_frame_through_a_30_degree_rotation(flip):
+    """A +1 % εxx step along the scan's x, seen on the detector turned by 30° (and flipped):
+    the scan-frame maps recover it from the CoM's minimum-curl rotation; the detector-frame
+    maps show the turned tensor instead (εxx' = 0.01 cos²30°, εxy' = ∓0.01 sin30° cos30°)."""
+    th = np.radians(11.0)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    sim = synthetic.make_scan(6, 12, 128, disc_radius_px=5, ring_radius_px=300, shift_amplitude_px=1.0,
+                              rotation_deg=30.0, flip=flip, lattice=rot @ np.diag([21.0, 24.0]),
+                              strain_exx_right=0.01, strain_frame="scan", bragg_radius_px=5)
+    shape = sim.frames.shape
+    calib = pipeline.calibrate(rows_of(sim.frames), shape, mrad_per_px=MRAD, bf_mrad=3.0, strain=True)
+    part = pipeline.stream(rows_of(sim.frames), shape, calib, row0=0, row1=shape[0], itemsize=4, budget_mb=8,
+                           strain=True)
+    maps = pipeline.finish(part, calib, strain_reference=(0, 6, 0, 6), flip=flip)
+    assert maps.fitted["strain_frame"] == "scan"
+    assert maps.fitted["rotation_deg"] % 180 == pytest.approx(30.0, abs=2.0)
+    exx, eyy, exy = (maps.images[k] for k in ("strain_exx", "strain_eyy", "strain_exy"))
+    assert np.isfinite(exx).all()
+    assert np.nanmean(exx[:, 6:]) - np.nanmean(exx[:, :6]) == pytest.approx(0.01, abs=0.0005)
+    assert np.abs(exx[:, 6:] - 0.01).max() < 0.0005 and np.abs(exx[:, :6]).max() < 0.0005
+    assert np.sqrt(np.mean(eyy**2)) < 0.002 and np.sqrt(np.mean(exy**2)) < 0.002
+    det = pipeline.finish(part, calib, strain_reference=(0, 6, 0, 6), flip=flip, strain_frame="detector")
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    sign = 1.0 if flip else -1.0  # F_det = M^-1 F_scan M
+    assert np.nanmean(det.images["strain_exx"][:, 6:]) == pytest.approx(0.01 * c * c, abs=0.0005)
+    assert np.nanmean(det.images["strain_exy"][:, 6:]) == pytest.approx(sign * 0.01 * s * c, abs=0.0005)

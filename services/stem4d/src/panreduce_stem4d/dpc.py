@@ -30,6 +30,14 @@ def to_scan_frame(com_x: np.ndarray, com_y: np.ndarray, rotation_deg: float, fli
     return c * com_x - s * com_y, s * com_x + c * com_y
 
 
+def detector_to_scan(rotation_deg: float, flip: bool) -> np.ndarray:
+    """The 2x2 matrix M taking detector-frame (x, y) vectors to the scan frame (as
+    :func:`to_scan_frame`): M = R(θ) · diag(1, -1 if flip else 1)."""
+    t = np.radians(rotation_deg)
+    r = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    return r @ np.diag([1.0, -1.0 if flip else 1.0])
+
+
 def divergence(fx: np.ndarray, fy: np.ndarray, step_x: float = 1.0, step_y: float = 1.0) -> np.ndarray:
     """∂fx/∂x + ∂fy/∂y (central differences; units of f per unit of step)."""
     return np.gradient(fx, step_x, axis=1) + np.gradient(fy, step_y, axis=0)

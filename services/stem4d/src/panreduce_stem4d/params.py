@@ -68,6 +68,9 @@ class Stem4dParameters(Parameters):
     strain_reference: tuple[int, int, int, int] | None = Field(
         None, description="reference region rows r0,r1, columns c0,c1 (scan indices, end exclusive); "
         "default: the whole scan")
+    strain_frame: Literal["scan", "detector"] = Field(
+        "scan", description="strain maps in the scan (x, y) frame (the lattice turned by the scan–detector "
+        "rotation and flip of the CoM step) or in the corrected detector frame")
     vacuum_position: tuple[int, int] | None = Field(
         None, description="scan (row, column) of a vacuum pattern for the probe template (default: the "
         "bright disc of the mean pattern)")

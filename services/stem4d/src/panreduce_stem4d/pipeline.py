@@ -187,7 +187,10 @@ class Maps:
 
 def finish(part: Partial, calib: Calibration, *, descan: str = "plane", rotation_deg: float | None = None,
            flip: bool = False, step_nm: tuple[float, float] | None = None, energy_kev: float | None = None,
-           want_phase: bool = True, strain_reference: tuple[int, int, int, int] | None = None) -> Maps:
+           want_phase: bool = True, strain_reference: tuple[int, int, int, int] | None = None,
+           strain_frame: str = "scan") -> Maps:
+    """``strain_frame``: "scan" (the bases turned by the scan–detector rotation and flip, so
+    εxx is along the scan's x) or "detector" (the corrected detector's x, y)."""
     geo = calib.geometry
     images: dict[str, np.ndarray] = {}
     units: dict[str, str] = {}
@@ -233,7 +236,14 @@ def finish(part: Partial, calib: Calibration, *, descan: str = "plane", rotation
         if len(region) == 0:
             raise ValueError("no lattice was fitted inside the strain reference region")
         ref = np.median(region, axis=0)
-        for k, v in st.strain_from_bases(part.lattice, ref).items():
+        bases, ref_f = part.lattice, ref
+        if strain_frame == "scan":
+            m = dpc.detector_to_scan(fitted["rotation_deg"], flip)
+            bases, ref_f = m @ part.lattice, m @ ref
+        elif strain_frame != "detector":
+            raise ValueError(f"strain_frame: 'scan' or 'detector', got {strain_frame!r}")
+        fitted["strain_frame"] = strain_frame
+        for k, v in st.strain_from_bases(bases, ref_f).items():
             key = f"strain_{k}" if k != "rotation" else "lattice_rotation"
             images[key], units[key] = v, "rad" if k == "rotation" else "1"
         fitted["reference_basis_px"] = ref.tolist()

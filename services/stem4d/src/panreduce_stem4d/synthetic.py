@@ -34,7 +34,7 @@ def make_scan(ny: int = 16, nx: int = 16, det: int = 64, *, disc_radius_px: floa
               ring_radius_px: float = 20.0, ring_width_px: float = 2.0, shift_amplitude_px: float = 2.0,
               rotation_deg: float = 0.0, flip: bool = False, descan_px: tuple[float, float] = (0.8, -0.5),
               axis_ratio: float = 1.0, ellipse_theta_deg: float = 0.0, lattice: np.ndarray | None = None,
-              strain_exx_right: float = 0.0, bragg_radius_px: float = 3.0, bragg_intensity: float = 0.5,
+              strain_exx_right: float = 0.0, strain_frame: str = "detector", bragg_radius_px: float = 3.0, bragg_intensity: float = 0.5,
               center_yx_px: tuple[float, float] | None = None, counts: float = 1000.0,
               poisson: bool = False, seed: int = 0) -> Synthetic:
     """A scan: DPC field = gradient of sin(2πx/nx)·sin(2πy/ny) scaled to ±``shift_amplitude_px``
@@ -42,7 +42,9 @@ def make_scan(ny: int = 16, nx: int = 16, det: int = 64, *, disc_radius_px: floa
     of :func:`panreduce_stem4d.dpc.to_scan_frame`); descan = a plane reaching ``descan_px``
     (x, y) at the scan's far corner; thickness = a smooth bump in [0.1, 0.9]. ``lattice``
     (2, 2) columns g1, g2 in corrected px adds Bragg discs; positions with x ≥ nx/2 get a
-    real-space εxx of ``strain_exx_right``."""
+    real-space εxx of ``strain_exx_right``, along the detector's corrected x
+    (``strain_frame="detector"``) or along the scan's x (``"scan"``: the strain seen on the
+    detector through ``rotation_deg`` / ``flip``, as the beam shift is)."""
     rng = np.random.default_rng(seed)
     cy, cx = center_yx_px if center_yx_px is not None else ((det - 1) / 2 + 0.3, (det - 1) / 2 - 0.2)
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
@@ -77,6 +79,10 @@ def make_scan(ny: int = 16, nx: int = 16, det: int = 64, *, disc_radius_px: floa
                 g = np.asarray(lattice, float)
                 if j >= nx / 2 and strain_exx_right:
                     f = np.diag([1 + strain_exx_right, 1.0])
+                    if strain_frame == "scan":  # F_det = M^-1 F_scan M, M = R(θ) diag(1, ±1)
+                        m = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+                        m = m @ np.diag([1.0, -1.0 if flip else 1.0])
+                        f = np.linalg.inv(m) @ f @ m
                     g = np.linalg.inv(f).T @ g
                 for h in range(-4, 5):
                     for k in range(-4, 5):
@@ -94,7 +100,8 @@ def make_scan(ny: int = 16, nx: int = 16, det: int = 64, *, disc_radius_px: floa
                      shift_det_xy_px=np.stack([tx, ty]), descan_xy_px=np.stack([desc_x, desc_y]),
                      thickness=thick, truth={"rotation_deg": rotation_deg, "flip": flip,
                                              "axis_ratio": axis_ratio, "ellipse_theta_deg": ellipse_theta_deg,
-                                             "affine_xy": a, "strain_exx_right": strain_exx_right})
+                                             "affine_xy": a, "strain_exx_right": strain_exx_right,
+                                             "strain_frame": strain_frame})
 
 
 def write_nexus(path, frames: np.ndarray, *, step_nm: float = 1.0, energy_kev: float | None = None,

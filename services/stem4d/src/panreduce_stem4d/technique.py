@@ -169,7 +169,8 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
         try:
             maps = pipeline.finish(part, calib, descan=params.descan, rotation_deg=params.scan_rotation_deg,
                                    flip=params.flip, step_nm=step, energy_kev=meta.get("energy_kev"),
-                                   want_phase=params.dpc_phase, strain_reference=params.strain_reference)
+                                   want_phase=params.dpc_phase, strain_reference=params.strain_reference,
+                                   strain_frame=params.strain_frame)
         except ValueError as exc:
             raise errors.InvalidInput(meta["source"], str(exc)) from None
         if params.dpc_phase and "dpc_phase" not in maps.images:
