@@ -37,6 +37,20 @@ def well_lit(shape: tuple[int, int], probe: np.ndarray, corners: np.ndarray, thr
     return ill >= threshold * ill.max()
 
 
+def phase_noise_floor(obj: np.ndarray, probe: np.ndarray, positions: np.ndarray, threshold: float = 0.3) -> float:
+    """The shot-noise floor (rad) of the object phase in the well-lit region: the RMS over
+    the object pixels lit at >= ``threshold`` x the maximum of sqrt(1 / (4 N)), N the
+    photons that crossed the pixel over the whole scan (sum_j |P(r - r_j)|^2 |O(r)|^2,
+    the probe in sqrt(photons) per pixel). 1 / (4 N) is the least variance of a phase
+    measured with N photons (the Cramer-Rao bound of an ideal interferometer); no
+    reconstruction of the object at full resolution does better, and ours reach 2-4 x it
+    (docs/ptychography.md, Convergence). Needs no ground truth."""
+    ill = illumination(obj.shape, probe, positions)
+    lit = ill >= threshold * ill.max()
+    n = ill[lit] * np.abs(obj[lit]) ** 2
+    return float(np.sqrt(np.mean(1.0 / (4.0 * np.maximum(n, 1e-12)))))
+
+
 def _plane(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     yy, xx = np.nonzero(mask)
     return yy.astype(float), xx.astype(float), np.ones(len(yy))

@@ -167,6 +167,12 @@ class Convergence(Step):
         description="Largest final reduced Poisson deviance (deviance / its expectation under "
         "Poisson noise of the model, 1 for a model that explains the data to the noise) of a "
         "converged reconstruction.")
+    max_phase_noise_floor_rad: float = Field(
+        0.02, gt=0, le=10.0,
+        description="Largest shot-noise floor of the object phase (rad, RMS over the well-lit "
+        "region: sqrt(1 / (4 N)), N photons through each object pixel) of a converged "
+        "reconstruction; above it too few photons crossed the specimen for its phase to be "
+        "known, and a fit to the noise is reported photon_limited.")
 
 
 class PtychographyParameters(Parameters):

@@ -19,6 +19,7 @@ from panreduce_ptychography import engines as eng
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
 from panreduce_ptychography.initialisation import parametric_probe, probe_from_data
 from panreduce_ptychography.io import list_scans, read_probe, read_scan
+from panreduce_ptychography.metrics import phase_noise_floor
 from panreduce_ptychography.params import PtychographyParameters, engine_options
 from panreduce_ptychography.problem import Problem, Scan, prepare
 from panreduce_ptychography.report import Reconstruction, write_nexus, write_png
@@ -186,10 +187,13 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
                 break
         elapsed = time.perf_counter() - t0
         final = eng.final_metrics(problem, state, backend, opts)
-        verdict = convergence_verdict(state, final, reasons[-1], rule, conv.max_deviance)
+        floor = phase_noise_floor(state.obj, state.probe, state.positions)
+        verdict = convergence_verdict(state, final, reasons[-1], rule, conv.max_deviance,
+                                      noise_floor_rad=floor, max_noise_floor_rad=conv.max_phase_noise_floor_rad)
         if not verdict["converged"]:
             msg = (f"{ref.key}: the reconstruction did not converge ({verdict['reason']}): reduced Poisson "
-                   f"deviance {final['reduced_deviance']:.3g} (converged <= {conv.max_deviance:g}), stop: "
+                   f"deviance {final['reduced_deviance']:.3g} (converged <= {conv.max_deviance:g}), phase "
+                   f"noise floor {floor:.3g} rad (converged <= {conv.max_phase_noise_floor_rad:g}), stop: "
                    f"{', '.join(reasons)}")
             ctx.log(msg, "warning")
             ctx.progress((i + 0.99) / n, "unconverged", msg)
@@ -205,6 +209,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             "fourier_error": float(final["fourier_error"]),
             "poisson_deviance": float(final["poisson_deviance"]),
             "reduced_deviance": float(final["reduced_deviance"]),
+            "phase_noise_floor_rad": float(floor),
             "initial_probe": probe_info,
             "object_pixel_size_m": problem.pixel_size_m,
             "object_shape": list(problem.object_shape), "frames": int(problem.counts.shape[0]),
@@ -222,12 +227,16 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
 
 
 def convergence_verdict(state: eng.State, final: Mapping[str, float], reason: str, rule: eng.StopRule,
-                        max_deviance: float) -> dict[str, Any]:
+                        max_deviance: float, *, noise_floor_rad: float = 0.0,
+                        max_noise_floor_rad: float = float("inf")) -> dict[str, Any]:
     """Converged: the last engine's metric levelled off (by the stop rule, or, with the rule
-    off, by the same test on its last iterations), the final metrics are finite and the
-    reduced Poisson deviance is at most ``max_deviance``. ``reason``: ``converged``,
-    ``diverged``, ``iteration_cap`` (still falling at the cap) or ``poor_fit`` (levelled
-    off far above the noise: positions, probe or geometry inconsistent with the data)."""
+    off, by the same test on its last iterations), the final metrics are finite, the
+    reduced Poisson deviance is at most ``max_deviance`` and the shot-noise floor of the
+    phase (:func:`phase_noise_floor`) at most ``max_noise_floor_rad``. ``reason``:
+    ``converged``, ``diverged``, ``iteration_cap`` (still falling at the cap),
+    ``poor_fit`` (levelled off far above the noise: positions, probe or geometry
+    inconsistent with the data) or ``photon_limited`` (the data fit to the noise, but
+    too few photons crossed the object to determine its phase: the fit is noise)."""
     if reason == "diverged" or not all(np.isfinite(v) for v in final.values()):
         return {"converged": False, "reason": "diverged"}
     last = state.history[-1]["engine"]
@@ -237,6 +246,8 @@ def convergence_verdict(state: eng.State, final: Mapping[str, float], reason: st
         return {"converged": False, "reason": "iteration_cap"}
     if final["reduced_deviance"] > max_deviance:
         return {"converged": False, "reason": "poor_fit"}
+    if noise_floor_rad > max_noise_floor_rad:
+        return {"converged": False, "reason": "photon_limited"}
     return {"converged": True, "reason": "converged"}
 
 
