@@ -106,8 +106,13 @@ def technique_of(technique: str | type[Technique] | Technique) -> Technique:
 
 
 def distribution_of(t: type[Technique]) -> str:
-    """The installed distribution that provides technique ``t`` (for provenance)."""
+    """The installed distribution that provides technique ``t`` (for provenance): the one
+    whose entry point names its package (reading entry points only; a service starting
+    pays no scan of every installed file list), else the package index."""
     top = t.__module__.split(".")[0]
+    for ep in importlib_metadata.entry_points(group=registry.GROUP):
+        if ep.value.split(":")[0].split(".")[0] == top and ep.dist is not None:
+            return ep.dist.name
     return (importlib_metadata.packages_distributions().get(top) or [top])[0]
 
 
