@@ -84,6 +84,13 @@ def deep_merge(into: dict[str, Any], other: dict[str, Any]) -> None:
 
 
 # -- the checks -------------------------------------------------------------------------
+def is_gpu_resource(name: str, gpu_values: dict[str, Any]) -> bool:
+    """An accelerator resource name: its domain is one of gpu.vendors (chart default:
+    nvidia.com, amd.com, gpu.intel.com) or it is listed in gpu.extraResources."""
+    vendors = gpu_values.get("vendors") or {"nvidia.com": {}, "amd.com": {}, "gpu.intel.com": {}}
+    return "/" in name and (name.split("/", 1)[0] in vendors or name in (gpu_values.get("extraResources") or []))
+
+
 def check_scheduling(docs: list[dict[str, Any]], values: dict[str, Any]) -> list[str]:
     """GPU rules, probes and pod security, on the rendered objects. Returns table rows."""
     registry_suffix = "-cuda"
@@ -93,14 +100,19 @@ def check_scheduling(docs: list[dict[str, Any]], values: dict[str, Any]) -> list
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         (c,) = pod["containers"]
-        gpus = int((c.get("resources", {}).get("limits") or {}).get(GPU_KEY, 0))
+        limits = c.get("resources", {}).get("limits") or {}
+        gpu_res = {k: int(v) for k, v in limits.items() if is_gpu_resource(k, gpu_values) and int(v) > 0}
+        gpus = sum(gpu_res.values())
         selector = pod.get("nodeSelector") or {}
         tolerations = pod.get("tolerations") or []
-        gpu_selector = {k: v for k, v in selector.items() if k.startswith("nvidia.com/")}
-        gpu_tolerations = [t for t in tolerations if str(t.get("key", "")).startswith("nvidia.com/")]
+        gpu_selector = {k: v for k, v in selector.items() if k.startswith("nvidia.com/") or "gpu" in k}
+        gpu_tolerations = [t for t in tolerations if is_gpu_resource(str(t.get("key", "")), gpu_values)]
         cuda = c["image"].endswith(registry_suffix)
         name = d["metadata"]["name"]
-        if gpus:
+        if gpus and not any(k.startswith("nvidia.com/") for k in gpu_res):
+            if not all(any(t.get("key") == k for t in tolerations) for k in gpu_res):
+                raise Failed(f"{name}: requests {sorted(gpu_res)} but does not tolerate their taints")
+        elif gpus:
             want_sel = {k: v for k, v in (gpu_values.get("nodeSelector") or {"nvidia.com/gpu.present": "true"}).items()}
             if not want_sel.items() <= selector.items():
                 raise Failed(f"{name}: requests {gpus} GPU but nodeSelector {selector} lacks {want_sel}")

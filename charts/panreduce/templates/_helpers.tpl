@@ -57,24 +57,47 @@ panreduce.io/technique: {{ .component }}
 {{- end }}
 
 {{/* GPU ---------------------------------------------------------------------------------- */}}
-{{/* the nvidia.com/gpu limit of a values entry (0 when none) */}}
-{{- define "panreduce.gpuCount" -}}
+{{/* The GPU resources of a values entry: dict "resources" R "root" $ -> YAML {name: count}
+of every resources.limits key that names an accelerator: an extended resource (a name with
+a domain, e.g. nvidia.com/gpu, nvidia.com/mig-1g.10gb, amd.com/gpu, gpu.intel.com/i915)
+whose domain is one of gpu.vendors (or whose name is in gpu.extraResources), count > 0. */}}
+{{- define "panreduce.gpuResources" -}}
 {{- $limits := (.resources | default dict).limits | default dict }}
-{{- index $limits "nvidia.com/gpu" | default 0 | int }}
+{{- $found := dict }}
+{{- range $key, $n := $limits }}
+{{- if and (contains "/" $key) (gt (int $n) 0) }}
+{{- $domain := first (splitList "/" $key) }}
+{{- if or (hasKey $.root.Values.gpu.vendors $domain) (has $key ($.root.Values.gpu.extraResources | default list)) }}
+{{- $_ := set $found $key (int $n) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $found }}
 {{- end }}
 
-{{/* Image ref: dict "root" $ "image" .image "gpu" BOOL */}}
+{{/* the number of accelerators a values entry asks for (0 when none): dict "resources" R "root" $ */}}
+{{- define "panreduce.gpuCount" -}}
+{{- $sum := 0 }}
+{{- range $k, $n := include "panreduce.gpuResources" . | fromYaml }}{{ $sum = add $sum $n }}{{ end }}
+{{- $sum }}
+{{- end }}
+
+{{/* Image ref: dict "root" $ "image" .image "gpu" BOOL ["suffix" S]: <registry>/<repository>:<tag>
+(a GPU technique without its own tag: tag + the vendor's tag suffix); with the component's
+image.digest, <registry>/<repository>@sha256:... (a digest names one image: the tag is ignored) */}}
 {{- define "panreduce.image" -}}
 {{- $v := .root.Values.image }}
 {{- $tag := .image.tag | default $v.tag | default .root.Chart.AppVersion }}
 {{- if and .gpu (not .image.tag) }}
-{{- $tag = printf "%s%s" $tag $v.gpuTagSuffix }}
+{{- $tag = printf "%s%s" $tag (.suffix | default $v.gpuTagSuffix) }}
 {{- end }}
 {{- $registry := .image.registry | default $v.registry }}
-{{- if $registry }}
-{{- printf "%s/%s:%s" (trimSuffix "/" $registry) .image.repository $tag }}
+{{- $repo := .image.repository }}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) .image.repository }}{{ end }}
+{{- if .image.digest }}
+{{- printf "%s@%s" $repo .image.digest }}
 {{- else }}
-{{- printf "%s:%s" .image.repository $tag }}
+{{- printf "%s:%s" $repo $tag }}
 {{- end }}
 {{- end }}
 
