@@ -64,6 +64,10 @@ class ThzParameters(Parameters):
     phase_reference_ps: float | None = pydantic.Field(
         None, ge=-1e6, le=1e6,
         description="Delay (ps) the harmonic phases refer to; default the waveform's centre.")
+    threads: int = pydantic.Field(
+        0, ge=0, le=256,
+        description="Threads timing the pulses of a page in parallel (0 = the cores this "
+        "process may use; 0..256).")
     plots: bool = pydantic.Field(True, description="Write PNG figures.")
     pulse_table: bool = pydantic.Field(
         False, description="Also store the per-pulse table (delay, signal, arrival pixel, "

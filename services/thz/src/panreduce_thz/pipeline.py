@@ -6,13 +6,29 @@ Pure computation on arrays; reading files is the technique's (``telbe``)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from panreduce import lazy
 from panreduce_thz.binning import BinnedWaveform, DelayAccumulator, waveform
 from panreduce_thz.gating import gated_signal
-from panreduce_thz.timing import arrival_pixels, decode_offset, pulse_delays_ps
+from panreduce_thz.timing import (
+    OFFSET_CODE,
+    _quadratic_vertex_weights,
+    arrival_pixels,
+    decode_offset,
+    pulse_delays_ps,
+)
+
+if TYPE_CHECKING:  # compiled on first use (numba is heavy to import)
+    from panreduce_thz import kernels
+else:
+    kernels = lazy.module("panreduce_thz.kernels")
 
 HIST_PX = 0.25  # arrival-pixel histogram bin, px
 
@@ -26,6 +42,21 @@ class Settings:
     half_width: int
     signal_gate: tuple[int, int]
     background_gate: tuple[int, int]
+    threads: int = 1  # threads over blocks of pulses (the compiled kernels release the GIL)
+    compiled: bool = True  # the numba kernels; False: the numpy/scipy reference path
+
+    @property
+    def vertex_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        w = _quadratic_vertex_weights(self.half_width)
+        return np.ascontiguousarray(w[1]), np.ascontiguousarray(w[2])
+
+
+def available_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -39,10 +70,70 @@ class Pulses:
 
 def process_page(raw_rows: np.ndarray, traces: np.ndarray, background: np.ndarray,
                  stage_ps: float, s: Settings) -> Pulses:
-    """Timing, delay and gated signal of the pulses of one image page and their traces."""
-    px = arrival_pixels(decode_offset(raw_rows), background, s.sos, method=s.method, half_width=s.half_width)
-    return Pulses(px, pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps),
-                  gated_signal(traces, signal_gate=s.signal_gate, background_gate=s.background_gate))
+    """Timing, delay and gated signal of the pulses of one image page and their traces
+    (the numpy/scipy reference, or the compiled kernels: the same numbers to float32
+    rounding)."""
+    if not s.compiled:
+        px = arrival_pixels(decode_offset(raw_rows), background, s.sos, method=s.method, half_width=s.half_width)
+        return Pulses(px, pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps),
+                      gated_signal(traces, signal_gate=s.signal_gate, background_gate=s.background_gate))
+    px = compiled_arrival_pixels(raw_rows, background, s)
+    return Pulses(px, pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps), compiled_gated_signal(traces, s))
+
+
+def compiled_arrival_pixels(raw_rows: np.ndarray, background: np.ndarray, s: Settings) -> np.ndarray:
+    """Arrival pixels (px) of raw uint16 rows by the compiled kernel (offset decoded per
+    page as ``decode_offset`` does)."""
+    raw = np.ascontiguousarray(raw_rows)
+    if raw.dtype not in (np.uint16, np.uint8):
+        raw = raw.astype(np.uint16)
+    offset = float(OFFSET_CODE) if raw.size and raw.flat[0] > OFFSET_CODE - 1 else 0.0
+    out = np.empty(raw.shape[0], np.float64)
+    w1, w2 = s.vertex_weights
+    kernels.arrival_pixels(raw, offset, np.ascontiguousarray(background, dtype=np.float32),
+                           np.ascontiguousarray(s.sos, dtype=np.float32), s.method == "subpixel", s.half_width,
+                           w1, w2, out)
+    return out
+
+
+def compiled_gated_signal(traces: np.ndarray, s: Settings) -> np.ndarray:
+    """Gated signal of big-endian float32 traces by the compiled kernel (other dtypes: the
+    numpy reference)."""
+    if traces.dtype != np.dtype(">f4") or not traces.flags.c_contiguous:
+        return gated_signal(traces, signal_gate=s.signal_gate, background_gate=s.background_gate)
+    out = np.empty(traces.shape[0], np.float64)
+    kernels.gated_signal(traces.view(np.uint32), *s.signal_gate, *s.background_gate, out)
+    return out
+
+
+def _concat(parts: list[Pulses]) -> Pulses:
+    if len(parts) == 1:
+        return parts[0]
+    return Pulses(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("arrival_px", "delay_ps", "signal")))
+
+
+def process_pages(pages: Iterable[tuple[np.ndarray, np.ndarray]], background: np.ndarray, stage_ps: float,
+                  s: Settings, pool: ThreadPoolExecutor | None) -> Iterator[Pulses]:
+    """``process_page`` over (rows, traces) pages, in order. With a pool, each page is
+    split into ``s.threads`` blocks timed in parallel while the next page is read (at most
+    two pages in flight: memory stays bounded by the page size)."""
+    if pool is None or s.threads < 2:
+        for rows, traces in pages:
+            yield process_page(rows, traces, background, stage_ps, s)
+        return
+    pending: list[Future] | None = None
+    for rows, traces in pages:
+        n = rows.shape[0]
+        cuts = np.linspace(0, n, s.threads + 1).astype(int)
+        if n == 0:
+            continue
+        futures = [pool.submit(process_page, rows[a:b], traces[a:b], background, stage_ps, s)
+                   for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        if pending is not None:
+            yield _concat([f.result() for f in pending])
+        pending = futures
+    if pending:
+        yield _concat([f.result() for f in pending])
 
 
 @dataclass
@@ -77,9 +168,17 @@ class RunStats:
         if self.histogram is None:
             self.histogram = np.zeros(int(np.ceil(self.width_px / HIST_PX)), np.int64)
 
-    def add(self, pos: PositionStats, p: Pulses) -> None:
+    def add(self, pos: PositionStats, p: Pulses, *, compiled: bool = True) -> None:
+        """Add a page of pulses (``compiled``: the one-pass kernel for the per-bin sums,
+        else ``DelayAccumulator.add``'s bincounts)."""
         pos.add(p)
-        self.dropped += self.corrected.add(p.delay_ps, p.signal)
+        c = self.corrected
+        if compiled:
+            self.dropped += int(kernels.accumulate(np.ascontiguousarray(p.delay_ps, dtype=np.float64),
+                                                   np.ascontiguousarray(p.signal, dtype=np.float64),
+                                                   float(c.bin_ps), int(c.first), c.count, c.total, c.total_sq))
+        else:
+            self.dropped += c.add(p.delay_ps, p.signal)
         k = np.clip((p.arrival_px / HIST_PX).astype(np.int64), 0, self.histogram.size - 1)
         self.histogram += np.bincount(k, minlength=self.histogram.size)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from panreduce_thz import report, spectra, telbe
 from panreduce_thz.binning import BinnedWaveform, DelayAccumulator
 from panreduce_thz.gating import pair_indices
 from panreduce_thz.params import ThzParameters
-from panreduce_thz.pipeline import PositionStats, RunStats, Settings, process_page
+from panreduce_thz.pipeline import PositionStats, RunStats, Settings, available_cores, process_pages
 from panreduce_thz.timing import bandpass_sos, stage_delay_ps
 
 VERSION = "0.1.0"
@@ -137,31 +138,41 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         settings = Settings(params.pixel_to_ps, params.bin_ps,
                             bandpass_sos(order=params.bandpass_order, low=params.bandpass[0], high=params.bandpass[1]),
                             params.timing_method, params.subpixel_half_width_px,
-                            params.signal_gate, params.background_gate)
+                            params.signal_gate, params.background_gate,
+                            threads=params.threads or available_cores())
         table = _PulseTable(ctx) if params.pulse_table else None
         total = max(sum(pulses), 1)
         done = 0
-        for j, ((k, pos), n, st) in enumerate(zip(block, pulses, stage, strict=True)):
-            ctx.progress(0.1 + 0.9 * done / total, "timing", f"position {pos.token} mm ({j + 1}/{len(block)})")
-            adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
-            cam, _ = pair_indices(n, n, params.offset)
-            lo, hi = (int(cam[0]), int(cam[-1]) + 1) if cam.size else (0, 0)
-            pstats = PositionStats(pos.position_mm, st)
-            start = 0
-            for name, path in pos.images:
-                for page in telbe.iter_pages(name, path):
-                    a, b = max(start, lo), min(start + page.shape[0], hi)
-                    if a < b:
-                        got = process_page(page[a - start:b - start], adc[a - params.offset:b - params.offset],
-                                           run.background, st, settings)
-                        stats.add(pstats, got)
-                        if table is not None:
-                            table.append(got, k)
-                    start += page.shape[0]
-                ctx.check_cancelled()
-            stats.positions.append(pstats)
-            done += n
+        pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="thz") if settings.threads > 1 else None
+        try:
+            for j, ((k, pos), n, st) in enumerate(zip(block, pulses, stage, strict=True)):
+                ctx.progress(0.1 + 0.9 * done / total, "timing", f"position {pos.token} mm ({j + 1}/{len(block)})")
+                pstats = PositionStats(pos.position_mm, st)
+                for got in process_pages(self._pages(pos, n, params, ctx), run.background, st, settings, pool):
+                    stats.add(pstats, got)
+                    if table is not None:
+                        table.append(got, k)
+                stats.positions.append(pstats)
+                done += n
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         return ThzPart(stats, run.run_name, run.layout.date or None, table.read() if table else None)
+
+    @staticmethod
+    def _pages(pos: telbe.Position, n: int, params: ThzParameters, ctx: Context):
+        """(raw rows, ADC traces) of the paired pulses of one position, page by page."""
+        adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
+        cam, _ = pair_indices(n, n, params.offset)
+        lo, hi = (int(cam[0]), int(cam[-1]) + 1) if cam.size else (0, 0)
+        start = 0
+        for name, path in pos.images:
+            for page in telbe.iter_pages(name, path):
+                a, b = max(start, lo), min(start + page.shape[0], hi)
+                if a < b:
+                    yield page[a - start:b - start], adc[a - params.offset:b - params.offset]
+                start += page.shape[0]
+            ctx.check_cancelled()
 
     def _finish(self, stats: RunStats, params: ThzParameters, ctx: Context, date: str | None,
                 run_name: str, pulse_table) -> dict[str, Any]:
