@@ -193,3 +193,90 @@ def test_offspecular_map_conserves_counts_and_puts_the_specular_line_at_qx_zero(
     assert m.intensity.sum() == pytest.approx(counts.sum() / 10.0)
     ridge_qx = 0.5 * (m.qx_edges[1:] + m.qx_edges[:-1])[np.argmax(m.intensity.sum(axis=0))]
     assert abs(ridge_qx) <= np.diff(m.qx_edges)[0]
+
+
+def test_polynomial_and_exponential_corrections_have_mantids_meaning():
+    from panreduce_reflectometry.reduction import AlgorithmicCorrection
+
+    # PolynomialCorrection: C0 + C1·λ + C2·λ²; at λ = 4 Å with 2, 0.5, 0.25: 2 + 2 + 4 = 8
+    poly = AlgorithmicCorrection("polynomial", (2.0, 0.5, 0.25))
+    np.testing.assert_allclose(poly.value_at(np.array([0.0, 4.0])), [2.0, 8.0])
+    # ExponentialCorrection: C0·exp(−C1·λ); C0 = 2, C1 = 0.1 at λ = 4 Å: 2·e^−0.4 = 1.340640
+    expo = AlgorithmicCorrection("exponential", (2.0, 0.1))
+    assert expo.value_at(np.array([4.0]))[0] == pytest.approx(1.3406401, rel=1e-7)
+    assert "C0=2" in expo.source and "C1=0.1" in expo.source
+
+
+@pytest.mark.parametrize("summation", ["lambda", "q"])
+def test_a_correction_divides_each_lambda_bin_by_its_value_at_the_bin_centre(summation):
+    from dataclasses import replace
+
+    from panreduce_reflectometry.reduction import AlgorithmicCorrection, reduce_run
+
+    run = _offspec_run(n_tof=200)
+    counts = run.counts.copy()
+    counts[399 - OFFSPEC.first_pixel_spectrum: 411 - OFFSPEC.first_pixel_spectrum] = 100.0
+    run = replace(run, counts=counts, variances=counts.copy(), tof_edges_us=np.linspace(2000, 90000, 201),
+                  monitor_total=1000.0)
+    common = dict(theta_deg=0.5, roi=(399, 410), background_roi=None, summation=summation,
+                  reduction_type="non_flat_sample", wavelength_range=(2.0, 12.0), monitor_background=None,
+                  monitor_integration=None, transmission=None)
+    plain = reduce_run(run, **common)
+    for corr in (AlgorithmicCorrection("polynomial", (2.0, 0.5)), AlgorithmicCorrection("exponential", (2.0, 0.1))):
+        res = reduce_run(run, **common, correction=corr)
+        assert res.normalisation == corr.kind
+        lam = 0.5 * (res.lambda_edges[1:] + res.lambda_edges[:-1])[::-1]  # R is in ascending Q
+        ratio = plain.r / res.r
+        ok = np.isfinite(ratio) & (plain.r > 0)
+        if summation == "lambda":  # exact: one factor per output bin
+            np.testing.assert_allclose(ratio[ok], corr.value_at(lam[ok]), rtol=1e-12)
+            np.testing.assert_allclose(plain.var[ok] / res.var[ok], corr.value_at(lam[ok]) ** 2, rtol=1e-12)
+        else:  # per pixel before the projection: within the spread of λ over the ROI (< 1 %), away from
+            # the partly filled bins at both ends of the projected range
+            inner = ok & (plain.r > 0.9 * np.nanmedian(plain.r[ok]))
+            assert inner.sum() > 100
+            np.testing.assert_allclose(ratio[inner], corr.value_at(lam[inner]), rtol=0.01)
+    with pytest.raises(ValueError, match="not both"):
+        from panreduce_reflectometry.reduction import Transmission
+
+        t = Transmission(np.array([1.0, 20.0]), np.array([1.0]), np.array([0.0]), "t")
+        reduce_run(run, **{**common, "transmission": t}, correction=AlgorithmicCorrection("polynomial", (1.0,)))
+
+
+def test_correction_parameters_take_mantids_names_and_refuse_half_given():
+    from pydantic import ValidationError
+
+    from panreduce_reflectometry.params import ReflectometryParameters as P
+
+    assert P.model_validate({"polynomial": "1,2,3"}).correction_kind == "polynomial"
+    assert P.model_validate({"polynomial": "1,2,3"}).polynomial == [1.0, 2.0, 3.0]
+    assert P.model_validate({"correction_algorithm": "ExponentialCorrection", "c0": 2, "c1": 0.1}
+                            ).correction_kind == "exponential"
+    assert P.model_validate({"correction_algorithm": "None", "polynomial": "1"}).correction_kind is None
+    for bad in ({"c0": 2}, {"correction_algorithm": "PolynomialCorrection"}, {"polynomial": "1", "c0": 1, "c1": 0},
+                {"polynomial": "1", "transmission": "PLP0000711.nx.hdf"}, {"c0": -1, "c1": 0.1}):
+        with pytest.raises(ValidationError):
+            P.model_validate(bad)
+
+
+def test_offspecular_map_over_pi_minus_pf_puts_the_specular_line_at_zero():
+    from panreduce_reflectometry.offspecular import offspecular_map, pi_pf
+
+    # α_i = 1°, α_f = 1.5°, λ = 2π Å (k = 1): pi − pf = sin 1° − sin 1.5°, pi + pf = sin 1° + sin 1.5°
+    a, b = pi_pf(np.array([2 * math.pi]), math.radians(1.0), np.array([math.radians(1.5)]))
+    s1, s15 = math.sin(math.radians(1.0)), math.sin(math.radians(1.5))
+    assert a[0] == pytest.approx(s1 - s15, rel=1e-12) and b[0] == pytest.approx(s1 + s15, rel=1e-12)
+    theta = math.radians(1.0)
+    two_theta = np.radians(np.linspace(1.5, 2.5, 11))
+    edges = np.tile(np.linspace(2.0, 14.0, 121), (11, 1))
+    counts = np.ones((11, 120))
+    counts[5] *= 50.0
+    m = offspecular_map(counts, counts, edges, two_theta, theta_rad=theta, i0=10.0, wavelength_range=(2.0, 14.0),
+                        n_qx=41, n_qz=50, axes="pi_pf")
+    assert m.axes == ("pi-pf", "pi+pf")
+    assert m.intensity.sum() == pytest.approx(counts.sum() / 10.0)
+    ridge = 0.5 * (m.qx_edges[1:] + m.qx_edges[:-1])[np.argmax(m.intensity.sum(axis=0))]
+    assert abs(ridge) <= np.diff(m.qx_edges)[0]
+    # the vertical axis is Qz = k(sin α_i + sin α_f): its top is at the shortest λ bin centre and the largest α_f
+    top = 2 * math.pi / 2.05 * (math.sin(theta) + math.sin(math.radians(1.5)))
+    assert m.qz_edges[-1] == pytest.approx(top, rel=1e-9)

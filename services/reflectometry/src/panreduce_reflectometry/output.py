@@ -142,8 +142,17 @@ def finite_or_nan(x: float | None) -> float:
     return float("nan") if x is None or not math.isfinite(x) else float(x)
 
 
+def _nx_name(axis: str) -> str:
+    return axis.replace("+", "_plus_").replace("-", "_minus_")
+
+
+def _label(axis: str) -> str:
+    return {"Qx": "$Q_x$", "Qz": "$Q_z$", "pi-pf": "$p_i - p_f$", "pi+pf": "$p_i + p_f$"}.get(axis, axis)
+
+
 def write_offspecular(path: Path, png: Path | None, m, *, run: str, instrument: str, theta_deg: float) -> None:
-    """The off-specular map as NXdata (intensity over Qz, Qx bin edges) in an NXentry, and a PNG."""
+    """The off-specular map as NXdata (intensity over Qz, Qx bin edges, or over pi+pf, pi-pf
+    saved as ``pi_plus_pf``/``pi_minus_pf``) in an NXentry, and a PNG."""
     import h5py
 
     from panreduce import nexus
@@ -154,10 +163,12 @@ def write_offspecular(path: Path, png: Path | None, m, *, run: str, instrument: 
         e = nexus.make_group(f, "entry", "NXentry")
         nexus.write_text(e, "title", f"{instrument} {run} off-specular map, θ = {theta_deg:g}°")
         # counts per monitor count: a ratio, dimensionless; Qz, Qx are bin edges
+        xname, yname = (_nx_name(a) for a in m.axes)
         nexus.write_nxdata(e, "offspecular", signal="intensity", data=m.intensity, errors=np.sqrt(m.variance),
-                           axes=[("Qz", m.qz_edges), ("Qx", m.qx_edges)],
-                           units={"intensity": "", "Qz": "1/angstrom", "Qx": "1/angstrom"},
-                           long_names={"intensity": "counts per monitor count"})
+                           axes=[(yname, m.qz_edges), (xname, m.qx_edges)],
+                           units={"intensity": "", yname: "1/angstrom", xname: "1/angstrom"},
+                           long_names={"intensity": "counts per monitor count", xname: f"{m.axes[0]} (1/Å)",
+                                       yname: f"{m.axes[1]} (1/Å)"})
     tmp.replace(path)
     if png is None:
         return
@@ -173,8 +184,8 @@ def write_offspecular(path: Path, png: Path | None, m, *, run: str, instrument: 
     norm = LogNorm(vmin=float(positive.min()), vmax=float(positive.max())) if positive.size else None
     mesh = ax.pcolormesh(m.qx_edges, m.qz_edges, z, norm=norm, shading="flat")
     fig.colorbar(mesh, ax=ax, label="counts / monitor")
-    ax.set_xlabel("Qx (1/Å)")
-    ax.set_ylabel("Qz (1/Å)")
+    ax.set_xlabel(f"{_label(m.axes[0])} (1/Å)")
+    ax.set_ylabel(f"{_label(m.axes[1])} (1/Å)")
     ax.set_title(f"{instrument} {run}: off-specular, θ = {theta_deg:g}°")
     fig.tight_layout()
     tmp_png = png.with_name(png.name + ".part.png")

@@ -7,6 +7,7 @@ run order (runs sorted by file name), one value for every run or a single value 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Literal
 
@@ -47,6 +48,15 @@ class ReflectometryParameters(Parameters):
         None, max_length=MAX_RUNS,
         description="incidence angle θ per run in degrees (Mantid ThetaIn), in run order; default: the "
                     "file's log (INTER Theta, Platypus omega); OFFSPEC files need it (their logs are wrong)")
+    theta_from: Literal["request", "log", "detector"] | None = Field(
+        None, description="where θ comes from: the request (theta_deg), the file's log, or the detector "
+                          "(for now ½ of the beam's recorded 2θ; refnx's method from the specular beam's "
+                          "height above the direct beam is written (gravity.py) but not yet wired); "
+                          "default: theta_deg when given, else the log")
+    gravity: bool = Field(
+        False, description="Platypus: correct θ per wavelength for the neutrons' parabolic fall (θ(λ) = "
+                           "θ − ε(λ), ε the trajectory's elevation at the sample) and find the direct beam "
+                           "for an infinitely fast neutron (refnx's treatment)")
     roi: list[tuple[int, int]] | None = Field(
         None, max_length=MAX_RUNS,
         description="detector spectra to sum per run, spectrum numbers inclusive (Mantid "
@@ -85,6 +95,17 @@ class ReflectometryParameters(Parameters):
         description="file names among the inputs: one or two transmission/direct-beam runs (two are "
                     "stitched in their overlap), or one table (CSV: λ [Å], T per Å, σT); default: a "
                     "Platypus run at ω = 0 among the inputs, else none (monitor only, no absolute scale)")
+    correction_algorithm: Literal["none", "polynomial", "exponential"] | None = Field(
+        None, description="Mantid CorrectionAlgorithm when no transmission is given: divide by a polynomial "
+                          "(PolynomialCorrection: C0 + C1·λ + C2·λ² …, coefficients in `polynomial`) or an "
+                          "exponential (ExponentialCorrection: C0·exp(−C1·λ), `c0`, `c1`), λ in Å; implied by "
+                          "`polynomial` or `c0`/`c1` alone; accepts Mantid's names PolynomialCorrection, "
+                          "ExponentialCorrection, None")
+    polynomial: list[float] | None = Field(
+        None, min_length=1, max_length=16,
+        description="Mantid Polynomial: the coefficients C0,C1,C2,… of the polynomial correction (λ in Å)")
+    c0: float | None = Field(None, description="Mantid C0 of the exponential correction C0·exp(−C1·λ)")
+    c1: float | None = Field(None, description="Mantid C1 of the exponential correction C0·exp(−C1·λ), 1/Å")
     transmission_overlap: Range | None = Field(
         None, description="λ range in Å where two transmission runs are stitched (default: their overlap)")
     scale: list[float] | None = Field(
@@ -94,9 +115,18 @@ class ReflectometryParameters(Parameters):
     orb: bool = Field(False, description="also write ORSO binary (.orb, NeXus) files")
     offspecular: bool = Field(False, description="also write each run's off-specular map I(Qx, Qz) over the "
                                                  "whole detector as NXdata (<run>_offspecular.nxs) and a PNG")
+    offspecular_axes: Literal["qx_qz", "pi_pf"] = Field(
+        "qx_qz", description="axes of the off-specular map: (Qx, Qz), or (pi − pf, pi + pf) with "
+                             "pi = k sin α_i, pf = k sin α_f (1/Å)")
     plots: bool = Field(True, description="write a log R vs Q PNG")
 
-    @field_validator("theta_deg", "scale", mode="before")
+    @field_validator("correction_algorithm", mode="before")
+    @classmethod
+    def _mantid_correction(cls, value: Any) -> Any:
+        names = {"polynomialcorrection": "polynomial", "exponentialcorrection": "exponential"}
+        return names.get(value.strip().lower(), value.strip().lower()) if isinstance(value, str) else value
+
+    @field_validator("theta_deg", "scale", "polynomial", mode="before")
     @classmethod
     def _numbers(cls, value: Any) -> Any:
         return _split(value)
@@ -176,6 +206,42 @@ class ReflectometryParameters(Parameters):
                     or name in (".", ".."):
                 raise ValueError(f"give file names as they appear among the inputs (got {name!r})")
         return items
+
+    @property
+    def correction_kind(self) -> Literal["polynomial", "exponential"] | None:
+        """The algorithmic correction in force: named, or implied by its coefficients."""
+        kind = self.correction_algorithm
+        if kind is None:
+            kind = "polynomial" if self.polynomial else \
+                "exponential" if (self.c0 is not None or self.c1 is not None) else None
+        return None if kind == "none" else kind
+
+    @model_validator(mode="after")
+    def _correction(self) -> ReflectometryParameters:
+        if self.correction_algorithm is None and self.polynomial and (self.c0 is not None or self.c1 is not None):
+            raise ValueError("give polynomial or c0/c1, not both (or name correction_algorithm)")
+        kind = self.correction_kind
+        if kind == "polynomial" and not self.polynomial:
+            raise ValueError("correction_algorithm polynomial needs its coefficients: polynomial=C0,C1,…")
+        if kind == "exponential":
+            if self.c0 is None or self.c1 is None:
+                raise ValueError("correction_algorithm exponential needs c0 and c1 (C0·exp(−C1·λ))")
+            if not self.c0 > 0 or not math.isfinite(self.c1) or abs(self.c1) > 100:
+                raise ValueError(f"exponential correction: c0 must be > 0 and |c1| ≤ 100 1/Å (got {self.c0}, "
+                                 f"{self.c1})")
+        if kind == "polynomial" and not all(math.isfinite(c) for c in self.polynomial or []):
+            raise ValueError("polynomial coefficients must be finite numbers")
+        if kind in ("polynomial", "exponential") and self.transmission:
+            raise ValueError("give transmission runs/table or a correction_algorithm, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _theta_source(self) -> ReflectometryParameters:
+        if self.theta_from == "request" and not self.theta_deg:
+            raise ValueError("theta_from request needs theta_deg")
+        if self.theta_from in ("log", "detector") and self.theta_deg:
+            raise ValueError(f"theta_from {self.theta_from} and theta_deg both given: give one")
+        return self
 
     @model_validator(mode="after")
     def _lengths(self) -> ReflectometryParameters:

@@ -231,6 +231,7 @@ def _platypus(f: h5py.File, source: str) -> TofRun:
         monitor_total=_number(e, "monitor/bm1_counts"),
         theta_log_deg=omega, slit_gaps_mm=(s2, s3) if s2 and s3 else None,
         slit_distance_mm=(d3 - d2) if d2 is not None and d3 is not None else None,
+        first_slit_to_sample_m=1e-3 * (sample_distance - d2) if d2 is not None else None,
         counting_time_s=_number(e, "instrument/detector/time"), is_direct_beam=db,
         notes=(f"chopper pair 1-{disc} at {freq_hz:.2f} Hz, time origin {t_offset:.1f} µs",),
     )

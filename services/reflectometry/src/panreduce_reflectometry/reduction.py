@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 
 from panreduce_reflectometry import core
+from panreduce_reflectometry.gravity import elevation_at_sample
 from panreduce_reflectometry.runs import TofRun, pixel_two_theta
 
 Summation = Literal["lambda", "q"]
@@ -38,6 +39,41 @@ class Transmission:
 
 
 @dataclass(frozen=True)
+class AlgorithmicCorrection:
+    """Mantid's ``CorrectionAlgorithm`` when no transmission run is given
+    (ReflectometryReductionOne, Operation = Divide): the monitor-normalised counts per λ
+    bin are divided by f(λ) at the bin centre (λ in Å), errors by the same factor.
+
+    * ``polynomial`` (PolynomialCorrection, ``Polynomial`` = C0, C1, C2, …):
+      f(λ) = C0 + C1·λ + C2·λ² + …
+    * ``exponential`` (ExponentialCorrection, ``C0``, ``C1``): f(λ) = C0·exp(−C1·λ)."""
+
+    kind: Literal["polynomial", "exponential"]
+    coefficients: tuple[float, ...]  # polynomial: C0, C1, ...; exponential: C0, C1
+
+    def value_at(self, wavelength: np.ndarray) -> np.ndarray:
+        lam = np.asarray(wavelength, dtype=float)
+        if self.kind == "exponential":
+            c0, c1 = self.coefficients
+            return c0 * np.exp(-c1 * lam)
+        return np.polynomial.polynomial.polyval(lam, np.asarray(self.coefficients, dtype=float))
+
+    @property
+    def source(self) -> str:
+        if self.kind == "exponential":
+            return f"ExponentialCorrection C0={self.coefficients[0]:g}, C1={self.coefficients[1]:g}"
+        return "PolynomialCorrection " + ", ".join(f"C{i}={c:g}" for i, c in enumerate(self.coefficients))
+
+
+def divide_by_correction(edges: np.ndarray, y: np.ndarray, v: np.ndarray, correction: AlgorithmicCorrection
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """y/f(λ), v/f(λ)² at the bin centres of ``edges`` (1-D, or one row per pixel); NaN where f ≤ 0."""
+    f = correction.value_at(0.5 * (edges[..., :-1] + edges[..., 1:]))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(f > 0, y / f, np.nan), np.where(f > 0, v / f**2, np.nan)
+
+
+@dataclass(frozen=True)
 class RunReflectivity:
     run: str
     theta_deg: float  # incidence angle used for Q
@@ -50,7 +86,7 @@ class RunReflectivity:
     var: np.ndarray
     lambda_edges: np.ndarray  # λ (or λ_V) edges the Q edges came from, ascending
     i0: float
-    normalisation: str  # "transmission" or "monitor"
+    normalisation: str  # "transmission", "polynomial", "exponential" or "monitor"
     summation: Summation
     reduction_type: ReductionType
     notes: list[str] = field(default_factory=list)
@@ -116,13 +152,20 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
                reduction_type: ReductionType, wavelength_range: tuple[float, float],
                monitor_background: tuple[float, float] | None,
                monitor_integration: tuple[float, float] | None,
-               transmission: Transmission | None) -> RunReflectivity:
+               transmission: Transmission | None,
+               correction: AlgorithmicCorrection | None = None,
+               gravity: tuple[float, float] | None = None) -> RunReflectivity:
     """Reduce one run to R over unbinned Q edges.
 
     Order (Mantid ReflectometryReductionOne v2): background (per-detector average of the
     side pixels, in TOF) → TOF→λ per pixel → ÷ I0 → [sum in λ → crop → ÷ T(λ)] or
     [÷ T(λ) per pixel → sum along constant Q → crop] → Q = 4π sin θ/λ. With no
-    transmission the result is counts/I0 per λ bin (no absolute scale)."""
+    transmission the result is counts/I0 per λ bin (no absolute scale), divided by the
+    ``correction`` f(λ) when one is given (in place of T(λ), at the same step).
+    ``gravity`` = (collimation slit distance, first slit → sample) [m]: Q uses the
+    wavelength-dependent θ(λ) = θ − ε(λ) of :mod:`gravity` instead of one θ."""
+    if transmission is not None and correction is not None:
+        raise ValueError("transmission: give transmission runs/table or a correction_algorithm, not both")
     counts, var = run.counts, run.variances
     notes: list[str] = []
     if background_roi is not None:
@@ -147,6 +190,8 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
         y, v = y[idx], v[idx]
         if transmission is not None:
             y, v = _divide_by_transmission(edges, y, v, transmission)
+        elif correction is not None:
+            y, v = divide_by_correction(edges, y, v, correction)
         theta = math.radians(theta_deg)
         if reduction_type != "normal":
             notes.append(f"reduction_type {reduction_type} has no effect with summation in λ")
@@ -162,6 +207,8 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
         if transmission is not None:
             for k in range(pix.size):
                 y[k], v[k] = _divide_by_transmission(pedges[k], y[k], v[k], transmission)
+        elif correction is not None:
+            y, v = divide_by_correction(pedges, y, v, correction)
         first, last = pix[0], pix[-1]
         if tt[first] > tt[last]:
             first, last = last, first
@@ -179,12 +226,21 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
         if reduction_type == "divergent_beam":
             two_theta_r = 0.5 * two_theta_r + theta0  # Mantid: the detector angle ConvertUnits then halves
         theta = 0.5 * two_theta_r
-    q_edges = core.wavelength_to_q(edges, theta)[::-1]
+    if gravity is not None:
+        eps = elevation_at_sample(edges, theta, collimation_m=gravity[0], slit_to_sample_m=gravity[1])
+        q_edges = (4.0 * math.pi * np.sin(theta - eps) / edges)[::-1]
+        notes.append(f"gravity: θ(λ) from {math.degrees(theta - eps[0]):.4f}° at {edges[0]:.2f} Å to "
+                     f"{math.degrees(theta - eps[-1]):.4f}° at {edges[-1]:.2f} Å")
+        if np.any(np.diff(q_edges) <= 0):
+            raise ValueError("gravity: the corrected Q edges do not increase (slits or λ range implausible)")
+    else:
+        q_edges = core.wavelength_to_q(edges, theta)[::-1]
     return RunReflectivity(
         run=run.run_number, theta_deg=math.degrees(theta), two_theta_r_deg=math.degrees(two_theta_r),
         roi=roi, background_roi=background_roi, wavelength_range=wavelength_range,
         q_edges=q_edges, r=y[::-1].copy(), var=v[::-1].copy(), lambda_edges=edges, i0=i0,
-        normalisation="transmission" if transmission is not None else "monitor",
+        normalisation="transmission" if transmission is not None else
+        correction.kind if correction is not None else "monitor",
         summation=summation, reduction_type=reduction_type, notes=notes,
     )
 

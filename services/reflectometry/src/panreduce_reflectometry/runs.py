@@ -41,7 +41,8 @@ class TofRun:
     monitor_total: float | None = None  # a scalar monitor count (Platypus bm1)
     theta_log_deg: float | None = None  # the sample angle a log holds (may be wrong: see docs)
     slit_gaps_mm: tuple[float, float] | None = None
-    slit_distance_mm: float | None = None
+    slit_distance_mm: float | None = None  # between the two collimation slits
+    first_slit_to_sample_m: float | None = None  # first collimation slit -> sample, along the beam (gravity)
     proton_charge_uah: float | None = None
     counting_time_s: float | None = None
     is_direct_beam: bool = False

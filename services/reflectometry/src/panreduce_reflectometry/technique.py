@@ -118,6 +118,9 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             run = read_run(f.path, f.path.name)
             if is_named:
                 direct.append(run)
+            elif params.transmission is None and run.is_direct_beam and params.correction_kind:
+                notes.append(f"{f.path.name}: a direct beam (ω = 0, 2θ = 0), not used: the "
+                             f"{params.correction_kind} correction normalises")
             elif params.transmission is None and run.is_direct_beam:
                 direct.append(run)
                 notes.append(f"{f.path.name}: a direct beam (ω = 0, 2θ = 0), used as the transmission")
@@ -217,7 +220,7 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
 
     def _finish(self, sets: list, records: list[dict], params: ReflectometryParameters, ctx: Context, *,
                 call: str, notes: list[str]) -> dict[str, Any]:
-        absolute = all(r["normalisation"] == "transmission" for r in records)
+        absolute = all(r["normalisation"] != "monitor" for r in records)
         warnings = [] if absolute else [output.MONITOR_ONLY_WARNING]
         if warnings:
             ctx.log(output.MONITOR_ONLY_WARNING, "warning")
@@ -228,7 +231,7 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
                 output.write_orb(ctx.output_path(f"{s.name}.orb", format="orb"), [s])
         summary: dict[str, Any] = {
             "runs": records, "n_runs": len(records), "absolute_scale": absolute,
-            "normalisation": "transmission" if absolute else "monitor", "warnings": warnings, "notes": notes,
+            "normalisation": records[0]["normalisation"] if absolute else "monitor", "warnings": warnings, "notes": notes,
         }
         stitched = None
         if len(sets) > 1:

@@ -15,6 +15,7 @@ from panreduce_reflectometry import core
 from panreduce_reflectometry.output import MONITOR_ONLY_WARNING, OrtSet
 from panreduce_reflectometry.params import ReflectometryParameters
 from panreduce_reflectometry.reduction import (
+    AlgorithmicCorrection,
     Transmission,
     binned,
     find_specular,
@@ -51,14 +52,69 @@ def pick(values: list | None, index: int, n_runs: int):
     return values[index]
 
 
-def plan_run(run: TofRun, index: int, n_runs: int, p: ReflectometryParameters) -> RunPlan:
+def _wavelength_centres(run: TofRun, rows: np.ndarray) -> np.ndarray:
+    from panreduce_reflectometry.runs import pixel_two_theta
+
+    _, _, l2 = pixel_two_theta(run, theta_deg=0.0)
+    edges = core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us,
+                                   float(run.source_to_sample_m + l2[rows[len(rows) // 2]]))
+    return 0.5 * (edges[1:] + edges[:-1])
+
+
+def gravity_geometry(run: TofRun) -> tuple[float, float]:
+    """(collimation slit distance, first slit → sample) [m] for the gravity correction."""
+    if not (run.slit_distance_mm and run.first_slit_to_sample_m):
+        raise ValueError(f"gravity: run {run.run_number} ({run.instrument.name}) records no collimation slit "
+                         "distances")
+    return run.slit_distance_mm / 1000.0, run.first_slit_to_sample_m
+
+
+def direct_beam_height(run: TofRun, p: ReflectometryParameters) -> float:
+    """Height [m] of the direct beam on the detector (for θ from the detector); with
+    ``gravity`` its centre for an infinitely fast neutron (the per-λ drop removed)."""
+    from panreduce_reflectometry import gravity
+
+    roi = p.transmission_roi or find_specular(run.counts, run.spectra)[0]
+    rows = np.flatnonzero((run.spectra >= roi[0]) & (run.spectra <= roi[1]))
+    lam = _wavelength_centres(run, rows)
+    drop = None
+    if p.gravity:
+        coll, to_sample = gravity_geometry(run)
+        drop = gravity.drop_at(lam, coll, to_sample + float(np.median(run.pixel_z_m)))
+    rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
+    return gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows, drop_m=drop)
+
+
+def theta_from_detector(run: TofRun, roi: tuple[int, int], p: ReflectometryParameters,
+                        direct_height_m: float | None) -> float:
+    """θ [°] from the specular beam's height: ½·atan((y_R − y_D)/L) against the direct beam,
+    or ½·2θ of the beam when no direct beam is known (positions as the file records them)."""
+    from panreduce_reflectometry import gravity
+
+    if run.instrument.placement != "recorded":
+        raise ValueError(f"theta_from: the {run.instrument.name} detector is placed from θ itself (moved to "
+                         "2θ): give theta_deg")
+    rows = np.flatnonzero((run.spectra >= roi[0]) & (run.spectra <= roi[1]))
+    lam = _wavelength_centres(run, rows)
+    rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
+    y = gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows)
+    z = float(np.median(run.pixel_z_m[rows]))
+    if direct_height_m is not None:
+        return math.degrees(gravity.omega_from_heights(y, direct_height_m, z))
+    return math.degrees(0.5 * math.atan2(y, z))
+
+
+def plan_run(run: TofRun, index: int, n_runs: int, p: ReflectometryParameters,
+             direct_height_m: float | None = None) -> RunPlan:
     """Settings of one run; ValueError('<field>: why') when the request cannot be met."""
     try:
         theta = pick(p.theta_deg, index, n_runs)
     except ValueError as exc:
         raise ValueError(f"theta_deg: {exc}") from None
     source = "request"
-    if theta is None:
+    if p.theta_from == "detector":
+        theta, source = None, "detector"
+    elif theta is None:
         if run.theta_log_deg is None or not run.theta_log_deg > 0:
             raise ValueError(f"theta_deg: run {run.run_number} ({run.instrument.name}) records no usable "
                              "θ log: give theta_deg")
@@ -75,6 +131,11 @@ def plan_run(run: TofRun, index: int, n_runs: int, p: ReflectometryParameters) -
         roi_source = "found"
         if bg is None:
             bg = found_bg
+    if source == "detector":
+        theta = theta_from_detector(run, roi, p, direct_height_m)
+        if not 0.01 <= theta <= 30.0:
+            raise ValueError(f"theta_from: run {run.run_number}: θ from the detector is {theta:.4g}°, outside "
+                             "0.01–30° (is the beam on the detector, the direct beam the right run?)")
     return RunPlan(index, float(theta), source, roi, bg, roi_source, qr)
 
 
@@ -113,6 +174,16 @@ def anchor_of(p: ReflectometryParameters) -> float:
     return p.q_range[0][0] if p.q_range else DEFAULT_ANCHOR
 
 
+def correction_of(p: ReflectometryParameters) -> AlgorithmicCorrection | None:
+    """The algorithmic correction the parameters ask for (Mantid CorrectionAlgorithm), if any."""
+    kind = p.correction_kind
+    if kind == "polynomial":
+        return AlgorithmicCorrection("polynomial", tuple(p.polynomial or ()))
+    if kind == "exponential":
+        return AlgorithmicCorrection("exponential", (float(p.c0), float(p.c1)))
+    return None
+
+
 def reduce_one(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, transmission: Transmission | None,
                step: float, version: str, call: str) -> tuple[OrtSet, dict]:
     """One run to its ORSO data set on aligned log bins, and its summary record."""
@@ -120,9 +191,11 @@ def reduce_one(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, transm
     lam = p.wavelength_range or inst.wavelength_range_angstrom
     mon_bg = p.monitor_background_range or inst.monitor_background_angstrom
     mon_int = p.monitor_integration_range or inst.monitor_integration_angstrom
+    correction = correction_of(p)
     res = reduce_run(run, theta_deg=plan.theta_deg, roi=plan.roi, background_roi=plan.background_roi,
                      summation=p.summation, reduction_type=p.reduction_type, wavelength_range=lam,
-                     monitor_background=mon_bg, monitor_integration=mon_int, transmission=transmission)
+                     monitor_background=mon_bg, monitor_integration=mon_int, transmission=transmission,
+                     correction=correction, gravity=gravity_geometry(run) if p.gravity else None)
     step, resolution, res_source = resolution_dq_q(run, plan.theta_deg, step)
     edges, r, var = binned(res, dq_q=step, anchor=anchor_of(p), q_range=plan.q_range)
     q = 0.5 * (edges[:-1] + edges[1:])
@@ -136,14 +209,21 @@ def reduce_one(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, transm
                               f"{plan.background_roi[1]}")
     if transmission is not None:
         corrections.append(f"transmission/direct-beam normalisation ({transmission.source})")
-    comment = MONITOR_ONLY_WARNING if transmission is None else "absolute reflectivity (direct-beam normalised)"
+    if p.gravity:
+        corrections.append("gravity: wavelength-dependent angle of incidence (parabolic trajectory)")
+    if correction is not None:
+        corrections.append(f"algorithmic transmission correction: divided by {correction.source} (λ in Å)")
+    comment = "absolute reflectivity (direct-beam normalised)" if transmission is not None else \
+        (f"divided by the given {correction.kind} correction ({correction.source}): the absolute scale is "
+         "that of its coefficients") if correction is not None else MONITOR_ONLY_WARNING
     record = {
         "run": run.run_number, "file": run.source, "instrument": inst.name, "index": plan.index,
         "theta_deg": plan.theta_deg, "theta_source": plan.theta_source,
         "two_theta_r_deg": res.two_theta_r_deg, "roi": list(plan.roi), "roi_source": plan.roi_source,
         "background_roi": list(plan.background_roi) if plan.background_roi else None,
         "wavelength_range": list(lam), "i0": res.i0, "normalisation": res.normalisation,
-        "transmission": transmission.source if transmission is not None else None,
+        "transmission": transmission.source if transmission is not None else
+        correction.source if correction is not None else None,
         "dq_q": step, "anchor": anchor_of(p), "resolution_dq_q": resolution, "resolution_from": res_source,
         "q_min": float(edges[0]), "q_max": float(edges[-1]), "n_points": int(q.size), "notes": res.notes,
     }
@@ -180,7 +260,7 @@ def stitch_sets(sets: list[OrtSet], records: list[dict], *, manual: list[float] 
                for rec, f, e, o in zip(records, result.factors, result.factor_errors, result.overlaps, strict=True)]
     info = {"mode": result.mode, "factors": factors}
     first = sets[0]
-    absolute = all(rec["normalisation"] == "transmission" for rec in records)
+    absolute = all(rec["normalisation"] != "monitor" for rec in records)
     corrections = first.corrections + [f"stitched ({result.mode} scale factors: "
                                        + ", ".join(f"{f['factor']:.5g}" for f in factors) + ")"]
     out = replace(first, name="stitched", q=q[ok], r=c.r[ok], dr=np.sqrt(c.var[ok]), dq=(q * res)[ok],
@@ -228,4 +308,4 @@ def offspecular_for(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, i
     edges = core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us, run.source_to_sample_m + l2)
     lam = p.wavelength_range or run.instrument.wavelength_range_angstrom
     return offspecular_map(run.counts, run.variances, edges, tt, theta_rad=math.radians(plan.theta_deg),
-                           i0=i0, wavelength_range=lam)
+                           i0=i0, wavelength_range=lam, axes=p.offspecular_axes)
