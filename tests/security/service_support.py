@@ -38,12 +38,15 @@ def access_for(root: Path) -> Access:
 
 @contextmanager
 def toy_platform(root: Path, *, service_token: str | None = SERVICE_TOKEN, gateway_token: str | None = None,
-                 access: Access | None = None, store=None):
-    """A toy service (requiring ``service_token``) and a gateway in front of it (sending
-    ``gateway_token``, default the same). Yields (service, gateway server, gateway service)."""
+                 access: Access | None = None, store=None, scope_signer=None, scope_verifier=None):
+    """A toy service (requiring ``service_token``; verifying signed scopes with
+    ``scope_verifier`` when given) and a gateway in front of it (sending ``gateway_token``,
+    default the same; signing with ``scope_signer``). Yields (service, gateway server,
+    gateway service)."""
     stores = Stores(root / "store")
-    service = start_technique(Toy, stores=stores, service_token=service_token, max_running=4)
-    config = GatewayConfig(access=access or Access())
+    service = start_technique(Toy, stores=stores, service_token=service_token, max_running=4,
+                              scope_verifier=scope_verifier)
+    config = GatewayConfig(access=access or Access(), scope_signer=scope_signer)
     gateway = GatewayService({"toy": service.address}, stores=stores, config=config, store=store,
                              service_token=gateway_token if gateway_token is not None else service_token)
     gw = start_server(gateway, name="gateway", manager=gateway.manager)

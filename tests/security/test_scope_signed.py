@@ -11,17 +11,14 @@ import dataclasses
 import json
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
-from service_support import SERVICE_TOKEN, access_for, proposal_data
+from service_support import SERVICE_TOKEN, access_for, proposal_data, toy_platform
 
 from panreduce import errors
 from panreduce.client import Client, make_request
-from panreduce.kit.server import start_technique
-from panreduce.kit.toy import Toy
 from panreduce.scope import SCOPE_HEADER, Scope
 from panreduce.scopekey import (
     ScopeSigner,
@@ -30,29 +27,16 @@ from panreduce.scopekey import (
     signer_setting,
     verifier_setting,
 )
-from panreduce.serving import JOB_ID_HEADER, PROPOSAL_HEADER, SERVICE_TOKEN_HEADER, start_server
-from panreduce.storage import Stores
+from panreduce.serving import JOB_ID_HEADER, PROPOSAL_HEADER, SERVICE_TOKEN_HEADER
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
-from panreduce_gateway.gateway import GatewayConfig, GatewayService
+from panreduce_gateway.gateway import GatewayConfig
 
 TOKEN = (SERVICE_TOKEN_HEADER, SERVICE_TOKEN)
 
 
-@contextmanager
 def signed_platform(root: Path, signer: ScopeSigner, verifier: ScopeVerifier):
-    stores = Stores(root / "store")
-    service = start_technique(Toy, stores=stores, service_token=SERVICE_TOKEN, max_running=4, scope_verifier=verifier)
-    config = GatewayConfig(access=access_for(root), scope_signer=signer)
-    gateway = GatewayService({"toy": service.address}, stores=stores, config=config, service_token=SERVICE_TOKEN)
-    gw = start_server(gateway, name="gateway", manager=gateway.manager)
-    gw.set_serving(True)
-    try:
-        yield service, gw, gateway
-    finally:
-        gw.drain_and_stop(1)
-        gateway.close()
-        service.drain_and_stop(1)
+    return toy_platform(root, access=access_for(root), scope_signer=signer, scope_verifier=verifier)
 
 
 @pytest.fixture
