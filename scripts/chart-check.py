@@ -214,9 +214,10 @@ def check_values_set(helm: str, name: str, files: list[Path], report: list[str])
 
 
 def without_random_token(doc: dict) -> dict:
-    """The chart's service-token Secret holds a random token, new in every render: compare
-    it without its data."""
-    if doc.get("kind") == "Secret" and doc.get("metadata", {}).get("name", "").endswith("-service-token"):
+    """The chart's service-token and scope-key Secrets hold a random token and key pair, new
+    in every render: compare them without their data."""
+    if doc.get("kind") == "Secret" and doc.get("metadata", {}).get("name", "").endswith(("-service-token",
+                                                                                          "-scope-key")):
         return {**doc, "data": dict.fromkeys(doc.get("data", {}), "<random>")}
     return doc
 

@@ -310,7 +310,7 @@ def test_s3_settings_and_credentials_from_a_secret(render, how):
           "resultsUri": "s3://reduced/results"}
     s3 |= {"existingSecret": "facility-s3"} if how == "existing" else {"accessKeyId": "AK", "secretAccessKey": "SK"}
     docs = render({"s3": s3})
-    secrets = [s for s in docs.of("Secret") if s["metadata"]["name"] != f"{RELEASE}-service-token"]
+    secrets = [s for s in docs.of("Secret") if s["metadata"]["name"] not in (f"{RELEASE}-service-token", f"{RELEASE}-scope-key")]
     name = "facility-s3" if how == "existing" else f"{RELEASE}-s3"
     if how == "existing":
         assert secrets == []

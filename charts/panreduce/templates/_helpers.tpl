@@ -204,6 +204,35 @@ gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsa
   readOnly: true
 {{- end }}
 
+{{- define "panreduce.scopeKeySecretName" -}}
+{{- .Values.scopeKey.existingSecret | default (printf "%s-scope-key" (include "panreduce.fullname" .)) }}
+{{- end }}
+
+{{- /* the scope key: the gateway mounts the private key and signs each call's scope; a
+technique service mounts only the certificate and verifies (dict "root" . "role" "gateway"|"service") */ -}}
+{{- define "panreduce.scopeKeyEnv" -}}
+- name: PANREDUCE_SCOPE_KEY_FILE
+  value: {{ ternary "/etc/panreduce/scope-key/tls.key" "/etc/panreduce/scope-key/tls.crt" (eq .role "gateway") | quote }}
+{{- end }}
+
+{{- define "panreduce.scopeKeyVolume" -}}
+- name: scope-key
+  secret:
+    secretName: {{ include "panreduce.scopeKeySecretName" .root }}
+    defaultMode: 0440
+    {{- if ne .role "gateway" }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+    {{- end }}
+{{- end }}
+
+{{- define "panreduce.scopeKeyMount" -}}
+- name: scope-key
+  mountPath: /etc/panreduce/scope-key
+  readOnly: true
+{{- end }}
+
 {{- define "panreduce.serviceTLSSecretName" -}}
 {{- .Values.serviceTLS.secretName | default (printf "%s-service-tls" (include "panreduce.fullname" .)) }}
 {{- end }}
