@@ -4,6 +4,7 @@ object (flat, or the low-frequency phase from differential phase contrast)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -148,14 +149,16 @@ def data_pupil(problem: Problem, threshold: float = 0.1) -> np.ndarray:
 
 
 def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16, seed: int = 0,
-                    backend=None) -> tuple[np.ndarray, dict]:
+                    backend=None, check: Callable[[], None] | None = None) -> tuple[np.ndarray, dict]:
     """(H, W) probe estimated from the data alone: the pupil of :func:`data_pupil` (the
     aperture's extent from the mean diffraction pattern) and the defocus (a scalar, then
     per axis for an astigmatic focus) that best explains ``frames`` neighbouring frames
     after ``iterations`` of ML (its likelihood discriminates far better than DM's after a
     few iterations: 1.5 against >= 2.8 per pixel on the held-out frames of a KB raster,
     where DM's preferred a point-like probe), by the Poisson deviance; scaled to
-    the mean counts later (:func:`initial_probe`). Returns (probe, what was found)."""
+    the mean counts later (:func:`initial_probe`). Returns (probe, what was found).
+    ``check()`` runs before every trial and after each of its iterations; an exception it
+    raises (a cancelled job) stops the search there."""
     from panreduce_ptychography.backend import Backend
     from panreduce_ptychography.engines import State, final_metrics, reconstruct
     from panreduce_ptychography.model import Options
@@ -183,9 +186,12 @@ def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16,
     opts = Options(subpixel_grid=4, seed=seed)
 
     def score(c: tuple[float, float]) -> float:
+        if check is not None:
+            check()
         p = initial_probe(train, probe_from_pupil(pupil, c)[None], 1)
         st = State(obj=initial_object(train, p), probe=p, positions=train.positions.copy())
-        out = reconstruct(train, st, engine="ml", iterations=iterations, backend=backend, options=opts)
+        out = reconstruct(train, st, engine="ml", iterations=iterations, backend=backend, options=opts,
+                          callback=None if check is None else (lambda *_: check()))
         fit = out.history[-1]["poisson_deviance"]
         out = dataclasses.replace(out, positions=test.positions.copy())
         v = fit + final_metrics(test, out, backend)["poisson_deviance"]

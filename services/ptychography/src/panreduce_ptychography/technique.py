@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: {exc}") from None
         if not np.any(problem.counts * problem.mask > 0):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: the frames hold no photons in the good pixels")
-        p0, probe_info = _initial_probe(scan, ref, problem, params, probe_file, backend)
+        p0, probe_info = _initial_probe(scan, ref, problem, params, probe_file, backend, ctx.check_cancelled)
         ctx.log(f"{ref.key}: initial probe from {probe_info['init']}")
         obj0 = (eng.initial_object(problem, p0) if params.object.init == "dpc"
                 else np.ones(problem.object_shape, np.complex64))
@@ -270,7 +270,8 @@ def _probe_input(inputs: Inputs, params: PtychographyParameters) -> StagedFile |
 
 
 def _initial_probe(scan: Scan, ref: ProjectionRef, problem: Problem, params: PtychographyParameters,
-                   probe_file: StagedFile | None, backend: Backend) -> tuple[np.ndarray, dict[str, Any]]:
+                   probe_file: StagedFile | None, backend: Backend,
+                   check: Callable[[], None] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The initial probe modes by ``probe.init`` and what they came from."""
     pp = params.probe
     kind = pp.init
@@ -291,7 +292,7 @@ def _initial_probe(scan: Scan, ref: ProjectionRef, problem: Problem, params: Pty
                                       f"{ref.source}:{ref.entry} {problem.pixel_size_m:.4g} m")
         info["file"] = where
     elif kind == "data":
-        p, found = probe_from_data(problem, seed=params.seed, backend=backend)
+        p, found = probe_from_data(problem, seed=params.seed, backend=backend, check=check)
         probe, where = p[None], "data"
         info.update({k: v for k, v in found.items() if k != "candidates"})
     else:
