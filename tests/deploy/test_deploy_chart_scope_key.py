@@ -9,6 +9,7 @@ import base64
 import pytest
 from deploy_support import RELEASE, pod_spec, render_chart
 
+from panreduce import errors
 from panreduce.scopekey import ScopeSigner, ScopeVerifier, generate_pem
 
 
@@ -45,9 +46,9 @@ def test_gateway_signs_and_services_hold_only_the_certificate(tmp_path):
     assert statement.sees("pA") and not statement.sees("pB")
     other, _ = generate_pem()
     forged = ScopeSigner(other).sign(subject="mallory", proposals=["pA"], admin=True, scope="pA", **kw)
-    with pytest.raises(Exception):
+    with pytest.raises(errors.Unauthenticated):
         verifier.verify(forged, **kw)
-    with pytest.raises(Exception):
+    with pytest.raises(errors.InvalidRequest, match="private key"):
         ScopeVerifier.from_file(tmp_path / "tls.key")  # a private key is refused where a service needs the certificate
 
 
