@@ -116,3 +116,19 @@ def gateway(routes: list[str], port: int, store: Path, log_dir: Path, *extra: st
     for r in routes:
         args += ["--route", r]
     return Process([*args, *extra], log_dir / f"gateway-{port}.log")
+
+
+def assert_cancel_stops_within(client, service, job_id: str, seconds: float = 2.0) -> None:
+    """Cancel ``job_id`` at ``service`` and assert it is CANCELLED, and the service's worker
+    free, within ``seconds`` of the cancel."""
+    import time
+
+    from panreduce.v1 import reduce_pb2 as pb
+
+    t0 = time.monotonic()
+    client.cancel(job_id)
+    ended = wait_for(lambda: client.get_job(job_id).state == pb.CANCELLED, 10)
+    stopped = time.monotonic() - t0
+    assert ended, f"still {pb.JobState.Name(client.get_job(job_id).state)} 10 s after the cancel"
+    assert stopped < seconds, f"the reconstruction went on for {stopped:.1f} s after the cancel"
+    assert wait_for(lambda: service.manager.running == 0, 2)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import time
 
-from faults_support import wait_for
+from faults_support import assert_cancel_stops_within, wait_for
 
 from panreduce import registry
 from panreduce.client import Client
 from panreduce.kit.server import start_technique
 from panreduce.storage import Stores
-from panreduce.v1 import reduce_pb2 as pb
 from panreduce_ptychography.heldout import CASES, generate
 from panreduce_ptychography.io import write_nexus
 
@@ -31,13 +30,7 @@ def test_cancel_of_a_long_ptychographic_reconstruction_stops_within_2s(tmp_path)
             seen = wait_for(lambda: client.get_job(job.job_id).progress.fraction > 0.05, 120)
             assert seen, f"the job never reached its iterations: {client.get_job(job.job_id)}"
             time.sleep(0.5)
-            t0 = time.monotonic()
-            client.cancel(job.job_id)
-            ended = wait_for(lambda: client.get_job(job.job_id).state == pb.CANCELLED, 10)
-            stopped = time.monotonic() - t0
-            assert ended, f"still {pb.JobState.Name(client.get_job(job.job_id).state)} 10 s after the cancel"
-            assert stopped < 2.0, f"the reconstruction went on for {stopped:.1f} s after the cancel"
-            assert wait_for(lambda: service.manager.running == 0, 2)
+            assert_cancel_stops_within(client, service, job.job_id)
         assert not (tmp_path / "out").exists()
     finally:
         service.drain_and_stop(2)
