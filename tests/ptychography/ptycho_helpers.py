@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import numpy as np
 
 from panreduce_ptychography import metrics
@@ -89,3 +92,18 @@ def kb_raster_sim(frame: int = 96, photons: float = 1e6, side: int = 11, jitter:
     scan = Scan(frames=frames, positions_m=centres * dx, energy_ev=8000.0, distance_m=5.0,
                 pixel_size_m=(75e-6, 75e-6), name="kb-raster")
     return Simulation(scan=scan, obj=obj, probe=p, corners=corners, pixel_size_m=dx)
+
+
+def object_quality(path: Path, sim: Simulation, frame: int) -> tuple[float, float]:
+    """(phase error in rad, FRC) of the object a job wrote to the NeXus file ``path``,
+    against the simulation's truth, in the well-lit region (see :func:`quality`)."""
+    with h5py.File(path) as f:
+        e = f["entry"]
+        obj = e["object/object"][()]
+        dx = e["object/pixel_size"][()]
+        y0 = e["object/y"][0] - dx / 2
+        x0 = e["object/x"][0] - dx / 2
+    problem = Problem(counts=np.zeros((1, frame, frame)), mask=np.ones((frame, frame)), positions=np.zeros((1, 2)),
+                      object_shape=obj.shape, pixel_size_m=dx, origin_m=(y0, x0))
+    err, frc, _ = quality(sim, problem, obj)
+    return err, frc

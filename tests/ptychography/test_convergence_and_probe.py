@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from ptycho_helpers import kb_raster_sim, quality, small_sim
+from ptycho_helpers import kb_raster_sim, object_quality, quality, small_sim
 
 from panreduce import errors, kit
 from panreduce.storage import Stores
@@ -22,7 +22,7 @@ from panreduce_ptychography.backend import Backend
 from panreduce_ptychography.initialisation import parametric_probe, probe_from_data
 from panreduce_ptychography.io import write_nexus
 from panreduce_ptychography.model import expected_deviance
-from panreduce_ptychography.problem import Problem, prepare
+from panreduce_ptychography.problem import prepare
 from panreduce_ptychography.technique import Technique
 
 
@@ -35,20 +35,6 @@ def _run(paths, tmp_path, **raw):
     return result.summary, nxs, events
 
 
-def _object_from(path: Path, sim, frame: int) -> tuple[float, float]:
-    with h5py.File(path) as f:
-        e = f["entry"]
-        obj = e["object/object"][()]
-        dx = e["object/pixel_size"][()]
-        y0 = e["object/y"][0] - dx / 2
-        x0 = e["object/x"][0] - dx / 2
-    problem = Problem(counts=np.zeros((1, frame, frame)), mask=np.ones((frame, frame)), positions=np.zeros((1, 2)),
-                      object_shape=obj.shape, pixel_size_m=dx, origin_m=(y0, x0))
-    err, frc, _ = quality(sim, problem, obj)
-    return err, frc
-
-
-# -- the metric ---------------------------------------------------------------------------
 def test_expected_deviance_matches_poisson_draws():
     rng = np.random.default_rng(0)
     for lam in (0.01, 0.3, 3.0, 50.0, 2e4):
@@ -105,7 +91,7 @@ def test_default_command_without_a_probe_converges(no_probe_scan, tmp_path):
     sim, path = no_probe_scan
     summary, (nxs,), events = _run([path], tmp_path)
     (proj,) = summary["projections"]
-    err, frc = _object_from(nxs, sim, 64)
+    err, frc = object_quality(nxs, sim, 64)
     print(f"\ndefault command, no probe in the file: phase error {err:.4f} rad, FRC {frc:.3f}, "
           f"{proj['iterations_by_engine']} iterations, reduced deviance {proj['reduced_deviance']:.3f}")
     assert proj["initial_probe"]["init"] == "data"
@@ -160,7 +146,7 @@ def test_default_command_on_a_kb_raster(tmp_path):
     info = proj["initial_probe"]
     assert info["defocus_c_px"] == pytest.approx([60.0, 90.0], rel=0.2), info
     assert info["probe_diameter_px"] == pytest.approx([26.4, 54.0], rel=0.2), info
-    err, frc = _object_from(nxs, sim, 96)
+    err, frc = object_quality(nxs, sim, 96)
     print(f"\nKB raster, default command: phase error {err:.4f} rad, FRC {frc:.3f}, "
           f"{proj['iterations_by_engine']} iterations, {proj['convergence']}")
     assert err < 0.04
@@ -206,7 +192,7 @@ def test_probe_from_a_previous_reconstruction(no_probe_scan, tmp_path):
     summary, (nxs,), _ = _run([path, previous], tmp_path / "b", probe={"input": "previous.nxs"})
     (proj,) = summary["projections"]
     assert proj["initial_probe"] == {"init": "input", "file": "previous.nxs"}
-    err, _ = _object_from(nxs, sim, 64)
+    err, _ = object_quality(nxs, sim, 64)
     assert err < 0.02 and proj["converged"]
     for bad in ("../../etc/passwd", "/etc/passwd", "nothere.nxs"):
         with pytest.raises(errors.InvalidParameters, match=r"probe.input"):
