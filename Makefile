@@ -45,8 +45,9 @@ bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra
 	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet
 	$(PY) benchmarks/bench_tomography.py
 
-lint: setup ## ruff over the code
+lint: setup ## ruff check and ruff format --check over the code
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: setup ## mypy, strict on panreduce (panreduce.kit not yet) and the gateway ([tool.mypy] in pyproject.toml); not yet clean, so not part of lint
 	$(VENV)/bin/mypy

@@ -75,8 +75,22 @@ def main() -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
     log = open(tmp / "gateway.log", "wb")
-    gw = subprocess.Popen([str(BIN / "panreduce"), "gateway", "--route", f"toy={service.address}", "--port", str(port),
-                           "--host", "127.0.0.1", "--store", str(tmp / "store")], stdout=log, stderr=subprocess.STDOUT)
+    gw = subprocess.Popen(
+        [
+            str(BIN / "panreduce"),
+            "gateway",
+            "--route",
+            f"toy={service.address}",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--store",
+            str(tmp / "store"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         end = time.monotonic() + 60
         while not probe(address) and time.monotonic() < end:
@@ -148,12 +162,17 @@ def main() -> None:
     p = (lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] * 1000) if lat else (lambda q: float("nan"))
     failed = sum(1 for ok in probes if not ok)
     err_text = ", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "0"
-    print(f"\nbench-load: {args.clients} streaming clients for {args.seconds:g} s (toy Reduce, 5 steps of 20 ms; "
-          f"service runs {args.service_jobs} at once), 1 s health probes with a 1 s timeout\n")
+    print(
+        f"\nbench-load: {args.clients} streaming clients for {args.seconds:g} s (toy Reduce, 5 steps of 20 ms; "
+        f"service runs {args.service_jobs} at once), 1 s health probes with a 1 s timeout\n"
+    )
     rows = [
         ("requests (Reduce streams completed)", f"{len(lat)}  ({len(lat) / elapsed:.1f}/s)"),
         ("errors", err_text),
-        ("latency p50 / p99 (ms)", f"{p(0.5):.0f} / {p(0.99):.0f}" + (f"  (mean {statistics.mean(lat) * 1000:.0f})" if lat else "")),
+        (
+            "latency p50 / p99 (ms)",
+            f"{p(0.5):.0f} / {p(0.99):.0f}" + (f"  (mean {statistics.mean(lat) * 1000:.0f})" if lat else ""),
+        ),
         ("health probes failed", f"{failed} of {len(probes)}"),
         ("gateway RSS MiB before / peak / after", f"{before[0]:.0f} / {peak[0]:.0f} / {after[0]:.0f}"),
         ("gateway open fds before / peak / after", f"{before[1]} / {peak[1]} / {after[1]}"),

@@ -64,11 +64,39 @@ def start_processes(tmp: Path) -> tuple[list[subprocess.Popen], str, str]:
     """A technique service and a gateway in front of it, each its own process (as
     deployed), so that client and servers do not share one interpreter."""
     service_port, gateway_port = free_port(), free_port()
-    procs = [subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port",
-                               str(service_port), "--store", str(tmp / "svc-store"), "--insecure"], stderr=subprocess.DEVNULL)]
-    procs.append(subprocess.Popen([str(BIN / "panreduce"), "gateway", "--host", "127.0.0.1", "--port",
-                                   str(gateway_port), "--store", str(tmp / "gw-store"), "--route",
-                                   f"scan=127.0.0.1:{service_port}"], stderr=subprocess.DEVNULL))
+    procs = [
+        subprocess.Popen(
+            [
+                str(BIN / "panreduce-service"),
+                "scan",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(service_port),
+                "--store",
+                str(tmp / "svc-store"),
+                "--insecure",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    procs.append(
+        subprocess.Popen(
+            [
+                str(BIN / "panreduce"),
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(gateway_port),
+                "--store",
+                str(tmp / "gw-store"),
+                "--route",
+                f"scan=127.0.0.1:{service_port}",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+    )
     direct, gateway = f"127.0.0.1:{service_port}", f"127.0.0.1:{gateway_port}"
     wait_serving(direct)
     wait_serving(gateway)
@@ -107,8 +135,14 @@ def bench_streaming(tmp: Path, size_mib: int) -> list[tuple[str, str, str, str]]
                 r["down"] = max(r.get("down", 0), down)
         for kind, label in (("up", "Upload"), ("down", "Download")):
             d, g = results["direct"][kind], results["gateway"][kind]
-            rows.append((f"(a) {label} {size_mib} MiB, 1 MiB chunks", f"{g:.0f} MiB/s", f"{d:.0f} MiB/s",
-                         f"{100 * g / d:.0f}% of direct (goal >= 400 MiB/s, >= 80%)"))
+            rows.append(
+                (
+                    f"(a) {label} {size_mib} MiB, 1 MiB chunks",
+                    f"{g:.0f} MiB/s",
+                    f"{d:.0f} MiB/s",
+                    f"{100 * g / d:.0f}% of direct (goal >= 400 MiB/s, >= 80%)",
+                )
+            )
     finally:
         for p in procs:
             p.terminate()
@@ -128,10 +162,14 @@ def bench_small_calls(tmp: Path, n: int = 400) -> list[tuple[str, str, str, str]
     rows = []
     try:
         with Client(service.address) as direct, Client(gw.address) as via:
-            jobs = {"direct": direct.reduce("toy", [str(tmp / "v.npy")], {}, str(tmp / "o1")).job_id,
-                    "gateway": via.reduce("toy", [str(tmp / "v.npy")], {}, str(tmp / "o2")).job_id}
-            for name, call in (("Describe", lambda c, j: c.stub.Describe(pb.DescribeRequest())),
-                               ("GetJob", lambda c, j: c.stub.GetJob(pb.GetJobRequest(job_id=j)))):
+            jobs = {
+                "direct": direct.reduce("toy", [str(tmp / "v.npy")], {}, str(tmp / "o1")).job_id,
+                "gateway": via.reduce("toy", [str(tmp / "v.npy")], {}, str(tmp / "o2")).job_id,
+            }
+            for name, call in (
+                ("Describe", lambda c, j: c.stub.Describe(pb.DescribeRequest())),
+                ("GetJob", lambda c, j: c.stub.GetJob(pb.GetJobRequest(job_id=j))),
+            ):
                 times: dict[str, list[float]] = {"direct": [], "gateway": []}
                 for _ in range(n):
                     for target, c in (("direct", direct), ("gateway", via)):
@@ -140,10 +178,14 @@ def bench_small_calls(tmp: Path, n: int = 400) -> list[tuple[str, str, str, str]
                         times[target].append((time.perf_counter() - t0) * 1e3)
                 g = sorted(times["gateway"])
                 d = sorted(times["direct"])
-                rows.append((f"(c) {name} (n={n})",
-                             f"p50 {statistics.median(g):.2f} / p99 {g[int(0.99 * n)]:.2f} ms",
-                             f"p50 {statistics.median(d):.2f} / p99 {d[int(0.99 * n)]:.2f} ms",
-                             "goal p50 <= 3 ms"))
+                rows.append(
+                    (
+                        f"(c) {name} (n={n})",
+                        f"p50 {statistics.median(g):.2f} / p99 {g[int(0.99 * n)]:.2f} ms",
+                        f"p50 {statistics.median(d):.2f} / p99 {d[int(0.99 * n)]:.2f} ms",
+                        "goal p50 <= 3 ms",
+                    )
+                )
     finally:
         gw.drain_and_stop(1)
         gateway.close()
@@ -160,8 +202,22 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
     procs, addresses = [], []
     for _ in range(4):
         port = free_port()
-        procs.append(subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port",
-                                       str(port), "--store", str(tmp / "svc"), "--insecure"], stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "panreduce-service"),
+                    "scan",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--store",
+                    str(tmp / "svc"),
+                    "--insecure",
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+        )
         addresses.append(f"127.0.0.1:{port}")
     rows = []
     try:
@@ -176,16 +232,26 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
             try:
                 with Client(gw.address, timeout=1800) as c:
                     t0 = time.perf_counter()
-                    c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
-                             str(tmp / f"out-{replicas}"))
+                    c.reduce(
+                        "scan",
+                        [str(batch) + "/"],
+                        {"series_axis": "scan", "plots": False},
+                        str(tmp / f"out-{replicas}"),
+                    )
                     wall = time.perf_counter() - t0
             finally:
                 gw.drain_and_stop(1)
                 gateway.close()
             base = base or wall
             shards = "no split" if replicas == 1 else f"{replicas * 2} shards"
-            rows.append((f"(d) scan batch of {n_files} files, {replicas} replica(s)", f"{wall:.1f} s",
-                         f"{shards}", f"speed-up {base / wall:.2f}x on {os.cpu_count()} cores"))
+            rows.append(
+                (
+                    f"(d) scan batch of {n_files} files, {replicas} replica(s)",
+                    f"{wall:.1f} s",
+                    f"{shards}",
+                    f"speed-up {base / wall:.2f}x on {os.cpu_count()} cores",
+                )
+            )
     finally:
         for p in procs:
             p.terminate()
@@ -208,14 +274,25 @@ def bench_s3(size_mib: int) -> list[tuple[str, str, str, str]]:
     ours = next(v for k, v in mibs.items() if k.startswith("S3Store"))
     plain = next(v for k, v in mibs.items() if "obstore" in k and "file" in k)
     best = max(v for k, v in mibs.items() if "obstore" in k and "memory" in k)
-    return [(f"(b) S3 staging {r['size_mib']} MiB to a file", f"{ours:.0f} MiB/s", f"{plain:.0f} MiB/s",
-             f"{100 * ours / plain:.0f}% of plain obstore get -> file (goal >= 80%)"),
-            ("(b) same, vs plain obstore into memory", f"{ours:.0f} MiB/s", f"{best:.0f} MiB/s",
-             f"{100 * ours / best:.0f}% of the best in-memory read")]
+    return [
+        (
+            f"(b) S3 staging {r['size_mib']} MiB to a file",
+            f"{ours:.0f} MiB/s",
+            f"{plain:.0f} MiB/s",
+            f"{100 * ours / plain:.0f}% of plain obstore get -> file (goal >= 80%)",
+        ),
+        (
+            "(b) same, vs plain obstore into memory",
+            f"{ours:.0f} MiB/s",
+            f"{best:.0f} MiB/s",
+            f"{100 * ours / best:.0f}% of the best in-memory read",
+        ),
+    ]
 
 
-def _wall(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-          ok: tuple[int, ...] = (0,)) -> float:
+def _wall(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, ok: tuple[int, ...] = (0,)
+) -> float:
     t0 = time.perf_counter()
     # as a user's Python runs: bytecode cached (this sandbox sets PYTHONDONTWRITEBYTECODE,
     # which recompiles every module on each start, ~0.7 s of `techniques`)
@@ -250,8 +327,9 @@ def bench_startup(tmp: Path, repeat: int = 3) -> list[tuple[str, str, str, str]]
         out = tmp / f"startup-out-{i}"
         wall = _wall([panreduce, "reduce", "scan", scan, "--output", str(out)], cwd=tmp)
         prov = json.loads((out / "provenance.json").read_text())
-        job_seconds.append((datetime.fromisoformat(prov["finished"]) - datetime.fromisoformat(prov["started"]))
-                           .total_seconds())
+        job_seconds.append(
+            (datetime.fromisoformat(prov["finished"]) - datetime.fromisoformat(prov["started"])).total_seconds()
+        )
         return wall
 
     base_help = median(lambda _i: _wall([str(pyfai), "--help"])) if pyfai.exists() else None
@@ -266,12 +344,20 @@ def bench_startup(tmp: Path, repeat: int = 3) -> list[tuple[str, str, str, str]]
     helpline = f"pyFAI-integrate --help {base_help:.2f} s" if base_help is not None else "pyFAI not installed"
     return [
         ("(e) panreduce --help", f"{ours_help:.2f} s", helpline, "goal <= 0.5 s"),
-        ("(e) panreduce techniques, cache cold", f"{cold:.2f} s", f"python -c pass {base_floor:.2f} s",
-         "goal <= 2 s (imports every technique)"),
+        (
+            "(e) panreduce techniques, cache cold",
+            f"{cold:.2f} s",
+            f"python -c pass {base_floor:.2f} s",
+            "goal <= 2 s (imports every technique)",
+        ),
         ("(e) panreduce techniques, cache warm", f"{warm:.2f} s", "", "goal <= 2 s"),
         ("(e) reduce scan -p no_such=1 (refused)", f"{typo:.2f} s", "", "goal <= 1.5 s"),
-        ("(e) reduce scan, one I16 file", f"{one:.2f} s", f"job itself {statistics.median(job_seconds):.2f} s",
-         "goal <= 4 s wall"),
+        (
+            "(e) reduce scan, one I16 file",
+            f"{one:.2f} s",
+            f"job itself {statistics.median(job_seconds):.2f} s",
+            "goal <= 4 s wall",
+        ),
     ]
 
 

@@ -41,14 +41,7 @@ import numpy as np
 
 from panreduce_ptychography import metrics
 from panreduce_ptychography.backend import get_backend
-from panreduce_ptychography.engines import (
-    Options,
-    State,
-    StopRule,
-    initial_object,
-    initial_probe,
-    reconstruct,
-)
+from panreduce_ptychography.engines import Options, State, StopRule, initial_object, initial_probe, reconstruct
 from panreduce_ptychography.problem import prepare
 from panreduce_ptychography.simulate import make_probe, simulate
 
@@ -85,8 +78,16 @@ ENGINES = {
 
 def run_case(name: str, engines: list[str], iterations: int, device: str) -> list[tuple]:
     n_frames, side, obj_side, diameter, step = CASES[name]
-    sim = simulate(frame_size=side, n_positions=n_frames, photons=1e8, probe_diameter_px=diameter, step_px=step,
-                   object_shape=(obj_side, obj_side) if obj_side else None, jitter_px=0.3, seed=0)
+    sim = simulate(
+        frame_size=side,
+        n_positions=n_frames,
+        photons=1e8,
+        probe_diameter_px=diameter,
+        step_px=step,
+        object_shape=(obj_side, obj_side) if obj_side else None,
+        jitter_px=0.3,
+        seed=0,
+    )
     rows = []
     for label in engines:
         stages, extra = ENGINES[label]
@@ -106,8 +107,16 @@ def run_case(name: str, engines: list[str], iterations: int, device: str) -> lis
                 n_it = iterations
             else:
                 n_it = iterations - done if k == len(stages) - 1 else round(share * iterations)
-            out = reconstruct(problem, out, engine=engine, iterations=n_it, backend=backend,
-                              options=Options(**extra), start_iteration=done, stop=rule)
+            out = reconstruct(
+                problem,
+                out,
+                engine=engine,
+                iterations=n_it,
+                backend=backend,
+                options=Options(**extra),
+                start_iteration=done,
+                stop=rule,
+            )
             done = len(out.history)
         backend.synchronize()
         dt = time.perf_counter() - t0
@@ -118,13 +127,19 @@ def run_case(name: str, engines: list[str], iterations: int, device: str) -> lis
         truth = np.ones(problem.object_shape, np.complex64)
         h = min(problem.object_shape[0], sim.obj.shape[0] - lo[0])
         w = min(problem.object_shape[1], sim.obj.shape[1] - lo[1])
-        truth[:h, :w] = sim.obj[lo[0]:lo[0] + h, lo[1]:lo[1] + w]
+        truth[:h, :w] = sim.obj[lo[0] : lo[0] + h, lo[1] : lo[1] + w]
         region = metrics.well_lit(problem.object_shape, sim.probe, sim.corners - lo, 0.3)
         err = metrics.compare(out.obj, truth, region).phase_error_rad
         mem = gpu_peak if gpu_peak else peak
-        rows.append((f"{n_frames} x {side}^2 on {problem.object_shape[0]}x{problem.object_shape[1]}",
-                     label if label != "default" else f"default ({done} it)",
-                     f"{done / dt:.2f}", f"{mem / 2**20:.0f}", f"{err:.4f}"))
+        rows.append(
+            (
+                f"{n_frames} x {side}^2 on {problem.object_shape[0]}x{problem.object_shape[1]}",
+                label if label != "default" else f"default ({done} it)",
+                f"{done / dt:.2f}",
+                f"{mem / 2**20:.0f}",
+                f"{err:.4f}",
+            )
+        )
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
@@ -140,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     for case in args.cases.split(","):
         rows += run_case(case, args.engines.split(","), args.iterations, args.device)
     head = ("case", "engine", "it/s", "peak MiB", f"phase err (rad) @{args.iterations}")
-    print(f"\nptychography, device {args.device} ({'1 core' if args.device == 'cpu' else args.device}), "
-          f"{args.iterations} iterations from a DPC object and a 5-15 % wrong probe model\n")
+    print(
+        f"\nptychography, device {args.device} ({'1 core' if args.device == 'cpu' else args.device}), "
+        f"{args.iterations} iterations from a DPC object and a 5-15 % wrong probe model\n"
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
@@ -150,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\npublished, same problem size (161 x 128^2 on 492^2), this machine class:")
     for name, its, err in REFERENCE:
         print(f"  {name}: {its} it/s" + (f", phase error {err} rad" if err else ""))
-    print("goal: >= 11 it/s with DM on one core at <= 0.02 rad (row dm: pure DM; dm+ml: 85 DM + 15 ML "
-          "iterations)")
+    print("goal: >= 11 it/s with DM on one core at <= 0.02 rad (row dm: pure DM; dm+ml: 85 DM + 15 ML iterations)")
     return 0
 
 

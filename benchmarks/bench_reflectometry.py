@@ -89,8 +89,12 @@ def ensure_peer() -> Path | None:
     uv = subprocess.run([str(ROOT / "scripts" / "ensure-uv.sh")], capture_output=True, text=True).stdout.strip()
     try:
         subprocess.run([uv, "venv", "-q", str(PEER_ENV), "--python", sys.executable], check=True, timeout=120)
-        subprocess.run([uv, "pip", "install", "-q", *PEER_PACKAGES], check=True, timeout=600,
-                       env={**os.environ, "VIRTUAL_ENV": str(PEER_ENV)})
+        subprocess.run(
+            [uv, "pip", "install", "-q", *PEER_PACKAGES],
+            check=True,
+            timeout=600,
+            env={**os.environ, "VIRTUAL_ENV": str(PEER_ENV)},
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         print(f"refnx environment could not be made ({exc}): peer skipped")
         return None
@@ -101,8 +105,9 @@ def run_peer(folder: Path) -> dict | None:
     py = ensure_peer()
     if py is None:
         return None
-    res = subprocess.run([str(py), "-c", PEER_SCRIPT, str(folder), str(REPEATS)], capture_output=True, text=True,
-                         timeout=1200)
+    res = subprocess.run(
+        [str(py), "-c", PEER_SCRIPT, str(folder), str(REPEATS)], capture_output=True, text=True, timeout=1200
+    )
     if res.returncode != 0:
         print("refnx failed:", res.stderr[-2000:])
         return None
@@ -133,32 +138,42 @@ def main() -> None:
     import matplotlib.pyplot  # noqa: F401  (imports are the service's start-up, not the job's)
     import orsopy.fileio  # noqa: F401
 
-    off_params = {"theta_deg": "0.5,1.5,2.5", "roi": "399-410,390-420,390-420", "summation": "q",
-                  "reduction_type": "non_flat_sample", "dq_q": 0.03}
+    off_params = {
+        "theta_deg": "0.5,1.5,2.5",
+        "roi": "399-410,390-420,390-420",
+        "summation": "q",
+        "reduction_type": "non_flat_sample",
+        "dq_q": 0.03,
+    }
     plp_params = {"transmission": "PLP0000711.nx.hdf", "dq_q": 0.05, "wavelength_range": "2.8-18"}
     rows = []
-    for name, files, params in (("OFFSPEC 46992-4, SumInQ, stitched, ORT+PNG", offspec, off_params),
-                                ("OFFSPEC 46992-4, no PNG", offspec, {**off_params, "plots": False}),
-                                ("Platypus 708-710 + db 711, stitched, ORT+PNG", plp, plp_params),
-                                ("Platypus 708-710 + db 711, no PNG", plp, {**plp_params, "plots": False})):
+    for name, files, params in (
+        ("OFFSPEC 46992-4, SumInQ, stitched, ORT+PNG", offspec, off_params),
+        ("OFFSPEC 46992-4, no PNG", offspec, {**off_params, "plots": False}),
+        ("Platypus 708-710 + db 711, stitched, ORT+PNG", plp, plp_params),
+        ("Platypus 708-710 + db 711, no PNG", plp, {**plp_params, "plots": False}),
+    ):
         wall, cpu, out = run_ours(stage_paths([str(f) for f in files]), params)
         rows.append((f"panreduce: {name}", wall, cpu, out))
     peer = run_peer(plp[0].parent)
-    print(f"reflectometry benchmark: {os.cpu_count()} CPU(s), best of {REPEATS}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"reflectometry benchmark: {os.cpu_count()} CPU(s), best of {REPEATS}; load average {os.getloadavg()[0]:.1f}")
     print()
     print(f"| {'case':<58} | {'wall s':>7} | {'CPU s':>7} |")
     print(f"|{'-' * 60}|{'-' * 9}|{'-' * 9}|")
     for name, wall, cpu, _ in rows:
         print(f"| {name:<58} | {wall:>7.3f} | {cpu:>7.3f} |")
     if peer is not None:
-        print(f"| {'refnx PlatypusReduce: 708-710 + db 711 (no files written)':<58} | "
-              f"{peer['wall']:>7.3f} | {peer['cpu']:>7.3f} |")
+        print(
+            f"| {'refnx PlatypusReduce: 708-710 + db 711 (no files written)':<58} | "
+            f"{peer['wall']:>7.3f} | {peer['cpu']:>7.3f} |"
+        )
         print()
         print("Platypus R(Q), panreduce vs refnx, per angle (before stitching; both direct-beam normalised):")
         print()
-        print(f"| {'run':<10} | {'θ ours °':>8} | {'ω refnx °':>9} | {'points':>6} | {'median |ratio-1|':>17} "
-              f"| {'90th pct':>9} | {'same θ: median':>14} | {'90th pct':>9} |")
+        print(
+            f"| {'run':<10} | {'θ ours °':>8} | {'ω refnx °':>9} | {'points':>6} | {'median |ratio-1|':>17} "
+            f"| {'90th pct':>9} | {'same θ: median':>14} | {'90th pct':>9} |"
+        )
         print(f"|{'-' * 12}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 19}|{'-' * 11}|{'-' * 16}|{'-' * 11}|")
         curves = rows[3][3]["curves"]
         thetas = {r["run"]: r["theta_deg"] for r in rows[3][3]["summary"]["runs"]}
@@ -169,8 +184,10 @@ def main() -> None:
             # the same curves with refnx's Q put on our angle (Q ∝ sin θ at each λ)
             scale = float(np.sin(np.radians(theta)) / np.sin(np.radians(pc[3])))
             med_t, p90_t, _ = agreement(curves[f"PLP0000{run}"], pc, scale)
-            print(f"| {'PLP0000' + str(run):<10} | {theta:>8.3f} | {pc[3]:>9.3f} | {n:>6} | {med:>17.3f} "
-                  f"| {p90:>9.3f} | {med_t:>14.3f} | {p90_t:>9.3f} |")
+            print(
+                f"| {'PLP0000' + str(run):<10} | {theta:>8.3f} | {pc[3]:>9.3f} | {n:>6} | {med:>17.3f} "
+                f"| {p90:>9.3f} | {med_t:>14.3f} | {p90_t:>9.3f} |"
+            )
     else:
         print("(refnx not available: no side-by-side row)")
 

@@ -68,9 +68,11 @@ def main() -> None:
     inputs = stage_paths([raw, mantid])
     extra = Path(tempfile.mkdtemp(prefix="bench-sans-"))
     (extra / "USER_MERGED.txt").write_text(
-        (mantid / "USER_LOQ_125B.txt").read_text()
+        (mantid / "USER_LOQ_125B.txt")
+        .read_text()
         .replace("DET/MAIN", "DET/MERGED\nDET/RESCALE/FIT\nDET/SHIFT/FIT")
-        .replace("L/Q .008,0.002,0.08,-0.05,0.285", "L/Q .008,0.002,0.08,-0.05,1.0"))
+        .replace("L/Q .008,0.002,0.08,-0.05,0.285", "L/Q .008,0.002,0.08,-0.05,1.0")
+    )
     merged_inputs = stage_paths([raw, mantid, extra])
     technique = Technique()
     t0 = _clock()
@@ -83,11 +85,15 @@ def main() -> None:
         ("full batch, 3 outputs, no PNGs", best(technique, inputs, {**base, "plots": False})),
         ("one sample (batch row 1 of 3) + PNG", best(technique, inputs, base, rows=slice(0, 1))),
         ("full batch + canSAS XML + 2-D I(Qx,Qy)", best(technique, inputs, {**base, "cansas_xml": True, "qxy": True})),
-        ("full batch, main + HAB merged, 9 outputs + PNGs",
-         best(technique, merged_inputs, {**base, "user_file": "USER_MERGED.txt"})),
+        (
+            "full batch, main + HAB merged, 9 outputs + PNGs",
+            best(technique, merged_inputs, {**base, "user_file": "USER_MERGED.txt"}),
+        ),
     ]
-    print(f"sans benchmark: LOQ GFP batch, {os.cpu_count()} CPU(s), best of {REPEATS}; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"sans benchmark: LOQ GFP batch, {os.cpu_count()} CPU(s), best of {REPEATS}; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     print()
     print(f"| {'case':<48} | {'wall s':>7} | {'CPU s':>7} | {'read+reduce wall s':>18} | {'write wall s':>12} |")
     print(f"|{'-' * 50}|{'-' * 9}|{'-' * 9}|{'-' * 20}|{'-' * 14}|")

@@ -61,7 +61,7 @@ def make_stack(path: Path, n: int) -> None:
         s.create_dataset("tz", data=(np.arange(n) // nx) * 0.01)
         for k in range(n):
             q0 = 0.05 + 0.01 * (k % 7) / 7
-            law = 30 * np.exp(-0.5 * ((q - q0) / 0.002) ** 2) + 5 + 200 * np.exp(-(q * 40) ** 2 / 3)
+            law = 30 * np.exp(-0.5 * ((q - q0) / 0.002) ** 2) + 5 + 200 * np.exp(-((q * 40) ** 2) / 3)
             img = rng.poisson(law).astype(np.float32)
             img[det.mask.astype(bool)] = -1
             ds[k] = img
@@ -77,8 +77,7 @@ def worker(paths: str, repeats: int) -> dict:
     dn = b["frames"] - a["frames"]
     for key in ("direct", "azimuthal", "map"):
         per_frame = max(b[key] - a[key], 1e-9) / dn
-        out[key] = {"per_frame_s": per_frame, "fixed_s": a[key] - a["frames"] * per_frame,
-                    "total_s": [a[key], b[key]]}
+        out[key] = {"per_frame_s": per_frame, "fixed_s": a[key] - a["frames"] * per_frame, "total_s": [a[key], b[key]]}
     return out
 
 
@@ -91,10 +90,17 @@ def _worker(path: str, repeats: int) -> dict:
 
     from panreduce.storage import stage_paths as stage  # inputs staged as the kit stages them
 
-    params = {"geometry": {"distance_mm": 2000.0, "wavelength_angstrom": 1.0, "beam_center_px": [1035.2, 1083.7],
-                           "pixel_um": 75.0},
-              "masks": {"detector": "Eiger4M", "beamstop": "none", "below": 0},
-              "integration": {"q_bins": NPT}, "mode": "azimuthal"}
+    params = {
+        "geometry": {
+            "distance_mm": 2000.0,
+            "wavelength_angstrom": 1.0,
+            "beam_center_px": [1035.2, 1083.7],
+            "pixel_um": 75.0,
+        },
+        "masks": {"detector": "Eiger4M", "beamstop": "none", "below": 0},
+        "integration": {"q_bins": NPT},
+        "mode": "azimuthal",
+    }
     with h5py.File(path) as f:
         n = f["entry/instrument/detector/data"].shape[0]
         first = f["entry/instrument/detector/data"][0]
@@ -112,8 +118,15 @@ def _worker(path: str, repeats: int) -> dict:
         with h5py.File(path) as f:
             ds = f["entry/instrument/detector/data"]
             for k in range(n):
-                ai.integrate1d(ds[k], NPT, unit="q_A^-1", method=("no", "csr", "cython"),
-                               correctSolidAngle=True, error_model="poisson", mask=mask)
+                ai.integrate1d(
+                    ds[k],
+                    NPT,
+                    unit="q_A^-1",
+                    method=("no", "csr", "cython"),
+                    correctSolidAngle=True,
+                    error_model="poisson",
+                    mask=mask,
+                )
         return time.perf_counter() - t
 
     from panreduce.kit import Context
@@ -149,8 +162,12 @@ def _worker(path: str, repeats: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=30,
-                    help="Eiger-4M frames in the larger test file (18 MB each); the smaller holds a third")
+    ap.add_argument(
+        "--frames",
+        type=int,
+        default=30,
+        help="Eiger-4M frames in the larger test file (18 MB each); the smaller holds a third",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -163,31 +180,44 @@ def main() -> None:
         t = time.perf_counter()
         make_stack(small, max(args.frames // 3, 2))
         make_stack(large, args.frames)
-        print(f"# wrote {max(args.frames // 3, 2)} + {args.frames} Eiger-4M frames "
-              f"({(small.stat().st_size + large.stat().st_size) / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s; "
-              f"{os.cpu_count()} CPU cores on this machine", flush=True)
+        print(
+            f"# wrote {max(args.frames // 3, 2)} + {args.frames} Eiger-4M frames "
+            f"({(small.stat().st_size + large.stat().st_size) / 1e9:.2f} GB) in {time.perf_counter() - t:.0f} s; "
+            f"{os.cpu_count()} CPU cores on this machine",
+            flush=True,
+        )
         rows = []
         for threads in [int(x) for x in args.threads.split(",")]:
             env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-            out = subprocess.run([sys.executable, __file__, "--worker", f"{small},{large}",
-                                  "--repeats", str(args.repeats)],
-                                 env=env, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", f"{small},{large}", "--repeats", str(args.repeats)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append((threads, json.loads(out.stdout.strip().splitlines()[-1])))
-    print(f"\n{'threads':>7} | {'pyFAI direct':>13} | {'service 1-D':>13} | {'ratio':>5} | "
-          f"{'service map':>13} | {'ratio':>5} | {'job fixed s':>12} | {'sha256':>8} | 10 000-frame map (extrapolated)")
+    print(
+        f"\n{'threads':>7} | {'pyFAI direct':>13} | {'service 1-D':>13} | {'ratio':>5} | "
+        f"{'service map':>13} | {'ratio':>5} | {'job fixed s':>12} | {'sha256':>8} | 10 000-frame map (extrapolated)"
+    )
     print("-" * 125)
     for threads, r in rows:
         fd, fa, fm = (1 / r[k]["per_frame_s"] for k in ("direct", "azimuthal", "map"))
         map10k = r["map"]["fixed_s"] + 10_000 * r["map"]["per_frame_s"]
         direct10k = r["direct"]["fixed_s"] + 10_000 * r["direct"]["per_frame_s"]
-        print(f"{threads:>7} | {fd:>8.2f} fr/s | {fa:>8.2f} fr/s | {fa / fd:>5.2f} | {fm:>8.2f} fr/s | "
-              f"{fm / fd:>5.2f} | {r['azimuthal']['fixed_s']:>5.1f} / {r['map']['fixed_s']:>4.1f} | "
-              f"{r['staging_per_frame_s'] * 1e3:>5.0f} ms | "
-              f"{map10k / 60:.1f} min vs pyFAI alone {direct10k / 60:.1f} min ({map10k / direct10k - 1:+.0%})")
-    print("\nframes/s: the marginal rate (time difference between the two files / frame difference), best of "
-          "the interleaved rounds;\nratio: service / direct pyFAI in the same run (goal >= 0.90); job fixed s: "
-          "per-job cost of the 1-D / map service runs (masks, plots, files);\nsha256: the kit's staging checksum per "
-          "frame of input (18 MB), paid once per input file, not included in the service times.")
+        print(
+            f"{threads:>7} | {fd:>8.2f} fr/s | {fa:>8.2f} fr/s | {fa / fd:>5.2f} | {fm:>8.2f} fr/s | "
+            f"{fm / fd:>5.2f} | {r['azimuthal']['fixed_s']:>5.1f} / {r['map']['fixed_s']:>4.1f} | "
+            f"{r['staging_per_frame_s'] * 1e3:>5.0f} ms | "
+            f"{map10k / 60:.1f} min vs pyFAI alone {direct10k / 60:.1f} min ({map10k / direct10k - 1:+.0%})"
+        )
+    print(
+        "\nframes/s: the marginal rate (time difference between the two files / frame difference), best of "
+        "the interleaved rounds;\nratio: service / direct pyFAI in the same run (goal >= 0.90); job fixed s: "
+        "per-job cost of the 1-D / map service runs (masks, plots, files);\nsha256: the kit's staging checksum per "
+        "frame of input (18 MB), paid once per input file, not included in the service times."
+    )
 
 
 if __name__ == "__main__":

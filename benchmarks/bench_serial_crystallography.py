@@ -85,9 +85,13 @@ def om(n: int) -> tuple[float, float] | None:
     with tempfile.TemporaryDirectory() as tmp:
         np.save(Path(tmp) / "f.npy", img)
         (Path(tmp) / "om_bench.py").write_text(OM_SCRIPT)
-        done = subprocess.run([str(OM_PY), str(Path(tmp) / "om_bench.py"), str(n), str(Path(tmp) / "f.npy"),
-                               str(REPEATS)], capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            [str(OM_PY), str(Path(tmp) / "om_bench.py"), str(n), str(Path(tmp) / "f.npy"), str(REPEATS)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
     if done.returncode != 0:
         print(f"(OM's peakfinder8 did not run: {done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
         return None
@@ -114,8 +118,12 @@ def cspad() -> float | None:
         data = f["entry_1/data_1/data"][()].astype(np.float32)
         bad = f["entry_1/data_1/mask"][()] != 0
     bad |= bad_pixel_mask(det, maps)
-    lay = layout(maps.r_px, maps.panel_id, bad,
-                 [(slice(p.min_ss, p.max_ss + 1), slice(p.min_fs, p.max_fs + 1)) for p in det.panels])
+    lay = layout(
+        maps.r_px,
+        maps.panel_id,
+        bad,
+        [(slice(p.min_ss, p.max_ss + 1), slice(p.min_fs, p.max_fs + 1)) for p in det.panels],
+    )
     best = np.inf
     for _ in range(REPEATS):
         t = time.perf_counter()
@@ -127,7 +135,9 @@ def cspad() -> float | None:
 
 def main() -> None:
     print(f"peakfinder8, one core (OMP_NUM_THREADS=1), best of {REPEATS}")
-    print(f"{'frame':>22} | {'panreduce ms':>12} | {'frames/s':>8} | {'recall':>6} | {'OM ms':>8} | {'OM frames/s':>11} | {'OM recall':>9}")
+    print(
+        f"{'frame':>22} | {'panreduce ms':>12} | {'frames/s':>8} | {'recall':>6} | {'OM ms':>8} | {'OM frames/s':>11} | {'OM recall':>9}"
+    )
     print("-" * 96)
     for n in (1024, 2048):
         ms, rec = ours(n)
@@ -136,11 +146,15 @@ def main() -> None:
             om_ms, om_rec, note = OM_FIGURES_MS[n], float("nan"), " (figure given, not run)"
         else:
             (om_ms, om_rec), note = peer, ""
-        print(f"{f'{n}x{n} ({n * n / 1e6:.1f} Mpx)':>22} | {ms:12.1f} | {1e3 / ms:8.1f} | {rec:6.2f} | "
-              f"{om_ms:8.1f} | {1e3 / om_ms:11.1f} | {om_rec:9.2f}{note}")
+        print(
+            f"{f'{n}x{n} ({n * n / 1e6:.1f} Mpx)':>22} | {ms:12.1f} | {1e3 / ms:8.1f} | {rec:6.2f} | "
+            f"{om_ms:8.1f} | {1e3 / om_ms:11.1f} | {om_rec:9.2f}{note}"
+        )
     c = cspad()
     if c is not None:
-        print(f"{'CSPAD 1480x1552 (64 ASICs)':>22} | {c:12.1f} | {1e3 / c:8.1f} | {'-':>6} | {'-':>8} | {'-':>11} | {'-':>9}")
+        print(
+            f"{'CSPAD 1480x1552 (64 ASICs)':>22} | {c:12.1f} | {1e3 / c:8.1f} | {'-':>6} | {'-':>8} | {'-':>11} | {'-':>9}"
+        )
 
 
 if __name__ == "__main__":

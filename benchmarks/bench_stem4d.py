@@ -65,13 +65,23 @@ def write_scan(path: Path, gb: float) -> tuple[int, int]:
 
 def ours(path: Path, ny: int, nx: int, repeat: int, backend: str = "numpy", device: str = "cpu") -> float:
     frames = np.memmap(path, dtype=np.uint16, mode="r", shape=(ny, nx, DET, DET))
-    calib = pipeline.Calibration(Geometry(CENTER, MRAD_PER_PX), 15.0, np.zeros((DET, DET)),
-                                 detectors=DETECTORS, com_mrad=2.0)
+    calib = pipeline.Calibration(
+        Geometry(CENTER, MRAD_PER_PX), 15.0, np.zeros((DET, DET)), detectors=DETECTORS, com_mrad=2.0
+    )
     best = float("inf")
     for _ in range(repeat + 1):  # the first pass warms the page cache
         t0 = time.perf_counter()
-        part = pipeline.stream(lambda a, b: frames[a:b], (ny, nx, DET, DET), calib, row0=0, row1=ny,
-                               itemsize=2, budget_mb=256, backend=backend, device=device)
+        part = pipeline.stream(
+            lambda a, b: frames[a:b],
+            (ny, nx, DET, DET),
+            calib,
+            row0=0,
+            row1=ny,
+            itemsize=2,
+            budget_mb=256,
+            backend=backend,
+            device=device,
+        )
         best = min(best, time.perf_counter() - t0)
     assert np.isfinite(part.com_raw_yx_px).all()
     return best
@@ -104,11 +114,31 @@ print(json.dumps({"seconds": best, "version": libertem.__version__}))
 def libertem(path: Path, ny: int, nx: int, repeat: int) -> tuple[float | None, str]:
     if not LIBERTEM_PY.exists():
         return None, "not installed (.bench-envs/libertem: uv venv + uv pip install libertem)"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "NUMBA_NUM_THREADS": "1"}
-    done = subprocess.run([str(LIBERTEM_PY), "-c", LIBERTEM_SCRIPT, str(path), str(ny), str(nx), str(DET),
-                           str(CENTER[0]), str(CENTER[1]), str(repeat)], capture_output=True, text=True,
-                          env=env, timeout=3600)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMBA_NUM_THREADS": "1",
+    }
+    done = subprocess.run(
+        [
+            str(LIBERTEM_PY),
+            "-c",
+            LIBERTEM_SCRIPT,
+            str(path),
+            str(ny),
+            str(nx),
+            str(DET),
+            str(CENTER[0]),
+            str(CENTER[1]),
+            str(repeat),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
     if done.returncode != 0:
         return None, "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:80]
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -127,17 +157,29 @@ def main() -> None:
     t0 = time.perf_counter()
     ny, nx = write_scan(path, args.gb)
     size_gb = path.stat().st_size / 1e9
-    print(f"scan: {ny} x {nx} frames of {DET} x {DET} uint16 = {size_gb:.2f} GB, written in "
-          f"{time.perf_counter() - t0:.1f} s ({path})")
+    print(
+        f"scan: {ny} x {nx} frames of {DET} x {DET} uint16 = {size_gb:.2f} GB, written in "
+        f"{time.perf_counter() - t0:.1f} s ({path})"
+    )
     rows: list[tuple[str, float | None, str]] = []
-    rows.append(("panreduce stem4d (numpy, 1 core)", ours(path, ny, nx, args.repeat),
-                 "3 virtual detectors + CoM + exact sums + max pattern, one pass"))
+    rows.append(
+        (
+            "panreduce stem4d (numpy, 1 core)",
+            ours(path, ny, nx, args.repeat),
+            "3 virtual detectors + CoM + exact sums + max pattern, one pass",
+        )
+    )
     try:
         import torch
 
         if torch.cuda.is_available():
-            rows.append(("panreduce stem4d (torch, GPU)", ours(path, ny, nx, args.repeat, "torch", "cuda"),
-                         torch.cuda.get_device_name(0)))
+            rows.append(
+                (
+                    "panreduce stem4d (torch, GPU)",
+                    ours(path, ny, nx, args.repeat, "torch", "cuda"),
+                    torch.cuda.get_device_name(0),
+                )
+            )
         else:
             rows.append(("panreduce stem4d (torch, GPU)", None, "no CUDA GPU here"))
     except ImportError:

@@ -47,8 +47,16 @@ def make_run(root: Path, *, positions: int, pulses: int, pixels: int, distinct: 
     stage = 50.0 + (np.arange(positions) - positions / 2) * 0.1 / inst.ps_per_mm
     folder = root / RUN
     seed_dir = root / "distinct"
-    write_run(seed_dir, stage[:distinct], pulses=pulses, rows_per_image=min(pulses, 10_000),
-              sample=Sample(centre_ps=50.0 * inst.ps_per_mm), inst=inst, prefix="bench", stamp=STAMP)
+    write_run(
+        seed_dir,
+        stage[:distinct],
+        pulses=pulses,
+        rows_per_image=min(pulses, 10_000),
+        sample=Sample(centre_ps=50.0 * inst.ps_per_mm),
+        inst=inst,
+        prefix="bench",
+        stamp=STAMP,
+    )
     folder.mkdir()
     shutil.copy(next(seed_dir.glob("*_BG_*")), folder)
     for i, pos in enumerate(stage):
@@ -57,7 +65,9 @@ def make_run(root: Path, *, positions: int, pulses: int, pixels: int, distinct: 
         sub.mkdir()
         for img in sorted((seed_dir / f"bench_SD_100000Hz_{src:.3f}mm{STAMP}").iterdir()):
             os.link(img, sub / img.name)
-        os.link(seed_dir / f"bench_Experiment_{src:.3f}mm_{STAMP}.bin", folder / f"bench_Experiment_{pos:.3f}mm_{STAMP}.bin")
+        os.link(
+            seed_dir / f"bench_Experiment_{src:.3f}mm_{STAMP}.bin", folder / f"bench_Experiment_{pos:.3f}mm_{STAMP}.bin"
+        )
     return folder
 
 
@@ -68,8 +78,9 @@ def run_ours(folder: Path, method: str) -> dict:
 
     params = {"pixel_to_ps": 0.0115, "bin_ps": 0.02, "plots": False, "timing_method": method}
     with tempfile.TemporaryDirectory() as scratch:
-        summary = kit.run(Technique, [str(folder) + "/"], params, Path(scratch) / "out",
-                          stores=Stores(Path(scratch) / "store")).summary
+        summary = kit.run(
+            Technique, [str(folder) + "/"], params, Path(scratch) / "out", stores=Stores(Path(scratch) / "store")
+        ).summary
     return {"pulses": summary["pulses"], "bins": summary["bins"]}
 
 
@@ -91,7 +102,7 @@ def run_notebook(folder: Path) -> dict:
         arrival = np.argmax(filtered, axis=1)
         pixels.append((arrival + (pos - stage_zero) * mm_to_ps / pixel_to_ps).astype(int))
         adc = np.fromfile(next(folder.glob(f"*Experiment_{pos:.3f}mm*")), dtype=">f4").reshape(-1, n_sample)
-        signal = adc[:, : n_sample // 2].sum(axis=1) - adc[:, n_sample // 2:].sum(axis=1)
+        signal = adc[:, : n_sample // 2].sum(axis=1) - adc[:, n_sample // 2 :].sum(axis=1)
         if len(signal) != int(rep / t_exp):
             print("warning: pulse count", len(signal))
         signals.append(np.roll(signal, offset))
@@ -108,8 +119,11 @@ def run_notebook(folder: Path) -> dict:
 def child(kind: str, folder: Path) -> None:
     w0, c0 = time.perf_counter(), time.process_time()
     out = run_notebook(folder) if kind == "notebook" else run_ours(folder, kind)
-    out.update(wall=time.perf_counter() - w0, cpu=time.process_time() - c0,
-               rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.update(
+        wall=time.perf_counter() - w0,
+        cpu=time.process_time() - c0,
+        rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     print(json.dumps(out))
 
 
@@ -126,25 +140,40 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-thz-") as tmp:
         t0 = time.perf_counter()
-        folder = make_run(Path(tmp), positions=args.positions, pulses=args.pulses, pixels=args.pixels,
-                          distinct=min(args.distinct, args.positions))
+        folder = make_run(
+            Path(tmp),
+            positions=args.positions,
+            pulses=args.pulses,
+            pixels=args.pixels,
+            distinct=min(args.distinct, args.positions),
+        )
         n = args.positions * args.pulses
-        print(f"simulated run: {args.positions} positions × {args.pulses} pulses = {n / 1e6:.2f} M pulses, "
-              f"rows of {args.pixels} px ({time.perf_counter() - t0:.0f} s to write; cores: {os.cpu_count()})")
+        print(
+            f"simulated run: {args.positions} positions × {args.pulses} pulses = {n / 1e6:.2f} M pulses, "
+            f"rows of {args.pixels} px ({time.perf_counter() - t0:.0f} s to write; cores: {os.cpu_count()})"
+        )
         rows = []
-        for label, kind in (("panreduce-thz (sub-pixel)", "subpixel"), ("panreduce-thz (integer)", "integer"),
-                            ("notebook (numpy)", "notebook")):
-            proc = subprocess.run([sys.executable, __file__, "--child", kind, str(folder)],
-                                  capture_output=True, text=True, check=True)
+        for label, kind in (
+            ("panreduce-thz (sub-pixel)", "subpixel"),
+            ("panreduce-thz (integer)", "integer"),
+            ("notebook (numpy)", "notebook"),
+        ):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", kind, str(folder)], capture_output=True, text=True, check=True
+            )
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             assert r["pulses"] == n, r
             rows.append((label, r))
     print()
-    print(f"| {'implementation':<28} | wall (s) | CPU (s) | pulses/s (wall) | pulses/s per core (CPU) | peak RSS (MiB) |")
+    print(
+        f"| {'implementation':<28} | wall (s) | CPU (s) | pulses/s (wall) | pulses/s per core (CPU) | peak RSS (MiB) |"
+    )
     print(f"|{'-' * 30}|---------:|--------:|----------------:|------------------------:|---------------:|")
     for label, r in rows:
-        print(f"| {label:<28} | {r['wall']:8.1f} | {r['cpu']:7.1f} | {n / r['wall'] / 1e6:13.2f} M | "
-              f"{n / r['cpu'] / 1e6:21.2f} M | {r['rss_mib']:14.0f} |")
+        print(
+            f"| {label:<28} | {r['wall']:8.1f} | {r['cpu']:7.1f} | {n / r['wall'] / 1e6:13.2f} M | "
+            f"{n / r['cpu'] / 1e6:21.2f} M | {r['rss_mib']:14.0f} |"
+        )
 
 
 if __name__ == "__main__":

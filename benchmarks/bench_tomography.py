@@ -52,8 +52,9 @@ def skimage_iradon(sino: np.ndarray, angles: np.ndarray, n: int) -> np.ndarray:
     from skimage.transform import iradon
 
     # iradon: sinogram (detector, angle), axis at detector index n//2, angles in degrees
-    img = iradon(sino.T, theta=np.rad2deg(angles), filter_name="ramp", interpolation="linear", circle=True,
-                 output_size=n)
+    img = iradon(
+        sino.T, theta=np.rad2deg(angles), filter_name="ramp", interpolation="linear", circle=True, output_size=n
+    )
     return img
 
 
@@ -125,8 +126,10 @@ def main() -> None:
     n, na = args.size, args.angles
     t0 = time.perf_counter()
     sino, angles, center, truth, mask = case(n, na)
-    print(f"phantom: {n} px, {na} projections over 180 deg, {time.perf_counter() - t0:.0f} s to compute; "
-          f"{os.cpu_count()} CPU(s)")
+    print(
+        f"phantom: {n} px, {na} projections over 180 deg, {time.perf_counter() - t0:.0f} s to compute; "
+        f"{os.cpu_count()} CPU(s)"
+    )
     rows: list[tuple[str, str, float, float, float]] = []
 
     def add(name: str, size: str, fn, truth_=truth, mask_=mask) -> None:
@@ -165,20 +168,37 @@ def main() -> None:
     # iterative methods: a quarter-size problem (their cost is many projections)
     m, ma = max(64, n // 4), max(32, na // 8)
     s_sino, s_angles, s_c, s_truth, s_mask = case(m, ma)
-    add("SIRT 100 it (numpy)", f"{m} ({ma} ang)", lambda: iterative.sirt(s_sino, s_angles, s_c, iterations=100),
-        s_truth, s_mask)
-    add("CGLS 20 it (numpy)", f"{m} ({ma} ang)", lambda: iterative.cgls(s_sino, s_angles, s_c, iterations=20),
-        s_truth, s_mask)
-    add("gridrec, same small problem", f"{m} ({ma} ang)", lambda: gridrec.gridrec(s_sino, s_angles, s_c),
-        s_truth, s_mask)
+    add(
+        "SIRT 100 it (numpy)",
+        f"{m} ({ma} ang)",
+        lambda: iterative.sirt(s_sino, s_angles, s_c, iterations=100),
+        s_truth,
+        s_mask,
+    )
+    add(
+        "CGLS 20 it (numpy)",
+        f"{m} ({ma} ang)",
+        lambda: iterative.cgls(s_sino, s_angles, s_c, iterations=20),
+        s_truth,
+        s_mask,
+    )
+    add(
+        "gridrec, same small problem",
+        f"{m} ({ma} ang)",
+        lambda: gridrec.gridrec(s_sino, s_angles, s_c),
+        s_truth,
+        s_mask,
+    )
 
     print()
     print("| method | slice px | CPU s/slice | wall s/slice | nRMSE (FOV) |")
     print("|---|---|---|---|---|")
     for name, size, cpu, wall, err in rows:
         print(f"| {name} | {size} | {cpu:.3f} | {wall:.3f} | {err:.4f} |")
-    print("\nreference (issue 4): tomopy padded gridrec ~0.8 CPU-s/slice at nRMSE ~0.066; its accurate FBP ~90 "
-          "CPU-s; goal <= 0.8 CPU-s at nRMSE <= 0.035")
+    print(
+        "\nreference (issue 4): tomopy padded gridrec ~0.8 CPU-s/slice at nRMSE ~0.066; its accurate FBP ~90 "
+        "CPU-s; goal <= 0.8 CPU-s at nRMSE <= 0.035"
+    )
     gpu_rows(sino, angles, center, n)
 
 
@@ -210,13 +230,17 @@ def gpu_rows(sino: np.ndarray, angles: np.ndarray, center: float, n: int) -> Non
     g = bk.to_numpy(plan.run(dev[:1]))[0]
     ref = gridrec.gridrec(sino, angles, center)
     mask = recon.circle_mask(n, n / 2 - 5)
-    print(f"GPU torch gridrec ({name}): {rate(lambda: plan.run(dev)):.1f} slices/s at {n} px x {len(angles)} "
-          f"projections, batch {len(batch)}, data already on the device; plan setup {setup:.1f} s once per "
-          f"geometry; nRMSE vs finufft gridrec {nrmse(g, ref, mask):.2e}")
-    print(f"GPU torch gridrec incl. host->device and back: "
-          f"{rate(lambda: plan(batch), reps=2):.1f} slices/s")
-    print(f"GPU torch FBP ({name}): {rate(lambda: recon.fbp(batch, angles, center, backend=bk), reps=1):.1f} "
-          f"slices/s at {n} px")
+    print(
+        f"GPU torch gridrec ({name}): {rate(lambda: plan.run(dev)):.1f} slices/s at {n} px x {len(angles)} "
+        f"projections, batch {len(batch)}, data already on the device; plan setup {setup:.1f} s once per "
+        f"geometry; nRMSE vs finufft gridrec {nrmse(g, ref, mask):.2e}"
+    )
+    print(f"GPU torch gridrec incl. host->device and back: {rate(lambda: plan(batch), reps=2):.1f} slices/s")
+    print(
+        f"GPU torch FBP ({name}): {rate(lambda: recon.fbp(batch, angles, center, backend=bk), reps=1):.1f} "
+        f"slices/s at {n} px"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -128,8 +128,10 @@ def main() -> int:
     gw = start_server(service, name="gateway", manager=service.manager)
     gw.set_serving(True)
     port = free_port()
-    web = subprocess.Popen([str(BIN / "panreduce"), "web", "--gateway", gw.address, "--port", str(port),
-                            "--auth", "tokens"], stderr=subprocess.DEVNULL)
+    web = subprocess.Popen(
+        [str(BIN / "panreduce"), "web", "--gateway", gw.address, "--port", str(port), "--auth", "tokens"],
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     rows: list[tuple[str, str]] = []
     try:
@@ -154,9 +156,13 @@ def main() -> int:
                 b.post("/login", data={"csrf": token, "token": "token-a", "next": "/"})
                 cookies.append(b.cookies["panreduce_session"])
         rss0 = rss_mib(web.pid)
-        for label, path in ((f"job list, 50 of {args.jobs} rows", "/"), (f"job list, 200 of {args.jobs} rows", "/?size=200"),
-                            ("job list, filtered (sample)", "/?sample=sample-3"), ("JSON list, 50 rows", "/api/jobs"),
-                            ("job page", f"/jobs/{ids[-1]}")):
+        for label, path in (
+            (f"job list, 50 of {args.jobs} rows", "/"),
+            (f"job list, 200 of {args.jobs} rows", "/?size=200"),
+            ("job list, filtered (sample)", "/?sample=sample-3"),
+            ("JSON list, 50 rows", "/api/jobs"),
+            ("job page", f"/jobs/{ids[-1]}"),
+        ):
             ms = timed(c, path, args.requests)
             q = statistics.quantiles(ms, n=20)
             rows.append((label, f"p50 {statistics.median(ms):6.1f} ms  p95 {q[18]:6.1f} ms  max {max(ms):6.1f} ms"))
@@ -166,16 +172,27 @@ def main() -> int:
             import numpy as np
 
             np.save(tmp / "v.npy", np.arange(5.0))
-            running = [gc.submit("toy", [str(tmp / "v.npy")], {"steps": 10_000, "step_seconds": 0.01}).job_id
-                       for _ in range(max(args.viewers // 2, 1))]
+            running = [
+                gc.submit("toy", [str(tmp / "v.npy")], {"steps": 10_000, "step_seconds": 0.01}).job_id
+                for _ in range(max(args.viewers // 2, 1))
+            ]
             stats: dict[str, int] = {}
             peak = [rss0]
 
             async def run() -> None:
                 until = time.monotonic() + args.seconds
-                tasks = [asyncio.create_task(viewer(url, cookies[i // 4], "/events/jobs" if i % 2 == 0 else
-                                                    f"/jobs/{running[(i // 2) % len(running)]}/events", until, stats))
-                         for i in range(args.viewers)]
+                tasks = [
+                    asyncio.create_task(
+                        viewer(
+                            url,
+                            cookies[i // 4],
+                            "/events/jobs" if i % 2 == 0 else f"/jobs/{running[(i // 2) % len(running)]}/events",
+                            until,
+                            stats,
+                        )
+                    )
+                    for i in range(args.viewers)
+                ]
                 while time.monotonic() < until:
                     await asyncio.sleep(1)
                     peak[0] = max(peak[0], rss_mib(web.pid))
@@ -188,10 +205,19 @@ def main() -> int:
                 gc.cancel(jid)
         time.sleep(2)
         errors = {k: v for k, v in stats.items() if k not in ("events", "reconnects")}
-        rows.append((f"{args.viewers} live viewers, {took:.0f} s", f"{stats.get('events', 0)} events, "
-                     f"{sum(errors.values())} errors {errors or ''}, {stats.get('reconnects', 0)} streams ended"))
-        rows.append(("web process memory (RSS)", f"before {rss0:.0f} MiB, peak {peak[0]:.0f} MiB, "
-                     f"after {rss_mib(web.pid):.0f} MiB"))
+        rows.append(
+            (
+                f"{args.viewers} live viewers, {took:.0f} s",
+                f"{stats.get('events', 0)} events, "
+                f"{sum(errors.values())} errors {errors or ''}, {stats.get('reconnects', 0)} streams ended",
+            )
+        )
+        rows.append(
+            (
+                "web process memory (RSS)",
+                f"before {rss0:.0f} MiB, peak {peak[0]:.0f} MiB, after {rss_mib(web.pid):.0f} MiB",
+            )
+        )
         c.close()
     finally:
         web.terminate()
@@ -205,8 +231,9 @@ def main() -> int:
         toy.drain_and_stop(1)
 
     width = max(len(r[0]) for r in rows)
-    print(f"\nbench-web: {args.jobs} jobs in the table, goal: list page p95 <= 300 ms (loopback, "
-          f"{os.cpu_count()} CPUs)")
+    print(
+        f"\nbench-web: {args.jobs} jobs in the table, goal: list page p95 <= 300 ms (loopback, {os.cpu_count()} CPUs)"
+    )
     print(f"{'what':<{width}}  result")
     for label, value in rows:
         print(f"{label:<{width}}  {value}")

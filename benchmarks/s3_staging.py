@@ -57,7 +57,7 @@ def server_env() -> tuple[dict[str, str], bool]:
     env = dict(os.environ)
     for line in out.splitlines():
         if line.startswith("export ") and "=" in line:
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             env[name] = value.strip().strip('"')
     return env, not was_running
 
@@ -147,9 +147,13 @@ def _bench(config: S3Config | None, size_mib: int, repeats: int, bucket: str) ->
         rows = {name: statistics.median(v) for name, v in speeds.items()}
         ours_speed = rows[OURS]
         return {
-            "size_mib": size_mib, "repeats": repeats, "endpoint": config.endpoint,
-            "part_size_mib": part / MiB, "concurrency": config.concurrency,
-            "publish_mibs": put_mibs, "mibs": rows,
+            "size_mib": size_mib,
+            "repeats": repeats,
+            "endpoint": config.endpoint,
+            "part_size_mib": part / MiB,
+            "concurrency": config.concurrency,
+            "publish_mibs": put_mibs,
+            "mibs": rows,
             "client_cpu_s_per_gib": {name: statistics.median(v) for name, v in cpu.items()},
             "ratio_vs_plain_same_work": ours_speed / rows["obstore get -> file + SHA-256"],
             "ratio_vs_plain_to_file": ours_speed / rows["obstore get -> file"],
@@ -172,8 +176,10 @@ def table(result: dict) -> str:
         f"{'method':<{w}} {'MiB/s':>7} {'client CPU s/GiB':>17}",
         f"{'-' * w} {'-' * 7} {'-' * 17}",
     ]
-    lines += [f"{name:<{w}} {speed:>7.0f} {result['client_cpu_s_per_gib'][name]:>17.2f}"
-              for name, speed in result["mibs"].items()]
+    lines += [
+        f"{name:<{w}} {speed:>7.0f} {result['client_cpu_s_per_gib'][name]:>17.2f}"
+        for name, speed in result["mibs"].items()
+    ]
     lines += [
         f"{'-' * w} {'-' * 7} {'-' * 17}",
         f"{'ours / plain get -> file + SHA-256':<{w}} {result['ratio_vs_plain_same_work']:>7.2f}",

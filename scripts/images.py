@@ -34,8 +34,19 @@ CONFIG = ROOT / "images" / "images.toml"
 TOOLS = ROOT / ".tools" / "containers"
 IGNOREFILE = ROOT / "images" / "containerignore"
 BASE_FILE = ROOT / "images" / "base" / "Containerfile"
-APT_PACKAGES = ["podman", "buildah", "runc", "uidmap", "debootstrap", "containernetworking-plugins",
-                "iptables", "catatonit", "conmon", "slirp4netns", "fuse-overlayfs"]
+APT_PACKAGES = [
+    "podman",
+    "buildah",
+    "runc",
+    "uidmap",
+    "debootstrap",
+    "containernetworking-plugins",
+    "iptables",
+    "catatonit",
+    "conmon",
+    "slirp4netns",
+    "fuse-overlayfs",
+]
 
 # Required here (see docs/deploy.md): root cannot raise limits to podman's defaults, and crun
 # refuses this machine's hybrid cgroup layout.
@@ -118,8 +129,9 @@ def setup_tools() -> None:
             run(["apt-get", "update", "-qq"], env=env)
             run(["apt-get", "install", "-y", "-qq", *APT_PACKAGES], env=env)
         else:
-            sys.exit("images: podman and debootstrap are needed (Debian: apt-get install "
-                     + " ".join(APT_PACKAGES) + ")")
+            sys.exit(
+                "images: podman and debootstrap are needed (Debian: apt-get install " + " ".join(APT_PACKAGES) + ")"
+            )
     TOOLS.mkdir(parents=True, exist_ok=True)
     for name, text in (("containers.conf", CONTAINERS_CONF), ("storage.conf", STORAGE_CONF)):
         path = TOOLS / name
@@ -158,14 +170,28 @@ def ensure_debian_base(cfg: Config) -> None:
             sys.exit("images: tar of the debootstrap root failed")
 
 
-def podman_build(ref: str, containerfile: Path, args: dict[str, str], target: str | None = None,
-                 labels: dict[str, str] | None = None) -> None:
+def podman_build(
+    ref: str, containerfile: Path, args: dict[str, str], target: str | None = None, labels: dict[str, str] | None = None
+) -> None:
     # vfs storage copies the whole root file system for every intermediate layer, so here each
     # stage is committed once (--layers=false; IMAGES_LAYERS=1 caches every instruction, as on
     # overlay storage). Downloads are cached across builds by uv's cache mount either way.
     layers = os.environ.get("IMAGES_LAYERS", "0") == "1"
-    cmd = ["podman", "build", "--format", "docker", "--isolation", "chroot", f"--layers={str(layers).lower()}",
-           "--ignorefile", str(IGNOREFILE), "-f", str(containerfile), "-t", ref]
+    cmd = [
+        "podman",
+        "build",
+        "--format",
+        "docker",
+        "--isolation",
+        "chroot",
+        f"--layers={str(layers).lower()}",
+        "--ignorefile",
+        str(IGNOREFILE),
+        "-f",
+        str(containerfile),
+        "-t",
+        ref,
+    ]
     for k, v in (labels or {}).items():
         cmd += ["--label", f"{k}={v}"]
     if target:
@@ -191,16 +217,21 @@ def build_bases(cfg: Config, gpu: bool) -> None:
         if image_exists(cfg.cuda_image) or try_pull(cfg.cuda_image):
             from_image = cfg.cuda_image
         else:
-            say(f"{cfg.cuda_image} cannot be had here: the GPU variants are built from "
-                f"{cfg.base_image} (torch then runs on the CPU)")
+            say(
+                f"{cfg.cuda_image} cannot be had here: the GPU variants are built from "
+                f"{cfg.base_image} (torch then runs on the CPU)"
+            )
     args = {"BASE_IMAGE": from_image, "UV_VERSION": cfg.uv_version}
     # rebuilt only when their inputs change (the Containerfile, the build args, the base image)
     base_id = run(["podman", "image", "inspect", "-f", "{{.Id}}", from_image], capture=True).stdout.strip()
     digest = hashlib.sha256(BASE_FILE.read_bytes() + json.dumps([args, base_id]).encode()).hexdigest()[:16]
     for target, name in (("runtime", "base"), ("builder", "builder")):
         ref = cfg.ref(name, gpu)
-        have = run(["podman", "image", "inspect", "-f", '{{index .Labels "io.panreduce.inputs"}}', ref],
-                   check=False, capture=True).stdout.strip()
+        have = run(
+            ["podman", "image", "inspect", "-f", '{{index .Labels "io.panreduce.inputs"}}', ref],
+            check=False,
+            capture=True,
+        ).stdout.strip()
         if have == f"{target}-{digest}" and not os.environ.get("IMAGES_REBUILD_BASE"):
             say(f"{ref} is up to date")
             continue
@@ -290,8 +321,17 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         run(["podman", "rm", "-f", "-t", "0", c], check=False, capture=True)
     # as the chart runs them: read-only root, /tmp and the store as volumes owned by the user
     # (U: like the pod's fsGroup), no capabilities, no privilege escalation
-    hardening = ["--read-only", "--tmpfs", "/tmp:rw,mode=1777", "--tmpfs", "/var/lib/panreduce/store:rw,U",
-                 "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+    hardening = [
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,mode=1777",
+        "--tmpfs",
+        "/var/lib/panreduce/store:rw,U",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+    ]
     try:
         # The service alone in a network namespace with only loopback; the gateway joins it
         # (as containers of one Kubernetes pod would), so the check uses no host ports.
@@ -303,35 +343,96 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         token_dir = Path(tempfile.mkdtemp(prefix="panreduce-check-"))
         (token_dir / "token").write_text(secrets.token_hex(32))
         (token_dir / "token").chmod(0o644)  # a throwaway token, readable by the containers' user
-        token = ["-v", f"{token_dir / 'token'}:/etc/panreduce/service-token/token:ro",
-                 "-e", "PANREDUCE_SERVICE_TOKEN_FILE=/etc/panreduce/service-token/token"]
-        run(["podman", "run", "-d", "--name", svc, "--network", "none", *hardening, *token,
-             "-e", "PANREDUCE_METRICS_PORT=9090", cfg.ref(technique)], capture=True)
-        run(["podman", "run", "-d", "--name", gw, "--network", f"container:{svc}", *hardening, *token,
-             "-e", f"PANREDUCE_ROUTES={technique}=127.0.0.1:50051", cfg.ref("gateway")], capture=True)
+        token = [
+            "-v",
+            f"{token_dir / 'token'}:/etc/panreduce/service-token/token:ro",
+            "-e",
+            "PANREDUCE_SERVICE_TOKEN_FILE=/etc/panreduce/service-token/token",
+        ]
+        run(
+            [
+                "podman",
+                "run",
+                "-d",
+                "--name",
+                svc,
+                "--network",
+                "none",
+                *hardening,
+                *token,
+                "-e",
+                "PANREDUCE_METRICS_PORT=9090",
+                cfg.ref(technique),
+            ],
+            capture=True,
+        )
+        run(
+            [
+                "podman",
+                "run",
+                "-d",
+                "--name",
+                gw,
+                "--network",
+                f"container:{svc}",
+                *hardening,
+                *token,
+                "-e",
+                f"PANREDUCE_ROUTES={technique}=127.0.0.1:50051",
+                cfg.ref("gateway"),
+            ],
+            capture=True,
+        )
         ok, msg = wait_healthy(svc, args.timeout)
         results.append((f"{technique} image health check (panreduce-health 127.0.0.1:50051)", ok, msg))
         ok, msg = wait_healthy(gw, args.timeout)
         results.append(("gateway image health check (panreduce-health 127.0.0.1:50050)", ok, msg))
-        res = run(["podman", "exec", gw, "panreduce", "techniques", "--gateway", "127.0.0.1:50050"],
-                  check=False, capture=True)
+        res = run(
+            ["podman", "exec", gw, "panreduce", "techniques", "--gateway", "127.0.0.1:50050"], check=False, capture=True
+        )
         described = res.returncode == 0 and res.stdout.split()[:1] == [technique]
-        results.append((f"Describe through the gateway lists {technique}", described,
-                        (res.stdout.splitlines() or [res.stderr.strip()])[0]))
+        results.append(
+            (
+                f"Describe through the gateway lists {technique}",
+                described,
+                (res.stdout.splitlines() or [res.stderr.strip()])[0],
+            )
+        )
         user = run(["podman", "exec", svc, "id", "-u"], check=False, capture=True).stdout.strip()
         results.append(("service runs as non-root uid 10001", user == "10001", f"uid {user}"))
-        metrics = run(["podman", "exec", svc, "python", "-c",
-                       "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/metrics').read().decode()[:4000])"],
-                      check=False, capture=True)
-        results.append(("service /metrics on port 9090", metrics.returncode == 0 and "# TYPE" in metrics.stdout,
-                        f"{len(metrics.stdout.splitlines())} lines" if metrics.returncode == 0 else metrics.stderr.strip()[-200:]))
+        metrics = run(
+            [
+                "podman",
+                "exec",
+                svc,
+                "python",
+                "-c",
+                "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9090/metrics').read().decode()[:4000])",
+            ],
+            check=False,
+            capture=True,
+        )
+        results.append(
+            (
+                "service /metrics on port 9090",
+                metrics.returncode == 0 and "# TYPE" in metrics.stdout,
+                f"{len(metrics.stdout.splitlines())} lines"
+                if metrics.returncode == 0
+                else metrics.stderr.strip()[-200:],
+            )
+        )
         for c, name in ((gw, "gateway"), (svc, technique)):
             t0 = time.monotonic()
             run(["podman", "stop", "-t", "40", c], check=False, capture=True)
             took = time.monotonic() - t0
             code = run(["podman", "inspect", "-f", "{{.State.ExitCode}}", c], capture=True, check=False).stdout.strip()
-            results.append((f"{name}: SIGTERM stops it gracefully (exit 0, before the 40 s kill)",
-                            code == "0" and took < 39, f"exit {code} after {took:.1f} s"))
+            results.append(
+                (
+                    f"{name}: SIGTERM stops it gracefully (exit 0, before the 40 s kill)",
+                    code == "0" and took < 39,
+                    f"exit {code} after {took:.1f} s",
+                )
+            )
         logs = run(["podman", "logs", svc], check=False, capture=True)
         tail = (logs.stdout + logs.stderr).strip().splitlines()[-3:]
         say(f"last log lines of {svc}:\n    " + "\n    ".join(tail))

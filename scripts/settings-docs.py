@@ -57,7 +57,8 @@ def type_name(annotation: object) -> str:
     if origin is typing.Annotated:
         return type_name(args[0])
     return {"Path": "path", "SecretStr": "secret", "str": "text", "int": "integer", "float": "number"}.get(
-        text.rsplit(".", 1)[-1].strip("'>"), text)
+        text.rsplit(".", 1)[-1].strip("'>"), text
+    )
 
 
 def default_text(field: object) -> str:
@@ -87,8 +88,10 @@ def render() -> str:
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             if extra.get("section") != section:
                 continue
-            lines.append(f"| `{Settings.env_name(name)}` | {type_name(field.annotation)}{limits_text(field)} "
-                         f"| {default_text(field)} | {field.description or ''} |")
+            lines.append(
+                f"| `{Settings.env_name(name)}` | {type_name(field.annotation)}{limits_text(field)} "
+                f"| {default_text(field)} | {field.description or ''} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -101,8 +104,10 @@ def main() -> int:
     if args.check:
         current = DOC.read_text() if DOC.exists() else ""
         if current != text:
-            print(f"{DOC.relative_to(ROOT)} is out of date: run .venv/bin/python scripts/settings-docs.py",
-                  file=sys.stderr)
+            print(
+                f"{DOC.relative_to(ROOT)} is out of date: run .venv/bin/python scripts/settings-docs.py",
+                file=sys.stderr,
+            )
             return 1
         return 0
     DOC.write_text(text)

@@ -61,8 +61,11 @@ def _member(root: Path, path: str) -> Member:
 
 def discover(root: Path) -> list[Member]:
     """The kit, every technique folder (sorted by folder), the gateway."""
-    techniques = sorted(str(p.parent.relative_to(root)) for p in (root / "services").glob("*/pyproject.toml")
-                        if str(p.parent.relative_to(root)) not in FIXED_FIRST)
+    techniques = sorted(
+        str(p.parent.relative_to(root))
+        for p in (root / "services").glob("*/pyproject.toml")
+        if str(p.parent.relative_to(root)) not in FIXED_FIRST
+    )
     members = [_member(root, p) for p in (*FIXED_FIRST, *techniques, *FIXED_LAST)]
     return [m for m in members if m.technique is not None or m.path in FIXED_FIRST + FIXED_LAST]
 
@@ -80,14 +83,16 @@ def _replace_block(text: str, pattern: str, body: str, what: str) -> str:
         raise SystemExit(f"cannot find {what}")
     if _items(match.group(1)) == _items(body):
         return text
-    return text[:match.start(1)] + body + text[match.end(1):]
+    return text[: match.start(1)] + body + text[match.end(1) :]
 
 
 def root_pyproject(text: str, members: list[Member]) -> str:
     deps = "".join(f'    "{m.package}",\n' for m in members)
     text = _replace_block(text, r"^\[project\]\n.*?^dependencies = \[\n(.*?)^\]", deps, "[project] dependencies")
     paths = "".join(f'    "{m.path}",\n' for m in members)
-    text = _replace_block(text, r"^\[tool\.uv\.workspace\]\nmembers = \[\n(.*?)^\]", paths, "[tool.uv.workspace] members")
+    text = _replace_block(
+        text, r"^\[tool\.uv\.workspace\]\nmembers = \[\n(.*?)^\]", paths, "[tool.uv.workspace] members"
+    )
     sources = "".join(f"{m.package} = {{ workspace = true }}\n" for m in members)
     text = _replace_block(text, r"^\[tool\.uv\.sources\]\n(.*?)(?=^\n|^\[|\Z)", sources, "[tool.uv.sources]")
     first_party = ", ".join(f'"{m.module}"' for m in members)
@@ -101,14 +106,20 @@ def images_toml(text: str, members: list[Member]) -> str:
             text = text.rstrip("\n") + (
                 f'\n\n[images.{m.technique}]\npackage = "{m.package}"\nmember = "{m.path}"\n'
                 f'technique = "{m.technique}"\ncontainerfile = "images/service/Containerfile"\n'
-                + ("gpu = true\n" if m.gpu else ""))
+                + ("gpu = true\n" if m.gpu else "")
+            )
     return text if text.endswith("\n") else text + "\n"
 
 
 def containerfile(text: str, members: list[Member]) -> str:
     lines = "".join(f"COPY {m.path}/pyproject.toml {m.path}/\n" for m in members)
-    return _replace_block(text, r"^(COPY services/common/pyproject\.toml services/common/\n.*?"
-                          r"COPY gateway/pyproject\.toml gateway/\n(?:COPY web/pyproject\.toml web/\n)?)", lines, "the COPY lines of the pyproject files")
+    return _replace_block(
+        text,
+        r"^(COPY services/common/pyproject\.toml services/common/\n.*?"
+        r"COPY gateway/pyproject\.toml gateway/\n(?:COPY web/pyproject\.toml web/\n)?)",
+        lines,
+        "the COPY lines of the pyproject files",
+    )
 
 
 def _technique_keys(text: str) -> list[str]:
@@ -139,7 +150,9 @@ def values_yaml(text: str, members: list[Member], root: Path) -> str:
     have = set(_technique_keys(text))
     for m in members:
         if m.technique and m.technique not in have:
-            text = _append_to_techniques(text, f"""  {m.technique}:
+            text = _append_to_techniques(
+                text,
+                f"""  {m.technique}:
     enabled: true
     replicas: 1
     image: {{repository: {m.technique}, tag: ""}}
@@ -161,7 +174,8 @@ def values_yaml(text: str, members: list[Member], root: Path) -> str:
     priorityClassName: ""
     podAnnotations: {{}}
     env: []
-""")
+""",
+            )
     return text
 
 
@@ -169,12 +183,15 @@ def gpu_values_yaml(text: str, members: list[Member]) -> str:
     have = set(_technique_keys(text))
     for m in members:
         if m.technique and m.gpu and m.technique not in have:
-            text = _append_to_techniques(text, f"""  {m.technique}:
+            text = _append_to_techniques(
+                text,
+                f"""  {m.technique}:
     replicas: 1
     resources:
       requests: {{cpu: "4", memory: 16Gi}}
       limits: {{memory: 32Gi, nvidia.com/gpu: 1}}
-""")
+""",
+            )
     gpu = ", ".join(m.technique for m in members if m.gpu and m.technique)
     return _replace_block(text, r"^# GPU nodes: the GPU-capable techniques \((.*?)\)", gpu, "the GPU comment")
 
@@ -228,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         for name, (current, wanted) in stale.items():
             lines = missing(current, wanted)
-            print(f"{name}: not in sync with the technique folders" + (f"; missing: {'; '.join(lines[:12])}" if lines
-                                                                        else " (order)"), file=sys.stderr)
+            print(
+                f"{name}: not in sync with the technique folders"
+                + (f"; missing: {'; '.join(lines[:12])}" if lines else " (order)"),
+                file=sys.stderr,
+            )
         if stale:
             print("run `make register` (scripts/sync-techniques.py, then uv lock and uv sync)", file=sys.stderr)
         return 1 if stale else 0

@@ -27,8 +27,10 @@ def load_example(name: str):
     folder = TESTS / ("kit" if name == "toy" else name)
     path = folder / "contract_example.py"
     if not path.is_file():
-        pytest.fail(f"technique {name!r} has no {path.relative_to(TESTS.parent)}: every technique must "
-                    "provide a small valid example for the contract suite")
+        pytest.fail(
+            f"technique {name!r} has no {path.relative_to(TESTS.parent)}: every technique must "
+            "provide a small valid example for the contract suite"
+        )
     key = f"contract_example_{name}"
     if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(key, path)

@@ -160,9 +160,11 @@ def test_corrupt_input_is_named_and_leaves_nothing(client, platform, example, tm
     bad = tmp_path / "bad" / first.name
     bad.parent.mkdir()
     data = first.read_bytes()
-    bad.write_bytes({"garbage": b"this is not a detector file\n" * 40,
-                     "truncated": data[: max(len(data) // 3, 1)],
-                     "empty": b""}[damage])
+    bad.write_bytes(
+        {"garbage": b"this is not a detector file\n" * 40, "truncated": data[: max(len(data) // 3, 1)], "empty": b""}[
+            damage
+        ]
+    )
     inputs = [str(bad), *example["inputs"][1:]]
     out = tmp_path / "out"
     with pytest.raises(errors.InvalidInput) as err:
@@ -189,8 +191,9 @@ def test_example_succeeds_with_provenance(client, platform, example, tmp_path):
         assert path.is_file() and path.stat().st_size == o.size
         if o.format in ("nexus", "nxcansas", "hdf5"):
             with h5py.File(path) as f:
-                notes = [g["provenance/data"][()] for g in f.values()
-                         if isinstance(g, h5py.Group) and "provenance" in g]
+                notes = [
+                    g["provenance/data"][()] for g in f.values() if isinstance(g, h5py.Group) and "provenance" in g
+                ]
                 assert notes, f"{path.name} has no provenance note"
                 assert json.loads(notes[0])["id"] == record["id"]
     assert not [p for p in out.rglob("*") if ".partial" in p.name]

@@ -34,8 +34,18 @@ CASES = SHARDABLE
 
 
 def test_every_shardable_technique_is_covered():
-    assert {"toy", "scan", "sans", "ptychography", "stem4d", "thz", "reflectometry",
-            "serial_crystallography", "saxs", "tomography"} <= set(SHARDABLE)
+    assert {
+        "toy",
+        "scan",
+        "sans",
+        "ptychography",
+        "stem4d",
+        "thz",
+        "reflectometry",
+        "serial_crystallography",
+        "saxs",
+        "tomography",
+    } <= set(SHARDABLE)
     assert all(technique_class(n).Part is not None for n in SHARDABLE)
 
 
@@ -45,8 +55,7 @@ def test_one_input_split_four_ways(name, dataset, tmp_path):
     (tmp_path / "example").mkdir()
     example = load_example(name)(dataset, tmp_path / "example")
     inputs = example["inputs"][:1] if "file" in cls.shard_unit else example["inputs"]
-    result = kit.run_split(cls, inputs, example["params"], tmp_path / "out", split=4,
-                           stores=Stores(tmp_path / "store"))
+    result = kit.run_split(cls, inputs, example["params"], tmp_path / "out", split=4, stores=Stores(tmp_path / "store"))
     names = _names(result)
     assert names - {"provenance.json"}, "a split job of one input published nothing but provenance"
     assert "part.h5" not in names and "summary.json" not in names
@@ -107,8 +116,12 @@ def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
 
     def visit(name: str, obj) -> None:
         parts = name.split("/")
-        if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "biufc" and "provenance" not in parts \
-                and not _volatile(parts[-1]):
+        if (
+            isinstance(obj, h5py.Dataset)
+            and obj.dtype.kind in "biufc"
+            and "provenance" not in parts
+            and not _volatile(parts[-1])
+        ):
             found[name] = obj
 
     f.visititems(visit)

@@ -47,7 +47,9 @@ class Rendered(list):
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         found = [d for d in self.of(kind) if d["metadata"]["name"] == name]
-        assert len(found) == 1, f"{kind}/{name}: {len(found)} objects (have {[d['metadata']['name'] for d in self.of(kind)]})"
+        assert len(found) == 1, (
+            f"{kind}/{name}: {len(found)} objects (have {[d['metadata']['name'] for d in self.of(kind)]})"
+        )
         return found[0]
 
     def deployments(self) -> dict[str, dict[str, Any]]:
@@ -97,8 +99,12 @@ def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
             return False
     for expr in selector.get("matchExpressions") or []:
         k, op, vals = expr["key"], expr["operator"], expr.get("values", [])
-        ok = {"In": k in labels and labels[k] in vals, "NotIn": labels.get(k) not in vals,
-              "Exists": k in labels, "DoesNotExist": k not in labels}[op]
+        ok = {
+            "In": k in labels and labels[k] in vals,
+            "NotIn": labels.get(k) not in vals,
+            "Exists": k in labels,
+            "DoesNotExist": k not in labels,
+        }[op]
         if not ok:
             return False
     return True

@@ -5,17 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from deploy_support import (
-    CHART,
-    RELEASE,
-    container,
-    env_of,
-    gpu_limit,
-    pod_spec,
-    registered,
-    render_chart,
-    selects,
-)
+from deploy_support import CHART, RELEASE, container, env_of, gpu_limit, pod_spec, registered, render_chart, selects
 
 # the technique folders are the one list (docs/techniques.md "Register it")
 TECHNIQUES = set(registered())
@@ -23,15 +13,20 @@ GPU_CAPABLE = {t for t, gpu in registered().items() if gpu}
 
 
 def technique_deployments(docs) -> dict[str, dict]:
-    return {d["metadata"]["labels"]["panreduce.io/technique"]: d for d in docs.of("Deployment")
-            if "panreduce.io/technique" in d["metadata"]["labels"]}
+    return {
+        d["metadata"]["labels"]["panreduce.io/technique"]: d
+        for d in docs.of("Deployment")
+        if "panreduce.io/technique" in d["metadata"]["labels"]
+    }
 
 
 def has_gpu_scheduling(dep: dict) -> bool:
     spec = pod_spec(dep)
-    return (any(k.startswith("nvidia.com/") for k in (spec.get("nodeSelector") or {}))
-            or any(str(t.get("key", "")).startswith("nvidia.com/") for t in spec.get("tolerations") or [])
-            or container(dep)["image"].endswith("-cuda"))
+    return (
+        any(k.startswith("nvidia.com/") for k in (spec.get("nodeSelector") or {}))
+        or any(str(t.get("key", "")).startswith("nvidia.com/") for t in spec.get("tolerations") or [])
+        or container(dep)["image"].endswith("-cuda")
+    )
 
 
 # -- GPU scheduling ---------------------------------------------------------------------------
@@ -78,10 +73,19 @@ def test_gpu_scheduling_follows_the_request_not_the_name(render):
 
 
 def test_own_node_selector_and_tolerations_are_kept_with_gpu_ones(render):
-    docs = render({"techniques": {"tomography": {
-        "nodeSelector": {"facility.org/zone": "beamline"},
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "tomo", "effect": "NoSchedule"}],
-        "priorityClassName": "panreduce-high", "affinity": {"podAntiAffinity": {}}}}}, gpu=True)
+    docs = render(
+        {
+            "techniques": {
+                "tomography": {
+                    "nodeSelector": {"facility.org/zone": "beamline"},
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "tomo", "effect": "NoSchedule"}],
+                    "priorityClassName": "panreduce-high",
+                    "affinity": {"podAntiAffinity": {}},
+                }
+            }
+        },
+        gpu=True,
+    )
     spec = pod_spec(technique_deployments(docs)["tomography"])
     assert spec["nodeSelector"] == {"facility.org/zone": "beamline", "nvidia.com/gpu.present": "true"}
     assert [t["key"] for t in spec["tolerations"]] == ["dedicated", "nvidia.com/gpu"]
@@ -136,8 +140,12 @@ def test_secure_pod_defaults(default_render):
 
 # -- services, routes, network policy -------------------------------------------------------------
 def test_gateway_routes_to_the_service_names(default_render):
-    routes = dict(r.split("=", 1) for r in env_of(container(
-        default_render.get("Deployment", f"{RELEASE}-gateway")))["PANREDUCE_ROUTES"].split(","))
+    routes = dict(
+        r.split("=", 1)
+        for r in env_of(container(default_render.get("Deployment", f"{RELEASE}-gateway")))["PANREDUCE_ROUTES"].split(
+            ","
+        )
+    )
     assert set(routes) == TECHNIQUES
     services = {s["metadata"]["name"]: s for s in default_render.of("Service")}
     for name, address in routes.items():
@@ -261,8 +269,9 @@ def test_service_token_secret_is_mounted_into_the_gateway_and_every_service(defa
     for dep in pods:
         c = container(dep)
         assert env_of(c)["PANREDUCE_SERVICE_TOKEN_FILE"] == "/etc/panreduce/service-token/token"
-        assert {"name": "service-token", "mountPath": "/etc/panreduce/service-token", "readOnly": True} \
-            in c["volumeMounts"]
+        assert {"name": "service-token", "mountPath": "/etc/panreduce/service-token", "readOnly": True} in c[
+            "volumeMounts"
+        ]
         volume = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "service-token")
         assert volume["secret"]["secretName"] == f"{RELEASE}-service-token"
     for dep in technique_deployments(default_render).values():
@@ -273,16 +282,22 @@ def test_service_token_secret_is_mounted_into_the_gateway_and_every_service(defa
     existing = render({"serviceToken": {"existingSecret": "facility-token", "secretKey": "t"}})
     assert not [s for s in existing.of("Secret") if "service-token" in s["metadata"]["name"]]
     gw = existing.get("Deployment", f"{RELEASE}-gateway")
-    assert next(v for v in pod_spec(gw)["volumes"] if v["name"] == "service-token")["secret"]["secretName"] \
+    assert (
+        next(v for v in pod_spec(gw)["volumes"] if v["name"] == "service-token")["secret"]["secretName"]
         == "facility-token"
+    )
     assert env_of(container(gw))["PANREDUCE_SERVICE_TOKEN_FILE"] == "/etc/panreduce/service-token/t"
     with pytest.raises(Exception, match="serviceToken"):
         render_chart({"serviceToken": {"value": "short"}})
 
 
 def test_postgresql_job_store_from_a_secret(render):
-    docs = render({"jobStore": {"type": "postgresql", "postgresql": {"existingSecret": "pg", "secretKey": "uri"}},
-                   "gateway": {"autoscaling": {"enabled": True}}})
+    docs = render(
+        {
+            "jobStore": {"type": "postgresql", "postgresql": {"existingSecret": "pg", "secretKey": "uri"}},
+            "gateway": {"autoscaling": {"enabled": True}},
+        }
+    )
     gw = docs.get("Deployment", f"{RELEASE}-gateway")
     assert env_of(container(gw))["PANREDUCE_DB_DSN"] == {"secretKeyRef": {"name": "pg", "key": "uri"}}
     assert "PANREDUCE_DB" not in env_of(container(gw))
@@ -299,18 +314,29 @@ def test_shared_store_is_mounted_at_the_same_path_everywhere(default_render):
         c = container(dep)
         assert env_of(c)["PANREDUCE_STORE"] == "/var/lib/panreduce/store"
         assert {"name": "store", "mountPath": "/var/lib/panreduce/store"} in c["volumeMounts"], name
-        claims.add(next(v for v in pod_spec(dep)["volumes"] if v["name"] == "store")["persistentVolumeClaim"]["claimName"])
+        claims.add(
+            next(v for v in pod_spec(dep)["volumes"] if v["name"] == "store")["persistentVolumeClaim"]["claimName"]
+        )
     (claim,) = claims
     assert default_render.get("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
 @pytest.mark.parametrize("how", ["existing", "created"])
 def test_s3_settings_and_credentials_from_a_secret(render, how):
-    s3 = {"enabled": True, "endpoint": "https://s3.facility.org", "region": "eu-1", "buckets": ["raw", "reduced"],
-          "resultsUri": "s3://reduced/results"}
+    s3 = {
+        "enabled": True,
+        "endpoint": "https://s3.facility.org",
+        "region": "eu-1",
+        "buckets": ["raw", "reduced"],
+        "resultsUri": "s3://reduced/results",
+    }
     s3 |= {"existingSecret": "facility-s3"} if how == "existing" else {"accessKeyId": "AK", "secretAccessKey": "SK"}
     docs = render({"s3": s3})
-    secrets = [s for s in docs.of("Secret") if s["metadata"]["name"] not in (f"{RELEASE}-service-token", f"{RELEASE}-scope-key")]
+    secrets = [
+        s
+        for s in docs.of("Secret")
+        if s["metadata"]["name"] not in (f"{RELEASE}-service-token", f"{RELEASE}-scope-key")
+    ]
     name = "facility-s3" if how == "existing" else f"{RELEASE}-s3"
     if how == "existing":
         assert secrets == []
@@ -338,36 +364,60 @@ def test_s3_environment_configures_the_real_s3_store(default_render, render):
     """The pods' S3 environment, given to the platform's own configuration reader."""
     from panreduce.s3 import S3Config
 
-    docs = render({"s3": {"enabled": True, "endpoint": "http://rgw.facility.org:7480", "allowHttp": True,
-                          "buckets": ["raw"], "existingSecret": "s3"}})
+    docs = render(
+        {
+            "s3": {
+                "enabled": True,
+                "endpoint": "http://rgw.facility.org:7480",
+                "allowHttp": True,
+                "buckets": ["raw"],
+                "existingSecret": "s3",
+            }
+        }
+    )
     env = {k: v for k, v in env_of(container(docs.get("Deployment", f"{RELEASE}-scan"))).items() if isinstance(v, str)}
     env |= {"PANREDUCE_S3_ACCESS_KEY_ID": "AK", "PANREDUCE_S3_SECRET_ACCESS_KEY": "SK"}  # from the Secret
     config = S3Config.from_env(env)
     assert config is not None and config.endpoint == "http://rgw.facility.org:7480"
     assert config.allow_http is True and config.buckets == ("raw",) and config.access_key_id == "AK"
     # without s3.enabled the pods carry no S3 settings: S3 stays off
-    plain = {k: v for k, v in env_of(container(default_render.get("Deployment", f"{RELEASE}-scan"))).items()
-             if isinstance(v, str)}
+    plain = {
+        k: v
+        for k, v in env_of(container(default_render.get("Deployment", f"{RELEASE}-scan"))).items()
+        if isinstance(v, str)
+    }
     assert S3Config.from_env(plain) is None
 
 
 def test_gateway_access_control_and_tls(render):
-    docs = render({"gateway": {"auth": {"tokensSecret": {"name": "toks", "key": "t.json"},
-                                        "jwks": "https://idp/certs", "allowedPrefixes": ["s3://raw/{proposal}/"]},
-                               "tls": {"existingSecret": "gw-tls"}},
-                   "tests": {"tokenSecret": {"name": "test-token", "key": "token"}}})
+    docs = render(
+        {
+            "gateway": {
+                "auth": {
+                    "tokensSecret": {"name": "toks", "key": "t.json"},
+                    "jwks": "https://idp/certs",
+                    "allowedPrefixes": ["s3://raw/{proposal}/"],
+                },
+                "tls": {"existingSecret": "gw-tls"},
+            },
+            "tests": {"tokenSecret": {"name": "test-token", "key": "token"}},
+        }
+    )
     gw = docs.get("Deployment", f"{RELEASE}-gateway")
     c, env = container(gw), env_of(container(gw))
     assert env["PANREDUCE_TOKENS_FILE"] == "/etc/panreduce/tokens/t.json"
     assert env["PANREDUCE_JWKS"] == "https://idp/certs"
     assert env["PANREDUCE_ALLOWED_PREFIXES"] == "s3://raw/{proposal}/"
-    assert (env["PANREDUCE_TLS_CERT"], env["PANREDUCE_TLS_KEY"]) == ("/etc/panreduce/tls/tls.crt", "/etc/panreduce/tls/tls.key")
+    assert (env["PANREDUCE_TLS_CERT"], env["PANREDUCE_TLS_KEY"]) == (
+        "/etc/panreduce/tls/tls.crt",
+        "/etc/panreduce/tls/tls.key",
+    )
     volumes = {v["name"]: v for v in pod_spec(gw)["volumes"]}
     assert volumes["tokens"]["secret"]["secretName"] == "toks" and volumes["tls"]["secret"]["secretName"] == "gw-tls"
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert mounts["/etc/panreduce/tokens"]["readOnly"] and mounts["/etc/panreduce/tls"]["readOnly"]
     # the kubelet's gRPC probe speaks no TLS: TCP probes on the gateway, gRPC ones elsewhere
-    assert all(c[p] .get("tcpSocket") == {"port": 50050} for p in ("startupProbe", "livenessProbe", "readinessProbe"))
+    assert all(c[p].get("tcpSocket") == {"port": 50050} for p in ("startupProbe", "livenessProbe", "readinessProbe"))
     assert "grpc" in container(docs.get("Deployment", f"{RELEASE}-scan"))["livenessProbe"]
     (test_pod,) = docs.of("Pod")
     tenv = env_of(test_pod["spec"]["containers"][0])
@@ -376,8 +426,17 @@ def test_gateway_access_control_and_tls(render):
 
 
 def test_ingress_for_grpc_with_tls(render):
-    docs = render({"gateway": {"ingress": {"enabled": True, "className": "nginx",
-                                           "tls": [{"secretName": "pr-tls", "hosts": ["panreduce.example.org"]}]}}})
+    docs = render(
+        {
+            "gateway": {
+                "ingress": {
+                    "enabled": True,
+                    "className": "nginx",
+                    "tls": [{"secretName": "pr-tls", "hosts": ["panreduce.example.org"]}],
+                }
+            }
+        }
+    )
     (ing,) = docs.of("Ingress")
     assert ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "GRPC"
     backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
@@ -421,13 +480,16 @@ def test_values_schema_documents_every_property():
     assert undocumented == []
 
 
-@pytest.mark.parametrize("bad, complaint", [
-    ({"techniques": {"scan": {"replicass": 2}}}, "replicass"),
-    ({"techniques": {"tomography": {"resources": {"limits": {"nvidia.com/gpu": "one"}}}}}, "nvidia.com~1gpu"),
-    ({"jobStore": {"type": "mysql"}}, "jobStore"),
-    ({"logFormat": "xml"}, "logFormat"),
-    ({"gateway": {"port": 70000}}, "port"),
-])
+@pytest.mark.parametrize(
+    "bad, complaint",
+    [
+        ({"techniques": {"scan": {"replicass": 2}}}, "replicass"),
+        ({"techniques": {"tomography": {"resources": {"limits": {"nvidia.com/gpu": "one"}}}}}, "nvidia.com~1gpu"),
+        ({"jobStore": {"type": "mysql"}}, "jobStore"),
+        ({"logFormat": "xml"}, "logFormat"),
+        ({"gateway": {"port": 70000}}, "port"),
+    ],
+)
 def test_schema_refuses_bad_values(bad, complaint):
     with pytest.raises(Exception, match=complaint.replace(".", r"\.")):
         render_chart(bad)
@@ -460,8 +522,10 @@ def test_podman_rehearsal_values_give_the_gateway_and_scan_sharing_one_store(ren
     gw_env = env_of(container(deps[f"{RELEASE}-gateway"]))
     # podman kube play names the first pod of a Deployment <name>-pod-0
     assert gw_env["PANREDUCE_ROUTES"] == f"scan={RELEASE}-scan-pod-0:50051"
-    claims = {next(v for v in pod_spec(d)["volumes"] if v["name"] == "store")["persistentVolumeClaim"]["claimName"]
-              for d in deps.values()}
+    claims = {
+        next(v for v in pod_spec(d)["volumes"] if v["name"] == "store")["persistentVolumeClaim"]["claimName"]
+        for d in deps.values()
+    }
     assert len(claims) == 1  # one podman volume: uploads to the gateway reach the service
     # podman 4.3 publishes containerPorts on the host: one port per pod
     assert all(len(container(d)["ports"]) == 1 for d in deps.values())

@@ -23,23 +23,45 @@ def load_chart_check():
 
 
 def test_make_chart_check_passes(helm_cli):
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "chart-check.py")], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "chart-check.py")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "chart-check: all checks passed" in out
     for values in ("default", "gpu", "all-features"):
         for kv in ("1.27.0", "1.37.0"):
-            assert re.search(rf"^{values} .*kubernetes-validate --strict -k {kv}\s+ok \d+ objects", out, re.M), (values, kv)
+            assert re.search(rf"^{values} .*kubernetes-validate --strict -k {kv}\s+ok \d+ objects", out, re.M), (
+                values,
+                kv,
+            )
         assert re.search(rf"^{values} .*render \(Helm 4 engine\) == helm template\s+ok", out, re.M)
     assert "tomography:0.1.0-cuda" in out and "scan:0.1.0" in out
 
 
-
 @pytest.fixture(scope="module")
 def gpu_manifest(helm_cli, tmp_path_factory):
-    out = subprocess.run([helm_cli, "template", RELEASE, str(CHART), "-n", "panreduce", "--kube-version", "1.37.0",
-                          "-f", str(GPU_VALUES)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            helm_cli,
+            "template",
+            RELEASE,
+            str(CHART),
+            "-n",
+            "panreduce",
+            "--kube-version",
+            "1.37.0",
+            "-f",
+            str(GPU_VALUES),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -57,8 +79,11 @@ def test_helm3_cli_and_helm4_engine_render_the_same(gpu_manifest, gpu_render):
 def _validate(docs, tmp_path) -> subprocess.CompletedProcess:
     path = tmp_path / "manifest.yaml"
     path.write_text(yaml.safe_dump_all(docs))
-    return subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", "1.37.0", str(path)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "kubernetes_validate", "--strict", "--quiet", "-k", "1.37.0", str(path)],
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_strict_validation_accepts_the_render_and_rejects_unknown_fields(gpu_manifest, tmp_path):
@@ -88,13 +113,17 @@ def test_scheduling_check_catches_gpu_mistakes(gpu_manifest):
         "GPU pod without its toleration": lambda deps: pod(deps, "tomography").pop("tolerations"),
         "GPU pod without node selector": lambda deps: pod(deps, "ptychography").pop("nodeSelector"),
         "CPU pod with the GPU toleration": lambda deps: pod(deps, "scan").update(
-            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]),
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        ),
         "CPU pod on the CUDA image": lambda deps: pod(deps, "saxs")["containers"][0].update(
-            image="localhost/panreduce/saxs:0.1.0-cuda"),
+            image="localhost/panreduce/saxs:0.1.0-cuda"
+        ),
         "HTTP probe": lambda deps: pod(deps, "sans")["containers"][0].update(
-            livenessProbe={"httpGet": {"port": 8080, "path": "/"}}),
+            livenessProbe={"httpGet": {"port": 8080, "path": "/"}}
+        ),
         "root filesystem writable": lambda deps: pod(deps, "scan")["containers"][0]["securityContext"].update(
-            readOnlyRootFilesystem=False),
+            readOnlyRootFilesystem=False
+        ),
     }
     for what, fn in mistakes.items():
         with pytest.raises(cc.Failed):

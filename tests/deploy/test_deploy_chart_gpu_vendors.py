@@ -11,8 +11,15 @@ def _pod(docs, name):
 
 
 def test_mig_and_amd_resources_get_gpu_placement_and_image():
-    docs = render_chart({"techniques": {"saxs": {"resources": {"limits": {"nvidia.com/mig-1g.10gb": 1}}},
-                                        "scan": {"resources": {"limits": {"amd.com/gpu": 1}}}}}, gpu=True)
+    docs = render_chart(
+        {
+            "techniques": {
+                "saxs": {"resources": {"limits": {"nvidia.com/mig-1g.10gb": 1}}},
+                "scan": {"resources": {"limits": {"amd.com/gpu": 1}}},
+            }
+        },
+        gpu=True,
+    )
     saxs, scan, sans = _pod(docs, "saxs"), _pod(docs, "scan"), _pod(docs, "sans")
     assert saxs["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and saxs["runtimeClassName"] == "nvidia"
     assert {t["key"] for t in saxs["tolerations"]} == {"nvidia.com/gpu", "nvidia.com/mig-1g.10gb"}

@@ -32,7 +32,9 @@ def cfg():
 
 def workspace_members() -> dict[str, dict]:
     root = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return {m: tomllib.loads((ROOT / m / "pyproject.toml").read_text()) for m in root["tool"]["uv"]["workspace"]["members"]}
+    return {
+        m: tomllib.loads((ROOT / m / "pyproject.toml").read_text()) for m in root["tool"]["uv"]["workspace"]["members"]
+    }
 
 
 def techniques_of(member: dict) -> list[str]:
@@ -68,8 +70,10 @@ def test_image_settings_agree_with_the_technique_classes(cfg):
             continue
         cls = registry.load(img.technique)
         assert img.gpu == bool(cls.wants_gpu), img.name
-        assert values[img.name]["sharded"] == bool(cls.shardable), f"{img.name}: sharded must follow Technique.shardable"
-        requests_gpu = (gpu_values.get(img.name, {}).get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0) > 0)
+        assert values[img.name]["sharded"] == bool(cls.shardable), (
+            f"{img.name}: sharded must follow Technique.shardable"
+        )
+        requests_gpu = gpu_values.get(img.name, {}).get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0) > 0
         assert requests_gpu == bool(cls.wants_gpu), f"values-gpu.yaml and {img.name}.wants_gpu disagree"
 
 
@@ -127,16 +131,20 @@ def test_service_and_gateway_share_one_build_stage():
 
 
 def test_build_context_is_limited():
-    ignore = [ln.strip() for ln in (ROOT / "images" / "containerignore").read_text().splitlines()
-              if ln.strip() and not ln.startswith("#")]
+    ignore = [
+        ln.strip()
+        for ln in (ROOT / "images" / "containerignore").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     assert ignore[0] == "*"  # nothing (.venv, .git, .tools, data) unless named below
     assert {"!pyproject.toml", "!uv.lock", "!proto/", "!services/", "!gateway/"} <= set(ignore)
     assert "services/common/src/panreduce/v1/" in ignore  # generated in the build, never copied
 
 
 def test_images_list_prints_every_ref(cfg):
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "images.py"), "list"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "images.py"), "list"], capture_output=True, text=True, check=True
+    ).stdout
     refs = {line.split()[-1] for line in out.splitlines()}
     expected = {cfg.ref(n) for n in cfg.images} | {cfg.ref(n, gpu=True) for n, i in cfg.images.items() if i.gpu}
     assert refs == expected
@@ -149,12 +157,19 @@ def test_make_help_lists_the_deploy_targets():
         assert re.search(rf"^\s+make {re.escape(target)}\s+\S", out, re.M), target
 
 
-@pytest.mark.skipif(os.environ.get("PANREDUCE_IMAGES_CHECK") != "1",
-                    reason="builds and runs container images (minutes): opt in with PANREDUCE_IMAGES_CHECK=1 "
-                           "or run `make images-check`")
+@pytest.mark.skipif(
+    os.environ.get("PANREDUCE_IMAGES_CHECK") != "1",
+    reason="builds and runs container images (minutes): opt in with PANREDUCE_IMAGES_CHECK=1 "
+    "or run `make images-check`",
+)
 def test_images_check_builds_and_runs_the_gateway_and_scan():
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "images.py"), "check"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=1800)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "images.py"), "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "images-check: 7 passed, 0 failed" in res.stdout
 

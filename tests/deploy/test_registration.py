@@ -16,9 +16,16 @@ import yaml
 from deploy_support import ROOT, render_chart
 
 SCRIPT = ROOT / "scripts" / "sync-techniques.py"
-FILES = ("pyproject.toml", "images/images.toml", "images/service/Containerfile", "images/gateway/Containerfile",
-         "charts/panreduce/values.yaml", "charts/panreduce/values-gpu.yaml", "charts/panreduce/values-rehearsal.yaml",
-         "charts/panreduce/values.schema.json")
+FILES = (
+    "pyproject.toml",
+    "images/images.toml",
+    "images/service/Containerfile",
+    "images/gateway/Containerfile",
+    "charts/panreduce/values.yaml",
+    "charts/panreduce/values-gpu.yaml",
+    "charts/panreduce/values-rehearsal.yaml",
+    "charts/panreduce/values.schema.json",
+)
 NEW = """[project]
 name = "panreduce-newtech"
 version = "0.1.0"
@@ -33,8 +40,9 @@ newtech = "panreduce_newtech.technique:Technique"
 
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(SCRIPT), "--root", str(root), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--root", str(root), *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_checkout_is_registered():
@@ -48,8 +56,11 @@ def copy(tmp_path: Path) -> Path:
     for name in FILES:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
-    for member in [*ROOT.glob("services/*/pyproject.toml"), ROOT / "gateway" / "pyproject.toml",
-                   ROOT / "web" / "pyproject.toml"]:
+    for member in [
+        *ROOT.glob("services/*/pyproject.toml"),
+        ROOT / "gateway" / "pyproject.toml",
+        ROOT / "web" / "pyproject.toml",
+    ]:
         rel = member.relative_to(ROOT)
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(member, tmp_path / rel)
@@ -80,11 +91,19 @@ def test_a_new_folder_is_named_missing_everywhere_then_registered(copy: Path):
     # what was there stays: every member before, and the other root settings
     old = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert set(old["tool"]["uv"]["workspace"]["members"]) < set(root["tool"]["uv"]["workspace"]["members"])
-    assert root["dependency-groups"] == old["dependency-groups"] and root["tool"]["ruff"]["lint"]["select"] == old["tool"]["ruff"]["lint"]["select"]
+    assert (
+        root["dependency-groups"] == old["dependency-groups"]
+        and root["tool"]["ruff"]["lint"]["select"] == old["tool"]["ruff"]["lint"]["select"]
+    )
 
     image = tomllib.loads((copy / "images/images.toml").read_text())["images"]["newtech"]
-    assert image == {"package": "panreduce-newtech", "member": "services/newtech", "technique": "newtech",
-                     "containerfile": "images/service/Containerfile", "gpu": True}
+    assert image == {
+        "package": "panreduce-newtech",
+        "member": "services/newtech",
+        "technique": "newtech",
+        "containerfile": "images/service/Containerfile",
+        "gpu": True,
+    }
     for cf in ("images/service/Containerfile", "images/gateway/Containerfile"):
         assert "COPY services/newtech/pyproject.toml services/newtech/\n" in (copy / cf).read_text()
 
@@ -96,7 +115,8 @@ def test_a_new_folder_is_named_missing_everywhere_then_registered(copy: Path):
     gpu = yaml.safe_load((copy / "charts/panreduce/values-gpu.yaml").read_text())["techniques"]
     assert gpu["newtech"]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert yaml.safe_load((copy / "charts/panreduce/values-rehearsal.yaml").read_text())["techniques"]["newtech"] == {
-        "enabled": False}
+        "enabled": False
+    }
     schema = json.loads((copy / "charts/panreduce/values.schema.json").read_text())
     assert "newtech" in json.dumps(schema["properties"]["techniques"]["description"])
 
@@ -109,14 +129,18 @@ def test_a_new_folder_is_named_missing_everywhere_then_registered(copy: Path):
     rendered = render_chart({"techniques": {"newtech": values["newtech"]}})
     names = {d["metadata"]["name"] for d in rendered if d["kind"] == "Deployment"}
     assert "panreduce-newtech" in names
-    assert "newtech=" in json.dumps([d for d in rendered if d["kind"] == "Deployment"
-                                     and d["metadata"]["name"] == "panreduce-gateway"])
+    assert "newtech=" in json.dumps(
+        [d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == "panreduce-gateway"]
+    )
 
 
 def test_a_folder_registering_two_techniques_is_refused(copy: Path):
     (copy / "services" / "two").mkdir()
     (copy / "services" / "two" / "pyproject.toml").write_text(
-        NEW.replace("newtech = ", "a = ").replace('[project.entry-points."panreduce.techniques"]\n',
-                                                 '[project.entry-points."panreduce.techniques"]\nb = "x.y:T"\n'))
+        NEW.replace("newtech = ", "a = ").replace(
+            '[project.entry-points."panreduce.techniques"]\n',
+            '[project.entry-points."panreduce.techniques"]\nb = "x.y:T"\n',
+        )
+    )
     done = run(copy, "--check")
     assert done.returncode != 0 and "one folder is one technique" in done.stderr

@@ -23,8 +23,11 @@ DIRECT_READ = re.compile(r"(os\.environ|getenv).*PANREDUCE_|(\.get\(|\[|\benv\()
 def _sources() -> list[Path]:
     out = []
     for base in (ROOT / "services", ROOT / "gateway"):
-        out += [p for p in base.rglob("*.py") if "/tests/" not in str(p) and "/v1/" not in str(p)
-                and p.name != "settings.py"]
+        out += [
+            p
+            for p in base.rglob("*.py")
+            if "/tests/" not in str(p) and "/v1/" not in str(p) and p.name != "settings.py"
+        ]
     return out
 
 
@@ -39,14 +42,22 @@ def test_every_variable_named_in_the_code_is_in_the_model():
 
 
 def test_only_the_settings_module_reads_the_environment():
-    readers = {f"{p.relative_to(ROOT)}:{i}" for p in _sources()
-               for i, line in enumerate(p.read_text().splitlines(), 1) if DIRECT_READ.search(line)}
+    readers = {
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in _sources()
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if DIRECT_READ.search(line)
+    }
     assert not readers, f"read PANREDUCE_* through panreduce.settings, not os.environ: {sorted(readers)}"
 
 
 def test_docs_table_is_generated_from_the_model():
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "settings-docs.py"), "--check"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "settings-docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     text = (ROOT / "docs" / "configuration.md").read_text()
     for name in Settings.model_fields:
@@ -54,11 +65,19 @@ def test_docs_table_is_generated_from_the_model():
 
 
 def test_values_are_typed_and_defaults_hold():
-    s = Settings.from_env({"PANREDUCE_MAX_RUNNING": "4", "PANREDUCE_DRAIN_SECONDS": "2.5",
-                           "PANREDUCE_ROUTES": " scan=h:1, ,tomography=h:2 ", "PANREDUCE_LOG_LEVEL": "debug",
-                           "PANREDUCE_ALLOWED_PREFIXES": "s3://b/{proposal}/,/data/{proposal}/",
-                           "PANREDUCE_TLS_CERT": "/etc/tls/cert.pem", "PANREDUCE_PORT": "",
-                           "HOME": "/ignored", "PANREDUCE_NOT_A_SETTING": "x"})
+    s = Settings.from_env(
+        {
+            "PANREDUCE_MAX_RUNNING": "4",
+            "PANREDUCE_DRAIN_SECONDS": "2.5",
+            "PANREDUCE_ROUTES": " scan=h:1, ,tomography=h:2 ",
+            "PANREDUCE_LOG_LEVEL": "debug",
+            "PANREDUCE_ALLOWED_PREFIXES": "s3://b/{proposal}/,/data/{proposal}/",
+            "PANREDUCE_TLS_CERT": "/etc/tls/cert.pem",
+            "PANREDUCE_PORT": "",
+            "HOME": "/ignored",
+            "PANREDUCE_NOT_A_SETTING": "x",
+        }
+    )
     assert s.max_running == 4 and s.drain_seconds == 2.5 and s.log_level == "DEBUG"
     assert s.routes == ["scan=h:1", "tomography=h:2"]
     assert s.allowed_prefixes == ["s3://b/{proposal}/", "/data/{proposal}/"]
@@ -66,20 +85,31 @@ def test_values_are_typed_and_defaults_hold():
     assert s.port is None  # blank is unset
     d = Settings.from_env({})
     assert (d.max_running, d.max_streams, d.job_history, d.store, d.jwt_proposals_claim) == (
-        1, 200, 1000, Path("panreduce-store"), "proposals")
+        1,
+        200,
+        1000,
+        Path("panreduce-store"),
+        "proposals",
+    )
     assert d.db_spec is None and Settings.from_env({"PANREDUCE_DB": "j.sqlite"}).db_spec == "j.sqlite"
-    assert Settings.from_env({"PANREDUCE_DB": "j.sqlite", "PANREDUCE_DB_DSN": "postgresql://x"}).db_spec == "postgresql://x"
+    assert (
+        Settings.from_env({"PANREDUCE_DB": "j.sqlite", "PANREDUCE_DB_DSN": "postgresql://x"}).db_spec
+        == "postgresql://x"
+    )
 
 
-@pytest.mark.parametrize(("env", "named"), [
-    ({"PANREDUCE_MAX_RUNNING": "abc"}, "PANREDUCE_MAX_RUNNING=abc"),
-    ({"PANREDUCE_MAX_RUNNING": "0"}, "PANREDUCE_MAX_RUNNING=0"),
-    ({"PANREDUCE_PORT": "70000"}, "PANREDUCE_PORT=70000"),
-    ({"PANREDUCE_LOG_FORMAT": "xml"}, "PANREDUCE_LOG_FORMAT=xml"),
-    ({"PANREDUCE_MAX_STREAMS": "-1"}, "PANREDUCE_MAX_STREAMS=-1"),
-    ({"PANREDUCE_DB_LEASE": "0"}, "PANREDUCE_DB_LEASE=0"),
-    ({"PANREDUCE_RETENTION_DAYS": "soon"}, "PANREDUCE_RETENTION_DAYS=soon"),
-])
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"PANREDUCE_MAX_RUNNING": "abc"}, "PANREDUCE_MAX_RUNNING=abc"),
+        ({"PANREDUCE_MAX_RUNNING": "0"}, "PANREDUCE_MAX_RUNNING=0"),
+        ({"PANREDUCE_PORT": "70000"}, "PANREDUCE_PORT=70000"),
+        ({"PANREDUCE_LOG_FORMAT": "xml"}, "PANREDUCE_LOG_FORMAT=xml"),
+        ({"PANREDUCE_MAX_STREAMS": "-1"}, "PANREDUCE_MAX_STREAMS=-1"),
+        ({"PANREDUCE_DB_LEASE": "0"}, "PANREDUCE_DB_LEASE=0"),
+        ({"PANREDUCE_RETENTION_DAYS": "soon"}, "PANREDUCE_RETENTION_DAYS=soon"),
+    ],
+)
 def test_a_bad_value_is_one_error_naming_the_variable(env, named):
     with pytest.raises(SettingsError) as err:
         Settings.from_env(env)
@@ -113,8 +143,12 @@ def test_read_once_and_kept_until_a_variable_changes(monkeypatch):
 
 
 def test_pydantic_settings_and_the_mapping_path_agree(monkeypatch):
-    env = {"PANREDUCE_MAX_RUNNING": "5", "PANREDUCE_ROUTES": "scan=a:1,saxs=b:2", "PANREDUCE_LOG_LEVEL": "warning",
-           "PANREDUCE_PORT": ""}
+    env = {
+        "PANREDUCE_MAX_RUNNING": "5",
+        "PANREDUCE_ROUTES": "scan=a:1,saxs=b:2",
+        "PANREDUCE_LOG_LEVEL": "warning",
+        "PANREDUCE_PORT": "",
+    }
     for k in [k for k in os.environ if k.startswith("PANREDUCE_")]:  # CI sets $PANREDUCE_DATA and others
         monkeypatch.delenv(k)
     for k, v in env.items():
@@ -133,8 +167,14 @@ def test_consumers_follow_the_settings(tmp_path):
     assert service_token_setting(None, required=False, env={}) is None
     access = Access.from_env({"PANREDUCE_ALLOWED_PREFIXES": "s3://b/{proposal}/, /d/{proposal}/"})
     assert access.prefixes == ["s3://b/{proposal}/", "/d/{proposal}/"] and not access.enabled
-    c = S3Config.from_env({"PANREDUCE_S3_ENDPOINT": "https://s3.example.org", "PANREDUCE_S3_ACCESS_KEY_ID": "a",
-                           "PANREDUCE_S3_SECRET_ACCESS_KEY": "b", "PANREDUCE_S3_CONCURRENCY": "3"})
+    c = S3Config.from_env(
+        {
+            "PANREDUCE_S3_ENDPOINT": "https://s3.example.org",
+            "PANREDUCE_S3_ACCESS_KEY_ID": "a",
+            "PANREDUCE_S3_SECRET_ACCESS_KEY": "b",
+            "PANREDUCE_S3_CONCURRENCY": "3",
+        }
+    )
     assert c is not None and c.concurrency == 3 and c.endpoint == "https://s3.example.org"
     assert S3Config.from_env({"PANREDUCE_MAX_RUNNING": "2"}) is None
 
@@ -188,8 +228,13 @@ def test_every_variable_the_chart_and_images_set_is_a_setting():
                     if e["name"].startswith("PANREDUCE_"):
                         set_by.setdefault(e["name"], d["metadata"]["name"])
     for cf in ("images/service/Containerfile", "images/gateway/Containerfile"):
-        for name in NAME.findall("\n".join(line for line in (ROOT / cf).read_text().splitlines()
-                                           if line.lstrip().startswith("ENV") or line.startswith("    PANREDUCE_"))):
+        for name in NAME.findall(
+            "\n".join(
+                line
+                for line in (ROOT / cf).read_text().splitlines()
+                if line.lstrip().startswith("ENV") or line.startswith("    PANREDUCE_")
+            )
+        ):
             set_by.setdefault(name, cf)
     assert {"PANREDUCE_STORE", "PANREDUCE_ROUTES", "PANREDUCE_TECHNIQUE"} <= set(set_by)
     unknown = {n: where for n, where in set_by.items() if n not in fields}
@@ -199,8 +244,9 @@ def test_every_variable_the_chart_and_images_set_is_a_setting():
 def test_a_misspelt_variable_is_named_in_a_warning_not_ignored_silently():
     from panreduce.settings import unknown_variables
 
-    assert unknown_variables({"PANREDUCE_MAX_RUNING": "2", "PANREDUCE_MAX_RUNNING": "2", "PANREDUCE_S3_PORT": "1",
-                              "HOME": "/root"}) == ["PANREDUCE_MAX_RUNING"]
+    assert unknown_variables(
+        {"PANREDUCE_MAX_RUNING": "2", "PANREDUCE_MAX_RUNNING": "2", "PANREDUCE_S3_PORT": "1", "HOME": "/root"}
+    ) == ["PANREDUCE_MAX_RUNING"]
     code = "from panreduce.settings import get_settings; print(get_settings().max_running)"
     done = _run([sys.executable, "-c", code], PANREDUCE_MAX_RUNING="2", PANREDUCE_TEST_PG_DSN="postgresql://x")
     assert done.returncode == 0 and done.stdout.strip() == "1"

@@ -22,8 +22,9 @@ PANREDUCE = str(Path(sys.executable).parent / "panreduce")
 
 
 def run(*args: str, cwd: Path, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([PANREDUCE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [PANREDUCE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 def free_port() -> int:
@@ -105,8 +106,12 @@ def served(tmp_path):
     """`panreduce serve` as its own process on a free loopback port."""
     port = free_port()
     store = tmp_path / "store"
-    proc = subprocess.Popen([PANREDUCE, "serve", "--port", str(port), "--store", str(store),
-                             "--techniques", "scan"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PANREDUCE, "serve", "--port", str(port), "--store", str(store), "--techniques", "scan"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

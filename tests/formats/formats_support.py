@@ -29,22 +29,36 @@ from panreduce import nexus, nxcansas
 # transmission spectrum is checked as a SASdata (and "lacks" Q and I). The canSAS_class
 # attribute, which tells them apart, is not read. (nexusformat 2.1.0, NXDL v2026.01)
 VALIDATOR_LIMITS = (
-    ("NXcanSAS transmission spectrum checked as SASdata",
-     re.compile(r"/[^/]+/(?P<group>[^/]+)/(Q|I): This required field is not in the NeXus file$"),
-     lambda f, m, path: nexus.read_text(
-         f[path.rsplit("/", 1)[0]].attrs.get("canSAS_class")) == "SAStransmission_spectrum"),
+    (
+        "NXcanSAS transmission spectrum checked as SASdata",
+        re.compile(r"/[^/]+/(?P<group>[^/]+)/(Q|I): This required field is not in the NeXus file$"),
+        lambda f, m, path: (
+            nexus.read_text(f[path.rsplit("/", 1)[0]].attrs.get("canSAS_class")) == "SAStransmission_spectrum"
+        ),
+    ),
 )
 
 # dimensions that the well-known fields must have, whatever the unit
 DIMENSIONS = {
-    "Q": "1/[length]", "Qx": "1/[length]", "Qy": "1/[length]", "Qz": "1/[length]", "Qdev": "1/[length]",
-    "lambda": "[length]", "wavelength": "[length]", "incident_wavelength": "[length]",
-    "SDD": "[length]", "thickness": "[length]", "x_pixel_size": "[length]", "y_pixel_size": "[length]",
+    "Q": "1/[length]",
+    "Qx": "1/[length]",
+    "Qy": "1/[length]",
+    "Qz": "1/[length]",
+    "Qdev": "1/[length]",
+    "lambda": "[length]",
+    "wavelength": "[length]",
+    "incident_wavelength": "[length]",
+    "SDD": "[length]",
+    "thickness": "[length]",
+    "x_pixel_size": "[length]",
+    "y_pixel_size": "[length]",
 }
 # strings that pint parses into something else than what writers mean by them
-MISREAD = {"a.u.": "pint reads it as atomic mass unit * year; use '' (arbitrary units)",
-           "A": "ampere in UDUNITS and pint; write 'angstrom'",
-           "1/A": "per ampere in UDUNITS and pint; write '1/angstrom'"}
+MISREAD = {
+    "a.u.": "pint reads it as atomic mass unit * year; use '' (arbitrary units)",
+    "A": "ampere in UDUNITS and pint; write 'angstrom'",
+    "1/A": "per ampere in UDUNITS and pint; write '1/angstrom'",
+}
 
 
 def cansas_xml_schema() -> Path:
@@ -170,8 +184,14 @@ def _nxdata_findings(group: h5py.Group) -> list[str]:
     if not isinstance(group.get(signal), h5py.Dataset):
         found.append(f"{group.name}: @signal names {signal!r}, which is not a dataset of it")
     axes = group.attrs.get("axes")
-    names = [] if axes is None else [nexus.read_text(a) for a in (axes if hasattr(axes, "__len__")
-                                                                   and not isinstance(axes, str | bytes) else [axes])]
+    names = (
+        []
+        if axes is None
+        else [
+            nexus.read_text(a)
+            for a in (axes if hasattr(axes, "__len__") and not isinstance(axes, str | bytes) else [axes])
+        ]
+    )
     for axis in names:
         if axis != "." and not isinstance(group.get(axis), h5py.Dataset):
             found.append(f"{group.name}: @axes names {axis!r}, which is not a dataset of it")
@@ -241,8 +261,9 @@ def nxcansas_findings(path: Path) -> list[str]:
                             continue
                         radiation = nexus.read_text(source.get("radiation"))
                         if "radiation" in source and radiation not in nxcansas.RADIATION:
-                            found.append(f"/{key}/{name}/{sname}/radiation: {radiation!r} is not one of "
-                                         "NXcanSAS's values")
+                            found.append(
+                                f"/{key}/{name}/{sname}/radiation: {radiation!r} is not one of NXcanSAS's values"
+                            )
             if not any(nexus.read_text(o.attrs.get("canSAS_class")) == "SASsample" for o in entry.values()):
                 found.append(f"/{key}: no SASsample")
     return found

@@ -47,10 +47,15 @@ def test_missing_sample_name_is_found(tmp_path):
     assert any("sassample/name" in x and "required" in x for x in fs.application_findings(path))
 
 
-@pytest.mark.parametrize(("unit", "match"), [
-    ("1/A", "per ampere"), ("counts per monitor count", "do not parse"), ("a.u.", "atomic mass"),
-    ("nm", "not 1/[length]"),
-])
+@pytest.mark.parametrize(
+    ("unit", "match"),
+    [
+        ("1/A", "per ampere"),
+        ("counts per monitor count", "do not parse"),
+        ("a.u.", "atomic mass"),
+        ("nm", "not 1/[length]"),
+    ],
+)
 def test_bad_units_are_found(tmp_path, unit, match):
     path = _canSAS(tmp_path / "bad.h5", q_units=unit)
     found = fs.unit_findings(path)
@@ -95,8 +100,14 @@ def test_the_transmission_spectrum_limit_is_narrow(tmp_path):
     spectrum is set aside; the same finding on a SASdata stays."""
     path = _canSAS(tmp_path / "t.h5")
     with h5py.File(path, "a") as f:
-        nxcansas.write_transmission_spectrum(f["sasentry01"], "sastransmission_spectrum01", "sample",
-                                             np.linspace(2, 10, 5), np.ones(5), 0.01 * np.ones(5))
+        nxcansas.write_transmission_spectrum(
+            f["sasentry01"],
+            "sastransmission_spectrum01",
+            "sample",
+            np.linspace(2, 10, 5),
+            np.ones(5),
+            0.01 * np.ones(5),
+        )
     assert fs.application_findings(path) == []
     with h5py.File(path, "a") as f:
         f["sasentry01/sastransmission_spectrum01"].attrs["canSAS_class"] = "SASdata"

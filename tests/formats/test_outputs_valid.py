@@ -26,12 +26,16 @@ CHECKS = ("application", "base_classes", "default_chain", "units", "nxcansas")
 # (technique, check) -> the finding, for outputs of other helpers' techniques that do not
 # pass yet (or cannot, and why)
 KNOWN: dict[tuple[str, str], str] = {
-    ("serial_crystallography", "base_classes"):
-        "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
-        "that the same geometry reads it; NXroot admits only NXentry groups",
-    ("serial_crystallography-split2", "base_classes"):
-        "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
-        "that the same geometry reads it; NXroot admits only NXentry groups",
+    (
+        "serial_crystallography",
+        "base_classes",
+    ): "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
+    "that the same geometry reads it; NXroot admits only NXentry groups",
+    (
+        "serial_crystallography-split2",
+        "base_classes",
+    ): "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
+    "that the same geometry reads it; NXroot admits only NXentry groups",
 }
 
 
@@ -50,8 +54,9 @@ def _saxs_kinetics(dataset, tmp_path):
     """saxs's kinetics mode (kinetics.nxs beside the NXcanSAS file): three synthetic frames."""
     syn = _module(TESTS / "saxs" / "synthetic.py", "formats_saxs_synthetic")
     geo = syn.Geo(shape=(120, 140), pixel_um=172.0, distance_mm=1000.0, wavelength_A=1.0, cx=70.3, cy=60.6)
-    frames = [geo.image(lambda q, rg=rg: syn.guinier_sphere(q, i0=1000.0, rg=rg, background=1.0))
-              for rg in (20.0, 24.0, 28.0)]
+    frames = [
+        geo.image(lambda q, rg=rg: syn.guinier_sphere(q, i0=1000.0, rg=rg, background=1.0)) for rg in (20.0, 24.0, 28.0)
+    ]
     path = syn.write_nexus_stack(tmp_path / "kin.nxs", frames, 10.0 + 2.5 * np.arange(3), geo=geo)
     return {"inputs": [str(path)], "params": {"mode": "kinetics", "integration.q_bins": 60, "masks.beamstop": "none"}}
 
@@ -97,8 +102,14 @@ def produced(dataset, tmp_path_factory):
             (root / "in").mkdir()
             ex = (example or _example(technique))(dataset, root / "in")
             if case in SPLIT:
-                result = kit.run_split(technique, ex["inputs"], ex["params"], root / "out",
-                                       split=SPLIT[case][1], stores=Stores(root / "store"))
+                result = kit.run_split(
+                    technique,
+                    ex["inputs"],
+                    ex["params"],
+                    root / "out",
+                    split=SPLIT[case][1],
+                    stores=Stores(root / "store"),
+                )
             else:
                 result = kit.run(technique, ex["inputs"], ex["params"], root / "out", stores=Stores(root / "store"))
             cache[case] = [Path(o.uri) for o in result.outputs]
@@ -178,6 +189,7 @@ def test_one_program_name(produced, case):
         if not (path.suffix != ".json" and h5py.is_hdf5(path)):
             continue
         with h5py.File(path, "r") as f:
+
             def visit(name: str, obj: h5py.HLObject, f=f, path=path) -> None:
                 if not (isinstance(obj, h5py.Group) and nexus.nx_class(obj) == "NXprocess"):
                     return
@@ -215,7 +227,9 @@ def test_cansas_xml_valid_with_sasprocess_and_provenance(produced):
         entries = doc.findall("c:SASentry", ns)
         assert entries
         for entry in entries:
-            process = [p for p in entry.findall("c:SASprocess", ns) if p.findtext("c:name", namespaces=ns) == "panreduce-sans"]
+            process = [
+                p for p in entry.findall("c:SASprocess", ns) if p.findtext("c:name", namespaces=ns) == "panreduce-sans"
+            ]
             assert len(process) == 1, path.name
             note = json.loads(process[0].findtext("c:SASprocessnote", namespaces=ns))
             assert note["id"] == record["id"] and note["job_id"] == record["job_id"]

@@ -35,12 +35,20 @@ def cli_cache(tmp_path_factory) -> Path:
 def cli(tmp_path, cli_cache):
     """``cli("reduce", "scan", FILE, cwd=..., env=...)`` -> CompletedProcess (text)."""
 
-    def run(*args: str, cwd: Path | None = None, timeout: float = 180, env: dict | None = None,
-            stderr=subprocess.PIPE) -> subprocess.CompletedProcess:
+    def run(
+        *args: str, cwd: Path | None = None, timeout: float = 180, env: dict | None = None, stderr=subprocess.PIPE
+    ) -> subprocess.CompletedProcess:
         full_env = {**os.environ, "XDG_CACHE_HOME": str(cli_cache), **(env or {})}
         full_env.pop("PANREDUCE_GATEWAY", None)
-        return subprocess.run([PANREDUCE, *args], cwd=cwd or tmp_path, stdout=subprocess.PIPE, stderr=stderr,
-                              text=True, timeout=timeout, env=full_env)
+        return subprocess.run(
+            [PANREDUCE, *args],
+            cwd=cwd or tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
 
     return run
 
@@ -52,8 +60,13 @@ def served(tmp_path, cli_cache):
     store = tmp_path / "store"
     log = open(tmp_path / "serve.log", "w+")  # read after the process ends
     env = {**os.environ, "XDG_CACHE_HOME": str(cli_cache)}
-    proc = subprocess.Popen([PANREDUCE, "serve", "--port", str(port), "--store", str(store), "--techniques", "scan"],
-                            cwd=tmp_path, stderr=log, text=True, env=env)
+    proc = subprocess.Popen(
+        [PANREDUCE, "serve", "--port", str(port), "--store", str(store), "--techniques", "scan"],
+        cwd=tmp_path,
+        stderr=log,
+        text=True,
+        env=env,
+    )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:

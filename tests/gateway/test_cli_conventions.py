@@ -67,13 +67,23 @@ def test_demo_prints_a_command_that_pastes(tmp_path):
     """`make demo` prints the command it runs; pasted into a shell it runs as printed."""
     out = tmp_path / "demo out"  # a space: the printed command must quote it
     env = {**os.environ, "PANREDUCE_STORE": str(tmp_path / "store")}  # not the working tree's store
-    res = subprocess.run(["make", "-s", "-o", "setup", "demo", f"DEMO_OUT={out}"], cwd=REPO, capture_output=True,
-                         text=True, timeout=600, env=env)
+    res = subprocess.run(
+        ["make", "-s", "-o", "setup", "demo", f"DEMO_OUT={out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert res.returncode == 0, res.stderr
     printed = res.stdout.splitlines()[0]
     argv = shlex.split(printed)
-    files = subprocess.run([sys.executable, "-m", "panreduce.datasets", "paths", "i16-scans/7949"],
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        [sys.executable, "-m", "panreduce.datasets", "paths", "i16-scans/7949"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert argv == [".venv/bin/panreduce", "reduce", "scan", *files, "--output", str(out)]
     assert "<" not in printed and (out / "scans.nxs").is_file()
     out.rename(tmp_path / "first run")  # the same folder is never overwritten: paste into a fresh one
@@ -111,15 +121,18 @@ def test_stage_inputs_judges_only_files_of_a_folder(tmp_path):
     (folder / "README.md").write_text("notes\n")
     (folder / "empty.dat").write_bytes(b"")
     skipped: list[tuple[str, str]] = []
-    inputs = stage_inputs(Stores(tmp_path / "store"), [str(folder) + "/", str(folder / "README.md")],
-                          tmp_path / "scratch", accept=lambda p: p.suffix == ".dat",
-                          on_skip=lambda uri, why: skipped.append((Path(uri).name, why)))
+    inputs = stage_inputs(
+        Stores(tmp_path / "store"),
+        [str(folder) + "/", str(folder / "README.md")],
+        tmp_path / "scratch",
+        accept=lambda p: p.suffix == ".dat",
+        on_skip=lambda uri, why: skipped.append((Path(uri).name, why)),
+    )
     assert [f.name for f in inputs.items[0].files] == ["a.dat"]
     assert [f.name for f in inputs.items[1].files] == ["README.md"]  # named: given to the technique
     assert sorted(name for name, _ in skipped) == ["README.md", "empty.dat"]
     with pytest.raises(Exception) as info:
-        stage_inputs(Stores(tmp_path / "store"), [str(folder) + "/"], tmp_path / "scratch",
-                     accept=lambda p: False)
+        stage_inputs(Stores(tmp_path / "store"), [str(folder) + "/"], tmp_path / "scratch", accept=lambda p: False)
     assert type(info.value).__name__ == "InvalidInput" and "README.md" in str(info.value)
 
 

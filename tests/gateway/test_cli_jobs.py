@@ -27,12 +27,14 @@ def embedded_provenance_ids(folder: Path) -> dict[str, set[str]]:
         found: set[str] = set()
         if path.suffix == ".nxs":
             with h5py.File(path) as f:
+
                 def visit(_name: str, obj: object, found: set[str] = found) -> None:
                     if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "OSU" and obj.shape == ():
                         value = obj[()]
                         text = value.decode() if isinstance(value, bytes) else str(value)
                         if '"job_id"' in text:
                             found.add(json.loads(text)["job_id"])
+
                 f.visititems(visit)
         elif path.name == "provenance.json":
             found.add(json.loads(path.read_text())["job_id"])
@@ -115,9 +117,16 @@ def test_embedded_reduce_does_not_run_another_commands_job(cli, tmp_path, datase
     """A job another command left running in the store's job table is not run again by
     the next `reduce` (it may be running now in that other command)."""
     store = SqliteJobStore(tmp_path / "panreduce-store" / "jobs.sqlite")
-    other = pb.Job(job_id=new_job_id(), technique="scan", state=pb.RUNNING, created=now_ts(), attempts=1,
-                   request=pb.ReduceRequest(technique="scan", inputs=[str(dataset("i16-scans/794932.nxs"))],
-                                            output=str(tmp_path / "others")))
+    other = pb.Job(
+        job_id=new_job_id(),
+        technique="scan",
+        state=pb.RUNNING,
+        created=now_ts(),
+        attempts=1,
+        request=pb.ReduceRequest(
+            technique="scan", inputs=[str(dataset("i16-scans/794932.nxs"))], output=str(tmp_path / "others")
+        ),
+    )
     store.add(other)
     store.close()
     res = cli("reduce", "scan", str(dataset("i16-scans/794933.nxs")), "--output", "mine")
@@ -180,9 +189,13 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_4(cli, served, tmp_path):
         assert f"port {port}" in res.stderr and "in use" in res.stderr and "Traceback" not in res.stderr
         assert time.monotonic() - t0 < 30
         assert not (tmp_path / "s1").exists()  # nothing was started, nothing written
-    second = subprocess.run([PANREDUCE, "serve", "--port", str(served["port"]), "--store", str(tmp_path / "s2"),
-                             "--techniques", "scan"], capture_output=True, text=True, timeout=60,
-                            cwd=tmp_path)
+    second = subprocess.run(
+        [PANREDUCE, "serve", "--port", str(served["port"]), "--store", str(tmp_path / "s2"), "--techniques", "scan"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert second.returncode == 4, second.stderr
     assert "in use" in second.stderr and len(second.stderr.strip().splitlines()) == 1
     assert served["proc"].poll() is None  # the running one is untouched

@@ -26,14 +26,24 @@ def modules_after(code: str, *, env: dict | None = None) -> dict:
         "    rc = exc.code\n"
         "print(json.dumps({'rc': rc, 'modules': sorted(sys.modules)}))\n"
     )
-    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
-                         env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})}
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["reduce", "--help"], ["reduce"], ["no-such-command"],
-                                  ["retention", "--dry-run", "--days", "0"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["reduce", "--help"],
+        ["reduce"],
+        ["no-such-command"],
+        ["retention", "--dry-run", "--days", "0"],
+    ],
+)
 def test_help_version_and_usage_errors_import_no_heavy_library(argv):
     out = modules_after(f"rc = cli.main({argv!r})")
     assert out["rc"] in (0, 2)
@@ -111,9 +121,20 @@ def test_progress_display_shows_start_up_on_a_terminal(tmp_path, dataset, cli_ca
 
     scan = str(dataset("i16-scans/794934.nxs"))
     master, slave = pty.openpty()
-    proc = subprocess.Popen([str(sys.executable.rsplit("/", 1)[0] + "/panreduce"), "reduce", "scan", scan,
-                             "--output", str(tmp_path / "out")], stdout=subprocess.PIPE, stderr=slave,
-                            cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(cli_cache)})
+    proc = subprocess.Popen(
+        [
+            str(sys.executable.rsplit("/", 1)[0] + "/panreduce"),
+            "reduce",
+            "scan",
+            scan,
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        cwd=tmp_path,
+        env={**os.environ, "XDG_CACHE_HOME": str(cli_cache)},
+    )
     os.close(slave)
     seen = b""
     while True:
@@ -131,7 +152,12 @@ def test_progress_display_shows_start_up_on_a_terminal(tmp_path, dataset, cli_ca
     os.close(master)
     text = seen.decode(errors="replace")
     assert proc.returncode == 0, text
-    for step in ("checking the request (scan)", "loading technique scan", "starting the scan service",
-                 "starting the gateway", "submitting the job"):
+    for step in (
+        "checking the request (scan)",
+        "loading technique scan",
+        "starting the scan service",
+        "starting the gateway",
+        "submitting the job",
+    ):
         assert step in text, (step, text)
     assert text.index("loading technique scan") < text.index("starting the gateway") < text.index("%")

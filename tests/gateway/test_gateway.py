@@ -94,10 +94,17 @@ def job_store_factory(request, tmp_path):
 
 def test_job_store_round_trip_and_catalogue_queries(job_store_factory):
     store = job_store_factory()
-    for i, (sample, user, proposal) in enumerate([("GFP 5mg/ml", "King Dr SM", "p1"), ("buffer", "I16 User", "p2"),
-                                                    ("Tooth", "", "p1")]):
-        job = pb.Job(job_id=f"j{i}", technique="scan" if i < 2 else "tomography", state=pb.QUEUED,
-                     created=now_ts(), owner=f"user{i}", proposal=proposal)
+    for i, (sample, user, proposal) in enumerate(
+        [("GFP 5mg/ml", "King Dr SM", "p1"), ("buffer", "I16 User", "p2"), ("Tooth", "", "p1")]
+    ):
+        job = pb.Job(
+            job_id=f"j{i}",
+            technique="scan" if i < 2 else "tomography",
+            state=pb.QUEUED,
+            created=now_ts(),
+            owner=f"user{i}",
+            proposal=proposal,
+        )
         job.request.labels["run"] = str(i)
         job.request.idempotency_key = f"k{i}"
         store.add(job)
@@ -157,8 +164,14 @@ def test_gateway_killed_mid_job_resumes_without_duplicates(served_persistent, tm
     out = tmp_path / "out"
     proc = start()
     with Client(address, timeout=30) as c:
-        job = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(out), idempotency_key="run-42",
-                       labels={"sample": "rocking"})
+        job = c.submit(
+            "scan",
+            [str(batch) + "/"],
+            {"plots": False},
+            str(out),
+            idempotency_key="run-42",
+            labels={"sample": "rocking"},
+        )
         for event in c.watch(job.job_id):
             if event.HasField("progress") and event.progress.stage == "fit":
                 break
@@ -168,8 +181,14 @@ def test_gateway_killed_mid_job_resumes_without_duplicates(served_persistent, tm
     with Client(address, timeout=60) as c:
         listed = c.list_jobs(sample="rocking")
         assert [j.job_id for j in listed] == [job.job_id]
-        again = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(out), idempotency_key="run-42",
-                         labels={"sample": "rocking"})  # the same request again
+        again = c.submit(
+            "scan",
+            [str(batch) + "/"],
+            {"plots": False},
+            str(out),
+            idempotency_key="run-42",
+            labels={"sample": "rocking"},
+        )  # the same request again
         assert again.job_id == job.job_id
         with pytest.raises(errors.AlreadyExists, match="run-42"):  # the key with another request
             c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "other"), idempotency_key="run-42")
@@ -186,8 +205,13 @@ def test_retention_lists_exactly_what_is_older(tmp_path):
     root = tmp_path / "store"
     store = SqliteJobStore(root / "jobs.sqlite")
     now = dt.datetime.now(dt.UTC)
-    ages = {"old-done": (120, pb.SUCCEEDED), "old-failed": (91, pb.FAILED), "young": (89, pb.SUCCEEDED),
-            "edge-young": (89.99, pb.SUCCEEDED), "old-running": (200, pb.RUNNING)}
+    ages = {
+        "old-done": (120, pb.SUCCEEDED),
+        "old-failed": (91, pb.FAILED),
+        "young": (89, pb.SUCCEEDED),
+        "edge-young": (89.99, pb.SUCCEEDED),
+        "old-running": (200, pb.RUNNING),
+    }
     for job_id, (days, state) in ages.items():
         when = now - dt.timedelta(days=days)
         job = pb.Job(job_id=job_id, technique="scan", state=pb.QUEUED)
@@ -203,13 +227,21 @@ def test_retention_lists_exactly_what_is_older(tmp_path):
         store.put(job)
     items = retention.expired(store, days=90, now=now)
     assert [e.job_id for e in items] == ["old-done", "old-failed"]
-    res = subprocess.run([str(BIN / "panreduce"), "retention", "--dry-run", "--json", "--store", str(root)],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [str(BIN / "panreduce"), "retention", "--dry-run", "--json", "--store", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert sorted(j["job_id"] for j in json.loads(res.stdout)["jobs"]) == ["old-done", "old-failed"]
     assert (root / "results" / "old-done" / "r.nxs").exists()  # a dry run deletes nothing
-    res = subprocess.run([str(BIN / "panreduce"), "retention", "--apply", "--store", str(root)],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [str(BIN / "panreduce"), "retention", "--apply", "--store", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (root / "results").iterdir()) == ["edge-young", "old-running", "young"]
     assert sorted(j.job_id for j in store.list(pb.ListJobsRequest())) == ["edge-young", "old-running", "young"]
@@ -223,12 +255,17 @@ def secured(tmp_path):
     for p in ("pA", "pB"):
         (data / p).mkdir(parents=True)
         np.save(data / p / "v.npy", np.arange(5.0))
-    tokens = StaticTokens([
-        {"token": "token-a", "subject": "alice", "proposals": ["pA"]},
-        {"token": "token-b", "subject": "bob", "proposals": ["pB"]},
-        {"token": "sha256:" + __import__("hashlib").sha256(b"token-ab").hexdigest(), "subject": "carol",
-         "proposals": ["pA", "pB"]},
-    ])
+    tokens = StaticTokens(
+        [
+            {"token": "token-a", "subject": "alice", "proposals": ["pA"]},
+            {"token": "token-b", "subject": "bob", "proposals": ["pB"]},
+            {
+                "token": "sha256:" + __import__("hashlib").sha256(b"token-ab").hexdigest(),
+                "subject": "carol",
+                "proposals": ["pA", "pB"],
+            },
+        ]
+    )
     access = Access([tokens], prefixes=[str(data) + "/{proposal}/"])
     stores = Stores(tmp_path / "store")
     service = start_technique(Toy, stores=stores)
@@ -312,8 +349,14 @@ def test_oidc_jwt_tokens(tmp_path):
     key, jwks = _rsa_jwks(tmp_path)
     verifier = JwtVerifier(str(jwks), issuer="https://sso.example.org", audience="panreduce")
     now = int(time.time())
-    claims = {"sub": "alice", "proposals": ["cm33911-1"], "iss": "https://sso.example.org", "aud": "panreduce",
-              "exp": now + 600, "iat": now}
+    claims = {
+        "sub": "alice",
+        "proposals": ["cm33911-1"],
+        "iss": "https://sso.example.org",
+        "aud": "panreduce",
+        "exp": now + 600,
+        "iat": now,
+    }
     good = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
     identity = verifier.identify(good)
     assert identity.subject == "alice" and identity.proposals == frozenset({"cm33911-1"})
@@ -334,16 +377,22 @@ def test_tls_on_the_gateway_port(tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
-            .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+        .not_valid_after(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     stores = Stores(tmp_path / "store")
     service = start_technique(Toy, stores=stores)
     gateway = GatewayService({"toy": service.address}, stores=stores)
@@ -366,9 +415,20 @@ def scan_replicas(tmp_path):
     procs, addresses = [], []
     for _ in range(3):
         port = free_port()
-        proc = subprocess.Popen([str(BIN / "panreduce-service"), "scan", "--host", "127.0.0.1", "--port", str(port),
-                                 "--store", str(tmp_path / "svc-store"), "--insecure"],  # sharding, not auth
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "panreduce-service"),
+                "scan",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--store",
+                str(tmp_path / "svc-store"),
+                "--insecure",
+            ],  # sharding, not auth
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(proc)
         addresses.append(f"127.0.0.1:{port}")
     for proc, address in zip(procs, addresses, strict=True):
@@ -386,13 +446,15 @@ def test_sharded_job_spreads_over_replicas_and_merges(scan_replicas, tmp_path, d
     with gateway_over({"scan": addresses}, tmp_path / "store") as address:
         with Client(address, timeout=120) as c:
             # split=0 with 3 replicas: automatic
-            unsplit = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
-                               str(tmp_path / "whole")).summary
+            unsplit = c.reduce(
+                "scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False}, str(tmp_path / "whole")
+            ).summary
             job = c.get_job(c.list_jobs()[0].job_id)
             assert job.shards == 6  # 3 replicas x 2 slots
             # a request that asks for no split runs on one replica
-            whole = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
-                             str(tmp_path / "nosplit"), split=1).summary
+            whole = c.reduce(
+                "scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False}, str(tmp_path / "nosplit"), split=1
+            ).summary
         assert unsplit["n_scans"] == whole["n_scans"] == 12
         key = [(s["file"], round(s["center"], 9)) for s in unsplit["scans"]]
         assert key == [(s["file"], round(s["center"], 9)) for s in whole["scans"]]
@@ -412,8 +474,7 @@ def test_a_dead_replica_is_retried_elsewhere(scan_replicas, tmp_path, dataset):
     batch = batch_of(tmp_path, dataset, 6)
     with gateway_over({"scan": addresses}, tmp_path / "store") as address:
         with Client(address, timeout=120) as c:
-            done = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False},
-                            str(tmp_path / "out"))
+            done = c.reduce("scan", [str(batch) + "/"], {"series_axis": "scan", "plots": False}, str(tmp_path / "out"))
         assert done.summary["n_scans"] == 6
 
 
@@ -421,8 +482,11 @@ def test_service_gone_for_good_fails_with_the_cause(tmp_path):
     port = free_port()
     stores = Stores(tmp_path / "store")
     np.save(tmp_path / "v.npy", np.ones(3))
-    gateway = GatewayService({"toy": f"127.0.0.1:{port}"}, stores=stores,
-                             config=GatewayConfig(max_attempts=2, describe_timeout=2, queue_max=0))  # no queue
+    gateway = GatewayService(
+        {"toy": f"127.0.0.1:{port}"},
+        stores=stores,
+        config=GatewayConfig(max_attempts=2, describe_timeout=2, queue_max=0),
+    )  # no queue
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)
     try:
@@ -452,16 +516,32 @@ def test_replicated_gateways_take_over_a_vanished_replicas_jobs(pg_database, sca
     gateways = []
     for name in ("a", "b"):
         port = free_port()
-        proc = subprocess.Popen([str(BIN / "panreduce"), "gateway", "--host", "127.0.0.1", "--port", str(port),
-                                 "--db", pg_database, "--store", str(tmp_path / f"gw-{name}"),
-                                 "--route", f"scan={addresses[0]}"], env=env, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                str(BIN / "panreduce"),
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--db",
+                pg_database,
+                "--store",
+                str(tmp_path / f"gw-{name}"),
+                "--route",
+                f"scan={addresses[0]}",
+            ],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
         wait_serving(f"127.0.0.1:{port}", proc)
         gateways.append((proc, f"127.0.0.1:{port}"))
     (a, a_address), (b, b_address) = gateways
     try:
         with Client(a_address, timeout=30) as c:
-            job = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "out"),
-                           idempotency_key="shared-1")
+            job = c.submit(
+                "scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "out"), idempotency_key="shared-1"
+            )
             for event in c.watch(job.job_id):
                 if event.HasField("progress") and event.progress.stage in ("load", "fit"):
                     break
@@ -470,8 +550,9 @@ def test_replicated_gateways_take_over_a_vanished_replicas_jobs(pg_database, sca
         with Client(b_address, timeout=120) as c:
             assert c.get_job(job.job_id).job_id == job.job_id  # the shared table knows it
             final = c.wait(job.job_id)
-            again = c.submit("scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "out"),
-                             idempotency_key="shared-1")
+            again = c.submit(
+                "scan", [str(batch) + "/"], {"plots": False}, str(tmp_path / "out"), idempotency_key="shared-1"
+            )
             with pytest.raises(errors.AlreadyExists):
                 c.submit("scan", [str(batch) + "/"], {}, str(tmp_path / "other"), idempotency_key="shared-1")
         assert final.state == pb.SUCCEEDED, final.failure.message

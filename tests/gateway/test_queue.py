@@ -71,9 +71,22 @@ class Deployment:
         self.service_port, self.port, self.metrics_port = free_port(), free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
-        self.gateway = self._spawn("gateway", [
-            "gateway", "--host", "127.0.0.1", "--port", str(self.port), "--store", str(tmp / "store"),
-            "--metrics-port", str(self.metrics_port), "--route", f"scan=127.0.0.1:{self.service_port}"])
+        self.gateway = self._spawn(
+            "gateway",
+            [
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--store",
+                str(tmp / "store"),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--route",
+                f"scan=127.0.0.1:{self.service_port}",
+            ],
+        )
         _wait(self._serving, 60, "the gateway")
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -91,8 +104,10 @@ class Deployment:
             return False
 
     def start_service(self) -> subprocess.Popen:
-        return self._spawn("service", ["service", "scan", "--insecure", "--port", str(self.service_port),
-                                       "--store", str(self.tmp / "store")])
+        return self._spawn(
+            "service",
+            ["service", "scan", "--insecure", "--port", str(self.service_port), "--store", str(self.tmp / "store")],
+        )
 
     def depth(self) -> float | None:
         return _metric(self.metrics_port, "panreduce_queue_depth", "scan")

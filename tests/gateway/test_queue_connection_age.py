@@ -83,10 +83,16 @@ def _states_after_connecting(port: int, seconds: float) -> list[grpc.ChannelConn
 
 def test_a_service_closes_connections_at_their_max_age(spawn, tmp_path):
     aged, plain = free_port(), free_port()
-    spawn(["service", "scan", "--insecure", "--port", str(aged), "--store", str(tmp_path / "s")], aged,
-          PANREDUCE_MAX_CONNECTION_AGE_S="1")
-    spawn(["service", "scan", "--insecure", "--port", str(plain), "--store", str(tmp_path / "s")], plain,
-          PANREDUCE_MAX_CONNECTION_AGE_S="0")
+    spawn(
+        ["service", "scan", "--insecure", "--port", str(aged), "--store", str(tmp_path / "s")],
+        aged,
+        PANREDUCE_MAX_CONNECTION_AGE_S="1",
+    )
+    spawn(
+        ["service", "scan", "--insecure", "--port", str(plain), "--store", str(tmp_path / "s")],
+        plain,
+        PANREDUCE_MAX_CONNECTION_AGE_S="0",
+    )
     states = _states_after_connecting(aged, 3.0)
     ready_at = states.index(grpc.ChannelConnectivity.READY)
     assert grpc.ChannelConnectivity.IDLE in states[ready_at:], states  # GOAWAY at the age
@@ -99,8 +105,21 @@ def test_a_job_longer_than_the_age_is_not_cut(spawn, tmp_path, dataset):
     sp, gp = free_port(), free_port()
     age = {"PANREDUCE_MAX_CONNECTION_AGE_S": "0.5"}
     spawn(["service", "scan", "--insecure", "--port", str(sp), "--store", str(tmp_path / "s")], sp, **age)
-    spawn(["gateway", "--host", "127.0.0.1", "--port", str(gp), "--store", str(tmp_path / "s"),
-           "--route", f"scan=127.0.0.1:{sp}"], gp, **age)
+    spawn(
+        [
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(gp),
+            "--store",
+            str(tmp_path / "s"),
+            "--route",
+            f"scan=127.0.0.1:{sp}",
+        ],
+        gp,
+        **age,
+    )
     with Client(f"127.0.0.1:{gp}", timeout=120) as c:
         for _ in range(3):  # over connections closed at their age in between
             t0 = time.monotonic()

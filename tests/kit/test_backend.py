@@ -16,8 +16,10 @@ RNG = np.random.default_rng(7)
 
 
 def test_importing_the_backend_loads_no_torch_nor_scipy():
-    code = ("import sys, panreduce.backend as b; b.get_backend('cpu').zeros((2,)); "
-            "bad = [m for m in ('torch', 'scipy', 'grpc') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, panreduce.backend as b; b.get_backend('cpu').zeros((2,)); "
+        "bad = [m for m in ('torch', 'scipy', 'grpc') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -76,8 +78,7 @@ def test_reductions_accumulate_in_double():
     assert b.norm2(a) == pytest.approx(np.sum(np.abs(a) ** 2), rel=1e-12)
     np.testing.assert_allclose(b.abs2(a), np.abs(a) ** 2, rtol=1e-12)
     frames = RNG.normal(size=(4, 3, 3))
-    np.testing.assert_allclose(b.real_dot_per_frame(frames, 2 * frames),
-                               2 * (frames**2).sum(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(b.real_dot_per_frame(frames, 2 * frames), 2 * (frames**2).sum(axis=(1, 2)), rtol=1e-12)
     assert b.max(np.array([1.0, 5.0, 2.0])) == 5.0
     np.testing.assert_allclose(b.exp_i(np.array([0.0, np.pi / 2])), [1, 1j], atol=1e-7)
 
@@ -92,8 +93,9 @@ def test_gather_and_scatter_are_adjoint():
     s = (RNG.normal(size=(4, 8, 8)) + 1j * RNG.normal(size=(4, 8, 8))).astype(np.complex64)
     # <gather(obj), s> == <obj, scatter(s)>
     assert b.vdot(patches, s) == pytest.approx(b.vdot(obj, b.scatter(obj.shape, s, iy, ix)), rel=1e-5)
-    np.testing.assert_allclose(b.scatter_same(obj.shape, s[0], iy, ix),
-                               b.scatter(obj.shape, np.repeat(s[:1], 4, axis=0), iy, ix), rtol=1e-6)
+    np.testing.assert_allclose(
+        b.scatter_same(obj.shape, s[0], iy, ix), b.scatter(obj.shape, np.repeat(s[:1], 4, axis=0), iy, ix), rtol=1e-6
+    )
 
 
 def test_interp_is_linear_and_splat_its_adjoint():
@@ -123,8 +125,9 @@ def test_torch_on_the_cpu_matches_numpy():
     iy, ix = np.array([0, 4, 8]), np.array([1, 5, 7])
     np.testing.assert_allclose(t.to_numpy(t.gather(t.asarray(obj), iy, ix, 6, 6)), n.gather(obj, iy, ix, 6, 6))
     s = RNG.normal(size=(3, 6, 6)).astype(np.float32)
-    np.testing.assert_allclose(t.to_numpy(t.scatter(obj.shape, t.asarray(s), iy, ix)),
-                               n.scatter(obj.shape, s, iy, ix), rtol=1e-6)
+    np.testing.assert_allclose(
+        t.to_numpy(t.scatter(obj.shape, t.asarray(s), iy, ix)), n.scatter(obj.shape, s, iy, ix), rtol=1e-6
+    )
     rows = RNG.normal(size=(2, 3, 10)).astype(np.float32)
     tt = RNG.uniform(-1.5, 10.5, size=(3, 4)).astype(np.float32)
     np.testing.assert_allclose(t.to_numpy(t.interp(t.asarray(rows), t.asarray(tt))), n.interp(rows, tt), atol=1e-5)

@@ -14,23 +14,31 @@ import pytest
 from panreduce import errors, rpc
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE = ["panreduce.errors", "panreduce.nexus", "panreduce.constants", "panreduce.nxcansas",
-        "panreduce.provenance", "panreduce.backend"]
+CORE = [
+    "panreduce.errors",
+    "panreduce.nexus",
+    "panreduce.constants",
+    "panreduce.nxcansas",
+    "panreduce.provenance",
+    "panreduce.backend",
+]
 
 
 def _no_grpc(modules: list[str]) -> None:
-    code = ("import importlib, sys\n"
-            f"for m in {modules!r}:\n"
-            "    importlib.import_module(m)\n"
-            "    assert 'grpc' not in sys.modules, f'{m} loads grpc'\n")
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "    assert 'grpc' not in sys.modules, f'{m} loads grpc'\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_import_errors_loads_no_grpc():
-    subprocess.run([sys.executable, "-c",
-                    "import panreduce.errors, sys; assert 'grpc' not in sys.modules"],
-                   check=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", "import panreduce.errors, sys; assert 'grpc' not in sys.modules"], check=True, timeout=60
+    )
 
 
 def test_core_modules_load_no_grpc():
@@ -39,8 +47,7 @@ def test_core_modules_load_no_grpc():
 
 def _science_modules(package_dir: Path) -> list[str]:
     package = package_dir.name
-    return [f"{package}.{p.stem}" for p in sorted(package_dir.glob("*.py"))
-            if p.stem not in ("__init__", "__main__")]
+    return [f"{package}.{p.stem}" for p in sorted(package_dir.glob("*.py")) if p.stem not in ("__init__", "__main__")]
 
 
 PACKAGES = sorted(p for p in ROOT.glob("services/*/src/panreduce_*") if p.is_dir())

@@ -31,8 +31,13 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(heavy))))
 
 
 def _loaded(technique: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE, technique, json.dumps(HEAVY)], capture_output=True,
-                         text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, technique, json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -43,15 +48,26 @@ def test_declaration_loads_no_science_stack(technique: str) -> None:
 
 def test_the_probe_sees_a_heavy_import() -> None:
     """The check can fail: a probe that imports scipy is caught."""
-    out = subprocess.run([sys.executable, "-c", "import json, sys; import scipy.ndimage; "
-                          "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'scipy'})))"],
-                         capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; import scipy.ndimage; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'scipy'})))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert json.loads(out.stdout) == ["scipy"]
 
 
 def test_lazy_module_imports_on_first_use() -> None:
-    code = ("import sys; from panreduce import lazy; nd = lazy.module('scipy.ndimage'); "
-            "a = 'scipy' in sys.modules; import numpy as np; "
-            "r = nd.gaussian_filter(np.ones((4, 4)), 1.0).sum(); print(a, 'scipy.ndimage' in sys.modules, round(r, 6))")
+    code = (
+        "import sys; from panreduce import lazy; nd = lazy.module('scipy.ndimage'); "
+        "a = 'scipy' in sys.modules; import numpy as np; "
+        "r = nd.gaussian_filter(np.ones((4, 4)), 1.0).sum(); print(a, 'scipy.ndimage' in sys.modules, round(r, 6))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["False", "True", "16.0"]

@@ -140,9 +140,16 @@ def test_provenance_is_embedded_in_each_format(tmp_path):
     inputs = Inputs((StagedInput(str(src), src, False, (StagedFile(src, str(src), "in.dat", 1, "ab" * 32),)),))
     from datetime import UTC, datetime
 
-    record = provenance.build(job_id="j1", technique="toy", technique_version="1.0.0",
-                              technique_distribution="panreduce-common", request={"inputs": [str(src)]},
-                              parameters={"scale": 2.0}, inputs=inputs, started=datetime.now(UTC))
+    record = provenance.build(
+        job_id="j1",
+        technique="toy",
+        technique_version="1.0.0",
+        technique_distribution="panreduce-common",
+        request={"inputs": [str(src)]},
+        parameters={"scale": 2.0},
+        inputs=inputs,
+        started=datetime.now(UTC),
+    )
     assert record["software"]["numpy"] == np.__version__
     for out in ctx.outputs:
         provenance.embed(record, out)
@@ -238,8 +245,9 @@ def test_job_manager_cancel_reaches_the_algorithm_between_steps(tmp_path):
     Toy.started.clear()
     try:
         with Client(server.address, timeout=60) as c:
-            job = c.submit("toy", [str(tmp_path / "v.npy")], {"steps": 1000, "step_seconds": 0.01},
-                           str(tmp_path / "out"))
+            job = c.submit(
+                "toy", [str(tmp_path / "v.npy")], {"steps": 1000, "step_seconds": 0.01}, str(tmp_path / "out")
+            )
             assert Toy.started.wait(10)
             time.sleep(0.1)
             c.cancel(job.job_id)
@@ -260,8 +268,13 @@ def test_deadline_reaches_the_algorithm(tmp_path):
         with Client(server.address) as c:
             t0 = time.monotonic()
             with pytest.raises(errors.DeadlineExceeded):
-                c.reduce("toy", [str(tmp_path / "v.npy")], {"steps": 500, "step_seconds": 0.01},
-                         str(tmp_path / "out"), timeout=0.5)
+                c.reduce(
+                    "toy",
+                    [str(tmp_path / "v.npy")],
+                    {"steps": 500, "step_seconds": 0.01},
+                    str(tmp_path / "out"),
+                    timeout=0.5,
+                )
             assert time.monotonic() - t0 < 3
             # the job itself stops too (the call's deadline is the job's deadline)
             deadline = time.monotonic() + 5
@@ -331,8 +344,7 @@ def test_submit_timeout_is_not_the_jobs_deadline(tmp_path):
     server = start_technique(Toy, stores=stores)
     try:
         with Client(server.address, timeout=0.5) as c:
-            job = c.submit("toy", [str(tmp_path / "v.npy")], {"steps": 20, "step_seconds": 0.05},
-                           str(tmp_path / "out"))
+            job = c.submit("toy", [str(tmp_path / "v.npy")], {"steps": 20, "step_seconds": 0.05}, str(tmp_path / "out"))
         with Client(server.address) as c:
             assert c.wait(job.job_id).state == pb.SUCCEEDED
     finally:

@@ -63,9 +63,17 @@ def test_write_nxdata_signal_axes_errors_and_default_chain(tmp_path):
     intensity = 1.0 / q
     with h5py.File(tmp_path / "t.h5", "w") as f:
         entry = nexus.make_group(f, "entry", "NXentry")
-        g = nexus.write_nxdata(entry, "reduced", signal="I", data=intensity, axes=[("Q", q)],
-                               errors=np.sqrt(intensity), units={"I": "1/cm", "Q": "1/angstrom"},
-                               long_names={"Q": "Q (1/Å)"}, title="I(Q)")
+        g = nexus.write_nxdata(
+            entry,
+            "reduced",
+            signal="I",
+            data=intensity,
+            axes=[("Q", q)],
+            errors=np.sqrt(intensity),
+            units={"I": "1/cm", "Q": "1/angstrom"},
+            long_names={"Q": "Q (1/Å)"},
+            title="I(Q)",
+        )
         assert nexus.nx_class(g) == "NXdata"
         assert g.attrs["signal"] == "I"
         assert list(g.attrs["axes"]) == ["Q"]  # an array, also for one axis
@@ -86,26 +94,28 @@ def test_write_nxdata_2d_with_missing_axis_bin_edges_and_compression(tmp_path):
     with h5py.File(tmp_path / "t.h5", "w") as f:
         entry = nexus.make_group(f, "entry", "NXentry")
         proc = nexus.make_group(entry, "process", "NXprocess")
-        g = nexus.write_nxdata(proc, "image", signal="data", data=img,
-                               axes=[(".", None), ("x", np.arange(5.0))], compression="gzip")
+        g = nexus.write_nxdata(
+            proc, "image", signal="data", data=img, axes=[(".", None), ("x", np.arange(5.0))], compression="gzip"
+        )
         assert [nexus.read_text(a) for a in g.attrs["axes"]] == [".", "x"]
         assert int(g.attrs["x_indices"]) == 1 and "._indices" not in g.attrs
         assert g["data"].compression == "gzip"
         np.testing.assert_array_equal(g["data"][()], img)
         # deeper chain: root -> entry -> process -> image
-        assert (f.attrs["default"], entry.attrs["default"], proc.attrs["default"]) == \
-            ("entry", "process", "image")
-        g2 = nexus.write_nxdata(entry, "rows", signal="data", data=img, axes=[("y", [0, 1, 2])],
-                                default=False)
+        assert (f.attrs["default"], entry.attrs["default"], proc.attrs["default"]) == ("entry", "process", "image")
+        g2 = nexus.write_nxdata(entry, "rows", signal="data", data=img, axes=[("y", [0, 1, 2])], default=False)
         assert [nexus.read_text(a) for a in g2.attrs["axes"]] == ["y", "."]
 
 
-@pytest.mark.parametrize("axes, match", [
-    ([("x", np.arange(3))], "3 values for dimension 0 of length 4"),
-    ([("x", np.zeros((4, 1)))], "one-dimensional"),
-    ([("a", np.arange(4)), ("b", np.arange(4))], "2 axes for a signal of 1"),
-    ([("y", np.arange(4))], "name of another dataset"),
-])
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        ([("x", np.arange(3))], "3 values for dimension 0 of length 4"),
+        ([("x", np.zeros((4, 1)))], "one-dimensional"),
+        ([("a", np.arange(4)), ("b", np.arange(4))], "2 axes for a signal of 1"),
+        ([("y", np.arange(4))], "name of another dataset"),
+    ],
+)
 def test_write_nxdata_refuses_inconsistent_axes(tmp_path, axes, match):
     with h5py.File(tmp_path / "t.h5", "w") as f, pytest.raises(ValueError, match=match):
         nexus.write_nxdata(f, "d", signal="y", data=np.zeros(4), axes=axes)
@@ -119,8 +129,9 @@ def test_write_nxdata_refuses_errors_of_another_shape(tmp_path):
 def test_write_nxprocess_and_nxnote(tmp_path):
     with h5py.File(tmp_path / "t.h5", "w") as f:
         entry = nexus.make_group(f, "entry", "NXentry")
-        p = nexus.write_nxprocess(entry, technique="scan", version="0.1.0",
-                                  parameters={"b": 2, "a": [1.5, "x"]}, notes={"reader": "took eta"})
+        p = nexus.write_nxprocess(
+            entry, technique="scan", version="0.1.0", parameters={"b": 2, "a": [1.5, "x"]}, notes={"reader": "took eta"}
+        )
         assert p.name == "/entry/process" and nexus.nx_class(p) == "NXprocess"
         assert nexus.read_text(p["program"]) == "panreduce-scan"
         assert nexus.read_text(p["version"]) == "0.1.0"
@@ -131,8 +142,9 @@ def test_write_nxprocess_and_nxnote(tmp_path):
         assert json.loads(nexus.read_text(params["data"])) == {"a": [1.5, "x"], "b": 2}
         assert nexus.read_text(p["reader/data"]) == "took eta"
         assert nexus.read_text(p["reader/type"]) == "text/plain" and "description" not in p["reader"]
-        p2 = nexus.write_nxprocess(entry, "fit", technique="panreduce-saxs", version="1",
-                                   date="2026-01-01T00:00:00+00:00")
+        p2 = nexus.write_nxprocess(
+            entry, "fit", technique="panreduce-saxs", version="1", date="2026-01-01T00:00:00+00:00"
+        )
         assert nexus.read_text(p2["program"]) == "panreduce-saxs"  # never doubled
         assert nexus.read_text(p2["date"]) == "2026-01-01T00:00:00+00:00"
         assert "parameters" not in p2
@@ -148,8 +160,10 @@ def test_program_name_convention():
 
 
 def test_nexus_and_constants_import_without_grpc_or_scipy():
-    code = ("import sys, panreduce.nexus, panreduce.constants; "
-            "bad = [m for m in ('grpc', 'scipy') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, panreduce.nexus, panreduce.constants; "
+        "bad = [m for m in ('grpc', 'scipy') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -39,12 +39,19 @@ class Part:
 def _part() -> Part:
     rng = np.random.default_rng(1)
     return Part(
-        frames=rng.normal(size=(3, 4, 5)).astype(np.float32), labels=np.array(["a", "bé", "c"]),
-        name="scan 7 — ü", count=12, ok=True, missing=None,
-        meta={"q": [0.1, 0.2], "unit": "1/angstrom", "nested": {"k": None}}, axes=("x", "y"),
+        frames=rng.normal(size=(3, 4, 5)).astype(np.float32),
+        labels=np.array(["a", "bé", "c"]),
+        name="scan 7 — ü",
+        count=12,
+        ok=True,
+        missing=None,
+        meta={"q": [0.1, 0.2], "unit": "1/angstrom", "nested": {"k": None}},
+        axes=("x", "y"),
         curves=[np.arange(3.0), np.arange(4, dtype=np.int64)],
-        fit=Fit(1.5, None, np.linspace(0, 1, 4)), fits=[Fit(1.0, 0.1, np.zeros(2)), Fit(2.0, 0.2, np.ones(3))],
-        by_name={"s1": Fit(3.0, 0.3, np.full(2, 7.0))}, maybe=None,
+        fit=Fit(1.5, None, np.linspace(0, 1, 4)),
+        fits=[Fit(1.0, 0.1, np.zeros(2)), Fit(2.0, 0.2, np.ones(3))],
+        by_name={"s1": Fit(3.0, 0.3, np.full(2, 7.0))},
+        maybe=None,
     )
 
 

@@ -8,8 +8,13 @@ import xml.etree.ElementTree as ET
 
 from panreduce import provenance
 
-RECORD = {"id": "prov-j1", "job_id": "j1", "technique": {"name": "sans", "version": "0.1.0"},
-          "finished": "2026-12-02T18:00:00+00:00", "note": "a -- b"}
+RECORD = {
+    "id": "prov-j1",
+    "job_id": "j1",
+    "technique": {"name": "sans", "version": "0.1.0"},
+    "finished": "2026-12-02T18:00:00+00:00",
+    "note": "a -- b",
+}
 CANSAS = """<?xml version="1.0" encoding="UTF-8"?>
 <SASroot xmlns="urn:cansas1d:1.1" version="1.1">
  <SASentry><Title>a</Title><Run>1</Run><SASdata/><SASsample/><SASinstrument/><SASnote/></SASentry>
@@ -47,7 +52,7 @@ def test_other_xml_gets_a_comment_without_double_dashes(tmp_path):
     provenance._embed_xml(path, RECORD, json.dumps(RECORD))
     body = path.read_text()
     assert body.startswith('<?xml version="1.0"?>')
-    comment = body[body.index("<!--") + 4: body.index("-->")]
+    comment = body[body.index("<!--") + 4 : body.index("-->")]
     assert "--" not in comment and "prov-j1" in comment
     assert ET.fromstring(body).tag == "doc"  # still well-formed
 

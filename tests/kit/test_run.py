@@ -30,8 +30,14 @@ def stores(tmp_path):
 
 def test_run_publishes_outputs_with_provenance(files, stores, tmp_path):
     seen = []
-    result = kit.run(Toy, files, {"steps": 4}, tmp_path / "out", stores=stores,
-                     progress=lambda stage, fraction, message: seen.append((stage, fraction)))
+    result = kit.run(
+        Toy,
+        files,
+        {"steps": 4},
+        tmp_path / "out",
+        stores=stores,
+        progress=lambda stage, fraction, message: seen.append((stage, fraction)),
+    )
     assert result.summary["total"] == pytest.approx(sum(3 * 10 * i + 3 for i in range(5)))
     assert {o.uri.rsplit("/", 1)[1] for o in result.outputs} == {"toy.nxs", "toy.csv", "provenance.json"}
     record = json.loads(result.path("provenance.json").read_text())
@@ -74,8 +80,15 @@ def test_cancel_event_stops_between_steps_and_publishes_nothing(files, stores, t
             cancel.set()
 
     with pytest.raises(errors.JobCancelled):
-        kit.run(Toy, files, {"steps": 1000, "step_seconds": 0.001}, tmp_path / "out", stores=stores,
-                progress=progress, cancel=cancel)
+        kit.run(
+            Toy,
+            files,
+            {"steps": 1000, "step_seconds": 0.001},
+            tmp_path / "out",
+            stores=stores,
+            progress=progress,
+            cancel=cancel,
+        )
     assert 3 <= Toy.steps_done < 10
     assert not (tmp_path / "out").exists()
 

@@ -33,7 +33,7 @@ def truth_on_grid(sim: Simulation, problem: Problem) -> np.ndarray:
     out = np.ones(problem.object_shape, np.complex64)
     h = min(problem.object_shape[0], sim.obj.shape[0] - lo[0])
     w = min(problem.object_shape[1], sim.obj.shape[1] - lo[1])
-    out[:h, :w] = sim.obj[lo[0]:lo[0] + h, lo[1]:lo[1] + w]
+    out[:h, :w] = sim.obj[lo[0] : lo[0] + h, lo[1] : lo[1] + w]
     return out
 
 
@@ -42,17 +42,21 @@ def true_corners_on_grid(sim: Simulation, problem: Problem) -> np.ndarray:
     return sim.corners - lo
 
 
-def run(sim: Simulation, engine: str, iterations: int, *, modes: int = 1, backend=None, problem=None,
-        state=None, **opts):
+def run(
+    sim: Simulation, engine: str, iterations: int, *, modes: int = 1, backend=None, problem=None, state=None, **opts
+):
     from panreduce_ptychography.backend import Backend
 
     problem = problem or prepare(sim.scan)
     if state is None:
-        state = State(obj=np.ones(problem.object_shape, np.complex64),
-                      probe=initial_probe(problem, model_probe(problem.frame_shape[0]), modes),
-                      positions=problem.positions.copy())
-    out = reconstruct(problem, state, engine=engine, iterations=iterations, backend=backend or Backend(),
-                      options=Options(**opts))
+        state = State(
+            obj=np.ones(problem.object_shape, np.complex64),
+            probe=initial_probe(problem, model_probe(problem.frame_shape[0]), modes),
+            positions=problem.positions.copy(),
+        )
+    out = reconstruct(
+        problem, state, engine=engine, iterations=iterations, backend=backend or Backend(), options=Options(**opts)
+    )
     return problem, out
 
 
@@ -65,9 +69,15 @@ def quality(sim: Simulation, problem: Problem, obj: np.ndarray) -> tuple[float, 
     return c.phase_error_rad, float(curve[f < 0.5].mean()), c
 
 
-def kb_raster_sim(frame: int = 96, photons: float = 1e6, side: int = 11, jitter: float = 0.5, seed: int = 7,
-                  defocus: tuple[float, float] = (60.0, 90.0), half_widths: tuple[float, float] = (0.22, 0.3)
-                  ) -> Simulation:
+def kb_raster_sim(
+    frame: int = 96,
+    photons: float = 1e6,
+    side: int = 11,
+    jitter: float = 0.5,
+    seed: int = 7,
+    defocus: tuple[float, float] = (60.0, 90.0),
+    half_widths: tuple[float, float] = (0.22, 0.3),
+) -> Simulation:
     """A scan unlike simulate()'s: a jittered ``side`` x ``side`` raster (step 0.35 of the
     probe's larger width) under an astigmatic KB-like probe (a rectangular pupil of
     ``half_widths`` cycles/px with defoci ``defocus`` (c_y, c_x), see
@@ -89,8 +99,14 @@ def kb_raster_sim(frame: int = 96, photons: float = 1e6, side: int = 11, jitter:
     obj = make_object(shape, seed=seed + 1, phase_range=1.2)
     frames = rng.poisson(diffraction(obj, p, corners)).astype(np.float32)
     dx = wavelength_m(8000.0) * 5.0 / (frame * 75e-6)
-    scan = Scan(frames=frames, positions_m=centres * dx, energy_ev=8000.0, distance_m=5.0,
-                pixel_size_m=(75e-6, 75e-6), name="kb-raster")
+    scan = Scan(
+        frames=frames,
+        positions_m=centres * dx,
+        energy_ev=8000.0,
+        distance_m=5.0,
+        pixel_size_m=(75e-6, 75e-6),
+        name="kb-raster",
+    )
     return Simulation(scan=scan, obj=obj, probe=p, corners=corners, pixel_size_m=dx)
 
 
@@ -103,7 +119,13 @@ def object_quality(path: Path, sim: Simulation, frame: int) -> tuple[float, floa
         dx = e["object/pixel_size"][()]
         y0 = e["object/y"][0] - dx / 2
         x0 = e["object/x"][0] - dx / 2
-    problem = Problem(counts=np.zeros((1, frame, frame)), mask=np.ones((frame, frame)), positions=np.zeros((1, 2)),
-                      object_shape=obj.shape, pixel_size_m=dx, origin_m=(y0, x0))
+    problem = Problem(
+        counts=np.zeros((1, frame, frame)),
+        mask=np.ones((frame, frame)),
+        positions=np.zeros((1, 2)),
+        object_shape=obj.shape,
+        pixel_size_m=dx,
+        origin_m=(y0, x0),
+    )
     err, frc, _ = quality(sim, problem, obj)
     return err, frc

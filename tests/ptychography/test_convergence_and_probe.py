@@ -28,8 +28,14 @@ from panreduce_ptychography.technique import Technique
 
 def _run(paths, tmp_path, **raw):
     events = []
-    result = kit.run(Technique, [str(p) for p in paths], {"device": "cpu", **raw}, tmp_path / "out",
-                     stores=Stores(tmp_path / "store"), progress=lambda st, fr, msg: events.append((st, fr, msg)))
+    result = kit.run(
+        Technique,
+        [str(p) for p in paths],
+        {"device": "cpu", **raw},
+        tmp_path / "out",
+        stores=Stores(tmp_path / "store"),
+        progress=lambda st, fr, msg: events.append((st, fr, msg)),
+    )
     json.dumps(result.summary, allow_nan=False)
     nxs = [Path(o.uri) for o in result.outputs if o.uri.endswith(".nxs")]
     return result.summary, nxs, events
@@ -62,10 +68,16 @@ def test_metric_falls_for_every_engine_and_the_stop_rule_ends_early():
     problem = prepare(sim.scan)
     probe = eng.initial_probe(problem, sim.probe, 1)
     for engine in ("dm", "ml", "lsqml"):
-        st = eng.State(obj=np.ones(problem.object_shape, np.complex64), probe=probe,
-                       positions=problem.positions.copy())
-        out = eng.reconstruct(problem, st, engine=engine, iterations=300, backend=Backend(),
-                              options=eng.Options(subpixel_grid=4), stop=eng.StopRule())
+        st = eng.State(obj=np.ones(problem.object_shape, np.complex64), probe=probe, positions=problem.positions.copy())
+        out = eng.reconstruct(
+            problem,
+            st,
+            engine=engine,
+            iterations=300,
+            backend=Backend(),
+            options=eng.Options(subpixel_grid=4),
+            stop=eng.StopRule(),
+        )
         dev = [r["poisson_deviance"] for r in out.history]
         assert dev[-1] < 0.5 * dev[0], (engine, dev[0], dev[-1])
         if engine != "dm":  # near the noise floor (~0.8 per pixel here); DM's estimate P O
@@ -92,8 +104,10 @@ def test_default_command_without_a_probe_converges(no_probe_scan, tmp_path):
     summary, (nxs,), events = _run([path], tmp_path)
     (proj,) = summary["projections"]
     err, frc = object_quality(nxs, sim, 64)
-    print(f"\ndefault command, no probe in the file: phase error {err:.4f} rad, FRC {frc:.3f}, "
-          f"{proj['iterations_by_engine']} iterations, reduced deviance {proj['reduced_deviance']:.3f}")
+    print(
+        f"\ndefault command, no probe in the file: phase error {err:.4f} rad, FRC {frc:.3f}, "
+        f"{proj['iterations_by_engine']} iterations, reduced deviance {proj['reduced_deviance']:.3f}"
+    )
     assert proj["initial_probe"]["init"] == "data"
     # the probe's size found from the data: the true defocused pupil spreads it over 25.6 px
     assert proj["initial_probe"]["probe_diameter_px"] == pytest.approx([25.6, 25.6], rel=0.2)
@@ -124,8 +138,10 @@ def test_scrambled_positions_are_reported_unconverged(no_probe_scan, tmp_path):
 
 # -- initial probes ------------------------------------------------------------------------------
 def test_probe_from_data_finds_the_defocus_on_other_geometries():
-    for kw, diameter in ((dict(frame_size=64, n_positions=110, probe_diameter_px=64 / 3, seed=4), 64 / 3),
-                         (dict(frame_size=48, n_positions=80, probe_diameter_px=20, photons=1e6, seed=9), 20.0)):
+    for kw, diameter in (
+        (dict(frame_size=64, n_positions=110, probe_diameter_px=64 / 3, seed=4), 64 / 3),
+        (dict(frame_size=48, n_positions=80, probe_diameter_px=20, photons=1e6, seed=9), 20.0),
+    ):
         sim = small_sim(**kw)
         problem = prepare(sim.scan)
         _, info = probe_from_data(problem)
@@ -147,8 +163,10 @@ def test_default_command_on_a_kb_raster(tmp_path):
     assert info["defocus_c_px"] == pytest.approx([60.0, 90.0], rel=0.2), info
     assert info["probe_diameter_px"] == pytest.approx([26.4, 54.0], rel=0.2), info
     err, frc = object_quality(nxs, sim, 96)
-    print(f"\nKB raster, default command: phase error {err:.4f} rad, FRC {frc:.3f}, "
-          f"{proj['iterations_by_engine']} iterations, {proj['convergence']}")
+    print(
+        f"\nKB raster, default command: phase error {err:.4f} rad, FRC {frc:.3f}, "
+        f"{proj['iterations_by_engine']} iterations, {proj['convergence']}"
+    )
     assert err < 0.04
     assert proj["converged"] is True
 
@@ -204,9 +222,14 @@ def test_probe_from_a_previous_reconstruction(no_probe_scan, tmp_path):
 
 
 # -- DM -> ML ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kw", [dict(frame_size=64, n_positions=110, probe_diameter_px=64 / 3, seed=4),
-                                dict(frame_size=48, n_positions=80, probe_diameter_px=20, photons=1e6, seed=9)],
-                         ids=["110pos-21px", "48px-1e6"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(frame_size=64, n_positions=110, probe_diameter_px=64 / 3, seed=4),
+        dict(frame_size=48, n_positions=80, probe_diameter_px=20, photons=1e6, seed=9),
+    ],
+    ids=["110pos-21px", "48px-1e6"],
+)
 def test_dm_to_ml_is_not_worse_than_dm(kw):
     """The hand-over: 85 DM then 15 ML iterations (the old preset) end at least as close
     to the truth as 100 DM iterations, from the data's probe, on geometries unlike the
@@ -218,10 +241,10 @@ def test_dm_to_ml_is_not_worse_than_dm(kw):
     st = eng.State(obj=eng.initial_object(problem, p0), probe=p0, positions=problem.positions.copy())
     opts = eng.Options(subpixel_grid=4)
     dm = eng.reconstruct(problem, st, engine="dm", iterations=85, backend=Backend(), options=opts)
-    ml = eng.reconstruct(problem, dm, engine="ml", iterations=15, backend=Backend(), options=opts,
-                         start_iteration=85)
-    dm100 = eng.reconstruct(problem, dm, engine="dm", iterations=15, backend=Backend(), options=opts,
-                            start_iteration=85)
+    ml = eng.reconstruct(problem, dm, engine="ml", iterations=15, backend=Backend(), options=opts, start_iteration=85)
+    dm100 = eng.reconstruct(
+        problem, dm, engine="dm", iterations=15, backend=Backend(), options=opts, start_iteration=85
+    )
     e_ml, _, _ = quality(sim, problem, ml.obj)
     e_dm, _, _ = quality(sim, problem, dm100.obj)
     print(f"\n{kw}: dm 85 + ml 15 {e_ml:.4f} rad, dm 100 {e_dm:.4f} rad")

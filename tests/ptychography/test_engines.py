@@ -96,10 +96,19 @@ def test_position_refinement_recovers_perturbed_positions(engine):
     truth = true_corners_on_grid(sim, problem)
     rng = np.random.default_rng(1)
     problem.positions = truth + rng.uniform(-1.0, 1.0, truth.shape)
-    state = State(obj=np.ones(problem.object_shape, np.complex64), probe=sim.probe.copy(),
-                  positions=problem.positions.copy())
-    _, out = run(sim, engine, 60, problem=problem, state=state, position_refinement=True, position_start=0,
-                 probe_update_start=1000)
+    state = State(
+        obj=np.ones(problem.object_shape, np.complex64), probe=sim.probe.copy(), positions=problem.positions.copy()
+    )
+    _, out = run(
+        sim,
+        engine,
+        60,
+        problem=problem,
+        state=state,
+        position_refinement=True,
+        position_start=0,
+        probe_update_start=1000,
+    )
 
     def rms(p):
         d = p - truth
@@ -120,12 +129,16 @@ def test_mixed_states():
     they explain the data better than one coherent mode can."""
     sim = small_sim(modes=2, mode_power=(0.25,), seed=2)
     problem = prepare(sim.scan)
-    one_mode = State(obj=np.ones(problem.object_shape, np.complex64), probe=sim.probe[:1] / np.sqrt(0.75),
-                     positions=problem.positions.copy())
+    one_mode = State(
+        obj=np.ones(problem.object_shape, np.complex64),
+        probe=sim.probe[:1] / np.sqrt(0.75),
+        positions=problem.positions.copy(),
+    )
     _, one = run(sim, "ml", 40, problem=problem, state=one_mode)
     for engine in ("ml", "dm", "lsqml"):
-        state = State(obj=np.ones(problem.object_shape, np.complex64), probe=sim.probe.copy(),
-                      positions=problem.positions.copy())
+        state = State(
+            obj=np.ones(problem.object_shape, np.complex64), probe=sim.probe.copy(), positions=problem.positions.copy()
+        )
         _, out = run(sim, engine, 40, problem=problem, state=state)
         power = (np.abs(out.probe) ** 2).sum(axis=(1, 2))
         frac = power / power.sum()
@@ -159,7 +172,7 @@ def test_compare_removes_shift_phase_and_ramp(sim):
     truth = sim.obj
     region = np.zeros(truth.shape, bool)
     region[40:-40, 40:-40] = True
-    yy, xx = np.mgrid[0:truth.shape[0], 0:truth.shape[1]]
+    yy, xx = np.mgrid[0 : truth.shape[0], 0 : truth.shape[1]]
     moved = metrics.fourier_shift(truth, np.array([0.4, -0.7])) * np.exp(1j * (1.3 + 0.02 * yy - 0.01 * xx)) * 0.8
     c = metrics.compare(moved, truth, region)
     assert np.allclose(c.shift_px, [0.4, -0.7], atol=0.03)
@@ -190,8 +203,11 @@ def _compare_backends(sim, engine, other):
     problem = prepare(sim.scan)
     from ptycho_helpers import model_probe
 
-    state = State(obj=np.ones(problem.object_shape, np.complex64),
-                  probe=initial_probe(problem, model_probe(), 2), positions=problem.positions.copy())
+    state = State(
+        obj=np.ones(problem.object_shape, np.complex64),
+        probe=initial_probe(problem, model_probe(), 2),
+        positions=problem.positions.copy(),
+    )
     opts = Options(position_refinement=True, position_start=3, probe_support=0.45, lsqml_batches=1)
     a = reconstruct(problem, state, engine=engine, iterations=6, backend=Backend(), options=opts)
     b = reconstruct(problem, state, engine=engine, iterations=6, backend=other, options=opts)

@@ -10,13 +10,7 @@ import pytest
 from ptycho_helpers import model_probe, quality, run, small_sim, true_corners_on_grid
 
 from panreduce_ptychography.backend import Backend, get_backend
-from panreduce_ptychography.engines import (
-    Options,
-    State,
-    initial_object,
-    initial_probe,
-    reconstruct,
-)
+from panreduce_ptychography.engines import Options, State, initial_object, initial_probe, reconstruct
 from panreduce_ptychography.problem import prepare
 
 
@@ -64,12 +58,27 @@ def test_quantised_shifts_equal_exact_shifts_on_the_grid(sim, engine):
     problem = _on_grid(prepare(sim.scan), 4)
     frac = problem.positions - np.floor(problem.positions + 0.5)
     assert len(np.unique(np.round(frac * 4), axis=0)) > 4  # several shift classes
-    state = State(obj=np.ones(problem.object_shape, np.complex64),
-                  probe=initial_probe(problem, model_probe(), 1), positions=problem.positions.copy())
-    a = reconstruct(problem, state, engine=engine, iterations=5, backend=Backend(),
-                    options=Options(subpixel_grid=0, lsqml_batches=2))
-    b = reconstruct(problem, state, engine=engine, iterations=5, backend=Backend(),
-                    options=Options(subpixel_grid=4, lsqml_batches=2))
+    state = State(
+        obj=np.ones(problem.object_shape, np.complex64),
+        probe=initial_probe(problem, model_probe(), 1),
+        positions=problem.positions.copy(),
+    )
+    a = reconstruct(
+        problem,
+        state,
+        engine=engine,
+        iterations=5,
+        backend=Backend(),
+        options=Options(subpixel_grid=0, lsqml_batches=2),
+    )
+    b = reconstruct(
+        problem,
+        state,
+        engine=engine,
+        iterations=5,
+        backend=Backend(),
+        options=Options(subpixel_grid=4, lsqml_batches=2),
+    )
     assert np.abs(a.obj - b.obj).max() < 2e-3 * np.abs(a.obj).max()
     assert np.abs(a.probe - b.probe).max() < 2e-3 * np.abs(a.probe).max()
     for ha, hb in zip(a.history, b.history, strict=True):

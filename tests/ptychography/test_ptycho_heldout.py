@@ -27,8 +27,13 @@ def test_default_command_on_a_held_out_geometry(tmp_path: Path, name: str) -> No
         case = replace(case, seed=case.seed + 100)  # not the very scan the defaults were looked at on
     sim = generate(case)
     write_nexus(tmp_path / "scan.nxs", sim.scan)
-    result = kit.run(Technique, [str(tmp_path / "scan.nxs")], {"device": "cpu", "plots": False},
-                     tmp_path / "out", stores=Stores(tmp_path / "store"))
+    result = kit.run(
+        Technique,
+        [str(tmp_path / "scan.nxs")],
+        {"device": "cpu", "plots": False},
+        tmp_path / "out",
+        stores=Stores(tmp_path / "store"),
+    )
     p = result.summary["projections"][0]
     nxs = next(Path(o.uri) for o in result.outputs if o.uri.endswith(".nxs"))
     err, _ = object_quality(nxs, sim, case.frame)

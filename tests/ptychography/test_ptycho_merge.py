@@ -19,8 +19,16 @@ def test_projections_split_over_shards_equal_the_whole(gateway_for, tmp_path):
     path = tmp_path / "pxct.nxs"
     write_nexus(path, scans, entries=["proj_000", "proj_001", "proj_002"])
     with Client(gateway_for("ptychography"), timeout=300) as c:
-        done = {split: c.reduce("ptychography", [str(path)], {"iterations": 5, "ml_iterations": 0}, str(tmp_path / f"s{split}"),
-                                split=split) for split in (1, 3)}
+        done = {
+            split: c.reduce(
+                "ptychography",
+                [str(path)],
+                {"iterations": 5, "ml_iterations": 0},
+                str(tmp_path / f"s{split}"),
+                split=split,
+            )
+            for split in (1, 3)
+        }
     whole, split = done[1].summary, done[3].summary
     assert split["shards"] == 3
     assert [p["projection"] for p in split["projections"]] == [p["projection"] for p in whole["projections"]]
@@ -35,7 +43,10 @@ def test_projections_split_over_shards_equal_the_whole(gateway_for, tmp_path):
 def first_complex(f: h5py.File) -> np.ndarray:
     """The first complex dataset in the file (the reconstructed object)."""
     found: list[np.ndarray] = []
-    f.visititems(lambda _name, o: found.append(o[()]) if isinstance(o, h5py.Dataset)
-                 and o.dtype.kind == "c" and not found else None)
+    f.visititems(
+        lambda _name, o: (
+            found.append(o[()]) if isinstance(o, h5py.Dataset) and o.dtype.kind == "c" and not found else None
+        )
+    )
     assert found, "no complex dataset"
     return found[0]

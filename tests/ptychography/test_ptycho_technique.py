@@ -24,8 +24,11 @@ class _Job:
 
     def __init__(self, result: kit.Result) -> None:
         self.result = result
-        self.outputs = [SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format)
-                        for o in result.outputs if o.role != "provenance"]
+        self.outputs = [
+            SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format)
+            for o in result.outputs
+            if o.role != "provenance"
+        ]
 
 
 def _run(paths, tmp_path, split=None, **raw):
@@ -56,7 +59,9 @@ def test_reconstruction_end_to_end(sim, tmp_path):
     assert 20 <= n_dm <= 60 and 20 <= n_ml < 100 and proj["iterations_cap"] == 160
     assert proj["initial_probe"]["init"] == "scan"
     # the convergence verdict: a well-posed scan, the fit at the noise after DM -> ML
-    assert proj["converged"] is True and proj["convergence"] == "converged", {k: proj[k] for k in ("convergence", "stop_reasons", "iterations_by_engine", "reduced_deviance")}
+    assert proj["converged"] is True and proj["convergence"] == "converged", {
+        k: proj[k] for k in ("convergence", "stop_reasons", "iterations_by_engine", "reduced_deviance")
+    }
     assert 0.5 < proj["reduced_deviance"] < 1.5
     names = {o.name: o for o in ctx.outputs}
     assert set(names) == {"scan.nxs", "scan.png"}
@@ -90,8 +95,14 @@ def test_reconstruction_end_to_end(sim, tmp_path):
         x0 = e["object/x"][0] - dx / 2
         y0 = e["object/y"][0] - dx / 2
     # the object in the file is the specimen: phase error against the truth
-    problem = Problem(counts=np.zeros((1, 64, 64)), mask=np.ones((64, 64)), positions=np.zeros((1, 2)),
-                      object_shape=obj.shape, pixel_size_m=dx, origin_m=(y0, x0))
+    problem = Problem(
+        counts=np.zeros((1, 64, 64)),
+        mask=np.ones((64, 64)),
+        positions=np.zeros((1, 2)),
+        object_shape=obj.shape,
+        pixel_size_m=dx,
+        origin_m=(y0, x0),
+    )
     err, frc, _ = quality(sim, problem, obj)
     assert err < 0.03 and frc > 0.95
 
@@ -182,16 +193,26 @@ def test_engine_options_follow_the_step_models():
     from panreduce_ptychography.model import Options
     from panreduce_ptychography.params import engine_options
 
-    params = Technique.validate_parameters({
-        "dm": {"alpha": 0.8, "fourier_eps": 1.5}, "ml": {"regularisation": 0.2}, "lsqml": {"batches": 7},
-        "probe": {"support": 0.3, "update_start": 4},
-        "position": {"refinement": True, "start": 3, "every": 2, "max_step_px": 0.25},
-        "subpixel_grid": 8, "seed": 11})
+    params = Technique.validate_parameters(
+        {
+            "dm": {"alpha": 0.8, "fourier_eps": 1.5},
+            "ml": {"regularisation": 0.2},
+            "lsqml": {"batches": 7},
+            "probe": {"support": 0.3, "update_start": 4},
+            "position": {"refinement": True, "start": 3, "every": 2, "max_step_px": 0.25},
+            "subpixel_grid": 8,
+            "seed": 11,
+        }
+    )
     opts = engine_options(params)
     assert (opts.dm_alpha, opts.dm_fourier_eps, opts.ml_regularisation, opts.lsqml_batches) == (0.8, 1.5, 0.2, 7)
     assert (opts.probe_support, opts.probe_update_start) == (0.3, 4)
     assert (opts.position_refinement, opts.position_start, opts.position_every, opts.position_max_step_px) == (
-        True, 3, 2, 0.25)
+        True,
+        3,
+        2,
+        0.25,
+    )
     assert (opts.subpixel_grid, opts.seed) == (8, 11)
     # every option but the inertias (internal regularisation) is a parameter
     default = Technique.validate_parameters({})

@@ -26,8 +26,13 @@ def test_photon_starved_scan_is_reported_photon_limited(tmp_path):
     is noise (measured 0.41 rad against the truth, floor 0.18 rad)."""
     sim = small_sim(photons=1e3)
     write_nexus(tmp_path / "s.nxs", sim.scan)
-    r = kit.run(Technique, [str(tmp_path / "s.nxs")], {"device": "cpu", "plots": False}, tmp_path / "out",
-                stores=Stores(tmp_path / "store"))
+    r = kit.run(
+        Technique,
+        [str(tmp_path / "s.nxs")],
+        {"device": "cpu", "plots": False},
+        tmp_path / "out",
+        stores=Stores(tmp_path / "store"),
+    )
     (p,) = r.summary["projections"]
     assert p["converged"] is False and p["convergence"] == "photon_limited"
     assert p["phase_noise_floor_rad"] > 0.1

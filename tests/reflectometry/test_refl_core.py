@@ -30,12 +30,21 @@ def test_q_from_wavelength_and_theta():
 def _offspec_run(n_tof: int = 4) -> TofRun:
     pixel = np.arange(OFFSPEC.n_pixels)
     return TofRun(
-        source="synthetic", instrument=OFFSPEC, run_number="1", title="", start_time="", sample_name="",
-        counts=np.zeros((pixel.size, n_tof)), variances=np.zeros((pixel.size, n_tof)),
-        spectra=pixel + OFFSPEC.first_pixel_spectrum, tof_edges_us=np.linspace(1000, 5000, n_tof + 1),
+        source="synthetic",
+        instrument=OFFSPEC,
+        run_number="1",
+        title="",
+        start_time="",
+        sample_name="",
+        counts=np.zeros((pixel.size, n_tof)),
+        variances=np.zeros((pixel.size, n_tof)),
+        spectra=pixel + OFFSPEC.first_pixel_spectrum,
+        tof_edges_us=np.linspace(1000, 5000, n_tof + 1),
         pixel_y_m=OFFSPEC.first_pixel_y_m + pixel * OFFSPEC.pixel_pitch_m,
-        pixel_z_m=np.full(pixel.size, OFFSPEC.detector_distance_m), pixel_height_m=OFFSPEC.pixel_height_m,
-        source_to_sample_m=OFFSPEC.source_to_sample_m)
+        pixel_z_m=np.full(pixel.size, OFFSPEC.detector_distance_m),
+        pixel_height_m=OFFSPEC.pixel_height_m,
+        source_to_sample_m=OFFSPEC.source_to_sample_m,
+    )
 
 
 def test_pixel_two_theta_of_the_offspec_worked_example():
@@ -101,9 +110,16 @@ def test_sum_in_q_of_a_specular_line_conserves_counts_at_the_right_wavelength():
         lam = lam_v * math.sin(two_theta[p]) / math.sin(two_theta_r)
         counts[p, int((lam - 2.0) / 0.01)] = 100.0 * (p + 1)
     out_edges = np.linspace(4.0, 8.0, 401)
-    y, var = core.sum_in_q(np.tile(edges, (5, 1)), counts, counts, two_theta=two_theta,
-                           two_theta_width=width, two_theta_r=two_theta_r, theta0=0.0,
-                           output_edges=out_edges)
+    y, var = core.sum_in_q(
+        np.tile(edges, (5, 1)),
+        counts,
+        counts,
+        two_theta=two_theta,
+        two_theta_width=width,
+        two_theta_r=two_theta_r,
+        theta0=0.0,
+        output_edges=out_edges,
+    )
     assert y.sum() == pytest.approx(counts.sum(), rel=1e-12)
     centre = np.sum(y * 0.5 * (out_edges[1:] + out_edges[:-1])) / y.sum()
     assert centre == pytest.approx(lam_v, abs=0.01)
@@ -111,18 +127,32 @@ def test_sum_in_q_of_a_specular_line_conserves_counts_at_the_right_wavelength():
     # errors: shared linearly within a pixel (σ·f per bin, Σf = 1), so Σσ² ≤ Σ counts, with
     # equality only when no input bin is split
     assert 0 < var.sum() <= counts.sum() * (1 + 1e-12)
-    one, one_var = core.sum_in_q(edges, counts[2:3], counts[2:3], two_theta=two_theta[2:3],
-                                 two_theta_width=np.zeros(1), two_theta_r=two_theta_r, theta0=0.0,
-                                 output_edges=edges)
+    one, one_var = core.sum_in_q(
+        edges,
+        counts[2:3],
+        counts[2:3],
+        two_theta=two_theta[2:3],
+        two_theta_width=np.zeros(1),
+        two_theta_r=two_theta_r,
+        theta0=0.0,
+        output_edges=edges,
+    )
     np.testing.assert_allclose(one, counts[2], atol=1e-9)  # the reference pixel maps onto itself
     np.testing.assert_allclose(one_var, counts[2], atol=1e-9)
 
 
 def test_sum_in_q_refuses_pixels_below_the_horizon():
     with pytest.raises(ValueError, match="horizon"):
-        core.sum_in_q(np.linspace(1, 2, 3), np.ones((1, 2)), np.ones((1, 2)), two_theta=np.array([0.001]),
-                      two_theta_width=np.array([0.01]), two_theta_r=0.01, theta0=0.0,
-                      output_edges=np.linspace(1, 2, 3))
+        core.sum_in_q(
+            np.linspace(1, 2, 3),
+            np.ones((1, 2)),
+            np.ones((1, 2)),
+            two_theta=np.array([0.001]),
+            two_theta_width=np.array([0.01]),
+            two_theta_r=0.01,
+            theta0=0.0,
+            output_edges=np.linspace(1, 2, 3),
+        )
 
 
 def test_monitor_normalisation_subtracts_a_flat_background_and_integrates_whole_bins():
@@ -130,8 +160,7 @@ def test_monitor_normalisation_subtracts_a_flat_background_and_integrates_whole_
     centre = 0.5 * (edges[1:] + edges[:-1])
     signal = np.where((centre > 2) & (centre < 14), 50.0, 0.0)
     counts = signal + 3.0  # flat background, 3 counts per bin = 30 per Å
-    m = core.integrate_monitor(edges, counts, background_angstrom=(15.0, 20.0),
-                               integration_angstrom=(2.0, 14.0))
+    m = core.integrate_monitor(edges, counts, background_angstrom=(15.0, 20.0), integration_angstrom=(2.0, 14.0))
     assert m.background_rate == pytest.approx(30.0)
     assert m.value == pytest.approx(120 * 50.0)  # 120 whole bins in 2-14 Å
     assert m.variance == pytest.approx(120 * 53.0)
@@ -139,8 +168,7 @@ def test_monitor_normalisation_subtracts_a_flat_background_and_integrates_whole_
 
 def test_slit_resolution_of_inter_61440_is_its_titles_dq_q():
     # INTER 61440 "dq/q=0.08": S1VG 3.543 mm, S2VG 0.687 mm, slits 1.923 m apart, θ = 0.8°
-    res = core.slit_resolution(slit1_mm=3.543, slit2_mm=0.687, slit_distance_mm=1923.0,
-                               theta_rad=math.radians(0.8))
+    res = core.slit_resolution(slit1_mm=3.543, slit2_mm=0.687, slit_distance_mm=1923.0, theta_rad=math.radians(0.8))
     assert res == pytest.approx(0.0788, abs=0.001)
 
 
@@ -188,8 +216,9 @@ def test_offspecular_map_conserves_counts_and_puts_the_specular_line_at_qx_zero(
     edges = np.tile(np.linspace(2.0, 14.0, 121), (11, 1))
     counts = np.ones((11, 120))
     counts[5] *= 50.0
-    m = offspecular_map(counts, counts, edges, two_theta, theta_rad=theta, i0=10.0, wavelength_range=(2.0, 14.0),
-                        n_qx=41, n_qz=50)
+    m = offspecular_map(
+        counts, counts, edges, two_theta, theta_rad=theta, i0=10.0, wavelength_range=(2.0, 14.0), n_qx=41, n_qz=50
+    )
     assert m.intensity.sum() == pytest.approx(counts.sum() / 10.0)
     ridge_qx = 0.5 * (m.qx_edges[1:] + m.qx_edges[:-1])[np.argmax(m.intensity.sum(axis=0))]
     assert abs(ridge_qx) <= np.diff(m.qx_edges)[0]
@@ -215,12 +244,21 @@ def test_a_correction_divides_each_lambda_bin_by_its_value_at_the_bin_centre(sum
 
     run = _offspec_run(n_tof=200)
     counts = run.counts.copy()
-    counts[399 - OFFSPEC.first_pixel_spectrum: 411 - OFFSPEC.first_pixel_spectrum] = 100.0
-    run = replace(run, counts=counts, variances=counts.copy(), tof_edges_us=np.linspace(2000, 90000, 201),
-                  monitor_total=1000.0)
-    common = dict(theta_deg=0.5, roi=(399, 410), background_roi=None, summation=summation,
-                  reduction_type="non_flat_sample", wavelength_range=(2.0, 12.0), monitor_background=None,
-                  monitor_integration=None, transmission=None)
+    counts[399 - OFFSPEC.first_pixel_spectrum : 411 - OFFSPEC.first_pixel_spectrum] = 100.0
+    run = replace(
+        run, counts=counts, variances=counts.copy(), tof_edges_us=np.linspace(2000, 90000, 201), monitor_total=1000.0
+    )
+    common = dict(
+        theta_deg=0.5,
+        roi=(399, 410),
+        background_roi=None,
+        summation=summation,
+        reduction_type="non_flat_sample",
+        wavelength_range=(2.0, 12.0),
+        monitor_background=None,
+        monitor_integration=None,
+        transmission=None,
+    )
     plain = reduce_run(run, **common)
     for corr in (AlgorithmicCorrection("polynomial", (2.0, 0.5)), AlgorithmicCorrection("exponential", (2.0, 0.1))):
         res = reduce_run(run, **common, correction=corr)
@@ -250,11 +288,18 @@ def test_correction_parameters_take_mantids_names_and_refuse_half_given():
 
     assert P.model_validate({"polynomial": "1,2,3"}).correction_kind == "polynomial"
     assert P.model_validate({"polynomial": "1,2,3"}).polynomial == [1.0, 2.0, 3.0]
-    assert P.model_validate({"correction_algorithm": "ExponentialCorrection", "c0": 2, "c1": 0.1}
-                            ).correction_kind == "exponential"
+    assert (
+        P.model_validate({"correction_algorithm": "ExponentialCorrection", "c0": 2, "c1": 0.1}).correction_kind
+        == "exponential"
+    )
     assert P.model_validate({"correction_algorithm": "None", "polynomial": "1"}).correction_kind is None
-    for bad in ({"c0": 2}, {"correction_algorithm": "PolynomialCorrection"}, {"polynomial": "1", "c0": 1, "c1": 0},
-                {"polynomial": "1", "transmission": "PLP0000711.nx.hdf"}, {"c0": -1, "c1": 0.1}):
+    for bad in (
+        {"c0": 2},
+        {"correction_algorithm": "PolynomialCorrection"},
+        {"polynomial": "1", "c0": 1, "c1": 0},
+        {"polynomial": "1", "transmission": "PLP0000711.nx.hdf"},
+        {"c0": -1, "c1": 0.1},
+    ):
         with pytest.raises(ValidationError):
             P.model_validate(bad)
 
@@ -271,8 +316,18 @@ def test_offspecular_map_over_pi_minus_pf_puts_the_specular_line_at_zero():
     edges = np.tile(np.linspace(2.0, 14.0, 121), (11, 1))
     counts = np.ones((11, 120))
     counts[5] *= 50.0
-    m = offspecular_map(counts, counts, edges, two_theta, theta_rad=theta, i0=10.0, wavelength_range=(2.0, 14.0),
-                        n_qx=41, n_qz=50, axes="pi_pf")
+    m = offspecular_map(
+        counts,
+        counts,
+        edges,
+        two_theta,
+        theta_rad=theta,
+        i0=10.0,
+        wavelength_range=(2.0, 14.0),
+        n_qx=41,
+        n_qz=50,
+        axes="pi_pf",
+    )
     assert m.axes == ("pi-pf", "pi+pf")
     assert m.intensity.sum() == pytest.approx(counts.sum() / 10.0)
     ridge = 0.5 * (m.qx_edges[1:] + m.qx_edges[:-1])[np.argmax(m.intensity.sum(axis=0))]

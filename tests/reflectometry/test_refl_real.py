@@ -77,7 +77,10 @@ def test_platypus_angles_agree_in_their_overlaps_after_scaling(platypus):
     assert factors[0] == 1.0
     # wider slits at higher angles: more intensity, factors below 1
     assert 0.05 < factors[1] < 0.5 and 0.005 < factors[2] < factors[1]
-    for (a, ra), (b, rb) in ((sets[0], factors[0]), (sets[1], factors[1])), ((sets[1], factors[1]), (sets[2], factors[2])):
+    for (a, ra), (b, rb) in (
+        ((sets[0], factors[0]), (sets[1], factors[1])),
+        ((sets[1], factors[1]), (sets[2], factors[2])),
+    ):
         common, ia, ib = np.intersect1d(np.round(a.q, 10), np.round(b.q, 10), return_indices=True)
         assert common.size >= 3
         ratio = (b.r[ib] * rb) / (a.r[ia] * ra)
@@ -87,10 +90,16 @@ def test_platypus_angles_agree_in_their_overlaps_after_scaling(platypus):
 
 @pytest.fixture(scope="module")
 def offspec(dataset):
-    runs = [read_run(dataset(f"offspec-polymer/raw/OFFSPEC0004699{n}.nxs"), f"OFFSPEC0004699{n}.nxs")
-            for n in (2, 3, 4)]
-    params = {"theta_deg": "0.5,1.5,2.5", "roi": "399-410,390-420,390-420", "summation": "q",
-              "reduction_type": "non_flat_sample", "dq_q": 0.03}
+    runs = [
+        read_run(dataset(f"offspec-polymer/raw/OFFSPEC0004699{n}.nxs"), f"OFFSPEC0004699{n}.nxs") for n in (2, 3, 4)
+    ]
+    params = {
+        "theta_deg": "0.5,1.5,2.5",
+        "roi": "399-410,390-420,390-420",
+        "summation": "q",
+        "reduction_type": "non_flat_sample",
+        "dq_q": 0.03,
+    }
     return runs, _reduce(runs, params)
 
 
@@ -107,9 +116,15 @@ def test_offspec_reference_angles_and_q_range_match_the_isis_script(offspec):
 def test_offspec_kiessig_fringes_have_one_spacing_in_all_runs(dataset, offspec):
     runs, _ = offspec
     # finer bins (1 %) to resolve the fringes; each run where its fringes are strongest
-    p = ReflectometryParameters.model_validate({"theta_deg": "0.5,1.5,2.5", "roi": "399-410,390-420,390-420",
-                                                "summation": "q", "reduction_type": "non_flat_sample",
-                                                "dq_q": 0.01})
+    p = ReflectometryParameters.model_validate(
+        {
+            "theta_deg": "0.5,1.5,2.5",
+            "roi": "399-410,390-420,390-420",
+            "summation": "q",
+            "reduction_type": "non_flat_sample",
+            "dq_q": 0.01,
+        }
+    )
     windows = ((0.011, 0.05), (0.025, 0.06), (0.041, 0.08))
     periods = []
     for i, (run, window) in enumerate(zip(runs, windows, strict=True)):
@@ -125,9 +140,16 @@ def test_offspec_kiessig_fringes_have_one_spacing_in_all_runs(dataset, offspec):
 def test_offspec_sum_in_q_and_sum_in_lambda_agree_on_the_total_counts(offspec):
     runs, _ = offspec
     run = runs[0]
-    common = dict(theta_deg=0.5, roi=(399, 410), background_roi=None, reduction_type="non_flat_sample",
-                  wavelength_range=(2.0, 14.0), monitor_background=(15.0, 20.0),
-                  monitor_integration=(2.0, 14.0), transmission=None)
+    common = dict(
+        theta_deg=0.5,
+        roi=(399, 410),
+        background_roi=None,
+        reduction_type="non_flat_sample",
+        wavelength_range=(2.0, 14.0),
+        monitor_background=(15.0, 20.0),
+        monitor_integration=(2.0, 14.0),
+        transmission=None,
+    )
     in_q = reduce_run(run, summation="q", **common)
     in_lambda = reduce_run(run, summation="lambda", **common)
     # summation in Q only moves counts between λ bins; its output range is cropped to the
@@ -143,8 +165,9 @@ def test_offspec_sum_in_q_and_sum_in_lambda_agree_on_the_total_counts(offspec):
 def test_inter_61440_reduces_with_its_logged_angle_and_slit_resolution(dataset):
     run = read_run(dataset("inter-61440/INTER_61440_TOF_MantidSave.nxs"), "INTER_61440_TOF_MantidSave.nxs")
     assert run.theta_log_deg == pytest.approx(0.8, abs=1e-3)
-    _, sets, records = _reduce([run], {"roi": "70-90", "background_roi": "115-130",
-                                       "wavelength_range": "1.2-17", "dq_q": 0.02})
+    _, sets, records = _reduce(
+        [run], {"roi": "70-90", "background_roi": "115-130", "wavelength_range": "1.2-17", "dq_q": 0.02}
+    )
     rec, s = records[0], sets[0]
     assert rec["theta_source"] == "log" and rec["resolution_from"] == "slits"
     assert rec["resolution_dq_q"] == pytest.approx(0.079, abs=0.002)  # the title's "dq/q=0.08"

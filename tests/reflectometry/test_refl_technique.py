@@ -15,8 +15,13 @@ from panreduce_reflectometry.output import MONITOR_ONLY_WARNING
 
 pytestmark = pytest.mark.data
 
-OFFSPEC = {"theta_deg": "0.5,1.5,2.5", "roi": "399-410,390-420,390-420", "summation": "q",
-           "reduction_type": "non_flat_sample", "dq_q": 0.03}
+OFFSPEC = {
+    "theta_deg": "0.5,1.5,2.5",
+    "roi": "399-410,390-420,390-420",
+    "summation": "q",
+    "reduction_type": "non_flat_sample",
+    "dq_q": 0.03,
+}
 
 
 @pytest.fixture(scope="module")
@@ -93,26 +98,28 @@ def test_inter_single_run_from_a_folder_with_other_files(client, dataset, tmp_pa
     folder.mkdir()
     shutil.copy(dataset("inter-61440/INTER_61440_TOF_MantidSave.nxs"), folder)
     (folder / "README.md").write_text("not a run\n")
-    params = {"theta_deg": 0.8, "roi": "70-90", "background_roi": "115-130", "wavelength_range": "1.2-17",
-              "dq_q": 0.02}
+    params = {"theta_deg": 0.8, "roi": "70-90", "background_roi": "115-130", "wavelength_range": "1.2-17", "dq_q": 0.02}
     res = client.reduce("reflectometry", [str(folder) + "/"], params, str(tmp_path / "out"), split=1)
     assert res.summary["n_runs"] == 1 and "stitched" not in res.summary
     ds = fileio.load_orso(str(tmp_path / "out" / "61440.ort"))[0]
     assert ds.info.data_source.experiment.instrument == "INTER"
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"transmission": "PLP0000999.nx.hdf"}, "transmission"),  # a location not among the inputs
-    ({"transmission": "../../etc/passwd"}, "transmission"),  # a path, not a name
-    ({"theta_deg": "0.5,1.5"}, "theta_deg"),  # two angles for three runs
-    ({"theta_deg": 45}, "theta_deg"),  # outside 0.01-30°
-    ({"roi": "5000-5010"}, "roi"),  # outside the detector
-    ({"roi": "410-399"}, "roi"),  # reversed
-    ({"dq_q": 0.9}, "dq_q"),
-    ({"wavelength_range": "14-2"}, "wavelength_range"),
-    ({"scale": "1,2"}, "scale"),  # one factor per run
-    ({"theta_deg": list(range(1, 100))}, "theta_deg"),  # over the list limit
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"transmission": "PLP0000999.nx.hdf"}, "transmission"),  # a location not among the inputs
+        ({"transmission": "../../etc/passwd"}, "transmission"),  # a path, not a name
+        ({"theta_deg": "0.5,1.5"}, "theta_deg"),  # two angles for three runs
+        ({"theta_deg": 45}, "theta_deg"),  # outside 0.01-30°
+        ({"roi": "5000-5010"}, "roi"),  # outside the detector
+        ({"roi": "410-399"}, "roi"),  # reversed
+        ({"dq_q": 0.9}, "dq_q"),
+        ({"wavelength_range": "14-2"}, "wavelength_range"),
+        ({"scale": "1,2"}, "scale"),  # one factor per run
+        ({"theta_deg": list(range(1, 100))}, "theta_deg"),  # over the list limit
+    ],
+)
 def test_bad_requests_are_the_callers_fault_naming_the_field(client, dataset, tmp_path, params, field):
     inputs = _offspec(dataset)
     full = {**OFFSPEC, **params}
@@ -132,8 +139,9 @@ def test_a_damaged_run_is_invalid_input_naming_it(client, dataset, tmp_path):
     bad = tmp_path / "OFFSPEC00046992.nxs"
     bad.write_bytes(dataset("offspec-polymer/raw/OFFSPEC00046992.nxs").read_bytes()[:4096])
     with pytest.raises(InvalidInput, match="OFFSPEC00046992.nxs"):
-        client.reduce("reflectometry", [str(bad)], {**OFFSPEC, "theta_deg": 0.5, "roi": "399-410"},
-                      str(tmp_path / "x"), split=1)
+        client.reduce(
+            "reflectometry", [str(bad)], {**OFFSPEC, "theta_deg": 0.5, "roi": "399-410"}, str(tmp_path / "x"), split=1
+        )
 
 
 def test_no_runs_is_an_invalid_request(client, tmp_path):
@@ -146,18 +154,27 @@ def test_no_runs_is_an_invalid_request(client, tmp_path):
 def test_a_transmission_table_normalises_and_one_that_misses_the_range_is_refused(client, dataset, tmp_path):
     lam = np.linspace(1.5, 15.0, 200)
     table = tmp_path / "T.csv"
-    np.savetxt(table, np.column_stack([lam, np.full_like(lam, 2e-3), np.full_like(lam, 1e-5)]), delimiter=",",
-               header="lambda_angstrom,T_per_angstrom,sigma_T")
+    np.savetxt(
+        table,
+        np.column_stack([lam, np.full_like(lam, 2e-3), np.full_like(lam, 1e-5)]),
+        delimiter=",",
+        header="lambda_angstrom,T_per_angstrom,sigma_T",
+    )
     inputs = [*_offspec(dataset), str(table)]
-    res = client.reduce("reflectometry", inputs, {**OFFSPEC, "transmission": "T.csv", "plots": False},
-                        str(tmp_path / "t"), split=1)
+    res = client.reduce(
+        "reflectometry", inputs, {**OFFSPEC, "transmission": "T.csv", "plots": False}, str(tmp_path / "t"), split=1
+    )
     assert res.summary["absolute_scale"] is True
     short = tmp_path / "short.csv"
     np.savetxt(short, np.column_stack([lam[:50], np.full(50, 2e-3), np.full(50, 1e-5)]), delimiter=",")
     with pytest.raises(InvalidInput, match="short.csv"):
-        client.reduce("reflectometry", [*_offspec(dataset), str(short)],
-                      {**OFFSPEC, "transmission": "short.csv", "wavelength_range": "2-14"},
-                      str(tmp_path / "t2"), split=1)
+        client.reduce(
+            "reflectometry",
+            [*_offspec(dataset), str(short)],
+            {**OFFSPEC, "transmission": "short.csv", "wavelength_range": "2-14"},
+            str(tmp_path / "t2"),
+            split=1,
+        )
 
 
 def test_offspec_offspecular_map_is_nxdata_with_a_png(client, dataset, tmp_path):

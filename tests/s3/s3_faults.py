@@ -103,7 +103,7 @@ class FaultProxy:
             fault = self._fault_for(h.command, h.path, headers)
             if fault is not None and fault.status:
                 record.status, record.fault = fault.status, f"status {fault.status}"
-                payload = b"<?xml version=\"1.0\"?><Error><Code>Injected</Code></Error>"
+                payload = b'<?xml version="1.0"?><Error><Code>Injected</Code></Error>'
                 h.send_response(fault.status)
                 h.send_header("Content-Type", "application/xml")
                 h.send_header("Content-Length", str(len(payload)))
@@ -113,8 +113,12 @@ class FaultProxy:
                 return
             conn = http.client.HTTPConnection(*self.upstream, timeout=60)
             try:
-                conn.request(h.command, h.path, body=body,
-                             headers={k: v for k, v in headers.items() if k.lower() not in HOP - {"content-length"}})
+                conn.request(
+                    h.command,
+                    h.path,
+                    body=body,
+                    headers={k: v for k, v in headers.items() if k.lower() not in HOP - {"content-length"}},
+                )
                 resp = conn.getresponse()
                 data = resp.read()
                 record.status = resp.status
@@ -128,7 +132,7 @@ class FaultProxy:
                     record.fault = f"cut after {fault.truncate} bytes"
                     h.send_header("Connection", "close")
                     h.end_headers()
-                    h.wfile.write(data[:fault.truncate])
+                    h.wfile.write(data[: fault.truncate])
                     h.wfile.flush()
                     h.close_connection = True
                     return

@@ -54,7 +54,8 @@ def test_reduction_from_s3_inputs_to_an_s3_prefix(s3, s3_prefix, s3_env, tmp_pat
             record = json.loads((tmp_path / "check" / "provenance.json").read_text())
             assert done.result.provenance_uri == out + "provenance.json"
             assert {i["uri"]: i["sha256"] for i in record["inputs"]} == {
-                s3_prefix + "raw/" + n: hashlib.sha256(d).hexdigest() for n, d in payload.items()}
+                s3_prefix + "raw/" + n: hashlib.sha256(d).hexdigest() for n, d in payload.items()
+            }
             assert record["request"]["inputs"] == inputs
             with h5py.File(tmp_path / "check" / "toy.nxs", "r") as f:
                 assert float(f["entry/total"][()]) == pytest.approx(expected)

@@ -30,8 +30,9 @@ def test_scan_from_s3_through_the_gateway_to_an_s3_prefix(s3_platform, s3, s3_pr
     s3.publish([(src, "794932.nxs")], s3_prefix + "raw/cm12345-1")
     out = s3_prefix + "processed/cm12345-1/run1/"
     with s3_platform() as platform, Client(platform.address, timeout=180) as c:
-        done = c.reduce("scan", [s3_prefix + "raw/cm12345-1/794932.nxs"], {"model": "gaussian"}, out,
-                        labels={"sample": "CuO film"})
+        done = c.reduce(
+            "scan", [s3_prefix + "raw/cm12345-1/794932.nxs"], {"model": "gaussian"}, out, labels={"sample": "CuO film"}
+        )
         listed = c.list_jobs(sample="cuo")
         assert [j.job_id for j in listed] == [done.job_id]
         assert c.list_jobs(owner="i16user")[0].job_id == done.job_id  # the user named in the NeXus file
@@ -42,8 +43,9 @@ def test_scan_from_s3_through_the_gateway_to_an_s3_prefix(s3_platform, s3, s3_pr
     assert all(o.uri.startswith(out) for o in done.outputs)
     nexus = s3.stage(s3.list(out + "scans.nxs")[0], tmp_path / "check")
     with h5py.File(nexus) as f:
-        record = json.loads(next(g["provenance/data"][()] for g in f.values()
-                                 if isinstance(g, h5py.Group) and "provenance" in g))
+        record = json.loads(
+            next(g["provenance/data"][()] for g in f.values() if isinstance(g, h5py.Group) and "provenance" in g)
+        )
     assert record["inputs"][0]["uri"] == s3_prefix + "raw/cm12345-1/794932.nxs"
     from panreduce.storage import sha256_file
 
@@ -54,8 +56,9 @@ def test_proposal_prefixes_on_s3(s3_platform, s3, s3_prefix, dataset):
     src = dataset("i16-scans/794933.nxs")
     for proposal in ("pA", "pB"):
         s3.publish([(src, "scan.nxs")], f"{s3_prefix}{proposal}/raw")
-    tokens = StaticTokens([{"token": "a", "subject": "alice", "proposals": ["pA"]},
-                           {"token": "b", "subject": "bob", "proposals": ["pB"]}])
+    tokens = StaticTokens(
+        [{"token": "a", "subject": "alice", "proposals": ["pA"]}, {"token": "b", "subject": "bob", "proposals": ["pB"]}]
+    )
     config = GatewayConfig(access=Access([tokens], prefixes=[s3_prefix + "{proposal}/"]))
     with s3_platform(config=config) as platform:
         with Client(platform.address, token="a", timeout=180) as a:

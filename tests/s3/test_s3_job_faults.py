@@ -30,9 +30,18 @@ def test_s3_stopped_mid_staging_fails_unavailable_then_recovers(s3, s3_prefix, f
     (uri,) = s3.publish([(tmp_path / "a.npy", "a.npy")], s3_prefix + "raw")
 
     stores = Stores(tmp_path / "store")
-    stores.register("s3", s3.with_config(endpoint=fault_proxy.endpoint, part_size=5 * MiB,
-                                         concurrency=2, init_backoff=0.02, max_backoff=0.05,
-                                         max_retries=2, retry_timeout=5.0))
+    stores.register(
+        "s3",
+        s3.with_config(
+            endpoint=fault_proxy.endpoint,
+            part_size=5 * MiB,
+            concurrency=2,
+            init_backoff=0.02,
+            max_backoff=0.05,
+            max_retries=2,
+            retry_timeout=5.0,
+        ),
+    )
     server = start_technique(Toy, stores=stores)
     try:
         # the first range is served, then the server "stops": every later read is 503

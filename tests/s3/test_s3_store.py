@@ -35,7 +35,7 @@ def write(path: Path, data: bytes) -> Path:
 
 def keys_under(s3: S3Store, prefix: str) -> list[str]:
     store, key = s3.store_for(prefix)
-    return sorted(m["path"][len(key):] for batch in obstore.list(store, prefix=key.rstrip("/")) for m in batch)
+    return sorted(m["path"][len(key) :] for batch in obstore.list(store, prefix=key.rstrip("/")) for m in batch)
 
 
 def via(proxy, s3: S3Store, **changes) -> S3Store:
@@ -146,8 +146,9 @@ def test_publish_is_all_or_nothing_when_an_upload_fails(s3, s3_prefix, fault_pro
     flaky = via(fault_proxy, s3, max_retries=2, init_backoff=0.01, max_backoff=0.05)
     with pytest.raises(errors.Unavailable, match="after retries"):
         flaky.publish(files, s3_prefix + "out/")
-    assert [s.path.rsplit("/", 1)[1] for s in fault_proxy.seen if s.method == "PUT"] == \
-        ["one.nxs"] + ["two.csv"] * 3  # 1 try + 2 retries, and provenance.json never started
+    assert [s.path.rsplit("/", 1)[1] for s in fault_proxy.seen if s.method == "PUT"] == ["one.nxs"] + [
+        "two.csv"
+    ] * 3  # 1 try + 2 retries, and provenance.json never started
     assert [(s.method, s.path) for s in fault_proxy.seen][-1] == ("POST", "/panreduce?delete")  # roll-back
     with pytest.raises(errors.InputNotFound):
         s3.list(s3_prefix + "out/")  # nothing visible
@@ -156,8 +157,11 @@ def test_publish_is_all_or_nothing_when_an_upload_fails(s3, s3_prefix, fault_pro
     fault_proxy.add(Fault(lambda m, p, h: m == "PUT" and p.endswith("/provenance.json"), status=403))
     with pytest.raises(errors.InternalError, match="credentials"):
         flaky.publish(files, s3_prefix + "out/")
-    assert [s.path.rsplit("/", 1)[1] for s in fault_proxy.seen if s.method == "PUT"] == \
-        ["one.nxs", "two.csv", "provenance.json"]
+    assert [s.path.rsplit("/", 1)[1] for s in fault_proxy.seen if s.method == "PUT"] == [
+        "one.nxs",
+        "two.csv",
+        "provenance.json",
+    ]
     with pytest.raises(errors.InputNotFound):
         s3.list(s3_prefix + "out/")
 
@@ -221,8 +225,9 @@ def test_transient_failures_are_retried_with_backoff(s3, s3_prefix, fault_proxy,
     fault_proxy.clear()
     is_range = lambda m, p, h: m == "GET" and "bytes=1048576-" in h.get("range", "")  # noqa: E731
     fault_proxy.add(Fault(is_range, status=503, times=2))  # 5xx twice on the second range
-    fault_proxy.add(Fault(lambda m, p, h: m == "GET" and "bytes=6291456-" in h.get("range", ""),
-                          truncate=1000))  # the third range's body breaks off
+    fault_proxy.add(
+        Fault(lambda m, p, h: m == "GET" and "bytes=6291456-" in h.get("range", ""), truncate=1000)
+    )  # the third range's body breaks off
     t0 = time.monotonic()
     local = flaky.stage(ref, tmp_path / "scratch")
     assert local.read_bytes() == data
@@ -262,8 +267,17 @@ def test_missing_objects_and_bad_uris(s3, s3_prefix, tmp_path):
         s3.size(s3_prefix + "nothing.nxs")
     with pytest.raises(errors.ObjectNotFound):
         list(s3.open_read(s3_prefix + "nothing.nxs"))
-    for bad in ("s3://", "s3:///key", "s3://b/a/../../etc/passwd", "s3://b/a//b", "s3://b/a/%2e%2e/x",
-                "s3://b/a/%252e%252e/x", "s3://b/a%00", "s3://b/a?x=1", "s3://b/a%3Fx"):
+    for bad in (
+        "s3://",
+        "s3:///key",
+        "s3://b/a/../../etc/passwd",
+        "s3://b/a//b",
+        "s3://b/a/%2e%2e/x",
+        "s3://b/a/%252e%252e/x",
+        "s3://b/a%00",
+        "s3://b/a?x=1",
+        "s3://b/a%3Fx",
+    ):
         with pytest.raises(errors.CallerError):
             s3.list(bad)
     assert parse_uri("s3://b/p/q/") == ("b", "p/q/")
@@ -309,11 +323,17 @@ def test_configuration_from_environment_and_file(tmp_path, s3_env):
     assert config.secret_access_key not in repr(config)
 
     toml = tmp_path / "s3.toml"
-    toml.write_text('[s3]\nendpoint = "https://s3.example.org"\naccess_key_id = "k"\n'
-                    'secret_access_key = "s"\nbuckets = ["raw", "results"]\nconcurrency = 4\n')
+    toml.write_text(
+        '[s3]\nendpoint = "https://s3.example.org"\naccess_key_id = "k"\n'
+        'secret_access_key = "s"\nbuckets = ["raw", "results"]\nconcurrency = 4\n'
+    )
     c = S3Config.from_env({"PANREDUCE_S3_CONFIG": str(toml), "PANREDUCE_S3_CONCURRENCY": "16"})
-    assert (c.endpoint, c.buckets, c.concurrency, c.region) == ("https://s3.example.org", ("raw", "results"), 16,
-                                                                "us-east-1")
+    assert (c.endpoint, c.buckets, c.concurrency, c.region) == (
+        "https://s3.example.org",
+        ("raw", "results"),
+        16,
+        "us-east-1",
+    )
     js = tmp_path / "s3.json"
     js.write_text(json.dumps({"endpoint": "http://127.0.0.1:1", "allow_http": True, "anonymous": True}))
     assert S3Config.from_env({"PANREDUCE_S3_CONFIG": str(js)}).anonymous

@@ -3,8 +3,10 @@
 
 RUNS = (75884, 75876, 75869, 75881, 75873)  # sample first: the contract damages the first input
 MANTID = ("USER_LOQ_125B.txt", "DIRECT_LOQ_MAIN_124.txt", "FLAT_CELL_LOQ_MAIN_115.txt")
-BATCH_ROW = ("sample_sans,75884,sample_trans,75876,sample_direct_beam,75869,"
-             "can_sans,75881,can_trans,75873,can_direct_beam,75869,output_as,GFP_1mgml_single\n")
+BATCH_ROW = (
+    "sample_sans,75884,sample_trans,75876,sample_direct_beam,75869,"
+    "can_sans,75881,can_trans,75873,can_direct_beam,75869,output_as,GFP_1mgml_single\n"
+)
 
 
 def example(dataset, tmp_path):
@@ -13,5 +15,4 @@ def example(dataset, tmp_path):
     batch = tmp_path / "one-row.csv"
     batch.write_text(BATCH_ROW)
     inputs.append(str(batch))
-    return {"inputs": inputs,
-            "params": {"user_file": "USER_LOQ_125B.txt", "batch_file": "one-row.csv", "plots": False}}
+    return {"inputs": inputs, "params": {"user_file": "USER_LOQ_125B.txt", "batch_file": "one-row.csv", "plots": False}}

@@ -64,8 +64,9 @@ def test_modular_bank_has_no_rows_and_columns():
 
 
 def test_rotated_module_positions_by_hand():
-    m = RectangularBank("m", id_start=1, nx=2, ny=3, x0=0.1, y0=0.2, dx=0.01, dy=0.02, z=1.0,
-                        fast=(0.0, -1.0), slow=(1.0, 0.0))
+    m = RectangularBank(
+        "m", id_start=1, nx=2, ny=3, x0=0.1, y0=0.2, dx=0.01, dy=0.02, z=1.0, fast=(0.0, -1.0), slow=(1.0, 0.0)
+    )
     x, y = m.positions(shift=(0.001, 0.0))
     # id 1 + ix + 2*iy: ix runs down (-y), iy runs right (+x)
     assert np.allclose(x, [0.101, 0.101, 0.121, 0.121, 0.141, 0.141])
@@ -106,8 +107,9 @@ def test_fit_on_noisy_data_is_within_its_errors():
     for seed in range(20):
         _, _, main, hab = _two_banks(noise=1.0, seed=seed)
         use = (main[2] > 0) & (hab[2] > 0)
-        estimates.append(fit_rescale_shift(main[0], main[1], hab[0], hab[1], use, fit_rescale=True, fit_shift=False,
-                                           shift=-0.01)[0])
+        estimates.append(
+            fit_rescale_shift(main[0], main[1], hab[0], hab[1], use, fit_rescale=True, fit_shift=False, shift=-0.01)[0]
+        )
     assert abs(np.mean(estimates) - 1.7) < 0.01 and np.std(estimates) < 0.03
 
 
@@ -150,8 +152,9 @@ def test_banks_without_common_bins_are_refused():
     with pytest.raises(ValueError, match="share no Q bin"):
         merge_range(q, n_m, n_h)
     with pytest.raises(ValueError, match="cannot fit"):
-        fit_rescale_shift(np.ones(10), np.ones(10), np.ones(10), np.ones(10), (n_m > 0) & (n_h > 0),
-                          fit_rescale=True, fit_shift=False)
+        fit_rescale_shift(
+            np.ones(10), np.ones(10), np.ones(10), np.ones(10), (n_m > 0) & (n_h > 0), fit_rescale=True, fit_shift=False
+        )
 
 
 # -- sector, line and box masks -----------------------------------------------------------------
@@ -190,7 +193,9 @@ def test_gravity_drop_by_hand():
     assert gravity_drop(np.array([10.0]), np.array([4.151]))[0, 0] == pytest.approx(5.3985e-4, rel=1e-4)
     # quadratic in wavelength and in the flight path (with the extra length before the sample)
     d = gravity_drop(np.array([5.0, 10.0]), np.array([2.0]), extra_length=2.0)
-    assert d[0, 1] == pytest.approx(4 * d[0, 0]) and d[0, 1] == pytest.approx(gravity_drop(np.array([10.0]), np.array([4.0]))[0, 0])
+    assert d[0, 1] == pytest.approx(4 * d[0, 0]) and d[0, 1] == pytest.approx(
+        gravity_drop(np.array([10.0]), np.array([4.0]))[0, 0]
+    )
 
 
 def test_gravity_two_theta():
@@ -200,7 +205,9 @@ def test_gravity_two_theta():
     tt = gravity_two_theta(np.array([0.0, 0.05]), np.array([-drop10, 0.0]), 4.0, lam)
     assert tt[0, 1] == pytest.approx(0.0, abs=1e-9) and tt[0, 0] > 0
     # a pixel on the x axis: 2theta from (x, drop) slightly larger than without gravity
-    assert tt[1, 1] == pytest.approx(np.arctan2(np.hypot(0.05, gravity_drop(lam, np.array([np.hypot(0.05, 4.0)]))[0, 1]), 4.0))
+    assert tt[1, 1] == pytest.approx(
+        np.arctan2(np.hypot(0.05, gravity_drop(lam, np.array([np.hypot(0.05, 4.0)]))[0, 1]), 4.0)
+    )
 
 
 def test_q1d_with_per_wavelength_angles_equals_per_pixel_angles_when_constant():
@@ -221,7 +228,19 @@ def test_q1d_with_per_wavelength_angles_equals_per_pixel_angles_when_constant():
 def test_qxy_aimed_heights_move_the_pattern_up():
     x, y, l2 = np.array([0.0]), np.array([-0.02]), np.array([np.hypot(0.02, 4.0)])
     lam_edges = np.array([9.0, 11.0])
-    args = (np.ones((1, 1)), np.ones((1, 1)), np.zeros((1, 1)), lam_edges, np.ones(1), x, y, l2, np.ones(1), 0.02, 0.002)
+    args = (
+        np.ones((1, 1)),
+        np.ones((1, 1)),
+        np.zeros((1, 1)),
+        lam_edges,
+        np.ones(1),
+        x,
+        y,
+        l2,
+        np.ones(1),
+        0.02,
+        0.002,
+    )
     below = qxy(*args)
     level = qxy(*args, y_aim=np.zeros((1, 1)))  # aimed at the beam height: Q = 0
     iy_below = np.nonzero(below.intensity)[0][0]

@@ -37,8 +37,7 @@ def test_bad_rebin_strings_are_refused(bad):
 
 def test_proportional_rebin_by_hand():
     # old bins [0,1] 10 counts, [1,2] 20 counts -> new [0.5, 1.5]: 5 + 10 = 15
-    y, v, m = rebin_counts(np.array([0.0, 1, 2]), np.array([10.0, 20]), np.array([10.0, 20]),
-                           np.array([0.5, 1.5]))
+    y, v, m = rebin_counts(np.array([0.0, 1, 2]), np.array([10.0, 20]), np.array([10.0, 20]), np.array([0.5, 1.5]))
     assert y == pytest.approx([15.0])
     assert v == pytest.approx([15.0])  # E^2 * overlap / width
     assert m == pytest.approx([0.0])

@@ -72,8 +72,12 @@ def test_monitor_spectrum_conserves_counts_inside_the_range():
 
 def test_transmission_ratio_and_its_errors():
     one = np.array([1.0])
-    t, te = transmission_ratio((np.array([100.0]), np.array([10.0])), (np.array([40.0]), np.array([2.0])),
-                               (np.array([200.0]), np.array([0.0])), (np.array([100.0]), np.array([0.0])))
+    t, te = transmission_ratio(
+        (np.array([100.0]), np.array([10.0])),
+        (np.array([40.0]), np.array([2.0])),
+        (np.array([200.0]), np.array([0.0])),
+        (np.array([100.0]), np.array([0.0])),
+    )
     assert t == pytest.approx([0.8])  # (40/100)/(100/200)
     assert te == pytest.approx(0.8 * np.hypot(0.1, 0.05) * one)
 

@@ -95,8 +95,19 @@ def test_q1d_errors_by_hand():
     var_den = (0.2 * 0.5) ** 2 + (2 * 0.05) ** 2 + (4 * 0.05) ** 2
     expected = np.sqrt(400.0 / den**2 + (num / den) ** 2 * var_den / den**2)
     assert iq.error[0] == pytest.approx(expected)
-    counting_only = q1d(counts, counts, np.zeros_like(counts), lam_edges, wav, wav_e, tt, pix, pix_e, q_edges,
-                        normalisation_errors=False)
+    counting_only = q1d(
+        counts,
+        counts,
+        np.zeros_like(counts),
+        lam_edges,
+        wav,
+        wav_e,
+        tt,
+        pix,
+        pix_e,
+        q_edges,
+        normalisation_errors=False,
+    )
     assert counting_only.error[0] == pytest.approx(20.0 / den)
 
 
@@ -116,8 +127,19 @@ def test_q1d_q_dev_is_the_counts_weighted_mean_sigma():
     lam_edges = np.array([5.0, 5.001, 5.002])
     counts = np.array([[100.0, 300.0]])
     sig = np.array([[0.001, 0.003]])
-    iq = q1d(counts, counts, np.zeros_like(counts), lam_edges, np.ones(2), np.zeros(2), np.array([0.05]),
-             np.ones(1), np.zeros(1), np.array([0.0, 1.0]), q_sigma=sig)
+    iq = q1d(
+        counts,
+        counts,
+        np.zeros_like(counts),
+        lam_edges,
+        np.ones(2),
+        np.zeros(2),
+        np.array([0.05]),
+        np.ones(1),
+        np.zeros(1),
+        np.array([0.0, 1.0]),
+        q_sigma=sig,
+    )
     assert iq.q_dev[0] == pytest.approx((100 * 0.001 + 300 * 0.003) / 400)
 
 
@@ -126,20 +148,30 @@ def test_qxy_is_point_symmetric_for_a_symmetric_detector():
     geo = pixel_geometry(bank, sample_z=1.0)
     lam_edges = np.array([4.0, 6.0])
     counts = np.full((geo.x.size, 1), 10.0)
-    out = qxy(counts, counts, np.zeros_like(counts), lam_edges, np.ones(1), geo.x, geo.y, geo.l2,
-              geo.solid_angle, 0.1, 0.01)
+    out = qxy(
+        counts, counts, np.zeros_like(counts), lam_edges, np.ones(1), geo.x, geo.y, geo.l2, geo.solid_angle, 0.1, 0.01
+    )
     assert out.intensity.shape == (20, 20)
     assert np.allclose(out.intensity, out.intensity[::-1, ::-1])
     assert np.allclose(out.intensity, out.intensity.T)
 
 
 def test_resolution_formula_by_hand():
-    s = q_resolution_sigma(np.array([[0.0]]), np.array([5.0]), np.array([0.0]), l1=4.0, l2=np.array([4.0]),
-                           r1=0.01, r2=0.004, delta_r=0.005)
+    s = q_resolution_sigma(
+        np.array([[0.0]]),
+        np.array([5.0]),
+        np.array([0.0]),
+        l1=4.0,
+        l2=np.array([4.0]),
+        r1=0.01,
+        r2=0.004,
+        delta_r=0.005,
+    )
     l3 = 2.0
     expected = np.sqrt(4 * np.pi**2 / (12 * 25) * (3 * (0.01 / 4) ** 2 + 3 * (0.004 / l3) ** 2 + (0.005 / 4) ** 2))
     assert s[0, 0] == pytest.approx(expected)
     # the wavelength term: Q * sigma_lambda / lambda with sigma_lambda^2 = dl^2/12
-    s2 = q_resolution_sigma(np.array([[0.1]]), np.array([5.0]), np.array([0.5]), l1=4.0, l2=np.array([4.0]),
-                            r1=0.0, r2=0.0, delta_r=0.0)
+    s2 = q_resolution_sigma(
+        np.array([[0.1]]), np.array([5.0]), np.array([0.5]), l1=4.0, l2=np.array([4.0]), r1=0.0, r2=0.0, delta_r=0.0
+    )
     assert s2[0, 0] == pytest.approx(0.1 * 0.5 / np.sqrt(12) / 5.0)

@@ -25,8 +25,9 @@ CAN = [75881, 75889, 75918, 75929, 75940, 75951, 75962]
 
 @pytest.fixture(scope="module")
 def batch(gfp, tmp_path_factory):
-    summary, outputs, logs = run_sans(list(gfp), {**PARAMS, "cansas_xml": True, "qxy": True},
-                                      tmp_path_factory.mktemp("gfp"))
+    summary, outputs, logs = run_sans(
+        list(gfp), {**PARAMS, "cansas_xml": True, "qxy": True}, tmp_path_factory.mktemp("gfp")
+    )
     curves = {}
     for name in SUMS:
         with h5py.File(outputs[f"{name}.h5"]) as f:
@@ -171,15 +172,17 @@ def test_explicit_add_runs_shards_and_options(gfp, tmp_path, batch):
         e = f["sasentry01/sasdata01/Idev"][()]
     assert np.array_equal(i, curves["GFP_10mgml"][1])
     # counting statistics alone: smaller error bars, identical intensities
-    _, out2, _ = run_sans(list(gfp), {**PARAMS, "add_runs": add, "plots": False, "normalisation_errors": False},
-                          tmp_path / "t", split=3)
+    _, out2, _ = run_sans(
+        list(gfp), {**PARAMS, "add_runs": add, "plots": False, "normalisation_errors": False}, tmp_path / "t", split=3
+    )
     with h5py.File(out2["GFP_10mgml.h5"]) as f:
         assert np.array_equal(f["sasentry01/sasdata01/I"][()], i)
         e2 = f["sasentry01/sasdata01/Idev"][()]
     assert np.all(e2 <= e) and np.any(e2 < e)
     # splitting wavelength bins over Q bins changes I(Q) by much less than its errors on average
-    _, out3, _ = run_sans(list(gfp), {**PARAMS, "add_runs": add, "plots": False, "q_assignment": "split"},
-                          tmp_path / "u", split=3)
+    _, out3, _ = run_sans(
+        list(gfp), {**PARAMS, "add_runs": add, "plots": False, "q_assignment": "split"}, tmp_path / "u", split=3
+    )
     with h5py.File(out3["GFP_10mgml.h5"]) as f:
         i3 = f["sasentry01/sasdata01/I"][()]
     assert not np.array_equal(i3, i)
@@ -241,9 +244,24 @@ def test_acceptance_command_through_the_cli(gfp, tmp_path):
     raw, mantid = gfp
     out = tmp_path / "out"
     cli = Path(sys.executable).with_name("panreduce")
-    proc = subprocess.run([str(cli), "reduce", "sans", f"{raw}/", f"{mantid}/", "-p", "user_file=USER_LOQ_125B.txt",
-                           "-p", "batch_file=reduce-gfp.csv", "--output", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(cli),
+            "reduce",
+            "sans",
+            f"{raw}/",
+            f"{mantid}/",
+            "-p",
+            "user_file=USER_LOQ_125B.txt",
+            "-p",
+            "batch_file=reduce-gfp.csv",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in out.iterdir()} >= {"GFP_1mgml.h5", "GFP_5mgml.h5", "GFP_10mgml.h5", "provenance.json"}
 
@@ -251,8 +269,10 @@ def test_acceptance_command_through_the_cli(gfp, tmp_path):
 def test_wide_angle_correction_changes_high_q_slightly(gfp, tmp_path, dataset, batch):
     _, _, curves, _ = batch
     text = dataset("loq-gfp/mantid-files/USER_LOQ_125B.txt").read_text() + "\nSAMPLE/PATH/ON\n"
-    batch_text = ("sample_sans,75963-add,sample_trans,75874,sample_direct_beam,75869,"
-                  "can_sans,75962-add,can_trans,75873,can_direct_beam,75869,output_as,GFP_10mgml\n")
+    batch_text = (
+        "sample_sans,75963-add,sample_trans,75874,sample_direct_beam,75869,"
+        "can_sans,75962-add,can_trans,75873,can_direct_beam,75869,output_as,GFP_10mgml\n"
+    )
     inputs = _copy_inputs(gfp, tmp_path, user_text=text, batch_text=batch_text)
     _, outputs, _ = run_sans(inputs, {**PARAMS, "plots": False}, tmp_path / "x")
     with h5py.File(outputs["GFP_10mgml.h5"]) as f:
@@ -285,8 +305,10 @@ def test_batch_thickness_override_scales_inversely(gfp, tmp_path, batch):
     """sample_thickness in the batch row replaces the sample block's 2 mm for sample and can:
     a Disc of 4 mm has twice the volume, so I halves exactly."""
     _, _, curves, _ = batch
-    batch_text = ("sample_sans,75963-add,sample_trans,75874,sample_direct_beam,75869,can_sans,75962-add,"
-                  "can_trans,75873,can_direct_beam,75869,output_as,GFP_10mgml,sample_thickness,4.0\n")
+    batch_text = (
+        "sample_sans,75963-add,sample_trans,75874,sample_direct_beam,75869,can_sans,75962-add,"
+        "can_trans,75873,can_direct_beam,75869,output_as,GFP_10mgml,sample_thickness,4.0\n"
+    )
     inputs = _copy_inputs(gfp, tmp_path, batch_text=batch_text)
     summary, outputs, _ = run_sans(inputs, {**PARAMS, "plots": False}, tmp_path / "x")
     with h5py.File(outputs["GFP_10mgml.h5"]) as f:

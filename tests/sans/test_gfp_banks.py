@@ -12,8 +12,10 @@ from sans_helpers import run_sans
 
 from panreduce_sans.instrument import LOQ, LOQ_HAB_LAYOUT_NOTE, ModularBank, pixel_geometry
 
-ONE_ROW = ("sample_sans,75963-add,sample_trans,75874,sample_direct_beam,75869,"
-           "can_sans,75962-add,can_trans,75873,can_direct_beam,75869,output_as,GFP_10mgml\n")
+ONE_ROW = (
+    "sample_sans,75963-add,sample_trans,75874,sample_direct_beam,75869,"
+    "can_sans,75962-add,can_trans,75873,can_direct_beam,75869,output_as,GFP_10mgml\n"
+)
 ROWS = ("GFP_1mgml", "GFP_5mgml", "GFP_10mgml")
 Q_TO_1 = "L/Q .008,0.002,0.08,-0.05,1.0"
 
@@ -43,8 +45,9 @@ def _curve(path):
 
 def _run(gfp, tmp_path, user_text, batch_text=None, **params):
     inputs = _inputs(gfp, tmp_path, user_text, batch_text)
-    return run_sans(inputs, {"user_file": "USER.txt", "batch_file": "reduce-gfp.csv", "plots": False, **params},
-                    tmp_path / "out")
+    return run_sans(
+        inputs, {"user_file": "USER.txt", "batch_file": "reduce-gfp.csv", "plots": False, **params}, tmp_path / "out"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -159,8 +162,11 @@ def test_merged_nxcansas_reads_back_with_sasdata_and_records_the_merge(merged):
     data = Loader().load(str(outputs["GFP_10mgml.h5"]))
     assert len(data) == 1 and data[0].x.size == _curve(outputs["GFP_10mgml.h5"])[0].size
     with h5py.File(outputs["GFP_10mgml.h5"]) as f:
-        terms = {d.attrs["name"]: d[()].decode() for d in f["sasentry01/sasprocess"].values()
-                 if isinstance(d, h5py.Dataset) and "name" in d.attrs}
+        terms = {
+            d.attrs["name"]: d[()].decode()
+            for d in f["sasentry01/sasprocess"].values()
+            if isinstance(d, h5py.Dataset) and "name" in d.attrs
+        }
         assert terms["detector"] == "merged" and "(fitted)" in terms["merge"]
         assert "provisional" in terms["hab_geometry"]
         assert f["sasentry01/sasinstrument/sasdetector/name"][()].decode() == "main-detector-bank + HAB"

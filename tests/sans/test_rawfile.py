@@ -34,16 +34,29 @@ def test_sum_runs_adds_counts_and_keeps_the_first_metadata(tmp_path):
     tof = np.linspace(1000, 2000, 6)
     runs = []
     for k, n in enumerate((11, 12, 13)):
-        p = write_raw(tmp_path / f"LOQ{n}.nxs", run_number=n, counts=np.full((2, 5), k + 1), spectra=np.array([3, 4]),
-                      tof=tof, monitors={2: np.full(5, 10 * (k + 1))}, title=f"t{n}")
+        p = write_raw(
+            tmp_path / f"LOQ{n}.nxs",
+            run_number=n,
+            counts=np.full((2, 5), k + 1),
+            spectra=np.array([3, 4]),
+            tof=tof,
+            monitors={2: np.full(5, 10 * (k + 1))},
+            title=f"t{n}",
+        )
         runs.append(read_run(p, p.name))
     total = sum_runs(runs)
     assert total.counts.tolist() == [[6.0] * 5] * 2
     assert total.monitors[2].tolist() == [60.0] * 5
     assert total.runs == (11, 12, 13) and total.run_number == 11 and total.title == "t11"
     assert total.name == "13-add" and total.proton_charge == pytest.approx(30.0)
-    other = write_raw(tmp_path / "LOQ14.nxs", run_number=14, counts=np.ones((2, 4)), spectra=np.array([3, 4]),
-                      tof=tof[:5], monitors={2: np.ones(4)})
+    other = write_raw(
+        tmp_path / "LOQ14.nxs",
+        run_number=14,
+        counts=np.ones((2, 4)),
+        spectra=np.array([3, 4]),
+        tof=tof[:5],
+        monitors={2: np.ones(4)},
+    )
     with pytest.raises(errors.InvalidInput, match=r"LOQ14\.nxs"):
         sum_runs([runs[0], read_run(other, other.name)])
 
@@ -53,8 +66,15 @@ def test_event_mode_histograms_onto_the_monitor_grid(tmp_path):
     tof = np.linspace(1000.0, 6000.0, 11)
     ids = rng.integers(3, 7, 5000)
     t = rng.uniform(500.0, 6500.0, 5000)  # some outside the grid
-    p = write_raw(tmp_path / "LOQ20.nxs", run_number=20, counts=None, spectra=None, tof=tof,
-                  monitors={2: np.ones(10)}, events=(ids, t))
+    p = write_raw(
+        tmp_path / "LOQ20.nxs",
+        run_number=20,
+        counts=None,
+        spectra=None,
+        tof=tof,
+        monitors={2: np.ones(10)},
+        events=(ids, t),
+    )
     run = read_run(p, p.name, spectra=(3, 6))
     assert run.event_mode and run.counts.shape == (4, 10)
     expected = np.stack([np.histogram(t[ids == s], bins=tof)[0] for s in range(3, 7)])
@@ -62,7 +82,9 @@ def test_event_mode_histograms_onto_the_monitor_grid(tmp_path):
 
 
 def test_histogram_events_drops_unknown_ids():
-    h = histogram_events(np.array([3, 3, 9, 4]), np.array([1.5, 2.5, 1.5, 9.0]), np.array([4, 3]), np.array([1.0, 2, 3]))
+    h = histogram_events(
+        np.array([3, 3, 9, 4]), np.array([1.5, 2.5, 1.5, 9.0]), np.array([4, 3]), np.array([1.0, 2, 3])
+    )
     assert h.tolist() == [[0, 0], [1, 1]]
 
 
@@ -76,8 +98,14 @@ def test_damaged_files_are_named(tmp_path, dataset):
     garbage.write_bytes(b"not a nexus file" * 10)
     with pytest.raises(errors.InvalidInput, match=r"LOQ2\.nxs"):
         read_run(garbage, garbage.name)
-    missing_block = write_raw(tmp_path / "LOQ3.nxs", run_number=3, counts=np.ones((2, 4)), spectra=np.array([3, 4]),
-                              tof=np.arange(5.0), monitors={2: np.ones(4)})
+    missing_block = write_raw(
+        tmp_path / "LOQ3.nxs",
+        run_number=3,
+        counts=np.ones((2, 4)),
+        spectra=np.array([3, 4]),
+        tof=np.arange(5.0),
+        monitors={2: np.ones(4)},
+    )
     with pytest.raises(errors.InvalidInput, match="spectra 3-16386"):
         read_run(missing_block, missing_block.name, spectra=(3, 16386))
 
@@ -95,8 +123,14 @@ def test_direct_chunk_reading_equals_hdf5(dataset):
 
 
 def test_uncompressed_files_read_through_hdf5(tmp_path):
-    p = write_raw(tmp_path / "LOQ7.nxs", run_number=7, counts=np.arange(12).reshape(3, 4), spectra=np.array([3, 4, 5]),
-                  tof=np.arange(5.0), monitors={2: np.ones(4)})
+    p = write_raw(
+        tmp_path / "LOQ7.nxs",
+        run_number=7,
+        counts=np.arange(12).reshape(3, 4),
+        spectra=np.array([3, 4, 5]),
+        tof=np.arange(5.0),
+        monitors={2: np.ones(4)},
+    )
     run = read_run(p, p.name, spectra=(4, 5))
     assert run.counts.tolist() == [[4, 5, 6, 7], [8, 9, 10, 11]]
 
@@ -106,13 +140,15 @@ def test_multi_period_runs_read_the_chosen_period(tmp_path, chunked):
     tof = np.linspace(1000, 2000, 6)
     counts = np.stack([np.full((2, 5), 1), np.full((2, 5), 7)])  # period 1: ones, period 2: sevens
     monitors = {2: np.stack([np.full(5, 10), np.full(5, 70)])}
-    p = write_raw(tmp_path / "LOQ21.nxs", run_number=21, counts=counts, spectra=np.array([3, 4]), tof=tof,
-                  monitors=monitors)
+    p = write_raw(
+        tmp_path / "LOQ21.nxs", run_number=21, counts=counts, spectra=np.array([3, 4]), tof=tof, monitors=monitors
+    )
     if chunked:  # the ISIS layout: small gzip chunks of whole spectra, inflated without HDF5's filters
         with h5py.File(p, "r+") as f:
             del f["raw_data_1/detector_1/counts"]
-            f.create_dataset("raw_data_1/detector_1/counts", data=counts.astype(np.int32), chunks=(1, 1, 5),
-                             compression="gzip")
+            f.create_dataset(
+                "raw_data_1/detector_1/counts", data=counts.astype(np.int32), chunks=(1, 1, 5), compression="gzip"
+            )
     run = read_run(p, p.name, period=2)
     assert run.counts.tolist() == [[7.0] * 5] * 2 and run.monitors[2].tolist() == [70.0] * 5
     assert read_run(p, p.name, period=1).counts.sum() == 10
@@ -121,6 +157,12 @@ def test_multi_period_runs_read_the_chosen_period(tmp_path, chunked):
     with pytest.raises(errors.InvalidInput, match="period 3 does not exist"):
         read_run(p, p.name, period=3)
     # a single-period run (e.g. a transmission run beside a multi-period sample) ignores the period
-    single = write_raw(tmp_path / "LOQ22.nxs", run_number=22, counts=np.full((2, 5), 3), spectra=np.array([3, 4]),
-                       tof=tof, monitors={2: np.full(5, 30)})
+    single = write_raw(
+        tmp_path / "LOQ22.nxs",
+        run_number=22,
+        counts=np.full((2, 5), 3),
+        spectra=np.array([3, 4]),
+        tof=tof,
+        monitors={2: np.full(5, 30)},
+    )
     assert read_run(single, single.name, period=2).counts.sum() == 30

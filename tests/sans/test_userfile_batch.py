@@ -48,16 +48,47 @@ def test_unknown_and_bad_lines_are_reported_by_line_number():
 
 
 def test_command_variants():
-    uf = parse_user_file("\n".join([
-        "SANS2D", "DET/REAR", "MASK/CLEAR", "MASK V3>V5", "MASK S10>S12", "MASK/REAR H0", "MASK/FRONT/T 100 200",
-        "L/Q 0.01 0.2 0.01/LIN", "L/WAV 2 14 0.5", "FIT/TRANS/SAMPLE/LIN 3 9", "FIT/TRANS/CAN/POLYNOMIAL3",
-        "FIT/MONITOR 17500 22000", "MON/SPECTRUM=1/INTERPOLATE", "MON/TRANS/SPECTRUM=4", "MON/LENGTH=17.9 1",
-        "BACK/M1/TIMES 85000 98000", "BACK/TRANS 30000 40000", "SAMPLE/PATH/ON", "GRAVITY ON",
-        "GRAVITY/LEXTRA=2.0", "QRESOL/ON", "QRESOL/A1=20", "QRESOL/A2=8", "QRESOL/LCOLLIM=4", "QRESOL/DELTAR=5",
-        "L/Q/RCUT 100", "L/Q/WCUT 8", "L/EVENTSTIME 7000,500,60000", "SET CENTRE/HAB 1 2",
-        "MASK/LINE 30 170", "L/PHI -30 30", "MASK H10>H12+V20>V22", "MASK/REAR V5+H7", "MASK/LINE 20 45 1.5 -2",
-        "DET/CORR/FRONT/X 2",
-    ]))
+    uf = parse_user_file(
+        "\n".join(
+            [
+                "SANS2D",
+                "DET/REAR",
+                "MASK/CLEAR",
+                "MASK V3>V5",
+                "MASK S10>S12",
+                "MASK/REAR H0",
+                "MASK/FRONT/T 100 200",
+                "L/Q 0.01 0.2 0.01/LIN",
+                "L/WAV 2 14 0.5",
+                "FIT/TRANS/SAMPLE/LIN 3 9",
+                "FIT/TRANS/CAN/POLYNOMIAL3",
+                "FIT/MONITOR 17500 22000",
+                "MON/SPECTRUM=1/INTERPOLATE",
+                "MON/TRANS/SPECTRUM=4",
+                "MON/LENGTH=17.9 1",
+                "BACK/M1/TIMES 85000 98000",
+                "BACK/TRANS 30000 40000",
+                "SAMPLE/PATH/ON",
+                "GRAVITY ON",
+                "GRAVITY/LEXTRA=2.0",
+                "QRESOL/ON",
+                "QRESOL/A1=20",
+                "QRESOL/A2=8",
+                "QRESOL/LCOLLIM=4",
+                "QRESOL/DELTAR=5",
+                "L/Q/RCUT 100",
+                "L/Q/WCUT 8",
+                "L/EVENTSTIME 7000,500,60000",
+                "SET CENTRE/HAB 1 2",
+                "MASK/LINE 30 170",
+                "L/PHI -30 30",
+                "MASK H10>H12+V20>V22",
+                "MASK/REAR V5+H7",
+                "MASK/LINE 20 45 1.5 -2",
+                "DET/CORR/FRONT/X 2",
+            ]
+        )
+    )
     assert uf.instrument == "SANS2D" and uf.detector == "main"
     assert uf.mask_columns == [("main", 3), ("main", 4), ("main", 5)]
     assert uf.mask_spectra == [10, 11, 12]
@@ -72,7 +103,12 @@ def test_command_variants():
     assert uf.monitor_background_by_spectrum == {1: (85000.0, 98000.0)}
     assert uf.transmission_background == (30000.0, 40000.0)
     assert uf.sample_path and uf.gravity and uf.gravity_extra_length == 2.0
-    assert uf.qresol.on and (uf.qresol.a1, uf.qresol.a2, uf.qresol.collimation_length, uf.qresol.delta_r) == (20, 8, 4, 5)
+    assert uf.qresol.on and (uf.qresol.a1, uf.qresol.a2, uf.qresol.collimation_length, uf.qresol.delta_r) == (
+        20,
+        8,
+        4,
+        5,
+    )
     assert (uf.radius_cut, uf.wave_cut) == (100.0, 8.0)
     assert uf.events_binning == [7000.0, 500.0, 60000.0]
     assert uf.mask_lines == [(20.0, 45.0, 1.5, -2.0)]  # one arm: the later MASK/LINE replaces the earlier
@@ -83,7 +119,9 @@ def test_command_variants():
 
 
 def test_merge_and_sector_commands():
-    uf = parse_user_file("DET/MERGED\nDET/RESCALE 1.5\nDET/SHIFT -0.02\nDET/OVERLAP 0.1 0.25\nL/PHI/NOMIRROR 170 -170\n")
+    uf = parse_user_file(
+        "DET/MERGED\nDET/RESCALE 1.5\nDET/SHIFT -0.02\nDET/OVERLAP 0.1 0.25\nL/PHI/NOMIRROR 170 -170\n"
+    )
     assert uf.detector == "merged"
     m = uf.merge
     assert (m.rescale, m.shift, m.overlap, m.fit_rescale, m.fit_shift) == (1.5, -0.02, (0.1, 0.25), False, False)
@@ -93,21 +131,24 @@ def test_merge_and_sector_commands():
     assert (uf.merge.fit_rescale, uf.merge.fit_shift, uf.merge.fit_range) == (True, True, (0.12, 0.2))
 
 
-@pytest.mark.parametrize("line, fragment", [
-    ("DET/RESCALE 0", "must be positive"),
-    ("DET/RESCALE/FIT 0.2", "no range or a range"),
-    ("DET/SHIFT/FIT 0.3 0.2", "no range or a range"),
-    ("DET/OVERLAP 0.3", "expected 2"),
-    ("DET/OVERLAP 0.3 0.1", "q1 < q2"),
-    ("DET/SHIFT/WIGGLE 1", "unknown qualifier"),
-    ("L/PHI 10 200", "-180..180"),
-    ("MASK/LINE 0 45", "width must be positive"),
-    ("MASK/LINE 10 45 3", "both x and y"),
-    ("MASK H1+H2", "one H and one V"),
-    ("MASK H1+S2", "cannot read box mask"),
-    ("MASK/FRONT/LINE 20 90", "main (rear) bank only"),
-    ("SAMPLE/OFFSET x", "not a number"),
-])
+@pytest.mark.parametrize(
+    "line, fragment",
+    [
+        ("DET/RESCALE 0", "must be positive"),
+        ("DET/RESCALE/FIT 0.2", "no range or a range"),
+        ("DET/SHIFT/FIT 0.3 0.2", "no range or a range"),
+        ("DET/OVERLAP 0.3", "expected 2"),
+        ("DET/OVERLAP 0.3 0.1", "q1 < q2"),
+        ("DET/SHIFT/WIGGLE 1", "unknown qualifier"),
+        ("L/PHI 10 200", "-180..180"),
+        ("MASK/LINE 0 45", "width must be positive"),
+        ("MASK/LINE 10 45 3", "both x and y"),
+        ("MASK H1+H2", "one H and one V"),
+        ("MASK H1+S2", "cannot read box mask"),
+        ("MASK/FRONT/LINE 20 90", "main (rear) bank only"),
+        ("SAMPLE/OFFSET x", "not a number"),
+    ],
+)
 def test_bad_merge_sector_and_mask_lines_are_named(line, fragment):
     uf = parse_user_file(f"LOQ\n{line}\n")
     assert [(p.line, p.kind) for p in uf.problems] == [(2, "invalid")]
@@ -129,16 +170,19 @@ def test_the_gfp_batch_file(dataset):
     assert [r.line for r in rows] == [2, 3, 4]
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("sample_sans,1,colour,red\n", "line 1: unknown key 'colour'"),
-    ("sample_sans,1,output_as\n", "line 1: expected key,value pairs"),
-    ("output_as,x\n", "line 1: no sample_sans"),
-    ("sample_sans,abc\n", "line 1: 'abc' is not a run number"),
-    ("sample_sans,1,sample_trans,2\n", "line 1: sample_trans and sample_direct_beam go together"),
-    ("sample_sans,1,output_as,a\nsample_sans,2,output_as,a\n", "used by more than one row"),
-    ("sample_sans,1,output_as,../x\n", "plain file name"),
-    ("# only a comment\n", "no batch rows"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("sample_sans,1,colour,red\n", "line 1: unknown key 'colour'"),
+        ("sample_sans,1,output_as\n", "line 1: expected key,value pairs"),
+        ("output_as,x\n", "line 1: no sample_sans"),
+        ("sample_sans,abc\n", "line 1: 'abc' is not a run number"),
+        ("sample_sans,1,sample_trans,2\n", "line 1: sample_trans and sample_direct_beam go together"),
+        ("sample_sans,1,output_as,a\nsample_sans,2,output_as,a\n", "used by more than one row"),
+        ("sample_sans,1,output_as,../x\n", "plain file name"),
+        ("# only a comment\n", "no batch rows"),
+    ],
+)
 def test_bad_batch_lines_are_named(text, fragment):
     with pytest.raises(BatchError, match=None) as err:
         parse_batch(text)

@@ -20,8 +20,7 @@ AGBEH_Q1 = 2 * np.pi / AGBEH_D_A
 
 
 class Geo:
-    def __init__(self, shape=(300, 320), pixel_um=172.0, distance_mm=300.0, wavelength_A=1.0,
-                 cx=160.3, cy=140.7):
+    def __init__(self, shape=(300, 320), pixel_um=172.0, distance_mm=300.0, wavelength_A=1.0, cx=160.3, cy=140.7):
         self.shape = shape
         self.p = pixel_um * 1e-6
         self.d = distance_mm * 1e-3
@@ -37,8 +36,12 @@ class Geo:
         self.solid_angle = np.cos(self.two_theta) ** 3
 
     def params(self) -> dict:
-        return {"geometry.distance_mm": self.d * 1e3, "geometry.wavelength_angstrom": self.lam, "geometry.pixel_um": self.p * 1e6,
-                "geometry.beam_center_px": [self.cx, self.cy]}
+        return {
+            "geometry.distance_mm": self.d * 1e3,
+            "geometry.wavelength_angstrom": self.lam,
+            "geometry.pixel_um": self.p * 1e6,
+            "geometry.beam_center_px": [self.cx, self.cy],
+        }
 
     def params_nested(self) -> dict:
         """The geometry group of the saxs parameters."""
@@ -61,7 +64,7 @@ def agbeh(q, *, orders=(1, 2, 3, 4, 5), width=0.0015, background=20.0):
 
 
 def guinier_sphere(q, *, i0=1000.0, rg=30.0, background=5.0):
-    return i0 * np.exp(-(q * rg) ** 2 / 3) + background
+    return i0 * np.exp(-((q * rg) ** 2) / 3) + background
 
 
 def write_tiff(path, image):

@@ -102,7 +102,7 @@ def test_normalisation_and_absolute_scale_from_water():
 
 def test_absolute_scale_from_a_reference_curve():
     q = np.linspace(0.01, 0.3, 200)
-    ref = 30.0 * np.exp(-(q * 20) ** 2 / 3) + 0.5  # a glassy-carbon-like known curve (1/cm)
+    ref = 30.0 * np.exp(-((q * 20) ** 2) / 3) + 0.5  # a glassy-carbon-like known curve (1/cm)
     measured = Curve(q, ref / 123.0, ref / 123.0 * 0.01)
     factor, _err = absolute_scale_factor(measured, q[::3], ref[::3], (0.02, 0.25))
     assert factor == pytest.approx(123.0, rel=0.002)

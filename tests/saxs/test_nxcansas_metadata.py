@@ -20,14 +20,23 @@ def _loader():
 
 
 Q = np.linspace(0.005, 0.3, 120)
-INTENSITY = 50.0 * np.exp(-(Q * 25) ** 2 / 3) + 0.02
+INTENSITY = 50.0 * np.exp(-((Q * 25) ** 2) / 3) + 0.02
 
 
 def test_one_curve_round_trip_through_sasdata(tmp_path):
     path = tmp_path / "one.h5"
-    meta = nxcansas.SasMetadata(title="lysozyme", thickness_mm=1.5, transmission=0.8, wavelength_A=1.0,
-                                distance_m=2.5, pixel_x_m=172e-6, pixel_y_m=172e-6, beam_center_x_px=100,
-                                beam_center_y_px=50, process_terms={"absolute_scale": 1e-3})
+    meta = nxcansas.SasMetadata(
+        title="lysozyme",
+        thickness_mm=1.5,
+        transmission=0.8,
+        wavelength_A=1.0,
+        distance_m=2.5,
+        pixel_x_m=172e-6,
+        pixel_y_m=172e-6,
+        beam_center_x_px=100,
+        beam_center_y_px=50,
+        process_terms={"absolute_scale": 1e-3},
+    )
     with h5py.File(path, "w") as f:
         nxcansas.set_file_attributes(f, "sasentry01")
         nxcansas.write_entry(f, "sasentry01", Q, INTENSITY, 0.01 * INTENSITY, Q * 0.01, meta=meta)
@@ -50,8 +59,15 @@ def test_series_is_read_as_frames(tmp_path):
     stack = np.stack([INTENSITY * (k + 1) for k in range(4)])
     with h5py.File(path, "w") as f:
         nxcansas.set_file_attributes(f, "scan")
-        nxcansas.write_entry(f, "scan", Q, stack, 0.01 * stack, frame_axis=("Frame", np.arange(4), ""),
-                             extra={"x": (np.arange(4.0), "mm"), "y": (np.zeros(4), "mm")})
+        nxcansas.write_entry(
+            f,
+            "scan",
+            Q,
+            stack,
+            0.01 * stack,
+            frame_axis=("Frame", np.arange(4), ""),
+            extra={"x": (np.arange(4.0), "mm"), "y": (np.zeros(4), "mm")},
+        )
     frames = _loader().load(str(path))
     # sasdata 0.11 reads (frame, q) as one Data1D per frame (it aliases their y arrays
     # to the last frame's: a sasdata bug, so only the count, q and last frame are checked)
@@ -145,8 +161,13 @@ def test_metadata_summarises_arrays_with_statistics(tmp_path):
         e["broken"] = h5py.ExternalLink("missing.h5", "/x")
     meta = extract(path)
     by_path = {r.path: r for r in meta.records}
-    assert by_path["/entry/instrument/detector/data"].value == {"shape": [10, 100], "dtype": "float64",
-                                                               "min": 0.0, "max": 999.0, "mean": 499.5}
+    assert by_path["/entry/instrument/detector/data"].value == {
+        "shape": [10, 100],
+        "dtype": "float64",
+        "min": 0.0,
+        "max": 999.0,
+        "mean": 499.5,
+    }
     assert by_path["/entry/sample/thickness"].units == "mm"
     assert meta.summary["sample"] == {"sample/thickness": "1.5 mm", "sample/name": "silver behenate"}
     assert meta.summary["instrument"]["detector/distance"] == "1502.7 mm"

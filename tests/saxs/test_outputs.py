@@ -28,9 +28,10 @@ def outputs(tmp_path_factory):
     return {"kinetics.nxs": kin["kinetics.nxs"], "cake.nxs": kin["cake.nxs"], "map.nxs": scan["map.nxs"]}
 
 
-@pytest.mark.parametrize(("name", "plotted", "units"), [
-    ("kinetics.nxs", "entry/kinetics", None), ("cake.nxs", "entry/cake", None), ("map.nxs", "entry/position", "1/cm"),
-])
+@pytest.mark.parametrize(
+    ("name", "plotted", "units"),
+    [("kinetics.nxs", "entry/kinetics", None), ("cake.nxs", "entry/cake", None), ("map.nxs", "entry/position", "1/cm")],
+)
 def test_default_chain_process_and_units(outputs, name, plotted, units):
     with h5py.File(outputs[name], "r") as f:
         g = f

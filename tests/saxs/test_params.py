@@ -28,13 +28,16 @@ def _keywords(func) -> set[str]:
     return {p.name for p in inspect.signature(func).parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
-@pytest.mark.parametrize(("group", "func", "resolved"), [
-    ("geometry", geometry.resolve_geometry, {"poni_file"}),
-    ("masks", masks.job_masks, {"file"}),
-    ("integration", IntegrationSetup, set()),
-    ("normalisation", normalisation.frame_norm, set()),
-    ("kinetics", series.kinetic_table, {"frame_time_s"}),
-])
+@pytest.mark.parametrize(
+    ("group", "func", "resolved"),
+    [
+        ("geometry", geometry.resolve_geometry, {"poni_file"}),
+        ("masks", masks.job_masks, {"file"}),
+        ("integration", IntegrationSetup, set()),
+        ("normalisation", normalisation.frame_norm, set()),
+        ("kinetics", series.kinetic_table, {"frame_time_s"}),
+    ],
+)
 def test_each_step_maps_onto_its_function(group, func, resolved):
     """httomo's way: ``func(..., **params.<group>.model_dump())``; the fields a glue
     resolves first (file names) are the only ones that are not keywords."""
@@ -56,8 +59,16 @@ def _leaves(model: type[Parameters], prefix: str = ""):
             yield prefix + name, info
 
 
-UNIT_SUFFIX = {"mm": "_mm", "s": "_s", "keV": "_kev", "eV": "_ev", "m": "_m", "µm": "_um", "Å": "_angstrom",
-               "degrees": "_deg"}
+UNIT_SUFFIX = {
+    "mm": "_mm",
+    "s": "_s",
+    "keV": "_kev",
+    "eV": "_ev",
+    "m": "_m",
+    "µm": "_um",
+    "Å": "_angstrom",
+    "degrees": "_deg",
+}
 
 
 def test_unit_suffixes_are_lower_case_and_every_field_is_bounded():
@@ -81,27 +92,32 @@ def test_unit_suffixes_are_lower_case_and_every_field_is_bounded():
 
 
 def test_dotted_keys_are_the_nested_groups():
-    a = SaxsParameters.model_validate({"geometry.distance_mm": 1500, "integration.q_range": "0.01,0.2",
-                                       "geometry": {"pixel_um": 172}})
-    b = SaxsParameters.model_validate({"geometry": {"distance_mm": 1500, "pixel_um": 172},
-                                       "integration": {"q_range": [0.01, 0.2]}})
+    a = SaxsParameters.model_validate(
+        {"geometry.distance_mm": 1500, "integration.q_range": "0.01,0.2", "geometry": {"pixel_um": 172}}
+    )
+    b = SaxsParameters.model_validate(
+        {"geometry": {"distance_mm": 1500, "pixel_um": 172}, "integration": {"q_range": [0.01, 0.2]}}
+    )
     assert a == b
     raw = {"geometry": {"pixel_um": 172}, "geometry.distance_mm": 1}
     SaxsParameters.model_validate(raw)
     assert raw == {"geometry": {"pixel_um": 172}, "geometry.distance_mm": 1}  # the caller's dict untouched
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    ({"integration": {"q_bins": -1}}, "integration.q_bins"),
-    ({"integration.q_range": "0.3,0.1"}, "integration.q_range"),
-    ({"geometry": {"wavelength_angstrom": 1, "energy_kev": 12}}, "geometry.energy_kev"),
-    ({"absolute": {"factor": 2, "standard_file": "w.tiff"}}, "absolute.standard_file"),
-    ({"geometry.nope": 1}, "geometry.nope"),
-    ({"mode.x": 1}, "mode"),
-    ({"wavelength_A": 1.0}, "wavelength_A"),  # the old flat names are gone
-    ({"background": {"file": "x" * 5000}}, "background.file"),
-    ({"normalisation": {"monitor": float("inf")}}, "normalisation.monitor"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"integration": {"q_bins": -1}}, "integration.q_bins"),
+        ({"integration.q_range": "0.3,0.1"}, "integration.q_range"),
+        ({"geometry": {"wavelength_angstrom": 1, "energy_kev": 12}}, "geometry.energy_kev"),
+        ({"absolute": {"factor": 2, "standard_file": "w.tiff"}}, "absolute.standard_file"),
+        ({"geometry.nope": 1}, "geometry.nope"),
+        ({"mode.x": 1}, "mode"),
+        ({"wavelength_A": 1.0}, "wavelength_A"),  # the old flat names are gone
+        ({"background": {"file": "x" * 5000}}, "background.file"),
+        ({"normalisation": {"monitor": float("inf")}}, "normalisation.monitor"),
+    ],
+)
 def test_errors_name_the_nested_field(raw, field):
     with pytest.raises(errors.InvalidParameters) as err:
         Technique.validate_parameters(raw)  # the kit's edge validation
@@ -113,8 +129,13 @@ def test_an_input_name_cannot_reach_outside_the_inputs(tmp_path, name):
     """A parameter names an input by its staged name only: a path to anywhere else is
     refused naming the parameter, before anything is read."""
     img = write_tiff(tmp_path / "a.tiff", GEO.image(guinier_sphere))
-    for key in ("background.file", "masks.file", "corrections.dark_file", "absolute.standard_file",
-                "geometry.poni_file"):
+    for key in (
+        "background.file",
+        "masks.file",
+        "corrections.dark_file",
+        "absolute.standard_file",
+        "geometry.poni_file",
+    ):
         with pytest.raises(errors.InvalidParameters) as err:
             run_saxs([img], {**GEO.params(), key: name}, tmp_path / key)
         assert [v.field for v in err.value.violations] == [key]

@@ -34,7 +34,13 @@ def _curves(path):
 
 def test_masks_per_frame_and_2d_images_of_every_frame(tmp_path):
     files = _frames(tmp_path)
-    params = {**GEO.params(), "mode": "azimuthal", "integration.q_bins": 40, "masks.beamstop": "none", "masks.hot_pixel_sigma": 8}
+    params = {
+        **GEO.params(),
+        "mode": "azimuthal",
+        "integration.q_bins": 40,
+        "masks.beamstop": "none",
+        "masks.hot_pixel_sigma": 8,
+    }
     _, plain = run_saxs(files, params, tmp_path / "plain")
     summary, outputs = run_saxs(files, {**params, "masks.per_frame": True, "outputs.image_2d": True}, tmp_path / "own")
     assert summary["masked_pixels"] == 0  # the first frame is clean

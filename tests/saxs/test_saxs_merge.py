@@ -66,17 +66,25 @@ def test_frame_series_split_in_three(gateway, tmp_path):
             img[10:13, 60:64] = -1  # dead pixels of frame 0 only
         files.append(write_tiff(tmp_path / f"run_001_{k:04d}.tiff", img))
     spec = tmp_path / "run.spec"
-    spec.write_text("#F run\n#S 1 loopscan\n#L Time  I0\n"
-                    + "".join(f"{k} {m}\n" for k, m in enumerate(monitors)))
-    params = {**GEO.params(), "mode": "azimuthal", "normalisation.counter": "I0", "integration.q_bins": 60, "masks.beamstop": "none",
-              "outputs.cake": True, "outputs.image_2d": True, "integration.chi_bins": 24}
+    spec.write_text("#F run\n#S 1 loopscan\n#L Time  I0\n" + "".join(f"{k} {m}\n" for k, m in enumerate(monitors)))
+    params = {
+        **GEO.params(),
+        "mode": "azimuthal",
+        "normalisation.counter": "I0",
+        "integration.q_bins": 60,
+        "masks.beamstop": "none",
+        "outputs.cake": True,
+        "outputs.image_2d": True,
+        "integration.chi_bins": 24,
+    }
     _whole, split = whole_and_split(gateway, [*files, spec], params, tmp_path, 3)
     assert split["frames"] == 5 and split["mode"] == "azimuthal" and split["masked_threshold"] == 12
     out = tmp_path / "split"
     curves = _curves(out / "saxs_iq.h5")
     assert [name for name, _ in curves] == [f"sasentry{k + 1:02d}_run_001_{k:04d}" for k in range(5)]
-    assert {f"run_001_{k:04d}_iq.csv" for k in range(5)} | {"iq.png", "cake.nxs", "cake.png", "image_2d.h5"} \
-        <= {p.name for p in out.iterdir()}
+    assert {f"run_001_{k:04d}_iq.csv" for k in range(5)} | {"iq.png", "cake.nxs", "cake.png", "image_2d.h5"} <= {
+        p.name for p in out.iterdir()
+    }
     # every frame normalised by its own monitor: the same law
     for k in range(5):
         c = table(out / f"run_001_{k:04d}_iq.csv")
@@ -90,8 +98,10 @@ def test_kinetics_split_in_three(gateway, tmp_path):
     rgs = np.linspace(20.0, 32.0, 5)
     i0s = 2000.0 * (rgs / 20.0) ** 3
     rng = np.random.default_rng(3)
-    frames = [rng.poisson(GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0)) * 50)
-              / 50 for rg, i0 in zip(rgs, i0s, strict=True)]
+    frames = [
+        rng.poisson(GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0)) * 50) / 50
+        for rg, i0 in zip(rgs, i0s, strict=True)
+    ]
     times = 10.0 + 2.5 * np.arange(5)
     path = write_nexus_stack(tmp_path / "kin.nxs", frames, times)
     params = {**GEO.params(), "integration.q_bins": 80, "masks.beamstop": "none", "kinetics.guinier_q_max": 0.1}
@@ -129,9 +139,14 @@ def _scan(tmp_path: Path):
         law = lambda q, p=p, s=s, h=200.0 + 20 * x: h * np.exp(-0.5 * ((q - p) / s) ** 2) + 30  # noqa: E731
         frames.append(rng.poisson(GEO.image(law) * 20) / 20)
     keep = np.delete(np.arange(nx * ny), 7)
-    paths = [write_nexus_stack(tmp_path / f"swing_scan_{k + 1:05d}.nxs", [frames[j] for j in part],
-                          positions={"tx": xs[part], "tz": ys[part]})
-             for k, part in enumerate(np.array_split(keep, 3))]
+    paths = [
+        write_nexus_stack(
+            tmp_path / f"swing_scan_{k + 1:05d}.nxs",
+            [frames[j] for j in part],
+            positions={"tx": xs[part], "tz": ys[part]},
+        )
+        for k, part in enumerate(np.array_split(keep, 3))
+    ]
     return paths, xs, ys, truth, keep
 
 

@@ -48,11 +48,17 @@ def kinetic_series(tmp_path_factory):
     rgs = np.linspace(20.0, 32.0, 5)
     i0s = 2000.0 * (rgs / 20.0) ** 3
     rng = np.random.default_rng(3)
-    frames = [rng.poisson(GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0)) * 50)
-              / 50 for rg, i0 in zip(rgs, i0s, strict=True)]
+    frames = [
+        rng.poisson(GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0)) * 50) / 50
+        for rg, i0 in zip(rgs, i0s, strict=True)
+    ]
     path = write_nexus_stack(tmp_path_factory.mktemp("kin") / "kin.nxs", frames, 10.0 + 2.5 * np.arange(5))
-    params = {"geometry": GEO.params_nested(), "integration": {"q_bins": 80}, "masks": {"beamstop": "none"},
-              "kinetics": {"guinier_q_max": 0.1}}
+    params = {
+        "geometry": GEO.params_nested(),
+        "integration": {"q_bins": 80},
+        "masks": {"beamstop": "none"},
+        "kinetics": {"guinier_q_max": 0.1},
+    }
     return path, params, rgs
 
 

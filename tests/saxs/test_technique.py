@@ -34,9 +34,18 @@ def test_absolute_scale_from_water_with_background(tmp_path):
     spec = tmp_path / "run.spec"
     spec.write_text("#F run\n#S 1 loopscan\n#L Time  I0\n0 2.0\n1 1.5\n2 3.0\n")
     files = [write_tiff(tmp_path / f"run_001_000{j}.tiff", img) for j, img in enumerate((sample, empty, water))]
-    params = {**GEO.params(), "normalisation.counter": "I0", "normalisation.thickness_mm": 1.0, "absolute.standard_thickness_mm": 1.0,
-              "background.file": files[1].name, "absolute.standard_file": files[2].name, "absolute.standard_reference": "water",
-              "absolute.standard_background_file": files[1].name, "integration.q_bins": 80, "masks.beamstop": "none"}
+    params = {
+        **GEO.params(),
+        "normalisation.counter": "I0",
+        "normalisation.thickness_mm": 1.0,
+        "absolute.standard_thickness_mm": 1.0,
+        "background.file": files[1].name,
+        "absolute.standard_file": files[2].name,
+        "absolute.standard_reference": "water",
+        "absolute.standard_background_file": files[1].name,
+        "integration.q_bins": 80,
+        "masks.beamstop": "none",
+    }
     summary, outputs = run_saxs([*files, spec], params, tmp_path / "job")
     assert summary["frames"] == 1 and summary["intensity_units"] == "1/cm"
     # water gives the scale 1/k (within its own error)
@@ -49,7 +58,11 @@ def test_bad_requests_are_named(tmp_path):
     img = write_tiff(tmp_path / "a.tiff", GEO.image(guinier_sphere))
     with pytest.raises(errors.InvalidParameters) as err:
         run_saxs([img], {"geometry.distance_mm": 1000}, tmp_path / "j1")
-    assert {v.field for v in err.value.violations} == {"geometry.wavelength_angstrom", "geometry.beam_center_px", "geometry.pixel_um"}
+    assert {v.field for v in err.value.violations} == {
+        "geometry.wavelength_angstrom",
+        "geometry.beam_center_px",
+        "geometry.pixel_um",
+    }
     with pytest.raises(errors.InvalidParameters) as err:
         run_saxs([img], {**GEO.params(), "normalisation.counter": "diode"}, tmp_path / "j2")
     assert [v.field for v in err.value.violations] == ["normalisation.counter"]
@@ -79,15 +92,20 @@ def test_kinetics_from_a_nexus_stack(tmp_path):
     from the file's NXdetector/NXmonochromator, time from its NXdata."""
     rgs = np.linspace(20.0, 35.0, 6)
     i0s = 2000.0 * (rgs / 20.0) ** 3
-    frames = [GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0))
-              for rg, i0 in zip(rgs, i0s, strict=True)]
+    frames = [
+        GEO.image(lambda q, rg=rg, i0=i0: guinier_sphere(q, i0=i0, rg=rg, background=1.0))
+        for rg, i0 in zip(rgs, i0s, strict=True)
+    ]
     rng = np.random.default_rng(2)
     frames = [rng.poisson(f * 50).astype(np.float32) / 50 for f in frames]  # high counts
     path = tmp_path / "kin.nxs"
     times = 10.0 + 2.5 * np.arange(6)
     write_nexus_stack(path, frames, times, geo=GEO)
-    summary, outputs = run_saxs([path], {"mode": "kinetics", "integration.q_bins": 100, "masks.beamstop": "none",
-                                         "kinetics.guinier_q_max": 0.1}, tmp_path / "job")
+    summary, outputs = run_saxs(
+        [path],
+        {"mode": "kinetics", "integration.q_bins": 100, "masks.beamstop": "none", "kinetics.guinier_q_max": 0.1},
+        tmp_path / "job",
+    )
     assert summary["mode"] == "kinetics" and summary["frames"] == 6
     assert summary["time_s"] == pytest.approx(list(times - times[0]))
     assert summary["guinier_fits_ok"] == 6
@@ -118,8 +136,7 @@ def _scan(tmp_path, truth_pos, xs, ys, files=3, drop=None):
     paths = []
     for k, part in enumerate(np.array_split(idx, files)):
         path = tmp_path / f"swing_scan_{k + 1:05d}.nxs"
-        write_nexus_stack(path, [frames[j] for j in part], None,
-                     positions={"tx": xs[part], "tz": ys[part]})
+        write_nexus_stack(path, [frames[j] for j in part], None, positions={"tx": xs[part], "tz": ys[part]})
         paths.append(path)
     return paths
 
@@ -171,8 +188,18 @@ def test_scan_map_recovers_the_peak_map(tmp_path):
 
 def test_cake_and_2d_image_outputs(tmp_path):
     img = write_tiff(tmp_path / "iso.tiff", GEO.image(lambda q: guinier_sphere(q, background=10)))
-    _summary, outputs = run_saxs([img], {**GEO.params(), "outputs.cake": True, "outputs.image_2d": True, "integration.chi_bins": 36,
-                                        "integration.q_bins": 50, "masks.beamstop": "none"}, tmp_path / "job")
+    _summary, outputs = run_saxs(
+        [img],
+        {
+            **GEO.params(),
+            "outputs.cake": True,
+            "outputs.image_2d": True,
+            "integration.chi_bins": 36,
+            "integration.q_bins": 50,
+            "masks.beamstop": "none",
+        },
+        tmp_path / "job",
+    )
     with h5py.File(outputs["cake.nxs"]) as f:
         cake = f["entry/cake/I"][()]
         q = f["entry/cake/Q"][()]

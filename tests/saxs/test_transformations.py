@@ -36,7 +36,7 @@ UNIT = {"mm": 1e-3, "m": 1.0}
 
 def _lab_positions() -> tuple[np.ndarray, np.ndarray]:
     """Lab (x, y, z) of every pixel centre, and the detector normal, from CHAIN."""
-    i, j = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    i, j = np.mgrid[0 : SHAPE[0], 0 : SHAPE[1]]
     p = np.stack([(j + 0.5) * PIX, (i + 0.5) * PIX, np.zeros(SHAPE)], axis=-1).reshape(-1, 3)
     normal = np.array([0.0, 0.0, 1.0])
     for _name, kind, value, units, vector, offset in CHAIN:  # innermost first
@@ -94,8 +94,9 @@ def test_chain_gives_pyfai_the_pixels_two_theta_and_chi(tmp_path):
     assert placement.chain[0].endswith("/beam_x") and len(placement.chain) == len(CHAIN)
     assert placement.pixel_sizes(info.geometry["pixel1_m"], None) == (pytest.approx(PIX), None)
     poni = placement.to_pyfai(PIX, PIX).as_tuple()
-    geo = Geometry(distance_m=0.25, wavelength_m=LAM * 1e-10, center_x_px=0, center_y_px=0, pixel1_m=PIX,
-                   pixel2_m=PIX, poni=poni)
+    geo = Geometry(
+        distance_m=0.25, wavelength_m=LAM * 1e-10, center_x_px=0, center_y_px=0, pixel1_m=PIX, pixel2_m=PIX, poni=poni
+    )
     ai = make_integrator(geo, SHAPE)
     p, normal = _lab_positions()
     tth_ref = np.arccos(p[..., 2] / np.linalg.norm(p, axis=-1))
@@ -108,9 +109,18 @@ def test_chain_gives_pyfai_the_pixels_two_theta_and_chi(tmp_path):
     corner = p[0, 0] - placement.matrix[:3, :3] @ np.array([PIX / 2, PIX / 2, 0])
     assert poni[0] == pytest.approx(float(np.dot(normal, corner)), rel=1e-9)
     # the tilt matters: the same beam centre and distance without it is far off
-    flat = make_integrator(Geometry(distance_m=0.25, wavelength_m=LAM * 1e-10, center_x_px=0, center_y_px=0,
-                                    pixel1_m=PIX, pixel2_m=PIX, poni=(*poni[:3], 0, 0, 0)),
-                           SHAPE)
+    flat = make_integrator(
+        Geometry(
+            distance_m=0.25,
+            wavelength_m=LAM * 1e-10,
+            center_x_px=0,
+            center_y_px=0,
+            pixel1_m=PIX,
+            pixel2_m=PIX,
+            poni=(*poni[:3], 0, 0, 0),
+        ),
+        SHAPE,
+    )
     assert np.abs(flat.center_array(SHAPE, unit="2th_rad", scale=False) - tth_ref).max() > 1e-3
 
 
@@ -122,7 +132,9 @@ def test_rings_on_a_tilted_detector_from_nexus_transformations(tmp_path):
     img = agbeh(q, width=0.002) * cos_incidence**3 * 50
     path = tmp_path / "agbeh_tilted.nxs"
     _write(path, np.stack([img, 2 * img]))
-    summary, outputs = run_saxs([path], {"mode": "azimuthal", "integration.q_bins": 600, "masks.beamstop": "none"}, tmp_path / "job")
+    summary, outputs = run_saxs(
+        [path], {"mode": "azimuthal", "integration.q_bins": 600, "masks.beamstop": "none"}, tmp_path / "job"
+    )
     assert summary["frames"] == 2
     with h5py.File(outputs["saxs_iq.h5"]) as f:
         entry = f[sorted(k for k in f if k.startswith("sasentry"))[0]]
@@ -146,7 +158,9 @@ def test_parameters_override_the_chain_and_bad_chains_are_named(tmp_path):
     path = tmp_path / "det.nxs"
     _write(path, np.ones((1, *SHAPE)))
     s0, _ = run_saxs([path], {"integration.q_bins": 50, "masks.beamstop": "none"}, tmp_path / "j0")
-    s1, _ = run_saxs([path], {"integration.q_bins": 50, "masks.beamstop": "none", "geometry.distance_mm": 400.0}, tmp_path / "j1")
+    s1, _ = run_saxs(
+        [path], {"integration.q_bins": 50, "masks.beamstop": "none", "geometry.distance_mm": 400.0}, tmp_path / "j1"
+    )
     # a longer distance: the same pixels see smaller angles
     assert s1["q_max"] < 0.75 * s0["q_max"]
     bad = [*CHAIN[:-1], ("distance", "shear", 1.0, "mm", (0, 0, 1), None)]
@@ -155,8 +169,16 @@ def test_parameters_override_the_chain_and_bad_chains_are_named(tmp_path):
     with pytest.raises(errors.InvalidInput, match=r"bad\.nxs.*shear"):
         run_saxs([path2], {"integration.q_bins": 50}, tmp_path / "j2")
     # a chain that cannot be used does not matter when the parameters give the geometry
-    s3, _ = run_saxs([path2], {"integration.q_bins": 50, "masks.beamstop": "none", "geometry.beam_center_px": [140, 130],
-                               "geometry.distance_mm": 250}, tmp_path / "j3")
+    s3, _ = run_saxs(
+        [path2],
+        {
+            "integration.q_bins": 50,
+            "masks.beamstop": "none",
+            "geometry.beam_center_px": [140, 130],
+            "geometry.distance_mm": 250,
+        },
+        tmp_path / "j3",
+    )
     assert s3["frames"] == 1
 
 
@@ -169,7 +191,8 @@ def test_a_poni_files_rot3_is_kept(tmp_path):
     poni.write_text(
         "poni_version: 2\n"
         f'Detector: Detector\nDetector_config: {{"pixel1": {PIX}, "pixel2": {PIX}, "max_shape": {list(SHAPE)}}}\n'
-        "Distance: 0.25\nPoni1: 0.02\nPoni2: 0.025\nRot1: 0.05\nRot2: -0.03\nRot3: 0.4\nWavelength: 1e-10\n")
+        "Distance: 0.25\nPoni1: 0.02\nPoni2: 0.025\nRot1: 0.05\nRot2: -0.03\nRot3: 0.4\nWavelength: 1e-10\n"
+    )
     ref = pyFAI.load(str(poni))
     ai = make_integrator(resolve_geometry(SHAPE, poni=poni), SHAPE)
     for unit in ("chi_rad", "2th_rad"):

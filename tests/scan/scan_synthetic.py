@@ -24,8 +24,16 @@ def synthetic_counts(
     slope: float = 20.0,
 ) -> np.ndarray:
     """Poisson counts of a peak (``area`` in counts x axis units) on a linear background."""
-    expected = model_curve(x, center=center, fwhm=fwhm, area=area, bg_level=background,
-                           bg_slope=slope, x_ref=float(np.mean(x)), fraction=FRACTION[model])
+    expected = model_curve(
+        x,
+        center=center,
+        fwhm=fwhm,
+        area=area,
+        bg_level=background,
+        bg_slope=slope,
+        x_ref=float(np.mean(x)),
+        fraction=FRACTION[model],
+    )
     return rng.poisson(expected).astype(float)
 
 

@@ -114,8 +114,7 @@ def _columns(n=31, **extra):
 
 
 def test_declared_axis_constant_picks_the_varying_one(tmp_path):
-    p = write_i16_file(tmp_path / "a.nxs", _columns(), declared_axis="chi",
-                       declared_signal="roi2_sum")
+    p = write_i16_file(tmp_path / "a.nxs", _columns(), declared_axis="chi", declared_signal="roi2_sum")
     s = read_scan(p)
     assert s.axis == "eta" and s.declared_axis == "chi"
 
@@ -123,8 +122,7 @@ def test_declared_axis_constant_picks_the_varying_one(tmp_path):
 def test_scan_command_wins_over_consequential_motors(tmp_path):
     """``scan sx ...`` where eta also drifts: the commanded sx is the axis."""
     cols = _columns(sx=np.linspace(0, 3, 31), eta=np.linspace(10, 10.001, 31) ** 2)
-    p = write_i16_file(tmp_path / "b.nxs", cols, scan_command="scan sx 0 3 0.1 pil3_100k 1",
-                       declared_axis="eta")
+    p = write_i16_file(tmp_path / "b.nxs", cols, scan_command="scan sx 0 3 0.1 pil3_100k 1", declared_axis="eta")
     assert read_scan(p).axis == "sx"
 
 
@@ -173,8 +171,7 @@ def test_not_hdf5_and_no_entry(tmp_path):
 
 
 def test_transmission_found_in_before_scan(tmp_path):
-    p = write_i16_file(tmp_path / "att.nxs", _columns(),
-                       before_scan={"gains_atten": 0.001, "Transmission": 0.001})
+    p = write_i16_file(tmp_path / "att.nxs", _columns(), before_scan={"gains_atten": 0.001, "Transmission": 0.001})
     assert read_scan(p).transmission == pytest.approx(0.001)
     p = write_i16_file(tmp_path / "noatt.nxs", _columns())
     s = read_scan(p)
@@ -182,9 +179,9 @@ def test_transmission_found_in_before_scan(tmp_path):
 
 
 def test_parse_scan_command():
-    assert parse_scan_command("scan eta 29.7 30.3 0.01 BeamOK pil3_100k 1 roi2") == (
-        ["eta"], None, "roi2")
+    assert parse_scan_command("scan eta 29.7 30.3 0.01 BeamOK pil3_100k 1 roi2") == (["eta"], None, "roi2")
     names, step, roi = parse_scan_command(
-        "scan hkl [0.97, 0.022, 0.11] [0.97, 0.022, 0.13] [0, 0, 0.001] MapperProc pil3_100k 1")
+        "scan hkl [0.97, 0.022, 0.11] [0.97, 0.022, 0.13] [0, 0, 0.001] MapperProc pil3_100k 1"
+    )
     assert names == ["hkl"] and step == [0.0, 0.0, 0.001] and roi is None
     assert parse_scan_command("") == ([], None, None)

@@ -14,8 +14,13 @@ def test_counting_sigma_has_a_floor_of_one_count():
 
 def test_transmission_time_and_ring_current():
     counts = np.array([0.0, 100.0, 400.0])
-    nm = normalise(counts, count_time=np.array([2.0, 2.0, 0.5]), transmission=0.01,
-                   ring_current=np.array([300.0, 150.0, 300.0]), ring_current_reference=300.0)
+    nm = normalise(
+        counts,
+        count_time=np.array([2.0, 2.0, 0.5]),
+        transmission=0.01,
+        ring_current=np.array([300.0, 150.0, 300.0]),
+        ring_current_reference=300.0,
+    )
     # 100 counts, 2 s, 1 % transmission, half the ring current: 100 / 2 / 0.01 * 2 = 10000
     assert nm.intensity.tolist() == pytest.approx([0.0, 10000.0, 80000.0])
     # sigma: sqrt(max(counts, 1)) through the same factors: 1/2/0.01, 10/2/0.01*2, 20/0.5/0.01

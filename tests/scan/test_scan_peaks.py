@@ -50,8 +50,7 @@ def test_fwhm_area_height_recovered(model):
     """A strong peak: FWHM, area, height and background come back within 3 sigma, and
     the reduced chi2 of a correct model is about 1."""
     rng = np.random.default_rng(7)
-    counts = synthetic_counts(rng, X, model=model, center=-0.1, fwhm=0.2, area=3000.0,
-                              background=50.0, slope=0.0)
+    counts = synthetic_counts(rng, X, model=model, center=-0.1, fwhm=0.2, area=3000.0, background=50.0, slope=0.0)
     fit = fit_peak(X, counts, counting_sigma(counts), model=model)
     assert abs(fit.center + 0.1) < 3 * fit.center_err
     assert abs(fit.fwhm - 0.2) < 3 * fit.fwhm_err
@@ -107,8 +106,7 @@ def test_flat_scan_is_flagged_flat():
 
 def test_peak_at_edge_is_flagged_edge():
     """A peak centred half a FWHM inside the last point: the scan misses its tail."""
-    counts = synthetic_counts(np.random.default_rng(11), X, center=0.85, fwhm=0.3,
-                              area=2000.0, background=50.0)
+    counts = synthetic_counts(np.random.default_rng(11), X, center=0.85, fwhm=0.3, area=2000.0, background=50.0)
     fit = fit_peak(X, counts, counting_sigma(counts), model="gaussian")
     assert abs(fit.center - 0.85) < 3 * fit.center_err
     assert "edge" in assess_peak(fit, X, edge_margin_fwhm=1.0)
@@ -143,8 +141,9 @@ def test_bad_data_gives_a_failed_fit_not_an_exception():
 def test_undersampled_peak_is_flagged_few_points():
     """A peak narrower than the step has fewer than 3 points within its FWHM."""
     x = np.linspace(-1, 1, 21)  # 0.1 steps
-    counts = synthetic_counts(np.random.default_rng(2), x, center=0.0, fwhm=0.12, area=500.0,
-                              background=20.0, slope=0.0)
+    counts = synthetic_counts(
+        np.random.default_rng(2), x, center=0.0, fwhm=0.12, area=500.0, background=20.0, slope=0.0
+    )
     fit = fit_peak(x, counts, counting_sigma(counts), model="gaussian")
     assert "few_points" in assess_peak(fit, x)
 
@@ -163,8 +162,9 @@ def test_good_fits_are_rarely_poor_fit():
 def test_wrong_model_and_underestimated_errors_are_poor_fit():
     """A Lorentzian peak fitted as a Gaussian with many counts, and errors 10x too small:
     chi^2 far beyond counting statistics is flagged."""
-    counts = synthetic_counts(np.random.default_rng(3), X, model="lorentzian", center=0.05,
-                              fwhm=0.3, area=60000.0, background=100.0)
+    counts = synthetic_counts(
+        np.random.default_rng(3), X, model="lorentzian", center=0.05, fwhm=0.3, area=60000.0, background=100.0
+    )
     fit = fit_peak(X, counts, counting_sigma(counts), model="gaussian")
     assert fit.chi2_reduced > 5
     assert "poor_fit" in assess_peak(fit, X)
@@ -176,8 +176,9 @@ def test_wrong_model_and_underestimated_errors_are_poor_fit():
 def test_negative_background_is_flagged():
     """Counts with a large negative offset (a bad dark subtraction): the fitted background
     is negative by many sigma."""
-    counts = synthetic_counts(np.random.default_rng(5), X, model="gaussian", center=0.0,
-                              fwhm=0.3, area=2000.0, background=50.0)
+    counts = synthetic_counts(
+        np.random.default_rng(5), X, model="gaussian", center=0.0, fwhm=0.3, area=2000.0, background=50.0
+    )
     sigma = counting_sigma(counts)
     fit = fit_peak(X, counts - 400.0, sigma, model="gaussian")
     assert fit.background < -3 * fit.background_err
@@ -190,13 +191,22 @@ def test_peak_narrower_than_step_and_outside_range():
     """A scan 10x coarser than the peak is flagged; a fit whose centre sits beyond the
     scanned range by many errors is flagged 'outside_range'."""
     coarse = np.linspace(-1.0, 1.0, 11)  # step 0.2
-    counts = synthetic_counts(np.random.default_rng(6), coarse, model="gaussian", center=0.0,
-                              fwhm=0.02, area=2000.0, background=10.0, slope=0.0)
+    counts = synthetic_counts(
+        np.random.default_rng(6),
+        coarse,
+        model="gaussian",
+        center=0.0,
+        fwhm=0.02,
+        area=2000.0,
+        background=10.0,
+        slope=0.0,
+    )
     fit = fit_peak(coarse, counts, counting_sigma(counts), model="gaussian")
     flags = assess_peak(fit, coarse)
     assert "narrower_than_step" in flags or "unfittable" in flags, flags
-    counts = synthetic_counts(np.random.default_rng(7), X, model="gaussian", center=1.3,
-                              fwhm=0.3, area=20000.0, background=20.0, slope=0.0)
+    counts = synthetic_counts(
+        np.random.default_rng(7), X, model="gaussian", center=1.3, fwhm=0.3, area=20000.0, background=20.0, slope=0.0
+    )
     fit = fit_peak(X, counts, counting_sigma(counts), model="gaussian")
     if fit.success and fit.center > X.max() + 3 * fit.center_err:
         assert "outside_range" in assess_peak(fit, X)

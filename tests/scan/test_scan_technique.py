@@ -27,15 +27,25 @@ class _Job:
     def __init__(self, result: kit.Result, out_dir: Path) -> None:
         self.result = result
         self.out_dir = out_dir
-        self.outputs = [SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format, role=o.role)
-                        for o in result.outputs if o.role != "provenance"]
+        self.outputs = [
+            SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format, role=o.role)
+            for o in result.outputs
+            if o.role != "provenance"
+        ]
 
 
 def _run(paths, tmp_path, shard=None, **raw):
     events = []
     out = tmp_path / "out"
-    result = kit.run(Technique, [str(p) for p in paths], raw, out, shard=shard, stores=Stores(tmp_path / "store"),
-                     progress=lambda stage, frac, msg: events.append((stage, frac)))
+    result = kit.run(
+        Technique,
+        [str(p) for p in paths],
+        raw,
+        out,
+        shard=shard,
+        stores=Stores(tmp_path / "store"),
+        progress=lambda stage, frac, msg: events.append((stage, frac)),
+    )
     json.dumps(result.summary, allow_nan=False)  # JSON-serialisable, no NaN
     return result.summary, _Job(result, out), events
 
@@ -162,13 +172,20 @@ def _synthetic_batch(tmp_path, temperatures):
     paths = []
     for i, t in enumerate(temperatures):
         x = np.linspace(29.7, 30.3, 41)
-        counts = synthetic_counts(np.random.default_rng(i), x, center=30.0 + 0.001 * t,
-                                  fwhm=0.05, area=200.0, background=30.0, slope=0.0)
+        counts = synthetic_counts(
+            np.random.default_rng(i), x, center=30.0 + 0.001 * t, fwhm=0.05, area=200.0, background=30.0, slope=0.0
+        )
         cols = {"eta": x, "roi2_sum": counts, "count_time": np.full(41, 2.0)}
-        paths.append(write_i16_file(
-            tmp_path / f"{1000 + i}.nxs", cols, declared_axis="eta",
-            scan_command="scan eta 29.7 30.3 0.015 pil3_100k 2 roi2",
-            before_scan={"Ta": t, "Transmission": 0.5}, entry_identifier=str(1000 + i)))
+        paths.append(
+            write_i16_file(
+                tmp_path / f"{1000 + i}.nxs",
+                cols,
+                declared_axis="eta",
+                scan_command="scan eta 29.7 30.3 0.015 pil3_100k 2 roi2",
+                before_scan={"Ta": t, "Transmission": 0.5},
+                entry_identifier=str(1000 + i),
+            )
+        )
     return paths
 
 

@@ -58,8 +58,9 @@ class Process:
         self.log = log
         self._fh = open(log, "ab")
         full_env = {**os.environ, "PANREDUCE_LOG_FORMAT": "text", **(env or {})}
-        self.proc = subprocess.Popen([*panreduce_command(), *args], stdout=self._fh, stderr=subprocess.STDOUT,
-                                     env=full_env)
+        self.proc = subprocess.Popen(
+            [*panreduce_command(), *args], stdout=self._fh, stderr=subprocess.STDOUT, env=full_env
+        )
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -97,7 +98,10 @@ def wait_serving(address: str, timeout: float = 60.0, process: Process | None = 
             if process is not None and process.proc.poll() is not None:
                 raise AssertionError(f"{address} exited {process.proc.returncode}:\n{process.output()[-3000:]}")
             try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             except grpc.RpcError:
                 pass
@@ -106,8 +110,10 @@ def wait_serving(address: str, timeout: float = 60.0, process: Process | None = 
 
 
 def service(technique: str, port: int, store: Path, log_dir: Path, *extra: str) -> Process:
-    proc = Process(["service", technique, "--port", str(port), "--store", str(store), "--insecure", *extra],
-                   log_dir / f"service-{port}.log")
+    proc = Process(
+        ["service", technique, "--port", str(port), "--store", str(store), "--insecure", *extra],
+        log_dir / f"service-{port}.log",
+    )
     return proc
 
 

@@ -72,8 +72,13 @@ class Platform:
 
 
 @contextmanager
-def platform(tmp_path: Path, *, tokens: list[dict] | None = None, prefixes: list[str] | None = None,
-             job_store: object | None = None) -> Iterator[Platform]:
+def platform(
+    tmp_path: Path,
+    *,
+    tokens: list[dict] | None = None,
+    prefixes: list[str] | None = None,
+    job_store: object | None = None,
+) -> Iterator[Platform]:
     """A scan service and a gateway in front of it, both real gRPC servers on loopback;
     ``job_store``: the gateway's job table (default in memory)."""
     data = tmp_path / "data"
@@ -82,8 +87,9 @@ def platform(tmp_path: Path, *, tokens: list[dict] | None = None, prefixes: list
     stores = Stores(tmp_path / "store")
     service = start_technique(registry.load("scan"), stores=stores)
     access = Access([StaticTokens(tokens)] if tokens else [], prefixes=prefixes or [])
-    gateway = GatewayService({"scan": service.address}, stores=stores, config=GatewayConfig(access=access),
-                             store=job_store)
+    gateway = GatewayService(
+        {"scan": service.address}, stores=stores, config=GatewayConfig(access=access), store=job_store
+    )
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)
     try:

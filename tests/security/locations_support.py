@@ -106,16 +106,23 @@ def two_proposals(tmp_path: Path, job_store: JobStore | None = None) -> Iterator
     write_nexus(data / "propA" / "mine.nxs", 2.0)
     write_nexus(data / "propB" / "secret.nxs", SECRET, SECRET_TEXT)
     tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tokens": [
-        {"token": "token-a", "subject": "alice", "proposals": ["propA"]},
-        {"token": "token-b", "subject": "bob", "proposals": ["propB"]},
-    ]}))
+    tokens.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"token": "token-a", "subject": "alice", "proposals": ["propA"]},
+                    {"token": "token-b", "subject": "bob", "proposals": ["propB"]},
+                ]
+            }
+        )
+    )
     access = Access([StaticTokens.from_file(tokens)], prefixes=[str(data) + "/{proposal}/"])
     stores = Stores(tmp_path / "store")
     toy = start_technique(Toy, stores=stores)
     h5 = start_technique(H5Sum, stores=stores)
-    gateway = GatewayService({"toy": toy.address, "h5sum": h5.address}, stores=stores, store=job_store,
-                             config=GatewayConfig(access=access))
+    gateway = GatewayService(
+        {"toy": toy.address, "h5sum": h5.address}, stores=stores, store=job_store, config=GatewayConfig(access=access)
+    )
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)
     a = Client(gw.address, token="token-a", timeout=30)

@@ -37,18 +37,32 @@ def access_for(root: Path) -> Access:
 
 
 @contextmanager
-def toy_platform(root: Path, *, service_token: str | None = SERVICE_TOKEN, gateway_token: str | None = None,
-                 access: Access | None = None, store=None, scope_signer=None, scope_verifier=None):
+def toy_platform(
+    root: Path,
+    *,
+    service_token: str | None = SERVICE_TOKEN,
+    gateway_token: str | None = None,
+    access: Access | None = None,
+    store=None,
+    scope_signer=None,
+    scope_verifier=None,
+):
     """A toy service (requiring ``service_token``; verifying signed scopes with
     ``scope_verifier`` when given) and a gateway in front of it (sending ``gateway_token``,
     default the same; signing with ``scope_signer``). Yields (service, gateway server,
     gateway service)."""
     stores = Stores(root / "store")
-    service = start_technique(Toy, stores=stores, service_token=service_token, max_running=4,
-                              scope_verifier=scope_verifier)
+    service = start_technique(
+        Toy, stores=stores, service_token=service_token, max_running=4, scope_verifier=scope_verifier
+    )
     config = GatewayConfig(access=access or Access(), scope_signer=scope_signer)
-    gateway = GatewayService({"toy": service.address}, stores=stores, config=config, store=store,
-                             service_token=gateway_token if gateway_token is not None else service_token)
+    gateway = GatewayService(
+        {"toy": service.address},
+        stores=stores,
+        config=config,
+        store=store,
+        service_token=gateway_token if gateway_token is not None else service_token,
+    )
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)
     try:

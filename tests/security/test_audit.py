@@ -27,9 +27,11 @@ def decisions(caplog) -> list[dict]:
 @pytest.mark.parametrize("kind", STORES)
 def test_every_decision_is_one_audit_record(tmp_path, caplog, kind, request):
     files = proposal_data(tmp_path)
-    with job_store(kind, tmp_path, request) as store, \
-            toy_platform(tmp_path, access=access_for(tmp_path), store=store) as (_, gw, _), \
-            caplog.at_level(logging.INFO, logger="panreduce.audit"):
+    with (
+        job_store(kind, tmp_path, request) as store,
+        toy_platform(tmp_path, access=access_for(tmp_path), store=store) as (_, gw, _),
+        caplog.at_level(logging.INFO, logger="panreduce.audit"),
+    ):
         with Client(gw.address, timeout=30) as anonymous, pytest.raises(errors.Unauthenticated):
             anonymous.list_jobs()
         with Client(gw.address, token="alice-token", timeout=30) as alice:
@@ -53,8 +55,13 @@ def test_every_decision_is_one_audit_record(tmp_path, caplog, kind, request):
 
 def test_audit_fields_never_grow_with_the_callers_input(caplog):
     with caplog.at_level(logging.INFO, logger="panreduce.audit"):
-        doc = audit.decision(subject="s" * 10_000, resource="/x/" + "a" * 1_000_000, allowed=False,
-                             reason="r" * 50_000, rpc="GetMetadata")
+        doc = audit.decision(
+            subject="s" * 10_000,
+            resource="/x/" + "a" * 1_000_000,
+            allowed=False,
+            reason="r" * 50_000,
+            rpc="GetMetadata",
+        )
     assert max(len(str(v)) for v in doc.values()) < audit.MAX_FIELD + 20
     assert len(caplog.records[-1].getMessage()) < 2_000
     assert caplog.records[-1].levelno == logging.WARNING  # denials stand out

@@ -24,9 +24,18 @@ def test_cancel_of_a_long_ptychographic_reconstruction_stops_within_2s(tmp_path)
     service = start_technique(registry.load("ptychography"), stores=Stores(tmp_path / "store"))
     try:
         with Client(service.address, timeout=60) as client:
-            job = client.submit("ptychography", [str(scan)],
-                                {"iterations": 10_000, "ml_iterations": 0, "convergence": {"stop": False},
-                                 "plots": False, "device": "cpu"}, str(tmp_path / "out"))
+            job = client.submit(
+                "ptychography",
+                [str(scan)],
+                {
+                    "iterations": 10_000,
+                    "ml_iterations": 0,
+                    "convergence": {"stop": False},
+                    "plots": False,
+                    "device": "cpu",
+                },
+                str(tmp_path / "out"),
+            )
             seen = wait_for(lambda: client.get_job(job.job_id).progress.fraction > 0.05, 120)
             assert seen, f"the job never reached its iterations: {client.get_job(job.job_id)}"
             time.sleep(0.5)

@@ -42,8 +42,7 @@ def test_service_tls_is_off_by_default_and_mounted_everywhere_when_on():
         assert env["PANREDUCE_SERVICE_TLS_DIR"] == "/etc/panreduce/service-tls", name
         assert env["PANREDUCE_SERVICE_TLS_SERVER_NAME"] == "panreduce-services"
         assert env["PANREDUCE_SERVICE_TOKEN_FILE"]  # mTLS comes on top of the token
-        assert {"name": "service-tls", "mountPath": "/etc/panreduce/service-tls", "readOnly": True} \
-            in c["volumeMounts"]
+        assert {"name": "service-tls", "mountPath": "/etc/panreduce/service-tls", "readOnly": True} in c["volumeMounts"]
         volume = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "service-tls")
         assert volume["secret"]["secretName"] == f"{RELEASE}-service-tls"
     for name, dep in techniques.items():

@@ -7,14 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_support import (
-    assert_cancel_stops_within,
-    free_port,
-    gateway,
-    service,
-    wait_for,
-    wait_serving,
-)
+from faults_support import assert_cancel_stops_within, free_port, gateway, service, wait_for, wait_serving
 
 from panreduce import registry
 from panreduce.client import Client, make_request
@@ -26,8 +19,15 @@ from panreduce.v1 import reduce_pb2 as pb
 # A SIRT job of a real tooth slice, reconstructed at 128 x 128: ~0.1 s an iteration, so
 # 60 iterations run for several seconds, long enough to be hit mid-job.
 def long_job(tooth: Path, iterations: int = 60) -> dict:
-    return {"slice_start": 0, "slice_stop": 1, "previews": 0, "algorithm": "sirt", "iterations": iterations,
-            "size": 128, "center": 296.0}
+    return {
+        "slice_start": 0,
+        "slice_stop": 1,
+        "previews": 0,
+        "algorithm": "sirt",
+        "iterations": iterations,
+        "size": 128,
+        "center": 296.0,
+    }
 
 
 def submit_one(client: Client, inputs: list[str], params: dict, output: str) -> pb.Job:
@@ -62,9 +62,19 @@ def test_cancel_of_a_long_iterative_reconstruction_stops_within_2s(algorithm, da
     service = start_technique(registry.load("tomography"), stores=Stores(tmp_path / "store"))
     try:
         with Client(service.address, timeout=60) as client:
-            job = client.submit("tomography", [str(tooth)],
-                                {"slice_start": 0, "slice_stop": 1, "previews": 0, "algorithm": algorithm,
-                                 "iterations": 10_000, "center": 296.0}, str(tmp_path / "out"))
+            job = client.submit(
+                "tomography",
+                [str(tooth)],
+                {
+                    "slice_start": 0,
+                    "slice_stop": 1,
+                    "previews": 0,
+                    "algorithm": algorithm,
+                    "iterations": 10_000,
+                    "center": 296.0,
+                },
+                str(tmp_path / "out"),
+            )
             seen = wait_for(lambda: client.get_job(job.job_id).progress.stage == "reconstruct", 60)
             assert seen, f"the job never reached its reconstruction: {client.get_job(job.job_id)}"
             time.sleep(0.5)  # well inside the iterations
@@ -209,8 +219,9 @@ def test_orphaned_scratch_is_cleaned_at_service_start(tmp_path):
     with open(live / ".lock", "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         other = ScratchArea(root)  # a replica already running in this process
-        service = start_technique(registry.load("tomography"), stores=Stores(tmp_path / "store"),
-                                  scratch_root=tmp_path / "scratch")
+        service = start_technique(
+            registry.load("tomography"), stores=Stores(tmp_path / "store"), scratch_root=tmp_path / "scratch"
+        )
         try:
             assert not (root / "server-dead").exists(), "the orphaned scratch was left behind"
             assert live.is_dir() and other.path.is_dir(), "a live server's scratch was removed"
@@ -397,8 +408,11 @@ def test_serve_exits_within_its_drain_on_sigterm_while_a_long_job_runs(tmp_path,
     tooth = dataset("tomo/tooth/tooth.h5")
     port = free_port()
     store = tmp_path / "store"
-    proc = Process(["serve", "--techniques", "tomography", "--port", str(port), "--store", str(store),
-                    "--drain-seconds", "1"], tmp_path / "serve.log", env={"TMPDIR": str(tmp_path)})
+    proc = Process(
+        ["serve", "--techniques", "tomography", "--port", str(port), "--store", str(store), "--drain-seconds", "1"],
+        tmp_path / "serve.log",
+        env={"TMPDIR": str(tmp_path)},
+    )
     try:
         wait_serving(f"127.0.0.1:{port}", 90, proc)
         with Client(f"127.0.0.1:{port}", timeout=30) as client:
@@ -434,8 +448,23 @@ def test_a_replica_resumes_the_jobs_of_a_sigtermd_gateway(pg_database, platform_
     os.environ.update(env)  # the gateway processes inherit it
     try:
         ports = [free_port(), free_port()]
-        gws = [_start(d, gateway([f"tomography=127.0.0.1:{sp}"], p, d["store"], d["logs"], "--db", pg_database,
-                                 "--drain-seconds", "1"), p) for p in ports]
+        gws = [
+            _start(
+                d,
+                gateway(
+                    [f"tomography=127.0.0.1:{sp}"],
+                    p,
+                    d["store"],
+                    d["logs"],
+                    "--db",
+                    pg_database,
+                    "--drain-seconds",
+                    "1",
+                ),
+                p,
+            )
+            for p in ports
+        ]
     finally:
         for k, v in old.items():
             if v is None:

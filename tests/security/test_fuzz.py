@@ -15,21 +15,52 @@ from stores_support import STORES, job_store
 from panreduce.v1 import reduce_pb2 as pb
 
 SERVER_FAULTS = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
 
 _alphabet = st.characters(codec="utf-8", exclude_categories=("Cs",))
-nasty = st.sampled_from(["", "\x00", "..", "../../etc/passwd", "%2e%2e/", "file://[::1", "s3://", "upload://",
-                         "upload://x/../../y", "/", "~", "*", "\\", "\u202e", "\ufeff", "😀" * 50,
-                         "a" * 5000, "0x10", "-1", "NaN", "file:///dev/zero", "file:///proc/self/environ"])
+nasty = st.sampled_from(
+    [
+        "",
+        "\x00",
+        "..",
+        "../../etc/passwd",
+        "%2e%2e/",
+        "file://[::1",
+        "s3://",
+        "upload://",
+        "upload://x/../../y",
+        "/",
+        "~",
+        "*",
+        "\\",
+        "\u202e",
+        "\ufeff",
+        "😀" * 50,
+        "a" * 5000,
+        "0x10",
+        "-1",
+        "NaN",
+        "file:///dev/zero",
+        "file:///proc/self/environ",
+    ]
+)
 text = st.one_of(nasty, st.text(_alphabet, max_size=40), st.text(_alphabet, min_size=300, max_size=600))
 json_value = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**60, 2**60),
-              text),
+    st.one_of(
+        st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**60), 2**60), text
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-    max_leaves=8)
-params = st.dictionaries(st.one_of(st.sampled_from(["model", "signal", "axis", "min_points", "edge_margin_fwhm",
-                                                    "plots", "series_axis"]), text), json_value, max_size=4)
+    max_leaves=8,
+)
+params = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["model", "signal", "axis", "min_points", "edge_margin_fwhm", "plots", "series_axis"]), text
+    ),
+    json_value,
+    max_size=4,
+)
 uint32 = st.one_of(st.sampled_from([0, 1, 2, 2**31, 2**32 - 1]), st.integers(0, 2**32 - 1))
 uint64 = st.one_of(st.sampled_from([0, 1, 2**63, 2**64 - 1]), st.integers(0, 2**64 - 1))
 
@@ -48,12 +79,20 @@ def _check(code: grpc.StatusCode, details: str, what: str) -> None:
 
 @st.composite
 def reduce_requests(draw, scan: str):
-    inputs = draw(st.one_of(st.lists(st.one_of(text, st.just(scan), st.just("file://" + scan)), max_size=4),
-                            st.just([scan] * 10_001)))
-    req = pb.ReduceRequest(technique=draw(st.one_of(st.just("scan"), text)), inputs=inputs,
-                           output=draw(st.one_of(st.just(""), text, st.just(scan), st.just(scan + "/x"))),
-                           idempotency_key=draw(st.one_of(st.just(""), text)),
-                           split=draw(uint32), merge=draw(st.booleans()), validate_only=draw(st.booleans()))
+    inputs = draw(
+        st.one_of(
+            st.lists(st.one_of(text, st.just(scan), st.just("file://" + scan)), max_size=4), st.just([scan] * 10_001)
+        )
+    )
+    req = pb.ReduceRequest(
+        technique=draw(st.one_of(st.just("scan"), text)),
+        inputs=inputs,
+        output=draw(st.one_of(st.just(""), text, st.just(scan), st.just(scan + "/x"))),
+        idempotency_key=draw(st.one_of(st.just(""), text)),
+        split=draw(uint32),
+        merge=draw(st.booleans()),
+        validate_only=draw(st.booleans()),
+    )
     try:
         req.parameters.update(draw(params))
     except (ValueError, TypeError):
@@ -86,15 +125,35 @@ def test_fuzzed_job_calls_listing_and_transfers(plat, where):
     stub = plat.stub(getattr(plat, where))
 
     @SETTINGS
-    @given(job_id=text, seq=uint64, token=text, size=uint32, state=st.integers(0, 2**31 - 1), name=text,
-           uri=st.one_of(text, st.just(str(plat.scan))), offset=uint64, labels=st.dictionaries(text, text, max_size=3))
+    @given(
+        job_id=text,
+        seq=uint64,
+        token=text,
+        size=uint32,
+        state=st.integers(0, 2**31 - 1),
+        name=text,
+        uri=st.one_of(text, st.just(str(plat.scan))),
+        offset=uint64,
+        labels=st.dictionaries(text, text, max_size=3),
+    )
     def one(job_id, seq, token, size, state, name, uri, offset, labels):
         calls = [
             ("GetJob", stub.GetJob, pb.GetJobRequest(job_id=job_id)),
             ("Cancel", stub.Cancel, pb.CancelRequest(job_id=job_id)),
             ("Watch", stub.Watch, pb.WatchRequest(job_id=job_id, after_seq=seq)),
-            ("ListJobs", stub.ListJobs, pb.ListJobsRequest(page_token=token, page_size=size, state=state,
-                                                          labels=labels, owner=name, sample=name, technique=name)),
+            (
+                "ListJobs",
+                stub.ListJobs,
+                pb.ListJobsRequest(
+                    page_token=token,
+                    page_size=size,
+                    state=state,
+                    labels=labels,
+                    owner=name,
+                    sample=name,
+                    technique=name,
+                ),
+            ),
             ("Download", stub.Download, pb.DownloadRequest(uri=uri, offset=offset)),
             ("GetMetadata", stub.GetMetadata, pb.MetadataRequest(uri=uri)),
             ("Describe", stub.Describe, pb.DescribeRequest(technique=name)),
@@ -129,19 +188,51 @@ def pair(request, tmp_path_factory):
         f["entry1/scan_command"] = f"scan eta -1 1 0.0667 pil 1 {MARKER}"
     (data / "pA" / "to-b.nxs").symlink_to(data / "pB" / "scan.nxs")
     (data / "pA" / "bdir").symlink_to(data / "pB", target_is_directory=True)
-    tokens = [{"token": "token-alice", "subject": "alice", "proposals": ["pA"]},
-              {"token": "token-bob", "subject": "bob", "proposals": ["pB"]}]
-    with job_store(request.param, root, request) as store, \
-            platform(root, tokens=tokens, prefixes=[str(data) + "/{proposal}/"], job_store=store) as p:
+    tokens = [
+        {"token": "token-alice", "subject": "alice", "proposals": ["pA"]},
+        {"token": "token-bob", "subject": "bob", "proposals": ["pB"]},
+    ]
+    with (
+        job_store(request.param, root, request) as store,
+        platform(root, tokens=tokens, prefixes=[str(data) + "/{proposal}/"], job_store=store) as p,
+    ):
         yield p, data
 
 
 def _locations(data):
-    heads = st.sampled_from([f"{data}/pA/", f"file://{data}/pA/", f"{data}/", f"file://{data}/", "upload://pB/",
-                             "upload://pA/", f"{data}/pB/", "", "/"])
-    tails = st.sampled_from(["scan.nxs", "../pB/scan.nxs", "%2e%2e/pB/scan.nxs", "%2E%2E/pB/", "%252e%252e/pB/",
-                             "to-b.nxs", "bdir/", "bdir/scan.nxs", "", ".", "./scan.nxs", "x%00", "pB/scan.nxs",
-                             "pA/../pB/scan.nxs", "%70B/scan.nxs", "scan.nxs/"])
+    heads = st.sampled_from(
+        [
+            f"{data}/pA/",
+            f"file://{data}/pA/",
+            f"{data}/",
+            f"file://{data}/",
+            "upload://pB/",
+            "upload://pA/",
+            f"{data}/pB/",
+            "",
+            "/",
+        ]
+    )
+    tails = st.sampled_from(
+        [
+            "scan.nxs",
+            "../pB/scan.nxs",
+            "%2e%2e/pB/scan.nxs",
+            "%2E%2E/pB/",
+            "%252e%252e/pB/",
+            "to-b.nxs",
+            "bdir/",
+            "bdir/scan.nxs",
+            "",
+            ".",
+            "./scan.nxs",
+            "x%00",
+            "pB/scan.nxs",
+            "pA/../pB/scan.nxs",
+            "%70B/scan.nxs",
+            "scan.nxs/",
+        ]
+    )
     return st.one_of(st.builds(lambda h, t: h + t, heads, tails), text)
 
 
@@ -163,8 +254,12 @@ def test_fuzzed_locations_never_read_or_write_another_proposal(pair):
         assert MARKER not in details and MARKER not in answer, what
 
     @SETTINGS
-    @given(inputs=st.lists(locs, min_size=1, max_size=3), output=st.one_of(st.just(""), locs),
-           uri=locs, follow=st.booleans())
+    @given(
+        inputs=st.lists(locs, min_size=1, max_size=3),
+        output=st.one_of(st.just(""), locs),
+        uri=locs,
+        follow=st.booleans(),
+    )
     def one(inputs, output, uri, follow):
         req = pb.ReduceRequest(technique="scan", inputs=inputs, output=output)
         what = f"{'Reduce' if follow else 'Submit'} {inputs} -> {output!r}"

@@ -30,6 +30,7 @@ def make_store(request, tmp_path):
             if not shared:
                 shared.append(MemoryJobStore())
             return shared[0]
+
         yield memory
     elif request.param == "sqlite":
         yield lambda: SqliteJobStore(tmp_path / "jobs.sqlite")
@@ -42,6 +43,7 @@ def make_store(request, tmp_path):
         def pg():
             opened.append(PostgresJobStore(dsn))
             return opened[-1]
+
         yield pg
         for s in opened:
             s.close()
@@ -49,9 +51,11 @@ def make_store(request, tmp_path):
 
 def test_racing_callers_each_get_their_own_job(tmp_path, make_store):
     files = proposal_data(tmp_path)
-    with toy_platform(tmp_path, access=access_for(tmp_path), store=make_store()) as (_, gw, gateway), \
-            Client(gw.address, token="alice-token", timeout=30) as alice, \
-            Client(gw.address, token="bob-token", timeout=30) as bob:
+    with (
+        toy_platform(tmp_path, access=access_for(tmp_path), store=make_store()) as (_, gw, gateway),
+        Client(gw.address, token="alice-token", timeout=30) as alice,
+        Client(gw.address, token="bob-token", timeout=30) as bob,
+    ):
         for trial in range(10):
             key = f"fresh-{trial}"
             barrier = threading.Barrier(2)
@@ -61,8 +65,10 @@ def test_racing_callers_each_get_their_own_job(tmp_path, make_store):
                 barrier.wait()
                 got[name] = client.submit("toy", [str(files[proposal])], {}, "", idempotency_key=key)
 
-            threads = [threading.Thread(target=submit, args=("alice", alice, "pA")),
-                       threading.Thread(target=submit, args=("bob", bob, "pB"))]
+            threads = [
+                threading.Thread(target=submit, args=("alice", alice, "pA")),
+                threading.Thread(target=submit, args=("bob", bob, "pB")),
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -80,16 +86,17 @@ def test_racing_callers_each_get_their_own_job(tmp_path, make_store):
 
 def test_one_after_the_other_a_key_tells_nothing_and_a_reuse_must_match(tmp_path, make_store):
     files = proposal_data(tmp_path)
-    with toy_platform(tmp_path, access=access_for(tmp_path), store=make_store()) as (_, gw, _), \
-            Client(gw.address, token="alice-token", timeout=30) as alice, \
-            Client(gw.address, token="bob-token", timeout=30) as bob:
+    with (
+        toy_platform(tmp_path, access=access_for(tmp_path), store=make_store()) as (_, gw, _),
+        Client(gw.address, token="alice-token", timeout=30) as alice,
+        Client(gw.address, token="bob-token", timeout=30) as bob,
+    ):
         b_job = bob.submit("toy", [str(files["pB"])], {"scale": 3.0}, "", idempotency_key="run-1")
         a_job = alice.submit("toy", [str(files["pA"])], {}, "", idempotency_key="run-1")
         assert a_job.job_id != b_job.job_id and a_job.owner == "alice"
         # the same request again: the first job
         assert alice.submit("toy", [str(files["pA"])], {}, "", idempotency_key="run-1").job_id == a_job.job_id
-        assert bob.submit("toy", [str(files["pB"])], {"scale": 3.0}, "",
-                          idempotency_key="run-1").job_id == b_job.job_id
+        assert bob.submit("toy", [str(files["pB"])], {"scale": 3.0}, "", idempotency_key="run-1").job_id == b_job.job_id
         # the same key, another request: ALREADY_EXISTS naming the key (and only the caller's own job)
         with pytest.raises(errors.AlreadyExists, match="run-1") as caught:
             alice.submit("toy", [str(files["pA"])], {"scale": 2.0}, "", idempotency_key="run-1")
@@ -107,8 +114,7 @@ def test_two_connections_race_on_one_key_and_agree(make_store):
     winners = []
 
     def take(i: int) -> None:
-        job = pb.Job(job_id=f"j{i}", technique="toy", state=pb.QUEUED, created=now_ts(), owner="alice",
-                     proposal="pA")
+        job = pb.Job(job_id=f"j{i}", technique="toy", state=pb.QUEUED, created=now_ts(), owner="alice", proposal="pA")
         job.request.idempotency_key = "k"
         barrier.wait()
         stored, digest = stores[i % 2].add_idempotent(job, "digest-a")
@@ -138,9 +144,11 @@ def test_an_old_sqlite_table_is_migrated(tmp_path):
     old.request.idempotency_key = "k"
     with sqlite3.connect(path) as db:
         db.execute(OLD_SQLITE_JOBS)
-        db.execute("INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job)"
-                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", ("old1", "toy", old.state, 1, "bob", "pB", "k",
-                                                        old.SerializeToString()))
+        db.execute(
+            "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("old1", "toy", old.state, 1, "bob", "pB", "k", old.SerializeToString()),
+        )
     store = SqliteJobStore(path)
     assert store.get("old1").owner == "bob"
     assert store.find_idempotent("k", proposal="pB", owner="bob") == (old, "")  # no digest kept: matches any
@@ -156,13 +164,18 @@ def test_an_old_postgresql_table_is_migrated(pg_database):
     from panreduce_gateway.pgstore import PostgresJobStore
 
     with psycopg.connect(pg_database, autocommit=True) as db:
-        db.execute("CREATE TABLE jobs (job_id TEXT PRIMARY KEY, technique TEXT NOT NULL, state INTEGER NOT NULL,"
-                   " created_ns BIGINT NOT NULL, finished_ns BIGINT NOT NULL DEFAULT 0, owner TEXT NOT NULL DEFAULT '',"
-                   " proposal TEXT NOT NULL DEFAULT '', idempotency_key TEXT UNIQUE,"
-                   " runner TEXT NOT NULL DEFAULT '', job BYTEA NOT NULL)")
+        db.execute(
+            "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, technique TEXT NOT NULL, state INTEGER NOT NULL,"
+            " created_ns BIGINT NOT NULL, finished_ns BIGINT NOT NULL DEFAULT 0, owner TEXT NOT NULL DEFAULT '',"
+            " proposal TEXT NOT NULL DEFAULT '', idempotency_key TEXT UNIQUE,"
+            " runner TEXT NOT NULL DEFAULT '', job BYTEA NOT NULL)"
+        )
         old = pb.Job(job_id="old1", technique="toy", state=pb.SUCCEEDED, owner="bob", proposal="pB")
-        db.execute("INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job)"
-                   " VALUES ('old1', 'toy', 3, 1, 'bob', 'pB', 'k', %s)", (old.SerializeToString(),))
+        db.execute(
+            "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job)"
+            " VALUES ('old1', 'toy', 3, 1, 'bob', 'pB', 'k', %s)",
+            (old.SerializeToString(),),
+        )
     store = PostgresJobStore(pg_database)
     try:
         new = pb.Job(job_id="new1", technique="toy", state=pb.QUEUED, created=now_ts(), owner="alice", proposal="pA")

@@ -173,9 +173,11 @@ def test_memory_error_in_a_job_is_resource_exhausted_not_internal():
 @pytest.mark.parametrize("address", ["gateway", "service"])
 def test_nul_and_over_long_upload_names(plat, address):
     stub = plat.stub(getattr(plat, address))
-    for name, field_text in (("a\x00b.nxs", "contains a NUL character"),
-                             ("n" * 300 + ".nxs", "304 bytes is over the limit of 255 bytes"),
-                             ("é" * 200, "400 bytes is over the limit of 255 bytes")):
+    for name, field_text in (
+        ("a\x00b.nxs", "contains a NUL character"),
+        ("n" * 300 + ".nxs", "304 bytes is over the limit of 255 bytes"),
+        ("é" * 200, "400 bytes is over the limit of 255 bytes"),
+    ):
         code, _, err = status_of(stub.Upload, iter(upload_chunks(name)), timeout=10)
         assert code == INVALID
         assert violations_of(err) == {"header.name": field_text}
@@ -186,13 +188,15 @@ def test_nul_and_over_long_upload_names(plat, address):
 @pytest.mark.parametrize("address", ["gateway", "service"])
 def test_job_ids_and_uris_over_their_limits(plat, address):
     stub = plat.stub(getattr(plat, address))
-    for call, request in ((stub.GetJob, pb.GetJobRequest(job_id="j" * 10_000)),
-                          (stub.Cancel, pb.CancelRequest(job_id="j" * 10_000)),
-                          (stub.Watch, pb.WatchRequest(job_id="j" * 10_000)),
-                          (stub.GetJob, pb.GetJobRequest(job_id="ab\x00cd")),
-                          (stub.Download, pb.DownloadRequest(uri="file:///" + "d" * 10_000)),
-                          (stub.GetMetadata, pb.MetadataRequest(uri="/" + "m" * 10_000)),
-                          (stub.GetMetadata, pb.MetadataRequest(uri="file://[::1/x.nxs"))):
+    for call, request in (
+        (stub.GetJob, pb.GetJobRequest(job_id="j" * 10_000)),
+        (stub.Cancel, pb.CancelRequest(job_id="j" * 10_000)),
+        (stub.Watch, pb.WatchRequest(job_id="j" * 10_000)),
+        (stub.GetJob, pb.GetJobRequest(job_id="ab\x00cd")),
+        (stub.Download, pb.DownloadRequest(uri="file:///" + "d" * 10_000)),
+        (stub.GetMetadata, pb.MetadataRequest(uri="/" + "m" * 10_000)),
+        (stub.GetMetadata, pb.MetadataRequest(uri="file://[::1/x.nxs")),
+    ):
         code, details, _ = status_of(call, request, timeout=10)
         assert code == INVALID, (call, details)
         assert len(details) < 2000
@@ -202,9 +206,15 @@ def test_error_details_never_echo_unbounded_input():
     """However long the caller's text, a status's message, metadata and violations stay
     within a few KB, so gRPC's metadata limit never turns them into RESOURCE_EXHAUSTED."""
     long = "ü" * 100_000
-    for exc in (errors.InputNotFound(long), errors.JobNotFound(long), errors.ObjectNotFound(long),
-                errors.UnknownTechnique(long, ["scan"]), errors.InvalidInput(long, "broken"),
-                errors.InvalidRequest(long), errors.InvalidParameters([errors.FieldViolation(long, long)] * 50)):
+    for exc in (
+        errors.InputNotFound(long),
+        errors.JobNotFound(long),
+        errors.ObjectNotFound(long),
+        errors.UnknownTechnique(long, ["scan"]),
+        errors.InvalidInput(long, "broken"),
+        errors.InvalidRequest(long),
+        errors.InvalidParameters([errors.FieldViolation(long, long)] * 50),
+    ):
         status = rpc.status_of_failure(rpc.failure_of(exc))
         assert len(status.SerializeToString()) < 6000, type(exc).__name__
         assert len(status.message.encode()) <= rpc.MAX_ERROR_MESSAGE_BYTES + 40
@@ -216,7 +226,9 @@ def test_error_details_never_echo_unbounded_input():
 def test_long_echoed_values_reach_the_caller_intact_as_a_status(plat):
     """A 50 KB unknown technique name: NOT_FOUND with a clipped message, not
     RESOURCE_EXHAUSTED from an oversized trailer."""
-    code, details, _err = status_of(plat.stub(plat.service).Describe, pb.DescribeRequest(technique="t" * 50), timeout=10)
+    code, details, _err = status_of(
+        plat.stub(plat.service).Describe, pb.DescribeRequest(technique="t" * 50), timeout=10
+    )
     assert code == grpc.StatusCode.NOT_FOUND
     name = "€" * 50_000
     req = pb.ReduceRequest(technique="scan", inputs=["/nonexistent/" + name[:1000]])

@@ -26,26 +26,29 @@ def site(request, tmp_path):
 
 
 # -- the one resolution, as a function ---------------------------------------------------
-@pytest.mark.parametrize(("uri", "error", "words"), [
-    ("file:///data/propA/%2e%2e/propB/secret.nxs", errors.PermissionDenied, "'..'"),
-    ("file:///data/propA/%2E%2E/propB/secret.nxs", errors.PermissionDenied, "'..'"),
-    ("file:///data/propA/.%2E/propB/", errors.PermissionDenied, "'..'"),
-    ("file:///data/propA/%252e%252e/propB/secret.nxs", errors.InvalidRequest, "decoding once"),
-    ("/data/propA/%2e%2e/propB/secret.nxs", errors.InvalidRequest, "plain path"),
-    ("/data/propA/../propB/secret.nxs", errors.PermissionDenied, "'..'"),
-    ("/data/propA//x", errors.InvalidRequest, "empty path segments"),
-    ("file:///data/propA/x%00.nxs", errors.InvalidRequest, r"U\+0000"),
-    ("/data/propA/x\x00.nxs", errors.InvalidRequest, r"U\+0000"),
-    ("file:///data/propA/x%0a.nxs", errors.InvalidRequest, r"U\+000A"),
-    ("file:///data/propA/x%3F.nxs", errors.InvalidRequest, r"'\?'"),
-    ("file:///data/propA/x%ff.nxs", errors.InvalidRequest, "not UTF-8"),
-    ("file:///data/propA/x.nxs?y", errors.InvalidRequest, "query"),
-    ("file://evil/data/propA/x.nxs", errors.InvalidRequest, "no host"),
-    ("file:///data/propA/%5c..%5cpropB", errors.PermissionDenied, "backslash"),
-    ("upload://propA/%2e%2e/propB/", errors.PermissionDenied, "'..'"),
-    ("upload://%2e%2e/etc/", errors.PermissionDenied, "'..'"),
-    ("s3://bucket/propA/%2e%2e/propB/k", errors.PermissionDenied, "'..'"),
-])
+@pytest.mark.parametrize(
+    ("uri", "error", "words"),
+    [
+        ("file:///data/propA/%2e%2e/propB/secret.nxs", errors.PermissionDenied, "'..'"),
+        ("file:///data/propA/%2E%2E/propB/secret.nxs", errors.PermissionDenied, "'..'"),
+        ("file:///data/propA/.%2E/propB/", errors.PermissionDenied, "'..'"),
+        ("file:///data/propA/%252e%252e/propB/secret.nxs", errors.InvalidRequest, "decoding once"),
+        ("/data/propA/%2e%2e/propB/secret.nxs", errors.InvalidRequest, "plain path"),
+        ("/data/propA/../propB/secret.nxs", errors.PermissionDenied, "'..'"),
+        ("/data/propA//x", errors.InvalidRequest, "empty path segments"),
+        ("file:///data/propA/x%00.nxs", errors.InvalidRequest, r"U\+0000"),
+        ("/data/propA/x\x00.nxs", errors.InvalidRequest, r"U\+0000"),
+        ("file:///data/propA/x%0a.nxs", errors.InvalidRequest, r"U\+000A"),
+        ("file:///data/propA/x%3F.nxs", errors.InvalidRequest, r"'\?'"),
+        ("file:///data/propA/x%ff.nxs", errors.InvalidRequest, "not UTF-8"),
+        ("file:///data/propA/x.nxs?y", errors.InvalidRequest, "query"),
+        ("file://evil/data/propA/x.nxs", errors.InvalidRequest, "no host"),
+        ("file:///data/propA/%5c..%5cpropB", errors.PermissionDenied, "backslash"),
+        ("upload://propA/%2e%2e/propB/", errors.PermissionDenied, "'..'"),
+        ("upload://%2e%2e/etc/", errors.PermissionDenied, "'..'"),
+        ("s3://bucket/propA/%2e%2e/propB/k", errors.PermissionDenied, "'..'"),
+    ],
+)
 def test_resolve_refuses_what_decoding_once_would_not_settle(uri, error, words):
     with pytest.raises(error, match=words):
         locations.resolve(uri)
@@ -102,9 +105,15 @@ def test_the_store_opens_only_resolved_locations(tmp_path):
 def test_escaped_dot_dot_never_reaches_b(site):
     data, a = site.data, site.a
     secret = f"file://{data}/propA/%2e%2e/propB/secret.npy"
-    for uri in (secret, secret.replace("%2e%2e", "%2E%2E"), secret.replace("%2e%2e", "%252e%252e"),
-                f"file://{data}/propA/..%2fpropB/secret.npy", f"{data}/propA/../propB/secret.npy",
-                f"file://{data}//propB/secret.npy", f"file://{data}/propA/%00/../propB/secret.npy"):
+    for uri in (
+        secret,
+        secret.replace("%2e%2e", "%2E%2E"),
+        secret.replace("%2e%2e", "%252e%252e"),
+        f"file://{data}/propA/..%2fpropB/secret.npy",
+        f"{data}/propA/../propB/secret.npy",
+        f"file://{data}//propB/secret.npy",
+        f"file://{data}/propA/%00/../propB/secret.npy",
+    ):
         refused(lambda uri=uri: a.reduce("toy", [uri], {}))
         refused(lambda uri=uri: a.metadata(uri.replace("secret.npy", "secret.nxs")))
         refused(lambda uri=uri: a.download(uri, site.data / "propA" / "stolen"))
@@ -114,8 +123,11 @@ def test_escaped_dot_dot_never_reaches_b(site):
 
 def test_outputs_cannot_be_written_into_b(site):
     data, a = site.data, site.a
-    for out in (f"file://{data}/propA/%2e%2e/propB/x/", f"file://{data}/propA/%252e%252e/propB/x/",
-                f"{data}/propAB/x/"):
+    for out in (
+        f"file://{data}/propA/%2e%2e/propB/x/",
+        f"file://{data}/propA/%252e%252e/propB/x/",
+        f"{data}/propAB/x/",
+    ):
         refused(lambda out=out: a.reduce("toy", [str(data / "propA" / "v.npy")], {}, out))
     (data / "propA" / "to-b").symlink_to(data / "propB")
     refused(lambda: a.reduce("toy", [str(data / "propA" / "v.npy")], {}, str(data / "propA" / "to-b" / "x")))
@@ -162,9 +174,14 @@ def test_uploads_of_b_stay_b(site):
     theirs = b.upload(data / "propB" / "secret.npy")
     assert theirs.uri.startswith("upload://propB/")
     ns_id = theirs.uri.split("/")[3]
-    for uri in ("upload://propA/%2e%2e/propB/", f"upload://propA/%2e%2e/propB/{ns_id}/secret.npy",
-                "upload://propA/%252e%252e/propB/", "upload://propB/", theirs.uri,
-                theirs.uri.replace("upload://propB/", "upload://%70ropB/")):
+    for uri in (
+        "upload://propA/%2e%2e/propB/",
+        f"upload://propA/%2e%2e/propB/{ns_id}/secret.npy",
+        "upload://propA/%252e%252e/propB/",
+        "upload://propB/",
+        theirs.uri,
+        theirs.uri.replace("upload://propB/", "upload://%70ropB/"),
+    ):
         refused(lambda uri=uri: a.reduce("toy", [uri], {}))
         refused(lambda uri=uri: a.download(uri, data / "propA" / "stolen.npy"))
         refused(lambda uri=uri: a.metadata(uri))
@@ -193,8 +210,12 @@ def test_download_of_b_results_is_refused(site_on_store):
     job = b.reduce("toy", [str(data / "propB" / "secret.npy")], {}, str(data / "propB" / "out"))
     assert job.summary["total"] == pytest.approx(3 * SECRET)
     target = job.outputs[0].uri
-    for uri in (target, "file://" + target, target.replace("/propB/", "/propA/../propB/"),
-                "file://" + target.replace("/propB/", "/propA/%2e%2e/propB/")):
+    for uri in (
+        target,
+        "file://" + target,
+        target.replace("/propB/", "/propA/../propB/"),
+        "file://" + target.replace("/propB/", "/propA/%2e%2e/propB/"),
+    ):
         refused(lambda uri=uri: a.download(uri, data / "propA" / "stolen.nxs"))
     (data / "propA" / "to-out").symlink_to(Path(target).parent)
     refused(lambda: a.download(str(data / "propA" / "to-out" / Path(target).name), data / "propA" / "stolen.nxs"))
@@ -213,8 +234,34 @@ def test_any_location_resolves_to_a_fixpoint_or_is_a_caller_error(tmp_path):
 
     uploads = tmp_path / "uploads"
     (uploads / "propA").mkdir(parents=True)
-    pieces = st.sampled_from(["propA", "propB", "..", ".", "", "%2e", "%2E%2e", "%252e", "%2f", "%00", "%0a", "%ff",
-                              "%", "a b", "%20", "?", "#", "\\", "\x00", "x.nxs", "%3f", "~", "é", "%c3%a9"])
+    pieces = st.sampled_from(
+        [
+            "propA",
+            "propB",
+            "..",
+            ".",
+            "",
+            "%2e",
+            "%2E%2e",
+            "%252e",
+            "%2f",
+            "%00",
+            "%0a",
+            "%ff",
+            "%",
+            "a b",
+            "%20",
+            "?",
+            "#",
+            "\\",
+            "\x00",
+            "x.nxs",
+            "%3f",
+            "~",
+            "é",
+            "%c3%a9",
+        ]
+    )
     schemes = st.sampled_from(["", "file://", "file:///", "upload://", "s3://", "FILE://", "/"])
 
     @settings(max_examples=600, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))

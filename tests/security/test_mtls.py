@@ -41,18 +41,25 @@ def _name(cn: str) -> x509.Name:
 
 
 def _pem_key(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def make_ca(cn: str):
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     return key, cert
 
 
@@ -62,15 +69,29 @@ def issue(ca, cn: str, folder: Path) -> Path:
     ca_key, ca_cert = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME), x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName(SERVER_NAME),
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (folder / "tls.key").write_bytes(_pem_key(key))
@@ -81,21 +102,27 @@ def issue(ca, cn: str, folder: Path) -> Path:
 @pytest.fixture
 def pki(tmp_path):
     ca, rogue = make_ca("panreduce test CA"), make_ca("someone else's CA")
-    return {"service": issue(ca, SERVER_NAME, tmp_path / "pki" / "service"),
-            "gateway": issue(ca, "panreduce-gateway", tmp_path / "pki" / "gateway"),
-            "rogue": issue(rogue, "panreduce-gateway", tmp_path / "pki" / "rogue")}
+    return {
+        "service": issue(ca, SERVER_NAME, tmp_path / "pki" / "service"),
+        "gateway": issue(ca, "panreduce-gateway", tmp_path / "pki" / "gateway"),
+        "rogue": issue(rogue, "panreduce-gateway", tmp_path / "pki" / "rogue"),
+    }
 
 
 def _describe(channel: grpc.Channel, token: str | None = SERVICE_TOKEN) -> pb.DescribeResponse:
     stub = pb_grpc.ReducerStub(channel)
-    return stub.Describe(pb.DescribeRequest(), timeout=5,
-                         metadata=[(SERVICE_TOKEN_HEADER, token)] if token else None)
+    return stub.Describe(pb.DescribeRequest(), timeout=5, metadata=[(SERVICE_TOKEN_HEADER, token)] if token else None)
 
 
 def test_only_clients_with_a_certificate_of_the_ca_are_served(tmp_path, pki):
     tls = ServiceTLS.from_dir(pki["service"])
-    service = start_technique(Toy, stores=Stores(tmp_path / "store"), service_token=SERVICE_TOKEN,
-                              service_tls=tls, health_address="127.0.0.1:0")
+    service = start_technique(
+        Toy,
+        stores=Stores(tmp_path / "store"),
+        service_token=SERVICE_TOKEN,
+        service_tls=tls,
+        health_address="127.0.0.1:0",
+    )
     target = f"127.0.0.1:{service.port}"
     override = [("grpc.ssl_target_name_override", SERVER_NAME)]
     try:
@@ -110,8 +137,9 @@ def test_only_clients_with_a_certificate_of_the_ca_are_served(tmp_path, pki):
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         # a client certificate signed by another CA
         rogue = ServiceTLS.from_dir(pki["rogue"])
-        rogue_creds = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=rogue.key,
-                                                   certificate_chain=rogue.cert)
+        rogue_creds = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca, private_key=rogue.key, certificate_chain=rogue.cert
+        )
         with grpc.secure_channel(target, rogue_creds, options=override) as ch, pytest.raises(grpc.RpcError) as caught:
             _describe(ch)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -137,13 +165,19 @@ def test_only_clients_with_a_certificate_of_the_ca_are_served(tmp_path, pki):
 def test_gateway_reaches_its_services_over_mtls_and_a_rogue_gateway_does_not(tmp_path, pki):
     files = proposal_data(tmp_path)
     stores = Stores(tmp_path / "store")
-    service = start_technique(Toy, stores=stores, service_token=SERVICE_TOKEN,
-                              service_tls=ServiceTLS.from_dir(pki["service"]))
+    service = start_technique(
+        Toy, stores=stores, service_token=SERVICE_TOKEN, service_tls=ServiceTLS.from_dir(pki["service"])
+    )
     servers, gateways = [], []
     try:
         for which in ("gateway", "rogue"):
-            config = GatewayConfig(access=access_for(tmp_path), service_token=SERVICE_TOKEN, service_wait=2, queue_max=0,
-                                   service_tls=ServiceTLS.from_dir(pki[which], server_name=SERVER_NAME))
+            config = GatewayConfig(
+                access=access_for(tmp_path),
+                service_token=SERVICE_TOKEN,
+                service_wait=2,
+                queue_max=0,
+                service_tls=ServiceTLS.from_dir(pki[which], server_name=SERVER_NAME),
+            )
             gateway = GatewayService({"toy": f"127.0.0.1:{service.port}"}, stores=stores, config=config)
             gw = start_server(gateway, name="gateway", manager=gateway.manager)
             gw.set_serving(True)
@@ -168,8 +202,13 @@ def test_gateway_reaches_its_services_over_mtls_and_a_rogue_gateway_does_not(tmp
 
 def test_service_tls_folder_problems_are_one_clear_error(tmp_path, pki):
     assert service_tls_setting(None, env={}) is None
-    assert service_tls_setting(None, env={"PANREDUCE_SERVICE_TLS_DIR": str(pki["service"]),
-                                          "PANREDUCE_SERVICE_TLS_SERVER_NAME": SERVER_NAME}).server_name == SERVER_NAME
+    assert (
+        service_tls_setting(
+            None,
+            env={"PANREDUCE_SERVICE_TLS_DIR": str(pki["service"]), "PANREDUCE_SERVICE_TLS_SERVER_NAME": SERVER_NAME},
+        ).server_name
+        == SERVER_NAME
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(errors.InvalidRequest, match=r"tls\.crt"):
@@ -191,10 +230,25 @@ def test_service_cli_with_mtls_starts_without_a_token(tmp_path, pki):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    proc = subprocess.Popen([sys.executable, "-m", "panreduce.kit", "scan", "--port", str(ports[0]),
-                             "--health-port", str(ports[1]), "--store", str(tmp_path / "store"),
-                             "--service-tls-dir", str(pki["service"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "panreduce.kit",
+            "scan",
+            "--port",
+            str(ports[0]),
+            "--health-port",
+            str(ports[1]),
+            "--store",
+            str(tmp_path / "store"),
+            "--service-tls-dir",
+            str(pki["service"]),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{ports[1]}") as ch:
             grpc.channel_ready_future(ch).result(timeout=60)

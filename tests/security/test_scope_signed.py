@@ -20,13 +20,7 @@ from service_support import SERVICE_TOKEN, access_for, proposal_data, toy_platfo
 from panreduce import errors
 from panreduce.client import Client, make_request
 from panreduce.scope import SCOPE_HEADER, Scope
-from panreduce.scopekey import (
-    ScopeSigner,
-    ScopeVerifier,
-    generate_pem,
-    signer_setting,
-    verifier_setting,
-)
+from panreduce.scopekey import ScopeSigner, ScopeVerifier, generate_pem, signer_setting, verifier_setting
 from panreduce.serving import JOB_ID_HEADER, PROPOSAL_HEADER, SERVICE_TOKEN_HEADER
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
@@ -71,8 +65,11 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
     signer, verifier = keys
     files = proposal_data(tmp_path)
     anywhere = Scope.anywhere().encode()
-    with signed_platform(tmp_path, signer, verifier) as (service, gw, _), \
-            grpc.insecure_channel(service.address) as channel, caplog.at_level(logging.INFO, "panreduce.audit"):
+    with (
+        signed_platform(tmp_path, signer, verifier) as (service, gw, _),
+        grpc.insecure_channel(service.address) as channel,
+        caplog.at_level(logging.INFO, "panreduce.audit"),
+    ):
         stub = pb_grpc.ReducerStub(channel)
         req_b = pb.ReduceRequest(technique="toy", inputs=[str(files["pB"])])
         req_a = pb.ReduceRequest(technique="toy", inputs=[str(files["pA"])])
@@ -84,8 +81,9 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
             return _code(lambda: stub.Reduce(req, metadata=md, timeout=20))
 
         def good(req, job="j-x", **kw):
-            return signer.sign(subject="alice", proposals=["pA"], admin=False, rpc="Reduce", scope=anywhere,
-                               job=job, request=req, **kw)
+            return signer.sign(
+                subject="alice", proposals=["pA"], admin=False, rpc="Reduce", scope=anywhere, job=job, request=req, **kw
+            )
 
         other_private, _ = generate_pem()
         intruder = ScopeSigner(other_private)
@@ -93,19 +91,38 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
             "no scope": reduce(req_b, None),
             "unsigned scope (the old JSON)": reduce(req_b, anywhere),
             "made up": reduce(req_b, "v1.e30.AAAA"),
-            "signed by another key": reduce(req_b, intruder.sign(subject="alice", proposals=["pA"], admin=True,
-                                                                  rpc="Reduce", scope=anywhere, job="j-x",
-                                                                  request=req_b)),
+            "signed by another key": reduce(
+                req_b,
+                intruder.sign(
+                    subject="alice",
+                    proposals=["pA"],
+                    admin=True,
+                    rpc="Reduce",
+                    scope=anywhere,
+                    job="j-x",
+                    request=req_b,
+                ),
+            ),
             "expired (replayed later)": reduce(req_b, good(req_b, now=time.time() - 3600)),
             "job X's statement on job Y": reduce(req_b, good(req_b, job="j-x"), job="j-y"),
             "job X's request, another request": reduce(req_b, good(req_a)),
-            "for Submit, used on Reduce": reduce(req_b, signer.sign(subject="alice", proposals=["pA"], admin=False,
-                                                                    rpc="Submit", scope=anywhere, job="j-x",
-                                                                    request=req_b)),
+            "for Submit, used on Reduce": reduce(
+                req_b,
+                signer.sign(
+                    subject="alice",
+                    proposals=["pA"],
+                    admin=False,
+                    rpc="Submit",
+                    scope=anywhere,
+                    job="j-x",
+                    request=req_b,
+                ),
+            ),
             "for pA, call names pB": reduce(req_b, good(req_b), proposal="pB"),
             "scope widened in the payload": reduce(req_b, _tamper(good(req_b), scope="*")),
-            "expiry pushed out in the payload": reduce(req_b, _tamper(good(req_b, now=time.time() - 3600),
-                                                                      exp=time.time() + 3600)),
+            "expiry pushed out in the payload": reduce(
+                req_b, _tamper(good(req_b, now=time.time() - 3600), exp=time.time() + 3600)
+            ),
             "admin set in the payload": reduce(req_b, _tamper(good(req_b), admin=True)),
         }
         for what, (code, details) in cases.items():
@@ -122,8 +139,13 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
         assert reduce(req_a, value)[0] == grpc.StatusCode.OK
         code, details = reduce(req_a, value)
         assert code == grpc.StatusCode.PERMISSION_DENIED and "replayed" in details
-        denied = [r for r in caplog.records if r.name == "panreduce.audit" and '"allowed": false' in r.getMessage()
-                  and "scope statement" in r.getMessage()]
+        denied = [
+            r
+            for r in caplog.records
+            if r.name == "panreduce.audit"
+            and '"allowed": false' in r.getMessage()
+            and "scope statement" in r.getMessage()
+        ]
         assert len(denied) >= len(cases) + 1  # every refusal audited
         # and the honest path, through the gateway, signs and is served
         with Client(gw.address, token="alice-token") as alice:
@@ -136,16 +158,28 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
 def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, keys):
     signer, verifier = keys
     files = proposal_data(tmp_path)
-    with signed_platform(tmp_path, signer, verifier) as (service, _, _), \
-            grpc.insecure_channel(service.address) as channel:
+    with (
+        signed_platform(tmp_path, signer, verifier) as (service, _, _),
+        grpc.insecure_channel(service.address) as channel,
+    ):
         stub = pb_grpc.ReducerStub(channel)
         ids = {}
         for proposal in ("pA", "pB"):
             req = make_request("toy", [str(files[proposal])], {"steps": 300, "step_seconds": 0.1})
-            st = signer.sign(subject=proposal, proposals=[proposal], admin=False, rpc="Submit", scope="*",
-                             job=f"j-{proposal}", request=req)
-            job = stub.Submit(req, metadata=[TOKEN, (PROPOSAL_HEADER, proposal), (JOB_ID_HEADER, f"j-{proposal}"),
-                                             (SCOPE_HEADER, st)], timeout=20)
+            st = signer.sign(
+                subject=proposal,
+                proposals=[proposal],
+                admin=False,
+                rpc="Submit",
+                scope="*",
+                job=f"j-{proposal}",
+                request=req,
+            )
+            job = stub.Submit(
+                req,
+                metadata=[TOKEN, (PROPOSAL_HEADER, proposal), (JOB_ID_HEADER, f"j-{proposal}"), (SCOPE_HEADER, st)],
+                timeout=20,
+            )
             ids[proposal] = job.job_id
 
         def call(rpc, request, proposals=("pA",), admin=False):
@@ -154,27 +188,68 @@ def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, k
             return _code(lambda: method(request, metadata=[TOKEN, (SCOPE_HEADER, st)], timeout=5))
 
         # the token alone sees nothing
-        for rpc, request in [("ListJobs", pb.ListJobsRequest()), ("GetJob", pb.GetJobRequest(job_id=ids["pA"])),
-                             ("Cancel", pb.CancelRequest(job_id=ids["pA"]))]:
+        for rpc, request in [
+            ("ListJobs", pb.ListJobsRequest()),
+            ("GetJob", pb.GetJobRequest(job_id=ids["pA"])),
+            ("Cancel", pb.CancelRequest(job_id=ids["pA"])),
+        ]:
             code, _ = _code(lambda r=rpc, q=request: getattr(stub, r)(q, metadata=[TOKEN], timeout=5))
             assert code == grpc.StatusCode.UNAUTHENTICATED, rpc
-        listing = stub.ListJobs(pb.ListJobsRequest(), metadata=[TOKEN, (SCOPE_HEADER, signer.sign(
-            subject="x", proposals=["pA"], admin=False, rpc="ListJobs", scope="*", request=pb.ListJobsRequest()))])
+        listing = stub.ListJobs(
+            pb.ListJobsRequest(),
+            metadata=[
+                TOKEN,
+                (
+                    SCOPE_HEADER,
+                    signer.sign(
+                        subject="x",
+                        proposals=["pA"],
+                        admin=False,
+                        rpc="ListJobs",
+                        scope="*",
+                        request=pb.ListJobsRequest(),
+                    ),
+                ),
+            ],
+        )
         assert [j.job_id for j in listing.jobs] == [ids["pA"]]
-        for rpc, request in [("GetJob", pb.GetJobRequest(job_id=ids["pB"])),
-                             ("Cancel", pb.CancelRequest(job_id=ids["pB"])),
-                             ("Watch", pb.WatchRequest(job_id=ids["pB"]))]:
+        for rpc, request in [
+            ("GetJob", pb.GetJobRequest(job_id=ids["pB"])),
+            ("Cancel", pb.CancelRequest(job_id=ids["pB"])),
+            ("Watch", pb.WatchRequest(job_id=ids["pB"])),
+        ]:
             code, details = call(rpc, request)
             assert code == grpc.StatusCode.NOT_FOUND, (rpc, code, details)
         assert call("GetJob", pb.GetJobRequest(job_id=ids["pA"]))[0] == grpc.StatusCode.OK
         # a statement for GetJob does not list
-        st = signer.sign(subject="x", proposals=["pA"], admin=False, rpc="GetJob", scope="*",
-                         request=pb.GetJobRequest(job_id=ids["pA"]))
+        st = signer.sign(
+            subject="x",
+            proposals=["pA"],
+            admin=False,
+            rpc="GetJob",
+            scope="*",
+            request=pb.GetJobRequest(job_id=ids["pA"]),
+        )
         code, _ = _code(lambda: stub.ListJobs(pb.ListJobsRequest(), metadata=[TOKEN, (SCOPE_HEADER, st)]))
         assert code == grpc.StatusCode.PERMISSION_DENIED
         # the admin's statement sees and cancels every proposal's job
-        admin_list = stub.ListJobs(pb.ListJobsRequest(), metadata=[TOKEN, (SCOPE_HEADER, signer.sign(
-            subject="root", proposals=[], admin=True, rpc="ListJobs", scope="*", request=pb.ListJobsRequest()))])
+        admin_list = stub.ListJobs(
+            pb.ListJobsRequest(),
+            metadata=[
+                TOKEN,
+                (
+                    SCOPE_HEADER,
+                    signer.sign(
+                        subject="root",
+                        proposals=[],
+                        admin=True,
+                        rpc="ListJobs",
+                        scope="*",
+                        request=pb.ListJobsRequest(),
+                    ),
+                ),
+            ],
+        )
         assert sorted(j.job_id for j in admin_list.jobs) == sorted(ids.values())
         for proposal in ("pA", "pB"):
             code, _ = call("Cancel", pb.CancelRequest(job_id=ids[proposal]), proposals=(), admin=True)
@@ -213,11 +288,21 @@ def test_an_rsa_key_and_its_certificate_as_a_chart_makes_them(tmp_path):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "panreduce-scope")])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    signer = ScopeSigner(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    signer = ScopeSigner(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
     verifier = ScopeVerifier(cert.public_bytes(serialization.Encoding.PEM))
     st = signer.sign(subject="a", proposals=["p"], admin=False, rpc="Cancel", scope="*")
     assert verifier.verify(st, rpc="Cancel").subject == "a"
@@ -228,7 +313,9 @@ def test_an_rsa_key_and_its_certificate_as_a_chart_makes_them(tmp_path):
 def test_the_embedded_platform_signs_with_a_key_of_its_own(tmp_path):
     from panreduce_gateway.embedded import Platform
 
-    with Platform(techniques=[], store_root=tmp_path / "s") as one, Platform(techniques=[],
-                                                                             store_root=tmp_path / "t") as other:
+    with (
+        Platform(techniques=[], store_root=tmp_path / "s") as one,
+        Platform(techniques=[], store_root=tmp_path / "t") as other,
+    ):
         assert one.scope_signer.public_pem != other.scope_signer.public_pem
     assert dataclasses.is_dataclass(GatewayConfig)

@@ -43,8 +43,11 @@ def every_rpc(stub: pb_grpc.ReducerStub, data: Path, metadata):
     yield "GetMetadata", lambda: stub.GetMetadata(pb.MetadataRequest(uri=str(data)), **kw)
 
 
-@pytest.mark.parametrize("given", [None, "wrong-token-of-the-same-length-0123456789ab", SERVICE_TOKEN[:-1]],
-                         ids=["none", "wrong", "truncated"])
+@pytest.mark.parametrize(
+    "given",
+    [None, "wrong-token-of-the-same-length-0123456789ab", SERVICE_TOKEN[:-1]],
+    ids=["none", "wrong", "truncated"],
+)
 def test_every_rpc_without_the_service_token_is_unauthenticated(tmp_path, given):
     data = proposal_data(tmp_path)["pA"]
     with toy_platform(tmp_path) as (service, _, _), grpc.insecure_channel(service.address) as channel:
@@ -71,18 +74,27 @@ def test_the_right_token_is_served(tmp_path):
         stub = pb_grpc.ReducerStub(channel)
         md = [(SERVICE_TOKEN_HEADER, SERVICE_TOKEN), (SCOPE_HEADER, "*")]  # a data call names its scope
         assert stub.Describe(pb.DescribeRequest(), metadata=md, timeout=10).techniques[0].name == "toy"
-        events = list(stub.Reduce(pb.ReduceRequest(technique="toy", inputs=[str(data)],
-                                                   output=str(tmp_path / "direct")), metadata=md, timeout=30))
+        events = list(
+            stub.Reduce(
+                pb.ReduceRequest(technique="toy", inputs=[str(data)], output=str(tmp_path / "direct")),
+                metadata=md,
+                timeout=30,
+            )
+        )
         assert events[-1].result.summary["total"] == 10.0
 
 
 @pytest.mark.parametrize("kind", STORES)
 def test_gateway_with_the_token_works_end_to_end_and_names_the_caller(tmp_path, caplog, kind, request):
     files = proposal_data(tmp_path)
-    with job_store(kind, tmp_path, request) as store, \
-            toy_platform(tmp_path, access=access_for(tmp_path), store=store) as (_, gw, _):
-        with caplog.at_level(logging.INFO, logger="panreduce.kit"), Client(gw.address, token="bob-token",
-                                                                           timeout=30) as c:
+    with (
+        job_store(kind, tmp_path, request) as store,
+        toy_platform(tmp_path, access=access_for(tmp_path), store=store) as (_, gw, _),
+    ):
+        with (
+            caplog.at_level(logging.INFO, logger="panreduce.kit"),
+            Client(gw.address, token="bob-token", timeout=30) as c,
+        ):
             result = c.reduce("toy", [str(files["pB"])], {"scale": 2.0}, str(tmp_path / "data" / "pB" / "out"))
         assert result.summary["total"] == 200.0  # (10+20+30+40) x 2
         accepted = [r for r in caplog.records if r.name == "panreduce.kit" and "accepted for" in r.getMessage()]
@@ -91,8 +103,10 @@ def test_gateway_with_the_token_works_end_to_end_and_names_the_caller(tmp_path, 
 
 def test_gateway_with_a_wrong_token_is_a_server_fault_not_the_callers(tmp_path):
     files = proposal_data(tmp_path)
-    with toy_platform(tmp_path, gateway_token="not-the-service-token-0123456789") as (_, gw, _), \
-            Client(gw.address, timeout=30) as c:
+    with (
+        toy_platform(tmp_path, gateway_token="not-the-service-token-0123456789") as (_, gw, _),
+        Client(gw.address, timeout=30) as c,
+    ):
         with pytest.raises(errors.InternalError, match="service token"):
             c.submit("toy", [str(files["pA"])], {}, str(tmp_path / "o"))
 

@@ -37,8 +37,12 @@ def _code(call) -> tuple[grpc.StatusCode, str]:
 
 def alice_scope(root, stores: Stores, job_id: str = "j-test") -> Scope:
     """What the gateway sends for alice (proposal pA)."""
-    return job_scope(access_for(root).allowed("pA"), uploads=stores.uploads.root, proposal="pA",
-                     extra=[stores.default_output(job_id), stores.scratch_uri(job_id)])
+    return job_scope(
+        access_for(root).allowed("pA"),
+        uploads=stores.uploads.root,
+        proposal="pA",
+        extra=[stores.default_output(job_id), stores.scratch_uri(job_id)],
+    )
 
 
 def test_a_token_holder_is_refused_other_proposals_paths_at_the_service(tmp_path):
@@ -62,23 +66,38 @@ def test_a_token_holder_is_refused_other_proposals_paths_at_the_service(tmp_path
 
         # the token alone, without the gateway's scope: no data call is served
         for what, call in [
-            ("Reduce", lambda: stub.Reduce(pb.ReduceRequest(technique="toy", inputs=[str(files["pA"])]),
-                                           metadata=[token], timeout=10)),
-            ("Submit", lambda: stub.Submit(pb.ReduceRequest(technique="toy", inputs=[str(files["pA"])]),
-                                           metadata=[token], timeout=10)),
-            ("Download", lambda: stub.Download(pb.DownloadRequest(uri=str(files["pB"])), metadata=[token],
-                                               timeout=10)),
-            ("GetMetadata", lambda: stub.GetMetadata(pb.MetadataRequest(uri=str(files["pB"])), metadata=[token],
-                                                     timeout=10)),
+            (
+                "Reduce",
+                lambda: stub.Reduce(
+                    pb.ReduceRequest(technique="toy", inputs=[str(files["pA"])]), metadata=[token], timeout=10
+                ),
+            ),
+            (
+                "Submit",
+                lambda: stub.Submit(
+                    pb.ReduceRequest(technique="toy", inputs=[str(files["pA"])]), metadata=[token], timeout=10
+                ),
+            ),
+            ("Download", lambda: stub.Download(pb.DownloadRequest(uri=str(files["pB"])), metadata=[token], timeout=10)),
+            (
+                "GetMetadata",
+                lambda: stub.GetMetadata(pb.MetadataRequest(uri=str(files["pB"])), metadata=[token], timeout=10),
+            ),
         ]:
             code, details = _code(call)
             assert code == grpc.StatusCode.PERMISSION_DENIED, (what, code, details)
             assert SCOPE_HEADER in details
         # alice's scope naming bob's data, every way
         attacks = [
-            [str(files["pB"])], ["file://" + str(files["pB"])], [str(b) + "/"],
-            ["file://" + str(a) + "/%2e%2e/pB/x.npy"], [str(a / "to-b.npy")], [str(a / "b-folder") + "/"],
-            [str(a / "b-folder" / "x.npy")], [str(mixed) + "/"], [str(files["pA"]), str(files["pB"])],
+            [str(files["pB"])],
+            ["file://" + str(files["pB"])],
+            [str(b) + "/"],
+            ["file://" + str(a) + "/%2e%2e/pB/x.npy"],
+            [str(a / "to-b.npy")],
+            [str(a / "b-folder") + "/"],
+            [str(a / "b-folder" / "x.npy")],
+            [str(mixed) + "/"],
+            [str(files["pA"]), str(files["pB"])],
         ]
         for inputs in attacks:
             code, details = reduce(inputs)
@@ -88,8 +107,10 @@ def test_a_token_holder_is_refused_other_proposals_paths_at_the_service(tmp_path
         assert code == grpc.StatusCode.PERMISSION_DENIED
         assert not (b / "stolen").exists()
         for uri in (str(files["pB"]), str(a / "to-b.npy"), "file://" + str(a) + "/%2e%2e/pB/x.npy"):
-            for call in (lambda uri=uri: stub.Download(pb.DownloadRequest(uri=uri), metadata=scoped, timeout=10),
-                         lambda uri=uri: stub.GetMetadata(pb.MetadataRequest(uri=uri), metadata=scoped, timeout=10)):
+            for call in (
+                lambda uri=uri: stub.Download(pb.DownloadRequest(uri=uri), metadata=scoped, timeout=10),
+                lambda uri=uri: stub.GetMetadata(pb.MetadataRequest(uri=uri), metadata=scoped, timeout=10),
+            ):
                 code, details = _code(call)
                 assert code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT), (uri, code)
         assert {j.request.inputs[0] for j in service.manager.list(pb.ListJobsRequest())} <= set()  # nothing ran
@@ -99,8 +120,17 @@ def test_a_token_holder_is_refused_other_proposals_paths_at_the_service(tmp_path
         code, details = reduce([str(files["pA"])], output=stores.default_output("j-test"))
         assert code == grpc.StatusCode.OK, details
         # a malformed scope is the caller's mistake, never INTERNAL
-        for bad in ("", "[", "{}", '[""]', "[1]", '["/x%00"]', "x" * 20_000, '["/a"' + ',"/b"' * 100 + "]",
-                    '["/a/../b"]'):
+        for bad in (
+            "",
+            "[",
+            "{}",
+            '[""]',
+            "[1]",
+            '["/x%00"]',
+            "x" * 20_000,
+            '["/a"' + ',"/b"' * 100 + "]",
+            '["/a/../b"]',
+        ):
             code, _ = reduce([str(files["pA"])], md=[token, (SCOPE_HEADER, bad)])
             assert code not in SERVER_FAULTS and code != grpc.StatusCode.OK, (bad, code)
 

@@ -22,10 +22,12 @@ from panreduce_gateway.gateway import GatewayService
 def test_plain_paths_into_the_gateways_store_are_refused(tmp_path, kind, request):
     files = proposal_data(tmp_path)
     access = Access([StaticTokens([{"token": t, "subject": s, "proposals": p} for t, (s, p) in TOKENS.items()])])
-    with job_store(kind, tmp_path, request) as store, \
-            toy_platform(tmp_path, access=access, store=store) as (_, gw, gateway), \
-            Client(gw.address, token="bob-token", timeout=30) as bob, \
-            Client(gw.address, token="alice-token", timeout=30) as alice:
+    with (
+        job_store(kind, tmp_path, request) as store,
+        toy_platform(tmp_path, access=access, store=store) as (_, gw, gateway),
+        Client(gw.address, token="bob-token", timeout=30) as bob,
+        Client(gw.address, token="alice-token", timeout=30) as alice,
+    ):
         up = bob.upload(files["pB"])
         job = bob.reduce("toy", [up.uri], {})
         assert job.summary["total"] == pytest.approx(100.0)
@@ -37,9 +39,16 @@ def test_plain_paths_into_the_gateways_store_are_refused(tmp_path, kind, request
         (tmp_path / "mine-dir").mkdir()
         (tmp_path / "mine-dir" / "a.npy").write_bytes(files["pA"].read_bytes())
         (tmp_path / "mine-dir" / "b.npy").symlink_to(upload_path)
-        for inputs in ([str(upload_path)], ["file://" + str(upload_path)], [str(upload_path.parent) + "/"],
-                       [str(root) + "/"], [str(root / "uploads") + "/"], [str(tmp_path / "mine" / "link.npy")],
-                       [str(tmp_path / "mine-dir") + "/"], [str(result)]):
+        for inputs in (
+            [str(upload_path)],
+            ["file://" + str(upload_path)],
+            [str(upload_path.parent) + "/"],
+            [str(root) + "/"],
+            [str(root / "uploads") + "/"],
+            [str(tmp_path / "mine" / "link.npy")],
+            [str(tmp_path / "mine-dir") + "/"],
+            [str(result)],
+        ):
             with pytest.raises(errors.PermissionDenied):
                 alice.reduce("toy", inputs, {})
         with pytest.raises(errors.PermissionDenied):
@@ -69,10 +78,12 @@ def test_the_services_refuse_the_store_too_when_no_prefixes_are_configured(tmp_p
     files = proposal_data(tmp_path)
     monkeypatch.setattr("service_support.GatewayService", Checkless)
     access = Access([StaticTokens([{"token": t, "subject": s, "proposals": p} for t, (s, p) in TOKENS.items()])])
-    with job_store(kind, tmp_path, request) as store, \
-            toy_platform(tmp_path, access=access, store=store) as (_, gw, gateway), \
-            Client(gw.address, token="bob-token", timeout=30) as bob, \
-            Client(gw.address, token="alice-token", timeout=30) as alice:
+    with (
+        job_store(kind, tmp_path, request) as store,
+        toy_platform(tmp_path, access=access, store=store) as (_, gw, gateway),
+        Client(gw.address, token="bob-token", timeout=30) as bob,
+        Client(gw.address, token="alice-token", timeout=30) as alice,
+    ):
         up = bob.upload(files["pB"])
         job = bob.reduce("toy", [up.uri], {})
         upload_path = gateway.stores.uploads.path_of(up.uri)

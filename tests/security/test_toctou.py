@@ -103,8 +103,10 @@ def test_swapping_a_link_in_a_loop_never_gives_a_bs_data(tmp_path):
         deadline = time.monotonic() + 6
         try:
             while time.monotonic() < deadline:
-                for call in (lambda: site.a.reduce("h5sum", [str(target)], {}).summary["total"],
-                             lambda: site.a.metadata(str(target))):
+                for call in (
+                    lambda: site.a.reduce("h5sum", [str(target)], {}).summary["total"],
+                    lambda: site.a.metadata(str(target)),
+                ):
                     try:
                         answer = call()
                     except errors.PanReduceError as exc:
@@ -112,8 +114,11 @@ def test_swapping_a_link_in_a_loop_never_gives_a_bs_data(tmp_path):
                         assert str(SECRET) not in str(exc) and SECRET_TEXT not in str(exc)
                         outcomes["refused"] += 1
                         continue
-                    text = repr(answer) if not hasattr(answer, "records") else repr(
-                        [(r.path, r.value) for r in answer.records])
+                    text = (
+                        repr(answer)
+                        if not hasattr(answer, "records")
+                        else repr([(r.path, r.value) for r in answer.records])
+                    )
                     assert str(SECRET) not in text and SECRET_TEXT not in text, text[:300]
                     if isinstance(answer, float):
                         assert answer == pytest.approx(2.0)

@@ -25,24 +25,44 @@ def write(tmp_path: Path, doc: object) -> Path:
 
 
 BAD = [
-    ([{"token": "secret-a", "subject": "alice", "proposals": ["pA"], "admin": "false"}],
-     "tokens[0] (subject 'alice'): admin: Input should be a valid boolean"),
-    ([{"token": "secret-a", "subject": "alice", "proposals": "propA"}],
-     "tokens[0] (subject 'alice'): proposals: Input should be a valid list"),
-    ([{"token": "secret-a", "subject": "alice", "proposals": ["pA"]},
-      {"token": "secret-b", "subject": "bob", "proposals": ["pB"], "role": "admin"}],
-     "tokens[1] (subject 'bob'): role: Extra inputs are not permitted"),
-    ([{"token": "", "subject": "alice", "proposals": ["pA"]}],
-     "tokens[0] (subject 'alice'): token: String should have at least 1 character"),
-    ([{"token": "secret-a", "subject": "alice", "proposals": [1]}],
-     "tokens[0] (subject 'alice'): proposals.0: Input should be a valid string"),
-    ([{"token": "secret-a", "subject": "alice"}],
-     "tokens[0] (subject 'alice'): Value error, give the token's proposals, or admin: true"),
-    ([{"token": "sha256:abc", "subject": "alice", "proposals": ["pA"]}],
-     "tokens[0] (subject 'alice'): token: Value error, sha256: must be followed by 64 hex digits"),
-    ([{"token": "secret-a", "subject": "alice", "proposals": ["pA"]},
-      {"token": "sha256:" + hashlib.sha256(b"secret-a").hexdigest(), "subject": "mallory", "proposals": ["pB"]}],
-     "tokens[1] (subject 'mallory') repeats the token of tokens[0]; every token must be unique"),
+    (
+        [{"token": "secret-a", "subject": "alice", "proposals": ["pA"], "admin": "false"}],
+        "tokens[0] (subject 'alice'): admin: Input should be a valid boolean",
+    ),
+    (
+        [{"token": "secret-a", "subject": "alice", "proposals": "propA"}],
+        "tokens[0] (subject 'alice'): proposals: Input should be a valid list",
+    ),
+    (
+        [
+            {"token": "secret-a", "subject": "alice", "proposals": ["pA"]},
+            {"token": "secret-b", "subject": "bob", "proposals": ["pB"], "role": "admin"},
+        ],
+        "tokens[1] (subject 'bob'): role: Extra inputs are not permitted",
+    ),
+    (
+        [{"token": "", "subject": "alice", "proposals": ["pA"]}],
+        "tokens[0] (subject 'alice'): token: String should have at least 1 character",
+    ),
+    (
+        [{"token": "secret-a", "subject": "alice", "proposals": [1]}],
+        "tokens[0] (subject 'alice'): proposals.0: Input should be a valid string",
+    ),
+    (
+        [{"token": "secret-a", "subject": "alice"}],
+        "tokens[0] (subject 'alice'): Value error, give the token's proposals, or admin: true",
+    ),
+    (
+        [{"token": "sha256:abc", "subject": "alice", "proposals": ["pA"]}],
+        "tokens[0] (subject 'alice'): token: Value error, sha256: must be followed by 64 hex digits",
+    ),
+    (
+        [
+            {"token": "secret-a", "subject": "alice", "proposals": ["pA"]},
+            {"token": "sha256:" + hashlib.sha256(b"secret-a").hexdigest(), "subject": "mallory", "proposals": ["pB"]},
+        ],
+        "tokens[1] (subject 'mallory') repeats the token of tokens[0]; every token must be unique",
+    ),
 ]
 
 
@@ -74,10 +94,15 @@ def test_unreadable_or_not_json(tmp_path):
 
 
 def test_a_good_file_grants_exactly_what_it_says(tmp_path):
-    path = write(tmp_path, {"tokens": [
-        {"token": "secret-a", "subject": "alice", "proposals": ["propA"], "admin": False},
-        {"token": "sha256:" + hashlib.sha256(b"ops").hexdigest().upper(), "subject": "ops", "admin": True},
-    ]})
+    path = write(
+        tmp_path,
+        {
+            "tokens": [
+                {"token": "secret-a", "subject": "alice", "proposals": ["propA"], "admin": False},
+                {"token": "sha256:" + hashlib.sha256(b"ops").hexdigest().upper(), "subject": "ops", "admin": True},
+            ]
+        },
+    )
     tokens = StaticTokens.from_file(path)
     alice = tokens.identify("secret-a")
     assert alice.proposals == frozenset({"propA"}) and not alice.admin
@@ -90,12 +115,18 @@ def test_a_good_file_grants_exactly_what_it_says(tmp_path):
 
 
 def test_the_gateway_does_not_start_with_a_bad_file(tmp_path):
-    path = write(tmp_path, {"tokens": [{"token": "secret-a", "subject": "alice", "proposals": ["pA"],
-                                        "admin": "false"}]})
-    done = subprocess.run([str(BIN / "panreduce"), "gateway", "--tokens-file", str(path), "--route", "scan=127.0.0.1:1",
-                           "--port", "0"], capture_output=True, text=True, timeout=60)
+    path = write(
+        tmp_path, {"tokens": [{"token": "secret-a", "subject": "alice", "proposals": ["pA"], "admin": "false"}]}
+    )
+    done = subprocess.run(
+        [str(BIN / "panreduce"), "gateway", "--tokens-file", str(path), "--route", "scan=127.0.0.1:1", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines[-1] == (f"panreduce: error: tokens file {path}: tokens[0] (subject 'alice'): "
-                         "admin: Input should be a valid boolean")
+    assert lines[-1] == (
+        f"panreduce: error: tokens file {path}: tokens[0] (subject 'alice'): admin: Input should be a valid boolean"
+    )
     assert "secret-a" not in done.stderr

@@ -53,7 +53,7 @@ SHAPE = (192, 128)
 
 def background(shape=SHAPE, *, level=20.0, ring_radius_px=60.0, ring_height=30.0) -> np.ndarray:
     """A smooth radial background (ADU) with a ring, for GEOM's pixel layout."""
-    ss, fs = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    ss, fs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
     x = -64 + fs + 0.5
     y = np.where(ss < 96, 3 + ss + 0.5, -99 + (ss - 96) + 0.5)
     r = np.hypot(x, y)
@@ -75,7 +75,7 @@ def spots(rng, n, *, shape=SHAPE, margin=6, min_sep=8.0):
 
 def render(centres, amplitudes, *, sigma_px=0.8, shape=SHAPE, rng=None, bg=None) -> np.ndarray:
     """Background + Gaussian spots (peak-pixel amplitude ``amplitudes``), Poisson noise."""
-    ss, fs = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    ss, fs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(float)
     img = background(shape) if bg is None else bg.copy()
     for (cf, cs), a in zip(centres, amplitudes, strict=True):
         img += a * np.exp(-0.5 * ((fs - cf) ** 2 + (ss - cs) ** 2) / sigma_px**2)
@@ -92,8 +92,9 @@ def write_stack(path: Path, frames: np.ndarray, mask: np.ndarray | None = None) 
     return path
 
 
-def reference_peakfinder8(data, r_px, panel_id, bad, *, threshold, min_snr, min_pix_count,
-                          max_pix_count, local_bg_radius, max_n_peaks=2048):
+def reference_peakfinder8(
+    data, r_px, panel_id, bad, *, threshold, min_snr, min_pix_count, max_pix_count, local_bg_radius, max_n_peaks=2048
+):
     """A literal, loop-by-loop peakfinder8 following the published steps (slow: tests only)."""
     data = np.asarray(data, dtype=np.float64)
     ny, nx = data.shape
@@ -145,7 +146,13 @@ def reference_peakfinder8(data, r_px, panel_id, bad, *, threshold, min_snr, min_
                     for da in (-1, 0, 1):
                         for db in (-1, 0, 1):
                             y, x = a + da, b + db
-                            if 0 <= y < ny and 0 <= x < nx and not visited[y, x] and above[y, x] and panel_id[y, x] == p:
+                            if (
+                                0 <= y < ny
+                                and 0 <= x < nx
+                                and not visited[y, x]
+                                and above[y, x]
+                                and panel_id[y, x] == p
+                            ):
                                 visited[y, x] = True
                                 q.append((y, x))
                 if not (min_pix_count <= len(pix) <= max_pix_count):

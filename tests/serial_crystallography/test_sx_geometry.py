@@ -49,14 +49,17 @@ def test_cspad_derived_geometry(dataset):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("name, n_panels, shape", [
-    ("cspad-cxiformat.geom", 64, (1480, 1552)),
-    ("pilatus.geom", 1, (2527, 2463)),
-    ("jf-swissfel-16M.geom", 32, None),
-    ("Eiger16M-binning2-nativefiles.geom", 1, (2167, 2070)),
-    ("simple.geom", 2, (1024, 1024)),
-    ("test_stream_embedded.geom", 64, (1480, 1552)),
-])
+@pytest.mark.parametrize(
+    "name, n_panels, shape",
+    [
+        ("cspad-cxiformat.geom", 64, (1480, 1552)),
+        ("pilatus.geom", 1, (2527, 2463)),
+        ("jf-swissfel-16M.geom", 32, None),
+        ("Eiger16M-binning2-nativefiles.geom", 1, (2167, 2070)),
+        ("simple.geom", 2, (1024, 1024)),
+        ("test_stream_embedded.geom", 64, (1480, 1552)),
+    ],
+)
 def test_real_geometries(dataset, name, n_panels, shape):
     det = parse_geometry(dataset(f"crystfel-geometry/{name}").read_text())
     assert len(det.panels) == n_panels
@@ -109,8 +112,11 @@ def test_synthetic_geometry_and_attacks():
         ("p/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\n", "res"),
         ("p/min_fs = 5\np/max_fs = 1\np/min_ss = 0\np/max_ss = 9\np/res = 1\n", "empty"),
         ("res = 1\np/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\nbad_x/min_fs = 0\n", "needs"),
-        ("res = 1\np/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\nbad_x/min_fs = 0\nbad_x/max_fs = 0\n"
-         "bad_x/min_ss = 0\nbad_x/max_ss = 0\nbad_x/panel = q\n", "unknown panel"),
+        (
+            "res = 1\np/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\nbad_x/min_fs = 0\nbad_x/max_fs = 0\n"
+            "bad_x/min_ss = 0\nbad_x/max_ss = 0\nbad_x/panel = q\n",
+            "unknown panel",
+        ),
         ("just words\n", "expected"),
         ("res = 1\nclen = 5 furlongs\np/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\n", "unit"),
     ]:

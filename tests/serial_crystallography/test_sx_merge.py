@@ -36,16 +36,24 @@ def _answer(path):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize("case, point_group", [
-    ("process_hkl_check_1", "1"), ("process_hkl_check_2", "-1"), ("process_hkl_check_3", "1"),
-    ("process_hkl_check_4", "1"), ("partialator_merge_check_1", "1"),
-])
+@pytest.mark.parametrize(
+    "case, point_group",
+    [
+        ("process_hkl_check_1", "1"),
+        ("process_hkl_check_2", "-1"),
+        ("process_hkl_check_3", "1"),
+        ("process_hkl_check_4", "1"),
+        ("partialator_merge_check_1", "1"),
+    ],
+)
 def test_crystfel_merge_cases(dataset, case, point_group):
     stream = read_stream(dataset(CASES + case + ".stream").read_text().splitlines())
     hkl, inten = _obs(stream)
     m = merge_intensities(hkl, inten, point_group=point_group)
-    got = [(tuple(h), round(float(i), 2), round(float(s), 2), int(n))
-           for h, i, s, n in zip(m.hkl.tolist(), m.intensity, m.sigma, m.n_measurements, strict=True)]
+    got = [
+        (tuple(h), round(float(i), 2), round(float(s), 2), int(n))
+        for h, i, s, n in zip(m.hkl.tolist(), m.intensity, m.sigma, m.n_measurements, strict=True)
+    ]
     assert got == _answer(dataset(CASES + case + "_ans.hkl"))
 
 
@@ -93,8 +101,13 @@ def test_figures_of_merit_on_known_halves():
     true = rng.exponential(1000, len(hkl))
 
     def merged(values):
-        return Merged(hkl.astype(np.int32), np.zeros(len(hkl), np.int8), values, np.full(len(hkl), 10.0),
-                      np.full(len(hkl), 4, np.int32))
+        return Merged(
+            hkl.astype(np.int32),
+            np.zeros(len(hkl), np.int8),
+            values,
+            np.full(len(hkl), 10.0),
+            np.full(len(hkl), 4, np.int32),
+        )
 
     same = figures_of_merit(merged(true), merged(true), merged(true), cell=cell, space_group=sg, n_shells=5)
     assert same[-1]["cc_half"] == pytest.approx(1.0) and same[-1]["r_split"] == pytest.approx(0.0)
@@ -115,8 +128,13 @@ def test_figures_of_merit_on_known_halves():
     r = 2 / np.sqrt(2) * np.abs(a - b).sum() / (a + b).sum()
     assert foms[-1]["r_split"] == pytest.approx(r, rel=1e-9)
     # half the reflections measured: completeness 0.5
-    half = Merged(hkl[::2].astype(np.int32), np.zeros(len(hkl[::2]), np.int8), true[::2], np.ones(len(hkl[::2])),
-                  np.full(len(hkl[::2]), 2, np.int32))
+    half = Merged(
+        hkl[::2].astype(np.int32),
+        np.zeros(len(hkl[::2]), np.int8),
+        true[::2],
+        np.ones(len(hkl[::2])),
+        np.full(len(hkl[::2]), 2, np.int32),
+    )
     f = figures_of_merit(half, half, half, cell=cell, space_group=sg, n_shells=3, d_min_angstrom=2.5)
     assert f[-1]["completeness"] == pytest.approx(0.5, abs=0.01)
 
@@ -162,15 +180,30 @@ def test_stream_attacks():
         read_stream([])
     with pytest.raises(StreamError, match="truncated"):
         read_stream(["CrystFEL stream format 2.3", "----- Begin chunk -----", "Image filename: x"])
-    bad_refl = ["CrystFEL stream format 2.3", "----- Begin chunk -----", "--- Begin crystal",
-                "Cell parameters 1 2 3 nm, 90 90 90 deg", "Reflections measured after indexing",
-                "   h    k    l          I   sigma(I)", "1 2 x 4 5", "End of reflections", "--- End crystal",
-                "----- End chunk -----"]
+    bad_refl = [
+        "CrystFEL stream format 2.3",
+        "----- Begin chunk -----",
+        "--- Begin crystal",
+        "Cell parameters 1 2 3 nm, 90 90 90 deg",
+        "Reflections measured after indexing",
+        "   h    k    l          I   sigma(I)",
+        "1 2 x 4 5",
+        "End of reflections",
+        "--- End crystal",
+        "----- End chunk -----",
+    ]
     with pytest.raises(StreamError, match="unreadable"):
         read_stream(bad_refl)
     with pytest.raises(StreamError, match="without its cell"):
-        read_stream(["CrystFEL stream format 2.3", "----- Begin chunk -----", "--- Begin crystal",
-                     "--- End crystal", "----- End chunk -----"])
+        read_stream(
+            [
+                "CrystFEL stream format 2.3",
+                "----- Begin chunk -----",
+                "--- Begin crystal",
+                "--- End crystal",
+                "----- End chunk -----",
+            ]
+        )
 
 
 @pytest.mark.data

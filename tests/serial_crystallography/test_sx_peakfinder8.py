@@ -139,13 +139,15 @@ def _real(dataset, frames, geom):
 
 @pytest.mark.data
 def test_real_cspad_hits(dataset):
-    data, bad, lay = _real(dataset, "sfx-thermolysin-cspad/thermolysin_cspad_4hits.cxi",
-                           "sfx-thermolysin-cspad/thermolysin_cspad_derived.geom")
+    data, bad, lay = _real(
+        dataset,
+        "sfx-thermolysin-cspad/thermolysin_cspad_4hits.cxi",
+        "sfx-thermolysin-cspad/thermolysin_cspad_derived.geom",
+    )
     counts = []
     positions = []
     for frame in data:
-        pk = peakfinder8(frame, lay, threshold=200, min_snr=6, min_pix_count=2, max_pix_count=30,
-                         local_bg_radius=3)
+        pk = peakfinder8(frame, lay, threshold=200, min_snr=6, min_pix_count=2, max_pix_count=30, local_bg_radius=3)
         counts.append(len(pk))
         assert (pk.snr >= 6).all() and ((pk.n_pixels >= 2) & (pk.n_pixels <= 30)).all()
         ss, fs = np.rint(pk.ss).astype(int), np.rint(pk.fs).astype(int)
@@ -161,10 +163,11 @@ def test_real_cspad_hits(dataset):
 
 @pytest.mark.data
 def test_real_rayonix_hit(dataset):
-    data, bad, lay = _real(dataset, "sfx-rayonix-mfx/rayonix_mfx_hit.h5", "sfx-rayonix-mfx/rayonix_mfx_hit_derived.geom")
+    data, bad, lay = _real(
+        dataset, "sfx-rayonix-mfx/rayonix_mfx_hit.h5", "sfx-rayonix-mfx/rayonix_mfx_hit_derived.geom"
+    )
     frame = data[0]
-    pk = peakfinder8(frame, lay, threshold=100, min_snr=5, min_pix_count=2, max_pix_count=50,
-                     local_bg_radius=3)
+    pk = peakfinder8(frame, lay, threshold=100, min_snr=5, min_pix_count=2, max_pix_count=50, local_bg_radius=3)
     # weak spots on kapton and solvent rings: still a hit, without the rings themselves
     assert 20 <= len(pk) <= 400, len(pk)
     r = lay.radius_bin[np.rint(pk.ss).astype(int), np.rint(pk.fs).astype(int)]

@@ -21,8 +21,15 @@ from panreduce.errors import InvalidInput, InvalidParameters, InvalidRequest
 from panreduce.storage import Stores
 from panreduce_serial_crystallography.technique import Technique
 
-PF = {"threshold": 60, "min_snr": 5, "min_pix_count": 2, "max_pix_count": 30, "local_bg_radius": 3,
-      "min_peaks": 10, "block_frames": 3}
+PF = {
+    "threshold": 60,
+    "min_snr": 5,
+    "min_pix_count": 2,
+    "max_pix_count": 30,
+    "local_bg_radius": 3,
+    "min_peaks": 10,
+    "block_frames": 3,
+}
 
 
 def _run(paths, tmp_path, **raw):
@@ -68,12 +75,12 @@ def test_hit_finding_with_known_answer(tmp_path):
         assert f["entry_1/source_frame"][()].tolist() == [0, 2, 4, 6]
         for k, frame in enumerate([0, 2, 4, 6]):
             assert n[k] == int(rows[frame]["n_peaks"])
-            fs = res["peakXPosRaw"][k, :n[k]]
-            ss = res["peakYPosRaw"][k, :n[k]]
+            fs = res["peakXPosRaw"][k, : n[k]]
+            ss = res["peakYPosRaw"][k, : n[k]]
             found = sum(np.hypot(fs - a, ss - b).min() < 1.5 for a, b in truth[frame])
             assert found >= 0.9 * len(truth[frame]) and n[k] <= len(truth[frame]) + 1
-            assert (res["peakSNR"][k, :n[k]] >= 5).all()
-            assert (res["peakXPosRaw"][k, n[k]:] == 0).all()  # padding
+            assert (res["peakSNR"][k, : n[k]] >= 5).all()
+            assert (res["peakXPosRaw"][k, n[k] :] == 0).all()  # padding
         with h5py.File(cxi, "r") as src:
             np.testing.assert_array_equal(data[1], src["entry_1/data_1/data"][2])
         assert f["entry_1/data_1/mask"][150, 10] == 1
@@ -156,8 +163,17 @@ def test_attacks(tmp_path):
 def test_acceptance_cspad(dataset, tmp_path):
     cxi = dataset("sfx-thermolysin-cspad/thermolysin_cspad_4hits.cxi")
     geom = dataset("sfx-thermolysin-cspad/thermolysin_cspad_derived.geom")
-    summary, out = _run([cxi, geom], tmp_path, geometry=geom.name, threshold=200, min_snr=6, min_pix_count=2,
-                        max_pix_count=30, local_bg_radius=3, min_peaks=10)
+    summary, out = _run(
+        [cxi, geom],
+        tmp_path,
+        geometry=geom.name,
+        threshold=200,
+        min_snr=6,
+        min_pix_count=2,
+        max_pix_count=30,
+        local_bg_radius=3,
+        min_peaks=10,
+    )
     assert summary["n_hits"] == 4
     rows = list(csv.DictReader(line for line in open(out / "frames.csv") if not line.startswith("#")))
     # per-frame photon energies from /LCLS/photon_energy_eV
@@ -193,15 +209,26 @@ def test_sharded_equals_whole(gateway, tmp_path):
     cxi, geom, _ = _frames(tmp_path, n=7)
     params = {k: v for k, v in PF.items()}
     with Client(gateway, timeout=300) as c:
-        whole = dict(c.reduce("serial_crystallography", [str(cxi), str(geom)], params, str(tmp_path / "w"), split=1).summary)
-        parts = dict(c.reduce("serial_crystallography", [str(cxi), str(geom)], params, str(tmp_path / "s"), split=3).summary)
+        whole = dict(
+            c.reduce("serial_crystallography", [str(cxi), str(geom)], params, str(tmp_path / "w"), split=1).summary
+        )
+        parts = dict(
+            c.reduce("serial_crystallography", [str(cxi), str(geom)], params, str(tmp_path / "s"), split=3).summary
+        )
     assert parts["shards"] == 3 and parts["n_hits"] == whole["n_hits"] == 4
+
     def table(d):
         return [line for line in open(d / "frames.csv") if not line.startswith("#")]
+
     assert table(tmp_path / "w") == table(tmp_path / "s")
     with h5py.File(tmp_path / "w/hits.cxi", "r") as a, h5py.File(tmp_path / "s/hits.cxi", "r") as b:
-        for name in ("entry_1/data_1/data", "entry_1/result_1/nPeaks", "entry_1/result_1/peakXPosRaw",
-                     "entry_1/result_1/peakTotalIntensity", "entry_1/source_frame"):
+        for name in (
+            "entry_1/data_1/data",
+            "entry_1/result_1/nPeaks",
+            "entry_1/result_1/peakXPosRaw",
+            "entry_1/result_1/peakTotalIntensity",
+            "entry_1/source_frame",
+        ):
             np.testing.assert_array_equal(a[name][()], b[name][()])
     with h5py.File(tmp_path / "w/powder.h5", "r") as a, h5py.File(tmp_path / "s/powder.h5", "r") as b:
         np.testing.assert_allclose(a["entry/sum"][()], b["entry/sum"][()])

@@ -18,8 +18,11 @@ def run_stem4d(inputs: list[Path | str], params: dict, scratch: Path, split: int
     logs: list[str] = []
     args = dict(stores=Stores(scratch / "store"), log=lambda level, msg: logs.append(f"{level}: {msg}"))
     paths = [str(x) for x in inputs]
-    result = (kit.run_split(Technique, paths, params, scratch / "out", split=split, **args) if split
-              else kit.run(Technique, paths, params, scratch / "out", **args))
+    result = (
+        kit.run_split(Technique, paths, params, scratch / "out", split=split, **args)
+        if split
+        else kit.run(Technique, paths, params, scratch / "out", **args)
+    )
     files = {o.uri.rsplit("/", 1)[1]: Path(o.uri) for o in result.outputs if o.role != "provenance"}
     return result.summary, files, logs
 

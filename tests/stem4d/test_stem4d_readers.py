@@ -36,7 +36,7 @@ def test_every_counter_depth_and_layout(qd, layout, side, depth, dtype):
         data = scan.read_rows(0, ny)
         assert data.dtype == dtype
         # big-endian pixels decoded: counts within the counter's range, and not all zero
-        assert 0 < data.max() <= 2**min(depth, 12) - 1 if depth != 24 else 0 < data.max() < 2**24
+        assert 0 < data.max() <= 2 ** min(depth, 12) - 1 if depth != 24 else 0 < data.max() < 2**24
         if depth == 1:
             assert set(np.unique(data)) <= {0, 1}
 
@@ -72,8 +72,10 @@ def test_real_4x2_scan_and_roi_mode(qd):
     mean = data.mean(axis=(0, 1))
     col = np.argmax(mean.sum(axis=0))
     assert col < 64  # the beam sits near the left edge
-    for name, shape in (("002_merlin_test_roi_sig256x128_nav4x2_hot_pixel_52x_39y", (2, 4, 128, 256)),
-                        ("003_merlin_test_roi_sig256x64_nav4x2_hot_pixel_52x_39y", (2, 4, 64, 256))):
+    for name, shape in (
+        ("002_merlin_test_roi_sig256x128_nav4x2_hot_pixel_52x_39y", (2, 4, 128, 256)),
+        ("003_merlin_test_roi_sig256x64_nav4x2_hot_pixel_52x_39y", (2, 4, 64, 256)),
+    ):
         s = open_scan(qd / f"{name}.mib", name, scan_shape=(2, 4))
         assert s.shape == shape
         frames = s.read_rows(0, 2)
@@ -94,8 +96,10 @@ def _mib(path, frames: np.ndarray, depth: int = 12):
     n, h, w = frames.shape
     with open(path, "wb") as fh:
         for i in range(n):
-            head = (f"MQ1,{i + 1:06d},00384,01,{w:04d},{h:04d},{kind[0]},   1x1,01,2024-01-01 00:00:00.0,"
-                    f"0.001000,0,0,0,1.0E+1,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2024-01-01T00:00:00Z,1000000ns,{depth},")
+            head = (
+                f"MQ1,{i + 1:06d},00384,01,{w:04d},{h:04d},{kind[0]},   1x1,01,2024-01-01 00:00:00.0,"
+                f"0.001000,0,0,0,1.0E+1,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2024-01-01T00:00:00Z,1000000ns,{depth},"
+            )
             fh.write(head.encode().ljust(384, b" "))
             fh.write(frames[i].astype(kind[1]).tobytes())
 
@@ -120,7 +124,7 @@ def test_written_mib_round_trips_by_rows_and_damage_is_named(tmp_path):
     raw = path.read_bytes()
     fb = 384 + 16 * 20 * 2
     one = other.read_bytes()
-    spliced.write_bytes(raw[:6 * fb] + one + raw[6 * fb + len(one):])
+    spliced.write_bytes(raw[: 6 * fb] + one + raw[6 * fb + len(one) :])
     with pytest.raises(errors.InvalidInput, match="spliced.mib"):
         open_scan(spliced, "spliced.mib")
     # an absurd frame size in the header is refused before anything is mapped
@@ -131,8 +135,10 @@ def test_written_mib_round_trips_by_rows_and_damage_is_named(tmp_path):
 
 
 def test_header_parsing_of_the_extended_fields():
-    head = mib.parse_header(b"MQ1,000001,00768,04,0512,0512,U16,   2x2,0F,2021-04-15 14:44:43.1,0.001000,0,0,0,"
-                            b"2.0E+0,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2021-04-15T13:44:43Z,1000000ns,12,")
+    head = mib.parse_header(
+        b"MQ1,000001,00768,04,0512,0512,U16,   2x2,0F,2021-04-15 14:44:43.1,0.001000,0,0,0,"
+        b"2.0E+0,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2021-04-15T13:44:43Z,1000000ns,12,"
+    )
     assert (head.header_bytes, head.chips, head.width, head.height) == (768, 4, 512, 512)
     assert head.layout == "2x2" and head.counter_depth == 12 and head.exposure_s == 0.001
     assert head.frame_bytes == 768 + 512 * 512 * 2

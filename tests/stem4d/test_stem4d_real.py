@@ -76,9 +76,14 @@ def test_fpd_disc_moves_by_about_a_pixel_and_a_half(fpd_run):
     assert 0.3 < total < 3.0
 
 
-@pytest.mark.parametrize("name,radius,center", [("SingleMIB", 34.1, (118.2, 121.4)),
-                                                ("200kV_CL_100mm_probe", 31.6, (119.2, 124.1)),
-                                                ("200kV_CL_380mm_probe", 116.8, (128.4, 128.1))])
+@pytest.mark.parametrize(
+    "name,radius,center",
+    [
+        ("SingleMIB", 34.1, (118.2, 121.4)),
+        ("200kV_CL_100mm_probe", 31.6, (119.2, 124.1)),
+        ("200kV_CL_380mm_probe", 116.8, (128.4, 128.1)),
+    ],
+)
 def test_single_frame_disc_radius_and_centre(dataset, name, radius, center):
     scan = open_scan(dataset(f"{NIST}/{name}.mib"), name)
     assert scan.shape == (1, 1, 256, 256) and scan.metadata["counter_depth"] == 12
@@ -92,8 +97,9 @@ def _si_lattice(dataset, kv: int, cl: int):
     frame = open_scan(dataset(f"{NIST}/{name}.mib"), name).read_rows(0, 1)[0, 0].astype(float)
     mrad_per_px = json.loads(dataset(f"{NIST}/{kv}kV_calibrations_mrad_per_px.json").read_text())[str(cl)]
     disc = cal.fit_disc(frame)
-    finder = st.DiscFinder(st.probe_template(frame, disc.center_yx_px, disc.radius_px), disc.radius_px,
-                           min_relative=0.2)
+    finder = st.DiscFinder(
+        st.probe_template(frame, disc.center_yx_px, disc.radius_px), disc.radius_px, min_relative=0.2
+    )
     pts = finder.find(frame)
     basis = st.guess_basis(pts, pts[0], min_length_px=1.5 * disc.radius_px)
     lat = st.fit_lattice(pts, pts[0], basis)

@@ -19,7 +19,7 @@ def _run(frames, rows_per_block, **kw):
     ny, nx, dy, dx = frames.shape
     acc = Accumulator((ny, nx), (dy, dx), _masks((dy, dx)), np.ones((dy, dx), np.float32), **kw)
     for r in range(0, ny, rows_per_block):
-        acc.add(frames[r:r + rows_per_block], r)
+        acc.add(frames[r : r + rows_per_block], r)
     return acc.result()
 
 

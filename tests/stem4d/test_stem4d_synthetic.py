@@ -15,11 +15,22 @@ MRAD = 0.5  # mrad per px of the synthetic detector
 
 def _reduce(sim, **kw):
     shape = sim.frames.shape
-    calib_kw = {k: kw.pop(k) for k in list(kw) if k in ("ellipse_ring_mrad", "bf_mrad", "adf_mrad", "masks",
-                                                         "strain", "com_mrad", "center_px")}
+    calib_kw = {
+        k: kw.pop(k)
+        for k in list(kw)
+        if k in ("ellipse_ring_mrad", "bf_mrad", "adf_mrad", "masks", "strain", "com_mrad", "center_px")
+    }
     calib = pipeline.calibrate(rows_of(sim.frames), shape, mrad_per_px=MRAD, **calib_kw)
-    part = pipeline.stream(rows_of(sim.frames), shape, calib, row0=0, row1=shape[0], itemsize=4, budget_mb=8,
-                           strain=calib_kw.get("strain", False))
+    part = pipeline.stream(
+        rows_of(sim.frames),
+        shape,
+        calib,
+        row0=0,
+        row1=shape[0],
+        itemsize=4,
+        budget_mb=8,
+        strain=calib_kw.get("strain", False),
+    )
     return calib, part, pipeline.finish(part, calib, **kw)
 
 
@@ -111,8 +122,17 @@ def test_ellipse_fit_of_a_ring_at_another_angle_and_ratio():
 def test_strain_step_of_one_percent():
     th = np.radians(17.0)
     rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    sim = synthetic.make_scan(6, 12, 128, disc_radius_px=5, ring_radius_px=300, shift_amplitude_px=0.5,
-                              lattice=rot @ np.diag([21.0, 24.0]), strain_exx_right=0.01, bragg_radius_px=5)
+    sim = synthetic.make_scan(
+        6,
+        12,
+        128,
+        disc_radius_px=5,
+        ring_radius_px=300,
+        shift_amplitude_px=0.5,
+        lattice=rot @ np.diag([21.0, 24.0]),
+        strain_exx_right=0.01,
+        bragg_radius_px=5,
+    )
     _, part, maps = _reduce(sim, strain=True, bf_mrad=3.0, strain_reference=(0, 6, 0, 6))
     exx, eyy, exy = (maps.images[k] for k in ("strain_exx", "strain_eyy", "strain_exy"))
     assert np.isfinite(exx).all()
@@ -147,13 +167,25 @@ def test_strain_step_in_the_scan_frame_through_a_30_degree_rotation(flip):
     maps show the turned tensor instead (εxx' = 0.01 cos²30°, εxy' = ∓0.01 sin30° cos30°)."""
     th = np.radians(11.0)
     rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
-    sim = synthetic.make_scan(6, 12, 128, disc_radius_px=5, ring_radius_px=300, shift_amplitude_px=1.0,
-                              rotation_deg=30.0, flip=flip, lattice=rot @ np.diag([21.0, 24.0]),
-                              strain_exx_right=0.01, strain_frame="scan", bragg_radius_px=5)
+    sim = synthetic.make_scan(
+        6,
+        12,
+        128,
+        disc_radius_px=5,
+        ring_radius_px=300,
+        shift_amplitude_px=1.0,
+        rotation_deg=30.0,
+        flip=flip,
+        lattice=rot @ np.diag([21.0, 24.0]),
+        strain_exx_right=0.01,
+        strain_frame="scan",
+        bragg_radius_px=5,
+    )
     shape = sim.frames.shape
     calib = pipeline.calibrate(rows_of(sim.frames), shape, mrad_per_px=MRAD, bf_mrad=3.0, strain=True)
-    part = pipeline.stream(rows_of(sim.frames), shape, calib, row0=0, row1=shape[0], itemsize=4, budget_mb=8,
-                           strain=True)
+    part = pipeline.stream(
+        rows_of(sim.frames), shape, calib, row0=0, row1=shape[0], itemsize=4, budget_mb=8, strain=True
+    )
     maps = pipeline.finish(part, calib, strain_reference=(0, 6, 0, 6), flip=flip)
     assert maps.fitted["strain_frame"] == "scan"
     assert maps.fitted["rotation_deg"] % 180 == pytest.approx(30.0, abs=2.0)

@@ -16,15 +16,30 @@ from panreduce_stem4d.technique import Technique
 
 @pytest.fixture(scope="module")
 def nexus_scan(tmp_path_factory):
-    sim = synthetic.make_scan(12, 10, 48, disc_radius_px=4, ring_radius_px=14, rotation_deg=-30.0,
-                              axis_ratio=1.05, ellipse_theta_deg=30.0, counts=3000)
+    sim = synthetic.make_scan(
+        12,
+        10,
+        48,
+        disc_radius_px=4,
+        ring_radius_px=14,
+        rotation_deg=-30.0,
+        axis_ratio=1.05,
+        ellipse_theta_deg=30.0,
+        counts=3000,
+    )
     path = tmp_path_factory.mktemp("nx") / "scan.nxs"
     synthetic.write_nexus(path, sim.frames, step_nm=0.4, energy_kev=300.0)
     return sim, path
 
 
-PARAMS = {"mrad_per_px": 0.5, "bf_mrad": 3.5, "adf_mrad": "5,11", "haadf_mrad": [11, 16],
-          "ellipse_ring_mrad": "4.5,10", "masks": {"east": "sector:5,11,-45,45"}}
+PARAMS = {
+    "mrad_per_px": 0.5,
+    "bf_mrad": 3.5,
+    "adf_mrad": "5,11",
+    "haadf_mrad": [11, 16],
+    "ellipse_ring_mrad": "4.5,10",
+    "masks": {"east": "sector:5,11,-45,45"},
+}
 
 
 def test_nexus_scan_reduced_with_calibration_and_provenance_ready_outputs(nexus_scan, tmp_path):
@@ -56,10 +71,14 @@ def test_the_same_scan_as_mib_with_its_hdr(nexus_scan, tmp_path):
     path = tmp_path / "scan.mib"
     with open(path, "wb") as fh:
         for i, fr in enumerate(frames):
-            head = (f"MQ1,{i + 1:06d},00384,01,0048,0048,U16,   1x1,01,2024-01-01 00:00:00,0.001000,0,0,0,"
-                    "1.0E+1,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2024-01-01T00:00:00Z,1000000ns,12,")
+            head = (
+                f"MQ1,{i + 1:06d},00384,01,0048,0048,U16,   1x1,01,2024-01-01 00:00:00,0.001000,0,0,0,"
+                "1.0E+1,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2024-01-01T00:00:00Z,1000000ns,12,"
+            )
             fh.write(head.encode().ljust(384, b" ") + fr.tobytes())
-    (tmp_path / "scan.hdr").write_text("HDR,\nFrames in Acquisition (Number):\t120\nFrames per Trigger (Number):\t10\nEnd\n")
+    (tmp_path / "scan.hdr").write_text(
+        "HDR,\nFrames in Acquisition (Number):\t120\nFrames per Trigger (Number):\t10\nEnd\n"
+    )
     summary, files, _ = run_stem4d([path, tmp_path / "scan.hdr"], {**PARAMS, "scan_step_nm": 0.4}, tmp_path / "o")
     assert summary["shape"] == [12, 10, 48, 48]
     with h5py.File(files["stem4d.nxs"]) as f:
@@ -73,32 +92,38 @@ def test_shards_by_scan_rows_equal_one_job(gateway_for, nexus_scan, tmp_path):
         three = c.reduce("stem4d", [str(path)], PARAMS, str(tmp_path / "s3"), split=3)
     assert three.summary["shards"] == 3
     assert three.summary["rotation_deg"] == pytest.approx(one.summary["rotation_deg"], abs=1e-9)
-    assert sorted(p.name for p in (tmp_path / "s3").iterdir() if not p.name.startswith("stem4d_rows")) == \
-        sorted(p.name for p in (tmp_path / "s1").iterdir())
+    assert sorted(p.name for p in (tmp_path / "s3").iterdir() if not p.name.startswith("stem4d_rows")) == sorted(
+        p.name for p in (tmp_path / "s1").iterdir()
+    )
     with h5py.File(tmp_path / "s1" / "stem4d.nxs") as a, h5py.File(tmp_path / "s3" / "stem4d.nxs") as b:
         for name in ("bf", "adf", "haadf", "com_x", "com_y", "dpc_phase", "total_counts", "sum_pattern"):
-            np.testing.assert_allclose(b[f"entry/{name}/data"][()], a[f"entry/{name}/data"][()], rtol=1e-9,
-                                       atol=1e-12, err_msg=name)
+            np.testing.assert_allclose(
+                b[f"entry/{name}/data"][()], a[f"entry/{name}/data"][()], rtol=1e-9, atol=1e-12, err_msg=name
+            )
 
 
-@pytest.mark.parametrize("params,field", [
-    ({"adf_mrad": "8,3"}, "parameters"),
-    ({"masks": {"Bad-Name": "disc:2"}}, "masks"),
-    ({"masks": {f"m{i}": "disc:1" for i in range(17)}}, "masks"),
-    ({"masks": {"m": "donut:1,2"}}, "masks"),
-    ({"masks": {"bf": "disc:1"}}, "masks"),
-    ({"dataset": "../../etc/passwd\n"}, "dataset"),
-    ({"center_px": [500, 10]}, "center_px"),
-    ({"vacuum_position": [99, 0]}, "vacuum_position"),
-    ({"chunk_mb": 10**6}, "chunk_mb"),
-    ({"scan_shape": [0, 4]}, "scan_shape.0"),
-])
+@pytest.mark.parametrize(
+    "params,field",
+    [
+        ({"adf_mrad": "8,3"}, "parameters"),
+        ({"masks": {"Bad-Name": "disc:2"}}, "masks"),
+        ({"masks": {f"m{i}": "disc:1" for i in range(17)}}, "masks"),
+        ({"masks": {"m": "donut:1,2"}}, "masks"),
+        ({"masks": {"bf": "disc:1"}}, "masks"),
+        ({"dataset": "../../etc/passwd\n"}, "dataset"),
+        ({"center_px": [500, 10]}, "center_px"),
+        ({"vacuum_position": [99, 0]}, "vacuum_position"),
+        ({"chunk_mb": 10**6}, "chunk_mb"),
+        ({"scan_shape": [0, 4]}, "scan_shape.0"),
+    ],
+)
 def test_bad_requests_are_the_callers_and_named(nexus_scan, tmp_path, params, field):
     _, path = nexus_scan
     with pytest.raises(errors.InvalidParameters) as err:
         run_stem4d([path], {"mrad_per_px": 0.5, **params}, tmp_path)
-    assert any(v.field == field or v.field.startswith(field + ".") for v in err.value.violations), \
-        [v.field for v in err.value.violations]
+    assert any(v.field == field or v.field.startswith(field + ".") for v in err.value.violations), [
+        v.field for v in err.value.violations
+    ]
 
 
 def test_a_dataset_that_is_not_4d_is_named(nexus_scan, tmp_path):

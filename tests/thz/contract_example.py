@@ -14,6 +14,13 @@ def example(dataset, tmp_path):
     span_ps, step_ps = 3.0, 0.3
     positions = STAGE_MM + np.arange(-span_ps, span_ps + 1e-9, step_ps) / inst.ps_per_mm
     folder = tmp_path / RUN
-    write_run(folder, positions, pulses=200, rows_per_image=100, sample=Sample(centre_ps=STAGE_MM * inst.ps_per_mm),
-              inst=inst, seed=3)
+    write_run(
+        folder,
+        positions,
+        pulses=200,
+        rows_per_image=100,
+        sample=Sample(centre_ps=STAGE_MM * inst.ps_per_mm),
+        inst=inst,
+        seed=3,
+    )
     return {"inputs": [str(folder) + "/"], "params": {"pixel_to_ps": 0.0115, "bin_ps": 0.05}}

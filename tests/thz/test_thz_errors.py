@@ -85,13 +85,16 @@ def test_background_not_numeric(small, tmp_path):
     assert bg.name in str(err.value)
 
 
-@pytest.mark.parametrize("raw, field", [
-    ({"bandpass": [0.04, 0.01]}, "bandpass"),
-    ({"signal_gate": [0, 200]}, "signal_gate"),
-    ({"ps_per_mm": 0}, "ps_per_mm"),
-    ({"bin_ps": 0}, "bin_ps"),
-    ({"harmonics": 100}, "harmonics"),
-])
+@pytest.mark.parametrize(
+    "raw, field",
+    [
+        ({"bandpass": [0.04, 0.01]}, "bandpass"),
+        ({"signal_gate": [0, 200]}, "signal_gate"),
+        ({"ps_per_mm": 0}, "ps_per_mm"),
+        ({"bin_ps": 0}, "bin_ps"),
+        ({"harmonics": 100}, "harmonics"),
+    ],
+)
 def test_bad_parameters_are_named(raw, field):
     with pytest.raises(InvalidParameters) as err:
         Technique.validate_parameters(raw)

@@ -24,6 +24,7 @@ def test_split_by_position_equals_the_whole(gateway_for, tmp_path):
         assert a["amplitude"] == b["amplitude"] or abs(a["amplitude"] - b["amplitude"]) < 1e-12
     with h5py.File(tmp_path / "s1" / "thz.nxs") as a, h5py.File(tmp_path / "s3" / "thz.nxs") as b:
         for key in ("delay", "signal", "signal_errors", "pulses"):
-            np.testing.assert_allclose(b[f"entry/waveform/{key}"][()], a[f"entry/waveform/{key}"][()],
-                                       rtol=1e-10, atol=1e-15)
+            np.testing.assert_allclose(
+                b[f"entry/waveform/{key}"][()], a[f"entry/waveform/{key}"][()], rtol=1e-10, atol=1e-15
+            )
     assert not (tmp_path / "s3" / "thz_partial.h5").exists()

@@ -35,8 +35,9 @@ def test_reported_uncertainties_match_the_scatter():
     sigma = 0.002
     amps, phases, errs = [], [], []
     for _ in range(300):
-        h = spectra.harmonic(spectra.prepare(t, clean + rng.normal(0, sigma, t.size), np.full(t.size, sigma)),
-                             2.1, reference_ps=5.0)
+        h = spectra.harmonic(
+            spectra.prepare(t, clean + rng.normal(0, sigma, t.size), np.full(t.size, sigma)), 2.1, reference_ps=5.0
+        )
         amps.append(h.amplitude)
         phases.append(h.phase_rad)
         errs.append((h.amplitude_err, h.phase_err_rad))

@@ -17,8 +17,9 @@ from panreduce_thz import spectra
 
 @pytest.fixture(scope="module")
 def reduced(sim_run, tmp_path_factory):
-    summary, ctx = reduce(sim_run.folder, tmp_path_factory.mktemp("thz-out"), pixel_to_ps=0.0115,
-                          bin_ps=0.02, fundamental_thz=0.7)
+    summary, ctx = reduce(
+        sim_run.folder, tmp_path_factory.mktemp("thz-out"), pixel_to_ps=0.0115, bin_ps=0.02, fundamental_thz=0.7
+    )
     json.dumps(summary, allow_nan=False)
     return summary, ctx
 

@@ -25,14 +25,30 @@ class SimRun:
     truth: Truth
 
 
-def make_run(root: Path, *, pulses: int = 800, step_ps: float = 0.1, span_ps: float = 4.0,
-             seed: int = 3, inst: Instrument | None = None, sample: Sample | None = None) -> SimRun:
+def make_run(
+    root: Path,
+    *,
+    pulses: int = 800,
+    step_ps: float = 0.1,
+    span_ps: float = 4.0,
+    seed: int = 3,
+    inst: Instrument | None = None,
+    sample: Sample | None = None,
+) -> SimRun:
     inst = inst or Instrument()
     positions = STAGE_MM + np.arange(-span_ps, span_ps + 1e-9, step_ps) / inst.ps_per_mm
     sample = sample or Sample(centre_ps=STAGE_MM * inst.ps_per_mm, chi3=0.3, phi3_rad=0.6)
     folder = root / RUN
-    truth = write_run(folder, positions, pulses=pulses, rows_per_image=pulses // 2, sample=sample,
-                      inst=inst, seed=seed, keep_truth=True)
+    truth = write_run(
+        folder,
+        positions,
+        pulses=pulses,
+        rows_per_image=pulses // 2,
+        sample=sample,
+        inst=inst,
+        seed=seed,
+        keep_truth=True,
+    )
     return SimRun(folder, sample, inst, truth)
 
 
@@ -43,8 +59,11 @@ class Job:
         self.result = result
         self.summary = result.summary
         self.out_dir = out_dir
-        self.outputs = [SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format, role=o.role)
-                        for o in result.outputs if o.role != "provenance"]
+        self.outputs = [
+            SimpleNamespace(name=o.uri.rsplit("/", 1)[1], path=Path(o.uri), format=o.format, role=o.role)
+            for o in result.outputs
+            if o.role != "provenance"
+        ]
 
 
 def reduce(folder: Path, tmp_path: Path, split: int | None = None, **raw):
@@ -53,8 +72,11 @@ def reduce(folder: Path, tmp_path: Path, split: int | None = None, **raw):
     args = dict(stores=Stores(tmp_path / "store"))
     inputs = [str(folder) + "/"]
     out = tmp_path / "out"
-    result = (kit.run_split(Technique, inputs, raw, out, split=split, **args) if split
-              else kit.run(Technique, inputs, raw, out, **args))
+    result = (
+        kit.run_split(Technique, inputs, raw, out, split=split, **args)
+        if split
+        else kit.run(Technique, inputs, raw, out, **args)
+    )
     return result.summary, Job(result, out)
 
 

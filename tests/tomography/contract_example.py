@@ -3,5 +3,7 @@ tooth scan (Data Exchange HDF5), gridrec, centre found automatically."""
 
 
 def example(dataset, tmp_path):
-    return {"inputs": [str(dataset("tomo/tooth/tooth.h5"))],
-            "params": {"slice_start": 0, "slice_stop": 1, "previews": 1, "ring_removal": "sorting"}}
+    return {
+        "inputs": [str(dataset("tomo/tooth/tooth.h5"))],
+        "params": {"slice_start": 0, "slice_stop": 1, "previews": 1, "ring_removal": "sorting"},
+    }

@@ -18,9 +18,9 @@ def _sino(scan, row=0):
     return corr.minus_log(norm)[:, row]
 
 
-@pytest.mark.parametrize(("n", "n_angles", "offset", "seed"), [
-    (64, 90, 3.3, 1), (96, 150, -5.8, 2), (128, 181, 0.45, 3), (96, 120, 7.25, 4),
-])
+@pytest.mark.parametrize(
+    ("n", "n_angles", "offset", "seed"), [(64, 90, 3.3, 1), (96, 150, -5.8, 2), (128, 181, 0.45, 3), (96, 120, 7.25, 4)]
+)
 def test_shepp_logan_centre_within_half_pixel(n, n_angles, offset, seed):
     scan = phantom_scan(n=n, n_angles=n_angles, n_rows=1, offset=offset, seed=seed, rings=0.02, zingers=1e-3)
     found = centre.find_center_vo(_sino(scan), scan["angles"])

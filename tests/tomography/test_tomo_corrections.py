@@ -130,8 +130,9 @@ def test_paganin_recovers_thickness_of_propagated_sphere():
     prop = np.exp(-1j * np.pi * lam * dist * (u[:, None] ** 2 + u[None, :] ** 2))
     intensity = np.abs(np.fft.ifft2(np.fft.fft2(wave) * prop)) ** 2
     assert intensity.max() > 1.05  # phase contrast fringes are there
-    out = corr.paganin(intensity[None].astype(np.float32), pixel_size_m=px, distance_m=dist, energy_kev=energy,
-                       delta_beta=delta / beta)[0]
+    out = corr.paganin(
+        intensity[None].astype(np.float32), pixel_size_m=px, distance_m=dist, energy_kev=energy, delta_beta=delta / beta
+    )[0]
     t_rec = -np.log(out) / mu
     inside = (xx**2 + yy**2) < (0.9 * r) ** 2
     assert np.abs(t_rec - thick)[inside].mean() < 0.03 * thick.max()

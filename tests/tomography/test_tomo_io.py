@@ -50,7 +50,9 @@ def test_savu_tiff_stack(dataset_folder):
     assert scan.layout == "tiff" and scan.shape == (91, 135, 160)
     assert scan.darks.shape == (1, 135, 160) and scan.flats.shape == (1, 135, 160)
     # angles.txt repeats its first and last angle for non-projection frames: 111 -> 91
-    assert np.rad2deg(scan.angles[0]) == pytest.approx(-88.2) and np.rad2deg(scan.angles[-1]) == pytest.approx(91.8, abs=1e-3)
+    assert np.rad2deg(scan.angles[0]) == pytest.approx(-88.2) and np.rad2deg(scan.angles[-1]) == pytest.approx(
+        91.8, abs=1e-3
+    )
     assert np.allclose(np.diff(np.rad2deg(scan.angles)), 2.0, atol=1e-3)
 
 
@@ -99,16 +101,21 @@ def test_tiff_folder_and_mat_round_trips(tmp_path):
 
 
 def test_series_of_scans(tmp_path):
-    paths = [write_data_exchange(tmp_path / f"t{i}.h5", phantom_scan(n=32, n_angles=10, n_rows=2, seed=i)) for i in range(3)]
+    paths = [
+        write_data_exchange(tmp_path / f"t{i}.h5", phantom_scan(n=32, n_angles=10, n_rows=2, seed=i)) for i in range(3)
+    ]
     scans = _scans(*paths)
     assert [s.source for s in scans] == ["t0.h5", "t1.h5", "t2.h5"]
 
 
-@pytest.mark.parametrize(("name", "content", "problem"), [
-    ("x.h5", b"not hdf5 at all" * 10, "not an HDF5"),
-    ("x.mat", b"garbage" * 10, "MATLAB"),
-    ("x.tif", b"garbage" * 10, "TIFF"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("x.h5", b"not hdf5 at all" * 10, "not an HDF5"),
+        ("x.mat", b"garbage" * 10, "MATLAB"),
+        ("x.tif", b"garbage" * 10, "TIFF"),
+    ],
+)
 def test_bad_files_are_named(tmp_path, name, content, problem):
     p = tmp_path / name
     p.write_bytes(content)
@@ -136,8 +143,12 @@ def test_tiff_stack_is_read_by_row_range(tmp_path, kind):
     data = rng.integers(0, 60000, (n, rows, cols)).astype(np.uint16)
     folder = tmp_path / kind
     folder.mkdir()
-    opts = {"raw": {}, "zlib-strips": {"compression": "zlib", "rowsperstrip": 8},
-            "tiled": {"tile": (128, 128), "compression": "zlib"}, "multipage": {"rowsperstrip": 16}}[kind]
+    opts = {
+        "raw": {},
+        "zlib-strips": {"compression": "zlib", "rowsperstrip": 8},
+        "tiled": {"tile": (128, 128), "compression": "zlib"},
+        "multipage": {"rowsperstrip": 16},
+    }[kind]
     if kind == "multipage":
         tifffile.imwrite(folder / "proj.tif", data, **opts)
     else:
@@ -216,8 +227,8 @@ def test_fits_tof_stack_is_read_by_row_range(tmp_path):
     (scan,) = _scans(root, band=band)
     assert scan.layout == "fits-tof" and scan.shape == (n_proj, rows, cols)
     assert scan.meta["overlap_corrected"]
-    want = np.stack([corrected[p][band[0]:band[1]].sum(0) for p in projs])
-    assert np.allclose(scan.flats[0], corrected["ob"][band[0]:band[1]].sum(0), rtol=1e-5)
+    want = np.stack([corrected[p][band[0] : band[1]].sum(0) for p in projs])
+    assert np.allclose(scan.flats[0], corrected["ob"][band[0] : band[1]].sum(0), rtol=1e-5)
     spec = np.mean([corrected[p].mean(axis=(1, 2)) for p in projs], axis=0)
     assert np.allclose(scan.meta["spectrum_sample"], spec, rtol=1e-9)
     assert np.allclose(scan.meta["spectrum_open"], corrected["ob"].mean(axis=(1, 2)), rtol=1e-9)

@@ -13,8 +13,7 @@ from panreduce.client import Client
 @pytest.mark.parametrize("dtype", ["float32", "uint16"])
 def test_sharded_volume_equals_the_whole(gateway_for, dataset_folder, tmp_path, dtype):
     folder = dataset_folder("tomo/savu-tiff")
-    params = {"slice_start": 40, "slice_stop": 50, "center": 79.0, "previews": 1, "output_dtype": dtype,
-              "size": 96}
+    params = {"slice_start": 40, "slice_stop": 50, "center": 79.0, "previews": 1, "output_dtype": dtype, "size": 96}
     with Client(gateway_for("tomography"), timeout=300) as c:
         whole = c.reduce("tomography", [str(folder) + "/"], params, str(tmp_path / "whole"), split=1)
         split = c.reduce("tomography", [str(folder) + "/"], params, str(tmp_path / "split"), split=3)

@@ -22,10 +22,12 @@ def scan_file(tmp_path_factory):
 
 
 def test_step_fields_nested_dotted_or_by_name_mean_the_same():
-    nested = Technique.validate_parameters({"reconstruction": {"algorithm": "sirt", "iterations": 7},
-                                            "corrections": {"ring_removal": "sorting"}})
-    dotted = Technique.validate_parameters({"reconstruction.algorithm": "sirt", "reconstruction.iterations": 7,
-                                            "corrections.ring_removal": "sorting"})
+    nested = Technique.validate_parameters(
+        {"reconstruction": {"algorithm": "sirt", "iterations": 7}, "corrections": {"ring_removal": "sorting"}}
+    )
+    dotted = Technique.validate_parameters(
+        {"reconstruction.algorithm": "sirt", "reconstruction.iterations": 7, "corrections.ring_removal": "sorting"}
+    )
     flat = Technique.validate_parameters({"algorithm": "sirt", "iterations": 7, "ring_removal": "sorting"})
     assert nested == dotted == flat
     assert flat.reconstruction.kwargs()["iterations"] == 7 and flat.corrections.ring_removal == "sorting"
@@ -64,13 +66,16 @@ def test_previews_are_upscaled_with_a_colour_bar_and_the_root_default(scan_file,
     h, w = png.shape[:2]
     assert h >= 512 and w >= 512 + 100  # a 48 px slice upscaled to >= 512 px, plus the colour bar and labels
     grey = png[..., :3].mean(-1)
+
     # the colour bar: a column right of the slice whose grey level falls monotonically
     # (white on top) over >= 400 px, from near white to near black
     def is_bar(col: np.ndarray) -> bool:
         inside = col[(col > 0.02) & (col < 0.98)]
-        return inside.size >= 400 and bool(np.mean(np.diff(inside) <= 1e-3) > 0.97) and \
-            inside[5] - inside[-5] > 0.8  # (its ends: the frame, anti-aliased)
-    assert any(is_bar(col) for col in grey[:, w // 2:].T)
+        return (
+            inside.size >= 400 and bool(np.mean(np.diff(inside) <= 1e-3) > 0.97) and inside[5] - inside[-5] > 0.8
+        )  # (its ends: the frame, anti-aliased)
+
+    assert any(is_bar(col) for col in grey[:, w // 2 :].T)
     assert not any(is_bar(col) for col in grey[:, : w // 4].T)  # the slice and its axis are not one
 
 

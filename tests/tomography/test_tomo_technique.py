@@ -26,8 +26,9 @@ def scan_file(tmp_path_factory):
 
 def test_phantom_end_to_end(scan_file, tmp_path):
     path, scan = scan_file
-    summary, outs, events = run([path], tmp_path, ring_removal="sorting", ring_size=11, zinger_threshold=0.5,
-                                slab_rows=4)
+    summary, outs, events = run(
+        [path], tmp_path, ring_removal="sorting", ring_size=11, zinger_threshold=0.5, slab_rows=4
+    )
     assert abs(summary["center"] - scan["center"]) < 0.5
     assert summary["center_found"] is True and summary["slices"] == 6
     assert {"tomography.nxs", "preview_row00001.png"} <= set(outs)
@@ -56,8 +57,9 @@ def test_torch_backend_runs_gridrec(scan_file, tmp_path):
     and the volume equals the numpy (finufft) job's to the NUFFT accuracy."""
     pytest.importorskip("torch")
     path, scan = scan_file
-    common = dict(center=scan["center"], slab_rows=4, ring_removal="sorting", ring_size=11, zinger_threshold=0.5,
-                  previews=0)
+    common = dict(
+        center=scan["center"], slab_rows=4, ring_removal="sorting", ring_size=11, zinger_threshold=0.5, previews=0
+    )
     s_t, o_t, _ = run([path], tmp_path, name="torch", device="torch-cpu", **common)
     _s_n, o_n, _ = run([path], tmp_path, name="numpy", device="cpu", **common)
     assert s_t["algorithm"] == "gridrec" and s_t["backend"].startswith("torch:")
@@ -128,15 +130,29 @@ def test_algorithms_and_corrections_run_through_the_technique(tmp_path):
     scan = phantom_scan(n=48, n_angles=60, n_rows=4, offset=-2.0, seed=9)
     path = write_nxtomo(tmp_path / "scan.nxs", scan)
     mask = recon.circle_mask(48, 20)
-    for algo, extra in [("fbp", {"filter": "hann"}), ("sirt", {"iterations": 60}), ("cgls", {"iterations": 8}),
-                        ("gridrec", {"flat_field": "dynamic", "dynamic_components": 2})]:
+    for algo, extra in [
+        ("fbp", {"filter": "hann"}),
+        ("sirt", {"iterations": 60}),
+        ("cgls", {"iterations": 8}),
+        ("gridrec", {"flat_field": "dynamic", "dynamic_components": 2}),
+    ]:
         s, outs, _ = run([path], tmp_path, name=algo, algorithm=algo, previews=0, **extra)
         assert abs(s["center"] - scan["center"]) < 0.5, (algo, s["center"])
         with h5py.File(outs["tomography.nxs"].path) as f:
             vol = f["entry/data/data"][()]
         assert nrmse(vol, scan["truth"], mask) < 0.45, algo
-    s, outs, _ = run([path], tmp_path, name="pag", phase_retrieval="paganin", pixel_size_um=1.0, distance_m=0.05,
-                     energy_kev=30.0, delta_beta=50.0, previews=0, center=scan["center"])
+    s, outs, _ = run(
+        [path],
+        tmp_path,
+        name="pag",
+        phase_retrieval="paganin",
+        pixel_size_um=1.0,
+        distance_m=0.05,
+        energy_kev=30.0,
+        delta_beta=50.0,
+        previews=0,
+        center=scan["center"],
+    )
     with h5py.File(outs["tomography.nxs"].path) as f:
         vol = f["entry/data/data"][()]
     # Paganin low-passes the slice: mean attenuation kept, noise (pixel-to-pixel) down
@@ -149,8 +165,11 @@ def test_series_with_segmentation(tmp_path):
     n, rows = 48, 12
     paths, truths = [], []
     for t, r3 in enumerate((5.0, 8.0)):
-        ell = [ph.Ellipsoid(0.05, (6, 6, 6), (-10, -8, 0)), ph.Ellipsoid(0.05, (4, 4, 4), (10, -6, 1)),
-               ph.Ellipsoid(0.05, (r3, r3, r3), (0, 10, 0))]
+        ell = [
+            ph.Ellipsoid(0.05, (6, 6, 6), (-10, -8, 0)),
+            ph.Ellipsoid(0.05, (4, 4, 4), (10, -6, 1)),
+            ph.Ellipsoid(0.05, (r3, r3, r3), (0, 10, 0)),
+        ]
         scan = phantom_scan(n=n, n_angles=80, n_rows=rows, offset=1.0, seed=t, ellipsoids=ell, flux=1e5)
         paths.append(write_data_exchange(tmp_path / f"t{t}.h5", scan))
         truths.append(scan["truth"])
@@ -174,11 +193,15 @@ def test_series_with_segmentation(tmp_path):
 
 @pytest.mark.data
 def test_real_tooth_scan(dataset, tmp_path):
-    summary, outs, _ = run([dataset("tomo/tooth/tooth.h5")], tmp_path, output_dtype="uint16", previews=1,
-                           ring_removal="sorting")
+    summary, outs, _ = run(
+        [dataset("tomo/tooth/tooth.h5")], tmp_path, output_dtype="uint16", previews=1, ring_removal="sorting"
+    )
     assert 294.5 < summary["center"] < 296.5
     with h5py.File(outs["tomography.nxs"].path) as f:
-        vol = f["entry/data/data"][()] * f["entry/data/data"].attrs["scale_factor"] + f["entry/data/data"].attrs["add_offset"]
+        vol = (
+            f["entry/data/data"][()] * f["entry/data/data"].attrs["scale_factor"]
+            + f["entry/data/data"].attrs["add_offset"]
+        )
     # the tooth (attenuating) is in the middle; air around it is near zero
     n = vol.shape[-1]
     centre_val = np.median(vol[0, n // 2 - 60 : n // 2 + 60, n // 2 - 60 : n // 2 + 60])

@@ -110,8 +110,14 @@ def test_region_boxes_and_bands():
     from panreduce import errors
 
     assert tof.region_boxes((10, 12)) == [(0, 10, 0, 12)]
-    assert tof.region_boxes((10, 12), grid=(2, 3)) == [(0, 5, 0, 4), (0, 5, 4, 8), (0, 5, 8, 12),
-                                                       (5, 10, 0, 4), (5, 10, 4, 8), (5, 10, 8, 12)]
+    assert tof.region_boxes((10, 12), grid=(2, 3)) == [
+        (0, 5, 0, 4),
+        (0, 5, 4, 8),
+        (0, 5, 8, 12),
+        (5, 10, 0, 4),
+        (5, 10, 4, 8),
+        (5, 10, 8, 12),
+    ]
     assert tof.region_boxes((10, 12), [[1, 3, 2, 5]]) == [(1, 3, 2, 5)]
     with pytest.raises(errors.InvalidParameters, match="tof_regions"):
         tof.region_boxes((10, 12), [[1, 3, 2, 13]])
@@ -147,8 +153,9 @@ def test_bragg_edge_per_region(tmp_path):
         _write_tof_folder(root / f"proj_{i:03d}", rng.poisson(flux * trans) + dark, tof_s)
     _write_tof_folder(root / "openbeam", rng.poisson(flux * np.ones_like(trans)) + dark, tof_s, "OB")
     _write_tof_folder(root / "dark", np.full_like(trans, dark), tof_s, "DK")
-    summary, outs, _ = run([root], tmp_path, previews=0, center=7.5, tof_region_grid=[2, 2],
-                           bragg_edge_angstrom=4.05, slice_stop=2)
+    summary, outs, _ = run(
+        [root], tmp_path, previews=0, center=7.5, tof_region_grid=[2, 2], bragg_edge_angstrom=4.05, slice_stop=2
+    )
     t = summary["tof"]
     assert t["regions"] == 4
     got = np.array(t["region_edges"])
@@ -157,8 +164,12 @@ def test_bragg_edge_per_region(tmp_path):
     assert np.all((err > 0) & (err < 0.005))
     assert np.all(np.abs(got - edges.ravel()) < 5 * err + 0.002)  # the error bar means something
     table = read_csv(outs["tof_regions.csv"].path)
-    assert [(int(r["row0"]), int(r["row1"]), int(r["col0"]), int(r["col1"])) for r in table] == \
-        [(0, 8, 0, 8), (0, 8, 8, 16), (8, 16, 0, 8), (8, 16, 8, 16)]
+    assert [(int(r["row0"]), int(r["row1"]), int(r["col0"]), int(r["col1"])) for r in table] == [
+        (0, 8, 0, 8),
+        (0, 8, 8, 16),
+        (8, 16, 0, 8),
+        (8, 16, 8, 16),
+    ]
     assert np.allclose([float(r["edge_angstrom"]) for r in table], got)
     spectra = read_csv(outs["tof_region_spectra.csv"].path)
     assert len(spectra) == 4 * lam.size
@@ -173,8 +184,16 @@ def test_bragg_edge_per_region(tmp_path):
         expect = np.exp(-(0.3 + 0.02 * lam[:5]) - 0.25)
         assert np.allclose(tr[:, :5].mean(1), expect.mean(), rtol=0.02)
     # explicit boxes: one box straddling two quadrants sees both edges' average region
-    boxed, _outs2, _ = run([root], tmp_path, name="boxes", previews=0, center=7.5, slice_stop=2,
-                          tof_regions=[[0, 8, 8, 16], [8, 16, 0, 8]], bragg_edge_angstrom=4.05)
+    boxed, _outs2, _ = run(
+        [root],
+        tmp_path,
+        name="boxes",
+        previews=0,
+        center=7.5,
+        slice_stop=2,
+        tof_regions=[[0, 8, 8, 16], [8, 16, 0, 8]],
+        bragg_edge_angstrom=4.05,
+    )
     assert np.allclose(boxed["tof"]["region_edges"], [edges[0, 1], edges[1, 0]], atol=0.01)
 
 

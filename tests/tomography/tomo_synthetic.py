@@ -17,8 +17,9 @@ from panreduce.storage import Stores
 from panreduce_tomography import phantom as ph
 
 
-def phantom_scan(n=64, n_angles=120, n_rows=4, offset=2.7, *, seed=0, rings=0.0, zingers=0.0, flux=2e4,
-                 ellipsoids=None, scale=0.02):
+def phantom_scan(
+    n=64, n_angles=120, n_rows=4, offset=2.7, *, seed=0, rings=0.0, zingers=0.0, flux=2e4, ellipsoids=None, scale=0.02
+):
     """Raw counts of an off-centre-axis scan of the 3-D Shepp-Logan head (or the given
     ellipsoids) and its ground truth. Returns a dict with data/darks/flats (counts),
     angles (rad), center (px), truth (n_rows, n, n) and line integrals."""
@@ -34,8 +35,10 @@ def phantom_scan(n=64, n_angles=120, n_rows=4, offset=2.7, *, seed=0, rings=0.0,
 
 def write_data_exchange(path: Path, scan: dict, *, degrees=True) -> Path:
     with h5py.File(path, "w") as f:
-        f.create_dataset("exchange/data", data=scan["data"].astype(np.uint16) if scan["data"].max() < 65535
-                         else scan["data"].astype(np.float32))
+        f.create_dataset(
+            "exchange/data",
+            data=scan["data"].astype(np.uint16) if scan["data"].max() < 65535 else scan["data"].astype(np.float32),
+        )
         f.create_dataset("exchange/data_dark", data=scan["darks"].astype(np.float32))
         f.create_dataset("exchange/data_white", data=scan["flats"].astype(np.float32))
         th = f.create_dataset("exchange/theta", data=np.rad2deg(scan["angles"]) if degrees else scan["angles"])
@@ -72,8 +75,16 @@ def inputs(*groups) -> Inputs:
     for g in groups:
         g = Path(g)
         paths = sorted(p for p in g.rglob("*") if p.is_file()) if g.is_dir() else [g]
-        files = tuple(StagedFile(path=p, uri=f"file://{p}", name=(p.relative_to(g).as_posix() if g.is_dir() else p.name),
-                                 size=p.stat().st_size, sha256="") for p in paths)
+        files = tuple(
+            StagedFile(
+                path=p,
+                uri=f"file://{p}",
+                name=(p.relative_to(g).as_posix() if g.is_dir() else p.name),
+                size=p.stat().st_size,
+                sha256="",
+            )
+            for p in paths
+        )
         items.append(StagedInput(uri=f"file://{g}", root=g, is_prefix=g.is_dir(), files=files))
     return Inputs(tuple(items))
 
@@ -89,14 +100,21 @@ def run(paths, tmp_path, split=None, name="job", **raw):
     from panreduce_tomography.technique import Technique
 
     events = []
-    args = dict(stores=Stores(tmp_path / name / "store"),
-                progress=lambda stage, frac, msg: events.append((stage, frac, msg)))
+    args = dict(
+        stores=Stores(tmp_path / name / "store"), progress=lambda stage, frac, msg: events.append((stage, frac, msg))
+    )
     out = tmp_path / name / "out"
-    result = (kit.run_split(Technique, [str(p) for p in paths], raw, out, split=split, **args) if split
-              else kit.run(Technique, [str(p) for p in paths], raw, out, **args))
+    result = (
+        kit.run_split(Technique, [str(p) for p in paths], raw, out, split=split, **args)
+        if split
+        else kit.run(Technique, [str(p) for p in paths], raw, out, **args)
+    )
     json.dumps(result.summary, allow_nan=False)
-    outs = {o.uri.rsplit("/", 1)[1]: SimpleNamespace(path=Path(o.uri), format=o.format, role=o.role)
-            for o in result.outputs if o.role != "provenance"}
+    outs = {
+        o.uri.rsplit("/", 1)[1]: SimpleNamespace(path=Path(o.uri), format=o.format, role=o.role)
+        for o in result.outputs
+        if o.role != "provenance"
+    }
     return result.summary, outs, events
 
 

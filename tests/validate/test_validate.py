@@ -35,8 +35,23 @@ def served(tmp_path_factory):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp / "xdg")}
     env.pop("PANREDUCE_GATEWAY", None)
     log = open(tmp / "serve.log", "w+")
-    proc = subprocess.Popen([PANREDUCE, "serve", "--port", str(port), "--store", str(tmp / "store"),
-                             "--techniques", "scan,saxs", "--web-port", "0"], cwd=tmp, stderr=log, env=env)
+    proc = subprocess.Popen(
+        [
+            PANREDUCE,
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            str(tmp / "store"),
+            "--techniques",
+            "scan,saxs",
+            "--web-port",
+            "0",
+        ],
+        cwd=tmp,
+        stderr=log,
+        env=env,
+    )
     address = f"127.0.0.1:{port}"
     end = time.monotonic() + 120
     while True:
@@ -62,8 +77,14 @@ def served(tmp_path_factory):
 
 
 def run_validate(served, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PANREDUCE, "validate", "--gateway", served["address"], *args], cwd=served["tmp"],
-                          env=served["env"], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [PANREDUCE, "validate", "--gateway", served["address"], *args],
+        cwd=served["tmp"],
+        env=served["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_recorded_references_pass_through_a_live_serve(served, dataset, tmp_path):
@@ -78,7 +99,10 @@ def test_recorded_references_pass_through_a_live_serve(served, dataset, tmp_path
     rows = report["rows"]
     assert report["passed"] is True
     assert {(r["technique"], r["case"]) for r in rows} == {
-        ("scan", "i16-794934"), ("scan", "i16-794936"), ("saxs", "biocat-GI2_A9_19")}
+        ("scan", "i16-794934"),
+        ("scan", "i16-794936"),
+        ("saxs", "biocat-GI2_A9_19"),
+    }
     assert all(r["status"] == "PASS" for r in rows), rows
     for r in rows:  # the figures really were measured and compared
         assert r["got"] is not None and r["source"]
@@ -92,15 +116,33 @@ def test_recorded_references_pass_through_a_live_serve(served, dataset, tmp_path
 
 def test_wrong_expectations_fail_and_absent_cases_skip(served, dataset, tmp_path):
     dataset("i16-scans/794934.nxs")
-    refs = {"cases": [
-        {"technique": "scan", "case": "wrong", "inputs": ["i16-scans/794934.nxs"],
-         "figures": [{"name": "peak centre", "summary": ["center"], "expected": 31.0, "abs": 0.002, "source": "test"},
-                     {"name": "no such figure", "summary": ["nope"], "expected": 1.0, "rel": 0.1, "source": "test"}]},
-        {"technique": "tomography", "case": "phantom", "inputs": ["tomo/tooth/tooth.h5"],
-         "figures": [{"name": "rmse", "summary": ["rmse"], "expected": 0.1, "abs": 0.01, "source": "test"}]},
-        {"technique": "scan", "case": "outside", "inputs": ["../../../etc/passwd"],
-         "figures": [{"name": "peak centre", "summary": ["center"], "expected": 30.0, "abs": 1, "source": "test"}]},
-    ]}
+    refs = {
+        "cases": [
+            {
+                "technique": "scan",
+                "case": "wrong",
+                "inputs": ["i16-scans/794934.nxs"],
+                "figures": [
+                    {"name": "peak centre", "summary": ["center"], "expected": 31.0, "abs": 0.002, "source": "test"},
+                    {"name": "no such figure", "summary": ["nope"], "expected": 1.0, "rel": 0.1, "source": "test"},
+                ],
+            },
+            {
+                "technique": "tomography",
+                "case": "phantom",
+                "inputs": ["tomo/tooth/tooth.h5"],
+                "figures": [{"name": "rmse", "summary": ["rmse"], "expected": 0.1, "abs": 0.01, "source": "test"}],
+            },
+            {
+                "technique": "scan",
+                "case": "outside",
+                "inputs": ["../../../etc/passwd"],
+                "figures": [
+                    {"name": "peak centre", "summary": ["center"], "expected": 30.0, "abs": 1, "source": "test"}
+                ],
+            },
+        ]
+    }
     path = tmp_path / "refs.json"
     path.write_text(json.dumps(refs))
     out_json = tmp_path / "v.json"
@@ -119,14 +161,36 @@ def test_wrong_expectations_fail_and_absent_cases_skip(served, dataset, tmp_path
 
 def test_a_reference_file_without_sources_or_tolerances_is_refused(tmp_path):
     path = tmp_path / "refs.json"
-    path.write_text(json.dumps({"cases": [{"technique": "scan", "case": "x", "inputs": [],
-                                           "figures": [{"name": "c", "summary": ["center"], "expected": 1.0,
-                                                        "abs": 1}]}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "technique": "scan",
+                        "case": "x",
+                        "inputs": [],
+                        "figures": [{"name": "c", "summary": ["center"], "expected": 1.0, "abs": 1}],
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(errors.InvalidRequest, match="no 'source'"):
         validate.load_references(path)
-    path.write_text(json.dumps({"cases": [{"technique": "scan", "case": "x", "inputs": [],
-                                           "figures": [{"name": "c", "summary": ["center"], "expected": 1.0,
-                                                        "source": "s"}]}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "cases": [
+                    {
+                        "technique": "scan",
+                        "case": "x",
+                        "inputs": [],
+                        "figures": [{"name": "c", "summary": ["center"], "expected": 1.0, "source": "s"}],
+                    }
+                ]
+            }
+        )
+    )
     with pytest.raises(errors.InvalidRequest, match="'abs' or 'rel'"):
         validate.load_references(path)
     assert len(validate.load_references()) == 3  # the recorded file is well formed

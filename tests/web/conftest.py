@@ -58,11 +58,19 @@ class IdP:
     seen_challenges: list[str] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
-    def token(self, sub: str, *, aud: str = CLIENT_ID, lifetime: float = 600, nonce: str | None = None,
-              **claims: Any) -> str:
+    def token(
+        self, sub: str, *, aud: str = CLIENT_ID, lifetime: float = 600, nonce: str | None = None, **claims: Any
+    ) -> str:
         now = int(time.time())
-        body = {"iss": self.url, "sub": sub, "aud": aud, "iat": now, "exp": now + int(lifetime),
-                "proposals": self.users.get(sub, []), **claims}
+        body = {
+            "iss": self.url,
+            "sub": sub,
+            "aud": aud,
+            "iat": now,
+            "exp": now + int(lifetime),
+            "proposals": self.users.get(sub, []),
+            **claims,
+        }
         if nonce is not None:
             body["nonce"] = nonce
         return jwt.encode(body, self.key, algorithm="RS256", headers={"kid": "k1"})
@@ -90,19 +98,33 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
             u = urllib.parse.urlsplit(self.path)
             q = dict(urllib.parse.parse_qsl(u.query))
             if u.path == "/.well-known/openid-configuration":
-                self._json({"issuer": idp.url, "authorization_endpoint": idp.url + "/authorize",
-                            "token_endpoint": idp.url + "/token", "jwks_uri": idp.url + "/jwks",
-                            "code_challenge_methods_supported": ["S256"]})
+                self._json(
+                    {
+                        "issuer": idp.url,
+                        "authorization_endpoint": idp.url + "/authorize",
+                        "token_endpoint": idp.url + "/token",
+                        "jwks_uri": idp.url + "/jwks",
+                        "code_challenge_methods_supported": ["S256"],
+                    }
+                )
             elif u.path == "/jwks":
                 self._json(idp.jwks())
             elif u.path == "/authorize":
-                if q.get("client_id") != CLIENT_ID or q.get("code_challenge_method") != "S256" \
-                        or q.get("response_type") != "code" or not q.get("code_challenge"):
+                if (
+                    q.get("client_id") != CLIENT_ID
+                    or q.get("code_challenge_method") != "S256"
+                    or q.get("response_type") != "code"
+                    or not q.get("code_challenge")
+                ):
                     self._json({"error": "invalid_request"}, 400)
                     return
                 code = secrets.token_urlsafe(16)
-                idp.codes[code] = {"user": idp.user, "challenge": q["code_challenge"], "nonce": q.get("nonce"),
-                                   "redirect_uri": q["redirect_uri"]}
+                idp.codes[code] = {
+                    "user": idp.user,
+                    "challenge": q["code_challenge"],
+                    "nonce": q.get("nonce"),
+                    "redirect_uri": q["redirect_uri"],
+                }
                 idp.seen_challenges.append(q["code_challenge"])
                 target = q["redirect_uri"] + "?" + urllib.parse.urlencode({"code": code, "state": q.get("state", "")})
                 self.send_response(302)
@@ -125,8 +147,14 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 self._json({"error": "invalid_grant", "error_description": "PKCE"}, 400)
                 return
             user = grant["user"]
-            self._json({"access_token": idp.token(user), "id_token": idp.token(user, nonce=grant["nonce"]),
-                        "token_type": "Bearer", "expires_in": 600})
+            self._json(
+                {
+                    "access_token": idp.token(user),
+                    "id_token": idp.token(user, nonce=grant["nonce"]),
+                    "token_type": "Bearer",
+                    "expires_in": 600,
+                }
+            )
 
     return Handler
 
@@ -168,12 +196,17 @@ def site(tmp_path_factory, dataset, idp) -> Iterator[Site]:
     for p in ("propA", "propB"):
         (data / p).mkdir(parents=True)
         shutil.copy(source, data / p / "794932.nxs")
-    tokens = StaticTokens([{"token": "token-a", "subject": "alice", "proposals": ["propA"]},
-                           {"token": "token-b", "subject": "bob", "proposals": ["propB"]}])
+    tokens = StaticTokens(
+        [
+            {"token": "token-a", "subject": "alice", "proposals": ["propA"]},
+            {"token": "token-b", "subject": "bob", "proposals": ["propB"]},
+        ]
+    )
     jwks = tmp / "jwks.json"
     jwks.write_text(json.dumps(idp.jwks()))
-    access = Access([tokens, JwtVerifier(str(jwks), issuer=idp.url, audience=CLIENT_ID)],
-                    prefixes=[str(data) + "/{proposal}/"])
+    access = Access(
+        [tokens, JwtVerifier(str(jwks), issuer=idp.url, audience=CLIENT_ID)], prefixes=[str(data) + "/{proposal}/"]
+    )
     stores = Stores(tmp / "store")
     scan = start_technique(registry.load("scan"), stores=stores, max_running=2)
     service = GatewayService({"scan": scan.address}, stores=stores, config=GatewayConfig(access=access))
@@ -199,8 +232,9 @@ def site(tmp_path_factory, dataset, idp) -> Iterator[Site]:
 
 def _web(site: Site, **kw: Any) -> Iterator[RunningWeb]:
     port = free_port()
-    config = WebConfig(gateway=site.gateway, public_url=f"http://127.0.0.1:{port}", poll_seconds=0.3,
-                       heartbeat_seconds=1.0, **kw)
+    config = WebConfig(
+        gateway=site.gateway, public_url=f"http://127.0.0.1:{port}", poll_seconds=0.3, heartbeat_seconds=1.0, **kw
+    )
     running = start_web(config, port=port)
     try:
         yield running

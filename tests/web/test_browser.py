@@ -31,9 +31,16 @@ def browser_factory(tmp_path):
     def make(name: str):
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--no-first-run", "--disable-dev-shm-usage", "--window-size=1280,1000",
-                     f"--user-data-dir={tmp_path / ('profile-' + name)}"):
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+            f"--user-data-dir={tmp_path / ('profile-' + name)}",
+        ):
             opts.add_argument(flag)
         d = webdriver.Chrome(service=Service(DRIVER), options=opts)
         d.set_page_load_timeout(60)
@@ -97,24 +104,36 @@ def test_two_users_in_a_real_browser(browser_factory, web, web_oidc, site, idp, 
     row = f'#jobs tr[data-id="{jid}"]'
     wait_for(alice, lambda d: d.find_elements(By.CSS_SELECTOR, row), timeout=30, what="the new job's row")
     shot(alice, tmp_path, "02-alice-job-appeared")
-    wait_for(alice, lambda d: "SUCCEEDED" in d.find_element(By.CSS_SELECTOR, row).text, timeout=120,
-             what="the job to finish live")
+    wait_for(
+        alice,
+        lambda d: "SUCCEEDED" in d.find_element(By.CSS_SELECTOR, row).text,
+        timeout=120,
+        what="the job to finish live",
+    )
     assert alice.execute_script("return window.__same_page;") == marker  # the same page: it updated live
     shot(alice, tmp_path, "03-alice-job-finished")
     assert site.jobs["propB"] not in alice.page_source
     # the job page: parameters, catalogue, events, outputs with their plots
-    alice.find_element(By.CSS_SELECTOR, f'{row} a').click()
+    alice.find_element(By.CSS_SELECTOR, f"{row} a").click()
     wait_for(alice, lambda d: d.find_element(By.ID, "job-id").text == jid, what="the job page")
-    wait_for(alice, lambda d: d.find_elements(By.CSS_SELECTOR, '.plots[data-state="ready"] .js-plotly-plot'),
-             timeout=60, what="the plots")
+    wait_for(
+        alice,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '.plots[data-state="ready"] .js-plotly-plot'),
+        timeout=60,
+        what="the plots",
+    )
     figures = alice.find_elements(By.CSS_SELECTOR, ".plots .figure")
     assert figures and any(f.get_attribute("data-kind") == "curve" for f in figures)
     assert alice.find_elements(By.CSS_SELECTOR, ".plots .js-plotly-plot .scatterlayer .trace")
     shot(alice, tmp_path, "04-alice-job-page")
     # the result view page of the first output
     alice.find_element(By.CSS_SELECTOR, "#outputs a.view").click()
-    wait_for(alice, lambda d: d.find_elements(By.CSS_SELECTOR, '.plots[data-state="ready"] .js-plotly-plot'),
-             timeout=60, what="the result view")
+    wait_for(
+        alice,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '.plots[data-state="ready"] .js-plotly-plot'),
+        timeout=60,
+        what="the result view",
+    )
     shot(alice, tmp_path, "05-alice-result-view")
     # download a file in the browser, with its session: the bytes are the output's
     job = site.a.get_job(jid)

@@ -42,9 +42,26 @@ def test_serve_prints_the_page_and_serves_it(tmp_path):
     port, web_port = free_port(), free_port()
     log = open(tmp_path / "serve.log", "w+")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.Popen([PANREDUCE, "serve", "--port", str(port), "--web-port", str(web_port), "--store",
-                             str(tmp_path / "store"), "--techniques", "scan", "--drain-seconds", "1"],
-                            cwd=tmp_path, stderr=log, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            PANREDUCE,
+            "serve",
+            "--port",
+            str(port),
+            "--web-port",
+            str(web_port),
+            "--store",
+            str(tmp_path / "store"),
+            "--techniques",
+            "scan",
+            "--drain-seconds",
+            "1",
+        ],
+        cwd=tmp_path,
+        stderr=log,
+        text=True,
+        env=env,
+    )
     try:
         assert wait_http(f"http://127.0.0.1:{web_port}/healthz", proc).text == "ok"
         deadline = time.monotonic() + 60
@@ -63,8 +80,12 @@ def test_serve_prints_the_page_and_serves_it(tmp_path):
 
 def test_panreduce_web_in_front_of_a_gateway(site, tmp_path):
     port = free_port()
-    proc = subprocess.Popen([PANREDUCE, "web", "--gateway", site.gateway, "--port", str(port), "--auth", "tokens"],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [PANREDUCE, "web", "--gateway", site.gateway, "--port", str(port), "--auth", "tokens"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         r = wait_http(f"http://127.0.0.1:{port}/", proc)
         assert r.status_code == 401

@@ -48,8 +48,14 @@ def bob(web):
 
 
 def routes(job_id: str) -> list[str]:
-    return [f"/jobs/{job_id}", f"/jobs/{job_id}/events", f"/jobs/{job_id}/outputs/0",
-            f"/jobs/{job_id}/outputs/0/plots", f"/jobs/{job_id}/outputs/0/view", f"/jobs/{job_id}/outputs/0/metadata"]
+    return [
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}/events",
+        f"/jobs/{job_id}/outputs/0",
+        f"/jobs/{job_id}/outputs/0/plots",
+        f"/jobs/{job_id}/outputs/0/view",
+        f"/jobs/{job_id}/outputs/0/metadata",
+    ]
 
 
 LIST_ROUTES = ["/", "/api/jobs", "/events/jobs"]
@@ -149,16 +155,16 @@ def test_another_proposals_ids_are_not_found(alice, bob, site):
             assert r.status_code == 404, path
             assert r.json() == {"error": "not found", "status": 404}
             page = me.get(path, headers={"accept": "text/html"})
-            assert page.status_code == 404 and other not in page.text and "propB" not in page.text.replace(
-                "propA", "")
+            assert page.status_code == 404 and other not in page.text and "propB" not in page.text.replace("propA", "")
         r = me.post(f"/jobs/{other}/cancel", data={"csrf": csrf_of(me)})
         assert r.status_code == 404
     # the other's job is untouched
     assert site.b.get_job(site.jobs["propB"]).state == pb.SUCCEEDED
 
 
-@pytest.mark.parametrize("bad", ["..%2f..%2fetc", "%2e%2e", "a" * 65, "x y", "%00", "j%C3%A9b", "a;b",
-                                 "0123456789abcdef0"])
+@pytest.mark.parametrize(
+    "bad", ["..%2f..%2fetc", "%2e%2e", "a" * 65, "x y", "%00", "j%C3%A9b", "a;b", "0123456789abcdef0"]
+)
 def test_malformed_ids_are_404_never_500(alice, bad):
     for path in routes(bad):
         r = alice.get(path)
@@ -168,13 +174,29 @@ def test_malformed_ids_are_404_never_500(alice, bad):
 
 def test_malformed_outputs_and_filters(alice, site):
     jid = site.jobs["propA"]
-    for path in (f"/jobs/{jid}/outputs/99", f"/jobs/{jid}/outputs/-1", f"/jobs/{jid}/outputs/x",
-                 f"/jobs/{jid}/outputs/99/plots", f"/jobs/{jid}/outputs/99999999999999999999999/view",
-                 "/static/../app.py", "/static/app.py", "/nowhere"):
+    for path in (
+        f"/jobs/{jid}/outputs/99",
+        f"/jobs/{jid}/outputs/-1",
+        f"/jobs/{jid}/outputs/x",
+        f"/jobs/{jid}/outputs/99/plots",
+        f"/jobs/{jid}/outputs/99999999999999999999999/view",
+        "/static/../app.py",
+        "/static/app.py",
+        "/nowhere",
+    ):
         assert alice.get(path).status_code == 404, path
-    for params in ({"state": "DONE"}, {"since": "yesterday"}, {"size": "100000"}, {"size": "0"},
-                   {"page": "x"}, {"technique": "a/b"}, {"sample": "s" * 500}, {"bogus": "1"},
-                   {"sample": "a\x00b"}, {"page": "9" * 40}):
+    for params in (
+        {"state": "DONE"},
+        {"since": "yesterday"},
+        {"size": "100000"},
+        {"size": "0"},
+        {"page": "x"},
+        {"technique": "a/b"},
+        {"sample": "s" * 500},
+        {"bogus": "1"},
+        {"sample": "a\x00b"},
+        {"page": "9" * 40},
+    ):
         for path in ("/", "/api/jobs", "/events/jobs"):
             assert alice.get(path, params=params).status_code == 400, (path, params)
     for q in ({"slice": "-1"}, {"slice": "x" * 20}, {"group": "relative"}, {"group": "/" + "g" * 300}):
@@ -190,8 +212,10 @@ def test_cancel_needs_the_csrf_token_and_the_origin(alice, site, web):
     csrf = csrf_of(alice, f"/jobs/{jid}")
     assert alice.post(f"/jobs/{jid}/cancel").status_code == 403
     assert alice.post(f"/jobs/{jid}/cancel", data={"csrf": "forged"}).status_code == 403
-    assert alice.post(f"/jobs/{jid}/cancel", data={"csrf": csrf},
-                      headers={"origin": "https://evil.example"}).status_code == 403
+    assert (
+        alice.post(f"/jobs/{jid}/cancel", data={"csrf": csrf}, headers={"origin": "https://evil.example"}).status_code
+        == 403
+    )
     assert site.a.get_job(jid).state in (pb.QUEUED, pb.RUNNING, pb.SUCCEEDED)  # nothing cancelled yet
     # another session's CSRF token is not this session's
     with closing(login(web.url, "token-a")) as other:

@@ -22,9 +22,16 @@ def nx_file(path, name, **kw):
 
 def test_iq_is_log_log_with_error_bars(tmp_path):
     q = np.geomspace(1e-3, 0.5, 300)
-    i = 1e3 * q ** -2.0
-    f = nx_file(tmp_path / "iq.h5", "sasdata", signal="I", data=i, axes=[("Q", q)], errors=0.1 * i,
-                units={"Q": "1/angstrom", "I": "1/cm"})
+    i = 1e3 * q**-2.0
+    f = nx_file(
+        tmp_path / "iq.h5",
+        "sasdata",
+        signal="I",
+        data=i,
+        axes=[("Q", q)],
+        errors=0.1 * i,
+        units={"Q": "1/angstrom", "I": "1/cm"},
+    )
     (fig,) = views.figures(f, "sans")
     assert fig["kind"] == "curve" and fig["layout"]["xaxis"]["type"] == "log" == fig["layout"]["yaxis"]["type"]
     tr = fig["data"][0]
@@ -76,7 +83,10 @@ def test_text_tables(tmp_path):
     q = np.linspace(0.01, 0.3, 50)
     r = np.exp(-q * 30)
     path = tmp_path / "refl.ort"
-    path.write_text("# ORSO reflectivity\n# columns: Qz R sR\n" + "\n".join(f"{a} {b} {0.05 * b}" for a, b in zip(q, r, strict=True)))
+    path.write_text(
+        "# ORSO reflectivity\n# columns: Qz R sR\n"
+        + "\n".join(f"{a} {b} {0.05 * b}" for a, b in zip(q, r, strict=True))
+    )
     (fig,) = views.figures(path, "reflectometry")
     assert fig["data"][0]["y"] == pytest.approx(r.tolist()) and fig["layout"]["yaxis"]["type"] == "log"
     (tmp_path / "junk.bin").write_bytes(b"\x00\x01 not a table")

@@ -109,8 +109,10 @@ class StaticTokens(Authenticator):
         self._entries: list[tuple[str, Identity]] = []
         for i, e in enumerate(model.tokens):
             if e.digest in seen:
-                raise TokensFileError(f"{source}: tokens[{i}] (subject {e.subject!r}) repeats the token of "
-                                      f"tokens[{seen[e.digest]}]; every token must be unique")
+                raise TokensFileError(
+                    f"{source}: tokens[{i}] (subject {e.subject!r}) repeats the token of "
+                    f"tokens[{seen[e.digest]}]; every token must be unique"
+                )
             seen[e.digest] = i
             self._entries.append((e.digest, Identity(e.subject, None if e.admin else frozenset(e.proposals), e.admin)))
 
@@ -127,7 +129,7 @@ class StaticTokens(Authenticator):
         if isinstance(doc, list):
             doc = {"tokens": doc}
         if not isinstance(doc, dict) or set(doc) != {"tokens"} or not isinstance(doc["tokens"], list):
-            raise TokensFileError(f"tokens file {path}: must be {{\"tokens\": [ ... ]}} with nothing else")
+            raise TokensFileError(f'tokens file {path}: must be {{"tokens": [ ... ]}} with nothing else')
         return cls(doc["tokens"], source=f"tokens file {path}")
 
     def identify(self, token: str) -> Identity | None:
@@ -158,9 +160,17 @@ def _first_problem(doc: Mapping[str, Any], exc: pydantic.ValidationError) -> str
 class JwtVerifier(Authenticator):
     """OIDC access tokens (JWT) verified against a JWKS document (file or URL)."""
 
-    def __init__(self, jwks: str, *, issuer: str | None = None, audience: str | None = None,
-                 proposals_claim: str = "proposals", subject_claim: str = "sub",
-                 admin_claim: str = "panreduce_admin", algorithms: Sequence[str] = ("RS256", "ES256", "PS256")) -> None:
+    def __init__(
+        self,
+        jwks: str,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        proposals_claim: str = "proposals",
+        subject_claim: str = "sub",
+        admin_claim: str = "panreduce_admin",
+        algorithms: Sequence[str] = ("RS256", "ES256", "PS256"),
+    ) -> None:
         import jwt
 
         self._jwt = jwt
@@ -188,7 +198,11 @@ class JwtVerifier(Authenticator):
             return None
         try:
             claims = self._jwt.decode(
-                token, self._key(token), algorithms=self.algorithms, issuer=self.issuer, audience=self.audience,
+                token,
+                self._key(token),
+                algorithms=self.algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
                 options={"require": ["exp", self.subject_claim], "verify_aud": self.audience is not None},
             )
         except (self._jwt.InvalidTokenError, self._jwt.PyJWKClientError) as exc:
@@ -231,8 +245,14 @@ class Access:
         if s.tokens_file:
             auths.append(StaticTokens.from_file(s.tokens_file))
         if s.jwks:
-            auths.append(JwtVerifier(s.jwks, issuer=s.jwt_issuer or None, audience=s.jwt_audience or None,
-                                     proposals_claim=s.jwt_proposals_claim))
+            auths.append(
+                JwtVerifier(
+                    s.jwks,
+                    issuer=s.jwt_issuer or None,
+                    audience=s.jwt_audience or None,
+                    proposals_claim=s.jwt_proposals_claim,
+                )
+            )
         return cls(auths, list(s.allowed_prefixes))
 
     # -- identity -----------------------------------------------------------------------
@@ -244,9 +264,12 @@ class Access:
         except errors.PanReduceError as exc:
             audit.decision(subject="", allowed=False, reason=f"authentication: {exc}")
             raise
-        audit.decision(subject=identity.subject, allowed=True,
-                       proposal="*" if identity.proposals is None else ",".join(sorted(identity.proposals)),
-                       reason="authenticated" if self.enabled else "authentication off")
+        audit.decision(
+            subject=identity.subject,
+            allowed=True,
+            proposal="*" if identity.proposals is None else ",".join(sorted(identity.proposals)),
+            reason="authenticated" if self.enabled else "authentication off",
+        )
         return identity
 
     def _identify(self, context: grpc.ServicerContext) -> Identity:
@@ -271,8 +294,10 @@ class Access:
         if identity.proposals is not None and len(identity.proposals) == 1:
             return next(iter(identity.proposals))
         if self.enabled and identity.proposals is not None:
-            raise errors.InvalidRequest("name the proposal (label proposal=...): "
-                                        f"{identity.subject} belongs to {', '.join(sorted(identity.proposals)) or 'none'}")
+            raise errors.InvalidRequest(
+                "name the proposal (label proposal=...): "
+                f"{identity.subject} belongs to {', '.join(sorted(identity.proposals)) or 'none'}"
+            )
         return requested
 
     # -- URIs ---------------------------------------------------------------------------
@@ -280,8 +305,9 @@ class Access:
         """The resolved locations a proposal may read and write (its prefix templates)."""
         return locations.resolve_prefixes(self.prefixes, proposal)
 
-    def check_uri(self, identity: Identity, proposal: str, uri: str, *,
-                  uploads: Path | None = None) -> locations.Location:
+    def check_uri(
+        self, identity: Identity, proposal: str, uri: str, *, uploads: Path | None = None
+    ) -> locations.Location:
         """Resolve ``uri`` once (panreduce.locations: decoded once, normalised, links
         resolved, uploads mapped into ``uploads``) and refuse it outside the proposal's
         prefixes, compared component by component. Returns the resolved location: the
@@ -297,7 +323,8 @@ class Access:
         if not locations.is_within_any(loc, allowed):
             raise errors.PermissionDenied(
                 f"{locations.shown(uri)} is outside the locations of proposal {proposal!r} "
-                f"({', '.join(a.uri for a in allowed)})")
+                f"({', '.join(a.uri for a in allowed)})"
+            )
         return loc
 
     def check_readable(self, identity: Identity, uri: str, *, uploads: Path | None = None) -> locations.Location:

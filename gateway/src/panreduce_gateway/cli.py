@@ -75,8 +75,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:  # a fault of ours: the traceback on stderr, the one JSON object too
         if as_json:
-            print(json.dumps({"error": {"code": "INTERNAL", "message": f"{type(exc).__name__}: {exc}",
-                                        "field": None, "exit_code": EXIT["error"]}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "error": {
+                            "code": "INTERNAL",
+                            "message": f"{type(exc).__name__}: {exc}",
+                            "field": None,
+                            "exit_code": EXIT["error"],
+                        }
+                    }
+                ),
+                flush=True,
+            )
         raise
 
 
@@ -101,8 +112,9 @@ class VersionAction(argparse.Action):
     """``--version``: the installed versions, looked up only when asked."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
-                         help="print the version and exit", **kwargs)
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit", **kwargs
+        )
 
     def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> NoReturn:
         print(f"panreduce {version_text()}")
@@ -193,37 +205,69 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(metavar="COMMAND")
 
     def gateway_opt(sp: argparse.ArgumentParser, required: bool = False) -> None:
-        sp.add_argument("--gateway", metavar="HOST:PORT", default=FromSettings("gateway"),
-                        help="talk to this gateway (default: $PANREDUCE_GATEWAY; "
-                        + ("required" if required else "none: run the embedded platform") + ")")
-        sp.add_argument("--token", default=FromSettings("token"),
-                        help="bearer token for the gateway (default: $PANREDUCE_TOKEN)")
-        sp.add_argument("--tls-ca", type=Path, default=FromSettings("tls_ca"),
-                        help="talk TLS, trusting this CA bundle (PEM; default: $PANREDUCE_TLS_CA)")
+        sp.add_argument(
+            "--gateway",
+            metavar="HOST:PORT",
+            default=FromSettings("gateway"),
+            help="talk to this gateway (default: $PANREDUCE_GATEWAY; "
+            + ("required" if required else "none: run the embedded platform")
+            + ")",
+        )
+        sp.add_argument(
+            "--token", default=FromSettings("token"), help="bearer token for the gateway (default: $PANREDUCE_TOKEN)"
+        )
+        sp.add_argument(
+            "--tls-ca",
+            type=Path,
+            default=FromSettings("tls_ca"),
+            help="talk TLS, trusting this CA bundle (PEM; default: $PANREDUCE_TLS_CA)",
+        )
 
     def server_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--db", default=FromSettings("db_spec"),
-                        help="job table: a SQLite file, or a postgresql:// DSN for a replicated gateway "
-                        "(default: $PANREDUCE_DB_DSN, $PANREDUCE_DB; serve: <store>/jobs.sqlite; gateway: in memory)")
-        sp.add_argument("--tls-cert", type=Path, default=FromSettings("tls_cert"), help="serve TLS: certificate chain (PEM)")
+        sp.add_argument(
+            "--db",
+            default=FromSettings("db_spec"),
+            help="job table: a SQLite file, or a postgresql:// DSN for a replicated gateway "
+            "(default: $PANREDUCE_DB_DSN, $PANREDUCE_DB; serve: <store>/jobs.sqlite; gateway: in memory)",
+        )
+        sp.add_argument(
+            "--tls-cert", type=Path, default=FromSettings("tls_cert"), help="serve TLS: certificate chain (PEM)"
+        )
         sp.add_argument("--tls-key", type=Path, default=FromSettings("tls_key"), help="serve TLS: private key (PEM)")
-        sp.add_argument("--tokens-file", default=None,
-                        help="static bearer tokens (JSON) -- turns access control on")
-        sp.add_argument("--jwks", default=None,
-                        help="JWKS (file or URL) to verify OIDC JWTs -- turns access control on")
-        sp.add_argument("--allowed-prefix", action="append", default=None, metavar="TEMPLATE",
-                        help="URI prefix a proposal may use, with {proposal}; repeatable "
-                        "(default: $PANREDUCE_ALLOWED_PREFIXES, comma-separated)")
-        sp.add_argument("--max-attempts", type=int, default=FromSettings("max_attempts"),
-                        help="runs of a job whose service went away (default 3)")
-        sp.add_argument("--service-wait", type=float, metavar="SECONDS",
-                        default=FromSettings("service_wait_seconds"),
-                        help="how long a job waits for its technique's service to be reachable before it "
-                        "fails naming it (default $PANREDUCE_SERVICE_WAIT_SECONDS or 300)")
-        sp.add_argument("--drain-seconds", type=float, metavar="SECONDS",
-                        default=FromSettings("drain_seconds"),
-                        help="on SIGTERM, how long running jobs may finish before they are left to be "
-                        "resumed by a restart or a replica (default $PANREDUCE_DRAIN_SECONDS or 30)")
+        sp.add_argument("--tokens-file", default=None, help="static bearer tokens (JSON) -- turns access control on")
+        sp.add_argument(
+            "--jwks", default=None, help="JWKS (file or URL) to verify OIDC JWTs -- turns access control on"
+        )
+        sp.add_argument(
+            "--allowed-prefix",
+            action="append",
+            default=None,
+            metavar="TEMPLATE",
+            help="URI prefix a proposal may use, with {proposal}; repeatable "
+            "(default: $PANREDUCE_ALLOWED_PREFIXES, comma-separated)",
+        )
+        sp.add_argument(
+            "--max-attempts",
+            type=int,
+            default=FromSettings("max_attempts"),
+            help="runs of a job whose service went away (default 3)",
+        )
+        sp.add_argument(
+            "--service-wait",
+            type=float,
+            metavar="SECONDS",
+            default=FromSettings("service_wait_seconds"),
+            help="how long a job waits for its technique's service to be reachable before it "
+            "fails naming it (default $PANREDUCE_SERVICE_WAIT_SECONDS or 300)",
+        )
+        sp.add_argument(
+            "--drain-seconds",
+            type=float,
+            metavar="SECONDS",
+            default=FromSettings("drain_seconds"),
+            help="on SIGTERM, how long running jobs may finish before they are left to be "
+            "resumed by a restart or a replica (default $PANREDUCE_DRAIN_SECONDS or 30)",
+        )
 
     sp = sub.add_parser("techniques", help="list the techniques and their parameters")
     gateway_opt(sp)
@@ -233,27 +277,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("reduce", help="reduce data with a technique")
     sp.add_argument("technique")
     sp.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders (or prefix/), s3:// or upload:// URIs")
-    sp.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="a parameter (VALUE read as JSON when it parses, else as text); repeatable")
+    sp.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter (VALUE read as JSON when it parses, else as text); repeatable",
+    )
     sp.add_argument("--params", metavar="FILE", help="parameters from a JSON file (-p overrides)")
-    sp.add_argument("--output", "-o", metavar="DIR_OR_URI", default="",
-                    help="where results go (default: <store>/results/<job id>)")
+    sp.add_argument(
+        "--output", "-o", metavar="DIR_OR_URI", default="", help="where results go (default: <store>/results/<job id>)"
+    )
     sp.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="label kept with the job")
     sp.add_argument("--idempotency-key", default="", help="the same key never runs twice")
     sp.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="deadline for the job")
     sp.add_argument("--upload", action="store_true", help="send local input files inline (gateway mode)")
     sp.add_argument("--detach", action="store_true", help="submit and print the job id without waiting (gateway mode)")
     sp.add_argument("--proposal", default="", help="the proposal the job belongs to (kept as label proposal=)")
-    sp.add_argument("--split", type=int, default=0, metavar="N",
-                    help="split a shardable job into N shards over the replicas (0: automatic, 1: never)")
+    sp.add_argument(
+        "--split",
+        type=int,
+        default=0,
+        metavar="N",
+        help="split a shardable job into N shards over the replicas (0: automatic, 1: never)",
+    )
     sp.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     gateway_opt(sp)
     sp.set_defaults(func=cmd_reduce)
 
     sp = sub.add_parser("serve", help="run the embedded platform as a long-lived local server")
-    sp.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help=f"gateway port (default {DEFAULT_GATEWAY_PORT})")
+    sp.add_argument(
+        "--port", type=int, default=DEFAULT_GATEWAY_PORT, help=f"gateway port (default {DEFAULT_GATEWAY_PORT})"
+    )
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    sp.add_argument("--store", type=Path, default=None, help="local object store folder (default $PANREDUCE_STORE or ./panreduce-store)")
+    sp.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help="local object store folder (default $PANREDUCE_STORE or ./panreduce-store)",
+    )
     sp.add_argument("--techniques", default=None, help="comma-separated techniques to start (default: all installed)")
     sp.add_argument("--metrics-port", type=int, default=0, help="Prometheus /metrics port (default: off)")
     sp.add_argument("--web-port", type=int, default=8080, help="the live data page's port (default 8080; 0: off)")
@@ -261,36 +324,65 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_serve)
 
     def service_token_opt(sp: argparse.ArgumentParser, what: str) -> None:
-        sp.add_argument("--service-token-file", type=Path, default=None, metavar="FILE",
-                        help=f"the secret shared by the gateway and its services, {what} "
-                        "(default: $PANREDUCE_SERVICE_TOKEN_FILE)")
-        sp.add_argument("--service-tls-dir", type=Path, default=None, metavar="DIR",
-                        help="mutual TLS between the gateway and its services: a folder with tls.crt, tls.key "
-                        "and ca.crt (default: $PANREDUCE_SERVICE_TLS_DIR)")
-        sp.add_argument("--scope-key-file", type=Path, default=None, metavar="FILE",
-                        help="the scope key (PEM): the gateway's private key, which signs each call's scope; a "
-                        "service's public key or certificate, which checks it (default: $PANREDUCE_SCOPE_KEY_FILE)")
+        sp.add_argument(
+            "--service-token-file",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help=f"the secret shared by the gateway and its services, {what} (default: $PANREDUCE_SERVICE_TOKEN_FILE)",
+        )
+        sp.add_argument(
+            "--service-tls-dir",
+            type=Path,
+            default=None,
+            metavar="DIR",
+            help="mutual TLS between the gateway and its services: a folder with tls.crt, tls.key "
+            "and ca.crt (default: $PANREDUCE_SERVICE_TLS_DIR)",
+        )
+        sp.add_argument(
+            "--scope-key-file",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="the scope key (PEM): the gateway's private key, which signs each call's scope; a "
+            "service's public key or certificate, which checks it (default: $PANREDUCE_SCOPE_KEY_FILE)",
+        )
 
     sp = sub.add_parser("service", help="run one technique service (what a technique image runs)")
     sp.add_argument("technique")
     sp.add_argument("--port", type=int, default=FromSettings("port", 50051))
-    sp.add_argument("--host", default=FromSettings("host", "127.0.0.1"),
-                    help="address to listen on (default 127.0.0.1: loopback only; 0.0.0.0 in a pod)")
+    sp.add_argument(
+        "--host",
+        default=FromSettings("host", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1: loopback only; 0.0.0.0 in a pod)",
+    )
     sp.add_argument("--store", type=Path, default=None)
     sp.add_argument("--max-running", type=int, default=FromSettings("max_running"))
     sp.add_argument("--metrics-port", type=int, default=FromSettings("metrics_port"))
     service_token_opt(sp, "required on every call (without one the service does not start)")
-    sp.add_argument("--health-port", type=int, default=None,
-                    help="also answer health checks in plain text on this port (probes beside mTLS; "
-                    "default $PANREDUCE_HEALTH_PORT, 0: off)")
-    sp.add_argument("--insecure", action="store_true",
-                    help="serve without a service token (any caller reaching the port), or without a scope key "
-                    "(a token holder names any scope): development only")
+    sp.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also answer health checks in plain text on this port (probes beside mTLS; "
+        "default $PANREDUCE_HEALTH_PORT, 0: off)",
+    )
+    sp.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without a service token (any caller reaching the port), or without a scope key "
+        "(a token holder names any scope): development only",
+    )
     sp.set_defaults(func=cmd_service)
 
     sp = sub.add_parser("gateway", help="run the gateway in front of technique services")
-    sp.add_argument("--route", action="append", default=[], metavar="TECHNIQUE=HOST:PORT",
-                    help="where a technique's service is; repeatable (also $PANREDUCE_ROUTES, comma-separated)")
+    sp.add_argument(
+        "--route",
+        action="append",
+        default=[],
+        metavar="TECHNIQUE=HOST:PORT",
+        help="where a technique's service is; repeatable (also $PANREDUCE_ROUTES, comma-separated)",
+    )
     sp.add_argument("--port", type=int, default=FromSettings("port", DEFAULT_GATEWAY_PORT))
     sp.add_argument("--host", default=FromSettings("host", "0.0.0.0"))
     sp.add_argument("--store", type=Path, default=None)
@@ -310,11 +402,18 @@ def build_parser() -> argparse.ArgumentParser:
     mode = sp.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="list what is older than the retention")
     mode.add_argument("--apply", action="store_true", help="delete it")
-    sp.add_argument("--days", type=retention_days, default=FromSettings("retention_days"),
-                    help="retention in days (default $PANREDUCE_RETENTION_DAYS or 90, the facility minimum)")
+    sp.add_argument(
+        "--days",
+        type=retention_days,
+        default=FromSettings("retention_days"),
+        help="retention in days (default $PANREDUCE_RETENTION_DAYS or 90, the facility minimum)",
+    )
     sp.add_argument("--store", type=Path, default=None, help="the gateway's store folder")
-    sp.add_argument("--db", default=FromSettings("db_spec"),
-                    help="the job table: SQLite file or postgresql:// DSN (default <store>/jobs.sqlite)")
+    sp.add_argument(
+        "--db",
+        default=FromSettings("db_spec"),
+        help="the job table: SQLite file or postgresql:// DSN (default <store>/jobs.sqlite)",
+    )
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_retention)
 
@@ -333,8 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     gateway_opt(sp, required=True)
     sp.set_defaults(func=cmd_jobs_list)
-    for action, helptext in (("show", "show one job"), ("watch", "follow a job's events"),
-                             ("cancel", "cancel a job")):
+    for action, helptext in (("show", "show one job"), ("watch", "follow a job's events"), ("cancel", "cancel a job")):
         sp = jsub.add_parser(action, help=helptext)
         sp.add_argument("job_id")
         sp.add_argument("--json", action="store_true")
@@ -343,8 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
         gateway_opt(sp, required=True)
         sp.set_defaults(func={"show": cmd_jobs_show, "watch": cmd_jobs_watch, "cancel": cmd_jobs_cancel}[action])
 
-    sp = sub.add_parser("metadata", help="list every metadata field of a NeXus/HDF5 file, and its sample, "
-                        "instrument and user information")
+    sp = sub.add_parser(
+        "metadata",
+        help="list every metadata field of a NeXus/HDF5 file, and its sample, instrument and user information",
+    )
     sp.add_argument("file", help="a local file, or (with --gateway) any URI the gateway can read")
     sp.add_argument("--json", action="store_true", help="print JSON: {file, summary, records}")
     gateway_opt(sp)
@@ -359,8 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("dest", type=Path)
     gateway_opt(sp, required=True)
     sp.set_defaults(func=cmd_download)
-    sp = sub.add_parser("validate", help="run each installed technique's reference case through a gateway and "
-                        "compare with the recorded reference figures (docs/validate.md)")
+    sp = sub.add_parser(
+        "validate",
+        help="run each installed technique's reference case through a gateway and "
+        "compare with the recorded reference figures (docs/validate.md)",
+    )
     gateway_opt(sp, required=True)
     sp.add_argument("--token-file", type=Path, default=None, help="file holding the bearer token")
     sp.add_argument("--json", dest="json_out", type=Path, default=None, metavar="OUT", help="write the rows as JSON")
@@ -384,7 +487,8 @@ def retention_days(text: str | float) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
     if not math.isfinite(days) or days <= 0 or days > MAX_RETENTION_DAYS:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: the retention must be a number of days above 0 and at most {MAX_RETENTION_DAYS}")
+            f"{text!r}: the retention must be a number of days above 0 and at most {MAX_RETENTION_DAYS}"
+        )
     return days
 
 
@@ -441,7 +545,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         args.token = Path(args.token_file).read_text().strip()
     cases = validate.load_references(args.references or validate.REFERENCES)
     with need_gateway(args) as client:
-        rows = validate.run(client, cases, log=lambda s: print(f"panreduce: validate: {s}", file=sys.stderr, flush=True))
+        rows = validate.run(
+            client, cases, log=lambda s: print(f"panreduce: validate: {s}", file=sys.stderr, flush=True)
+        )
     print(validate.table(rows))
     if args.json_out:
         Path(args.json_out).write_text(validate.as_json(rows))
@@ -454,15 +560,17 @@ def client_for(args: argparse.Namespace, address: str) -> Client:
     from panreduce.client import Client
 
     ca = getattr(args, "tls_ca", None)
-    return Client(address, token=getattr(args, "token", None) or None,
-                  root_certificates=Path(ca).read_bytes() if ca else None)
+    return Client(
+        address, token=getattr(args, "token", None) or None, root_certificates=Path(ca).read_bytes() if ca else None
+    )
 
 
 def need_gateway(args: argparse.Namespace) -> Client:
     address = gateway_address(args.gateway)
     if not address:
-        raise errors.InvalidRequest("no gateway given: use --gateway HOST:PORT or set $PANREDUCE_GATEWAY "
-                                    "(start one with `panreduce serve`)")
+        raise errors.InvalidRequest(
+            "no gateway given: use --gateway HOST:PORT or set $PANREDUCE_GATEWAY (start one with `panreduce serve`)"
+        )
     return client_for(args, address)
 
 
@@ -509,8 +617,9 @@ class ProgressBar:
 
 
 # -- commands ------------------------------------------------------------------------
-def _client_or_platform(args: argparse.Namespace, stack: ExitStack, techniques: list[str] | None,
-                        on_step: Any = None) -> Client:
+def _client_or_platform(
+    args: argparse.Namespace, stack: ExitStack, techniques: list[str] | None, on_step: Any = None
+) -> Client:
     from panreduce.client import Client
 
     address = gateway_address(args.gateway)
@@ -538,7 +647,11 @@ def cmd_techniques(args: argparse.Namespace) -> int:
         print(json.dumps(techniques, indent=1))
         return 0
     for t in techniques:
-        flags = ", ".join(x for x in ("GPU" if t["wants_gpu"] else "", f"shardable by {t['shard_unit']}" if t["shardable"] else "") if x)
+        flags = ", ".join(
+            x
+            for x in ("GPU" if t["wants_gpu"] else "", f"shardable by {t['shard_unit']}" if t["shardable"] else "")
+            if x
+        )
         print(f"{t['name']:<14} {t['version']:<8} {t['title']}" + (f" [{flags}]" if flags else ""))
         props = t["parameters_schema"].get("properties", {})
         for name, prop in props.items():
@@ -587,8 +700,9 @@ def cmd_reduce(args: argparse.Namespace) -> int:
         client = _client_or_platform(args, stack, [args.technique] if embedded else None, bar.step)
         if args.upload:
             inputs = [client.upload(Path(i)).uri if "://" not in i and Path(i).is_file() else i for i in inputs]
-        request = make_request(args.technique, inputs, params, output, labels=labels,
-                               idempotency_key=args.idempotency_key)
+        request = make_request(
+            args.technique, inputs, params, output, labels=labels, idempotency_key=args.idempotency_key
+        )
         request.split = max(args.split, 0)
         if args.detach:
             job = client._call(client.stub.Submit, request)
@@ -624,8 +738,19 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     return 0
 
 
-PREFERRED_COLUMNS = ("file", "scan", "name", "axis", "center", "center_err", "fwhm", "fwhm_err", "area",
-                     "area_err", "flags")
+PREFERRED_COLUMNS = (
+    "file",
+    "scan",
+    "name",
+    "axis",
+    "center",
+    "center_err",
+    "fwhm",
+    "fwhm_err",
+    "area",
+    "area_err",
+    "flags",
+)
 MAX_COLUMNS = 9
 
 
@@ -681,8 +806,11 @@ def gateway_settings(args: argparse.Namespace) -> tuple[GatewayConfig, tuple[byt
         flags["jwks"] = str(args.jwks)
     if args.allowed_prefix:
         flags["allowed_prefixes"] = list(args.allowed_prefix)
-    config = GatewayConfig(access=Access.from_settings(get_settings().model_copy(update=flags)), max_attempts=max(args.max_attempts, 1),
-                           service_wait=max(args.service_wait, 0.0))
+    config = GatewayConfig(
+        access=Access.from_settings(get_settings().model_copy(update=flags)),
+        max_attempts=max(args.max_attempts, 1),
+        service_wait=max(args.service_wait, 0.0),
+    )
     tls = None
     if args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
@@ -711,8 +839,9 @@ def ensure_port_free(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
-            raise errors.Unavailable(f"port {port} on {host} {why}: stop what listens there, "
-                                     "or choose another --port") from None
+            raise errors.Unavailable(
+                f"port {port} on {host} {why}: stop what listens there, or choose another --port"
+            ) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -726,8 +855,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure()
     config, tls = gateway_settings(args)
     names = [n.strip() for n in args.techniques.split(",") if n.strip()] if args.techniques else None
-    platform = Platform(names, store_root=args.store.resolve() if args.store else None,
-                        address=f"{args.host}:{args.port}", persistent=True, db=args.db, config=config, tls=tls)
+    platform = Platform(
+        names,
+        store_root=args.store.resolve() if args.store else None,
+        address=f"{args.host}:{args.port}",
+        persistent=True,
+        db=args.db,
+        config=config,
+        tls=tls,
+    )
     try:
         platform.start()
     except (OSError, RuntimeError) as exc:  # the port was taken between the check and the start
@@ -738,12 +874,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError:
         web = None
     else:
-        web = start_beside(platform.address, host=args.host, port=args.web_port, access_enabled=config.access.enabled,
-                           gateway_ca=tls[0] if tls else None)
-    print(f"panreduce: serving {', '.join(platform.services) or 'no techniques'} on {platform.address} "
-          f"(store {platform.stores.root}{', TLS' if tls else ''}"
-          f"{', access control on' if config.access.enabled else ''}); stop with Ctrl-C",
-          file=sys.stderr, flush=True)
+        web = start_beside(
+            platform.address,
+            host=args.host,
+            port=args.web_port,
+            access_enabled=config.access.enabled,
+            gateway_ca=tls[0] if tls else None,
+        )
+    print(
+        f"panreduce: serving {', '.join(platform.services) or 'no techniques'} on {platform.address} "
+        f"(store {platform.stores.root}{', TLS' if tls else ''}"
+        f"{', access control on' if config.access.enabled else ''}); stop with Ctrl-C",
+        file=sys.stderr,
+        flush=True,
+    )
     if web is not None:
         print(f"panreduce: live data page on {web.url}", file=sys.stderr, flush=True)
     run_until_signal(platform.all_servers(), grace=max(args.drain_seconds, 0.0), signals=signals)
@@ -763,9 +907,18 @@ def cmd_service(args: argparse.Namespace) -> int:
     tls = service_tls_setting(args.service_tls_dir)
     token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
     verifier = service_scope_setting(args.scope_key_file, insecure=args.insecure)
-    serve(technique, port=args.port, host=args.host, store_root=args.store,
-          max_running=args.max_running, metrics_port=args.metrics_port, service_token=token,
-          service_tls=tls, health_port=health_port_setting(args.health_port), scope_verifier=verifier)
+    serve(
+        technique,
+        port=args.port,
+        host=args.host,
+        store_root=args.store,
+        max_running=args.max_running,
+        metrics_port=args.metrics_port,
+        service_token=token,
+        service_tls=tls,
+        health_port=health_port_setting(args.health_port),
+        scope_verifier=verifier,
+    )
     return 0
 
 
@@ -794,15 +947,25 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     config.scope_signer = signer_setting(args.scope_key_file)
     if config.scope_signer is None:
-        print("panreduce: warning: no --scope-key-file: the gateway's scopes are unsigned, which only services "
-              "run --insecure accept", file=sys.stderr, flush=True)
+        print(
+            "panreduce: warning: no --scope-key-file: the gateway's scopes are unsigned, which only services "
+            "run --insecure accept",
+            file=sys.stderr,
+            flush=True,
+        )
     if config.service_token is None and config.service_tls is None:
-        print("panreduce: warning: no --service-token-file: the gateway reaches only services run --insecure",
-              file=sys.stderr, flush=True)
+        print(
+            "panreduce: warning: no --service-token-file: the gateway reaches only services run --insecure",
+            file=sys.stderr,
+            flush=True,
+        )
     store = open_job_store(args.db)
-    service = GatewayService(routes, stores=Stores.from_env(args.store or default_store_root()), store=store, config=config)
-    running = start_server(service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager,
-                           tls=tls)
+    service = GatewayService(
+        routes, stores=Stores.from_env(args.store or default_store_root()), store=store, config=config
+    )
+    running = start_server(
+        service, address=f"{args.host}:{args.port}", name="gateway", manager=service.manager, tls=tls
+    )
     service.resume()
     service.start_claiming()
     running.set_serving(True)
@@ -829,21 +992,42 @@ def cmd_retention(args: argparse.Namespace) -> int:
     if "://" not in db and not Path(db).is_file():
         raise errors.InputNotFound(db, "no job table there; give --store or --db")
     if args.days < retention.DEFAULT_DAYS:
-        print(f"panreduce: warning: {args.days:g} days is below the facility minimum of "
-              f"{retention.DEFAULT_DAYS} days", file=sys.stderr)
+        print(
+            f"panreduce: warning: {args.days:g} days is below the facility minimum of {retention.DEFAULT_DAYS} days",
+            file=sys.stderr,
+        )
     store = cast("JobStore", open_job_store(db))  # db is never empty here
     items = retention.expired(store, days=args.days)
     deleted = retention.apply(store, Stores.from_env(root), items) if args.apply else []
     if args.json:
-        print(json.dumps({"retention_days": args.days, "applied": bool(args.apply), "jobs": [
-            {"job_id": e.job_id, "technique": e.technique, "proposal": e.proposal,
-             "finished": e.finished.isoformat(), "outputs": [o.uri for o in e.outputs], "bytes": e.size}
-            for e in items], "deleted": deleted}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "retention_days": args.days,
+                    "applied": bool(args.apply),
+                    "jobs": [
+                        {
+                            "job_id": e.job_id,
+                            "technique": e.technique,
+                            "proposal": e.proposal,
+                            "finished": e.finished.isoformat(),
+                            "outputs": [o.uri for o in e.outputs],
+                            "bytes": e.size,
+                        }
+                        for e in items
+                    ],
+                    "deleted": deleted,
+                },
+                indent=1,
+            )
+        )
         return 0
     verb = "deleted" if args.apply else "older than the retention"
     for e in items:
-        print(f"{e.job_id}  {e.finished:%Y-%m-%d}  {e.technique:<12} {e.proposal or '-':<12} "
-              f"{len(e.outputs)} output(s), {e.size} bytes")
+        print(
+            f"{e.job_id}  {e.finished:%Y-%m-%d}  {e.technique:<12} {e.proposal or '-':<12} "
+            f"{len(e.outputs)} output(s), {e.size} bytes"
+        )
     print(f"{len(items)} job(s) {verb} ({args.days:g} days; now {datetime.now():%Y-%m-%d %H:%M})")
     return 0
 
@@ -886,10 +1070,16 @@ def parse_time(text: str) -> Timestamp | None:
 
 def cmd_jobs_list(args: argparse.Namespace) -> int:
     with need_gateway(args) as client:
-        jobs = client.list_jobs(technique=args.technique, state=getattr(pb, args.state.upper()) if args.state else 0,
-                                labels=parse_pairs(args.label, "label", as_json=False), owner=args.owner,
-                                proposal=args.proposal, sample=args.sample, created_after=parse_time(args.since),
-                                created_before=parse_time(args.until))
+        jobs = client.list_jobs(
+            technique=args.technique,
+            state=getattr(pb, args.state.upper()) if args.state else 0,
+            labels=parse_pairs(args.label, "label", as_json=False),
+            owner=args.owner,
+            proposal=args.proposal,
+            sample=args.sample,
+            created_after=parse_time(args.since),
+            created_before=parse_time(args.until),
+        )
     if args.json:
         print(json.dumps([job_dict(j) for j in jobs], indent=1))
     else:
@@ -941,8 +1131,10 @@ def cmd_jobs_watch(args: argparse.Namespace) -> int:
         return EXIT["cancelled"]
     if state == pb.FAILED:
         return EXIT["error"]
-    raise errors.Unavailable(f"the watch of job {args.job_id} ended before the job did; "
-                             f"resume with `panreduce jobs watch {args.job_id} --after {last_seq}`")
+    raise errors.Unavailable(
+        f"the watch of job {args.job_id} ended before the job did; "
+        f"resume with `panreduce jobs watch {args.job_id} --after {last_seq}`"
+    )
 
 
 def cmd_jobs_cancel(args: argparse.Namespace) -> int:

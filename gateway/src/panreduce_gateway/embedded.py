@@ -49,10 +49,19 @@ class Platform:
     may be another command's, running now).
     """
 
-    def __init__(self, techniques: Iterable[str] | None = None, *, store_root: Path | None = None,
-                 address: str = "127.0.0.1:0", max_running: int = 1, persistent: bool = False,
-                 db: Path | str | None = None, config: GatewayConfig | None = None,
-                 tls: tuple[bytes, bytes] | None = None, resume: bool = True) -> None:
+    def __init__(
+        self,
+        techniques: Iterable[str] | None = None,
+        *,
+        store_root: Path | None = None,
+        address: str = "127.0.0.1:0",
+        max_running: int = 1,
+        persistent: bool = False,
+        db: Path | str | None = None,
+        config: GatewayConfig | None = None,
+        tls: tuple[bytes, bytes] | None = None,
+        resume: bool = True,
+    ) -> None:
         from panreduce.storage import Stores
 
         self.names = list(techniques) if techniques is not None else registry.names()
@@ -96,18 +105,28 @@ class Platform:
                 step(f"loading technique {name}")
                 cls = registry.load(name)
                 step(f"starting the {name} service")
-                self.services[name] = start_technique(cls, stores=self.stores, max_running=self.max_running,
-                                                      service_token=self.service_token,
-                                                      scope_verifier=ScopeVerifier(self._scope_public))
+                self.services[name] = start_technique(
+                    cls,
+                    stores=self.stores,
+                    max_running=self.max_running,
+                    service_token=self.service_token,
+                    scope_verifier=ScopeVerifier(self._scope_public),
+                )
                 log.info("technique %s on %s", name, self.services[name].address)
             routes = {name: s.address for name, s in self.services.items()}
             step("starting the gateway")
             store = open_job_store(self.db)
             config = dataclasses.replace(self.config or GatewayConfig(), scope_signer=self.scope_signer)
-            self._gateway_service = GatewayService(routes, stores=self.stores, store=store, config=config,
-                                                   service_token=self.service_token)
-            self.gateway = start_server(self._gateway_service, address=self.address_spec, name="gateway",
-                                        manager=self._gateway_service.manager, tls=self.tls)
+            self._gateway_service = GatewayService(
+                routes, stores=self.stores, store=store, config=config, service_token=self.service_token
+            )
+            self.gateway = start_server(
+                self._gateway_service,
+                address=self.address_spec,
+                name="gateway",
+                manager=self._gateway_service.manager,
+                tls=self.tls,
+            )
             resumed = self._gateway_service.resume() if self.resume else []
             if resumed:
                 log.warning("resumed %d unfinished job(s): %s", len(resumed), ", ".join(resumed))
@@ -144,10 +163,15 @@ CACHE_VERSION = 1
 def technique_description(cls: type[Technique[Any, Any]]) -> dict[str, Any]:
     """What ``Client.techniques()`` gives for a technique, from its class."""
     return {
-        "name": cls.name, "version": cls.version, "title": cls.title, "description": cls.description,
+        "name": cls.name,
+        "version": cls.version,
+        "title": cls.title,
+        "description": cls.description,
         "parameters_schema": json.loads(json.dumps(cls.parameters_schema(), sort_keys=True)),
-        "input_kinds": list(cls.input_kinds), "output_formats": list(cls.output_formats),
-        "wants_gpu": cls.wants_gpu, "shardable": cls.shardable,
+        "input_kinds": list(cls.input_kinds),
+        "output_formats": list(cls.output_formats),
+        "wants_gpu": cls.wants_gpu,
+        "shardable": cls.shardable,
         "shard_unit": cls.shard_unit if cls.shardable else "",
     }
 

@@ -36,13 +36,7 @@ from panreduce.metrics import JOBS_RUNNING, QUEUE_DEPTH
 from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.scope import SCOPE_HEADER, Scope, job_scope
 from panreduce.scopekey import ScopeSigner
-from panreduce.serving import (
-    JOB_ID_HEADER,
-    PROPOSAL_HEADER,
-    SUBJECT_HEADER,
-    rpc_method,
-    with_service_token,
-)
+from panreduce.serving import JOB_ID_HEADER, PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
 from panreduce.settings import get_settings
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
@@ -59,14 +53,23 @@ _RETRIED_METHODS = ("Describe", "GetJob", "ListJobs", "Reduce", "Submit")
 def service_config(max_attempts: int = 4) -> str:
     """gRPC service config: round_robin over every resolved replica, and transparent
     retries of calls that found a replica unavailable."""
-    return json.dumps({
-        "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [{
-            "name": [{"service": "panreduce.v1.Reducer", "method": m} for m in _RETRIED_METHODS],
-            "retryPolicy": {"maxAttempts": max_attempts, "initialBackoff": "0.1s", "maxBackoff": "2s",
-                            "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-        }],
-    })
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [
+                {
+                    "name": [{"service": "panreduce.v1.Reducer", "method": m} for m in _RETRIED_METHODS],
+                    "retryPolicy": {
+                        "maxAttempts": max_attempts,
+                        "initialBackoff": "0.1s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
 
 
 def channel_target(addresses: Iterable[str]) -> str:
@@ -81,7 +84,8 @@ def channel_target(addresses: Iterable[str]) -> str:
     except OSError:
         raise errors.InvalidRequest(
             f"several addresses for one technique must be IP addresses ({', '.join(addresses)}); "
-            "for host names use one dns:///NAME:PORT target (e.g. a headless Service)") from None
+            "for host names use one dns:///NAME:PORT target (e.g. a headless Service)"
+        ) from None
     return f"{families.pop()}:{','.join(addresses)}"
 
 
@@ -99,8 +103,13 @@ class Route:
         # reconnect attempts at most 10 s apart, so a replica that starts (scale from zero) is seen
         # soon; a dns:/// target is resolved again (at most every 5 s) when a connection fails or
         # a service closes it at its max connection age (panreduce.serving), so new replicas take load
-        options = [*rpc.CHANNEL_OPTIONS, ("grpc.service_config", service_config()), ("grpc.enable_retries", 1),
-                   ("grpc.max_reconnect_backoff_ms", 10_000), ("grpc.dns_min_time_between_resolutions_ms", 5_000)]
+        options = [
+            *rpc.CHANNEL_OPTIONS,
+            ("grpc.service_config", service_config()),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_reconnect_backoff_ms", 10_000),
+            ("grpc.dns_min_time_between_resolutions_ms", 5_000),
+        ]
         self.channel = secure_channel(self.target, self.tls, options)
         self.stub: Any = pb_grpc.ReducerStub(with_service_token(self.channel, self.token))  # type: ignore[no-untyped-call]
 
@@ -151,9 +160,16 @@ class _Waiting:
     since: float  # time.monotonic() it was queued
 
 
-def caller_metadata(subject: str, proposal: str, scope: Scope | None = None, *,
-                    job_id: str = "", signer: ScopeSigner | None = None, rpc: str = "",
-                    request: object | None = None) -> list[tuple[str, str]]:
+def caller_metadata(
+    subject: str,
+    proposal: str,
+    scope: Scope | None = None,
+    *,
+    job_id: str = "",
+    signer: ScopeSigner | None = None,
+    rpc: str = "",
+    request: object | None = None,
+) -> list[tuple[str, str]]:
     """Who a call to a service is made for (the service logs it): printable ASCII, clipped;
     and the locations it may touch (panreduce.scope), which the service checks again. With
     a ``signer``: the scope as a statement signed for this ``rpc``, job and ``request``
@@ -162,9 +178,20 @@ def caller_metadata(subject: str, proposal: str, scope: Scope | None = None, *,
     subject_q, proposal_q = quote(subject[:200], safe=safe), quote(proposal[:200], safe=safe)
     md = [(SUBJECT_HEADER, subject_q), (PROPOSAL_HEADER, proposal_q)]
     if scope is not None and signer is not None:
-        md.append((SCOPE_HEADER, signer.sign(subject=subject_q, proposals=[proposal_q] if proposal else [],
-                                             admin=not proposal, rpc=rpc, scope=scope.encode(), job=job_id,
-                                             request=request)))
+        md.append(
+            (
+                SCOPE_HEADER,
+                signer.sign(
+                    subject=subject_q,
+                    proposals=[proposal_q] if proposal else [],
+                    admin=not proposal,
+                    rpc=rpc,
+                    scope=scope.encode(),
+                    job=job_id,
+                    request=request,
+                ),
+            )
+        )
     elif scope is not None:
         md.append((SCOPE_HEADER, scope.encode()))
     if job_id:  # the service writes the gateway's job id into the provenance
@@ -175,16 +202,30 @@ def caller_metadata(subject: str, proposal: str, scope: Scope | None = None, *,
 class GatewayService(pb_grpc.ReducerServicer):
     name = "gateway"
 
-    def __init__(self, routes: Mapping[str, str | Iterable[str]], *, stores: Stores, store: JobStore | None = None,
-                 config: GatewayConfig | None = None, service_token: str | None = None) -> None:
+    def __init__(
+        self,
+        routes: Mapping[str, str | Iterable[str]],
+        *,
+        stores: Stores,
+        store: JobStore | None = None,
+        config: GatewayConfig | None = None,
+        service_token: str | None = None,
+    ) -> None:
         self.config = config or GatewayConfig()
         token = service_token or self.config.service_token
-        self.routes = {t: Route(t, channel_target([a] if isinstance(a, str) else a), token, self.config.service_tls)
-                       for t, a in routes.items()}
+        self.routes = {
+            t: Route(t, channel_target([a] if isinstance(a, str) else a), token, self.config.service_tls)
+            for t, a in routes.items()
+        }
         self.stores = stores
         self.access = self.config.access
-        self.manager = JobManager(self._relay, store=store, max_running=self.config.max_running, name="gateway",
-                                  max_attempts=self.config.max_attempts)
+        self.manager = JobManager(
+            self._relay,
+            store=store,
+            max_running=self.config.max_running,
+            name="gateway",
+            max_attempts=self.config.max_attempts,
+        )
         self._described: dict[str, pb.TechniqueInfo] = {}
         self._lock = threading.Lock()
         self._shard_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="shard")
@@ -246,11 +287,13 @@ class GatewayService(pb_grpc.ReducerServicer):
             log.error("the %s service at %s refused the gateway's service token", route.technique, route.target)
             return errors.InternalError(
                 f"the {route.technique} service refused this gateway's service token (a deployment fault: "
-                "the gateway and its services must share one --service-token-file)")
+                "the gateway and its services must share one --service-token-file)"
+            )
         transport = failure.reason in ("", "UNAVAILABLE") and failure.code in ("UNAVAILABLE", "INTERNAL", "UNKNOWN")
         if transport:
             return errors.Unavailable(
-                f"the {route.technique} service at {route.target} is unavailable ({failure.message})")
+                f"the {route.technique} service at {route.target} is unavailable ({failure.message})"
+            )
         return rpc.error_of_failure(failure)
 
     def _info(self, technique: str) -> pb.TechniqueInfo:
@@ -273,31 +316,54 @@ class GatewayService(pb_grpc.ReducerServicer):
         """A job the caller may see; another proposal's job is reported as not found."""
         job = self.manager.get(job_id)
         if not identity.may_see(job.proposal):
-            audit.decision(subject=identity.subject, proposal=job.proposal, resource=f"job:{job_id}", allowed=False,
-                           reason="job of another proposal (reported as not found)")
+            audit.decision(
+                subject=identity.subject,
+                proposal=job.proposal,
+                resource=f"job:{job_id}",
+                allowed=False,
+                reason="job of another proposal (reported as not found)",
+            )
             raise errors.JobNotFound(job_id)
-        audit.decision(subject=identity.subject, proposal=job.proposal, resource=f"job:{job_id}", allowed=True,
-                       reason="job of the caller's proposal")
+        audit.decision(
+            subject=identity.subject,
+            proposal=job.proposal,
+            resource=f"job:{job_id}",
+            allowed=True,
+            reason="job of the caller's proposal",
+        )
         return job
 
-    def _check_request_uris(self, identity: Identity, proposal: str,
-                            request: pb.ReduceRequest) -> tuple[list[str], str]:
+    def _check_request_uris(
+        self, identity: Identity, proposal: str, request: pb.ReduceRequest
+    ) -> tuple[list[str], str]:
         """Resolve every input and the output once (panreduce.locations) and check the
         resolved locations; returns them as they are passed on (inputs, output)."""
         inputs = []
         for uri in request.inputs:
-            loc = audit.checked(lambda uri=uri: self._check_input(identity, proposal, uri),
-                                subject=identity.subject, proposal=proposal, resource=uri, what="input")
+            loc = audit.checked(
+                lambda uri=uri: self._check_input(identity, proposal, uri),
+                subject=identity.subject,
+                proposal=proposal,
+                resource=uri,
+                what="input",
+            )
             if loc.scheme == "upload" and loc.local is not None:
                 inputs.append(str(loc.local) + ("/" if loc.is_prefix else ""))
             else:
                 inputs.append(loc.uri)
         output = ""
         if request.output:
-            output = audit.checked(lambda: self._guard_store(identity, self.access.check_uri(
-                identity, proposal, request.output, uploads=self.stores.uploads.root), request.output),
-                                   subject=identity.subject, proposal=proposal, resource=request.output,
-                                   what="output").uri
+            output = audit.checked(
+                lambda: self._guard_store(
+                    identity,
+                    self.access.check_uri(identity, proposal, request.output, uploads=self.stores.uploads.root),
+                    request.output,
+                ),
+                subject=identity.subject,
+                proposal=proposal,
+                resource=request.output,
+                what="output",
+            ).uri
         return inputs, output
 
     def _scope(self, proposal: str, job_id: str) -> Scope:
@@ -310,12 +376,12 @@ class GatewayService(pb_grpc.ReducerServicer):
             # no prefixes: anywhere but the gateway's own store (as _guard_store), except
             # the proposal's uploads and this job's output and scratch
             space = "".join(c for c in proposal if c.isalnum() or c in "-_.") or "shared"
-            return Scope.anywhere_but([str(self.stores.root) + "/"],
-                                      [str(self.stores.uploads.root / space) + "/", *own])
+            return Scope.anywhere_but(
+                [str(self.stores.root) + "/"], [str(self.stores.uploads.root / space) + "/", *own]
+            )
         if not self.access.prefixes or (self.access.enabled and not proposal):
             return Scope.anywhere()
-        return job_scope(self.access.allowed(proposal), uploads=self.stores.uploads.root, proposal=proposal,
-                         extra=own)
+        return job_scope(self.access.allowed(proposal), uploads=self.stores.uploads.root, proposal=proposal, extra=own)
 
     def _guard_store(self, identity: Identity, loc: locations.Location, uri: str) -> locations.Location:
         """Refuse a local path into the gateway's own store (every proposal's uploads, results
@@ -323,30 +389,39 @@ class GatewayService(pb_grpc.ReducerServicer):
         prefixes say (none configured admits any path otherwise): uploads are named
         ``upload://`` (checked by namespace), results fetched with Download (by job)."""
         root = self.stores.root
-        if (self.access.enabled and not identity.admin and loc.scheme == "file" and loc.local is not None
-                and (loc.local == root or root in loc.local.parents)):
+        if (
+            self.access.enabled
+            and not identity.admin
+            and loc.scheme == "file"
+            and loc.local is not None
+            and (loc.local == root or root in loc.local.parents)
+        ):
             raise errors.PermissionDenied(
                 f"{locations.shown(uri)} is in the gateway's own store, which holds every proposal's uploads and "
-                "results: name an upload as upload://..., and fetch a job's results with Download")
+                "results: name an upload as upload://..., and fetch a job's results with Download"
+            )
         return loc
 
     def _check_input(self, identity: Identity, proposal: str, uri: str) -> locations.Location:
         """An input's resolved location; a local folder's files are resolved one by one
         too, so that a link inside it cannot reach outside the proposal's locations."""
-        loc = self._guard_store(identity, self.access.check_uri(identity, proposal, uri,
-                                                                uploads=self.stores.uploads.root), uri)
+        loc = self._guard_store(
+            identity, self.access.check_uri(identity, proposal, uri, uploads=self.stores.uploads.root), uri
+        )
         restricted = self.access.prefixes and not (identity.admin and not proposal)
         guarded = self.access.enabled and not identity.admin
         if (restricted or guarded) and loc.scheme == "file" and loc.local is not None and loc.local.is_dir():
             for ref in self.stores.local.list(loc.uri):
                 try:
-                    inner = (self.access.check_uri(identity, proposal, ref.uri) if restricted
-                             else locations.resolve(ref.uri))
+                    inner = (
+                        self.access.check_uri(identity, proposal, ref.uri) if restricted else locations.resolve(ref.uri)
+                    )
                     self._guard_store(identity, inner, ref.uri)
                 except errors.PermissionDenied:
                     raise errors.PermissionDenied(
                         f"{locations.shown(uri)}: {locations.shown(ref.name)} is a link to a location outside the "
-                        f"locations of proposal {proposal!r}; it is not followed") from None
+                        f"locations of proposal {proposal!r}; it is not followed"
+                    ) from None
         return loc
 
     # -- RPCs -----------------------------------------------------------------------
@@ -365,8 +440,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                 log.warning("describe: %s", exc)
         return resp
 
-    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *,
-                follow: bool = False) -> pb.Job:
+    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *, follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         identity = self.access.identify(context)
         limits.check_reduce_request(request)
@@ -376,8 +450,9 @@ class GatewayService(pb_grpc.ReducerServicer):
         # the first job, another request is ALREADY_EXISTS, other callers' keys are unseen
         digest = request_digest(request)
         if request.idempotency_key:
-            existing = self.manager.find_by_key(request.idempotency_key, proposal=proposal,
-                                                owner=identity.subject, request_hash=digest)
+            existing = self.manager.find_by_key(
+                request.idempotency_key, proposal=proposal, owner=identity.subject, request_hash=digest
+            )
             if existing is not None:
                 return existing
         inputs, output = self._check_request_uris(identity, proposal, request)
@@ -408,8 +483,15 @@ class GatewayService(pb_grpc.ReducerServicer):
             return pb.Job(technique=req.technique, request=req, proposal=proposal, owner=identity.subject)
         deadline = deadline_of(context) if follow else None
         if not held:
-            job, _ = self.manager.submit(req, deadline=deadline, job_id=job_id, owner=identity.subject,
-                                         proposal=proposal, shards=shards, request_hash=digest)
+            job, _ = self.manager.submit(
+                req,
+                deadline=deadline,
+                job_id=job_id,
+                owner=identity.subject,
+                proposal=proposal,
+                shards=shards,
+                request_hash=digest,
+            )
             return job
         with self._queue_cond:
             waiting = self._waiting[route.technique]
@@ -418,15 +500,30 @@ class GatewayService(pb_grpc.ReducerServicer):
                 raise errors.ResourceExhausted(
                     f"the {route.technique} service has no ready replica and its queue is full "
                     f"({len(waiting)} of {self.config.queue_max} jobs waiting); retry in {retry:.0f} s",
-                    metadata={"retry_after_s": f"{retry:.0f}", "technique": route.technique,
-                              "limit": str(self.config.queue_max)})
-            job, created = self.manager.submit(req, deadline=deadline, job_id=job_id, owner=identity.subject,
-                                               proposal=proposal, request_hash=digest, hold=True)
+                    metadata={
+                        "retry_after_s": f"{retry:.0f}",
+                        "technique": route.technique,
+                        "limit": str(self.config.queue_max),
+                    },
+                )
+            job, created = self.manager.submit(
+                req,
+                deadline=deadline,
+                job_id=job_id,
+                owner=identity.subject,
+                proposal=proposal,
+                request_hash=digest,
+                hold=True,
+            )
             if created:
                 waiting.append(_Waiting(job.job_id, time.monotonic()))
                 QUEUE_DEPTH.labels(route.technique).set(len(waiting))
-                self.manager._log(job.job_id, "info", f"queued: no ready replica of the {route.technique} service "
-                                  f"yet (waits at most {self.config.queue_wait:g} s)")
+                self.manager._log(
+                    job.job_id,
+                    "info",
+                    f"queued: no ready replica of the {route.technique} service "
+                    f"yet (waits at most {self.config.queue_wait:g} s)",
+                )
                 self._start_queue_thread()
                 self._queue_cond.notify_all()
         return job
@@ -438,9 +535,19 @@ class GatewayService(pb_grpc.ReducerServicer):
         check.validate_only = True
         check.split = 0
         try:
-            route.stub.Submit(check, timeout=self.config.describe_timeout,
-                              metadata=caller_metadata(subject, proposal, self._scope(proposal, job_id), job_id=job_id,
-                                                       signer=self.config.scope_signer, rpc="Submit", request=check))
+            route.stub.Submit(
+                check,
+                timeout=self.config.describe_timeout,
+                metadata=caller_metadata(
+                    subject,
+                    proposal,
+                    self._scope(proposal, job_id),
+                    job_id=job_id,
+                    signer=self.config.scope_signer,
+                    rpc="Submit",
+                    request=check,
+                ),
+            )
         except grpc.RpcError as exc:
             raise self._upstream_error(route, exc) from None
 
@@ -494,11 +601,14 @@ class GatewayService(pb_grpc.ReducerServicer):
             if job is None or handle is None or job.state != pb.QUEUED:
                 pass  # cancelled (or gone): only dropped from the queue
             elif handle.deadline is not None and time.monotonic() > handle.deadline:
-                failure = errors.DeadlineExceeded(f"the call's deadline passed after {waited:.0f} s queued for "
-                                                  f"a replica of the {technique} service")
+                failure = errors.DeadlineExceeded(
+                    f"the call's deadline passed after {waited:.0f} s queued for a replica of the {technique} service"
+                )
             elif waited > self.config.queue_wait:
-                failure = errors.Unavailable(f"no replica of the {technique} service became ready in "
-                                             f"{self.config.queue_wait:g} s (the queue wait); giving up")
+                failure = errors.Unavailable(
+                    f"no replica of the {technique} service became ready in "
+                    f"{self.config.queue_wait:g} s (the queue wait); giving up"
+                )
             elif not ready:
                 continue
             else:
@@ -514,8 +624,11 @@ class GatewayService(pb_grpc.ReducerServicer):
                     if shards:
                         job.shards = shards
                         self.manager.store.put(job)
-                    self.manager._log(w.job_id, "info", f"a replica of the {technique} service is ready after "
-                                      f"{waited:.1f} s queued; starting")
+                    self.manager._log(
+                        w.job_id,
+                        "info",
+                        f"a replica of the {technique} service is ready after {waited:.1f} s queued; starting",
+                    )
             with self._queue_cond:
                 self._waiting[technique] = [x for x in self._waiting[technique] if x.job_id != w.job_id]
                 QUEUE_DEPTH.labels(technique).set(len(self._waiting[technique]))
@@ -575,16 +688,23 @@ class GatewayService(pb_grpc.ReducerServicer):
         identity = self.access.identify(context)
         limits.check_list_request(request)
         if request.proposal and not identity.may_see(request.proposal):
-            audit.decision(subject=identity.subject, proposal=request.proposal, resource="jobs", allowed=False,
-                           reason="not a member of the proposal (an empty list)")
+            audit.decision(
+                subject=identity.subject,
+                proposal=request.proposal,
+                resource="jobs",
+                allowed=False,
+                reason="not a member of the proposal (an empty list)",
+            )
             return pb.ListJobsResponse()
         resp = list_jobs(self.manager, request)
         if identity.proposals is not None:
             visible = [j for j in self.manager.list(request) if identity.may_see(j.proposal)]
             size = limits.page_size(request)
             start = limits.page_start(request.page_token)
-            resp = pb.ListJobsResponse(jobs=visible[start:start + size],
-                                       next_page_token=str(start + size) if start + size < len(visible) else "")
+            resp = pb.ListJobsResponse(
+                jobs=visible[start : start + size],
+                next_page_token=str(start + size) if start + size < len(visible) else "",
+            )
         return resp
 
     @rpc_method
@@ -592,26 +712,46 @@ class GatewayService(pb_grpc.ReducerServicer):
         identity = self.access.identify(context)
         requested = dict(context.invocation_metadata()).get("x-panreduce-proposal", "")
         limits.check_proposal(requested)
-        proposal = audit.checked(lambda: self.access.proposal_for(identity, requested), subject=identity.subject,
-                                 proposal=requested, resource="upload", what="upload proposal")
+        proposal = audit.checked(
+            lambda: self.access.proposal_for(identity, requested),
+            subject=identity.subject,
+            proposal=requested,
+            resource="upload",
+            what="upload proposal",
+        )
         return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
 
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DataChunk]:
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
-        uri = audit.checked(lambda: self._downloadable(identity, request.uri), subject=identity.subject,
-                            proposal="", resource=request.uri, what="download")
+        uri = audit.checked(
+            lambda: self._downloadable(identity, request.uri),
+            subject=identity.subject,
+            proposal="",
+            resource=request.uri,
+            what="download",
+        )
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
     def GetMetadata(self, request: pb.MetadataRequest, context: grpc.ServicerContext) -> pb.MetadataResponse:
         identity = self.access.identify(context)
         limits.check_uri(request.uri)
-        loc = audit.checked(lambda: self._metadata_location(identity, request.uri),
-                            subject=identity.subject, proposal="", resource=request.uri, what="metadata read")
-        return metadata.of_uri(self.stores, loc.uri, roots=self._readable_roots(identity), cancelled=lambda: not
-                               context.is_active(), checked=loc.local)  # read what was checked, no link since
+        loc = audit.checked(
+            lambda: self._metadata_location(identity, request.uri),
+            subject=identity.subject,
+            proposal="",
+            resource=request.uri,
+            what="metadata read",
+        )
+        return metadata.of_uri(
+            self.stores,
+            loc.uri,
+            roots=self._readable_roots(identity),
+            cancelled=lambda: not context.is_active(),
+            checked=loc.local,
+        )  # read what was checked, no link since
 
     def _metadata_location(self, identity: Identity, uri: str) -> locations.Location:
         """A location the caller may read metadata of; in the gateway's own store only its
@@ -665,8 +805,14 @@ class GatewayService(pb_grpc.ReducerServicer):
         finally:
             running.dec()
 
-    def _relay_one(self, handle: JobHandle, request: pb.ReduceRequest, on_progress: Callable[[str, float, str], object], *,
-                   accept: bool) -> pb.Result:
+    def _relay_one(
+        self,
+        handle: JobHandle,
+        request: pb.ReduceRequest,
+        on_progress: Callable[[str, float, str], object],
+        *,
+        accept: bool,
+    ) -> pb.Result:
         route = self.route(request.technique)
         timeout = None
         if handle.deadline is not None:
@@ -678,11 +824,20 @@ class GatewayService(pb_grpc.ReducerServicer):
         upstream.CopyFrom(request)
         upstream.idempotency_key = ""
         job = self.manager.get(handle.job_id)
-        call = route.stub.Reduce(upstream, timeout=timeout, wait_for_ready=True,
-                                 metadata=caller_metadata(job.owner, job.proposal,
-                                                          self._scope(job.proposal, handle.job_id),
-                                                          job_id=handle.job_id, signer=self.config.scope_signer,
-                                                          rpc="Reduce", request=upstream))
+        call = route.stub.Reduce(
+            upstream,
+            timeout=timeout,
+            wait_for_ready=True,
+            metadata=caller_metadata(
+                job.owner,
+                job.proposal,
+                self._scope(job.proposal, handle.job_id),
+                job_id=handle.job_id,
+                signer=self.config.scope_signer,
+                rpc="Reduce",
+                request=upstream,
+            ),
+        )
         handle.on_cancel(call.cancel)
         try:
             for event in call:
@@ -723,7 +878,8 @@ class GatewayService(pb_grpc.ReducerServicer):
                 if time.monotonic() - since > self.config.service_wait:
                     raise errors.Unavailable(
                         f"the {route.technique} service at {route.target} stayed unreachable for "
-                        f"{self.config.service_wait:g} s; giving up")
+                        f"{self.config.service_wait:g} s; giving up"
+                    )
         finally:
             ready.cancel()
 
@@ -742,6 +898,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                     fractions[i] = fraction
                     overall = 0.9 * sum(fractions) / count
                 handle.progress(stage, overall, f"shard {i + 1}/{count}: {message}")
+
             return report
 
         def run_shard(i: int) -> pb.Result:
@@ -783,8 +940,7 @@ class GatewayService(pb_grpc.ReducerServicer):
             merge.split = 1
             merge.idempotency_key = ""
             handle.progress("merge", 0.9, f"merging {len(results)} shard results")
-            result = self._relay_one(handle, merge, lambda s, f, m: handle.progress(s, 0.9 + 0.1 * f, m),
-                                     accept=False)
+            result = self._relay_one(handle, merge, lambda s, f, m: handle.progress(s, 0.9 + 0.1 * f, m), accept=False)
             return result
         finally:
             self.stores.remove_tree(scratch)
@@ -816,4 +972,3 @@ def parse_routes(pairs: Iterable[str]) -> dict[str, list[str]]:
             raise errors.InvalidRequest(f"route {pair!r} is not TECHNIQUE=HOST:PORT")
         routes.setdefault(technique.strip(), []).append(address.strip())
     return routes
-

@@ -86,8 +86,9 @@ class PostgresJobStore:
                 self._db.execute("SELECT pg_advisory_unlock(727270)")
         self._beat()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._heartbeat, args=(heartbeat,), daemon=True,
-                                        name="pgstore-heartbeat")
+        self._thread = threading.Thread(
+            target=self._heartbeat, args=(heartbeat,), daemon=True, name="pgstore-heartbeat"
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -98,8 +99,10 @@ class PostgresJobStore:
 
     def _beat(self) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO gateways (id, seen) VALUES (%s, now()) "
-                             "ON CONFLICT (id) DO UPDATE SET seen = now()", (self.instance,))
+            self._db.execute(
+                "INSERT INTO gateways (id, seen) VALUES (%s, now()) ON CONFLICT (id) DO UPDATE SET seen = now()",
+                (self.instance,),
+            )
 
     def _heartbeat(self, every: float) -> None:
         import psycopg
@@ -116,8 +119,17 @@ class PostgresJobStore:
             self._db.execute(
                 "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, runner, job)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
-                 job.request.idempotency_key or None, self.instance, job.SerializeToString()),
+                (
+                    job.job_id,
+                    job.technique,
+                    job.state,
+                    job.created.ToNanoseconds(),
+                    job.owner,
+                    job.proposal,
+                    job.request.idempotency_key or None,
+                    self.instance,
+                    job.SerializeToString(),
+                ),
             )
             self._index(job)
 
@@ -129,21 +141,26 @@ class PostgresJobStore:
     def put(self, job: pb.Job) -> None:
         finished = job.finished.ToNanoseconds() if job.HasField("finished") else 0
         with self._lock, self._db.transaction():
-            self._db.execute("UPDATE jobs SET state = %s, finished_ns = %s, job = %s WHERE job_id = %s",
-                             (job.state, finished, job.SerializeToString(), job.job_id))
+            self._db.execute(
+                "UPDATE jobs SET state = %s, finished_ns = %s, job = %s WHERE job_id = %s",
+                (job.state, finished, job.SerializeToString(), job.job_id),
+            )
             if job.HasField("result"):
                 self._index(job)
 
     def append_event(self, event: pb.JobEvent) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO events (job_id, seq, event) VALUES (%s, %s, %s) "
-                             "ON CONFLICT (job_id, seq) DO UPDATE SET event = EXCLUDED.event",
-                             (event.job_id, event.seq, event.SerializeToString()))
+            self._db.execute(
+                "INSERT INTO events (job_id, seq, event) VALUES (%s, %s, %s) "
+                "ON CONFLICT (job_id, seq) DO UPDATE SET event = EXCLUDED.event",
+                (event.job_id, event.seq, event.SerializeToString()),
+            )
 
     def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]:
         with self._lock:
-            rows = self._db.execute("SELECT event FROM events WHERE job_id = %s AND seq > %s ORDER BY seq",
-                                    (job_id, after_seq)).fetchall()
+            rows = self._db.execute(
+                "SELECT event FROM events WHERE job_id = %s AND seq > %s ORDER BY seq", (job_id, after_seq)
+            ).fetchall()
         return [pb.JobEvent.FromString(r[0]) for r in rows]
 
     def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None:
@@ -154,7 +171,8 @@ class PostgresJobStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT job, request_hash FROM jobs WHERE proposal = %s AND owner = %s AND idempotency_key = %s",
-                (proposal, owner, key)).fetchone()
+                (proposal, owner, key),
+            ).fetchone()
         return (pb.Job.FromString(row[0]), row[1] or "") if row else None
 
     def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
@@ -165,15 +183,26 @@ class PostgresJobStore:
                 "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, runner, job,"
                 " request_hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (proposal, owner, idempotency_key) DO NOTHING RETURNING job_id",
-                (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
-                 job.request.idempotency_key, self.instance, job.SerializeToString(), request_digest),
+                (
+                    job.job_id,
+                    job.technique,
+                    job.state,
+                    job.created.ToNanoseconds(),
+                    job.owner,
+                    job.proposal,
+                    job.request.idempotency_key,
+                    self.instance,
+                    job.SerializeToString(),
+                    request_digest,
+                ),
             ).fetchone()
             if inserted is not None:
                 self._index(job)
                 return job, request_digest
             row = self._db.execute(
                 "SELECT job, request_hash FROM jobs WHERE proposal = %s AND owner = %s AND idempotency_key = %s",
-                (job.proposal, job.owner, job.request.idempotency_key)).fetchone()
+                (job.proposal, job.owner, job.request.idempotency_key),
+            ).fetchone()
         row = cast(tuple[Any, ...], row)
         return pb.Job.FromString(row[0]), row[1] or ""
 
@@ -207,8 +236,10 @@ class PostgresJobStore:
 
     def _index(self, job: pb.Job) -> None:
         with self._db.cursor() as cur:
-            cur.executemany("INSERT INTO catalogue (job_id, key, value) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(job.job_id, k, v) for k, v in catalogue_rows(job)])
+            cur.executemany(
+                "INSERT INTO catalogue (job_id, key, value) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                [(job.job_id, k, v) for k, v in catalogue_rows(job)],
+            )
 
 
 def open_job_store(spec: str | None) -> JobStore | None:

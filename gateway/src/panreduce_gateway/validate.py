@@ -60,11 +60,14 @@ def load_references(path: Path = REFERENCES) -> list[dict[str, Any]]:
             raise errors.InvalidRequest(f"reference file {path}: case {case['case']!r}: 1 to {MAX_FIGURES} figures")
         for fig in case["figures"]:
             if not isinstance(fig.get("expected"), (int, float)) or not ("abs" in fig or "rel" in fig):
-                raise errors.InvalidRequest(f"reference file {path}: case {case['case']!r} figure "
-                                            f"{fig.get('name')!r} needs a number 'expected' and 'abs' or 'rel'")
+                raise errors.InvalidRequest(
+                    f"reference file {path}: case {case['case']!r} figure "
+                    f"{fig.get('name')!r} needs a number 'expected' and 'abs' or 'rel'"
+                )
             if not fig.get("source"):
-                raise errors.InvalidRequest(f"reference file {path}: case {case['case']!r} figure "
-                                            f"{fig.get('name')!r} has no 'source'")
+                raise errors.InvalidRequest(
+                    f"reference file {path}: case {case['case']!r} figure {fig.get('name')!r} has no 'source'"
+                )
     return cases
 
 
@@ -113,8 +116,19 @@ def run(client: Client, cases: list[dict[str, Any]], *, log: Callable[[str], Non
 
         def skip(reason: str, status: str = "SKIP", case: dict[str, Any] = case) -> None:
             for fig in case["figures"]:
-                rows.append(Row(case["technique"], case["case"], fig["name"], fig["expected"], None, tolerance_text(fig), status,
-                                reason, fig["source"]))
+                rows.append(
+                    Row(
+                        case["technique"],
+                        case["case"],
+                        fig["name"],
+                        fig["expected"],
+                        None,
+                        tolerance_text(fig),
+                        status,
+                        reason,
+                        fig["source"],
+                    )
+                )
 
         if technique not in installed:
             skip(f"technique {technique!r} is not installed on this deployment")
@@ -146,13 +160,34 @@ def run(client: Client, cases: list[dict[str, Any]], *, log: Callable[[str], Non
                 else:
                     got = from_summary(result.summary, fig["summary"])
             except (StopIteration, KeyError, IndexError, TypeError, ValueError, errors.PanReduceError) as exc:
-                rows.append(Row(technique, name, fig["name"], fig["expected"], None, tolerance_text(fig), "ERROR",
-                                f"figure not found in the result: {errors.clip(repr(exc), 200)}", fig["source"]))
+                rows.append(
+                    Row(
+                        technique,
+                        name,
+                        fig["name"],
+                        fig["expected"],
+                        None,
+                        tolerance_text(fig),
+                        "ERROR",
+                        f"figure not found in the result: {errors.clip(repr(exc), 200)}",
+                        fig["source"],
+                    )
+                )
                 continue
             ok = within(float(fig["expected"]), got, fig)
-            rows.append(Row(technique, name, fig["name"], float(fig["expected"]), got if math.isfinite(got) else None,
-                            tolerance_text(fig), "PASS" if ok else "FAIL", "" if math.isfinite(got) else
-                            f"got {got}", fig["source"]))
+            rows.append(
+                Row(
+                    technique,
+                    name,
+                    fig["name"],
+                    float(fig["expected"]),
+                    got if math.isfinite(got) else None,
+                    tolerance_text(fig),
+                    "PASS" if ok else "FAIL",
+                    "" if math.isfinite(got) else f"got {got}",
+                    fig["source"],
+                )
+            )
     return rows
 
 
@@ -162,23 +197,42 @@ def _num(v: float | None) -> str:
 
 def table(rows: list[Row]) -> str:
     head = ("technique", "case", "figure", "expected", "got", "tolerance", "pass")
-    body = [(r.technique, r.case, r.figure, _num(r.expected), _num(r.got), r.tolerance,
-             r.status + (f" ({r.note})" if r.note else "")) for r in rows]
+    body = [
+        (
+            r.technique,
+            r.case,
+            r.figure,
+            _num(r.expected),
+            _num(r.got),
+            r.tolerance,
+            r.status + (f" ({r.note})" if r.note else ""),
+        )
+        for r in rows
+    ]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in (head, *body))
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (head, *body)
+    )
 
 
 def markdown(rows: list[Row]) -> str:
     def cell(s: str) -> str:
         return s.replace("|", "\\|").replace("\n", " ")
 
-    out = ["| technique | case | figure | expected | got | tolerance | pass | source |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| technique | case | figure | expected | got | tolerance | pass | source |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         status = r.status + (f": {r.note}" if r.note else "")
-        out.append("| " + " | ".join(cell(x) for x in (r.technique, r.case, r.figure, _num(r.expected), _num(r.got),
-                                                       r.tolerance, status, r.source)) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                cell(x)
+                for x in (r.technique, r.case, r.figure, _num(r.expected), _num(r.got), r.tolerance, status, r.source)
+            )
+            + " |"
+        )
     counts = {s: sum(r.status == s for r in rows) for s in ("PASS", "FAIL", "SKIP", "ERROR")}
     out.append("")
     out.append(", ".join(f"{n} {s}" for s, n in counts.items()))
@@ -186,5 +240,8 @@ def markdown(rows: list[Row]) -> str:
 
 
 def as_json(rows: list[Row]) -> str:
-    return json.dumps({"rows": [asdict(r) for r in rows],
-                       "passed": all(r.status in ("PASS", "SKIP") for r in rows)}, indent=1, allow_nan=False)
+    return json.dumps(
+        {"rows": [asdict(r) for r in rows], "passed": all(r.status in ("PASS", "SKIP") for r in rows)},
+        indent=1,
+        allow_nan=False,
+    )

@@ -135,9 +135,13 @@ class App:
         if config.auth == "oidc":
             if not config.oidc_issuer or not config.oidc_client_id:
                 raise ValueError("OIDC login needs the issuer and the client id")
-            self.oidc = OidcClient(config.oidc_issuer, config.oidc_client_id,
-                                   config.public_url.rstrip("/") + "/auth/callback",
-                                   client_secret=config.oidc_client_secret, scopes=config.oidc_scopes)
+            self.oidc = OidcClient(
+                config.oidc_issuer,
+                config.oidc_client_id,
+                config.public_url.rstrip("/") + "/auth/callback",
+                client_secret=config.oidc_client_secret,
+                scopes=config.oidc_scopes,
+            )
         elif config.auth not in ("none", "tokens"):
             raise ValueError(f"auth must be none, tokens or oidc, not {config.auth!r}")
         self._tmp = Path(tempfile.mkdtemp(prefix="panreduce-web-"))
@@ -157,8 +161,9 @@ class App:
         return self.sessions.get(request.cookies.get(self.cookie_name()))
 
     def set_cookie(self, response: Response, session: Session) -> None:
-        response.set_cookie(self.cookie_name(), session.sid, httponly=True, secure=self.config.secure,
-                            samesite="lax", path="/")
+        response.set_cookie(
+            self.cookie_name(), session.sid, httponly=True, secure=self.config.secure, samesite="lax", path="/"
+        )
 
     def caller(self, request: Request) -> Session:
         """The logged-in session (auth none: an anonymous one, made on first use)."""
@@ -222,8 +227,9 @@ def metadata_of(path: Path, name: str) -> dict[str, Any]:
     if not h5py.is_hdf5(str(path)):
         return {"summary": {}, "records": [], "note": "not an HDF5 file"}
     md = metadata.extract(path, name, roots=[path.parent])
-    records = [{"path": r.path, "value": json.dumps(r.value, default=str)[:500], "units": r.units}
-               for r in md.records[:5000]]
+    records = [
+        {"path": r.path, "value": json.dumps(r.value, default=str)[:500], "units": r.units} for r in md.records[:5000]
+    ]
     return {"summary": md.summary, "records": records}
 
 
@@ -254,11 +260,18 @@ def job_row(job: pb.Job) -> dict[str, Any]:
     labels = dict(job.request.labels)
     cat = dict(job.result.catalogue)
     return {
-        "id": job.job_id, "technique": job.technique, "state": pb.JobState.Name(job.state),
-        "sample": cat.get("sample") or labels.get("sample", ""), "title": cat.get("title") or labels.get("title", ""),
-        "progress": round(job.progress.fraction, 4), "stage": job.progress.stage,
-        "created": _time(job.created), "started": _time(job.started), "finished": _time(job.finished),
-        "owner": job.owner, "proposal": job.proposal,
+        "id": job.job_id,
+        "technique": job.technique,
+        "state": pb.JobState.Name(job.state),
+        "sample": cat.get("sample") or labels.get("sample", ""),
+        "title": cat.get("title") or labels.get("title", ""),
+        "progress": round(job.progress.fraction, 4),
+        "stage": job.progress.stage,
+        "created": _time(job.created),
+        "started": _time(job.started),
+        "finished": _time(job.finished),
+        "owner": job.owner,
+        "proposal": job.proposal,
         "cancellable": job.state not in FINISHED,
     }
 
@@ -405,16 +418,26 @@ def create_app(config: WebConfig) -> Starlette:
         token = str(form.get("token", "")).strip()
         nxt = safe_next(str(form.get("next", "/")))
         if not token or len(token) > MAX_TOKEN or any(ord(c) < 33 or ord(c) > 126 for c in token):
-            return HTMLResponse(pages.layout("Log in", pages.login_form(s.csrf, nxt, "that is not a token"),
-                                             session=None, auth=config.auth), status_code=400)
+            return HTMLResponse(
+                pages.layout(
+                    "Log in", pages.login_form(s.csrf, nxt, "that is not a token"), session=None, auth=config.auth
+                ),
+                status_code=400,
+            )
         try:  # the gateway decides whether the token is valid
             await app_state.gateway.list_jobs(token, pb.ListJobsRequest(page_size=1))
         except GatewayError as exc:
             if exc.code != "UNAUTHENTICATED":
                 raise
-            return HTMLResponse(pages.layout("Log in", pages.login_form(s.csrf, nxt, "the gateway does not know "
-                                                                        "that token"), session=None, auth=config.auth),
-                                status_code=401)
+            return HTMLResponse(
+                pages.layout(
+                    "Log in",
+                    pages.login_form(s.csrf, nxt, "the gateway does not know that token"),
+                    session=None,
+                    auth=config.auth,
+                ),
+                status_code=401,
+            )
         fresh = app_state.sessions.login(s, token, "token " + hashlib.sha256(token.encode()).hexdigest()[:8])
         resp = RedirectResponse(nxt, status_code=303)
         app_state.set_cookie(resp, fresh)
@@ -426,8 +449,14 @@ def create_app(config: WebConfig) -> Starlette:
             raise HttpError(404, "not found")
         s = app_state.session_of(request)
         state, code = request.query_params.get("state", ""), request.query_params.get("code", "")
-        if s is None or s.pending is None or not state or len(state) > 200 or len(code) > 4096 \
-                or not hmac.compare_digest(state, s.pending.state):
+        if (
+            s is None
+            or s.pending is None
+            or not state
+            or len(state) > 200
+            or len(code) > 4096
+            or not hmac.compare_digest(state, s.pending.state)
+        ):
             raise HttpError(400, "this login was not started here, or has expired: log in again")
         pending, s.pending = s.pending, None  # a state is used once
         if request.query_params.get("error") or not code:
@@ -458,9 +487,15 @@ def create_app(config: WebConfig) -> Starlette:
         req, filters = list_request(request)
         resp = await app_state.gateway.list_jobs(s.token, req)
         rows = [job_row(j) for j in resp.jobs]
-        techniques = sorted({r["technique"] for r in rows} | ({filters["technique"]} if "technique" in filters else set()))
-        return page(request, pages.job_list(rows, filters, resp.next_page_token, techniques, list(STATES)),
-                    title="Recent reductions", session=s)
+        techniques = sorted(
+            {r["technique"] for r in rows} | ({filters["technique"]} if "technique" in filters else set())
+        )
+        return page(
+            request,
+            pages.job_list(rows, filters, resp.next_page_token, techniques, list(STATES)),
+            title="Recent reductions",
+            session=s,
+        )
 
     @route("/api/jobs")
     async def jobs_json(request: Request) -> Response:
@@ -487,8 +522,9 @@ def create_app(config: WebConfig) -> Starlette:
             finally:
                 release(s)
 
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            body(), media_type="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
 
     @route("/events/jobs")
     async def jobs_events(request: Request) -> Response:
@@ -526,18 +562,31 @@ def create_app(config: WebConfig) -> Starlette:
         s = app_state.caller(request)
         job = await app_state.job(s, request.path_params["job_id"])
         params = from_struct(job.request.parameters)
-        outputs = [{"n": i, "name": filename_of(o.uri), "format": o.format, "size": o.size, "role": o.role,
-                    "sha256": o.sha256} for i, o in enumerate(job.result.outputs)]
+        outputs = [
+            {"n": i, "name": filename_of(o.uri), "format": o.format, "size": o.size, "role": o.role, "sha256": o.sha256}
+            for i, o in enumerate(job.result.outputs)
+        ]
         events: list[dict[str, Any]] = []
         if job.state in FINISHED:  # the whole log at once; a running job's comes by its stream
             async for ev in app_state.gateway.watch(s.token, job.job_id, timeout=5.0):
                 events.append(event_dict(ev))
                 if len(events) >= 2000:
                     break
-        return page(request, pages.job_page(job_row(job), params, dict(job.result.catalogue),
-                                            from_struct(job.result.summary), outputs, events, s.csrf,
-                                            MessageToDict(job.failure) if job.HasField("failure") else {}),
-                    title=f"Job {job.job_id}", session=s)
+        return page(
+            request,
+            pages.job_page(
+                job_row(job),
+                params,
+                dict(job.result.catalogue),
+                from_struct(job.result.summary),
+                outputs,
+                events,
+                s.csrf,
+                MessageToDict(job.failure) if job.HasField("failure") else {},
+            ),
+            title=f"Job {job.job_id}",
+            session=s,
+        )
 
     @route("/jobs/{job_id}/events")
     async def job_events(request: Request) -> Response:
@@ -597,9 +646,16 @@ def create_app(config: WebConfig) -> Starlette:
         _, out = await app_state.output(s, request.path_params["job_id"], request.path_params["n"])
         head, body = await app_state.gateway.download(s.token, out.uri, max_bytes=1 << 62)
         name = filename_of(out.uri)
-        return StreamingResponse(body, media_type="application/octet-stream", headers={
-            "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(head.size),
-            "X-Content-SHA256": head.sha256, "Cache-Control": "no-store"})
+        return StreamingResponse(
+            body,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Content-Length": str(head.size),
+                "X-Content-SHA256": head.sha256,
+                "Cache-Control": "no-store",
+            },
+        )
 
     @route("/jobs/{job_id}/outputs/{n:int}/plots")
     async def plots(request: Request) -> Response:
@@ -615,8 +671,14 @@ def create_app(config: WebConfig) -> Starlette:
             raise HttpError(400, "slice: a number")
         path = await app_state.fetch_output(s, out)
         try:
-            figs = await run_in_threadpool(views.figures, path, job.technique, full=full, group=group,
-                                           slice_index=int(slice_text) if slice_text else None)
+            figs = await run_in_threadpool(
+                views.figures,
+                path,
+                job.technique,
+                full=full,
+                group=group,
+                slice_index=int(slice_text) if slice_text else None,
+            )
         except Exception as exc:  # a file the views cannot read is the view's problem, not a 500
             log.warning("no view of %s: %s", out.uri, exc)
             figs = []
@@ -627,8 +689,9 @@ def create_app(config: WebConfig) -> Starlette:
         s = app_state.caller(request)
         job, out = await app_state.output(s, request.path_params["job_id"], request.path_params["n"])
         n = request.path_params["n"]
-        return page(request, pages.view_page(job.job_id, n, filename_of(out.uri)), title=filename_of(out.uri),
-                    session=s)
+        return page(
+            request, pages.view_page(job.job_id, n, filename_of(out.uri)), title=filename_of(out.uri), session=s
+        )
 
     @route("/jobs/{job_id}/outputs/{n:int}/metadata")
     async def metadata(request: Request) -> Response:
@@ -671,12 +734,35 @@ def create_app(config: WebConfig) -> Starlette:
         yield
         await app_state.shutdown()
 
-    routes = [*[v for v in (login, login_post, callback, logout, jobs, jobs_json, jobs_events, job_page, job_events,
-                            cancel, download, plots, view_page, metadata)],
-              Route("/static/{name}", static), Route("/healthz", healthz)]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders, config=config)],
-                    exception_handlers={404: not_found, 405: not_found, 500: server_error},
-                    lifespan=lifespan)
+    routes = [
+        *[
+            v
+            for v in (
+                login,
+                login_post,
+                callback,
+                logout,
+                jobs,
+                jobs_json,
+                jobs_events,
+                job_page,
+                job_events,
+                cancel,
+                download,
+                plots,
+                view_page,
+                metadata,
+            )
+        ],
+        Route("/static/{name}", static),
+        Route("/healthz", healthz),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders, config=config)],
+        exception_handlers={404: not_found, 405: not_found, 500: server_error},
+        lifespan=lifespan,
+    )
     app.state.web = app_state
     return app
 
@@ -689,9 +775,11 @@ class SecurityHeaders:
         form_action = "'self'" + (f" {_origin_of(config.oidc_issuer)}" if config.oidc_issuer else "")
         headers = {
             "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                       "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
-                                       f"base-uri 'none'; form-action {form_action}",
-            "x-frame-options": "DENY", "x-content-type-options": "nosniff", "referrer-policy": "same-origin",
+            "img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; "
+            f"base-uri 'none'; form-action {form_action}",
+            "x-frame-options": "DENY",
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "same-origin",
         }
         if config.secure:
             headers["strict-transport-security"] = "max-age=31536000"

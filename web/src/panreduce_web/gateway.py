@@ -35,9 +35,17 @@ class GatewayError(Exception):
     def http_status(self) -> int:
         """Another proposal's job, output or file is 'not found', as over gRPC: a refused
         location (PERMISSION_DENIED) is reported the same way, never as 'forbidden'."""
-        return {"NOT_FOUND": 404, "PERMISSION_DENIED": 404, "INVALID_ARGUMENT": 400, "OUT_OF_RANGE": 400,
-                "UNAUTHENTICATED": 401, "FAILED_PRECONDITION": 409, "RESOURCE_EXHAUSTED": 429,
-                "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}.get(self.code, 502)
+        return {
+            "NOT_FOUND": 404,
+            "PERMISSION_DENIED": 404,
+            "INVALID_ARGUMENT": 400,
+            "OUT_OF_RANGE": 400,
+            "UNAUTHENTICATED": 401,
+            "FAILED_PRECONDITION": 409,
+            "RESOURCE_EXHAUSTED": 429,
+            "UNAVAILABLE": 503,
+            "DEADLINE_EXCEEDED": 504,
+        }.get(self.code, 502)
 
 
 def _error(exc: grpc.aio.AioRpcError) -> GatewayError:
@@ -100,11 +108,13 @@ class Gateway:
     async def metadata(self, token: str | None, uri: str) -> pb.MetadataResponse:
         return await self._unary("GetMetadata", pb.MetadataRequest(uri=uri), token)
 
-    async def watch(self, token: str | None, job_id: str, after_seq: int = 0, *,
-                    timeout: float | None = None) -> AsyncIterator[pb.JobEvent]:
+    async def watch(
+        self, token: str | None, job_id: str, after_seq: int = 0, *, timeout: float | None = None
+    ) -> AsyncIterator[pb.JobEvent]:
         """The job's events; ``timeout``: end quietly after this long (a finished job's log)."""
-        call = self._stub_for().Watch(pb.WatchRequest(job_id=job_id, after_seq=after_seq), metadata=self._md(token),
-                                      timeout=timeout)
+        call = self._stub_for().Watch(
+            pb.WatchRequest(job_id=job_id, after_seq=after_seq), metadata=self._md(token), timeout=timeout
+        )
         try:
             async for event in call:
                 yield event

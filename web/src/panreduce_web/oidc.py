@@ -98,18 +98,30 @@ class OidcClient:
         """A new pending login and the URL to send the browser to."""
         verifier, challenge = pkce_pair()
         pending = Pending(secrets.token_urlsafe(24), secrets.token_urlsafe(24), verifier, next_path)
-        query = urllib.parse.urlencode({
-            "response_type": "code", "client_id": self.client_id, "redirect_uri": self.redirect_uri,
-            "scope": self.scopes, "state": pending.state, "nonce": pending.nonce,
-            "code_challenge": challenge, "code_challenge_method": "S256",
-        })
+        query = urllib.parse.urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.client_id,
+                "redirect_uri": self.redirect_uri,
+                "scope": self.scopes,
+                "state": pending.state,
+                "nonce": pending.nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
         endpoint = self.configuration()["authorization_endpoint"]
         return pending, endpoint + ("&" if "?" in endpoint else "?") + query
 
     def finish(self, pending: Pending, code: str) -> Tokens:
         """Exchange the code (with the PKCE verifier) and verify the ID token."""
-        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
-                "client_id": self.client_id, "code_verifier": pending.verifier}
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "client_id": self.client_id,
+            "code_verifier": pending.verifier,
+        }
         if self.client_secret:
             form["client_secret"] = self.client_secret
         doc = _fetch(self.configuration()["token_endpoint"], form)
@@ -119,8 +131,14 @@ class OidcClient:
         assert self._jwks is not None
         try:
             key = self._jwks.get_signing_key_from_jwt(id_token).key
-            claims = jwt.decode(id_token, key, algorithms=["RS256", "ES256", "PS256"], audience=self.client_id,
-                                issuer=self.issuer, options={"require": ["exp", "sub", "iat"]})
+            claims = jwt.decode(
+                id_token,
+                key,
+                algorithms=["RS256", "ES256", "PS256"],
+                audience=self.client_id,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub", "iat"]},
+            )
         except (jwt.InvalidTokenError, jwt.PyJWKClientError) as exc:
             raise OidcError(f"the ID token is not valid: {exc}") from None
         if not secrets.compare_digest(str(claims.get("nonce", "")), pending.nonce):

@@ -19,8 +19,10 @@ def e(value: Any) -> str:
 def layout(title: str, body: str, *, session: Session | None, auth: str) -> str:
     who = ""
     if session is not None and session.logged_in and auth != "none":
-        who = (f'<form method="post" action="/logout" class="logout"><span class="who">{e(session.subject)}</span>'
-               f'<input type="hidden" name="csrf" value="{e(session.csrf)}"><button>Log out</button></form>')
+        who = (
+            f'<form method="post" action="/logout" class="logout"><span class="who">{e(session.subject)}</span>'
+            f'<input type="hidden" name="csrf" value="{e(session.csrf)}"><button>Log out</button></form>'
+        )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)} · PaNReduce</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -43,9 +45,18 @@ def login_form(csrf: str, next_path: str, problem: str = "") -> str:
 <button type="submit" id="login-submit">Log in</button></form>"""
 
 
-COLUMNS = [("technique", "Technique"), ("sample", "Sample"), ("title", "Title"), ("state", "State"),
-           ("progress", "Progress"), ("created", "Created"), ("started", "Started"), ("finished", "Finished"),
-           ("owner", "Who"), ("proposal", "Proposal")]
+COLUMNS = [
+    ("technique", "Technique"),
+    ("sample", "Sample"),
+    ("title", "Title"),
+    ("state", "State"),
+    ("progress", "Progress"),
+    ("created", "Created"),
+    ("started", "Started"),
+    ("finished", "Finished"),
+    ("owner", "Who"),
+    ("proposal", "Proposal"),
+]
 
 
 def row_html(r: dict[str, Any]) -> str:
@@ -63,16 +74,20 @@ def row_html(r: dict[str, Any]) -> str:
     return f'<tr data-id="{e(r["id"])}"><td><a href="{e(href)}">{e(r["id"])}</a></td>{"".join(cells)}</tr>'
 
 
-def job_list(rows: list[dict[str, Any]], filters: dict[str, str], next_page: str, techniques: list[str],
-             states: list[str]) -> str:
+def job_list(
+    rows: list[dict[str, Any]], filters: dict[str, str], next_page: str, techniques: list[str], states: list[str]
+) -> str:
     def options(values: list[str], chosen: str) -> str:
         return '<option value="">any</option>' + "".join(
-            f'<option{" selected" if v == chosen else ""}>{e(v)}</option>' for v in values)
+            f"<option{' selected' if v == chosen else ''}>{e(v)}</option>" for v in values
+        )
 
     query = urllib.parse.urlencode(filters)
     nav = []
     if next_page:
-        nav.append(f'<a id="next-page" href="/?{e(urllib.parse.urlencode({**filters, "page": next_page}))}">Next page</a>')
+        nav.append(
+            f'<a id="next-page" href="/?{e(urllib.parse.urlencode({**filters, "page": next_page}))}">Next page</a>'
+        )
     return f"""<h1>Recent reductions</h1>
 <form method="get" action="/" class="filters" id="filters">
 <label>Technique <input name="technique" list="techniques" value="{e(filters.get("technique", ""))}" maxlength="64"></label>
@@ -91,8 +106,10 @@ def job_list(rows: list[dict[str, Any]], filters: dict[str, str], next_page: str
 def _table(d: dict[str, Any], ident: str) -> str:
     if not d:
         return f'<p id="{ident}" class="none">none</p>'
-    rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
-                   for k, v in sorted(d.items()))
+    rows = "".join(
+        f"<tr><th>{e(k)}</th><td>{e(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
+        for k, v in sorted(d.items())
+    )
     return f'<table id="{ident}" class="kv">{rows}</table>'
 
 
@@ -103,22 +120,37 @@ def event_html(ev: dict[str, Any]) -> str:
     return f'<li class="{e(ev.get("kind"))}"><span class="t">{e(ev.get("time"))}</span> {e(ev.get("kind"))}: {e(text)}</li>'
 
 
-def job_page(job: dict[str, Any], params: dict[str, Any], catalogue: dict[str, str], summary: dict[str, Any],
-             outputs: list[dict[str, Any]], events: list[dict[str, Any]], csrf: str, failure: dict[str, Any]) -> str:
+def job_page(
+    job: dict[str, Any],
+    params: dict[str, Any],
+    catalogue: dict[str, str],
+    summary: dict[str, Any],
+    outputs: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    csrf: str,
+    failure: dict[str, Any],
+) -> str:
     jid = urllib.parse.quote(job["id"])
     cancel = ""
     if job["cancellable"]:
-        cancel = (f'<form method="post" action="/jobs/{e(jid)}/cancel" id="cancel-form">'
-                  f'<input type="hidden" name="csrf" value="{e(csrf)}"><button id="cancel">Cancel</button></form>')
+        cancel = (
+            f'<form method="post" action="/jobs/{e(jid)}/cancel" id="cancel-form">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}"><button id="cancel">Cancel</button></form>'
+        )
     outs = []
     for o in outputs:
         base = f"/jobs/{jid}/outputs/{o['n']}"
-        outs.append(f'<li><a class="download" href="{e(base)}" download>{e(o["name"])}</a> '
-                    f'<span class="fmt">{e(o["format"])} {e(o["role"])} {int(o["size"])} bytes</span> '
-                    f'<a class="view" href="{e(base)}/view">view</a>'
-                    f'<div class="plots" data-plots="{e(base)}/plots"></div></li>')
-    fail = f'<p class="error" id="failure">{e(failure.get("code", ""))}: {e(failure.get("message", ""))}</p>' \
-        if failure else ""
+        outs.append(
+            f'<li><a class="download" href="{e(base)}" download>{e(o["name"])}</a> '
+            f'<span class="fmt">{e(o["format"])} {e(o["role"])} {int(o["size"])} bytes</span> '
+            f'<a class="view" href="{e(base)}/view">view</a>'
+            f'<div class="plots" data-plots="{e(base)}/plots"></div></li>'
+        )
+    fail = (
+        f'<p class="error" id="failure">{e(failure.get("code", ""))}: {e(failure.get("message", ""))}</p>'
+        if failure
+        else ""
+    )
     pct = round(100 * float(job["progress"]))
     return f"""<h1>Job <span id="job-id">{e(job["id"])}</span></h1>
 <p><span class="state {e(job["state"]).lower()}" id="state">{e(job["state"])}</span>

@@ -13,10 +13,18 @@ from typing import Any
 from panreduce_web.app import WebConfig, create_app
 
 
-def config_from_settings(gateway: str, *, auth: str | None = None, public_url: str = "",
-                         oidc_client_id: str = "", oidc_client_secret_file: Path | None = None,
-                         host: str = "127.0.0.1", port: int = 8080, access_enabled: bool | None = None,
-                         **overrides: Any) -> WebConfig:
+def config_from_settings(
+    gateway: str,
+    *,
+    auth: str | None = None,
+    public_url: str = "",
+    oidc_client_id: str = "",
+    oidc_client_secret_file: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    access_enabled: bool | None = None,
+    **overrides: Any,
+) -> WebConfig:
     """A WebConfig from panreduce.settings (the gateway's own: TLS CA, JWT issuer and
     audience) and the command line's flags. ``auth`` default: ``oidc`` when an issuer and
     a client id are known, else ``tokens`` (``none`` when ``access_enabled`` is False)."""
@@ -31,9 +39,16 @@ def config_from_settings(gateway: str, *, auth: str | None = None, public_url: s
             auth = "none" if access_enabled is False else "tokens"
     secret = oidc_client_secret_file.read_text().strip() if oidc_client_secret_file else ""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return WebConfig(gateway=gateway, auth=auth, public_url=public_url or f"http://{shown}:{port}",
-                     gateway_ca=s.tls_ca.read_bytes() if s.tls_ca else None, oidc_issuer=s.jwt_issuer or "",
-                     oidc_client_id=client_id, oidc_client_secret=secret, **overrides)
+    return WebConfig(
+        gateway=gateway,
+        auth=auth,
+        public_url=public_url or f"http://{shown}:{port}",
+        gateway_ca=s.tls_ca.read_bytes() if s.tls_ca else None,
+        oidc_issuer=s.jwt_issuer or "",
+        oidc_client_id=client_id,
+        oidc_client_secret=secret,
+        **overrides,
+    )
 
 
 @dataclass
@@ -62,8 +77,14 @@ def _socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def start_web(config: WebConfig, *, host: str = "127.0.0.1", port: int = 0, tls: tuple[Path, Path] | None = None,
-              log_level: str = "warning") -> RunningWeb:
+def start_web(
+    config: WebConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    tls: tuple[Path, Path] | None = None,
+    log_level: str = "warning",
+) -> RunningWeb:
     """Serve in a background thread (port 0: a free one); returns once it listens."""
     import uvicorn
 
@@ -71,8 +92,9 @@ def start_web(config: WebConfig, *, host: str = "127.0.0.1", port: int = 0, tls:
     kwargs: dict[str, Any] = {}
     if tls is not None:
         kwargs.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
-    server = uvicorn.Server(uvicorn.Config(create_app(config), log_level=log_level, access_log=False,
-                                           timeout_graceful_shutdown=2, **kwargs))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), log_level=log_level, access_log=False, timeout_graceful_shutdown=2, **kwargs)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="panreduce-web", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

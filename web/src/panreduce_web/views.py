@@ -160,7 +160,9 @@ def _label(group: Any, name: str) -> str:
     return f"{text} ({unit})" if unit and f"({unit})" not in text else text
 
 
-def figure_of_group(group: Any, technique: str, *, full: bool = False, slice_index: int | None = None) -> dict[str, Any]:
+def figure_of_group(
+    group: Any, technique: str, *, full: bool = False, slice_index: int | None = None
+) -> dict[str, Any]:
     """One figure dict: {"title", "kind", "data", "layout", ...}."""
     signal = _str(_attr(group, "signal"))
     ds = group.get(signal)
@@ -178,13 +180,18 @@ def figure_of_group(group: Any, technique: str, *, full: bool = False, slice_ind
     while data.ndim > 2:
         data = data.sum(axis=-1)
     img = downsample(data, FULL_PIXELS if full else MAX_PIXELS)
-    return {"title": title + " (summed over the detector)", "kind": "image", "group": group.name,
-            "data": [{"type": "heatmap", "z": [_finite_list(r) for r in img], "colorscale": "Viridis"}],
-            "layout": {"title": {"text": title}}}
+    return {
+        "title": title + " (summed over the detector)",
+        "kind": "image",
+        "group": group.name,
+        "data": [{"type": "heatmap", "z": [_finite_list(r) for r in img], "colorscale": "Viridis"}],
+        "layout": {"title": {"text": title}},
+    }
 
 
-def _curve(group: Any, ds: Any, signal: str, axis: str | None, technique: str, title: str,
-           full: bool) -> dict[str, Any]:
+def _curve(
+    group: Any, ds: Any, signal: str, axis: str | None, technique: str, title: str, full: bool
+) -> dict[str, Any]:
     y = _read(ds).astype(float)
     n = len(y)
     x = np.arange(n, dtype=float)
@@ -203,17 +210,25 @@ def _curve(group: Any, ds: Any, signal: str, axis: str | None, technique: str, t
         if not np.issubdtype(obj.dtype, np.number) or key.endswith("_errors"):
             continue
         extra.append(key)
-    columns = [y] + ([_read(group[err_name]).astype(float).reshape(-1)] if err_name else []) \
+    columns = (
+        [y]
+        + ([_read(group[err_name]).astype(float).reshape(-1)] if err_name else [])
         + [_read(group[k]).astype(float) for k in extra]
+    )
     limit = FULL_POINTS if full else MAX_POINTS
     x, columns = decimate(x, columns, limit)
     y = columns[0]
     err = columns[1] if err_name else None
-    rest = dict(zip(extra, columns[2 if err_name else 1:], strict=True))
+    rest = dict(zip(extra, columns[2 if err_name else 1 :], strict=True))
     log_x = technique in LOG_LOG
     log_y = technique in LOG_LOG or technique in LOG_Y
-    main: dict[str, Any] = {"type": "scatter", "mode": "markers" if err is not None else "lines", "name": signal,
-                            "x": _finite_list(x), "y": _finite_list(y)}
+    main: dict[str, Any] = {
+        "type": "scatter",
+        "mode": "markers" if err is not None else "lines",
+        "name": signal,
+        "x": _finite_list(x),
+        "y": _finite_list(y),
+    }
     if err is not None:
         main["error_y"] = {"type": "data", "array": _finite_list(err), "visible": True}
     traces = [main]
@@ -226,18 +241,30 @@ def _curve(group: Any, ds: Any, signal: str, axis: str | None, technique: str, t
     layout: dict[str, Any] = {
         "title": {"text": title},
         "xaxis": {"title": {"text": _label(group, axis) if axis else "index"}, "type": "log" if log_x else "linear"},
-        "yaxis": {"title": {"text": _label(group, signal)}, "type": "log" if log_y else "linear",
-                  "domain": [0.3, 1.0] if residual_keys else [0.0, 1.0]},
+        "yaxis": {
+            "title": {"text": _label(group, signal)},
+            "type": "log" if log_y else "linear",
+            "domain": [0.3, 1.0] if residual_keys else [0.0, 1.0],
+        },
     }
     if residual_keys:
         layout["yaxis2"] = {"title": {"text": "residual"}, "domain": [0.0, 0.22], "anchor": "x"}
         layout["xaxis"]["anchor"] = "y2"  # the shared x axis below the residuals
-    return {"title": title, "kind": "curve", "group": group.name, "points": len(x), "total": n,
-            "decimated": len(x) < n, "data": traces, "layout": layout}
+    return {
+        "title": title,
+        "kind": "curve",
+        "group": group.name,
+        "points": len(x),
+        "total": n,
+        "decimated": len(x) < n,
+        "data": traces,
+        "layout": layout,
+    }
 
 
-def _image(group: Any, ds: Any, signal: str, axes: list[str | None], title: str, full: bool,
-           slice_index: int | None) -> dict[str, Any]:
+def _image(
+    group: Any, ds: Any, signal: str, axes: list[str | None], title: str, full: bool, slice_index: int | None
+) -> dict[str, Any]:
     limit = FULL_PIXELS if full else MAX_PIXELS
     out: dict[str, Any] = {"title": title, "kind": "image", "group": group.name, "shape": list(ds.shape)}
     if len(ds.shape) == 3:
@@ -255,17 +282,26 @@ def _image(group: Any, ds: Any, signal: str, axes: list[str | None], title: str,
     data = []
     for i, (name, values, scale) in enumerate(parts):
         img = downsample(values, limit)
-        trace: dict[str, Any] = {"type": "heatmap", "name": name, "z": [_finite_list(r) for r in img],
-                                 "colorscale": scale, "showscale": i == 0}
+        trace: dict[str, Any] = {
+            "type": "heatmap",
+            "name": name,
+            "z": [_finite_list(r) for r in img],
+            "colorscale": scale,
+            "showscale": i == 0,
+        }
         if len(parts) > 1:
             trace.update(xaxis=f"x{i + 1}" if i else "x", yaxis=f"y{i + 1}" if i else "y")
         data.append(trace)
     out["data"] = data
     layout: dict[str, Any] = {"title": {"text": title}, "yaxis": {"scaleanchor": "x"}}
     if len(parts) > 1:
-        layout.update(grid={"rows": 1, "columns": 2, "pattern": "independent"},
-                      annotations=[{"text": p[0], "showarrow": False, "xref": "paper", "yref": "paper",
-                                    "x": 0.2 + 0.6 * i, "y": 1.05} for i, p in enumerate(parts)])
+        layout.update(
+            grid={"rows": 1, "columns": 2, "pattern": "independent"},
+            annotations=[
+                {"text": p[0], "showarrow": False, "xref": "paper", "yref": "paper", "x": 0.2 + 0.6 * i, "y": 1.05}
+                for i, p in enumerate(parts)
+            ],
+        )
     out["layout"] = layout
     return out
 
@@ -298,20 +334,34 @@ def text_figure(path: Path, title: str, technique: str, *, full: bool = False) -
     x = table[:, 0]
     ys = [table[:, j] for j in range(1, width)]
     x, ys = decimate(x, ys, FULL_POINTS if full else MAX_POINTS)
-    trace: dict[str, Any] = {"type": "scatter", "mode": "markers", "name": names[1] if len(names) > 1 else "y",
-                             "x": _finite_list(x), "y": _finite_list(ys[0])}
+    trace: dict[str, Any] = {
+        "type": "scatter",
+        "mode": "markers",
+        "name": names[1] if len(names) > 1 else "y",
+        "x": _finite_list(x),
+        "y": _finite_list(ys[0]),
+    }
     if len(ys) > 1:
         trace["error_y"] = {"type": "data", "array": _finite_list(ys[1]), "visible": True}
     log_x = technique in LOG_LOG
     log_y = technique in LOG_LOG or technique in LOG_Y
-    return {"title": title, "kind": "curve", "points": len(x), "total": len(table), "data": [trace],
-            "layout": {"title": {"text": title}, "xaxis": {"type": "log" if log_x else "linear",
-                                                           "title": {"text": names[0] if names else "x"}},
-                       "yaxis": {"type": "log" if log_y else "linear"}}}
+    return {
+        "title": title,
+        "kind": "curve",
+        "points": len(x),
+        "total": len(table),
+        "data": [trace],
+        "layout": {
+            "title": {"text": title},
+            "xaxis": {"type": "log" if log_x else "linear", "title": {"text": names[0] if names else "x"}},
+            "yaxis": {"type": "log" if log_y else "linear"},
+        },
+    }
 
 
-def figures(path: Path, technique: str, *, full: bool = False, group: str | None = None,
-            slice_index: int | None = None) -> list[dict[str, Any]]:
+def figures(
+    path: Path, technique: str, *, full: bool = False, group: str | None = None, slice_index: int | None = None
+) -> list[dict[str, Any]]:
     """Every figure of an output file (or of its NXdata ``group`` only)."""
     import h5py
 

@@ -36,8 +36,9 @@ def current_rpc() -> str:
     return getattr(_current, "rpc", "")
 
 
-def decision(*, subject: str, proposal: str = "", allowed: bool, reason: str = "", resource: str = "",
-             rpc: str | None = None) -> dict[str, object]:
+def decision(
+    *, subject: str, proposal: str = "", allowed: bool, reason: str = "", resource: str = "", rpc: str | None = None
+) -> dict[str, object]:
     """Record one access decision; returns the record's fields."""
     doc: dict[str, object] = {
         "event": "access",
@@ -58,8 +59,13 @@ def checked(check: Callable[[], T], *, subject: str, proposal: str, resource: st
     try:
         result = check()
     except Exception as exc:
-        decision(subject=subject, proposal=proposal, resource=resource, allowed=False,
-                 reason=f"{what}: {type(exc).__name__}: {exc}")
+        decision(
+            subject=subject,
+            proposal=proposal,
+            resource=resource,
+            allowed=False,
+            reason=f"{what}: {type(exc).__name__}: {exc}",
+        )
         raise
     decision(subject=subject, proposal=proposal, resource=resource, allowed=True, reason=f"{what} allowed")
     return result

@@ -35,8 +35,7 @@ from panreduce import errors
 
 Array = Any  # numpy.ndarray or torch.Tensor
 
-__all__ = ["DEVICES", "Array", "Backend", "TorchBackend", "cuda_available", "get_backend",
-           "torch_available"]
+__all__ = ["DEVICES", "Array", "Backend", "TorchBackend", "cuda_available", "get_backend", "torch_available"]
 
 DEVICES = ("cpu", "gpu", "torch-cpu", "auto")
 _ALIASES = {"numpy": "cpu", "cuda": "gpu"}
@@ -210,7 +209,7 @@ class Backend:
         """Stack of patches ``obj[iy_j:iy_j+h, ix_j:ix_j+w]``: (N, h, w)."""
         out = np.empty((len(iy), h, w), obj.dtype)
         for j, (y, x) in enumerate(zip(np.asarray(iy).tolist(), np.asarray(ix).tolist(), strict=True)):
-            out[j] = obj[y:y + h, x:x + w]
+            out[j] = obj[y : y + h, x : x + w]
         return out
 
     def scatter(self, shape: tuple[int, int], stack: Array, iy: np.ndarray, ix: np.ndarray) -> Array:
@@ -218,7 +217,7 @@ class Backend:
         out = np.zeros(shape, stack.dtype)
         h, w = stack.shape[-2:]
         for j, (y, x) in enumerate(zip(np.asarray(iy).tolist(), np.asarray(ix).tolist(), strict=True)):
-            out[y:y + h, x:x + w] += stack[j]
+            out[y : y + h, x : x + w] += stack[j]
         return out
 
     def scatter_same(self, shape: tuple[int, int], patch: Array, iy: np.ndarray, ix: np.ndarray) -> Array:
@@ -226,7 +225,7 @@ class Backend:
         out = np.zeros(shape, patch.dtype)
         h, w = patch.shape[-2:]
         for y, x in zip(np.asarray(iy).tolist(), np.asarray(ix).tolist(), strict=True):
-            out[y:y + h, x:x + w] += patch
+            out[y : y + h, x : x + w] += patch
         return out
 
     # -- linear interpolation and its adjoint (tomography) -----------------------------------
@@ -465,13 +464,15 @@ def get_backend(device: str = "cpu", *, workers: int | None = None) -> Backend:
     if device == "torch-cpu":
         if not torch_available():
             raise errors.FailedPrecondition(
-                "device 'torch-cpu' needs torch, which is not installed (install the 'gpu' extra)")
+                "device 'torch-cpu' needs torch, which is not installed (install the 'gpu' extra)"
+            )
         return TorchBackend("cpu")
     if device == "gpu":
         if not cuda_available():
             raise errors.FailedPrecondition(
                 "device 'gpu' needs torch and a CUDA GPU, and this server has "
-                + ("no CUDA GPU visible to torch" if torch_available() else "no torch installed"))
+                + ("no CUDA GPU visible to torch" if torch_available() else "no torch installed")
+            )
         return TorchBackend("cuda")
     if device == "auto":
         return TorchBackend("cuda") if cuda_available() else Backend(workers)

@@ -38,9 +38,9 @@ def _text(value) -> str:
     if isinstance(value, list):
         value = value[0] if value else ""
     if isinstance(value, bytes):
-        value = value[:4 * MAX_VALUE_CHARS].decode("utf-8", "replace")
-    text = "".join(c for c in str(value)[:4 * MAX_VALUE_CHARS] if c.isprintable() or c == " ").strip()
-    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
+        value = value[: 4 * MAX_VALUE_CHARS].decode("utf-8", "replace")
+    text = "".join(c for c in str(value)[: 4 * MAX_VALUE_CHARS] if c.isprintable() or c == " ").strip()
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
 
 
 def _small(obj) -> bool:
@@ -71,9 +71,13 @@ def from_nexus(path: str, *, roots: Iterable[Path] | None = None) -> dict[str, l
         for entry in f.values():
             if not isinstance(entry, h5py.Group):
                 continue
-            for key, field in (("title", "title"), ("start_time", "start_time"),
-                               ("proposal", "experiment_identifier"), ("sample", "sample/name"),
-                               ("instrument", "instrument/name")):
+            for key, field in (
+                ("title", "title"),
+                ("start_time", "start_time"),
+                ("proposal", "experiment_identifier"),
+                ("sample", "sample/name"),
+                ("instrument", "instrument/name"),
+            ):
                 obj = entry.get(field)
                 if _small(obj):
                     found[key].append(_text(obj[()]))
@@ -108,5 +112,5 @@ def extract(files: Iterable[StagedFile]) -> dict[str, str]:
         if vals:
             shown = vals if key != "start_time" else sorted(vals)[:1]
             joined = "; ".join(shown[:MAX_VALUES]) + (" ..." if len(shown) > MAX_VALUES else "")
-            out[key] = joined if len(joined) <= MAX_VALUE_CHARS else joined[:MAX_VALUE_CHARS - 3] + "..."
+            out[key] = joined if len(joined) <= MAX_VALUE_CHARS else joined[: MAX_VALUE_CHARS - 3] + "..."
     return out

@@ -53,11 +53,25 @@ class Reduction:
         return result_to_dict(pb.Job(job_id=self.job_id, technique=self.technique, result=self.result))
 
 
-def make_request(technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
-                 output: str = "", *, labels: Mapping[str, str] | None = None, idempotency_key: str = "",
-                 shard: tuple[int, int] | None = None, split: int = 0) -> pb.ReduceRequest:
-    req = pb.ReduceRequest(technique=technique, inputs=[str(i) for i in inputs], output=str(output),
-                           idempotency_key=idempotency_key, labels=dict(labels or {}), split=split)
+def make_request(
+    technique: str,
+    inputs: Sequence[str],
+    parameters: Mapping[str, Any] | None = None,
+    output: str = "",
+    *,
+    labels: Mapping[str, str] | None = None,
+    idempotency_key: str = "",
+    shard: tuple[int, int] | None = None,
+    split: int = 0,
+) -> pb.ReduceRequest:
+    req = pb.ReduceRequest(
+        technique=technique,
+        inputs=[str(i) for i in inputs],
+        output=str(output),
+        idempotency_key=idempotency_key,
+        labels=dict(labels or {}),
+        split=split,
+    )
     req.parameters.CopyFrom(to_struct(parameters or {}))
     if shard is not None:
         req.shard.index, req.shard.count = shard
@@ -68,8 +82,15 @@ class Client:
     """``token``: a bearer token for gateways that need one; ``root_certificates``
     (PEM bytes) or ``tls=True`` (system roots): talk TLS."""
 
-    def __init__(self, address: str, *, timeout: float | None = None, token: str | None = None,
-                 tls: bool = False, root_certificates: bytes | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+    ) -> None:
         self.address = address
         self.timeout = timeout
         if tls or root_certificates:
@@ -106,12 +127,20 @@ class Client:
         """Every technique the server offers, with its parameter schema as a dict."""
         out = []
         for t in self.describe().techniques:
-            out.append({
-                "name": t.name, "version": t.version, "title": t.title, "description": t.description,
-                "parameters_schema": json.loads(t.parameters_schema or "{}"),
-                "input_kinds": list(t.input_kinds), "output_formats": list(t.output_formats),
-                "wants_gpu": t.wants_gpu, "shardable": t.shardable, "shard_unit": t.shard_unit,
-            })
+            out.append(
+                {
+                    "name": t.name,
+                    "version": t.version,
+                    "title": t.title,
+                    "description": t.description,
+                    "parameters_schema": json.loads(t.parameters_schema or "{}"),
+                    "input_kinds": list(t.input_kinds),
+                    "output_formats": list(t.output_formats),
+                    "wants_gpu": t.wants_gpu,
+                    "shardable": t.shardable,
+                    "shard_unit": t.shard_unit,
+                }
+            )
         return out
 
     def health(self, service: str = "") -> str:
@@ -120,13 +149,24 @@ class Client:
         return cast(str, health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status))
 
     # -- reduce ---------------------------------------------------------------------
-    def reduce(self, technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
-               output: str = "", *, on_event: EventCallback | None = None, timeout: float | None = None,
-               labels: Mapping[str, str] | None = None, idempotency_key: str = "", split: int = 0) -> Reduction:
+    def reduce(
+        self,
+        technique: str,
+        inputs: Sequence[str],
+        parameters: Mapping[str, Any] | None = None,
+        output: str = "",
+        *,
+        on_event: EventCallback | None = None,
+        timeout: float | None = None,
+        labels: Mapping[str, str] | None = None,
+        idempotency_key: str = "",
+        split: int = 0,
+    ) -> Reduction:
         """Run a reduction and wait for it; ``on_event`` sees every event. ``split``
         (gateway): shards to split a shardable job into (0 automatic, 1 never)."""
-        req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key,
-                           split=split)
+        req = make_request(
+            technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key, split=split
+        )
         call = self.stub.Reduce(req, timeout=timeout if timeout is not None else self.timeout)
         return self._follow(call, technique, on_event)
 
@@ -147,9 +187,16 @@ class Client:
             raise _error(exc, self.address) from None
         raise errors.InternalError(f"{self.address}: the event stream of job {job_id} ended without a result")
 
-    def submit(self, technique: str, inputs: Sequence[str], parameters: Mapping[str, Any] | None = None,
-               output: str = "", *, labels: Mapping[str, str] | None = None,
-               idempotency_key: str = "") -> pb.Job:
+    def submit(
+        self,
+        technique: str,
+        inputs: Sequence[str],
+        parameters: Mapping[str, Any] | None = None,
+        output: str = "",
+        *,
+        labels: Mapping[str, str] | None = None,
+        idempotency_key: str = "",
+    ) -> pb.Job:
         req = make_request(technique, inputs, parameters, output, labels=labels, idempotency_key=idempotency_key)
         return cast(pb.Job, self._call(self.stub.Submit, req))
 
@@ -183,17 +230,34 @@ class Client:
     def get_job(self, job_id: str) -> pb.Job:
         return cast(pb.Job, self._call(self.stub.GetJob, pb.GetJobRequest(job_id=job_id)))
 
-    def list_jobs(self, *, technique: str = "", state: int = 0, labels: Mapping[str, str] | None = None,
-                  owner: str = "", proposal: str = "", sample: str = "",
-                  created_after: Timestamp | None = None, created_before: Timestamp | None = None,
-                  page_size: int = 0) -> list[pb.Job]:
+    def list_jobs(
+        self,
+        *,
+        technique: str = "",
+        state: int = 0,
+        labels: Mapping[str, str] | None = None,
+        owner: str = "",
+        proposal: str = "",
+        sample: str = "",
+        created_after: Timestamp | None = None,
+        created_before: Timestamp | None = None,
+        page_size: int = 0,
+    ) -> list[pb.Job]:
         """Jobs matching every filter given (newest first); sample and owner also match
         the names read from the inputs' metadata."""
         jobs: list[pb.Job] = []
         token = ""
         while True:
-            query = pb.ListJobsRequest(technique=technique, state=cast(Any, state), labels=dict(labels or {}), owner=owner,
-                                       proposal=proposal, sample=sample, page_size=page_size, page_token=token)
+            query = pb.ListJobsRequest(
+                technique=technique,
+                state=cast(Any, state),
+                labels=dict(labels or {}),
+                owner=owner,
+                proposal=proposal,
+                sample=sample,
+                page_size=page_size,
+                page_token=token,
+            )
             if created_after is not None:
                 query.created_after.CopyFrom(created_after)
             if created_before is not None:
@@ -234,8 +298,12 @@ class BearerToken(rpc.AddMetadata):
 def _error(exc: grpc.RpcError, address: str) -> errors.PanReduceError:
     failure = rpc.failure_from_rpc_error(exc)
     err = rpc.error_of_failure(failure)
-    if isinstance(err, errors.Unavailable) and failure.reason in ("", "UNAVAILABLE") and not failure.metadata \
-            and "unavailable" not in failure.message:
+    if (
+        isinstance(err, errors.Unavailable)
+        and failure.reason in ("", "UNAVAILABLE")
+        and not failure.metadata
+        and "unavailable" not in failure.message
+    ):
         err.message = f"cannot reach PaNReduce at {address}: {err.message}"
         err.args = (err.message,)
     return err

@@ -128,9 +128,7 @@ def _verify(candidate: Path, entry: dict[str, Any]) -> None:
     if key not in _verified:
         _verified[key] = sha256_file(candidate)
     if _verified[key] != entry["sha256"]:
-        raise DatasetCorrupt(
-            f"{candidate}: SHA-256 {_verified[key]} does not match the registry's {entry['sha256']}"
-        )
+        raise DatasetCorrupt(f"{candidate}: SHA-256 {_verified[key]} does not match the registry's {entry['sha256']}")
 
 
 def sha256_file(p: Path, chunk: int = 1 << 20) -> str:

@@ -33,7 +33,7 @@ def clip(value: object, limit: int = ECHO_BYTES) -> str:
     raw = text.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return text
-    cut = raw[:max(limit - 24, 8)].decode("utf-8", "ignore")
+    cut = raw[: max(limit - 24, 8)].decode("utf-8", "ignore")
     return f"{cut}… ({len(text)} chars)"
 
 
@@ -100,8 +100,9 @@ class LimitExceeded(InvalidRequest):
     def __init__(self, violations: Iterable[FieldViolation]) -> None:
         self.violations = list(violations)
         detail = "; ".join(str(v) for v in self.violations[:5]) or "over a limit"
-        super().__init__(f"request over its limits: {detail}",
-                         metadata={"fields": clip(",".join(v.field for v in self.violations))})
+        super().__init__(
+            f"request over its limits: {detail}", metadata={"fields": clip(",".join(v.field for v in self.violations))}
+        )
 
 
 class InputNotFound(CallerError):
@@ -179,8 +180,10 @@ class AlreadyExists(CallerError):
     def __init__(self, key: str, job_id: str = "") -> None:
         super().__init__(
             f"idempotency key {key[:200]!r} was already used for a different request"
-            + (f" (job {job_id})" if job_id else "") + "; use a new key for a new request",
-            metadata={"idempotency_key": key[:200], **({"job_id": job_id} if job_id else {})})
+            + (f" (job {job_id})" if job_id else "")
+            + "; use a new key for a new request",
+            metadata={"idempotency_key": key[:200], **({"job_id": job_id} if job_id else {})},
+        )
 
 
 class Unauthenticated(CallerError):
@@ -231,10 +234,25 @@ class InternalError(PanReduceError):
 # reason -> exception class, for turning a status back into an exception
 _BY_REASON: dict[str, type[PanReduceError]] = {}
 for _cls in (
-    InvalidParameters, InvalidRequest, InvalidInput, TransferError, InputNotFound, UnknownTechnique,
-    JobNotFound, ObjectNotFound, InputTooLarge, FailedPrecondition, PermissionDenied, Unauthenticated, AlreadyExists,
-    JobCancelled, LimitExceeded, ResourceExhausted,
-    DeadlineExceeded, Unavailable, InternalError,
+    InvalidParameters,
+    InvalidRequest,
+    InvalidInput,
+    TransferError,
+    InputNotFound,
+    UnknownTechnique,
+    JobNotFound,
+    ObjectNotFound,
+    InputTooLarge,
+    FailedPrecondition,
+    PermissionDenied,
+    Unauthenticated,
+    AlreadyExists,
+    JobCancelled,
+    LimitExceeded,
+    ResourceExhausted,
+    DeadlineExceeded,
+    Unavailable,
+    InternalError,
 ):
     _BY_REASON[_cls.reason] = _cls
 

@@ -81,9 +81,11 @@ class JobStore(Protocol):
     def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None: ...
     def find_idempotent(self, key: str, *, proposal: str, owner: str) -> tuple[pb.Job, str] | None:
         """The job under (proposal, owner, key) and its request digest ('' if unknown)."""
+
     def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
         """Atomically: add ``job`` unless its (proposal, owner, key) is taken; returns the
         job stored under the key (``job`` itself when added) and its request digest."""
+
     def list(self, query: pb.ListJobsRequest) -> list[pb.Job]: ...
     def unfinished(self) -> builtins.list[pb.Job]: ...
     def delete(self, job_id: str) -> None: ...
@@ -261,12 +263,7 @@ class JobHandle:
 
 
 Runner = Callable[[JobHandle], pb.Result]
-_LEVELS = {
-    "debug": pb.LogLine.DEBUG,
-    "info": pb.LogLine.INFO,
-    "warning": pb.LogLine.WARNING,
-    "error": pb.LogLine.ERROR,
-}
+_LEVELS = {"debug": pb.LogLine.DEBUG, "info": pb.LogLine.INFO, "warning": pb.LogLine.WARNING, "error": pb.LogLine.ERROR}
 
 
 class JobManager:
@@ -276,8 +273,15 @@ class JobManager:
     server in Accepted events.
     """
 
-    def __init__(self, runner: Runner, *, store: JobStore | None = None, max_running: int = 1,
-                 name: str = "", max_attempts: int = 1) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        store: JobStore | None = None,
+        max_running: int = 1,
+        name: str = "",
+        max_attempts: int = 1,
+    ) -> None:
         self._runner = runner
         self.max_attempts = max_attempts
         self.store: JobStore = store or MemoryJobStore()
@@ -291,9 +295,18 @@ class JobManager:
         self._leaving: str | None = None  # why this server left its running jobs (leave())
 
     # -- public API ---------------------------------------------------------------
-    def submit(self, request: pb.ReduceRequest, *, deadline: float | None = None,
-               job_id: str | None = None, owner: str = "", proposal: str = "",
-               shards: int = 0, request_hash: str | None = None, hold: bool = False) -> tuple[pb.Job, bool]:
+    def submit(
+        self,
+        request: pb.ReduceRequest,
+        *,
+        deadline: float | None = None,
+        job_id: str | None = None,
+        owner: str = "",
+        proposal: str = "",
+        shards: int = 0,
+        request_hash: str | None = None,
+        hold: bool = False,
+    ) -> tuple[pb.Job, bool]:
         """Create and queue a job. Returns (job, created).
 
         An idempotency key belongs to (``proposal``, ``owner``): the same key with the
@@ -306,8 +319,9 @@ class JobManager:
         with self._cond:
             if request.idempotency_key:
                 digest = request_hash or request_digest(request)
-                existing = self.find_by_key(request.idempotency_key, proposal=proposal, owner=owner,
-                                            request_hash=digest)
+                existing = self.find_by_key(
+                    request.idempotency_key, proposal=proposal, owner=owner, request_hash=digest
+                )
                 if existing is not None:
                     return existing, False
             if not self._accepting:
@@ -388,8 +402,9 @@ class JobManager:
                 self._finish_failed(job_id, errors.JobCancelled("cancelled before it started"))
         return self.get(job_id)
 
-    def watch(self, job_id: str, after_seq: int = 0, *, is_active: Callable[[], bool] = lambda: True,
-              poll: float = 0.5) -> Iterator[pb.JobEvent]:
+    def watch(
+        self, job_id: str, after_seq: int = 0, *, is_active: Callable[[], bool] = lambda: True, poll: float = 0.5
+    ) -> Iterator[pb.JobEvent]:
         """Events with seq > after_seq, as they come, until the job's terminal event."""
         self.get(job_id)
         seq = after_seq
@@ -420,15 +435,23 @@ class JobManager:
             with self._cond:
                 self._seq[job.job_id] = job.last_seq
                 if job.attempts >= self.max_attempts:
-                    self._finish_failed(job.job_id, errors.Unavailable(
-                        f"the server restarted while the job ran, {job.attempts} attempt(s) used; giving up"))
+                    self._finish_failed(
+                        job.job_id,
+                        errors.Unavailable(
+                            f"the server restarted while the job ran, {job.attempts} attempt(s) used; giving up"
+                        ),
+                    )
                     continue
                 job.state = pb.QUEUED
                 self.store.put(job)
                 handle = JobHandle(job.job_id, job.request, self)
                 self._handles[job.job_id] = handle
-                self._log(job.job_id, "warning", f"{self.name or 'server'} restarted; the job runs again "
-                          f"(attempt {job.attempts + 1} of {self.max_attempts})")
+                self._log(
+                    job.job_id,
+                    "warning",
+                    f"{self.name or 'server'} restarted; the job runs again "
+                    f"(attempt {job.attempts + 1} of {self.max_attempts})",
+                )
             self._pool.submit(self._run, handle)
             resumed.append(job.job_id)
         return resumed
@@ -517,14 +540,18 @@ class JobManager:
                 attempts = self.get(job_id).attempts
                 if self._leaving is not None:
                     self._leave_unfinished(job_id)
-                elif (isinstance(exc, errors.Unavailable) and not handle.cancel_event.is_set()
-                        and attempts < self.max_attempts and self._accepting):
+                elif (
+                    isinstance(exc, errors.Unavailable)
+                    and not handle.cancel_event.is_set()
+                    and attempts < self.max_attempts
+                    and self._accepting
+                ):
                     # the service went away: try again (elsewhere, with several replicas)
                     job = self.get(job_id)
                     job.state = pb.QUEUED
                     self.store.put(job)
                     self._log(job_id, "warning", f"attempt {attempts} of {self.max_attempts} failed ({exc}); retrying")
-                    retry_in = min(0.2 * 2 ** attempts, 5.0)
+                    retry_in = min(0.2 * 2**attempts, 5.0)
                 else:
                     self._finish_failed(job_id, exc)
         else:
@@ -575,5 +602,9 @@ class JobManager:
         self._emit(job_id, log=pb.LogLine(level=_LEVELS.get(level, pb.LogLine.INFO), message=message))
 
     def _note_upstream(self, job_id: str, upstream: str, upstream_job_id: str) -> None:
-        self._emit(job_id, accepted=pb.Accepted(technique=self.get(job_id).technique,
-                                                upstream=upstream, upstream_job_id=upstream_job_id))
+        self._emit(
+            job_id,
+            accepted=pb.Accepted(
+                technique=self.get(job_id).technique, upstream=upstream, upstream_job_id=upstream_job_id
+            ),
+        )

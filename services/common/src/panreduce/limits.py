@@ -189,8 +189,9 @@ def page_start(token: str) -> int:
     if not token:
         return 0
     if len(token) > LIMITS.page_token_chars or not token.isascii() or not token.isdigit():
-        raise errors.LimitExceeded([_violation(
-            "page_token", "is not a page token this server issued (pass next_page_token back unchanged)")])
+        raise errors.LimitExceeded(
+            [_violation("page_token", "is not a page token this server issued (pass next_page_token back unchanged)")]
+        )
     return int(token)
 
 
@@ -217,4 +218,3 @@ def check_proposal(proposal: str, field: str = "x-panreduce-proposal") -> None:
     out: list[errors.FieldViolation] = []
     _text(field, proposal, LIMITS.proposal_chars, out)
     _raise(out)
-

@@ -54,9 +54,11 @@ class StreamLimit:
             with self._lock:
                 self.refused += 1
             failure = pb.Failure(
-                code="RESOURCE_EXHAUSTED", reason="TOO_MANY_STREAMS",
+                code="RESOURCE_EXHAUSTED",
+                reason="TOO_MANY_STREAMS",
                 message=f"{self.name or 'the server'} has {self.limit} streams open, its limit; "
-                        f"retry in {RETRY_AFTER_S} s")
+                f"retry in {RETRY_AFTER_S} s",
+            )
             failure.metadata["retry_after_s"] = str(RETRY_AFTER_S)
             failure.metadata["limit"] = str(self.limit)
             rpc.abort_failure(context, failure)
@@ -71,6 +73,7 @@ class StreamLimit:
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` (a bound servicer method) counted against the limit."""
         if inspect.isgeneratorfunction(fn):
+
             @functools.wraps(fn)
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 self._enter(context)
@@ -78,6 +81,7 @@ class StreamLimit:
                     yield from fn(request, context)
                 finally:
                     self._exit()
+
             return stream
 
         @functools.wraps(fn)
@@ -87,6 +91,7 @@ class StreamLimit:
                 return fn(request, context)
             finally:
                 self._exit()
+
         return unary
 
 

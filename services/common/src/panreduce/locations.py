@@ -80,7 +80,7 @@ class Location:
             return self.local == prefix.local or prefix.local in self.local.parents
         mine = [p for p in self.key.split("/") if p]
         theirs = [p for p in prefix.key.split("/") if p]
-        return mine[:len(theirs)] == theirs
+        return mine[: len(theirs)] == theirs
 
 
 def shown(value: object, limit: int = 200) -> str:
@@ -96,13 +96,17 @@ def _show(uri: str) -> str:
 def _check_text(text: str, uri: str, *, decoded: bool) -> None:
     bad = next((c for c in text if ord(c) < 0x20 or ord(c) == 0x7F), None)
     if bad is not None:
-        raise errors.InvalidRequest(f"location {_show(uri)} contains a control character "
-                                    f"(U+{ord(bad):04X}{', after decoding' if decoded else ''})")
+        raise errors.InvalidRequest(
+            f"location {_show(uri)} contains a control character "
+            f"(U+{ord(bad):04X}{', after decoding' if decoded else ''})"
+        )
     if "%" in text:
         raise errors.InvalidRequest(
             f"location {_show(uri)}: a '%' is left after decoding once (double-encoded?); "
-            "percent-encoding is decoded exactly once" if decoded else
-            f"location {_show(uri)}: a plain path may not contain '%' (use a file:// URI, encoded once)")
+            "percent-encoding is decoded exactly once"
+            if decoded
+            else f"location {_show(uri)}: a plain path may not contain '%' (use a file:// URI, encoded once)"
+        )
     if "\\" in text:
         raise errors.PermissionDenied(f"location {_show(uri)}: backslashes are not allowed")
 
@@ -128,8 +132,9 @@ def real_path(path: str, uri: str | None = None) -> Path:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise errors.InvalidRequest(f"location {_show(uri or path)}: a symbolic link loop") from None
-        raise errors.InvalidRequest(f"location {_show(uri or path)} cannot be resolved "
-                                    f"({exc.strerror or exc})") from None
+        raise errors.InvalidRequest(
+            f"location {_show(uri or path)} cannot be resolved ({exc.strerror or exc})"
+        ) from None
 
 
 # -- opening what was checked (no symbolic link swapped in between) -----------------------
@@ -139,8 +144,10 @@ MAX_PINS = 100_000
 
 
 def _swapped(path: Path | str) -> errors.PermissionDenied:
-    return errors.PermissionDenied(f"{shown(str(path))} changed while it was opened (a symbolic link appeared "
-                                   "after it was resolved and checked); it is not followed")
+    return errors.PermissionDenied(
+        f"{shown(str(path))} changed while it was opened (a symbolic link appeared "
+        "after it was resolved and checked); it is not followed"
+    )
 
 
 def open_nofollow(path: Path | str, flags: int = os.O_RDONLY) -> int:
@@ -368,8 +375,9 @@ def hdf5_references(f: Any, *, max_objects: int = MAX_REFERENCE_OBJECTS) -> list
                     if src != ".":
                         refs.append(Reference("virtual source", "/" + text, src))
             for i in range(dcpl.get_external_count()):
-                refs.append(Reference("external storage", "/" + text,
-                                      dcpl.get_external(i)[0].decode("utf-8", "replace")))
+                refs.append(
+                    Reference("external storage", "/" + text, dcpl.get_external(i)[0].decode("utf-8", "replace"))
+                )
 
     f.id.links.visit(visit, info=True)
     del h5py
@@ -390,8 +398,9 @@ def _candidates(target: str, parent: Path) -> list[Path]:
     return out
 
 
-def check_hdf5_references(f: Any, path: Path | str, roots: Iterable[Path], *, source: str | None = None,
-                          depth: int = 4) -> None:
+def check_hdf5_references(
+    f: Any, path: Path | str, roots: Iterable[Path], *, source: str | None = None, depth: int = 4
+) -> None:
     """Refuse (PermissionDenied) an HDF5 file whose external links, virtual-dataset
     sources or external raw storage could resolve outside ``roots`` (resolved folders),
     checking linked HDF5 files the same way, ``depth`` files deep. A name the library
@@ -410,18 +419,22 @@ def check_hdf5_references(f: Any, path: Path | str, roots: Iterable[Path], *, so
             parents = {Path(os.path.abspath(Path(file_path).parent)), real_path(str(Path(file_path).parent))}
             for ref in hdf5_references(handle):
                 if "%" in ref.target and ref.kind == "virtual source":
-                    raise errors.PermissionDenied(f"{name}: {ref.kind} of {ref.where} names a file pattern "
-                                                  f"{shown(ref.target, 120)!r}, which is not followed")
+                    raise errors.PermissionDenied(
+                        f"{name}: {ref.kind} of {ref.where} names a file pattern "
+                        f"{shown(ref.target, 120)!r}, which is not followed"
+                    )
                 for cand in {c for parent in parents for c in _candidates(ref.target, parent)}:
                     real = real_path(str(cand))
                     if not real.exists():  # the library cannot open it there
                         continue
                     if not any(real == r or r in real.parents for r in roots):
-                        log.warning("refused %s: %s of %s points outside the caller's locations", name,
-                                    ref.kind, ref.where)
+                        log.warning(
+                            "refused %s: %s of %s points outside the caller's locations", name, ref.kind, ref.where
+                        )
                         raise errors.PermissionDenied(
                             f"{name}: the {ref.kind} of {ref.where} points outside the locations this "
-                            "request may read; it is not followed")
+                            "request may read; it is not followed"
+                        )
                     if real.is_file() and real not in checked and ref.kind != "external storage":
                         checked.add(real)
                         if level + 1 > depth:

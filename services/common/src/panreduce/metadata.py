@@ -25,13 +25,40 @@ MAX_TEXT = 500  # characters of a string value kept
 
 # NeXus classes whose fields describe the sample, the instrument and the people
 SAMPLE_CLASSES = ("NXsample", "SASsample", "NXsample_component", "NXenvironment")
-INSTRUMENT_CLASSES = ("NXinstrument", "SASinstrument", "NXsource", "SASsource", "NXdetector", "SASdetector",
-                      "NXmonochromator", "NXcollimator", "SAScollimation", "NXaperture", "aperture",
-                      "NXbeam", "NXslit", "NXattenuator", "NXmirror", "NXinsertion_device", "NXpositioner",
-                      "NXcrystal", "NXmonitor")
+INSTRUMENT_CLASSES = (
+    "NXinstrument",
+    "SASinstrument",
+    "NXsource",
+    "SASsource",
+    "NXdetector",
+    "SASdetector",
+    "NXmonochromator",
+    "NXcollimator",
+    "SAScollimation",
+    "NXaperture",
+    "aperture",
+    "NXbeam",
+    "NXslit",
+    "NXattenuator",
+    "NXmirror",
+    "NXinsertion_device",
+    "NXpositioner",
+    "NXcrystal",
+    "NXmonitor",
+)
 USER_CLASSES = ("NXuser",)
-ENTRY_FIELDS = ("title", "start_time", "end_time", "experiment_identifier", "experiment_description",
-                "definition", "program_name", "run", "entry_identifier", "collection_description")
+ENTRY_FIELDS = (
+    "title",
+    "start_time",
+    "end_time",
+    "experiment_identifier",
+    "experiment_description",
+    "definition",
+    "program_name",
+    "run",
+    "entry_identifier",
+    "collection_description",
+)
 
 
 @dataclass
@@ -141,8 +168,9 @@ def _summarise(arr: np.ndarray) -> dict[str, Any]:
         a = arr.astype(float, copy=False)
         fin = np.isfinite(a)
         if fin.any():
-            out.update(min=_finite(float(a[fin].min())), max=_finite(float(a[fin].max())),
-                       mean=_finite(float(a[fin].mean())))
+            out.update(
+                min=_finite(float(a[fin].min())), max=_finite(float(a[fin].max())), mean=_finite(float(a[fin].mean()))
+            )
         if not fin.all():
             out["non_finite"] = int((~fin).sum())
     return out
@@ -167,8 +195,14 @@ class WalkLimits:
     max_seconds: float = 30.0  # wall-clock time
 
 
-def extract(path: Path | str, source: str | None = None, *, roots: Iterable[Path] | None = None,
-            limits: WalkLimits | None = None, cancelled: Callable[[], bool] | None = None) -> Metadata:
+def extract(
+    path: Path | str,
+    source: str | None = None,
+    *,
+    roots: Iterable[Path] | None = None,
+    limits: WalkLimits | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> Metadata:
     """Every metadata field of a NeXus/HDF5 file and the sample/instrument/user summary.
 
     Each object is visited once (hard-link cycles and shared groups are listed once, the
@@ -191,8 +225,9 @@ def _object_token(obj: h5py.HLObject) -> tuple[int, int]:
     return (info.fileno, info.addr)
 
 
-def _walk(root: h5py.Group, out: list[Record], limits: WalkLimits, cancelled: Callable[[], bool] | None,
-          name: str) -> None:
+def _walk(
+    root: h5py.Group, out: list[Record], limits: WalkLimits, cancelled: Callable[[], bool] | None, name: str
+) -> None:
     """Depth-first over the file without recursion; each object once."""
     started = time.monotonic()
     seen: dict[tuple[int, int], str] = {_object_token(root): "/"}
@@ -220,8 +255,11 @@ def _walk(root: h5py.Group, out: list[Record], limits: WalkLimits, cancelled: Ca
                 if cancelled is not None and cancelled():
                     raise errors.JobCancelled("cancelled while reading metadata")
                 if time.monotonic() - started > limits.max_seconds:
-                    raise errors.InputTooLarge(f"{name} (seconds to read its metadata)",
-                                               int(time.monotonic() - started), int(limits.max_seconds))
+                    raise errors.InputTooLarge(
+                        f"{name} (seconds to read its metadata)",
+                        int(time.monotonic() - started),
+                        int(limits.max_seconds),
+                    )
             here = f"{gpath}/{key}"
             link = group.get(key, getlink=True)
             if isinstance(link, h5py.ExternalLink | h5py.SoftLink):
@@ -255,8 +293,18 @@ def _walk(root: h5py.Group, out: list[Record], limits: WalkLimits, cancelled: Ca
                     value = _dataset_value(obj)
                 except (OSError, TypeError, ValueError) as exc:
                     value = {"unreadable": str(exc)[:200]}
-                add(Record(here, value, _text(units) if not isinstance(units, np.ndarray)
-                           else _text(units.ravel()[0]) if units.size else "", gclass))
+                add(
+                    Record(
+                        here,
+                        value,
+                        _text(units)
+                        if not isinstance(units, np.ndarray)
+                        else _text(units.ravel()[0])
+                        if units.size
+                        else "",
+                        gclass,
+                    )
+                )
                 for akey, aval in obj.attrs.items():
                     if akey in ("units", "unit"):
                         continue
@@ -271,13 +319,27 @@ def to_message(m: Metadata, uri: str):
     return pb.MetadataResponse(
         uri=uri,
         summary_json=json.dumps(m.summary, allow_nan=False, default=str),
-        records=[pb.MetadataRecord(path=r.path, value_json=json.dumps(r.value, allow_nan=False, default=str),
-                                   units=r.units, nx_class=r.nx_class, kind=r.kind) for r in m.records],
+        records=[
+            pb.MetadataRecord(
+                path=r.path,
+                value_json=json.dumps(r.value, allow_nan=False, default=str),
+                units=r.units,
+                nx_class=r.nx_class,
+                kind=r.kind,
+            )
+            for r in m.records
+        ],
     )
 
 
-def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,
-           cancelled: Callable[[], bool] | None = None, checked: Path | None = None):
+def of_uri(
+    stores,
+    uri: str,
+    *,
+    roots: Iterable[Path] | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    checked: Path | None = None,
+):
     """The GetMetadata response for one file or object known to ``stores``; ``roots``:
     folders (besides the file's own) its HDF5 references may resolve into. ``checked``:
     the resolved local path the caller's access was checked on; that very path is read
@@ -312,8 +374,11 @@ def of_uri(stores, uri: str, *, roots: Iterable[Path] | None = None,
 
 def from_message(resp) -> Metadata:
     """A GetMetadata response as a Metadata (client side)."""
-    return Metadata(resp.uri, [Record(r.path, json.loads(r.value_json), r.units, r.nx_class, r.kind)
-                               for r in resp.records], json.loads(resp.summary_json or "{}"))
+    return Metadata(
+        resp.uri,
+        [Record(r.path, json.loads(r.value_json), r.units, r.nx_class, r.kind) for r in resp.records],
+        json.loads(resp.summary_json or "{}"),
+    )
 
 
 def summarise(records: list[Record]) -> dict[str, dict[str, Any]]:

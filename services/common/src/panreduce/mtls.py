@@ -57,8 +57,9 @@ class ServiceTLS:
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                raise errors.InvalidRequest(f"service TLS: cannot read {path} ({exc.strerror or exc}); the folder "
-                                            f"must hold {', '.join(FILES)}") from None
+                raise errors.InvalidRequest(
+                    f"service TLS: cannot read {path} ({exc.strerror or exc}); the folder must hold {', '.join(FILES)}"
+                ) from None
             if b"-----BEGIN " not in data:
                 raise errors.InvalidRequest(f"service TLS: {path} is not PEM")
             parts[name] = data
@@ -66,13 +67,13 @@ class ServiceTLS:
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """TLS that refuses every client without a certificate signed by ``ca``."""
-        return grpc.ssl_server_credentials([(self.key, self.cert)], root_certificates=self.ca,
-                                           require_client_auth=True)
+        return grpc.ssl_server_credentials([(self.key, self.cert)], root_certificates=self.ca, require_client_auth=True)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """TLS presenting this side's certificate and checking the server's against ``ca``."""
-        return grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
-                                            certificate_chain=self.cert)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
 
     def channel_options(self) -> list[tuple[str, str]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []

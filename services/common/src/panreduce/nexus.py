@@ -120,7 +120,8 @@ def _check_axis(name: str, values: np.ndarray, dim: int, length: int) -> None:
     if values.size not in (length, length + 1):
         raise ValueError(
             f"axis {name!r} has {values.size} values for dimension {dim} of length {length} "
-            f"(centres: {length}, bin edges: {length + 1})")
+            f"(centres: {length}, bin edges: {length + 1})"
+        )
 
 
 def write_nxdata(
@@ -210,8 +211,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def write_nxnote(parent: h5py.Group, name: str, *, data: str, type: str = "text/plain",
-                 description: str = "") -> h5py.Group:
+def write_nxnote(
+    parent: h5py.Group, name: str, *, data: str, type: str = "text/plain", description: str = ""
+) -> h5py.Group:
     """An NXnote ``parent/name``: ``type`` (a MIME type), ``data`` (text) and, when not
     empty, ``description``."""
     note = make_group(parent, name, "NXnote")
@@ -240,9 +242,13 @@ def write_nxprocess(
     write_text(process, "version", version)
     write_text(process, "date", date or _now())
     if parameters is not None:
-        write_nxnote(process, "parameters", type="application/json",
-                     description="the job's parameters",
-                     data=json.dumps(dict(parameters), sort_keys=True, default=str))
+        write_nxnote(
+            process,
+            "parameters",
+            type="application/json",
+            description="the job's parameters",
+            data=json.dumps(dict(parameters), sort_keys=True, default=str),
+        )
     for key, text in (notes or {}).items():
         write_nxnote(process, key, data=str(text))
     return process

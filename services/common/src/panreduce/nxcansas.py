@@ -34,15 +34,35 @@ CANSAS_VERSION = "1.1"
 
 # SASsource/radiation: the values NXcanSAS enumerates (NXcanSAS.nxdl.xml)
 RADIATION = (
-    "Spallation Neutron Source", "Pulsed Reactor Neutron Source", "Reactor Neutron Source",
-    "Synchrotron X-ray Source", "Pulsed Muon Source", "Rotating Anode X-ray", "Fixed Tube X-ray",
-    "UV Laser", "Free-Electron Laser", "Optical Laser", "Ion Source", "UV Plasma Source",
-    "neutron", "x-ray", "muon", "electron", "ultraviolet", "visible light", "positron",
+    "Spallation Neutron Source",
+    "Pulsed Reactor Neutron Source",
+    "Reactor Neutron Source",
+    "Synchrotron X-ray Source",
+    "Pulsed Muon Source",
+    "Rotating Anode X-ray",
+    "Fixed Tube X-ray",
+    "UV Laser",
+    "Free-Electron Laser",
+    "Optical Laser",
+    "Ion Source",
+    "UV Plasma Source",
+    "neutron",
+    "x-ray",
+    "muon",
+    "electron",
+    "ultraviolet",
+    "visible light",
+    "positron",
     "proton",
 )
-_RADIATION_ALIASES = {"x-ray synchrotron radiation": "Synchrotron X-ray Source",
-                      "synchrotron": "Synchrotron X-ray Source", "xray": "x-ray", "x-rays": "x-ray",
-                      "neutrons": "neutron", "free electron laser": "Free-Electron Laser"}
+_RADIATION_ALIASES = {
+    "x-ray synchrotron radiation": "Synchrotron X-ray Source",
+    "synchrotron": "Synchrotron X-ray Source",
+    "xray": "x-ray",
+    "x-rays": "x-ray",
+    "neutrons": "neutron",
+    "free electron laser": "Free-Electron Laser",
+}
 # units as NXcanSAS enumerates them (and UDUNITS/pint parse them: "1/A" would be per ampere)
 Q_UNITS = "1/angstrom"
 WAVELENGTH_UNITS = "angstrom"
@@ -255,8 +275,15 @@ def write_transmission_spectrum(
     """A SAStransmission_spectrum ``key`` (e.g. ``sastransmission_spectrum01``) with
     ``@name`` (``sample`` or ``can``): T and Tdev over lambda (Å)."""
     g = entry.create_group(key)
-    _set(g, NX_class="NXdata", canSAS_class="SAStransmission_spectrum", name=name, signal="T",
-         T_axes="lambda", T_indices=np.int32(0))
+    _set(
+        g,
+        NX_class="NXdata",
+        canSAS_class="SAStransmission_spectrum",
+        name=name,
+        signal="T",
+        T_axes="lambda",
+        T_indices=np.int32(0),
+    )
     _num(g, "lambda", np.asarray(wavelength, dtype=float), WAVELENGTH_UNITS)
     # T is NX_DIMENSIONLESS: units "" (UDUNITS' and pint's dimensionless)
     _num(g, "T", np.asarray(t, dtype=float), "", uncertainties="Tdev")
@@ -264,10 +291,20 @@ def write_transmission_spectrum(
     return g
 
 
-def write_entry_2d(f: h5py.File, name: str, qx: np.ndarray, qy: np.ndarray, i: np.ndarray,
-                   idev: np.ndarray | None = None, *, meta: SasMetadata | None = None,
-                   i_units: str = "1/cm", mask: np.ndarray | None = None,
-                   share: h5py.Group | None = None, data_name: str = "sasdata") -> h5py.Group:
+def write_entry_2d(
+    f: h5py.File,
+    name: str,
+    qx: np.ndarray,
+    qy: np.ndarray,
+    i: np.ndarray,
+    idev: np.ndarray | None = None,
+    *,
+    meta: SasMetadata | None = None,
+    i_units: str = "1/cm",
+    mask: np.ndarray | None = None,
+    share: h5py.Group | None = None,
+    data_name: str = "sasdata",
+) -> h5py.Group:
     """One SASentry with 2-D data I (rows, columns) and Qx/Qy for every pixel, as
     NXcanSAS describes detector-plane data; masked pixels True in ``mask``."""
     meta = meta or SasMetadata()
@@ -360,8 +397,12 @@ def read_nxcansas(path: Path | str, source: str | None = None) -> list[SasCurve]
             for dname in entry:
                 group = entry[dname]
                 if not isinstance(group, h5py.Group) or _class(group) not in ("SASdata",):
-                    if not (isinstance(group, h5py.Group) and _class(group) == "NXdata"
-                            and _attr(group, "canSAS_class") is None and "Q" in group):
+                    if not (
+                        isinstance(group, h5py.Group)
+                        and _class(group) == "NXdata"
+                        and _attr(group, "canSAS_class") is None
+                        and "Q" in group
+                    ):
                         continue
                 curves.append(_read_sasdata(ename, dname, group, title, name))
     finally:
@@ -411,6 +452,17 @@ def _read_sasdata(ename: str, dname: str, g: h5py.Group, title: str, source: str
     frame_axis = None
     if i.ndim == 2 and len(axes) == 2 and axes[0] in g:
         frame_axis = values(g[axes[0]])
-    return SasCurve(entry=ename, data=dname, q=q, i=i, idev=idev, qdev=qdev,
-                    q_units=str(_attr(q_ds, "units", "")), i_units=str(_attr(i_ds, "units", "")),
-                    title=title, axes=axes, frame_axis=frame_axis, notes=notes)
+    return SasCurve(
+        entry=ename,
+        data=dname,
+        q=q,
+        i=i,
+        idev=idev,
+        qdev=qdev,
+        q_units=str(_attr(q_ds, "units", "")),
+        i_units=str(_attr(i_ds, "units", "")),
+        title=title,
+        axes=axes,
+        frame_axis=frame_axis,
+        notes=notes,
+    )

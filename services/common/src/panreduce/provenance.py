@@ -81,9 +81,7 @@ def build(
         "technique": {"name": technique, "version": technique_version},
         "request": dict(request),
         "parameters": dict(parameters),
-        "inputs": [
-            {"uri": f.uri, "name": f.name, "size": f.size, "sha256": f.sha256} for f in inputs.files
-        ],
+        "inputs": [{"uri": f.uri, "name": f.name, "size": f.size, "sha256": f.sha256} for f in inputs.files],
         "software": software_versions([technique_distribution]),
         "host": {"name": socket.gethostname(), "platform": platform.platform(), "python": sys.version.split()[0]},
         "started": started.astimezone(UTC).isoformat(),
@@ -114,9 +112,13 @@ def _embed_hdf5(path: Path, prov_id: str, text: str) -> None:
         for parent in entries or [f]:
             if "provenance" in parent:
                 del parent["provenance"]
-            note = nexus.write_nxnote(parent, "provenance", type="application/json", data=text,
-                                      description="PaNReduce provenance: request, parameters, "
-                                      "software versions and input checksums")
+            note = nexus.write_nxnote(
+                parent,
+                "provenance",
+                type="application/json",
+                data=text,
+                description="PaNReduce provenance: request, parameters, software versions and input checksums",
+            )
             note.attrs["provenance_id"] = prov_id
         f.attrs["panreduce_provenance_id"] = prov_id
 
@@ -163,7 +165,8 @@ def _embed_xml(path: Path, record: Mapping[str, Any], text: str) -> None:
         ET.SubElement(process, q + "date").text = str(record.get("finished") or record.get("started") or "")
         ET.SubElement(process, q + "description").text = (
             f"PaNReduce provenance {record['id']} (job {record['job_id']}): request, parameters, "
-            "software versions and input checksums")
+            "software versions and input checksums"
+        )
         term = ET.SubElement(process, q + "term", name="version")
         term.text = str(record["technique"]["version"])
         ET.SubElement(process, q + "SASprocessnote", name="provenance").text = text
@@ -183,7 +186,7 @@ def _embed_png(path: Path, key: str, text: str) -> None:
     payload = key.encode("latin-1") + b"\x00" + text.encode("latin-1", "replace")
     chunk = struct.pack(">I", len(payload)) + b"tEXt" + payload
     chunk += struct.pack(">I", zlib.crc32(b"tEXt" + payload) & 0xFFFFFFFF)
-    path.write_bytes(data[: end - 4] + chunk + data[end - 4:])
+    path.write_bytes(data[: end - 4] + chunk + data[end - 4 :])
 
 
 def _embed_json(path: Path, text: str) -> None:
@@ -201,9 +204,9 @@ def read_png_text(path: Path) -> dict[str, str]:
     data = path.read_bytes()
     pos, out = 8, {}
     while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos: pos + 4])
-        kind = data[pos + 4: pos + 8]
-        body = data[pos + 8: pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"tEXt":
             k, _, v = body.partition(b"\x00")
             out[k.decode("latin-1")] = v.decode("latin-1")

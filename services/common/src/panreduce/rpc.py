@@ -96,7 +96,8 @@ def as_panreduce_error(exc: BaseException) -> errors.PanReduceError:
         log.warning("out of memory: %s", exc)
         return errors.ResourceExhausted(
             f"the job needed more memory than this server could give ({errors.clip(exc)}); "
-            "reduce less data per job (fewer frames, a smaller region) or ask for a larger server")
+            "reduce less data per job (fewer frames, a smaller region) or ask for a larger server"
+        )
     incident = uuid.uuid4().hex[:12]
     log.error("internal error %s", incident, exc_info=exc)
     return errors.InternalError(
@@ -117,8 +118,11 @@ MAX_VIOLATION_BYTES = 300
 def bounded(failure: pb.Failure) -> pb.Failure:
     """``failure`` with every text clipped (``errors.clip``) and at most a few metadata
     entries and violations: no status detail echoes unbounded caller input."""
-    out = pb.Failure(code=failure.code[:40], reason=errors.clip(failure.reason, 64),
-                     message=errors.clip(failure.message, MAX_ERROR_MESSAGE_BYTES))
+    out = pb.Failure(
+        code=failure.code[:40],
+        reason=errors.clip(failure.reason, 64),
+        message=errors.clip(failure.message, MAX_ERROR_MESSAGE_BYTES),
+    )
     for key in sorted(failure.metadata)[:MAX_ERROR_METADATA]:
         out.metadata[errors.clip(key, 64)] = errors.clip(failure.metadata[key])
     for v in failure.violations[:MAX_ERROR_VIOLATIONS]:
@@ -218,21 +222,28 @@ def from_rpc_error(err: grpc.RpcError) -> errors.PanReduceError:
     return error_of_failure(failure_from_rpc_error(err))
 
 
-class _CallDetails(namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials",
-                                                "wait_for_ready", "compression")), grpc.ClientCallDetails):
+class _CallDetails(
+    namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
     pass
 
 
-class AddMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                  grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class AddMetadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     """Client side: add the ``(key, value)`` pairs to the metadata of every call."""
 
     def __init__(self, *pairs: tuple[str, str]) -> None:
         self.pairs = list(pairs)
 
     def _details(self, d):
-        return _CallDetails(d.method, d.timeout, [*(d.metadata or []), *self.pairs], d.credentials,
-                            d.wait_for_ready, d.compression)
+        return _CallDetails(
+            d.method, d.timeout, [*(d.metadata or []), *self.pairs], d.credentials, d.wait_for_ready, d.compression
+        )
 
     def intercept_unary_unary(self, continuation, details, request):
         return continuation(self._details(details), request)

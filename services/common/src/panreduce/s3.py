@@ -100,9 +100,23 @@ class S3Config:
     request_timeout: float = 300.0
 
     FIELDS = (
-        "endpoint", "access_key_id", "secret_access_key", "session_token", "region", "allow_http",
-        "anonymous", "virtual_hosted_style", "buckets", "part_size", "concurrency", "put_max",
-        "max_retries", "retry_timeout", "init_backoff", "max_backoff", "connect_timeout",
+        "endpoint",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "region",
+        "allow_http",
+        "anonymous",
+        "virtual_hosted_style",
+        "buckets",
+        "part_size",
+        "concurrency",
+        "put_max",
+        "max_retries",
+        "retry_timeout",
+        "init_backoff",
+        "max_backoff",
+        "connect_timeout",
         "request_timeout",
     )
 
@@ -133,7 +147,8 @@ class S3Config:
         if unknown:
             raise errors.InternalError(
                 f"S3 configuration in {source}: unknown setting(s) {', '.join(unknown)}"
-                f" (known: {', '.join(cls.FIELDS)})")
+                f" (known: {', '.join(cls.FIELDS)})"
+            )
         kw: dict[str, Any] = {}
         try:
             for name, value in values.items():
@@ -158,11 +173,15 @@ class S3Config:
     def check(self, source: str = "configuration") -> None:
         problems = []
         if not self.anonymous and not (self.access_key_id and self.secret_access_key):
-            problems.append("PANREDUCE_S3_ACCESS_KEY_ID and PANREDUCE_S3_SECRET_ACCESS_KEY are required"
-                            " (or PANREDUCE_S3_ANONYMOUS=true for public buckets)")
+            problems.append(
+                "PANREDUCE_S3_ACCESS_KEY_ID and PANREDUCE_S3_SECRET_ACCESS_KEY are required"
+                " (or PANREDUCE_S3_ANONYMOUS=true for public buckets)"
+            )
         if self.endpoint.startswith("http://") and not self.allow_http:
-            problems.append(f"the endpoint {self.endpoint} is plain HTTP: set PANREDUCE_S3_ALLOW_HTTP=true"
-                            " to allow it (loopback/test servers)")
+            problems.append(
+                f"the endpoint {self.endpoint} is plain HTTP: set PANREDUCE_S3_ALLOW_HTTP=true"
+                " to allow it (loopback/test servers)"
+            )
         if self.endpoint and not self.endpoint.startswith(("http://", "https://")):
             problems.append(f"the endpoint {self.endpoint!r} must start with http:// or https://")
         if self.part_size < 5 * MiB:
@@ -181,8 +200,10 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise errors.InternalError(f"the S3 configuration file {path} is not valid "
-                                   f"{'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+        raise errors.InternalError(
+            f"the S3 configuration file {path} is not valid "
+            f"{'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}"
+        ) from None
     if isinstance(data.get("s3"), dict):  # a [s3] table is accepted too
         data = data["s3"]
     return dict(data)
@@ -195,7 +216,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
     ``#`` refused as the caller's mistake). A prefix keeps its trailing ``/``."""
     if not uri.startswith("s3://"):
         raise errors.InvalidRequest(f"{locations.shown(uri)}: not an s3:// URI")
-    if uri[len("s3://"):].startswith("/"):
+    if uri[len("s3://") :].startswith("/"):
         raise errors.InvalidRequest(f"{locations.shown(uri)}: an s3:// URI must name a bucket (s3://bucket/key)")
     loc = locations.resolve(uri)
     bucket, _, key = loc.key.partition("/")
@@ -245,7 +266,8 @@ class S3Store(Store):
             if store is None:
                 c = self.config
                 kwargs: dict[str, Any] = {
-                    "region": c.region, "virtual_hosted_style_request": c.virtual_hosted_style,
+                    "region": c.region,
+                    "virtual_hosted_style_request": c.virtual_hosted_style,
                     "conditional_put": "etag",
                 }
                 if c.endpoint:
@@ -269,18 +291,24 @@ class S3Store(Store):
                         retry_config={
                             "max_retries": c.max_retries,
                             "retry_timeout": timedelta(seconds=c.retry_timeout),
-                            "backoff": {"init_backoff": timedelta(seconds=c.init_backoff),
-                                        "max_backoff": timedelta(seconds=c.max_backoff), "base": 2.0},
+                            "backoff": {
+                                "init_backoff": timedelta(seconds=c.init_backoff),
+                                "max_backoff": timedelta(seconds=c.max_backoff),
+                                "base": 2.0,
+                            },
                         },
                         **kwargs,
                     )
                 except _REMOTE as exc:
-                    raise errors.InternalError(f"S3 client for bucket {bucket!r} cannot be made: {_short(exc)}") from None
+                    raise errors.InternalError(
+                        f"S3 client for bucket {bucket!r} cannot be made: {_short(exc)}"
+                    ) from None
                 self._stores[bucket] = store
             return store
 
-    def _error(self, exc: BaseException, uri: str, *, missing: type[errors.PanReduceError] = errors.InputNotFound,
-               ) -> errors.PanReduceError:
+    def _error(
+        self, exc: BaseException, uri: str, *, missing: type[errors.PanReduceError] = errors.InputNotFound
+    ) -> errors.PanReduceError:
         """The PaNReduce error for an obstore failure on ``uri``."""
         if isinstance(exc, errors.PanReduceError):
             return exc
@@ -294,7 +322,8 @@ class S3Store(Store):
         if isinstance(exc, obx.PermissionDeniedError | obx.UnauthenticatedError) or status in (401, 403):
             return errors.InternalError(
                 f"the object store refused this server's credentials for {uri} ({detail}); the server's S3"
-                " configuration (PANREDUCE_S3_*) or the bucket policy must be fixed")
+                " configuration (PANREDUCE_S3_*) or the bucket policy must be fixed"
+            )
         if isinstance(exc, obx.InvalidPathError):
             return errors.InvalidRequest(f"{uri}: not a valid object key ({detail})")
         if 400 <= status < 500:  # a 4xx we do not map: the server's request was wrong
@@ -338,7 +367,7 @@ class S3Store(Store):
             for batch in obstore.list(store, prefix=key.rstrip("/") or None, chunk_size=1000):
                 for meta in batch:
                     path = meta["path"]
-                    name = path[len(key):] if path.startswith(key) else path
+                    name = path[len(key) :] if path.startswith(key) else path
                     if not name or name.endswith("/") or any(p.startswith(".") for p in name.split("/")):
                         continue  # folder markers and hidden objects, as for local folders
                     ref_uri = uri_of(bucket, path)
@@ -402,11 +431,13 @@ class S3Store(Store):
         if size != ref.size:
             target.unlink(missing_ok=True)
             raise errors.FailedPrecondition(
-                f"{ref.uri} changed while it was being staged ({ref.size} bytes listed, {size} now); retry")
+                f"{ref.uri} changed while it was being staged ({ref.size} bytes listed, {size} now); retry"
+            )
         if expected and expected.lower() != digest:
             target.unlink(missing_ok=True)
             raise errors.InvalidInput(
-                ref.uri, f"corrupt object: its bytes hash to SHA-256 {digest}, but its metadata records {expected}")
+                ref.uri, f"corrupt object: its bytes hash to SHA-256 {digest}, but its metadata records {expected}"
+            )
         with self._lock:
             if len(self._digests) > 10_000:
                 self._digests.clear()
@@ -445,8 +476,9 @@ class S3Store(Store):
             os.close(fd)
         return digest.hexdigest(), expected, size
 
-    def _fetch_ranges(self, store: _ObS3Store, key: str, etag: str | None, start: int, size: int, fd: int,
-                      digest: Any) -> None:
+    def _fetch_ranges(
+        self, store: _ObS3Store, key: str, etag: str | None, start: int, size: int, fd: int, digest: Any
+    ) -> None:
         """Ranges [start, size) in parallel, written with pwrite, hashed in order."""
         part = self.config.part_size
         ranges = [(a, min(a + part, size)) for a in range(start, size, part)]
@@ -458,6 +490,7 @@ class S3Store(Store):
                 if len(data) != b - a:
                     raise obx.GenericError(f"short read of bytes {a}-{b}: got {len(data)}")
                 return data
+
             data = self._retry(key, once)
             os.pwrite(fd, data, a)
             return data
@@ -495,7 +528,8 @@ class S3Store(Store):
         if clashes:
             raise errors.FailedPrecondition(
                 f"output would overwrite existing results: {', '.join(clashes[:5])}"
-                f"{' ...' if len(clashes) > 5 else ''}; choose a new output location")
+                f"{' ...' if len(clashes) > 5 else ''}; choose a new output location"
+            )
         written: list[str] = []
         try:
             for src, key, uri in targets:
@@ -540,8 +574,15 @@ class S3Store(Store):
             else:
                 if self._exists(store, key, uri):  # multipart cannot be conditional here
                     raise errors.FailedPrecondition(f"{uri} appeared while publishing; not overwritten")
-                obstore.put(store, key, src, attributes=attributes, use_multipart=True,
-                            chunk_size=self.config.part_size, max_concurrency=self.config.concurrency)
+                obstore.put(
+                    store,
+                    key,
+                    src,
+                    attributes=attributes,
+                    use_multipart=True,
+                    chunk_size=self.config.part_size,
+                    max_concurrency=self.config.concurrency,
+                )
         except (obx.AlreadyExistsError, obx.PreconditionError):
             raise errors.FailedPrecondition(f"{uri} appeared while publishing; not overwritten") from None
 
@@ -569,7 +610,7 @@ class S3Store(Store):
         store = self._store(bucket, uri)
         paths = [m["path"] for batch in obstore.list(store, prefix=key.rstrip("/") or None) for m in batch]
         for i in range(0, len(paths), 1000):
-            obstore.delete(store, paths[i:i + 1000])
+            obstore.delete(store, paths[i : i + 1000])
         return len(paths)
 
     def with_config(self, **changes: Any) -> S3Store:

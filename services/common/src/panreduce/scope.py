@@ -90,8 +90,11 @@ class Scope:
         allow = ANYWHERE if self.prefixes is None else [p.uri for p in self.prefixes]
         if not self.denied:
             return json.dumps(allow, ensure_ascii=True, separators=(",", ":"))
-        return json.dumps({"allow": allow, "deny": [p.uri for p in self.denied],
-                           "except": [p.uri for p in self.excepted]}, ensure_ascii=True, separators=(",", ":"))
+        return json.dumps(
+            {"allow": allow, "deny": [p.uri for p in self.denied], "except": [p.uri for p in self.excepted]},
+            ensure_ascii=True,
+            separators=(",", ":"),
+        )
 
     @classmethod
     def decode(cls, text: str) -> Scope:
@@ -109,8 +112,11 @@ class Scope:
                 raise errors.InvalidRequest(f"{SCOPE_HEADER}: an object has 'allow', 'deny' and 'except' only")
             allow = doc["allow"]
             prefixes = None if allow == ANYWHERE else _resolved(_uris(allow, "allow"))
-            return cls(prefixes, _resolved(_uris(doc.get("deny", []), "deny")),
-                       _resolved(_uris(doc.get("except", []), "except")))
+            return cls(
+                prefixes,
+                _resolved(_uris(doc.get("deny", []), "deny")),
+                _resolved(_uris(doc.get("except", []), "except")),
+            )
         return cls(_resolved(_uris(doc, "the scope")))
 
     def admits(self, loc: locations.Location) -> bool:
@@ -125,10 +131,10 @@ class Scope:
 
     def _refuse(self, uri: str, what: str, detail: str = "") -> errors.PermissionDenied:
         return errors.PermissionDenied(
-            f"{what} {locations.shown(uri)}{detail} is outside the locations the gateway gave this call")
+            f"{what} {locations.shown(uri)}{detail} is outside the locations the gateway gave this call"
+        )
 
-    def check(self, stores, uri: str, what: str = "location", *,
-              each_file: bool = False) -> locations.Location | None:
+    def check(self, stores, uri: str, what: str = "location", *, each_file: bool = False) -> locations.Location | None:
         """Refuse ``uri`` (resolved by its store, exactly as it is opened) outside the
         scope; ``each_file``: a local folder's files one by one (a link inside it must
         not lead out). Returns the resolved location checked (None: anywhere, unchecked)."""
@@ -171,8 +177,9 @@ def scope_of(metadata, *, required: bool = False) -> Scope:
     return Scope.anywhere()
 
 
-def job_scope(prefixes: Iterable[locations.Location] | None, *, uploads: Path | None, proposal: str,
-              extra: Iterable[str] = ()) -> Scope:
+def job_scope(
+    prefixes: Iterable[locations.Location] | None, *, uploads: Path | None, proposal: str, extra: Iterable[str] = ()
+) -> Scope:
     """What the gateway sends for a job: the proposal's prefixes (None: anywhere), its
     uploads area, and ``extra`` locations (the job's default output and shard scratch)."""
     if prefixes is None:
@@ -207,6 +214,8 @@ def check_staged(path: Path, uri: str, what: str = "input") -> None:
     if scope is None or not scope.restricts:
         return
     if not scope.admits(locations.Location("file", str(path), Path(path), False)):
-        raise errors.PermissionDenied(f"{what} {locations.shown(uri)} now resolves outside the locations the gateway "
-                                      "gave this job (changed since it was checked); it is not "
-                                      f"{'written' if what == 'output' else 'read'}")
+        raise errors.PermissionDenied(
+            f"{what} {locations.shown(uri)} now resolves outside the locations the gateway "
+            "gave this job (changed since it was checked); it is not "
+            f"{'written' if what == 'output' else 'read'}"
+        )

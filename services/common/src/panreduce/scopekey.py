@@ -65,8 +65,9 @@ def request_digest(request: object | None) -> str:
 def generate_pem() -> tuple[bytes, bytes]:
     """A new Ed25519 pair: (private key PEM, public key PEM)."""
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, public
 
@@ -112,20 +113,40 @@ class ScopeSigner:
             raise errors.InvalidRequest("the scope key must be Ed25519 or RSA")
         self._key = key
         self.ttl_s = ttl_s
-        self.public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.public_pem = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     @classmethod
     def from_file(cls, path: Path | str, **kw: float) -> ScopeSigner:
         return cls(_read(path), **kw)
 
-    def sign(self, *, subject: str, proposals: list[str] | tuple[str, ...], admin: bool, rpc: str, scope: str,
-             job: str = "", request: object | None = None, now: float | None = None) -> str:
+    def sign(
+        self,
+        *,
+        subject: str,
+        proposals: list[str] | tuple[str, ...],
+        admin: bool,
+        rpc: str,
+        scope: str,
+        job: str = "",
+        request: object | None = None,
+        now: float | None = None,
+    ) -> str:
         """The header value of a statement made now (``now``: Unix time, tests)."""
         issued = time.time() if now is None else now
-        doc = {"sub": subject[:256], "proposals": [p[:256] for p in proposals][:64], "admin": bool(admin),
-               "rpc": rpc, "job": job, "req": request_digest(request), "scope": scope,
-               "iat": round(issued, 3), "exp": round(issued + self.ttl_s, 3), "nonce": secrets.token_urlsafe(12)}
+        doc = {
+            "sub": subject[:256],
+            "proposals": [p[:256] for p in proposals][:64],
+            "admin": bool(admin),
+            "rpc": rpc,
+            "job": job,
+            "req": request_digest(request),
+            "scope": scope,
+            "iat": round(issued, 3),
+            "exp": round(issued + self.ttl_s, 3),
+            "nonce": secrets.token_urlsafe(12),
+        }
         payload = _b64(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode())
         signed = f"{VERSION}.{payload}".encode("ascii")
         if isinstance(self._key, rsa.RSAPrivateKey):
@@ -140,8 +161,9 @@ class ScopeVerifier:
 
     def __init__(self, public_pem: bytes) -> None:
         if b"PRIVATE KEY" in public_pem:
-            raise errors.InvalidRequest("a service is given the scope's public key (or a certificate), never the "
-                                        "gateway's private key")
+            raise errors.InvalidRequest(
+                "a service is given the scope's public key (or a certificate), never the gateway's private key"
+            )
         try:
             if b"CERTIFICATE" in public_pem:
                 key = x509.load_pem_x509_certificate(public_pem).public_key()
@@ -169,36 +191,49 @@ class ScopeVerifier:
             return False
         return True
 
-    def verify(self, value: str, *, rpc: str, job: str = "", request: object | None = None,
-               now: float | None = None) -> Statement:
+    def verify(
+        self, value: str, *, rpc: str, job: str = "", request: object | None = None, now: float | None = None
+    ) -> Statement:
         """The statement ``value`` names, if the gateway signed it, it has not expired, has not
         been used before, and is for this ``rpc``, ``job`` and ``request``. A missing, malformed
         or badly signed one: Unauthenticated; an expired, replayed or mismatched one:
         PermissionDenied (messages never echo the value)."""
         if not value:
-            raise errors.Unauthenticated("this service needs a scope statement signed by its gateway "
-                                         "(x-panreduce-scope)")
+            raise errors.Unauthenticated(
+                "this service needs a scope statement signed by its gateway (x-panreduce-scope)"
+            )
         if len(value) > MAX_STATEMENT_CHARS:
-            raise errors.Unauthenticated(f"the scope statement has {len(value)} characters "
-                                         f"(at most {MAX_STATEMENT_CHARS})")
+            raise errors.Unauthenticated(
+                f"the scope statement has {len(value)} characters (at most {MAX_STATEMENT_CHARS})"
+            )
         parts = value.split(".")
         if len(parts) != 3 or parts[0] != VERSION:
-            raise errors.Unauthenticated("the scope is not a statement signed by this service's gateway "
-                                         f"({VERSION}.<payload>.<signature>)")
+            raise errors.Unauthenticated(
+                f"the scope is not a statement signed by this service's gateway ({VERSION}.<payload>.<signature>)"
+            )
         try:
             sig = _unb64(parts[2])
             payload = _unb64(parts[1])
         except (ValueError, TypeError):
             raise errors.Unauthenticated("the scope statement is not base64url") from None
         if not self._signature_ok(f"{parts[0]}.{parts[1]}".encode("ascii", "replace"), sig):
-            raise errors.Unauthenticated("the scope statement's signature does not verify with this service's "
-                                         "scope key (forged, altered, or signed by another gateway)")
+            raise errors.Unauthenticated(
+                "the scope statement's signature does not verify with this service's "
+                "scope key (forged, altered, or signed by another gateway)"
+            )
         try:
             doc = json.loads(payload)
-            st = Statement(subject=str(doc["sub"]), proposals=tuple(str(p) for p in doc["proposals"]),
-                           admin=doc["admin"] is True, rpc=str(doc["rpc"]), job=str(doc["job"]),
-                           req=str(doc["req"]), scope=str(doc["scope"]), expires=float(doc["exp"]),
-                           nonce=str(doc["nonce"]))
+            st = Statement(
+                subject=str(doc["sub"]),
+                proposals=tuple(str(p) for p in doc["proposals"]),
+                admin=doc["admin"] is True,
+                rpc=str(doc["rpc"]),
+                job=str(doc["job"]),
+                req=str(doc["req"]),
+                scope=str(doc["scope"]),
+                expires=float(doc["exp"]),
+                nonce=str(doc["nonce"]),
+            )
             issued = float(doc["iat"])
         except (ValueError, KeyError, TypeError):
             raise errors.Unauthenticated("the scope statement's payload is malformed") from None
@@ -242,9 +277,9 @@ def verifier_setting(path: Path | str | None, *, env: dict[str, str] | None = No
     return ScopeVerifier.from_file(found) if found else None
 
 
-
-def service_scope_setting(path: Path | str | None, *, insecure: bool = False,
-                          env: dict[str, str] | None = None) -> ScopeVerifier | None:
+def service_scope_setting(
+    path: Path | str | None, *, insecure: bool = False, env: dict[str, str] | None = None
+) -> ScopeVerifier | None:
     """A service's verifier (None without a key file: unsigned scopes are accepted, with a
     warning, until every deployment gives the key; the chart does not yet)."""
     verifier = verifier_setting(path, env=env)
@@ -253,5 +288,7 @@ def service_scope_setting(path: Path | str | None, *, insecure: bool = False,
 
         logging.getLogger("panreduce.kit").warning(
             "no scope key (--scope-key-file, $%s): unsigned scopes accepted, so a holder of the service "
-            "credential can name any scope", SCOPE_KEY_ENV)
+            "credential can name any scope",
+            SCOPE_KEY_ENV,
+        )
     return verifier

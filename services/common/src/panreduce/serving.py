@@ -61,14 +61,16 @@ def read_service_token(path: Path | str) -> str:
     if len(text) < MIN_SERVICE_TOKEN_CHARS or len(text) > MAX_SERVICE_TOKEN_CHARS:
         raise errors.InvalidRequest(
             f"the service token in {path} must be {MIN_SERVICE_TOKEN_CHARS} to {MAX_SERVICE_TOKEN_CHARS} "
-            f"characters (it has {len(text)}); make one with: openssl rand -hex 32")
+            f"characters (it has {len(text)}); make one with: openssl rand -hex 32"
+        )
     if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text):
         raise errors.InvalidRequest(f"the service token in {path} must be printable ASCII without spaces")
     return text
 
 
-def service_token_setting(path: Path | str | None, *, insecure: bool = False, required: bool = True,
-                          env: dict[str, str] | None = None) -> str | None:
+def service_token_setting(
+    path: Path | str | None, *, insecure: bool = False, required: bool = True, env: dict[str, str] | None = None
+) -> str | None:
     """The service token from ``path``, else ``$PANREDUCE_SERVICE_TOKEN_FILE``. None
     when there is none and ``insecure`` (or not ``required``); otherwise a missing token
     is an error that says how to give one."""
@@ -79,7 +81,8 @@ def service_token_setting(path: Path | str | None, *, insecure: bool = False, re
         return None
     raise errors.InvalidRequest(
         f"no service token: give --service-token-file FILE (or ${SERVICE_TOKEN_ENV}) with the secret the "
-        "gateway sends, or --insecure to serve every caller unauthenticated (development only)")
+        "gateway sends, or --insecure to serve every caller unauthenticated (development only)"
+    )
 
 
 def _metadata_value(metadata, key: str) -> str:
@@ -121,8 +124,9 @@ class ServiceTokenInterceptor(grpc.ServerInterceptor):
             return None
         why = "a wrong service token" if given else "no service token"
         log.warning("%s: refused %s with %s", self.name or "server", method.rsplit("/", 1)[-1], why)
-        return _refusing(handler, errors.Unauthenticated(
-            f"this technique service serves only its gateway: the call came with {why}"))
+        return _refusing(
+            handler, errors.Unauthenticated(f"this technique service serves only its gateway: the call came with {why}")
+        )
 
 
 def _refusing(handler: grpc.RpcMethodHandler, exc: errors.PanReduceError) -> grpc.RpcMethodHandler:
@@ -131,8 +135,7 @@ def _refusing(handler: grpc.RpcMethodHandler, exc: errors.PanReduceError) -> grp
     def deny(_request, context):
         rpc.abort(context, exc)
 
-    kwargs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
+    kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
     if handler.request_streaming and handler.response_streaming:
         return grpc.stream_stream_rpc_method_handler(deny, **kwargs)
     if handler.request_streaming:
@@ -174,6 +177,7 @@ def rpc_method(fn: Callable) -> Callable:
         rpc.abort_failure(context, failure)
 
     if inspect.isgeneratorfunction(fn):
+
         @functools.wraps(fn)
         def stream(self, request, context):
             audit.set_rpc(method)
@@ -183,6 +187,7 @@ def rpc_method(fn: Callable) -> Callable:
                 fail(self, exc, context)
             else:
                 RPCS.labels(self.name, method, "OK").inc()
+
         return stream
 
     @functools.wraps(fn)
@@ -194,6 +199,7 @@ def rpc_method(fn: Callable) -> Callable:
             fail(self, exc, context)
         RPCS.labels(self.name, method, "OK").inc()
         return response
+
     return unary
 
 
@@ -245,8 +251,9 @@ class _Undecodable:
 
 
 def _refuse(context: grpc.ServicerContext, bad: _Undecodable) -> None:
-    context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                  f"the request message cannot be parsed: {errors.clip(str(bad.error))}")
+    context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT, f"the request message cannot be parsed: {errors.clip(str(bad.error))}"
+    )
 
 
 def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -268,8 +275,10 @@ def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 for item in request_iterator:
                     if isinstance(item, _Undecodable):  # the methods map kit errors to statuses
                         raise errors.InvalidRequest(
-                            f"a stream message cannot be parsed: {errors.clip(str(item.error))}")
+                            f"a stream message cannot be parsed: {errors.clip(str(item.error))}"
+                        )
                     yield item
+
             return behaviour(requests(), context)
 
         field = "stream_unary" if handler.stream_unary else "stream_stream"
@@ -325,10 +334,18 @@ def connection_age_options() -> list[tuple[str, int]]:
     return options
 
 
-def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1:0", name: str,
-                 manager: JobManager | None = None, max_workers: int = 32,
-                 tls: tuple[bytes, bytes] | None = None, service_token: str | None = None,
-                 service_tls: ServiceTLS | None = None, health_address: str | None = None) -> RunningServer:
+def start_server(
+    servicer: pb_grpc.ReducerServicer,
+    *,
+    address: str = "127.0.0.1:0",
+    name: str,
+    manager: JobManager | None = None,
+    max_workers: int = 32,
+    tls: tuple[bytes, bytes] | None = None,
+    service_token: str | None = None,
+    service_tls: ServiceTLS | None = None,
+    health_address: str | None = None,
+) -> RunningServer:
     """Start a gRPC server with the Reducer service, health and reflection.
 
     ``tls``: (certificate chain PEM, private key PEM) to serve TLS on the port.
@@ -342,14 +359,16 @@ def start_server(servicer: pb_grpc.ReducerServicer, *, address: str = "127.0.0.1
     # Long streams are bounded (panreduce.liveness); the pool holds them all plus
     # ``max_workers`` threads for short calls and health checks.
     limit = StreamLimit(name=name)
-    server = grpc.server(ThreadPoolExecutor(max_workers=limit.pool_size(max_workers), thread_name_prefix=f"rpc-{name}"),
-                         options=[*rpc.SERVER_OPTIONS, *connection_age_options()], interceptors=interceptors)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=limit.pool_size(max_workers), thread_name_prefix=f"rpc-{name}"),
+        options=[*rpc.SERVER_OPTIONS, *connection_age_options()],
+        interceptors=interceptors,
+    )
     add_reducer(Limited(servicer, limit), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     if service_tls is not None:
         port = server.add_secure_port(address, service_tls.server_credentials())
@@ -399,8 +418,7 @@ class StopSignals:
                 signal.signal(s, handler)
 
 
-def run_until_signal(servers: list[RunningServer], grace: float = 30.0, *,
-                     signals: StopSignals | None = None) -> None:
+def run_until_signal(servers: list[RunningServer], grace: float = 30.0, *, signals: StopSignals | None = None) -> None:
     """Block until SIGTERM or SIGINT (caught since ``signals`` was made, or from now on),
     then drain every server (gateway last is the caller's order) and return."""
     (signals or StopSignals()).wait()

@@ -106,8 +106,16 @@ class SqliteJobStore:
                 self._db.execute(
                     "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
-                     job.request.idempotency_key or None, job.SerializeToString()),
+                    (
+                        job.job_id,
+                        job.technique,
+                        job.state,
+                        job.created.ToNanoseconds(),
+                        job.owner,
+                        job.proposal,
+                        job.request.idempotency_key or None,
+                        job.SerializeToString(),
+                    ),
                 )
                 self._index(job)
                 self._db.execute("COMMIT")
@@ -125,8 +133,10 @@ class SqliteJobStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute("UPDATE jobs SET state = ?, finished_ns = ?, job = ? WHERE job_id = ?",
-                                 (job.state, finished, job.SerializeToString(), job.job_id))
+                self._db.execute(
+                    "UPDATE jobs SET state = ?, finished_ns = ?, job = ? WHERE job_id = ?",
+                    (job.state, finished, job.SerializeToString(), job.job_id),
+                )
                 if job.HasField("result"):
                     self._index(job)
                 self._db.execute("COMMIT")
@@ -136,13 +146,16 @@ class SqliteJobStore:
 
     def append_event(self, event: pb.JobEvent) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO events (job_id, seq, event) VALUES (?, ?, ?)",
-                             (event.job_id, event.seq, event.SerializeToString()))
+            self._db.execute(
+                "INSERT OR REPLACE INTO events (job_id, seq, event) VALUES (?, ?, ?)",
+                (event.job_id, event.seq, event.SerializeToString()),
+            )
 
     def events_after(self, job_id: str, after_seq: int) -> list[pb.JobEvent]:
         with self._lock:
-            rows = self._db.execute("SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq",
-                                    (job_id, after_seq)).fetchall()
+            rows = self._db.execute(
+                "SELECT event FROM events WHERE job_id = ? AND seq > ? ORDER BY seq", (job_id, after_seq)
+            ).fetchall()
         return [pb.JobEvent.FromString(r[0]) for r in rows]
 
     def by_idempotency_key(self, key: str, *, proposal: str = "", owner: str = "") -> pb.Job | None:
@@ -153,7 +166,8 @@ class SqliteJobStore:
         with self._lock:
             row = self._db.execute(
                 "SELECT job, request_hash FROM jobs WHERE proposal = ? AND owner = ? AND idempotency_key = ?",
-                (proposal, owner, key)).fetchone()
+                (proposal, owner, key),
+            ).fetchone()
         return (pb.Job.FromString(row[0]), row[1] or "") if row else None
 
     def add_idempotent(self, job: pb.Job, request_digest: str) -> tuple[pb.Job, str]:
@@ -165,8 +179,17 @@ class SqliteJobStore:
                     "INSERT INTO jobs (job_id, technique, state, created_ns, owner, proposal, idempotency_key, job,"
                     " request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (proposal, owner, idempotency_key) DO NOTHING",
-                    (job.job_id, job.technique, job.state, job.created.ToNanoseconds(), job.owner, job.proposal,
-                     job.request.idempotency_key, job.SerializeToString(), request_digest),
+                    (
+                        job.job_id,
+                        job.technique,
+                        job.state,
+                        job.created.ToNanoseconds(),
+                        job.owner,
+                        job.proposal,
+                        job.request.idempotency_key,
+                        job.SerializeToString(),
+                        request_digest,
+                    ),
                 )
                 if cur.rowcount == 1:
                     self._index(job)
@@ -174,7 +197,8 @@ class SqliteJobStore:
                 else:
                     row = self._db.execute(
                         "SELECT job, request_hash FROM jobs WHERE proposal = ? AND owner = ? AND idempotency_key = ?",
-                        (job.proposal, job.owner, job.request.idempotency_key)).fetchone()
+                        (job.proposal, job.owner, job.request.idempotency_key),
+                    ).fetchone()
                     stored = (pb.Job.FromString(row[0]), row[1] or "")
                 self._db.execute("COMMIT")
             except BaseException:
@@ -185,8 +209,9 @@ class SqliteJobStore:
     def unfinished(self) -> list[pb.Job]:
         with self._lock:
             rows = self._db.execute(
-                f"SELECT job FROM jobs WHERE state NOT IN ({','.join('?' * len(TERMINAL_STATES))})"
-                " ORDER BY created_ns", TERMINAL_STATES).fetchall()
+                f"SELECT job FROM jobs WHERE state NOT IN ({','.join('?' * len(TERMINAL_STATES))}) ORDER BY created_ns",
+                TERMINAL_STATES,
+            ).fetchall()
         return [pb.Job.FromString(r[0]) for r in rows]
 
     def list(self, q: pb.ListJobsRequest) -> list[pb.Job]:
@@ -202,8 +227,10 @@ class SqliteJobStore:
 
     # -- catalogue ------------------------------------------------------------------------
     def _index(self, job: pb.Job) -> None:
-        self._db.executemany("INSERT OR IGNORE INTO catalogue (job_id, key, value) VALUES (?, ?, ?)",
-                             [(job.job_id, k, v) for k, v in catalogue_rows(job)])
+        self._db.executemany(
+            "INSERT OR IGNORE INTO catalogue (job_id, key, value) VALUES (?, ?, ?)",
+            [(job.job_id, k, v) for k, v in catalogue_rows(job)],
+        )
 
 
 def catalogue_rows(job: pb.Job) -> set[tuple[str, str]]:

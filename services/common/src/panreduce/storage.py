@@ -198,11 +198,14 @@ class LocalStore(Store):
                 except FileExistsError:
                     pass
                 try:
-                    folders[parts] = os.open(parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                             dir_fd=parent)
+                    folders[parts] = os.open(
+                        parts[-1], os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent
+                    )
                 except (NotADirectoryError, OSError) as exc:
-                    raise errors.PermissionDenied(f"output {locations.shown('/'.join(parts))} in {dest_dir} is not a "
-                                                  f"folder of its own ({exc.strerror or exc})") from None
+                    raise errors.PermissionDenied(
+                        f"output {locations.shown('/'.join(parts))} in {dest_dir} is not a "
+                        f"folder of its own ({exc.strerror or exc})"
+                    ) from None
             return folders[parts]
 
         try:
@@ -210,8 +213,9 @@ class LocalStore(Store):
                 rel = target.relative_to(dest_dir).parts
                 dfd = folder_fd(tuple(rel[:-1]))
                 tmp = f".{rel[-1]}.{token}.partial"
-                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666,
-                              dir_fd=dfd)
+                out = os.open(
+                    tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=dfd
+                )
                 staged.append((dfd, tmp, rel[-1], target))
                 with open(src, "rb") as fin, os.fdopen(out, "wb") as fout:
                     shutil.copyfileobj(fin, fout, CHUNK)
@@ -320,10 +324,16 @@ class Stores:
         return path, f"upload://{space}/{upload_id}/{safe}"
 
 
-def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
-                 max_bytes: int | None = None, on_file: Callable[[ObjectRef], object] | None = None,
-                 accept: Callable[[Path], bool] | None = None,
-                 on_skip: Callable[[str, str], object] | None = None) -> Inputs:
+def stage_inputs(
+    stores: Stores,
+    uris: list[str],
+    scratch: Path,
+    *,
+    max_bytes: int | None = None,
+    on_file: Callable[[ObjectRef], object] | None = None,
+    accept: Callable[[Path], bool] | None = None,
+    on_skip: Callable[[str, str], object] | None = None,
+) -> Inputs:
     """Stage every input URI into ``scratch`` and checksum it. ``accept(path)`` (a
     technique's ``accepts``) judges each file found in a folder input: the others are
     skipped, each named to ``on_skip(uri, why)``."""
@@ -357,14 +367,16 @@ def stage_inputs(stores: Stores, uris: list[str], scratch: Path, *,
             if isinstance(store, LocalStore):  # read in place: what every later open must find
                 check_staged(local, ref.uri)
                 digest = _pinned_sha256(local, ref.uri)
-            staged.append(StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size,
-                                     sha256=digest or sha256_file(local)))
+            staged.append(
+                StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size, sha256=digest or sha256_file(local))
+            )
             if on_file is not None:
                 on_file(ref)
         if not staged:
             shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-            raise errors.InvalidInput(uri, f"none of its {len(skipped)} file(s) is one this technique reads "
-                                      f"(skipped {shown})")
+            raise errors.InvalidInput(
+                uri, f"none of its {len(skipped)} file(s) is one this technique reads (skipped {shown})"
+            )
         prefix = store.is_prefix(uri)
         if prefix and isinstance(store, LocalStore):
             root = store.path_of(uri)  # files of the folder may be links to elsewhere

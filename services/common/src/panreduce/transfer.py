@@ -45,7 +45,9 @@ def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: st
                 if not chunk.HasField("data"):
                     raise errors.InvalidRequest("only data messages may follow the header")
                 if chunk.offset != size:
-                    raise errors.TransferError(f"chunk at offset {chunk.offset}, expected {size}: data lost or reordered")
+                    raise errors.TransferError(
+                        f"chunk at offset {chunk.offset}, expected {size}: data lost or reordered"
+                    )
                 if zlib.crc32(chunk.data) != chunk.crc32:
                     raise errors.TransferError(f"CRC-32 mismatch in the chunk at offset {chunk.offset}")
                 out.write(chunk.data)

@@ -36,8 +36,17 @@ from panreduce_ptychography.ml import ML
 from panreduce_ptychography.model import Model, Options, State, support_mask
 from panreduce_ptychography.problem import Problem
 
-__all__ = ["ENGINES", "Options", "State", "StopRule", "final_metrics", "initial_object", "initial_probe",
-           "reconstruct", "support_mask"]
+__all__ = [
+    "ENGINES",
+    "Options",
+    "State",
+    "StopRule",
+    "final_metrics",
+    "initial_object",
+    "initial_probe",
+    "reconstruct",
+    "support_mask",
+]
 
 ENGINES = ("dm", "ml", "lsqml")
 
@@ -105,8 +114,12 @@ def reconstruct(
         metrics = m.estimate_metrics(frames)
         for k, v in own.items():
             metrics[f"{engine}_{k}" if k in ("fourier_error", "poisson_deviance") else k] = v
-        record = {"iteration": len(history) + 1, "engine": engine,
-                  "time_s": time.perf_counter() - t0, **{k: float(v) for k, v in metrics.items()}}
+        record = {
+            "iteration": len(history) + 1,
+            "engine": engine,
+            "time_s": time.perf_counter() - t0,
+            **{k: float(v) for k, v in metrics.items()},
+        }
         history.append(record)
         if callback is not None:
             callback(i + 1, iterations, record)

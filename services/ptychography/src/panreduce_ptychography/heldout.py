@@ -17,13 +17,7 @@ import numpy as np
 
 from panreduce_ptychography.initialisation import aperture_pupil, probe_from_pupil
 from panreduce_ptychography.problem import Scan, wavelength_m
-from panreduce_ptychography.simulate import (
-    GOLDEN_ANGLE,
-    Simulation,
-    diffraction,
-    fermat_spiral,
-    make_object,
-)
+from panreduce_ptychography.simulate import GOLDEN_ANGLE, Simulation, diffraction, fermat_spiral, make_object
 
 PROBES = ("aperture", "zoneplate", "kb")
 PATTERNS = ("fermat", "raster", "raster-jitter", "concentric")
@@ -112,31 +106,119 @@ def generate(case: Case) -> Simulation:
     shape = (int(np.ceil(span[0])) + n + 16, int(np.ceil(span[1])) + n + 16)
     centres = centres + (np.array(shape) - span) / 2 - centres.min(axis=0)
     corners = centres - n / 2
-    obj = make_object(shape, phase_range=case.phase_range, amplitude_contrast=0.05 * case.phase_range,
-                      seed=case.seed + 101)
+    obj = make_object(
+        shape, phase_range=case.phase_range, amplitude_contrast=0.05 * case.phase_range, seed=case.seed + 101
+    )
     frames = rng.poisson(diffraction(obj, probe, corners)).astype(np.float32)
     dx = wavelength_m(8000.0) * 5.0 / (n * 75e-6)
-    scan = Scan(frames=frames, positions_m=centres * dx, energy_ev=8000.0, distance_m=5.0,
-                pixel_size_m=(75e-6, 75e-6), name=case.name, metadata={"heldout_case": str(asdict(case))})
+    scan = Scan(
+        frames=frames,
+        positions_m=centres * dx,
+        energy_ev=8000.0,
+        distance_m=5.0,
+        pixel_size_m=(75e-6, 75e-6),
+        name=case.name,
+        metadata={"heldout_case": str(asdict(case))},
+    )
     return Simulation(scan=scan, obj=obj, probe=probe, corners=corners, pixel_size_m=dx)
 
 
 #: the held-out set: every probe kind and pattern, frames 48-128, 1e5-1e8 photons
 CASES = (
-    Case("zp-fermat-48", frame=48, probe="zoneplate", probe_fraction=0.4, overlap=0.7, pattern="fermat",
-         n_positions=80, photons=1e6, phase_range=0.8, seed=11),
-    Case("kb-raster-64", frame=64, probe="kb", probe_fraction=0.45, overlap=0.65, pattern="raster",
-         n_positions=100, photons=1e7, phase_range=1.0, seed=12),
-    Case("ap-concentric-64", frame=64, probe="aperture", probe_fraction=0.3, overlap=0.7, pattern="concentric",
-         n_positions=90, photons=1e8, phase_range=1.5, seed=13),
-    Case("zp-rasterjit-80", frame=80, probe="zoneplate", probe_fraction=0.3, overlap=0.72,
-         pattern="raster-jitter", n_positions=100, photons=1e6, phase_range=1.2, seed=14),
-    Case("kb-fermat-96", frame=96, probe="kb", probe_fraction=0.3, overlap=0.7, pattern="fermat",
-         n_positions=90, photons=1e5, phase_range=0.6, seed=15),
-    Case("ap-raster-64", frame=64, probe="aperture", probe_fraction=0.4, overlap=0.7, pattern="raster",
-         n_positions=81, photons=1e6, phase_range=1.0, seed=16),
-    Case("zp-concentric-128", frame=128, probe="zoneplate", probe_fraction=0.28, overlap=0.7,
-         pattern="concentric", n_positions=70, photons=1e8, phase_range=2.0, seed=17),
-    Case("kb-rasterjit-64", frame=64, probe="kb", probe_fraction=0.4, overlap=0.7, pattern="raster-jitter",
-         n_positions=100, photons=1e5, phase_range=0.5, seed=18),
+    Case(
+        "zp-fermat-48",
+        frame=48,
+        probe="zoneplate",
+        probe_fraction=0.4,
+        overlap=0.7,
+        pattern="fermat",
+        n_positions=80,
+        photons=1e6,
+        phase_range=0.8,
+        seed=11,
+    ),
+    Case(
+        "kb-raster-64",
+        frame=64,
+        probe="kb",
+        probe_fraction=0.45,
+        overlap=0.65,
+        pattern="raster",
+        n_positions=100,
+        photons=1e7,
+        phase_range=1.0,
+        seed=12,
+    ),
+    Case(
+        "ap-concentric-64",
+        frame=64,
+        probe="aperture",
+        probe_fraction=0.3,
+        overlap=0.7,
+        pattern="concentric",
+        n_positions=90,
+        photons=1e8,
+        phase_range=1.5,
+        seed=13,
+    ),
+    Case(
+        "zp-rasterjit-80",
+        frame=80,
+        probe="zoneplate",
+        probe_fraction=0.3,
+        overlap=0.72,
+        pattern="raster-jitter",
+        n_positions=100,
+        photons=1e6,
+        phase_range=1.2,
+        seed=14,
+    ),
+    Case(
+        "kb-fermat-96",
+        frame=96,
+        probe="kb",
+        probe_fraction=0.3,
+        overlap=0.7,
+        pattern="fermat",
+        n_positions=90,
+        photons=1e5,
+        phase_range=0.6,
+        seed=15,
+    ),
+    Case(
+        "ap-raster-64",
+        frame=64,
+        probe="aperture",
+        probe_fraction=0.4,
+        overlap=0.7,
+        pattern="raster",
+        n_positions=81,
+        photons=1e6,
+        phase_range=1.0,
+        seed=16,
+    ),
+    Case(
+        "zp-concentric-128",
+        frame=128,
+        probe="zoneplate",
+        probe_fraction=0.28,
+        overlap=0.7,
+        pattern="concentric",
+        n_positions=70,
+        photons=1e8,
+        phase_range=2.0,
+        seed=17,
+    ),
+    Case(
+        "kb-rasterjit-64",
+        frame=64,
+        probe="kb",
+        probe_fraction=0.4,
+        overlap=0.7,
+        pattern="raster-jitter",
+        n_positions=100,
+        photons=1e5,
+        phase_range=0.5,
+        seed=18,
+    ),
 )

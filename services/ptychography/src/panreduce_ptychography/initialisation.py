@@ -11,8 +11,9 @@ import numpy as np
 from panreduce_ptychography.problem import Problem
 
 
-def initial_probe(problem: Problem, probe: np.ndarray | None, modes: int, *, seed: int = 0,
-                  diameter_px: float | None = None) -> np.ndarray:
+def initial_probe(
+    problem: Problem, probe: np.ndarray | None, modes: int, *, seed: int = 0, diameter_px: float | None = None
+) -> np.ndarray:
     """(K, H, W) complex64 probe: the given one (its first modes), else the inverse
     Fourier transform of the mean diffraction amplitude (a focused probe), or a
     Gaussian of FWHM ``diameter_px``; extra modes are the first mode times low-order
@@ -37,8 +38,12 @@ def initial_probe(problem: Problem, probe: np.ndarray | None, modes: int, *, see
         rng = np.random.default_rng(seed)
         y = (np.arange(h) - h / 2) / (h / 4)
         x = (np.arange(w) - w / 2) / (w / 4)
-        basis = [y[:, None] + 0 * x[None, :], 0 * y[:, None] + x[None, :], y[:, None] * x[None, :],
-                 y[:, None] ** 2 - x[None, :] ** 2]
+        basis = [
+            y[:, None] + 0 * x[None, :],
+            0 * y[:, None] + x[None, :],
+            y[:, None] * x[None, :],
+            y[:, None] ** 2 - x[None, :] ** 2,
+        ]
         power0 = np.sum(np.abs(out[0]) ** 2)
         for k in range(k0, modes):
             b = basis[(k - k0) % len(basis)] * np.exp(2j * np.pi * rng.random())
@@ -52,7 +57,6 @@ def initial_probe(problem: Problem, probe: np.ndarray | None, modes: int, *, see
     if power > 0:
         out *= np.sqrt(photons / power)
     return out
-
 
 
 # -----------------------------------------------------------------------------------------
@@ -94,9 +98,16 @@ def aperture_pupil(shape: tuple[int, int], kind: str, half_widths: tuple[float, 
     return np.fft.ifftshift(soft)
 
 
-def parametric_probe(problem: Problem, kind: str, *, aperture_m: float | None = None,
-                     aperture_height_m: float | None = None, focal_length_m: float | None = None,
-                     diameter_m: float | None = None, defocus_m: float = 0.0) -> np.ndarray:
+def parametric_probe(
+    problem: Problem,
+    kind: str,
+    *,
+    aperture_m: float | None = None,
+    aperture_height_m: float | None = None,
+    focal_length_m: float | None = None,
+    diameter_m: float | None = None,
+    defocus_m: float = 0.0,
+) -> np.ndarray:
     """(H, W) probe of a model optic: ``circular`` (lens or zone plate of diameter
     ``aperture_m``) or ``rectangular`` (KB mirrors, ``aperture_m`` wide and
     ``aperture_height_m`` high) focusing at ``focal_length_m``, or ``gaussian`` (a focus
@@ -122,8 +133,9 @@ def parametric_probe(problem: Problem, kind: str, *, aperture_m: float | None = 
     kx = aperture_m / 2 / (focal_length_m * lam) * dx
     ky = (aperture_height_m or aperture_m) / 2 / (focal_length_m * lam) * dx
     if min(kx, ky) < 1.0 / min(h, w):
-        raise ValueError(f"the aperture's numerical aperture gives a pupil under one pixel "
-                         f"({min(kx, ky) * min(h, w):.2f} px)")
+        raise ValueError(
+            f"the aperture's numerical aperture gives a pupil under one pixel ({min(kx, ky) * min(h, w):.2f} px)"
+        )
     return probe_from_pupil(aperture_pupil((h, w), kind, (ky, kx)), c)
 
 
@@ -148,8 +160,15 @@ def data_pupil(problem: Problem, threshold: float = 0.1) -> np.ndarray:
     return np.fft.ifftshift(amp)
 
 
-def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16, seed: int = 0,
-                    backend=None, check: Callable[[], None] | None = None) -> tuple[np.ndarray, dict]:
+def probe_from_data(
+    problem: Problem,
+    *,
+    frames: int = 40,
+    iterations: int = 16,
+    seed: int = 0,
+    backend=None,
+    check: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, dict]:
     """(H, W) probe estimated from the data alone: the pupil of :func:`data_pupil` (the
     aperture's extent from the mean diffraction pattern) and the defocus (a scalar, then
     per axis for an astigmatic focus) that best explains ``frames`` neighbouring frames
@@ -173,7 +192,7 @@ def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16,
     # a local patch of the scan: the frames nearest its centre
     pos = problem.positions
     n = len(pos)
-    near = np.sort(np.argsort(((pos - pos.mean(axis=0)) ** 2).sum(1))[:min(frames, n)])
+    near = np.sort(np.argsort(((pos - pos.mean(axis=0)) ** 2).sum(1))[: min(frames, n)])
     patch = _sub_problem(problem, near)
     # cross-validation: reconstruct from two thirds of the patch, score on them and on
     # the other third
@@ -190,8 +209,15 @@ def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16,
             check()
         p = initial_probe(train, probe_from_pupil(pupil, c)[None], 1)
         st = State(obj=initial_object(train, p), probe=p, positions=train.positions.copy())
-        out = reconstruct(train, st, engine="ml", iterations=iterations, backend=backend, options=opts,
-                          callback=None if check is None else (lambda *_: check()))
+        out = reconstruct(
+            train,
+            st,
+            engine="ml",
+            iterations=iterations,
+            backend=backend,
+            options=opts,
+            callback=None if check is None else (lambda *_: check()),
+        )
         fit = out.history[-1]["poisson_deviance"]
         out = dataclasses.replace(out, positions=test.positions.copy())
         v = fit + final_metrics(test, out, backend)["poisson_deviance"]
@@ -219,8 +245,12 @@ def probe_from_data(problem: Problem, *, frames: int = 40, iterations: int = 16,
             if c not in scores:
                 scores[c] = score(c)
         best = min(scores, key=scores.get)
-    info = {"pupil_half_width_px": [ry * h, rx * w], "defocus_c_px": list(best),
-            "probe_diameter_px": [2 * ry * abs(best[0]), 2 * rx * abs(best[1])], "candidates": len(scores)}
+    info = {
+        "pupil_half_width_px": [ry * h, rx * w],
+        "defocus_c_px": list(best),
+        "probe_diameter_px": [2 * ry * abs(best[0]), 2 * rx * abs(best[1])],
+        "candidates": len(scores),
+    }
     return probe_from_pupil(pupil, best), info
 
 
@@ -306,5 +336,5 @@ def initial_object(problem: Problem, probe: np.ndarray | None = None, *, smoothi
     spec += fx * sfft.fft2(gxf, workers=1)
     spec *= -1j / (2 * np.pi * k2)
     spec[0, 0] = 0
-    phase = sfft.ifft2(spec, workers=1, overwrite_x=True).real[pad[0]:pad[0] + shape[0], pad[1]:pad[1] + shape[1]]
+    phase = sfft.ifft2(spec, workers=1, overwrite_x=True).real[pad[0] : pad[0] + shape[0], pad[1] : pad[1] + shape[1]]
     return np.exp(1j * phase).astype(np.complex64)

@@ -45,8 +45,17 @@ from panreduce_ptychography.problem import Scan
 
 EV_PER_J = 1.0 / 1.602176634e-19
 
-_LENGTH = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6,
-           "nm": 1e-9, "cm": 1e-2}
+_LENGTH = {
+    "m": 1.0,
+    "metre": 1.0,
+    "meter": 1.0,
+    "mm": 1e-3,
+    "um": 1e-6,
+    "µm": 1e-6,
+    "micron": 1e-6,
+    "nm": 1e-9,
+    "cm": 1e-2,
+}
 _ENERGY = {"ev": 1.0, "kev": 1e3, "j": EV_PER_J}
 
 
@@ -64,7 +73,7 @@ def _scalar(group: h5py.Group, path: str, source: str, *, kind: str, default_uni
         raise errors.InvalidInput(source, f"{ds.name} is not a number")
     value = float(np.ravel(arr)[0])
     table = _LENGTH if kind == "length" else _ENERGY
-    unit = (_units(ds) or default_unit)
+    unit = _units(ds) or default_unit
     key = unit if kind == "length" else unit.lower()
     if key not in table:
         raise errors.InvalidInput(source, f"{ds.name} has unknown units {unit!r} (known: {', '.join(table)})")
@@ -110,8 +119,9 @@ def _probe(group: h5py.Group, path: str, source: str) -> np.ndarray | None:
 
 
 def _is_cxi(f: h5py.File) -> bool:
-    return "cxi_version" in f or any(k.startswith("entry_") and "instrument_1" in f[k] for k in f
-                                     if isinstance(f[k], h5py.Group))
+    return "cxi_version" in f or any(
+        k.startswith("entry_") and "instrument_1" in f[k] for k in f if isinstance(f[k], h5py.Group)
+    )
 
 
 def list_scans(path: Path, source: str) -> list[str]:
@@ -119,13 +129,19 @@ def list_scans(path: Path, source: str) -> list[str]:
     projection), in file order; InvalidInput when there is none."""
     with open_hdf5(path, source) as f:
         if _is_cxi(f):
-            names = [k for k in f if k.startswith("entry_") and isinstance(f[k], h5py.Group)
-                     and "instrument_1/detector_1/data" in f[k]]
+            names = [
+                k
+                for k in f
+                if k.startswith("entry_") and isinstance(f[k], h5py.Group) and "instrument_1/detector_1/data" in f[k]
+            ]
         else:
             names = [k for k in f if isinstance(f[k], h5py.Group) and "instrument/detector/data" in f[k]]
         if not names:
-            what = "entry_*/instrument_1/detector_1/data (CXI)" if _is_cxi(f) else \
-                "<entry>/instrument/detector/data (NeXus)"
+            what = (
+                "entry_*/instrument_1/detector_1/data (CXI)"
+                if _is_cxi(f)
+                else "<entry>/instrument/detector/data (NeXus)"
+            )
             raise errors.InvalidInput(source, f"has no ptychographic scan: no {what}")
         return sorted(names, key=_natural)
 
@@ -151,11 +167,13 @@ def read_scan(path: Path, source: str, entry: str | None = None) -> Scan:
     if not np.all(np.isfinite(scan.positions_m)):
         raise errors.InvalidInput(source, f"{entry}: positions are not all finite")
     if scan.mask is not None and scan.mask.shape != scan.frames.shape[1:]:
-        raise errors.InvalidInput(source, f"{entry}: mask shape {scan.mask.shape} differs from the frames' "
-                                  f"{scan.frames.shape[1:]}")
+        raise errors.InvalidInput(
+            source, f"{entry}: mask shape {scan.mask.shape} differs from the frames' {scan.frames.shape[1:]}"
+        )
     if scan.dark is not None and scan.dark.shape != scan.frames.shape[1:]:
-        raise errors.InvalidInput(source, f"{entry}: dark shape {scan.dark.shape} differs from the frames' "
-                                  f"{scan.frames.shape[1:]}")
+        raise errors.InvalidInput(
+            source, f"{entry}: dark shape {scan.dark.shape} differs from the frames' {scan.frames.shape[1:]}"
+        )
     return scan
 
 
@@ -176,14 +194,25 @@ def _read_nexus(g: h5py.Group, source: str) -> Scan:
     dark = read_array(g, f"{det}/dark", source).astype(np.float32) if f"{det}/dark" in g else None
     center = None
     if f"{det}/beam_center_x" in g and f"{det}/beam_center_y" in g:
-        center = (float(read_array(g, f"{det}/beam_center_y", source)),
-                  float(read_array(g, f"{det}/beam_center_x", source)))
+        center = (
+            float(read_array(g, f"{det}/beam_center_y", source)),
+            float(read_array(g, f"{det}/beam_center_x", source)),
+        )
     meta = {}
     if "sample/rotation_angle" in g:
         meta["rotation_angle_deg"] = float(np.ravel(read_array(g, "sample/rotation_angle", source))[0])
-    return Scan(frames=frames, positions_m=np.stack([y, x], axis=1), energy_ev=energy, distance_m=dist,
-                pixel_size_m=(py, px), mask=mask, dark=dark, probe=_probe(g, "instrument/beam/probe", source),
-                center=center, metadata=meta)
+    return Scan(
+        frames=frames,
+        positions_m=np.stack([y, x], axis=1),
+        energy_ev=energy,
+        distance_m=dist,
+        pixel_size_m=(py, px),
+        mask=mask,
+        dark=dark,
+        probe=_probe(g, "instrument/beam/probe", source),
+        center=center,
+        metadata=meta,
+    )
 
 
 def _read_cxi(g: h5py.Group, source: str) -> Scan:
@@ -203,8 +232,15 @@ def _read_cxi(g: h5py.Group, source: str) -> Scan:
         probe = _probe(g, p, source)
         if probe is not None:
             break
-    return Scan(frames=frames, positions_m=-t[:, [1, 0]], energy_ev=energy, distance_m=dist,
-                pixel_size_m=(py, px), mask=mask, probe=probe)
+    return Scan(
+        frames=frames,
+        positions_m=-t[:, [1, 0]],
+        energy_ev=energy,
+        distance_m=dist,
+        pixel_size_m=(py, px),
+        mask=mask,
+        probe=probe,
+    )
 
 
 # -----------------------------------------------------------------------------------------
@@ -224,11 +260,15 @@ def write_nexus(path: Path, scans: list[Scan] | Scan, *, entries: list[str] | No
             inst.attrs["NX_class"] = "NXinstrument"
             det = inst.create_group("detector")
             det.attrs["NX_class"] = "NXdetector"
-            d = det.create_dataset("data", data=s.frames, chunks=(1, *s.frames.shape[1:]), compression="gzip",
-                                   compression_opts=1)
+            d = det.create_dataset(
+                "data", data=s.frames, chunks=(1, *s.frames.shape[1:]), compression="gzip", compression_opts=1
+            )
             d.attrs["units"] = "counts"
-            for key, val in (("x_pixel_size", s.pixel_size_m[1]), ("y_pixel_size", s.pixel_size_m[0]),
-                             ("distance", s.distance_m)):
+            for key, val in (
+                ("x_pixel_size", s.pixel_size_m[1]),
+                ("y_pixel_size", s.pixel_size_m[0]),
+                ("distance", s.distance_m),
+            ):
                 det.create_dataset(key, data=val).attrs["units"] = "m"
             if s.mask is not None:
                 det.create_dataset("pixel_mask", data=(~np.asarray(s.mask, bool)).astype(np.uint32))
@@ -282,8 +322,14 @@ def write_cxi(path: Path, scan: Scan) -> None:
 
 #: where a probe is found in a file given as the initial probe (probe.input): this
 #: technique's output, another scan file's, CXI's illumination, PtyPy's CXI export
-PROBE_PATHS = ("probe/probe", "instrument/beam/probe", "instrument_1/source_1/illumination",
-               "instrument_1/source_1/probe", "probe/data", "probe")
+PROBE_PATHS = (
+    "probe/probe",
+    "instrument/beam/probe",
+    "instrument_1/source_1/illumination",
+    "instrument_1/source_1/probe",
+    "probe/data",
+    "probe",
+)
 
 
 def read_probe(path: Path, source: str) -> tuple[np.ndarray, float | None]:
@@ -302,5 +348,6 @@ def read_probe(path: Path, source: str) -> tuple[np.ndarray, float | None]:
                     if "object/pixel_size" in g:
                         dx = float(np.ravel(read_array(g, "object/pixel_size", source))[0])
                     return probe, dx
-    raise errors.InvalidInput(source, "holds no complex probe (looked for <entry>/" + ", <entry>/".join(PROBE_PATHS)
-                              + ")")
+    raise errors.InvalidInput(
+        source, "holds no complex probe (looked for <entry>/" + ", <entry>/".join(PROBE_PATHS) + ")"
+    )

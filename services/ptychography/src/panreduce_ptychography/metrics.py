@@ -27,7 +27,7 @@ def illumination(shape: tuple[int, int], probe: np.ndarray, corners: np.ndarray)
     h, w = p2.shape
     out = np.zeros(shape)
     for y, x in np.floor(np.asarray(corners) + 0.5).astype(int):
-        out[y:y + h, x:x + w] += p2
+        out[y : y + h, x : x + w] += p2
     return out
 
 
@@ -60,7 +60,7 @@ def remove_plane(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``img`` minus the least-squares plane a + b y + c x fitted over ``mask``."""
     yy, xx, one = _plane(mask)
     coef, *_ = np.linalg.lstsq(np.stack([one, yy, xx], 1), img[mask], rcond=None)
-    gy, gx = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    gy, gx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
     return img - (coef[0] + coef[1] * gy + coef[2] * gx)
 
 
@@ -145,8 +145,13 @@ def compare(recon: np.ndarray, truth: np.ndarray, region: np.ndarray) -> Compari
     scale = np.sum(np.abs(truth[region])) / max(np.sum(np.abs(aligned[region])), 1e-30)
     aligned *= scale
     err = np.angle(aligned[region] * np.conj(truth[region]))
-    return Comparison(aligned=aligned.astype(np.complex64), shift_px=shift, ramp=total,
-                      phase_error_rad=float(np.sqrt(np.mean(err**2))), region=region)
+    return Comparison(
+        aligned=aligned.astype(np.complex64),
+        shift_px=shift,
+        ramp=total,
+        phase_error_rad=float(np.sqrt(np.mean(err**2))),
+        region=region,
+    )
 
 
 def _deramp_self(z: np.ndarray, region: np.ndarray) -> np.ndarray:
@@ -157,7 +162,7 @@ def _deramp_self(z: np.ndarray, region: np.ndarray) -> np.ndarray:
 
 
 def _ramp_map(ramp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    gy, gx = np.mgrid[0:shape[0], 0:shape[1]]
+    gy, gx = np.mgrid[0 : shape[0], 0 : shape[1]]
     return ramp[0] + ramp[1] * gy + ramp[2] * gx
 
 
@@ -170,7 +175,7 @@ def _fit_ramp(z: np.ndarray, region: np.ndarray, *, plane: bool = True) -> np.nd
     mx = m[:, 1:] & m[:, :-1]
     gy = np.angle(np.sum((z[1:, :] * np.conj(z[:-1, :]))[my])) if my.any() else 0.0
     gx = np.angle(np.sum((z[:, 1:] * np.conj(z[:, :-1]))[mx])) if mx.any() else 0.0
-    yy, xx = np.mgrid[0:z.shape[0], 0:z.shape[1]]
+    yy, xx = np.mgrid[0 : z.shape[0], 0 : z.shape[1]]
     zz = z * np.exp(-1j * (gy * yy + gx * xx))
     c = np.angle(np.sum(zz[m]))
     if not plane:

@@ -126,8 +126,16 @@ class ML:
         return out
 
 
-def _poisson_line_search(B: Backend, inten: Array, a1: Array, a2: Array, c: Array, mask: Array | None,
-                         reg: tuple[float, float, float], scale: float = 1.0) -> float:
+def _poisson_line_search(
+    B: Backend,
+    inten: Array,
+    a1: Array,
+    a2: Array,
+    c: Array,
+    mask: Array | None,
+    reg: tuple[float, float, float],
+    scale: float = 1.0,
+) -> float:
     """Step t >= 0 minimising scale * sum(mask (q - c log q)) + reg0 + reg1 t + reg2 t^2 / 2
     with q(t) = inten + a1 t + a2 t^2 (safeguarded Newton with bracketing); ``scale``
     extrapolates a subset of the frames to the whole scan."""

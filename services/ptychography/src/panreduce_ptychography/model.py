@@ -75,7 +75,6 @@ class State:
     stop_reason: str = ""
 
 
-
 def support_mask(shape: tuple[int, int], radius: float) -> np.ndarray:
     """A real-space probe support: 1 inside ``radius`` (fraction of the frame side),
     falling to 0 over a few pixels outside."""
@@ -86,8 +85,6 @@ def support_mask(shape: tuple[int, int], radius: float) -> np.ndarray:
     r0 = radius * min(h, w)
     edge = max(2.0, 0.05 * r0)
     return np.clip(1 - (r - r0) / edge, 0, 1).astype(np.float32)
-
-
 
 
 class Model:
@@ -106,8 +103,7 @@ class Model:
         self.obj = B.asarray(state.obj, "complex64")
         self.probe = B.asarray(state.probe, "complex64")
         self.k = self.probe.shape[0]
-        self.support = (B.asarray(support_mask((self.h, self.w), opts.probe_support))
-                        if opts.probe_support > 0 else None)
+        self.support = B.asarray(support_mask((self.h, self.w), opts.probe_support)) if opts.probe_support > 0 else None
         ky = np.fft.fftfreq(self.h)
         kx = np.fft.fftfreq(self.w)
         self.ky, self.kx = ky, kx
@@ -233,8 +229,9 @@ class Model:
         return self.scatter(B.sum(B.abs2(pv), 1), idx)
 
     # -- Fourier constraint --------------------------------------------------------------
-    def fourier_factor(self, intensity: Array | None, idx: np.ndarray, *,
-                       amplitude: Array | None = None, eps: float = FOURIER_EPS) -> tuple[Array, float]:
+    def fourier_factor(
+        self, intensity: Array | None, idx: np.ndarray, *, amplitude: Array | None = None, eps: float = FOURIER_EPS
+    ) -> tuple[Array, float]:
         """Modulus-replacement factor sqrt(I_meas) / (sqrt(I_model) + ``eps``) (1 at bad
         pixels) and the error sum(mask (|Psi| - A)^2) (relative to sum(mask A^2) once
         divided by ``norm_data``), from the model ``intensity`` or its square root
@@ -337,7 +334,7 @@ class Model:
         err = dev = exp_dev = 0.0
         data = 0.0
         for s in range(0, len(idx), METRIC_FRAMES):
-            sub = idx[s:s + METRIC_FRAMES]
+            sub = idx[s : s + METRIC_FRAMES]
             spec = B.fft2(self.probe_views(sub) * self.object_views(sub), overwrite=True)
             inten = B.sum(B.abs2(spec), 1) if self.k > 1 else B.abs2(spec[:, 0])
             del spec
@@ -367,9 +364,12 @@ class Model:
 
     def to_state(self, history: list[dict[str, Any]]) -> State:
         B = self.B
-        return State(obj=B.to_numpy(self.obj).astype(np.complex64),
-                     probe=B.to_numpy(self.probe).astype(np.complex64),
-                     positions=self.positions.copy(), history=history)
+        return State(
+            obj=B.to_numpy(self.obj).astype(np.complex64),
+            probe=B.to_numpy(self.probe).astype(np.complex64),
+            positions=self.positions.copy(),
+            history=history,
+        )
 
 
 def _remove_affine(steps: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -382,7 +382,6 @@ def _remove_affine(steps: np.ndarray, positions: np.ndarray) -> np.ndarray:
     a = np.c_[positions - positions.mean(axis=0), np.ones(n)]
     coef, *_ = np.linalg.lstsq(a, steps, rcond=None)
     return steps - a @ coef
-
 
 
 def log(B: Backend, a: Array) -> Array:

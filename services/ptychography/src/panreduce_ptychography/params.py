@@ -29,31 +29,45 @@ class Preparation(Step):
     """Cropping, binning, centring and calibration of the frames."""
 
     frame_size: int = Field(
-        0, ge=0, le=4096,
+        0,
+        ge=0,
+        le=4096,
         description="Side (pixels, after binning) of the square frames cut around the "
-        "diffraction centre; 0 = the largest that fits the detector.")
+        "diffraction centre; 0 = the largest that fits the detector.",
+    )
     binning: int = Field(1, ge=1, le=16, description="Detector pixels summed per side (1 = no binning).")
     center_row: float | None = Field(
-        None, ge=-100_000, le=100_000,
+        None,
+        ge=-100_000,
+        le=100_000,
         description="Detector row (pixels) of the zero frequency; null: from the file, else the "
-        "middle of a square detector kept whole, else the centre of mass of the mean frame.")
+        "middle of a square detector kept whole, else the centre of mass of the mean frame.",
+    )
     center_col: float | None = Field(
-        None, ge=-100_000, le=100_000,
-        description="Detector column (pixels) of the zero frequency (see center_row).")
+        None, ge=-100_000, le=100_000, description="Detector column (pixels) of the zero frequency (see center_row)."
+    )
     counts_per_photon: float = Field(
-        1.0, gt=0, le=1e9,
-        description="Detector counts per photon (frames are divided by it; 1 for photon-counting "
-        "detectors).")
+        1.0,
+        gt=0,
+        le=1e9,
+        description="Detector counts per photon (frames are divided by it; 1 for photon-counting detectors).",
+    )
     saturation: float | None = Field(
-        None, gt=0, le=1e12,
+        None,
+        gt=0,
+        le=1e12,
         description="Counts at or above which a pixel is masked as saturated/hot (after dark "
-        "subtraction); null = no limit.")
+        "subtraction); null = no limit.",
+    )
     energy_ev: float | None = Field(
-        None, gt=0, le=1e7, description="Photon energy (eV) overriding the file's; null = the file's.")
+        None, gt=0, le=1e7, description="Photon energy (eV) overriding the file's; null = the file's."
+    )
     distance_m: float | None = Field(
-        None, gt=0, le=1e3, description="Sample-detector distance (m) overriding the file's.")
+        None, gt=0, le=1e3, description="Sample-detector distance (m) overriding the file's."
+    )
     pixel_size_m: float | None = Field(
-        None, gt=0, le=1.0, description="Detector pixel size (m, square) overriding the file's.")
+        None, gt=0, le=1.0, description="Detector pixel size (m, square) overriding the file's."
+    )
 
 
 class Probe(Step):
@@ -67,37 +81,55 @@ class Probe(Step):
         "short search, power from the mean counts), circular / rectangular (a lens or zone plate "
         "/ KB aperture of size aperture_m focused at focal_length_m, propagated by defocus_m), "
         "gaussian (a Gaussian focus of FWHM diameter_m, propagated by defocus_m); auto = scan "
-        "when the file has a probe, input when probe.input is given, else data.")
+        "when the file has a probe, input when probe.input is given, else data.",
+    )
     input: str | None = Field(
-        None, min_length=1, max_length=1024,
+        None,
+        min_length=1,
+        max_length=1024,
         description="Name of the job input (as staged: its file name, or its path under a "
-        "prefix) holding the initial probe; that input is not reconstructed.")
+        "prefix) holding the initial probe; that input is not reconstructed.",
+    )
     modes: int = Field(
-        1, ge=1, le=16,
+        1,
+        ge=1,
+        le=16,
         description="Number of mutually incoherent probe modes (mixed states, Thibault & "
-        "Menzel 2013); 1 = a fully coherent probe.")
+        "Menzel 2013); 1 = a fully coherent probe.",
+    )
     support: float = Field(
-        0.0, ge=0.0, le=1.0,
+        0.0,
+        ge=0.0,
+        le=1.0,
         description="Radius of a circular real-space probe support as a fraction of the frame "
-        "side (e.g. 0.4); 0 = no support constraint.")
+        "side (e.g. 0.4); 0 = no support constraint.",
+    )
     update_start: int = Field(
-        1, ge=0, le=100_000,
-        description="Iteration (0-based) from which the probe is updated; before it only the "
-        "object is.")
-    diameter_m: float | None = Field(
-        None, gt=0, le=1.0, description="gaussian: FWHM of the focus (m).")
+        1,
+        ge=0,
+        le=100_000,
+        description="Iteration (0-based) from which the probe is updated; before it only the object is.",
+    )
+    diameter_m: float | None = Field(None, gt=0, le=1.0, description="gaussian: FWHM of the focus (m).")
     aperture_m: float | None = Field(
-        None, gt=0, le=1.0,
-        description="circular: diameter (m) of the focusing optic's aperture; rectangular: its "
-        "width (m, along x).")
+        None,
+        gt=0,
+        le=1.0,
+        description="circular: diameter (m) of the focusing optic's aperture; rectangular: its width (m, along x).",
+    )
     aperture_height_m: float | None = Field(
-        None, gt=0, le=1.0, description="rectangular: aperture height (m, along y); null = aperture_m.")
+        None, gt=0, le=1.0, description="rectangular: aperture height (m, along y); null = aperture_m."
+    )
     focal_length_m: float | None = Field(
-        None, gt=0, le=1e3, description="circular/rectangular: focal length (m) of the optic.")
+        None, gt=0, le=1e3, description="circular/rectangular: focal length (m) of the optic."
+    )
     defocus_m: float = Field(
-        0.0, ge=-1.0, le=1.0,
+        0.0,
+        ge=-1.0,
+        le=1.0,
         description="circular/rectangular/gaussian: distance (m) from the focus to the sample, "
-        "positive downstream of the focus.")
+        "positive downstream of the focus.",
+    )
 
 
 class Object(Step):
@@ -106,48 +138,56 @@ class Object(Step):
     init: Literal["dpc", "flat"] = Field(
         "dpc",
         description="Initial object: dpc (unit amplitude, low-frequency phase integrated from the "
-        "centre-of-mass shifts of the frames, differential phase contrast) or flat (1 everywhere).")
+        "centre-of-mass shifts of the frames, differential phase contrast) or flat (1 everywhere).",
+    )
 
 
 class Position(Step):
     """Refinement of the scan positions."""
 
-    refinement: bool = Field(False, description="Refine the scan positions along the object gradient "
-                             "(needs subpixel).")
+    refinement: bool = Field(False, description="Refine the scan positions along the object gradient (needs subpixel).")
     start: int = Field(10, ge=0, le=100_000, description="Iteration (0-based) from which positions are refined.")
     every: int = Field(1, ge=1, le=10_000, description="Refine positions every this many iterations.")
     max_step_px: float = Field(
-        0.5, gt=0, le=10, description="Largest move of one position in one refinement step (object pixels).")
+        0.5, gt=0, le=10, description="Largest move of one position in one refinement step (object pixels)."
+    )
 
 
 class DM(Step):
     """Difference Map settings."""
 
     alpha: float = Field(
-        1.0, gt=0, le=1.0, description="Difference Map mixing parameter alpha (PtyPy's alpha; 1 = the "
-        "classic map).")
+        1.0, gt=0, le=1.0, description="Difference Map mixing parameter alpha (PtyPy's alpha; 1 = the classic map)."
+    )
     fourier_eps: float = Field(
-        DM_FOURIER_EPS, ge=0.0, le=1000.0,
+        DM_FOURIER_EPS,
+        ge=0.0,
+        le=1000.0,
         description="Damping of the Difference Map's modulus projection, in sqrt(photons): the "
         "measured amplitude is divided by the model amplitude plus this value, softening the "
         "projection at weak, Poisson-noisy pixels (the amplitude noise is ~0.5 sqrt(photons)); "
-        "0.1 = the plain projection.")
+        "0.1 = the plain projection.",
+    )
 
 
 class ML(Step):
     """Poisson maximum-likelihood settings."""
 
     regularisation: float = Field(
-        0.0, ge=0, le=100.0,
+        0.0,
+        ge=0,
+        le=100.0,
         description="Weight of the Gaussian smoothness prior mu*|grad O|^2 of the ML engine, "
-        "relative to the mean photons per object pixel; 0 = none.")
+        "relative to the mean photons per object pixel; 0 = none.",
+    )
 
 
 class LSQML(Step):
     """LSQML settings."""
 
-    batches: int = Field(4, ge=1, le=4096, description="Number of random mini-batches the positions are "
-                         "split into per LSQML iteration.")
+    batches: int = Field(
+        4, ge=1, le=4096, description="Number of random mini-batches the positions are split into per LSQML iteration."
+    )
 
 
 class Convergence(Step):
@@ -156,23 +196,33 @@ class Convergence(Step):
     stop: bool = Field(
         True,
         description="Stop an engine when its error metric has levelled off (relative fall over "
-        "window iterations below tolerance); false runs the iteration counts in full.")
+        "window iterations below tolerance); false runs the iteration counts in full.",
+    )
     tolerance: float = Field(
-        5e-3, gt=0, le=1.0,
+        5e-3,
+        gt=0,
+        le=1.0,
         description="Relative fall of the error metric (reduced Poisson deviance) over window "
-        "iterations below which it has levelled off (dimensionless).")
+        "iterations below which it has levelled off (dimensionless).",
+    )
     window: int = Field(10, ge=2, le=10_000, description="Iterations over which the fall is measured.")
     max_deviance: float = Field(
-        3.0, gt=1.0, le=1e6,
+        3.0,
+        gt=1.0,
+        le=1e6,
         description="Largest final reduced Poisson deviance (deviance / its expectation under "
         "Poisson noise of the model, 1 for a model that explains the data to the noise) of a "
-        "converged reconstruction.")
+        "converged reconstruction.",
+    )
     max_phase_noise_floor_rad: float = Field(
-        0.02, gt=0, le=10.0,
+        0.02,
+        gt=0,
+        le=10.0,
         description="Largest shot-noise floor of the object phase (rad, RMS over the well-lit "
         "region: sqrt(1 / (4 N)), N photons through each object pixel) of a converged "
         "reconstruction; above it too few photons crossed the specimen for its phase to be "
-        "known, and a fit to the noise is reported photon_limited.")
+        "known, and a fit to the noise is reported photon_limited.",
+    )
 
 
 class PtychographyParameters(Parameters):
@@ -183,24 +233,35 @@ class PtychographyParameters(Parameters):
         "dm",
         description="Main engine: dm (Difference Map, Thibault 2009), ml (Poisson maximum "
         "likelihood, conjugate gradients, Thibault & Guizar-Sicairos 2012) or lsqml "
-        "(least-squares maximum likelihood with mini-batches, Odstrcil 2018).")
+        "(least-squares maximum likelihood with mini-batches, Odstrcil 2018).",
+    )
     iterations: int = Field(
-        100, ge=1, le=100_000,
+        100,
+        ge=1,
+        le=100_000,
         description="Most iterations of the main engine (dimensionless count; fewer when the stop "
-        "rule fires, see convergence).")
+        "rule fires, see convergence).",
+    )
     ml_iterations: int = Field(
-        100, ge=0, le=100_000,
+        100,
+        ge=0,
+        le=100_000,
         description="Most Poisson maximum-likelihood iterations run after the main engine to "
-        "refine its result (the usual DM -> ML sequence, each ended by the stop rule); 0 = none.")
+        "refine its result (the usual DM -> ML sequence, each ended by the stop rule); 0 = none.",
+    )
     subpixel: bool = Field(
         True,
         description="Place the probe at sub-pixel positions by a Fourier shift (exact, slower); "
-        "false rounds positions to whole object pixels (PtyPy's model, faster).")
+        "false rounds positions to whole object pixels (PtyPy's model, faster).",
+    )
     subpixel_grid: int = Field(
-        4, ge=0, le=64,
+        4,
+        ge=0,
+        le=64,
         description="Sub-pixel shifts rounded to 1/subpixel_grid of an object pixel, so that "
         "positions sharing a shift share one shifted probe (a few FFTs instead of two per "
-        "position and iteration); 0 = exact shifts. Ignored (exact) with position refinement.")
+        "position and iteration); 0 = exact shifts. Ignored (exact) with position refinement.",
+    )
     preparation: Preparation = Field(default_factory=Preparation, description="Frame preparation.")
     probe: Probe = Field(default_factory=Probe, description="Initial probe and probe constraints.")
     object: Object = Field(default_factory=Object, description="Initial object.")
@@ -208,12 +269,12 @@ class PtychographyParameters(Parameters):
     dm: DM = Field(default_factory=DM, description="Difference Map settings.")
     ml: ML = Field(default_factory=ML, description="Maximum-likelihood settings.")
     lsqml: LSQML = Field(default_factory=LSQML, description="LSQML settings.")
-    convergence: Convergence = Field(default_factory=Convergence, description="Stop rule and "
-                                     "convergence test.")
+    convergence: Convergence = Field(default_factory=Convergence, description="Stop rule and convergence test.")
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto",
         description="Where the engines run: cpu (numpy), gpu (torch on CUDA; refused on a server "
-        "without one) or auto (a GPU when present).")
+        "without one) or auto (a GPU when present).",
+    )
     threads: int = Field(1, ge=1, le=256, description="CPU threads for the FFTs on the numpy path.")
     plots: bool = Field(True, description="Write a PNG of phase, amplitude, probe and error history.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed (extra probe modes, mini-batches).")
@@ -223,9 +284,12 @@ class PtychographyParameters(Parameters):
         bad: list[FieldViolation] = []
         prep, probe = self.preparation, self.probe
         if (prep.center_row is None) != (prep.center_col is None):
-            bad.append(FieldViolation("preparation.center_col" if prep.center_col is None
-                                      else "preparation.center_row",
-                                      "center_row and center_col must be given together"))
+            bad.append(
+                FieldViolation(
+                    "preparation.center_col" if prep.center_col is None else "preparation.center_row",
+                    "center_row and center_col must be given together",
+                )
+            )
         if self.position.refinement and not self.subpixel:
             bad.append(FieldViolation("subpixel", "position.refinement needs subpixel=true"))
         if probe.init == "input" and probe.input is None:

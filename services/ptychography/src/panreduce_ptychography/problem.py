@@ -94,12 +94,7 @@ def find_center(frames: np.ndarray, mask: np.ndarray | None = None) -> tuple[flo
 
 
 def crop_and_bin(
-    frames: np.ndarray,
-    mask: np.ndarray,
-    *,
-    center: tuple[float, float],
-    size: int,
-    binning: int = 1,
+    frames: np.ndarray, mask: np.ndarray, *, center: tuple[float, float], size: int, binning: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``size * binning`` detector pixels around ``center`` (zero frequency at index
     ``size*binning // 2`` of the cut, pixels beyond the detector are masked), then sum
@@ -114,8 +109,8 @@ def crop_and_bin(
     rs, re = max(r0, 0), min(r0 + n_det, h0)
     cs, ce = max(c0, 0), min(c0 + n_det, w0)
     if rs < re and cs < ce:
-        out[:, rs - r0:re - r0, cs - c0:ce - c0] = frames[:, rs:re, cs:ce]
-        good[rs - r0:re - r0, cs - c0:ce - c0] = mask[rs:re, cs:ce]
+        out[:, rs - r0 : re - r0, cs - c0 : ce - c0] = frames[:, rs:re, cs:ce]
+        good[rs - r0 : re - r0, cs - c0 : ce - c0] = mask[rs:re, cs:ce]
     out *= good
     if binning > 1:
         out = out.reshape(-1, size, binning, size, binning).sum(axis=(2, 4))
@@ -185,6 +180,12 @@ def prepare(
     positions = corner - lo
     shape = tuple(int(np.ceil(positions[:, i].max())) + frame_size + padding + 1 for i in (0, 1))
     origin = lo * dx
-    return Problem(counts=counts, mask=mask_f, positions=positions, object_shape=shape,  # type: ignore[arg-type]
-                   pixel_size_m=float(dx), origin_m=(float(origin[0]), float(origin[1])),
-                   wavelength_m=lam)
+    return Problem(
+        counts=counts,
+        mask=mask_f,
+        positions=positions,
+        object_shape=shape,  # type: ignore[arg-type]
+        pixel_size_m=float(dx),
+        origin_m=(float(origin[0]), float(origin[1])),
+        wavelength_m=lam,
+    )

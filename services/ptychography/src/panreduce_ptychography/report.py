@@ -58,11 +58,14 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
         ob.attrs["y_indices"] = 0
         ob.attrs["x_indices"] = 1
         ob.create_dataset("phase", data=np.angle(s.obj).astype(np.float32), compression="gzip").attrs.update(
-            {"units": "rad", "long_name": "object phase (rad)"})
+            {"units": "rad", "long_name": "object phase (rad)"}
+        )
         ob.create_dataset("amplitude", data=np.abs(s.obj).astype(np.float32), compression="gzip").attrs.update(
-            {"long_name": "object amplitude (transmission)"})
-        ob.create_dataset("object", data=s.obj.astype(np.complex64), compression="gzip").attrs[
-            "long_name"] = "complex object transmission"
+            {"long_name": "object amplitude (transmission)"}
+        )
+        ob.create_dataset("object", data=s.obj.astype(np.complex64), compression="gzip").attrs["long_name"] = (
+            "complex object transmission"
+        )
         ob.create_dataset("y", data=_axes(s.obj.shape[0], dx, p.origin_m[0])).attrs["units"] = "m"
         ob.create_dataset("x", data=_axes(s.obj.shape[1], dx, p.origin_m[1])).attrs["units"] = "m"
         ob.create_dataset("pixel_size", data=dx).attrs["units"] = "m"
@@ -75,10 +78,12 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
             pr.attrs[f"{a}_indices"] = i
         k, h, w = s.probe.shape
         power = (np.abs(s.probe) ** 2).sum(axis=(1, 2))
-        pr.create_dataset("probe", data=s.probe.astype(np.complex64)).attrs[
-            "long_name"] = "probe modes (sqrt(photons) per pixel)"
-        pr.create_dataset("intensity", data=(np.abs(s.probe) ** 2).astype(np.float32)).attrs[
-            "long_name"] = "probe mode intensity (photons per pixel)"
+        pr.create_dataset("probe", data=s.probe.astype(np.complex64)).attrs["long_name"] = (
+            "probe modes (sqrt(photons) per pixel)"
+        )
+        pr.create_dataset("intensity", data=(np.abs(s.probe) ** 2).astype(np.float32)).attrs["long_name"] = (
+            "probe mode intensity (photons per pixel)"
+        )
         pr.create_dataset("mode", data=np.arange(k))
         pr.create_dataset("power_fraction", data=power / max(power.sum(), 1e-30))
         pr.create_dataset("y", data=(np.arange(h) - h / 2) * dx).attrs["units"] = "m"
@@ -94,8 +99,9 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
         pos.create_dataset("x", data=refined[:, 1]).attrs["units"] = "m"
         pos.create_dataset("initial_y", data=initial[:, 0]).attrs["units"] = "m"
         pos.create_dataset("initial_x", data=initial[:, 1]).attrs["units"] = "m"
-        pos.create_dataset("shift_px", data=s.positions - r.initial_positions_px).attrs[
-            "long_name"] = "refined - initial (y, x), object pixels"
+        pos.create_dataset("shift_px", data=s.positions - r.initial_positions_px).attrs["long_name"] = (
+            "refined - initial (y, x), object pixels"
+        )
 
         hist = e.create_group("error_history")
         hist.attrs["NX_class"] = "NXdata"
@@ -108,11 +114,13 @@ def write_nexus(path: Path, r: Reconstruction, *, program: str, version: str) ->
         keys = sorted({k_ for h_ in rows for k_ in h_} - {"iteration", "engine"})
         for key in keys:
             hist.create_dataset(key, data=np.array([h_.get(key, np.nan) for h_ in rows], np.float64))
-        hist["fourier_error"].attrs["long_name"] = ("sum mask (|F P O| - sqrt(n))^2 / sum mask n of the current "
-                                                    "object and probe")
+        hist["fourier_error"].attrs["long_name"] = (
+            "sum mask (|F P O| - sqrt(n))^2 / sum mask n of the current object and probe"
+        )
         if "poisson_deviance" in hist:
-            hist["poisson_deviance"].attrs["long_name"] = ("Poisson deviance per good pixel of the current object "
-                                                           "and probe")
+            hist["poisson_deviance"].attrs["long_name"] = (
+                "Poisson deviance per good pixel of the current object and probe"
+            )
 
         proc = e.create_group("reconstruction")
         proc.attrs["NX_class"] = "NXprocess"
@@ -159,7 +167,7 @@ def _limits(img: np.ndarray) -> dict[str, float]:
     """Grey levels from the 1-99 % percentiles of the central part (the scan's edges are
     dimly lit and noisy)."""
     h, w = img.shape
-    core = img[h // 6: h - h // 6, w // 6: w - w // 6]
+    core = img[h // 6 : h - h // 6, w // 6 : w - w // 6]
     lo, hi = np.percentile(core if core.size else img, [1, 99])
     return {"vmin": float(lo), "vmax": float(hi)} if hi > lo else {}
 

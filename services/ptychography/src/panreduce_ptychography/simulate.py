@@ -19,8 +19,14 @@ from panreduce_ptychography.problem import Scan, wavelength_m
 GOLDEN_ANGLE = np.pi * (3 - np.sqrt(5))
 
 
-def make_object(shape: tuple[int, int], *, phase_range: float = 1.0, amplitude_contrast: float = 0.05,
-                seed: int = 0, feature_px: float = 2.0) -> np.ndarray:
+def make_object(
+    shape: tuple[int, int],
+    *,
+    phase_range: float = 1.0,
+    amplitude_contrast: float = 0.05,
+    seed: int = 0,
+    feature_px: float = 2.0,
+) -> np.ndarray:
     """A complex specimen: phase spanning ``phase_range`` rad (minimum -phase_range/2)
     and amplitude ``1 - amplitude_contrast * t`` (t in 0..1) from a mix of discs, bars
     and smoothed random texture of correlation length ``feature_px`` pixels."""
@@ -47,8 +53,16 @@ def make_object(shape: tuple[int, int], *, phase_range: float = 1.0, amplitude_c
     return (amp * np.exp(1j * phase)).astype(np.complex64)
 
 
-def make_probe(size: int, *, diameter_px: float, pupil_radius: float = 0.25, photons: float = 1e6,
-               modes: int = 1, mode_power: tuple[float, ...] = (), seed: int = 0) -> np.ndarray:
+def make_probe(
+    size: int,
+    *,
+    diameter_px: float,
+    pupil_radius: float = 0.25,
+    photons: float = 1e6,
+    modes: int = 1,
+    mode_power: tuple[float, ...] = (),
+    seed: int = 0,
+) -> np.ndarray:
     """(K, size, size) probe: a circular pupil of radius ``pupil_radius`` (cycles/pixel)
     with the defocus that spreads it over ``diameter_px`` pixels. Extra modes (for a
     partially coherent beam) carry ``mode_power`` fractions of the power. Scaled to
@@ -104,8 +118,10 @@ def shift_probe(probe: np.ndarray, frac: np.ndarray) -> np.ndarray:
     h, w = probe.shape[-2:]
     ky = np.fft.fftfreq(h)
     kx = np.fft.fftfreq(w)
-    ramp = (np.exp(-2j * np.pi * frac[:, 0, None] * ky[None, :])[:, :, None]
-            * np.exp(-2j * np.pi * frac[:, 1, None] * kx[None, :])[:, None, :])
+    ramp = (
+        np.exp(-2j * np.pi * frac[:, 0, None] * ky[None, :])[:, :, None]
+        * np.exp(-2j * np.pi * frac[:, 1, None] * kx[None, :])[:, None, :]
+    )
     return np.fft.ifft2(np.fft.fft2(probe)[None] * ramp[:, None])
 
 
@@ -120,7 +136,7 @@ def diffraction(obj: np.ndarray, probe: np.ndarray, corners: np.ndarray) -> np.n
     for s in range(0, len(corners), 64):
         sl = slice(s, s + 64)
         pv = shift_probe(probe, frac[sl])
-        patches = np.stack([obj[y:y + h, x:x + w] for y, x in ipos[sl]])
+        patches = np.stack([obj[y : y + h, x : x + w] for y, x in ipos[sl]])
         spec = np.fft.fft2(pv * patches[:, None], norm="ortho")
         out[sl] = (np.abs(spec) ** 2).sum(axis=1)
     return np.fft.fftshift(out, axes=(-2, -1))
@@ -194,8 +210,7 @@ def simulate(
     corners = centres - n / 2
     if corners.min() < 0 or np.any(corners.max(axis=0) + n + 1 > np.array(object_shape)):
         raise ValueError("the scan does not fit in the object")
-    obj = make_object(object_shape, phase_range=phase_range, amplitude_contrast=amplitude_contrast,
-                      seed=seed + 1)
+    obj = make_object(object_shape, phase_range=phase_range, amplitude_contrast=amplitude_contrast, seed=seed + 1)
     probe = make_probe(n, diameter_px=d, photons=photons, modes=modes, mode_power=mode_power, seed=seed + 2)
     inten = diffraction(obj, probe, corners)
     frames = rng.poisson(inten).astype(np.float32) if noise else inten.astype(np.float32)
@@ -211,8 +226,8 @@ def simulate(
         big_mask = np.zeros((detector_size, detector_size), bool)
         r0 = detector_size // 2 + center_offset[0] - n // 2
         c0 = detector_size // 2 + center_offset[1] - n // 2
-        big[:, r0:r0 + n, c0:c0 + n] = frames
-        big_mask[r0:r0 + n, c0:c0 + n] = mask
+        big[:, r0 : r0 + n, c0 : c0 + n] = frames
+        big_mask[r0 : r0 + n, c0 : c0 + n] = mask
         frames, mask = big, big_mask
     dark = None
     if dark_level:
@@ -220,7 +235,14 @@ def simulate(
         frames = frames + dark
     lam = wavelength_m(energy_ev)
     dx = lam * distance_m / (n * detector_pixel_m)
-    scan = Scan(frames=frames, positions_m=centres * dx, energy_ev=energy_ev, distance_m=distance_m,
-                pixel_size_m=(detector_pixel_m, detector_pixel_m), mask=mask, dark=dark,
-                name="simulated")
+    scan = Scan(
+        frames=frames,
+        positions_m=centres * dx,
+        energy_ev=energy_ev,
+        distance_m=distance_m,
+        pixel_size_m=(detector_pixel_m, detector_pixel_m),
+        mask=mask,
+        dark=dark,
+        name="simulated",
+    )
     return Simulation(scan=scan, obj=obj, probe=probe, corners=corners, pixel_size_m=dx)

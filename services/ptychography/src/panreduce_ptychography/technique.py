@@ -82,8 +82,9 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
     # -- the shard contract: one unit per projection ------------------------------------
     def units(self, inputs: Inputs, params: PtychographyParameters) -> list[ProjectionRef]:
         if params.device == "gpu" and not cuda_available():
-            raise errors.FailedPrecondition("device=gpu was asked for but this server has no CUDA GPU "
-                                            "(or no torch); use device=auto or cpu")
+            raise errors.FailedPrecondition(
+                "device=gpu was asked for but this server has no CUDA GPU (or no torch); use device=auto or cpu"
+            )
         files = inputs.files
         if not files:
             raise errors.InvalidRequest("no input files")
@@ -102,8 +103,9 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
                 refs[j] = dataclasses.replace(r, key=f"{r.key}_{n}")
         return refs
 
-    def reduce_block(self, block: Sequence[ProjectionRef], inputs: Inputs, params: PtychographyParameters,
-                     ctx: Context) -> PtychoPart:
+    def reduce_block(
+        self, block: Sequence[ProjectionRef], inputs: Inputs, params: PtychographyParameters, ctx: Context
+    ) -> PtychoPart:
         # fail fast: the first projection is read completely before any engine starts
         read_scan(block[0].path, block[0].source, block[0].entry)
         backend = get_backend(params.device, workers=params.threads)
@@ -113,8 +115,11 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         for i, ref in enumerate(block):
             ctx.progress(i / n, "prepare", f"projection {i + 1}/{n}: {ref.source}:{ref.entry}")
             scan = read_scan(ref.path, ref.source, ref.entry)
-            recs.append(_without_frames(self._reconstruct(scan, ref, params, backend, ctx, i, n,
-                                                          probe_file=_probe_input(inputs, params))))
+            recs.append(
+                _without_frames(
+                    self._reconstruct(scan, ref, params, backend, ctx, i, n, probe_file=_probe_input(inputs, params))
+                )
+            )
         return PtychoPart(reconstructions=recs, device=f"{backend.name}:{backend.device}")
 
     def combine(self, parts: Sequence[PtychoPart], params: PtychographyParameters) -> PtychoPart:
@@ -124,16 +129,29 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         n = len(result.reconstructions)
         for i, rec in enumerate(result.reconstructions):
             ctx.progress(i / n, "write", f"writing {rec.key}")
-            write_nexus(ctx.output_path(f"{rec.key}.nxs", format="nexus", role="result"), rec,
-                        program="panreduce-ptychography", version=VERSION)
+            write_nexus(
+                ctx.output_path(f"{rec.key}.nxs", format="nexus", role="result"),
+                rec,
+                program="panreduce-ptychography",
+                version=VERSION,
+            )
             if params.plots:
                 write_png(ctx.output_path(f"{rec.key}.png", format="png", role="preview"), rec)
-        return {"projections": [r.summary for r in result.reconstructions], "n_projections": n,
-                "device": result.device}
+        return {"projections": [r.summary for r in result.reconstructions], "n_projections": n, "device": result.device}
 
     # -------------------------------------------------------------------------------------
-    def _reconstruct(self, scan: Scan, ref: ProjectionRef, params: PtychographyParameters, backend: Backend,
-                     ctx: Context, i: int, n: int, *, probe_file: StagedFile | None = None) -> Reconstruction:
+    def _reconstruct(
+        self,
+        scan: Scan,
+        ref: ProjectionRef,
+        params: PtychographyParameters,
+        backend: Backend,
+        ctx: Context,
+        i: int,
+        n: int,
+        *,
+        probe_file: StagedFile | None = None,
+    ) -> Reconstruction:
         prep = params.preparation
         if prep.energy_ev:
             scan.energy_ev = prep.energy_ev
@@ -144,20 +162,35 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         center = (prep.center_row, prep.center_col) if prep.center_row is not None else None
         h0, w0 = scan.frames.shape[1:]
         if prep.frame_size * prep.binning > 4 * max(h0, w0):
-            raise errors.InvalidParameters([errors.FieldViolation(
-                "preparation.frame_size", f"{prep.frame_size} x binning {prep.binning} is far larger than the "
-                f"{h0} x {w0} detector of {ref.source}")])
+            raise errors.InvalidParameters(
+                [
+                    errors.FieldViolation(
+                        "preparation.frame_size",
+                        f"{prep.frame_size} x binning {prep.binning} is far larger than the "
+                        f"{h0} x {w0} detector of {ref.source}",
+                    )
+                ]
+            )
         try:
-            problem = prepare(scan, frame_size=prep.frame_size, binning=prep.binning, center=center,
-                              counts_per_photon=prep.counts_per_photon, saturation=prep.saturation)
+            problem = prepare(
+                scan,
+                frame_size=prep.frame_size,
+                binning=prep.binning,
+                center=center,
+                counts_per_photon=prep.counts_per_photon,
+                saturation=prep.saturation,
+            )
         except ValueError as exc:
             raise errors.InvalidInput(ref.source, f"{ref.entry}: {exc}") from None
         if not np.any(problem.counts * problem.mask > 0):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: the frames hold no photons in the good pixels")
         p0, probe_info = _initial_probe(scan, ref, problem, params, probe_file, backend, ctx.check_cancelled)
         ctx.log(f"{ref.key}: initial probe from {probe_info['init']}")
-        obj0 = (eng.initial_object(problem, p0) if params.object.init == "dpc"
-                else np.ones(problem.object_shape, np.complex64))
+        obj0 = (
+            eng.initial_object(problem, p0)
+            if params.object.init == "dpc"
+            else np.ones(problem.object_shape, np.complex64)
+        )
         state = eng.State(obj=obj0, probe=p0, positions=problem.positions.copy())
         opts = engine_options(params)
         stages = [(params.engine, params.iterations)]
@@ -171,15 +204,28 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         ran: list[int] = []
         t0 = time.perf_counter()
         for engine, iters in stages:
-            def progress(it: int, _n: int, rec: dict[str, Any], _done: int = done, _engine: str = engine) -> None:
-                metrics = ", ".join(f"{k} {v:.4g}" for k, v in rec.items()
-                                    if k not in ("iteration", "engine", "time_s"))
-                ctx.progress((i + 0.02 + 0.96 * (_done + it) / total) / n, _engine,
-                             f"projection {i + 1}/{n} {_engine} iteration {rec['iteration']}/{total}: {metrics}")
 
-            state = eng.reconstruct(problem, state, engine=engine, iterations=iters, backend=backend,
-                                    options=opts, callback=progress, start_iteration=done,
-                                    stop=rule if conv.stop else None)
+            def progress(it: int, _n: int, rec: dict[str, Any], _done: int = done, _engine: str = engine) -> None:
+                metrics = ", ".join(
+                    f"{k} {v:.4g}" for k, v in rec.items() if k not in ("iteration", "engine", "time_s")
+                )
+                ctx.progress(
+                    (i + 0.02 + 0.96 * (_done + it) / total) / n,
+                    _engine,
+                    f"projection {i + 1}/{n} {_engine} iteration {rec['iteration']}/{total}: {metrics}",
+                )
+
+            state = eng.reconstruct(
+                problem,
+                state,
+                engine=engine,
+                iterations=iters,
+                backend=backend,
+                options=opts,
+                callback=progress,
+                start_iteration=done,
+                stop=rule if conv.stop else None,
+            )
             reasons.append(state.stop_reason)
             ran.append(len(state.history) - done)
             done = len(state.history)
@@ -188,47 +234,75 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         elapsed = time.perf_counter() - t0
         final = eng.final_metrics(problem, state, backend, opts)
         floor = phase_noise_floor(state.obj, state.probe, state.positions)
-        verdict = convergence_verdict(state, final, reasons[-1], rule, conv.max_deviance,
-                                      noise_floor_rad=floor, max_noise_floor_rad=conv.max_phase_noise_floor_rad)
+        verdict = convergence_verdict(
+            state,
+            final,
+            reasons[-1],
+            rule,
+            conv.max_deviance,
+            noise_floor_rad=floor,
+            max_noise_floor_rad=conv.max_phase_noise_floor_rad,
+        )
         if not verdict["converged"]:
-            msg = (f"{ref.key}: the reconstruction did not converge ({verdict['reason']}): reduced Poisson "
-                   f"deviance {final['reduced_deviance']:.3g} (converged <= {conv.max_deviance:g}), phase "
-                   f"noise floor {floor:.3g} rad (converged <= {conv.max_phase_noise_floor_rad:g}), stop: "
-                   f"{', '.join(reasons)}")
+            msg = (
+                f"{ref.key}: the reconstruction did not converge ({verdict['reason']}): reduced Poisson "
+                f"deviance {final['reduced_deviance']:.3g} (converged <= {conv.max_deviance:g}), phase "
+                f"noise floor {floor:.3g} rad (converged <= {conv.max_phase_noise_floor_rad:g}), stop: "
+                f"{', '.join(reasons)}"
+            )
             ctx.log(msg, "warning")
             ctx.progress((i + 0.99) / n, "unconverged", msg)
         moved = np.sqrt(((state.positions - problem.positions) ** 2).sum(axis=1))
         power = (np.abs(state.probe) ** 2).sum(axis=(1, 2))
         summary: dict[str, Any] = {
-            "projection": ref.key, "file": ref.source, "entry": ref.entry,
-            "engines": [e for e, _ in stages][:len(reasons)], "iterations": done,
+            "projection": ref.key,
+            "file": ref.source,
+            "entry": ref.entry,
+            "engines": [e for e, _ in stages][: len(reasons)],
+            "iterations": done,
             "iterations_by_engine": ran,
-            "iterations_cap": total, "stop_reasons": reasons,
+            "iterations_cap": total,
+            "stop_reasons": reasons,
             "iterations_per_s": round(done / max(elapsed, 1e-9), 3),
-            "converged": verdict["converged"], "convergence": verdict["reason"],
+            "converged": verdict["converged"],
+            "convergence": verdict["reason"],
             "fourier_error": float(final["fourier_error"]),
             "poisson_deviance": float(final["poisson_deviance"]),
             "reduced_deviance": float(final["reduced_deviance"]),
             "phase_noise_floor_rad": float(floor),
             "initial_probe": probe_info,
             "object_pixel_size_m": problem.pixel_size_m,
-            "object_shape": list(problem.object_shape), "frames": int(problem.counts.shape[0]),
+            "object_shape": list(problem.object_shape),
+            "frames": int(problem.counts.shape[0]),
             "frame_shape": list(problem.frame_shape),
             "probe_mode_power": [float(x) for x in power / max(power.sum(), 1e-30)],
             "position_shift_rms_px": float(np.sqrt(np.mean(moved**2))),
         }
         if "rotation_angle_deg" in scan.metadata:
             summary["rotation_angle_deg"] = scan.metadata["rotation_angle_deg"]
-        return Reconstruction(key=ref.key, scan=scan, problem=problem, state=state,
-                              initial_positions_px=problem.positions.copy(),
-                              engines=[e for e, _ in stages][:len(reasons)],
-                              device=f"{backend.name}:{backend.device}",
-                              parameters=params.model_dump(), summary=summary)
+        return Reconstruction(
+            key=ref.key,
+            scan=scan,
+            problem=problem,
+            state=state,
+            initial_positions_px=problem.positions.copy(),
+            engines=[e for e, _ in stages][: len(reasons)],
+            device=f"{backend.name}:{backend.device}",
+            parameters=params.model_dump(),
+            summary=summary,
+        )
 
 
-def convergence_verdict(state: eng.State, final: Mapping[str, float], reason: str, rule: eng.StopRule,
-                        max_deviance: float, *, noise_floor_rad: float = 0.0,
-                        max_noise_floor_rad: float = float("inf")) -> dict[str, Any]:
+def convergence_verdict(
+    state: eng.State,
+    final: Mapping[str, float],
+    reason: str,
+    rule: eng.StopRule,
+    max_deviance: float,
+    *,
+    noise_floor_rad: float = 0.0,
+    max_noise_floor_rad: float = float("inf"),
+) -> dict[str, Any]:
     """Converged: the last engine's metric levelled off (by the stop rule, or, with the rule
     off, by the same test on its last iterations), the final metrics are finite, the
     reduced Poisson deviance is at most ``max_deviance`` and the shot-noise floor of the
@@ -264,14 +338,25 @@ def _probe_input(inputs: Inputs, params: PtychographyParameters) -> StagedFile |
         hits = [f for f in files if Path(f.name).name == name]
     if len(hits) != 1:
         what = "no input" if not hits else f"{len(hits)} inputs"
-        raise errors.InvalidParameters([errors.FieldViolation(
-            "probe.input", f"{what} of this job is named {name!r} (give one of the job's inputs)")])
+        raise errors.InvalidParameters(
+            [
+                errors.FieldViolation(
+                    "probe.input", f"{what} of this job is named {name!r} (give one of the job's inputs)"
+                )
+            ]
+        )
     return hits[0]
 
 
-def _initial_probe(scan: Scan, ref: ProjectionRef, problem: Problem, params: PtychographyParameters,
-                   probe_file: StagedFile | None, backend: Backend,
-                   check: Callable[[], None] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def _initial_probe(
+    scan: Scan,
+    ref: ProjectionRef,
+    problem: Problem,
+    params: PtychographyParameters,
+    probe_file: StagedFile | None,
+    backend: Backend,
+    check: Callable[[], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The initial probe modes by ``probe.init`` and what they came from."""
     pp = params.probe
     kind = pp.init
@@ -288,8 +373,11 @@ def _initial_probe(scan: Scan, ref: ProjectionRef, problem: Problem, params: Pty
         probe, dx = read_probe(probe_file.path, probe_file.name)
         where = probe_file.name
         if dx is not None and not np.isclose(dx, problem.pixel_size_m, rtol=0.01):
-            raise errors.InvalidInput(probe_file.name, f"its probe has {dx:.4g} m pixels, the reconstruction of "
-                                      f"{ref.source}:{ref.entry} {problem.pixel_size_m:.4g} m")
+            raise errors.InvalidInput(
+                probe_file.name,
+                f"its probe has {dx:.4g} m pixels, the reconstruction of "
+                f"{ref.source}:{ref.entry} {problem.pixel_size_m:.4g} m",
+            )
         info["file"] = where
     elif kind == "data":
         p, found = probe_from_data(problem, seed=params.seed, backend=backend, check=check)
@@ -297,15 +385,24 @@ def _initial_probe(scan: Scan, ref: ProjectionRef, problem: Problem, params: Pty
         info.update({k: v for k, v in found.items() if k != "candidates"})
     else:
         try:
-            p = parametric_probe(problem, kind, aperture_m=pp.aperture_m, aperture_height_m=pp.aperture_height_m,
-                                 focal_length_m=pp.focal_length_m, diameter_m=pp.diameter_m,
-                                 defocus_m=pp.defocus_m)
+            p = parametric_probe(
+                problem,
+                kind,
+                aperture_m=pp.aperture_m,
+                aperture_height_m=pp.aperture_height_m,
+                focal_length_m=pp.focal_length_m,
+                diameter_m=pp.diameter_m,
+                defocus_m=pp.defocus_m,
+            )
         except ValueError as exc:
             raise errors.InvalidParameters([errors.FieldViolation("probe.init", str(exc))]) from None
         probe, where = p[None], kind
     if probe.shape[-2:] != shape:
-        raise errors.InvalidInput(where.split(":")[0], f"the initial probe is {probe.shape[-2]} x {probe.shape[-1]} "
-                                  f"but the frames of {ref.source}:{ref.entry} are {shape[0]} x {shape[1]} "
-                                  "after cropping and binning")
+        raise errors.InvalidInput(
+            where.split(":")[0],
+            f"the initial probe is {probe.shape[-2]} x {probe.shape[-1]} "
+            f"but the frames of {ref.source}:{ref.entry} are {shape[0]} x {shape[1]} "
+            "after cropping and binning",
+        )
     info = {k: ([float(x) for x in v] if isinstance(v, list) else v) for k, v in info.items()}
     return eng.initial_probe(problem, probe, pp.modes, seed=params.seed), info

@@ -57,8 +57,9 @@ def aligned_log_edges(q_min: float, q_max: float, dq_q: float, anchor: float) ->
     return anchor * np.exp(ratio * np.arange(k0, max(k1, k0 + 1) + 1))
 
 
-def rebin_counts(edges: np.ndarray, values: np.ndarray, var: np.ndarray,
-                 new_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rebin_counts(
+    edges: np.ndarray, values: np.ndarray, var: np.ndarray, new_edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Proportional rebin of counts (each old bin's content spread uniformly over it):
     new = Σ old·overlap/w_old, var_new = Σ var·overlap/w_old. Edges ascending. Works on
     the last axis; ``edges`` may be (n+1,) or one row per spectrum (k, n+1)."""
@@ -83,8 +84,9 @@ def _rebin_row(edges: np.ndarray, values: np.ndarray, new_edges: np.ndarray) -> 
     return np.diff(at)
 
 
-def rebin_distribution(edges: np.ndarray, values: np.ndarray, var: np.ndarray,
-                       new_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rebin_distribution(
+    edges: np.ndarray, values: np.ndarray, var: np.ndarray, new_edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Width-averaged rebin of a distribution (values per unit x, or dimensionless ratios).
 
     Each new bin holds the average over the part of it that old data cover (a bin covered
@@ -97,8 +99,7 @@ def rebin_distribution(edges: np.ndarray, values: np.ndarray, var: np.ndarray,
     v = np.asarray(var, dtype=float)
     w_old = np.diff(edges)
     good = np.isfinite(y) & np.isfinite(v)
-    c, cv = rebin_counts(edges, np.where(good, y * w_old, 0.0), np.where(good, v * w_old * w_old, 0.0),
-                         new_edges)
+    c, cv = rebin_counts(edges, np.where(good, y * w_old, 0.0), np.where(good, v * w_old * w_old, 0.0), new_edges)
     covered, _ = rebin_counts(edges, np.where(good, w_old, 0.0), np.zeros_like(w_old), new_edges)
     w_new = np.diff(np.asarray(new_edges, dtype=float))
     ok = covered > 0.5 * w_new
@@ -115,9 +116,13 @@ class MonitorIntegral:
     background_rate: float  # counts per Å, subtracted
 
 
-def integrate_monitor(edges_angstrom: np.ndarray, counts: np.ndarray, *,
-                      background_angstrom: tuple[float, float] | None,
-                      integration_angstrom: tuple[float, float]) -> MonitorIntegral:
+def integrate_monitor(
+    edges_angstrom: np.ndarray,
+    counts: np.ndarray,
+    *,
+    background_angstrom: tuple[float, float] | None,
+    integration_angstrom: tuple[float, float],
+) -> MonitorIntegral:
     """The I0 monitor as one number: a flat background (a straight line fitted to the
     count rate in the background range, taken at its middle; Mantid CalculateFlatBackground
     "Linear Fit") subtracted bin by bin (negative bins become 0), then the sum over bins
@@ -140,8 +145,9 @@ def integrate_monitor(edges_angstrom: np.ndarray, counts: np.ndarray, *,
     return MonitorIntegral(float(y[inside].sum()), float(var[inside].sum()), rate_bg)
 
 
-def subtract_background(counts: np.ndarray, var: np.ndarray, background_rows: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def subtract_background(
+    counts: np.ndarray, var: np.ndarray, background_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-detector-average background: the mean over the background pixels, bin by bin,
     subtracted from every pixel; its variance (Σσ²/n²) added to each pixel's."""
     bg = counts[background_rows]
@@ -151,16 +157,25 @@ def subtract_background(counts: np.ndarray, var: np.ndarray, background_rows: np
     return counts - mean[None, :], var + mean_var[None, :]
 
 
-def projected_wavelength(wavelength: np.ndarray, two_theta: np.ndarray, *, two_theta_r: float,
-                         theta0: float) -> np.ndarray:
+def projected_wavelength(
+    wavelength: np.ndarray, two_theta: np.ndarray, *, two_theta_r: float, theta0: float
+) -> np.ndarray:
     """λ_V = λ·sin(2θ_R − θ0)/sin(2θ − θ0): the wavelength a neutron seen at (λ, 2θ) would
     have at the reference angle on the same line of constant Q (Cubitt et al. 2015)."""
     return wavelength * math.sin(two_theta_r - theta0) / np.sin(two_theta - theta0)
 
 
-def sum_in_q(lambda_edges: np.ndarray, values: np.ndarray, var: np.ndarray, *,
-             two_theta: np.ndarray, two_theta_width: np.ndarray, two_theta_r: float,
-             theta0: float, output_edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sum_in_q(
+    lambda_edges: np.ndarray,
+    values: np.ndarray,
+    var: np.ndarray,
+    *,
+    two_theta: np.ndarray,
+    two_theta_width: np.ndarray,
+    two_theta_r: float,
+    theta0: float,
+    output_edges: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sum pixels along lines of constant Q onto ``output_edges`` (virtual λ at 2θ_R).
 
     ``lambda_edges`` (n_pix, n+1) per pixel, ``values``/``var`` (n_pix, n), ``two_theta`` and
@@ -218,8 +233,7 @@ def _spread(v1: np.ndarray, v2: np.ndarray, weight: np.ndarray, edges: np.ndarra
     return np.diff(cdf)
 
 
-def slit_resolution(*, slit1_mm: float, slit2_mm: float, slit_distance_mm: float,
-                    theta_rad: float) -> float:
+def slit_resolution(*, slit1_mm: float, slit2_mm: float, slit_distance_mm: float, theta_rad: float) -> float:
     """dQ/Q (FWHM) from the collimation: atan((s1 + s2)/d12) / (2 tan θ) (Mantid
     NRCalculateSlitResolution)."""
     return math.atan((slit1_mm + slit2_mm) / slit_distance_mm) / (2.0 * math.tan(theta_rad))

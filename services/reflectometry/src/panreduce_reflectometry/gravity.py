@@ -47,8 +47,9 @@ def drop_at(wavelength_angstrom: np.ndarray, collimation_m: float, distance_m: f
     return distance_m * t - G * distance_m**2 * (1.0 + t**2) / (2.0 * v**2)
 
 
-def elevation_at_sample(wavelength_angstrom: np.ndarray, omega_nom_rad: float, *, collimation_m: float,
-                        slit_to_sample_m: float) -> np.ndarray:
+def elevation_at_sample(
+    wavelength_angstrom: np.ndarray, omega_nom_rad: float, *, collimation_m: float, slit_to_sample_m: float
+) -> np.ndarray:
     """ε(λ) [rad]: the path's angle to the horizontal where it meets the sample plane."""
     t = collimated_trajectory(wavelength_angstrom, collimation_m)
     v = neutron_speed(wavelength_angstrom)
@@ -61,9 +62,15 @@ def elevation_at_sample(wavelength_angstrom: np.ndarray, omega_nom_rad: float, *
     return np.arctan(t - 2.0 * b * x)
 
 
-def beam_height(counts: np.ndarray, pixel_y_m: np.ndarray, wavelength: np.ndarray,
-                wavelength_range: tuple[float, float], *, rows: np.ndarray,
-                drop_m: np.ndarray | None = None) -> float:
+def beam_height(
+    counts: np.ndarray,
+    pixel_y_m: np.ndarray,
+    wavelength: np.ndarray,
+    wavelength_range: tuple[float, float],
+    *,
+    rows: np.ndarray,
+    drop_m: np.ndarray | None = None,
+) -> float:
     """Height [m] of a beam on the detector: the count-weighted mean over the λ bins in range
     of each bin's centroid over ``rows``, after removing ``drop_m`` (the gravity drop per λ
     bin, m) when given. ``counts`` (n_pix, n_tof), ``wavelength`` (n_tof,) bin centres."""

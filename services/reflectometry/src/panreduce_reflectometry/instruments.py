@@ -61,8 +61,10 @@ OFFSPEC = Instrument(
     pixel_pitch_m=0.000519177,
     first_pixel_spectrum=5,
     n_pixels=768,
-    citation=("Mantid instrument/OFFSPEC_Definition.xml (revision of 2018-08-07, WLSF detector at "
-              "z = 3.62 m) and OFFSPEC_Parameters.xml; ../shared/reference/offspec-reflectometry.md"),
+    citation=(
+        "Mantid instrument/OFFSPEC_Definition.xml (revision of 2018-08-07, WLSF detector at "
+        "z = 3.62 m) and OFFSPEC_Parameters.xml; ../shared/reference/offspec-reflectometry.md"
+    ),
 )
 
 INTER = Instrument(
@@ -78,8 +80,10 @@ INTER = Instrument(
     monitor_background_angstrom=(17.0, 18.0),
     monitor_integration_angstrom=(4.0, 10.0),
     slit_positions_m=(-2.236, -0.313),
-    citation=("Mantid INTER IDF (valid from 2020-02-14) and parameter map as saved in "
-              "INTER_61440_TOF_MantidSave.nxs (reflectivity/file_format @ e4e58cca)"),
+    citation=(
+        "Mantid INTER IDF (valid from 2020-02-14) and parameter map as saved in "
+        "INTER_61440_TOF_MantidSave.nxs (reflectivity/file_format @ e4e58cca)"
+    ),
 )
 
 PLATYPUS = Instrument(
@@ -96,10 +100,14 @@ PLATYPUS = Instrument(
     monitor_integration_angstrom=None,
     slit_positions_m=None,  # per run: slit2/slit3 distances from the file
     chopper=ChopperSystem(disc_openings_deg=(60.0, 10.0, 25.0, 60.0), disc_radius_mm=350.0),
-    citation=("ANSTO Platypus NeXus (SICS) layout of refnx-testdata @ 868ae8cd; disc openings and "
-              "time-origin convention as documented in refnx.reduce.platypusnexus (BSD-3)"),
-    notes=("time origin: the trailing edge of the master disc, corrected by the recorded phase "
-           "offsets; no gravity correction of the phase opening",),
+    citation=(
+        "ANSTO Platypus NeXus (SICS) layout of refnx-testdata @ 868ae8cd; disc openings and "
+        "time-origin convention as documented in refnx.reduce.platypusnexus (BSD-3)"
+    ),
+    notes=(
+        "time origin: the trailing edge of the master disc, corrected by the recorded phase "
+        "offsets; no gravity correction of the phase opening",
+    ),
 )
 
 INSTRUMENTS = {i.name: i for i in (OFFSPEC, INTER, PLATYPUS)}

@@ -37,9 +37,19 @@ def pi_pf(wavelength: np.ndarray, alpha_i: float, alpha_f: np.ndarray) -> tuple[
     return pi - pf, pi + pf
 
 
-def offspecular_map(counts: np.ndarray, var: np.ndarray, lambda_edges: np.ndarray, two_theta: np.ndarray, *,
-                    theta_rad: float, i0: float, wavelength_range: tuple[float, float],
-                    n_qx: int = 200, n_qz: int = 200, axes: str = "qx_qz") -> OffSpecularMap:
+def offspecular_map(
+    counts: np.ndarray,
+    var: np.ndarray,
+    lambda_edges: np.ndarray,
+    two_theta: np.ndarray,
+    *,
+    theta_rad: float,
+    i0: float,
+    wavelength_range: tuple[float, float],
+    n_qx: int = 200,
+    n_qz: int = 200,
+    axes: str = "qx_qz",
+) -> OffSpecularMap:
     """Histogram every (pixel, λ bin) at its centre onto a (Qx, Qz) grid spanning the data
     (``axes="qx_qz"``), or onto (pi − pf, pi + pf) (``axes="pi_pf"``): α_f = 2θ_pixel − θ,
     α_i = θ. ``counts``/``var`` (n_pix, n), ``lambda_edges`` (n_pix, n+1). Counts are

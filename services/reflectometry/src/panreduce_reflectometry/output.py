@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-MONITOR_ONLY_WARNING = ("not normalised by a direct-beam/transmission run: arbitrary, wavelength-dependent "
-                        "scale; not absolute reflectivity (monitor-only normalisation)")
+MONITOR_ONLY_WARNING = (
+    "not normalised by a direct-beam/transmission run: arbitrary, wavelength-dependent "
+    "scale; not absolute reflectivity (monitor-only normalisation)"
+)
 
 
 @dataclass
@@ -51,28 +53,40 @@ def orso_dataset(s: OrtSet):
     from orsopy import fileio
 
     angles = s.theta_deg
-    angle = (fileio.Value(angles[0], "deg") if len(angles) == 1
-             else fileio.ValueRange(min(angles), max(angles), "deg"))
+    angle = fileio.Value(angles[0], "deg") if len(angles) == 1 else fileio.ValueRange(min(angles), max(angles), "deg")
     header = fileio.Orso(
         data_source=fileio.DataSource(
             owner=fileio.Person(name="unknown", affiliation="unknown"),
-            experiment=fileio.Experiment(title=s.title or s.name, instrument=s.instrument,
-                                         start_date=_date(s.start_time), probe="neutron",
-                                         facility=s.facility),
+            experiment=fileio.Experiment(
+                title=s.title or s.name,
+                instrument=s.instrument,
+                start_date=_date(s.start_time),
+                probe="neutron",
+                facility=s.facility,
+            ),
             sample=fileio.Sample(name=s.sample or "unknown"),
             measurement=fileio.Measurement(
                 instrument_settings=fileio.InstrumentSettings(
                     incident_angle=angle,
-                    wavelength=fileio.ValueRange(s.wavelength_range[0], s.wavelength_range[1], "angstrom")),
-                data_files=list(s.data_files), scheme="angle- and energy-dispersive"),
+                    wavelength=fileio.ValueRange(s.wavelength_range[0], s.wavelength_range[1], "angstrom"),
+                ),
+                data_files=list(s.data_files),
+                scheme="angle- and energy-dispersive",
+            ),
         ),
         reduction=fileio.Reduction(
             software=fileio.Software(name="panreduce-reflectometry", version=s.software_version),
-            timestamp=_dt.datetime.now().replace(microsecond=0), corrections=list(s.corrections),
-            call=s.call, comment=s.comment),
-        columns=[fileio.Column("Qz", "1/angstrom"), fileio.Column("R"),
-                 fileio.ErrorColumn("R", "uncertainty", "sigma"),
-                 fileio.ErrorColumn("Qz", "resolution", "FWHM")],
+            timestamp=_dt.datetime.now().replace(microsecond=0),
+            corrections=list(s.corrections),
+            call=s.call,
+            comment=s.comment,
+        ),
+        columns=[
+            fileio.Column("Qz", "1/angstrom"),
+            fileio.Column("R"),
+            fileio.ErrorColumn("R", "uncertainty", "sigma"),
+            fileio.ErrorColumn("Qz", "resolution", "FWHM"),
+        ],
         data_set=s.name,
         **s.extra,
     )
@@ -104,8 +118,14 @@ def read_ort(path: Path):
     return fileio.load_orso(str(path))
 
 
-def plot(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], *,
-         stitched: tuple[np.ndarray, np.ndarray, np.ndarray] | None, title: str, absolute: bool) -> None:
+def plot(
+    path: Path,
+    curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+    *,
+    stitched: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    title: str,
+    absolute: bool,
+) -> None:
     """log R vs Q with error bars, one colour per run; the stitched curve in black."""
     import matplotlib
 
@@ -115,8 +135,9 @@ def plot(path: Path, curves: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
     for label, q, r, dr in curves:
         ok = np.isfinite(r) & (r > 0)
-        ax.errorbar(q[ok], r[ok], yerr=np.minimum(dr[ok], 0.999 * r[ok]), fmt="o", ms=3, capsize=1.5,
-                    label=label, alpha=0.8)
+        ax.errorbar(
+            q[ok], r[ok], yerr=np.minimum(dr[ok], 0.999 * r[ok]), fmt="o", ms=3, capsize=1.5, label=label, alpha=0.8
+        )
     if stitched is not None:
         q, r, dr = stitched
         ok = np.isfinite(r) & (r > 0)
@@ -164,11 +185,20 @@ def write_offspecular(path: Path, png: Path | None, m, *, run: str, instrument: 
         nexus.write_text(e, "title", f"{instrument} {run} off-specular map, θ = {theta_deg:g}°")
         # counts per monitor count: a ratio, dimensionless; Qz, Qx are bin edges
         xname, yname = (_nx_name(a) for a in m.axes)
-        nexus.write_nxdata(e, "offspecular", signal="intensity", data=m.intensity, errors=np.sqrt(m.variance),
-                           axes=[(yname, m.qz_edges), (xname, m.qx_edges)],
-                           units={"intensity": "", yname: "1/angstrom", xname: "1/angstrom"},
-                           long_names={"intensity": "counts per monitor count", xname: f"{m.axes[0]} (1/Å)",
-                                       yname: f"{m.axes[1]} (1/Å)"})
+        nexus.write_nxdata(
+            e,
+            "offspecular",
+            signal="intensity",
+            data=m.intensity,
+            errors=np.sqrt(m.variance),
+            axes=[(yname, m.qz_edges), (xname, m.qx_edges)],
+            units={"intensity": "", yname: "1/angstrom", xname: "1/angstrom"},
+            long_names={
+                "intensity": "counts per monitor count",
+                xname: f"{m.axes[0]} (1/Å)",
+                yname: f"{m.axes[1]} (1/Å)",
+            },
+        )
     tmp.replace(path)
     if png is None:
         return

@@ -31,8 +31,10 @@ def _pair(value: Any, what: str, cast: type) -> tuple[Any, Any]:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         lo, hi = cast(value[0]), cast(value[1])
     elif isinstance(value, str) and (m := _RANGE.match(value)):
-        lo, hi = cast(float(m.group(1))) if cast is int else cast(m.group(1)), \
-            cast(float(m.group(2))) if cast is int else cast(m.group(2))
+        lo, hi = (
+            cast(float(m.group(1))) if cast is int else cast(m.group(1)),
+            cast(float(m.group(2))) if cast is int else cast(m.group(2)),
+        )
     else:
         raise ValueError(f"{what} must look like 'low-high' (got {value!r})")
     if not hi >= lo:
@@ -45,79 +47,116 @@ Range = tuple[float, float]
 
 class ReflectometryParameters(Parameters):
     theta_deg: list[float] | None = Field(
-        None, max_length=MAX_RUNS,
+        None,
+        max_length=MAX_RUNS,
         description="incidence angle θ per run in degrees (Mantid ThetaIn), in run order; default: the "
-                    "file's log (INTER Theta, Platypus omega); OFFSPEC files need it (their logs are wrong)")
+        "file's log (INTER Theta, Platypus omega); OFFSPEC files need it (their logs are wrong)",
+    )
     theta_from: Literal["request", "log", "detector"] | None = Field(
-        None, description="where θ comes from: the request (theta_deg), the file's log, or the detector "
-                          "(for now ½ of the beam's recorded 2θ; refnx's method from the specular beam's "
-                          "height above the direct beam is written (gravity.py) but not yet wired); "
-                          "default: theta_deg when given, else the log")
+        None,
+        description="where θ comes from: the request (theta_deg), the file's log, or the detector "
+        "(for now ½ of the beam's recorded 2θ; refnx's method from the specular beam's "
+        "height above the direct beam is written (gravity.py) but not yet wired); "
+        "default: theta_deg when given, else the log",
+    )
     gravity: bool = Field(
-        False, description="Platypus: correct θ per wavelength for the neutrons' parabolic fall (θ(λ) = "
-                           "θ − ε(λ), ε the trajectory's elevation at the sample) and find the direct beam "
-                           "for an infinitely fast neutron (refnx's treatment)")
+        False,
+        description="Platypus: correct θ per wavelength for the neutrons' parabolic fall (θ(λ) = "
+        "θ − ε(λ), ε the trajectory's elevation at the sample) and find the direct beam "
+        "for an infinitely fast neutron (refnx's treatment)",
+    )
     roi: list[tuple[int, int]] | None = Field(
-        None, max_length=MAX_RUNS,
+        None,
+        max_length=MAX_RUNS,
         description="detector spectra to sum per run, spectrum numbers inclusive (Mantid "
-                    "ProcessingInstructions), e.g. '399-410'; Platypus: y-pixel numbers 0-220; default: "
-                    "found from the beam (centre ± FWHM)")
+        "ProcessingInstructions), e.g. '399-410'; Platypus: y-pixel numbers 0-220; default: "
+        "found from the beam (centre ± FWHM)",
+    )
     background_roi: list[tuple[int, int]] | None = Field(
-        None, max_length=MAX_RUNS,
+        None,
+        max_length=MAX_RUNS,
         description="side spectra whose per-pixel average is subtracted (Mantid "
-                    "BackgroundProcessingInstructions, PerDetectorAverage), e.g. '115-130'; default: none, "
-                    "or beside the found beam when roi is found")
+        "BackgroundProcessingInstructions, PerDetectorAverage), e.g. '115-130'; default: none, "
+        "or beside the found beam when roi is found",
+    )
     transmission_roi: tuple[int, int] | None = Field(
-        None, description="spectra of the transmission/direct-beam run(s) to sum (Mantid "
-                          "TransmissionProcessingInstructions); default: found from that beam for Platypus, "
-                          "the sample roi otherwise")
+        None,
+        description="spectra of the transmission/direct-beam run(s) to sum (Mantid "
+        "TransmissionProcessingInstructions); default: found from that beam for Platypus, "
+        "the sample roi otherwise",
+    )
     summation: Literal["lambda", "q"] = Field(
-        "lambda", description="sum the ROI in wavelength (SumInLambda) or along lines of constant Q "
-                              "(SumInQ, Cubitt et al. 2015)")
+        "lambda",
+        description="sum the ROI in wavelength (SumInLambda) or along lines of constant Q (SumInQ, Cubitt et al. 2015)",
+    )
     reduction_type: Literal["normal", "non_flat_sample", "divergent_beam"] = Field(
-        "normal", description="Mantid ReductionType for summation in Q: normal/non_flat_sample (θ0 = 0) or "
-                              "divergent_beam (θ0 = θ)")
+        "normal",
+        description="Mantid ReductionType for summation in Q: normal/non_flat_sample (θ0 = 0) or "
+        "divergent_beam (θ0 = θ)",
+    )
     wavelength_range: Range | None = Field(
-        None, description="λ range in Å, e.g. '1.2-17' (Mantid WavelengthMin/Max); default: the instrument's")
+        None, description="λ range in Å, e.g. '1.2-17' (Mantid WavelengthMin/Max); default: the instrument's"
+    )
     monitor_background_range: Range | None = Field(
-        None, description="λ range in Å of the I0 monitor's flat background (default: the instrument's)")
+        None, description="λ range in Å of the I0 monitor's flat background (default: the instrument's)"
+    )
     monitor_integration_range: Range | None = Field(
-        None, description="λ range in Å over which the I0 monitor is integrated (default: the instrument's)")
+        None, description="λ range in Å over which the I0 monitor is integrated (default: the instrument's)"
+    )
     dq_q: float | None = Field(
-        None, gt=0.0, le=0.5,
+        None,
+        gt=0.0,
+        le=0.5,
         description="logarithmic Q bin width dQ/Q (Mantid MomentumTransferStep), also written as the "
-                    "resolution (FWHM) when slits are unknown; default: from the slits, else 0.03")
+        "resolution (FWHM) when slits are unknown; default: from the slits, else 0.03",
+    )
     q_range: list[Range] | None = Field(
-        None, max_length=MAX_RUNS,
-        description="Q range in 1/Å per run (or one for all), e.g. '0.0085-0.055' (MomentumTransferMin/Max)")
+        None,
+        max_length=MAX_RUNS,
+        description="Q range in 1/Å per run (or one for all), e.g. '0.0085-0.055' (MomentumTransferMin/Max)",
+    )
     transmission: list[str] | None = Field(
-        None, max_length=2,
+        None,
+        max_length=2,
         description="file names among the inputs: one or two transmission/direct-beam runs (two are "
-                    "stitched in their overlap), or one table (CSV: λ [Å], T per Å, σT); default: a "
-                    "Platypus run at ω = 0 among the inputs, else none (monitor only, no absolute scale)")
+        "stitched in their overlap), or one table (CSV: λ [Å], T per Å, σT); default: a "
+        "Platypus run at ω = 0 among the inputs, else none (monitor only, no absolute scale)",
+    )
     correction_algorithm: Literal["none", "polynomial", "exponential"] | None = Field(
-        None, description="Mantid CorrectionAlgorithm when no transmission is given: divide by a polynomial "
-                          "(PolynomialCorrection: C0 + C1·λ + C2·λ² …, coefficients in `polynomial`) or an "
-                          "exponential (ExponentialCorrection: C0·exp(−C1·λ), `c0`, `c1`), λ in Å; implied by "
-                          "`polynomial` or `c0`/`c1` alone; accepts Mantid's names PolynomialCorrection, "
-                          "ExponentialCorrection, None")
+        None,
+        description="Mantid CorrectionAlgorithm when no transmission is given: divide by a polynomial "
+        "(PolynomialCorrection: C0 + C1·λ + C2·λ² …, coefficients in `polynomial`) or an "
+        "exponential (ExponentialCorrection: C0·exp(−C1·λ), `c0`, `c1`), λ in Å; implied by "
+        "`polynomial` or `c0`/`c1` alone; accepts Mantid's names PolynomialCorrection, "
+        "ExponentialCorrection, None",
+    )
     polynomial: list[float] | None = Field(
-        None, min_length=1, max_length=16,
-        description="Mantid Polynomial: the coefficients C0,C1,C2,… of the polynomial correction (λ in Å)")
+        None,
+        min_length=1,
+        max_length=16,
+        description="Mantid Polynomial: the coefficients C0,C1,C2,… of the polynomial correction (λ in Å)",
+    )
     c0: float | None = Field(None, description="Mantid C0 of the exponential correction C0·exp(−C1·λ)")
     c1: float | None = Field(None, description="Mantid C1 of the exponential correction C0·exp(−C1·λ), 1/Å")
     transmission_overlap: Range | None = Field(
-        None, description="λ range in Å where two transmission runs are stitched (default: their overlap)")
+        None, description="λ range in Å where two transmission runs are stitched (default: their overlap)"
+    )
     scale: list[float] | None = Field(
-        None, max_length=MAX_RUNS,
-        description="manual stitch factors, one per run (the first included), instead of the automatic "
-                    "overlap factors")
+        None,
+        max_length=MAX_RUNS,
+        description="manual stitch factors, one per run (the first included), instead of the automatic overlap factors",
+    )
     orb: bool = Field(False, description="also write ORSO binary (.orb, NeXus) files")
-    offspecular: bool = Field(False, description="also write each run's off-specular map I(Qx, Qz) over the "
-                                                 "whole detector as NXdata (<run>_offspecular.nxs) and a PNG")
+    offspecular: bool = Field(
+        False,
+        description="also write each run's off-specular map I(Qx, Qz) over the "
+        "whole detector as NXdata (<run>_offspecular.nxs) and a PNG",
+    )
     offspecular_axes: Literal["qx_qz", "pi_pf"] = Field(
-        "qx_qz", description="axes of the off-specular map: (Qx, Qz), or (pi − pf, pi + pf) with "
-                             "pi = k sin α_i, pf = k sin α_f (1/Å)")
+        "qx_qz",
+        description="axes of the off-specular map: (Qx, Qz), or (pi − pf, pi + pf) with "
+        "pi = k sin α_i, pf = k sin α_f (1/Å)",
+    )
     plots: bool = Field(True, description="write a log R vs Q PNG")
 
     @field_validator("correction_algorithm", mode="before")
@@ -170,8 +209,13 @@ class ReflectometryParameters(Parameters):
     def _one_spectrum_range(cls, value: Any) -> Any:
         return None if value is None else _pair(value, "transmission_roi", int)
 
-    @field_validator("wavelength_range", "monitor_background_range", "monitor_integration_range",
-                     "transmission_overlap", mode="before")
+    @field_validator(
+        "wavelength_range",
+        "monitor_background_range",
+        "monitor_integration_range",
+        "transmission_overlap",
+        mode="before",
+    )
     @classmethod
     def _wavelengths(cls, value: Any) -> Any:
         if value is None:
@@ -202,8 +246,14 @@ class ReflectometryParameters(Parameters):
     def _names(cls, value: Any) -> Any:
         items = _split(value)
         for name in items or []:
-            if not isinstance(name, str) or not name or len(name) > 255 or "/" in name or "\\" in name \
-                    or name in (".", ".."):
+            if (
+                not isinstance(name, str)
+                or not name
+                or len(name) > 255
+                or "/" in name
+                or "\\" in name
+                or name in (".", "..")
+            ):
                 raise ValueError(f"give file names as they appear among the inputs (got {name!r})")
         return items
 
@@ -212,8 +262,13 @@ class ReflectometryParameters(Parameters):
         """The algorithmic correction in force: named, or implied by its coefficients."""
         kind = self.correction_algorithm
         if kind is None:
-            kind = "polynomial" if self.polynomial else \
-                "exponential" if (self.c0 is not None or self.c1 is not None) else None
+            kind = (
+                "polynomial"
+                if self.polynomial
+                else "exponential"
+                if (self.c0 is not None or self.c1 is not None)
+                else None
+            )
         return None if kind == "none" else kind
 
     @model_validator(mode="after")
@@ -227,8 +282,9 @@ class ReflectometryParameters(Parameters):
             if self.c0 is None or self.c1 is None:
                 raise ValueError("correction_algorithm exponential needs c0 and c1 (C0·exp(−C1·λ))")
             if not self.c0 > 0 or not math.isfinite(self.c1) or abs(self.c1) > 100:
-                raise ValueError(f"exponential correction: c0 must be > 0 and |c1| ≤ 100 1/Å (got {self.c0}, "
-                                 f"{self.c1})")
+                raise ValueError(
+                    f"exponential correction: c0 must be > 0 and |c1| ≤ 100 1/Å (got {self.c0}, {self.c1})"
+                )
         if kind == "polynomial" and not all(math.isfinite(c) for c in self.polynomial or []):
             raise ValueError("polynomial coefficients must be finite numbers")
         if kind in ("polynomial", "exponential") and self.transmission:
@@ -245,8 +301,9 @@ class ReflectometryParameters(Parameters):
 
     @model_validator(mode="after")
     def _lengths(self) -> ReflectometryParameters:
-        lengths = {k: len(getattr(self, k)) for k in ("theta_deg", "roi", "background_roi", "q_range")
-                   if getattr(self, k)}
+        lengths = {
+            k: len(getattr(self, k)) for k in ("theta_deg", "roi", "background_roi", "q_range") if getattr(self, k)
+        }
         multi = {k: n for k, n in lengths.items() if n > 1}
         if len(set(multi.values())) > 1:
             raise ValueError(f"per-run lists differ in length: {multi}")

@@ -30,8 +30,11 @@ def read_run(path: Path, name: str) -> TofRun:
             return _mantid_processed(f, name)
         if "entry1" in f and "data/hmm" in f["entry1"]:
             return _platypus(f, name)
-    raise errors.InvalidInput(name, "is not an ISIS raw NeXus (raw_data_1), Mantid processed NeXus "
-                              "(mantid_workspace_1) or Platypus NeXus (entry1/data/hmm) file")
+    raise errors.InvalidInput(
+        name,
+        "is not an ISIS raw NeXus (raw_data_1), Mantid processed NeXus "
+        "(mantid_workspace_1) or Platypus NeXus (entry1/data/hmm) file",
+    )
 
 
 def _req(group: h5py.Group, path: str, source: str) -> h5py.Dataset:
@@ -68,8 +71,9 @@ def _check_edges(edges: np.ndarray, n: int, source: str) -> np.ndarray:
 
 def _check_counts(counts: np.ndarray, source: str) -> np.ndarray:
     if counts.ndim != 2 or counts.shape[0] > MAX_SPECTRA or counts.shape[1] > MAX_TOF_BINS:
-        raise errors.InvalidInput(source, f"detector array of shape {counts.shape} is not (spectra ≤ "
-                                  f"{MAX_SPECTRA}, tof ≤ {MAX_TOF_BINS})")
+        raise errors.InvalidInput(
+            source, f"detector array of shape {counts.shape} is not (spectra ≤ {MAX_SPECTRA}, tof ≤ {MAX_TOF_BINS})"
+        )
     if not np.all(np.isfinite(counts)):
         raise errors.InvalidInput(source, "detector counts hold NaN or infinity")
     return counts
@@ -80,8 +84,9 @@ def _isis_raw(f: h5py.File, source: str) -> TofRun:
     g = f["raw_data_1"]
     name = (_text(g, "name") or _text(g, "beamline") or _text(g, "instrument/name")).upper()
     if "OFFSPEC" not in name:
-        raise errors.InvalidInput(source, f"ISIS raw file of instrument {name or '?'}: only OFFSPEC "
-                                  "has a description here")
+        raise errors.InvalidInput(
+            source, f"ISIS raw file of instrument {name or '?'}: only OFFSPEC has a description here"
+        )
     inst = OFFSPEC
     spec_all = np.asarray(_req(g, "detector_1/spectrum_index", source)[()], dtype=int).ravel()
     if "detector_1/counts" in g:
@@ -107,25 +112,34 @@ def _isis_raw(f: h5py.File, source: str) -> TofRun:
     spectra = spec_all[det]
     pixel = spectra - inst.first_pixel_spectrum
     if pixel.max(initial=0) >= inst.n_pixels:
-        raise errors.InvalidInput(source, f"spectrum numbers up to {spectra.max()} exceed the "
-                                  f"{inst.n_pixels}-pixel detector")
+        raise errors.InvalidInput(
+            source, f"spectrum numbers up to {spectra.max()} exceed the {inst.n_pixels}-pixel detector"
+        )
     counts = raw[det]
     mon_path = f"monitor_{inst.i0_monitor_spectrum}/data"
     monitor = np.asarray(_req(g, mon_path, source)[()], dtype=float).reshape(-1)
     if monitor.size != counts.shape[1]:
         raise errors.InvalidInput(source, f"{mon_path} has {monitor.size} bins, the detector {counts.shape[1]}")
     return TofRun(
-        source=source, instrument=inst,
+        source=source,
+        instrument=inst,
         run_number=_text(g, "run_number") or Path(source).stem,
-        title=_text(g, "title"), start_time=_text(g, "start_time"),
+        title=_text(g, "title"),
+        start_time=_text(g, "start_time"),
         sample_name=_text(g, "sample/name") or _text(g, "title"),
-        counts=counts, variances=counts.copy(), spectra=spectra, tof_edges_us=edges,
+        counts=counts,
+        variances=counts.copy(),
+        spectra=spectra,
+        tof_edges_us=edges,
         pixel_y_m=inst.first_pixel_y_m + pixel * inst.pixel_pitch_m,
         pixel_z_m=np.full(spectra.size, inst.detector_distance_m),
-        pixel_height_m=inst.pixel_height_m, source_to_sample_m=inst.source_to_sample_m,
-        monitor_counts=monitor, monitor_flight_path_m=inst.monitor_flight_path_m,
+        pixel_height_m=inst.pixel_height_m,
+        source_to_sample_m=inst.source_to_sample_m,
+        monitor_counts=monitor,
+        monitor_flight_path_m=inst.monitor_flight_path_m,
         theta_log_deg=None,  # selog Theta is constant over these runs: not used
-        proton_charge_uah=_number(g, "proton_charge"), notes=notes,
+        proton_charge_uah=_number(g, "proton_charge"),
+        notes=notes,
     )
 
 
@@ -134,8 +148,9 @@ def _mantid_processed(f: h5py.File, source: str) -> TofRun:
     g = f["mantid_workspace_1"]
     name = _text(g, "instrument/name").upper()
     if name != "INTER":
-        raise errors.InvalidInput(source, f"Mantid workspace of instrument {name or '?'}: only INTER "
-                                  "has a description here")
+        raise errors.InvalidInput(
+            source, f"Mantid workspace of instrument {name or '?'}: only INTER has a description here"
+        )
     inst = INTER
     values = _check_counts(np.asarray(_req(g, "workspace/values", source)[()], dtype=float), source)
     errs = np.asarray(_req(g, "workspace/errors", source)[()], dtype=float)
@@ -147,8 +162,11 @@ def _mantid_processed(f: h5py.File, source: str) -> TofRun:
     det_ids = np.asarray(_req(g, "instrument/detector/detector_list", source)[()], dtype=int).ravel()
     if pos.shape != (spectra.size, 3) or det_ids.size != spectra.size:
         raise errors.InvalidInput(source, "detector positions/list do not match the spectra")
-    mon_ids = set(np.asarray(g["instrument/physical_monitors/detector_number"][()], dtype=int).ravel()) \
-        if "instrument/physical_monitors/detector_number" in g else {1, 2, 3}
+    mon_ids = (
+        set(np.asarray(g["instrument/physical_monitors/detector_number"][()], dtype=int).ravel())
+        if "instrument/physical_monitors/detector_number" in g
+        else {1, 2, 3}
+    )
     linear = det_ids >= 2001  # the linear detector (ids 2001...); 1001/1002 are point detectors
     mon_row = np.flatnonzero(spectra == inst.i0_monitor_spectrum)
     if mon_row.size != 1 or int(det_ids[mon_row[0]]) not in mon_ids:
@@ -159,16 +177,24 @@ def _mantid_processed(f: h5py.File, source: str) -> TofRun:
     if s1 is not None and s2 is not None and inst.slit_positions_m:
         slits = (s1, s2)
     return TofRun(
-        source=source, instrument=inst,
+        source=source,
+        instrument=inst,
         run_number=_text(g, "logs/run_number/value") or Path(source).stem,
         title=_text(g, "logs/run_title/value") or _text(g, "title"),
         start_time=_text(g, "logs/run_start/value") or _text(g, "logs/start_time/value"),
         sample_name=_text(g, "logs/run_title/value") or _text(g, "title"),
-        counts=values[linear], variances=errs[linear] ** 2, spectra=spectra[linear], tof_edges_us=edges,
-        pixel_y_m=r * np.sin(tt), pixel_z_m=r * np.cos(tt), pixel_height_m=inst.pixel_height_m,
+        counts=values[linear],
+        variances=errs[linear] ** 2,
+        spectra=spectra[linear],
+        tof_edges_us=edges,
+        pixel_y_m=r * np.sin(tt),
+        pixel_z_m=r * np.cos(tt),
+        pixel_height_m=inst.pixel_height_m,
         source_to_sample_m=inst.source_to_sample_m,
-        monitor_counts=values[mon_row[0]], monitor_flight_path_m=inst.monitor_flight_path_m,
-        theta_log_deg=_number(g, "logs/Theta/value"), slit_gaps_mm=slits,
+        monitor_counts=values[mon_row[0]],
+        monitor_flight_path_m=inst.monitor_flight_path_m,
+        theta_log_deg=_number(g, "logs/Theta/value"),
+        slit_gaps_mm=slits,
         slit_distance_mm=1000.0 * (inst.slit_positions_m[1] - inst.slit_positions_m[0]) if slits else None,
         proton_charge_uah=_number(g, "logs/gd_prtn_chrg/value"),
     )
@@ -199,8 +225,9 @@ def _platypus(f: h5py.File, source: str) -> TofRun:
     dists = [_number(e, par + f"chopper{i}_distance") or 0.0 for i in (1, 2, 3, 4)]
     poffs = [_number(e, par + f"chopper{i}_phase_offset") or 0.0 for i in (1, 2, 3, 4)]
     if dy is None or sample_distance is None or abs(speeds[0]) < 2:
-        raise errors.InvalidInput(source, "lacks the detector translation, sample distance or a "
-                                  "running master chopper (disk 1)")
+        raise errors.InvalidInput(
+            source, "lacks the detector translation, sample distance or a running master chopper (disk 1)"
+        )
     slave = next((i for i in (1, 2, 3) if abs(speeds[i]) > 10), None)
     if slave is None:
         raise errors.InvalidInput(source, "no slave chopper is running")
@@ -220,18 +247,27 @@ def _platypus(f: h5py.File, source: str) -> TofRun:
     db = omega is not None and abs(omega) < 1e-3 and abs(twotheta) < 1e-3
     n = counts.shape[0]
     return TofRun(
-        source=source, instrument=inst, run_number=Path(source).name.split(".")[0],
-        title=_text(e, "sample/name"), start_time=_text(e, "start_time"),
+        source=source,
+        instrument=inst,
+        run_number=Path(source).name.split(".")[0],
+        title=_text(e, "sample/name"),
+        start_time=_text(e, "start_time"),
         sample_name=_text(e, "sample/name"),
-        counts=counts, variances=counts.copy(), spectra=np.arange(n), tof_edges_us=edges,
-        pixel_y_m=1e-3 * (vt + y_off), pixel_z_m=np.full(n, 1e-3 * dy),
+        counts=counts,
+        variances=counts.copy(),
+        spectra=np.arange(n),
+        tof_edges_us=edges,
+        pixel_y_m=1e-3 * (vt + y_off),
+        pixel_z_m=np.full(n, 1e-3 * dy),
         pixel_height_m=pitch,
         source_to_sample_m=1e-3 * (sample_distance - chopper_mid_mm),
         tof_offset_us=float(t_offset),
         monitor_total=_number(e, "monitor/bm1_counts"),
-        theta_log_deg=omega, slit_gaps_mm=(s2, s3) if s2 and s3 else None,
+        theta_log_deg=omega,
+        slit_gaps_mm=(s2, s3) if s2 and s3 else None,
         slit_distance_mm=(d3 - d2) if d2 is not None and d3 is not None else None,
         first_slit_to_sample_m=1e-3 * (sample_distance - d2) if d2 is not None else None,
-        counting_time_s=_number(e, "instrument/detector/time"), is_direct_beam=db,
+        counting_time_s=_number(e, "instrument/detector/time"),
+        is_direct_beam=db,
         notes=(f"chopper pair 1-{disc} at {freq_hz:.2f} Hz, time origin {t_offset:.1f} µs",),
     )

@@ -65,8 +65,9 @@ class AlgorithmicCorrection:
         return "PolynomialCorrection " + ", ".join(f"C{i}={c:g}" for i, c in enumerate(self.coefficients))
 
 
-def divide_by_correction(edges: np.ndarray, y: np.ndarray, v: np.ndarray, correction: AlgorithmicCorrection
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def divide_by_correction(
+    edges: np.ndarray, y: np.ndarray, v: np.ndarray, correction: AlgorithmicCorrection
+) -> tuple[np.ndarray, np.ndarray]:
     """y/f(λ), v/f(λ)² at the bin centres of ``edges`` (1-D, or one row per pixel); NaN where f ≤ 0."""
     f = correction.value_at(0.5 * (edges[..., :-1] + edges[..., 1:]))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -101,15 +102,17 @@ def roi_rows(spectra: np.ndarray, roi: tuple[int, int], what: str) -> np.ndarray
     return rows
 
 
-def monitor_i0(run: TofRun, *, background_angstrom: tuple[float, float] | None,
-               integration_angstrom: tuple[float, float] | None) -> tuple[float, float]:
+def monitor_i0(
+    run: TofRun, *, background_angstrom: tuple[float, float] | None, integration_angstrom: tuple[float, float] | None
+) -> tuple[float, float]:
     """The I0 normalisation (value, variance): the integrated, background-subtracted
     monitor, or the file's scalar monitor count."""
     if run.monitor_counts is not None and run.monitor_flight_path_m:
         edges = core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us, run.monitor_flight_path_m)
         rng = integration_angstrom or run.instrument.wavelength_range_angstrom
-        m = core.integrate_monitor(edges, run.monitor_counts, background_angstrom=background_angstrom,
-                                   integration_angstrom=rng)
+        m = core.integrate_monitor(
+            edges, run.monitor_counts, background_angstrom=background_angstrom, integration_angstrom=rng
+        )
         return m.value, m.variance
     if run.monitor_total is not None:
         return float(run.monitor_total), float(run.monitor_total)
@@ -120,10 +123,15 @@ def _lambda_edges(run: TofRun, flight_path_m: np.ndarray) -> np.ndarray:
     return core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us, flight_path_m)
 
 
-def transmission_from_run(run: TofRun, *, roi: tuple[int, int], background_roi: tuple[int, int] | None,
-                          wavelength_range: tuple[float, float],
-                          monitor_background: tuple[float, float] | None,
-                          monitor_integration: tuple[float, float] | None) -> Transmission:
+def transmission_from_run(
+    run: TofRun,
+    *,
+    roi: tuple[int, int],
+    background_roi: tuple[int, int] | None,
+    wavelength_range: tuple[float, float],
+    monitor_background: tuple[float, float] | None,
+    monitor_integration: tuple[float, float] | None,
+) -> Transmission:
     """CreateTransmissionWorkspace: ROI summed in TOF (background subtracted when asked),
     converted to λ with the ROI centre's flight path, divided by the run's I0, per Å,
     cropped to the wavelength range."""
@@ -144,17 +152,24 @@ def transmission_from_run(run: TofRun, *, roi: tuple[int, int], background_roi: 
     idx = np.flatnonzero(keep)
     if idx.size < 2:
         raise ValueError("the transmission run has no bins inside the wavelength range")
-    return Transmission(edges[idx[0]: idx[-1] + 2], t[idx], tv[idx], run.source)
+    return Transmission(edges[idx[0] : idx[-1] + 2], t[idx], tv[idx], run.source)
 
 
-def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
-               background_roi: tuple[int, int] | None, summation: Summation,
-               reduction_type: ReductionType, wavelength_range: tuple[float, float],
-               monitor_background: tuple[float, float] | None,
-               monitor_integration: tuple[float, float] | None,
-               transmission: Transmission | None,
-               correction: AlgorithmicCorrection | None = None,
-               gravity: tuple[float, float] | None = None) -> RunReflectivity:
+def reduce_run(
+    run: TofRun,
+    *,
+    theta_deg: float,
+    roi: tuple[int, int],
+    background_roi: tuple[int, int] | None,
+    summation: Summation,
+    reduction_type: ReductionType,
+    wavelength_range: tuple[float, float],
+    monitor_background: tuple[float, float] | None,
+    monitor_integration: tuple[float, float] | None,
+    transmission: Transmission | None,
+    correction: AlgorithmicCorrection | None = None,
+    gravity: tuple[float, float] | None = None,
+) -> RunReflectivity:
     """Reduce one run to R over unbinned Q edges.
 
     Order (Mantid ReflectometryReductionOne v2): background (per-detector average of the
@@ -186,7 +201,7 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
         idx = np.flatnonzero(keep)
         if idx.size < 2:
             raise ValueError(f"no λ bins inside {lam_lo}–{lam_hi} Å")
-        edges = edges[idx[0]: idx[-1] + 2]
+        edges = edges[idx[0] : idx[-1] + 2]
         y, v = y[idx], v[idx]
         if transmission is not None:
             y, v = _divide_by_transmission(edges, y, v, transmission)
@@ -198,8 +213,9 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
     else:
         theta0 = math.radians(theta_deg) if reduction_type == "divergent_beam" else 0.0
         if reduction_type == "normal":
-            notes.append("summation in Q with reduction_type normal: lines of constant Q from θ0 = 0 "
-                         "(as non_flat_sample)")
+            notes.append(
+                "summation in Q with reduction_type normal: lines of constant Q from θ0 = 0 (as non_flat_sample)"
+            )
         pix = rows
         pedges = _lambda_edges(run, run.source_to_sample_m + l2[pix])
         y = counts[pix] / i0
@@ -221,32 +237,56 @@ def reduce_run(run: TofRun, *, theta_deg: float, roi: tuple[int, int],
         w = float(np.mean(np.diff(pedges[len(pix) // 2])))
         n = max(int(math.ceil((vmax - vmin) / w)), 1)
         edges = vmin + w * np.arange(n + 1)
-        y, v = core.sum_in_q(pedges, y, v, two_theta=tt[pix], two_theta_width=tt_width[pix],
-                             two_theta_r=two_theta_r, theta0=theta0, output_edges=edges)
+        y, v = core.sum_in_q(
+            pedges,
+            y,
+            v,
+            two_theta=tt[pix],
+            two_theta_width=tt_width[pix],
+            two_theta_r=two_theta_r,
+            theta0=theta0,
+            output_edges=edges,
+        )
         if reduction_type == "divergent_beam":
             two_theta_r = 0.5 * two_theta_r + theta0  # Mantid: the detector angle ConvertUnits then halves
         theta = 0.5 * two_theta_r
     if gravity is not None:
         eps = elevation_at_sample(edges, theta, collimation_m=gravity[0], slit_to_sample_m=gravity[1])
         q_edges = (4.0 * math.pi * np.sin(theta - eps) / edges)[::-1]
-        notes.append(f"gravity: θ(λ) from {math.degrees(theta - eps[0]):.4f}° at {edges[0]:.2f} Å to "
-                     f"{math.degrees(theta - eps[-1]):.4f}° at {edges[-1]:.2f} Å")
+        notes.append(
+            f"gravity: θ(λ) from {math.degrees(theta - eps[0]):.4f}° at {edges[0]:.2f} Å to "
+            f"{math.degrees(theta - eps[-1]):.4f}° at {edges[-1]:.2f} Å"
+        )
         if np.any(np.diff(q_edges) <= 0):
             raise ValueError("gravity: the corrected Q edges do not increase (slits or λ range implausible)")
     else:
         q_edges = core.wavelength_to_q(edges, theta)[::-1]
     return RunReflectivity(
-        run=run.run_number, theta_deg=math.degrees(theta), two_theta_r_deg=math.degrees(two_theta_r),
-        roi=roi, background_roi=background_roi, wavelength_range=wavelength_range,
-        q_edges=q_edges, r=y[::-1].copy(), var=v[::-1].copy(), lambda_edges=edges, i0=i0,
-        normalisation="transmission" if transmission is not None else
-        correction.kind if correction is not None else "monitor",
-        summation=summation, reduction_type=reduction_type, notes=notes,
+        run=run.run_number,
+        theta_deg=math.degrees(theta),
+        two_theta_r_deg=math.degrees(two_theta_r),
+        roi=roi,
+        background_roi=background_roi,
+        wavelength_range=wavelength_range,
+        q_edges=q_edges,
+        r=y[::-1].copy(),
+        var=v[::-1].copy(),
+        lambda_edges=edges,
+        i0=i0,
+        normalisation="transmission"
+        if transmission is not None
+        else correction.kind
+        if correction is not None
+        else "monitor",
+        summation=summation,
+        reduction_type=reduction_type,
+        notes=notes,
     )
 
 
-def _divide_by_transmission(edges: np.ndarray, y: np.ndarray, v: np.ndarray, t: Transmission
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def _divide_by_transmission(
+    edges: np.ndarray, y: np.ndarray, v: np.ndarray, t: Transmission
+) -> tuple[np.ndarray, np.ndarray]:
     """R = (Y/Δλ) / T(λ): a dimensionless ratio per bin; NaN where T is missing or ≤ 0."""
     width = np.diff(edges)
     centre = 0.5 * (edges[:-1] + edges[1:])
@@ -258,8 +298,9 @@ def _divide_by_transmission(edges: np.ndarray, y: np.ndarray, v: np.ndarray, t: 
     return r, rv
 
 
-def binned(result: RunReflectivity, *, dq_q: float, anchor: float,
-           q_range: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def binned(
+    result: RunReflectivity, *, dq_q: float, anchor: float, q_range: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R on aligned log bins anchor·(1 + dq_q)^k (width-averaged), cropped to ``q_range``
     (default: the data's range); empty bins dropped at both ends."""
     q = result.q_edges
@@ -280,7 +321,7 @@ def binned(result: RunReflectivity, *, dq_q: float, anchor: float,
     if finite.size == 0:
         raise ValueError(f"run {result.run}: no Q bin holds data")
     a, b = finite[0], finite[-1]
-    return edges[a: b + 2], r[a: b + 1], var[a: b + 1]
+    return edges[a : b + 2], r[a : b + 1], var[a : b + 1]
 
 
 def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, int], tuple[int, int] | None, float]:
@@ -316,8 +357,9 @@ def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, i
     return (int(spectra[a]), int(spectra[b])), bg, centroid
 
 
-def transmission_from_table(wavelength: np.ndarray, value: np.ndarray, error: np.ndarray, *, source: str,
-                            wavelength_range: tuple[float, float]) -> Transmission:
+def transmission_from_table(
+    wavelength: np.ndarray, value: np.ndarray, error: np.ndarray, *, source: str, wavelength_range: tuple[float, float]
+) -> Transmission:
     """T(λ) from a table of bin centres λ [Å], T per Å and σT; it must cover the range."""
     lam = np.asarray(wavelength, dtype=float)
     t = np.asarray(value, dtype=float)
@@ -329,15 +371,18 @@ def transmission_from_table(wavelength: np.ndarray, value: np.ndarray, error: np
     if np.any(t <= 0):
         raise ValueError("T must be positive")
     if lam[0] > wavelength_range[0] or lam[-1] < wavelength_range[1]:
-        raise ValueError(f"covers {lam[0]:.3g}–{lam[-1]:.3g} Å, not the wavelength range "
-                         f"{wavelength_range[0]}–{wavelength_range[1]} Å")
+        raise ValueError(
+            f"covers {lam[0]:.3g}–{lam[-1]:.3g} Å, not the wavelength range "
+            f"{wavelength_range[0]}–{wavelength_range[1]} Å"
+        )
     mid = 0.5 * (lam[1:] + lam[:-1])
     edges = np.concatenate(([lam[0] - (mid[0] - lam[0])], mid, [lam[-1] + (lam[-1] - mid[-1])]))
     return Transmission(edges, t, e**2, source)
 
 
-def join_transmissions(first: Transmission, second: Transmission, *,
-                       overlap: tuple[float, float] | None) -> tuple[Transmission, float]:
+def join_transmissions(
+    first: Transmission, second: Transmission, *, overlap: tuple[float, float] | None
+) -> tuple[Transmission, float]:
     """Two transmission spectra as one (Stitch1D in λ): the second scaled onto the first by
     the ratio of their integrals over the overlap; their mean inside, each outside it."""
     lo = max(first.edges[0], second.edges[0])

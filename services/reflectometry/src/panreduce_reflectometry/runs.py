@@ -49,7 +49,6 @@ class TofRun:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-
 def with_counts(run: TofRun, counts: np.ndarray, variances: np.ndarray) -> TofRun:
     return replace(run, counts=counts, variances=variances)
 

@@ -105,8 +105,9 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
         direct: list[TofRun] = []
         table: Transmission | None = None
         notes: list[str] = []
-        candidates = [f for f in files if f.path.name.lower().endswith(RUN_SUFFIXES)
-                      or f.path.name in named or f.name in named]
+        candidates = [
+            f for f in files if f.path.name.lower().endswith(RUN_SUFFIXES) or f.path.name in named or f.name in named
+        ]
         skipped = [f.name for f in files if f not in candidates]
         if skipped:
             notes.append(f"not run files, ignored: {', '.join(skipped[:10])}")
@@ -119,8 +120,10 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             if is_named:
                 direct.append(run)
             elif params.transmission is None and run.is_direct_beam and params.correction_kind:
-                notes.append(f"{f.path.name}: a direct beam (ω = 0, 2θ = 0), not used: the "
-                             f"{params.correction_kind} correction normalises")
+                notes.append(
+                    f"{f.path.name}: a direct beam (ω = 0, 2θ = 0), not used: the "
+                    f"{params.correction_kind} correction normalises"
+                )
             elif params.transmission is None and run.is_direct_beam:
                 direct.append(run)
                 notes.append(f"{f.path.name}: a direct beam (ω = 0, 2θ = 0), used as the transmission")
@@ -151,8 +154,11 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
         for field in ("theta_deg", "roi", "background_roi", "q_range", "scale"):
             values = getattr(params, field)
             if (values and len(values) not in (1, n)) or (field == "scale" and values and len(values) != n):
-                raise _bad(field, f"{len(values)} value(s) for {n} run(s): give one per run"
-                           + ("" if field == "scale" else ", or one for all"))
+                raise _bad(
+                    field,
+                    f"{len(values)} value(s) for {n} run(s): give one per run"
+                    + ("" if field == "scale" else ", or one for all"),
+                )
 
     @staticmethod
     def _table(f, params: ReflectometryParameters) -> Transmission:
@@ -160,8 +166,11 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             raise errors.InputTooLarge(f.name, f.size, MAX_TABLE_BYTES)
         try:
             text = f.path.read_text(errors="strict")
-            rows = [ln.replace(",", " ").split() for ln in text.splitlines()
-                    if ln.strip() and not ln.lstrip().startswith("#")]
+            rows = [
+                ln.replace(",", " ").split()
+                for ln in text.splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")
+            ]
             rows = [r for r in rows if not r[0][0].isalpha()]
             arr = np.array(rows, dtype=float)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -170,14 +179,19 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             raise errors.InvalidInput(f.name, "needs three columns: λ [Å], T per Å, σT")
         lam = params.wavelength_range or (0.0, 0.0)
         try:
-            return transmission_from_table(arr[:, 0], arr[:, 1], arr[:, 2], source=f.path.name,
-                                           wavelength_range=lam if params.wavelength_range else
-                                           (float(arr[0, 0]), float(arr[-1, 0])))
+            return transmission_from_table(
+                arr[:, 0],
+                arr[:, 1],
+                arr[:, 2],
+                source=f.path.name,
+                wavelength_range=lam if params.wavelength_range else (float(arr[0, 0]), float(arr[-1, 0])),
+            )
         except ValueError as exc:
             raise errors.InvalidInput(f.name, str(exc)) from None
 
-    def reduce_block(self, block: Sequence[RunUnit], inputs: Inputs, params: ReflectometryParameters,
-                     ctx: Context) -> ReflPart:
+    def reduce_block(
+        self, block: Sequence[RunUnit], inputs: Inputs, params: ReflectometryParameters, ctx: Context
+    ) -> ReflPart:
         call = _call(params)
         data = block[0].loaded
         sets, records, maps = [], [], []
@@ -186,8 +200,9 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             ctx.progress(k / len(block), "reduce", f"run {run.run_number}")
             try:
                 plan = workflow.plan_run(run, index, data.n_runs, params)
-                s, rec = workflow.reduce_one(run, plan, params, transmission=data.transmission,
-                                             step=data.step, version=VERSION, call=call)
+                s, rec = workflow.reduce_one(
+                    run, plan, params, transmission=data.transmission, step=data.step, version=VERSION, call=call
+                )
             except ValueError as exc:
                 field, _, why = str(exc).partition(": ")
                 if field in ReflectometryParameters.model_fields or "/" in field:
@@ -201,8 +216,12 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
         return ReflPart(sets, records, maps, list(data.notes))
 
     def combine(self, parts: Sequence[ReflPart], params: ReflectometryParameters) -> ReflPart:
-        return ReflPart([s for p in parts for s in p.sets], [r for p in parts for r in p.records],
-                        [m for p in parts for m in p.offspecular], parts[0].notes)
+        return ReflPart(
+            [s for p in parts for s in p.sets],
+            [r for p in parts for r in p.records],
+            [m for p in parts for m in p.offspecular],
+            parts[0].notes,
+        )
 
     def write(self, result: ReflPart, params: ReflectometryParameters, ctx: Context) -> Mapping[str, Any]:
         """The per-run ORSO files, the stitched curve and the plots, over every run."""
@@ -211,15 +230,33 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
         for o in result.offspecular:
             output.write_offspecular(
                 ctx.output_path(f"{o.name}_offspecular.nxs", format="nexus"),
-                ctx.output_path(f"{o.name}_offspecular.png", format="png", role="preview") if params.plots
-                else None, o.map, run=o.name, instrument=o.instrument, theta_deg=o.theta_deg)
+                ctx.output_path(f"{o.name}_offspecular.png", format="png", role="preview") if params.plots else None,
+                o.map,
+                run=o.name,
+                instrument=o.instrument,
+                theta_deg=o.theta_deg,
+            )
         ctx.progress(0.2, "write", "writing ORSO files")
         order = sorted(range(len(result.records)), key=lambda i: result.records[i]["index"])
-        return self._finish([result.sets[i] for i in order], [result.records[i] for i in order], params, ctx,
-                            call=_call(params), notes=result.notes)
+        return self._finish(
+            [result.sets[i] for i in order],
+            [result.records[i] for i in order],
+            params,
+            ctx,
+            call=_call(params),
+            notes=result.notes,
+        )
 
-    def _finish(self, sets: list, records: list[dict], params: ReflectometryParameters, ctx: Context, *,
-                call: str, notes: list[str]) -> dict[str, Any]:
+    def _finish(
+        self,
+        sets: list,
+        records: list[dict],
+        params: ReflectometryParameters,
+        ctx: Context,
+        *,
+        call: str,
+        notes: list[str],
+    ) -> dict[str, Any]:
         absolute = all(r["normalisation"] != "monitor" for r in records)
         warnings = [] if absolute else [output.MONITOR_ONLY_WARNING]
         if warnings:
@@ -230,14 +267,17 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             if params.orb:
                 output.write_orb(ctx.output_path(f"{s.name}.orb", format="orb"), [s])
         summary: dict[str, Any] = {
-            "runs": records, "n_runs": len(records), "absolute_scale": absolute,
-            "normalisation": records[0]["normalisation"] if absolute else "monitor", "warnings": warnings, "notes": notes,
+            "runs": records,
+            "n_runs": len(records),
+            "absolute_scale": absolute,
+            "normalisation": records[0]["normalisation"] if absolute else "monitor",
+            "warnings": warnings,
+            "notes": notes,
         }
         stitched = None
         if len(sets) > 1:
             try:
-                stitched, info = workflow.stitch_sets(sets, records, manual=params.scale, version=VERSION,
-                                                      call=call)
+                stitched, info = workflow.stitch_sets(sets, records, manual=params.scale, version=VERSION, call=call)
             except ValueError as exc:
                 raise _bad("scale" if params.scale else "dq_q", str(exc)) from None
             name = f"{sets[0].name}_{sets[-1].name}_stitched"
@@ -250,10 +290,17 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
         if params.plots:
             title = f"{records[0]['instrument']} " + ", ".join(str(r["run"]) for r in records)
             factors = [f["factor"] for f in summary.get("scale_factors", [])] or [1.0] * len(sets)
-            curves = [(f"{s.name} (θ={r['theta_deg']:.3g}°)" + (f" ×{f:.3g}" if f != 1.0 else ""),
-                       s.q, s.r * f, s.dr * f) for s, r, f in zip(sets, records, factors, strict=True)]
+            curves = [
+                (f"{s.name} (θ={r['theta_deg']:.3g}°)" + (f" ×{f:.3g}" if f != 1.0 else ""), s.q, s.r * f, s.dr * f)
+                for s, r, f in zip(sets, records, factors, strict=True)
+            ]
             st = (stitched.q, stitched.r, stitched.dr) if stitched is not None else None
-            output.plot(ctx.output_path("reflectivity.png", format="png", role="preview"), curves,
-                        stitched=st, title=title, absolute=absolute)
+            output.plot(
+                ctx.output_path("reflectivity.png", format="png", role="preview"),
+                curves,
+                stitched=st,
+                title=title,
+                absolute=absolute,
+            )
         ctx.progress(1.0, "write", "done")
         return summary

@@ -56,16 +56,16 @@ def _wavelength_centres(run: TofRun, rows: np.ndarray) -> np.ndarray:
     from panreduce_reflectometry.runs import pixel_two_theta
 
     _, _, l2 = pixel_two_theta(run, theta_deg=0.0)
-    edges = core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us,
-                                   float(run.source_to_sample_m + l2[rows[len(rows) // 2]]))
+    edges = core.tof_to_wavelength(
+        run.tof_edges_us - run.tof_offset_us, float(run.source_to_sample_m + l2[rows[len(rows) // 2]])
+    )
     return 0.5 * (edges[1:] + edges[:-1])
 
 
 def gravity_geometry(run: TofRun) -> tuple[float, float]:
     """(collimation slit distance, first slit → sample) [m] for the gravity correction."""
     if not (run.slit_distance_mm and run.first_slit_to_sample_m):
-        raise ValueError(f"gravity: run {run.run_number} ({run.instrument.name}) records no collimation slit "
-                         "distances")
+        raise ValueError(f"gravity: run {run.run_number} ({run.instrument.name}) records no collimation slit distances")
     return run.slit_distance_mm / 1000.0, run.first_slit_to_sample_m
 
 
@@ -85,15 +85,17 @@ def direct_beam_height(run: TofRun, p: ReflectometryParameters) -> float:
     return gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows, drop_m=drop)
 
 
-def theta_from_detector(run: TofRun, roi: tuple[int, int], p: ReflectometryParameters,
-                        direct_height_m: float | None) -> float:
+def theta_from_detector(
+    run: TofRun, roi: tuple[int, int], p: ReflectometryParameters, direct_height_m: float | None
+) -> float:
     """θ [°] from the specular beam's height: ½·atan((y_R − y_D)/L) against the direct beam,
     or ½·2θ of the beam when no direct beam is known (positions as the file records them)."""
     from panreduce_reflectometry import gravity
 
     if run.instrument.placement != "recorded":
-        raise ValueError(f"theta_from: the {run.instrument.name} detector is placed from θ itself (moved to "
-                         "2θ): give theta_deg")
+        raise ValueError(
+            f"theta_from: the {run.instrument.name} detector is placed from θ itself (moved to 2θ): give theta_deg"
+        )
     rows = np.flatnonzero((run.spectra >= roi[0]) & (run.spectra <= roi[1]))
     lam = _wavelength_centres(run, rows)
     rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
@@ -104,8 +106,9 @@ def theta_from_detector(run: TofRun, roi: tuple[int, int], p: ReflectometryParam
     return math.degrees(0.5 * math.atan2(y, z))
 
 
-def plan_run(run: TofRun, index: int, n_runs: int, p: ReflectometryParameters,
-             direct_height_m: float | None = None) -> RunPlan:
+def plan_run(
+    run: TofRun, index: int, n_runs: int, p: ReflectometryParameters, direct_height_m: float | None = None
+) -> RunPlan:
     """Settings of one run; ValueError('<field>: why') when the request cannot be met."""
     try:
         theta = pick(p.theta_deg, index, n_runs)
@@ -116,8 +119,9 @@ def plan_run(run: TofRun, index: int, n_runs: int, p: ReflectometryParameters,
         theta, source = None, "detector"
     elif theta is None:
         if run.theta_log_deg is None or not run.theta_log_deg > 0:
-            raise ValueError(f"theta_deg: run {run.run_number} ({run.instrument.name}) records no usable "
-                             "θ log: give theta_deg")
+            raise ValueError(
+                f"theta_deg: run {run.run_number} ({run.instrument.name}) records no usable θ log: give theta_deg"
+            )
         theta, source = float(run.theta_log_deg), "log"
     try:
         roi = pick(p.roi, index, n_runs)
@@ -134,16 +138,22 @@ def plan_run(run: TofRun, index: int, n_runs: int, p: ReflectometryParameters,
     if source == "detector":
         theta = theta_from_detector(run, roi, p, direct_height_m)
         if not 0.01 <= theta <= 30.0:
-            raise ValueError(f"theta_from: run {run.run_number}: θ from the detector is {theta:.4g}°, outside "
-                             "0.01–30° (is the beam on the detector, the direct beam the right run?)")
+            raise ValueError(
+                f"theta_from: run {run.run_number}: θ from the detector is {theta:.4g}°, outside "
+                "0.01–30° (is the beam on the detector, the direct beam the right run?)"
+            )
     return RunPlan(index, float(theta), source, roi, bg, roi_source, qr)
 
 
 def slit_dq_q(run: TofRun, theta_deg: float) -> float | None:
     """dQ/Q (FWHM) from the run's collimation slits, None when the file has no slits."""
     if run.slit_gaps_mm and run.slit_distance_mm:
-        return core.slit_resolution(slit1_mm=run.slit_gaps_mm[0], slit2_mm=run.slit_gaps_mm[1],
-                                    slit_distance_mm=run.slit_distance_mm, theta_rad=math.radians(theta_deg))
+        return core.slit_resolution(
+            slit1_mm=run.slit_gaps_mm[0],
+            slit2_mm=run.slit_gaps_mm[1],
+            slit_distance_mm=run.slit_distance_mm,
+            theta_rad=math.radians(theta_deg),
+        )
     return None
 
 
@@ -184,55 +194,114 @@ def correction_of(p: ReflectometryParameters) -> AlgorithmicCorrection | None:
     return None
 
 
-def reduce_one(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, transmission: Transmission | None,
-               step: float, version: str, call: str) -> tuple[OrtSet, dict]:
+def reduce_one(
+    run: TofRun,
+    plan: RunPlan,
+    p: ReflectometryParameters,
+    *,
+    transmission: Transmission | None,
+    step: float,
+    version: str,
+    call: str,
+) -> tuple[OrtSet, dict]:
     """One run to its ORSO data set on aligned log bins, and its summary record."""
     inst = run.instrument
     lam = p.wavelength_range or inst.wavelength_range_angstrom
     mon_bg = p.monitor_background_range or inst.monitor_background_angstrom
     mon_int = p.monitor_integration_range or inst.monitor_integration_angstrom
     correction = correction_of(p)
-    res = reduce_run(run, theta_deg=plan.theta_deg, roi=plan.roi, background_roi=plan.background_roi,
-                     summation=p.summation, reduction_type=p.reduction_type, wavelength_range=lam,
-                     monitor_background=mon_bg, monitor_integration=mon_int, transmission=transmission,
-                     correction=correction, gravity=gravity_geometry(run) if p.gravity else None)
+    res = reduce_run(
+        run,
+        theta_deg=plan.theta_deg,
+        roi=plan.roi,
+        background_roi=plan.background_roi,
+        summation=p.summation,
+        reduction_type=p.reduction_type,
+        wavelength_range=lam,
+        monitor_background=mon_bg,
+        monitor_integration=mon_int,
+        transmission=transmission,
+        correction=correction,
+        gravity=gravity_geometry(run) if p.gravity else None,
+    )
     step, resolution, res_source = resolution_dq_q(run, plan.theta_deg, step)
     edges, r, var = binned(res, dq_q=step, anchor=anchor_of(p), q_range=plan.q_range)
     q = 0.5 * (edges[:-1] + edges[1:])
-    corrections = [f"time of flight to wavelength (L1 = {run.source_to_sample_m:.4f} m)",
-                   "incident-beam monitor normalisation" + (" (integrated)" if run.monitor_counts is not None
-                                                             else " (total count)"),
-                   f"sum in {'Q (Cubitt 2015, ' + p.reduction_type + ')' if p.summation == 'q' else 'wavelength'}",
-                   f"log binning dQ/Q = {step:.4g}"]
+    corrections = [
+        f"time of flight to wavelength (L1 = {run.source_to_sample_m:.4f} m)",
+        "incident-beam monitor normalisation"
+        + (" (integrated)" if run.monitor_counts is not None else " (total count)"),
+        f"sum in {'Q (Cubitt 2015, ' + p.reduction_type + ')' if p.summation == 'q' else 'wavelength'}",
+        f"log binning dQ/Q = {step:.4g}",
+    ]
     if plan.background_roi:
-        corrections.insert(1, f"background: per-pixel average of spectra {plan.background_roi[0]}-"
-                              f"{plan.background_roi[1]}")
+        corrections.insert(
+            1, f"background: per-pixel average of spectra {plan.background_roi[0]}-{plan.background_roi[1]}"
+        )
     if transmission is not None:
         corrections.append(f"transmission/direct-beam normalisation ({transmission.source})")
     if p.gravity:
         corrections.append("gravity: wavelength-dependent angle of incidence (parabolic trajectory)")
     if correction is not None:
         corrections.append(f"algorithmic transmission correction: divided by {correction.source} (λ in Å)")
-    comment = "absolute reflectivity (direct-beam normalised)" if transmission is not None else \
-        (f"divided by the given {correction.kind} correction ({correction.source}): the absolute scale is "
-         "that of its coefficients") if correction is not None else MONITOR_ONLY_WARNING
+    comment = (
+        "absolute reflectivity (direct-beam normalised)"
+        if transmission is not None
+        else (
+            f"divided by the given {correction.kind} correction ({correction.source}): the absolute scale is "
+            "that of its coefficients"
+        )
+        if correction is not None
+        else MONITOR_ONLY_WARNING
+    )
     record = {
-        "run": run.run_number, "file": run.source, "instrument": inst.name, "index": plan.index,
-        "theta_deg": plan.theta_deg, "theta_source": plan.theta_source,
-        "two_theta_r_deg": res.two_theta_r_deg, "roi": list(plan.roi), "roi_source": plan.roi_source,
+        "run": run.run_number,
+        "file": run.source,
+        "instrument": inst.name,
+        "index": plan.index,
+        "theta_deg": plan.theta_deg,
+        "theta_source": plan.theta_source,
+        "two_theta_r_deg": res.two_theta_r_deg,
+        "roi": list(plan.roi),
+        "roi_source": plan.roi_source,
         "background_roi": list(plan.background_roi) if plan.background_roi else None,
-        "wavelength_range": list(lam), "i0": res.i0, "normalisation": res.normalisation,
-        "transmission": transmission.source if transmission is not None else
-        correction.source if correction is not None else None,
-        "dq_q": step, "anchor": anchor_of(p), "resolution_dq_q": resolution, "resolution_from": res_source,
-        "q_min": float(edges[0]), "q_max": float(edges[-1]), "n_points": int(q.size), "notes": res.notes,
+        "wavelength_range": list(lam),
+        "i0": res.i0,
+        "normalisation": res.normalisation,
+        "transmission": transmission.source
+        if transmission is not None
+        else correction.source
+        if correction is not None
+        else None,
+        "dq_q": step,
+        "anchor": anchor_of(p),
+        "resolution_dq_q": resolution,
+        "resolution_from": res_source,
+        "q_min": float(edges[0]),
+        "q_max": float(edges[-1]),
+        "n_points": int(q.size),
+        "notes": res.notes,
     }
-    s = OrtSet(name=str(run.run_number), q=q, r=r, dr=np.sqrt(var), dq=q * resolution,
-               instrument=inst.name, facility=inst.facility, title=run.title, sample=run.sample_name,
-               start_time=run.start_time, theta_deg=[plan.theta_deg], wavelength_range=tuple(lam),
-               data_files=[run.source] + ([transmission.source] if transmission is not None else []),
-               corrections=corrections, call=call, comment=comment, software_version=version,
-               extra={"panreduce": record})
+    s = OrtSet(
+        name=str(run.run_number),
+        q=q,
+        r=r,
+        dr=np.sqrt(var),
+        dq=q * resolution,
+        instrument=inst.name,
+        facility=inst.facility,
+        title=run.title,
+        sample=run.sample_name,
+        start_time=run.start_time,
+        theta_deg=[plan.theta_deg],
+        wavelength_range=tuple(lam),
+        data_files=[run.source] + ([transmission.source] if transmission is not None else []),
+        corrections=corrections,
+        call=call,
+        comment=comment,
+        software_version=version,
+        extra={"panreduce": record},
+    )
     return s, record
 
 
@@ -242,8 +311,9 @@ def edges_from_centres(q: np.ndarray, dq_q: float) -> np.ndarray:
     return np.append(lower, lower[-1] * (1.0 + dq_q))
 
 
-def stitch_sets(sets: list[OrtSet], records: list[dict], *, manual: list[float] | None, version: str,
-                call: str) -> tuple[OrtSet, dict]:
+def stitch_sets(
+    sets: list[OrtSet], records: list[dict], *, manual: list[float] | None, version: str, call: str
+) -> tuple[OrtSet, dict]:
     """Stitch per-run data sets (all on one aligned grid) into one; the factors reported."""
     steps = {round(rec["dq_q"], 12) for rec in records}
     if len(steps) != 1:
@@ -255,25 +325,37 @@ def stitch_sets(sets: list[OrtSet], records: list[dict], *, manual: list[float] 
     ok = np.isfinite(c.r)
     q = 0.5 * (c.edges[:-1] + c.edges[1:])
     res = np.interp(q, np.concatenate([s.q for s in sets]), np.concatenate([s.dq / s.q for s in sets]))
-    factors = [{"run": rec["run"], "factor": f, "error": e,
-                "overlap_q": list(o) if o else None}
-               for rec, f, e, o in zip(records, result.factors, result.factor_errors, result.overlaps, strict=True)]
+    factors = [
+        {"run": rec["run"], "factor": f, "error": e, "overlap_q": list(o) if o else None}
+        for rec, f, e, o in zip(records, result.factors, result.factor_errors, result.overlaps, strict=True)
+    ]
     info = {"mode": result.mode, "factors": factors}
     first = sets[0]
     absolute = all(rec["normalisation"] != "monitor" for rec in records)
-    corrections = first.corrections + [f"stitched ({result.mode} scale factors: "
-                                       + ", ".join(f"{f['factor']:.5g}" for f in factors) + ")"]
-    out = replace(first, name="stitched", q=q[ok], r=c.r[ok], dr=np.sqrt(c.var[ok]), dq=(q * res)[ok],
-                  theta_deg=[rec["theta_deg"] for rec in records],
-                  data_files=sorted({f for s in sets for f in s.data_files}), corrections=corrections,
-                  comment=(first.comment if absolute else MONITOR_ONLY_WARNING)
-                  + "; scaled to the first run", call=call, software_version=version,
-                  extra={"panreduce": {"stitch": info, "runs": [rec["run"] for rec in records]}})
+    corrections = first.corrections + [
+        f"stitched ({result.mode} scale factors: " + ", ".join(f"{f['factor']:.5g}" for f in factors) + ")"
+    ]
+    out = replace(
+        first,
+        name="stitched",
+        q=q[ok],
+        r=c.r[ok],
+        dr=np.sqrt(c.var[ok]),
+        dq=(q * res)[ok],
+        theta_deg=[rec["theta_deg"] for rec in records],
+        data_files=sorted({f for s in sets for f in s.data_files}),
+        corrections=corrections,
+        comment=(first.comment if absolute else MONITOR_ONLY_WARNING) + "; scaled to the first run",
+        call=call,
+        software_version=version,
+        extra={"panreduce": {"stitch": info, "runs": [rec["run"] for rec in records]}},
+    )
     return out, info
 
 
-def build_transmission(runs: list[TofRun], p: ReflectometryParameters, *, sample_roi: tuple[int, int] | None
-                       ) -> tuple[Transmission, list[str]]:
+def build_transmission(
+    runs: list[TofRun], p: ReflectometryParameters, *, sample_roi: tuple[int, int] | None
+) -> tuple[Transmission, list[str]]:
     """T(λ) from one or two direct-beam/transmission runs (joined in their λ overlap)."""
     notes: list[str] = []
     parts = []
@@ -286,12 +368,21 @@ def build_transmission(runs: list[TofRun], p: ReflectometryParameters, *, sample
                 roi = sample_roi
             else:
                 roi, bg, _ = find_specular(run.counts, run.spectra)
-                notes.append(f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]} found, background "
-                             f"{bg[0]}-{bg[1]}" if bg else f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]}")
-        parts.append(transmission_from_run(
-            run, roi=roi, background_roi=bg, wavelength_range=lam,
-            monitor_background=p.monitor_background_range or inst.monitor_background_angstrom,
-            monitor_integration=p.monitor_integration_range or inst.monitor_integration_angstrom))
+                notes.append(
+                    f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]} found, background {bg[0]}-{bg[1]}"
+                    if bg
+                    else f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]}"
+                )
+        parts.append(
+            transmission_from_run(
+                run,
+                roi=roi,
+                background_roi=bg,
+                wavelength_range=lam,
+                monitor_background=p.monitor_background_range or inst.monitor_background_angstrom,
+                monitor_integration=p.monitor_integration_range or inst.monitor_integration_angstrom,
+            )
+        )
     if len(parts) == 1:
         return parts[0], notes
     joined, factor = join_transmissions(parts[0], parts[1], overlap=p.transmission_overlap)
@@ -307,5 +398,13 @@ def offspecular_for(run: TofRun, plan: RunPlan, p: ReflectometryParameters, *, i
     tt, _, l2 = pixel_two_theta(run, theta_deg=plan.theta_deg)
     edges = core.tof_to_wavelength(run.tof_edges_us - run.tof_offset_us, run.source_to_sample_m + l2)
     lam = p.wavelength_range or run.instrument.wavelength_range_angstrom
-    return offspecular_map(run.counts, run.variances, edges, tt, theta_rad=math.radians(plan.theta_deg),
-                           i0=i0, wavelength_range=lam, axes=p.offspecular_axes)
+    return offspecular_map(
+        run.counts,
+        run.variances,
+        edges,
+        tt,
+        theta_rad=math.radians(plan.theta_deg),
+        i0=i0,
+        wavelength_range=lam,
+        axes=p.offspecular_axes,
+    )

@@ -18,11 +18,20 @@ import numpy as np
 __all__ = ["BatchError", "BatchRow", "RKHData", "RunRef", "parse_batch", "parse_rkh", "parse_run_ref"]
 
 KNOWN_KEYS = (
-    "sample_sans", "sample_trans", "sample_direct_beam",
-    "can_sans", "can_trans", "can_direct_beam",
-    "output_as", "user_file",
-    "sample_thickness", "sample_height", "sample_width",
-    "background_sans", "background_trans", "background_direct_beam",
+    "sample_sans",
+    "sample_trans",
+    "sample_direct_beam",
+    "can_sans",
+    "can_trans",
+    "can_direct_beam",
+    "output_as",
+    "user_file",
+    "sample_thickness",
+    "sample_height",
+    "sample_width",
+    "background_sans",
+    "background_trans",
+    "background_direct_beam",
 )
 FLOAT_KEYS = ("sample_thickness", "sample_height", "sample_width")
 
@@ -102,9 +111,18 @@ def parse_batch(text: str) -> tuple[list[BatchRow], dict[str, str]]:
             problems.append(f"line {n}: no sample_sans run")
             continue
         try:
-            refs = {k: parse_run_ref(values[k]) for k in
-                    ("sample_sans", "sample_trans", "sample_direct_beam", "can_sans", "can_trans",
-                     "can_direct_beam") if k in values}
+            refs = {
+                k: parse_run_ref(values[k])
+                for k in (
+                    "sample_sans",
+                    "sample_trans",
+                    "sample_direct_beam",
+                    "can_sans",
+                    "can_trans",
+                    "can_direct_beam",
+                )
+                if k in values
+            }
             floats = {k: float(values[k]) for k in FLOAT_KEYS if k in values}
         except ValueError as exc:
             problems.append(f"line {n}: {exc}")

@@ -21,12 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = [
-    "bin_centres",
-    "rebin_counts",
-    "rebin_distribution",
-    "rebin_edges",
-]
+__all__ = ["bin_centres", "rebin_counts", "rebin_distribution", "rebin_edges"]
 
 
 def rebin_edges(params: Sequence[float]) -> np.ndarray:
@@ -66,8 +61,9 @@ def bin_centres(edges: np.ndarray) -> np.ndarray:
     return 0.5 * (edges[..., 1:] + edges[..., :-1])
 
 
-def _cumulative_at(edges_in: np.ndarray, scale: np.ndarray | None, values: np.ndarray,
-                   points: np.ndarray) -> np.ndarray:
+def _cumulative_at(
+    edges_in: np.ndarray, scale: np.ndarray | None, values: np.ndarray, points: np.ndarray
+) -> np.ndarray:
     """Integral of a piecewise-constant histogram (``values`` per bin) from the first edge to
     each of ``points``; rows may have their input edges multiplied by ``scale[row]``.
 

@@ -118,13 +118,28 @@ def calculate_transmission(
             if z is None:
                 raise ReductionError(f"no position for transmission-run spectrum {spec}")
             tof, counts = _monitor_counts(run, spec)
-            spectra.append(monitor_spectrum(tof, counts, z, edges, prompt_peak=settings.prompt_peak,
-                                            background=settings.trans_background.get(spec)))
+            spectra.append(
+                monitor_spectrum(
+                    tof,
+                    counts,
+                    z,
+                    edges,
+                    prompt_peak=settings.prompt_peak,
+                    background=settings.trans_background.get(spec),
+                )
+            )
     t, te = transmission_ratio(spectra[0], spectra[1], spectra[2], spectra[3])
     try:
-        fitted = fit_transmission(bin_centres(edges), t, te, bin_centres(settings.wavelength_edges),
-                                  method=fit.method, order=fit.order,
-                                  lambda_min=fit.lambda_min, lambda_max=fit.lambda_max)
+        fitted = fit_transmission(
+            bin_centres(edges),
+            t,
+            te,
+            bin_centres(settings.wavelength_edges),
+            method=fit.method,
+            order=fit.order,
+            lambda_min=fit.lambda_min,
+            lambda_max=fit.lambda_max,
+        )
     except ValueError as exc:
         raise ReductionError(f"transmission of run {trans.name}: {exc}") from None
     return TransmissionResult(trans.name, direct.name, edges, t, te, fitted)
@@ -157,10 +172,13 @@ def reduce_scatter(
     bs = det.bank
     bank = bs.bank
     rows = np.searchsorted(run.spectra, bank.spectra)
-    if (rows >= run.spectra.size).any() or not np.array_equal(run.spectra[np.minimum(rows, run.spectra.size - 1)],
-                                                              bank.spectra):
-        raise ReductionError(f"{run.source}: lacks spectra of the {bank.name} ({bank.n_pixels} pixels, "
-                             f"spectra {bank.spectra[0]}-{bank.spectra[-1]})")
+    if (rows >= run.spectra.size).any() or not np.array_equal(
+        run.spectra[np.minimum(rows, run.spectra.size - 1)], bank.spectra
+    ):
+        raise ReductionError(
+            f"{run.source}: lacks spectra of the {bank.name} ({bank.n_pixels} pixels, "
+            f"spectra {bank.spectra[0]}-{bank.spectra[-1]})"
+        )
     lam_edges = settings.wavelength_edges
     keep = det.keep
     geo = det.geometry
@@ -177,8 +195,14 @@ def reduce_scatter(
         s, v, m = np.where(cut, 0.0, s), np.where(cut, 0.0, v), np.where(cut, 1.0, m)
     # monitor normalisation M(lambda)
     tof_m, counts_m = _monitor_counts(run, settings.incident_monitor)
-    mon, mon_e = monitor_spectrum(tof_m, counts_m, settings.incident_monitor_z, lam_edges,
-                                  prompt_peak=settings.prompt_peak, background=settings.monitor_background)
+    mon, mon_e = monitor_spectrum(
+        tof_m,
+        counts_m,
+        settings.incident_monitor_z,
+        lam_edges,
+        prompt_peak=settings.prompt_peak,
+        background=settings.monitor_background,
+    )
     d, de = bs.direct
     wav = d * mon
     rel2 = np.divide(de, d, out=np.zeros_like(d), where=d > 0) ** 2
@@ -209,16 +233,43 @@ def reduce_scatter(
     if settings.gravity:
         dz = bank.z - settings.sample_z
         lam_c = bin_centres(lam_edges)
-        two_theta = gravity_two_theta(geo.x[keep], geo.y[keep], dz, lam_c,
-                                      extra_length=settings.gravity_extra_length)
+        two_theta = gravity_two_theta(geo.x[keep], geo.y[keep], dz, lam_c, extra_length=settings.gravity_extra_length)
         y_aim = gravity_aim(geo.y[keep], geo.l2[keep], lam_c, extra_length=settings.gravity_extra_length)
-    iq = q1d(s, v, m, lam_edges, wav, wav_e, two_theta, pix, pix_e, settings.q_edges,
-             scale=const, normalisation_errors=settings.normalisation_errors, split=settings.split,
-             q_sigma=q_sigma, pixel_wavelength_adj=wide)
+    iq = q1d(
+        s,
+        v,
+        m,
+        lam_edges,
+        wav,
+        wav_e,
+        two_theta,
+        pix,
+        pix_e,
+        settings.q_edges,
+        scale=const,
+        normalisation_errors=settings.normalisation_errors,
+        split=settings.split,
+        q_sigma=q_sigma,
+        pixel_wavelength_adj=wide,
+    )
     iqxy = None
     if settings.qxy is not None:
-        iqxy = qxy(s, v, m, lam_edges, wav, geo.x[keep], geo.y[keep], geo.l2[keep], pix,
-                   settings.qxy[0], settings.qxy[1], scale=const, pixel_wavelength_adj=wide, y_aim=y_aim)
+        iqxy = qxy(
+            s,
+            v,
+            m,
+            lam_edges,
+            wav,
+            geo.x[keep],
+            geo.y[keep],
+            geo.l2[keep],
+            pix,
+            settings.qxy[0],
+            settings.qxy[1],
+            scale=const,
+            pixel_wavelength_adj=wide,
+            y_aim=y_aim,
+        )
     return ScatterResult(run, iq, iqxy, transmission, mon, wav, volume, const, sample, bs.name)
 
 
@@ -233,8 +284,17 @@ def _resolution(settings: Settings, geo: PixelGeometry, keep: np.ndarray) -> np.
         # moderator time spread (µs) -> wavelength spread over the full flight path
         sigma_t = np.interp(lam, res.moderator[0], res.moderator[1])
         sigma_mod = constants.NEUTRON_H_OVER_M * sigma_t / (geo.l1 + float(np.median(geo.l2[keep])))
-    return q_resolution_sigma(q, lam, np.diff(lam_edges), l1=res.collimation_length, l2=geo.l2[keep],
-                              r1=res.r1, r2=res.r2, delta_r=res.delta_r, sigma_moderator=sigma_mod)
+    return q_resolution_sigma(
+        q,
+        lam,
+        np.diff(lam_edges),
+        l1=res.collimation_length,
+        l2=geo.l2[keep],
+        r1=res.r1,
+        r2=res.r2,
+        delta_r=res.delta_r,
+        sigma_moderator=sigma_mod,
+    )
 
 
 @dataclass(frozen=True)
@@ -266,10 +326,12 @@ def subtract(name: str, sample: ScatterResult, can: ScatterResult | None) -> Row
     if not np.array_equal(s.q_edges, c.q_edges):
         raise ReductionError("sample and can are on different Q grids")
     if iqxy is not None and can.iqxy is not None:
-        iqxy = IQxy(iqxy.qx_edges, iqxy.qy_edges, iqxy.intensity - can.iqxy.intensity,
-                    np.hypot(iqxy.error, can.iqxy.error))
-    return RowResult(name, s.intensity - c.intensity, np.hypot(s.error, c.error), s.q_edges,
-                     s.q_dev, sample, can, iqxy, sample.bank)
+        iqxy = IQxy(
+            iqxy.qx_edges, iqxy.qy_edges, iqxy.intensity - can.iqxy.intensity, np.hypot(iqxy.error, can.iqxy.error)
+        )
+    return RowResult(
+        name, s.intensity - c.intensity, np.hypot(s.error, c.error), s.q_edges, s.q_dev, sample, can, iqxy, sample.bank
+    )
 
 
 def merge_rows(main: RowResult, hab: RowResult, merge: MergeSettings) -> RowResult:
@@ -289,9 +351,17 @@ def merge_rows(main: RowResult, hab: RowResult, merge: MergeSettings) -> RowResu
         else:
             fit_bins = (q >= overlap[0]) & (q <= overlap[1])
         fit_bins &= (s_m.denominator > 0) & (s_h.denominator > 0)
-        rescale, shift = fit_rescale_shift(main.intensity, main.error, hab.intensity, hab.error, fit_bins,
-                                           fit_rescale=merge.fit_rescale, fit_shift=merge.fit_shift,
-                                           rescale=merge.rescale, shift=merge.shift)
+        rescale, shift = fit_rescale_shift(
+            main.intensity,
+            main.error,
+            hab.intensity,
+            hab.error,
+            fit_bins,
+            fit_rescale=merge.fit_rescale,
+            fit_shift=merge.fit_shift,
+            rescale=merge.rescale,
+            shift=merge.shift,
+        )
     except ValueError as exc:
         raise ReductionError(f"merging the banks: {exc}") from None
 
@@ -304,12 +374,15 @@ def merge_rows(main: RowResult, hab: RowResult, merge: MergeSettings) -> RowResu
         i_c, e_c, _ = stitch(q, curve(main.can.iq), curve(hab.can.iq), rescale=rescale, shift=0.0, overlap=overlap)
         intensity, error = i_s - i_c, np.hypot(e_s, e_c)
     n_m, n_h = s_m.denominator, s_h.denominator / rescale
-    q_dev = np.select([source == 2, source == 0, source == 1],
-                      [(n_m * main.q_dev + n_h * hab.q_dev) / np.where(n_m + n_h > 0, n_m + n_h, 1.0),
-                       main.q_dev, hab.q_dev], 0.0)
+    q_dev = np.select(
+        [source == 2, source == 0, source == 1],
+        [(n_m * main.q_dev + n_h * hab.q_dev) / np.where(n_m + n_h > 0, n_m + n_h, 1.0), main.q_dev, hab.q_dev],
+        0.0,
+    )
     result = MergeResult(intensity, error, rescale, shift, overlap, source)
-    return RowResult(main.name, intensity, error, main.q_edges, q_dev, main.sample, main.can, None,
-                     "merged", result, (main, hab))
+    return RowResult(
+        main.name, intensity, error, main.q_edges, q_dev, main.sample, main.can, None, "merged", result, (main, hab)
+    )
 
 
 class BatchChain:
@@ -327,8 +400,9 @@ class BatchChain:
             return calculate_transmission(trans[trans_label], trans[direct_label], settings, fit)
 
         @functools.cache
-        def reduced(label: str, t_key: tuple[str, str, str] | None, sample: SampleGeometry | None,
-                    bank: str) -> ScatterResult:
+        def reduced(
+            label: str, t_key: tuple[str, str, str] | None, sample: SampleGeometry | None, bank: str
+        ) -> ScatterResult:
             t = None if t_key is None else transmission(*t_key)
             return reduce_scatter(scatter[label], t, settings, self.detectors[bank], sample=sample)
 
@@ -343,8 +417,12 @@ class BatchChain:
         overridden = bool(row.sample_thickness or row.sample_width or row.sample_height)
         geom = run.sample
         if overridden:
-            geom = SampleGeometry(row.sample_thickness or geom.thickness, row.sample_width or geom.width,
-                                  row.sample_height or geom.height, geom.shape)
+            geom = SampleGeometry(
+                row.sample_thickness or geom.thickness,
+                row.sample_width or geom.width,
+                row.sample_height or geom.height,
+                geom.shape,
+            )
         key_s = _trans_key(row.sample_trans, row.sample_direct_beam, "sample")
         key_c = _trans_key(row.can_trans, row.can_direct_beam, "can")
         per_bank = {}

@@ -33,7 +33,6 @@ __all__ = [
 ]
 
 
-
 def tof_to_wavelength(tof: np.ndarray, path_length: float | np.ndarray) -> np.ndarray:
     """Wavelength (Å) of a neutron with time of flight ``tof`` (µs) over ``path_length`` (m)."""
     return constants.NEUTRON_H_OVER_M * np.asarray(tof, dtype=np.float64) / path_length
@@ -63,8 +62,8 @@ def remove_bins_linear(
         return y, e
     left, right = y[a - 1], y[b + 1]
     steps = np.arange(1, b - a + 2)
-    y[a:b + 1] = left + (right - left) * steps / (b - a + 2)
-    e[a:b + 1] = 0.5 * (e[a - 1] + e[b + 1])
+    y[a : b + 1] = left + (right - left) * steps / (b - a + 2)
+    e[a : b + 1] = 0.5 * (e[a - 1] + e[b + 1])
     return y, e
 
 
@@ -86,8 +85,8 @@ def flat_background(
     if a > b:
         raise ValueError(f"background window {t_min}-{t_max} µs lies outside the TOF range")
     n = b - a + 1
-    bg = float(y[a:b + 1].mean())
-    sigma_bg = float(np.sqrt(np.sum(e[a:b + 1] ** 2)) / n)
+    bg = float(y[a : b + 1].mean())
+    sigma_bg = float(np.sqrt(np.sum(e[a : b + 1] ** 2)) / n)
     y = y - bg
     e = np.sqrt(e * e + sigma_bg * sigma_bg)
     negative = y < 0
@@ -144,7 +143,8 @@ def transmission_ratio(
     """
     (s2, s2e), (s3, s3e), (d2, d2e), (d3, d3e) = (
         (np.asarray(v, dtype=np.float64), np.asarray(err, dtype=np.float64))
-        for v, err in (sample_incident, sample_transmitted, direct_incident, direct_transmitted))
+        for v, err in (sample_incident, sample_transmitted, direct_incident, direct_transmitted)
+    )
     ok = (s2 > 0) & (s3 > 0) & (d2 > 0) & (d3 > 0)
     t = np.zeros_like(s2)
     te = np.zeros_like(s2)
@@ -238,14 +238,13 @@ def direct_beam_histogram(
     edges = np.concatenate([[x[0] - (mid[0] - x[0])], mid, [x[-1] + (x[-1] - mid[-1])]])
     lo, hi = float(np.min(wavelength_edges)), float(np.max(wavelength_edges))
     if lo < edges[0] - 1e-9 or hi > edges[-1] + 1e-9:
-        raise ValueError(f"the direct-beam file covers {edges[0]:.3f}-{edges[-1]:.3f} Å, "
-                         f"not the reduction range {lo}-{hi} Å")
+        raise ValueError(
+            f"the direct-beam file covers {edges[0]:.3f}-{edges[-1]:.3f} Å, not the reduction range {lo}-{hi} Å"
+        )
     return rebin_distribution(edges, values, errors, wavelength_edges)
 
 
-def radius_wave_cut(
-    radius: np.ndarray, wavelength_edges: np.ndarray, radius_cut: float, wave_cut: float
-) -> np.ndarray:
+def radius_wave_cut(radius: np.ndarray, wavelength_edges: np.ndarray, radius_cut: float, wave_cut: float) -> np.ndarray:
     """Bool (npix, nlam): bins dropped by Q1D's RadiusCut/WaveCut (§5.9).
 
     For a pixel at ``radius < radius_cut`` (m), wavelength bins whose lower edge lies below
@@ -322,9 +321,7 @@ def gravity_drop(wavelength: np.ndarray, l2: np.ndarray, *, extra_length: float 
     return gravity_drop_per_a2_m2() * lam**2 * path**2
 
 
-def gravity_aim(
-    y: np.ndarray, l2: np.ndarray, wavelength: np.ndarray, *, extra_length: float = 0.0
-) -> np.ndarray:
+def gravity_aim(y: np.ndarray, l2: np.ndarray, wavelength: np.ndarray, *, extra_length: float = 0.0) -> np.ndarray:
     """Height (m) each neutron was aimed at, ``(npix, nlam)``: a neutron detected at ``y`` fell
     by :func:`gravity_drop` on its way, so it left the sample aimed at ``y + d``."""
     return np.asarray(y, dtype=np.float64)[:, None] + gravity_drop(wavelength, l2, extra_length=extra_length)

@@ -53,8 +53,10 @@ def batch_rows(inputs: Inputs, params: SansParameters) -> list[BatchRow]:
         raise errors.InvalidInput(batch_file.name, str(exc)) from None
     for row in rows:
         if row.user_file and row.user_file != params.user_file:
-            raise errors.InvalidInput(batch_file.name, f"line {row.line}: a per-row user_file "
-                                      f"({row.user_file}) is not supported; pass it as user_file")
+            raise errors.InvalidInput(
+                batch_file.name,
+                f"line {row.line}: a per-row user_file ({row.user_file}) is not supported; pass it as user_file",
+            )
     return rows
 
 
@@ -82,19 +84,26 @@ def load_batch(inputs: Inputs, params: SansParameters, ctx: Context, rows: list[
         raise errors.InvalidInput(uf_file.name, "needs MON/DIRECT and MON/FLAT files for the main bank")
     if "hab" in banks and not uf.direct_files.get("hab"):
         raise errors.InvalidInput(uf_file.name, "needs MON/HAB (or MON/DIRECT) for the high-angle bank")
-    direct = {b: rkh(named(inputs, uf.direct_files[b], f"{uf_file.name} MON/DIRECT ({b})"))
-              for b in banks}
-    flat = {b: rkh(named(inputs, uf.flat_files[b], f"{uf_file.name} MON/FLAT ({b})"))
-            for b in banks if uf.flat_files.get(b)}
+    direct = {b: rkh(named(inputs, uf.direct_files[b], f"{uf_file.name} MON/DIRECT ({b})")) for b in banks}
+    flat = {
+        b: rkh(named(inputs, uf.flat_files[b], f"{uf_file.name} MON/FLAT ({b})")) for b in banks if uf.flat_files.get(b)
+    }
     moderator = None
     if uf.qresol.on and uf.qresol.moderator_file:
         moderator = rkh(named(inputs, uf.qresol.moderator_file, f"{uf_file.name} QRESOL/MODERATOR"))
     try:
         settings = settings_from_user_file(
-            uf, instrument, direct, flat,
+            uf,
+            instrument,
+            direct,
+            flat,
             normalisation_errors=params.normalisation_errors,
-            split=params.q_assignment == "split", want_qxy=params.qxy, moderator=moderator,
-            radius_cut=params.radius_cut or None, wave_cut=params.wave_cut or None)
+            split=params.q_assignment == "split",
+            want_qxy=params.qxy,
+            moderator=moderator,
+            radius_cut=params.radius_cut or None,
+            wave_cut=params.wave_cut or None,
+        )
     except ReductionError as exc:
         raise errors.InvalidInput(uf_file.name, str(exc)) from None
     for note in settings.notes:
@@ -126,8 +135,9 @@ def load_batch(inputs: Inputs, params: SansParameters, ctx: Context, rows: list[
         runs = []
         for f in files:
             ctx.progress(done / max(total, 1), "load", f"reading {f.name}")
-            runs.append(read_run(f.path, f.name, spectra=(first_spec, last_spec),
-                                 event_edges=event_edges, period=params.period))
+            runs.append(
+                read_run(f.path, f.name, spectra=(first_spec, last_spec), event_edges=event_edges, period=params.period)
+            )
             done += 1
         scatter[label] = sum_runs(runs)
         if len(runs) > 1:
@@ -135,17 +145,20 @@ def load_batch(inputs: Inputs, params: SansParameters, ctx: Context, rows: list[
     trans: dict[str, RawRun] = {}
     for label, files in plan_t.items():
         ctx.progress(done / max(total, 1), "load", f"reading {files[0].name}")
-        trans[label] = sum_runs([read_run(f.path, f.name, event_edges=event_edges, period=params.period)
-                                 for f in files])
+        trans[label] = sum_runs(
+            [read_run(f.path, f.name, event_edges=event_edges, period=params.period) for f in files]
+        )
         done += 1
     ctx.progress(1.0, "load", f"read {done} run file(s)")
     return LoadedBatch(rows, header, instrument, uf, uf_file.name, settings, scatter, trans, warnings)
+
 
 def named(inputs: Inputs, name: str, what: str) -> StagedFile:
     f = inputs.find(name)
     if f is None:
         raise errors.InputNotFound(name, f"{what}: no input file named {name!r}")
     return f
+
 
 def rkh(f: StagedFile) -> RKHData:
     try:
@@ -173,7 +186,9 @@ class RunResolver:
     def _file(self, number: int, why: str) -> StagedFile:
         f = self.by_number.get(number)
         if f is None:
-            raise errors.InputNotFound(f"{self.instrument.name}{number}.nxs", f"{why}: run {number} is not among the inputs")
+            raise errors.InputNotFound(
+                f"{self.instrument.name}{number}.nxs", f"{why}: run {number} is not among the inputs"
+            )
         return f
 
     def files(self, ref: RunRef) -> list[StagedFile]:

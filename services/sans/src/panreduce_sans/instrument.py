@@ -222,18 +222,36 @@ def _pinwheel(
         c, s = np.cos(k * np.pi / 2), np.sin(k * np.pi / 2)
         rot = np.array([[c, -s], [s, c]]).round(12)
         o, f, w = rot @ origin, rot @ fast, rot @ slow
-        modules.append(RectangularBank(
-            name=f"{name}-module-{k}", id_start=id_start + k * ids_per_module, nx=n_radial, ny=n_along,
-            x0=float(o[0]), y0=float(o[1]), dx=pixel, dy=pixel, z=z,
-            fast=(float(f[0]), float(f[1])), slow=(float(w[0]), float(w[1]))))
+        modules.append(
+            RectangularBank(
+                name=f"{name}-module-{k}",
+                id_start=id_start + k * ids_per_module,
+                nx=n_radial,
+                ny=n_along,
+                x0=float(o[0]),
+                y0=float(o[1]),
+                dx=pixel,
+                dy=pixel,
+                z=z,
+                fast=(float(f[0]), float(f[1])),
+                slow=(float(w[0]), float(w[1])),
+            )
+        )
     return ModularBank(name, tuple(modules))
 
 
 LOQ = Instrument(
     name="LOQ",
     main=RectangularBank(
-        name="main-detector-bank", id_start=3, nx=128, ny=128,
-        x0=-0.3136009, y0=-0.3124091, dx=0.005038, dy=0.005041, z=15.15,
+        name="main-detector-bank",
+        id_start=3,
+        nx=128,
+        ny=128,
+        x0=-0.3136009,
+        y0=-0.3124091,
+        dx=0.005038,
+        dy=0.005041,
+        z=15.15,
     ),
     sample_z=11.0,
     monitor_z={1: 6.356, 2: 10.424},
@@ -274,12 +292,7 @@ class PixelGeometry:
     l1: float  # m, moderator -> sample
 
 
-def pixel_geometry(
-    bank: Bank,
-    *,
-    sample_z: float,
-    shift: tuple[float, float] = (0.0, 0.0),
-) -> PixelGeometry:
+def pixel_geometry(bank: Bank, *, sample_z: float, shift: tuple[float, float] = (0.0, 0.0)) -> PixelGeometry:
     """Scattering geometry of every pixel of ``bank`` for a sample at ``sample_z`` (m).
 
     ``L2 = sqrt(x^2 + y^2 + dz^2)``, ``2theta = arccos(dz/L2)``, ``R = sqrt(x^2 + y^2)`` and
@@ -294,6 +307,12 @@ def pixel_geometry(
     two_theta = np.arccos(dz / l2)
     solid_angle = bank.areas() * dz / l2**3
     return PixelGeometry(
-        spectra=bank.spectra, x=x, y=y, radius=np.hypot(x, y), l2=l2,
-        two_theta=two_theta, solid_angle=solid_angle, l1=sample_z,
+        spectra=bank.spectra,
+        x=x,
+        y=y,
+        radius=np.hypot(x, y),
+        l2=l2,
+        two_theta=two_theta,
+        solid_angle=solid_angle,
+        l1=sample_z,
     )

@@ -31,8 +31,15 @@ from panreduce_sans.params import SansParameters
 from panreduce_sans.q1d import IQxy
 from panreduce_sans.settings import Settings
 
-__all__ = ["OutputMetadata", "output_metadata", "plot_iq", "row_summary", "write_cansas_xml", "write_nxcansas",
-           "write_nxcansas_2d"]
+__all__ = [
+    "OutputMetadata",
+    "output_metadata",
+    "plot_iq",
+    "row_summary",
+    "write_cansas_xml",
+    "write_nxcansas",
+    "write_nxcansas_2d",
+]
 
 
 @dataclass(frozen=True)
@@ -62,14 +69,27 @@ def _sas_metadata(result: RowResult, meta: OutputMetadata) -> SasMetadata:
         **meta.terms,
     }
     return SasMetadata(
-        title=result.name, run=str(sample.run.run_number),
-        sample_name=sample.run.title, sample_id=sample.run.title, thickness_mm=float(sample.sample.thickness),
-        sample_details=(f"shape {sample.sample.shape}, width {sample.sample.width} mm, "
-                        f"height {sample.sample.height} mm, volume {sample.volume:.4f} mm^3"),
-        radiation="Spallation Neutron Source", probe="neutron", source_type="Spallation Neutron Source",
-        instrument=meta.instrument, detector=meta.detector, distance_m=meta.sdd,
-        pixel_x_m=meta.pixel_size[0] / 1e3, pixel_y_m=meta.pixel_size[1] / 1e3, beam_center_mm=meta.beam_centre,
-        process_name=meta.program, process_version=meta.version, process_terms=terms,
+        title=result.name,
+        run=str(sample.run.run_number),
+        sample_name=sample.run.title,
+        sample_id=sample.run.title,
+        thickness_mm=float(sample.sample.thickness),
+        sample_details=(
+            f"shape {sample.sample.shape}, width {sample.sample.width} mm, "
+            f"height {sample.sample.height} mm, volume {sample.volume:.4f} mm^3"
+        ),
+        radiation="Spallation Neutron Source",
+        probe="neutron",
+        source_type="Spallation Neutron Source",
+        instrument=meta.instrument,
+        detector=meta.detector,
+        distance_m=meta.sdd,
+        pixel_x_m=meta.pixel_size[0] / 1e3,
+        pixel_y_m=meta.pixel_size[1] / 1e3,
+        beam_center_mm=meta.beam_centre,
+        process_name=meta.program,
+        process_version=meta.version,
+        process_terms=terms,
         process_notes={"user_file": meta.user_file_text},
     )
 
@@ -83,8 +103,16 @@ def write_nxcansas(path: Path, result: RowResult, meta: OutputMetadata) -> None:
     sample and can transmission spectra."""
     with h5py.File(path, "w") as f:
         set_file_attributes(f, "sasentry01", creator=meta.program)
-        entry = write_entry(f, "sasentry01", result.q, result.intensity, result.error, result.q_dev,
-                            meta=_sas_metadata(result, meta), data_name="sasdata01")
+        entry = write_entry(
+            f,
+            "sasentry01",
+            result.q,
+            result.intensity,
+            result.error,
+            result.q_dev,
+            meta=_sas_metadata(result, meta),
+            data_name="sasdata01",
+        )
         spectra = [("sample", result.sample.transmission)]
         if result.can is not None:
             spectra.append(("can", result.can.transmission))
@@ -92,8 +120,9 @@ def write_nxcansas(path: Path, result: RowResult, meta: OutputMetadata) -> None:
         for name, t in spectra:
             if t is not None:
                 k += 1
-                write_transmission_spectrum(entry, f"sastransmission_spectrum{k:02d}", name, t.wavelength,
-                                            t.transmission, t.error)
+                write_transmission_spectrum(
+                    entry, f"sastransmission_spectrum{k:02d}", name, t.wavelength, t.transmission, t.error
+                )
 
 
 def write_nxcansas_2d(path: Path, name: str, run: str, iqxy: IQxy, result: RowResult, meta: OutputMetadata) -> None:
@@ -112,8 +141,9 @@ def write_cansas_xml(path: Path, result: RowResult, meta: OutputMetadata) -> Non
     from sasdata.dataloader.data_info import Data1D, Detector, TransmissionSpectrum
     from sasdata.dataloader.readers.cansas_reader import Reader
 
-    d = Data1D(x=np.asarray(result.q), y=np.asarray(result.intensity),
-               dx=np.asarray(result.q_dev), dy=np.asarray(result.error))
+    d = Data1D(
+        x=np.asarray(result.q), y=np.asarray(result.intensity), dx=np.asarray(result.q_dev), dy=np.asarray(result.error)
+    )
     d.x_unit = "1/A"
     d.y_unit = "1/cm"
     d.title = result.name
@@ -153,15 +183,28 @@ def plot_iq(path: Path, result: RowResult) -> None:
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.11, top=0.93)
     q = result.q
     pos = result.intensity > 0
-    ax.errorbar(q[pos], result.intensity[pos], yerr=result.error[pos], fmt="o", ms=3, capsize=1.5,
-                label=f"{result.name} (sample - can)")
+    ax.errorbar(
+        q[pos],
+        result.intensity[pos],
+        yerr=result.error[pos],
+        fmt="o",
+        ms=3,
+        capsize=1.5,
+        label=f"{result.name} (sample - can)",
+    )
     if result.parts:
         m = result.merge
         for part in result.parts:
             ok = part.sample.iq.denominator > 0
             if part.bank == "hab" and m is not None:
-                ax.plot(q[ok], m.rescale * (part.intensity[ok] + m.shift), "-", lw=0.8, alpha=0.7,
-                        label=f"hab bank, x{m.rescale:.3g} after {m.shift:+.3g} 1/cm")
+                ax.plot(
+                    q[ok],
+                    m.rescale * (part.intensity[ok] + m.shift),
+                    "-",
+                    lw=0.8,
+                    alpha=0.7,
+                    label=f"hab bank, x{m.rescale:.3g} after {m.shift:+.3g} 1/cm",
+                )
             else:
                 ax.plot(q[ok], part.intensity[ok], "-", lw=0.8, alpha=0.7, label=f"{part.bank} bank")
         if result.merge is not None:
@@ -183,19 +226,30 @@ def plot_iq(path: Path, result: RowResult) -> None:
 
 
 # -- what each output records ----------------------------------------------------------
-def output_metadata(inst: Instrument, settings: Settings, result: RowResult, *, row: BatchRow,
-                    params: SansParameters, version: str, user_file_name: str,
-                    user_file_text: str) -> OutputMetadata:
+def output_metadata(
+    inst: Instrument,
+    settings: Settings,
+    result: RowResult,
+    *,
+    row: BatchRow,
+    params: SansParameters,
+    version: str,
+    user_file_name: str,
+    user_file_text: str,
+) -> OutputMetadata:
     """Instrument, detector and process metadata of one output (one bank, or merged)."""
     names = ("main", "hab") if result.bank == "merged" else (result.bank,)
     banks = [settings.bank(b) for b in names]
     first = banks[0]
-    terms = {"batch_file": params.batch_file, "batch_line": str(row.line),
-             "detector": result.bank,
-             "direct_beam_file": " ".join(b.direct_file for b in banks),
-             "flat_cell_file": " ".join(b.flat_file or "(none: F = 1)" for b in banks),
-             "q_assignment": params.q_assignment,
-             "normalisation_errors": str(params.normalisation_errors).lower()}
+    terms = {
+        "batch_file": params.batch_file,
+        "batch_line": str(row.line),
+        "detector": result.bank,
+        "direct_beam_file": " ".join(b.direct_file for b in banks),
+        "flat_cell_file": " ".join(b.flat_file or "(none: F = 1)" for b in banks),
+        "q_assignment": params.q_assignment,
+        "normalisation_errors": str(params.normalisation_errors).lower(),
+    }
     if settings.gravity:
         terms["gravity"] = f"on, extra length {settings.gravity_extra_length} m"
     if settings.phi is not None:
@@ -203,18 +257,25 @@ def output_metadata(inst: Instrument, settings: Settings, result: RowResult, *, 
         terms["sector"] = f"phi {lo} to {hi} deg{' and mirror' if mirror else ''}"
     if result.merge is not None:
         m = result.merge
-        terms["merge"] = (f"HAB rescale {m.rescale:.6g}{' (fitted)' if settings.merge.fit_rescale else ''}, "
-                          f"shift {m.shift:.6g} 1/cm{' (fitted)' if settings.merge.fit_shift else ''}, "
-                          f"merge range {m.overlap[0]:.6g}-{m.overlap[1]:.6g} 1/angstrom")
+        terms["merge"] = (
+            f"HAB rescale {m.rescale:.6g}{' (fitted)' if settings.merge.fit_rescale else ''}, "
+            f"shift {m.shift:.6g} 1/cm{' (fitted)' if settings.merge.fit_shift else ''}, "
+            f"merge range {m.overlap[0]:.6g}-{m.overlap[1]:.6g} 1/angstrom"
+        )
     if any(b.name == "hab" for b in banks) and inst.hab_note:
         terms["hab_geometry"] = inst.hab_note
     return OutputMetadata(
-        instrument=inst.name, detector=" + ".join(b.bank.name for b in banks),
+        instrument=inst.name,
+        detector=" + ".join(b.bank.name for b in banks),
         sdd=first.bank.z - settings.sample_z,
         beam_centre=(first.centre[0] * 1e3, first.centre[1] * 1e3),
         pixel_size=(first.bank.pixel_size[0] * 1e3, first.bank.pixel_size[1] * 1e3),
-        user_file_name=user_file_name, user_file_text=user_file_text,
-        program="panreduce-sans", version=version, terms=terms)
+        user_file_name=user_file_name,
+        user_file_text=user_file_text,
+        program="panreduce-sans",
+        version=version,
+        terms=terms,
+    )
 
 
 def _num(x: float) -> float | None:

@@ -197,7 +197,9 @@ def qxy(
     iy = np.searchsorted(edges, qy, side="right") - 1
     ok = (ix >= 0) & (ix < n) & (iy >= 0) & (iy < n)
     flat = (iy * n + ix)[ok]
-    den_full = np.asarray(wavelength_adj)[None, :] * np.asarray(pixel_adj)[:, None] * (1.0 - np.asarray(masked_fraction))
+    den_full = (
+        np.asarray(wavelength_adj)[None, :] * np.asarray(pixel_adj)[:, None] * (1.0 - np.asarray(masked_fraction))
+    )
     if pixel_wavelength_adj is not None:
         den_full = den_full * pixel_wavelength_adj
     den_el = den_full.ravel()[ok]

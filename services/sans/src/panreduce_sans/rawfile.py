@@ -109,9 +109,7 @@ def read_run_info(path: Path, source: str) -> RunInfo:
         return RunInfo(int(_scalar(entry, "run_number", source)), str(_scalar(entry, "title", source, "")), n, source)
 
 
-def histogram_events(
-    event_id: np.ndarray, tof: np.ndarray, spectra: np.ndarray, edges: np.ndarray
-) -> np.ndarray:
+def histogram_events(event_id: np.ndarray, tof: np.ndarray, spectra: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Histogram events (detector id, time of flight µs) into (len(spectra), len(edges)-1)
     counts; events of other ids or outside the edges are dropped."""
     spectra = np.asarray(spectra)
@@ -138,8 +136,14 @@ def _read_rows(ds: h5py.Dataset, i0: int, i1: int, period: int = 0) -> np.ndarra
     """
     chunks = ds.chunks
     plain_gzip = (
-        chunks is not None and chunks[0] == 1 and chunks[2] == ds.shape[2] and ds.compression == "gzip"
-        and not ds.shuffle and not ds.fletcher32 and ds.scaleoffset is None and ds.dtype.kind in "iu"
+        chunks is not None
+        and chunks[0] == 1
+        and chunks[2] == ds.shape[2]
+        and ds.compression == "gzip"
+        and not ds.shuffle
+        and not ds.fletcher32
+        and ds.scaleoffset is None
+        and ds.dtype.kind in "iu"
         and len(ds._filters) == 1
     )
     if not plain_gzip or i1 <= i0:
@@ -154,7 +158,7 @@ def _read_rows(ds: h5py.Dataset, i0: int, i1: int, period: int = 0) -> np.ndarra
             return ds[period, i0:i1, :]
         raw.append(zlib.decompress(data))
     full = np.frombuffer(b"".join(raw), dtype=ds.dtype).reshape(-1, ds.shape[2])
-    return full[i0 - first:i1 - first]
+    return full[i0 - first : i1 - first]
 
 
 def _period_index(n_periods: int, period: int, source: str) -> int:
@@ -164,7 +168,8 @@ def _period_index(n_periods: int, period: int, source: str) -> int:
         return 0
     if period == 0:
         raise errors.InvalidInput(
-            source, f"has {n_periods} periods; choose one with the 'period' parameter (1-{n_periods})")
+            source, f"has {n_periods} periods; choose one with the 'period' parameter (1-{n_periods})"
+        )
     if not 1 <= period <= n_periods:
         raise errors.InvalidInput(source, f"has {n_periods} period(s); period {period} does not exist")
     return period - 1
@@ -226,8 +231,10 @@ def read_run(
             tof = read_array(entry, "detector_1/time_of_flight", source).astype(np.float64)
             if spec_all.size != counts_ds.shape[1] or tof.size != counts_ds.shape[2] + 1:
                 raise errors.InvalidInput(
-                    source, f"detector_1/counts {counts_ds.shape} does not match {spec_all.size} spectra "
-                    f"and {tof.size} TOF edges")
+                    source,
+                    f"detector_1/counts {counts_ds.shape} does not match {spec_all.size} spectra "
+                    f"and {tof.size} TOF edges",
+                )
             if spectra is None:
                 i0, i1 = 0, spec_all.size
             else:
@@ -236,12 +243,16 @@ def read_run(
                 expected = spectra[1] - spectra[0] + 1
                 if i1 - i0 != expected or not np.array_equal(spec_all[i0:i1], np.arange(spectra[0], spectra[1] + 1)):
                     raise errors.InvalidInput(
-                        source, f"does not hold spectra {spectra[0]}-{spectra[1]} contiguously "
-                        f"(it has {spec_all.size} spectra {spec_all[0]}-{spec_all[-1]})")
+                        source,
+                        f"does not hold spectra {spectra[0]}-{spectra[1]} contiguously "
+                        f"(it has {spec_all.size} spectra {spec_all[0]}-{spec_all[-1]})",
+                    )
             try:
                 block = _read_rows(counts_ds, i0, i1, p_index)
             except (OSError, RuntimeError, ValueError, zlib.error) as exc:
-                raise errors.InvalidInput(source, f"detector_1/counts cannot be read: damaged or truncated ({exc})") from None
+                raise errors.InvalidInput(
+                    source, f"detector_1/counts cannot be read: damaged or truncated ({exc})"
+                ) from None
             counts = np.asarray(block, dtype=np.float64)
             spec_numbers = spec_all[i0:i1]
         if not np.all(np.diff(tof) > 0):
@@ -252,7 +263,9 @@ def read_run(
             monitor_tof = tof
         for spec, m in monitors.items():
             if m.size != monitor_tof.size - 1:
-                raise errors.InvalidInput(source, f"monitor spectrum {spec} has {m.size} bins, expected {monitor_tof.size - 1}")
+                raise errors.InvalidInput(
+                    source, f"monitor spectrum {spec} has {m.size} bins, expected {monitor_tof.size - 1}"
+                )
         sample = SampleGeometry(
             thickness=float(_scalar(entry, "sample/thickness", source, 0.0)),
             width=float(_scalar(entry, "sample/width", source, 0.0)),
@@ -261,15 +274,21 @@ def read_run(
         )
         number = int(_scalar(entry, "run_number", source))
         return RawRun(
-            source=source, run_number=number, runs=(number,),
+            source=source,
+            run_number=number,
+            runs=(number,),
             title=str(_scalar(entry, "title", source, "")),
             instrument=str(_scalar(entry, "name", source, "")),
             start_time=str(_scalar(entry, "start_time", source, "")),
-            tof=tof, spectra=np.asarray(spec_numbers), counts=counts,
-            monitor_tof=np.asarray(monitor_tof, dtype=np.float64), monitors=monitors,
+            tof=tof,
+            spectra=np.asarray(spec_numbers),
+            counts=counts,
+            monitor_tof=np.asarray(monitor_tof, dtype=np.float64),
+            monitors=monitors,
             proton_charge=float(_scalar(entry, "proton_charge", source, 0.0)),
             good_frames=int(_scalar(entry, "good_frames", source, 0)),
-            sample=sample, event_mode=event_mode,
+            sample=sample,
+            event_mode=event_mode,
         )
 
 
@@ -287,9 +306,15 @@ def sum_runs(runs: list[RawRun]) -> RawRun:
     counts = first.counts.copy()
     monitors = {k: v.copy() for k, v in first.monitors.items()}
     for r in runs[1:]:
-        if not (np.array_equal(r.tof, first.tof) and np.array_equal(r.spectra, first.spectra)
-                and np.array_equal(r.monitor_tof, first.monitor_tof) and r.monitors.keys() == first.monitors.keys()):
-            raise errors.InvalidInput(r.source, f"cannot be added to {first.source}: different TOF grid, spectra or monitors")
+        if not (
+            np.array_equal(r.tof, first.tof)
+            and np.array_equal(r.spectra, first.spectra)
+            and np.array_equal(r.monitor_tof, first.monitor_tof)
+            and r.monitors.keys() == first.monitors.keys()
+        ):
+            raise errors.InvalidInput(
+                r.source, f"cannot be added to {first.source}: different TOF grid, spectra or monitors"
+            )
         counts += r.counts
         for k in monitors:
             monitors[k] += r.monitors[k]
@@ -297,7 +322,8 @@ def sum_runs(runs: list[RawRun]) -> RawRun:
         first,
         source=", ".join(r.source for r in runs),
         runs=tuple(n for r in runs for n in r.runs),
-        counts=counts, monitors=monitors,
+        counts=counts,
+        monitors=monitors,
         proton_charge=sum(r.proton_charge for r in runs),
         good_frames=sum(r.good_frames for r in runs),
     )

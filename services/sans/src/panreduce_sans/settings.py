@@ -12,9 +12,7 @@ import numpy as np
 
 from panreduce_sans.batch import RKHData
 from panreduce_sans.binning import rebin_edges
-from panreduce_sans.corrections import (
-    direct_beam_histogram,
-)
+from panreduce_sans.corrections import direct_beam_histogram
 from panreduce_sans.instrument import Bank, Instrument
 from panreduce_sans.userfile import MergeSettings, TransmissionFit, UserFile
 
@@ -158,11 +156,14 @@ def settings_from_user_file(
         bank = instrument.bank(name)
         centre = uf.centre if name == "main" else uf.centre_hab
         if centre is None:
-            raise ReductionError(f"the user file must give SET CENTRE{'' if name == 'main' else '/HAB'} "
-                                 f"for the {bank.name}")
+            raise ReductionError(
+                f"the user file must give SET CENTRE{'' if name == 'main' else '/HAB'} for the {bank.name}"
+            )
         if name not in direct:
-            raise ReductionError(f"no direct-beam efficiency file for the {bank.name} "
-                                 f"({'MON/DIRECT' if name == 'main' else 'MON/HAB or MON/DIRECT'})")
+            raise ReductionError(
+                f"no direct-beam efficiency file for the {bank.name} "
+                f"({'MON/DIRECT' if name == 'main' else 'MON/HAB or MON/DIRECT'})"
+            )
         try:
             d, de = direct_beam_histogram(direct[name].x, direct[name].y, direct[name].e, lam_edges)
         except ValueError as exc:
@@ -174,23 +175,40 @@ def settings_from_user_file(
         cols = frozenset(i for b, i in uf.mask_columns if b == name)
         boxes = tuple((r, c) for b, r, c in uf.mask_boxes if b == name)
         if (rows or cols or boxes) and not bank.grid:
-            raise ReductionError(f"row, column and box masks (MASK Hn, Vn) are not defined on the modular "
-                                 f"{bank.name}; mask spectra (MASK Sn) instead")
+            raise ReductionError(
+                f"row, column and box masks (MASK Hn, Vn) are not defined on the modular "
+                f"{bank.name}; mask spectra (MASK Sn) instead"
+            )
         lines = ()
         if name == "main":  # a beam-stop arm sits in front of the rear bank
-            lines = tuple((w / 1e3, a, None if x is None else x / 1e3, None if y is None else y / 1e3)
-                          for w, a, x, y in uf.mask_lines)
+            lines = tuple(
+                (w / 1e3, a, None if x is None else x / 1e3, None if y is None else y / 1e3)
+                for w, a, x, y in uf.mask_lines
+            )
         sample_z = instrument.sample_z + uf.sample_offset / 1e3
         if bank.z <= sample_z:
-            raise ReductionError(f"line {where.get('SAMPLE/OFFSET', '?')}: SAMPLE/OFFSET {uf.sample_offset} mm puts "
-                                 f"the sample at z = {sample_z:.4f} m, not in front of the {bank.name} at z = {bank.z} m")
+            raise ReductionError(
+                f"line {where.get('SAMPLE/OFFSET', '?')}: SAMPLE/OFFSET {uf.sample_offset} mm puts "
+                f"the sample at z = {sample_z:.4f} m, not in front of the {bank.name} at z = {bank.z} m"
+            )
         if name == "hab" and instrument.hab_note:
             notes.append(instrument.hab_note)
-        banks.append(BankSettings(
-            name=name, bank=bank, centre=(centre[0] / 1e3, centre[1] / 1e3), direct=(d, de), flat=flat_pix,
-            direct_file=uf.direct_files.get(name, ""), flat_file=uf.flat_files.get(name, ""),
-            time_masks=tuple((m.t_min, m.t_max) for m in uf.time_masks if m.detector in (None, name)),
-            mask_rows=rows, mask_columns=cols, mask_boxes=boxes, mask_lines=lines))
+        banks.append(
+            BankSettings(
+                name=name,
+                bank=bank,
+                centre=(centre[0] / 1e3, centre[1] / 1e3),
+                direct=(d, de),
+                flat=flat_pix,
+                direct_file=uf.direct_files.get(name, ""),
+                flat_file=uf.flat_files.get(name, ""),
+                time_masks=tuple((m.t_min, m.t_max) for m in uf.time_masks if m.detector in (None, name)),
+                mask_rows=rows,
+                mask_columns=cols,
+                mask_boxes=boxes,
+                mask_lines=lines,
+            )
+        )
     mon = uf.incident_monitor or instrument.incident_monitor
     trans_mon = uf.transmission_monitor or instrument.transmission_monitor
     mon_z = uf.monitor_lengths.get(mon, instrument.monitor_z.get(mon))

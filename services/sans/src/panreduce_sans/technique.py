@@ -90,8 +90,7 @@ class Technique(_Technique[SansParameters, SansPart]):
     def units(self, inputs: Inputs, params: SansParameters) -> list[BatchRow]:
         return batch_rows(inputs, params)
 
-    def reduce_block(self, block: Sequence[BatchRow], inputs: Inputs, params: SansParameters,
-                     ctx: Context) -> SansPart:
+    def reduce_block(self, block: Sequence[BatchRow], inputs: Inputs, params: SansParameters, ctx: Context) -> SansPart:
         with ctx.step(0.0, 0.3):
             data = load_batch(inputs, params, ctx, list(block))
         with ctx.step(0.3, 1.0):
@@ -113,8 +112,14 @@ class Technique(_Technique[SansParameters, SansPart]):
             if params.cansas_xml:
                 write_cansas_xml(ctx.output_path(f"{name}.xml", format="cansas-xml"), res, meta)
             if params.qxy and res.iqxy is not None:
-                write_nxcansas_2d(ctx.output_path(f"{name}_2d.h5", format="nxcansas"),
-                                  f"{name} I(Qx,Qy)", out.run, res.iqxy, res, meta)
+                write_nxcansas_2d(
+                    ctx.output_path(f"{name}_2d.h5", format="nxcansas"),
+                    f"{name} I(Qx,Qy)",
+                    out.run,
+                    res.iqxy,
+                    res,
+                    meta,
+                )
             rows_summary.append(row_summary(out.row, name, res))
         ctx.progress(1.0, "write", "done")
         return {
@@ -144,18 +149,29 @@ class Technique(_Technique[SansParameters, SansPart]):
             except ReductionError as exc:
                 raise errors.InvalidInput(params.batch_file, f"line {row.line} ({row.output_as}): {exc}") from None
             for name, result in results.items():
-                meta = output_metadata(inst, settings, result, row=row, params=params, version=self.version,
-                                       user_file_name=data.user_file_name, user_file_text=data.user_file.text)
+                meta = output_metadata(
+                    inst,
+                    settings,
+                    result,
+                    row=row,
+                    params=params,
+                    version=self.version,
+                    user_file_name=data.user_file_name,
+                    user_file_text=data.user_file.text,
+                )
                 outputs.append(SansOutput(name, row, _slim(result), meta, str(run_s.run_number)))
         ctx.progress(1.0, "reduce", "done")
         dets = chain.detectors
         return SansPart(
-            outputs=outputs, instrument=inst.name, detector=settings.detector,
+            outputs=outputs,
+            instrument=inst.name,
+            detector=settings.detector,
             wavelength_range=[float(settings.wavelength_edges[0]), float(settings.wavelength_edges[-1])],
             q_range=[float(settings.q_edges[0]), float(settings.q_edges[-1])],
             pixels_used=int(sum(d.keep.sum() for d in dets.values())),
             pixels_used_by_bank={name: int(d.keep.sum()) for name, d in dets.items()},
-            warnings=list(data.warnings))
+            warnings=list(data.warnings),
+        )
 
 
 def _slim_run(run: RawRun) -> RawRun:
@@ -164,10 +180,10 @@ def _slim_run(run: RawRun) -> RawRun:
 
 def _slim(result: RowResult) -> RowResult:
     """``result`` without the raw histograms of its runs (the writers read only their labels)."""
+
     def scatter(s: ScatterResult | None) -> ScatterResult | None:
         return None if s is None else dataclasses.replace(s, run=_slim_run(s.run))
 
-    return dataclasses.replace(result, sample=scatter(result.sample), can=scatter(result.can),
-                               parts=tuple(_slim(p) for p in result.parts))
-
-
+    return dataclasses.replace(
+        result, sample=scatter(result.sample), can=scatter(result.can), parts=tuple(_slim(p) for p in result.parts)
+    )

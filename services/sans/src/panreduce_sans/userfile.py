@@ -392,8 +392,7 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:
             uf.monitor_background = tuple(_floats(rest.split(), 2))  # type: ignore[assignment]
         elif len(parts) == 2 and re.fullmatch(r"M\d+", parts[0]) and parts[1] in ("TIMES", "OFF"):
             spec = int(parts[0][1:])
-            uf.monitor_background_by_spectrum[spec] = (
-                None if parts[1] == "OFF" else tuple(_floats(rest.split(), 2)))  # type: ignore[assignment]
+            uf.monitor_background_by_spectrum[spec] = None if parts[1] == "OFF" else tuple(_floats(rest.split(), 2))  # type: ignore[assignment]
         elif parts == ["MON", "OFF"]:
             uf.monitor_background = None
         elif parts == ["TRANS"]:
@@ -426,7 +425,7 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:
         elif method_token.startswith("POLYNOMIAL"):
             method = "polynomial"
             try:
-                order = int(method_token[len("POLYNOMIAL"):] or "2")
+                order = int(method_token[len("POLYNOMIAL") :] or "2")
             except ValueError:
                 raise _Invalid(f"bad polynomial order in {method_token!r}") from None
             if not 2 <= order <= 6:
@@ -533,9 +532,16 @@ def _parse_line(uf: UserFile, line: str, n: int) -> None:
             uf.qresol.on = ukey.endswith("ON")
             uf.lines["QRESOL"] = n
             return
-        names = {"QRESOL/A1": "a1", "QRESOL/A2": "a2", "QRESOL/H1": "h1", "QRESOL/W1": "w1",
-                 "QRESOL/H2": "h2", "QRESOL/W2": "w2", "QRESOL/LCOLLIM": "collimation_length",
-                 "QRESOL/DELTAR": "delta_r"}
+        names = {
+            "QRESOL/A1": "a1",
+            "QRESOL/A2": "a2",
+            "QRESOL/H1": "h1",
+            "QRESOL/W1": "w1",
+            "QRESOL/H2": "h2",
+            "QRESOL/W2": "w2",
+            "QRESOL/LCOLLIM": "collimation_length",
+            "QRESOL/DELTAR": "delta_r",
+        }
         if ukey == "QRESOL/MODERATOR" and eq:
             uf.qresol.moderator_file = value.strip()
             return

@@ -52,8 +52,9 @@ def _gauss_lin(xc: float):
     return f, jac
 
 
-def fit_gaussian_peaks(q: np.ndarray, i: np.ndarray, sigma: np.ndarray | None = None,
-                       window: tuple[float, float] | None = None) -> PeakFits:
+def fit_gaussian_peaks(
+    q: np.ndarray, i: np.ndarray, sigma: np.ndarray | None = None, window: tuple[float, float] | None = None
+) -> PeakFits:
     """Fit a Gaussian on a linear background to each row of ``i`` (frames, nq) over
     ``window`` (q_min, q_max): Levenberg-Marquardt (MINPACK through
     ``scipy.optimize.curve_fit``) weighted by 1/σ², started from the maximum above the
@@ -66,8 +67,20 @@ def fit_gaussian_peaks(q: np.ndarray, i: np.ndarray, sigma: np.ndarray | None = 
     sel = np.ones(q.shape, dtype=bool) if window is None else (q >= window[0]) & (q <= window[1])
     x, y_all, s_all = q[sel], i[:, sel], sigma[:, sel]
     n, m = y_all.shape
-    out = {k: np.full(n, np.nan) for k in ("position", "position_err", "fwhm", "fwhm_err", "height",
-                                          "height_err", "background", "slope", "chi2_red")}
+    out = {
+        k: np.full(n, np.nan)
+        for k in (
+            "position",
+            "position_err",
+            "fwhm",
+            "fwhm_err",
+            "height",
+            "height_err",
+            "background",
+            "slope",
+            "chi2_red",
+        )
+    }
     ok = np.zeros(n, dtype=bool)
     if m < 6:
         return PeakFits(**out, ok=ok)
@@ -99,8 +112,16 @@ def fit_gaussian_peaks(q: np.ndarray, i: np.ndarray, sigma: np.ndarray | None = 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)
-                p, cov = curve_fit(f, xs, ys, p0=[amp, xs[j], width, base, slope], sigma=ss,
-                                   absolute_sigma=True, jac=jac, maxfev=MAX_EVALUATIONS)
+                p, cov = curve_fit(
+                    f,
+                    xs,
+                    ys,
+                    p0=[amp, xs[j], width, base, slope],
+                    sigma=ss,
+                    absolute_sigma=True,
+                    jac=jac,
+                    maxfev=MAX_EVALUATIONS,
+                )
         except (RuntimeError, ValueError, np.linalg.LinAlgError):
             continue
         resid = (ys - f(xs, *p)) / ss
@@ -129,9 +150,17 @@ class Guinier:
     ok: bool
 
 
-def guinier_fit(q: np.ndarray, i: np.ndarray, sigma: np.ndarray, *, q_min: float = 0.0,
-                qrg_max: float = 1.3, q_max: float | None = None, min_points: int = 5,
-                iterations: int = 20) -> Guinier:
+def guinier_fit(
+    q: np.ndarray,
+    i: np.ndarray,
+    sigma: np.ndarray,
+    *,
+    q_min: float = 0.0,
+    qrg_max: float = 1.3,
+    q_max: float | None = None,
+    min_points: int = 5,
+    iterations: int = 20,
+) -> Guinier:
     """Guinier fit ln I = ln I0 - (q Rg)^2 / 3, weighted (σ_lnI = σ/I), over
     q_min <= q <= min(q_max, qrg_max / Rg), iterated until the range is stable
     (Guinier & Fournet 1955; q·Rg ≤ 1.3 for globular particles)."""
@@ -154,7 +183,10 @@ def guinier_fit(q: np.ndarray, i: np.ndarray, sigma: np.ndarray, *, q_min: float
         x = q[sel] ** 2
         y = np.log(i[sel])
         sy = np.where(sigma[sel] > 0, sigma[sel] / i[sel], np.nan)
-        wts = 1.0 / np.where(np.isfinite(sy) & (sy > 0), sy, np.nanmedian(sy) if np.isfinite(np.nanmedian(sy)) else 1.0) ** 2
+        wts = (
+            1.0
+            / np.where(np.isfinite(sy) & (sy > 0), sy, np.nanmedian(sy) if np.isfinite(np.nanmedian(sy)) else 1.0) ** 2
+        )
         sw, sx, sy_, sxx, sxy = wts.sum(), (wts * x).sum(), (wts * y).sum(), (wts * x * x).sum(), (wts * x * y).sum()
         det = sw * sxx - sx * sx
         if det <= 0:

@@ -60,12 +60,26 @@ def make_integrator(geometry: Geometry, shape: tuple[int, int]):  # -> Azimuthal
     det = Detector(pixel1=geometry.pixel1_m, pixel2=geometry.pixel2_m, max_shape=tuple(shape))
     if geometry.poni is not None:
         dist, poni1, poni2, rot1, rot2, rot3 = geometry.poni
-        return AzimuthalIntegrator(dist=dist, poni1=poni1, poni2=poni2, rot1=rot1, rot2=rot2, rot3=rot3,
-                                   detector=det, wavelength=geometry.wavelength_m)
+        return AzimuthalIntegrator(
+            dist=dist,
+            poni1=poni1,
+            poni2=poni2,
+            rot1=rot1,
+            rot2=rot2,
+            rot3=rot3,
+            detector=det,
+            wavelength=geometry.wavelength_m,
+        )
     ai = AzimuthalIntegrator(detector=det)
-    ai.setFit2D(geometry.distance_m * 1e3, geometry.center_x_px, geometry.center_y_px,
-                tilt=geometry.tilt_deg, tiltPlanRotation=geometry.tilt_plane_deg,
-                pixelX=geometry.pixel2_m * 1e6, pixelY=geometry.pixel1_m * 1e6)
+    ai.setFit2D(
+        geometry.distance_m * 1e3,
+        geometry.center_x_px,
+        geometry.center_y_px,
+        tilt=geometry.tilt_deg,
+        tiltPlanRotation=geometry.tilt_plane_deg,
+        pixelX=geometry.pixel2_m * 1e6,
+        pixelY=geometry.pixel1_m * 1e6,
+    )
     ai.wavelength = geometry.wavelength_m
     return ai
 
@@ -74,10 +88,14 @@ def geometry_of(ai) -> Geometry:
     """The Fit2D-like geometry of a pyFAI integrator (e.g. one loaded from a PONI file)."""
     f2d = ai.getFit2D()
     return Geometry(
-        distance_m=f2d["directDist"] * 1e-3, wavelength_m=float(ai.wavelength),
-        center_x_px=f2d["centerX"], center_y_px=f2d["centerY"],
-        pixel1_m=float(ai.detector.pixel1), pixel2_m=float(ai.detector.pixel2),
-        tilt_deg=f2d["tilt"], tilt_plane_deg=f2d["tiltPlanRotation"],
+        distance_m=f2d["directDist"] * 1e-3,
+        wavelength_m=float(ai.wavelength),
+        center_x_px=f2d["centerX"],
+        center_y_px=f2d["centerY"],
+        pixel1_m=float(ai.detector.pixel1),
+        pixel2_m=float(ai.detector.pixel2),
+        tilt_deg=f2d["tilt"],
+        tilt_plane_deg=f2d["tiltPlanRotation"],
     )
 
 
@@ -88,11 +106,23 @@ def fit2d_of_poni(poni: tuple[float, ...], pixel1_m: float, pixel2_m: float) -> 
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
 
     dist, poni1, poni2, rot1, rot2, rot3 = poni
-    ai = AzimuthalIntegrator(dist=dist, poni1=poni1, poni2=poni2, rot1=rot1, rot2=rot2, rot3=rot3,
-                             detector=Detector(pixel1=pixel1_m, pixel2=pixel2_m))
+    ai = AzimuthalIntegrator(
+        dist=dist,
+        poni1=poni1,
+        poni2=poni2,
+        rot1=rot1,
+        rot2=rot2,
+        rot3=rot3,
+        detector=Detector(pixel1=pixel1_m, pixel2=pixel2_m),
+    )
     f2d = ai.getFit2D()
-    return {"distance_m": f2d["directDist"] * 1e-3, "center_x_px": f2d["centerX"], "center_y_px": f2d["centerY"],
-            "tilt_deg": f2d["tilt"], "tilt_plane_deg": f2d["tiltPlanRotation"]}
+    return {
+        "distance_m": f2d["directDist"] * 1e-3,
+        "center_x_px": f2d["centerX"],
+        "center_y_px": f2d["centerY"],
+        "tilt_deg": f2d["tilt"],
+        "tilt_plane_deg": f2d["tiltPlanRotation"],
+    }
 
 
 def read_poni(path: Path | str, source: str | None = None) -> tuple[dict[str, float], tuple | None]:
@@ -104,16 +134,24 @@ def read_poni(path: Path | str, source: str | None = None) -> tuple[dict[str, fl
         g = geometry_of(ai)
     except Exception as exc:  # any parse failure is the file's
         raise errors.InvalidInput(source or Path(path).name, f"is not a readable PONI file ({exc})") from None
-    base = dict(distance_m=g.distance_m, wavelength_m=g.wavelength_m, center_x_px=g.center_x_px,
-                center_y_px=g.center_y_px, pixel1_m=g.pixel1_m, pixel2_m=g.pixel2_m,
-                tilt_deg=g.tilt_deg, tilt_plane_deg=g.tilt_plane_deg)
+    base = dict(
+        distance_m=g.distance_m,
+        wavelength_m=g.wavelength_m,
+        center_x_px=g.center_x_px,
+        center_y_px=g.center_y_px,
+        pixel1_m=g.pixel1_m,
+        pixel2_m=g.pixel2_m,
+        tilt_deg=g.tilt_deg,
+        tilt_plane_deg=g.tilt_plane_deg,
+    )
     # Fit2D terms cannot hold rot3 (it turns χ): then pyFAI's own numbers are kept
     placed = (ai.dist, ai.poni1, ai.poni2, ai.rot1, ai.rot2, ai.rot3) if abs(ai.rot3) > 1e-12 else None
     return base, placed
 
 
-def _from_placement(nexus: Mapping[str, Any], base: dict[str, float], *, pixel_um: float | None,
-                    pixel_y_um: float | None) -> tuple[tuple | None, bool]:
+def _from_placement(
+    nexus: Mapping[str, Any], base: dict[str, float], *, pixel_um: float | None, pixel_y_um: float | None
+) -> tuple[tuple | None, bool]:
     """The NXdetector's depends_on chain placing the detector: (pyFAI's six numbers, whether
     the pixel size came from the file), ``base`` updated with their Fit2D equivalent."""
     placement = nexus["placement"]
@@ -131,9 +169,18 @@ def _from_placement(nexus: Mapping[str, Any], base: dict[str, float], *, pixel_u
     return placed, from_file
 
 
-def _explicit_terms(base: dict[str, float], *, distance_mm: float | None, wavelength_angstrom: float | None,
-                    energy_kev: float | None, beam_center_px: tuple[float, float] | None, pixel_um: float | None,
-                    pixel_y_um: float | None, tilt_deg: float, tilt_plane_deg: float) -> None:
+def _explicit_terms(
+    base: dict[str, float],
+    *,
+    distance_mm: float | None,
+    wavelength_angstrom: float | None,
+    energy_kev: float | None,
+    beam_center_px: tuple[float, float] | None,
+    pixel_um: float | None,
+    pixel_y_um: float | None,
+    tilt_deg: float,
+    tilt_plane_deg: float,
+) -> None:
     """``base`` with every term a parameter gives replaced by it (SI units)."""
     from panreduce.constants import xray_wavelength_angstrom
 
@@ -156,16 +203,31 @@ def _explicit_terms(base: dict[str, float], *, distance_mm: float | None, wavele
         base["tilt_plane_deg"] = tilt_plane_deg
 
 
-NEEDED = {"distance_m": "distance_mm", "wavelength_m": "wavelength_angstrom", "center_x_px": "beam_center_px",
-          "center_y_px": "beam_center_px", "pixel1_m": "pixel_um", "pixel2_m": "pixel_um"}
+NEEDED = {
+    "distance_m": "distance_mm",
+    "wavelength_m": "wavelength_angstrom",
+    "center_x_px": "beam_center_px",
+    "center_y_px": "beam_center_px",
+    "pixel1_m": "pixel_um",
+    "pixel2_m": "pixel_um",
+}
 
 
 def resolve_geometry(
-    shape: tuple[int, int], *, poni: Path | None = None, poni_name: str = "",
-    nexus: Mapping[str, Any] | None = None, field_prefix: str = "",
-    distance_mm: float | None = None, wavelength_angstrom: float | None = None, energy_kev: float | None = None,
-    beam_center_px: tuple[float, float] | None = None, pixel_um: float | None = None,
-    pixel_y_um: float | None = None, tilt_deg: float = 0.0, tilt_plane_deg: float = 0.0,
+    shape: tuple[int, int],
+    *,
+    poni: Path | None = None,
+    poni_name: str = "",
+    nexus: Mapping[str, Any] | None = None,
+    field_prefix: str = "",
+    distance_mm: float | None = None,
+    wavelength_angstrom: float | None = None,
+    energy_kev: float | None = None,
+    beam_center_px: tuple[float, float] | None = None,
+    pixel_um: float | None = None,
+    pixel_y_um: float | None = None,
+    tilt_deg: float = 0.0,
+    tilt_plane_deg: float = 0.0,
 ) -> Geometry:
     """The job's geometry: a PONI file's (``poni``), else what the NeXus frames record
     (``nexus``: ``inspect_nexus(...).geometry``), each term replaced by an explicit
@@ -186,13 +248,25 @@ def resolve_geometry(
             placed, pixel_from_file = _from_placement(nexus, base, pixel_um=pixel_um, pixel_y_um=pixel_y_um)
     if overridden or (pixel_given and pixel_from_file):
         placed = None  # a term changed: the Fit2D equivalent, with it
-    _explicit_terms(base, distance_mm=distance_mm, wavelength_angstrom=wavelength_angstrom, energy_kev=energy_kev,
-                    beam_center_px=beam_center_px, pixel_um=pixel_um, pixel_y_um=pixel_y_um, tilt_deg=tilt_deg,
-                    tilt_plane_deg=tilt_plane_deg)
+    _explicit_terms(
+        base,
+        distance_mm=distance_mm,
+        wavelength_angstrom=wavelength_angstrom,
+        energy_kev=energy_kev,
+        beam_center_px=beam_center_px,
+        pixel_um=pixel_um,
+        pixel_y_um=pixel_y_um,
+        tilt_deg=tilt_deg,
+        tilt_plane_deg=tilt_plane_deg,
+    )
     missing = sorted({p for k, p in NEEDED.items() if k not in base})
     if missing and poni is None and nexus.get("placement_error"):
         raise errors.InvalidInput(nexus["source"], nexus["placement_error"])
     if missing:
-        raise InvalidParameters([FieldViolation(field_prefix + m, "needed: give it, a PONI file, or NeXus "
-                                                                  "frames that record it") for m in missing])
+        raise InvalidParameters(
+            [
+                FieldViolation(field_prefix + m, "needed: give it, a PONI file, or NeXus frames that record it")
+                for m in missing
+            ]
+        )
     return Geometry(**base, poni=placed)

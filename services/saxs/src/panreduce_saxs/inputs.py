@@ -105,8 +105,9 @@ def spec_counters(scans: dict[int, SpecScan], filename: str, index: int) -> dict
     return {label: float(scan.data[point, j]) for j, label in enumerate(scan.labels)}
 
 
-def read_frames(files: Sequence[tuple[Path, str]], spec_scans: dict[int, SpecScan], *, frames_path: str = "",
-                check: Any = None) -> tuple[list[Frame], tuple[int, int], dict[str, Any]]:
+def read_frames(
+    files: Sequence[tuple[Path, str]], spec_scans: dict[int, SpecScan], *, frames_path: str = "", check: Any = None
+) -> tuple[list[Frame], tuple[int, int], dict[str, Any]]:
     """(every frame in input order, their common shape, the first NeXus file's geometry).
 
     Image files are read (and so validated) now when there are at most
@@ -128,16 +129,26 @@ def read_frames(files: Sequence[tuple[Path, str]], spec_scans: dict[int, SpecSca
                 counters = {key: float(v[j]) for key, v in info.positioners.items()}
                 if info.times is not None:
                     counters.setdefault("time", float(info.times[j]))
-                frames.append(Frame(f"{stem}_{j:05d}" if info.n_frames > 1 else stem, name, path, j,
-                                    len(frames), nexus=info, counters=counters))
+                frames.append(
+                    Frame(
+                        f"{stem}_{j:05d}" if info.n_frames > 1 else stem,
+                        name,
+                        path,
+                        j,
+                        len(frames),
+                        nexus=info,
+                        counters=counters,
+                    )
+                )
         elif preload or k == 0:
             data = read_image(path, name)
             fshape = data.shape[-2:]
             stack = data if data.ndim == 3 else data[None]
             for j, img in enumerate(stack):
                 label = stem + (f"_{j:05d}" if len(stack) > 1 else "")
-                frames.append(Frame(label, name, path, j, len(frames), data=img,
-                                    counters=spec_counters(spec_scans, name, j)))
+                frames.append(
+                    Frame(label, name, path, j, len(frames), data=img, counters=spec_counters(spec_scans, name, j))
+                )
         else:
             fshape = shape  # type: ignore[assignment]  # read (and checked) when integrated
             frames.append(Frame(stem, name, path, 0, len(frames), counters=spec_counters(spec_scans, name, 0)))
@@ -157,8 +168,14 @@ def read_single_frame(path: Path, name: str, frames_path: str = "") -> np.ndarra
     return data[0] if data.ndim == 3 else data
 
 
-def read_auxiliary(path: Path, name: str, shape: tuple[int, int], *, frames_path: str = "",
-                   spec_scans: dict[int, SpecScan] | None = None) -> Frame:
+def read_auxiliary(
+    path: Path,
+    name: str,
+    shape: tuple[int, int],
+    *,
+    frames_path: str = "",
+    spec_scans: dict[int, SpecScan] | None = None,
+) -> Frame:
     """An auxiliary frame of the frames' ``shape``, with its SPEC counters."""
     img = read_single_frame(path, name, frames_path)
     if img.shape != shape:

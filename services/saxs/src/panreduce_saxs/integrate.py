@@ -124,8 +124,13 @@ class Integrator:
         # an integrator whose detector carries this very mask: let pyFAI take it from there
         # (its checksum is kept) rather than passing it, and checksumming it, every frame
         det_mask = getattr(ai.detector, "mask", None)
-        self._mask_arg = None if det_mask is not None and det_mask.shape == mask.shape and \
-            np.array_equal(np.asarray(det_mask, dtype=bool), mask) else self._mask_i8
+        self._mask_arg = (
+            None
+            if det_mask is not None
+            and det_mask.shape == mask.shape
+            and np.array_equal(np.asarray(det_mask, dtype=bool), mask)
+            else self._mask_i8
+        )
         self._radial_unit, self._radial_range, self._npt = self._binning()
         self._error_model = None if setup.error_model == "none" else setup.error_model
 
@@ -152,8 +157,7 @@ class Integrator:
         if s.q_range is not None:
             geo = geometry_of(self.ai)
             lam = geo.wavelength_A
-            rs = [math.tan(2 * math.asin(min(q * lam / (4 * math.pi), 1.0))) * geo.distance_m / pix
-                  for q in s.q_range]
+            rs = [math.tan(2 * math.asin(min(q * lam / (4 * math.pi), 1.0))) * geo.distance_m / pix for q in s.q_range]
             rmin_px, rmax_px = max(rmin_px, rs[0]), min(rmax_px, rs[1])
         k0, k1 = max(round(rmin_px), 0), round(rmax_px)
         k1 = max(k1, k0 + 1)
@@ -173,8 +177,9 @@ class Integrator:
         chi = self.ai.center_array(self.shape, unit="chi_rad")
         return q * np.cos(chi), q * np.sin(chi)
 
-    def corrected_image(self, frame: np.ndarray, normalization: float = 1.0, *,
-                        extra_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def corrected_image(
+        self, frame: np.ndarray, normalization: float = 1.0, *, extra_mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(I, σ, mask) of every pixel: the frame corrected as pyFAI corrects it before
         integrating (pyFAI's own ``preproc``: dark, flat, solid angle, polarisation, the
         normalisation factor; Poisson variance max(raw, 1) + dark), 0 where masked."""
@@ -185,10 +190,17 @@ class Integrator:
         ai = self.ai
         mask = self.mask if extra_mask is None else (self.mask | extra_mask)
         res = preproc(
-            np.asarray(frame), dark=s.dark, flat=s.flat, mask=mask, normalization_factor=float(normalization),
+            np.asarray(frame),
+            dark=s.dark,
+            flat=s.flat,
+            mask=mask,
+            normalization_factor=float(normalization),
             solidangle=ai.solidAngleArray(self.shape) if s.solid_angle else None,
             polarization=ai.polarization(self.shape, s.polarization) if s.polarization is not None else None,
-            split_result=4, error_model=PyFAIErrorModel.POISSON, dtype=np.float64)
+            split_result=4,
+            error_model=PyFAIErrorModel.POISSON,
+            dtype=np.float64,
+        )
         signal, variance, norm, count = (res[..., k] for k in range(4))
         valid = count > 0
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -206,39 +218,66 @@ class Integrator:
         frame = np.where(extra_mask, np.float32(DUMMY), frame)
         return frame, {"dummy": DUMMY, "delta_dummy": 0.5}
 
-    def integrate1d(self, frame: np.ndarray, normalization: float = 1.0, *,
-                    chi_range_deg: tuple[float, float] | None = None, extra_mask: np.ndarray | None = None) -> Curve:
+    def integrate1d(
+        self,
+        frame: np.ndarray,
+        normalization: float = 1.0,
+        *,
+        chi_range_deg: tuple[float, float] | None = None,
+        extra_mask: np.ndarray | None = None,
+    ) -> Curve:
         """I(q) of one frame divided by ``normalization``; empty bins dropped. Pixels of
         ``extra_mask`` (this frame's own mask) are left out as well as the fixed mask."""
         s = self.setup
         frame, dummies = self._dummies(frame, extra_mask)
         res = self.ai.integrate1d(
-            frame, self._npt, unit=self._radial_unit, method=_method(s.pixel_splitting), **dummies,
-            correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
-            mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=self._radial_range,
-            azimuth_range=chi_range_deg or s.chi_range_deg, error_model=self._error_model,
+            frame,
+            self._npt,
+            unit=self._radial_unit,
+            method=_method(s.pixel_splitting),
+            **dummies,
+            correctSolidAngle=s.solid_angle,
+            polarization_factor=s.polarization,
+            mask=self._mask_arg,
+            dark=s.dark,
+            flat=s.flat,
+            radial_range=self._radial_range,
+            azimuth_range=chi_range_deg or s.chi_range_deg,
+            error_model=self._error_model,
             normalization_factor=float(normalization),
         )
         count = res.count if res.count is not None else res.sum_normalization
         good = np.asarray(count) > 0 if count is not None else np.isfinite(res.intensity)
         sigma = res.sigma if res.sigma is not None else np.zeros_like(res.intensity)
         return Curve(
-            q=self._radial_to_q(res.radial[good]), i=np.asarray(res.intensity[good], dtype=float),
+            q=self._radial_to_q(res.radial[good]),
+            i=np.asarray(res.intensity[good], dtype=float),
             sigma=np.asarray(sigma[good], dtype=float),
             count=np.asarray(count[good], dtype=float) if count is not None else None,
         )
 
-    def integrate2d(self, frame: np.ndarray, normalization: float = 1.0, *,
-                    extra_mask: np.ndarray | None = None) -> Cake:
+    def integrate2d(
+        self, frame: np.ndarray, normalization: float = 1.0, *, extra_mask: np.ndarray | None = None
+    ) -> Cake:
         """I(chi, q) of one frame (caking), empty cells NaN."""
         s = self.setup
         npt = s.q_bins if s.q_bins > 0 else self._npt
         frame, dummies = self._dummies(frame, extra_mask)
         res = self.ai.integrate2d(
-            frame, npt, s.chi_bins, unit="q_A^-1", method=_method(s.pixel_splitting), **dummies,
-            correctSolidAngle=s.solid_angle, polarization_factor=s.polarization,
-            mask=self._mask_arg, dark=s.dark, flat=s.flat, radial_range=s.q_range,
-            azimuth_range=s.chi_range_deg, error_model=self._error_model,
+            frame,
+            npt,
+            s.chi_bins,
+            unit="q_A^-1",
+            method=_method(s.pixel_splitting),
+            **dummies,
+            correctSolidAngle=s.solid_angle,
+            polarization_factor=s.polarization,
+            mask=self._mask_arg,
+            dark=s.dark,
+            flat=s.flat,
+            radial_range=s.q_range,
+            azimuth_range=s.chi_range_deg,
+            error_model=self._error_model,
             normalization_factor=float(normalization),
         )
         i = np.array(res.intensity, dtype=float)

@@ -171,9 +171,24 @@ def _units(ds: h5py.Dataset) -> str:
     return read_text(ds.attrs.get("units", "")).strip()
 
 
-LENGTH_TO_M = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "millimetre": 1e-3, "millimeter": 1e-3,
-               "cm": 1e-2, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "micrometre": 1e-6, "nm": 1e-9,
-               "a": 1e-10, "å": 1e-10, "angstrom": 1e-10, "ang": 1e-10}
+LENGTH_TO_M = {
+    "m": 1.0,
+    "metre": 1.0,
+    "meter": 1.0,
+    "mm": 1e-3,
+    "millimetre": 1e-3,
+    "millimeter": 1e-3,
+    "cm": 1e-2,
+    "um": 1e-6,
+    "µm": 1e-6,
+    "micron": 1e-6,
+    "micrometre": 1e-6,
+    "nm": 1e-9,
+    "a": 1e-10,
+    "å": 1e-10,
+    "angstrom": 1e-10,
+    "ang": 1e-10,
+}
 
 
 def _scalar(ds: h5py.Dataset) -> float | None:
@@ -273,25 +288,44 @@ def _beam_fields(obj: h5py.Group, geometry: dict[str, Any]) -> None:
                 geometry["energy_kev"] = v / 1000.0 if unit == "ev" else v
 
 
-PER_FRAME_PARENTS = ("NXsample", "NXdata", "NXcollection", "NXpositioner", "NXmonitor", "NXentry", "NXinstrument",
-                     "NXlog")
+PER_FRAME_PARENTS = (
+    "NXsample",
+    "NXdata",
+    "NXcollection",
+    "NXpositioner",
+    "NXmonitor",
+    "NXentry",
+    "NXinstrument",
+    "NXlog",
+)
 TIME_NAMES = ("time", "elapsed_time", "frame_time", "timestamp")
 
 
-def _per_frame(objects: list[tuple[str, h5py.HLObject]], ds_path: str, n: int
-               ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def _per_frame(
+    objects: list[tuple[str, h5py.HLObject]], ds_path: str, n: int
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """(positioners and counters with one value per frame, the frame times if recorded)."""
     positioners: dict[str, np.ndarray] = {}
     times = None
     for p, obj in objects:
         if isinstance(obj, h5py.Group):
             val = obj.get("value")
-            if nx_class(obj) == "NXpositioner" and isinstance(val, h5py.Dataset) and val.ndim == 1 \
-                    and val.shape[0] == n:
+            if (
+                nx_class(obj) == "NXpositioner"
+                and isinstance(val, h5py.Dataset)
+                and val.ndim == 1
+                and val.shape[0] == n
+            ):
                 positioners[obj.name.rsplit("/", 1)[-1]] = np.asarray(val[()], dtype=float)
             continue
-        if not (isinstance(obj, h5py.Dataset) and obj.ndim == 1 and obj.shape[0] == n and n > 1
-                and obj.dtype.kind in "uif" and p != ds_path):
+        if not (
+            isinstance(obj, h5py.Dataset)
+            and obj.ndim == 1
+            and obj.shape[0] == n
+            and n > 1
+            and obj.dtype.kind in "uif"
+            and p != ds_path
+        ):
             continue
         parent_class = nx_class(obj.parent)
         key = p.rsplit("/", 1)[-1]
@@ -334,8 +368,16 @@ def _inspect(f: h5py.File, path: Path, name: str, frames_path: str) -> NexusFram
         _placement(f, f[detector_path], geometry)
     if "energy_kev" in geometry and "wavelength_m" not in geometry:
         geometry["wavelength_m"] = xray_wavelength_angstrom(geometry["energy_kev"]) * 1e-10
-    return NexusFrames(path=path, name=name, dataset=ds_path, n_frames=n, shape=shape,  # type: ignore[arg-type]
-                       geometry=geometry, positioners=positioners, times=times)
+    return NexusFrames(
+        path=path,
+        name=name,
+        dataset=ds_path,
+        n_frames=n,
+        shape=shape,  # type: ignore[arg-type]
+        geometry=geometry,
+        positioners=positioners,
+        times=times,
+    )
 
 
 def _placement(f: h5py.File, detector: h5py.Group, geometry: dict[str, Any]) -> None:

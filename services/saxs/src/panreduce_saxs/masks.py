@@ -40,8 +40,9 @@ def detector_gap_mask(detector: str, shape: tuple[int, int]) -> np.ndarray:
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ValueError(f"unknown detector {detector!r} ({exc})") from None
     if tuple(det.shape) != tuple(shape):
-        raise ValueError(f"detector {detector!r} has {det.shape[0]} x {det.shape[1]} pixels, "
-                         f"the frames {shape[0]} x {shape[1]}")
+        raise ValueError(
+            f"detector {detector!r} has {det.shape[0]} x {det.shape[1]} pixels, the frames {shape[0]} x {shape[1]}"
+        )
     mask = det.mask
     return np.zeros(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
 
@@ -50,7 +51,7 @@ def rectangles_mask(shape: tuple[int, int], rectangles: list[tuple[int, int, int
     """Mask of inclusive pixel rectangles ``(row_min, row_max, col_min, col_max)``."""
     mask = np.zeros(shape, dtype=bool)
     for r0, r1, c0, c1 in rectangles:
-        mask[max(r0, 0): r1 + 1, max(c0, 0): c1 + 1] = True
+        mask[max(r0, 0) : r1 + 1, max(c0, 0) : c1 + 1] = True
     return mask
 
 
@@ -212,10 +213,22 @@ class JobMasks:
         return mask
 
 
-def job_masks(first: np.ndarray, center_x_px: float, center_y_px: float, *, file_mask: np.ndarray | None = None,
-              source: str = "", field_prefix: str = "", below: float | None = 0.0, above: float | None = None,
-              rectangles: str = "", detector: str = "", beamstop: str = "auto", hot_pixel_sigma: float = 0.0,
-              per_frame: bool = False) -> JobMasks:
+def job_masks(
+    first: np.ndarray,
+    center_x_px: float,
+    center_y_px: float,
+    *,
+    file_mask: np.ndarray | None = None,
+    source: str = "",
+    field_prefix: str = "",
+    below: float | None = 0.0,
+    above: float | None = None,
+    rectangles: str = "",
+    detector: str = "",
+    beamstop: str = "auto",
+    hot_pixel_sigma: float = 0.0,
+    per_frame: bool = False,
+) -> JobMasks:
     """The masks of a job whose first frame is ``first`` (see :class:`JobMasks`);
     InvalidParameters names (``field_prefix`` + keyword) a detector or rectangles that
     cannot be used, InvalidInput the frame's ``source`` when every pixel is masked."""

@@ -26,9 +26,16 @@ from panreduce_saxs.io import parse_counter_expression
 WATER_DSIGMA_20C = 0.01632
 
 
-def frame_norm(counters: dict[str, float], scale: float = 1.0, *, counter: str = "", monitor: float | None = None,
-               transmission: float = 1.0, exposure_s: float | None = None,
-               thickness_mm: float | None = None) -> float:
+def frame_norm(
+    counters: dict[str, float],
+    scale: float = 1.0,
+    *,
+    counter: str = "",
+    monitor: float | None = None,
+    transmission: float = 1.0,
+    exposure_s: float | None = None,
+    thickness_mm: float | None = None,
+) -> float:
     """What a frame is divided by: monitor x transmission x exposure x thickness(cm) / scale."""
     value = 1.0
     if counter:
@@ -58,11 +65,13 @@ def check_counters(frames: Iterable[Frame | None], counter: str, field: str = "c
             continue
         if name not in fr.counters:
             known = ", ".join(sorted(fr.counters)) or "none: give a SPEC file or NeXus counters"
-            raise InvalidParameters([FieldViolation(field, f"frame {fr.label} has no counter {name!r} "
-                                                           f"(known: {known})")])
+            raise InvalidParameters(
+                [FieldViolation(field, f"frame {fr.label} has no counter {name!r} (known: {known})")]
+            )
         if not fr.counters[name] > 0:
-            raise errors.InvalidInput(fr.source, f"counter {name!r} is {fr.counters[name]} for frame {fr.label}: "
-                                      "cannot normalise by it")
+            raise errors.InvalidInput(
+                fr.source, f"counter {name!r} is {fr.counters[name]} for frame {fr.label}: cannot normalise by it"
+            )
 
 
 def reference_of(text: str) -> tuple[np.ndarray, np.ndarray] | str:
@@ -96,8 +105,9 @@ def scale_curve(curve: Curve, factor: float) -> Curve:
     return Curve(curve.q, curve.i * factor, curve.sigma * abs(factor), curve.count)
 
 
-def absolute_scale_factor(measured: Curve, ref_q: np.ndarray, ref_i: np.ndarray,
-                          q_range: tuple[float, float] | None = None) -> tuple[float, float]:
+def absolute_scale_factor(
+    measured: Curve, ref_q: np.ndarray, ref_i: np.ndarray, q_range: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """Factor F (and its standard error) with ``F * measured ≈ reference`` over ``q_range``.
 
     ``ref_i`` is the standard's known absolute curve (e.g. NIST SRM 3600 glassy carbon) on

@@ -73,17 +73,31 @@ def flat_terms(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def sas_metadata(g: Geometry, params: Mapping[str, Any], scale: float, version: str, *,
-                 thickness_mm: float | None = None, transmission: float = 1.0, detector: str = ""
-                 ) -> nxcansas.SasMetadata:
+def sas_metadata(
+    g: Geometry,
+    params: Mapping[str, Any],
+    scale: float,
+    version: str,
+    *,
+    thickness_mm: float | None = None,
+    transmission: float = 1.0,
+    detector: str = "",
+) -> nxcansas.SasMetadata:
     """The NXcanSAS instrument, sample and process of the job (``params``: model_dump())."""
     terms = flat_terms(params)
     terms["absolute_scale_applied"] = scale
     return nxcansas.SasMetadata(
-        thickness_mm=thickness_mm, transmission=transmission, wavelength_A=g.wavelength_angstrom,
-        distance_m=g.distance_m, pixel_x_m=g.pixel2_m, pixel_y_m=g.pixel1_m,
-        beam_center_x_px=g.center_x_px, beam_center_y_px=g.center_y_px, detector=detector,
-        process_name=f"{nexus.program_name(TECHNIQUE)} {version} (pyFAI {pyfai_version()})", process_terms=terms,
+        thickness_mm=thickness_mm,
+        transmission=transmission,
+        wavelength_A=g.wavelength_angstrom,
+        distance_m=g.distance_m,
+        pixel_x_m=g.pixel2_m,
+        pixel_y_m=g.pixel1_m,
+        beam_center_x_px=g.center_x_px,
+        beam_center_y_px=g.center_y_px,
+        detector=detector,
+        process_name=f"{nexus.program_name(TECHNIQUE)} {version} (pyFAI {pyfai_version()})",
+        process_terms=terms,
     )
 
 
@@ -99,8 +113,14 @@ def savetxt(path: Path, table: np.ndarray, header: str, fmt: str = "%.8g") -> No
 
 def _nexus_entry(f: h5py.File, params: Mapping[str, Any], version: str) -> h5py.Group:
     entry = nexus.make_group(f, "entry", "NXentry")  # no application definition: none fits
-    nexus.write_nxprocess(entry, "reduction", technique=TECHNIQUE, version=version, parameters=params,
-                          notes={"pyfai_version": pyfai_version()})
+    nexus.write_nxprocess(
+        entry,
+        "reduction",
+        technique=TECHNIQUE,
+        version=version,
+        parameters=params,
+        notes={"pyfai_version": pyfai_version()},
+    )
     return entry
 
 
@@ -109,46 +129,82 @@ def _frame_meta(meta: nxcansas.SasMetadata, label: str) -> nxcansas.SasMetadata:
 
 
 # -- frame series ----------------------------------------------------------------------------
-def write_curves(out: OutputPath, labels: Sequence[str], curves: Sequence[Curve], meta: nxcansas.SasMetadata,
-                 units: str) -> dict[str, Any]:
+def write_curves(
+    out: OutputPath, labels: Sequence[str], curves: Sequence[Curve], meta: nxcansas.SasMetadata, units: str
+) -> dict[str, Any]:
     """``saxs_iq.h5`` (one SASentry per frame), the first frames' CSVs and ``iq.png``."""
     names = [entry_name(label, k) for k, label in enumerate(labels)]
     with h5py.File(out("saxs_iq.h5", format="nxcansas"), "w") as f:
         nxcansas.set_file_attributes(f, names[0], creator=CREATOR)
         share = None  # every frame's instrument and process: the first entry's, hard-linked
         for name, label, c in zip(names, labels, curves, strict=True):
-            entry = nxcansas.write_entry(f, name, c.q, c.i, c.sigma, meta=_frame_meta(meta, label),
-                                         i_units=units_str(units), share=share)
+            entry = nxcansas.write_entry(
+                f, name, c.q, c.i, c.sigma, meta=_frame_meta(meta, label), i_units=units_str(units), share=share
+            )
             share = share or entry
     for label, c in list(zip(labels, curves, strict=True))[:CSV_FRAMES]:
-        savetxt(out(f"{safe(label)}_iq.csv", format="csv", role="table"), np.column_stack([c.q, c.i, c.sigma]),
-                f"q (1/A),I ({units}),sigma ({units})")
-    plots.plot_curves(out("iq.png", format="png", role="preview"),
-                      list(zip(labels, curves, strict=True))[:PLOTTED_FRAMES], units)
+        savetxt(
+            out(f"{safe(label)}_iq.csv", format="csv", role="table"),
+            np.column_stack([c.q, c.i, c.sigma]),
+            f"q (1/A),I ({units}),sigma ({units})",
+        )
+    plots.plot_curves(
+        out("iq.png", format="png", role="preview"), list(zip(labels, curves, strict=True))[:PLOTTED_FRAMES], units
+    )
     return {"i_first": float(curves[0].i[0])}
 
 
-def write_kinetics(out: OutputPath, curves: Sequence[Curve], times: np.ndarray, table: np.ndarray, units: str,
-                   params: Mapping[str, Any], version: str) -> dict[str, Any]:
+def write_kinetics(
+    out: OutputPath,
+    curves: Sequence[Curve],
+    times: np.ndarray,
+    table: np.ndarray,
+    units: str,
+    params: Mapping[str, Any],
+    version: str,
+) -> dict[str, Any]:
     """``kinetics.csv``, ``kinetics.nxs`` (I(t, q) and the kinetic table) and the plot."""
     from panreduce_saxs.series import common_q
 
     cols = list(KINETIC_COLUMNS)
-    np.savetxt(out("kinetics.csv", format="csv", role="table"), np.column_stack([np.arange(len(curves)), times, table]),
-               delimiter=",", header=",".join(["frame", "time_s", *cols]), comments="", fmt="%.8g")
+    np.savetxt(
+        out("kinetics.csv", format="csv", role="table"),
+        np.column_stack([np.arange(len(curves)), times, table]),
+        delimiter=",",
+        header=",".join(["frame", "time_s", *cols]),
+        comments="",
+        fmt="%.8g",
+    )
     common = common_q(curves)
     with h5py.File(out("kinetics.nxs", format="nexus"), "w") as f:
         entry = _nexus_entry(f, params, version)
         if common is not None:
             q, stack, sig = common
-            nexus.write_nxdata(entry, "intensity", signal="I", data=stack, errors=sig, axes=[("time", times), ("Q", q)],
-                               units={"I": nexus_units(units), "Q": Q_UNITS, "time": "s"}, default=False)
-        k = nexus.write_nxdata(entry, "kinetics", signal="rg", data=table[:, 0], axes=[("time", times)],
-                               units={"time": "s", "rg": "angstrom"})
+            nexus.write_nxdata(
+                entry,
+                "intensity",
+                signal="I",
+                data=stack,
+                errors=sig,
+                axes=[("time", times), ("Q", q)],
+                units={"I": nexus_units(units), "Q": Q_UNITS, "time": "s"},
+                default=False,
+            )
+        k = nexus.write_nxdata(
+            entry,
+            "kinetics",
+            signal="rg",
+            data=table[:, 0],
+            axes=[("time", times)],
+            units={"time": "s", "rg": "angstrom"},
+        )
         k.attrs["auxiliary_signals"] = ["i0", "invariant"]
         for j, name in enumerate(cols[1:], start=1):
             k.create_dataset(name, data=table[:, j]).attrs["units"] = {
-                "rg_err": "angstrom", "guinier_q_min": Q_UNITS, "guinier_q_max": Q_UNITS}.get(name, "")
+                "rg_err": "angstrom",
+                "guinier_q_min": Q_UNITS,
+                "guinier_q_max": Q_UNITS,
+            }.get(name, "")
         k["rg"].attrs["uncertainties"] = "rg_err"
     plots.plot_kinetics(out("kinetics.png", format="png", role="preview"), times, table, units)
     ok = table[:, 6] > 0
@@ -157,24 +213,42 @@ def write_kinetics(out: OutputPath, curves: Sequence[Curve], times: np.ndarray, 
         "guinier_fits_ok": int(ok.sum()),
     }
     if len(curves) <= SUMMARY_SERIES_MAX:  # longer series: kinetics.csv / kinetics.nxs
-        summary.update({"time_s": [float(t) for t in times],
-                        "rg_A": [json_number(v) for v in table[:, 0]], "i0": [json_number(v) for v in table[:, 2]],
-                        "invariant": [json_number(v) for v in table[:, 7]]})
+        summary.update(
+            {
+                "time_s": [float(t) for t in times],
+                "rg_A": [json_number(v) for v in table[:, 0]],
+                "i0": [json_number(v) for v in table[:, 2]],
+                "invariant": [json_number(v) for v in table[:, 7]],
+            }
+        )
     return summary
 
 
 # -- scanning maps ---------------------------------------------------------------------------
-def write_map(out: OutputPath, motors: tuple[str, str, np.ndarray, np.ndarray], q: np.ndarray, stack: np.ndarray,
-              sig: np.ndarray, fits: analysis.PeakFits, meta: nxcansas.SasMetadata, units: str,
-              params: Mapping[str, Any], version: str, *, step_x: float | None = None,
-              step_y: float | None = None) -> dict[str, Any]:
+def write_map(
+    out: OutputPath,
+    motors: tuple[str, str, np.ndarray, np.ndarray],
+    q: np.ndarray,
+    stack: np.ndarray,
+    sig: np.ndarray,
+    fits: analysis.PeakFits,
+    meta: nxcansas.SasMetadata,
+    units: str,
+    params: Mapping[str, Any],
+    version: str,
+    *,
+    step_x: float | None = None,
+    step_y: float | None = None,
+) -> dict[str, Any]:
     """``map.nxs``, ``scan_iq.h5``, text images, ``peak_fits.csv`` and the map plots."""
     n = stack.shape[0]
     xname, yname, x, y = motors
     grid = analysis.map_grid(x, y, step_x, step_y)
-    quantities = {"position": (Q_UNITS, fits.position, fits.position_err),
-                  "fwhm": (Q_UNITS, fits.fwhm, fits.fwhm_err),
-                  "height": (nexus_units(units), fits.height, fits.height_err)}
+    quantities = {
+        "position": (Q_UNITS, fits.position, fits.position_err),
+        "fwhm": (Q_UNITS, fits.fwhm, fits.fwhm_err),
+        "height": (nexus_units(units), fits.height, fits.height_err),
+    }
     maps = {}
     for key, (_u, val, err) in quantities.items():
         maps[key] = grid.image(np.where(fits.ok, val, np.nan))
@@ -182,12 +256,28 @@ def write_map(out: OutputPath, motors: tuple[str, str, np.ndarray, np.ndarray], 
     with h5py.File(out("map.nxs", format="nexus"), "w") as f:
         entry = _nexus_entry(f, params, version)
         for key, (u, _val, _err) in quantities.items():
-            nexus.write_nxdata(entry, key, signal=key, data=maps[key], errors=maps[key + "_errors"],
-                               axes=[(yname, grid.y), (xname, grid.x)], units={key: u},
-                               long_names={key: f"peak {key}"}, default=key == "position")
-        frames = nexus.write_nxdata(entry, "frames", signal="I", data=stack, errors=sig,
-                                    axes=[("frame", np.arange(n)), ("Q", q)], units={"I": nexus_units(units), "Q": Q_UNITS},
-                                    default=False, compression="gzip")
+            nexus.write_nxdata(
+                entry,
+                key,
+                signal=key,
+                data=maps[key],
+                errors=maps[key + "_errors"],
+                axes=[(yname, grid.y), (xname, grid.x)],
+                units={key: u},
+                long_names={key: f"peak {key}"},
+                default=key == "position",
+            )
+        frames = nexus.write_nxdata(
+            entry,
+            "frames",
+            signal="I",
+            data=stack,
+            errors=sig,
+            axes=[("frame", np.arange(n)), ("Q", q)],
+            units={"I": nexus_units(units), "Q": Q_UNITS},
+            default=False,
+            compression="gzip",
+        )
         frames.create_dataset(xname, data=x)
         frames.create_dataset(yname, data=y)
         fits_g = nexus.make_group(entry, "peak_fits", "NXcollection")
@@ -197,19 +287,46 @@ def write_map(out: OutputPath, motors: tuple[str, str, np.ndarray, np.ndarray], 
         fits_g.create_dataset("grid_row", data=grid.iy)
     with h5py.File(out("scan_iq.h5", format="nxcansas"), "w") as f:
         nxcansas.set_file_attributes(f, "scan", creator=CREATOR)
-        nxcansas.write_entry(f, "scan", q, stack, sig, meta=meta, i_units=units_str(units),
-                             frame_axis=("Frame", np.arange(n), ""), extra={xname: (x, ""), yname: (y, "")})
+        nxcansas.write_entry(
+            f,
+            "scan",
+            q,
+            stack,
+            sig,
+            meta=meta,
+            i_units=units_str(units),
+            frame_axis=("Frame", np.arange(n), ""),
+            extra={xname: (x, ""), yname: (y, "")},
+        )
     for key in ("position", "fwhm", "height"):
         analysis.write_ascii_image(out(f"map_{key}.txt", format="text-image", role="table"), maps[key])
-        plots.plot_map(out(f"map_{key}.png", format="png", role="preview"), grid, maps[key],
-                       f"peak {key}", quantities[key][0] or units_str(units), xname, yname)
+        plots.plot_map(
+            out(f"map_{key}.png", format="png", role="preview"),
+            grid,
+            maps[key],
+            f"peak {key}",
+            quantities[key][0] or units_str(units),
+            xname,
+            yname,
+        )
     d = fits.as_dict()
-    np.savetxt(out("peak_fits.csv", format="csv", role="table"), np.column_stack([np.arange(n), x, y, *d.values()]),
-               delimiter=",", header=",".join(["frame", xname, yname, *d]), comments="", fmt="%.8g")
+    np.savetxt(
+        out("peak_fits.csv", format="csv", role="table"),
+        np.column_stack([np.arange(n), x, y, *d.values()]),
+        delimiter=",",
+        header=",".join(["frame", xname, yname, *d]),
+        comments="",
+        fmt="%.8g",
+    )
     good = fits.ok
-    return {"map_shape": [int(grid.y.size), int(grid.x.size)], "motor_x": xname, "motor_y": yname,
-            "map_step": [grid.step_x, grid.step_y], "peaks_fitted": int(good.sum()),
-            "position_median": json_number(float(np.nanmedian(fits.position[good]))) if good.any() else None}
+    return {
+        "map_shape": [int(grid.y.size), int(grid.x.size)],
+        "motor_x": xname,
+        "motor_y": yname,
+        "map_step": [grid.step_x, grid.step_y],
+        "peaks_fitted": int(good.sum()),
+        "position_median": json_number(float(np.nanmedian(fits.position[good]))) if good.any() else None,
+    }
 
 
 # -- 2-D outputs -----------------------------------------------------------------------------
@@ -217,9 +334,15 @@ def write_cake(out: OutputPath, cake: Cake, units: str, params: Mapping[str, Any
     """``cake.nxs`` (I(χ, q) of the first frame) and ``cake.png``."""
     with h5py.File(out("cake.nxs", format="nexus"), "w") as f:
         entry = _nexus_entry(f, params, version)
-        nexus.write_nxdata(entry, "cake", signal="I", data=cake.i, errors=cake.sigma,
-                           axes=[("chi", cake.chi), ("Q", cake.q)], units={"I": nexus_units(units), "Q": Q_UNITS,
-                                                                         "chi": "degree"})
+        nexus.write_nxdata(
+            entry,
+            "cake",
+            signal="I",
+            data=cake.i,
+            errors=cake.sigma,
+            axes=[("chi", cake.chi), ("Q", cake.q)],
+            units={"I": nexus_units(units), "Q": Q_UNITS, "chi": "degree"},
+        )
     plots.plot_cake(out("cake.png", format="png", role="preview"), cake, units)
 
 
@@ -228,8 +351,7 @@ class Image2D:
     SASentry per frame, numbered over the job; Qx, Qy and the instrument hard-linked to
     the first entry's), written frame by frame."""
 
-    def __init__(self, out: OutputPath, qx: np.ndarray, qy: np.ndarray, meta: nxcansas.SasMetadata,
-                 units: str) -> None:
+    def __init__(self, out: OutputPath, qx: np.ndarray, qy: np.ndarray, meta: nxcansas.SasMetadata, units: str) -> None:
         self.qx, self.qy, self.meta, self.units = qx, qy, meta, units_str(units)
         self.file = h5py.File(out("image_2d.h5", format="nxcansas"), "w")
         self.share: h5py.Group | None = None
@@ -238,8 +360,18 @@ class Image2D:
         name = entry_name(label, number)
         if self.share is None:
             nxcansas.set_file_attributes(self.file, name, creator=CREATOR)
-        entry = nxcansas.write_entry_2d(self.file, name, self.qx, self.qy, img, err, meta=_frame_meta(self.meta, label),
-                                        i_units=self.units, mask=mask, share=self.share)
+        entry = nxcansas.write_entry_2d(
+            self.file,
+            name,
+            self.qx,
+            self.qy,
+            img,
+            err,
+            meta=_frame_meta(self.meta, label),
+            i_units=self.units,
+            mask=mask,
+            share=self.share,
+        )
         self.share = self.share or entry
 
     def close(self) -> None:

@@ -56,8 +56,13 @@ def plot_cake(path: Path, cake, units: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     img = np.ma.masked_invalid(np.where(cake.i > 0, cake.i, np.nan))
-    im = ax.imshow(np.log10(img), origin="lower", aspect="auto", cmap="viridis",
-                   extent=[cake.q[0], cake.q[-1], cake.chi[0], cake.chi[-1]])
+    im = ax.imshow(
+        np.log10(img),
+        origin="lower",
+        aspect="auto",
+        cmap="viridis",
+        extent=[cake.q[0], cake.q[-1], cake.chi[0], cake.chi[-1]],
+    )
     fig.colorbar(im, ax=ax, label=f"log10 I ({units})")
     ax.set_xlabel("q (1/Å)")
     ax.set_ylabel("χ (degrees)")

@@ -13,8 +13,17 @@ from panreduce_saxs import analysis
 from panreduce_saxs.integrate import Curve
 
 TIME_COUNTERS = ("Time", "time", "Epoch", "epoch", "elapsed_time", "Seconds")
-KINETIC_COLUMNS = ("rg", "rg_err", "i0", "i0_err", "guinier_q_min", "guinier_q_max", "guinier_ok",
-                   "invariant", "invariant_err")
+KINETIC_COLUMNS = (
+    "rg",
+    "rg_err",
+    "i0",
+    "i0_err",
+    "guinier_q_min",
+    "guinier_q_max",
+    "guinier_ok",
+    "invariant",
+    "invariant_err",
+)
 
 
 def frame_times(counters: Sequence[dict[str, float]], frame_time_s: float | None = None) -> np.ndarray:
@@ -30,8 +39,13 @@ def frame_times(counters: Sequence[dict[str, float]], frame_time_s: float | None
     return np.arange(n, dtype=float)
 
 
-def kinetic_table(curves: Sequence[Curve], *, guinier_qrg_max: float = 1.3, guinier_q_min: float = 0.0,
-                  guinier_q_max: float | None = None) -> np.ndarray:
+def kinetic_table(
+    curves: Sequence[Curve],
+    *,
+    guinier_qrg_max: float = 1.3,
+    guinier_q_min: float = 0.0,
+    guinier_q_max: float | None = None,
+) -> np.ndarray:
     """(frames, KINETIC_COLUMNS): Guinier fit and invariant of each frame."""
     rows = []
     for c in curves:
@@ -67,8 +81,9 @@ def stacked(curves: Sequence[Curve], source: str = "") -> tuple[np.ndarray, np.n
     return common
 
 
-def peak_fits(curves: Sequence[Curve], peak_q_range: tuple[float, float], source: str = ""
-              ) -> tuple[np.ndarray, analysis.PeakFits]:
+def peak_fits(
+    curves: Sequence[Curve], peak_q_range: tuple[float, float], source: str = ""
+) -> tuple[np.ndarray, analysis.PeakFits]:
     """(the frames' common q grid, their Gaussian peak fits in ``peak_q_range``)."""
     q, stack, sig = stacked(curves, source)
     return q, analysis.fit_gaussian_peaks(q, stack, sig, peak_q_range)
@@ -78,17 +93,21 @@ def _violation(name: str, why: str) -> InvalidParameters:
     return InvalidParameters([FieldViolation(name, why)])
 
 
-def check_motors(counters: Sequence[dict[str, float]], *, motor_x: str = "", motor_y: str = "",
-                 field_prefix: str = "") -> None:
+def check_motors(
+    counters: Sequence[dict[str, float]], *, motor_x: str = "", motor_y: str = "", field_prefix: str = ""
+) -> None:
     """Every frame records the motors named (InvalidParameters naming the field if not)."""
     keys = set.intersection(*(set(c) for c in counters)) if counters else set()
     for name, pname in ((motor_x, "motor_x"), (motor_y, "motor_y")):
         if name and name not in keys:
-            raise _violation(field_prefix + pname, f"no positioner {name!r} (known: {', '.join(sorted(keys)) or 'none'})")
+            raise _violation(
+                field_prefix + pname, f"no positioner {name!r} (known: {', '.join(sorted(keys)) or 'none'})"
+            )
 
 
-def motors(counters: Sequence[dict[str, float]], *, motor_x: str = "", motor_y: str = "", field_prefix: str = ""
-           ) -> tuple[str, str, np.ndarray, np.ndarray]:
+def motors(
+    counters: Sequence[dict[str, float]], *, motor_x: str = "", motor_y: str = "", field_prefix: str = ""
+) -> tuple[str, str, np.ndarray, np.ndarray]:
     """(x name, y name, x, y) of the map: the motors named, else the fast axis (its grid
     node changes most often between consecutive frames) and the slowest moving one."""
     check_motors(counters, motor_x=motor_x, motor_y=motor_y, field_prefix=field_prefix)
@@ -97,6 +116,7 @@ def motors(counters: Sequence[dict[str, float]], *, motor_x: str = "", motor_y: 
     moving = [k for k, v in pos.items() if np.ptp(v) > 0 and k not in TIME_COUNTERS and k != "time"]
     xname, yname = motor_x, motor_y
     if not xname or not yname:
+
         def changes(v: np.ndarray) -> float:
             nodes, step = analysis._axis_nodes(v, None)
             if not step:

@@ -21,13 +21,7 @@ from panreduce_saxs.inputs import Frame, frame_pixels, pixels_in_order
 from panreduce_saxs.integrate import Cake, Curve, IntegrationSetup, Integrator, integrator_for
 from panreduce_saxs.io import HDF5_SUFFIXES
 from panreduce_saxs.masks import JobMasks, job_masks, read_mask_file
-from panreduce_saxs.normalisation import (
-    absolute_scale_factor,
-    check_counters,
-    frame_norm,
-    reference_of,
-    subtract,
-)
+from panreduce_saxs.normalisation import absolute_scale_factor, check_counters, frame_norm, reference_of, subtract
 from panreduce_saxs.params import SaxsParameters
 
 VERSION = "0.1.0"
@@ -126,34 +120,61 @@ class Technique(_Technique[SaxsParameters, Any]):
         found = self._sorted(inputs, params)
         ctx.progress(0.0, "setup", f"{len(found.frame_files)} frame file(s)")
         first_file = found.frame_files[0]
-        (first, *_), shape, nexus_geometry = saxs_inputs.read_frames([first_file], found.spec_scans,
-                                                                     frames_path=params.frames_path)
+        (first, *_), shape, nexus_geometry = saxs_inputs.read_frames(
+            [first_file], found.spec_scans, frames_path=params.frames_path
+        )
         nexus_file = next((f for f in found.frame_files if f[0].suffix.lower() in HDF5_SUFFIXES), None)
         if nexus_file is not None and nexus_file != first_file:
             nexus_geometry = saxs_inputs.read_frames([nexus_file], {}, frames_path=params.frames_path)[2]
         g = params.geometry
-        geometry = resolve_geometry(shape, poni=found.poni[0] if found.poni else None,
-                                    poni_name=found.poni[1] if found.poni else "", nexus=nexus_geometry,
-                                    field_prefix="geometry.", **g.model_dump(exclude={"poni_file"}))
+        geometry = resolve_geometry(
+            shape,
+            poni=found.poni[0] if found.poni else None,
+            poni_name=found.poni[1] if found.poni else "",
+            nexus=nexus_geometry,
+            field_prefix="geometry.",
+            **g.model_dump(exclude={"poni_file"}),
+        )
         aux: dict[str, Frame] = {}
         for key, name in params.file_fields().items():
             if key not in ("geometry.poni_file", "masks.file"):
                 path, name = _find(inputs, name, key)
-                aux[key] = saxs_inputs.read_auxiliary(path, name, shape, frames_path=params.frames_path,
-                                                      spec_scans=found.spec_scans)
-        check_counters([aux.get("background.file"), aux.get("absolute.standard_file"),
-                        aux.get("absolute.standard_background_file")], params.normalisation.counter,
-                       "normalisation.counter")
-        file_mask = read_mask_file(*_find(inputs, params.masks.file, "masks.file"), shape) if params.masks.file else None
+                aux[key] = saxs_inputs.read_auxiliary(
+                    path, name, shape, frames_path=params.frames_path, spec_scans=found.spec_scans
+                )
+        check_counters(
+            [
+                aux.get("background.file"),
+                aux.get("absolute.standard_file"),
+                aux.get("absolute.standard_background_file"),
+            ],
+            params.normalisation.counter,
+            "normalisation.counter",
+        )
+        file_mask = (
+            read_mask_file(*_find(inputs, params.masks.file, "masks.file"), shape) if params.masks.file else None
+        )
         pixels = frame_pixels(first)
-        masks = job_masks(pixels, geometry.center_x_px, geometry.center_y_px, file_mask=file_mask, source=first.source,
-                          field_prefix="masks.", **params.masks.model_dump(exclude={"file"}))
+        masks = job_masks(
+            pixels,
+            geometry.center_x_px,
+            geometry.center_y_px,
+            file_mask=file_mask,
+            source=first.source,
+            field_prefix="masks.",
+            **params.masks.model_dump(exclude={"file"}),
+        )
         flat = aux["corrections.flat_file"].data if "corrections.flat_file" in aux else None
         dark = aux["corrections.dark_file"].data if "corrections.dark_file" in aux else None
         c = params.corrections
-        setup = IntegrationSetup(mask=masks.integrator_mask, dark=dark,
-                                 flat=None if flat is None else np.where(flat > 0, flat, np.nan).astype(np.float32),
-                                 solid_angle=c.solid_angle, polarization=c.polarization, **params.integration.model_dump())
+        setup = IntegrationSetup(
+            mask=masks.integrator_mask,
+            dark=dark,
+            flat=None if flat is None else np.where(flat > 0, flat, np.nan).astype(np.float32),
+            solid_angle=c.solid_angle,
+            polarization=c.polarization,
+            **params.integration.model_dump(),
+        )
         integ = Integrator(integrator_for(geometry, shape, masks.integrator_mask), shape, setup)
         scale, scale_error = self._scale(integ, masks, aux, inputs, params)
         background = None
@@ -161,17 +182,24 @@ class Technique(_Technique[SaxsParameters, Any]):
             bg = aux["background.file"]
             b = params.background
             pixels = frame_pixels(bg)
-            background = integ.integrate1d(pixels, frame_norm(bg.counters, scale, **{
-                **params.normalisation.model_dump(), "transmission": b.transmission}), extra_mask=masks.own(pixels))
+            background = integ.integrate1d(
+                pixels,
+                frame_norm(bg.counters, scale, **{**params.normalisation.model_dump(), "transmission": b.transmission}),
+                extra_mask=masks.own(pixels),
+            )
         return Job(geometry, integ, masks, scale, scale_error, background, aux)
 
-    def _scale(self, integ: Integrator, masks: JobMasks, aux: dict[str, Frame], inputs: Inputs,
-               params: SaxsParameters) -> tuple[float, float | None]:
+    def _scale(
+        self, integ: Integrator, masks: JobMasks, aux: dict[str, Frame], inputs: Inputs, params: SaxsParameters
+    ) -> tuple[float, float | None]:
         a = params.absolute
         if "absolute.standard_file" not in aux:
             return (a.factor or 1.0), None
-        norm = {**params.normalisation.model_dump(), "transmission": a.standard_transmission,
-                "thickness_mm": a.standard_thickness_mm}
+        norm = {
+            **params.normalisation.model_dump(),
+            "transmission": a.standard_transmission,
+            "thickness_mm": a.standard_thickness_mm,
+        }
 
         def curve(fr: Frame) -> Curve:
             pixels = frame_pixels(fr)
@@ -194,13 +222,24 @@ class Technique(_Technique[SaxsParameters, Any]):
             raise _violation("map.peak_q_range", "a map needs the q window of the peak fit")
         check_counters(block, params.normalisation.counter, "normalisation.counter")
         if params.mode == "map":  # before the integration
-            series.check_motors([fr.counters for fr in block], motor_x=params.map.motor_x,
-                                motor_y=params.map.motor_y, field_prefix="map.")
+            series.check_motors(
+                [fr.counters for fr in block],
+                motor_x=params.map.motor_x,
+                motor_y=params.map.motor_y,
+                field_prefix="map.",
+            )
         job = self._job(inputs, params, ctx)
         integ, masks, scale = job.integrator, job.masks, job.scale
-        part = SaxsPart(labels=[], counters=[], curves=[], geometry=asdict(job.geometry), scale=scale,
-                        scale_error=job.scale_error, source=block[0].source,
-                        mask_info={"masked_pixels": int(masks.mask.sum()), **masks.info})
+        part = SaxsPart(
+            labels=[],
+            counters=[],
+            curves=[],
+            geometry=asdict(job.geometry),
+            scale=scale,
+            scale_error=job.scale_error,
+            source=block[0].source,
+            mask_info={"masked_pixels": int(masks.mask.sum()), **masks.info},
+        )
         image_2d = params.outputs.image_2d
         if image_2d:
             part.qxy = list(integ.q_xy())
@@ -212,8 +251,9 @@ class Technique(_Technique[SaxsParameters, Any]):
                 else:
                     ctx.check_cancelled()  # every frame: a cancelled job stops within one frame
                 if pixels.shape != integ.shape:
-                    raise errors.InvalidInput(fr.source, f"frames of shape {pixels.shape} differ from the first "
-                                              f"input's {integ.shape}")
+                    raise errors.InvalidInput(
+                        fr.source, f"frames of shape {pixels.shape} differ from the first input's {integ.shape}"
+                    )
                 own = masks.own(pixels)
                 norm = frame_norm(fr.counters, scale, **params.normalisation.model_dump())
                 curve = integ.integrate1d(pixels, norm, extra_mask=own)
@@ -233,11 +273,19 @@ class Technique(_Technique[SaxsParameters, Any]):
 
     def combine(self, parts: Sequence[SaxsPart], params: SaxsParameters) -> SaxsPart:
         first = parts[0]
-        out = SaxsPart(labels=[x for p in parts for x in p.labels], counters=[x for p in parts for x in p.counters],
-                       curves=[x for p in parts for x in p.curves], geometry=first.geometry, scale=first.scale,
-                       scale_error=first.scale_error, source=first.source, mask_info=first.mask_info,
-                       cake=next((p.cake for p in parts if p.cake is not None), None), qxy=first.qxy,
-                       images=[x for p in parts for x in p.images])
+        out = SaxsPart(
+            labels=[x for p in parts for x in p.labels],
+            counters=[x for p in parts for x in p.counters],
+            curves=[x for p in parts for x in p.curves],
+            geometry=first.geometry,
+            scale=first.scale,
+            scale_error=first.scale_error,
+            source=first.source,
+            mask_info=first.mask_info,
+            cake=next((p.cake for p in parts if p.cake is not None), None),
+            qxy=first.qxy,
+            images=[x for p in parts for x in p.images],
+        )
         fits = [p.fits for p in parts if p.fits is not None and p.fit_q is not None]
         common = series.common_q(out.curves) if len(fits) == len(parts) else None
         if common is not None and all(np.array_equal(p.fit_q, common[0]) for p in parts):
@@ -257,15 +305,28 @@ class Technique(_Technique[SaxsParameters, Any]):
         ctx.progress(0.0, "write", f"{n} frame(s), {mode}")
         units = "1/cm" if (params.absolute.factor or params.absolute.standard_file) else "a.u."
         summary: dict[str, Any] = {
-            "mode": mode, "frames": n, "q_min": float(curves[0].q.min()), "q_max": float(curves[0].q.max()),
-            "q_points": len(curves[0]), **result.mask_info, "absolute_scale": result.scale, "intensity_units": units}
+            "mode": mode,
+            "frames": n,
+            "q_min": float(curves[0].q.min()),
+            "q_max": float(curves[0].q.max()),
+            "q_points": len(curves[0]),
+            **result.mask_info,
+            "absolute_scale": result.scale,
+            "intensity_units": units,
+        }
         if result.scale_error is not None:
             summary["absolute_scale_error"] = result.scale_error
         geometry = Geometry(**result.geometry)
         dump = params.model_dump()
-        meta = outputs.sas_metadata(geometry, dump, result.scale, VERSION, detector=params.masks.detector,
-                                    thickness_mm=params.normalisation.thickness_mm,
-                                    transmission=params.normalisation.transmission)
+        meta = outputs.sas_metadata(
+            geometry,
+            dump,
+            result.scale,
+            VERSION,
+            detector=params.masks.detector,
+            thickness_mm=params.normalisation.thickness_mm,
+            transmission=params.normalisation.transmission,
+        )
         if mode == "map":
             assert params.map.peak_q_range is not None
             q, stack, sig = series.stacked(curves, result.source)
@@ -275,8 +336,11 @@ class Technique(_Technique[SaxsParameters, Any]):
                 fits = fit_gaussian_peaks(q, stack, sig, params.map.peak_q_range)
             m = params.map
             motors = series.motors(result.counters, motor_x=m.motor_x, motor_y=m.motor_y, field_prefix="map.")
-            summary.update(outputs.write_map(out, motors, q, stack, sig, fits, meta, units, dump, VERSION,
-                                             step_x=m.step_x, step_y=m.step_y))
+            summary.update(
+                outputs.write_map(
+                    out, motors, q, stack, sig, fits, meta, units, dump, VERSION, step_x=m.step_x, step_y=m.step_y
+                )
+            )
         else:
             summary.update(outputs.write_curves(out, result.labels, curves, meta, units))
             if mode == "kinetics":

@@ -40,10 +40,28 @@ import numpy as np
 
 from panreduce.nexus import read_text
 
-ANGLE_TO_RAD = {"deg": math.pi / 180, "degree": math.pi / 180, "degrees": math.pi / 180,
-                "rad": 1.0, "radian": 1.0, "radians": 1.0}
-LENGTH_TO_M = {"m": 1.0, "metre": 1.0, "meter": 1.0, "mm": 1e-3, "millimetre": 1e-3, "millimeter": 1e-3,
-               "cm": 1e-2, "um": 1e-6, "µm": 1e-6, "micron": 1e-6, "micrometre": 1e-6, "nm": 1e-9}
+ANGLE_TO_RAD = {
+    "deg": math.pi / 180,
+    "degree": math.pi / 180,
+    "degrees": math.pi / 180,
+    "rad": 1.0,
+    "radian": 1.0,
+    "radians": 1.0,
+}
+LENGTH_TO_M = {
+    "m": 1.0,
+    "metre": 1.0,
+    "meter": 1.0,
+    "mm": 1e-3,
+    "millimetre": 1e-3,
+    "millimeter": 1e-3,
+    "cm": 1e-2,
+    "um": 1e-6,
+    "µm": 1e-6,
+    "micron": 1e-6,
+    "micrometre": 1e-6,
+    "nm": 1e-9,
+}
 
 
 class TransformationError(ValueError):
@@ -134,9 +152,13 @@ class PoniGeometry:
         return (self.dist_m, self.poni1_m, self.poni2_m, self.rot1, self.rot2, self.rot3)
 
 
-def pixel_frame(matrix: np.ndarray, pixel1_m: float, pixel2_m: float,
-                x_offsets: np.ndarray | None = None, y_offsets: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_frame(
+    matrix: np.ndarray,
+    pixel1_m: float,
+    pixel2_m: float,
+    x_offsets: np.ndarray | None = None,
+    y_offsets: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(O, u, v): lab position of the corner of pixel (0, 0), lab directions of columns
     and rows."""
     r, t = matrix[:3, :3], matrix[:3, 3]
@@ -185,13 +207,16 @@ def to_pyfai(origin: np.ndarray, u: np.ndarray, v: np.ndarray) -> PoniGeometry:
         raise TransformationError("the detector's row and column axes are not perpendicular")
     dist = float(np.dot(n, origin))
     if not dist > 0:
-        raise TransformationError("the detector faces away from the sample (mirrored pixel frame or "
-                                  "normal pointing to the sample): not supported by pyFAI's geometry")
+        raise TransformationError(
+            "the detector faces away from the sample (mirrored pixel frame or "
+            "normal pointing to the sample): not supported by pyFAI's geometry"
+        )
     target = np.column_stack([u, v, n])
     best = None
     for start in itertools.product((-1.0, 0.0, 1.0), repeat=3):
-        res = least_squares(lambda a: (_pyfai_rotation(a) - target).ravel(), np.array(start), xtol=1e-15,
-                            ftol=1e-15, gtol=1e-15)
+        res = least_squares(
+            lambda a: (_pyfai_rotation(a) - target).ravel(), np.array(start), xtol=1e-15, ftol=1e-15, gtol=1e-15
+        )
         if best is None or res.cost < best.cost:
             best = res
         if best.cost < 1e-20:

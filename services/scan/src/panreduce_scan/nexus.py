@@ -59,9 +59,22 @@ from panreduce.nexus import nx_class, read_text
 #: Per-point columns that are monitors or bookkeeping: never a signal, never an axis.
 MONITOR_NAMES = frozenset(
     {
-        "rc", "ic1monitor", "ic2monitor", "monitor", "TimeSec", "TimeFromEpoch", "beamOK",
-        "count_time", "path", "atime", "atimetwo", "delta_axis_offset", "Time", "time",
-        "epoch", "t",
+        "rc",
+        "ic1monitor",
+        "ic2monitor",
+        "monitor",
+        "TimeSec",
+        "TimeFromEpoch",
+        "beamOK",
+        "count_time",
+        "path",
+        "atime",
+        "atimetwo",
+        "delta_axis_offset",
+        "Time",
+        "time",
+        "epoch",
+        "t",
     }
 )
 #: Detector columns that are pixel positions, not intensities.
@@ -73,11 +86,34 @@ _TIME_LIKE = re.compile(r"(?i)^(time.*|.*time|day|hours|minutes|seconds|year|mon
 
 #: Units of common I16 scannables when the file does not say.
 KNOWN_UNITS = {
-    **{m: "deg" for m in ("eta", "chi", "phi", "mu", "delta", "gam", "kth", "kap", "kphi",
-                          "kmu", "kdelta", "kgam", "psi", "azimuth", "tthp", "thp", "stokes",
-                          "bragg", "alpha", "beta")},
+    **{
+        m: "deg"
+        for m in (
+            "eta",
+            "chi",
+            "phi",
+            "mu",
+            "delta",
+            "gam",
+            "kth",
+            "kap",
+            "kphi",
+            "kmu",
+            "kdelta",
+            "kgam",
+            "psi",
+            "azimuth",
+            "tthp",
+            "thp",
+            "stokes",
+            "bragg",
+            "alpha",
+            "beta",
+        )
+    },
     **{m: "r.l.u." for m in ("h", "k", "l")},
-    "en": "keV", "energy": "keV",
+    "en": "keV",
+    "energy": "keV",
     **{m: "K" for m in ("Ta", "Tb", "Tc", "Td", "Tset", "Tsample", "T")},
     **{m: "mm" for m in ("sx", "sy", "sz", "spara", "sperp", "x", "y", "z")},
 }
@@ -199,12 +235,7 @@ def parse_scan_command(command: str) -> tuple[list[str], list[float] | None, str
 
 
 def read_scan(
-    path: str | Path,
-    *,
-    axis: str = "auto",
-    signal: str = "auto",
-    min_points: int = 7,
-    name: str | None = None,
+    path: str | Path, *, axis: str = "auto", signal: str = "auto", min_points: int = 7, name: str | None = None
 ) -> ScanData:
     """Read the scan in the NeXus file ``path``.
 
@@ -224,9 +255,7 @@ def read_scan(
     except InvalidInput:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:
-        raise InvalidInput(
-            source, f"cannot be read as HDF5/NeXus (truncated or corrupt?): {exc}"
-        ) from None
+        raise InvalidInput(source, f"cannot be read as HDF5/NeXus (truncated or corrupt?): {exc}") from None
 
 
 def _find_entry(f: h5py.File, source: str) -> h5py.Group:
@@ -295,15 +324,16 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
             if isinstance(obj, h5py.Dataset):
                 values = _numeric_1d(obj)
                 if values is not None:
-                    add(_Column(key, values, _column_kind(key, "", ""), obj.name,
-                                read_text(obj.attrs.get("units", b""))))
+                    add(
+                        _Column(
+                            key, values, _column_kind(key, "", ""), obj.name, read_text(obj.attrs.get("units", b""))
+                        )
+                    )
     else:
         measurement = None
 
     instrument = next(
-        (obj for _, obj in _children(entry)
-         if isinstance(obj, h5py.Group) and nx_class(obj) == "NXinstrument"),
-        None,
+        (obj for _, obj in _children(entry) if isinstance(obj, h5py.Group) and nx_class(obj) == "NXinstrument"), None
     )
     if instrument is not None:
         for gname, group in _children(instrument):
@@ -324,11 +354,18 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
                 cname = gname if dname == "value" else dname
                 alias = (f"{gname}.{dname}",) if dname != "value" else ()
                 kind = _column_kind(cname, gclass, role)
-                add(_Column(
-                    cname, values, kind, ds.name, read_text(ds.attrs.get("units", b"")),
-                    aliases=alias, scan_role=role,
-                    primary=read_text(ds.attrs.get("primary", b"")) == "1",
-                ))
+                add(
+                    _Column(
+                        cname,
+                        values,
+                        kind,
+                        ds.name,
+                        read_text(ds.attrs.get("units", b"")),
+                        aliases=alias,
+                        scan_role=role,
+                        primary=read_text(ds.attrs.get("primary", b"")) == "1",
+                    )
+                )
     # other NXdata groups of the entry: their declared signal columns
     for gname, group in _children(entry):
         if not isinstance(group, h5py.Group) or nx_class(group) != "NXdata":
@@ -401,12 +438,7 @@ def _scan_command(entry: h5py.Group) -> str:
 
 
 def _choose_axis(
-    columns: dict[str, _Column],
-    n: int,
-    command: str,
-    declared: str | None,
-    requested: str,
-    source: str,
+    columns: dict[str, _Column], n: int, command: str, declared: str | None, requested: str, source: str
 ) -> tuple[str, list[str]]:
     notes: list[str] = []
     usable = {k: c for k, c in columns.items() if c.values.size == n}
@@ -415,8 +447,8 @@ def _choose_axis(
         if col is None:
             names = sorted(k for k, c in usable.items() if c.kind in ("positioner", "other"))
             raise InvalidInput(
-                source, f"requested axis {requested!r} is not a per-point column of this scan "
-                f"(available: {', '.join(names)})"
+                source,
+                f"requested axis {requested!r} is not a per-point column of this scan (available: {', '.join(names)})",
             )
         if not varies(col.values):
             raise InvalidInput(source, f"requested axis {requested!r} does not vary in this scan")
@@ -428,8 +460,7 @@ def _choose_axis(
         if s == "hkl" or (s not in usable and all(c in usable for c in s)):
             comps = list(s) if s != "hkl" else ["h", "k", "l"]
             if step_vector and len(step_vector) == len(comps):
-                comps = [c for _, c in sorted(zip((-abs(v) for v in step_vector), comps,
-                                                  strict=True))]
+                comps = [c for _, c in sorted(zip((-abs(v) for v in step_vector), comps, strict=True))]
             commanded += comps
         else:
             commanded.append(s)
@@ -457,10 +488,7 @@ def _choose_axis(
         (
             (_linearity(c.values), float(np.ptp(c.values)) / (abs(c.values).max() + 1e-12), k)
             for k, c in usable.items()
-            if c.kind in ("positioner", "other")
-            and k == c.name
-            and not _TIME_LIKE.match(k)
-            and varies(c.values)
+            if c.kind in ("positioner", "other") and k == c.name and not _TIME_LIKE.match(k) and varies(c.values)
         ),
         reverse=True,
     )
@@ -472,12 +500,7 @@ def _choose_axis(
 
 
 def _choose_signal(
-    columns: dict[str, _Column],
-    n: int,
-    declared: str | None,
-    command_roi: str | None,
-    requested: str,
-    source: str,
+    columns: dict[str, _Column], n: int, declared: str | None, command_roi: str | None, requested: str, source: str
 ) -> str:
     usable = {k: c for k, c in columns.items() if c.values.size == n}
     if requested != "auto":
@@ -485,14 +508,14 @@ def _choose_signal(
         if col is None:
             names = sorted(k for k, c in usable.items() if c.kind == "detector" and k == c.name)
             raise InvalidInput(
-                source, f"requested signal {requested!r} is not a per-point column of this scan "
-                f"(detector columns: {', '.join(names) or 'none'})"
+                source,
+                f"requested signal {requested!r} is not a per-point column of this scan "
+                f"(detector columns: {', '.join(names) or 'none'})",
             )
         return col.name
 
     detectors = {
-        k: c for k, c in usable.items()
-        if k == c.name and c.kind == "detector" and not _PIXEL_POSITION.search(k)
+        k: c for k, c in usable.items() if k == c.name and c.kind == "detector" and not _PIXEL_POSITION.search(k)
     }
     if not detectors:
         monitors = sorted(k for k, c in usable.items() if c.kind == "monitor" and k == c.name)
@@ -540,8 +563,7 @@ def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int):
                     continue
                 visit(obj, depth + 1)
             elif isinstance(obj, h5py.Dataset) and obj.size == 1:
-                rank = {"attenuator_transmission": 0, "Transmission": 1,
-                        "transmission": 2}.get(key)
+                rank = {"attenuator_transmission": 0, "Transmission": 1, "transmission": 2}.get(key)
                 if rank is not None:
                     value = _scalar(obj)
                     if value is not None:
@@ -554,9 +576,7 @@ def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int):
     return found[0][1], found[0][2]
 
 
-def _read(
-    f: h5py.File, source: str, path: Path, *, axis: str, signal: str, min_points: int
-) -> ScanData:
+def _read(f: h5py.File, source: str, path: Path, *, axis: str, signal: str, min_points: int) -> ScanData:
     entry = _find_entry(f, source)
     columns, measurement = _collect_columns(entry)
     notes: list[str] = []

@@ -53,8 +53,7 @@ class ScanParameters(Parameters):
         300.0,
         ge=1.0,
         le=1000.0,
-        description="Ring current the intensities are normalised to, in mA (1..1000; "
-        "Diamond runs at 300 mA).",
+        description="Ring current the intensities are normalised to, in mA (1..1000; Diamond runs at 300 mA).",
     )
     series_axis: str = pydantic.Field(
         "auto",
@@ -92,17 +91,20 @@ class ScanParameters(Parameters):
         "fit is worse than counting statistics allow (reduced chi^2 > 1).",
     )
     plots: bool = pydantic.Field(
-        True,
-        description="Write PNG report figures (one per scan, and series.png for a batch).",
+        True, description="Write PNG report figures (one per scan, and series.png for a batch)."
     )
 
     @pydantic.model_validator(mode="after")
     def _check_combinations(self) -> ScanParameters:
         needed = MODEL_PARAMETERS[self.model] + 1
         if self.min_points < needed:
-            raise InvalidParameters([FieldViolation(
-                "min_points",
-                f"must be at least {needed} for model {self.model!r} "
-                f"({needed - 1} free parameters); got {self.min_points}",
-            )])
+            raise InvalidParameters(
+                [
+                    FieldViolation(
+                        "min_points",
+                        f"must be at least {needed} for model {self.model!r} "
+                        f"({needed - 1} free parameters); got {self.min_points}",
+                    )
+                ]
+            )
         return self

@@ -100,16 +100,41 @@ class PeakFit:
         if not (np.isfinite(self.center) and np.isfinite(self.fwhm) and self.fwhm > 0):
             return np.full_like(np.asarray(x, float), np.nan)
         return model_curve(
-            np.asarray(x, float), center=self.center, fwhm=self.fwhm, area=self.area,
-            bg_level=self.bg_level, bg_slope=self.bg_slope, x_ref=self.x_ref,
+            np.asarray(x, float),
+            center=self.center,
+            fwhm=self.fwhm,
+            area=self.area,
+            bg_level=self.bg_level,
+            bg_slope=self.bg_slope,
+            x_ref=self.x_ref,
             fraction=self.fraction,
         )
 
     def as_dict(self) -> dict[str, float | str | bool | int]:
-        keys = ("model", "success", "message", "center", "center_err", "fwhm", "fwhm_err",
-                "area", "area_err", "height", "height_err", "background", "background_err",
-                "bg_slope", "fraction", "fraction_err", "chi2", "chi2_reduced", "dof",
-                "error_scale", "significance", "n_points")
+        keys = (
+            "model",
+            "success",
+            "message",
+            "center",
+            "center_err",
+            "fwhm",
+            "fwhm_err",
+            "area",
+            "area_err",
+            "height",
+            "height_err",
+            "background",
+            "background_err",
+            "bg_slope",
+            "fraction",
+            "fraction_err",
+            "chi2",
+            "chi2_reduced",
+            "dof",
+            "error_scale",
+            "significance",
+            "n_points",
+        )
         return {k: getattr(self, k) for k in keys}
 
 
@@ -160,17 +185,11 @@ def _fit_once(x, y, sigma, x_ref, p0, lower, upper, fixed_fraction):
         warnings.simplefilter("ignore", RuntimeWarning)
         from scipy.optimize import least_squares  # scipy.optimize loads on the first fit
 
-        return least_squares(residuals, p0, bounds=(lower, upper), x_scale="jac",
-                             method="trf", max_nfev=2000)
+        return least_squares(residuals, p0, bounds=(lower, upper), x_scale="jac", method="trf", max_nfev=2000)
 
 
 def fit_peak(
-    x: np.ndarray,
-    y: np.ndarray,
-    sigma: np.ndarray,
-    *,
-    model: Model = "pseudo_voigt",
-    scale_errors: bool = True,
+    x: np.ndarray, y: np.ndarray, sigma: np.ndarray, *, model: Model = "pseudo_voigt", scale_errors: bool = True
 ) -> PeakFit:
     """Fit ``model`` + linear background to ``y`` (intensity) against ``x`` (axis units)
     with per-point standard deviations ``sigma`` (intensity). Never raises for bad data:
@@ -188,13 +207,36 @@ def fit_peak(
     nan = float("nan")
 
     def failed(message: str) -> PeakFit:
-        return PeakFit(model, False, message, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan,
-                       nan, nan, x_ref, nan, nan, nan, nan, max(n - n_par, 0), nan, nan, n)
+        return PeakFit(
+            model,
+            False,
+            message,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            x_ref,
+            nan,
+            nan,
+            nan,
+            nan,
+            max(n - n_par, 0),
+            nan,
+            nan,
+            n,
+        )
 
     if n < n_par + 1:
         return failed(f"{n} points cannot constrain {n_par} parameters")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(np.isfinite(sigma))
-            and np.all(sigma > 0)):
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y)) and np.all(np.isfinite(sigma)) and np.all(sigma > 0)):
         return failed("non-finite data or non-positive sigma")
     span = float(np.ptp(x))
     if span <= 0:
@@ -212,9 +254,10 @@ def fit_peak(
     big = np.inf
     lower = [x.min() - span, min_step * 1e-2, -big, -big, -big]
     upper = [x.max() + span, span * 10.0, big, big, big]
-    starts = [[c0, w0, a0, b00, b10], [float(np.mean(x)), span / 5.0,
-                                        max(a0, 0.0) or float(np.ptp(y)) * span / 5.0,
-                                        b00, b10]]
+    starts = [
+        [c0, w0, a0, b00, b10],
+        [float(np.mean(x)), span / 5.0, max(a0, 0.0) or float(np.ptp(y)) * span / 5.0, b00, b10],
+    ]
     if fixed is None:
         lower.append(0.0)
         upper.append(1.0)
@@ -283,15 +326,28 @@ def fit_peak(
         model=model,
         success=bool(best.success),
         message=str(best.message),
-        center=c, center_err=float(err[0]),
-        fwhm=wid, fwhm_err=float(err[1]),
-        area=area, area_err=float(err[2]),
-        height=float(height), height_err=height_err,
-        background=float(background), background_err=background_err,
-        bg_level=b0, bg_slope=b1, x_ref=x_ref,
-        fraction=eta, fraction_err=float(err[5]) if fixed is None else 0.0,
-        chi2=chi2, chi2_reduced=chi2_red, dof=dof, error_scale=scale,
-        significance=float(significance), n_points=n, covariance=cov,
+        center=c,
+        center_err=float(err[0]),
+        fwhm=wid,
+        fwhm_err=float(err[1]),
+        area=area,
+        area_err=float(err[2]),
+        height=float(height),
+        height_err=height_err,
+        background=float(background),
+        background_err=background_err,
+        bg_level=b0,
+        bg_slope=b1,
+        x_ref=x_ref,
+        fraction=eta,
+        fraction_err=float(err[5]) if fixed is None else 0.0,
+        chi2=chi2,
+        chi2_reduced=chi2_red,
+        dof=dof,
+        error_scale=scale,
+        significance=float(significance),
+        n_points=n,
+        covariance=cov,
     )
 
 
@@ -342,16 +398,11 @@ def assess_peak(
     span = float(np.ptp(x)) if x.size else 0.0
     values = (fit.center, fit.center_err, fit.fwhm, fit.fwhm_err, fit.area, fit.area_err)
     unfittable = (
-        not fit.success
-        or not all(np.isfinite(v) for v in values)
-        or fit.center_err > span
-        or fit.fwhm > 2.0 * span
+        not fit.success or not all(np.isfinite(v) for v in values) or fit.center_err > span or fit.fwhm > 2.0 * span
     )
     if unfittable:
         flags.append("unfittable")
-    flat = not np.isfinite(fit.significance) or fit.significance < min_significance or not (
-        fit.area > 0
-    )
+    flat = not np.isfinite(fit.significance) or fit.significance < min_significance or not (fit.area > 0)
     if flat:
         flags.append("flat")
     if not flat and np.isfinite(fit.center) and np.isfinite(fit.fwhm):
@@ -373,7 +424,10 @@ def assess_peak(
         p = chi2_p_value(fit.chi2, fit.dof)
         if np.isfinite(p) and p < min_chi2_p:
             flags.append("poor_fit")
-        if (np.isfinite(fit.background) and np.isfinite(fit.background_err)
-                and fit.background < -n_sigma * fit.background_err):
+        if (
+            np.isfinite(fit.background)
+            and np.isfinite(fit.background_err)
+            and fit.background < -n_sigma * fit.background_err
+        ):
             flags.append("negative_background")
     return flags

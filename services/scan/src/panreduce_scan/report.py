@@ -28,10 +28,30 @@ FIT_KEYS = (
     ("fraction", "fraction_err"),
 )
 CSV_COLUMNS = (
-    "file", "scan", "series_axis", "series_value", "axis", "axis_units", "signal", "model",
-    "center", "center_err", "fwhm", "fwhm_err", "area", "area_err", "height", "height_err",
-    "background", "background_err", "fraction", "fraction_err", "chi2_reduced",
-    "significance", "n_points", "flags",
+    "file",
+    "scan",
+    "series_axis",
+    "series_value",
+    "axis",
+    "axis_units",
+    "signal",
+    "model",
+    "center",
+    "center_err",
+    "fwhm",
+    "fwhm_err",
+    "area",
+    "area_err",
+    "height",
+    "height_err",
+    "background",
+    "background_err",
+    "fraction",
+    "fraction_err",
+    "chi2_reduced",
+    "significance",
+    "n_points",
+    "flags",
 )
 
 
@@ -73,8 +93,7 @@ class ScanResult:
             series_value=json_number(self.series_value),
             transmission=json_number(float(np.mean(d.transmission))),
             count_time=json_number(float(np.mean(d.count_time))),
-            ring_current=None if d.ring_current is None
-            else json_number(float(np.mean(d.ring_current))),
+            ring_current=None if d.ring_current is None else json_number(float(np.mean(d.ring_current))),
             scan_command=d.scan_command,
             notes=list(d.notes),
         )
@@ -153,11 +172,19 @@ def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str
     unit, basis = split_units(nm.units)
 
     data = nexus.write_nxdata(
-        entry, "data", signal="intensity", data=nm.intensity, errors=nm.sigma, axes=[(axis, x)],
+        entry,
+        "data",
+        signal="intensity",
+        data=nm.intensity,
+        errors=nm.sigma,
+        axes=[(axis, x)],
         units={axis: d.axis_units, "intensity": unit},
-        long_names={axis: f"{d.axis} ({d.axis_units})" if d.axis_units else d.axis,
-                    "intensity": f"{d.signal}, normalised" + (f" ({unit}, {basis})" if basis else "")},
-        default=False)
+        long_names={
+            axis: f"{d.axis} ({d.axis_units})" if d.axis_units else d.axis,
+            "intensity": f"{d.signal}, normalised" + (f" ({unit}, {basis})" if basis else ""),
+        },
+        default=False,
+    )
     entry.attrs["default"] = "data"
     data.attrs["auxiliary_signals"] = ["fit"]
     curve = fit.curve(x)
@@ -169,8 +196,15 @@ def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str
     data.create_dataset("counts", data=d.counts).attrs["units"] = "counts"
 
     grid_x = np.linspace(x.min(), x.max(), 501)
-    nexus.write_nxdata(entry, "fit_curve", signal="fit", data=fit.curve(grid_x), axes=[(axis, grid_x)],
-                       units={axis: d.axis_units, "fit": unit}, default=False)
+    nexus.write_nxdata(
+        entry,
+        "fit_curve",
+        signal="fit",
+        data=fit.curve(grid_x),
+        axes=[(axis, grid_x)],
+        units={axis: d.axis_units, "fit": unit},
+        default=False,
+    )
 
     proc = nexus.write_nxprocess(entry, "peak_fit", technique=program, version=version)
     nexus.write_text(proc, "model", fit.model)
@@ -179,15 +213,17 @@ def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str
     if basis:
         nexus.write_text(proc, "normalisation", f"{unit} at {basis}")
     units = {
-        "center": d.axis_units, "fwhm": d.axis_units,
-        "area": f"{unit} * {d.axis_units}".strip(" *"), "height": unit,
-        "background": unit, "fraction": "",
+        "center": d.axis_units,
+        "fwhm": d.axis_units,
+        "area": f"{unit} * {d.axis_units}".strip(" *"),
+        "height": unit,
+        "background": unit,
+        "fraction": "",
     }
     for value, error in FIT_KEYS:
         ds = proc.create_dataset(value, data=float(getattr(fit, value)))
         ds.attrs["units"] = units[value]
-        proc.create_dataset(f"{value}_errors", data=float(getattr(fit, error))).attrs[
-            "units"] = units[value]
+        proc.create_dataset(f"{value}_errors", data=float(getattr(fit, error))).attrs["units"] = units[value]
     proc["bg_slope"] = float(fit.bg_slope)
     proc["chi2"] = float(fit.chi2)
     proc["chi2_reduced"] = float(fit.chi2_reduced)
@@ -216,19 +252,32 @@ def _write_entry(entry: h5py.Group, r: ScanResult, *, program: str, version: str
 def _write_series(entry: h5py.Group, series: SeriesTable) -> None:
     nexus.write_text(entry, "title", f"peak parameters against {series.axis}")
     axis = _dataset_name(series.axis)
-    data = nexus.write_nxdata(entry, "data", signal="center", data=series.column("center"),
-                              errors=series.column("center_err"),
-                              axes=[(axis, series.column(series.axis))], default=False)
+    data = nexus.write_nxdata(
+        entry,
+        "data",
+        signal="center",
+        data=series.column("center"),
+        errors=series.column("center_err"),
+        axes=[(axis, series.column(series.axis))],
+        default=False,
+    )
     entry.attrs["default"] = "data"
     data.attrs["auxiliary_signals"] = ["fwhm", "area", "height"]
     for value, error in FIT_KEYS[1:4]:
         data.create_dataset(value, data=series.column(value))
         data.create_dataset(f"{value}_errors", data=series.column(error))
     if axis != "scan":
-        data.create_dataset("scan", data=np.array([str(r.get("scan")) for r in series.rows],
-                                                  dtype=h5py.string_dtype()))
-    data.create_dataset("flags", data=np.array([";".join(r.get("flags") or [])  # type: ignore[arg-type]
-                                                for r in series.rows], dtype=h5py.string_dtype()))
+        data.create_dataset("scan", data=np.array([str(r.get("scan")) for r in series.rows], dtype=h5py.string_dtype()))
+    data.create_dataset(
+        "flags",
+        data=np.array(
+            [
+                ";".join(r.get("flags") or [])  # type: ignore[arg-type]
+                for r in series.rows
+            ],
+            dtype=h5py.string_dtype(),
+        ),
+    )
 
 
 def write_csv(path: Path, results: Sequence[ScanResult]) -> None:
@@ -259,8 +308,7 @@ def plot_scan(path: Path, result: ScanResult) -> None:
     if np.any(np.isfinite(curve)):
         label = fit.model
         if np.isfinite(fit.center):
-            label += (f": centre {fit.center:.5g} ± {fit.center_err:.2g}, "
-                      f"FWHM {fit.fwhm:.3g} ± {fit.fwhm_err:.2g}")
+            label += f": centre {fit.center:.5g} ± {fit.center_err:.2g}, FWHM {fit.fwhm:.3g} ± {fit.fwhm_err:.2g}"
         top.plot(grid, curve, "-", color="C3", label=label)
     top.set_ylabel(nm.units)
     flags = f"  [{', '.join(result.flags)}]" if result.flags else ""
@@ -287,9 +335,7 @@ def _limits(values: np.ndarray, errors: np.ndarray) -> tuple[float, float] | Non
     return a - pad, b + pad
 
 
-def plot_series(
-    path: Path, series: SeriesTable, *, axis_units: str = "", value_units: str = ""
-) -> None:
+def plot_series(path: Path, series: SeriesTable, *, axis_units: str = "", value_units: str = "") -> None:
     """Centre, FWHM and area against the series axis: one column of panels per scanned
     axis (a batch of eta and hkl scans gets two, each in its own units); flagged scans
     drawn hollow in red, and the y range set by the unflagged scans so one bad fit's
@@ -321,8 +367,9 @@ def plot_series(
                 ax.errorbar(x[good], y[good], yerr=e[good], fmt="o", ms=4, label="fitted")
             limits = _limits(y[good], e[good]) if np.any(good) else _limits(y, e)
             if np.any(flagged):
-                ax.errorbar(x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none",
-                            color="C3", label="flagged")
+                ax.errorbar(
+                    x[flagged], y[flagged], yerr=e[flagged], fmt="o", ms=4, mfc="none", color="C3", label="flagged"
+                )
             if limits is not None:
                 ax.set_ylim(*limits)
                 out = flagged & np.isfinite(y) & ((y < limits[0]) | (y > limits[1]))

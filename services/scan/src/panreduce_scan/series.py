@@ -109,12 +109,7 @@ class SeriesTable:
         return np.array(out, dtype=float)
 
 
-def series_table(
-    series_values: Sequence[float],
-    results: Sequence[Mapping[str, object]],
-    *,
-    axis: str,
-) -> SeriesTable:
+def series_table(series_values: Sequence[float], results: Sequence[Mapping[str, object]], *, axis: str) -> SeriesTable:
     """Rows of ``results`` (per-scan fitted values) with ``axis`` = ``series_values`` (the
     series quantity of each scan, in its own units), sorted by that value (stable)."""
     if len(series_values) != len(results):

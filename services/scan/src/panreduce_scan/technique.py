@@ -15,15 +15,7 @@ from panreduce_scan.nexus import KNOWN_UNITS, ScanData, read_scan
 from panreduce_scan.normalise import Normalised, normalise
 from panreduce_scan.params import ScanParameters
 from panreduce_scan.peaks import PeakFit, assess_peak, fit_peak
-from panreduce_scan.report import (
-    ScanResult,
-    entry_names,
-    json_number,
-    plot_scan,
-    plot_series,
-    write_csv,
-    write_nexus,
-)
+from panreduce_scan.report import ScanResult, entry_names, json_number, plot_scan, plot_series, write_csv, write_nexus
 from panreduce_scan.series import SCAN_NUMBER, SeriesTable, choose_series_axis, series_table
 
 VERSION = "0.1.0"
@@ -58,10 +50,17 @@ def batch_summary(summaries: list[dict[str, Any]], table: SeriesTable, model: st
         "n_scans": len(summaries),
         "series_axis": axis,
         "series": [
-            {axis: json_number(row[axis]), "scan": row["scan"],
-             "center": row["center"], "center_err": row["center_err"],
-             "fwhm": row["fwhm"], "fwhm_err": row["fwhm_err"],
-             "area": row["area"], "area_err": row["area_err"], "flags": row["flags"]}
+            {
+                axis: json_number(row[axis]),
+                "scan": row["scan"],
+                "center": row["center"],
+                "center_err": row["center_err"],
+                "fwhm": row["fwhm"],
+                "fwhm_err": row["fwhm_err"],
+                "area": row["area"],
+                "area_err": row["area_err"],
+                "flags": row["flags"],
+            }
             for row in table.rows
         ],
         "n_flagged": sum(1 for s in summaries if s.get("flags")),
@@ -103,8 +102,9 @@ class Technique(_Technique[ScanParameters, ScanPart]):
             raise InvalidRequest("no scan files to reduce")
         return inputs.files
 
-    def reduce_block(self, block: Sequence[StagedFile], inputs: Inputs, params: ScanParameters,
-                     ctx: Context) -> ScanPart:
+    def reduce_block(
+        self, block: Sequence[StagedFile], inputs: Inputs, params: ScanParameters, ctx: Context
+    ) -> ScanPart:
         """Read every scan of the block, then normalise and fit each (reading is the
         first READ_SHARE of the block's progress, as loading was of a job's)."""
         scans: list[ScanData] = []
@@ -112,8 +112,7 @@ class Technique(_Technique[ScanParameters, ScanPart]):
             for i, staged in enumerate(block):
                 ctx.progress(i / len(block), "load", f"reading {staged.name}")
                 scan = read_scan(
-                    staged.path, axis=params.axis, signal=params.signal,
-                    min_points=params.min_points, name=staged.name,
+                    staged.path, axis=params.axis, signal=params.signal, min_points=params.min_points, name=staged.name
                 )
                 for note in scan.notes:
                     ctx.log(f"{staged.name}: {note}")
@@ -130,10 +129,19 @@ class Technique(_Technique[ScanParameters, ScanPart]):
                     ring_current_reference=params.ring_current_reference,
                     enabled=params.normalise,
                 )
-                fit = fit_peak(scan.axis_values, normalised.intensity, normalised.sigma,
-                               model=params.model, scale_errors=params.scale_errors)
-                flags = assess_peak(fit, scan.axis_values, edge_margin_fwhm=params.edge_margin_fwhm,
-                                    min_significance=params.min_significance)
+                fit = fit_peak(
+                    scan.axis_values,
+                    normalised.intensity,
+                    normalised.sigma,
+                    model=params.model,
+                    scale_errors=params.scale_errors,
+                )
+                flags = assess_peak(
+                    fit,
+                    scan.axis_values,
+                    edge_margin_fwhm=params.edge_margin_fwhm,
+                    min_significance=params.min_significance,
+                )
                 fitted.append(FittedScan(scan, normalised, fit, list(flags)))
             ctx.progress(1.0, "fit", f"fitted {len(fitted)} scan(s)")
         return ScanPart(fitted)
@@ -157,8 +165,13 @@ class Technique(_Technique[ScanParameters, ScanPart]):
         table = series_table([r.series_value for r in results], summaries, axis=series_axis)
 
         ctx.progress(0.0, "write", "writing NeXus and CSV")
-        write_nexus(ctx.output_path("scans.nxs", format="nexus", role="result"), results,
-                    series=table, program="panreduce-scan", version=VERSION)
+        write_nexus(
+            ctx.output_path("scans.nxs", format="nexus", role="result"),
+            results,
+            series=table,
+            program="panreduce-scan",
+            version=VERSION,
+        )
         write_csv(ctx.output_path("scans.csv", format="csv", role="table"), results)
         if params.plots:
             # "<scan>.png"; repeated scan numbers get the NXentry suffix (_2, _3, ...)
@@ -168,9 +181,12 @@ class Technique(_Technique[ScanParameters, ScanPart]):
                 name = f"{png_names[i]}.png"
                 plot_scan(ctx.output_path(name, format="png", role="preview"), r)
             if len(results) > 1:
-                plot_series(ctx.output_path("series.png", format="png", role="preview"), table,
-                            axis_units=KNOWN_UNITS.get(series_axis, ""),
-                            value_units=results[0].data.axis_units)
+                plot_series(
+                    ctx.output_path("series.png", format="png", role="preview"),
+                    table,
+                    axis_units=KNOWN_UNITS.get(series_axis, ""),
+                    value_units=results[0].data.axis_units,
+                )
         ctx.progress(1.0, "write", "done")
         return batch_summary(summaries, table, params.model)
 
@@ -186,9 +202,13 @@ class Technique(_Technique[ScanParameters, ScanPart]):
             for s in scans[1:]:
                 common &= set(s.metadata)
             hint = ", ".join(k for k in ("Ta", "Tb", "Tset", "en", "psi") if k in common)
-            raise InvalidParameters([FieldViolation(
-                "series_axis",
-                f"{params.series_axis!r} is not a scalar of every scan (missing in "
-                f"{', '.join(missing[:5])}); try 'auto', 'scan'" + (f" or {hint}" if hint else ""),
-            )])
+            raise InvalidParameters(
+                [
+                    FieldViolation(
+                        "series_axis",
+                        f"{params.series_axis!r} is not a scalar of every scan (missing in "
+                        f"{', '.join(missing[:5])}); try 'auto', 'scan'" + (f" or {hint}" if hint else ""),
+                    )
+                ]
+            )
         return params.series_axis

@@ -34,8 +34,10 @@ def write_powder(path: Path, powder: Powder, valid: np.ndarray) -> None:
 
 def write_hits_geometry(path: Path, geometry_text: str) -> None:
     """The input geometry, reading its peaks from hits.cxi."""
-    path.write_text(geometry_text.rstrip("\n") + "\n\n; added by panreduce: peaks from hits.cxi\n"
-                    "peak_list = /entry_1/result_1\npeak_list_type = cxi\n")
+    path.write_text(
+        geometry_text.rstrip("\n") + "\n\n; added by panreduce: peaks from hits.cxi\n"
+        "peak_list = /entry_1/result_1\npeak_list_type = cxi\n"
+    )
 
 
 def concat_cxi(parts: Sequence[Path], out_path: Path) -> int:
@@ -50,8 +52,9 @@ def concat_cxi(parts: Sequence[Path], out_path: Path) -> int:
         first.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
         staged = [n for n in names if not n.startswith("entry_1/provenance")]
         n_hits = first["entry_1/result_1/nPeaks"].shape[0]
-        stacked = [n for n in staged if first[n].ndim >= 1 and first[n].shape[0] == n_hits
-                   and n != "entry_1/data_1/mask"]
+        stacked = [
+            n for n in staged if first[n].ndim >= 1 and first[n].shape[0] == n_hits and n != "entry_1/data_1/mask"
+        ]
     total = 0
     with h5py.File(out_path, "w") as out:
         for i, p in enumerate(parts):
@@ -61,8 +64,13 @@ def concat_cxi(parts: Sequence[Path], out_path: Path) -> int:
                     for n in staged:
                         if n in stacked:
                             d = src[n]
-                            out.create_dataset(n, shape=(0, *d.shape[1:]), maxshape=(None, *d.shape[1:]),
-                                               dtype=d.dtype, chunks=(1, *d.shape[1:]) if d.ndim == 3 else True)
+                            out.create_dataset(
+                                n,
+                                shape=(0, *d.shape[1:]),
+                                maxshape=(None, *d.shape[1:]),
+                                dtype=d.dtype,
+                                chunks=(1, *d.shape[1:]) if d.ndim == 3 else True,
+                            )
                             out[n].attrs.update(dict(d.attrs))
                         else:
                             src.copy(src[n], out, name=n)
@@ -73,7 +81,7 @@ def concat_cxi(parts: Sequence[Path], out_path: Path) -> int:
                 for n in stacked:
                     out[n].resize(total + k, axis=0)
                     for j in range(0, k, 16):
-                        out[n][total + j:total + min(j + 16, k)] = src[n][j:min(j + 16, k)]
+                        out[n][total + j : total + min(j + 16, k)] = src[n][j : min(j + 16, k)]
                 total += k
     return total
 
@@ -86,10 +94,14 @@ def _groups(f: h5py.File) -> list[str]:
 
 def write_hkl(path: Path, merged: Merged, point_group: str) -> None:
     """CrystFEL reflection list (process_hkl's output format)."""
-    lines = ["CrystFEL reflection list version 2.0", f"Symmetry: {point_group}",
-             "   h    k    l          I    phase   sigma(I)   nmeas"]
-    for (h, k, l_), i, s, n in zip(merged.hkl.tolist(), merged.intensity, merged.sigma,
-                                   merged.n_measurements, strict=True):
+    lines = [
+        "CrystFEL reflection list version 2.0",
+        f"Symmetry: {point_group}",
+        "   h    k    l          I    phase   sigma(I)   nmeas",
+    ]
+    for (h, k, l_), i, s, n in zip(
+        merged.hkl.tolist(), merged.intensity, merged.sigma, merged.n_measurements, strict=True
+    ):
         lines.append(f"{h:4d} {k:4d} {l_:4d} {i:10.2f} {'-':>8s} {s:10.2f} {n:7d}")
     lines.append("End of reflections")
     path.write_text("\n".join(lines) + "\n")

@@ -20,7 +20,6 @@ from panreduce_serial_crystallography.geometry import Detector
 __all__ = ["FrameError", "FrameSource", "bad_from_mask_array", "open_frames"]
 
 
-
 class FrameError(ValueError):
     """An input file that does not hold frames the geometry describes (reason in the message)."""
 
@@ -78,7 +77,7 @@ class FrameSource:
                     with h5py.File(seg.file, "r") as f:
                         ds = f[seg.dataset]
                         if seg.is_stack:
-                            out[pos:pos + hi - lo] = ds[lo - base:hi - base]
+                            out[pos : pos + hi - lo] = ds[lo - base : hi - base]
                         else:
                             out[pos] = ds[()]
                 pos += hi - lo
@@ -86,8 +85,7 @@ class FrameSource:
         return out
 
 
-def _resolve(f: h5py.File, spec: float | str | None, n: int, what: str, source: str,
-             scale: float) -> np.ndarray | None:
+def _resolve(f: h5py.File, spec: float | str | None, n: int, what: str, source: str, scale: float) -> np.ndarray | None:
     if spec is None:
         return None
     if isinstance(spec, str):
@@ -102,8 +100,9 @@ def _resolve(f: h5py.File, spec: float | str | None, n: int, what: str, source: 
     return np.full(n, float(spec))
 
 
-def open_frames(files: list[tuple[Path, str]], detector: Detector, *,
-                data_path: str | None = None, max_frames: int = 10_000_000) -> FrameSource:
+def open_frames(
+    files: list[tuple[Path, str]], detector: Detector, *, data_path: str | None = None, max_frames: int = 10_000_000
+) -> FrameSource:
     """The frames of ``files`` ((local path, name) pairs), checked against ``detector``.
 
     Per-frame photon energy (eV) and camera length (m) come from the geometry: a value, or
@@ -172,15 +171,16 @@ def open_frames(files: list[tuple[Path, str]], detector: Detector, *,
                     events.append((name, n_file))
                     n_file += 1
                 else:
-                    raise FrameError(name, f"{dname} has shape {ds.shape}; the geometry needs (n, {shape[0]}, {shape[1]})")
+                    raise FrameError(
+                        name, f"{dname} has shape {ds.shape}; the geometry needs (n, {shape[0]}, {shape[1]})"
+                    )
                 if not np.issubdtype(ds.dtype, np.number):
                     raise FrameError(name, f"{dname} is not numeric ({ds.dtype})")
                 dtypes.append(ds.dtype)
             e = _resolve(f, detector.photon_energy, n_file, "photon energy", name, 1.0)
             if e is None:
                 raise FrameError(name, "the geometry gives no photon energy")
-            c = _resolve(f, panel.clen, n_file, "camera length", name,
-                         1e-3 if isinstance(panel.clen, str) else 1.0)
+            c = _resolve(f, panel.clen, n_file, "camera length", name, 1e-3 if isinstance(panel.clen, str) else 1.0)
             energies.append(e)
             clens.append((c if c is not None else np.full(n_file, np.nan)) + panel.coffset_m)
             mpath = panel.mask
@@ -198,6 +198,12 @@ def open_frames(files: list[tuple[Path, str]], detector: Detector, *,
     energy = np.concatenate(energies)
     if not np.all(np.isfinite(energy) & (energy > 0)):
         raise FrameError("inputs", "photon energies must be positive numbers")
-    return FrameSource(segments=segments, shape=shape, photon_energy_ev=energy,
-                       clen_m=np.concatenate(clens), mask_bad=bad, events=events,
-                       dtype=np.result_type(*dtypes))
+    return FrameSource(
+        segments=segments,
+        shape=shape,
+        photon_energy_ev=energy,
+        clen_m=np.concatenate(clens),
+        mask_bad=bad,
+        events=events,
+        dtype=np.result_type(*dtypes),
+    )

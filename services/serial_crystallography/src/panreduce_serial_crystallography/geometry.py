@@ -168,13 +168,51 @@ def _float(text: str, key: str) -> float:
 
 
 _PANEL_KEYS = {
-    "min_fs", "max_fs", "min_ss", "max_ss", "fs", "ss", "corner_x", "corner_y", "res", "clen",
-    "coffset", "adu_per_eV", "adu_per_photon", "data", "mask", "mask_file", "mask_good",
-    "mask_bad", "no_index", "dim0", "dim1", "dim2", "dim3", "max_adu", "saturation_map",
-    "saturation_map_file", "flag_lessthan", "flag_morethan", "flag_equal", "badrow_direction",
-    "photon_energy", "mask0_data", "mask0_goodbits", "mask0_badbits", "mask0_file",
-    "mask1_data", "mask1_goodbits", "mask1_badbits", "mask1_file", "bandwidth",
-    "detector_shift_x", "detector_shift_y", "peak_list", "peak_list_type", "wavelength",
+    "min_fs",
+    "max_fs",
+    "min_ss",
+    "max_ss",
+    "fs",
+    "ss",
+    "corner_x",
+    "corner_y",
+    "res",
+    "clen",
+    "coffset",
+    "adu_per_eV",
+    "adu_per_photon",
+    "data",
+    "mask",
+    "mask_file",
+    "mask_good",
+    "mask_bad",
+    "no_index",
+    "dim0",
+    "dim1",
+    "dim2",
+    "dim3",
+    "max_adu",
+    "saturation_map",
+    "saturation_map_file",
+    "flag_lessthan",
+    "flag_morethan",
+    "flag_equal",
+    "badrow_direction",
+    "photon_energy",
+    "mask0_data",
+    "mask0_goodbits",
+    "mask0_badbits",
+    "mask0_file",
+    "mask1_data",
+    "mask1_goodbits",
+    "mask1_badbits",
+    "mask1_file",
+    "bandwidth",
+    "detector_shift_x",
+    "detector_shift_y",
+    "peak_list",
+    "peak_list_type",
+    "wavelength",
     "electron_voltage",
 }
 _BAD_KEYS = {"min_fs", "max_fs", "min_ss", "max_ss", "panel", "min_x", "max_x", "min_y", "max_y"}
@@ -238,9 +276,12 @@ def parse_geometry(text: str) -> Detector:
         res = _float(kv.get("res", "nan"), f"{name}/res")
         panel = Panel(
             name=name,
-            min_fs=_int(kv["min_fs"], f"{name}/min_fs"), max_fs=_int(kv["max_fs"], f"{name}/max_fs"),
-            min_ss=_int(kv["min_ss"], f"{name}/min_ss"), max_ss=_int(kv["max_ss"], f"{name}/max_ss"),
-            fs=parse_vector(kv.get("fs", "x")), ss=parse_vector(kv.get("ss", "y")),
+            min_fs=_int(kv["min_fs"], f"{name}/min_fs"),
+            max_fs=_int(kv["max_fs"], f"{name}/max_fs"),
+            min_ss=_int(kv["min_ss"], f"{name}/min_ss"),
+            max_ss=_int(kv["max_ss"], f"{name}/max_ss"),
+            fs=parse_vector(kv.get("fs", "x")),
+            ss=parse_vector(kv.get("ss", "y")),
             corner_x=_float(kv.get("corner_x", "0"), f"{name}/corner_x"),
             corner_y=_float(kv.get("corner_y", "0"), f"{name}/corner_y"),
             res_px_per_m=res,
@@ -265,21 +306,36 @@ def parse_geometry(text: str) -> Detector:
     for name, kv in bads.items():
         if "min_x" in kv or "max_x" in kv:
             try:
-                regions.append(BadRegion(name, min_x=float(kv["min_x"]), max_x=float(kv["max_x"]),
-                                         min_y=float(kv["min_y"]), max_y=float(kv["max_y"])))
+                regions.append(
+                    BadRegion(
+                        name,
+                        min_x=float(kv["min_x"]),
+                        max_x=float(kv["max_x"]),
+                        min_y=float(kv["min_y"]),
+                        max_y=float(kv["max_y"]),
+                    )
+                )
             except KeyError as exc:
                 raise GeometryError(f"{name}: needs min_x, max_x, min_y and max_y") from exc
         else:
             try:
-                regions.append(BadRegion(name, min_fs=_int(kv["min_fs"], name), max_fs=_int(kv["max_fs"], name),
-                                         min_ss=_int(kv["min_ss"], name), max_ss=_int(kv["max_ss"], name),
-                                         panel=kv.get("panel")))
+                regions.append(
+                    BadRegion(
+                        name,
+                        min_fs=_int(kv["min_fs"], name),
+                        max_fs=_int(kv["max_fs"], name),
+                        min_ss=_int(kv["min_ss"], name),
+                        max_ss=_int(kv["max_ss"], name),
+                        panel=kv.get("panel"),
+                    )
+                )
             except KeyError as exc:
                 raise GeometryError(f"{name}: needs min_fs, max_fs, min_ss and max_ss") from exc
             if regions[-1].panel is not None and regions[-1].panel not in panels:
                 raise GeometryError(f"{name}: unknown panel {regions[-1].panel!r}")
-    return Detector(panels=tuple(out), bad_regions=tuple(regions), photon_energy=photon_energy,
-                    dims=dims, rigid_groups=rigid)
+    return Detector(
+        panels=tuple(out), bad_regions=tuple(regions), photon_energy=photon_energy, dims=dims, rigid_groups=rigid
+    )
 
 
 @dataclass(frozen=True)
@@ -319,11 +375,15 @@ def bad_pixel_mask(detector: Detector, maps: PixelMaps) -> np.ndarray:
     names = [p.name for p in detector.panels]
     for region in detector.bad_regions:
         if region.in_lab:
-            bad |= ((maps.x_px >= region.min_x) & (maps.x_px <= region.max_x)
-                    & (maps.y_px >= region.min_y) & (maps.y_px <= region.max_y))
+            bad |= (
+                (maps.x_px >= region.min_x)
+                & (maps.x_px <= region.max_x)
+                & (maps.y_px >= region.min_y)
+                & (maps.y_px <= region.max_y)
+            )
             continue
         sub = np.zeros_like(bad)
-        sub[region.min_ss:region.max_ss + 1, region.min_fs:region.max_fs + 1] = True
+        sub[region.min_ss : region.max_ss + 1, region.min_fs : region.max_fs + 1] = True
         if region.panel is not None:
             sub &= maps.panel_id == names.index(region.panel)
         bad |= sub

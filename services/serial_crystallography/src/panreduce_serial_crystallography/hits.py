@@ -14,7 +14,6 @@ from panreduce_serial_crystallography.peakfinder8 import PeakfinderLayout, Peaks
 __all__ = ["FrameResult", "Powder", "find_hits", "peak_resolution", "rolling_hit_rate"]
 
 
-
 @dataclass(frozen=True)
 class FrameResult:
     index: int  # frame index in the whole job
@@ -59,24 +58,50 @@ class Powder:
         self.n += other.n
 
 
-def find_hits(frames: np.ndarray, lay: PeakfinderLayout, maps: PixelMaps, *, first_index: int,
-              photon_energy_ev: np.ndarray, clen_m: np.ndarray, threshold: float, min_snr: float,
-              min_pix_count: int, max_pix_count: int, local_bg_radius: int, min_peaks: int,
-              max_peaks: int, max_n_peaks: int, powder: Powder | None = None) -> list[FrameResult]:
+def find_hits(
+    frames: np.ndarray,
+    lay: PeakfinderLayout,
+    maps: PixelMaps,
+    *,
+    first_index: int,
+    photon_energy_ev: np.ndarray,
+    clen_m: np.ndarray,
+    threshold: float,
+    min_snr: float,
+    min_pix_count: int,
+    max_pix_count: int,
+    local_bg_radius: int,
+    min_peaks: int,
+    max_peaks: int,
+    max_n_peaks: int,
+    powder: Powder | None = None,
+) -> list[FrameResult]:
     """peakfinder8 on each frame of a block (n, ss, fs); a frame is a hit when
     ``min_peaks ≤ n_peaks ≤ max_peaks``. Hits are added to ``powder``."""
     out = []
     for i, frame in enumerate(frames):
-        peaks = peakfinder8(frame, lay, threshold=threshold, min_snr=min_snr,
-                            min_pix_count=min_pix_count, max_pix_count=max_pix_count,
-                            local_bg_radius=local_bg_radius, max_n_peaks=max_n_peaks)
+        peaks = peakfinder8(
+            frame,
+            lay,
+            threshold=threshold,
+            min_snr=min_snr,
+            min_pix_count=min_pix_count,
+            max_pix_count=max_pix_count,
+            local_bg_radius=local_bg_radius,
+            max_n_peaks=max_n_peaks,
+        )
         hit = min_peaks <= len(peaks) <= max_peaks
         if hit and powder is not None:
             powder.add(np.where(lay.valid, frame, 0))
-        out.append(FrameResult(first_index + i, peaks, hit,
-                               peak_resolution(peaks, maps, clen_m=float(clen_m[i]),
-                                               photon_energy_ev=float(photon_energy_ev[i])),
-                               float(photon_energy_ev[i])))
+        out.append(
+            FrameResult(
+                first_index + i,
+                peaks,
+                hit,
+                peak_resolution(peaks, maps, clen_m=float(clen_m[i]), photon_energy_ev=float(photon_energy_ev[i])),
+                float(photon_energy_ev[i]),
+            )
+        )
     return out
 
 

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 import gemmi
 import numpy as np
 
-__all__ = ["MergeError", "Merged", "figures_of_merit", "merge_intensities", "point_group_ops",
-           "space_group_for", "write_mtz"]
+__all__ = [
+    "MergeError",
+    "Merged",
+    "figures_of_merit",
+    "merge_intensities",
+    "point_group_ops",
+    "space_group_for",
+    "write_mtz",
+]
 
 
 class MergeError(ValueError):
@@ -26,9 +33,21 @@ class MergeError(ValueError):
 
 
 # CrystFEL point-group symbols → a symmorphic space group with exactly those operations
-_TRIGONAL = {"3_H": "P3", "-3_H": "P-3", "321_H": "P321", "312_H": "P312", "3m1_H": "P3m1",
-             "31m_H": "P31m", "-3m1_H": "P-3m1", "-31m_H": "P-31m", "3_R": "R3:R", "-3_R": "R-3:R",
-             "32_R": "R32:R", "3m_R": "R3m:R", "-3m_R": "R-3m:R"}
+_TRIGONAL = {
+    "3_H": "P3",
+    "-3_H": "P-3",
+    "321_H": "P321",
+    "312_H": "P312",
+    "3m1_H": "P3m1",
+    "31m_H": "P31m",
+    "-3m1_H": "P-3m1",
+    "-31m_H": "P-31m",
+    "3_R": "R3:R",
+    "-3_R": "R-3:R",
+    "32_R": "R32:R",
+    "3m_R": "R3m:R",
+    "-3m_R": "R-3m:R",
+}
 _UNIQUE_AXIS = {"_uaa": "a", "_uab": "b", "_uac": "c"}
 
 
@@ -47,7 +66,9 @@ def point_group_ops(point_group: str) -> tuple[gemmi.SpaceGroup, gemmi.GroupOps]
             name = {"a": f"P {sym} 1 1", "c": f"P 1 1 {sym}"}[axis]
     sg = gemmi.find_spacegroup_by_name(name) if pg else None
     if sg is None or sg.number > 230 or sg.point_group_hm() != gemmi.find_spacegroup_by_name(name).point_group_hm():
-        raise MergeError(f"unknown point group {point_group!r} (CrystFEL symbols: 1, -1, 2/m, mmm, 4/mmm, 6/mmm, m-3m, 321_H, ...)")
+        raise MergeError(
+            f"unknown point group {point_group!r} (CrystFEL symbols: 1, -1, 2/m, mmm, 4/mmm, 6/mmm, m-3m, 321_H, ...)"
+        )
     return sg, sg.operations()
 
 
@@ -91,8 +112,9 @@ def _asu_keys(hkl: np.ndarray, ops: gemmi.GroupOps, centro: bool) -> tuple[np.nd
     return out[inverse], sign[inverse]
 
 
-def merge_intensities(hkl: np.ndarray, intensity: np.ndarray, *, point_group: str,
-                      min_measurements: int = 2, friedel_merge: bool = False) -> Merged:
+def merge_intensities(
+    hkl: np.ndarray, intensity: np.ndarray, *, point_group: str, min_measurements: int = 2, friedel_merge: bool = False
+) -> Merged:
     """process_hkl's merge of observations ``hkl`` (n, 3) with ``intensity`` (n,);
     ``friedel_merge`` merges in the point group's Laue class (IMEAN of an MTZ)."""
     hkl = np.asarray(hkl, dtype=np.int32).reshape(-1, 3)
@@ -116,8 +138,13 @@ def merge_intensities(hkl: np.ndarray, intensity: np.ndarray, *, point_group: st
     m2 = np.bincount(inv, weights=(intensity - mean[inv]) ** 2, minlength=len(uk))
     sigma = np.sqrt(m2 / n) / np.sqrt(n)
     keep = n >= min_measurements
-    return Merged(hkl=uk[keep, :3].astype(np.int32), friedel=uk[keep, 3].astype(np.int8),
-                  intensity=mean[keep], sigma=sigma[keep], n_measurements=n[keep].astype(np.int32))
+    return Merged(
+        hkl=uk[keep, :3].astype(np.int32),
+        friedel=uk[keep, 3].astype(np.int8),
+        intensity=mean[keep],
+        sigma=sigma[keep],
+        n_measurements=n[keep].astype(np.int32),
+    )
 
 
 def one_over_d(hkl: np.ndarray, cell: gemmi.UnitCell) -> np.ndarray:
@@ -136,9 +163,16 @@ def _cc(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def figures_of_merit(merged: Merged, half1: Merged, half2: Merged, *, cell: gemmi.UnitCell,
-                     space_group: gemmi.SpaceGroup, n_shells: int = 10,
-                     d_min_angstrom: float | None = None) -> list[dict[str, float]]:
+def figures_of_merit(
+    merged: Merged,
+    half1: Merged,
+    half2: Merged,
+    *,
+    cell: gemmi.UnitCell,
+    space_group: gemmi.SpaceGroup,
+    n_shells: int = 10,
+    d_min_angstrom: float | None = None,
+) -> list[dict[str, float]]:
     """Rows per shell (low to high resolution) and a last row ``shell = "overall"``."""
     if len(merged.intensity) == 0:
         return []
@@ -185,26 +219,36 @@ def figures_of_merit(merged: Merged, half1: Merged, half2: Merged, *, cell: gemm
         den = float(np.sum(a[inp] + b[inp]))
         with np.errstate(invalid="ignore", divide="ignore"):
             i_over_sigma = merged.intensity[inm] / merged.sigma[inm]
-        rows.append({
-            "shell": "overall" if label < 0 else int(label + 1),
-            "d_max_angstrom": float(1 / lo) if lo > 0 else float("inf"),
-            "d_min_angstrom": float(1 / hi),
-            "n_unique": int(inm.sum()),
-            "n_possible": n_pos,
-            "completeness": n_meas_laue / n_pos if n_pos else float("nan"),
-            "multiplicity": float(merged.n_measurements[inm].mean()) if inm.any() else float("nan"),
-            "mean_i_over_sigma": float(np.nanmean(i_over_sigma[np.isfinite(i_over_sigma)]))
-            if np.isfinite(i_over_sigma).any() else float("nan"),
-            "n_common": int(inp.sum()),
-            "cc_half": cc,
-            "cc_star": float(np.sqrt(2 * cc / (1 + cc))) if cc > 0 else float("nan"),
-            "r_split": float(2 / np.sqrt(2) * np.sum(np.abs(a[inp] - b[inp])) / den) if den > 0 else float("nan"),
-        })
+        rows.append(
+            {
+                "shell": "overall" if label < 0 else int(label + 1),
+                "d_max_angstrom": float(1 / lo) if lo > 0 else float("inf"),
+                "d_min_angstrom": float(1 / hi),
+                "n_unique": int(inm.sum()),
+                "n_possible": n_pos,
+                "completeness": n_meas_laue / n_pos if n_pos else float("nan"),
+                "multiplicity": float(merged.n_measurements[inm].mean()) if inm.any() else float("nan"),
+                "mean_i_over_sigma": float(np.nanmean(i_over_sigma[np.isfinite(i_over_sigma)]))
+                if np.isfinite(i_over_sigma).any()
+                else float("nan"),
+                "n_common": int(inp.sum()),
+                "cc_half": cc,
+                "cc_star": float(np.sqrt(2 * cc / (1 + cc))) if cc > 0 else float("nan"),
+                "r_split": float(2 / np.sqrt(2) * np.sum(np.abs(a[inp] - b[inp])) / den) if den > 0 else float("nan"),
+            }
+        )
     return rows
 
 
-def write_mtz(path: str, merged: Merged, laue: Merged, *, cell: gemmi.UnitCell,
-              space_group: gemmi.SpaceGroup, title: str = "panreduce serial crystallography") -> None:
+def write_mtz(
+    path: str,
+    merged: Merged,
+    laue: Merged,
+    *,
+    cell: gemmi.UnitCell,
+    space_group: gemmi.SpaceGroup,
+    title: str = "panreduce serial crystallography",
+) -> None:
     """MTZ with H K L IMEAN SIGIMEAN NMEAS (``laue``: merged with Friedel mates together)
     and, when ``merged`` keeps Friedel mates apart, I(+) SIGI(+) I(−) SIGI(−) N(+) N(−)."""
     mtz = gemmi.Mtz(with_base=True)
@@ -216,16 +260,29 @@ def write_mtz(path: str, merged: Merged, laue: Merged, *, cell: gemmi.UnitCell,
         mtz.add_column(name, kind)
     anomalous = bool(np.any(merged.friedel != 0))
     if anomalous:
-        for name, kind in (("I(+)", "K"), ("SIGI(+)", "M"), ("I(-)", "K"), ("SIGI(-)", "M"),
-                           ("N(+)", "I"), ("N(-)", "I")):
+        for name, kind in (
+            ("I(+)", "K"),
+            ("SIGI(+)", "M"),
+            ("I(-)", "K"),
+            ("SIGI(-)", "M"),
+            ("N(+)", "I"),
+            ("N(-)", "I"),
+        ):
             mtz.add_column(name, kind)
     asu = gemmi.ReciprocalAsu(space_group)
     ops = space_group.operations()
     hkl = np.array([asu.to_asu(h, ops)[0] for h in laue.hkl.tolist()], dtype=np.int32).reshape(-1, 3)
-    cols = [hkl.astype(np.float32), laue.intensity[:, None], laue.sigma[:, None],
-            laue.n_measurements[:, None].astype(np.float32)]
+    cols = [
+        hkl.astype(np.float32),
+        laue.intensity[:, None],
+        laue.sigma[:, None],
+        laue.n_measurements[:, None].astype(np.float32),
+    ]
     if anomalous:
-        lookup = {(tuple(h), int(f)): i for i, (h, f) in enumerate(zip(merged.hkl.tolist(), merged.friedel.tolist(), strict=True))}
+        lookup = {
+            (tuple(h), int(f)): i
+            for i, (h, f) in enumerate(zip(merged.hkl.tolist(), merged.friedel.tolist(), strict=True))
+        }
         extra = np.full((len(hkl), 6), np.nan, np.float32)
         extra[:, 4:] = 0
         for r, h in enumerate(laue.hkl.tolist()):

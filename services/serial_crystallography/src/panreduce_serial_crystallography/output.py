@@ -26,8 +26,17 @@ class CxiHitWriter:
     the hits arrive. Per-hit photon energy and camera length go to the dataset paths the
     geometry names (so the same geometry reads this file), and to CXI's own places."""
 
-    def __init__(self, path: Path, *, shape: tuple[int, int], max_peaks: int, dtype: np.dtype,
-                 mask_bad: np.ndarray, energy_path: str | None, clen_path: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        shape: tuple[int, int],
+        max_peaks: int,
+        dtype: np.dtype,
+        mask_bad: np.ndarray,
+        energy_path: str | None,
+        clen_path: str | None,
+    ) -> None:
         self.f = h5py.File(path, "w")
         self.max_peaks = max_peaks
         f = self.f
@@ -37,19 +46,28 @@ class CxiHitWriter:
         # CXI's groups carry NeXus classes too, so that NeXus tools read (and validate) it
         data = nexus.make_group(entry, "data_1", "NXdata", signal="data", axes=[".", ".", "."])
         nexus.set_default(data)
-        self.data = data.create_dataset("data", shape=(0, *shape), maxshape=(None, *shape),
-                                        dtype=dtype, chunks=(1, *shape))
+        self.data = data.create_dataset(
+            "data", shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(1, *shape)
+        )
         data.create_dataset("mask", data=mask_bad.astype(np.uint16))
         res = nexus.make_group(entry, "result_1", "NXcollection")
         self.n_peaks = res.create_dataset("nPeaks", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(1024,))
-        self.fields = {k: res.create_dataset(k, shape=(0, max_peaks), maxshape=(None, max_peaks),
-                                             dtype=np.float32, chunks=(64, max_peaks), fillvalue=0)
-                       for k in PEAK_FIELDS}
-        self.source_frame = entry.create_dataset("source_frame", shape=(0,), maxshape=(None,), dtype=np.int64,
-                                                 chunks=(1024,))
+        self.fields = {
+            k: res.create_dataset(
+                k,
+                shape=(0, max_peaks),
+                maxshape=(None, max_peaks),
+                dtype=np.float32,
+                chunks=(64, max_peaks),
+                fillvalue=0,
+            )
+            for k in PEAK_FIELDS
+        }
+        self.source_frame = entry.create_dataset(
+            "source_frame", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,)
+        )
         source = nexus.make_group(nexus.make_group(entry, "instrument_1", "NXinstrument"), "source_1", "NXsource")
-        self.energy = source.create_dataset("energy", shape=(0,), maxshape=(None,), dtype=np.float64,
-                                            chunks=(1024,))
+        self.energy = source.create_dataset("energy", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
         self.energy.attrs["units"] = "J"
         self.extra = {}
         for p, unit in ((energy_path, "eV"), (clen_path, "mm")):
@@ -61,8 +79,7 @@ class CxiHitWriter:
         self.energy_path, self.clen_path = energy_path, clen_path
         self.count = 0
 
-    def add(self, frames: np.ndarray, results: list[FrameResult], block_start: int,
-            clen_m: np.ndarray) -> None:
+    def add(self, frames: np.ndarray, results: list[FrameResult], block_start: int, clen_m: np.ndarray) -> None:
         hits = [r for r in results if r.hit]
         if not hits:
             return
@@ -156,7 +173,7 @@ def plot_powder(path: Path, powder: Powder, maps: PixelMaps, valid: np.ndarray, 
     asm = assemble(np.where(np.isfinite(img), img, 0), maps, valid)
     fig, ax = plt.subplots(figsize=(6, 6))
     finite = asm[np.isfinite(asm)]
-    lo, hi = (np.percentile(finite, [1, 99.8]) if finite.size else (0, 1))
+    lo, hi = np.percentile(finite, [1, 99.8]) if finite.size else (0, 1)
     ax.imshow(asm, vmin=lo, vmax=hi, cmap="gray_r", interpolation="nearest")
     ax.set_title(f"powder ({kind}) of {powder.n} hit(s)")
     ax.set_axis_off()

@@ -12,14 +12,26 @@ _H5PATH = r"^/[A-Za-z0-9_./-]{0,400}$"
 
 class SerialParameters(Parameters):
     # -- inputs
-    geometry: str | None = Field(None, pattern=_NAME, description="file name, among the inputs, of the CrystFEL .geom (default: the one .geom given)")
-    data_path: str | None = Field(None, pattern=_H5PATH, description="HDF5 path of the frames (default: the geometry's 'data')")
+    geometry: str | None = Field(
+        None,
+        pattern=_NAME,
+        description="file name, among the inputs, of the CrystFEL .geom (default: the one .geom given)",
+    )
+    data_path: str | None = Field(
+        None, pattern=_H5PATH, description="HDF5 path of the frames (default: the geometry's 'data')"
+    )
     # -- peakfinder8 (indexamajig --peaks=peakfinder8 options and defaults)
-    threshold: float = Field(800.0, ge=0, le=1e9, description="ADC threshold (ADU): the lowest upper threshold a peak pixel must exceed")
-    min_snr: float = Field(5.0, gt=0, le=1e4, description="sigma-clipping factor of the radial statistics and the minimum peak SNR")
+    threshold: float = Field(
+        800.0, ge=0, le=1e9, description="ADC threshold (ADU): the lowest upper threshold a peak pixel must exceed"
+    )
+    min_snr: float = Field(
+        5.0, gt=0, le=1e4, description="sigma-clipping factor of the radial statistics and the minimum peak SNR"
+    )
     min_pix_count: int = Field(2, ge=1, le=10_000, description="fewest pixels of a peak")
     max_pix_count: int = Field(200, ge=1, le=100_000, description="most pixels of a peak")
-    local_bg_radius: int = Field(3, ge=1, le=50, description="local background: a disc of radius 2·local_bg_radius pixels")
+    local_bg_radius: int = Field(
+        3, ge=1, le=50, description="local background: a disc of radius 2·local_bg_radius pixels"
+    )
     min_res: float = Field(0.0, ge=0, le=1e5, description="innermost radius used (pixels from the beam)")
     max_res: float = Field(1200.0, ge=0, le=1e5, description="outermost radius used (pixels from the beam)")
     max_peaks: int = Field(2048, ge=1, le=100_000, description="at most this many peaks kept per frame")
@@ -27,11 +39,23 @@ class SerialParameters(Parameters):
     min_peaks: int = Field(10, ge=0, le=100_000, description="a frame is a hit with at least this many peaks")
     max_hit_peaks: int = Field(100_000, ge=0, le=100_000, description="... and at most this many")
     export_hits: bool = Field(True, description="write hits.cxi (hit frames and their peak lists) and hits.lst")
-    block_frames: int = Field(16, ge=1, le=1024, description="frames read, searched and written per block (bounds memory)")
+    block_frames: int = Field(
+        16, ge=1, le=1024, description="frames read, searched and written per block (bounds memory)"
+    )
     hit_rate_window: int = Field(100, ge=1, le=1_000_000, description="frames per point of the hit-rate curve")
     # -- merging (process_hkl / compare_hkl)
-    point_group: str = Field("1", pattern=r"^-?[0-9mH_R/a-c-]{1,12}$", description="CrystFEL point group symbol (1, -1, 2/m, mmm, 222, 4/mmm, 6/mmm, m-3m, -3m1_H, ...)")
-    space_group: str | None = Field(None, pattern=r"^[A-Za-z0-9 /:-]{1,30}$", description="space group of the MTZ (default: the chiral group of the point group with the cell's centering)")
+    point_group: str = Field(
+        "1",
+        pattern=r"^-?[0-9mH_R/a-c-]{1,12}$",
+        description="CrystFEL point group symbol (1, -1, 2/m, mmm, 222, 4/mmm, 6/mmm, m-3m, -3m1_H, ...)",
+    )
+    space_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9 /:-]{1,30}$",
+        description="space group of the MTZ (default: the chiral group of the point group with the cell's centering)",
+    )
     min_measurements: int = Field(2, ge=1, le=1000, description="reflections measured fewer times are dropped")
-    n_shells: int = Field(10, ge=1, le=100, description="resolution shells of equal reciprocal volume for the figures of merit")
+    n_shells: int = Field(
+        10, ge=1, le=100, description="resolution shells of equal reciprocal volume for the figures of merit"
+    )
     d_min_angstrom: float | None = Field(None, gt=0.3, le=100, description="high-resolution limit of the merge (Å)")

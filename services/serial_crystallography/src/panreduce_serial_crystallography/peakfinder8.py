@@ -72,9 +72,15 @@ class PeakfinderLayout:
     counts: np.ndarray  # pixels in each non-empty bin
 
 
-def layout(r_px: np.ndarray, panel_id: np.ndarray, bad: np.ndarray,
-           panel_slices: list[tuple[slice, slice]], *, min_res: float = 0.0,
-           max_res: float = 1e9) -> PeakfinderLayout:
+def layout(
+    r_px: np.ndarray,
+    panel_id: np.ndarray,
+    bad: np.ndarray,
+    panel_slices: list[tuple[slice, slice]],
+    *,
+    min_res: float = 0.0,
+    max_res: float = 1e9,
+) -> PeakfinderLayout:
     """Prepare the per-pixel maps: ``r_px`` the radius from the beam (pixels), ``bad``
     True for masked pixels; ``min_res``/``max_res`` the radius limits in pixels (CrystFEL's
     ``--min-res``/``--max-res`` for peakfinder8)."""
@@ -83,9 +89,17 @@ def layout(r_px: np.ndarray, panel_id: np.ndarray, bad: np.ndarray,
     flat = np.flatnonzero(valid.ravel())
     order = flat[np.argsort(rbin.ravel()[flat], kind="stable")]
     bins, starts, counts = np.unique(rbin.ravel()[order], return_index=True, return_counts=True)
-    return PeakfinderLayout(radius_bin=rbin, valid=valid, panel_id=panel_id,
-                            panel_slices=tuple(panel_slices), n_bins=int(rbin.max()) + 1,
-                            order=order, bins=bins.astype(np.int64), starts=starts, counts=counts)
+    return PeakfinderLayout(
+        radius_bin=rbin,
+        valid=valid,
+        panel_id=panel_id,
+        panel_slices=tuple(panel_slices),
+        n_bins=int(rbin.max()) + 1,
+        order=order,
+        bins=bins.astype(np.int64),
+        starts=starts,
+        counts=counts,
+    )
 
 
 def _stats(n, s1, s2, threshold, min_snr):
@@ -96,8 +110,9 @@ def _stats(n, s1, s2, threshold, min_snr):
     return mean, sigma, upper, lower
 
 
-def radial_thresholds(data: np.ndarray, lay: PeakfinderLayout, *, threshold: float,
-                      min_snr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def radial_thresholds(
+    data: np.ndarray, lay: PeakfinderLayout, *, threshold: float, min_snr: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per radius bin (index = rounded radius in pixels): (upper threshold, mean, σ) after
     the sigma-clipping passes, in ADU; bins without valid pixels have an infinite
     threshold.
@@ -157,9 +172,17 @@ def _disc_offsets(local_bg_radius: int) -> tuple[np.ndarray, np.ndarray]:
     return dss[inside].astype(np.int64), dfs[inside].astype(np.int64)
 
 
-def peakfinder8(data: np.ndarray, lay: PeakfinderLayout, *, threshold: float = 800.0,
-                min_snr: float = 6.0, min_pix_count: int = 2, max_pix_count: int = 200,
-                local_bg_radius: int = 3, max_n_peaks: int = 2048) -> Peaks:
+def peakfinder8(
+    data: np.ndarray,
+    lay: PeakfinderLayout,
+    *,
+    threshold: float = 800.0,
+    min_snr: float = 6.0,
+    min_pix_count: int = 2,
+    max_pix_count: int = 200,
+    local_bg_radius: int = 3,
+    max_n_peaks: int = 2048,
+) -> Peaks:
     """Find Bragg peaks in one frame ``data`` (ss, fs) in ADU. Parameter names and
     defaults are CrystFEL's ``indexamajig --peaks=peakfinder8`` options (``threshold`` in
     ADU, ``local_bg_radius`` in pixels)."""
@@ -182,9 +205,16 @@ def peakfinder8(data: np.ndarray, lay: PeakfinderLayout, *, threshold: float = 8
             lab[lab > 0] += n_total
             labels[sl] = lab
             n_total += n
-    empty = Peaks(np.zeros(0, np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                  np.zeros(0, np.float32), np.zeros(0, np.int32), np.zeros(0, np.float32),
-                  np.zeros(0, np.float32), np.zeros(0, np.int16))
+    empty = Peaks(
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.int32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(0, np.int16),
+    )
     if n_total == 0:
         return empty
 
@@ -220,8 +250,13 @@ def peakfinder8(data: np.ndarray, lay: PeakfinderLayout, *, threshold: float = 8
     inside = (pss >= 0) & (pss < ny) & (pfs >= 0) & (pfs < nx)
     pss_c = np.clip(pss, 0, ny - 1)
     pfs_c = np.clip(pfs, 0, nx - 1)
-    bg_ok = (inside & lay.valid[pss_c, pfs_c] & (lay.panel_id[pss_c, pfs_c] == cpanel[:, None])
-             & (labels[pss_c, pfs_c] == 0) & ~above[pss_c, pfs_c])
+    bg_ok = (
+        inside
+        & lay.valid[pss_c, pfs_c]
+        & (lay.panel_id[pss_c, pfs_c] == cpanel[:, None])
+        & (labels[pss_c, pfs_c] == 0)
+        & ~above[pss_c, pfs_c]
+    )
     bg_vals = np.where(bg_ok, frame[pss_c, pfs_c], 0.0).astype(np.float64)
     n_bg = bg_ok.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -250,8 +285,12 @@ def peakfinder8(data: np.ndarray, lay: PeakfinderLayout, *, threshold: float = 8
     ok = (snr >= min_snr) & centroid_on_panel & ~(max_value < (bg_max - bg_mean))
     idx = np.flatnonzero(ok)[:max_n_peaks]
     return Peaks(
-        fs=com_fs[idx].astype(np.float32), ss=com_ss[idx].astype(np.float32),
-        intensity=total[idx].astype(np.float32), sigma=bg_sigma[idx].astype(np.float32),
-        n_pixels=npix[cand][idx].astype(np.int32), max_value=max_value[idx].astype(np.float32),
-        snr=snr[idx].astype(np.float32), panel=cpanel[idx].astype(np.int16),
+        fs=com_fs[idx].astype(np.float32),
+        ss=com_ss[idx].astype(np.float32),
+        intensity=total[idx].astype(np.float32),
+        sigma=bg_sigma[idx].astype(np.float32),
+        n_pixels=npix[cand][idx].astype(np.int32),
+        max_value=max_value[idx].astype(np.float32),
+        snr=snr[idx].astype(np.float32),
+        panel=cpanel[idx].astype(np.int16),
     )

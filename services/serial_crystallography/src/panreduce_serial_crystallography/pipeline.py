@@ -13,12 +13,7 @@ import gemmi
 import numpy as np
 
 from panreduce_serial_crystallography.frames import FrameSource
-from panreduce_serial_crystallography.geometry import (
-    Detector,
-    PixelMaps,
-    bad_pixel_mask,
-    pixel_maps,
-)
+from panreduce_serial_crystallography.geometry import Detector, PixelMaps, bad_pixel_mask, pixel_maps
 from panreduce_serial_crystallography.hits import Powder, find_hits
 from panreduce_serial_crystallography.merge import (
     Merged,
@@ -47,8 +42,9 @@ def hit_setup(detector: Detector, source: FrameSource, *, min_res: float, max_re
     maps = pixel_maps(detector)
     bad = source.mask_bad | bad_pixel_mask(detector, maps)
     slices = [(slice(p.min_ss, p.max_ss + 1), slice(p.min_fs, p.max_fs + 1)) for p in detector.panels]
-    return HitSetup(detector, source, maps, layout(maps.r_px, maps.panel_id, bad, slices, min_res=min_res,
-                                                   max_res=max_res))
+    return HitSetup(
+        detector, source, maps, layout(maps.r_px, maps.panel_id, bad, slices, min_res=min_res, max_res=max_res)
+    )
 
 
 @dataclass
@@ -58,8 +54,7 @@ class HitBlock:
     n_exported: int  # hits written to the block's CXI file
 
 
-def find_hits_in(setup: HitSetup, start: int, stop: int, p: Any, *, cxi: Path | None,
-                 progress: Progress) -> HitBlock:
+def find_hits_in(setup: HitSetup, start: int, stop: int, p: Any, *, cxi: Path | None, progress: Progress) -> HitBlock:
     """peakfinder8 on frames [start, stop) in blocks of ``p.block_frames``; hits go to
     ``cxi`` (a hits-only CXI file) when given."""
     src, det = setup.source, setup.detector
@@ -67,26 +62,50 @@ def find_hits_in(setup: HitSetup, start: int, stop: int, p: Any, *, cxi: Path | 
     rows: list[dict[str, Any]] = []
     writer = None
     if cxi is not None:
-        writer = CxiHitWriter(cxi, shape=src.shape, max_peaks=p.max_peaks, dtype=src.dtype,
-                              mask_bad=~setup.lay.valid,
-                              energy_path=det.photon_energy if isinstance(det.photon_energy, str) else None,
-                              clen_path=det.clen if isinstance(det.clen, str) else None)
+        writer = CxiHitWriter(
+            cxi,
+            shape=src.shape,
+            max_peaks=p.max_peaks,
+            dtype=src.dtype,
+            mask_bad=~setup.lay.valid,
+            energy_path=det.photon_energy if isinstance(det.photon_energy, str) else None,
+            clen_path=det.clen if isinstance(det.clen, str) else None,
+        )
     try:
         for b0 in range(start, stop, p.block_frames):
             b1 = min(b0 + p.block_frames, stop)
             progress((b0 - start) / max(stop - start, 1), f"frames {b0}..{b1 - 1}")
             frames = src.read(b0, b1)
             results = find_hits(
-                frames, setup.lay, setup.maps, first_index=b0, photon_energy_ev=src.photon_energy_ev[b0:b1],
-                clen_m=src.clen_m[b0:b1], threshold=p.threshold, min_snr=p.min_snr,
-                min_pix_count=p.min_pix_count, max_pix_count=p.max_pix_count,
-                local_bg_radius=p.local_bg_radius, min_peaks=p.min_peaks,
-                max_peaks=p.max_hit_peaks, max_n_peaks=p.max_peaks, powder=powder)
+                frames,
+                setup.lay,
+                setup.maps,
+                first_index=b0,
+                photon_energy_ev=src.photon_energy_ev[b0:b1],
+                clen_m=src.clen_m[b0:b1],
+                threshold=p.threshold,
+                min_snr=p.min_snr,
+                min_pix_count=p.min_pix_count,
+                max_pix_count=p.max_pix_count,
+                local_bg_radius=p.local_bg_radius,
+                min_peaks=p.min_peaks,
+                max_peaks=p.max_hit_peaks,
+                max_n_peaks=p.max_peaks,
+                powder=powder,
+            )
             for r in results:
                 name, event = src.events[r.index]
-                rows.append({"frame": r.index, "file": name, "event": event, "n_peaks": len(r.peaks),
-                             "hit": int(r.hit), "resolution_angstrom": round(r.resolution_angstrom, 4),
-                             "photon_energy_ev": round(r.photon_energy_ev, 4)})
+                rows.append(
+                    {
+                        "frame": r.index,
+                        "file": name,
+                        "event": event,
+                        "n_peaks": len(r.peaks),
+                        "hit": int(r.hit),
+                        "resolution_angstrom": round(r.resolution_angstrom, 4),
+                        "photon_energy_ev": round(r.photon_energy_ev, 4),
+                    }
+                )
             if writer is not None:
                 writer.add(frames, results, b0, src.clen_m[b0:b1])
     finally:
@@ -121,22 +140,32 @@ class Crystals:
     def of(cls, stream: Stream) -> Crystals:
         xs = stream.crystals
         sizes = [len(c.intensity) for c in xs]
-        return cls(np.array([c.cell for c in xs], float).reshape(-1, 6), [c.centering for c in xs],
-                   np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                   np.concatenate([c.hkl for c in xs]).astype(np.int32) if xs else np.zeros((0, 3), np.int32),
-                   np.concatenate([c.intensity for c in xs]).astype(float) if xs else np.zeros(0),
-                   len(stream.chunks), stream.geometry, stream.cell)
+        return cls(
+            np.array([c.cell for c in xs], float).reshape(-1, 6),
+            [c.centering for c in xs],
+            np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            np.concatenate([c.hkl for c in xs]).astype(np.int32) if xs else np.zeros((0, 3), np.int32),
+            np.concatenate([c.intensity for c in xs]).astype(float) if xs else np.zeros(0),
+            len(stream.chunks),
+            stream.geometry,
+            stream.cell,
+        )
 
     @classmethod
     def concatenate(cls, parts: Sequence[Crystals]) -> Crystals:
         offsets = [parts[0].offsets]
         for p in parts[1:]:
             offsets.append(p.offsets[1:] + offsets[-1][-1])
-        return cls(np.concatenate([p.cells for p in parts]), [c for p in parts for c in p.centerings],
-                   np.concatenate(offsets), np.concatenate([p.hkl for p in parts]),
-                   np.concatenate([p.intensity for p in parts]), sum(p.n_chunks for p in parts),
-                   next((p.geometry for p in parts if p.geometry), None),
-                   next((p.cell for p in parts if p.cell), None))
+        return cls(
+            np.concatenate([p.cells for p in parts]),
+            [c for p in parts for c in p.centerings],
+            np.concatenate(offsets),
+            np.concatenate([p.hkl for p in parts]),
+            np.concatenate([p.intensity for p in parts]),
+            sum(p.n_chunks for p in parts),
+            next((p.geometry for p in parts if p.geometry), None),
+            next((p.cell for p in parts if p.cell), None),
+        )
 
     @property
     def n(self) -> int:
@@ -144,8 +173,11 @@ class Crystals:
 
     def observations(self, which: slice) -> tuple[np.ndarray, np.ndarray]:
         idx = np.arange(self.n)[which]
-        take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) if len(idx) \
+        take = (
+            np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx])
+            if len(idx)
             else np.zeros(0, np.int64)
+        )
         return self.hkl[take], self.intensity[take]
 
 
@@ -160,8 +192,16 @@ class MergeOutcome:
     n_observations: int
 
 
-def merge_crystals(xs: Crystals, *, point_group: str, space_group: str | None, min_measurements: int,
-                   n_shells: int, d_min_angstrom: float | None, progress: Progress) -> MergeOutcome:
+def merge_crystals(
+    xs: Crystals,
+    *,
+    point_group: str,
+    space_group: str | None,
+    min_measurements: int,
+    n_shells: int,
+    d_min_angstrom: float | None,
+    progress: Progress,
+) -> MergeOutcome:
     """process_hkl's merge of every crystal (and of the even/odd halves for CC1/2 and
     Rsplit), with the figures of merit per resolution shell. ValueError (MergeError)
     names a point group that cannot be used; None space group: unknown name."""
@@ -188,6 +228,7 @@ def merge_crystals(xs: Crystals, *, point_group: str, space_group: str | None, m
     half1 = merge_intensities(*obs(slice(0, None, 2)), **kw)
     half2 = merge_intensities(*obs(slice(1, None, 2)), **kw)
     progress(0.6, "figures of merit")
-    foms = figures_of_merit(merged, half1, half2, cell=cell, space_group=sg, n_shells=n_shells,
-                            d_min_angstrom=d_min_angstrom)
+    foms = figures_of_merit(
+        merged, half1, half2, cell=cell, space_group=sg, n_shells=n_shells, d_min_angstrom=d_min_angstrom
+    )
     return MergeOutcome(merged, laue, foms, sg, cell, tuple(float(v) for v in cell_params), len(inten))

@@ -76,6 +76,7 @@ def parse_cell_file(text: str) -> TargetCell:
             k, v = (s.strip() for s in line.split("=", 1))
             kv[k] = v
     try:
+
         def length(k: str) -> float:
             parts = kv[k].split()
             return _length_angstrom(parts[0], parts[1] if len(parts) > 1 else "A")
@@ -83,9 +84,17 @@ def parse_cell_file(text: str) -> TargetCell:
         def angle(k: str) -> float:
             return float(kv.get(k, "90").split()[0])
 
-        return TargetCell(length("a"), length("b"), length("c"), angle("al"), angle("be"), angle("ga"),
-                          lattice_type=kv.get("lattice_type", "triclinic"),
-                          centering=kv.get("centering", "P"), unique_axis=kv.get("unique_axis", "?"))
+        return TargetCell(
+            length("a"),
+            length("b"),
+            length("c"),
+            angle("al"),
+            angle("be"),
+            angle("ga"),
+            lattice_type=kv.get("lattice_type", "triclinic"),
+            centering=kv.get("centering", "P"),
+            unique_axis=kv.get("unique_axis", "?"),
+        )
     except (KeyError, ValueError, IndexError) as exc:
         raise StreamError(f"unit cell: cannot read {exc}") from exc
 
@@ -158,8 +167,14 @@ def iter_stream(lines: Iterable[str], *, max_reflections: int = 50_000_000) -> I
                     # Cell parameters 6.13532 12.19726 16.88163 nm, 90.54524 91.23016 90.53769 deg
                     p = s.replace(",", " ").split()
                     try:
-                        crystal["cell"] = (float(p[2]) * 10, float(p[3]) * 10, float(p[4]) * 10,
-                                           float(p[6]), float(p[7]), float(p[8]))
+                        crystal["cell"] = (
+                            float(p[2]) * 10,
+                            float(p[3]) * 10,
+                            float(p[4]) * 10,
+                            float(p[6]),
+                            float(p[7]),
+                            float(p[8]),
+                        )
                     except (ValueError, IndexError) as exc:
                         raise StreamError(f"line {m}: cannot read the cell: {s!r}") from exc
                 elif crystal is not None and s[:6] in ("astar ", "bstar ", "cstar "):
@@ -178,11 +193,19 @@ def iter_stream(lines: Iterable[str], *, max_reflections: int = 50_000_000) -> I
                     except (ValueError, IndexError) as exc:
                         raise StreamError(f"line {m}: unreadable reflection line") from exc
                     a = np.array(arr, dtype=np.float64).reshape(-1, 5)
-                    chunk.crystals.append(Crystal(
-                        cell=crystal["cell"], astar_per_nm=crystal.get("astar"),
-                        bstar_per_nm=crystal.get("bstar"), cstar_per_nm=crystal.get("cstar"),
-                        hkl=a[:, :3].astype(np.int32), intensity=a[:, 3], sigma=a[:, 4],
-                        centering=crystal["centering"], lattice_type=crystal["lattice_type"]))
+                    chunk.crystals.append(
+                        Crystal(
+                            cell=crystal["cell"],
+                            astar_per_nm=crystal.get("astar"),
+                            bstar_per_nm=crystal.get("bstar"),
+                            cstar_per_nm=crystal.get("cstar"),
+                            hkl=a[:, :3].astype(np.int32),
+                            intensity=a[:, 3],
+                            sigma=a[:, 4],
+                            centering=crystal["centering"],
+                            lattice_type=crystal["lattice_type"],
+                        )
+                    )
                     crystal = None
             else:
                 raise StreamError("the stream ends inside a chunk (truncated file)")

@@ -71,8 +71,15 @@ class Ellipse:
         return r @ s @ r.T
 
 
-def ring_points(pattern: np.ndarray, center_yx: tuple[float, float], r_min_px: float, r_max_px: float,
-                *, n_rays: int = 360, step_px: float = 0.25) -> np.ndarray:
+def ring_points(
+    pattern: np.ndarray,
+    center_yx: tuple[float, float],
+    r_min_px: float,
+    r_max_px: float,
+    *,
+    n_rays: int = 360,
+    step_px: float = 0.25,
+) -> np.ndarray:
     """(n, 2) (x, y) points of the ring's maximum along rays from ``center_yx`` between the
     radii: the centroid of each ray's profile above its half height."""
     img = np.asarray(pattern, np.float64)
@@ -116,8 +123,9 @@ def fit_ellipse_points(points_xy: np.ndarray) -> Ellipse:
     return Ellipse(float(centre[0] + m[0]), float(centre[1] + m[1]), float(a), float(b), float(theta))
 
 
-def fit_ellipse_ring(pattern: np.ndarray, center_yx: tuple[float, float], r_min_px: float,
-                     r_max_px: float, *, iterations: int = 3) -> Ellipse:
+def fit_ellipse_ring(
+    pattern: np.ndarray, center_yx: tuple[float, float], r_min_px: float, r_max_px: float, *, iterations: int = 3
+) -> Ellipse:
     """Ellipse of a ring (amorphous or polycrystalline) lying between the two radii (px),
     re-centring the rays on the fitted centre each iteration."""
     c = center_yx

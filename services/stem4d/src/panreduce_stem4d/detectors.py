@@ -22,7 +22,7 @@ class Geometry:
 
     def offsets_px(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Corrected (x, y) offsets of every pixel centre from the beam centre, in px."""
-        yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
+        yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
         dx = xx - self.center_yx_px[1]
         dy = yy - self.center_yx_px[0]
         a = np.asarray(self.affine_xy, float)
@@ -68,8 +68,9 @@ def parse_mask(name: str, text: str) -> MaskSpec:
     elif kind == "sector" and len(values) == 4:
         spec = MaskSpec(name, values[0], values[1], (values[2], values[3]))
     else:
-        raise ValueError(f"mask {name!r}: expected disc:R, annulus:RI,RO or sector:RI,RO,A0,A1 "
-                         f"(mrad, degrees), got {text!r}")
+        raise ValueError(
+            f"mask {name!r}: expected disc:R, annulus:RI,RO or sector:RI,RO,A0,A1 (mrad, degrees), got {text!r}"
+        )
     if not (0 <= spec.inner_mrad < spec.outer_mrad <= 1e4) or any(not np.isfinite(v) for v in values):
         raise ValueError(f"mask {name!r}: radii must satisfy 0 ≤ inner < outer ≤ 10000 mrad")
     return spec

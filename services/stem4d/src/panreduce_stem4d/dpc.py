@@ -21,7 +21,9 @@ else:
     optimize = lazy.module("scipy.optimize")
 
 
-def to_scan_frame(com_x: np.ndarray, com_y: np.ndarray, rotation_deg: float, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+def to_scan_frame(
+    com_x: np.ndarray, com_y: np.ndarray, rotation_deg: float, flip: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Detector-frame CoM components -> scan-frame (x, y) components."""
     if flip:
         com_y = -com_y
@@ -65,13 +67,17 @@ def find_rotation(com_x: np.ndarray, com_y: np.ndarray, *, flip: bool = False) -
     grid = np.arange(-90.0, 90.0, 1.0)
     powers = [_curl_power(com_x, com_y, d, flip) for d in grid]
     best = float(grid[int(np.argmin(powers))])
-    res = optimize.minimize_scalar(lambda d: _curl_power(com_x, com_y, d, flip),
-                                   bounds=(best - 1.0, best + 1.0), method="bounded",
-                                   options={"xatol": 1e-4})
+    res = optimize.minimize_scalar(
+        lambda d: _curl_power(com_x, com_y, d, flip),
+        bounds=(best - 1.0, best + 1.0),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
     deg = (float(res.x) + 90.0) % 180.0 - 90.0
     fx, fy = to_scan_frame(com_x, com_y, deg, flip)
-    return Rotation(deg, float(np.sqrt(np.nanmean(curl(fx, fy) ** 2))),
-                    float(np.sqrt(np.nanmean(divergence(fx, fy) ** 2))))
+    return Rotation(
+        deg, float(np.sqrt(np.nanmean(curl(fx, fy) ** 2))), float(np.sqrt(np.nanmean(divergence(fx, fy) ** 2)))
+    )
 
 
 def integrate_gradient(gx: np.ndarray, gy: np.ndarray, step_x: float = 1.0, step_y: float = 1.0) -> np.ndarray:
@@ -93,8 +99,9 @@ def integrate_gradient(gx: np.ndarray, gy: np.ndarray, step_x: float = 1.0, step
     return phi - phi.mean()
 
 
-def phase_from_com(com_x_mrad: np.ndarray, com_y_mrad: np.ndarray, *, step_nm: tuple[float, float],
-                   wavelength_nm: float) -> np.ndarray:
+def phase_from_com(
+    com_x_mrad: np.ndarray, com_y_mrad: np.ndarray, *, step_nm: tuple[float, float], wavelength_nm: float
+) -> np.ndarray:
     """The DPC phase (rad) whose gradient is 2π θ / λ, θ the scan-frame CoM deflection (mrad)."""
     k = 2 * np.pi / wavelength_nm * 1e-3  # rad per nm per mrad
     return integrate_gradient(com_x_mrad * k, com_y_mrad * k, step_x=step_nm[1], step_y=step_nm[0])

@@ -22,8 +22,18 @@ from panreduce_stem4d import mib
 
 MAX_SCAN = 8192  # positions per scan axis
 MAX_DETECTOR = 4096  # pixels per detector axis
-_LENGTH_NM = {"nm": 1.0, "um": 1e3, "µm": 1e3, "micron": 1e3, "a": 0.1, "å": 0.1, "angstrom": 0.1,
-              "m": 1e9, "mm": 1e6, "pm": 1e-3}
+_LENGTH_NM = {
+    "nm": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "micron": 1e3,
+    "a": 0.1,
+    "å": 0.1,
+    "angstrom": 0.1,
+    "m": 1e9,
+    "mm": 1e6,
+    "pm": 1e-3,
+}
 
 
 @dataclass
@@ -54,12 +64,14 @@ class Scan4D:
 
 def _check_shape(source: str, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
     if len(shape) != 4:
-        raise errors.InvalidInput(source, f"expected a 4-D (scan y, scan x, detector y, detector x) array, "
-                                  f"got shape {shape}")
+        raise errors.InvalidInput(
+            source, f"expected a 4-D (scan y, scan x, detector y, detector x) array, got shape {shape}"
+        )
     ny, nx, dy, dx = (int(s) for s in shape)
     if min(shape) < 1 or ny > MAX_SCAN or nx > MAX_SCAN or dy > MAX_DETECTOR or dx > MAX_DETECTOR:
-        raise errors.InvalidInput(source, f"shape {shape} is outside the limits (scan ≤ {MAX_SCAN}, "
-                                  f"detector ≤ {MAX_DETECTOR} per axis)")
+        raise errors.InvalidInput(
+            source, f"shape {shape} is outside the limits (scan ≤ {MAX_SCAN}, detector ≤ {MAX_DETECTOR} per axis)"
+        )
     if dy < 8 or dx < 8:
         raise errors.InvalidInput(source, f"detector {dy} x {dx} is too small for a diffraction pattern")
     return ny, nx, dy, dx
@@ -76,8 +88,9 @@ def scan_shape_for(n_frames: int, per_trigger: int | None) -> tuple[int, int]:
     return 1, n_frames
 
 
-def open_mib(path: Path, source: str, *, scan_shape: tuple[int, int] | None = None,
-             hdr_path: Path | None = None) -> Scan4D:
+def open_mib(
+    path: Path, source: str, *, scan_shape: tuple[int, int] | None = None, hdr_path: Path | None = None
+) -> Scan4D:
     try:
         head, frames = mib.open_frames(path)
         mib.check_headers(path, head, frames.shape[0])
@@ -98,14 +111,21 @@ def open_mib(path: Path, source: str, *, scan_shape: tuple[int, int] | None = No
     native = head.dtype.newbyteorder("=")
 
     def read_rows(r0: int, r1: int) -> np.ndarray:
-        block = frames[r0 * nx:r1 * nx]
+        block = frames[r0 * nx : r1 * nx]
         return np.asarray(block, dtype=native).reshape(r1 - r0, nx, head.height, head.width)
 
-    meta = {"counter_depth": head.counter_depth, "exposure_s": head.exposure_s, "chips": head.chips,
-            "assembly": head.layout, "thresholds_kev": list(head.thresholds_kev), "frames_in_file": n}
+    meta = {
+        "counter_depth": head.counter_depth,
+        "exposure_s": head.exposure_s,
+        "chips": head.chips,
+        "assembly": head.layout,
+        "thresholds_kev": list(head.thresholds_kev),
+        "frames_in_file": n,
+    }
     meta.update({f"hdr/{k}": v for k, v in hdr.items()})
-    return Scan4D(source=source, shape=shape, dtype=native, read_rows=read_rows,
-                  layout=f"mib {head.layout}", metadata=meta)
+    return Scan4D(
+        source=source, shape=shape, dtype=native, read_rows=read_rows, layout=f"mib {head.layout}", metadata=meta
+    )
 
 
 def _units_nm(units: Any) -> float | None:
@@ -125,6 +145,7 @@ def _axis_step_nm(ds: h5py.Dataset | None) -> float | None:
 
 def _nxdata_signal(f: h5py.File) -> tuple[h5py.Dataset, list[h5py.Dataset | None]] | None:
     """The 4-D signal of the NeXus default plot, or of any NXdata group, with its axes."""
+
     def signal_of(group: h5py.Group) -> tuple[h5py.Dataset, list[h5py.Dataset | None]] | None:
         name = group.attrs.get("signal")
         ds = group.get(nexus.read_text(name)) if name is not None else None
@@ -200,8 +221,9 @@ def open_hdf5(path: Path, source: str, *, dataset: str | None = None) -> Scan4D:
                 raise errors.InvalidInput(source, "no 4-D dataset (NXdata signal, fpd/EMD data or other) found")
             ds = found[0]
             parent = ds.parent
-            axes = [parent.get(f"dim{i}") if isinstance(parent.get(f"dim{i}"), h5py.Dataset) else None
-                    for i in range(1, 5)]
+            axes = [
+                parent.get(f"dim{i}") if isinstance(parent.get(f"dim{i}"), h5py.Dataset) else None for i in range(1, 5)
+            ]
         if ds.dtype.kind not in "uif":
             raise errors.InvalidInput(source, f"{ds.name}: pixel type {ds.dtype} is not numeric")
         shape = _check_shape(source, ds.shape)
@@ -228,13 +250,28 @@ def open_hdf5(path: Path, source: str, *, dataset: str | None = None) -> Scan4D:
         except OSError as exc:
             raise errors.InvalidInput(source, f"{ds.name} rows {r0}-{r1}: {exc}") from None
 
-    return Scan4D(source=source, shape=shape, dtype=native, read_rows=read_rows, close=f.close,
-                  step_nm=step, energy_kev=energy, layout=f"hdf5 {ds.name}", images=images,
-                  metadata={"dataset": ds.name})
+    return Scan4D(
+        source=source,
+        shape=shape,
+        dtype=native,
+        read_rows=read_rows,
+        close=f.close,
+        step_nm=step,
+        energy_kev=energy,
+        layout=f"hdf5 {ds.name}",
+        images=images,
+        metadata={"dataset": ds.name},
+    )
 
 
-def open_scan(path: Path, source: str, *, dataset: str | None = None,
-              scan_shape: tuple[int, int] | None = None, hdr_path: Path | None = None) -> Scan4D:
+def open_scan(
+    path: Path,
+    source: str,
+    *,
+    dataset: str | None = None,
+    scan_shape: tuple[int, int] | None = None,
+    hdr_path: Path | None = None,
+) -> Scan4D:
     """Open ``path`` (``.mib`` or HDF5/NeXus) as a :class:`Scan4D`."""
     with open(path, "rb") as fh:
         magic = fh.read(8)

@@ -62,8 +62,9 @@ def parse_header(raw: bytes) -> MibHeader:
         raise MibFormatError("the frame header has no valid size fields") from None
     pixel_type = fields[6].strip()
     if pixel_type.startswith("R"):
-        raise MibFormatError(f"bit-packed RAW frames ({pixel_type}) are not supported; "
-                             "record with the counter depth's native pixel type")
+        raise MibFormatError(
+            f"bit-packed RAW frames ({pixel_type}) are not supported; record with the counter depth's native pixel type"
+        )
     if pixel_type not in _DTYPES:
         raise MibFormatError(f"unknown pixel type {pixel_type!r}")
     if not (0 < width <= 4096 and 0 < height <= 4096 and 0 < header_bytes <= 4096):
@@ -80,8 +81,18 @@ def parse_header(raw: bytes) -> MibHeader:
         thresholds = tuple(float(x) for x in fields[14:22])
     except ValueError:
         exposure, thresholds = math.nan, ()
-    return MibHeader(header_bytes, chips, width, height, pixel_type, fields[7].strip(), depth,
-                     exposure, fields[9].strip(), thresholds)
+    return MibHeader(
+        header_bytes,
+        chips,
+        width,
+        height,
+        pixel_type,
+        fields[7].strip(),
+        depth,
+        exposure,
+        fields[9].strip(),
+        thresholds,
+    )
 
 
 def parse_hdr(text: str) -> dict[str, str]:
@@ -128,6 +139,10 @@ def check_headers(path: Path, head: MibHeader, n: int) -> None:
         for i in sorted({0, n // 2, n - 1}):
             fh.seek(i * head.frame_bytes)
             h = parse_header(fh.read(head.header_bytes))
-            if (h.width, h.height, h.pixel_type, h.header_bytes) != (head.width, head.height,
-                                                                     head.pixel_type, head.header_bytes):
+            if (h.width, h.height, h.pixel_type, h.header_bytes) != (
+                head.width,
+                head.height,
+                head.pixel_type,
+                head.header_bytes,
+            ):
                 raise MibFormatError(f"frame {i} has a different header than frame 0")

@@ -22,68 +22,108 @@ def _split(value: object) -> object:
 
 class Stem4dParameters(Parameters):
     # -- calibration -------------------------------------------------------------------
-    mrad_per_px: float = Field(gt=0, le=100, description="detector calibration: mrad per pixel (from the "
-                               "camera length)")
-    center_px: tuple[float, float] | None = Field(None, description="beam centre (row, column) in px; "
-                                                  "default: fitted to the bright disc of the mean pattern")
+    mrad_per_px: float = Field(
+        gt=0, le=100, description="detector calibration: mrad per pixel (from the camera length)"
+    )
+    center_px: tuple[float, float] | None = Field(
+        None, description="beam centre (row, column) in px; default: fitted to the bright disc of the mean pattern"
+    )
     ellipse_ring_mrad: tuple[Mrad, Mrad] | None = Field(
-        None, description="fit the elliptical distortion to a ring (amorphous or polycrystalline) of the "
+        None,
+        description="fit the elliptical distortion to a ring (amorphous or polycrystalline) of the "
         "mean pattern lying between these angles (mrad, before correction); the affine correction is then "
-        "applied to every detector and to the CoM")
-    energy_kev: float | None = Field(None, gt=1, le=3000, description="beam energy in keV (default: from "
-                                     "the file); needed for the DPC phase")
-    scan_step_nm: float | None = Field(None, gt=0, le=1e6, description="scan step in nm (default: from the "
-                                       "file's axes)")
+        "applied to every detector and to the CoM",
+    )
+    energy_kev: float | None = Field(
+        None, gt=1, le=3000, description="beam energy in keV (default: from the file); needed for the DPC phase"
+    )
+    scan_step_nm: float | None = Field(
+        None, gt=0, le=1e6, description="scan step in nm (default: from the file's axes)"
+    )
     # -- input --------------------------------------------------------------------------
     scan_shape: tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]] | None = Field(
-        None, description="scan (rows, columns) of a .mib file (default: the .hdr's frames per trigger, "
-        "else square, else one row)")
-    dataset: str | None = Field(None, max_length=256, pattern=r"^/?[A-Za-z0-9_.\-/ ]+$",
-                                description="HDF5 path of the 4-D dataset (default: the NeXus default "
-                                "NXdata signal, else an fpd/EMD group, else the first 4-D dataset)")
+        None,
+        description="scan (rows, columns) of a .mib file (default: the .hdr's frames per trigger, "
+        "else square, else one row)",
+    )
+    dataset: str | None = Field(
+        None,
+        max_length=256,
+        pattern=r"^/?[A-Za-z0-9_.\-/ ]+$",
+        description="HDF5 path of the 4-D dataset (default: the NeXus default "
+        "NXdata signal, else an fpd/EMD group, else the first 4-D dataset)",
+    )
     # -- virtual detectors ---------------------------------------------------------------
-    bf_mrad: float | None = Field(None, gt=0, le=10_000, description="bright-field disc radius in mrad "
-                                  "(default: 1.2 × the fitted disc)")
-    adf_mrad: tuple[Mrad, Mrad] | None = Field(None, description="ADF annulus inner,outer in mrad "
-                                               "(default: 1.5 × and 4 × the BF radius)")
-    haadf_mrad: tuple[Mrad, Mrad] | None = Field(None, description="HAADF annulus inner,outer in mrad "
-                                                 "(only when given)")
-    masks: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")],
-                Annotated[str, Field(max_length=100)]] = Field(
-        default_factory=dict, max_length=16,
-        description="user detectors: name -> 'disc:R', 'annulus:RI,RO' or 'sector:RI,RO,A0,A1' (mrad, degrees "
-        "from +x towards +y); at most 16")
+    bf_mrad: float | None = Field(
+        None, gt=0, le=10_000, description="bright-field disc radius in mrad (default: 1.2 × the fitted disc)"
+    )
+    adf_mrad: tuple[Mrad, Mrad] | None = Field(
+        None, description="ADF annulus inner,outer in mrad (default: 1.5 × and 4 × the BF radius)"
+    )
+    haadf_mrad: tuple[Mrad, Mrad] | None = Field(
+        None, description="HAADF annulus inner,outer in mrad (only when given)"
+    )
+    masks: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,30}$")], Annotated[str, Field(max_length=100)]] = (
+        Field(
+            default_factory=dict,
+            max_length=16,
+            description="user detectors: name -> 'disc:R', 'annulus:RI,RO' or 'sector:RI,RO,A0,A1' (mrad, degrees "
+            "from +x towards +y); at most 16",
+        )
+    )
     # -- centre of mass / DPC -------------------------------------------------------------
-    com_mrad: float | None = Field(None, gt=0, le=10_000, description="CoM inside this radius (mrad) "
-                                   "(default: the bright-field disc, bf_mrad)")
+    com_mrad: float | None = Field(
+        None, gt=0, le=10_000, description="CoM inside this radius (mrad) (default: the bright-field disc, bf_mrad)"
+    )
     descan: Literal["none", "mean", "plane", "quadratic"] = Field(
-        "plane", description="descan removal: the CoM's fitted surface subtracted per component")
-    scan_rotation_deg: float | None = Field(None, ge=-360, le=360, description="scan–detector rotation "
-                                            "(deg, +x towards +y); default: the one minimising the curl, in "
-                                            "[-90, 90) (θ + 180° is the other branch: give it explicitly)")
+        "plane", description="descan removal: the CoM's fitted surface subtracted per component"
+    )
+    scan_rotation_deg: float | None = Field(
+        None,
+        ge=-360,
+        le=360,
+        description="scan–detector rotation "
+        "(deg, +x towards +y); default: the one minimising the curl, in "
+        "[-90, 90) (θ + 180° is the other branch: give it explicitly)",
+    )
     flip: bool = Field(False, description="negate detector y before the rotation")
     dpc_phase: bool = Field(True, description="integrate the CoM into the DPC phase (needs energy and step)")
     # -- strain ------------------------------------------------------------------------------
     strain: bool = Field(False, description="find Bragg discs and map strain")
     strain_reference: tuple[int, int, int, int] | None = Field(
-        None, description="reference region rows r0,r1, columns c0,c1 (scan indices, end exclusive); "
-        "default: the whole scan")
+        None,
+        description="reference region rows r0,r1, columns c0,c1 (scan indices, end exclusive); default: the whole scan",
+    )
     strain_frame: Literal["scan", "detector"] = Field(
-        "scan", description="strain maps in the scan (x, y) frame (the lattice turned by the scan–detector "
-        "rotation and flip of the CoM step) or in the corrected detector frame")
+        "scan",
+        description="strain maps in the scan (x, y) frame (the lattice turned by the scan–detector "
+        "rotation and flip of the CoM step) or in the corrected detector frame",
+    )
     vacuum_position: tuple[int, int] | None = Field(
-        None, description="scan (row, column) of a vacuum pattern for the probe template (default: the "
-        "bright disc of the mean pattern)")
-    disc_threshold: float = Field(0.1, gt=0, lt=1, description="Bragg disc: correlation peak above this "
-                                  "fraction of the strongest")
+        None,
+        description="scan (row, column) of a vacuum pattern for the probe template (default: the "
+        "bright disc of the mean pattern)",
+    )
+    disc_threshold: float = Field(
+        0.1, gt=0, lt=1, description="Bragg disc: correlation peak above this fraction of the strongest"
+    )
     # -- execution ---------------------------------------------------------------------------
     chunk_mb: int = Field(256, ge=8, le=16_384, description="memory for one block of scan rows (MB)")
-    device: Literal["cpu", "gpu", "auto"] = Field("cpu", description="virtual images and CoM with numpy "
-                                                  "(cpu) or torch on a CUDA GPU (gpu; auto: gpu if present)")
+    device: Literal["cpu", "gpu", "auto"] = Field(
+        "cpu", description="virtual images and CoM with numpy (cpu) or torch on a CUDA GPU (gpu; auto: gpu if present)"
+    )
     plots: bool = Field(True, description="write PNG overviews")
 
-    @field_validator("center_px", "ellipse_ring_mrad", "scan_shape", "adf_mrad", "haadf_mrad",
-                     "strain_reference", "vacuum_position", mode="before")
+    @field_validator(
+        "center_px",
+        "ellipse_ring_mrad",
+        "scan_shape",
+        "adf_mrad",
+        "haadf_mrad",
+        "strain_reference",
+        "vacuum_position",
+        mode="before",
+    )
     @classmethod
     def _pairs(cls, value: object) -> object:
         return _split(value)

@@ -45,12 +45,22 @@ def sample_rows(n_rows: int, k: int = 8) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(0, n_rows - 1, min(k, n_rows))})
 
 
-def calibrate(read_rows: ReadRows, shape: tuple[int, int, int, int], *, mrad_per_px: float,
-              center_px: tuple[float, float] | None = None, ellipse_ring_mrad: tuple[float, float] | None = None,
-              bf_mrad: float | None = None, adf_mrad: tuple[float, float] | None = None,
-              haadf_mrad: tuple[float, float] | None = None, masks: dict[str, str] | None = None,
-              com_mrad: float | None = None, strain: bool = False,
-              vacuum_frame: np.ndarray | None = None, disc_threshold: float = 0.1) -> Calibration:
+def calibrate(
+    read_rows: ReadRows,
+    shape: tuple[int, int, int, int],
+    *,
+    mrad_per_px: float,
+    center_px: tuple[float, float] | None = None,
+    ellipse_ring_mrad: tuple[float, float] | None = None,
+    bf_mrad: float | None = None,
+    adf_mrad: tuple[float, float] | None = None,
+    haadf_mrad: tuple[float, float] | None = None,
+    masks: dict[str, str] | None = None,
+    com_mrad: float | None = None,
+    strain: bool = False,
+    vacuum_frame: np.ndarray | None = None,
+    disc_threshold: float = 0.1,
+) -> Calibration:
     ny, nx, dy, dx = shape
     acc = np.zeros((dy, dx), np.float64)
     rows = sample_rows(ny)
@@ -78,8 +88,9 @@ def calibrate(read_rows: ReadRows, shape: tuple[int, int, int, int], *, mrad_per
         if name in ("bf", "adf", "haadf"):
             raise ValueError(f"mask {name!r}: the name is taken by a built-in detector")
         specs.append(parse_mask(name, text))
-    out = Calibration(geometry, disc.radius_px, mean, ellipse, residual, specs,
-                      com_mrad if com_mrad is not None else r_bf)
+    out = Calibration(
+        geometry, disc.radius_px, mean, ellipse, residual, specs, com_mrad if com_mrad is not None else r_bf
+    )
     if strain:
         probe = vacuum_frame if vacuum_frame is not None else mean
         pdisc = cal.fit_disc(probe)
@@ -117,14 +128,16 @@ class Partial:
                 raise ValueError(f"shard rows do not join: {a.row0}-{a.row1} then {b.row0}-{b.row1}")
         lat = [p.lattice for p in parts]
         return Partial(
-            parts[0].row0, parts[-1].row1,
+            parts[0].row0,
+            parts[-1].row1,
             {k: np.concatenate([p.virtual[k] for p in parts]) for k in parts[0].virtual},
             np.concatenate([p.com_raw_yx_px for p in parts], axis=1),
             np.concatenate([p.total_counts for p in parts]),
             np.sum([p.sum_pattern for p in parts], axis=0, dtype=np.uint64),
             np.max([p.max_pattern for p in parts], axis=0),
             np.concatenate(lat) if all(x is not None for x in lat) else None,
-            np.concatenate([p.n_discs for p in parts]) if all(p.n_discs is not None for p in parts) else None)
+            np.concatenate([p.n_discs for p in parts]) if all(p.n_discs is not None for p in parts) else None,
+        )
 
 
 def rows_per_block(shape: tuple[int, int, int, int], itemsize: int, budget_mb: int) -> int:
@@ -134,9 +147,20 @@ def rows_per_block(shape: tuple[int, int, int, int], itemsize: int, budget_mb: i
     return int(max(1, min(ny, (budget_mb << 20) // max(per_row, 1))))
 
 
-def stream(read_rows: ReadRows, shape: tuple[int, int, int, int], calib: Calibration, *, row0: int, row1: int,
-           itemsize: int, budget_mb: int = 256, backend: str = "numpy", device: str = "cpu",
-           strain: bool = False, progress: Progress | None = None) -> Partial:
+def stream(
+    read_rows: ReadRows,
+    shape: tuple[int, int, int, int],
+    calib: Calibration,
+    *,
+    row0: int,
+    row1: int,
+    itemsize: int,
+    budget_mb: int = 256,
+    backend: str = "numpy",
+    device: str = "cpu",
+    strain: bool = False,
+    progress: Progress | None = None,
+) -> Partial:
     ny, nx, dy, dx = shape
     geo = calib.geometry
     masks = {m.name: m.render(geo, (dy, dx)) for m in calib.detectors}
@@ -172,8 +196,9 @@ def stream(read_rows: ReadRows, shape: tuple[int, int, int, int], calib: Calibra
         if progress is not None:
             progress((r1 - row0) / max(row1 - row0, 1), f"rows {r1}/{row1 - row0 + row0}")
     res = acc.result()
-    return Partial(row0, row1, res.virtual, res.com_raw_yx_px, res.total_counts, res.sum_pattern,
-                   res.max_pattern, lattice, n_discs)
+    return Partial(
+        row0, row1, res.virtual, res.com_raw_yx_px, res.total_counts, res.sum_pattern, res.max_pattern, lattice, n_discs
+    )
 
 
 @dataclass
@@ -185,10 +210,19 @@ class Maps:
     fitted: dict[str, Any]
 
 
-def finish(part: Partial, calib: Calibration, *, descan: str = "plane", rotation_deg: float | None = None,
-           flip: bool = False, step_nm: tuple[float, float] | None = None, energy_kev: float | None = None,
-           want_phase: bool = True, strain_reference: tuple[int, int, int, int] | None = None,
-           strain_frame: str = "scan") -> Maps:
+def finish(
+    part: Partial,
+    calib: Calibration,
+    *,
+    descan: str = "plane",
+    rotation_deg: float | None = None,
+    flip: bool = False,
+    step_nm: tuple[float, float] | None = None,
+    energy_kev: float | None = None,
+    want_phase: bool = True,
+    strain_reference: tuple[int, int, int, int] | None = None,
+    strain_frame: str = "scan",
+) -> Maps:
     """``strain_frame``: "scan" (the bases turned by the scan–detector rotation and flip, so
     εxx is along the scan's x) or "detector" (the corrected detector's x, y)."""
     geo = calib.geometry
@@ -231,7 +265,7 @@ def finish(part: Partial, calib: Calibration, *, descan: str = "plane", rotation
     if part.lattice is not None:
         ny, nx = part.lattice.shape[:2]
         r0, r1, c0, c1 = strain_reference if strain_reference is not None else (0, ny, 0, nx)
-        region = part.lattice[r0:min(r1, ny), c0:min(c1, nx)].reshape(-1, 2, 2)
+        region = part.lattice[r0 : min(r1, ny), c0 : min(c1, nx)].reshape(-1, 2, 2)
         region = region[np.all(np.isfinite(region), axis=(1, 2))]
         if len(region) == 0:
             raise ValueError("no lattice was fitted inside the strain reference region")

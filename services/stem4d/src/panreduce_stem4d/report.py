@@ -14,22 +14,64 @@ from panreduce import nexus
 from panreduce_stem4d.pipeline import Calibration, Maps, Partial
 
 # the order of the overview and of the NXdata groups
-ORDER = ("bf", "adf", "haadf", "com_x", "com_y", "com_magnitude", "dpc_phase", "divergence", "curl",
-         "strain_exx", "strain_eyy", "strain_exy", "lattice_rotation", "total_counts", "descan_x", "descan_y")
+ORDER = (
+    "bf",
+    "adf",
+    "haadf",
+    "com_x",
+    "com_y",
+    "com_magnitude",
+    "dpc_phase",
+    "divergence",
+    "curl",
+    "strain_exx",
+    "strain_eyy",
+    "strain_exy",
+    "lattice_rotation",
+    "total_counts",
+    "descan_x",
+    "descan_y",
+)
 
 
-def _nxdata(parent: h5py.Group, name: str, signal: np.ndarray, units: str, axes: list[tuple[str, np.ndarray, str]],
-            long_name: str = "", *, default: bool = False) -> h5py.Group:
+def _nxdata(
+    parent: h5py.Group,
+    name: str,
+    signal: np.ndarray,
+    units: str,
+    axes: list[tuple[str, np.ndarray, str]],
+    long_name: str = "",
+    *,
+    default: bool = False,
+) -> h5py.Group:
     return nexus.write_nxdata(
-        parent, name, signal="data", data=signal, axes=[(a, v) for a, v, _ in axes],
+        parent,
+        name,
+        signal="data",
+        data=signal,
+        axes=[(a, v) for a, v, _ in axes],
         units={"data": units, **{a: u for a, _, u in axes}},
         long_names={"data": long_name or (f"{name} ({units})" if units else name)},
-        default=default, compression="gzip")
+        default=default,
+        compression="gzip",
+    )
 
 
-def write_nexus(path: Path, maps: Maps, calib: Calibration, part: Partial, *, source: str, layout: str,
-                step_nm: tuple[float, float] | None, energy_kev: float | None, shape: tuple[int, ...],
-                parameters: dict[str, Any], program: str, version: str) -> None:
+def write_nexus(
+    path: Path,
+    maps: Maps,
+    calib: Calibration,
+    part: Partial,
+    *,
+    source: str,
+    layout: str,
+    step_nm: tuple[float, float] | None,
+    energy_kev: float | None,
+    shape: tuple[int, ...],
+    parameters: dict[str, Any],
+    program: str,
+    version: str,
+) -> None:
     """stem4d.nxs: one NXentry (no application definition covers reduced 4D-STEM maps)
     with one NXdata per image over the scan (y, x in nm; in scan steps, units "", when the
     step is unknown), the bright field the default; the sum/mean/max patterns over the
@@ -56,33 +98,65 @@ def write_nexus(path: Path, maps: Maps, calib: Calibration, part: Partial, *, so
             # per scan step (no step size known): the step is a count, so the unit is the
             # numerator's, and the long name says "per scan step"
             per_step = unit.endswith("/step")
-            g = _nxdata(e, name, maps.images[name], unit.removesuffix("/step"), scan_axes, default=name == first,
-                        long_name=f"{name} ({unit.removesuffix('/step')} per scan step)" if per_step else "")
+            g = _nxdata(
+                e,
+                name,
+                maps.images[name],
+                unit.removesuffix("/step"),
+                scan_axes,
+                default=name == first,
+                long_name=f"{name} ({unit.removesuffix('/step')} per scan step)" if per_step else "",
+            )
             if step_nm is None:
                 for axis in ("y", "x"):
                     g[axis].attrs["long_name"] = f"{axis} (scan steps)"
-        for name, pat, unit in (("sum_pattern", part.sum_pattern, "counts"),
-                                ("mean_pattern", part.sum_pattern / max(ny * nx, 1), "counts"),
-                                ("max_pattern", part.max_pattern, "counts")):
-            _nxdata(e, name, pat, unit, det_axes, default=not first and name == "sum_pattern",
-                    long_name=f"{name} (detector axes: mrad from the beam centre, uncorrected)")
+        for name, pat, unit in (
+            ("sum_pattern", part.sum_pattern, "counts"),
+            ("mean_pattern", part.sum_pattern / max(ny * nx, 1), "counts"),
+            ("max_pattern", part.max_pattern, "counts"),
+        ):
+            _nxdata(
+                e,
+                name,
+                pat,
+                unit,
+                det_axes,
+                default=not first and name == "sum_pattern",
+                long_name=f"{name} (detector axes: mrad from the beam centre, uncorrected)",
+            )
         m = nexus.make_group(e, "detector_masks", "NXcollection")
         for spec in calib.detectors:
             ds = m.create_dataset(spec.name, data=spec.render(geo, (dy, dx)).astype(np.uint8), compression="gzip")
-            ds.attrs.update({"inner_mrad": spec.inner_mrad, "outer_mrad": spec.outer_mrad,
-                             "azimuth_deg": list(spec.azimuth_deg) if spec.azimuth_deg else [0.0, 360.0]})
-        c = nexus.write_nxprocess(e, "calibration", technique=program, version=version, parameters=parameters,
-                                  notes={"input": f"{source} ({layout}), shape {list(shape)}"})
+            ds.attrs.update(
+                {
+                    "inner_mrad": spec.inner_mrad,
+                    "outer_mrad": spec.outer_mrad,
+                    "azimuth_deg": list(spec.azimuth_deg) if spec.azimuth_deg else [0.0, 360.0],
+                }
+            )
+        c = nexus.write_nxprocess(
+            e,
+            "calibration",
+            technique=program,
+            version=version,
+            parameters=parameters,
+            notes={"input": f"{source} ({layout}), shape {list(shape)}"},
+        )
         c.create_dataset("beam_center_px", data=list(geo.center_yx_px)).attrs.update(units="pixel", axes="row, column")
         c.create_dataset("mrad_per_px", data=geo.mrad_per_px).attrs["units"] = "mrad"
         c.create_dataset("affine_correction_xy", data=np.asarray(geo.affine_xy))
         c.create_dataset("disc_radius_px", data=calib.disc_radius_px).attrs["units"] = "pixel"
         if calib.ellipse is not None:
             el = calib.ellipse
-            for k, v in (("ellipse_x0_px", el.x0), ("ellipse_y0_px", el.y0), ("ellipse_a_px", el.a),
-                         ("ellipse_b_px", el.b), ("ellipse_axis_ratio", el.axis_ratio),
-                         ("ellipse_theta_deg", el.theta_deg),
-                         ("residual_ellipticity", calib.residual_ellipticity)):
+            for k, v in (
+                ("ellipse_x0_px", el.x0),
+                ("ellipse_y0_px", el.y0),
+                ("ellipse_a_px", el.a),
+                ("ellipse_b_px", el.b),
+                ("ellipse_axis_ratio", el.axis_ratio),
+                ("ellipse_theta_deg", el.theta_deg),
+                ("residual_ellipticity", calib.residual_ellipticity),
+            ):
                 c.create_dataset(k, data=float(v))
         for k, v in maps.fitted.items():
             if isinstance(v, bool | int | float | str):
@@ -111,8 +185,15 @@ def write_png(path: Path, maps: Maps, calib: Calibration, part: Partial, *, titl
     for spec in calib.detectors:
         for r in (spec.inner_mrad, spec.outer_mrad):
             if r > 0:
-                ax.add_patch(plt.Circle((calib.geometry.center_yx_px[1], calib.geometry.center_yx_px[0]),
-                                        r / calib.geometry.mrad_per_px, fill=False, lw=0.6, color="cyan"))
+                ax.add_patch(
+                    plt.Circle(
+                        (calib.geometry.center_yx_px[1], calib.geometry.center_yx_px[0]),
+                        r / calib.geometry.mrad_per_px,
+                        fill=False,
+                        lw=0.6,
+                        color="cyan",
+                    )
+                )
     ax.set_title("sum pattern (log) + detectors", fontsize=8)
     for ax, name in zip(axes.flat[1:], names, strict=False):
         img = maps.images[name]
@@ -151,21 +232,40 @@ def read_partial(path: Path) -> tuple[Partial, Calibration, dict[str, Any]]:
         names = json.loads(f.attrs["virtual"])
         calib = read_calibration(f["calibration"])
         meta = json.loads(f.attrs["meta"])
-        return Partial(int(f.attrs["row0"]), int(f.attrs["row1"]), {k: f[f"virtual/{k}"][()] for k in names},
-                       f["com_raw_yx_px"][()], f["total_counts"][()], f["sum_pattern"][()], f["max_pattern"][()],
-                       f["lattice"][()] if "lattice" in f else None,
-                       f["n_discs"][()] if "n_discs" in f else None), calib, meta
+        return (
+            Partial(
+                int(f.attrs["row0"]),
+                int(f.attrs["row1"]),
+                {k: f[f"virtual/{k}"][()] for k in names},
+                f["com_raw_yx_px"][()],
+                f["total_counts"][()],
+                f["sum_pattern"][()],
+                f["max_pattern"][()],
+                f["lattice"][()] if "lattice" in f else None,
+                f["n_discs"][()] if "n_discs" in f else None,
+            ),
+            calib,
+            meta,
+        )
 
 
 def write_calibration(group: h5py.Group, calib: Calibration) -> None:
     """Everything ``finish`` needs of the calibration, for a merge without the input."""
     geo = calib.geometry
-    group.attrs.update({"center_yx_px": list(geo.center_yx_px), "mrad_per_px": geo.mrad_per_px,
-                        "disc_radius_px": calib.disc_radius_px,
-                        "com_mrad": -1.0 if calib.com_mrad is None else calib.com_mrad,
-                        "detectors": json.dumps([[d.name, d.inner_mrad, d.outer_mrad,
-                                                  list(d.azimuth_deg) if d.azimuth_deg else None]
-                                                 for d in calib.detectors])})
+    group.attrs.update(
+        {
+            "center_yx_px": list(geo.center_yx_px),
+            "mrad_per_px": geo.mrad_per_px,
+            "disc_radius_px": calib.disc_radius_px,
+            "com_mrad": -1.0 if calib.com_mrad is None else calib.com_mrad,
+            "detectors": json.dumps(
+                [
+                    [d.name, d.inner_mrad, d.outer_mrad, list(d.azimuth_deg) if d.azimuth_deg else None]
+                    for d in calib.detectors
+                ]
+            ),
+        }
+    )
     group.create_dataset("affine_xy", data=np.asarray(geo.affine_xy))
     group.create_dataset("sample_mean", data=calib.sample_mean)
     if calib.ellipse is not None:
@@ -183,8 +283,13 @@ def read_calibration(group: h5py.Group) -> Calibration:
     a = group.attrs
     geo = Geometry(tuple(float(v) for v in a["center_yx_px"]), float(a["mrad_per_px"]), group["affine_xy"][()])
     dets = [MaskSpec(n, lo, hi, tuple(az) if az else None) for n, lo, hi, az in json.loads(a["detectors"])]
-    calib = Calibration(geo, float(a["disc_radius_px"]), group["sample_mean"][()], detectors=dets,
-                        com_mrad=None if a["com_mrad"] < 0 else float(a["com_mrad"]))
+    calib = Calibration(
+        geo,
+        float(a["disc_radius_px"]),
+        group["sample_mean"][()],
+        detectors=dets,
+        com_mrad=None if a["com_mrad"] < 0 else float(a["com_mrad"]),
+    )
     if "ellipse" in a:
         x0, y0, aa, bb, th, res = (float(v) for v in a["ellipse"])
         calib.ellipse, calib.residual_ellipticity = Ellipse(x0, y0, aa, bb, th), res

@@ -41,8 +41,9 @@ class DiscFinder:
     """Cross-correlation disc finder for frames of one shape: discs are correlation maxima
     above ``min_relative`` × the strongest maximum outside 2 radii of the strongest one."""
 
-    def __init__(self, template: np.ndarray, radius_px: float, *, min_relative: float = 0.1,
-                 max_discs: int = 64) -> None:
+    def __init__(
+        self, template: np.ndarray, radius_px: float, *, min_relative: float = 0.1, max_discs: int = 64
+    ) -> None:
         self.shape = template.shape
         self.radius = float(radius_px)
         self.min_relative = min_relative
@@ -84,8 +85,8 @@ class DiscFinder:
             x0, y0 = int(round(x)), int(round(y))
             if x0 - h < 0 or y0 - h < 0 or x0 + h >= frame.shape[1] or y0 + h >= frame.shape[0]:
                 return None
-            sub = frame[y0 - h:y0 + h + 1, x0 - h:x0 + h + 1]
-            yy, xx = np.mgrid[y0 - h:y0 + h + 1, x0 - h:x0 + h + 1].astype(np.float64)
+            sub = frame[y0 - h : y0 + h + 1, x0 - h : x0 + h + 1]
+            yy, xx = np.mgrid[y0 - h : y0 + h + 1, x0 - h : x0 + h + 1].astype(np.float64)
             r = np.hypot(xx - x, yy - y)
             inside = np.clip(rw - r + 0.5, 0, 1)  # soft edge: no pixel-locking
             rim = (r > self.radius * 1.25) & (r <= rw)
@@ -125,8 +126,9 @@ def guess_basis(points_xy: np.ndarray, origin_xy: np.ndarray, *, min_length_px: 
     raise ValueError("the Bragg discs are collinear: no 2-D lattice")
 
 
-def fit_lattice(points_xy: np.ndarray, origin_xy: np.ndarray, basis: np.ndarray, *,
-                tolerance: float = 0.25) -> Lattice | None:
+def fit_lattice(
+    points_xy: np.ndarray, origin_xy: np.ndarray, basis: np.ndarray, *, tolerance: float = 0.25
+) -> Lattice | None:
     """Index the discs on the guessed lattice, then fit origin and basis by least squares.
     None when fewer than 3 non-collinear discs index."""
     p = np.asarray(points_xy, float)

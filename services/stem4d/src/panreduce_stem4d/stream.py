@@ -33,8 +33,12 @@ def weight_matrix(masks: list[np.ndarray], com_mask: np.ndarray) -> np.ndarray:
     """(pixels, len(masks) + 4) float32: masks, then com_mask, com_mask*y, com_mask*x, ones."""
     dy, dx = com_mask.shape
     yy, xx = np.mgrid[0:dy, 0:dx].astype(np.float32)
-    cols = [m.ravel() for m in masks] + [com_mask.ravel(), (com_mask * yy).ravel(), (com_mask * xx).ravel(),
-                                         np.ones(dy * dx, np.float32)]
+    cols = [m.ravel() for m in masks] + [
+        com_mask.ravel(),
+        (com_mask * yy).ravel(),
+        (com_mask * xx).ravel(),
+        np.ones(dy * dx, np.float32),
+    ]
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
 
 
@@ -45,9 +49,17 @@ class Accumulator:
     torch path computes the same products on the device, the exact sums stay in numpy.
     """
 
-    def __init__(self, scan_shape: tuple[int, int], detector_shape: tuple[int, int],
-                 masks: dict[str, np.ndarray], com_mask: np.ndarray, *, backend: str = "numpy",
-                 device: str = "cpu", want_patterns: bool = True) -> None:
+    def __init__(
+        self,
+        scan_shape: tuple[int, int],
+        detector_shape: tuple[int, int],
+        masks: dict[str, np.ndarray],
+        com_mask: np.ndarray,
+        *,
+        backend: str = "numpy",
+        device: str = "cpu",
+        want_patterns: bool = True,
+    ) -> None:
         self.names = list(masks)
         self.ny, self.nx = scan_shape
         self.det = detector_shape
@@ -82,8 +94,8 @@ class Accumulator:
         for i in range(0, n, SUB_FRAMES):
             m = min(SUB_FRAMES, n - i)
             b = buf[:m]
-            np.copyto(b, flat[i:i + m], casting="unsafe")
-            np.matmul(b, self.weights, out=out[i:i + m])
+            np.copyto(b, flat[i : i + m], casting="unsafe")
+            np.matmul(b, self.weights, out=out[i : i + m])
             if colsum is not None:
                 colsum += b.sum(axis=0)
         return out
@@ -93,13 +105,14 @@ class Accumulator:
         rows = block.shape[0]
         flat = block.reshape(rows * self.nx, -1)
         integer = block.dtype.kind in "ui" and (block.dtype.kind == "u" or flat.min() >= 0)
-        colsum = np.zeros(flat.shape[1], np.float32) if (integer and self.want_patterns
-                                                         and self._torch is None) else None
+        colsum = (
+            np.zeros(flat.shape[1], np.float32) if (integer and self.want_patterns and self._torch is None) else None
+        )
         if self._torch is not None:
             prod = self._products_torch(flat)
         else:
             prod = self._products_numpy(flat, colsum).astype(np.float64)
-        self.out[row0:row0 + rows] = prod[:, :-1].reshape(rows, self.nx, -1)
+        self.out[row0 : row0 + rows] = prod[:, :-1].reshape(rows, self.nx, -1)
         sl = slice(row0, row0 + rows)
         if integer:
             totals = prod[:, -1]
@@ -115,8 +128,9 @@ class Accumulator:
         else:
             self.total[sl] = np.rint(flat.sum(axis=1, dtype=np.float64)).reshape(rows, self.nx)
             if self.want_patterns:
-                self.sum_pattern += np.rint(np.clip(flat.sum(axis=0, dtype=np.float64), 0, None)).astype(
-                    np.uint64).reshape(self.det)
+                self.sum_pattern += (
+                    np.rint(np.clip(flat.sum(axis=0, dtype=np.float64), 0, None)).astype(np.uint64).reshape(self.det)
+                )
         if self.want_patterns:
             np.maximum(self.max_pattern, flat.max(axis=0).reshape(self.det), out=self.max_pattern)
         self.frames += rows * self.nx
@@ -128,5 +142,11 @@ class Accumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             cy = np.where(norm > 0, self.out[..., k + 1] / norm, np.nan)
             cx = np.where(norm > 0, self.out[..., k + 2] / norm, np.nan)
-        return PassResult(virtual=virtual, com_raw_yx_px=np.stack([cy, cx]), total_counts=self.total,
-                          sum_pattern=self.sum_pattern, max_pattern=self.max_pattern, frames=self.frames)
+        return PassResult(
+            virtual=virtual,
+            com_raw_yx_px=np.stack([cy, cx]),
+            total_counts=self.total,
+            sum_pattern=self.sum_pattern,
+            max_pattern=self.max_pattern,
+            frames=self.frames,
+        )

@@ -30,13 +30,30 @@ def _soft_disc(r: np.ndarray, radius: float) -> np.ndarray:
     return np.clip(radius - r + 0.5, 0.0, 1.0)
 
 
-def make_scan(ny: int = 16, nx: int = 16, det: int = 64, *, disc_radius_px: float = 5.0,
-              ring_radius_px: float = 20.0, ring_width_px: float = 2.0, shift_amplitude_px: float = 2.0,
-              rotation_deg: float = 0.0, flip: bool = False, descan_px: tuple[float, float] = (0.8, -0.5),
-              axis_ratio: float = 1.0, ellipse_theta_deg: float = 0.0, lattice: np.ndarray | None = None,
-              strain_exx_right: float = 0.0, strain_frame: str = "detector", bragg_radius_px: float = 3.0, bragg_intensity: float = 0.5,
-              center_yx_px: tuple[float, float] | None = None, counts: float = 1000.0,
-              poisson: bool = False, seed: int = 0) -> Synthetic:
+def make_scan(
+    ny: int = 16,
+    nx: int = 16,
+    det: int = 64,
+    *,
+    disc_radius_px: float = 5.0,
+    ring_radius_px: float = 20.0,
+    ring_width_px: float = 2.0,
+    shift_amplitude_px: float = 2.0,
+    rotation_deg: float = 0.0,
+    flip: bool = False,
+    descan_px: tuple[float, float] = (0.8, -0.5),
+    axis_ratio: float = 1.0,
+    ellipse_theta_deg: float = 0.0,
+    lattice: np.ndarray | None = None,
+    strain_exx_right: float = 0.0,
+    strain_frame: str = "detector",
+    bragg_radius_px: float = 3.0,
+    bragg_intensity: float = 0.5,
+    center_yx_px: tuple[float, float] | None = None,
+    counts: float = 1000.0,
+    poisson: bool = False,
+    seed: int = 0,
+) -> Synthetic:
     """A scan: DPC field = gradient of sin(2πx/nx)·sin(2πy/ny) scaled to ±``shift_amplitude_px``
     in the scan frame, seen on the detector through ``rotation_deg`` / ``flip`` (the inverse
     of :func:`panreduce_stem4d.dpc.to_scan_frame`); descan = a plane reaching ``descan_px``
@@ -91,21 +108,37 @@ def make_scan(ny: int = 16, nx: int = 16, det: int = 64, *, disc_radius_px: floa
                         gxk, gyk = g[:, 0] * h + g[:, 1] * k
                         if np.hypot(gxk, gyk) > det / 2 - bragg_radius_px - 4:
                             continue
-                        img += (bragg_intensity * counts / disc_area
-                                * _soft_disc(np.hypot(ux - gxk, uy - gyk), bragg_radius_px))
+                        img += (
+                            bragg_intensity
+                            * counts
+                            / disc_area
+                            * _soft_disc(np.hypot(ux - gxk, uy - gyk), bragg_radius_px)
+                        )
             frames[i, j] = img
     if poisson:
         frames = rng.poisson(frames).astype(np.float32)
-    return Synthetic(frames=frames, center_yx_px=(cy, cx), shift_scan_xy_px=np.stack([sx, sy]),
-                     shift_det_xy_px=np.stack([tx, ty]), descan_xy_px=np.stack([desc_x, desc_y]),
-                     thickness=thick, truth={"rotation_deg": rotation_deg, "flip": flip,
-                                             "axis_ratio": axis_ratio, "ellipse_theta_deg": ellipse_theta_deg,
-                                             "affine_xy": a, "strain_exx_right": strain_exx_right,
-                                             "strain_frame": strain_frame})
+    return Synthetic(
+        frames=frames,
+        center_yx_px=(cy, cx),
+        shift_scan_xy_px=np.stack([sx, sy]),
+        shift_det_xy_px=np.stack([tx, ty]),
+        descan_xy_px=np.stack([desc_x, desc_y]),
+        thickness=thick,
+        truth={
+            "rotation_deg": rotation_deg,
+            "flip": flip,
+            "axis_ratio": axis_ratio,
+            "ellipse_theta_deg": ellipse_theta_deg,
+            "affine_xy": a,
+            "strain_exx_right": strain_exx_right,
+            "strain_frame": strain_frame,
+        },
+    )
 
 
-def write_nexus(path, frames: np.ndarray, *, step_nm: float = 1.0, energy_kev: float | None = None,
-                dtype: str = "uint16") -> None:
+def write_nexus(
+    path, frames: np.ndarray, *, step_nm: float = 1.0, energy_kev: float | None = None, dtype: str = "uint16"
+) -> None:
     """``frames`` as a NeXus NXdata 4-D signal (scan y, scan x, detector y, detector x),
     root @default -> entry -> data; scan axes in nm, detector axes in px."""
     import h5py
@@ -118,12 +151,17 @@ def write_nexus(path, frames: np.ndarray, *, step_nm: float = 1.0, energy_kev: f
         e.attrs["NX_class"] = "NXentry"
         e.attrs["default"] = "data"
         d = e.create_group("data")
-        d.attrs.update({"NX_class": "NXdata", "signal": "frames",
-                        "axes": ["scan_y", "scan_x", "detector_y", "detector_x"]})
+        d.attrs.update(
+            {"NX_class": "NXdata", "signal": "frames", "axes": ["scan_y", "scan_x", "detector_y", "detector_x"]}
+        )
         data = np.rint(frames).astype(dtype) if np.dtype(dtype).kind in "ui" else frames.astype(dtype)
         d.create_dataset("frames", data=data, chunks=(1, nx, dy, dx))
-        for name, n, unit, step in (("scan_y", ny, "nm", step_nm), ("scan_x", nx, "nm", step_nm),
-                                    ("detector_y", dy, "pixel", 1.0), ("detector_x", dx, "pixel", 1.0)):
+        for name, n, unit, step in (
+            ("scan_y", ny, "nm", step_nm),
+            ("scan_x", nx, "nm", step_nm),
+            ("detector_y", dy, "pixel", 1.0),
+            ("detector_x", dx, "pixel", 1.0),
+        ):
             d.create_dataset(name, data=np.arange(n) * step).attrs["units"] = unit
         if energy_kev is not None:
             e.create_dataset("instrument/source/voltage", data=energy_kev).attrs["units"] = "kV"

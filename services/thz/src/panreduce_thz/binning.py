@@ -54,8 +54,9 @@ class DelayAccumulator:
             raise ValueError("accumulators with different bin widths")
         first = min(self.first, other.first)
         last = max(self.first + self.n_bins, other.first + other.n_bins)
-        out = DelayAccumulator(self.bin_ps, first, np.zeros(last - first, np.int64),
-                               np.zeros(last - first), np.zeros(last - first))
+        out = DelayAccumulator(
+            self.bin_ps, first, np.zeros(last - first, np.int64), np.zeros(last - first), np.zeros(last - first)
+        )
         for acc in (self, other):
             sl = slice(acc.first - first, acc.first - first + acc.n_bins)
             out.count[sl] += acc.count

@@ -6,10 +6,7 @@ import numpy as np
 
 
 def gated_signal(
-    traces: np.ndarray,
-    *,
-    signal_gate: tuple[int, int] = (0, 48),
-    background_gate: tuple[int, int] = (48, 96),
+    traces: np.ndarray, *, signal_gate: tuple[int, int] = (0, 48), background_gate: tuple[int, int] = (48, 96)
 ) -> np.ndarray:
     """Sum of samples ``signal_gate[0]:signal_gate[1]`` minus the sum of samples
     ``background_gate[0]:background_gate[1]`` of each trace (pulses × samples, ADC volts

@@ -46,8 +46,17 @@ def _vertex(y: np.ndarray, idx: int, width: int, half: int, w1: np.ndarray, w2: 
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})  # FMA contraction only: no reassociation
-def arrival_pixels(raw: np.ndarray, offset: float, background: np.ndarray, sos: np.ndarray,
-                   subpixel: bool, half: int, w1: np.ndarray, w2: np.ndarray, out: np.ndarray) -> None:
+def arrival_pixels(
+    raw: np.ndarray,
+    offset: float,
+    background: np.ndarray,
+    sos: np.ndarray,
+    subpixel: bool,
+    half: int,
+    w1: np.ndarray,
+    w2: np.ndarray,
+    out: np.ndarray,
+) -> None:
     """Arrival pixel (px, float64, into ``out``) of every raw row of ``raw`` (pulses ×
     pixels, uint16): row − ``offset`` − ``background`` (counts), filtered by the float32
     second-order sections ``sos`` (sections × 6), then the maximum's index (``subpixel``
@@ -125,8 +134,15 @@ def gated_signal(words: np.ndarray, s0: int, s1: int, g0: int, g1: int, out: np.
 
 
 @njit(cache=True, nogil=True)
-def accumulate(delay_ps: np.ndarray, value: np.ndarray, bin_ps: float, first: int, count: np.ndarray,
-               total: np.ndarray, total_sq: np.ndarray) -> int:
+def accumulate(
+    delay_ps: np.ndarray,
+    value: np.ndarray,
+    bin_ps: float,
+    first: int,
+    count: np.ndarray,
+    total: np.ndarray,
+    total_sq: np.ndarray,
+) -> int:
     """Add each pulse to bin floor(delay/bin_ps) − first (count, Σy, Σy²); returns the
     number of pulses outside the bins (dropped)."""
     nb = count.size

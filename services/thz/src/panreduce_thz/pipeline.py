@@ -17,13 +17,7 @@ import numpy as np
 from panreduce import lazy
 from panreduce_thz.binning import BinnedWaveform, DelayAccumulator, waveform
 from panreduce_thz.gating import gated_signal
-from panreduce_thz.timing import (
-    OFFSET_CODE,
-    _quadratic_vertex_weights,
-    arrival_pixels,
-    decode_offset,
-    pulse_delays_ps,
-)
+from panreduce_thz.timing import OFFSET_CODE, _quadratic_vertex_weights, arrival_pixels, decode_offset, pulse_delays_ps
 
 if TYPE_CHECKING:  # compiled on first use (numba is heavy to import)
     from panreduce_thz import kernels
@@ -68,15 +62,19 @@ class Pulses:
     signal: np.ndarray
 
 
-def process_page(raw_rows: np.ndarray, traces: np.ndarray, background: np.ndarray,
-                 stage_ps: float, s: Settings) -> Pulses:
+def process_page(
+    raw_rows: np.ndarray, traces: np.ndarray, background: np.ndarray, stage_ps: float, s: Settings
+) -> Pulses:
     """Timing, delay and gated signal of the pulses of one image page and their traces
     (the numpy/scipy reference, or the compiled kernels: the same numbers to float32
     rounding)."""
     if not s.compiled:
         px = arrival_pixels(decode_offset(raw_rows), background, s.sos, method=s.method, half_width=s.half_width)
-        return Pulses(px, pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps),
-                      gated_signal(traces, signal_gate=s.signal_gate, background_gate=s.background_gate))
+        return Pulses(
+            px,
+            pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps),
+            gated_signal(traces, signal_gate=s.signal_gate, background_gate=s.background_gate),
+        )
     px = compiled_arrival_pixels(raw_rows, background, s)
     return Pulses(px, pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps), compiled_gated_signal(traces, s))
 
@@ -90,9 +88,17 @@ def compiled_arrival_pixels(raw_rows: np.ndarray, background: np.ndarray, s: Set
     offset = float(OFFSET_CODE) if raw.size and raw.flat[0] > OFFSET_CODE - 1 else 0.0
     out = np.empty(raw.shape[0], np.float64)
     w1, w2 = s.vertex_weights
-    kernels.arrival_pixels(raw, offset, np.ascontiguousarray(background, dtype=np.float32),
-                           np.ascontiguousarray(s.sos, dtype=np.float32), s.method == "subpixel", s.half_width,
-                           w1, w2, out)
+    kernels.arrival_pixels(
+        raw,
+        offset,
+        np.ascontiguousarray(background, dtype=np.float32),
+        np.ascontiguousarray(s.sos, dtype=np.float32),
+        s.method == "subpixel",
+        s.half_width,
+        w1,
+        w2,
+        out,
+    )
     return out
 
 
@@ -112,8 +118,13 @@ def _concat(parts: list[Pulses]) -> Pulses:
     return Pulses(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("arrival_px", "delay_ps", "signal")))
 
 
-def process_pages(pages: Iterable[tuple[np.ndarray, np.ndarray]], background: np.ndarray, stage_ps: float,
-                  s: Settings, pool: ThreadPoolExecutor | None) -> Iterator[Pulses]:
+def process_pages(
+    pages: Iterable[tuple[np.ndarray, np.ndarray]],
+    background: np.ndarray,
+    stage_ps: float,
+    s: Settings,
+    pool: ThreadPoolExecutor | None,
+) -> Iterator[Pulses]:
     """``process_page`` over (rows, traces) pages, in order. With a pool, each page is
     split into ``s.threads`` blocks timed in parallel while the next page is read (at most
     two pages in flight: memory stays bounded by the page size)."""
@@ -127,8 +138,11 @@ def process_pages(pages: Iterable[tuple[np.ndarray, np.ndarray]], background: np
         cuts = np.linspace(0, n, s.threads + 1).astype(int)
         if n == 0:
             continue
-        futures = [pool.submit(process_page, rows[a:b], traces[a:b], background, stage_ps, s)
-                   for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+        futures = [
+            pool.submit(process_page, rows[a:b], traces[a:b], background, stage_ps, s)
+            for a, b in zip(cuts, cuts[1:], strict=False)
+            if b > a
+        ]
         if pending is not None:
             yield _concat([f.result() for f in pending])
         pending = futures
@@ -174,9 +188,17 @@ class RunStats:
         pos.add(p)
         c = self.corrected
         if compiled:
-            self.dropped += int(kernels.accumulate(np.ascontiguousarray(p.delay_ps, dtype=np.float64),
-                                                   np.ascontiguousarray(p.signal, dtype=np.float64),
-                                                   float(c.bin_ps), int(c.first), c.count, c.total, c.total_sq))
+            self.dropped += int(
+                kernels.accumulate(
+                    np.ascontiguousarray(p.delay_ps, dtype=np.float64),
+                    np.ascontiguousarray(p.signal, dtype=np.float64),
+                    float(c.bin_ps),
+                    int(c.first),
+                    c.count,
+                    c.total,
+                    c.total_sq,
+                )
+            )
         else:
             self.dropped += c.add(p.delay_ps, p.signal)
         k = np.clip((p.arrival_px / HIST_PX).astype(np.int64), 0, self.histogram.size - 1)
@@ -185,9 +207,13 @@ class RunStats:
     def merge(self, other: RunStats) -> RunStats:
         if other.width_px != self.width_px:
             raise ValueError(f"parts with timing-tool rows of {self.width_px} and {other.width_px} px")
-        return RunStats(self.corrected.merge(other.corrected), self.width_px,
-                        sorted([*self.positions, *other.positions], key=lambda q: q.position_mm),
-                        self.histogram + other.histogram, self.dropped + other.dropped)
+        return RunStats(
+            self.corrected.merge(other.corrected),
+            self.width_px,
+            sorted([*self.positions, *other.positions], key=lambda q: q.position_mm),
+            self.histogram + other.histogram,
+            self.dropped + other.dropped,
+        )
 
     @property
     def pulses(self) -> int:
@@ -207,8 +233,13 @@ class RunStats:
         """Stage-only waveform: each position's mean signal at its stage delay plus the
         run's mean arrival time (so both waveforms share one delay axis), on the same bins."""
         mean_px, _ = self.arrival_mean_rms_px()
-        acc = DelayAccumulator(self.corrected.bin_ps, self.corrected.first, np.zeros_like(self.corrected.count),
-                               np.zeros(self.corrected.n_bins), np.zeros(self.corrected.n_bins))
+        acc = DelayAccumulator(
+            self.corrected.bin_ps,
+            self.corrected.first,
+            np.zeros_like(self.corrected.count),
+            np.zeros(self.corrected.n_bins),
+            np.zeros(self.corrected.n_bins),
+        )
         for q in self.positions:
             if q.pulses:
                 t = np.array([q.stage_ps + mean_px * pixel_to_ps])

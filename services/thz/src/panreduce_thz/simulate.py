@@ -37,8 +37,7 @@ class Sample:
         t = np.asarray(delay_ps, dtype=np.float64) - self.centre_ps
         env = np.exp(-0.5 * (t / self.envelope_ps) ** 2)
         w = 2 * np.pi * self.f0_thz
-        return self.field * (self.chi1 * env * np.cos(w * t)
-                             + self.chi3 * env**3 * np.cos(3 * w * t + self.phi3_rad))
+        return self.field * (self.chi1 * env * np.cos(w * t) + self.chi3 * env**3 * np.cos(3 * w * t + self.phi3_rad))
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,9 @@ class Truth:
     signal: list[np.ndarray] = field(default_factory=list)
 
 
-def timing_rows(jitter_ps: np.ndarray, inst: Instrument, rng: np.random.Generator,
-                dark: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def timing_rows(
+    jitter_ps: np.ndarray, inst: Instrument, rng: np.random.Generator, dark: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw timing-tool rows (uint16) for pulses with the given jitter, and their true
     arrival pixels."""
     px = inst.arrival_px + np.asarray(jitter_ps) / inst.pixel_to_ps
@@ -88,7 +88,7 @@ def adc_traces(signal: np.ndarray, inst: Instrument, rng: np.random.Generator) -
     n = signal.size
     traces = rng.standard_normal((n, inst.samples_per_pulse), dtype=np.float32) * inst.adc_noise
     traces += rng.normal(0.0, 0.01, (n, 1)).astype(np.float32)  # baseline, cancels in the gates
-    traces[:, :inst.gate] += (signal / inst.gate).astype(np.float32)[:, None]
+    traces[:, : inst.gate] += (signal / inst.gate).astype(np.float32)[:, None]
     return traces
 
 
@@ -124,7 +124,7 @@ def write_run(
         sub.mkdir(exist_ok=True)
         arrivals = []
         for i, start in enumerate(range(0, pulses, rows_per_image)):
-            rows, px = timing_rows(jitter[start:start + rows_per_image], inst, rng, dark)
+            rows, px = timing_rows(jitter[start : start + rows_per_image], inst, rng, dark)
             tifffile.imwrite(sub / f"img_{i:04d}.tif", rows)
             arrivals.append(px)
         adc_traces(signal, inst, rng).astype(">f4").tofile(folder / f"{prefix}_Experiment_{token}mm_{stamp}.bin")

@@ -37,7 +37,7 @@ def prepare(delay_ps: np.ndarray, signal: np.ndarray, error: np.ndarray) -> Prep
     if good.sum() < 4:
         raise ValueError("fewer than 4 filled bins: no spectrum")
     first, last = np.flatnonzero(good)[[0, -1]]
-    t, y, e, good = t[first:last + 1], y[first:last + 1], e[first:last + 1], good[first:last + 1]
+    t, y, e, good = t[first : last + 1], y[first : last + 1], e[first : last + 1], good[first : last + 1]
     filled = int((~good).sum())
     if filled:
         y[~good] = np.interp(t[~good], t[good], y[good])
@@ -143,8 +143,14 @@ def harmonic(
         var_p = (im * im * var_re + re * re * var_im - 2 * re * im * cov) / amp**4
     else:
         var_a, var_p = (var_re + var_im) / 2, np.pi**2
-    return Harmonic(order, float(frequency_thz), amp, float(np.sqrt(max(var_a, 0.0))),
-                    float(np.arctan2(im, re)), float(np.sqrt(max(var_p, 0.0))))
+    return Harmonic(
+        order,
+        float(frequency_thz),
+        amp,
+        float(np.sqrt(max(var_a, 0.0))),
+        float(np.arctan2(im, re)),
+        float(np.sqrt(max(var_p, 0.0))),
+    )
 
 
 def harmonics(
@@ -157,5 +163,8 @@ def harmonics(
 ) -> list[Harmonic]:
     """Harmonics 1..orders of ``fundamental_thz`` below the Nyquist frequency."""
     nyquist = 0.5 / float(np.median(np.diff(wave.delay_ps)))
-    return [harmonic(wave, n * fundamental_thz, order=n, window=window, reference_ps=reference_ps)
-            for n in range(1, orders + 1) if n * fundamental_thz < nyquist]
+    return [
+        harmonic(wave, n * fundamental_thz, order=n, window=window, reference_ps=reference_ps)
+        for n in range(1, orders + 1)
+        if n * fundamental_thz < nyquist
+    ]

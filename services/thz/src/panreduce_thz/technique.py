@@ -45,8 +45,9 @@ class ThzPart:
     pulses: dict[str, np.ndarray] | None = None
 
 
-def _analyse(label: str, wave: BinnedWaveform, params: ThzParameters, f0: float | None,
-             reference_ps: float | None) -> tuple[report.Analysis, float | None]:
+def _analyse(
+    label: str, wave: BinnedWaveform, params: ThzParameters, f0: float | None, reference_ps: float | None
+) -> tuple[report.Analysis, float | None]:
     try:
         prepared = spectra.prepare(wave.delay_ps, wave.signal, wave.error)
     except ValueError:
@@ -84,8 +85,9 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         run = self._run(inputs)
         return list(enumerate(run.positions))  # each with its index in the run (the pulse table's)
 
-    def reduce_block(self, block: Sequence[tuple[int, telbe.Position]], inputs: Inputs, params: ThzParameters,
-                     ctx: Context) -> ThzPart:
+    def reduce_block(
+        self, block: Sequence[tuple[int, telbe.Position]], inputs: Inputs, params: ThzParameters, ctx: Context
+    ) -> ThzPart:
         run = self._run(inputs)
         pulses = []
         for i, (_, pos) in enumerate(block):
@@ -93,9 +95,12 @@ class Technique(_Technique[ThzParameters, ThzPart]):
             n_cam = sum(sum(telbe.image_rows(n, p, width=run.background.size)) for n, p in pos.images)
             adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
             if n_cam != adc.shape[0]:
-                raise InvalidInput(pos.folder, f"position {pos.token} mm: {n_cam} pulses in the timing-tool "
-                                   f"images but {adc.shape[0]} in the ADC file {pos.adc[0]} "
-                                   f"({params.samples_per_pulse} samples a pulse)")
+                raise InvalidInput(
+                    pos.folder,
+                    f"position {pos.token} mm: {n_cam} pulses in the timing-tool "
+                    f"images but {adc.shape[0]} in the ADC file {pos.adc[0]} "
+                    f"({params.samples_per_pulse} samples a pulse)",
+                )
             pulses.append(n_cam)
         return self._bin(run, list(block), pulses, params, ctx)
 
@@ -125,21 +130,35 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         background = telbe.read_background(*layout.background)
         return Run(layout, background, layout.positions, run_name)
 
-    def _bin(self, run: Run, block: list[tuple[int, telbe.Position]], pulses: list[int], params: ThzParameters,
-             ctx: Context) -> ThzPart:
+    def _bin(
+        self, run: Run, block: list[tuple[int, telbe.Position]], pulses: list[int], params: ThzParameters, ctx: Context
+    ) -> ThzPart:
         width = run.background.size
-        stage = [stage_delay_ps(p.position_mm, stage_zero_mm=params.stage_zero_mm, ps_per_mm=params.ps_per_mm)
-                 for _, p in block]
+        stage = [
+            stage_delay_ps(p.position_mm, stage_zero_mm=params.stage_zero_mm, ps_per_mm=params.ps_per_mm)
+            for _, p in block
+        ]
         t_lo, t_hi = min(stage), max(stage) + width * params.pixel_to_ps
         if (t_hi - t_lo) / params.bin_ps > MAX_BINS:
-            raise InvalidParameters([FieldViolation("bin_ps", f"{params.bin_ps} ps makes more than {MAX_BINS} "
-                                                    f"bins over the run's {t_hi - t_lo:.1f} ps")])
+            raise InvalidParameters(
+                [
+                    FieldViolation(
+                        "bin_ps",
+                        f"{params.bin_ps} ps makes more than {MAX_BINS} bins over the run's {t_hi - t_lo:.1f} ps",
+                    )
+                ]
+            )
         stats = RunStats(DelayAccumulator.covering(t_lo, t_hi, bin_ps=params.bin_ps), width)
-        settings = Settings(params.pixel_to_ps, params.bin_ps,
-                            bandpass_sos(order=params.bandpass_order, low=params.bandpass[0], high=params.bandpass[1]),
-                            params.timing_method, params.subpixel_half_width_px,
-                            params.signal_gate, params.background_gate,
-                            threads=params.threads or available_cores())
+        settings = Settings(
+            params.pixel_to_ps,
+            params.bin_ps,
+            bandpass_sos(order=params.bandpass_order, low=params.bandpass[0], high=params.bandpass[1]),
+            params.timing_method,
+            params.subpixel_half_width_px,
+            params.signal_gate,
+            params.background_gate,
+            threads=params.threads or available_cores(),
+        )
         table = _PulseTable(ctx) if params.pulse_table else None
         total = max(sum(pulses), 1)
         done = 0
@@ -170,12 +189,13 @@ class Technique(_Technique[ThzParameters, ThzPart]):
             for page in telbe.iter_pages(name, path):
                 a, b = max(start, lo), min(start + page.shape[0], hi)
                 if a < b:
-                    yield page[a - start:b - start], adc[a - params.offset:b - params.offset]
+                    yield page[a - start : b - start], adc[a - params.offset : b - params.offset]
                 start += page.shape[0]
             ctx.check_cancelled()
 
-    def _finish(self, stats: RunStats, params: ThzParameters, ctx: Context, date: str | None,
-                run_name: str, pulse_table) -> dict[str, Any]:
+    def _finish(
+        self, stats: RunStats, params: ThzParameters, ctx: Context, date: str | None, run_name: str, pulse_table
+    ) -> dict[str, Any]:
         ctx.progress(0.0, "spectra", "binning and Fourier analysis")
         corrected_wave = stats.corrected_waveform()
         ref = params.phase_reference_ps
@@ -184,25 +204,44 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         corrected, f0 = _analyse("jitter-corrected", corrected_wave, params, None, ref)
         uncorrected, _ = _analyse("stage only", stats.uncorrected_waveform(params.pixel_to_ps), params, f0, ref)
         pix = params.pixel_to_ps
-        report.write_nexus(ctx.output_path("thz.nxs", format="nexus"), corrected=corrected,
-                           uncorrected=uncorrected, stats=stats, pixel_to_ps=pix,
-                           program="panreduce-thz", version=VERSION, date=date, pulse_table=pulse_table)
+        report.write_nexus(
+            ctx.output_path("thz.nxs", format="nexus"),
+            corrected=corrected,
+            uncorrected=uncorrected,
+            stats=stats,
+            pixel_to_ps=pix,
+            program="panreduce-thz",
+            version=VERSION,
+            date=date,
+            pulse_table=pulse_table,
+        )
         report.write_csv(ctx.output_path("waveform.csv", format="csv", role="table"), corrected.wave)
         if params.plots:
             ctx.progress(0.5, "plots", "figures")
             report.plot_waveform(ctx.output_path("waveform.png", format="png", role="preview"), corrected, uncorrected)
-            report.plot_spectrum(ctx.output_path("spectrum.png", format="png", role="preview"), corrected,
-                                 uncorrected, band_thz=params.fundamental_search_thz)
+            report.plot_spectrum(
+                ctx.output_path("spectrum.png", format="png", role="preview"),
+                corrected,
+                uncorrected,
+                band_thz=params.fundamental_search_thz,
+            )
             report.plot_jitter(ctx.output_path("jitter.png", format="png", role="preview"), stats, pixel_to_ps=pix)
         mean_px, rms_px = stats.arrival_mean_rms_px()
         w = corrected.wave
         summary = {
-            "run": run_name, "date": date or "", "pulses": stats.pulses, "positions": len(stats.positions),
-            "pulses_outside_grid": stats.dropped, "timing_method": params.timing_method,
-            "arrival_mean_px": mean_px, "jitter_rms_fs": rms_px * pix * 1000.0,
-            "bins": int(w.count.size), "empty_bins": int((w.count == 0).sum()),
+            "run": run_name,
+            "date": date or "",
+            "pulses": stats.pulses,
+            "positions": len(stats.positions),
+            "pulses_outside_grid": stats.dropped,
+            "timing_method": params.timing_method,
+            "arrival_mean_px": mean_px,
+            "jitter_rms_fs": rms_px * pix * 1000.0,
+            "bins": int(w.count.size),
+            "empty_bins": int((w.count == 0).sum()),
             "delay_range_ps": [float(w.delay_ps[0]), float(w.delay_ps[-1])] if w.count.size else [],
-            "bin_ps": params.bin_ps, "window": params.window,
+            "bin_ps": params.bin_ps,
+            "window": params.window,
             "fundamental_thz": f0 if f0 is not None else None,
             "phase_reference_ps": ref,
             "harmonics": report.harmonic_rows(corrected.harmonics),
@@ -224,20 +263,36 @@ def _json(v: Any) -> Any:
 class _PulseTable:
     """The optional per-pulse table, streamed to a compressed HDF5 file in the work folder."""
 
-    COLUMNS = (("delay", "f8", "ps"), ("signal", "f4", ""), ("arrival_pixel", "f4", "pixel"),
-               ("position_index", "i4", ""))
+    COLUMNS = (
+        ("delay", "f8", "ps"),
+        ("signal", "f4", ""),
+        ("arrival_pixel", "f4", "pixel"),
+        ("position_index", "i4", ""),
+    )
 
     def __init__(self, ctx: Context, name: str = "pulses.h5") -> None:
         self.path = ctx.work_dir / name
         self.file = h5py.File(self.path, "w")
         for key, dtype, unit in self.COLUMNS:
-            d = self.file.create_dataset(key, (0,), dtype=dtype, maxshape=(None,), chunks=(65536,),
-                                         compression="gzip", compression_opts=1, shuffle=True)
+            d = self.file.create_dataset(
+                key,
+                (0,),
+                dtype=dtype,
+                maxshape=(None,),
+                chunks=(65536,),
+                compression="gzip",
+                compression_opts=1,
+                shuffle=True,
+            )
             d.attrs["units"] = unit
 
     def append(self, p, index: int) -> None:
-        values = {"delay": p.delay_ps, "signal": p.signal, "arrival_pixel": p.arrival_px,
-                  "position_index": np.full(p.signal.size, index)}
+        values = {
+            "delay": p.delay_ps,
+            "signal": p.signal,
+            "arrival_pixel": p.arrival_px,
+            "position_index": np.full(p.signal.size, index),
+        }
         for key, v in values.items():
             d = self.file[key]
             n = d.shape[0]

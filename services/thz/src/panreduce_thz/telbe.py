@@ -70,8 +70,11 @@ def find_run(files: list[tuple[str, Path]], *, run_name: str = "") -> RunLayout:
     if not backgrounds:
         raise InvalidInput(run_name or "run", "no background file (a name containing '_BG_')")
     if len(backgrounds) > 1:
-        raise InvalidInput(backgrounds[1][0], f"more than one background file ({backgrounds[0][0]}, "
-                           f"{backgrounds[1][0]}): give one run folder per request")
+        raise InvalidInput(
+            backgrounds[1][0],
+            f"more than one background file ({backgrounds[0][0]}, "
+            f"{backgrounds[1][0]}): give one run folder per request",
+        )
     folders: dict[str, list[tuple[str, Path]]] = {}
     adcs: list[tuple[str, Path]] = []
     for name, path in files:
@@ -81,8 +84,9 @@ def find_run(files: list[tuple[str, Path]], *, run_name: str = "") -> RunLayout:
         elif "Experiment" in pure.name:
             adcs.append((name, path))
     if not folders:
-        raise InvalidInput(run_name or "run", "no position folders of timing-tool TIFF images "
-                           "(sub-folders named with '_<pos>mm')")
+        raise InvalidInput(
+            run_name or "run", "no position folders of timing-tool TIFF images (sub-folders named with '_<pos>mm')"
+        )
     positions = []
     used: set[str] = set()
     for folder, images in folders.items():
@@ -93,11 +97,13 @@ def find_run(files: list[tuple[str, Path]], *, run_name: str = "") -> RunLayout:
         pattern = re.compile(rf"(?<![\d.]){re.escape(token)}(?!\d)")
         match = [a for a in adcs if pattern.search(PurePosixPath(a[0]).name)]
         if not match:
-            raise InvalidInput(folder, f"position {token} mm has no ADC file (a name containing "
-                               f"'Experiment' and '{token}')")
+            raise InvalidInput(
+                folder, f"position {token} mm has no ADC file (a name containing 'Experiment' and '{token}')"
+            )
         if len(match) > 1:
-            raise InvalidInput(folder, f"position {token} mm has {len(match)} ADC files: "
-                               + ", ".join(m[0] for m in match))
+            raise InvalidInput(
+                folder, f"position {token} mm has {len(match)} ADC files: " + ", ".join(m[0] for m in match)
+            )
         used.add(match[0][0])
         positions.append(Position(float(token), token, folder, tuple(sorted(images)), match[0]))
     orphans = [a[0] for a in adcs if a[0] not in used]
@@ -169,6 +175,9 @@ def open_adc(name: str, path: Path, *, samples_per_pulse: int) -> np.ndarray:
     size = path.stat().st_size
     stride = 4 * samples_per_pulse
     if size == 0 or size % stride:
-        raise InvalidInput(name, f"ADC file of {size} bytes is not a whole number of pulses of "
-                           f"{samples_per_pulse} big-endian float32 samples ({stride} bytes each)")
+        raise InvalidInput(
+            name,
+            f"ADC file of {size} bytes is not a whole number of pulses of "
+            f"{samples_per_pulse} big-endian float32 samples ({stride} bytes each)",
+        )
     return np.memmap(path, dtype=">f4", mode="r", shape=(size // stride, samples_per_pulse))

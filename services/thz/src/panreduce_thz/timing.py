@@ -54,10 +54,7 @@ def _quadratic_vertex_weights(half_width: int) -> np.ndarray:
 
 
 def peak_positions(
-    filtered: np.ndarray,
-    *,
-    method: Literal["subpixel", "integer"] = "subpixel",
-    half_width: int = 3,
+    filtered: np.ndarray, *, method: Literal["subpixel", "integer"] = "subpixel", half_width: int = 3
 ) -> np.ndarray:
     """Arrival pixel of every row of ``filtered`` (pulses × pixels).
 

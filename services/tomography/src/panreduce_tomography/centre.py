@@ -42,8 +42,9 @@ def _wedge_mask(n_rows: int, nu: np.ndarray, radius: float, drop: int = 1) -> np
     return mask
 
 
-def vo_metric(sino: np.ndarray, centers: np.ndarray, radius: float | None = None, nu_max: float = 0.2,
-              batch: int = 32) -> np.ndarray:
+def vo_metric(
+    sino: np.ndarray, centers: np.ndarray, radius: float | None = None, nu_max: float = 0.2, batch: int = 32
+) -> np.ndarray:
     """Vo's metric (mean Fourier magnitude outside the double wedge, at detector
     frequencies up to ``nu_max`` cycles/pixel where a seam's energy is and white noise
     is a small part) for each candidate centre.
@@ -74,8 +75,14 @@ def vo_metric(sino: np.ndarray, centers: np.ndarray, radius: float | None = None
 
 
 def find_center_vo(
-    sino: np.ndarray, angles: np.ndarray, *, search_radius: float | None = None, guess: float | None = None,
-    max_angles: int = 360, smooth: float = 1.0, destripe: bool = True,
+    sino: np.ndarray,
+    angles: np.ndarray,
+    *,
+    search_radius: float | None = None,
+    guess: float | None = None,
+    max_angles: int = 360,
+    smooth: float = 1.0,
+    destripe: bool = True,
 ) -> float:
     """The rotation axis position (detector pixels) of a parallel-beam sinogram
     ``(n_angles, n_cols)`` of line integrals covering at least 180 degrees.

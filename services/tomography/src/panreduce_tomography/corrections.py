@@ -75,13 +75,18 @@ def eigen_flats(flats: np.ndarray, dark: np.ndarray, n_components: int = 4) -> E
     a = (f - mean[None]).reshape(len(f), -1)
     k = int(min(n_components, max(len(f) - 1, 0)))
     if k == 0:
-        return EigenFlats(np.asarray(dark, np.float32), mean.astype(np.float32),
-                          np.zeros((0, *mean.shape), np.float32), np.zeros(0))
+        return EigenFlats(
+            np.asarray(dark, np.float32), mean.astype(np.float32), np.zeros((0, *mean.shape), np.float32), np.zeros(0)
+        )
     _, s, vt = np.linalg.svd(a, full_matrices=False)
     var = s**2
     comps = (vt[:k] * (s[:k, None] / np.sqrt(len(f)))).reshape(k, *mean.shape)
-    return EigenFlats(np.asarray(dark, np.float32), mean.astype(np.float32), comps.astype(np.float32),
-                      (var[:k] / max(var.sum(), 1e-30)))
+    return EigenFlats(
+        np.asarray(dark, np.float32),
+        mean.astype(np.float32),
+        comps.astype(np.float32),
+        (var[:k] / max(var.sum(), 1e-30)),
+    )
 
 
 def _block_mean(img: np.ndarray, factor: int) -> np.ndarray:
@@ -232,7 +237,12 @@ def paganin_kernel_width(*, pixel_size_m: float, distance_m: float, energy_kev: 
 
 
 def paganin(
-    proj: np.ndarray, *, pixel_size_m: float, distance_m: float, energy_kev: float, delta_beta: float,
+    proj: np.ndarray,
+    *,
+    pixel_size_m: float,
+    distance_m: float,
+    energy_kev: float,
+    delta_beta: float,
     pad: int | None = None,
 ) -> np.ndarray:
     """Single-distance phase retrieval for a homogeneous object (Paganin et al. 2002,
@@ -242,8 +252,9 @@ def paganin(
     padded (edge values) by ``pad`` pixels (default: 3 kernel widths) against wrap-around."""
     p = np.asarray(proj, np.float32)
     lam = constants.H_C_KEV_M / energy_kev
-    width = paganin_kernel_width(pixel_size_m=pixel_size_m, distance_m=distance_m, energy_kev=energy_kev,
-                                 delta_beta=delta_beta)
+    width = paganin_kernel_width(
+        pixel_size_m=pixel_size_m, distance_m=distance_m, energy_kev=energy_kev, delta_beta=delta_beta
+    )
     pad = int(np.ceil(3 * width)) + 2 if pad is None else pad
     x = np.pad(p, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
     ny, nx = x.shape[1:]

@@ -44,9 +44,18 @@ class GridrecPlan:
     """
 
     def __init__(
-        self, angles: np.ndarray, center: float, n_det: int, *, n: int | None = None,
-        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,
-        eps: float = 1e-3, nthreads: int | None = None, upsampfac: float | None = None,
+        self,
+        angles: np.ndarray,
+        center: float,
+        n_det: int,
+        *,
+        n: int | None = None,
+        filter: str = "ramp",
+        cutoff: float = 1.0,
+        pad: bool = True,
+        eps: float = 1e-3,
+        nthreads: int | None = None,
+        upsampfac: float | None = None,
     ) -> None:
         import finufft
 
@@ -71,8 +80,9 @@ class GridrecPlan:
 
     def _plan(self, nb: int):
         if nb not in self._plans:
-            p = self.finufft.Plan(1, (self.n, self.n), n_trans=nb, eps=self.eps, isign=1,
-                                  dtype="complex64", **self.opts)
+            p = self.finufft.Plan(
+                1, (self.n, self.n), n_trans=nb, eps=self.eps, isign=1, dtype="complex64", **self.opts
+            )
             p.setpts(self.px, self.py)
             self._plans[nb] = p
         return self._plans[nb]
@@ -95,10 +105,9 @@ class GridrecPlan:
         return res[0] if single else res
 
 
-
 # -- gridrec on torch: Kaiser-Bessel-class gridding + FFT (CPU or GPU) ----------------------
 def _gridrec_coefficients(
-    angles: np.ndarray, center: float, npad: int, left: int, filter: str, cutoff: float,
+    angles: np.ndarray, center: float, npad: int, left: int, filter: str, cutoff: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kept non-negative DFT bins of a padded projection, their frequencies (cycles
     per pixel) and the per-(angle, bin) coefficients: filter x phase of the axis x
@@ -143,12 +152,24 @@ class TorchGridrecPlan:
     """
 
     def __init__(
-        self, angles: np.ndarray, center: float, n_det: int, *, n: int | None = None,
-        filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,
-        width: int = 4, backend: Backend | None = None, max_batch_elems: int = 1 << 28,
+        self,
+        angles: np.ndarray,
+        center: float,
+        n_det: int,
+        *,
+        n: int | None = None,
+        filter: str = "ramp",
+        cutoff: float = 1.0,
+        pad: bool = True,
+        width: int = 4,
+        backend: Backend | None = None,
+        max_batch_elems: int = 1 << 28,
     ) -> None:
-        bk = backend if backend is not None and backend.name == "torch" else \
-            get_backend("gpu" if cuda_available() else "torch-cpu")
+        bk = (
+            backend
+            if backend is not None and backend.name == "torch"
+            else get_backend("gpu" if cuda_available() else "torch-cpu")
+        )
         self.bk = bk
         torch = bk.torch
         self.torch = torch
@@ -169,8 +190,15 @@ class TorchGridrecPlan:
 
     def _interpolation(self, om: np.ndarray):
         torch, bk = self.torch, self.bk
-        key = (hashlib.sha1(self.angles.tobytes()).hexdigest(), self.n, self.npad, om.size,
-               float(om[-1]), self.width, str(bk.device))
+        key = (
+            hashlib.sha1(self.angles.tobytes()).hexdigest(),
+            self.n,
+            self.npad,
+            om.size,
+            float(om[-1]),
+            self.width,
+            str(bk.device),
+        )
         hit = _TORCH_GRID_CACHE.get(key)
         if hit is not None:
             return hit
@@ -202,15 +230,15 @@ class TorchGridrecPlan:
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=m * m), 0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            matrix = torch.sparse_csr_tensor(crow, cols, vals, size=(m * m, npts),
-                                             check_invariants=False).to(bk.device)
+            matrix = torch.sparse_csr_tensor(crow, cols, vals, size=(m * m, npts), check_invariants=False).to(bk.device)
         # the kernel's Fourier transform at the kept modes k = -n//2 .. n-n//2-1
         # (Gauss-Legendre quadrature over the support, grid units)
         x, gw = np.polynomial.legendre.leggauss(4 * w + 40)
         s = x * (w / 2)
         k = np.arange(self.n) - self.n // 2
-        phi = (gw[None, :] * (w / 2) * _es_kernel(x, beta)[None, :]
-               * np.cos(2 * np.pi * k[:, None] / m * s[None, :])).sum(1)
+        phi = (
+            gw[None, :] * (w / 2) * _es_kernel(x, beta)[None, :] * np.cos(2 * np.pi * k[:, None] / m * s[None, :])
+        ).sum(1)
         deapod = torch.as_tensor((1.0 / phi).astype(np.float32), device=bk.device)
         if len(_TORCH_GRID_CACHE) >= _TORCH_GRID_CACHE_SIZE:
             _TORCH_GRID_CACHE.pop(next(iter(_TORCH_GRID_CACHE)))
@@ -225,7 +253,9 @@ class TorchGridrecPlan:
             x = x[None]
         nb, na, n_det = x.shape
         if na != len(self.angles) or n_det != self.n_det:
-            raise ValueError(f"sinogram {tuple(x.shape[1:])} does not match the plan ({len(self.angles)}, {self.n_det})")
+            raise ValueError(
+                f"sinogram {tuple(x.shape[1:])} does not match the plan ({len(self.angles)}, {self.n_det})"
+            )
         outs = [self._run(x[b0 : b0 + self.max_batch]) for b0 in range(0, nb, self.max_batch)]
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
@@ -253,8 +283,16 @@ class TorchGridrecPlan:
 
 
 def gridrec_plan(
-    angles: np.ndarray, center: float, n_det: int, *, n: int | None = None, filter: str = "ramp",
-    cutoff: float = 1.0, pad: bool = True, eps: float = 1e-3, backend: Backend | None = None,
+    angles: np.ndarray,
+    center: float,
+    n_det: int,
+    *,
+    n: int | None = None,
+    filter: str = "ramp",
+    cutoff: float = 1.0,
+    pad: bool = True,
+    eps: float = 1e-3,
+    backend: Backend | None = None,
 ) -> GridrecPlan | TorchGridrecPlan:
     """The gridrec plan for a backend: finufft on numpy, gridding on torch (kernel width
     from ``eps`` as finufft chooses it: ceil(log10(1/eps)) + 1, at least 4)."""
@@ -262,22 +300,28 @@ def gridrec_plan(
     if bk.name == "numpy":
         return GridrecPlan(angles, center, n_det, n=n, filter=filter, cutoff=cutoff, pad=pad, eps=eps)
     width = max(4, int(np.ceil(np.log10(1 / eps))) + 1)
-    return TorchGridrecPlan(angles, center, n_det, n=n, filter=filter, cutoff=cutoff, pad=pad, width=width,
-                            backend=bk)
+    return TorchGridrecPlan(angles, center, n_det, n=n, filter=filter, cutoff=cutoff, pad=pad, width=width, backend=bk)
 
 
 def gridrec(
-    sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
-    filter: str = "ramp", cutoff: float = 1.0, pad: bool = True, circle: bool = False,
-    eps: float = 1e-3, backend: Backend | None = None,
+    sino: np.ndarray,
+    angles: np.ndarray,
+    center: float,
+    *,
+    n: int | None = None,
+    filter: str = "ramp",
+    cutoff: float = 1.0,
+    pad: bool = True,
+    circle: bool = False,
+    eps: float = 1e-3,
+    backend: Backend | None = None,
 ) -> np.ndarray:
     """Gridrec-class reconstruction through a NUFFT (see :class:`GridrecPlan`).
 
     On the numpy backend it uses finufft; on torch the same integral by gridding
     (:class:`TorchGridrecPlan`) on the backend's device (CPU or GPU)."""
     bk = backend or get_backend("numpy")
-    plan = gridrec_plan(angles, center, sino.shape[-1], n=n, filter=filter, cutoff=cutoff, pad=pad, eps=eps,
-                        backend=bk)
+    plan = gridrec_plan(angles, center, sino.shape[-1], n=n, filter=filter, cutoff=cutoff, pad=pad, eps=eps, backend=bk)
     res = plan(sino if bk.name != "numpy" else np.asarray(sino))
     if circle:
         res = res * circle_mask(plan.n)

@@ -66,7 +66,9 @@ class Scan:
         except errors.PanReduceError:
             raise
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
-            raise errors.InvalidInput(self.source, f"projections cannot be read: damaged or truncated ({exc})") from None
+            raise errors.InvalidInput(
+                self.source, f"projections cannot be read: damaged or truncated ({exc})"
+            ) from None
         if out.shape != (self.shape[0], r1 - r0, self.shape[2]):
             raise errors.InvalidInput(self.source, f"projection rows {r0}:{r1} have shape {out.shape}")
         return out
@@ -138,23 +140,37 @@ def _read_h5_array(f: h5py.File, path: str, source: str) -> np.ndarray:
 def _data_exchange(f: h5py.File, path: Path, source: str, unit_param: str) -> Scan:
     ds = f["exchange/data"]
     if not isinstance(ds, h5py.Dataset) or ds.ndim != 3:
-        raise errors.InvalidInput(source, f"/exchange/data must be a 3-D stack (angles, rows, cols), got {getattr(ds, 'shape', None)}")
+        raise errors.InvalidInput(
+            source, f"/exchange/data must be a 3-D stack (angles, rows, cols), got {getattr(ds, 'shape', None)}"
+        )
     n, rows, cols = ds.shape
     darks = _read_h5_array(f, "exchange/data_dark", source) if "exchange/data_dark" in f else None
     flats = _read_h5_array(f, "exchange/data_white", source) if "exchange/data_white" in f else None
     meta = {}
     if "exchange/theta" in f:
         th = f["exchange/theta"]
-        angles = _angles_to_rad(_read_h5_array(f, "exchange/theta", source), nexus.read_text(th.attrs.get("units")) or None, source, unit_param)
+        angles = _angles_to_rad(
+            _read_h5_array(f, "exchange/theta", source),
+            nexus.read_text(th.attrs.get("units")) or None,
+            source,
+            unit_param,
+        )
     else:
         angles = np.linspace(0, np.pi, n, endpoint=False)
         meta["angles_assumed"] = "evenly spaced over 180 degrees (no /exchange/theta)"
     if len(angles) != n:
         raise errors.InvalidInput(source, f"/exchange/theta has {len(angles)} angles for {n} projections")
-    return Scan(source, "dataexchange", (n, rows, cols), angles, "intensity",
-                _h5_reader(path, source, "exchange/data", None),
-                _check_shape(source, "dark fields", darks, rows, cols),
-                _check_shape(source, "flat fields", flats, rows, cols), meta=meta)
+    return Scan(
+        source,
+        "dataexchange",
+        (n, rows, cols),
+        angles,
+        "intensity",
+        _h5_reader(path, source, "exchange/data", None),
+        _check_shape(source, "dark fields", darks, rows, cols),
+        _check_shape(source, "flat fields", flats, rows, cols),
+        meta=meta,
+    )
 
 
 def _find_image_key(f: h5py.File) -> tuple[str, str, str | None] | None:
@@ -242,8 +258,17 @@ def _nxtomo(f: h5py.File, path: Path, source: str, found: tuple[str, str, str | 
     else:
         angles = np.linspace(0, np.pi, proj.size, endpoint=False)
         meta["angles_assumed"] = "evenly spaced over 180 degrees (no rotation angles found)"
-    return Scan(source, "nxtomo", (int(proj.size), rows, cols), angles, "intensity",
-                _h5_reader(path, source, data_path, proj), darks, flats, meta=meta)
+    return Scan(
+        source,
+        "nxtomo",
+        (int(proj.size), rows, cols),
+        angles,
+        "intensity",
+        _h5_reader(path, source, data_path, proj),
+        darks,
+        flats,
+        meta=meta,
+    )
 
 
 def _h5_sinogram(f: h5py.File, path: Path, source: str, unit_param: str) -> Scan | None:
@@ -323,8 +348,9 @@ def read_mat(file: StagedFile, unit_param: str = "auto") -> Scan:
         m = scipy.io.loadmat(file.path)
     except Exception as exc:
         raise errors.InvalidInput(source, f"is a damaged or truncated .mat file ({exc})") from None
-    arrays = {k: v for k, v in m.items() if not k.startswith("__") and isinstance(v, np.ndarray)
-              and v.dtype.kind in "fiu"}
+    arrays = {
+        k: v for k, v in m.items() if not k.startswith("__") and isinstance(v, np.ndarray) and v.dtype.kind in "fiu"
+    }
     two_d = [k for k, v in arrays.items() if v.ndim == 2 and min(v.shape) > 1]
     if not two_d:
         raise errors.InvalidInput(source, "holds no 2-D sinogram")
@@ -353,8 +379,13 @@ def tiff_page_rows(tf, page, r0: int, r1: int) -> np.ndarray:
     plain = len(page.shape) == 2 and not page.is_tiled and page.samplesperpixel == 1
     fh = tf.filehandle
     dtype = np.dtype(page.dtype)
-    if plain and page.is_contiguous and page.compression == 1 and page.bitspersample == 8 * dtype.itemsize \
-            and page.fillorder == 1:
+    if (
+        plain
+        and page.is_contiguous
+        and page.compression == 1
+        and page.bitspersample == 8 * dtype.itemsize
+        and page.fillorder == 1
+    ):
         row_bytes = cols * dtype.itemsize
         fh.seek(page.dataoffsets[0] + r0 * row_bytes)
         buf = fh.read((r1 - r0) * row_bytes)
@@ -409,8 +440,9 @@ def _tiff_rows_reader(frames: list[tuple[StagedFile, int]]) -> Callable[[int, in
             except errors.PanReduceError:
                 raise
             except Exception as exc:
-                raise errors.InvalidInput(file.name, f"rows {r0}:{r1} cannot be read: damaged or truncated "
-                                          f"({exc})") from None
+                raise errors.InvalidInput(
+                    file.name, f"rows {r0}:{r1} cannot be read: damaged or truncated ({exc})"
+                ) from None
         return out
 
     return read
@@ -422,7 +454,11 @@ def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: s
     are read by detector-row range when the slabs are processed (only the headers at
     load); darks and flats are read whole."""
     tifs = [f for f in files if Path(f.name).suffix.lower() in TIFF_SUFFIXES]
-    texts = [f for f in files if "angle" in Path(f.name).name.lower() and Path(f.name).suffix.lower() in (".txt", ".csv", ".dat")]
+    texts = [
+        f
+        for f in files
+        if "angle" in Path(f.name).name.lower() and Path(f.name).suffix.lower() in (".txt", ".csv", ".dat")
+    ]
     source = source or (tifs[0].name if tifs else files[0].name)
 
     def role(f: StagedFile) -> str:
@@ -475,8 +511,9 @@ def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: s
         meta["angles_assumed"] = "evenly spaced over 180 degrees (no angles file)"
     darks = np.concatenate(groups["dark"]) if groups["dark"] else None
     flats = np.concatenate(groups["flat"]) if groups["flat"] else None
-    return _touch(Scan(source, "tiff", (n, rows, cols), angles, "intensity", _tiff_rows_reader(frames),
-                       darks, flats, meta=meta))
+    return _touch(
+        Scan(source, "tiff", (n, rows, cols), angles, "intensity", _tiff_rows_reader(frames), darks, flats, meta=meta)
+    )
 
 
 # -- dispatch ------------------------------------------------------------------------------
@@ -497,8 +534,13 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
-def read_scans(groups: list[list[StagedFile]], *, angles_unit: str = "auto",
-               band: tuple[int, int] | None = None, tof_options: dict | None = None) -> list[Scan]:
+def read_scans(
+    groups: list[list[StagedFile]],
+    *,
+    angles_unit: str = "auto",
+    band: tuple[int, int] | None = None,
+    tof_options: dict | None = None,
+) -> list[Scan]:
     """The scans in the inputs, in request order (a 4-D series when more than one).
 
     ``groups`` holds the staged files of each input (one file, or every file under a
@@ -539,8 +581,10 @@ def read_scans(groups: list[list[StagedFile]], *, angles_unit: str = "auto",
             scans.extend(tof.read_fits_tof(files, band, **(tof_options or {})))
     if not scans:
         if skipped:
-            raise errors.InvalidInput(skipped[0], "holds no tomography data: expected /exchange/data, an NXtomo "
-                                      "entry with image_key, or a 2-D sinogram")
+            raise errors.InvalidInput(
+                skipped[0],
+                "holds no tomography data: expected /exchange/data, an NXtomo entry with image_key, or a 2-D sinogram",
+            )
         names = ", ".join(f.name for g in groups for f in g[:3])
         raise errors.InvalidInput(names or "inputs", "no tomography data found (HDF5/NeXus, TIFF, .mat or FITS)")
     return scans

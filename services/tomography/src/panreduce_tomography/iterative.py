@@ -17,8 +17,9 @@ from panreduce.backend import Array, Backend, get_backend
 from panreduce_tomography.recon import _as_batch, back_project, circle_mask, project
 
 
-def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend,
-               check: Callable[[], None] | None = None):
+def _operators(
+    angles: np.ndarray, center: float, n: int, n_det: int, bk: Backend, check: Callable[[], None] | None = None
+):
     def fwd(x: Array) -> Array:
         return project(x, angles, center, n_det, backend=bk, check=check)
 
@@ -29,9 +30,16 @@ def _operators(angles: np.ndarray, center: float, n: int, n_det: int, bk: Backen
 
 
 def sirt(
-    sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
-    iterations: int = 100, nonnegative: bool = True, backend: Backend | None = None,
-    callback: Callable[[int], None] | None = None, circle: bool = False,
+    sino: np.ndarray,
+    angles: np.ndarray,
+    center: float,
+    *,
+    n: int | None = None,
+    iterations: int = 100,
+    nonnegative: bool = True,
+    backend: Backend | None = None,
+    callback: Callable[[int], None] | None = None,
+    circle: bool = False,
     check: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """SIRT: x <- x + C A^T R (b - A x) with R, C the inverse row and column sums of the
@@ -63,9 +71,15 @@ def sirt(
 
 
 def cgls(
-    sino: np.ndarray, angles: np.ndarray, center: float, *, n: int | None = None,
-    iterations: int = 30, backend: Backend | None = None,
-    callback: Callable[[int], None] | None = None, circle: bool = False,
+    sino: np.ndarray,
+    angles: np.ndarray,
+    center: float,
+    *,
+    n: int | None = None,
+    iterations: int = 30,
+    backend: Backend | None = None,
+    callback: Callable[[int], None] | None = None,
+    circle: bool = False,
     check: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """CGLS (conjugate gradients on the normal equations A^T A x = A^T b) with the

@@ -41,10 +41,15 @@ class Described:
     @classmethod
     def of(cls, scans: Sequence[Scan], files: Sequence[str]) -> Described:
         bands = "band" in scans[0].meta
-        return cls([s.source for s in scans], scans[0].layout, list(files),
-                   any(s.layout == "fits-tof" for s in scans), [float(s.time) for s in scans],
-                   [list(s.meta["band_angstrom"]) for s in scans] if bands else None,
-                   [list(s.meta["band_bins"]) for s in scans] if bands else None)
+        return cls(
+            [s.source for s in scans],
+            scans[0].layout,
+            list(files),
+            any(s.layout == "fits-tof" for s in scans),
+            [float(s.time) for s in scans],
+            [list(s.meta["band_angstrom"]) for s in scans] if bands else None,
+            [list(s.meta["band_bins"]) for s in scans] if bands else None,
+        )
 
 
 def quantisation(value_range: Sequence[float], dtype: str) -> tuple[float, float]:
@@ -55,9 +60,19 @@ def quantisation(value_range: Sequence[float], dtype: str) -> tuple[float, float
     return ((hi - lo) / 65535.0 if hi > lo else 1.0), lo
 
 
-def write_volume(path: Path, volume: Any, *, rows: Sequence[int], described: Described, centres: Sequence[float],
-                 found: Sequence[bool], value_range: Sequence[float], backend: str, params: TomographyParameters,
-                 check: Callable[[], None] | None = None) -> tuple[float, float]:
+def write_volume(
+    path: Path,
+    volume: Any,
+    *,
+    rows: Sequence[int],
+    described: Described,
+    centres: Sequence[float],
+    found: Sequence[bool],
+    value_range: Sequence[float],
+    backend: str,
+    params: TomographyParameters,
+    check: Callable[[], None] | None = None,
+) -> tuple[float, float]:
     """``tomography.nxs`` (NXtomoproc) from a float32 ``volume`` (array-like, (z, y, x)
     or (t, z, y, x)), copied plane by plane (uint16: quantised on ``value_range``).
     The root's ``@default`` leads to ``entry/data``. Returns (scale, offset)."""
@@ -81,8 +96,9 @@ def write_volume(path: Path, volume: Any, *, rows: Sequence[int], described: Des
         rc = par.create_dataset("rotation_centre", data=np.asarray(centres, np.float64) if nt > 1 else centres[0])
         rc.attrs["units"] = "pixel"
         par.create_dataset("rotation_centre_found", data=np.asarray(found) if nt > 1 else found[0])
-        nexus.write_text(par, "rotation_centre_method", "Vo et al. 2014 (Fourier double-wedge)" if any(found)
-                         else "parameter")
+        nexus.write_text(
+            par, "rotation_centre_method", "Vo et al. 2014 (Fourier double-wedge)" if any(found) else "parameter"
+        )
         nexus.write_text(par, "algorithm", params.reconstruction.algorithm)
         nexus.write_text(par, "filter", params.reconstruction.filter)
         nexus.write_text(par, "backend", backend.split(":")[0])
@@ -100,7 +116,9 @@ def write_volume(path: Path, volume: Any, *, rows: Sequence[int], described: Des
             if check is not None:
                 check()
             plane = np.asarray(volume[i], np.float32)
-            vol[i] = plane if dtype == "float32" else np.clip(np.rint((plane - offset) / scale), 0, 65535).astype(np.uint16)
+            vol[i] = (
+                plane if dtype == "float32" else np.clip(np.rint((plane - offset) / scale), 0, 65535).astype(np.uint16)
+            )
         vol.attrs["units"] = "1/pixel"
         vol.attrs["long_name"] = "linear attenuation coefficient per pixel"
         if dtype == "uint16":
@@ -145,8 +163,15 @@ def preview_picks(n_rows: int, k: int) -> list[int]:
     return list(range(n_rows))[:k]
 
 
-def slice_figure(path: Path, img: np.ndarray, *, title: str, pixels: int, pixel_um: float | None = None,
-                 label: str = "attenuation (1/pixel)") -> None:
+def slice_figure(
+    path: Path,
+    img: np.ndarray,
+    *,
+    title: str,
+    pixels: int,
+    pixel_um: float | None = None,
+    label: str = "attenuation (1/pixel)",
+) -> None:
     """A PNG of one slice: nearest-neighbour upscaled to at least ``pixels`` across,
     grey scale over the 0.5-99.5 % percentiles with a colour bar, axes in micrometres
     from the rotation axis (``pixel_um`` given) or in pixels."""
@@ -162,28 +187,43 @@ def slice_figure(path: Path, img: np.ndarray, *, title: str, pixels: int, pixel_
     dpi = 100
     side = max(pixels, max(nx, ny)) / dpi  # the image area, inches
     fig = Figure(figsize=(side + 2.4, side * ny / nx + 1.2), dpi=dpi)
-    ax = fig.add_axes((1.0 / (side + 2.4), 0.8 / (side * ny / nx + 1.2), side / (side + 2.4),
-                       side * ny / nx / (side * ny / nx + 1.2)))
-    im = ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, extent=extent,
-                   interpolation="nearest", origin="upper")
+    ax = fig.add_axes(
+        (1.0 / (side + 2.4), 0.8 / (side * ny / nx + 1.2), side / (side + 2.4), side * ny / nx / (side * ny / nx + 1.2))
+    )
+    im = ax.imshow(
+        img,
+        cmap="gray",
+        vmin=lo,
+        vmax=hi if hi > lo else lo + 1,
+        extent=extent,
+        interpolation="nearest",
+        origin="upper",
+    )
     ax.set_xlabel(f"x ({unit})")
     ax.set_ylabel(f"y ({unit})")
     ax.set_title(title, fontsize=10)
-    cax = fig.add_axes((ax.get_position().x1 + 0.1 / (side + 2.4), ax.get_position().y0,
-                        0.25 / (side + 2.4), ax.get_position().height))
+    cax = fig.add_axes(
+        (ax.get_position().x1 + 0.1 / (side + 2.4), ax.get_position().y0, 0.25 / (side + 2.4), ax.get_position().height)
+    )
     fig.colorbar(im, cax=cax, label=label)
     fig.savefig(path, dpi=dpi)
 
 
-def write_previews(volume_path: Path, out: OutputPath, *, rows: Sequence[int], nt: int, output: Output,
-                   pixel_um: float | None = None) -> list[str]:
+def write_previews(
+    volume_path: Path, out: OutputPath, *, rows: Sequence[int], nt: int, output: Output, pixel_um: float | None = None
+) -> list[str]:
     """``preview_row<row>.png`` of ``output.previews`` slices (the last time point of a series)."""
     names = []
     for i in preview_picks(len(rows), output.previews):
         img = read_volume(volume_path, i if nt == 1 else (nt - 1, i))
         name = f"preview_row{rows[i]:05d}.png"
-        slice_figure(out(name, format="png", role="preview"), img, title=f"detector row {rows[i]}",
-                     pixels=output.preview_pixels, pixel_um=pixel_um)
+        slice_figure(
+            out(name, format="png", role="preview"),
+            img,
+            title=f"detector row {rows[i]}",
+            pixels=output.preview_pixels,
+            pixel_um=pixel_um,
+        )
         names.append(name)
     return names
 
@@ -198,8 +238,14 @@ def write_tiff_stack(volume_path: Path, out: OutputPath, *, nt: int) -> str | No
     with h5py.File(volume_path, "r") as f:
         ds = f[VOLUME]
         pages = (ds[idx] for idx in np.ndindex(*ds.shape[:-2]))  # one slice in memory at a time
-        tifffile.imwrite(out("tomography.tiff", format="tiff", role="result"), pages, shape=ds.shape, dtype=ds.dtype,
-                         imagej=True, metadata={"axes": "ZYX" if nt == 1 else "TZYX"})
+        tifffile.imwrite(
+            out("tomography.tiff", format="tiff", role="result"),
+            pages,
+            shape=ds.shape,
+            dtype=ds.dtype,
+            imagej=True,
+            metadata={"axes": "ZYX" if nt == 1 else "TZYX"},
+        )
     return "tomography.tiff"
 
 
@@ -211,8 +257,11 @@ def tof_results(meta: dict, tof: TimeOfFlight, log: Callable[[str, str], None]) 
     from panreduce_tomography import tof as tof_mod
 
     rows = tof_mod.transmission_spectrum(meta, tof.flight_path_m)
-    summary: dict = {"bins": len(rows), "overlap_corrected": bool(meta.get("overlap_corrected")),
-                     "band": list(tof.tof_band) if tof.tof_band else None}
+    summary: dict = {
+        "bins": len(rows),
+        "overlap_corrected": bool(meta.get("overlap_corrected")),
+        "band": list(tof.tof_band) if tof.tof_band else None,
+    }
     if not rows:
         return summary, {}, None
     tables: dict[str, list[dict]] = {"tof_spectrum.csv": rows}
@@ -255,10 +304,22 @@ def tof_results(meta: dict, tof: TimeOfFlight, log: Callable[[str, str], None]) 
         summary["region_edge_errors"] = [r["edge_error_angstrom"] if r["fitted"] else None for r in region_rows]
     tables["tof_regions.csv"] = region_rows
     tables["tof_region_spectra.csv"] = [
-        {"region": i, "bin": j, "tof_s": rows[j]["tof_s"], "wavelength_angstrom": float(lam[j]),
-         "transmission": float(trans[i, j])} for i in range(len(boxes)) for j in range(len(lam))]
-    arrays = {"transmission": trans.astype(np.float64), "wavelength": lam,
-              "time_of_flight": np.array([r["tof_s"] for r in rows]), "region_box": np.asarray(boxes, np.int64)}
+        {
+            "region": i,
+            "bin": j,
+            "tof_s": rows[j]["tof_s"],
+            "wavelength_angstrom": float(lam[j]),
+            "transmission": float(trans[i, j]),
+        }
+        for i in range(len(boxes))
+        for j in range(len(lam))
+    ]
+    arrays = {
+        "transmission": trans.astype(np.float64),
+        "wavelength": lam,
+        "time_of_flight": np.array([r["tof_s"] for r in rows]),
+        "region_box": np.asarray(boxes, np.int64),
+    }
     if fit_edges:
         for k in ("edge", "edge_error", "width", "width_error"):
             arrays[f"bragg_{k}"] = np.array([r[f"{k}_angstrom"] for r in region_rows])
@@ -269,10 +330,15 @@ def write_tof_nexus(path: Path, arrays: dict) -> None:
     """``entry/tof``: the region transmission spectra (and Bragg-edge fits) as NXdata."""
     with h5py.File(path, "a") as f:
         g = nexus.write_nxdata(
-            f["entry"], "tof", signal="transmission", data=arrays["transmission"],
+            f["entry"],
+            "tof",
+            signal="transmission",
+            data=arrays["transmission"],
             axes=[("region", np.arange(len(arrays["region_box"]))), ("wavelength", arrays["wavelength"])],
-            units={"wavelength": "angstrom"}, default=False,
-            long_names={"transmission": "(sample - dark) / (open beam - dark), mean over the region and projections"})
+            units={"wavelength": "angstrom"},
+            default=False,
+            long_names={"transmission": "(sample - dark) / (open beam - dark), mean over the region and projections"},
+        )
         g.create_dataset("time_of_flight", data=arrays["time_of_flight"]).attrs["units"] = "s"
         bx = g.create_dataset("region_box", data=arrays["region_box"])
         bx.attrs["long_name"] = "[row0, row1, col0, col1) detector pixels"
@@ -289,8 +355,14 @@ def write_tables(out: OutputPath, tables: dict[str, list[dict]]) -> None:
 
 
 # -- quantification ---------------------------------------------------------------------
-def quantify(volume_path: Path, *, described: Described, mask: np.ndarray | None, segmentation: Segmentation,
-             progress: Callable[[str], None] | None = None) -> tuple[list[dict], dict[str, list[dict]]]:
+def quantify(
+    volume_path: Path,
+    *,
+    described: Described,
+    mask: np.ndarray | None,
+    segmentation: Segmentation,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict], dict[str, list[dict]]]:
     """Segment every time point of the written volume: (summaries, tables)."""
     summaries, objects, hist = [], [], []
     nt = len(described.sources)
@@ -315,24 +387,45 @@ def quantify(volume_path: Path, *, described: Described, mask: np.ndarray | None
 
 
 # -- trial centres ----------------------------------------------------------------------
-def write_trial_centres(path: Path, png: Path, stack: np.ndarray, centres: Sequence[float], *, row: int,
-                        described: Described, params: TomographyParameters) -> None:
+def write_trial_centres(
+    path: Path,
+    png: Path,
+    stack: np.ndarray,
+    centres: Sequence[float],
+    *,
+    row: int,
+    described: Described,
+    params: TomographyParameters,
+) -> None:
     """``trial_centres.nxs`` (``entry/trial_centres``: NXdata (centre, y, x), the root's
     @default chain leading to it) and ``trial_centres.png`` (the slices side by side,
     8 to a row, one grey scale, each titled with its centre)."""
     n = stack.shape[-1]
     with h5py.File(path, "w") as f:
         entry = nexus.make_group(f, "entry", "NXentry")
-        nexus.write_text(entry, "title", f"trial rotation centres, detector row {row} of {', '.join(described.sources)}")
-        nexus.write_nxprocess(entry, "reconstruction", technique="tomography", version=__version__,
-                              parameters=params.model_dump(mode="json"))
+        nexus.write_text(
+            entry, "title", f"trial rotation centres, detector row {row} of {', '.join(described.sources)}"
+        )
+        nexus.write_nxprocess(
+            entry,
+            "reconstruction",
+            technique="tomography",
+            version=__version__,
+            parameters=params.model_dump(mode="json"),
+        )
         c = np.arange(n, dtype=np.float64) - n // 2
         d = nexus.write_nxdata(
-            entry, "trial_centres", signal="data", data=stack.astype(np.float32),
+            entry,
+            "trial_centres",
+            signal="data",
+            data=stack.astype(np.float32),
             axes=[("centre", np.asarray(centres, np.float64)), ("y", c), ("x", c)],
             units={"data": "1/pixel", "centre": "pixel", "x": "pixel", "y": "pixel"},
-            long_names={"data": f"detector row {row} reconstructed at each trial centre",
-                        "centre": "rotation axis position on the detector (column)"})
+            long_names={
+                "data": f"detector row {row} reconstructed at each trial centre",
+                "centre": "rotation axis position on the detector (column)",
+            },
+        )
         d.create_dataset("row", data=row).attrs["units"] = "pixel"
     import matplotlib
 

@@ -45,14 +45,25 @@ def shepp_logan_3d(radius: float, scale: float = 1.0) -> list[Ellipsoid]:
     (1/pixel). The y axis of the table points down the image rows."""
     out = []
     for v, a, b, c, x0, y0, z0, phi in SHEPP_LOGAN_3D:
-        out.append(Ellipsoid(v * scale, (a * radius, b * radius, c * radius),
-                             (x0 * radius, -y0 * radius, z0 * radius), np.deg2rad(phi)))
+        out.append(
+            Ellipsoid(
+                v * scale,
+                (a * radius, b * radius, c * radius),
+                (x0 * radius, -y0 * radius, z0 * radius),
+                np.deg2rad(phi),
+            )
+        )
     return out
 
 
 def random_ellipsoids(
-    n: int, radius: float, *, rng: np.random.Generator, value_range: tuple[float, float] = (0.2, 1.0),
-    size_range: tuple[float, float] = (0.05, 0.25), z_scale: float = 1.0,
+    n: int,
+    radius: float,
+    *,
+    rng: np.random.Generator,
+    value_range: tuple[float, float] = (0.2, 1.0),
+    size_range: tuple[float, float] = (0.05, 0.25),
+    z_scale: float = 1.0,
 ) -> list[Ellipsoid]:
     """``n`` random ellipsoids inside a sphere of ``radius`` pixels (positive values);
     ``z_scale`` < 1 keeps their centres near the z = 0 plane."""
@@ -75,9 +86,7 @@ def _frame(e: Ellipsoid, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[n
     return u, v, w
 
 
-def line_integrals(
-    ellipsoids: list[Ellipsoid], angles: np.ndarray, s: np.ndarray, z: float
-) -> np.ndarray:
+def line_integrals(ellipsoids: list[Ellipsoid], angles: np.ndarray, s: np.ndarray, z: float) -> np.ndarray:
     """Exact line integrals (value x chord length, pixels) along the rays at detector
     positions ``s`` (distance from the axis, pixels) and height ``z``, for each angle:
     ray ``p(t) = s (cos th, sin th, z) + t (-sin th, cos th, 0)``. Returns (A, len(s))."""
@@ -100,8 +109,7 @@ def line_integrals(
 
 
 def sinogram(
-    ellipsoids: list[Ellipsoid], angles: np.ndarray, n_det: int, center: float, z: float = 0.0,
-    *, supersample: int = 4,
+    ellipsoids: list[Ellipsoid], angles: np.ndarray, n_det: int, center: float, z: float = 0.0, *, supersample: int = 4
 ) -> np.ndarray:
     """Line integrals averaged over each detector pixel's width (``supersample`` rays per
     pixel); the rotation axis at detector column ``center``. (A, n_det)."""
@@ -137,18 +145,25 @@ def volume(ellipsoids: list[Ellipsoid], n: int, n_rows: int, *, supersample: int
 
 
 def projections(
-    ellipsoids: list[Ellipsoid], angles: np.ndarray, n_rows: int, n_det: int, center: float,
-    *, supersample: int = 4,
+    ellipsoids: list[Ellipsoid], angles: np.ndarray, n_rows: int, n_det: int, center: float, *, supersample: int = 4
 ) -> np.ndarray:
     """Line-integral projections (A, n_rows, n_det) of the phantom."""
     zs = np.arange(n_rows) - (n_rows - 1) / 2
-    return np.stack([sinogram(ellipsoids, angles, n_det, center, float(z), supersample=supersample)
-                     for z in zs], axis=1)
+    return np.stack(
+        [sinogram(ellipsoids, angles, n_det, center, float(z), supersample=supersample) for z in zs], axis=1
+    )
 
 
 def simulate_scan(
-    line_int: np.ndarray, *, rng: np.random.Generator, flux: float = 2e4, dark_level: float = 100.0,
-    n_flats: int = 10, n_darks: int = 5, ring_amplitude: float = 0.0, zinger_fraction: float = 0.0,
+    line_int: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    flux: float = 2e4,
+    dark_level: float = 100.0,
+    n_flats: int = 10,
+    n_darks: int = 5,
+    ring_amplitude: float = 0.0,
+    zinger_fraction: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Raw detector counts of a scan with the given line integrals (A, rows, cols):
     ``I = dark + gain * flux * exp(-p)`` with Poisson noise, a smooth beam profile in
@@ -160,7 +175,9 @@ def simulate_scan(
     gain = 1.0 + ring_amplitude * rng.standard_normal(c) * (rng.uniform(size=c) < 0.2)
     darks = rng.poisson(dark_level, size=(n_darks, r, c)).astype(np.float32)
     flats = (rng.poisson(beam, size=(n_flats, r, c)) + rng.poisson(dark_level, size=(n_flats, r, c))).astype(np.float32)
-    counts = rng.poisson(beam[None] * gain[None, None, :] * np.exp(-line_int)) + rng.poisson(dark_level, size=line_int.shape)
+    counts = rng.poisson(beam[None] * gain[None, None, :] * np.exp(-line_int)) + rng.poisson(
+        dark_level, size=line_int.shape
+    )
     counts = counts.astype(np.float32)
     if zinger_fraction > 0:
         hit = rng.uniform(size=counts.shape) < zinger_fraction

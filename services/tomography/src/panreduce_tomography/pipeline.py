@@ -51,8 +51,14 @@ def paganin_margin(phase: PhaseRetrieval) -> int:
     return int(np.ceil(3 * corr.paganin_kernel_width(**kw))) + 2
 
 
-def prepare(scan: Scan, *, corrections: Corrections = Corrections(), phase: PhaseRetrieval = PhaseRetrieval(),
-            slab_rows: int = 32, progress: Callable[[float, str], None] | None = None) -> Prepared:
+def prepare(
+    scan: Scan,
+    *,
+    corrections: Corrections = Corrections(),
+    phase: PhaseRetrieval = PhaseRetrieval(),
+    slab_rows: int = 32,
+    progress: Callable[[float, str], None] | None = None,
+) -> Prepared:
     """Mean dark and flat; eigen flats and per-projection weights for dynamic flat
     fields (fitted on whole projections, read slab by slab and block-averaged)."""
     c = corrections
@@ -88,12 +94,19 @@ def prepare(scan: Scan, *, corrections: Corrections = Corrections(), phase: Phas
 
 
 def _rescaled(ef: corr.EigenFlats, ds: int) -> corr.EigenFlats:
-    return corr.EigenFlats(corr._block_mean(ef.dark, ds), corr._block_mean(ef.mean, ds),
-                           corr._block_mean(ef.components, ds), ef.explained)
+    return corr.EigenFlats(
+        corr._block_mean(ef.dark, ds), corr._block_mean(ef.mean, ds), corr._block_mean(ef.components, ds), ef.explained
+    )
 
 
-def sinograms(scan: Scan, prep: Prepared, rows: Sequence[int], *, corrections: Corrections = Corrections(),
-              phase: PhaseRetrieval = PhaseRetrieval()) -> np.ndarray:
+def sinograms(
+    scan: Scan,
+    prep: Prepared,
+    rows: Sequence[int],
+    *,
+    corrections: Corrections = Corrections(),
+    phase: PhaseRetrieval = PhaseRetrieval(),
+) -> np.ndarray:
     """Corrected line-integral sinograms (len(rows), n_proj, n_cols) of the given rows
     (sorted; read as one slab, with a margin for 2-D filters)."""
     c = corrections
@@ -109,8 +122,9 @@ def sinograms(scan: Scan, prep: Prepared, rows: Sequence[int], *, corrections: C
         if c.zinger_threshold > 0:
             data = corr.remove_zingers(data, c.zinger_threshold)
         if prep.eigen is not None and prep.weights is not None:
-            ef = corr.EigenFlats(prep.eigen.dark[r0:r1], prep.eigen.mean[r0:r1], prep.eigen.components[:, r0:r1],
-                                 prep.eigen.explained)
+            ef = corr.EigenFlats(
+                prep.eigen.dark[r0:r1], prep.eigen.mean[r0:r1], prep.eigen.components[:, r0:r1], prep.eigen.explained
+            )
             norm = corr.dynamic_flat_field(data, ef, prep.weights, floor=1e-6)
         elif prep.flat is not None:
             norm = corr.flat_field(data, prep.dark[r0:r1], prep.flat[r0:r1])
@@ -130,8 +144,15 @@ def sinograms(scan: Scan, prep: Prepared, rows: Sequence[int], *, corrections: C
     return sino.astype(np.float32, copy=False)
 
 
-def find_centre(scan: Scan, prep: Prepared, rows: Sequence[int], *, search_radius: float | None = None,
-                corrections: Corrections = Corrections(), phase: PhaseRetrieval = PhaseRetrieval()) -> float:
+def find_centre(
+    scan: Scan,
+    prep: Prepared,
+    rows: Sequence[int],
+    *,
+    search_radius: float | None = None,
+    corrections: Corrections = Corrections(),
+    phase: PhaseRetrieval = PhaseRetrieval(),
+) -> float:
     """The rotation axis from the sinograms of up to three rows around the middle of
     ``rows`` (averaged), by Vo's method."""
     mid = len(rows) // 2
@@ -158,10 +179,18 @@ def volume_shape(scans: Sequence[Scan], n_rows: int, size: int | None) -> tuple[
 
 
 def reconstruct_volume(
-    scans: Sequence[Scan], rows: Sequence[int], *, out: Any, centre_rows: Sequence[int] | None = None,
-    corrections: Corrections = Corrections(), phase: PhaseRetrieval = PhaseRetrieval(),
-    axis: RotationAxis = RotationAxis(), reconstruction: Reconstruction = Reconstruction(), slab_rows: int = 32,
-    progress: Progress | None = None, check: Callable[[], None] | None = None,
+    scans: Sequence[Scan],
+    rows: Sequence[int],
+    *,
+    out: Any,
+    centre_rows: Sequence[int] | None = None,
+    corrections: Corrections = Corrections(),
+    phase: PhaseRetrieval = PhaseRetrieval(),
+    axis: RotationAxis = RotationAxis(),
+    reconstruction: Reconstruction = Reconstruction(),
+    slab_rows: int = 32,
+    progress: Progress | None = None,
+    check: Callable[[], None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> VolumeInfo:
     """Reconstruct detector ``rows`` of every scan into ``out`` (an array of
@@ -200,8 +229,11 @@ def reconstruct_volume(
         else:
             report("centre", f"{scan.source}: finding the rotation axis")
             cscan = scan.meta.get("centre_scan", scan)
-            cprep = prep if cscan is scan else prepare(cscan, corrections=corrections, phase=phase,
-                                                       slab_rows=slab_rows, progress=stop)
+            cprep = (
+                prep
+                if cscan is scan
+                else prepare(cscan, corrections=corrections, phase=phase, slab_rows=slab_rows, progress=stop)
+            )
             c = find_centre(cscan, cprep, centre_rows, corrections=corrections, phase=phase, **axis.kwargs())
             found = True
             if log is not None:
@@ -212,8 +244,9 @@ def reconstruct_volume(
         if rec.algorithm == "gridrec":  # finufft on numpy, gridding on torch (CPU or GPU): one plan per scan
             from panreduce_tomography.gridrec import gridrec_plan
 
-            plan = gridrec_plan(scan.angles, c, scan.n_cols, n=n, filter=rec.filter, cutoff=rec.filter_cutoff,
-                                backend=bk)
+            plan = gridrec_plan(
+                scan.angles, c, scan.n_cols, n=n, filter=rec.filter, cutoff=rec.filter_cutoff, backend=bk
+            )
         for s0 in range(0, len(rows), slab_rows):
             slab = list(rows[s0 : s0 + slab_rows])
             report("reconstruct", f"{scan.source}: rows {slab[0]}-{slab[-1]} ({len(rows)} slices)")
@@ -221,8 +254,14 @@ def reconstruct_volume(
             if plan is not None:
                 vol = plan(sino)
             else:
-                vol = recon.reconstruct(sino, scan.angles, c, **{**rec.kwargs(), "circle": False, "size": n,
-                                                                 "backend": bk}, callback=stop, check=stop)
+                vol = recon.reconstruct(
+                    sino,
+                    scan.angles,
+                    c,
+                    **{**rec.kwargs(), "circle": False, "size": n, "backend": bk},
+                    callback=stop,
+                    check=stop,
+                )
             vol = np.asarray(vol, np.float32).reshape(len(slab), n, n)
             if mask is not None:
                 vol = vol * mask
@@ -240,9 +279,16 @@ def reconstruct_volume(
     return info
 
 
-def trial_centres(scan: Scan, row: int, centres: Sequence[float], *, corrections: Corrections = Corrections(),
-                  phase: PhaseRetrieval = PhaseRetrieval(), reconstruction: Reconstruction = Reconstruction(),
-                  check: Callable[[], None] | None = None) -> np.ndarray:
+def trial_centres(
+    scan: Scan,
+    row: int,
+    centres: Sequence[float],
+    *,
+    corrections: Corrections = Corrections(),
+    phase: PhaseRetrieval = PhaseRetrieval(),
+    reconstruction: Reconstruction = Reconstruction(),
+    check: Callable[[], None] | None = None,
+) -> np.ndarray:
     """Detector ``row`` reconstructed at every trial centre: (len(centres), n, n) float32
     (tomopy's ``write_center``, tomocupy's ``--reconstruction-type try``)."""
     prep = prepare(scan, corrections=corrections, phase=phase, slab_rows=1)

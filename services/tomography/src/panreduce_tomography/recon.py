@@ -104,8 +104,7 @@ def circle_mask(n: int, radius: float | None = None) -> np.ndarray:
 
 # -- filtered back-projection (numpy or torch) -------------------------------------------
 def filter_sinograms(
-    sino: Array, *, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True,
-    backend: Backend | None = None,
+    sino: Array, *, filter: str = "ramp", cutoff: float = 1.0, pad: bool = True, backend: Backend | None = None
 ) -> tuple[Array, int]:
     """Pad each projection (edge values, or zeros) to twice its length and apply the
     FBP filter along the detector. Returns the filtered (B, A, npad) array and the
@@ -166,8 +165,15 @@ def _grid(n: int, bk: Backend) -> tuple[Array, Array]:
 
 
 def back_project(
-    sino: Array, angles: np.ndarray, center: float, n: int, *, backend: Backend,
-    weights: np.ndarray | None = None, chunk_elems: int = 1 << 23, check: Callable[[], None] | None = None,
+    sino: Array,
+    angles: np.ndarray,
+    center: float,
+    n: int,
+    *,
+    backend: Backend,
+    weights: np.ndarray | None = None,
+    chunk_elems: int = 1 << 23,
+    check: Callable[[], None] | None = None,
 ) -> Array:
     """Pixel-driven back-projection with linear interpolation: the exact adjoint of
     :func:`project` (with unit weights). ``sino`` (B, A, n_det) on the backend; returns
@@ -192,8 +198,14 @@ def back_project(
 
 
 def project(
-    image: Array, angles: np.ndarray, center: float, n_det: int, *, backend: Backend,
-    chunk_elems: int = 1 << 23, check: Callable[[], None] | None = None,
+    image: Array,
+    angles: np.ndarray,
+    center: float,
+    n_det: int,
+    *,
+    backend: Backend,
+    chunk_elems: int = 1 << 23,
+    check: Callable[[], None] | None = None,
 ) -> Array:
     """Pixel-driven forward projection (line integrals, pixel units): each pixel's value
     is spread onto the two detector bins around its projected centre. (B, n, n) ->
@@ -220,10 +232,21 @@ def project(
 
 
 def reconstruct(
-    sino: np.ndarray, angles: np.ndarray, center: float, *, algorithm: str = "gridrec",
-    size: int | None = None, filter: str = "ramp", filter_cutoff: float = 1.0, pad: bool = True,
-    iterations: int = 50, circle: bool = False, device: str = "cpu", backend: Backend | None = None,
-    callback: Callable[[int], None] | None = None, check: Callable[[], None] | None = None,
+    sino: np.ndarray,
+    angles: np.ndarray,
+    center: float,
+    *,
+    algorithm: str = "gridrec",
+    size: int | None = None,
+    filter: str = "ramp",
+    filter_cutoff: float = 1.0,
+    pad: bool = True,
+    iterations: int = 50,
+    circle: bool = False,
+    device: str = "cpu",
+    backend: Backend | None = None,
+    callback: Callable[[int], None] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Reconstruct slices of size ``size`` (default: the detector width) from sinograms
     by ``algorithm`` (``gridrec``, ``fbp``, ``sirt``, ``cgls``); the keywords are those of
@@ -236,15 +259,26 @@ def reconstruct(
     if algorithm == "gridrec":
         from panreduce_tomography.gridrec import gridrec
 
-        return gridrec(sino, angles, center, n=size, filter=filter, cutoff=filter_cutoff, pad=pad, circle=circle,
-                       backend=bk)
+        return gridrec(
+            sino, angles, center, n=size, filter=filter, cutoff=filter_cutoff, pad=pad, circle=circle, backend=bk
+        )
     if algorithm == "fbp":
-        return fbp(sino, angles, center, n=size, filter=filter, cutoff=filter_cutoff, pad=pad, circle=circle,
-                   backend=bk)
+        return fbp(
+            sino, angles, center, n=size, filter=filter, cutoff=filter_cutoff, pad=pad, circle=circle, backend=bk
+        )
     if algorithm in ("sirt", "cgls"):
         from panreduce_tomography import iterative
 
         method = iterative.sirt if algorithm == "sirt" else iterative.cgls
-        return method(sino, angles, center, n=size, iterations=iterations, backend=bk, circle=circle,
-                      callback=callback, check=check)
+        return method(
+            sino,
+            angles,
+            center,
+            n=size,
+            iterations=iterations,
+            backend=bk,
+            circle=circle,
+            callback=callback,
+            check=check,
+        )
     raise ValueError(f"unknown algorithm {algorithm!r}")

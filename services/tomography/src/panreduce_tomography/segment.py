@@ -29,8 +29,12 @@ def otsu_threshold(volume: np.ndarray, mask: np.ndarray | None = None) -> float:
 
 
 def quantify(
-    volume: np.ndarray, *, threshold: float | None = None, mask: np.ndarray | None = None,
-    min_voxels: int = 1, voxel_size: float = 1.0,
+    volume: np.ndarray,
+    *,
+    threshold: float | None = None,
+    mask: np.ndarray | None = None,
+    min_voxels: int = 1,
+    voxel_size: float = 1.0,
 ) -> tuple[dict, list[dict]]:
     """Segment ``volume`` (z, y, x) at ``threshold`` (default Otsu) inside ``mask``
     (default everywhere) and measure it.
@@ -52,14 +56,17 @@ def quantify(
         if not big[p.label]:
             continue
         cz = p.centroid
-        rows.append({
-            "label": len(rows) + 1,
-            "voxels": int(p.area),
-            "volume": float(p.area * voxel_size**3),
-            "equivalent_diameter": float((6 * p.area / np.pi) ** (1 / 3) * voxel_size) if v.ndim == 3
-            else float(2 * np.sqrt(p.area / np.pi) * voxel_size),
-            **{f"centroid_{ax}": float(c) for ax, c in zip("zyx"[-v.ndim:], cz, strict=True)},
-        })
+        rows.append(
+            {
+                "label": len(rows) + 1,
+                "voxels": int(p.area),
+                "volume": float(p.area * voxel_size**3),
+                "equivalent_diameter": float((6 * p.area / np.pi) ** (1 / 3) * voxel_size)
+                if v.ndim == 3
+                else float(2 * np.sqrt(p.area / np.pi) * voxel_size),
+                **{f"centroid_{ax}": float(c) for ax, c in zip("zyx"[-v.ndim :], cz, strict=True)},
+            }
+        )
     n_in = int(m.sum())
     frac = float(kept.sum() / n_in) if n_in else 0.0
     sizes = np.array([r["volume"] for r in rows]) if rows else np.zeros(0)
@@ -83,8 +90,10 @@ def size_histogram(rows: list[dict], bins: int = 20) -> list[dict]:
     lo, hi = vol.min(), vol.max()
     edges = np.geomspace(lo, hi * 1.0001, bins + 1) if hi > lo else np.array([lo, lo + 1.0])
     counts, edges = np.histogram(vol, edges)
-    return [{"volume_min": float(a), "volume_max": float(b), "count": int(c)}
-            for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)]
+    return [
+        {"volume_min": float(a), "volume_max": float(b), "count": int(c)}
+        for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
+    ]
 
 
 def to_csv(rows: list[dict]) -> str:

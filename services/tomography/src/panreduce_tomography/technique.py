@@ -53,8 +53,11 @@ def _read(groups: tuple[tuple[StagedFile, ...], ...], angles_unit: str, tof_json
     darks and flats; for FITS time-of-flight stacks the spectra pass)."""
     kw = json.loads(tof_json)
     band = kw.pop("band")
-    return tuple(read_scans([list(g) for g in groups], angles_unit=angles_unit,
-                            band=tuple(band) if band else None, tof_options=kw))
+    return tuple(
+        read_scans(
+            [list(g) for g in groups], angles_unit=angles_unit, band=tuple(band) if band else None, tof_options=kw
+        )
+    )
 
 
 def _scans(inputs: Inputs, p: TomographyParameters) -> tuple[Scan, ...]:
@@ -70,8 +73,11 @@ def _scans(inputs: Inputs, p: TomographyParameters) -> tuple[Scan, ...]:
     first = scans[0]
     for s in scans[1:]:
         if s.shape[1:] != first.shape[1:]:
-            raise errors.InvalidInput(s.source, f"detector {s.shape[1:]} differs from {first.source}'s "
-                                      f"{first.shape[1:]}: a series needs one detector size")
+            raise errors.InvalidInput(
+                s.source,
+                f"detector {s.shape[1:]} differs from {first.source}'s "
+                f"{first.shape[1:]}: a series needs one detector size",
+            )
     center = p.axis.center
     if center is not None and not (-first.n_cols <= center <= 2 * first.n_cols):
         raise _invalid("axis.center", f"{center} is far outside the detector (0..{first.n_cols - 1} pixels)")
@@ -120,14 +126,17 @@ class Technique(Base[TomographyParameters, TomoPart]):
             return [rows[len(rows) // 2]]
         return rows
 
-    def reduce_block(self, block: Sequence[int], inputs: Inputs, params: TomographyParameters,
-                     ctx: Context) -> TomoPart:
+    def reduce_block(
+        self, block: Sequence[int], inputs: Inputs, params: TomographyParameters, ctx: Context
+    ) -> TomoPart:
         p, rows = params, list(block)
         scans = _scans(inputs, p)
         all_rows = _rows(scans, p)  # the whole job's: every block finds the same centre on them
         for s in scans:
-            ctx.log(f"{s.source}: {s.layout}, {s.shape[0]} projections of {s.shape[1]} x {s.shape[2]}, "
-                    f"{0 if s.darks is None else len(s.darks)} darks, {0 if s.flats is None else len(s.flats)} flats")
+            ctx.log(
+                f"{s.source}: {s.layout}, {s.shape[0]} projections of {s.shape[1]} x {s.shape[2]}, "
+                f"{0 if s.darks is None else len(s.darks)} darks, {0 if s.flats is None else len(s.flats)} flats"
+            )
         described = outputs.Described.of(scans, [f.name for f in inputs.files])
         try:
             if p.axis.trial_centres is not None:
@@ -136,15 +145,26 @@ class Technique(Base[TomographyParameters, TomoPart]):
             # the volume on disk (scratch), written slab by slab: a job larger than memory stays so
             volume = np.lib.format.open_memmap(ctx.work_dir / "volume_float32.npy", "w+", np.float32, shape)
             info = pipeline.reconstruct_volume(
-                scans, rows, out=volume, centre_rows=all_rows, corrections=p.corrections, phase=p.phase, axis=p.axis,
-                reconstruction=p.reconstruction, slab_rows=p.slab_rows, progress=ctx.progress,
-                check=ctx.check_cancelled, log=ctx.log)
+                scans,
+                rows,
+                out=volume,
+                centre_rows=all_rows,
+                corrections=p.corrections,
+                phase=p.phase,
+                axis=p.axis,
+                reconstruction=p.reconstruction,
+                slab_rows=p.slab_rows,
+                progress=ctx.progress,
+                check=ctx.check_cancelled,
+                log=ctx.log,
+            )
         except pipeline.NotFinite as exc:
             raise errors.InternalError(str(exc)) from None
         finally:
             _read.cache_clear()
-        part = TomoPart(volume, rows, info.centres, info.found, list(info.value_range), info.seconds, info.backend,
-                        described)
+        part = TomoPart(
+            volume, rows, info.centres, info.found, list(info.value_range), info.seconds, info.backend, described
+        )
         tof_scans = [s for s in scans if s.layout == "fits-tof"]
         if tof_scans:
             part.tof, part.tof_tables, part.tof_arrays = outputs.tof_results(tof_scans[0].meta, p.tof, ctx.log)
@@ -158,10 +178,13 @@ class Technique(Base[TomographyParameters, TomoPart]):
         if any(not np.allclose(q.centres, first.centres, rtol=0, atol=1e-6) for q in parts):
             raise errors.InternalError(f"the shards found different rotation centres: {[q.centres for q in parts]}")
         z_axis = 0 if len(first.described.sources) == 1 else 1
-        return replace(first, volume=np.concatenate([q.volume for q in parts], axis=z_axis),
-                       rows=[r for q in parts for r in q.rows],
-                       value_range=[min(q.value_range[0] for q in parts), max(q.value_range[1] for q in parts)],
-                       seconds=sum(q.seconds for q in parts))
+        return replace(
+            first,
+            volume=np.concatenate([q.volume for q in parts], axis=z_axis),
+            rows=[r for q in parts for r in q.rows],
+            value_range=[min(q.value_range[0] for q in parts), max(q.value_range[1] for q in parts)],
+            seconds=sum(q.seconds for q in parts),
+        )
 
     def write(self, result: TomoPart, params: TomographyParameters, ctx: Context) -> dict:
         p, r = params, result
@@ -170,14 +193,31 @@ class Technique(Base[TomographyParameters, TomoPart]):
         ctx.progress(0.0, "write", "NeXus output")
         nt, n = len(r.described.sources), r.volume.shape[-1]
         out_path = ctx.output_path("tomography.nxs", format="nexus")
-        outputs.write_volume(out_path, r.volume, rows=r.rows, described=r.described, centres=r.centres, found=r.found,
-                             value_range=r.value_range, backend=r.backend, params=p, check=ctx.check_cancelled)
+        outputs.write_volume(
+            out_path,
+            r.volume,
+            rows=r.rows,
+            described=r.described,
+            centres=r.centres,
+            found=r.found,
+            value_range=r.value_range,
+            backend=r.backend,
+            params=p,
+            check=ctx.check_cancelled,
+        )
         summary: dict = {
-            "scans": r.described.sources, "layout": r.described.layout, "slices": len(r.rows),
-            "rows": [r.rows[0], r.rows[-1]], "size": n, "algorithm": p.reconstruction.algorithm,
-            "backend": r.backend, "center": r.centres[0] if nt == 1 else r.centres,
-            "center_found": r.found[0] if nt == 1 else r.found, "value_range": r.value_range,
-            "seconds": round(r.seconds, 3), "seconds_per_slice": round(r.seconds / (len(r.rows) * nt), 4),
+            "scans": r.described.sources,
+            "layout": r.described.layout,
+            "slices": len(r.rows),
+            "rows": [r.rows[0], r.rows[-1]],
+            "size": n,
+            "algorithm": p.reconstruction.algorithm,
+            "backend": r.backend,
+            "center": r.centres[0] if nt == 1 else r.centres,
+            "center_found": r.found[0] if nt == 1 else r.found,
+            "value_range": r.value_range,
+            "seconds": round(r.seconds, 3),
+            "seconds_per_slice": round(r.seconds / (len(r.rows) * nt), 4),
         }
         ctx.progress(0.3, "write", "previews")
         pixel_um = p.phase.pixel_size_um if "pixel_size_um" in p.phase.model_fields_set else None
@@ -203,34 +243,71 @@ class Technique(Base[TomographyParameters, TomoPart]):
             ctx.log("volume too large to segment in memory: quantification skipped", "warning")
             return []
         mask = recon.circle_mask(n, n / 2) if p.reconstruction.circle else None
-        summaries, tables = outputs.quantify(out_path, described=r.described, mask=mask, segmentation=p.segmentation,
-                                             progress=lambda m: ctx.progress(0.8, "quantify", m))
+        summaries, tables = outputs.quantify(
+            out_path,
+            described=r.described,
+            mask=mask,
+            segmentation=p.segmentation,
+            progress=lambda m: ctx.progress(0.8, "quantify", m),
+        )
         outputs.write_tables(ctx.output_path, tables)
         return summaries
 
-    def _trial(self, scan: Scan, row: int, all_rows: list[int], described: outputs.Described,
-               p: TomographyParameters, ctx: Context) -> TomoPart:
+    def _trial(
+        self,
+        scan: Scan,
+        row: int,
+        all_rows: list[int],
+        described: outputs.Described,
+        p: TomographyParameters,
+        ctx: Context,
+    ) -> TomoPart:
         """Detector ``row`` at every trial centre around the given (or found) one."""
         steps = dict(corrections=p.corrections, phase=p.phase)
         span, step = p.axis.trial_centres
         base, found = p.axis.center, False
         if base is None:
             ctx.progress(0.0, "centre", f"{scan.source}: finding the rotation axis")
-            base, found = pipeline.find_centre(scan, pipeline.prepare(scan, **steps), all_rows, **steps,
-                                               **p.axis.kwargs()), True
+            base, found = (
+                pipeline.find_centre(scan, pipeline.prepare(scan, **steps), all_rows, **steps, **p.axis.kwargs()),
+                True,
+            )
         k = int(span / step + 1e-9)
         centres = [round(base + i * step, 6) for i in range(-k, k + 1)]
         ctx.progress(0.1, "reconstruct", f"row {row} at {len(centres)} centres")
-        stack = pipeline.trial_centres(scan, row, centres, **steps, reconstruction=p.reconstruction,
-                                       check=ctx.check_cancelled)
-        return TomoPart(stack, [row], centres, [found], [float(stack.min()), float(stack.max())], 0.0,
-                        p.reconstruction.device, replace(described, sources=described.sources[:1]), trial_base=base)
+        stack = pipeline.trial_centres(
+            scan, row, centres, **steps, reconstruction=p.reconstruction, check=ctx.check_cancelled
+        )
+        return TomoPart(
+            stack,
+            [row],
+            centres,
+            [found],
+            [float(stack.min()), float(stack.max())],
+            0.0,
+            p.reconstruction.device,
+            replace(described, sources=described.sources[:1]),
+            trial_base=base,
+        )
 
     @staticmethod
     def _write_trial(r: TomoPart, p: TomographyParameters, ctx: Context) -> dict:
-        outputs.write_trial_centres(ctx.output_path("trial_centres.nxs", format="nexus"),
-                                    ctx.output_path("trial_centres.png", format="png", role="preview"), r.volume,
-                                    r.centres, row=r.rows[0], described=r.described, params=p)
-        return {"scans": r.described.sources, "mode": "trial_centres", "row": r.rows[0], "centres": r.centres,
-                "center": r.trial_base, "center_found": r.found[0], "size": int(r.volume.shape[-1]),
-                "algorithm": p.reconstruction.algorithm}
+        outputs.write_trial_centres(
+            ctx.output_path("trial_centres.nxs", format="nexus"),
+            ctx.output_path("trial_centres.png", format="png", role="preview"),
+            r.volume,
+            r.centres,
+            row=r.rows[0],
+            described=r.described,
+            params=p,
+        )
+        return {
+            "scans": r.described.sources,
+            "mode": "trial_centres",
+            "row": r.rows[0],
+            "centres": r.centres,
+            "center": r.trial_base,
+            "center_found": r.found[0],
+            "size": int(r.volume.shape[-1]),
+            "algorithm": p.reconstruction.algorithm,
+        }

@@ -79,16 +79,28 @@ def fit_bragg_edge(lam: np.ndarray, transmission: np.ndarray, *, guess: float | 
         d = np.gradient(np.convolve(t, np.ones(5) / 5, mode="same"))
         guess = float(lam[2:-2][np.argmax(d[2:-2])])
     span = float(np.ptp(lam))
-    p0 = [guess, 0.01 * span, -np.log(max(t[lam > guess].mean(), 1e-6)) if np.any(lam > guess) else 0.1, 0.0,
-          max(-np.log(max(t[lam < guess].mean(), 1e-6)) + np.log(max(t[lam > guess].mean(), 1e-6)), 0.01)
-          if np.any(lam < guess) and np.any(lam > guess) else 0.1, 0.0]
+    p0 = [
+        guess,
+        0.01 * span,
+        -np.log(max(t[lam > guess].mean(), 1e-6)) if np.any(lam > guess) else 0.1,
+        0.0,
+        max(-np.log(max(t[lam < guess].mean(), 1e-6)) + np.log(max(t[lam > guess].mean(), 1e-6)), 0.01)
+        if np.any(lam < guess) and np.any(lam > guess)
+        else 0.1,
+        0.0,
+    ]
     lo = [lam.min(), 1e-5, -5, -5, -5, -5]
     hi = [lam.max(), 0.5 * span, 10, 5, 10, 5]
     p0 = np.clip(p0, lo, hi)
     popt, pcov = scipy.optimize.curve_fit(edge_model, lam, t, p0=p0, bounds=(lo, hi), maxfev=20000)
     err = np.sqrt(np.clip(np.diag(pcov), 0, None))
-    return {"edge": float(popt[0]), "edge_error": float(err[0]), "width": float(popt[1]),
-            "width_error": float(err[1]), "params": popt.tolist()}
+    return {
+        "edge": float(popt[0]),
+        "edge_error": float(err[0]),
+        "width": float(popt[1]),
+        "width_error": float(err[1]),
+        "params": popt.tolist(),
+    }
 
 
 def transmission_spectrum(meta: dict, flight_path_m: float) -> list[dict]:
@@ -102,9 +114,14 @@ def transmission_spectrum(meta: dict, flight_path_m: float) -> list[dict]:
     rows = []
     for i, t in enumerate(trans):
         tt = float(tof[i]) if tof is not None else float("nan")
-        rows.append({"bin": i, "tof_s": tt,
-                     "wavelength_angstrom": float(wavelength_angstrom(tt, flight_path_m)) if tof is not None else tt,
-                     "transmission": float(t)})
+        rows.append(
+            {
+                "bin": i,
+                "tof_s": tt,
+                "wavelength_angstrom": float(wavelength_angstrom(tt, flight_path_m)) if tof is not None else tt,
+                "transmission": float(t),
+            }
+        )
     return rows
 
 
@@ -128,8 +145,14 @@ def shutter_of_bins(tof: np.ndarray, shutter_times: np.ndarray | None, n_windows
     return (np.arange(len(tof)) * n_windows) // max(len(tof), 1)
 
 
-_BITPIX = {8: np.dtype("u1"), 16: np.dtype(">i2"), 32: np.dtype(">i4"), 64: np.dtype(">i8"),
-           -32: np.dtype(">f4"), -64: np.dtype(">f8")}
+_BITPIX = {
+    8: np.dtype("u1"),
+    16: np.dtype(">i2"),
+    32: np.dtype(">i4"),
+    64: np.dtype(">i8"),
+    -32: np.dtype(">f4"),
+    -64: np.dtype(">f8"),
+}
 
 
 @dataclass
@@ -169,8 +192,9 @@ def _fits_image_info(file: StagedFile) -> FitsImage:
                     continue
                 dims = [int(hdr[f"{'Z' if compressed else ''}NAXIS{k}"]) for k in range(naxis, 0, -1)]
                 if int(np.prod(dims[:-2])) != 1:
-                    raise errors.InvalidInput(file.name, f"holds a {naxis}-D image {dims}; one 2-D image per "
-                                              "time bin is expected")
+                    raise errors.InvalidInput(
+                        file.name, f"holds a {naxis}-D image {dims}; one 2-D image per time bin is expected"
+                    )
                 shape = (dims[-2], dims[-1])
                 if compressed:
                     return FitsImage(file, i, shape, None, np.dtype("f4"))
@@ -180,10 +204,12 @@ def _fits_image_info(file: StagedFile) -> FitsImage:
                 offset = int(hdul.fileinfo(i)["datLoc"])
                 need = offset + shape[0] * shape[1] * dtype.itemsize
                 if file.path.stat().st_size < need:
-                    raise errors.InvalidInput(file.name, f"is truncated ({file.path.stat().st_size} bytes, the "
-                                              f"image needs {need})")
-                return FitsImage(file, i, shape, offset, dtype, float(hdr.get("BSCALE", 1.0)),
-                                 float(hdr.get("BZERO", 0.0)))
+                    raise errors.InvalidInput(
+                        file.name, f"is truncated ({file.path.stat().st_size} bytes, the image needs {need})"
+                    )
+                return FitsImage(
+                    file, i, shape, offset, dtype, float(hdr.get("BSCALE", 1.0)), float(hdr.get("BZERO", 0.0))
+                )
     except errors.PanReduceError:
         raise
     except Exception as exc:
@@ -221,8 +247,9 @@ class FitsStack:
     are read by row range and corrected bin by bin (:meth:`bins`)."""
 
     def __init__(self, name: str, files: list[StagedFile]) -> None:
-        fits_files = sorted((f for f in files if Path(f.name).suffix.lower() in (".fits", ".fit", ".fts")),
-                            key=lambda f: f.name)
+        fits_files = sorted(
+            (f for f in files if Path(f.name).suffix.lower() in (".fits", ".fit", ".fts")), key=lambda f: f.name
+        )
         if not fits_files:
             raise errors.InvalidInput(files[0].name if files else name, "no FITS images")
         self.name = name
@@ -230,8 +257,9 @@ class FitsStack:
         self.shape = self.images[0].shape
         for img in self.images[1:]:
             if img.shape != self.shape:
-                raise errors.InvalidInput(img.file.name, f"image of {img.shape}, {self.images[0].file.name} "
-                                          f"has {self.shape}")
+                raise errors.InvalidInput(
+                    img.file.name, f"image of {img.shape}, {self.images[0].file.name} has {self.shape}"
+                )
         self.n_bins = len(self.images)
         self.meta: dict = {"n_bins": self.n_bins}
         self.shutter: np.ndarray | None = None
@@ -286,8 +314,9 @@ class FitsStack:
         return [o.astype(np.float32) for o in out]
 
 
-def region_boxes(shape: tuple[int, int], regions: list | None = None,
-                 grid: tuple[int, int] | None = None) -> list[tuple[int, int, int, int]]:
+def region_boxes(
+    shape: tuple[int, int], regions: list | None = None, grid: tuple[int, int] | None = None
+) -> list[tuple[int, int, int, int]]:
     """Pixel regions ``(row0, row1, col0, col1)`` (half-open) of a ``shape`` detector:
     the given boxes, else an ``N x M`` grid of equal regions, else the whole frame.
     Raises InvalidParameters naming ``tof_regions``/``tof_region_grid`` when a box
@@ -298,15 +327,26 @@ def region_boxes(shape: tuple[int, int], regions: list | None = None,
         for i, b in enumerate(regions):
             r0, r1, c0, c1 = (int(v) for v in b)
             if not (0 <= r0 < r1 <= rows and 0 <= c0 < c1 <= cols):
-                raise errors.InvalidParameters([errors.FieldViolation(
-                    "tof.tof_regions", f"region {i} {[r0, r1, c0, c1]} is empty or outside the {rows} x {cols} detector")])
+                raise errors.InvalidParameters(
+                    [
+                        errors.FieldViolation(
+                            "tof.tof_regions",
+                            f"region {i} {[r0, r1, c0, c1]} is empty or outside the {rows} x {cols} detector",
+                        )
+                    ]
+                )
             out.append((r0, r1, c0, c1))
         return out
     if grid:
         gn, gm = grid
         if gn > rows or gm > cols:
-            raise errors.InvalidParameters([errors.FieldViolation(
-                "tof.tof_region_grid", f"{gn} x {gm} regions do not fit the {rows} x {cols} detector")])
+            raise errors.InvalidParameters(
+                [
+                    errors.FieldViolation(
+                        "tof.tof_region_grid", f"{gn} x {gm} regions do not fit the {rows} x {cols} detector"
+                    )
+                ]
+            )
         re_, ce = np.linspace(0, rows, gn + 1).astype(int), np.linspace(0, cols, gm + 1).astype(int)
         return [(int(re_[i]), int(re_[i + 1]), int(ce[j]), int(ce[j + 1])) for i in range(gn) for j in range(gm)]
     return [(0, rows, 0, cols)]
@@ -319,9 +359,15 @@ def band_bins(lam: np.ndarray, bands_angstrom: list) -> list[np.ndarray]:
     for i, (lo, hi) in enumerate(bands_angstrom):
         idx = np.nonzero((lam >= lo) & (lam < hi))[0]
         if not hi > lo or idx.size == 0:
-            raise errors.InvalidParameters([errors.FieldViolation(
-                "tof.tof_bands_angstrom", f"band {i} [{lo}, {hi}) holds no time bin (wavelengths "
-                f"{lam.min():.3f}-{lam.max():.3f} angstrom)")])
+            raise errors.InvalidParameters(
+                [
+                    errors.FieldViolation(
+                        "tof.tof_bands_angstrom",
+                        f"band {i} [{lo}, {hi}) holds no time bin (wavelengths "
+                        f"{lam.min():.3f}-{lam.max():.3f} angstrom)",
+                    )
+                ]
+            )
         out.append(idx)
     return out
 
@@ -336,9 +382,15 @@ def region_transmission(meta: dict) -> np.ndarray | None:
     return (np.asarray(sample) - dark) / np.maximum(np.asarray(open_) - dark, 1e-12)
 
 
-def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, *,
-                  bands_angstrom: list | None = None, flight_path_m: float = 56.4,
-                  regions: list | None = None, grid: tuple[int, int] | None = None) -> list:
+def read_fits_tof(
+    files: list[StagedFile],
+    band: tuple[int, int] | None = None,
+    *,
+    bands_angstrom: list | None = None,
+    flight_path_m: float = 56.4,
+    regions: list | None = None,
+    grid: tuple[int, int] | None = None,
+) -> list:
     """A ToF tomography scan: one folder of FITS files per projection (sorted), open
     beam folders named ``ob*``/``open*``/``flat*``, dark folders ``dark*``; angles from a
     text file with 'angle' in its name (degrees), else evenly spaced over 180 degrees.
@@ -379,14 +431,16 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
     n_bins, shape = first.n_bins, first.shape
     for d, st in stacks.items():  # the first folder fixes the bins, bands and regions
         if st.n_bins != n_bins or st.shape != shape:
-            raise errors.InvalidInput(d, f"{st.n_bins} images of {st.shape}, the first folder has "
-                                      f"{n_bins} of {shape}")
+            raise errors.InvalidInput(d, f"{st.n_bins} images of {st.shape}, the first folder has {n_bins} of {shape}")
     boxes = region_boxes(shape, regions, grid)
     lam_bands: list[list[float]] = []
     if bands_angstrom:
         if first.meta.get("tof_s") is None:
-            raise errors.InvalidInput(proj_dirs[0], "tof_bands_angstrom needs the time of flight per bin "
-                                      "(a *_Spectra.txt file with one row per FITS image)")
+            raise errors.InvalidInput(
+                proj_dirs[0],
+                "tof_bands_angstrom needs the time of flight per bin "
+                "(a *_Spectra.txt file with one row per FITS image)",
+            )
         lam = wavelength_angstrom(first.meta["tof_s"], flight_path_m)
         bins = band_bins(lam, bands_angstrom)
         lam_bands = [[float(lo), float(hi)] for lo, hi in bands_angstrom]
@@ -416,8 +470,9 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
                         sums[k] += counts
         return spec, reg, sums, total
 
-    def read_role(dirs: list[str], keep: bool) -> tuple[list[np.ndarray] | None, np.ndarray | None,
-                                                        np.ndarray | None, np.ndarray | None]:
+    def read_role(
+        dirs: list[str], keep: bool
+    ) -> tuple[list[np.ndarray] | None, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         if not dirs:
             return None, None, None, None
         parts = [spectra(d, keep) for d in dirs]
@@ -436,10 +491,17 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
             raise errors.InvalidInput(texts[0].name, f"has {len(angles)} angles for {n_proj} projection folders")
     else:
         angles = np.linspace(0, np.pi, n_proj, endpoint=False)
-    meta = {"tof_s": first.meta.get("tof_s"), "overlap_corrected": bool(first.meta.get("overlap_corrected")),
-            "spectrum_sample": p_spec, "spectrum_open": f_spec, "spectrum_dark": 0.0 if d_spec is None else d_spec,
-            "regions": boxes, "region_sample": p_reg, "region_open": f_reg,
-            "region_dark": 0.0 if d_reg is None else d_reg}
+    meta = {
+        "tof_s": first.meta.get("tof_s"),
+        "overlap_corrected": bool(first.meta.get("overlap_corrected")),
+        "spectrum_sample": p_spec,
+        "spectrum_open": f_spec,
+        "spectrum_dark": 0.0 if d_spec is None else d_spec,
+        "regions": boxes,
+        "region_sample": p_reg,
+        "region_open": f_reg,
+        "region_dark": 0.0 if d_reg is None else d_reg,
+    }
 
     def reader(idx: np.ndarray):
         def read(r0: int, r1: int) -> np.ndarray:
@@ -449,8 +511,17 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
         return read
 
     def scan(idx: np.ndarray, darks: np.ndarray | None, flats: np.ndarray | None, extra: dict) -> Scan:
-        return Scan(proj_dirs[0], "fits-tof", (n_proj, *shape), angles, "intensity", reader(idx),
-                    darks, flats, meta={**meta, **extra})
+        return Scan(
+            proj_dirs[0],
+            "fits-tof",
+            (n_proj, *shape),
+            angles,
+            "intensity",
+            reader(idx),
+            darks,
+            flats,
+            meta={**meta, **extra},
+        )
 
     if not bands_angstrom:
         return [scan(bins[0], d_bands[0] if d_bands else None, f_bands[0] if f_bands else None, {})]
@@ -458,9 +529,12 @@ def read_fits_tof(files: list[StagedFile], band: tuple[int, int] | None = None, 
     out = []
     for b, idx in enumerate(bins):
         lo, hi = lam_bands[b]
-        s = scan(idx, d_bands[b] if d_bands else None, f_bands[b] if f_bands else None,
-                 {"band": b, "band_angstrom": [lo, hi], "band_bins": [int(idx[0]), int(idx[-1]) + 1],
-                  "centre_scan": centre})
+        s = scan(
+            idx,
+            d_bands[b] if d_bands else None,
+            f_bands[b] if f_bands else None,
+            {"band": b, "band_angstrom": [lo, hi], "band_bins": [int(idx[0]), int(idx[-1]) + 1], "centre_scan": centre},
+        )
         s.time = 0.5 * (lo + hi)
         out.append(s)
     return out

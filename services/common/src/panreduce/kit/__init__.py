@@ -6,16 +6,7 @@ shard contract (``Part``, ``units``, ``reduce_block``, ``combine``, ``write``; s
 docs/techniques.md "Sharding"); :mod:`panreduce.kit.parts` stores the parts.
 """
 
-from panreduce.kit.technique import (
-    Context,
-    Inputs,
-    OutputSpec,
-    Parameters,
-    Shard,
-    StagedFile,
-    StagedInput,
-    Technique,
-)
+from panreduce.kit.technique import Context, Inputs, OutputSpec, Parameters, Shard, StagedFile, StagedInput, Technique
 
 __all__ = [
     "Context",
@@ -46,8 +37,15 @@ def serve(technique: type[Technique] | Technique, **kwargs):
 
 # panreduce.storage imports kit.technique, and kit.runner imports storage: the job runner
 # and the part store load on first use.
-_LAZY = {"run": "panreduce.kit.runner", "run_split": "panreduce.kit.runner", "Result": "panreduce.kit.runner", "Output": "panreduce.kit.runner",
-         "make_request": "panreduce.kit.runner", "load_part": "panreduce.kit.parts", "save_part": "panreduce.kit.parts"}
+_LAZY = {
+    "run": "panreduce.kit.runner",
+    "run_split": "panreduce.kit.runner",
+    "Result": "panreduce.kit.runner",
+    "Output": "panreduce.kit.runner",
+    "make_request": "panreduce.kit.runner",
+    "load_part": "panreduce.kit.parts",
+    "save_part": "panreduce.kit.parts",
+}
 
 
 def __getattr__(name: str):

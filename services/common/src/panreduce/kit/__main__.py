@@ -24,28 +24,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"panreduce-service: {exc}", file=sys.stderr)
         return 2
     p = argparse.ArgumentParser(prog="panreduce-service", description=__doc__.splitlines()[0])
-    p.add_argument("technique", nargs="?", default=s.technique,
-                   help=f"installed technique (one of: {', '.join(registry.names()) or 'none'})")
-    p.add_argument("--host", default=s.host or "127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
+    p.add_argument(
+        "technique",
+        nargs="?",
+        default=s.technique,
+        help=f"installed technique (one of: {', '.join(registry.names()) or 'none'})",
+    )
+    p.add_argument(
+        "--host", default=s.host or "127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 in a pod)"
+    )
     p.add_argument("--port", type=int, default=s.port or 50051)
     p.add_argument("--store", type=Path, default=s.store)
     p.add_argument("--max-running", type=int, default=s.max_running)
     p.add_argument("--metrics-port", type=int, default=s.metrics_port)
     p.add_argument("--drain-seconds", type=float, default=s.drain_seconds)
-    p.add_argument("--service-token-file", type=Path, default=None,
-                   help="file with the secret every call must carry (default $PANREDUCE_SERVICE_TOKEN_FILE)")
-    p.add_argument("--service-tls-dir", type=Path, default=None,
-                   help="mutual TLS: folder with tls.crt, tls.key, ca.crt (default $PANREDUCE_SERVICE_TLS_DIR)")
-    p.add_argument("--scope-key-file", type=Path, default=None,
-                   help="the gateway's public scope key or certificate (PEM): only scopes it signed are accepted "
-                   "(default $PANREDUCE_SCOPE_KEY_FILE)")
-    p.add_argument("--health-port", type=int, default=None,
-                   help="also answer health checks in plain text on this port (probes beside mTLS; "
-                   "default $PANREDUCE_HEALTH_PORT, 0: off)")
-    p.add_argument("--insecure", action="store_true",
-                   help="serve without a service token (any caller that reaches the port), or without a scope "
-                   "key (a token holder names any scope): development only")
+    p.add_argument(
+        "--service-token-file",
+        type=Path,
+        default=None,
+        help="file with the secret every call must carry (default $PANREDUCE_SERVICE_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--service-tls-dir",
+        type=Path,
+        default=None,
+        help="mutual TLS: folder with tls.crt, tls.key, ca.crt (default $PANREDUCE_SERVICE_TLS_DIR)",
+    )
+    p.add_argument(
+        "--scope-key-file",
+        type=Path,
+        default=None,
+        help="the gateway's public scope key or certificate (PEM): only scopes it signed are accepted "
+        "(default $PANREDUCE_SCOPE_KEY_FILE)",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="also answer health checks in plain text on this port (probes beside mTLS; "
+        "default $PANREDUCE_HEALTH_PORT, 0: off)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without a service token (any caller that reaches the port), or without a scope "
+        "key (a token holder names any scope): development only",
+    )
     args = p.parse_args(argv)
     if not args.technique:
         p.error("name the technique (or set PANREDUCE_TECHNIQUE)")
@@ -65,9 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from panreduce.kit.server import serve
 
-    serve(cls, port=args.port, host=args.host, store_root=args.store, max_running=args.max_running,
-          metrics_port=args.metrics_port, drain_seconds=args.drain_seconds, service_token=token,
-          service_tls=tls, health_port=health_port, scope_verifier=verifier)
+    serve(
+        cls,
+        port=args.port,
+        host=args.host,
+        store_root=args.store,
+        max_running=args.max_running,
+        metrics_port=args.metrics_port,
+        drain_seconds=args.drain_seconds,
+        service_token=token,
+        service_tls=tls,
+        health_port=health_port,
+        scope_verifier=verifier,
+    )
     return 0
 
 

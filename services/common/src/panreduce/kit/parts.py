@@ -42,8 +42,7 @@ class Attachment:
     path: Path
 
 
-def save_part(path: Path | str, part: Any, *, attach: Callable[[str], Path] | None = None,
-              **attrs: Any) -> None:
+def save_part(path: Path | str, part: Any, *, attach: Callable[[str], Path] | None = None, **attrs: Any) -> None:
     """Write the dataclass ``part`` into a new HDF5 file ``path`` (``attrs``: kept on the
     root). Each :class:`Attachment` is copied to ``attach(name)`` (default: beside
     ``path``) and recorded by that name."""
@@ -145,8 +144,9 @@ def _put(parent: h5py.Group, name: str, value: Any, copy: Callable[[Attachment],
         parent.create_dataset(name, data=value, dtype=h5py.string_dtype()).attrs["kind"] = "str"
     elif isinstance(value, np.ndarray):
         if value.dtype.kind in "US" or value.dtype == object:
-            ds = parent.create_dataset(name, data=np.asarray(value, dtype=object).astype(str).astype(object),
-                                       dtype=h5py.string_dtype())
+            ds = parent.create_dataset(
+                name, data=np.asarray(value, dtype=object).astype(str).astype(object), dtype=h5py.string_dtype()
+            )
             ds.attrs["kind"] = "strarray"
         else:
             parent.create_dataset(name, data=value).attrs["kind"] = "array"

@@ -17,8 +17,9 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 @contextmanager
-def open_hdf5(file: StagedFile | Path | str, source: str | None = None, *,
-              roots: Iterable[Path] | None = None) -> Iterator[h5py.File]:
+def open_hdf5(
+    file: StagedFile | Path | str, source: str | None = None, *, roots: Iterable[Path] | None = None
+) -> Iterator[h5py.File]:
     """Open an HDF5/NeXus input read-only; a file that is not HDF5, or is truncated or
     corrupt, raises InvalidInput naming it.
 
@@ -66,8 +67,9 @@ def open_checked(path: Path | str, source: str | None = None, *, roots: Iterable
     f = h5py.File(path, "r")
     try:
         locations.check_opened_hdf5(path, f)  # the very file staging checked (no link swapped in)
-        locations.check_hdf5_references(f, path, input_roots(path) if roots is None else roots,
-                                        source=source or Path(path).name)
+        locations.check_hdf5_references(
+            f, path, input_roots(path) if roots is None else roots, source=source or Path(path).name
+        )
     except BaseException:
         f.close()
         raise

@@ -133,13 +133,18 @@ def validate_request(technique: type[Technique], request: pb.ReduceRequest):
             raise errors.InvalidRequest(f"technique {technique.name!r} cannot be sharded")
         if request.shard.index >= request.shard.count:
             raise errors.InvalidRequest(
-                f"shard.index {request.shard.index} must be below shard.count {request.shard.count}")
+                f"shard.index {request.shard.index} must be below shard.count {request.shard.count}"
+            )
     if request.merge and not technique.shardable:
         raise errors.InvalidRequest(f"technique {technique.name!r} is not shardable: nothing to merge")
     nonfinite = limits.nonfinite_numbers(request.parameters)
     if nonfinite:
-        raise errors.InvalidParameters([errors.FieldViolation(errors.clip(p, 120), "Input should be a finite number; "
-                                                              "got NaN or infinity") for p in nonfinite])
+        raise errors.InvalidParameters(
+            [
+                errors.FieldViolation(errors.clip(p, 120), "Input should be a finite number; got NaN or infinity")
+                for p in nonfinite
+            ]
+        )
     return technique.validate_parameters(from_struct(request.parameters))
 
 
@@ -159,10 +164,12 @@ def check_output_location(stores: Stores, output: str) -> None:
             if not p.is_dir():
                 raise errors.InvalidRequest(
                     f"output {errors.clip(output)}: {errors.clip(str(p))} is an existing file, not a folder; "
-                    "name a folder (new or existing) for the results")
+                    "name a folder (new or existing) for the results"
+                )
         except OSError as exc:
-            raise errors.InvalidRequest(f"output {errors.clip(output)} is not a usable location "
-                                        f"({exc.strerror or exc})") from None
+            raise errors.InvalidRequest(
+                f"output {errors.clip(output)} is not a usable location ({exc.strerror or exc})"
+            ) from None
         return
 
 
@@ -179,13 +186,26 @@ def _struct(params: Mapping[str, Any] | Parameters | None) -> struct_pb2.Struct:
     return s
 
 
-def make_request(technique: str, inputs: Sequence[str | Path], params: Mapping[str, Any] | Parameters | None = None,
-                 output: str | Path | None = None, *, shard: Shard | tuple[int, int] | None = None,
-                 merge: bool = False, labels: Mapping[str, str] | None = None,
-                 idempotency_key: str = "") -> pb.ReduceRequest:
+def make_request(
+    technique: str,
+    inputs: Sequence[str | Path],
+    params: Mapping[str, Any] | Parameters | None = None,
+    output: str | Path | None = None,
+    *,
+    shard: Shard | tuple[int, int] | None = None,
+    merge: bool = False,
+    labels: Mapping[str, str] | None = None,
+    idempotency_key: str = "",
+) -> pb.ReduceRequest:
     """The protocol's request for a job (grpc-free)."""
-    req = pb.ReduceRequest(technique=technique, inputs=[str(i) for i in inputs], parameters=_struct(params),
-                           output=str(output) if output else "", merge=merge, idempotency_key=idempotency_key)
+    req = pb.ReduceRequest(
+        technique=technique,
+        inputs=[str(i) for i in inputs],
+        parameters=_struct(params),
+        output=str(output) if output else "",
+        merge=merge,
+        idempotency_key=idempotency_key,
+    )
     if labels:
         req.labels.update(dict(labels))
     if shard is not None:
@@ -195,13 +215,24 @@ def make_request(technique: str, inputs: Sequence[str | Path], params: Mapping[s
 
 
 # -- the job ----------------------------------------------------------------------------
-def run(technique: str | type[Technique] | Technique, inputs: Sequence[str | Path],
-        params: Mapping[str, Any] | Parameters | None = None, output: str | Path | None = None, *,
-        shard: Shard | tuple[int, int] | None = None, merge: bool = False,
-        progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
-        stores: Stores | None = None, job_id: str | None = None, log: LogCallback | None = None,
-        deadline: float | None = None, labels: Mapping[str, str] | None = None,
-        scratch_root: Path | None = None, max_input_bytes: int | None = None) -> Result:
+def run(
+    technique: str | type[Technique] | Technique,
+    inputs: Sequence[str | Path],
+    params: Mapping[str, Any] | Parameters | None = None,
+    output: str | Path | None = None,
+    *,
+    shard: Shard | tuple[int, int] | None = None,
+    merge: bool = False,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    stores: Stores | None = None,
+    job_id: str | None = None,
+    log: LogCallback | None = None,
+    deadline: float | None = None,
+    labels: Mapping[str, str] | None = None,
+    scratch_root: Path | None = None,
+    max_input_bytes: int | None = None,
+) -> Result:
     """Run one job of ``technique`` on ``inputs`` (paths or URIs; a URI ending in "/"
     means every file under it) with the raw ``params``, publishing into ``output`` (a
     folder; None: the store's default folder for the job).
@@ -215,14 +246,30 @@ def run(technique: str | type[Technique] | Technique, inputs: Sequence[str | Pat
     tech = technique_of(technique)
     cls = type(tech)
     request = make_request(cls.name, inputs, params, output, shard=shard, merge=merge, labels=labels)
-    return run_request(tech, request, stores=stores if stores is not None else Stores.from_env(),
-                       job_id=job_id or new_job_id(), progress=progress, log=log, cancel=cancel,
-                       deadline=deadline, scratch_root=scratch_root, max_input_bytes=max_input_bytes)
+    return run_request(
+        tech,
+        request,
+        stores=stores if stores is not None else Stores.from_env(),
+        job_id=job_id or new_job_id(),
+        progress=progress,
+        log=log,
+        cancel=cancel,
+        deadline=deadline,
+        scratch_root=scratch_root,
+        max_input_bytes=max_input_bytes,
+    )
 
 
-def run_split(technique: str | type[Technique] | Technique, inputs: Sequence[str | Path],
-              params: Mapping[str, Any] | Parameters | None = None, output: str | Path | None = None, *,
-              split: int, stores: Stores | None = None, **kwargs: Any) -> Result:
+def run_split(
+    technique: str | type[Technique] | Technique,
+    inputs: Sequence[str | Path],
+    params: Mapping[str, Any] | Parameters | None = None,
+    output: str | Path | None = None,
+    *,
+    split: int,
+    stores: Stores | None = None,
+    **kwargs: Any,
+) -> Result:
     """A job as the gateway runs it when it splits: ``split`` shard jobs, one after the
     other, into a scratch folder of the store, then the merge job into ``output`` (the
     scratch is removed). ``kwargs`` go to every :func:`run`."""
@@ -232,18 +279,35 @@ def run_split(technique: str | type[Technique] | Technique, inputs: Sequence[str
     scratch = stores.scratch_uri(job_id)
     try:
         for i in range(split):
-            run(tech, inputs, params, f"{scratch}/shard-{i:04d}", shard=(i, split), stores=stores,
-                job_id=f"{job_id}-s{i}", **kwargs)
+            run(
+                tech,
+                inputs,
+                params,
+                f"{scratch}/shard-{i:04d}",
+                shard=(i, split),
+                stores=stores,
+                job_id=f"{job_id}-s{i}",
+                **kwargs,
+            )
         return run(tech, [scratch + "/"], params, output, merge=True, stores=stores, job_id=job_id, **kwargs)
     finally:
         stores.remove_tree(scratch)
 
 
-def run_request(tech: Technique, request: pb.ReduceRequest, *, stores: Stores, job_id: str,
-                progress: ProgressCallback | None = None, log: LogCallback | None = None,
-                cancel: threading.Event | None = None, deadline: float | None = None,
-                scratch_root: Path | None = None, max_input_bytes: int | None = None,
-                checked: bool = False) -> Result:
+def run_request(
+    tech: Technique,
+    request: pb.ReduceRequest,
+    *,
+    stores: Stores,
+    job_id: str,
+    progress: ProgressCallback | None = None,
+    log: LogCallback | None = None,
+    cancel: threading.Event | None = None,
+    deadline: float | None = None,
+    scratch_root: Path | None = None,
+    max_input_bytes: int | None = None,
+    checked: bool = False,
+) -> Result:
     """:func:`run` for a request already in the protocol's form (the servicer's way in).
     ``checked``: the inputs and output were checked at submission."""
     cls = type(tech)
@@ -262,17 +326,24 @@ def run_request(tech: Technique, request: pb.ReduceRequest, *, stores: Stores, j
     try:
         shard = Shard(request.shard.index, request.shard.count) if request.shard.count else None
         if cls.shardable and not is_contract(cls):
-            raise errors.InternalError(f"technique {name!r} is shardable but declares no Part "
-                                       "(the shard contract: docs/techniques.md, Sharding)")
-        ctx = Context(job_id=job_id, scratch=scratch, progress_sink=progress, log_sink=log,
-                      cancel_event=cancel, deadline=deadline)
+            raise errors.InternalError(
+                f"technique {name!r} is shardable but declares no Part "
+                "(the shard contract: docs/techniques.md, Sharding)"
+            )
+        ctx = Context(
+            job_id=job_id, scratch=scratch, progress_sink=progress, log_sink=log, cancel_event=cancel, deadline=deadline
+        )
         ctx._set_span(*STAGE_SPAN["stage"])
         ctx.progress(0.0, "stage", f"staging {len(request.inputs)} input(s)")
-        inputs = stage_inputs(stores, list(request.inputs), scratch,
-                              max_bytes=max_input_bytes if max_input_bytes is not None else cls.max_input_bytes,
-                              on_file=lambda ref: BYTES_STAGED.labels(name, name).inc(ref.size),
-                              accept=None if request.merge else cls.accepts,  # a merge reads the kit's parts
-                              on_skip=lambda uri, why: ctx.log(f"skipped {uri}: {why}", "warning"))
+        inputs = stage_inputs(
+            stores,
+            list(request.inputs),
+            scratch,
+            max_bytes=max_input_bytes if max_input_bytes is not None else cls.max_input_bytes,
+            on_file=lambda ref: BYTES_STAGED.labels(name, name).inc(ref.size),
+            accept=None if request.merge else cls.accepts,  # a merge reads the kit's parts
+            on_skip=lambda uri, why: ctx.log(f"skipped {uri}: {why}", "warning"),
+        )
         ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
         found = catalogue.extract(inputs.files)
         if cls.shardable:
@@ -303,8 +374,9 @@ def _write_summary(ctx: Context, doc: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(plain(doc or {}), indent=1))
 
 
-def _run_whole(tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *,
-               shard: Shard | None) -> Mapping[str, Any]:
+def _run_whole(
+    tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *, shard: Shard | None
+) -> Mapping[str, Any]:
     """A technique that does not shard: load, then reduce."""
     ctx._set_span(*STAGE_SPAN["load"])
     data = tech.load(inputs, params, ctx)
@@ -317,8 +389,9 @@ def _run_whole(tech: Technique, inputs: Inputs, params: Parameters, ctx: Context
     return summary
 
 
-def _run_contract(tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *,
-                  shard: Shard | None, merge: bool) -> Mapping[str, Any]:
+def _run_contract(
+    tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *, shard: Shard | None, merge: bool
+) -> Mapping[str, Any]:
     cls = type(tech)
     lo, hi = STAGE_SPAN["reduce"]
     if merge:
@@ -346,8 +419,13 @@ def _run_contract(tech: Technique, inputs: Inputs, params: Parameters, ctx: Cont
         ctx._set_span(lo + (hi - lo) * WRITE_FROM, hi)
         return tech.write(tech.combine([part], params), params, ctx)
     start, stop = shard.bounds(len(units))
-    marker = {"shard": shard.index, "shard_count": shard.count, "units": stop - start,
-              "unit_range": [start, stop], "of_units": len(units)}
+    marker = {
+        "shard": shard.index,
+        "shard_count": shard.count,
+        "units": stop - start,
+        "unit_range": [start, stop],
+        "of_units": len(units),
+    }
     if start == stop:
         ctx.log(f"shard {shard.index} of {shard.count} has none of the {len(units)} {unit}(s)")
         marker["empty_shard"] = True
@@ -356,9 +434,14 @@ def _run_contract(tech: Technique, inputs: Inputs, params: Parameters, ctx: Cont
     ctx._set_span(lo, hi)
     part = tech.reduce_block(units[start:stop], inputs, params, ctx)
     ctx.check_cancelled()
-    save_part(ctx.output_path(PART_FILE, format="part", role="part"), part,
-              attach=lambda name: ctx.output_path(name, format="part", role="part"),
-              technique=cls.name, shard=shard.index, shard_count=shard.count)
+    save_part(
+        ctx.output_path(PART_FILE, format="part", role="part"),
+        part,
+        attach=lambda name: ctx.output_path(name, format="part", role="part"),
+        technique=cls.name,
+        shard=shard.index,
+        shard_count=shard.count,
+    )
     _write_summary(ctx, marker)
     return marker
 
@@ -373,8 +456,11 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
                 doc = json.loads(f.path.read_text())
             except (OSError, ValueError):
                 raise errors.InvalidInput(f.name, "is not a shard's summary (JSON)") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("shard"), int) \
-                    or not isinstance(doc.get("shard_count"), int):
+            if (
+                not isinstance(doc, dict)
+                or not isinstance(doc.get("shard"), int)
+                or not isinstance(doc.get("shard_count"), int)
+            ):
                 raise errors.InvalidInput(f.name, "is not a shard's summary (no shard index and count)")
             markers[f.path.parent] = doc
     if not markers:
@@ -382,11 +468,13 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
     counts = {doc["shard_count"] for doc in markers.values()}
     indices = sorted(doc["shard"] for doc in markers.values())
     if len(markers) > limits.LIMITS.shard_count or max(counts) > limits.LIMITS.shard_count:
-        raise errors.InvalidRequest(f"{max(len(markers), max(counts))} shards is over the limit of "
-                                    f"{limits.LIMITS.shard_count}")
+        raise errors.InvalidRequest(
+            f"{max(len(markers), max(counts))} shards is over the limit of {limits.LIMITS.shard_count}"
+        )
     if len(counts) != 1 or indices != list(range(next(iter(counts)))):
-        raise errors.InternalError(f"the shard results do not tile one job: shards {indices[:20]} of "
-                                   f"{sorted(counts)[:5]}")
+        raise errors.InternalError(
+            f"the shard results do not tile one job: shards {indices[:20]} of {sorted(counts)[:5]}"
+        )
     parts = []
     for folder, doc in sorted(markers.items(), key=lambda kv: kv[1]["shard"]):
         if doc.get("empty_shard"):
@@ -403,8 +491,16 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
     return parts
 
 
-def _publish(tech: Technique, request: pb.ReduceRequest, params: Parameters, inputs: Inputs, ctx: Context,
-             summary: Mapping[str, Any], started: datetime, stores: Stores) -> Result:
+def _publish(
+    tech: Technique,
+    request: pb.ReduceRequest,
+    params: Parameters,
+    inputs: Inputs,
+    ctx: Context,
+    summary: Mapping[str, Any],
+    started: datetime,
+    stores: Stores,
+) -> Result:
     cls = type(tech)
     outputs = ctx.outputs
     for out in outputs:
@@ -424,8 +520,14 @@ def _publish(tech: Technique, request: pb.ReduceRequest, params: Parameters, inp
         if out.role != "part":
             provenance.embed(record, out)
     record["outputs"] = [
-        {"name": o.name, "format": o.format, "role": o.role, "size": o.path.stat().st_size,
-         "sha256": sha256_file(o.path)} for o in outputs
+        {
+            "name": o.name,
+            "format": o.format,
+            "role": o.role,
+            "size": o.path.stat().st_size,
+            "sha256": sha256_file(o.path),
+        }
+        for o in outputs
     ]
     prov_path = ctx.output_path("provenance.json", format="json", role="provenance")
     prov_path.write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
@@ -436,8 +538,9 @@ def _publish(tech: Technique, request: pb.ReduceRequest, params: Parameters, inp
     uris = store.publish([(o.path, o.name) for o in all_outputs], dest)
     result = Result(job_id=ctx.job_id, summary=plain(dict(summary)), outputs=[], provenance_id=record["id"])
     for o, uri in zip(all_outputs, uris, strict=True):
-        result.outputs.append(Output(uri=uri, format=o.format, role=o.role, size=o.path.stat().st_size,
-                                     sha256=sha256_file(o.path)))
+        result.outputs.append(
+            Output(uri=uri, format=o.format, role=o.role, size=o.path.stat().st_size, sha256=sha256_file(o.path))
+        )
         if o.role == "provenance":
             result.provenance_uri = uri
     return result
@@ -445,8 +548,9 @@ def _publish(tech: Technique, request: pb.ReduceRequest, params: Parameters, inp
 
 def to_message(result: Result) -> pb.Result:
     """The protocol's form of a Result (the servicer's encode)."""
-    msg = pb.Result(summary=to_struct(result.summary), provenance_id=result.provenance_id,
-                    provenance_uri=result.provenance_uri)
+    msg = pb.Result(
+        summary=to_struct(result.summary), provenance_id=result.provenance_id, provenance_uri=result.provenance_uri
+    )
     for o in result.outputs:
         msg.outputs.add(uri=o.uri, format=o.format, role=o.role, size=o.size, sha256=o.sha256)
     msg.catalogue.update(result.catalogue)

@@ -33,15 +33,7 @@ from panreduce.kit.technique import Technique
 from panreduce.mtls import ServiceTLS
 from panreduce.scope import SCOPE_HEADER, Scope, active, scope_of
 from panreduce.scopekey import ScopeVerifier, Statement
-from panreduce.serving import (
-    AbortWith,
-    RunningServer,
-    caller_of,
-    job_id_of,
-    rpc_method,
-    run_until_signal,
-    start_server,
-)
+from panreduce.serving import AbortWith, RunningServer, caller_of, job_id_of, rpc_method, run_until_signal, start_server
 from panreduce.storage import Stores, check_inputs_exist
 from panreduce.transfer import receive_upload, send_download
 from panreduce.v1 import reduce_pb2 as pb
@@ -68,9 +60,15 @@ def technique_info(t: type[Technique]) -> pb.TechniqueInfo:
 class TechniqueService(pb_grpc.ReducerServicer):
     """The Reducer service for one technique."""
 
-    def __init__(self, technique: type[Technique] | Technique, *, stores: Stores,
-                 scratch_root: Path | None = None, max_running: int = 1,
-                 max_input_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        technique: type[Technique] | Technique,
+        *,
+        stores: Stores,
+        scratch_root: Path | None = None,
+        max_running: int = 1,
+        max_input_bytes: int | None = None,
+    ) -> None:
         self.technique: Technique = technique() if isinstance(technique, type) else technique
         self.cls: type[Technique] = type(self.technique)
         self.name = self.cls.name
@@ -94,8 +92,9 @@ class TechniqueService(pb_grpc.ReducerServicer):
     # for this call (panreduce.scopekey): a holder of the credential alone cannot make one.
     scope_verifier: ScopeVerifier | None = None
 
-    def _statement(self, context: grpc.ServicerContext, rpc: str, request: object | None,
-                   job: str = "") -> Statement | None:
+    def _statement(
+        self, context: grpc.ServicerContext, rpc: str, request: object | None, job: str = ""
+    ) -> Statement | None:
         """The call's verified statement (None: this service has no scope key); a missing,
         forged, expired, replayed or mismatched one is refused and audited."""
         if self.scope_verifier is None:
@@ -110,15 +109,23 @@ class TechniqueService(pb_grpc.ReducerServicer):
             if proposal and not st.sees(proposal):
                 raise errors.PermissionDenied("the scope statement is not for the proposal this call names")
         except (errors.Unauthenticated, errors.PermissionDenied) as exc:
-            audit.decision(subject=subject, proposal=proposal, allowed=False, rpc=rpc,
-                           resource="scope statement", reason=str(exc))
+            audit.decision(
+                subject=subject, proposal=proposal, allowed=False, rpc=rpc, resource="scope statement", reason=str(exc)
+            )
             raise
-        audit.decision(subject=st.subject, proposal=proposal, allowed=True, rpc=rpc,
-                       resource="scope statement", reason="signed by the gateway")
+        audit.decision(
+            subject=st.subject,
+            proposal=proposal,
+            allowed=True,
+            rpc=rpc,
+            resource="scope statement",
+            reason="signed by the gateway",
+        )
         return st
 
-    def _scope(self, context: grpc.ServicerContext, rpc: str = "", request: object | None = None,
-               job: str = "") -> Scope:
+    def _scope(
+        self, context: grpc.ServicerContext, rpc: str = "", request: object | None = None, job: str = ""
+    ) -> Scope:
         st = self._statement(context, rpc, request, job)
         if st is not None:
             return Scope.decode(st.scope)
@@ -135,8 +142,14 @@ class TechniqueService(pb_grpc.ReducerServicer):
         if st is not None:
             job = self.manager.get(job_id)
             if not st.sees(job.proposal):
-                audit.decision(subject=st.subject, proposal=",".join(st.proposals), allowed=False, rpc=rpc,
-                               resource=job_id, reason="job of another proposal")
+                audit.decision(
+                    subject=st.subject,
+                    proposal=",".join(st.proposals),
+                    allowed=False,
+                    rpc=rpc,
+                    resource=job_id,
+                    reason="job of another proposal",
+                )
                 raise errors.JobNotFound(job_id)
 
     # -- RPCs -----------------------------------------------------------------------
@@ -147,8 +160,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
             raise errors.UnknownTechnique(request.technique, [self.name])
         return pb.DescribeResponse(server_kind="technique", server_version=__version__, techniques=[self.info])
 
-    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *,
-                follow: bool = False) -> pb.Job:
+    def _submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext, *, follow: bool = False) -> pb.Job:
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         validate_request(self.cls, request)
         scope = self._scope(context, "Reduce" if follow else "Submit", request, job_id_of(context))
@@ -166,15 +178,21 @@ class TechniqueService(pb_grpc.ReducerServicer):
             self._job_scopes[own_id] = scope  # checked again when the job stages its inputs
         self._provenance_ids[own_id] = job_id_of(context) or own_id  # the id the gateway's caller sees
         try:
-            job, created = self.manager.submit(req, deadline=deadline_of(context) if follow else None,
-                                               owner=subject, proposal=proposal, job_id=own_id)
+            job, created = self.manager.submit(
+                req, deadline=deadline_of(context) if follow else None, owner=subject, proposal=proposal, job_id=own_id
+            )
         finally:
             if self.manager.handle(own_id) is None:
                 self._provenance_ids.pop(own_id, None)
                 self._job_scopes.pop(own_id, None)
         if created:
-            log.info("job %s accepted for subject %r, proposal %r", job.job_id, subject or "-", proposal or "-",
-                     extra={"job_id": job.job_id, "subject": subject, "proposal": proposal})
+            log.info(
+                "job %s accepted for subject %r, proposal %r",
+                job.job_id,
+                subject or "-",
+                proposal or "-",
+                extra={"job_id": job.job_id, "subject": subject, "proposal": proposal},
+            )
         return job
 
     @rpc_method
@@ -225,18 +243,31 @@ class TechniqueService(pb_grpc.ReducerServicer):
     def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:
         limits.check_uri(request.uri)
         loc = self._scope(context, "GetMetadata", request).check(self.stores, request.uri, "metadata read")
-        return metadata.of_uri(self.stores, request.uri, cancelled=lambda: not context.is_active(),
-                               checked=loc.local if loc is not None else None)
+        return metadata.of_uri(
+            self.stores,
+            request.uri,
+            cancelled=lambda: not context.is_active(),
+            checked=loc.local if loc is not None else None,
+        )
 
     # -- the job --------------------------------------------------------------------
     def _run(self, handle: JobHandle) -> pb.Result:
         """Decode the queued request, run the job (kit.run), encode its result."""
         job_id = self._provenance_ids.pop(handle.job_id, handle.job_id)
         with active(self._job_scopes.pop(handle.job_id, None)):  # staging checks the scope again
-            result = run_request(self.technique, handle.request, stores=self.stores, job_id=job_id,
-                                 progress=handle.progress, log=handle.log, cancel=handle.cancel_event,
-                                 deadline=handle.deadline, scratch_root=self.scratch_root,
-                                 max_input_bytes=self.max_input_bytes, checked=True)
+            result = run_request(
+                self.technique,
+                handle.request,
+                stores=self.stores,
+                job_id=job_id,
+                progress=handle.progress,
+                log=handle.log,
+                cancel=handle.cancel_event,
+                deadline=handle.deadline,
+                scratch_root=self.scratch_root,
+                max_input_bytes=self.max_input_bytes,
+                checked=True,
+            )
         return to_message(result)
 
 
@@ -264,15 +295,16 @@ def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContex
         raise AbortWith(job.failure)
 
 
-def list_jobs(manager: JobManager, request: pb.ListJobsRequest, *,
-              visible: Callable[[str], bool] | None = None) -> pb.ListJobsResponse:
+def list_jobs(
+    manager: JobManager, request: pb.ListJobsRequest, *, visible: Callable[[str], bool] | None = None
+) -> pb.ListJobsResponse:
     """A page of the jobs ``request`` asks for; ``visible``: only jobs of the proposals it admits."""
     jobs = manager.list(request)
     if visible is not None:
         jobs = [j for j in jobs if visible(j.proposal)]
     size = limits.page_size(request)
     start = limits.page_start(request.page_token)
-    page = jobs[start:start + size]
+    page = jobs[start : start + size]
     token = str(start + size) if start + size < len(jobs) else ""
     return pb.ListJobsResponse(jobs=page, next_page_token=token)
 
@@ -298,11 +330,20 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
     raise errors.PermissionDenied(f"{uri} is neither in this server's store nor an output of its jobs")
 
 
-def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: str = "127.0.0.1",
-          store_root: Path | None = None, max_running: int = 1, metrics_port: int = 0,
-          drain_seconds: float = 30.0, service_token: str | None = None,
-          service_tls: ServiceTLS | None = None, health_port: int = 0,
-          scope_verifier: ScopeVerifier | None = None) -> None:
+def serve(
+    technique: type[Technique] | Technique,
+    *,
+    port: int = 50051,
+    host: str = "127.0.0.1",
+    store_root: Path | None = None,
+    max_running: int = 1,
+    metrics_port: int = 0,
+    drain_seconds: float = 30.0,
+    service_token: str | None = None,
+    service_tls: ServiceTLS | None = None,
+    health_port: int = 0,
+    scope_verifier: ScopeVerifier | None = None,
+) -> None:
     """Run one technique as a long-lived gRPC service until SIGTERM/SIGINT.
 
     ``service_token``: the secret every call must carry (None: serve anyone; the CLI
@@ -312,26 +353,52 @@ def serve(technique: type[Technique] | Technique, *, port: int = 50051, host: st
     from panreduce.metrics import serve_metrics
 
     configure()
-    running = start_technique(technique, address=f"{host}:{port}",
-                              stores=Stores.from_env(store_root),
-                              max_running=max_running, service_token=service_token, service_tls=service_tls,
-                              health_address=f"{host}:{health_port}" if health_port else None,
-                              scope_verifier=scope_verifier)
+    running = start_technique(
+        technique,
+        address=f"{host}:{port}",
+        stores=Stores.from_env(store_root),
+        max_running=max_running,
+        service_token=service_token,
+        service_tls=service_tls,
+        health_address=f"{host}:{health_port}" if health_port else None,
+        scope_verifier=scope_verifier,
+    )
     serve_metrics(metrics_port)
-    log.info("technique %s serving on %s:%d (%s)", running.name, host, running.port,
-             ", ".join([*(["service token required"] if service_token else []),
-                        *(["mTLS: client certificate required"] if service_tls else []),
-                        *(["signed scope required"] if scope_verifier else
-                          ["UNSIGNED scope accepted (no scope key)"] if service_token or service_tls else [])])
-             or "INSECURE: no service token, any caller is served")
+    log.info(
+        "technique %s serving on %s:%d (%s)",
+        running.name,
+        host,
+        running.port,
+        ", ".join(
+            [
+                *(["service token required"] if service_token else []),
+                *(["mTLS: client certificate required"] if service_tls else []),
+                *(
+                    ["signed scope required"]
+                    if scope_verifier
+                    else ["UNSIGNED scope accepted (no scope key)"]
+                    if service_token or service_tls
+                    else []
+                ),
+            ]
+        )
+        or "INSECURE: no service token, any caller is served",
+    )
     run_until_signal([running], grace=drain_seconds)
 
 
-def start_technique(technique: type[Technique] | Technique, *, address: str = "127.0.0.1:0",
-                    stores: Stores, max_running: int = 1, scratch_root: Path | None = None,
-                    service_token: str | None = None, service_tls: ServiceTLS | None = None,
-                    health_address: str | None = None,
-                    scope_verifier: ScopeVerifier | None = None) -> RunningServer:
+def start_technique(
+    technique: type[Technique] | Technique,
+    *,
+    address: str = "127.0.0.1:0",
+    stores: Stores,
+    max_running: int = 1,
+    scratch_root: Path | None = None,
+    service_token: str | None = None,
+    service_tls: ServiceTLS | None = None,
+    health_address: str | None = None,
+    scope_verifier: ScopeVerifier | None = None,
+) -> RunningServer:
     """Start a technique server (non-blocking); health turns SERVING after warm-up.
 
     ``service_token``: refuse (UNAUTHENTICATED) every Reducer call without it; the
@@ -341,8 +408,15 @@ def start_technique(technique: type[Technique] | Technique, *, address: str = "1
     service = TechniqueService(technique, stores=stores, max_running=max_running, scratch_root=scratch_root)
     service.require_scope = bool(service_token or service_tls)
     service.scope_verifier = scope_verifier
-    running = start_server(service, address=address, name=service.name, manager=service.manager,
-                           service_token=service_token, service_tls=service_tls, health_address=health_address)
+    running = start_server(
+        service,
+        address=address,
+        name=service.name,
+        manager=service.manager,
+        service_token=service_token,
+        service_tls=service_tls,
+        health_address=health_address,
+    )
     service.technique.warm_up()
     running.set_serving(True)
     return running

@@ -51,8 +51,7 @@ class Toy(Technique[ToyParameters, list]):
     def units(self, inputs: Inputs, params: ToyParameters) -> list[StagedFile]:
         return inputs.files
 
-    def reduce_block(self, block: Sequence[StagedFile], inputs: Inputs, params: ToyParameters,
-                     ctx: Context) -> ToyPart:
+    def reduce_block(self, block: Sequence[StagedFile], inputs: Inputs, params: ToyParameters, ctx: Context) -> ToyPart:
         arrays = []
         for f in block:
             try:
