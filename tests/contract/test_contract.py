@@ -17,11 +17,7 @@ from pathlib import Path
 import grpc
 import h5py
 import pytest
-from contract_examples import (  # this folder (pytest's rootdir-less import)
-    TECHNIQUES,
-    load_example,
-    technique_class,
-)
+from contract_examples import TECHNIQUES, load_example, technique_class  # this folder (pytest's rootdir-less import)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from panreduce import errors

@@ -15,10 +15,7 @@ import h5py
 import numpy as np
 import pytest
 from compare import assert_same_h5, assert_same_outputs, body, same, table
-from conftest import (  # at import: the saxs conftest (a later folder's would shadow it)
-    run_saxs,
-    stage,
-)
+from conftest import run_saxs, stage  # at import: the saxs conftest (a later folder's would shadow it)
 from contract_example import BIOCAT_PARAMS
 from synthetic import Geo, guinier_sphere, write_nexus_stack, write_tiff
 

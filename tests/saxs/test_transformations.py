@@ -9,9 +9,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import (  # at import: the saxs conftest (a later folder's would shadow it)
-    run_saxs,
-)
+from conftest import run_saxs  # at import: the saxs conftest (a later folder's would shadow it)
 from scipy.spatial.transform import Rotation
 from synthetic import AGBEH_Q1, agbeh
 
