@@ -41,6 +41,15 @@ bench-serial-crystallography: setup ## peakfinder8 frames/s per core, against OM
 	@test -x .bench-envs/om/bin/python || ( $(UV) venv -q -p 3.11 .bench-envs/om && $(UV) pip install -q -p .bench-envs/om/bin/python "ondamonitor==23.8.3" "numpy<2" ) || echo "OM could not be installed: its figures are shown instead"
 	$(PY) benchmarks/bench_serial_crystallography.py $(BENCH_ARGS)
 
+LIBERTEM_PIN ?= libertem==0.16.0
+PY4DSTEM_PIN ?= py4DSTEM==0.14.18 numpy==1.26.4
+bench-envs: ## create the stem4d comparison environments .bench-envs/libertem and .bench-envs/py4dstem (Python 3.11, pinned)
+	@test -x .bench-envs/libertem/bin/python || ( flock /tmp/panreduce-uv.lock $(UV) venv -q -p 3.11 .bench-envs/libertem && flock /tmp/panreduce-uv.lock $(UV) pip install -q -p .bench-envs/libertem/bin/python $(LIBERTEM_PIN) ) || { rm -rf .bench-envs/libertem; echo "LiberTEM could not be installed into .bench-envs/libertem: its row is left empty"; }
+	@test -x .bench-envs/py4dstem/bin/python || ( flock /tmp/panreduce-uv.lock $(UV) venv -q -p 3.11 .bench-envs/py4dstem && flock /tmp/panreduce-uv.lock $(UV) pip install -q -p .bench-envs/py4dstem/bin/python $(PY4DSTEM_PIN) ) || { rm -rf .bench-envs/py4dstem; echo "py4DSTEM could not be installed into .bench-envs/py4dstem: its row is left empty"; }
+
+bench-stem4d: setup bench-envs ## 4D-STEM GB/s per core, side by side with LiberTEM and py4DSTEM (their envs made by bench-envs); BENCH_ARGS="--gb 4"
+	$(PY) benchmarks/bench_stem4d.py $(BENCH_ARGS)
+
 bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra) for the side-by-side comparison
 	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet
 	$(PY) benchmarks/bench_tomography.py

@@ -1,17 +1,21 @@
 """4D-STEM benchmark (``make bench-stem4d``): GB of frames per second per core for virtual
 BF/ADF/HAADF + centre of mass in one pass over a synthetic scan on disk, side by side with
-LiberTEM's UDF engine (ApplyMasksUDF + CoMUDF, inline executor = one core) on the same file,
-and the torch path where a CUDA GPU is present.
+LiberTEM's UDF engine (ApplyMasksUDF + CoMUDF, inline executor = one core) and py4DSTEM
+(``DataCube.get_virtual_image`` for the three detectors + ``get_origin``, its per-pattern masked
+centre of mass) on the same file, and the torch path (CPU where torch is installed, GPU where CUDA is).
 
 The scan: 256 x 256 uint16 frames (a bright disc, an ADF ring, Poisson noise; 64 distinct
-frames tiled with row-dependent shifts) written once to a raw file and read through
-``numpy.memmap`` (ours) or LiberTEM's "raw" dataset. The file is read from the page cache
-after the first pass (both engines get one warm-up pass): the figure is compute, not disk.
-The issue asks for >= 4 GB; this machine has 24 GB RAM and 2 shared cores, so the default
-is 1 GB (``--gb 4`` for the full size). py4DSTEM pins numpy 1.26 and needs its own
-environment: not installed here (see the table).
+frames tiled with row-dependent shifts) written once to a raw file. Every engine runs in its own
+process (one thread) so that its peak RSS is its own: ours reads blocks of scan rows with
+``numpy.fromfile`` (memory bounded by a block, ``chunk_mb`` = 256), LiberTEM its "raw" dataset,
+py4DSTEM a ``DataCube`` over a ``numpy.memmap`` of the file (its functions index the array per
+pattern). LiberTEM and py4DSTEM (which pins numpy 1.26) live in ``.bench-envs/libertem`` and
+``.bench-envs/py4dstem``, made by ``make bench-envs``. The file is read from the page cache after
+the first pass (ours and LiberTEM: best of ``--repeat`` after a warm-up; py4DSTEM: one pass,
+after the others have warmed the cache): the figure is compute, not disk. Peak RSS is
+``ru_maxrss`` and counts the pages of a memory-mapped file that the process touched.
 
-Usage: python benchmarks/bench_stem4d.py [--gb 1.0] [--repeat 2] [--keep]
+Usage: python benchmarks/bench_stem4d.py [--gb 1.0] [--repeat 2] [--keep] [--skip-py4dstem]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,8 @@ from panreduce_stem4d.detectors import Geometry, MaskSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBERTEM_PY = ROOT / ".bench-envs" / "libertem" / "bin" / "python"
+PY4DSTEM_PY = ROOT / ".bench-envs" / "py4dstem" / "bin" / "python"
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
 DET = 256
 CENTER = (127.3, 128.6)
 MRAD_PER_PX = 0.1
@@ -64,7 +71,12 @@ def write_scan(path: Path, gb: float) -> tuple[int, int]:
 
 
 def ours(path: Path, ny: int, nx: int, repeat: int, backend: str = "numpy", device: str = "cpu") -> float:
-    frames = np.memmap(path, dtype=np.uint16, mode="r", shape=(ny, nx, DET, DET))
+    row_bytes = nx * DET * DET * 2
+
+    def read_rows(a: int, b: int) -> np.ndarray:
+        flat = np.fromfile(path, dtype=np.uint16, count=(b - a) * nx * DET * DET, offset=a * row_bytes)
+        return flat.reshape(b - a, nx, DET, DET)
+
     calib = pipeline.Calibration(
         Geometry(CENTER, MRAD_PER_PX), 15.0, np.zeros((DET, DET)), detectors=DETECTORS, com_mrad=2.0
     )
@@ -72,7 +84,7 @@ def ours(path: Path, ny: int, nx: int, repeat: int, backend: str = "numpy", devi
     for _ in range(repeat + 1):  # the first pass warms the page cache
         t0 = time.perf_counter()
         part = pipeline.stream(
-            lambda a, b: frames[a:b],
+            read_rows,
             (ny, nx, DET, DET),
             calib,
             row0=0,
@@ -85,6 +97,19 @@ def ours(path: Path, ny: int, nx: int, repeat: int, backend: str = "numpy", devi
         best = min(best, time.perf_counter() - t0)
     assert np.isfinite(part.com_raw_yx_px).all()
     return best
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def run_child(python: Path | str, args: list[str], script: str | None = None) -> tuple[dict | None, str]:
+    """One engine in its own single-threaded process; its last stdout line is a JSON result."""
+    cmd = [str(python), "-c", script, *args] if script else [str(python), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, timeout=7200)
+    if done.returncode != 0:
+        return None, "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:100]
+    return json.loads(done.stdout.strip().splitlines()[-1]), ""
 
 
 LIBERTEM_SCRIPT = r"""
@@ -106,43 +131,58 @@ for _ in range(repeat + 1):
     ctx.run_udf(dataset=ds, udf=[ApplyMasksUDF(mask_factories=factories),
                                  CoMUDF.with_params(cy=cy, cx=cx, r=20.0)])
     best = min(best, time.perf_counter() - t0)
-import libertem
-print(json.dumps({"seconds": best, "version": libertem.__version__}))
+import libertem, resource
+print(json.dumps({"seconds": best, "version": libertem.__version__,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
-def libertem(path: Path, ny: int, nx: int, repeat: int) -> tuple[float | None, str]:
+def libertem(path: Path, ny: int, nx: int, repeat: int) -> tuple[dict | None, str]:
     if not LIBERTEM_PY.exists():
-        return None, "not installed (.bench-envs/libertem: uv venv + uv pip install libertem)"
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "NUMBA_NUM_THREADS": "1",
-    }
-    done = subprocess.run(
-        [
-            str(LIBERTEM_PY),
-            "-c",
-            LIBERTEM_SCRIPT,
-            str(path),
-            str(ny),
-            str(nx),
-            str(DET),
-            str(CENTER[0]),
-            str(CENTER[1]),
-            str(repeat),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=3600,
-    )
-    if done.returncode != 0:
-        return None, "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:80]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    return out["seconds"], f"LiberTEM {out['version']} (inline executor, ApplyMasksUDF + CoMUDF)"
+        return None, "not installed (make bench-envs: .bench-envs/libertem)"
+    args = [str(path), str(ny), str(nx), str(DET), str(CENTER[0]), str(CENTER[1]), str(repeat)]
+    out, err = run_child(LIBERTEM_PY, args, LIBERTEM_SCRIPT)
+    if out is None:
+        return None, err
+    return out, f"LiberTEM {out['version']} (inline executor, ApplyMasksUDF + CoMUDF)"
+
+
+PY4DSTEM_SCRIPT = r"""
+import json, sys, time, resource, warnings
+import numpy as np
+warnings.filterwarnings("ignore")
+import py4DSTEM
+from py4DSTEM.process.calibration.origin import get_origin
+path, ny, nx, det, cy, cx = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6])
+frames = np.memmap(path, dtype=np.uint16, mode="r", shape=(ny, nx, det, det))
+t0 = time.perf_counter()
+dc = py4DSTEM.DataCube(data=frames)
+# py4DSTEM's (qx, qy) are the array's (row, column); radii in px (0.1 mrad/px)
+bf = dc.get_virtual_image("circle", ((cy, cx), 20.0), verbose=False, name="bf")
+adf = dc.get_virtual_image("annulus", ((cy, cx), (30.0, 80.0)), verbose=False, name="adf")
+haadf = dc.get_virtual_image("annulus", ((cy, cx), (80.0, 125.0)), verbose=False, name="haadf")
+# its per-pattern centre of mass inside a disc (r * rscale = 20 px) about the brightest point
+qx0, qy0, _ = get_origin(dc, r=15.0, rscale=20.0 / 15.0)
+seconds = time.perf_counter() - t0
+assert np.isfinite(qx0).all() and np.isfinite(bf.data).all()
+print(json.dumps({"seconds": seconds, "version": py4DSTEM.__version__,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def py4dstem(path: Path, ny: int, nx: int) -> tuple[dict | None, str]:
+    if not PY4DSTEM_PY.exists():
+        return None, "not installed (make bench-envs: .bench-envs/py4dstem)"
+    args = [str(path), str(ny), str(nx), str(DET), str(CENTER[0]), str(CENTER[1])]
+    out, err = run_child(PY4DSTEM_PY, args, PY4DSTEM_SCRIPT)
+    if out is None:
+        return None, err
+    return out, f"py4DSTEM {out['version']} (get_virtual_image x3 + get_origin CoM; one pass, cache warm)"
+
+
+def ours_child(path: Path, ny: int, nx: int, repeat: int, backend: str, device: str) -> tuple[dict | None, str]:
+    args = [__file__, "--child", f"{backend}:{device}", "--path", str(path), "--shape", f"{ny},{nx}"]
+    return run_child(sys.executable, [*args, "--repeat", str(repeat)])
 
 
 def main() -> None:
@@ -151,7 +191,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="timed passes after the warm-up (best kept)")
     ap.add_argument("--dir", default=None, help="where to write the scan (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the scan file")
+    ap.add_argument("--skip-py4dstem", action="store_true", help="leave out py4DSTEM (slow: a Python loop per pattern)")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--path", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--shape", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:  # one of our engines, in its own process
+        backend, device = args.child.split(":")
+        ny, nx = (int(v) for v in args.shape.split(","))
+        sec = ours(Path(args.path), ny, nx, args.repeat, backend, device)
+        print(json.dumps({"seconds": sec, "rss_mb": peak_rss_mb()}))
+        return
     folder = Path(args.dir or tempfile.mkdtemp(prefix="bench-stem4d-"))
     path = folder / "scan_uint16.raw"
     t0 = time.perf_counter()
@@ -161,38 +211,38 @@ def main() -> None:
         f"scan: {ny} x {nx} frames of {DET} x {DET} uint16 = {size_gb:.2f} GB, written in "
         f"{time.perf_counter() - t0:.1f} s ({path})"
     )
-    rows: list[tuple[str, float | None, str]] = []
+    rows: list[tuple[str, dict | None, str]] = []
+    out, err = ours_child(path, ny, nx, args.repeat, "numpy", "cpu")
     rows.append(
-        (
-            "panreduce stem4d (numpy, 1 core)",
-            ours(path, ny, nx, args.repeat),
-            "3 virtual detectors + CoM + exact sums + max pattern, one pass",
-        )
+        ("panreduce stem4d (numpy, 1 core)", out, err or "3 virtual detectors + CoM + exact sums + max pattern")
     )
     try:
         import torch
 
+        out, err = ours_child(path, ny, nx, args.repeat, "torch", "cpu")
+        rows.append(("panreduce stem4d (torch, CPU, 1 thread)", out, err or f"torch {torch.__version__}"))
         if torch.cuda.is_available():
-            rows.append(
-                (
-                    "panreduce stem4d (torch, GPU)",
-                    ours(path, ny, nx, args.repeat, "torch", "cuda"),
-                    torch.cuda.get_device_name(0),
-                )
-            )
+            out, err = ours_child(path, ny, nx, args.repeat, "torch", "cuda")
+            rows.append(("panreduce stem4d (torch, GPU)", out, err or torch.cuda.get_device_name(0)))
         else:
             rows.append(("panreduce stem4d (torch, GPU)", None, "no CUDA GPU here"))
     except ImportError:
-        rows.append(("panreduce stem4d (torch, GPU)", None, "torch not installed (the gpu extra)"))
-    sec, note = libertem(path, ny, nx, args.repeat)
-    rows.append(("LiberTEM (1 core)", sec, note))
-    rows.append(("py4DSTEM (1 core)", None, "not run: pins numpy 1.26, needs its own environment"))
+        rows.append(("panreduce stem4d (torch)", None, "torch not installed (the gpu extra)"))
+    out, note = libertem(path, ny, nx, args.repeat)
+    rows.append(("LiberTEM (1 core)", out, note))
+    if args.skip_py4dstem:
+        rows.append(("py4DSTEM (1 core)", None, "skipped (--skip-py4dstem)"))
+    else:
+        out, note = py4dstem(path, ny, nx)
+        rows.append(("py4DSTEM (1 core)", out, note))
     print()
-    print("| engine | scan | seconds | GB/s per core | notes |")
-    print("|---|---|---|---|---|")
-    for name, s, note in rows:
-        rate = f"{size_gb / s:.2f}" if s else "—"
-        print(f"| {name} | {size_gb:.2f} GB | {f'{s:.2f}' if s else '—'} | {rate} | {note} |")
+    print("| engine | scan | seconds | GB/s per core | peak RSS (MB) | notes |")
+    print("|---|---|---|---|---|---|")
+    for name, res, note in rows:
+        s = res["seconds"] if res else None
+        rss = f"{res['rss_mb']:.0f}" if res else "—"
+        rate = f"{size_gb / s:.3f}" if s else "—"
+        print(f"| {name} | {size_gb:.2f} GB | {f'{s:.2f}' if s else '—'} | {rate} | {rss} | {note} |")
     if not args.keep:
         path.unlink()
         if args.dir is None:
