@@ -88,6 +88,48 @@ def test_platypus_angles_agree_in_their_overlaps_after_scaling(platypus):
     assert np.all(np.diff(stitched.q) > 0) and np.all(np.isfinite(stitched.r))
 
 
+# refnx 0.1.x PlatypusReduce(711).reduce(70x, rebin_percent=5, λ 2.8-18): the nominal ω
+# (its ω(λ) at the shortest λ, where the gravity elevation vanishes) for 709 and 710
+REFNX_OMEGA_NOMINAL = {"PLP0000709": 1.9776, "PLP0000710": 6.4654}
+
+
+def test_platypus_detector_rows_count_upwards_gravity_pulls_the_direct_beam_down(platypus):
+    """The sign of the pixel heights: long-λ neutrons of the direct beam, which fall most,
+    land lower on the detector by the parabola's drop (1.5 mm more at 18 Å than at 3 Å)."""
+    from panreduce_reflectometry import gravity
+
+    db = platypus[3]
+    rows = np.arange(105, 126)
+    lam = workflow._wavelength_centres(db, rows)
+    heights = [gravity.beam_height(db.counts, db.pixel_y_m, lam, (lo, lo + 2.0), rows=rows) for lo in (3.0, 16.0)]
+    coll, to_sample = workflow.gravity_geometry(db)
+    drop = gravity.drop_at(np.array([4.0, 17.0]), coll, to_sample + float(db.pixel_z_m[0]))
+    assert heights[1] - heights[0] == pytest.approx(drop[1] - drop[0], rel=0.3)
+    assert heights[1] < heights[0]
+
+
+@pytest.mark.parametrize("use_gravity", [False, True])
+def test_platypus_theta_from_the_detector_matches_the_direct_beam_method_of_refnx(dataset, use_gravity):
+    """θ = ½·atan((y_R − y_D)/L) against the direct beam 711, through the technique's load."""
+    from panreduce.storage import stage_paths
+    from panreduce_reflectometry.technique import Technique
+
+    files = [str(dataset(f"platypus-refnx/PLP0000{n}.nx.hdf")) for n in (708, 709, 710, 711)]
+    t = Technique()
+    p = t.validate_parameters(
+        {"transmission": "PLP0000711.nx.hdf", "theta_from": "detector", "gravity": use_gravity, "plots": False}
+    )
+    units = t.units(stage_paths(files), p)
+    plans = {u.run.run_number: workflow.plan_run(u.run, u.index, 3, p, u.loaded.direct_height_m) for u in units}
+    assert all(pl.theta_source == "detector" for pl in plans.values())
+    assert units[0].loaded.direct_height_m == pytest.approx(0.0049, abs=0.0005)  # 711's beam on the detector
+    for run, omega in REFNX_OMEGA_NOMINAL.items():
+        assert plans[run].theta_deg == pytest.approx(omega, abs=0.005)
+    # and not the logged 2.0°/6.5°: the reflected beams sit 1.7 and 2.7 pixels off their nominal place
+    assert abs(plans["PLP0000709"].theta_deg - 2.0) > 0.015 and abs(plans["PLP0000710"].theta_deg - 6.5) > 0.025
+    assert plans["PLP0000708"].theta_deg == pytest.approx(0.5, abs=0.005)
+
+
 @pytest.fixture(scope="module")
 def offspec(dataset):
     runs = [

@@ -257,7 +257,10 @@ def _platypus(f: h5py.File, source: str) -> TofRun:
         variances=counts.copy(),
         spectra=np.arange(n),
         tof_edges_us=edges,
-        pixel_y_m=1e-3 * (vt + y_off),
+        # the hmm y index counts upwards (the direct beam's long-λ neutrons, which fall most,
+        # land on lower indices; refnx takes height = index × pitch) while y_pixel_offset is
+        # written top-down (+115 mm at index 0): height above the detector centre = −offset
+        pixel_y_m=1e-3 * (vt - y_off),
         pixel_z_m=np.full(n, 1e-3 * dy),
         pixel_height_m=pitch,
         source_to_sample_m=1e-3 * (sample_distance - chopper_mid_mm),

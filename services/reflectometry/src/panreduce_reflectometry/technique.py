@@ -34,6 +34,7 @@ class Loaded:
     transmission: Transmission | None
     step: float  # log-bin dQ/Q shared by every run
     notes: list[str]
+    direct_height_m: float | None = None  # the direct beam's height on the detector (theta_from=detector)
 
 
 @dataclass
@@ -147,7 +148,19 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             except ValueError as exc:
                 raise errors.InvalidInput(direct[0].source, f"as transmission: {exc}") from None
             notes += tnotes
-        return Loaded(indexed, len(runs), transmission, step, notes)
+        height = None
+        if params.theta_from == "detector" and direct:
+            try:
+                height = workflow.direct_beam_height(direct[0], params)
+            except ValueError as exc:
+                raise errors.InvalidInput(direct[0].source, f"as the direct beam for θ: {exc}") from None
+            notes.append(
+                f"θ from the detector: the reflected beams' heights above the direct beam {direct[0].run_number} "
+                f"({1000 * height:.3f} mm)"
+            )
+        elif params.theta_from == "detector":
+            notes.append("θ from the detector: no direct beam among the inputs, θ is ½ of the beam's recorded 2θ")
+        return Loaded(indexed, len(runs), transmission, step, notes, height)
 
     @staticmethod
     def _check_lengths(params: ReflectometryParameters, n: int) -> None:
@@ -199,7 +212,7 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             run, index = unit.run, unit.index
             ctx.progress(k / len(block), "reduce", f"run {run.run_number}")
             try:
-                plan = workflow.plan_run(run, index, data.n_runs, params)
+                plan = workflow.plan_run(run, index, data.n_runs, params, data.direct_height_m)
                 s, rec = workflow.reduce_one(
                     run, plan, params, transmission=data.transmission, step=data.step, version=VERSION, call=call
                 )

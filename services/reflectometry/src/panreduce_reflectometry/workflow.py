@@ -101,9 +101,21 @@ def theta_from_detector(
     rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
     y = gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows)
     z = float(np.median(run.pixel_z_m[rows]))
-    if direct_height_m is not None:
-        return math.degrees(gravity.omega_from_heights(y, direct_height_m, z))
-    return math.degrees(0.5 * math.atan2(y, z))
+    if direct_height_m is None:
+        return math.degrees(0.5 * math.atan2(y, z))
+    omega = gravity.omega_from_heights(y, direct_height_m, z)
+    if p.gravity:
+        # the direct beam's height is that of an infinitely fast neutron; the reflected beam's
+        # per-λ centroid is moved to one too: it fell d(λ) like the direct beam and left the
+        # sample 2|ε(λ)| steeper (it came in ε(λ) below the horizontal), so y_R − d + 2Lε(λ)
+        coll, to_sample = gravity_geometry(run)
+        drop = gravity.drop_at(lam, coll, to_sample + z)
+        eps = gravity.elevation_at_sample(
+            np.clip(lam, 0.1, None), omega, collimation_m=coll, slit_to_sample_m=to_sample
+        )
+        y = gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows, drop_m=drop - 2.0 * z * np.tan(eps))
+        omega = gravity.omega_from_heights(y, direct_height_m, z)
+    return math.degrees(omega)
 
 
 def plan_run(
