@@ -349,6 +349,23 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
             "-e",
             "PANREDUCE_SERVICE_TOKEN_FILE=/etc/panreduce/service-token/token",
         ]
+        # and the scope key, as the chart's: the gateway signs with the private key, the
+        # service holds only the public one (without it the service would not start)
+        from panreduce.scopekey import generate_pem
+
+        private, public = generate_pem()
+        for name, pem in (("scope.key", private), ("scope.pub", public)):
+            (token_dir / name).write_bytes(pem)
+            (token_dir / name).chmod(0o644)
+        scope = {
+            role: [
+                "-v",
+                f"{token_dir / name}:/etc/panreduce/scope-key/{name}:ro",
+                "-e",
+                f"PANREDUCE_SCOPE_KEY_FILE=/etc/panreduce/scope-key/{name}",
+            ]
+            for role, name in (("gateway", "scope.key"), ("service", "scope.pub"))
+        }
         run(
             [
                 "podman",
@@ -360,6 +377,7 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
                 "none",
                 *hardening,
                 *token,
+                *scope["service"],
                 "-e",
                 "PANREDUCE_METRICS_PORT=9090",
                 cfg.ref(technique),
@@ -377,6 +395,7 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
                 f"container:{svc}",
                 *hardening,
                 *token,
+                *scope["gateway"],
                 "-e",
                 f"PANREDUCE_ROUTES={technique}=127.0.0.1:50051",
                 cfg.ref("gateway"),

@@ -221,9 +221,15 @@ def test_service_tls_folder_problems_are_one_clear_error(tmp_path, pki):
 
 
 def test_service_cli_with_mtls_starts_without_a_token(tmp_path, pki):
-    """``panreduce-service`` given a TLS folder needs no --insecure, and answers health
-    in plain text on --health-port while its main port speaks only mTLS."""
+    """``panreduce-service`` given a TLS folder (and the scope key) needs no token and no
+    --insecure, and answers health in plain text on --health-port while its main port speaks
+    only mTLS."""
     import socket
+
+    from panreduce.scopekey import generate_pem
+
+    scope_key = tmp_path / "scope.pub"
+    scope_key.write_bytes(generate_pem()[1])
 
     ports = []
     for _ in range(2):
@@ -244,6 +250,8 @@ def test_service_cli_with_mtls_starts_without_a_token(tmp_path, pki):
             str(tmp_path / "store"),
             "--service-tls-dir",
             str(pki["service"]),
+            "--scope-key-file",
+            str(scope_key),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

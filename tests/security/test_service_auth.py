@@ -1,5 +1,6 @@
 """Technique services serve only the gateway: every RPC without the service token (or
-with a wrong one) is UNAUTHENTICATED; a service without a token does not start; the
+with a wrong one) is UNAUTHENTICATED; a service without a token, or without the scope key,
+does not start unless told --insecure; the
 gateway with the token works end to end and tells the service whom it calls for."""
 
 from __future__ import annotations
@@ -111,8 +112,16 @@ def test_gateway_with_a_wrong_token_is_a_server_fault_not_the_callers(tmp_path):
             c.submit("toy", [str(files["pA"])], {}, str(tmp_path / "o"))
 
 
+CREDENTIAL_VARIABLES = (
+    "PANREDUCE_SERVICE_TOKEN_FILE",
+    "PANREDUCE_SERVICE_TLS_DIR",
+    "PANREDUCE_SCOPE_KEY_FILE",
+    "PANREDUCE_INSECURE",
+)
+
+
 def _run_service(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PANREDUCE_SERVICE_TOKEN_FILE"} | (env_extra or {})
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES} | (env_extra or {})
     return subprocess.run([*args, "--port", "0"], capture_output=True, text=True, timeout=60, env=env)
 
 
@@ -126,6 +135,62 @@ def test_a_service_without_a_token_refuses_to_start(command, tmp_path):
     short.write_text("abc\n")
     done = _run_service(str(BIN / command[0]), *command[1:], env_extra={"PANREDUCE_SERVICE_TOKEN_FILE": str(short)})
     assert done.returncode == 2 and "16" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["panreduce-service", "scan"], ["panreduce", "service", "scan"]])
+def test_a_service_with_a_credential_but_no_scope_key_refuses_to_start(command, tmp_path):
+    """A token alone is not enough: without the gateway's public scope key a token holder
+    could name any proposal's locations, so the service does not start (one line, exit 2)."""
+    token = tmp_path / "token"
+    token.write_text(SERVICE_TOKEN)
+    done = _run_service(str(BIN / command[0]), *command[1:], "--service-token-file", str(token))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "no scope key" in lines[0] and "--scope-key-file" in lines[0] and "--insecure" in lines[0]
+    done = _run_service(
+        str(BIN / command[0]), *command[1:], env_extra={"PANREDUCE_SERVICE_TOKEN_FILE": str(token)}
+    )  # the same from the environment
+    assert done.returncode == 2 and "no scope key" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "how"),
+    [(["panreduce-service", "scan"], "flag"), (["panreduce", "service", "scan"], "env")],
+    ids=["panreduce-service --insecure", "panreduce service PANREDUCE_INSECURE"],
+)
+def test_an_insecure_service_serves_anyone_and_says_so(command, how, tmp_path):
+    """``--insecure`` (or $PANREDUCE_INSECURE=true): no credential, no scope key, and the
+    service serves a caller without a token, having logged a warning naming both gaps."""
+    from faults_support import free_port, wait_serving
+
+    port = free_port()
+    log = tmp_path / "service.log"
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARIABLES} | {"PANREDUCE_LOG_FORMAT": "text"}
+    argv = [str(BIN / command[0]), *command[1:], "--port", str(port), "--store", str(tmp_path / "store")]
+    if how == "flag":
+        argv.append("--insecure")
+    else:
+        env["PANREDUCE_INSECURE"] = "true"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_serving(f"127.0.0.1:{port}")
+        with Client(f"127.0.0.1:{port}", timeout=10) as c:
+            assert [t.name for t in c.describe().techniques] == ["scan"]
+            assert c.list_jobs() == []  # a fresh store, and no token asked for
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = log.read_text()
+    warning = [line for line in text.splitlines() if "WARNING" in line and "INSECURE" in line]
+    assert len(warning) == 1, text
+    assert "no service credential" in warning[0] and "no scope key" in warning[0]
+
+
+def test_a_bad_insecure_value_stops_the_service_naming_it():
+    done = _run_service(str(BIN / "panreduce-service"), "scan", env_extra={"PANREDUCE_INSECURE": "perhaps"})
+    assert done.returncode == 2 and "PANREDUCE_INSECURE" in done.stderr
 
 
 def test_token_file_rules(tmp_path):

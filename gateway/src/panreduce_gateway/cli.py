@@ -370,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--insecure",
         action="store_true",
-        help="serve without a service token (any caller reaching the port), or without a scope key "
-        "(a token holder names any scope): development only",
+        help="serve without a service credential (any caller reaching the port), or without a scope key "
+        "(a caller names any scope): development only (also $PANREDUCE_INSECURE=true)",
     )
     sp.set_defaults(func=cmd_service)
 
@@ -898,15 +898,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_service(args: argparse.Namespace) -> int:
     from panreduce import registry
+    from panreduce.kit.__main__ import service_credentials
     from panreduce.kit.server import serve
-    from panreduce.mtls import health_port_setting, service_tls_setting
-    from panreduce.scopekey import service_scope_setting
-    from panreduce.serving import service_token_setting
+    from panreduce.mtls import health_port_setting
 
     technique = registry.load(args.technique)
-    tls = service_tls_setting(args.service_tls_dir)
-    token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
-    verifier = service_scope_setting(args.scope_key_file, insecure=args.insecure)
+    token, tls, verifier = service_credentials(
+        args.service_token_file, args.service_tls_dir, args.scope_key_file, insecure=args.insecure
+    )
     serve(
         technique,
         port=args.port,

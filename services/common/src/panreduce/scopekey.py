@@ -275,20 +275,3 @@ def verifier_setting(path: Path | str | None, *, env: dict[str, str] | None = No
     """A service's verifier from ``path`` or $PANREDUCE_SCOPE_KEY_FILE (None: neither)."""
     found = _path(path, env)
     return ScopeVerifier.from_file(found) if found else None
-
-
-def service_scope_setting(
-    path: Path | str | None, *, insecure: bool = False, env: dict[str, str] | None = None
-) -> ScopeVerifier | None:
-    """A service's verifier (None without a key file: unsigned scopes are accepted, with a
-    warning, until every deployment gives the key; the chart does not yet)."""
-    verifier = verifier_setting(path, env=env)
-    if verifier is None and not insecure:
-        import logging
-
-        logging.getLogger("panreduce.kit").warning(
-            "no scope key (--scope-key-file, $%s): unsigned scopes accepted, so a holder of the service "
-            "credential can name any scope",
-            SCOPE_KEY_ENV,
-        )
-    return verifier

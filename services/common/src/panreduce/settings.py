@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         "with `--insecure`)",
         json_schema_extra=_section("service"),
     )
+    insecure: bool = Field(
+        False,
+        description="`true`: a service starts without a service credential or scope key "
+        "(as `--insecure`; development only, logged as a warning)",
+        json_schema_extra=_section("service"),
+    )
     service_tls_dir: Path | None = Field(
         None,
         description="mutual TLS between the gateway and the services: "

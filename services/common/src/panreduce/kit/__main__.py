@@ -3,8 +3,10 @@
 This is what a technique's container image runs. Settings from flags or environment:
 PANREDUCE_HOST (127.0.0.1: loopback only), PANREDUCE_PORT (50051), PANREDUCE_STORE,
 PANREDUCE_MAX_RUNNING (1), PANREDUCE_METRICS_PORT (0: off), PANREDUCE_DRAIN_SECONDS (30),
-PANREDUCE_LOG_FORMAT, PANREDUCE_SERVICE_TOKEN_FILE (the secret the gateway sends; without
-one the service refuses to start unless given --insecure).
+PANREDUCE_LOG_FORMAT, PANREDUCE_SERVICE_TOKEN_FILE (the secret the gateway sends) or
+PANREDUCE_SERVICE_TLS_DIR (mutual TLS), PANREDUCE_SCOPE_KEY_FILE (the gateway's public scope
+key). Without a credential and a scope key the service refuses to start unless given
+--insecure (or PANREDUCE_INSECURE=true), which it then logs as a warning.
 """
 
 from __future__ import annotations
@@ -15,6 +17,31 @@ from pathlib import Path
 
 from panreduce import errors, registry
 from panreduce.settings import get_settings
+
+INSECURE_HINT = "or --insecure (or $PANREDUCE_INSECURE=true) for development only"
+
+
+def service_credentials(
+    token_file: Path | None, tls_dir: Path | None, scope_key_file: Path | None, *, insecure: bool
+) -> tuple:
+    """(service token, mTLS, scope verifier) of a service started from the command line. It
+    needs a credential (a token, or mTLS) and the gateway's public scope key; without either,
+    InvalidRequest (one line naming the flag), unless ``insecure`` (``--insecure`` or
+    ``$PANREDUCE_INSECURE``)."""
+    from panreduce.mtls import service_tls_setting
+    from panreduce.scopekey import SCOPE_KEY_ENV, verifier_setting
+    from panreduce.serving import service_token_setting
+
+    insecure = insecure or get_settings().insecure
+    tls = service_tls_setting(tls_dir)
+    token = service_token_setting(token_file, insecure=insecure or tls is not None)
+    verifier = verifier_setting(scope_key_file)
+    if verifier is None and not insecure:
+        raise errors.InvalidRequest(
+            f"no scope key: give --scope-key-file FILE (or ${SCOPE_KEY_ENV}) with the gateway's public scope key "
+            f"or certificate, so that only scopes the gateway signed are accepted, {INSECURE_HINT}"
+        )
+    return token, tls, verifier  # serve() logs what an insecure one lacks, as a warning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,23 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--insecure",
         action="store_true",
-        help="serve without a service token (any caller that reaches the port), or without a scope "
-        "key (a token holder names any scope): development only",
+        help="serve without a service credential (any caller that reaches the port), or without a scope "
+        "key (a caller names any scope): development only (also $PANREDUCE_INSECURE=true)",
     )
     args = p.parse_args(argv)
     if not args.technique:
         p.error("name the technique (or set PANREDUCE_TECHNIQUE)")
-    from panreduce.mtls import health_port_setting, service_tls_setting
-    from panreduce.serving import service_token_setting
+    from panreduce.mtls import health_port_setting
 
     try:
         cls = registry.load(args.technique)
-        tls = service_tls_setting(args.service_tls_dir)
         health_port = health_port_setting(args.health_port)
-        token = service_token_setting(args.service_token_file, insecure=args.insecure or tls is not None)
-        from panreduce.scopekey import service_scope_setting
-
-        verifier = service_scope_setting(args.scope_key_file, insecure=args.insecure)
+        token, tls, verifier = service_credentials(
+            args.service_token_file, args.service_tls_dir, args.scope_key_file, insecure=args.insecure
+        )
     except (errors.UnknownTechnique, errors.InvalidRequest) as exc:
         print(f"panreduce-service: {exc}", file=sys.stderr)
         return 2

@@ -364,26 +364,22 @@ def serve(
         scope_verifier=scope_verifier,
     )
     serve_metrics(metrics_port)
-    log.info(
-        "technique %s serving on %s:%d (%s)",
-        running.name,
-        host,
-        running.port,
-        ", ".join(
-            [
-                *(["service token required"] if service_token else []),
-                *(["mTLS: client certificate required"] if service_tls else []),
-                *(
-                    ["signed scope required"]
-                    if scope_verifier
-                    else ["UNSIGNED scope accepted (no scope key)"]
-                    if service_token or service_tls
-                    else []
-                ),
-            ]
-        )
-        or "INSECURE: no service token, any caller is served",
-    )
+    lacks = [
+        *(
+            []
+            if service_token or service_tls
+            else ["no service credential: ANY caller that reaches the port is served"]
+        ),
+        *([] if scope_verifier else ["no scope key: a caller names any proposal's locations"]),
+    ]
+    guards = [
+        *(["service token required"] if service_token else []),
+        *(["mTLS: client certificate required"] if service_tls else []),
+        *(["signed scope required"] if scope_verifier else []),
+    ]
+    log.info("technique %s serving on %s:%d (%s)", running.name, host, running.port, ", ".join(guards) or "unguarded")
+    if lacks:  # the CLI allows this only with --insecure
+        log.warning("INSECURE, development only (--insecure): %s", "; ".join(lacks))
     run_until_signal([running], grace=drain_seconds)
 
 
