@@ -11,6 +11,7 @@ from stem4d_helpers import corr, run_stem4d
 from panreduce import errors
 from panreduce.client import Client
 from panreduce_stem4d import synthetic
+from panreduce_stem4d.params import STEPS
 from panreduce_stem4d.technique import Technique
 
 
@@ -105,16 +106,20 @@ def test_shards_by_scan_rows_equal_one_job(gateway_for, nexus_scan, tmp_path):
 @pytest.mark.parametrize(
     "params,field",
     [
-        ({"adf_mrad": "8,3"}, "parameters"),
-        ({"masks": {"Bad-Name": "disc:2"}}, "masks"),
-        ({"masks": {f"m{i}": "disc:1" for i in range(17)}}, "masks"),
-        ({"masks": {"m": "donut:1,2"}}, "masks"),
-        ({"masks": {"bf": "disc:1"}}, "masks"),
+        ({"adf_mrad": "8,3"}, "virtual"),
+        ({"masks": {"Bad-Name": "disc:2"}}, "virtual.masks"),
+        ({"masks": {f"m{i}": "disc:1" for i in range(17)}}, "virtual.masks"),
+        ({"masks": {"m": "donut:1,2"}}, "virtual.masks"),
+        ({"masks": {"bf": "disc:1"}}, "virtual.masks"),
         ({"dataset": "../../etc/passwd\n"}, "dataset"),
-        ({"center_px": [500, 10]}, "center_px"),
-        ({"vacuum_position": [99, 0]}, "vacuum_position"),
+        ({"center_px": [500, 10]}, "calibration.center_px"),
+        ({"vacuum_position": [99, 0]}, "strain.vacuum_position"),
         ({"chunk_mb": 10**6}, "chunk_mb"),
         ({"scan_shape": [0, 4]}, "scan_shape.0"),
+        ({"virtual.bf_mrad": -1}, "virtual.bf_mrad"),
+        ({"strain_reference": "4,2,0,3"}, "strain"),
+        ({"bf_mrad": 2.0, "virtual.bf_mrad": 3.0}, "parameters"),
+        ({"virtual.bf_radius": 2.0}, "virtual.bf_radius"),
     ],
 )
 def test_bad_requests_are_the_callers_and_named(nexus_scan, tmp_path, params, field):
@@ -154,6 +159,38 @@ def test_gpu_without_a_gpu_is_a_precondition_not_internal(nexus_scan, tmp_path):
 
 
 def test_describe_names_the_units():
-    props = Technique.parameters_schema()["properties"]
-    assert "mrad" in props["bf_mrad"]["description"]
-    assert props["masks"]["maxProperties"] == 16
+    schema = Technique.parameters_schema()
+    props, defs = schema["properties"], schema["$defs"]
+    assert set(STEPS) <= set(props)
+    virtual = defs[STEPS["virtual"].__name__]["properties"]
+    assert "mrad" in virtual["bf_mrad"]["description"]
+    assert virtual["masks"]["maxProperties"] == 16
+    assert "calibration" in schema["required"]
+
+
+def test_bare_names_route_into_their_steps_and_equal_dotted_keys():
+    bare = Technique.validate_parameters(
+        {"mrad_per_px": 0.0827, "bf_mrad": 0.5, "adf_mrad": "1.7,8.3", "strain": "true", "strain_reference": "0,2,0,2"}
+    )
+    dotted = Technique.validate_parameters(
+        {
+            "calibration.mrad_per_px": 0.0827,
+            "virtual.bf_mrad": 0.5,
+            "virtual.adf_mrad": "1.7,8.3",
+            "strain.enabled": True,
+            "strain.reference": [0, 2, 0, 2],
+        }
+    )
+    assert bare == dotted
+    assert bare.calibration.mrad_per_px == 0.0827
+    assert bare.virtual.adf_mrad == (1.7, 8.3)
+    assert bare.strain.enabled is True and bare.strain.reference == (0, 2, 0, 2)
+    assert bare.com.descan == "plane" and bare.output.plots is True
+    nested = Technique.validate_parameters({"calibration": {"mrad_per_px": 0.1}, "com": {"flip": True}, "plots": False})
+    assert nested.com.flip is True and nested.output.plots is False
+
+
+def test_a_missing_calibration_is_named_by_its_field():
+    with pytest.raises(errors.InvalidParameters) as err:
+        Technique.validate_parameters({"bf_mrad": 0.5})
+    assert [v.field for v in err.value.violations] == ["calibration.mrad_per_px"]

@@ -1,9 +1,16 @@
-"""The stem4d parameter model (flat: the acceptance command names fields directly)."""
+"""The stem4d parameter model, nested by step as the other techniques are: ``calibration``,
+``virtual``, ``com`` (centre of mass / DPC), ``strain``, ``output``; the input and execution
+fields (``dataset``, ``scan_shape``, ``chunk_mb``, ``device``) stay at the top.
+
+A step's field is set as ``-p step.field=value`` (the kit's dotted keys) or by its bare name
+(``-p mrad_per_px=0.0827``: routed into its step, as the acceptance command and the flat model of
+earlier versions name them). The strain step's fields also take their former flat names
+(``strain=true`` is ``strain.enabled=true``, ``strain_reference`` is ``strain.reference``, ...)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -20,8 +27,12 @@ def _split(value: object) -> object:
     return value
 
 
-class Stem4dParameters(Parameters):
-    # -- calibration -------------------------------------------------------------------
+Pair = tuple[float, float]
+
+
+class Calibration(Parameters):
+    """Detector and scan calibration (:func:`pipeline.calibrate`)."""
+
     mrad_per_px: float = Field(
         gt=0, le=100, description="detector calibration: mrad per pixel (from the camera length)"
     )
@@ -40,20 +51,18 @@ class Stem4dParameters(Parameters):
     scan_step_nm: float | None = Field(
         None, gt=0, le=1e6, description="scan step in nm (default: from the file's axes)"
     )
-    # -- input --------------------------------------------------------------------------
-    scan_shape: tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]] | None = Field(
-        None,
-        description="scan (rows, columns) of a .mib file (default: the .hdr's frames per trigger, "
-        "else square, else one row)",
-    )
-    dataset: str | None = Field(
-        None,
-        max_length=256,
-        pattern=r"^/?[A-Za-z0-9_.\-/ ]+$",
-        description="HDF5 path of the 4-D dataset (default: the NeXus default "
-        "NXdata signal, else an fpd/EMD group, else the first 4-D dataset)",
-    )
-    # -- virtual detectors ---------------------------------------------------------------
+
+    _pairs = field_validator("center_px", "ellipse_ring_mrad", mode="before")(lambda cls, v: _split(v))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Calibration:
+        _inner_outer(self, "ellipse_ring_mrad")
+        return self
+
+
+class Virtual(Parameters):
+    """Virtual detectors (one streaming pass)."""
+
     bf_mrad: float | None = Field(
         None, gt=0, le=10_000, description="bright-field disc radius in mrad (default: 1.2 × the fitted disc)"
     )
@@ -71,7 +80,19 @@ class Stem4dParameters(Parameters):
             "from +x towards +y); at most 16",
         )
     )
-    # -- centre of mass / DPC -------------------------------------------------------------
+
+    _pairs = field_validator("adf_mrad", "haadf_mrad", mode="before")(lambda cls, v: _split(v))
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Virtual:
+        _inner_outer(self, "adf_mrad")
+        _inner_outer(self, "haadf_mrad")
+        return self
+
+
+class CentreOfMass(Parameters):
+    """Centre of mass and DPC (:func:`pipeline.finish`)."""
+
     com_mrad: float | None = Field(
         None, gt=0, le=10_000, description="CoM inside this radius (mrad) (default: the bright-field disc, bf_mrad)"
     )
@@ -88,16 +109,21 @@ class Stem4dParameters(Parameters):
     )
     flip: bool = Field(False, description="negate detector y before the rotation")
     dpc_phase: bool = Field(True, description="integrate the CoM into the DPC phase (needs energy and step)")
-    # -- strain ------------------------------------------------------------------------------
-    strain: bool = Field(False, description="find Bragg discs and map strain")
-    strain_reference: tuple[int, int, int, int] | None = Field(
+
+
+class Strain(Parameters):
+    """Bragg discs and strain maps."""
+
+    enabled: bool = Field(False, description="find Bragg discs and map strain (bare name: strain=true)")
+    reference: tuple[int, int, int, int] | None = Field(
         None,
-        description="reference region rows r0,r1, columns c0,c1 (scan indices, end exclusive); default: the whole scan",
+        description="reference region rows r0,r1, columns c0,c1 (scan indices, end exclusive); default: the "
+        "whole scan (bare name: strain_reference)",
     )
-    strain_frame: Literal["scan", "detector"] = Field(
+    frame: Literal["scan", "detector"] = Field(
         "scan",
         description="strain maps in the scan (x, y) frame (the lattice turned by the scan–detector "
-        "rotation and flip of the CoM step) or in the corrected detector frame",
+        "rotation and flip of the CoM step) or in the corrected detector frame (bare name: strain_frame)",
     )
     vacuum_position: tuple[int, int] | None = Field(
         None,
@@ -107,23 +133,105 @@ class Stem4dParameters(Parameters):
     disc_threshold: float = Field(
         0.1, gt=0, lt=1, description="Bragg disc: correlation peak above this fraction of the strongest"
     )
-    # -- execution ---------------------------------------------------------------------------
+
+    _pairs = field_validator("reference", "vacuum_position", mode="before")(lambda cls, v: _split(v))
+
+    @model_validator(mode="after")
+    def _region(self) -> Strain:
+        r = self.reference
+        if r is not None and not (0 <= r[0] < r[1] and 0 <= r[2] < r[3]):
+            raise ValueError("reference: need 0 ≤ r0 < r1 and 0 ≤ c0 < c1")
+        return self
+
+
+class Output(Parameters):
+    """What is written besides stem4d.nxs."""
+
+    plots: bool = Field(True, description="write PNG overviews")
+
+
+def _inner_outer(model: Parameters, name: str) -> None:
+    v = getattr(model, name)
+    if v is not None and not v[0] < v[1]:
+        raise ValueError(f"{name}: inner must be smaller than outer, got {v[0]}, {v[1]}")
+
+
+STEPS: dict[str, type[Parameters]] = {
+    "calibration": Calibration,
+    "virtual": Virtual,
+    "com": CentreOfMass,
+    "strain": Strain,
+    "output": Output,
+}
+#: a step field's bare name -> (its step, its name in the step); the strain step's former flat names too
+BARE: dict[str, tuple[str, str]] = {
+    field: (step, field) for step, model in STEPS.items() for field in model.model_fields
+}
+BARE.update({"strain_reference": ("strain", "reference"), "strain_frame": ("strain", "frame")})
+
+
+class Stem4dParameters(Parameters):
+    # -- input and execution ------------------------------------------------------------
+    scan_shape: tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]] | None = Field(
+        None,
+        description="scan (rows, columns) of a .mib file (default: the .hdr's frames per trigger, "
+        "else square, else one row)",
+    )
+    dataset: str | None = Field(
+        None,
+        max_length=256,
+        pattern=r"^/?[A-Za-z0-9_.\-/ ]+$",
+        description="HDF5 path of the 4-D dataset (default: the NeXus default "
+        "NXdata signal, else an fpd/EMD group, else the first 4-D dataset)",
+    )
     chunk_mb: int = Field(256, ge=8, le=16_384, description="memory for one block of scan rows (MB)")
     device: Literal["cpu", "gpu", "auto"] = Field(
         "cpu", description="virtual images and CoM with numpy (cpu) or torch on a CUDA GPU (gpu; auto: gpu if present)"
     )
-    plots: bool = Field(True, description="write PNG overviews")
+    # -- the steps ------------------------------------------------------------------------
+    calibration: Calibration = Field(description="mrad per pixel (required), beam centre, ellipse, energy, scan step")
+    virtual: Virtual = Field(default_factory=Virtual, description="virtual detectors: BF, ADF, HAADF, user masks")
+    com: CentreOfMass = Field(default_factory=CentreOfMass, description="centre of mass, descan, rotation, DPC")
+    strain: Strain = Field(default_factory=Strain, description="Bragg discs and strain maps")
+    output: Output = Field(default_factory=Output, description="what is written besides stem4d.nxs")
 
-    @field_validator(
-        "center_px",
-        "ellipse_ring_mrad",
-        "scan_shape",
-        "adf_mrad",
-        "haadf_mrad",
-        "strain_reference",
-        "vacuum_position",
-        mode="before",
-    )
+    @model_validator(mode="before")
+    @classmethod
+    def _route_step_fields(cls, data: Any) -> Any:
+        """A step's field by its bare name into its step (``mrad_per_px`` -> ``calibration``); a
+        bare ``strain`` that is not a mapping is ``strain.enabled``. Dotted keys are the kit's
+        (``Parameters``). A field given both ways is refused; unknown keys stay, to be refused.
+        ``calibration`` is always present so that a missing ``mrad_per_px`` is named as such."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        steps: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            if key == "strain" and not isinstance(value, (dict, Parameters)):
+                steps.setdefault("strain", {})["enabled"] = value
+            elif isinstance(key, str) and key not in cls.model_fields and key in BARE:
+                step, name = BARE[key]
+                steps.setdefault(step, {})[name] = value
+            else:
+                out[key] = value
+        for step, fields in steps.items():
+            given = out.get(step, {})
+            if isinstance(given, Parameters):
+                given = given.model_dump()
+            if not isinstance(given, dict):
+                out[step] = given  # refused by the step's model
+                continue
+            twice = sorted(
+                (set(given) | {k.partition(".")[2] for k in data if isinstance(k, str) and k.startswith(step + ".")})
+                & set(fields)
+            )
+            if twice:
+                raise ValueError(f"{step}.{twice[0]} is given twice")
+            out[step] = {**given, **fields}
+        out.setdefault("calibration", {})
+        return out
+
+    @field_validator("scan_shape", mode="before")
     @classmethod
     def _pairs(cls, value: object) -> object:
         return _split(value)
@@ -134,14 +242,3 @@ class Stem4dParameters(Parameters):
         if value is not None and any(part in ("..", ".") for part in value.split("/")):
             raise ValueError("an HDF5 path inside the input file: no '.' or '..' parts")
         return value
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Stem4dParameters:
-        for name in ("ellipse_ring_mrad", "adf_mrad", "haadf_mrad"):
-            v = getattr(self, name)
-            if v is not None and not v[0] < v[1]:
-                raise ValueError(f"{name}: inner must be smaller than outer, got {v[0]}, {v[1]}")
-        r = self.strain_reference
-        if r is not None and not (0 <= r[0] < r[1] and 0 <= r[2] < r[3]):
-            raise ValueError("strain_reference: need 0 ≤ r0 < r1 and 0 ≤ c0 < c1")
-        return self

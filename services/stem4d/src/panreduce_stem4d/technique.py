@@ -130,24 +130,26 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
         backend, device = _backend(params.device)
         ctx.progress(0.0, "calibrate", "mean pattern of sampled rows, beam centre")
         vacuum = None
-        if params.vacuum_position is not None:
-            r, c = params.vacuum_position
+        if params.strain.vacuum_position is not None:
+            r, c = params.strain.vacuum_position
             if r >= scan.shape[0] or c >= scan.shape[1]:
                 raise errors.InvalidParameters(
                     [
                         errors.FieldViolation(
-                            "vacuum_position", f"({r}, {c}) is outside the {scan.shape[0]} x {scan.shape[1]} scan"
+                            "strain.vacuum_position",
+                            f"({r}, {c}) is outside the {scan.shape[0]} x {scan.shape[1]} scan",
                         )
                     ]
                 )
             vacuum = scan.read_rows(r, r + 1)[0, c].astype(np.float64)
-        if params.center_px is not None:
-            cy, cx = params.center_px
+        if params.calibration.center_px is not None:
+            cy, cx = params.calibration.center_px
             if not (0 <= cy < scan.shape[2] and 0 <= cx < scan.shape[3]):
                 raise errors.InvalidParameters(
                     [
                         errors.FieldViolation(
-                            "center_px", f"({cy}, {cx}) is off the {scan.shape[2]} x {scan.shape[3]} detector"
+                            "calibration.center_px",
+                            f"({cy}, {cx}) is off the {scan.shape[2]} x {scan.shape[3]} detector",
                         )
                     ]
                 )
@@ -155,21 +157,21 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
             calib = pipeline.calibrate(
                 scan.read_rows,
                 scan.shape,
-                mrad_per_px=params.mrad_per_px,
-                center_px=params.center_px,
-                ellipse_ring_mrad=params.ellipse_ring_mrad,
-                bf_mrad=params.bf_mrad,
-                adf_mrad=params.adf_mrad,
-                haadf_mrad=params.haadf_mrad,
-                masks=params.masks,
-                com_mrad=params.com_mrad,
-                strain=params.strain,
+                mrad_per_px=params.calibration.mrad_per_px,
+                center_px=params.calibration.center_px,
+                ellipse_ring_mrad=params.calibration.ellipse_ring_mrad,
+                bf_mrad=params.virtual.bf_mrad,
+                adf_mrad=params.virtual.adf_mrad,
+                haadf_mrad=params.virtual.haadf_mrad,
+                masks=params.virtual.masks,
+                com_mrad=params.com.com_mrad,
+                strain=params.strain.enabled,
                 vacuum_frame=vacuum,
-                disc_threshold=params.disc_threshold,
+                disc_threshold=params.strain.disc_threshold,
             )
         except ValueError as exc:
             if str(exc).startswith("mask "):
-                raise errors.InvalidParameters([errors.FieldViolation("masks", str(exc))]) from None
+                raise errors.InvalidParameters([errors.FieldViolation("virtual.masks", str(exc))]) from None
             raise errors.InvalidInput(src, f"calibration: {exc}") from None
         if calib.ellipse is not None:
             ctx.log(
@@ -188,11 +190,15 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
             budget_mb=params.chunk_mb,
             backend=backend,
             device=device,
-            strain=params.strain,
+            strain=params.strain.enabled,
             progress=lambda fr, msg: ctx.progress(0.05 + 0.95 * fr, "stream", msg),
         )
-        step = (params.scan_step_nm, params.scan_step_nm) if params.scan_step_nm else scan.step_nm
-        energy = params.energy_kev or scan.energy_kev
+        step = (
+            (params.calibration.scan_step_nm, params.calibration.scan_step_nm)
+            if params.calibration.scan_step_nm
+            else scan.step_nm
+        )
+        energy = params.calibration.energy_kev or scan.energy_kev
         meta = {
             "source": src,
             "layout": scan.layout,
@@ -217,18 +223,18 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
             maps = pipeline.finish(
                 part,
                 calib,
-                descan=params.descan,
-                rotation_deg=params.scan_rotation_deg,
-                flip=params.flip,
+                descan=params.com.descan,
+                rotation_deg=params.com.scan_rotation_deg,
+                flip=params.com.flip,
                 step_nm=step,
                 energy_kev=meta.get("energy_kev"),
-                want_phase=params.dpc_phase,
-                strain_reference=params.strain_reference,
-                strain_frame=params.strain_frame,
+                want_phase=params.com.dpc_phase,
+                strain_reference=params.strain.reference,
+                strain_frame=params.strain.frame,
             )
         except ValueError as exc:
             raise errors.InvalidInput(meta["source"], str(exc)) from None
-        if params.dpc_phase and "dpc_phase" not in maps.images:
+        if params.com.dpc_phase and "dpc_phase" not in maps.images:
             ctx.log(
                 "no DPC phase: the beam energy or the scan step is unknown (give energy_kev / scan_step_nm)", "warning"
             )
@@ -249,7 +255,7 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
             program=PROGRAM,
             version=VERSION,
         )
-        if params.plots:
+        if params.output.plots:
             report.write_png(
                 ctx.output_path("stem4d_overview.png", format="png", role="preview"),
                 maps,
