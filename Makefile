@@ -11,7 +11,7 @@ DEMO_OUT ?= panreduce-results/demo-$(shell date +%Y%m%d-%H%M%S)
 .PHONY: help setup proto demo test test-gpu test-large lint typecheck register serve clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: ## install everything into .venv (uv from the lock file; installs uv if missing)
 	@$(UV) sync --frozen --quiet
