@@ -335,3 +335,22 @@ def test_offspecular_map_over_pi_minus_pf_puts_the_specular_line_at_zero():
     # the vertical axis is Qz = k(sin α_i + sin α_f): its top is at the shortest λ bin centre and the largest α_f
     top = 2 * math.pi / 2.05 * (math.sin(theta) + math.sin(math.radians(1.5)))
     assert m.qz_edges[-1] == pytest.approx(top, rel=1e-9)
+
+
+def test_found_background_on_both_sides_removes_a_sloping_background_under_the_beam():
+    from panreduce_reflectometry.reduction import background_rows, find_specular
+
+    pix = np.arange(240)
+    beam = 5000.0 * np.exp(-0.5 * ((pix - 120) / 2.0) ** 2)
+    slope_bg = 300.0 - 1.5 * pix  # more background below the beam than above (Platypus 710)
+    counts = np.repeat((beam + slope_bg)[:, None], 4, axis=1)
+    roi, bg, centroid = find_specular(counts, pix)
+    assert centroid == pytest.approx(120.0, abs=0.05)
+    assert len(bg) == 4 and bg[1] < roi[0] and bg[2] > roi[1]
+    assert roi[0] - bg[1] == bg[2] - roi[1] and bg[1] - bg[0] == bg[3] - bg[2]  # symmetric about the beam
+    sub, _ = core.subtract_background(counts, counts.copy(), background_rows(pix, bg))
+    rows = slice(roi[0], roi[1] + 1)
+    # the linear background cancels exactly: what is left in the ROI is the beam
+    np.testing.assert_allclose(sub[rows].sum(axis=0), beam[rows].sum(), rtol=1e-9)
+    with pytest.raises(ValueError, match="one or two"):
+        background_rows(pix, (1, 2, 3))

@@ -80,7 +80,7 @@ class RunReflectivity:
     theta_deg: float  # incidence angle used for Q
     two_theta_r_deg: float  # reference angle of the summed pixels
     roi: tuple[int, int]  # spectrum numbers, inclusive
-    background_roi: tuple[int, int] | None
+    background_roi: tuple[int, ...] | None
     wavelength_range: tuple[float, float]
     q_edges: np.ndarray  # ascending, unbinned (one bin per λ bin)
     r: np.ndarray
@@ -100,6 +100,22 @@ def roi_rows(spectra: np.ndarray, roi: tuple[int, int], what: str) -> np.ndarray
     if rows.size != hi - lo + 1:
         raise ValueError(f"{what} {lo}-{hi}: the detector holds spectra {spectra.min()}-{spectra.max()}")
     return rows
+
+
+def background_rows(spectra: np.ndarray, background: tuple[int, ...]) -> np.ndarray:
+    """Rows of a background region: one spectrum range (lo, hi), or two (lo, hi, lo2, hi2),
+    one on each side of the beam, whose per-pixel average is the linear background's value
+    midway between them."""
+    if len(background) not in (2, 4):
+        raise ValueError(f"background_roi {background}: one or two spectrum ranges")
+    return np.concatenate(
+        [roi_rows(spectra, (background[i], background[i + 1]), "background_roi") for i in range(0, len(background), 2)]
+    )
+
+
+def ranges_text(background: tuple[int, ...]) -> str:
+    """'34-78' or '34-78 and 144-188'."""
+    return " and ".join(f"{background[i]}-{background[i + 1]}" for i in range(0, len(background), 2))
 
 
 def monitor_i0(
@@ -127,7 +143,7 @@ def transmission_from_run(
     run: TofRun,
     *,
     roi: tuple[int, int],
-    background_roi: tuple[int, int] | None,
+    background_roi: tuple[int, ...] | None,
     wavelength_range: tuple[float, float],
     monitor_background: tuple[float, float] | None,
     monitor_integration: tuple[float, float] | None,
@@ -137,7 +153,7 @@ def transmission_from_run(
     cropped to the wavelength range."""
     counts, var = run.counts, run.variances
     if background_roi is not None:
-        counts, var = core.subtract_background(counts, var, roi_rows(run.spectra, background_roi, "background_roi"))
+        counts, var = core.subtract_background(counts, var, background_rows(run.spectra, background_roi))
     rows = roi_rows(run.spectra, roi, "transmission roi")
     y = counts[rows].sum(axis=0)
     v = var[rows].sum(axis=0)
@@ -160,7 +176,7 @@ def reduce_run(
     *,
     theta_deg: float,
     roi: tuple[int, int],
-    background_roi: tuple[int, int] | None,
+    background_roi: tuple[int, ...] | None,
     summation: Summation,
     reduction_type: ReductionType,
     wavelength_range: tuple[float, float],
@@ -184,7 +200,7 @@ def reduce_run(
     counts, var = run.counts, run.variances
     notes: list[str] = []
     if background_roi is not None:
-        counts, var = core.subtract_background(counts, var, roi_rows(run.spectra, background_roi, "background_roi"))
+        counts, var = core.subtract_background(counts, var, background_rows(run.spectra, background_roi))
     rows = roi_rows(run.spectra, roi, "roi")
     tt, tt_width, l2 = pixel_two_theta(run, theta_deg=theta_deg)
     ref = rows[(len(rows) - 1) // 2]  # f + (b − f)//2
@@ -324,11 +340,13 @@ def binned(
     return edges[a : b + 2], r[a : b + 1], var[a : b + 1]
 
 
-def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, int], tuple[int, int] | None, float]:
+def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, int], tuple[int, ...] | None, float]:
     """The specular (or direct) beam on the detector: the pixel profile summed over time
     of flight, its maximum and full width at half maximum (pixels). Returns the ROI
-    (centre ± FWHM, spectrum numbers), a background ROI on the side with more room
-    (2 FWHM away, 4 FWHM wide; None when no room) and the centroid."""
+    (centre ± FWHM, spectrum numbers), the background ROI (2 FWHM away, 4 FWHM wide) on
+    both sides when both fit — their average is a sloping background's value under the
+    beam, as refnx takes it from both sides — else on the side that fits (None when
+    neither), and the centroid."""
     prof = np.asarray(counts, dtype=float).sum(axis=1)
     if not prof.max() > 0:
         raise ValueError("the detector holds no counts to find the beam in")
@@ -347,8 +365,10 @@ def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, i
     gap, width = 2 * fwhm, 4 * fwhm
     below = (a - gap - width, a - gap)
     above = (b + gap, b + gap + width)
-    bg: tuple[int, int] | None = None
-    if above[1] < prof.size and (prof.size - above[1]) >= below[0]:
+    bg: tuple[int, ...] | None = None
+    if above[1] < prof.size and below[0] >= 0:
+        bg = (int(spectra[below[0]]), int(spectra[below[1]]), int(spectra[above[0]]), int(spectra[above[1]]))
+    elif above[1] < prof.size and (prof.size - above[1]) >= below[0]:
         bg = (int(spectra[above[0]]), int(spectra[above[1]]))
     elif below[0] >= 0:
         bg = (int(spectra[below[0]]), int(spectra[below[1]]))

@@ -20,6 +20,7 @@ from panreduce_reflectometry.reduction import (
     binned,
     find_specular,
     join_transmissions,
+    ranges_text,
     reduce_run,
     transmission_from_run,
 )
@@ -36,7 +37,7 @@ class RunPlan:
     theta_deg: float
     theta_source: str  # "request", "log"
     roi: tuple[int, int]
-    background_roi: tuple[int, int] | None
+    background_roi: tuple[int, ...] | None  # one spectrum range, or two (one each side of the beam)
     roi_source: str  # "request", "found"
     q_range: tuple[float, float] | None
 
@@ -247,9 +248,7 @@ def reduce_one(
         f"log binning dQ/Q = {step:.4g}",
     ]
     if plan.background_roi:
-        corrections.insert(
-            1, f"background: per-pixel average of spectra {plan.background_roi[0]}-{plan.background_roi[1]}"
-        )
+        corrections.insert(1, f"background: per-pixel average of spectra {ranges_text(plan.background_roi)}")
     if transmission is not None:
         corrections.append(f"transmission/direct-beam normalisation ({transmission.source})")
     if p.gravity:
@@ -381,7 +380,7 @@ def build_transmission(
             else:
                 roi, bg, _ = find_specular(run.counts, run.spectra)
                 notes.append(
-                    f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]} found, background {bg[0]}-{bg[1]}"
+                    f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]} found, background {ranges_text(bg)}"
                     if bg
                     else f"direct beam {run.run_number}: spectra {roi[0]}-{roi[1]}"
                 )
