@@ -6,6 +6,8 @@ shard contract (``Part``, ``units``, ``reduce_block``, ``combine``, ``write``; s
 docs/techniques.md "Sharding"); :mod:`panreduce.kit.parts` stores the parts.
 """
 
+from typing import Any
+
 from panreduce.kit.technique import Context, Inputs, OutputSpec, Parameters, Shard, StagedFile, StagedInput, Technique
 
 __all__ = [
@@ -28,11 +30,11 @@ __all__ = [
 ]
 
 
-def serve(technique: type[Technique] | Technique, **kwargs):
+def serve(technique: type[Technique[Any, Any]] | Technique[Any, Any], **kwargs: Any) -> None:
     """Run ``technique`` as a gRPC service until SIGTERM/SIGINT (see kit.server.serve)."""
     from panreduce.kit.server import serve as _serve
 
-    return _serve(technique, **kwargs)
+    _serve(technique, **kwargs)
 
 
 # panreduce.storage imports kit.technique, and kit.runner imports storage: the job runner
@@ -48,7 +50,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

@@ -45,7 +45,7 @@ from google.protobuf import struct_pb2
 from panreduce import catalogue, errors, limits, provenance, registry
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.kit.parts import PART_FILE, load_part, part_attrs, save_part
-from panreduce.kit.technique import Context, Inputs, Parameters, Shard, Technique
+from panreduce.kit.technique import AnyTechnique, Context, Inputs, Parameters, Shard
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
 from panreduce.storage import LocalStore, Stores, check_inputs_exist, sha256_file, stage_inputs
 from panreduce.v1 import reduce_pb2 as pb
@@ -94,18 +94,18 @@ class Result:
         return Path(self.output(name).uri)
 
 
-def is_contract(cls: type[Technique]) -> bool:
+def is_contract(cls: type[AnyTechnique]) -> bool:
     """Whether ``cls`` shards by the contract (declares a ``Part``)."""
     return bool(cls.shardable and getattr(cls, "Part", None) is not None)
 
 
-def technique_of(technique: str | type[Technique] | Technique) -> Technique:
+def technique_of(technique: str | type[AnyTechnique] | AnyTechnique) -> AnyTechnique:
     if isinstance(technique, str):
         technique = registry.load(technique)
     return technique() if isinstance(technique, type) else technique
 
 
-def distribution_of(t: type[Technique]) -> str:
+def distribution_of(t: type[AnyTechnique]) -> str:
     """The installed distribution that provides technique ``t`` (for provenance): the one
     whose entry point names its package (reading entry points only; a service starting
     pays no scan of every installed file list), else the package index."""
@@ -121,7 +121,7 @@ def new_job_id() -> str:
 
 
 # -- the edge ---------------------------------------------------------------------------
-def validate_request(technique: type[Technique], request: pb.ReduceRequest):
+def validate_request(technique: type[AnyTechnique], request: pb.ReduceRequest) -> Parameters:
     """Check a request at the edge: limits, technique, inputs, shard, parameters. Returns params."""
     limits.check_reduce_request(request)
     if request.technique and request.technique != technique.name:
@@ -145,7 +145,8 @@ def validate_request(technique: type[Technique], request: pb.ReduceRequest):
                 for p in nonfinite
             ]
         )
-    return technique.validate_parameters(from_struct(request.parameters))
+    params: Parameters = technique.validate_parameters(from_struct(request.parameters))
+    return params
 
 
 def check_output_location(stores: Stores, output: str) -> None:
@@ -216,7 +217,7 @@ def make_request(
 
 # -- the job ----------------------------------------------------------------------------
 def run(
-    technique: str | type[Technique] | Technique,
+    technique: str | type[AnyTechnique] | AnyTechnique,
     inputs: Sequence[str | Path],
     params: Mapping[str, Any] | Parameters | None = None,
     output: str | Path | None = None,
@@ -261,7 +262,7 @@ def run(
 
 
 def run_split(
-    technique: str | type[Technique] | Technique,
+    technique: str | type[AnyTechnique] | AnyTechnique,
     inputs: Sequence[str | Path],
     params: Mapping[str, Any] | Parameters | None = None,
     output: str | Path | None = None,
@@ -295,7 +296,7 @@ def run_split(
 
 
 def run_request(
-    tech: Technique,
+    tech: AnyTechnique,
     request: pb.ReduceRequest,
     *,
     stores: Stores,
@@ -375,7 +376,7 @@ def _write_summary(ctx: Context, doc: Mapping[str, Any]) -> None:
 
 
 def _run_whole(
-    tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *, shard: Shard | None
+    tech: AnyTechnique, inputs: Inputs, params: Parameters, ctx: Context, *, shard: Shard | None
 ) -> Mapping[str, Any]:
     """A technique that does not shard: load, then reduce."""
     ctx._set_span(*STAGE_SPAN["load"])
@@ -390,13 +391,14 @@ def _run_whole(
 
 
 def _run_contract(
-    tech: Technique, inputs: Inputs, params: Parameters, ctx: Context, *, shard: Shard | None, merge: bool
+    tech: AnyTechnique, inputs: Inputs, params: Parameters, ctx: Context, *, shard: Shard | None, merge: bool
 ) -> Mapping[str, Any]:
     cls = type(tech)
     lo, hi = STAGE_SPAN["reduce"]
     if merge:
         ctx._set_span(*STAGE_SPAN["load"])
         ctx.progress(0.0, "merge", "reading the shards' parts")
+        assert cls.Part is not None, "only a contract technique (is_contract) reaches here"
         parts = read_parts(inputs, cls.Part, cls.name)
         ctx.progress(1.0, "merge", f"{len(parts)} part(s)")
         ctx._set_span(lo, hi)
@@ -492,7 +494,7 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
 
 
 def _publish(
-    tech: Technique,
+    tech: AnyTechnique,
     request: pb.ReduceRequest,
     params: Parameters,
     inputs: Inputs,

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger("panreduce.kit")
 
@@ -24,7 +25,7 @@ PREFIX = "server-"
 LEGACY_AGE_S = 24 * 3600  # job folders of older servers (no lock) are removed once this old
 
 
-def _take(lock_path: Path):
+def _take(lock_path: Path) -> IO[str] | None:
     """An open, exclusively locked handle on ``lock_path``, or None if another holds it."""
     try:
         fh = open(lock_path, "a+")

@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -29,7 +29,7 @@ from panreduce.kit.runner import (  # noqa: F401 - re-exported: the gateway chec
     validate_request,
 )
 from panreduce.kit.scratch import ScratchArea
-from panreduce.kit.technique import Technique
+from panreduce.kit.technique import AnyTechnique
 from panreduce.mtls import ServiceTLS
 from panreduce.scope import SCOPE_HEADER, Scope, active, scope_of
 from panreduce.scopekey import ScopeVerifier, Statement
@@ -42,7 +42,7 @@ from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 log = logging.getLogger("panreduce.kit")
 
 
-def technique_info(t: type[Technique]) -> pb.TechniqueInfo:
+def technique_info(t: type[AnyTechnique]) -> pb.TechniqueInfo:
     return pb.TechniqueInfo(
         name=t.name,
         version=t.version,
@@ -62,15 +62,15 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     def __init__(
         self,
-        technique: type[Technique] | Technique,
+        technique: type[AnyTechnique] | AnyTechnique,
         *,
         stores: Stores,
         scratch_root: Path | None = None,
         max_running: int = 1,
         max_input_bytes: int | None = None,
     ) -> None:
-        self.technique: Technique = technique() if isinstance(technique, type) else technique
-        self.cls: type[Technique] = type(self.technique)
+        self.technique: AnyTechnique = technique() if isinstance(technique, type) else technique
+        self.cls: type[AnyTechnique] = type(self.technique)
         self.name = self.cls.name
         self.stores = stores
         # This process's own scratch folder; what killed servers left is removed first.
@@ -154,7 +154,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
 
     # -- RPCs -----------------------------------------------------------------------
     @rpc_method
-    def Describe(self, request: pb.DescribeRequest, context) -> pb.DescribeResponse:
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
         limits.check_technique(request.technique)
         if request.technique and request.technique != self.name:
             raise errors.UnknownTechnique(request.technique, [self.name])
@@ -196,51 +196,51 @@ class TechniqueService(pb_grpc.ReducerServicer):
         return job
 
     @rpc_method
-    def Reduce(self, request: pb.ReduceRequest, context):
+    def Reduce(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         job = self._submit(request, context, follow=True)
         yield from reduce_stream(self.manager, job.job_id, context)
 
     @rpc_method
-    def Submit(self, request: pb.ReduceRequest, context) -> pb.Job:
+    def Submit(self, request: pb.ReduceRequest, context: grpc.ServicerContext) -> pb.Job:
         return self._submit(request, context)
 
     @rpc_method
-    def Watch(self, request: pb.WatchRequest, context):
+    def Watch(self, request: pb.WatchRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
         limits.check_job_id(request.job_id)
         self._job(context, "Watch", request, request.job_id)
         yield from self.manager.watch(request.job_id, request.after_seq, is_active=context.is_active)
 
     @rpc_method
-    def Cancel(self, request: pb.CancelRequest, context) -> pb.Job:
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext) -> pb.Job:
         limits.check_job_id(request.job_id)
         self._job(context, "Cancel", request, request.job_id)
         return self.manager.cancel(request.job_id)
 
     @rpc_method
-    def GetJob(self, request: pb.GetJobRequest, context) -> pb.Job:
+    def GetJob(self, request: pb.GetJobRequest, context: grpc.ServicerContext) -> pb.Job:
         limits.check_job_id(request.job_id)
         self._job(context, "GetJob", request, request.job_id)
         return self.manager.get(request.job_id)
 
     @rpc_method
-    def ListJobs(self, request: pb.ListJobsRequest, context) -> pb.ListJobsResponse:
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
         limits.check_list_request(request)
         st = self._visible(context, "ListJobs", request)
         return list_jobs(self.manager, request, visible=None if st is None else st.sees)
 
     @rpc_method
-    def Upload(self, request_iterator, context) -> pb.ObjectInfo:
+    def Upload(self, request_iterator: Iterator[pb.DataChunk], context: grpc.ServicerContext) -> pb.ObjectInfo:
         return receive_upload(request_iterator, self.stores)
 
     @rpc_method
-    def Download(self, request: pb.DownloadRequest, context):
+    def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DataChunk]:
         limits.check_uri(request.uri)
         self._scope(context, "Download", request).check(self.stores, request.uri, "download")
         uri = checked_download_uri(self.stores, self.manager, request.uri)
         yield from send_download(self.stores, uri, request.offset)
 
     @rpc_method
-    def GetMetadata(self, request: pb.MetadataRequest, context) -> pb.MetadataResponse:
+    def GetMetadata(self, request: pb.MetadataRequest, context: grpc.ServicerContext) -> pb.MetadataResponse:
         limits.check_uri(request.uri)
         loc = self._scope(context, "GetMetadata", request).check(self.stores, request.uri, "metadata read")
         return metadata.of_uri(
@@ -277,7 +277,7 @@ def deadline_of(context: grpc.ServicerContext) -> float | None:
     return time.monotonic() + remaining if remaining is not None and remaining < 1e8 else None
 
 
-def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContext):
+def reduce_stream(manager: JobManager, job_id: str, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
     """Events of a job for a Reduce call; cancelling the call cancels the job, and a
     failed job ends the call with its status."""
 
@@ -326,12 +326,12 @@ def checked_download_uri(stores: Stores, manager: JobManager, uri: str) -> str:
     for job in manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):
         for o in job.result.outputs:  # the path as published, opened as it is (never via a link since)
             if "://" not in o.uri and Path(os.path.normpath(o.uri)) == path:
-                return o.uri
+                return str(o.uri)  # protobuf is untyped here
     raise errors.PermissionDenied(f"{uri} is neither in this server's store nor an output of its jobs")
 
 
 def serve(
-    technique: type[Technique] | Technique,
+    technique: type[AnyTechnique] | AnyTechnique,
     *,
     port: int = 50051,
     host: str = "127.0.0.1",
@@ -384,7 +384,7 @@ def serve(
 
 
 def start_technique(
-    technique: type[Technique] | Technique,
+    technique: type[AnyTechnique] | AnyTechnique,
     *,
     address: str = "127.0.0.1:0",
     stores: Stores,

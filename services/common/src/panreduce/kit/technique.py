@@ -311,9 +311,14 @@ class Technique(Generic[P, D]):
     def validate_parameters(cls, raw: Mapping[str, Any]) -> P:
         """Validate raw parameters once, at the edge; InvalidParameters names every field."""
         try:
+            # a ClassVar cannot be typed with the class's P, so mypy sees the base Parameters
             return cls.Parameters.model_validate(dict(raw))  # type: ignore[return-value]
         except pydantic.ValidationError as exc:
             raise InvalidParameters(_violations(cls.Parameters, exc)) from None
+
+
+# A technique of any parameters and data: what the kit's runner and servicer handle.
+AnyTechnique = Technique[Any, Any]
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -359,10 +364,10 @@ def _violations(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) 
     return out
 
 
-def _fields_at(model: type[pydantic.BaseModel], path: tuple) -> dict[str, pydantic.fields.FieldInfo]:
+def _fields_at(model: type[pydantic.BaseModel], path: tuple[int | str, ...]) -> dict[str, pydantic.fields.FieldInfo]:
     """The fields of the model nested at ``path`` (step models of a nested parameter model)."""
     for key in path:
-        ann = model.model_fields[key].annotation if key in model.model_fields else None
+        ann = model.model_fields[key].annotation if isinstance(key, str) and key in model.model_fields else None
         if not (isinstance(ann, type) and issubclass(ann, pydantic.BaseModel)):
             return {}
         model = ann

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -34,7 +34,7 @@ class ToyPart:
     files: list[str]
 
 
-class Toy(Technique[ToyParameters, list]):
+class Toy(Technique[ToyParameters, list[ToyPart]]):
     name = "toy"
     version = "1.0.0"
     title = "Toy technique (tests)"
@@ -73,7 +73,7 @@ class Toy(Technique[ToyParameters, list]):
     def combine(self, parts: Sequence[ToyPart], params: ToyParameters) -> ToyPart:
         return ToyPart(values=np.concatenate([p.values for p in parts]), files=[n for p in parts for n in p.files])
 
-    def write(self, result: ToyPart, params: ToyParameters, ctx: Context) -> dict:
+    def write(self, result: ToyPart, params: ToyParameters, ctx: Context) -> dict[str, Any]:
         values = result.values
         total = float(values.sum() if params.mode == "sum" else values.mean()) * params.scale
         with h5py.File(ctx.output_path("toy.nxs", format="nexus"), "w") as f:
