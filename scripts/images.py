@@ -88,6 +88,10 @@ class Config:
     suite: str
     mirror: str
     images: dict[str, Image]
+    source: str = ""
+    licenses: str = "NOASSERTION"
+    debian_snapshot: str = ""
+    python: str = "3.11"
 
     def ref(self, name: str, gpu: bool = False) -> str:
         return f"{self.registry}/{name}:{self.tag}{self.gpu_tag_suffix if gpu else ''}"
@@ -107,7 +111,36 @@ def load_config(path: Path = CONFIG) -> Config:
         suite=base["debootstrap_suite"],
         mirror=base["debootstrap_mirror"],
         images=images,
+        source=os.environ.get("IMAGE_SOURCE", build.get("source", "")),
+        licenses=build.get("licenses", "NOASSERTION"),
+        debian_snapshot=base.get("debian_snapshot", ""),
+        python=base.get("python", "3.11"),
     )
+
+
+def git(*args: str) -> str:
+    res = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    return res.stdout.strip() if res.returncode == 0 else ""
+
+
+def oci_args(cfg: Config) -> dict[str, str]:
+    """The build args behind the org.opencontainers.image.* labels: source, revision (the
+    commit, "-dirty" when the tree has changes), created (SOURCE_DATE_EPOCH, else the commit
+    time: the same commit gives the same label), licenses."""
+    revision = git("rev-parse", "HEAD")
+    if revision and git("status", "--porcelain", "--untracked-files=no"):
+        revision += "-dirty"
+    epoch = os.environ.get("SOURCE_DATE_EPOCH") or git("log", "-1", "--format=%ct") or str(int(time.time()))
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch)))
+    source = cfg.source or git("remote", "get-url", "origin")
+    return {"SOURCE": source, "REVISION": revision, "CREATED": created, "LICENSES": cfg.licenses}
+
+
+def base_pin_warning(ref: str) -> str | None:
+    """A registry base must be pinned by digest (a localhost/ base is made here from the snapshot)."""
+    if ref.startswith("localhost/") or "@sha256:" in ref:
+        return None
+    return f"{ref} is not pinned by digest (NAME:TAG@sha256:...): the build is not reproducible"
 
 
 # -- the container tools --------------------------------------------------------------
@@ -221,7 +254,10 @@ def build_bases(cfg: Config, gpu: bool) -> None:
                 f"{cfg.cuda_image} cannot be had here: the GPU variants are built from "
                 f"{cfg.base_image} (torch then runs on the CPU)"
             )
-    args = {"BASE_IMAGE": from_image, "UV_VERSION": cfg.uv_version}
+    warning = base_pin_warning(from_image)
+    if warning:
+        say("warning: " + warning)
+    args = {"BASE_IMAGE": from_image, "UV_VERSION": cfg.uv_version, "DEBIAN_SNAPSHOT": cfg.debian_snapshot}
     # rebuilt only when their inputs change (the Containerfile, the build args, the base image)
     base_id = run(["podman", "image", "inspect", "-f", "{{.Id}}", from_image], capture=True).stdout.strip()
     digest = hashlib.sha256(BASE_FILE.read_bytes() + json.dumps([args, base_id]).encode()).hexdigest()[:16]
@@ -244,13 +280,29 @@ def try_pull(ref: str) -> bool:
     return run(["podman", "pull", "-q", ref], check=False, capture=True).returncode == 0
 
 
+def sbom_for(image: Image, gpu: bool, python: str | None = None) -> str:
+    """Write dist/sbom/<name>[-cuda].cdx.json (scripts/sbom.py, from uv.lock); its sha256."""
+    extra = (["--gpu"] if gpu else []) + (["--python", python] if python else [])
+    res = run([sys.executable, str(ROOT / "scripts" / "sbom.py"), image.name, *extra], capture=True)
+    say(res.stdout.strip())
+    path = ROOT / "dist" / "sbom" / f"{image.name}{'-cuda' if gpu else ''}.cdx.json"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def build_image(cfg: Config, image: Image, gpu: bool = False) -> str:
+    from_image = cfg.cuda_image if gpu and image_exists(cfg.cuda_image) else cfg.base_image
+    base_digest = run(["podman", "image", "inspect", "-f", "{{.Digest}}", from_image], capture=True, check=False)
     args = {
         "BUILDER_IMAGE": cfg.ref("builder", gpu),
         "RUNTIME_IMAGE": cfg.ref("base", gpu),
         "PACKAGE": image.package,
         "MEMBER": image.member,
         "VERSION": cfg.tag,
+        **oci_args(cfg),
+        "BASE_NAME": from_image,
+        "BASE_DIGEST": base_digest.stdout.strip(),
+        # a GPU variant built on the Debian base (no CUDA base here) has the Debian Python
+        "SBOM_SHA256": sbom_for(image, gpu, None if from_image == cfg.cuda_image or not gpu else cfg.python),
     }
     if image.technique:
         args["TECHNIQUE"] = image.technique
