@@ -67,8 +67,9 @@ def run_ours(inputs, params: dict) -> tuple[float, float, dict]:
             p = technique.validate_parameters(params)
             ctx = Context(job_id="bench", scratch=Path(tmp))
             w0, c0 = _clock()
-            data = technique.load(inputs, p, ctx)
-            summary = technique.reduce(data, p, ctx)
+            units = technique.units(inputs, p)
+            part = technique.reduce_block(units, inputs, p, ctx)
+            summary = technique.write(technique.combine([part], p), p, ctx)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             curves = {}
             if best is None or wall < best[0]:
@@ -114,9 +115,15 @@ def run_peer(folder: Path) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def agreement(ours: np.ndarray, peer: list, q_scale: float = 1.0) -> tuple[float, float, int]:
-    q, r = np.asarray(peer[0]) * q_scale, np.asarray(peer[1])
+def agreement(
+    ours: np.ndarray, peer: list, q_scale: float = 1.0, max_rel_error: float | None = None
+) -> tuple[float, float, int]:
+    """Median and 90th percentile of |R_ours/R_refnx − 1| over the common Q range (only refnx
+    points with σR/R below ``max_rel_error`` when given), and the number of points."""
+    q, r, dr = np.asarray(peer[0]) * q_scale, np.asarray(peer[1]), np.asarray(peer[2])
     ok = np.isfinite(r) & (r > 0)
+    if max_rel_error is not None:
+        ok &= dr < max_rel_error * r
     q, r = q[ok], r[ok]
     oq, orr = ours[:, 0], ours[:, 1]
     good = np.isfinite(orr) & (orr > 0)
@@ -152,6 +159,12 @@ def main() -> None:
         ("OFFSPEC 46992-4, no PNG", offspec, {**off_params, "plots": False}),
         ("Platypus 708-710 + db 711, stitched, ORT+PNG", plp, plp_params),
         ("Platypus 708-710 + db 711, no PNG", plp, {**plp_params, "plots": False}),
+        ("Platypus, no PNG, θ from the detector", plp, {**plp_params, "plots": False, "theta_from": "detector"}),
+        (
+            "Platypus, no PNG, θ from the detector, gravity",
+            plp,
+            {**plp_params, "plots": False, "theta_from": "detector", "gravity": True},
+        ),
     ):
         wall, cpu, out = run_ours(stage_paths([str(f) for f in files]), params)
         rows.append((f"panreduce: {name}", wall, cpu, out))
@@ -171,25 +184,35 @@ def main() -> None:
         print("Platypus R(Q), panreduce vs refnx, per angle (before stitching; both direct-beam normalised):")
         print()
         print(
-            f"| {'run':<10} | {'θ ours °':>8} | {'ω refnx °':>9} | {'points':>6} | {'median |ratio-1|':>17} "
-            f"| {'90th pct':>9} | {'same θ: median':>14} | {'90th pct':>9} |"
+            f"| {'run':<16} | {'θ ours °':>8} | {'ω refnx °':>9} | {'points':>6} | {'median |ratio-1|':>17} "
+            f"| {'90th pct':>9} | {'σR/R<10%: med':>14} | {'90th pct':>9} | {'same θ: median':>14} | {'90th pct':>9} |"
         )
-        print(f"|{'-' * 12}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 19}|{'-' * 11}|{'-' * 16}|{'-' * 11}|")
-        curves = rows[3][3]["curves"]
-        thetas = {r["run"]: r["theta_deg"] for r in rows[3][3]["summary"]["runs"]}
-        for run in (708, 709, 710):
-            pc = peer["curves"][str(run)]
-            theta = thetas[f"PLP0000{run}"]
-            med, p90, n = agreement(curves[f"PLP0000{run}"], pc)
-            # the same curves with refnx's Q put on our angle (Q ∝ sin θ at each λ)
-            scale = float(np.sin(np.radians(theta)) / np.sin(np.radians(pc[3])))
-            med_t, p90_t, _ = agreement(curves[f"PLP0000{run}"], pc, scale)
-            print(
-                f"| {'PLP0000' + str(run):<10} | {theta:>8.3f} | {pc[3]:>9.3f} | {n:>6} | {med:>17.3f} "
-                f"| {p90:>9.3f} | {med_t:>14.3f} | {p90_t:>9.3f} |"
-            )
+        print(
+            f"|{'-' * 18}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 19}|{'-' * 11}|{'-' * 16}|{'-' * 11}"
+            f"|{'-' * 16}|{'-' * 11}|"
+        )
+        for label, row in (("θ log", rows[3]), ("θ det", rows[4]), ("θ det+g", rows[5])):
+            agreement_rows(label, row[3], peer)
     else:
         print("(refnx not available: no side-by-side row)")
+
+
+def agreement_rows(label: str, out: dict, peer: dict) -> None:
+    """One table row per Platypus angle: our θ, refnx's mean ω and the |R ratio − 1| statistics."""
+    curves = out["curves"]
+    thetas = {r["run"]: r["theta_deg"] for r in out["summary"]["runs"]}
+    for run in (708, 709, 710):
+        pc = peer["curves"][str(run)]
+        theta = thetas[f"PLP0000{run}"]
+        med, p90, n = agreement(curves[f"PLP0000{run}"], pc)
+        med_w, p90_w, _ = agreement(curves[f"PLP0000{run}"], pc, max_rel_error=0.1)
+        # the same curves with refnx's Q put on our angle (Q ∝ sin θ at each λ)
+        scale = float(np.sin(np.radians(theta)) / np.sin(np.radians(pc[3])))
+        med_t, p90_t, _ = agreement(curves[f"PLP0000{run}"], pc, scale)
+        print(
+            f"| {label + ' ' + str(run):<16} | {theta:>8.3f} | {pc[3]:>9.3f} | {n:>6} | {med:>17.3f} "
+            f"| {p90:>9.3f} | {med_w:>14.3f} | {p90_w:>9.3f} | {med_t:>14.3f} | {p90_t:>9.3f} |"
+        )
 
 
 if __name__ == "__main__":

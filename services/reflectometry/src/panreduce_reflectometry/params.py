@@ -55,8 +55,9 @@ class ReflectometryParameters(Parameters):
     theta_from: Literal["request", "log", "detector"] | None = Field(
         None,
         description="where θ comes from: the request (theta_deg), the file's log, or the detector "
-        "(for now ½ of the beam's recorded 2θ; refnx's method from the specular beam's "
-        "height above the direct beam is written (gravity.py) but not yet wired); "
+        "(refnx's direct-beam method: θ = ½·atan((y_R − y_D)/L) from the reflected beam's height "
+        "above the direct beam's on the detector, L the sample–detector distance; ½ of the "
+        "beam's recorded 2θ when no direct beam is among the inputs); "
         "default: theta_deg when given, else the log",
     )
     gravity: bool = Field(
