@@ -82,7 +82,15 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
 
         def good(req, job="j-x", **kw):
             return signer.sign(
-                subject="alice", proposals=["pA"], admin=False, rpc="Reduce", scope=anywhere, job=job, request=req, **kw
+                audience="toy",
+                subject="alice",
+                proposals=["pA"],
+                admin=False,
+                rpc="Reduce",
+                scope=anywhere,
+                job=job,
+                request=req,
+                **kw,
             )
 
         other_private, _ = generate_pem()
@@ -94,6 +102,7 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
             "signed by another key": reduce(
                 req_b,
                 intruder.sign(
+                    audience="toy",
                     subject="alice",
                     proposals=["pA"],
                     admin=True,
@@ -109,6 +118,7 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
             "for Submit, used on Reduce": reduce(
                 req_b,
                 signer.sign(
+                    audience="toy",
                     subject="alice",
                     proposals=["pA"],
                     admin=False,
@@ -119,6 +129,19 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
                 ),
             ),
             "for pA, call names pB": reduce(req_b, good(req_b), proposal="pB"),
+            "for another technique's service": reduce(
+                req_b,
+                signer.sign(
+                    audience="scan",
+                    subject="alice",
+                    proposals=["pA"],
+                    admin=False,
+                    rpc="Reduce",
+                    scope=anywhere,
+                    job="j-x",
+                    request=req_b,
+                ),
+            ),
             "scope widened in the payload": reduce(req_b, _tamper(good(req_b), scope="*")),
             "expiry pushed out in the payload": reduce(
                 req_b, _tamper(good(req_b, now=time.time() - 3600), exp=time.time() + 3600)
@@ -134,6 +157,8 @@ def test_a_token_holder_cannot_forge_replay_move_or_alter_a_scope(tmp_path, keys
         assert "expired" in cases["expired (replayed later)"][1]
         assert "another job" in cases["job X's statement on job Y"][1]
         assert "another request" in cases["job X's request, another request"][1]
+        assert cases["for another technique's service"][0] == grpc.StatusCode.PERMISSION_DENIED
+        assert "'scan' service, not 'toy'" in cases["for another technique's service"][1]
         # a good statement works once; the same again is a replay
         value = good(req_a)
         assert reduce(req_a, value)[0] == grpc.StatusCode.OK
@@ -167,6 +192,7 @@ def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, k
         for proposal in ("pA", "pB"):
             req = make_request("toy", [str(files[proposal])], {"steps": 300, "step_seconds": 0.1})
             st = signer.sign(
+                audience="toy",
                 subject=proposal,
                 proposals=[proposal],
                 admin=False,
@@ -183,7 +209,9 @@ def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, k
             ids[proposal] = job.job_id
 
         def call(rpc, request, proposals=("pA",), admin=False):
-            st = signer.sign(subject="x", proposals=list(proposals), admin=admin, rpc=rpc, scope="*", request=request)
+            st = signer.sign(
+                audience="toy", subject="x", proposals=list(proposals), admin=admin, rpc=rpc, scope="*", request=request
+            )
             method = getattr(stub, rpc)
             return _code(lambda: method(request, metadata=[TOKEN, (SCOPE_HEADER, st)], timeout=5))
 
@@ -202,6 +230,7 @@ def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, k
                 (
                     SCOPE_HEADER,
                     signer.sign(
+                        audience="toy",
                         subject="x",
                         proposals=["pA"],
                         admin=False,
@@ -223,6 +252,7 @@ def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, k
         assert call("GetJob", pb.GetJobRequest(job_id=ids["pA"]))[0] == grpc.StatusCode.OK
         # a statement for GetJob does not list
         st = signer.sign(
+            audience="toy",
             subject="x",
             proposals=["pA"],
             admin=False,
@@ -240,6 +270,7 @@ def test_services_show_and_cancel_only_the_statements_proposals_jobs(tmp_path, k
                 (
                     SCOPE_HEADER,
                     signer.sign(
+                        audience="toy",
                         subject="root",
                         proposals=[],
                         admin=True,
@@ -263,7 +294,7 @@ def test_scope_key_files_and_settings(tmp_path):
     signer = signer_setting(tmp_path / "scope.key")
     assert signer is not None and signer.public_pem == public
     verifier = verifier_setting(None, env={"PANREDUCE_SCOPE_KEY_FILE": str(tmp_path / "scope.pub")})
-    st = signer.sign(subject="a", proposals=["p"], admin=False, rpc="GetJob", scope="*")
+    st = signer.sign(audience="toy", subject="a", proposals=["p"], admin=False, rpc="GetJob", scope="*")
     assert verifier.verify(st, rpc="GetJob").proposals == ("p",)
     assert verifier_setting(None, env={}) is None
     with pytest.raises(errors.InvalidRequest, match="never the gateway's private key"):
@@ -304,7 +335,7 @@ def test_an_rsa_key_and_its_certificate_as_a_chart_makes_them(tmp_path):
         )
     )
     verifier = ScopeVerifier(cert.public_bytes(serialization.Encoding.PEM))
-    st = signer.sign(subject="a", proposals=["p"], admin=False, rpc="Cancel", scope="*")
+    st = signer.sign(audience="toy", subject="a", proposals=["p"], admin=False, rpc="Cancel", scope="*")
     assert verifier.verify(st, rpc="Cancel").subject == "a"
     with pytest.raises(errors.Unauthenticated):
         verifier.verify(_tamper(st, sub="b"), rpc="Cancel")

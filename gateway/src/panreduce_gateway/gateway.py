@@ -169,11 +169,13 @@ def caller_metadata(
     signer: ScopeSigner | None = None,
     rpc: str = "",
     request: object | None = None,
+    audience: str = "",
 ) -> list[tuple[str, str]]:
     """Who a call to a service is made for (the service logs it): printable ASCII, clipped;
     and the locations it may touch (panreduce.scope), which the service checks again. With
     a ``signer``: the scope as a statement signed for this ``rpc``, job and ``request``
-    (panreduce.scopekey), for the caller's proposal (no proposal: an admin's)."""
+    (panreduce.scopekey), for the caller's proposal (no proposal: an admin's), addressed to
+    the service of technique ``audience``."""
     safe = "@.:_-+/=,"
     subject_q, proposal_q = quote(subject[:200], safe=safe), quote(proposal[:200], safe=safe)
     md = [(SUBJECT_HEADER, subject_q), (PROPOSAL_HEADER, proposal_q)]
@@ -189,6 +191,7 @@ def caller_metadata(
                     scope=scope.encode(),
                     job=job_id,
                     request=request,
+                    audience=audience,
                 ),
             )
         )
@@ -546,6 +549,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                     signer=self.config.scope_signer,
                     rpc="Submit",
                     request=check,
+                    audience=route.technique,
                 ),
             )
         except grpc.RpcError as exc:
@@ -836,6 +840,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                 signer=self.config.scope_signer,
                 rpc="Reduce",
                 request=upstream,
+                audience=route.technique,
             ),
         )
         handle.on_cancel(call.cancel)

@@ -6,6 +6,8 @@ service, a short-lived statement that binds
 
 - ``sub``, ``proposals``, ``admin``: who the call is made for;
 - ``rpc``: the service method (Reduce, Submit, ...);
+- ``aud``: the technique service it is for (the route's technique: a statement made for
+  one technique's service is refused by another's);
 - ``job``: the gateway's job id (the call's ``x-panreduce-job-id`` must be the same);
 - ``req``: the SHA-256 of the request message (deterministic encoding), so a statement
   given for job X's request does not admit job Y's;
@@ -95,6 +97,7 @@ class Statement:
     scope: str
     expires: float
     nonce: str
+    audience: str = ""
 
     def sees(self, proposal: str) -> bool:
         """A job of ``proposal`` is visible to this statement's caller (admin: every job)."""
@@ -132,14 +135,17 @@ class ScopeSigner:
         job: str = "",
         request: object | None = None,
         now: float | None = None,
+        audience: str = "",
     ) -> str:
-        """The header value of a statement made now (``now``: Unix time, tests)."""
+        """The header value of a statement made now (``now``: Unix time, tests) for the
+        service of technique ``audience``."""
         issued = time.time() if now is None else now
         doc = {
             "sub": subject[:256],
             "proposals": [p[:256] for p in proposals][:64],
             "admin": bool(admin),
             "rpc": rpc,
+            "aud": audience[:128],
             "job": job,
             "req": request_digest(request),
             "scope": scope,
@@ -192,10 +198,18 @@ class ScopeVerifier:
         return True
 
     def verify(
-        self, value: str, *, rpc: str, job: str = "", request: object | None = None, now: float | None = None
+        self,
+        value: str,
+        *,
+        rpc: str,
+        job: str = "",
+        request: object | None = None,
+        now: float | None = None,
+        audience: str | None = None,
     ) -> Statement:
         """The statement ``value`` names, if the gateway signed it, it has not expired, has not
-        been used before, and is for this ``rpc``, ``job`` and ``request``. A missing, malformed
+        been used before, and is for this ``rpc``, ``job`` and ``request`` (and, unless
+        ``audience`` is None, for the service of that technique). A missing, malformed
         or badly signed one: Unauthenticated; an expired, replayed or mismatched one:
         PermissionDenied (messages never echo the value)."""
         if not value:
@@ -233,6 +247,7 @@ class ScopeVerifier:
                 scope=str(doc["scope"]),
                 expires=float(doc["exp"]),
                 nonce=str(doc["nonce"]),
+                audience=str(doc.get("aud", "")),
             )
             issued = float(doc["iat"])
         except (ValueError, KeyError, TypeError):
@@ -242,6 +257,10 @@ class ScopeVerifier:
             raise errors.PermissionDenied(f"the scope statement expired {t - st.expires:.0f} s ago")
         if issued - CLOCK_LEEWAY_S > t:
             raise errors.PermissionDenied("the scope statement is issued in the future (clocks differ?)")
+        if audience is not None and st.audience != audience:
+            raise errors.PermissionDenied(
+                f"the scope statement is for the {st.audience[:40]!r} service, not {audience[:40]!r}"
+            )
         if st.rpc != rpc:
             raise errors.PermissionDenied(f"the scope statement is for {st.rpc[:40]!r}, not {rpc}")
         if st.job != job:

@@ -105,7 +105,7 @@ class TechniqueService(pb_grpc.ReducerServicer):
                 value = v.decode("ascii", "replace") if isinstance(v, bytes) else v
         subject, proposal = caller_of(context)
         try:
-            st = self.scope_verifier.verify(value, rpc=rpc, job=job, request=request)
+            st = self.scope_verifier.verify(value, rpc=rpc, job=job, request=request, audience=self.name)
             if proposal and not st.sees(proposal):
                 raise errors.PermissionDenied("the scope statement is not for the proposal this call names")
         except (errors.Unauthenticated, errors.PermissionDenied) as exc:
