@@ -53,7 +53,7 @@ import h5py
 import numpy as np
 
 from panreduce.errors import InvalidInput
-from panreduce.kit.readers import open_checked, read_dataset
+from panreduce.kit.readers import memory_ceiling, open_checked, read_dataset
 from panreduce.nexus import nx_class, read_text
 
 #: Per-point columns that are monitors or bookkeeping: never a signal, never an axis.
@@ -158,16 +158,13 @@ def _attr_list(value: object) -> list[str]:
     return [read_text(value)]
 
 
-def _numeric_1d(ds: h5py.Dataset) -> np.ndarray | None:
-    if ds.dtype.kind not in "fiub" or ds.ndim != 1:
+def _scalar(ds: h5py.Dataset | _Leaf) -> float | None:
+    dtype, shape = ds.dtype, ds.shape
+    if dtype.kind not in "fiu" or shape is None or math.prod(shape) != 1 or len(shape) > 2:
         return None
-    return np.asarray(read_dataset(ds), dtype=float)
-
-
-def _scalar(ds: h5py.Dataset) -> float | None:
-    if ds.dtype.kind not in "fiu" or ds.size != 1 or ds.ndim > 2:
-        return None
-    value = float(np.asarray(ds[()]).reshape(-1)[0])
+    out = np.empty(shape, dtype=dtype)  # the low-level read: a third of ds[()]'s time
+    ds.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+    value = float(out.reshape(-1)[0])
     return value if math.isfinite(value) else None
 
 
@@ -271,18 +268,92 @@ def _find_entry(f: h5py.File, source: str) -> h5py.Group:
     return entries[0]
 
 
-def _children(group: h5py.Group):
-    """(name, object) for the hard/soft-linked children (external links are skipped:
-    the 2024 layout links detector images from files that are not staged)."""
-    for key in group:
-        link = group.get(key, getlink=True)
-        if isinstance(link, h5py.ExternalLink):
-            continue
-        try:
-            obj = group[key]
-        except (KeyError, OSError):
-            continue
-        yield key, obj
+class _Leaf:
+    """A dataset as the walks see it: its dtype and shape from the low-level handle, the
+    h5py Dataset built only when its attributes or values are read (building one for each
+    of a file's ~300 datasets was a third of the walks' time)."""
+
+    __slots__ = ("_ds", "dtype", "id", "name", "shape")
+
+    def __init__(self, oid: h5py.h5d.DatasetID, name: str) -> None:
+        self.id, self.name = oid, name
+        self.dtype, self.shape = oid.dtype, oid.shape
+        self._ds: h5py.Dataset | None = None
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape) if self.shape is not None else 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape) if self.shape is not None else 0
+
+    @property
+    def dataset(self) -> h5py.Dataset:
+        if self._ds is None:
+            self._ds = h5py.Dataset(self.id)
+        return self._ds
+
+    @property
+    def attrs(self) -> h5py.AttributeManager:
+        return self.dataset.attrs
+
+
+class _View:
+    """One file's objects as the reader walks them, each listed, opened and read once: the
+    column, metadata and transmission walks cross the same groups (a file's ~300 objects
+    were opened about three times each, and the walks were most of a scan's read time)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.max_bytes = memory_ceiling()  # once per file, not per dataset
+        self._children: dict[str, list[tuple[str, h5py.Group | _Leaf]]] = {}
+        self._classes: dict[str, str] = {}
+        self._scalars: dict[str, float | None] = {}
+
+    def children(self, group: h5py.Group) -> list[tuple[str, h5py.Group | _Leaf]]:
+        """(name, object) for the hard/soft-linked children, groups as h5py Groups and
+        datasets as :class:`_Leaf` (external links are skipped: the 2024 layout links
+        detector images from files that are not staged)."""
+        key = group.name
+        listed = self._children.get(key)
+        if listed is None:
+            listed = []
+            gid = group.id
+            prefix = key.rstrip("/")
+            for name in group:
+                raw = name.encode()
+                try:
+                    if gid.links.get_info(raw).type == h5py.h5l.TYPE_EXTERNAL:
+                        continue
+                    oid = h5py.h5o.open(gid, raw)
+                except (KeyError, OSError, RuntimeError):
+                    continue
+                if isinstance(oid, h5py.h5g.GroupID):
+                    listed.append((name, h5py.Group(oid)))
+                elif isinstance(oid, h5py.h5d.DatasetID):
+                    listed.append((name, _Leaf(oid, f"{prefix}/{name}")))
+            self._children[key] = listed
+        return listed
+
+    def nx_class(self, group: h5py.Group) -> str:
+        key = group.name
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = nx_class(group)
+        return cls
+
+    def scalar(self, ds: _Leaf) -> float | None:
+        key = ds.name
+        if key not in self._scalars:
+            self._scalars[key] = _scalar(ds)
+        return self._scalars[key]
+
+    def numeric_1d(self, ds: _Leaf | h5py.Dataset) -> np.ndarray | None:
+        if ds.dtype.kind not in "fiub" or ds.ndim != 1:
+            return None
+        dset = ds.dataset if isinstance(ds, _Leaf) else ds
+        return np.asarray(read_dataset(dset, source=self.source, max_bytes=self.max_bytes), dtype=float)
 
 
 def _column_kind(name: str, group_class: str, scan_role: str) -> str:
@@ -296,7 +367,7 @@ def _column_kind(name: str, group_class: str, scan_role: str) -> str:
     return "other"
 
 
-def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group | None]:
+def _collect_columns(entry: h5py.Group, view: _View) -> tuple[dict[str, _Column], h5py.Group | None]:
     columns: dict[str, _Column] = {}
     aliases: dict[str, str] = {}
 
@@ -320,9 +391,9 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
 
     measurement = entry.get("measurement")
     if isinstance(measurement, h5py.Group):
-        for key, obj in _children(measurement):
-            if isinstance(obj, h5py.Dataset):
-                values = _numeric_1d(obj)
+        for key, obj in view.children(measurement):
+            if isinstance(obj, _Leaf):
+                values = view.numeric_1d(obj)
                 if values is not None:
                     add(
                         _Column(
@@ -333,20 +404,25 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
         measurement = None
 
     instrument = next(
-        (obj for _, obj in _children(entry) if isinstance(obj, h5py.Group) and nx_class(obj) == "NXinstrument"), None
+        (
+            obj
+            for _, obj in view.children(entry)
+            if isinstance(obj, h5py.Group) and view.nx_class(obj) == "NXinstrument"
+        ),
+        None,
     )
     if instrument is not None:
-        for gname, group in _children(instrument):
+        for gname, group in view.children(instrument):
             if not isinstance(group, h5py.Group):
                 continue
-            gclass = nx_class(group)
+            gclass = view.nx_class(group)
             if gclass in ("NXtransformations", "NXsource", "NXattenuator"):
                 continue
             role = read_text(group.attrs.get("scan_role", b""))
-            for dname, ds in _children(group):
-                if not isinstance(ds, h5py.Dataset):
+            for dname, ds in view.children(group):
+                if not isinstance(ds, _Leaf):
                     continue
-                values = _numeric_1d(ds)
+                values = view.numeric_1d(ds)
                 if values is None or values.size < 2:
                     continue
                 if dname in ("soft_limit_max", "soft_limit_min"):
@@ -367,14 +443,14 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
                     )
                 )
     # other NXdata groups of the entry: their declared signal columns
-    for gname, group in _children(entry):
-        if not isinstance(group, h5py.Group) or nx_class(group) != "NXdata":
+    for gname, group in view.children(entry):
+        if not isinstance(group, h5py.Group) or view.nx_class(group) != "NXdata":
             continue
         if gname == "measurement":
             continue
         sig = read_text(group.attrs.get("signal", b""))
         if sig and isinstance(group.get(sig), h5py.Dataset):
-            values = _numeric_1d(group[sig])
+            values = view.numeric_1d(group[sig])
             if values is not None:
                 add(_Column(sig, values, _column_kind(sig, "", ""), group[sig].name))
     for alias, target in aliases.items():
@@ -383,23 +459,24 @@ def _collect_columns(entry: h5py.Group) -> tuple[dict[str, _Column], h5py.Group 
     return columns, measurement
 
 
-def _collect_metadata(entry: h5py.Group, skip: set[str]) -> dict[str, float]:
+def _collect_metadata(entry: h5py.Group, skip: set[str], view: _View | None = None) -> dict[str, float]:
     """Scalar numeric metadata by leaf name (first occurrence wins; ``value`` datasets are
     named by their group). before_scan (2019 layout) is read first."""
     found: dict[str, float] = {}
+    view = view or _View(entry.file.filename)
 
     def visit(group: h5py.Group, depth: int) -> None:
         if depth > 4:
             return
-        for key, obj in _children(group):
+        for key, obj in view.children(group):
             if isinstance(obj, h5py.Group):
-                if nx_class(obj) in ("NXdata", "NXtransformations") or key == "measurement":
+                if view.nx_class(obj) in ("NXdata", "NXtransformations") or key == "measurement":
                     continue
                 visit(obj, depth + 1)
-            elif isinstance(obj, h5py.Dataset):
+            elif isinstance(obj, _Leaf):
                 if obj.ndim > 1 and obj.size != 1:
                     continue
-                value = _scalar(obj)
+                value = view.scalar(obj)
                 if value is None:
                     continue
                 name = group.name.rsplit("/", 1)[-1] if key == "value" else key
@@ -548,7 +625,7 @@ def _choose_signal(
     return (rois + totals + others + maxvals)[0]
 
 
-def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int):
+def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int, view: _View):
     col = columns.get("Transmission")
     if col is not None and col.values.size == n:
         return col.values, "per-point Transmission column"
@@ -557,15 +634,15 @@ def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int):
     def visit(group: h5py.Group, depth: int) -> None:
         if depth > 4:
             return
-        for key, obj in _children(group):
+        for key, obj in view.children(group):
             if isinstance(obj, h5py.Group):
-                if nx_class(obj) == "NXdata":
+                if view.nx_class(obj) == "NXdata":
                     continue
                 visit(obj, depth + 1)
-            elif isinstance(obj, h5py.Dataset) and obj.size == 1:
+            elif isinstance(obj, _Leaf) and obj.size == 1:
                 rank = {"attenuator_transmission": 0, "Transmission": 1, "transmission": 2}.get(key)
                 if rank is not None:
-                    value = _scalar(obj)
+                    value = view.scalar(obj)
                     if value is not None:
                         found.append((rank, value, obj.name))
 
@@ -578,7 +655,8 @@ def _find_transmission(entry: h5py.Group, columns: dict[str, _Column], n: int):
 
 def _read(f: h5py.File, source: str, path: Path, *, axis: str, signal: str, min_points: int) -> ScanData:
     entry = _find_entry(f, source)
-    columns, measurement = _collect_columns(entry)
+    view = _View(source)
+    columns, measurement = _collect_columns(entry, view)
     notes: list[str] = []
     if measurement is None:
         notes.append("no measurement group: columns read from the instrument groups")
@@ -626,14 +704,14 @@ def _read(f: h5py.File, source: str, path: Path, *, axis: str, signal: str, min_
     if not np.all(np.isfinite(t) & (t > 0)):
         raise InvalidInput(source, "count_time has zero, negative or NaN values")
 
-    transmission, where = _find_transmission(entry, columns, n)
+    transmission, where = _find_transmission(entry, columns, n, view)
     if transmission is None:
         transmission = 1.0
         notes.append("no attenuator transmission recorded: 1 assumed")
     if not np.all(np.isfinite(transmission) & (np.asarray(transmission) > 0)):
         raise InvalidInput(source, f"transmission {transmission!r} at {where} is not > 0")
 
-    metadata = _collect_metadata(entry, skip=set())
+    metadata = _collect_metadata(entry, skip=set(), view=view)
     ring = columns.get("rc")
     if ring is not None and ring.values.size == n and np.all(ring.values > 0):
         ring_current: np.ndarray | None = ring.values
