@@ -1,7 +1,7 @@
 # Deployment: container images and the Helm chart (docs/deploy.md).
 # Uses $(PY), $(UV) and $(VENV) from the root Makefile.
 
-.PHONY: images images-check images-list sbom chart-check chart-package
+.PHONY: images images-check images-list sbom chart-check chart-package chart-readme
 
 IMAGES ?=
 GPU ?= 0
@@ -20,6 +20,9 @@ images-list: ## the image names and tags (from images/images.toml)
 
 chart-check: setup ## helm lint + template (default and GPU values) + kubernetes-validate --strict, offline
 	$(PY) scripts/chart-check.py
+
+chart-readme: setup ## write charts/panreduce/README.md from the comments and @param lines of values.yaml
+	$(PY) scripts/chart-readme.py
 
 chart-package: chart-check ## package charts/panreduce into dist/ (after chart-check)
 	@mkdir -p dist
