@@ -24,6 +24,5 @@ chart-check: setup ## helm lint + template (default and GPU values) + kubernetes
 chart-readme: setup ## write charts/panreduce/README.md from the comments and @param lines of values.yaml
 	$(PY) scripts/chart-readme.py
 
-chart-package: chart-check ## package charts/panreduce into dist/ (after chart-check)
-	@mkdir -p dist
-	$$(scripts/chart-helm.sh) package charts/panreduce --destination dist
+chart-package: chart-check ## package charts/panreduce into dist/ (after chart-check), then lint and render the package itself
+	scripts/chart-package.sh dist

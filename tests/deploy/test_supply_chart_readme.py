@@ -76,3 +76,26 @@ def test_check_finds_a_stale_readme_and_unknown_params_are_refused(readme, tmp_p
     assert readme.main(["--check"]) == 1
     with pytest.raises(SystemExit, match="web.nope"):
         readme.rows(VALUES + "## @param web.nope A key that does not exist\n")
+
+
+def test_the_packaged_chart_lints_and_renders(helm_cli, tmp_path):
+    """scripts/chart-package.sh (CI, `make chart-package`): helm package, then lint --strict and
+    render the .tgz; the README and the schema travel in the package."""
+    import subprocess
+    import tarfile
+
+    from deploy_support import ROOT
+
+    res = subprocess.run(
+        [str(ROOT / "scripts" / "chart-package.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"HELM_BIN": helm_cli, "PATH": "/usr/bin:/bin"},
+    )
+    assert res.returncode == 0, res.stderr
+    assert "lint --strict passed" in res.stdout
+    (pkg,) = tmp_path.glob("panreduce-*.tgz")
+    with tarfile.open(pkg) as tar:
+        names = set(tar.getnames())
+        assert {"panreduce/README.md", "panreduce/values.schema.json"} <= names
+        assert tar.extractfile("panreduce/README.md").read().decode() == (CHART / "README.md").read_text()

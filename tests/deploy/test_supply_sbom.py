@@ -10,6 +10,7 @@ import subprocess
 import tomllib
 
 import pytest
+import yaml
 from deploy_support import ROOT
 from packaging.markers import Marker
 from packaging.requirements import Requirement
@@ -185,3 +186,8 @@ def test_the_snapshot_apt_source_works_in_a_debian_root(tmp_path):
         "deb http://snapshot.debian.org/archive/debian-security/20261115T000000Z bookworm-security main",
     ]
     assert not (tmp_path / "etc" / "apt" / "sources.list.d" / "debian.sources").exists()
+
+
+def test_image_source_label_is_the_charts_source():
+    chart = yaml.safe_load((ROOT / "charts" / "panreduce" / "Chart.yaml").read_text())
+    assert IMAGES["build"]["source"] in chart["sources"]
