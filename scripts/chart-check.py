@@ -33,9 +33,12 @@ OUT = ROOT / ".tools" / "chart-check"
 RELEASE, NAMESPACE = "panreduce", "panreduce"
 # the oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a current one
 KUBE_VERSIONS = os.environ.get("KUBE_VERSIONS", "1.27.0 1.37.0").split()
+# access control is required (the chart refuses to render without it): the default and GPU
+# renders carry the smallest production one, static tokens (ci/tokens-values.yaml)
+TOKENS = CHART / "ci" / "tokens-values.yaml"
 VALUE_SETS: dict[str, list[Path]] = {
-    "default": [],
-    "gpu": [CHART / "values-gpu.yaml"],
+    "default": [TOKENS],
+    "gpu": [CHART / "values-gpu.yaml", TOKENS],
     # every optional template at once (S3, PostgreSQL, TLS, auth, ingress, HPA, ...)
     "all-features": [CHART / "ci" / "all-features-values.yaml"],
 }
@@ -128,6 +131,8 @@ def check_scheduling(docs: list[dict[str, Any]], values: dict[str, Any]) -> list
         # probe speaks no TLS)
         tls = any(e["name"] == "PANREDUCE_TLS_CERT" for e in c.get("env", []))
         want = "tcpSocket" if tls and name.endswith("-gateway") else "grpc"
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "web":
+            want = "httpGet"  # the live data page speaks HTTP: GET /healthz
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             if want not in c.get(probe, {}):
                 raise Failed(f"{name}: {probe} is not a {want} probe: {c.get(probe)}")
@@ -274,6 +279,7 @@ def main() -> int:
             failures.append(str(exc))
     # values that must be refused: the schema and the chart's own checks
     refused = {
+        "no access control (neither tokens nor OIDC)": ["--set", "tests.enabled=true"],
         "unknown key (techniques.scan.replicass)": ["--set", "techniques.scan.replicass=2"],
         "GPU count not an integer": ["--set-string", "techniques.tomography.resources.limits.nvidia\\.com/gpu=one"],
         "two gateways on one SQLite job table": ["--set", "gateway.replicas=2"],
@@ -305,6 +311,7 @@ def main() -> int:
                     KUBE_VERSIONS[-1],
                     "--output-dir",
                     tmp,
+                    *([] if what.startswith("no access control") else ["-f", str(TOKENS)]),
                     *args,
                 ],
                 capture_output=True,

@@ -52,12 +52,24 @@ class Rendered(list):
         )
         return found[0]
 
-    def deployments(self) -> dict[str, dict[str, Any]]:
-        return {d["metadata"]["name"]: d for d in self.of("Deployment")}
+    def deployments(self, web: bool = True) -> dict[str, dict[str, Any]]:
+        """By name; ``web=False``: the gateway and the technique services only (the platform
+        pods that share the store; the live data page reaches them through the gateway only)."""
+        return {
+            d["metadata"]["name"]: d
+            for d in self.of("Deployment")
+            if web or d["metadata"]["labels"].get("app.kubernetes.io/component") != "web"
+        }
 
 
-def render_chart(*overrides: dict[str, Any], gpu: bool = False, with_tests: bool = True) -> Rendered:
-    """Render charts/panreduce like `helm template panreduce charts/panreduce [-f values-gpu.yaml]`."""
+def render_chart(
+    *overrides: dict[str, Any], gpu: bool = False, with_tests: bool = True, dev_auth: bool = True
+) -> Rendered:
+    """Render charts/panreduce like `helm template panreduce charts/panreduce [-f values-gpu.yaml]`.
+
+    The chart refuses to render without access control (tokens or JWKS). Unless the overrides
+    configure it (or set gateway.auth.disabled themselves) or ``dev_auth`` is False, the render
+    is a development one: gateway.auth.disabled=true, as a developer would give it."""
     import helm_python
 
     values: dict[str, Any] = {}
@@ -65,6 +77,9 @@ def render_chart(*overrides: dict[str, Any], gpu: bool = False, with_tests: bool
         deep_merge(values, yaml.safe_load(GPU_VALUES.read_text()))
     for o in overrides:
         deep_merge(values, o)
+    auth = values.get("gateway", {}).get("auth", {})
+    if dev_auth and "disabled" not in auth and not (auth.get("tokensSecret", {}).get("name") or auth.get("jwks")):
+        deep_merge(values, {"gateway": {"auth": {"disabled": True}}})
     with helm_python.Chart.load(str(CHART)) as chart:
         manifests = chart.render(values or None, name=RELEASE, namespace="panreduce", is_install=True)
     docs = Rendered()

@@ -97,7 +97,7 @@ def test_own_node_selector_and_tolerations_are_kept_with_gpu_ones(render):
 @pytest.mark.parametrize("values", ["default", "gpu"])
 def test_every_probe_is_native_grpc_on_the_serving_port(values, default_render, gpu_render):
     docs = default_render if values == "default" else gpu_render
-    for name, dep in docs.deployments().items():
+    for name, dep in docs.deployments(web=False).items():
         c = container(dep)
         grpc_port = next(p["containerPort"] for p in c["ports"] if p["name"] == "grpc")
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -107,7 +107,7 @@ def test_every_probe_is_native_grpc_on_the_serving_port(values, default_render, 
 
 
 def test_drain_fits_in_the_grace_period(default_render):
-    deps = default_render.deployments()
+    deps = default_render.deployments(web=False)
     gateway = deps.pop(f"{RELEASE}-gateway")
     assert len(deps) == len(TECHNIQUES)
     for name, dep in deps.items():
@@ -122,7 +122,7 @@ def test_drain_fits_in_the_grace_period(default_render):
 
 def test_secure_pod_defaults(default_render):
     pods = [pod_spec(d) for d in default_render.of("Deployment")] + [d["spec"] for d in default_render.of("Pod")]
-    assert len(pods) == len(TECHNIQUES) + 2  # the techniques, the gateway, the helm test pod
+    assert len(pods) == len(TECHNIQUES) + 3  # the techniques, the gateway, the web page, the helm test pod
     for spec in pods:
         assert spec["automountServiceAccountToken"] is False
         psc = spec["securityContext"]
@@ -183,7 +183,7 @@ def test_disabled_technique_is_gone_everywhere(render):
 def test_network_policy_lets_only_the_gateway_reach_services(default_render):
     policies = {p["metadata"]["name"]: p["spec"] for p in default_render.of("NetworkPolicy")}
     services = policies[f"{RELEASE}-services"]
-    deps = default_render.deployments()
+    deps = default_render.deployments(web=False)
     labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deps.items()}
     gateway_labels = labels.pop(f"{RELEASE}-gateway")
     # the policy covers every technique pod, not the gateway
@@ -310,7 +310,7 @@ def test_postgresql_job_store_from_a_secret(render):
 
 def test_shared_store_is_mounted_at_the_same_path_everywhere(default_render):
     claims = set()
-    for name, dep in default_render.deployments().items():
+    for name, dep in default_render.deployments(web=False).items():
         c = container(dep)
         assert env_of(c)["PANREDUCE_STORE"] == "/var/lib/panreduce/store"
         assert {"name": "store", "mountPath": "/var/lib/panreduce/store"} in c["volumeMounts"], name
@@ -344,7 +344,7 @@ def test_s3_settings_and_credentials_from_a_secret(render, how):
         (secret,) = secrets
         assert secret["metadata"]["name"] == name
         assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK"}
-    for dep in docs.of("Deployment"):
+    for dep in docs.deployments(web=False).values():
         env = env_of(container(dep))
         # the names panreduce.s3.S3Config.from_env and Stores read
         assert env["PANREDUCE_S3_ENDPOINT"] == "https://s3.facility.org"
@@ -445,14 +445,14 @@ def test_ingress_for_grpc_with_tls(render):
 
 
 def test_metrics_endpoints_are_declared_and_annotated(default_render, render):
-    for dep in default_render.of("Deployment"):
+    for dep in default_render.deployments(web=False).values():
         c = container(dep)
         assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in c["ports"]
         assert env_of(c)["PANREDUCE_METRICS_PORT"] == "9090"
         ann = dep["spec"]["template"]["metadata"]["annotations"]
         assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/port"] == "9090"
     off = render({"metrics": {"enabled": False}})
-    for dep in off.of("Deployment"):
+    for dep in off.deployments(web=False).values():
         assert env_of(container(dep))["PANREDUCE_METRICS_PORT"] == "0"
         assert "annotations" not in dep["spec"]["template"]["metadata"]
 

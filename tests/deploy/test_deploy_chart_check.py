@@ -57,6 +57,9 @@ def gpu_manifest(helm_cli, tmp_path_factory):
             "1.37.0",
             "-f",
             str(GPU_VALUES),
+            # a development render, like the gpu_render fixture (render_chart's dev_auth)
+            "--set",
+            "gateway.auth.disabled=true",
         ],
         capture_output=True,
         text=True,

@@ -164,7 +164,7 @@ def test_block_storage_s3_shared_store_and_local_store_in_the_scratch(render):
     assert docs.of("PersistentVolumeClaim") == [] or all(
         p["metadata"]["name"] != f"{RELEASE}-store" for p in docs.of("PersistentVolumeClaim")
     )
-    for dep in docs.of("Deployment"):
+    for dep in docs.deployments(web=False).values():
         v, m = volumes(dep), mounts(dep)
         assert "store" not in v
         # one emptyDir, one sizeLimit, one request: scratch and the local store
@@ -198,7 +198,7 @@ def test_inconsistent_store_is_refused(values, complaint):
 def test_one_pod_or_one_node_needs_no_shared_volume(render):
     alone = {t: {"enabled": False} for t in techniques(render_chart())}
     docs = render({"techniques": alone, "store": {"persistence": {"enabled": False}}})
-    assert [d["metadata"]["name"] for d in docs.of("Deployment")] == [f"{RELEASE}-gateway"]
+    assert list(docs.deployments(web=False)) == [f"{RELEASE}-gateway"]
     docs = render({"store": {"persistence": {"accessModes": ["ReadWriteOnce"], "singleNode": True}}})
     assert docs.get("PersistentVolumeClaim", f"{RELEASE}-store")["spec"]["accessModes"] == ["ReadWriteOnce"]
 

@@ -374,3 +374,31 @@ dict "root" $ "where" "techniques.scan" "volumes" LIST "mounts" LIST */}}
 {{- $_ := set $paths $path true }}
 {{- end }}
 {{- end }}
+
+{{/* The pod securityContext of every pod: podSecurityContext, without runAsUser, runAsGroup
+and fsGroup when podSecurity.arbitraryUid (OpenShift's restricted SCC assigns a UID and an
+fsGroup from the namespace's range; the store is group-writable for them). */}}
+{{- define "panreduce.podSecurityContext" -}}
+{{- $psc := deepCopy (.Values.podSecurityContext | default dict) }}
+{{- if .Values.podSecurity.arbitraryUid }}
+{{- $psc = omit $psc "runAsUser" "runAsGroup" "fsGroup" "fsGroupChangePolicy" }}
+{{- end }}
+{{- toYaml $psc }}
+{{- end }}
+
+{{/* Is access control configured on the gateway (static tokens or OIDC)? "true" or "" */}}
+{{- define "panreduce.authConfigured" -}}
+{{- $a := .Values.gateway.auth }}
+{{- if or $a.tokensSecret.name $a.jwks }}true{{ end }}
+{{- end }}
+
+{{/* The web page's login: web.auth, else none with gateway.auth.disabled, oidc with an
+issuer and a client id (web.oidc.clientId or the audience), else tokens */}}
+{{- define "panreduce.webAuth" -}}
+{{- $a := .Values.gateway.auth }}
+{{- if .Values.web.auth }}{{ .Values.web.auth }}
+{{- else if and $a.disabled (not (include "panreduce.authConfigured" .)) }}none
+{{- else if and $a.jwtIssuer (or .Values.web.oidc.clientId $a.jwtAudience) }}oidc
+{{- else }}tokens
+{{- end }}
+{{- end }}
