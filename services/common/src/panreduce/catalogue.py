@@ -31,7 +31,7 @@ MAX_VALUE_CHARS = 1024  # one catalogue value, as a request label's (panreduce.l
 MAX_STRING_BYTES = 1 << 20  # a string dataset read for the catalogue at most
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     """A catalogue value as text: control characters dropped, at most MAX_VALUE_CHARS."""
     if hasattr(value, "tolist"):
         value = value.tolist()
@@ -43,12 +43,12 @@ def _text(value) -> str:
     return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 3] + "..."
 
 
-def _small(obj) -> bool:
+def _small(obj: object) -> bool:
     """A dataset small enough to read for the catalogue (few elements, bounded storage)."""
     if not isinstance(obj, h5py.Dataset) or obj.size > 16:
         return False
     try:
-        return obj.id.get_storage_size() <= MAX_STRING_BYTES
+        return bool(obj.id.get_storage_size() <= MAX_STRING_BYTES)
     except (OSError, RuntimeError, ValueError):
         return False
 

@@ -42,7 +42,7 @@ class _LazyModule(types.ModuleType):
         self.__dict__["_lazy_module"] = None
 
     def _lazy_load(self) -> types.ModuleType:
-        mod = self.__dict__["_lazy_module"]
+        mod: types.ModuleType | None = self.__dict__["_lazy_module"]
         if mod is None:
             with _lock:
                 mod = self.__dict__["_lazy_module"]

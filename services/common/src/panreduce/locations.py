@@ -34,10 +34,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from panreduce import errors
+
+if TYPE_CHECKING:
+    import h5py
 
 log = logging.getLogger("panreduce.locations")
 
@@ -240,7 +243,7 @@ def check_opened(path: Path | str, fd: int) -> None:
         raise _swapped(path)
 
 
-def check_opened_hdf5(path: Path | str, f) -> None:
+def check_opened_hdf5(path: Path | str, f: h5py.File) -> None:
     """:func:`check_opened` for an open h5py file (its low-level file descriptor)."""
     try:
         handle = f.id.get_vfd_handle()

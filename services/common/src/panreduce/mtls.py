@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -102,7 +103,7 @@ def health_port_setting(value: int | None, *, env: Mapping[str, str] | None = No
     return settings_for(env).health_port
 
 
-def secure_channel(target: str, tls: ServiceTLS | None, options: list) -> grpc.Channel:
+def secure_channel(target: str, tls: ServiceTLS | None, options: list[tuple[str, Any]]) -> grpc.Channel:
     """A channel to a service: mTLS with ``tls``, else plain text."""
     if tls is None:
         return grpc.insecure_channel(target, options=options)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import namedtuple
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -83,7 +85,7 @@ def status_code_of(error: BaseException) -> grpc.StatusCode:
     """The gRPC status code for an exception; INTERNAL for anything unexpected."""
     for cls in type(error).__mro__:
         if cls in STATUS_CODES:
-            return STATUS_CODES[cls]  # type: ignore[index]
+            return STATUS_CODES[cls]
     return grpc.StatusCode.INTERNAL
 
 
@@ -183,7 +185,7 @@ def failure_from_rpc_error(err: grpc.RpcError) -> pb.Failure:
     message = err.details() if hasattr(err, "details") else str(err)
     failure = pb.Failure(code=code.name, message=message or code.name)
     try:
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        status = rpc_status.from_call(err)
     except (ValueError, AttributeError):
         status = None
     if status is not None:
@@ -224,35 +226,43 @@ def from_rpc_error(err: grpc.RpcError) -> errors.PanReduceError:
 
 class _CallDetails(
     namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
-    grpc.ClientCallDetails,
+    grpc.ClientCallDetails,  # type: ignore[misc]  # grpc ships no type information
 ):
     pass
 
 
 class AddMetadata(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]  # grpc ships no type information
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]  # grpc ships no type information
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]  # grpc ships no type information
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]  # grpc ships no type information
 ):
     """Client side: add the ``(key, value)`` pairs to the metadata of every call."""
 
     def __init__(self, *pairs: tuple[str, str]) -> None:
         self.pairs = list(pairs)
 
-    def _details(self, d):
+    def _details(self, d: grpc.ClientCallDetails) -> _CallDetails:
         return _CallDetails(
             d.method, d.timeout, [*(d.metadata or []), *self.pairs], d.credentials, d.wait_for_ready, d.compression
         )
 
-    def intercept_unary_unary(self, continuation, details, request):
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_unary_stream(self, continuation, details, request):
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
         return continuation(self._details(details), request)
 
-    def intercept_stream_unary(self, continuation, details, request_iterator):
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request_iterator: Any
+    ) -> Any:
         return continuation(self._details(details), request_iterator)
 
-    def intercept_stream_stream(self, continuation, details, request_iterator):
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request_iterator: Any
+    ) -> Any:
         return continuation(self._details(details), request_iterator)

@@ -30,6 +30,8 @@ the environment or a config file — never from a request. A request only names
 
 from __future__ import annotations
 
+import builtins
+import functools
 import hashlib
 import json
 import logging
@@ -40,12 +42,12 @@ import threading
 import time
 import tomllib
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import obstore
 from obstore import exceptions as obx
@@ -55,7 +57,11 @@ from panreduce import errors, locations
 from panreduce.storage import CHUNK, ObjectRef, Store, sha256_file
 
 if TYPE_CHECKING:
+    from obstore import GetOptions
+
     from panreduce.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +337,7 @@ class S3Store(Store):
         where = self.config.endpoint or f"S3 ({self.config.region})"
         return errors.Unavailable(f"object store {where} unreachable or failing for {uri} after retries: {detail}")
 
-    def _retry(self, what: str, fn, attempts: int = 3):
+    def _retry(self, what: str, fn: Callable[[], T], attempts: int = 3) -> T:
         """``fn()`` with a few extra tries for failures obstore reports without having
         retried them (short reads, odd transport errors); never for 4xx answers, and not
         again for what obstore already retried (5xx, connection errors, broken bodies)."""
@@ -482,11 +488,12 @@ class S3Store(Store):
         """Ranges [start, size) in parallel, written with pwrite, hashed in order."""
         part = self.config.part_size
         ranges = [(a, min(a + part, size)) for a in range(start, size, part)]
-        options: dict[str, Any] = {"if_match": etag} if etag else {}
+        options: GetOptions = {"if_match": etag} if etag else {}
 
         def fetch(a: int, b: int) -> Any:
             def once() -> Any:
-                data = obstore.get(store, key, options={**options, "range": (a, b)}).bytes()
+                ranged: GetOptions = {**options, "range": (a, b)}
+                data = obstore.get(store, key, options=ranged).bytes()
                 if len(data) != b - a:
                     raise obx.GenericError(f"short read of bytes {a}-{b}: got {len(data)}")
                 return data
@@ -496,7 +503,7 @@ class S3Store(Store):
             return data
 
         window = self.config.concurrency + 2
-        pending: deque[Future] = deque()
+        pending: deque[Future[Any]] = deque()
         todo = iter(ranges)
         with ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="s3-get") as pool:
             try:
@@ -512,7 +519,7 @@ class S3Store(Store):
                 raise
         # an overwrite between ranges is caught by If-Match (PreconditionError)
 
-    def publish(self, files: list[tuple[Path, str]], dest: str) -> list[str]:
+    def publish(self, files: builtins.list[tuple[Path, str]], dest: str) -> builtins.list[str]:
         bucket, prefix = parse_uri(dest if dest.endswith("/") else dest + "/")
         store = self._store(bucket, dest)
         targets: list[tuple[Path, str, str]] = []
@@ -544,11 +551,11 @@ class S3Store(Store):
             raise
         return [u for _, _, u in targets]
 
-    def _roll_back(self, store: _ObS3Store, bucket: str, keys: list[str]) -> None:
+    def _roll_back(self, store: _ObS3Store, bucket: str, keys: builtins.list[str]) -> None:
         """Delete what a failed publish wrote (only its own objects)."""
         for key in keys:
             try:
-                self._retry(key, lambda k=key: obstore.delete(store, k))
+                self._retry(key, functools.partial(obstore.delete, store, key))
             except _REMOTE as exc:
                 log.warning("publish roll-back: could not delete s3://%s/%s: %s", bucket, key, _short(exc))
 

@@ -23,8 +23,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from panreduce import errors, locations
+
+if TYPE_CHECKING:
+    from panreduce.storage import Stores
+    from panreduce.v1 import reduce_pb2 as pb
 
 SCOPE_HEADER = "x-panreduce-scope"
 ANYWHERE = "*"
@@ -134,7 +139,9 @@ class Scope:
             f"{what} {locations.shown(uri)}{detail} is outside the locations the gateway gave this call"
         )
 
-    def check(self, stores, uri: str, what: str = "location", *, each_file: bool = False) -> locations.Location | None:
+    def check(
+        self, stores: Stores, uri: str, what: str = "location", *, each_file: bool = False
+    ) -> locations.Location | None:
         """Refuse ``uri`` (resolved by its store, exactly as it is opened) outside the
         scope; ``each_file``: a local folder's files one by one (a link inside it must
         not lead out). Returns the resolved location checked (None: anywhere, unchecked)."""
@@ -156,7 +163,7 @@ class Scope:
                     raise self._refuse(uri, what, f": {locations.shown(ref.name)} (a link?)")
         return loc
 
-    def check_request(self, stores, request) -> None:
+    def check_request(self, stores: Stores, request: pb.ReduceRequest) -> None:
         """Every input (and each file of an input folder) and the output of a ReduceRequest."""
         if not self.restricts:
             return
@@ -166,7 +173,7 @@ class Scope:
             self.check(stores, request.output, "output")
 
 
-def scope_of(metadata, *, required: bool = False) -> Scope:
+def scope_of(metadata: Iterable[tuple[str, str | bytes]] | None, *, required: bool = False) -> Scope:
     """The scope a call's metadata carries; without one: anywhere, or PermissionDenied
     when ``required`` (a service with a credential serves only scoped data calls)."""
     for key, value in metadata or ():

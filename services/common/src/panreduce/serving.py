@@ -18,10 +18,11 @@ import inspect
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -85,7 +86,7 @@ def service_token_setting(
     )
 
 
-def _metadata_value(metadata, key: str) -> str:
+def _metadata_value(metadata: Iterable[tuple[str, str | bytes]] | None, key: str) -> str:
     for k, v in metadata or ():
         if k == key:
             return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
@@ -104,7 +105,7 @@ def job_id_of(context: grpc.ServicerContext) -> str:
     return value if 0 < len(value) <= 64 and all(c.isascii() and (c.isalnum() or c in "-_") for c in value) else ""
 
 
-class ServiceTokenInterceptor(grpc.ServerInterceptor):
+class ServiceTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type information
     """Refuses, UNAUTHENTICATED, every call without the service token (compared in
     constant time), except health checks and reflection."""
 
@@ -112,7 +113,11 @@ class ServiceTokenInterceptor(grpc.ServerInterceptor):
         self._digest = hashlib.sha256(token.encode()).digest()
         self.name = name
 
-    def intercept_service(self, continuation, handler_call_details):
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         if method.startswith(OPEN_METHOD_PREFIXES):
             return continuation(handler_call_details)
@@ -132,7 +137,7 @@ class ServiceTokenInterceptor(grpc.ServerInterceptor):
 def _refusing(handler: grpc.RpcMethodHandler, exc: errors.PanReduceError) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that ends the call with ``exc``."""
 
-    def deny(_request, context):
+    def deny(_request: object, context: grpc.ServicerContext) -> None:
         rpc.abort(context, exc)
 
     kwargs = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
@@ -165,13 +170,16 @@ class AbortWith(Exception):
         self.failure = failure
 
 
-def rpc_method(fn: Callable) -> Callable:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def rpc_method(fn: F) -> F:
     """Decorate a servicer method: PanReduceErrors become rich statuses, anything else
     INTERNAL (logged with an incident id). Works for unary and streaming methods; the
     servicer's ``name`` labels the metrics."""
     method = fn.__name__
 
-    def fail(self, exc: BaseException, context: grpc.ServicerContext) -> None:
+    def fail(self: Any, exc: BaseException, context: grpc.ServicerContext) -> None:
         failure = exc.failure if isinstance(exc, AbortWith) else rpc.failure_of(exc)
         RPCS.labels(self.name, method, failure.code).inc()
         rpc.abort_failure(context, failure)
@@ -179,7 +187,7 @@ def rpc_method(fn: Callable) -> Callable:
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
-        def stream(self, request, context):
+        def stream(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             audit.set_rpc(method)
             try:
                 yield from fn(self, request, context)
@@ -188,10 +196,10 @@ def rpc_method(fn: Callable) -> Callable:
             else:
                 RPCS.labels(self.name, method, "OK").inc()
 
-        return stream
+        return cast(F, stream)
 
     @functools.wraps(fn)
-    def unary(self, request, context):
+    def unary(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         audit.set_rpc(method)
         try:
             response = fn(self, request, context)
@@ -200,7 +208,7 @@ def rpc_method(fn: Callable) -> Callable:
         RPCS.labels(self.name, method, "OK").inc()
         return response
 
-    return unary
+    return cast(F, unary)
 
 
 @dataclass
@@ -270,8 +278,8 @@ def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.request_streaming:
         behaviour = handler.stream_unary or handler.stream_stream
 
-        def checked_stream(request_iterator, context):
-            def requests():
+        def checked_stream(request_iterator: Iterable[object], context: grpc.ServicerContext) -> Any:
+            def requests() -> Iterator[object]:
                 for item in request_iterator:
                     if isinstance(item, _Undecodable):  # the methods map kit errors to statuses
                         raise errors.InvalidRequest(
@@ -285,7 +293,7 @@ def _tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     else:
         behaviour = handler.unary_unary or handler.unary_stream
 
-        def checked_unary(request, context):
+        def checked_unary(request: object, context: grpc.ServicerContext) -> Any:
             if isinstance(request, _Undecodable):
                 _refuse(context, request)
             return behaviour(request, context)
@@ -309,11 +317,11 @@ class _Capture:
         self.name, self.handlers = name, handlers
 
 
-def add_reducer(servicer: pb_grpc.ReducerServicer, server: grpc.Server) -> None:
+def add_reducer(servicer: pb_grpc.ReducerServicer | Limited, server: grpc.Server) -> None:
     """Register the Reducer service on ``server`` with parse failures refused as
     INVALID_ARGUMENT (see :class:`_Undecodable`)."""
     capture = _Capture()
-    pb_grpc.add_ReducerServicer_to_server(servicer, capture)  # type: ignore[arg-type]
+    pb_grpc.add_ReducerServicer_to_server(servicer, capture)  # type: ignore[no-untyped-call]  # generated, untyped
     handlers = {method: _tolerant(h) for method, h in capture.handlers.items()}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(capture.name, handlers),))
     server.add_registered_method_handlers(capture.name, handlers)
