@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from panreduce import nexus, nxcansas
 
@@ -35,6 +36,15 @@ VALIDATOR_LIMITS = (
         lambda f, m, path: (
             nexus.read_text(f[path.rsplit("/", 1)[0]].attrs.get("canSAS_class")) == "SAStransmission_spectrum"
         ),
+    ),
+    (
+        # A CXI 1.5 file (root @cxi_version) keeps, beside its entry_N, the dataset paths
+        # the CrystFEL geometry names (photon_energy = /LCLS/photon_energy_eV), so that the
+        # same .geom reads it: CXI admits them, NXroot admits only NXentry. cxi_findings
+        # checks those groups (per-hit values, one per frame) instead.
+        "CXI geometry paths beside the entries",
+        re.compile(r"^/(?P<group>[^/]+): NXcollection is an invalid class in NXroot$"),
+        lambda f, m, path: "cxi_version" in f.attrs and not m["group"].startswith("entry_"),
     ),
 )
 
@@ -124,11 +134,61 @@ def _without_limits(path: Path, findings: list[str]) -> list[str]:
             known = False
             for _, pattern, applies in VALIDATOR_LIMITS:
                 m = pattern.search(finding)
-                if m and where.rsplit("/", 1)[0] in f and applies(f, m, where):
+                if m and (where.rsplit("/", 1)[0] or "/") in f and applies(f, m, where):
                     known = True
             if not known:
                 kept.append(finding)
     return kept
+
+
+def cxi_findings(path: Path) -> list[str]:
+    """What breaks the CXI 1.5 layout (cxi.org, as CrystFEL and Cheetah read it): root
+    @cxi_version; entry_1/data_1/data (n_hits, ss, fs); result_1's nPeaks (n_hits) and
+    peak lists (n_hits, max_peaks); instrument_1/source_1/energy (n_hits, J); every other
+    top-level group (the geometry's own paths) only 1-D datasets of n_hits values with units."""
+    found: list[str] = []
+    with h5py.File(path, "r") as f:
+        if "cxi_version" not in f.attrs:
+            return ["/: no @cxi_version (not a CXI file)"]
+        data = f.get("entry_1/data_1/data")
+        if not isinstance(data, h5py.Dataset) or data.ndim != 3:
+            return ["/entry_1/data_1/data: missing or not (n_hits, ss, fs)"]
+        n = data.shape[0]
+        res = f.get("entry_1/result_1")
+        if not isinstance(res, h5py.Group) or not isinstance(res.get("nPeaks"), h5py.Dataset):
+            found.append("/entry_1/result_1/nPeaks: missing")
+        else:
+            if res["nPeaks"].shape != (n,):
+                found.append(f"/entry_1/result_1/nPeaks: shape {res['nPeaks'].shape}, not ({n},)")
+            width = None
+            for key in ("peakXPosRaw", "peakYPosRaw", "peakTotalIntensity"):
+                ds = res.get(key)
+                if not isinstance(ds, h5py.Dataset) or ds.ndim != 2 or ds.shape[0] != n:
+                    found.append(f"/entry_1/result_1/{key}: missing or not (n_hits, max_peaks)")
+                    continue
+                width = width or ds.shape[1]
+                if ds.shape[1] != width:
+                    found.append(f"/entry_1/result_1/{key}: {ds.shape[1]} peaks per hit, not {width}")
+            if width is not None and n and int(np.max(res["nPeaks"][()])) > width:
+                found.append("/entry_1/result_1/nPeaks: more peaks than the peak lists hold")
+        energy = f.get("entry_1/instrument_1/source_1/energy")
+        if not isinstance(energy, h5py.Dataset) or energy.shape != (n,):
+            found.append(f"/entry_1/instrument_1/source_1/energy: missing or not ({n},)")
+        elif nexus.read_text(energy.attrs.get("units")) != "J":
+            found.append("/entry_1/instrument_1/source_1/energy: units are not J")
+        for key, group in f.items():
+            if key.startswith("entry_") or not isinstance(group, h5py.Group):
+                continue
+
+            def visit(name: str, obj, top=key) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    if obj.shape != (n,):
+                        found.append(f"/{top}/{name}: shape {obj.shape}, not one value per hit ({n},)")
+                    if not nexus.read_text(obj.attrs.get("units")):
+                        found.append(f"/{top}/{name}: no units")
+
+            group.visititems(visit)
+    return found
 
 
 def entries(path: Path) -> dict[str, str | None]:

@@ -2,7 +2,8 @@
 contract example through ``panreduce.kit.run`` (no gRPC), checked with the formats' own
 tools (see formats_support): the NeXus validator of nexusformat against the application
 definitions and the base classes, the ``@default`` chain, units that pint parses with the
-right dimension, NXcanSAS's radiation and sample name, ORSO read back by orsopy.
+right dimension, NXcanSAS's radiation and sample name, CXI files against the CXI 1.5 layout, ORSO
+read back by orsopy.
 
 A check that a technique's output does not pass yet is marked xfail (strict=False) with
 the finding in its reason (KNOWN); the findings are listed there precisely."""
@@ -21,22 +22,11 @@ from panreduce.storage import Stores
 
 TESTS = Path(__file__).resolve().parents[1]
 TECHNIQUES = registry.names()
-CHECKS = ("application", "base_classes", "default_chain", "units", "nxcansas")
+CHECKS = ("application", "base_classes", "default_chain", "units", "nxcansas", "cxi")
 
 # (technique, check) -> the finding, for outputs of other helpers' techniques that do not
 # pass yet (or cannot, and why)
-KNOWN: dict[tuple[str, str], str] = {
-    (
-        "serial_crystallography",
-        "base_classes",
-    ): "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
-    "that the same geometry reads it; NXroot admits only NXentry groups",
-    (
-        "serial_crystallography-split2",
-        "base_classes",
-    ): "hits.cxi keeps the input geometry's own dataset paths (e.g. /LCLS/photon_energy_eV) so "
-    "that the same geometry reads it; NXroot admits only NXentry groups",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _module(path: Path, name: str):
@@ -121,6 +111,7 @@ def produced(dataset, tmp_path_factory):
 # which checks apply to whose outputs: reflectometry writes ORSO text (its own test),
 # NXcanSAS's own rules apply to the techniques that write it
 NXCANSAS_WRITERS = ("saxs", "sans")
+CXI_WRITERS = ("serial_crystallography",)
 
 
 def _cases():
@@ -129,6 +120,8 @@ def _cases():
             continue
         for check in CHECKS:
             if check == "nxcansas" and technique not in NXCANSAS_WRITERS:
+                continue
+            if check == "cxi" and technique not in CXI_WRITERS:
                 continue
             reason = KNOWN.get((name, check))
             marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
@@ -141,6 +134,7 @@ FINDERS = {
     "default_chain": fs.default_chain_findings,
     "units": fs.unit_findings,
     "nxcansas": fs.nxcansas_findings,
+    "cxi": fs.cxi_findings,
 }
 
 
@@ -153,6 +147,9 @@ def test_nexus_outputs_valid(produced, case, check):
     if check == "nxcansas":
         files = [p for p in files if "NXcanSAS" in fs.entries(p).values()]
         assert files, f"{technique} wrote no NXcanSAS file"
+    if check == "cxi":
+        files = [p for p in files if p.suffix == ".cxi"]
+        assert files, f"{technique} wrote no CXI file"
     if check == "application" and not any(d for p in files for d in fs.entries(p).values()):
         pytest.skip(f"{technique}'s entries name no application definition")
     findings = [f"{p.name}: {x}" for p in files for x in FINDERS[check](p)]
