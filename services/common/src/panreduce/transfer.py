@@ -8,15 +8,22 @@ final name only once it is complete and verified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from panreduce import errors, limits
 from panreduce.storage import CHUNK, Stores
 from panreduce.v1 import reduce_pb2 as pb
+
+if TYPE_CHECKING:
+    from panreduce.s3 import S3Store
 
 
 def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: str = "shared") -> pb.ObjectInfo:
@@ -137,3 +144,107 @@ def write_download(chunks: Iterable[pb.DataChunk], dest: Path) -> pb.ObjectInfo:
         tmp.unlink(missing_ok=True)
         raise
     return pb.ObjectInfo(uri=str(dest), size=size, sha256=expected)
+
+
+# -- uploads on S3 (an S3-only deployment: no shared file system) ------------------------------
+_UPLOAD_URI = re.compile(r"upload://([A-Za-z0-9._-]+)/([0-9a-f]{32})/([^/]+)")
+
+
+def upload_key_uri(uploads_uri: str, upload_uri: str) -> str:
+    """The s3:// object behind ``upload://SPACE/ID/NAME`` when uploads live under the S3 prefix
+    ``uploads_uri``: ``<uploads_uri>/SPACE/ID/NAME``. Anything else than an upload URI as
+    receive_upload_s3 makes them (one proposal, one 32-hex id, one plain name) is refused, so a
+    crafted name cannot reach another proposal's keys."""
+    m = _UPLOAD_URI.fullmatch(upload_uri)
+    if m is None or m.group(1) in (".", "..") or m.group(3) in (".", ".."):
+        raise errors.InvalidRequest(f"{upload_uri!r} is not an upload://PROPOSAL/ID/NAME location")
+    return f"{uploads_uri.rstrip('/')}/{m.group(1)}/{m.group(2)}/{m.group(3)}"
+
+
+def receive_upload_s3(
+    chunks: Iterable[pb.DataChunk], s3: S3Store, uploads_uri: str, namespace: str = "shared"
+) -> pb.ObjectInfo:
+    """An Upload stream written to S3 under ``uploads_uri``/NAMESPACE/ (the proposal), never to
+    the gateway's disk: streamed as a multipart upload of the chunks as they come, to a
+    temporary key (``<uploads_uri>/.partial/ID``); only once the size and SHA-256 check out is
+    it copied to its final key (a server-side copy: whole or not at all) and the temporary one
+    deleted. A failed stream leaves no object behind. Returns the upload:// URI, as on disk."""
+    import obstore
+
+    from panreduce.s3 import SHA256_KEY, parse_uri
+
+    it = iter(chunks)
+    first = next(it, None)
+    if first is None or not first.HasField("header"):
+        raise errors.InvalidRequest("an upload must start with a header message")
+    header = first.header
+    limits.check_upload_header(header)
+    safe = Path(header.name).name or "data"
+    if safe in (".", ".."):
+        safe = "data"
+    space = "".join(c for c in namespace if c.isalnum() or c in "-_.").strip(".") or "shared"
+    upload_id = uuid.uuid4().hex
+    uri = f"upload://{space}/{upload_id}/{safe}"
+    final_bucket, final_key = parse_uri(upload_key_uri(uploads_uri, uri))
+    bucket, prefix = parse_uri(uploads_uri.rstrip("/") + "/")
+    temp_key = f"{prefix}.partial/{upload_id}"
+    store = s3.store_for(f"s3://{bucket}/{temp_key}")[0]
+    digest = hashlib.sha256()
+    state = {"size": 0, "trailer": ""}
+
+    def data() -> Iterator[bytes]:
+        for chunk in it:
+            if chunk.HasField("trailer"):
+                state["trailer"] = chunk.trailer.sha256
+                continue
+            if state["trailer"]:
+                raise errors.InvalidRequest("nothing may follow the trailer")
+            if not chunk.HasField("data"):
+                raise errors.InvalidRequest("only data messages may follow the header")
+            if chunk.offset != state["size"]:
+                raise errors.TransferError(
+                    f"chunk at offset {chunk.offset}, expected {state['size']}: data lost or reordered"
+                )
+            if zlib.crc32(chunk.data) != chunk.crc32:
+                raise errors.TransferError(f"CRC-32 mismatch in the chunk at offset {chunk.offset}")
+            digest.update(chunk.data)
+            state["size"] += len(chunk.data)  # type: ignore[operator]
+            yield chunk.data
+
+    # the sender's SHA-256, when it gave one up front, is recorded as the object's metadata
+    # (checked again by every service that stages it); a trailer-only upload has none
+    announced = header.sha256.lower()
+    attributes = {SHA256_KEY: announced} if announced else None
+    try:
+        obstore.put(
+            store,
+            temp_key,
+            data(),
+            attributes=attributes,
+            use_multipart=True,
+            chunk_size=s3.config.part_size,
+            max_concurrency=s3.config.concurrency,
+        )
+        size = int(state["size"])
+        if header.size and size != header.size:
+            raise errors.TransferError(f"received {size} bytes, the header announced {header.size}")
+        sha = digest.hexdigest()
+        expected = (announced or str(state["trailer"])).lower()
+        if not expected:
+            raise errors.TransferError("the upload carried no SHA-256 (neither in its header nor a trailer)")
+        if sha != expected:
+            raise errors.TransferError(f"SHA-256 {sha} does not match the sender's {expected}")
+        final_store = s3.store_for(f"s3://{final_bucket}/{final_key}")[0]
+        obstore.copy(final_store, temp_key, final_key)
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            obstore.delete(store, temp_key)
+        cause = exc
+        while cause.__cause__ is not None and not isinstance(cause, errors.PanReduceError):
+            cause = cause.__cause__
+        if isinstance(cause, errors.PanReduceError) and cause is not exc:
+            raise cause from None  # our own check, raised inside the stream obstore was reading
+        raise
+    with contextlib.suppress(Exception):
+        obstore.delete(store, temp_key)
+    return pb.ObjectInfo(uri=uri, size=size, sha256=sha)

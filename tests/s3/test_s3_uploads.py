@@ -1,0 +1,109 @@
+"""Uploads on S3 (panreduce.transfer.receive_upload_s3), against the real Ceph RGW: streamed as a
+multipart upload to a temporary key, copied to the proposal's key only when whole and verified;
+a broken stream leaves nothing; upload:// names cannot be bent into another proposal's keys."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+
+import obstore
+import pytest
+
+from panreduce import errors
+from panreduce.storage import ObjectRef
+from panreduce.transfer import file_chunks, receive_upload_s3, upload_key_uri
+from panreduce.v1 import reduce_pb2 as pb
+
+MiB = 1 << 20
+
+
+def _keys(s3, prefix: str) -> list[str]:
+    store, key = s3.store_for(prefix)
+    return sorted(m["path"] for batch in obstore.list(store, prefix=key.rstrip("/")) for m in batch)
+
+
+@pytest.fixture
+def small_parts(s3):
+    return s3.with_config(part_size=5 * MiB)  # S3's smallest part: a 12 MiB upload is 3 parts
+
+
+def test_upload_streams_to_the_proposals_key_in_parts(small_parts, s3_prefix, tmp_path):
+    data = os.urandom(12 * MiB + 12345)
+    src = tmp_path / "scan_0001.nxs"
+    src.write_bytes(data)
+    uploads = s3_prefix + "uploads"
+    info = receive_upload_s3(file_chunks(src, chunk=1 * MiB), small_parts, uploads, namespace="mx1234-1")
+    assert info.size == len(data) and info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.uri.startswith("upload://mx1234-1/") and info.uri.endswith("/scan_0001.nxs")
+    key_uri = upload_key_uri(uploads, info.uri)
+    # exactly one object, under the proposal's prefix; the temporary key is gone
+    assert _keys(small_parts, uploads + "/") == [small_parts.store_for(key_uri)[1]]
+    # a service stages it from S3 (the lock's SHA-256 metadata is not there for a trailer-only
+    # upload; the staged bytes are still the sender's)
+    (ref,) = small_parts.list(key_uri)
+    staged = small_parts.stage(ObjectRef(uri=ref.uri, name=ref.name, size=ref.size), tmp_path / "scratch")
+    assert staged.read_bytes() == data
+
+
+def test_header_sha_becomes_the_objects_metadata_checked_on_staging(s3, s3_prefix, tmp_path):
+    data = b"I(Q) " * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    chunks = [
+        pb.DataChunk(header=pb.ObjectHeader(name="frame.h5", size=len(data), sha256=sha)),
+        pb.DataChunk(data=data, offset=0, crc32=zlib.crc32(data)),
+    ]
+    info = receive_upload_s3(chunks, s3, s3_prefix + "up", namespace="p1")
+    store, key = s3.store_for(upload_key_uri(s3_prefix + "up", info.uri))
+    assert obstore.head(store, key)["size"] == len(data)
+    got = obstore.get(store, key)
+    assert got.attributes.get("sha256") == sha and bytes(got.bytes()) == data
+
+
+def _stream(data: bytes, *, corrupt_at: int | None = None, sha: str | None = None, part: int = MiB):
+    yield pb.DataChunk(header=pb.ObjectHeader(name="x.bin", size=len(data)))
+    for off in range(0, len(data), part):
+        block = data[off : off + part]
+        crc = zlib.crc32(block) ^ (1 if off == corrupt_at else 0)
+        yield pb.DataChunk(data=block, offset=off, crc32=crc)
+    yield pb.DataChunk(trailer=pb.ObjectTrailer(sha256=sha or hashlib.sha256(data).hexdigest()))
+
+
+@pytest.mark.parametrize(
+    ("corrupt_at", "sha", "match"),
+    [(7 * MiB, None, "CRC-32 mismatch"), (None, "0" * 64, "does not match the sender's")],
+    ids=["crc-in-a-later-part", "wrong-sha"],
+)
+def test_a_broken_upload_leaves_no_object(small_parts, s3_prefix, corrupt_at, sha, match):
+    data = os.urandom(11 * MiB)
+    uploads = s3_prefix + "uploads"
+    with pytest.raises(errors.TransferError, match=match):
+        receive_upload_s3(_stream(data, corrupt_at=corrupt_at, sha=sha), small_parts, uploads, namespace="p1")
+    assert _keys(small_parts, uploads + "/") == []
+
+
+def test_upload_names_cannot_reach_another_proposals_keys(s3, s3_prefix):
+    uploads = s3_prefix + "uploads"
+    good = "upload://mx1/" + "a" * 32 + "/data.h5"
+    assert upload_key_uri(uploads, good) == f"{uploads}/mx1/{'a' * 32}/data.h5"
+    for bad in (
+        "upload://mx1/../mx2/" + "a" * 32 + "/data.h5",
+        "upload://../" + "a" * 32 + "/data.h5",
+        "upload://mx1/" + "a" * 32 + "/../../mx2/x",
+        "upload://mx1/" + "a" * 32 + "/..",
+        "upload://mx1/not-an-id/data.h5",
+        "s3://bucket/uploads/mx2/" + "a" * 32 + "/data.h5",
+    ):
+        with pytest.raises(errors.InvalidRequest):
+            upload_key_uri(uploads, bad)
+    # a proposal name with separators stays one path segment of its own
+    data = b"abc"
+    chunks = [
+        pb.DataChunk(header=pb.ObjectHeader(name="../../mx2/evil", size=3, sha256=hashlib.sha256(data).hexdigest())),
+        pb.DataChunk(data=data, offset=0, crc32=zlib.crc32(data)),
+    ]
+    info = receive_upload_s3(chunks, s3, uploads, namespace="../mx2")
+    space, _, name = info.uri.removeprefix("upload://").split("/")
+    assert space == "mx2" and name == "evil"
+    assert _keys(s3, uploads + "/")[0].startswith(s3.store_for(uploads + "/mx2/")[1])
