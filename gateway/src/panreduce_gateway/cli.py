@@ -302,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="split a shardable job into N shards over the replicas (0: automatic, 1: never)",
     )
+    sp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the technique, every parameter and the local inputs; run nothing, start nothing",
+    )
     sp.add_argument("--json", action="store_true", help="print one JSON object with the result on stdout")
     gateway_opt(sp)
     sp.set_defaults(func=cmd_reduce)
@@ -690,6 +695,11 @@ def cmd_reduce(args: argparse.Namespace) -> int:
         raise errors.InvalidRequest("--upload needs --gateway: the embedded platform reads local files directly")
     if args.detach and embedded:
         raise errors.InvalidRequest("--detach needs --gateway: embedded jobs end with the command")
+    if args.dry_run:  # the same checks the embedded platform makes before it starts
+        check_before_start(args.technique, params, inputs, output)
+        doc = {"dry_run": True, "technique": args.technique, "inputs": inputs, "params": params}
+        print(json.dumps(doc) if args.json else f"ok: {args.technique} with {len(params)} parameter(s) given")
+        return 0
     bar = ProgressBar(sys.stderr.isatty() and not args.json)
     if embedded:
         bar.step(f"checking the request ({args.technique})")
