@@ -39,7 +39,7 @@ from panreduce.scopekey import ScopeSigner
 from panreduce.serving import JOB_ID_HEADER, PROPOSAL_HEADER, SUBJECT_HEADER, rpc_method, with_service_token
 from panreduce.settings import get_settings
 from panreduce.storage import Stores, check_inputs_exist
-from panreduce.transfer import receive_upload, send_download
+from panreduce.transfer import receive_upload, receive_upload_s3, send_download, upload_key_uri
 from panreduce.v1 import reduce_pb2 as pb
 from panreduce.v1 import reduce_pb2_grpc as pb_grpc
 from panreduce_gateway.auth import ANONYMOUS, Access, Identity
@@ -350,7 +350,9 @@ class GatewayService(pb_grpc.ReducerServicer):
                 resource=uri,
                 what="input",
             )
-            if loc.scheme == "upload" and loc.local is not None:
+            if loc.scheme == "upload" and self._s3_uploads():
+                inputs.append(upload_key_uri(self._s3_uploads(), loc.uri))  # the services stage it from S3
+            elif loc.scheme == "upload" and loc.local is not None:
                 inputs.append(str(loc.local) + ("/" if loc.is_prefix else ""))
             else:
                 inputs.append(loc.uri)
@@ -375,6 +377,9 @@ class GatewayService(pb_grpc.ReducerServicer):
         scratch; anywhere when no prefixes are configured, or for an admin acting for no
         proposal (as :meth:`Access.check_uri` decides)."""
         own = [self.stores.default_output(job_id), self.stores.scratch_uri(job_id)]
+        if self._s3_uploads():  # the proposal's uploads on S3 (upload_key_uri's layout)
+            space = "".join(c for c in proposal if c.isalnum() or c in "-_.").strip(".") or "shared"
+            own.append(f"{self._s3_uploads().rstrip('/')}/{space}/")
         if self.access.enabled and proposal and not self.access.prefixes:
             # no prefixes: anywhere but the gateway's own store (as _guard_store), except
             # the proposal's uploads and this job's output and scratch
@@ -723,7 +728,18 @@ class GatewayService(pb_grpc.ReducerServicer):
             resource="upload",
             what="upload proposal",
         )
+        if self._s3_uploads():
+            s3 = self.stores.for_uri(self._s3_uploads())
+            return receive_upload_s3(request_iterator, s3, self._s3_uploads(), namespace=proposal or "shared")  # type: ignore[arg-type]
         return receive_upload(request_iterator, self.stores, namespace=proposal or "shared")
+
+    @staticmethod
+    def _s3_uploads() -> str:
+        """PANREDUCE_UPLOADS_URI when it is an s3:// prefix: uploads go there, not to the disk."""
+        from panreduce.settings import get_settings
+
+        uri = get_settings().uploads_uri
+        return uri if uri.startswith("s3://") else ""
 
     @rpc_method
     def Download(self, request: pb.DownloadRequest, context: grpc.ServicerContext) -> Iterator[pb.DataChunk]:
