@@ -107,3 +107,49 @@ def test_upload_names_cannot_reach_another_proposals_keys(s3, s3_prefix):
     space, _, name = info.uri.removeprefix("upload://").split("/")
     assert space == "mx2" and name == "evil"
     assert _keys(s3, uploads + "/")[0].startswith(s3.store_for(uploads + "/mx2/")[1])
+
+
+# -- through the gateway (PANREDUCE_UPLOADS_URI): the upload is on S3, not on the gateway's disk
+@pytest.fixture
+def s3_gateway(s3_env, monkeypatch, tmp_path, s3_prefix):
+    from panreduce_gateway.embedded import Platform
+
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("PANREDUCE_UPLOADS_URI", s3_prefix + "uploads")
+    yield lambda **kw: Platform(["scan"], store_root=tmp_path / "store", **kw)
+
+
+def _files_under(root) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def test_upload_through_the_gateway_lands_on_s3_and_is_reduced_from_there(s3_gateway, s3, s3_prefix, dataset):
+    from panreduce.client import Client
+    from panreduce_gateway.auth import Access, StaticTokens
+    from panreduce_gateway.gateway import GatewayConfig
+
+    src = dataset("i16-scans/794932.nxs")
+    tokens = StaticTokens(
+        [{"token": "a", "subject": "alice", "proposals": ["pA"]}, {"token": "b", "subject": "bob", "proposals": ["pB"]}]
+    )
+    config = GatewayConfig(access=Access([tokens], prefixes=[s3_prefix + "{proposal}/"]))
+    with s3_gateway(config=config) as platform:
+        with Client(platform.address, token="a", timeout=180) as a:
+            info = a.upload(src, proposal="pA")
+            assert info.uri.startswith("upload://pA/")
+            key = upload_key_uri(s3_prefix + "uploads", info.uri)
+            assert [r.size for r in s3.list(key)] == [src.stat().st_size]
+            assert _files_under(platform.stores.uploads.root) == [], "the upload must not touch the gateway's disk"
+            done = a.reduce("scan", [info.uri], {"model": "gaussian"}, f"{s3_prefix}pA/out/")
+            assert 29.9 < done.summary["center"] < 30.1
+        with Client(platform.address, token="b", timeout=60) as b:
+            # bob may neither reduce alice's upload by its name nor by its key, nor write into her area
+            for uri in (info.uri, key):
+                with pytest.raises(errors.PermissionDenied):
+                    b.reduce("scan", [uri], {}, f"{s3_prefix}pB/out/")
+            with pytest.raises(errors.PermissionDenied):
+                b.reduce("scan", [f"{s3_prefix}pB/x.nxs"], {}, s3_prefix + "uploads/pA/planted/")
+            mine = b.upload(src, proposal="pB")
+            assert mine.uri.startswith("upload://pB/")
+    assert upload_key_uri(s3_prefix + "uploads", mine.uri).startswith(s3_prefix + "uploads/pB/")

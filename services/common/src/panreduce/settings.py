@@ -182,6 +182,12 @@ class Settings(BaseSettings):
         description="shard scratch, readable by every service (default `<store>/shards`)",
         json_schema_extra=_section("service"),
     )
+    uploads_uri: str = Field(
+        "",
+        description="gateway: an `s3://` prefix for inline uploads (`<prefix>/PROPOSAL/ID/NAME`) instead of "
+        "`<store>/uploads`, for a deployment without a shared file system",
+        json_schema_extra=_section("service"),
+    )
     log_format: Literal["text", "json"] = Field(
         "text",
         description="`json`: one JSON object per log line (the images set it)",
