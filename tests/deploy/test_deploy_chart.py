@@ -122,7 +122,8 @@ def test_drain_fits_in_the_grace_period(default_render):
 
 def test_secure_pod_defaults(default_render):
     pods = [pod_spec(d) for d in default_render.of("Deployment")] + [d["spec"] for d in default_render.of("Pod")]
-    assert len(pods) == len(TECHNIQUES) + 3  # the techniques, the gateway, the web page, the helm test pod
+    # the techniques, the gateway, the web page, the helm test pods (Describe, validate)
+    assert len(pods) == len(TECHNIQUES) + 4
     for spec in pods:
         assert spec["automountServiceAccountToken"] is False
         psc = spec["securityContext"]
@@ -202,10 +203,18 @@ def test_network_policy_lets_only_the_gateway_reach_services(default_render):
     for rule in services["ingress"]:
         if rule is not grpc_rules[0]:
             assert [p["port"] for p in rule["ports"]] == ["metrics"]
-    # the gateway itself: its gRPC port is open (the chart's entry point)
+    # the gateway itself: its gRPC port only from named sources (the ingress controller's
+    # namespace, the web page, the helm test pods), never from everyone
     gw = policies[f"{RELEASE}-gateway"]
     assert selects(gw["podSelector"], gateway_labels)
-    assert any(r["ports"] == [{"port": "grpc", "protocol": "TCP"}] and "from" not in r for r in gw["ingress"])
+    assert all("from" in r for r in gw["ingress"])
+    (rule,) = [r for r in gw["ingress"] if r["ports"] == [{"port": "grpc", "protocol": "TCP"}]]
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in rule["from"]
+    web_labels = default_render.get("Deployment", f"{RELEASE}-web")["spec"]["template"]["metadata"]["labels"]
+    admitted = [p["podSelector"] for p in rule["from"] if "podSelector" in p]
+    assert any(selects(s, web_labels) for s in admitted)
+    assert any(selects(s, test_pod_labels) for s in admitted)
+    assert not any(selects(s, labels[f"{RELEASE}-scan"]) for s in admitted)
 
 
 def test_restricted_gateway_still_admits_the_helm_test(render):
@@ -218,7 +227,7 @@ def test_restricted_gateway_still_admits_the_helm_test(render):
 
 
 def test_helm_test_hook_calls_describe_through_the_gateway(default_render):
-    (pod,) = default_render.of("Pod")
+    pod = default_render.get("Pod", f"{RELEASE}-test-describe")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (c,) = pod["spec"]["containers"]
     gateway_svc = default_render.get("Service", f"{RELEASE}-gateway")
@@ -419,7 +428,7 @@ def test_gateway_access_control_and_tls(render):
     # the kubelet's gRPC probe speaks no TLS: TCP probes on the gateway, gRPC ones elsewhere
     assert all(c[p].get("tcpSocket") == {"port": 50050} for p in ("startupProbe", "livenessProbe", "readinessProbe"))
     assert "grpc" in container(docs.get("Deployment", f"{RELEASE}-scan"))["livenessProbe"]
-    (test_pod,) = docs.of("Pod")
+    test_pod = docs.get("Pod", f"{RELEASE}-test-describe")
     tenv = env_of(test_pod["spec"]["containers"][0])
     assert tenv["PANREDUCE_TOKEN"] == {"secretKeyRef": {"name": "test-token", "key": "token"}}
     assert tenv["PANREDUCE_TLS_CA"] == "/etc/panreduce/tls/ca.crt"

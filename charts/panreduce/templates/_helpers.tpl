@@ -402,3 +402,18 @@ issuer and a client id (web.oidc.clientId or the audience), else tokens */}}
 {{- else }}tokens
 {{- end }}
 {{- end }}
+
+{{/* The gateway's TLS Secret: gateway.tls.existingSecret, else <fullname>-gateway-tls when
+cert-manager makes it (gateway.tls.certManager.enabled), else "" (plain gRPC) */}}
+{{- define "panreduce.gatewayTLSSecret" -}}
+{{- $tls := .Values.gateway.tls }}
+{{- if $tls.existingSecret }}{{ $tls.existingSecret }}
+{{- else if $tls.certManager.enabled }}{{ include "panreduce.componentName" (dict "root" . "component" "gateway-tls") }}
+{{- end }}
+{{- end }}
+
+{{/* Techniques scaled by KEDA: enabled ones, keda.enabled, in keda.techniques (empty: all) */}}
+{{- define "panreduce.kedaScaled" -}}
+{{- $k := .root.Values.keda }}
+{{- if and $k.enabled (or (not $k.techniques) (has .name $k.techniques)) }}true{{ end }}
+{{- end }}
