@@ -18,7 +18,13 @@ ON = {"serviceTLS": {"enabled": True, "certManager": {"enabled": True, "issuerRe
 
 
 def _techniques(rendered):
-    return {n: d for n, d in rendered.deployments().items() if n != f"{RELEASE}-gateway"}
+    """The technique Deployments (not the gateway, nor the web page, which talks to the gateway's public port)."""
+    return {n: d for n, d in rendered.deployments().items() if n not in (f"{RELEASE}-gateway", f"{RELEASE}-web")}
+
+
+def _gateway_and_services(rendered):
+    deployments = rendered.deployments()
+    return {f"{RELEASE}-gateway": deployments[f"{RELEASE}-gateway"], **_techniques(rendered)}
 
 
 def test_service_tls_is_off_by_default_and_mounted_everywhere_when_on():
@@ -36,7 +42,7 @@ def test_service_tls_is_off_by_default_and_mounted_everywhere_when_on():
     techniques = _techniques(on)
     assert techniques
     assert set(cert["spec"]["dnsNames"]) >= {"panreduce-services", *techniques}
-    for name, dep in on.deployments().items():
+    for name, dep in _gateway_and_services(on).items():
         c = container(dep)
         env = env_of(c)
         assert env["PANREDUCE_SERVICE_TLS_DIR"] == "/etc/panreduce/service-tls", name
@@ -55,7 +61,7 @@ def test_service_tls_is_off_by_default_and_mounted_everywhere_when_on():
 def test_an_existing_secret_needs_no_cert_manager_and_an_issuer_is_required_with_it():
     mine = render_chart({"serviceTLS": {"enabled": True, "secretName": "facility-mtls"}})
     assert not mine.of("Certificate")
-    for dep in mine.deployments().values():
+    for dep in _gateway_and_services(mine).values():
         volume = next(v for v in pod_spec(dep)["volumes"] if v["name"] == "service-tls")
         assert volume["secret"]["secretName"] == "facility-mtls"
     with pytest.raises(Exception, match="issuerRef"):
