@@ -14,6 +14,7 @@ next replica, and a merge step that the technique defines.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,7 +32,8 @@ import grpc
 
 from panreduce import __version__, audit, errors, limits, locations, metadata, rpc
 from panreduce.jobs import JobHandle, JobManager, JobStore, new_job_id, request_digest
-from panreduce.kit.server import check_output_location, deadline_of, list_jobs, reduce_stream
+from panreduce.kit.runner import check_output_location
+from panreduce.kit.server import deadline_of, list_jobs, reduce_stream
 from panreduce.metrics import JOBS_RUNNING, QUEUE_DEPTH
 from panreduce.mtls import ServiceTLS, secure_channel
 from panreduce.scope import SCOPE_HEADER, Scope, job_scope
@@ -344,7 +346,7 @@ class GatewayService(pb_grpc.ReducerServicer):
         inputs = []
         for uri in request.inputs:
             loc = audit.checked(
-                lambda uri=uri: self._check_input(identity, proposal, uri),
+                functools.partial(self._check_input, identity, proposal, uri),
                 subject=identity.subject,
                 proposal=proposal,
                 resource=uri,
@@ -385,7 +387,7 @@ class GatewayService(pb_grpc.ReducerServicer):
             # the proposal's uploads and this job's output and scratch
             space = "".join(c for c in proposal if c.isalnum() or c in "-_.") or "shared"
             return Scope.anywhere_but(
-                [str(self.stores.root) + "/"], [str(self.stores.uploads.root / space) + "/", *own]
+                [str(self.stores.root) + "/"], [str(self.stores.uploads_root / space) + "/", *own]
             )
         if not self.access.prefixes or (self.access.enabled and not proposal):
             return Scope.anywhere()
@@ -808,7 +810,7 @@ class GatewayService(pb_grpc.ReducerServicer):
                 elif wanted is not None and Path(os.path.normpath(o.uri)) == wanted:
                     # the path as published (resolved then), opened as it is: never through a
                     # link swapped in since (both resolving through it would match)
-                    return o.uri
+                    return str(o.uri)  # protobuf is untyped here
         if identity is ANONYMOUS and wanted is not None and self.stores.root in wanted.parents:
             return answer
         raise errors.PermissionDenied(f"{uri} is not an output of a job you may see, nor one of your uploads")

@@ -252,6 +252,7 @@ class Stores:
         self.root.mkdir(parents=True, exist_ok=True)
         self.local = LocalStore()
         self.uploads = LocalStore(self.root / "uploads", scheme="upload")
+        self.uploads_root: Path = (self.root / "uploads").resolve()  # the uploads store's root, never None
         self._by_scheme: dict[str, Store] = {"file": self.local, "": self.local, "upload": self.uploads}
 
     @classmethod
@@ -320,7 +321,7 @@ class Stores:
             safe = "data"
         space = "".join(c for c in namespace if c.isalnum() or c in "-_.") or "shared"
         upload_id = uuid.uuid4().hex
-        path = self.uploads.root / space / upload_id / safe  # type: ignore[operator]
+        path = self.uploads_root / space / upload_id / safe
         return path, f"upload://{space}/{upload_id}/{safe}"
 
 
