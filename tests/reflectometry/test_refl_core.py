@@ -354,3 +354,56 @@ def test_found_background_on_both_sides_removes_a_sloping_background_under_the_b
     np.testing.assert_allclose(sub[rows].sum(axis=0), beam[rows].sum(), rtol=1e-9)
     with pytest.raises(ValueError, match="one or two"):
         background_rows(pix, (1, 2, 3))
+
+
+def _ridge_image(rng, centre_of_lambda, *, n_pix=60, diffuse=0.0):
+    """Counts (pixel, λ bin) of a specular beam (sd 1.5 px) whose centre is ``centre_of_lambda(λ)``,
+    on a flat background, plus a broad diffuse hump (sd 8 px at pixel 22) at short λ only."""
+    lam = np.linspace(2.0, 20.0, 300)
+    x = np.arange(n_pix, dtype=float)[:, None]
+    spec = 40.0 * np.exp(-0.5 * ((x - centre_of_lambda(lam)[None, :]) / 1.5) ** 2)
+    hump = diffuse * np.exp(-0.5 * ((x - 22.0) / 8.0) ** 2) * (lam < 8.0)[None, :]
+    return rng.poisson(spec + hump + 0.5).astype(float), lam
+
+
+def test_ridge_search_finds_the_specular_centre_beside_diffuse_scattering():
+    """The centre from the long-λ end holds the specular ridge (30.3 px) where a count-weighted
+    centroid over all λ is pulled 1 px and more towards a diffuse hump at short λ."""
+    from panreduce_reflectometry import gravity
+
+    rng = np.random.default_rng(7)
+    counts, lam = _ridge_image(rng, lambda lam: np.full_like(lam, 30.3), diffuse=6.0)
+    y = 0.001 * np.arange(60.0)  # 1 mm pixels
+    rows = np.arange(60)
+    centre, sd = gravity.ridge_centre(counts, y, lam, (2.0, 20.0), rows=rows)
+    assert centre == pytest.approx(0.0303, abs=0.03e-3)
+    assert sd == pytest.approx(0.0015, rel=0.1)
+    centroid = gravity.beam_height(counts, y, lam, (2.0, 20.0), rows=rows)
+    assert abs(centroid - 0.0303) > 1e-3
+
+
+def test_ridge_search_with_a_per_wavelength_drop_finds_the_infinitely_fast_centre():
+    """A beam that falls 3 px over the λ range (drop ∝ λ²): with the drop removed per λ bin the
+    ridge is at the undeflected height (25.0 px) within 0.03 px; without, it sits lower."""
+    from panreduce_reflectometry import gravity
+
+    rng = np.random.default_rng(11)
+    drop_px = lambda lam: -3.0 * (lam / 20.0) ** 2  # noqa: E731
+    counts, lam = _ridge_image(rng, lambda lam: 25.0 + drop_px(lam))
+    y = 0.002 * np.arange(60.0) - 0.05  # 2 mm pixels, offset
+    rows = np.arange(60)
+    centre, _ = gravity.ridge_centre(counts, y, lam, (2.0, 20.0), rows=rows, drop_m=0.002 * drop_px(lam))
+    assert (centre + 0.05) / 0.002 == pytest.approx(25.0, abs=0.03)
+    raw, _ = gravity.ridge_centre(counts, y, lam, (2.0, 20.0), rows=rows)
+    assert (raw + 0.05) / 0.002 < 24.0
+
+
+def test_gauss_fit_recovers_mean_and_width_on_a_background():
+    from panreduce_reflectometry import gravity
+
+    x = np.arange(40.0)
+    y = 3.0 + 100.0 * np.exp(-0.5 * ((x - 17.25) / 2.2) ** 2)
+    mean, sd = gravity.gauss_fit(x, y, np.sqrt(y))
+    assert mean == pytest.approx(17.25, abs=1e-6) and sd == pytest.approx(2.2, rel=1e-6)
+    with pytest.raises(ValueError):
+        gravity.gauss_fit(x, np.zeros_like(x), np.ones_like(x))
