@@ -157,9 +157,9 @@ def main() -> None:
     for name, files, params in (
         ("OFFSPEC 46992-4, SumInQ, stitched, ORT+PNG", offspec, off_params),
         ("OFFSPEC 46992-4, no PNG", offspec, {**off_params, "plots": False}),
-        ("Platypus 708-710 + db 711, stitched, ORT+PNG", plp, plp_params),
-        ("Platypus 708-710 + db 711, no PNG", plp, {**plp_params, "plots": False}),
-        ("Platypus, no PNG, θ from the detector", plp, {**plp_params, "plots": False, "theta_from": "detector"}),
+        ("Platypus 708-710 + db 711, stitched, ORT+PNG (θ: detector)", plp, plp_params),
+        ("Platypus 708-710 + db 711, no PNG, θ from the log", plp, {**plp_params, "plots": False, "theta_from": "log"}),
+        ("Platypus, no PNG, θ from the detector (the default)", plp, {**plp_params, "plots": False}),
         (
             "Platypus, no PNG, θ from the detector, gravity",
             plp,
@@ -171,13 +171,13 @@ def main() -> None:
     peer = run_peer(plp[0].parent)
     print(f"reflectometry benchmark: {os.cpu_count()} CPU(s), best of {REPEATS}; load average {os.getloadavg()[0]:.1f}")
     print()
-    print(f"| {'case':<58} | {'wall s':>7} | {'CPU s':>7} |")
-    print(f"|{'-' * 60}|{'-' * 9}|{'-' * 9}|")
+    print(f"| {'case':<72} | {'wall s':>7} | {'CPU s':>7} |")
+    print(f"|{'-' * 74}|{'-' * 9}|{'-' * 9}|")
     for name, wall, cpu, _ in rows:
-        print(f"| {name:<58} | {wall:>7.3f} | {cpu:>7.3f} |")
+        print(f"| {name:<72} | {wall:>7.3f} | {cpu:>7.3f} |")
     if peer is not None:
         print(
-            f"| {'refnx PlatypusReduce: 708-710 + db 711 (no files written)':<58} | "
+            f"| {'refnx PlatypusReduce: 708-710 + db 711 (no files written)':<72} | "
             f"{peer['wall']:>7.3f} | {peer['cpu']:>7.3f} |"
         )
         print()

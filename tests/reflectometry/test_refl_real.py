@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from refl_helpers import fringe_period
+from refl_helpers import critical_edge, fringe_period
 
 from panreduce_reflectometry import workflow
 from panreduce_reflectometry.params import ReflectometryParameters
@@ -88,9 +88,20 @@ def test_platypus_angles_agree_in_their_overlaps_after_scaling(platypus):
     assert np.all(np.diff(stitched.q) > 0) and np.all(np.isfinite(stitched.r))
 
 
-# refnx 0.1.x PlatypusReduce(711).reduce(70x, rebin_percent=5, λ 2.8-18): the nominal ω
-# (its ω(λ) at the shortest λ, where the gravity elevation vanishes) for 709 and 710
-REFNX_OMEGA_NOMINAL = {"PLP0000709": 1.9776, "PLP0000710": 6.4654}
+# refnx 0.1.x PlatypusReduce(711).reduce(70x, rebin_percent=5, λ 2.8-18): its beam centres
+# (m_beampos, pixels; 711's after its gravity correction) and detector heights dz [mm]; its
+# nominal ω = ½·atan((dz_R − dz_D + Δpixels × pitch)/dy) with dy = 2500.0073 mm is 0.5066°,
+# 1.9771°, 6.4649° with its built-in pitch of 1.177 mm (these files carry no y_pixels_per_mm).
+# The files' y_pixel_offset says 1.0407 mm, which the direct beam's fall confirms (below):
+# refnx's ω with that pitch is what θ from the detector is held to.
+REFNX_DIRECT_BEAM_PX = 115.381981
+REFNX_BEAMS = {"PLP0000708": (43.637726, 115.87307958), "PLP0000709": (174.81754, 113.67705666)}
+REFNX_BEAMS["PLP0000710"] = (577.17163, 112.64455999)
+
+
+def refnx_omega_deg(run: str, pitch_mm: float) -> float:
+    dz, px = REFNX_BEAMS[run]
+    return math.degrees(0.5 * math.atan((dz - 3.1e-05 + (px - REFNX_DIRECT_BEAM_PX) * pitch_mm) / 2500.0073))
 
 
 def test_platypus_detector_rows_count_upwards_gravity_pulls_the_direct_beam_down(platypus):
@@ -108,26 +119,85 @@ def test_platypus_detector_rows_count_upwards_gravity_pulls_the_direct_beam_down
     assert heights[1] < heights[0]
 
 
+def test_platypus_pixel_pitch_from_the_direct_beams_fall_is_the_files(platypus):
+    """The direct beam 711's Gaussian centre in 1 Å bands from 3 to 19 Å against the parabola's
+    predicted drop (0.06-1.67 mm): the slope gives the pixel pitch, 1.06 mm, within 4 % of the
+    file's y_pixel_offset spacing (1.0407 mm) and 10 % below refnx's built-in 1.177 mm."""
+    from panreduce_reflectometry import gravity
+
+    db = platypus[3]
+    rows = np.arange(100, 131)
+    lam = workflow._wavelength_centres(db, np.arange(112, 119))
+    coll, to_sample = workflow.gravity_geometry(db)
+    x = np.arange(rows.size, dtype=float)
+    centres, drops = [], []
+    for lo in np.arange(3.0, 19.0, 1.0):
+        sel = (lam >= lo) & (lam < lo + 1.0)
+        prof = db.counts[rows][:, sel].sum(axis=1)
+        centres.append(gravity.gauss_fit(x, prof, np.sqrt(np.maximum(prof, 1.0)))[0])
+        w = db.counts[rows][:, sel].sum(axis=0) + 1e-9
+        drops.append(float(np.average(gravity.drop_at(lam[sel], coll, to_sample + float(db.pixel_z_m[0])), weights=w)))
+    pitch = 1.0 / np.polyfit(drops, centres, 1)[0]  # m per pixel
+    assert db.pixel_height_m == pytest.approx(1.0407e-3, rel=1e-3)
+    assert pitch == pytest.approx(db.pixel_height_m, rel=0.04)
+    assert pitch < 0.92 * 1.177e-3
+
+
 @pytest.mark.parametrize("use_gravity", [False, True])
 def test_platypus_theta_from_the_detector_matches_the_direct_beam_method_of_refnx(dataset, use_gravity):
-    """θ = ½·atan((y_R − y_D)/L) against the direct beam 711, through the technique's load."""
+    """θ = ½·atan((y_R − y_D)/L) against the direct beam 711, both beams' centres by the
+    specular-ridge search, through the technique's load; θ from the detector is the default
+    when the direct beam is given (no theta_from)."""
     from panreduce.storage import stage_paths
     from panreduce_reflectometry.technique import Technique
 
     files = [str(dataset(f"platypus-refnx/PLP0000{n}.nx.hdf")) for n in (708, 709, 710, 711)]
     t = Technique()
-    p = t.validate_parameters(
-        {"transmission": "PLP0000711.nx.hdf", "theta_from": "detector", "gravity": use_gravity, "plots": False}
-    )
+    p = t.validate_parameters({"transmission": "PLP0000711.nx.hdf", "gravity": use_gravity, "plots": False})
     units = t.units(stage_paths(files), p)
     plans = {u.run.run_number: workflow.plan_run(u.run, u.index, 3, p, u.loaded.direct_height_m) for u in units}
     assert all(pl.theta_source == "detector" for pl in plans.values())
     assert units[0].loaded.direct_height_m == pytest.approx(0.0049, abs=0.0005)  # 711's beam on the detector
-    for run, omega in REFNX_OMEGA_NOMINAL.items():
-        assert plans[run].theta_deg == pytest.approx(omega, abs=0.005)
+    pitch_mm = 1000 * units[0].run.pixel_height_m
+    # 708's reflected beam climbs with λ (it leaves the sample steeper, and gravity): refnx
+    # takes its centre from the 19-21 Å tail; with gravity ours is that of an infinitely fast neutron
+    for run in ("PLP0000709", "PLP0000710") if use_gravity else ("PLP0000708", "PLP0000709", "PLP0000710"):
+        assert plans[run].theta_deg == pytest.approx(refnx_omega_deg(run, pitch_mm), abs=0.005)
     # and not the logged 2.0°/6.5°: the reflected beams sit 1.7 and 2.7 pixels off their nominal place
     assert abs(plans["PLP0000709"].theta_deg - 2.0) > 0.015 and abs(plans["PLP0000710"].theta_deg - 6.5) > 0.025
     assert plans["PLP0000708"].theta_deg == pytest.approx(0.5, abs=0.005)
+    # theta_from=log keeps the logs
+    p_log = t.validate_parameters({"transmission": "PLP0000711.nx.hdf", "theta_from": "log", "plots": False})
+    units = t.units(stage_paths(files), p_log)
+    assert units[0].loaded.direct_height_m is None
+    assert workflow.plan_run(units[0].run, 0, 3, p_log, None).theta_source == "log"
+
+
+def test_platypus_708_critical_edge_with_theta_from_the_detector(dataset):
+    """Si's edge in 708 (direct-beam normalised, fitted with the slits' 2 % dQ/Q), θ from the
+    detector: 0.01004 1/Å (1.6 % below Si's 0.0102; the log's 0.5° gives 0.01001); with the
+    gravity correction of θ(λ) 0.01013 (0.7 % below). The same fit to refnx's 708 curve gives
+    0.0102: refnx's θ is 0.005° larger (its reflected-beam centre is taken at 19-21 Å, where
+    the beam sits highest) and it always corrects θ(λ) for gravity."""
+    from panreduce.storage import stage_paths
+    from panreduce_reflectometry.technique import Technique
+
+    files = [str(dataset(f"platypus-refnx/PLP0000{n}.nx.hdf")) for n in (708, 711)]
+    t = Technique()
+    qcs = {}
+    for source, use_gravity in (("detector", False), ("log", False), ("detector", True)):
+        p = t.validate_parameters(
+            {"transmission": "PLP0000711.nx.hdf", "theta_from": source, "gravity": use_gravity, "plots": False}
+        )
+        (unit,) = t.units(stage_paths(files), p)
+        plan = workflow.plan_run(unit.run, 0, 1, p, unit.loaded.direct_height_m)
+        s, _ = workflow.reduce_one(
+            unit.run, plan, p, transmission=unit.loaded.transmission, step=0.02, version="test", call=""
+        )
+        qcs[source, use_gravity] = critical_edge(s.q, s.r, s.dr, 0.02, 0.006, 0.02)
+    assert qcs["detector", False] == pytest.approx(SI_QC, rel=0.02)
+    assert abs(qcs["detector", False] - SI_QC) < abs(qcs["log", False] - SI_QC)
+    assert qcs["detector", True] == pytest.approx(SI_QC, rel=0.01)
 
 
 @pytest.fixture(scope="module")

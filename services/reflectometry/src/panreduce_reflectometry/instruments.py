@@ -41,6 +41,9 @@ class Instrument:
     first_pixel_spectrum: int = 0  # spectrum number of pixel 0
     n_pixels: int = 0
     chopper: ChopperSystem | None = None
+    # θ from the beams' heights by default when a direct beam is given: the direct beam is
+    # measured on the same detector, whose height is recorded per run (refnx's method)
+    direct_beam_theta: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -100,6 +103,7 @@ PLATYPUS = Instrument(
     monitor_integration_angstrom=None,
     slit_positions_m=None,  # per run: slit2/slit3 distances from the file
     chopper=ChopperSystem(disc_openings_deg=(60.0, 10.0, 25.0, 60.0), disc_radius_mm=350.0),
+    direct_beam_theta=True,
     citation=(
         "ANSTO Platypus NeXus (SICS) layout of refnx-testdata @ 868ae8cd; disc openings and "
         "time-origin convention as documented in refnx.reduce.platypusnexus (BSD-3)"

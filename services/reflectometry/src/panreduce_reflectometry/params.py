@@ -58,7 +58,8 @@ class ReflectometryParameters(Parameters):
         "(refnx's direct-beam method: θ = ½·atan((y_R − y_D)/L) from the reflected beam's height "
         "above the direct beam's on the detector, L the sample–detector distance; ½ of the "
         "beam's recorded 2θ when no direct beam is among the inputs); "
-        "default: theta_deg when given, else the log",
+        "default: theta_deg when given, else the detector when a direct beam is among the inputs "
+        "on an instrument that records its detector height (Platypus), else the log",
     )
     gravity: bool = Field(
         False,

@@ -149,7 +149,14 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
                 raise errors.InvalidInput(direct[0].source, f"as transmission: {exc}") from None
             notes += tnotes
         height = None
-        if params.theta_from == "detector" and direct:
+        # the default θ on an instrument that supports it, with a direct beam given: the detector
+        auto = (
+            params.theta_from is None
+            and not params.theta_deg
+            and bool(direct)
+            and all(r.instrument.direct_beam_theta for r in runs)
+        )
+        if (params.theta_from == "detector" or auto) and direct:
             try:
                 height = workflow.direct_beam_height(direct[0], params)
             except ValueError as exc:
@@ -157,6 +164,7 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
             notes.append(
                 f"θ from the detector: the reflected beams' heights above the direct beam {direct[0].run_number} "
                 f"({1000 * height:.3f} mm)"
+                + (" (the default with a direct beam; theta_from=log for the logs)" if auto else "")
             )
         elif params.theta_from == "detector":
             notes.append("θ from the detector: no direct beam among the inputs, θ is ½ of the beam's recorded 2θ")

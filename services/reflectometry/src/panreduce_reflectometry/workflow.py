@@ -83,7 +83,15 @@ def direct_beam_height(run: TofRun, p: ReflectometryParameters) -> float:
         coll, to_sample = gravity_geometry(run)
         drop = gravity.drop_at(lam, coll, to_sample + float(np.median(run.pixel_z_m)))
     rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
-    return gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows, drop_m=drop)
+    return gravity.ridge_centre(run.counts, run.pixel_y_m, lam, rng, rows=ridge_rows(run, roi), drop_m=drop)[0]
+
+
+def ridge_rows(run: TofRun, roi: tuple[int, int]) -> np.ndarray:
+    """The detector rows the ridge search fits: the beam's ROI and three ROI widths of
+    background on each side (clipped to the detector), so the fit's flat level is the
+    background's, not a neighbouring feature's."""
+    w = max(roi[1] - roi[0], 1)
+    return np.flatnonzero((run.spectra >= roi[0] - 3 * w) & (run.spectra <= roi[1] + 3 * w))
 
 
 def theta_from_detector(
@@ -100,7 +108,8 @@ def theta_from_detector(
     rows = np.flatnonzero((run.spectra >= roi[0]) & (run.spectra <= roi[1]))
     lam = _wavelength_centres(run, rows)
     rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
-    y = gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows)
+    window = ridge_rows(run, roi)
+    y = gravity.ridge_centre(run.counts, run.pixel_y_m, lam, rng, rows=window)[0]
     z = float(np.median(run.pixel_z_m[rows]))
     if direct_height_m is None:
         return math.degrees(0.5 * math.atan2(y, z))
@@ -114,7 +123,9 @@ def theta_from_detector(
         eps = gravity.elevation_at_sample(
             np.clip(lam, 0.1, None), omega, collimation_m=coll, slit_to_sample_m=to_sample
         )
-        y = gravity.beam_height(run.counts, run.pixel_y_m, lam, rng, rows=rows, drop_m=drop - 2.0 * z * np.tan(eps))
+        y = gravity.ridge_centre(run.counts, run.pixel_y_m, lam, rng, rows=window, drop_m=drop - 2.0 * z * np.tan(eps))[
+            0
+        ]
         omega = gravity.omega_from_heights(y, direct_height_m, z)
     return math.degrees(omega)
 
@@ -128,7 +139,8 @@ def plan_run(
     except ValueError as exc:
         raise ValueError(f"theta_deg: {exc}") from None
     source = "request"
-    if p.theta_from == "detector":
+    # direct_height_m is given when the load chose the detector (asked for, or the default)
+    if p.theta_from == "detector" or (p.theta_from is None and theta is None and direct_height_m is not None):
         theta, source = None, "detector"
     elif theta is None:
         if run.theta_log_deg is None or not run.theta_log_deg > 0:
