@@ -54,11 +54,12 @@ bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra
 	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet
 	$(PY) benchmarks/bench_tomography.py
 
-lint: setup ## ruff check and ruff format --check over the code
+lint: setup ## ruff check, ruff format --check and mypy (strict on panreduce and the gateway) over the code
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
-typecheck: setup ## mypy, strict on panreduce (panreduce.kit not yet) and the gateway ([tool.mypy] in pyproject.toml); not yet clean, so not part of lint
+typecheck: setup ## mypy alone, strict on panreduce (the kit included) and the gateway ([tool.mypy] in pyproject.toml); part of lint
 	$(VENV)/bin/mypy
 
 register: ## after adding services/<name>/ (entry point in its pyproject.toml): write the workspace, images.toml, Containerfiles and chart values from the technique folders, then lock and sync

@@ -38,6 +38,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from panreduce import errors
 
@@ -171,6 +172,7 @@ class ScopeVerifier:
                 "a service is given the scope's public key (or a certificate), never the gateway's private key"
             )
         try:
+            key: PublicKeyTypes
             if b"CERTIFICATE" in public_pem:
                 key = x509.load_pem_x509_certificate(public_pem).public_key()
             else:

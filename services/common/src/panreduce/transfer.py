@@ -15,6 +15,7 @@ import re
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,6 +162,14 @@ def upload_key_uri(uploads_uri: str, upload_uri: str) -> str:
     return f"{uploads_uri.rstrip('/')}/{m.group(1)}/{m.group(2)}/{m.group(3)}"
 
 
+@dataclass
+class _Received:
+    """What an upload stream delivered so far: bytes, and the trailer's SHA-256 once sent."""
+
+    size: int = 0
+    trailer: str = ""
+
+
 def receive_upload_s3(
     chunks: Iterable[pb.DataChunk], s3: S3Store, uploads_uri: str, namespace: str = "shared"
 ) -> pb.ObjectInfo:
@@ -190,25 +199,25 @@ def receive_upload_s3(
     temp_key = f"{prefix}.partial/{upload_id}"
     store = s3.store_for(f"s3://{bucket}/{temp_key}")[0]
     digest = hashlib.sha256()
-    state = {"size": 0, "trailer": ""}
+    state = _Received()
 
     def data() -> Iterator[bytes]:
         for chunk in it:
             if chunk.HasField("trailer"):
-                state["trailer"] = chunk.trailer.sha256
+                state.trailer = chunk.trailer.sha256
                 continue
-            if state["trailer"]:
+            if state.trailer:
                 raise errors.InvalidRequest("nothing may follow the trailer")
             if not chunk.HasField("data"):
                 raise errors.InvalidRequest("only data messages may follow the header")
-            if chunk.offset != state["size"]:
+            if chunk.offset != state.size:
                 raise errors.TransferError(
-                    f"chunk at offset {chunk.offset}, expected {state['size']}: data lost or reordered"
+                    f"chunk at offset {chunk.offset}, expected {state.size}: data lost or reordered"
                 )
             if zlib.crc32(chunk.data) != chunk.crc32:
                 raise errors.TransferError(f"CRC-32 mismatch in the chunk at offset {chunk.offset}")
             digest.update(chunk.data)
-            state["size"] += len(chunk.data)  # type: ignore[operator]
+            state.size += len(chunk.data)
             yield chunk.data
 
     # the sender's SHA-256, when it gave one up front, is recorded as the object's metadata
@@ -225,11 +234,11 @@ def receive_upload_s3(
             chunk_size=s3.config.part_size,
             max_concurrency=s3.config.concurrency,
         )
-        size = int(state["size"])
+        size = state.size
         if header.size and size != header.size:
             raise errors.TransferError(f"received {size} bytes, the header announced {header.size}")
         sha = digest.hexdigest()
-        expected = (announced or str(state["trailer"])).lower()
+        expected = (announced or state.trailer).lower()
         if not expected:
             raise errors.TransferError("the upload carried no SHA-256 (neither in its header nor a trailer)")
         if sha != expected:

@@ -14,16 +14,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from panreduce import errors, registry
 from panreduce.settings import get_settings
+
+if TYPE_CHECKING:
+    from panreduce.mtls import ServiceTLS
+    from panreduce.scopekey import ScopeVerifier
 
 INSECURE_HINT = "or --insecure (or $PANREDUCE_INSECURE=true) for development only"
 
 
 def service_credentials(
     token_file: Path | None, tls_dir: Path | None, scope_key_file: Path | None, *, insecure: bool
-) -> tuple:
+) -> tuple[str | None, ServiceTLS | None, ScopeVerifier | None]:
     """(service token, mTLS, scope verifier) of a service started from the command line. It
     needs a credential (a token, or mTLS) and the gateway's public scope key; without either,
     InvalidRequest (one line naming the flag), unless ``insecure`` (``--insecure`` or
