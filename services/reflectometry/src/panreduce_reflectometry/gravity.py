@@ -115,7 +115,7 @@ def gauss_fit(x: np.ndarray, y: np.ndarray, sigma: np.ndarray) -> tuple[float, f
     sd0 = float(np.sqrt(max(np.sum((x - mean0) ** 2 * y) / tot, 0.25)))
     p = np.array([float(np.min(y)), float(np.max(y) - np.min(y)), float(x[np.argmax(y)]), min(sd0, 0.5 * np.ptp(x))])
 
-    def resid_jac(q):
+    def resid_jac(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         g = np.exp(-0.5 * ((x - q[2]) / q[3]) ** 2)
         r = q[0] + q[1] * g - y
         jac = np.stack(
