@@ -193,6 +193,16 @@ def bench_small_calls(tmp: Path, n: int = 400) -> list[tuple[str, str, str, str]
     return rows
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 elsewhere): the batch rows
+    state what the replicas spent, which a loaded machine does not inflate as it does wall."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, str]]:
     sources = [datasets.path(f"i16-scans/79493{i}.nxs") for i in range(2, 7)]
     batch = tmp / "batch"
@@ -231,6 +241,7 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
             gw.set_serving(True)
             try:
                 with Client(gw.address, timeout=1800) as c:
+                    cpu0 = sum(_cpu_seconds(p.pid) for p in procs[:replicas])
                     t0 = time.perf_counter()
                     c.reduce(
                         "scan",
@@ -239,6 +250,7 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
                         str(tmp / f"out-{replicas}"),
                     )
                     wall = time.perf_counter() - t0
+                    cpu = sum(_cpu_seconds(p.pid) for p in procs[:replicas]) - cpu0
             finally:
                 gw.drain_and_stop(1)
                 gateway.close()
@@ -247,8 +259,8 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
             rows.append(
                 (
                     f"(d) scan batch of {n_files} files, {replicas} replica(s)",
-                    f"{wall:.1f} s",
-                    f"{shards}",
+                    f"{wall:.1f} s ({wall / n_files:.3f} s/file); services' CPU {cpu / n_files:.3f} s/file",
+                    f"{shards}; load average {os.getloadavg()[0]:.1f}",
                     f"speed-up {base / wall:.2f}x on {os.cpu_count()} cores",
                 )
             )
