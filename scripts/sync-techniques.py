@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FIXED_FIRST = ("services/common",)
 FIXED_LAST = ("gateway", "web")  # the web page: a member without a technique
-CONTAINERFILES = ("images/service/Containerfile", "images/gateway/Containerfile")
+CONTAINERFILES = ("images/service/Containerfile", "images/gateway/Containerfile", "images/web/Containerfile")
 VALUES = "charts/panreduce/values.yaml"
 GPU_VALUES = "charts/panreduce/values-gpu.yaml"
 REHEARSAL = "charts/panreduce/values-rehearsal.yaml"

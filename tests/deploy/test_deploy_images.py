@@ -14,7 +14,10 @@ import pytest
 import yaml
 from deploy_support import CHART, ROOT
 
-CONTAINERFILES = {p: (ROOT / p).read_text() for p in ("images/service/Containerfile", "images/gateway/Containerfile")}
+CONTAINERFILES = {
+    p: (ROOT / p).read_text()
+    for p in ("images/service/Containerfile", "images/gateway/Containerfile", "images/web/Containerfile")
+}
 
 
 def load_script(name: str):
@@ -44,14 +47,16 @@ def techniques_of(member: dict) -> list[str]:
 def test_one_image_per_member_and_technique(cfg):
     members = workspace_members()
     by_member = {img.member: img for img in cfg.images.values()}
-    # the live data page (web/) has no image of its own yet (docs/web.md, "Not yet")
-    assert set(by_member) == set(members) - {"services/common", "web"}, "every member but the kit has its own image"
+    assert set(by_member) == set(members) - {"services/common"}, "every member but the kit has its own image"
     for path, img in by_member.items():
         meta = members[path]
         assert img.package == meta["project"]["name"]
         assert (ROOT / img.containerfile).is_file()
         if path == "gateway":
             assert img.technique is None and "panreduce" in meta["project"]["scripts"]
+        elif path == "web":
+            # the page runs as `panreduce web`, a command of the gateway's CLI: its dependency
+            assert img.technique is None and "panreduce-gateway" in meta["project"]["dependencies"]
         else:
             # the technique the image serves is the one its member registers
             assert techniques_of(meta) == [img.technique] == [img.name], path
@@ -120,7 +125,8 @@ def test_containerfile_builds_from_the_lock_deps_before_source(path):
     smoke = next(i for i, ln in enumerate(tail) if ln.startswith("RUN ") and "smoke test" in ln)
     assert user < smoke, "the smoke test runs as the runtime user"
     assert "STOPSIGNAL SIGTERM" in tail
-    assert any(ln.startswith("HEALTHCHECK") and "panreduce-health" in ln for ln in tail)
+    health = "/healthz" if path == "images/web/Containerfile" else "panreduce-health"  # the page speaks HTTP
+    assert any(ln.startswith("HEALTHCHECK") for ln in tail) and any(health in ln for ln in tail)
     assert any(ln.startswith('ENTRYPOINT ["/usr/bin/tini"') for ln in tail)
     assert not any(ln.startswith("COPY") and "--from=build" not in ln for ln in tail), "runtime copies only the venv"
 
@@ -128,6 +134,8 @@ def test_containerfile_builds_from_the_lock_deps_before_source(path):
 def test_service_and_gateway_share_one_build_stage():
     stages = [t.split("# --- runtime")[0].split("# --- build")[1] for t in CONTAINERFILES.values()]
     assert stages[0] == stages[1]
+    # the page's image builds the same way and adds the gateway member's source (its CLI)
+    assert stages[2] == stages[1].replace("COPY ${MEMBER}/", "COPY gateway/ gateway/\nCOPY ${MEMBER}/", 1)
 
 
 def test_build_context_is_limited():
@@ -137,7 +145,7 @@ def test_build_context_is_limited():
         if ln.strip() and not ln.startswith("#")
     ]
     assert ignore[0] == "*"  # nothing (.venv, .git, .tools, data) unless named below
-    assert {"!pyproject.toml", "!uv.lock", "!proto/", "!services/", "!gateway/"} <= set(ignore)
+    assert {"!pyproject.toml", "!uv.lock", "!proto/", "!services/", "!gateway/", "!web/"} <= set(ignore)
     assert "services/common/src/panreduce/v1/" in ignore  # generated in the build, never copied
 
 

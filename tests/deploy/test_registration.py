@@ -21,6 +21,7 @@ FILES = (
     "images/images.toml",
     "images/service/Containerfile",
     "images/gateway/Containerfile",
+    "images/web/Containerfile",
     "charts/panreduce/values.yaml",
     "charts/panreduce/values-gpu.yaml",
     "charts/panreduce/values-rehearsal.yaml",
@@ -104,7 +105,7 @@ def test_a_new_folder_is_named_missing_everywhere_then_registered(copy: Path):
         "containerfile": "images/service/Containerfile",
         "gpu": True,
     }
-    for cf in ("images/service/Containerfile", "images/gateway/Containerfile"):
+    for cf in ("images/service/Containerfile", "images/gateway/Containerfile", "images/web/Containerfile"):
         assert "COPY services/newtech/pyproject.toml services/newtech/\n" in (copy / cf).read_text()
 
     values = yaml.safe_load((copy / "charts/panreduce/values.yaml").read_text())["techniques"]

@@ -227,7 +227,7 @@ def test_every_variable_the_chart_and_images_set_is_a_setting():
                 for e in c.get("env", []):
                     if e["name"].startswith("PANREDUCE_"):
                         set_by.setdefault(e["name"], d["metadata"]["name"])
-    for cf in ("images/service/Containerfile", "images/gateway/Containerfile"):
+    for cf in ("images/service/Containerfile", "images/gateway/Containerfile", "images/web/Containerfile"):
         for name in NAME.findall(
             "\n".join(
                 line

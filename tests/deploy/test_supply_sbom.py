@@ -121,7 +121,9 @@ def test_sbom_is_valid_cyclonedx_1_5(sbom):
 LABELS = ("title", "source", "revision", "created", "version", "licenses")
 
 
-@pytest.mark.parametrize("path", ["images/service/Containerfile", "images/gateway/Containerfile"])
+@pytest.mark.parametrize(
+    "path", ["images/service/Containerfile", "images/gateway/Containerfile", "images/web/Containerfile"]
+)
 def test_runtime_stage_labels_every_oci_key_from_build_args(path):
     text = (ROOT / path).read_text()
     runtime = text[text.rindex("\nFROM ") :]  # the last stage: what the image is
@@ -146,7 +148,7 @@ def test_images_py_passes_the_label_args(monkeypatch):
     assert args["CREATED"] == "2023-11-14T22:13:20Z"
     assert args["LICENSES"] == IMAGES["build"]["licenses"]
     # every build arg the script passes is declared by the runtime stage (no silent no-ops)
-    for path in ("images/service/Containerfile", "images/gateway/Containerfile"):
+    for path in ("images/service/Containerfile", "images/gateway/Containerfile", "images/web/Containerfile"):
         declared = set(re.findall(r"^ARG (\w+)", (ROOT / path).read_text(), flags=re.M))
         assert set(args) | {"BASE_NAME", "BASE_DIGEST", "SBOM_SHA256"} <= declared, path
 
