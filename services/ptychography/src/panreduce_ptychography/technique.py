@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,12 @@ from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce_ptychography import engines as eng
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
-from panreduce_ptychography.initialisation import parametric_probe, probe_from_data
-from panreduce_ptychography.io import list_scans, read_probe, read_scan
+from panreduce_ptychography.convergence import convergence_verdict
+from panreduce_ptychography.io import list_scans, read_scan
 from panreduce_ptychography.metrics import phase_noise_floor
 from panreduce_ptychography.params import PtychographyParameters, engine_options
-from panreduce_ptychography.problem import Problem, Scan, prepare
+from panreduce_ptychography.probes import initial_probe, probe_input
+from panreduce_ptychography.problem import Scan, prepare
 from panreduce_ptychography.report import Reconstruction, write_nexus, write_png
 
 VERSION = "0.1.0"
@@ -88,7 +89,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         files = inputs.files
         if not files:
             raise errors.InvalidRequest("no input files")
-        probe_file = _probe_input(inputs, params)
+        probe_file = probe_input(inputs, params)
         refs: list[ProjectionRef] = []
         for f in files:
             if probe_file is not None and f.path == probe_file.path:
@@ -117,7 +118,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             scan = read_scan(ref.path, ref.source, ref.entry)
             recs.append(
                 _without_frames(
-                    self._reconstruct(scan, ref, params, backend, ctx, i, n, probe_file=_probe_input(inputs, params))
+                    self._reconstruct(scan, ref, params, backend, ctx, i, n, probe_file=probe_input(inputs, params))
                 )
             )
         return PtychoPart(reconstructions=recs, device=f"{backend.name}:{backend.device}")
@@ -184,7 +185,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: {exc}") from None
         if not np.any(problem.counts * problem.mask > 0):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: the frames hold no photons in the good pixels")
-        p0, probe_info = _initial_probe(scan, ref, problem, params, probe_file, backend, ctx.check_cancelled)
+        p0, probe_info = initial_probe(scan, ref, problem, params, probe_file, backend, ctx.check_cancelled)
         ctx.log(f"{ref.key}: initial probe from {probe_info['init']}")
         obj0 = (
             eng.initial_object(problem, p0)
@@ -291,118 +292,3 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             parameters=params.model_dump(),
             summary=summary,
         )
-
-
-def convergence_verdict(
-    state: eng.State,
-    final: Mapping[str, float],
-    reason: str,
-    rule: eng.StopRule,
-    max_deviance: float,
-    *,
-    noise_floor_rad: float = 0.0,
-    max_noise_floor_rad: float = float("inf"),
-) -> dict[str, Any]:
-    """Converged: the last engine's metric levelled off (by the stop rule, or, with the rule
-    off, by the same test on its last iterations), the final metrics are finite, the
-    reduced Poisson deviance is at most ``max_deviance`` and the shot-noise floor of the
-    phase (:func:`phase_noise_floor`) at most ``max_noise_floor_rad``. ``reason``:
-    ``converged``, ``diverged``, ``iteration_cap`` (still falling at the cap),
-    ``poor_fit`` (levelled off far above the noise: positions, probe or geometry
-    inconsistent with the data) or ``photon_limited`` (the data fit to the noise, but
-    too few photons crossed the object to determine its phase: the fit is noise)."""
-    if reason == "diverged" or not all(np.isfinite(v) for v in final.values()):
-        return {"converged": False, "reason": "diverged"}
-    last = state.history[-1]["engine"]
-    values = [r[rule.metric] for r in state.history if r["engine"] == last]
-    levelled = reason == "levelled_off" or rule.levelled_off(values)
-    if not levelled:
-        return {"converged": False, "reason": "iteration_cap"}
-    if final["reduced_deviance"] > max_deviance:
-        return {"converged": False, "reason": "poor_fit"}
-    if noise_floor_rad > max_noise_floor_rad:
-        return {"converged": False, "reason": "photon_limited"}
-    return {"converged": True, "reason": "converged"}
-
-
-def _probe_input(inputs: Inputs, params: PtychographyParameters) -> StagedFile | None:
-    """The staged input named by ``probe.input`` (its staged name, or its file name when
-    that is unique), or None; a name that is no input of the job is refused (no path
-    outside the job's inputs is ever opened)."""
-    name = params.probe.input
-    if name is None:
-        return None
-    files = inputs.files
-    hits = [f for f in files if f.name == name]
-    if not hits:
-        hits = [f for f in files if Path(f.name).name == name]
-    if len(hits) != 1:
-        what = "no input" if not hits else f"{len(hits)} inputs"
-        raise errors.InvalidParameters(
-            [
-                errors.FieldViolation(
-                    "probe.input", f"{what} of this job is named {name!r} (give one of the job's inputs)"
-                )
-            ]
-        )
-    return hits[0]
-
-
-def _initial_probe(
-    scan: Scan,
-    ref: ProjectionRef,
-    problem: Problem,
-    params: PtychographyParameters,
-    probe_file: StagedFile | None,
-    backend: Backend,
-    check: Callable[[], None] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The initial probe modes by ``probe.init`` and what they came from."""
-    pp = params.probe
-    kind = pp.init
-    if kind == "auto":
-        kind = "scan" if scan.probe is not None else ("input" if probe_file is not None else "data")
-    info: dict[str, Any] = {"init": kind}
-    shape = problem.frame_shape
-    if kind == "scan":
-        if scan.probe is None:
-            raise errors.InvalidInput(ref.source, f"{ref.entry}: probe.init=scan but the scan holds no probe")
-        probe, where = scan.probe, f"{ref.source}:{ref.entry}"
-    elif kind == "input":
-        assert probe_file is not None
-        probe, dx = read_probe(probe_file.path, probe_file.name)
-        where = probe_file.name
-        if dx is not None and not np.isclose(dx, problem.pixel_size_m, rtol=0.01):
-            raise errors.InvalidInput(
-                probe_file.name,
-                f"its probe has {dx:.4g} m pixels, the reconstruction of "
-                f"{ref.source}:{ref.entry} {problem.pixel_size_m:.4g} m",
-            )
-        info["file"] = where
-    elif kind == "data":
-        p, found = probe_from_data(problem, seed=params.seed, backend=backend, check=check)
-        probe, where = p[None], "data"
-        info.update({k: v for k, v in found.items() if k != "candidates"})
-    else:
-        try:
-            p = parametric_probe(
-                problem,
-                kind,
-                aperture_m=pp.aperture_m,
-                aperture_height_m=pp.aperture_height_m,
-                focal_length_m=pp.focal_length_m,
-                diameter_m=pp.diameter_m,
-                defocus_m=pp.defocus_m,
-            )
-        except ValueError as exc:
-            raise errors.InvalidParameters([errors.FieldViolation("probe.init", str(exc))]) from None
-        probe, where = p[None], kind
-    if probe.shape[-2:] != shape:
-        raise errors.InvalidInput(
-            where.split(":")[0],
-            f"the initial probe is {probe.shape[-2]} x {probe.shape[-1]} "
-            f"but the frames of {ref.source}:{ref.entry} are {shape[0]} x {shape[1]} "
-            "after cropping and binning",
-        )
-    info = {k: ([float(x) for x in v] if isinstance(v, list) else v) for k, v in info.items()}
-    return eng.initial_probe(problem, probe, pp.modes, seed=params.seed), info
