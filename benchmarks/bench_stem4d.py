@@ -106,10 +106,15 @@ def peak_rss_mb() -> float:
 def run_child(python: Path | str, args: list[str], script: str | None = None) -> tuple[dict | None, str]:
     """One engine in its own single-threaded process; its last stdout line is a JSON result."""
     cmd = [str(python), "-c", script, *args] if script else [str(python), *args]
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, timeout=7200)
+    after, wall = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
     if done.returncode != 0:
         return None, "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1][:100]
-    return json.loads(done.stdout.strip().splitlines()[-1]), ""
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # CPU seconds per wall second over the whole child: > 1 means it used more than one core
+    out["cores"] = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / wall
+    return out, ""
 
 
 LIBERTEM_SCRIPT = r"""
@@ -240,13 +245,14 @@ def main() -> None:
         out, note = py4dstem(path, ny, nx)
         rows.append(("py4DSTEM (1 core)", out, note))
     print()
-    print("| engine | scan | seconds | GB/s per core | peak RSS (MB) | notes |")
-    print("|---|---|---|---|---|---|")
+    print("| engine | scan | seconds | GB/s per core | peak RSS (MB) | CPU s / wall s | notes |")
+    print("|---|---|---|---|---|---|---|")
     for name, res, note in rows:
         s = res["seconds"] if res else None
         rss = f"{res['rss_mb']:.0f}" if res else "—"
+        cores = f"{res['cores']:.2f}" if res else "—"
         rate = f"{size_gb / s:.3f}" if s else "—"
-        print(f"| {name} | {size_gb:.2f} GB | {f'{s:.2f}' if s else '—'} | {rate} | {rss} | {note} |")
+        print(f"| {name} | {size_gb:.2f} GB | {f'{s:.2f}' if s else '—'} | {rate} | {rss} | {cores} | {note} |")
     if not args.keep:
         path.unlink()
         if args.dir is None:
