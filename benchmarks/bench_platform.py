@@ -274,8 +274,7 @@ def bench_sharding(tmp: Path, n_files: int = 240) -> list[tuple[str, str, str, s
 
 def bench_s3(size_mib: int) -> list[tuple[str, str, str, str]]:
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from s3_staging import bench_s3_staging  # type: ignore[import-not-found]
+        from s3_staging import bench_s3_staging  # type: ignore[import-not-found]  # beside this script
     except ImportError as exc:
         return [("(b) S3 staging", "not run", "", f"({exc})")]
     try:

@@ -8,15 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from orsopy import fileio
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "security"))
 from faults_support import Process, free_port, panreduce_command, wait_serving
+from orsopy import fileio
 
 pytestmark = pytest.mark.data
 

@@ -4,12 +4,7 @@ Certificate for the shared server name and every technique Service."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
 from deploy_support import RELEASE, container, env_of, pod_spec, render_chart
 
 pytest.importorskip("helm_python")
