@@ -42,11 +42,33 @@ def weight_matrix(masks: list[np.ndarray], com_mask: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.stack(cols, axis=1), dtype=np.float32)
 
 
+def _label_runs(masks: list[np.ndarray], com_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """The kernel's runs of the masks (one label image) and of the CoM mask, or (None, None)
+    when a mask is not binary or two masks overlap (the dense product handles those)."""
+    binary = [np.asarray(m) for m in masks] + [np.asarray(com_mask)]
+    if any(not np.isin(m, (0, 1)).all() for m in binary) or len(masks) > 127:
+        return None, None
+    if masks and np.sum([m != 0 for m in masks], axis=0).max() > 1:
+        return None, None
+    from panreduce_stem4d.kernels import runs_of  # numba loads here, once
+
+    labels = np.full(com_mask.shape, -1, np.int64)
+    for i, m in enumerate(masks):
+        labels[np.asarray(m) != 0] = i
+    row_len = com_mask.shape[1]
+    com = np.where(np.asarray(com_mask) != 0, 0, -1)
+    return runs_of(labels, row_len), runs_of(com, row_len)
+
+
 class Accumulator:
     """Feed blocks of rows with ``add(block, row0)``; read ``result()`` at the end.
 
     ``backend``: "numpy" (default) or "torch" (``device`` e.g. "cuda" or "cpu"); the
     torch path computes the same products on the device, the exact sums stay in numpy.
+    With the numpy backend, binary non-overlapping masks (BF/ADF/HAADF annuli) and a binary
+    CoM mask, unsigned-integer blocks go through the compiled one-pass kernel
+    (``kernels``; exact int64 sums; frames in ``threads`` parallel chunks when > 1) unless
+    ``compiled`` is False; anything else takes the dense float32 product.
     """
 
     def __init__(
@@ -59,6 +81,8 @@ class Accumulator:
         backend: str = "numpy",
         device: str = "cpu",
         want_patterns: bool = True,
+        threads: int = 1,
+        compiled: bool = True,
     ) -> None:
         self.names = list(masks)
         self.ny, self.nx = scan_shape
@@ -72,6 +96,10 @@ class Accumulator:
         self.frames = 0
         self.backend = backend
         self._torch = None
+        self.threads = max(1, int(threads))
+        self._runs = self._com_runs = None
+        if backend == "numpy" and compiled:
+            self._runs, self._com_runs = _label_runs([masks[n] for n in self.names], com_mask)
         if backend == "torch":
             import torch
 
@@ -100,10 +128,39 @@ class Accumulator:
                 colsum += b.sum(axis=0)
         return out
 
+    def _add_compiled(self, flat: np.ndarray, rows: int, row0: int) -> None:
+        from panreduce_stem4d import kernels  # compiled on first use (numba is heavy to import)
+
+        flat = np.ascontiguousarray(flat)
+        n, npx = flat.shape
+        k = len(self.names)
+        out = np.zeros((n, k + 4), np.int64)
+        row_len = self.det[1]
+        if self.threads > 1 and n > 1:
+            chunks = min(self.threads, n)
+            pats = np.zeros((chunks, npx), np.int64)
+            mxs = np.zeros((chunks, npx), flat.dtype)
+            kernels.reduce_parallel(flat, self._runs, self._com_runs, row_len, k, out, pats, mxs)
+            pat, mx = pats.sum(axis=0), mxs.max(axis=0)
+        else:
+            pat = np.zeros(npx, np.int64)
+            mx = np.zeros(npx, flat.dtype)
+            kernels.reduce_serial(flat, self._runs, self._com_runs, row_len, k, out, pat, mx)
+        sl = slice(row0, row0 + rows)
+        self.out[sl] = out[:, :-1].astype(np.float64).reshape(rows, self.nx, -1)
+        self.total[sl] = out[:, -1].reshape(rows, self.nx)
+        if self.want_patterns:
+            self.sum_pattern += pat.astype(np.uint64).reshape(self.det)
+            np.maximum(self.max_pattern, mx.reshape(self.det), out=self.max_pattern)
+        self.frames += n
+
     def add(self, block: np.ndarray, row0: int) -> None:
         """Accumulate frames of rows [row0, row0 + block.shape[0]) (shape (rows, nx, dy, dx))."""
         rows = block.shape[0]
         flat = block.reshape(rows * self.nx, -1)
+        if self._runs is not None and block.dtype.kind == "u" and block.dtype.itemsize <= 4:
+            self._add_compiled(flat, rows, row0)
+            return
         integer = block.dtype.kind in "ui" and (block.dtype.kind == "u" or flat.min() >= 0)
         colsum = (
             np.zeros(flat.shape[1], np.float32) if (integer and self.want_patterns and self._torch is None) else None
