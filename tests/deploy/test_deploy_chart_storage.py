@@ -16,6 +16,7 @@ S3 = {
     "existingSecret": "facility-s3",
     "resultsUri": "s3://reduced/results",
     "scratchUri": "s3://reduced/shards",
+    "uploadsUri": "s3://reduced/uploads",
 }
 BEAMLINE = {"name": "beamline", "nfs": {"server": "nfs.facility.org", "path": "/dls/i22/data", "readOnly": True}}
 PROCESSED = {"name": "processed", "persistentVolumeClaim": {"claimName": "i22-processed"}}
@@ -167,6 +168,8 @@ def test_block_storage_s3_shared_store_and_local_store_in_the_scratch(render):
     for dep in docs.deployments(web=False).values():
         v, m = volumes(dep), mounts(dep)
         assert "store" not in v
+        env = {e["name"]: e.get("value") for e in container(dep).get("env", [])}
+        assert env["PANREDUCE_UPLOADS_URI"] == "s3://reduced/uploads"  # uploads go to the bucket
         # one emptyDir, one sizeLimit, one request: scratch and the local store
         assert m["/tmp"] == {"name": "tmp", "mountPath": "/tmp", "subPath": "tmp"}
         assert m["/var/lib/panreduce/store"] == {
@@ -182,6 +185,8 @@ def test_block_storage_s3_shared_store_and_local_store_in_the_scratch(render):
     [
         ({"store": {"persistence": {"enabled": False}}}, "every pod its own store"),
         ({"store": {"persistence": {"enabled": False}}, "s3": {**S3, "scratchUri": ""}}, "every pod its own store"),
+        # uploads on the gateway's own disk would be unreadable by the services
+        ({"store": {"persistence": {"enabled": False}}, "s3": {**S3, "uploadsUri": ""}}, "every pod its own store"),
         (
             {"store": {"persistence": {"enabled": False}}, "s3": {**S3, "resultsUri": "/results"}},
             "every pod its own store",

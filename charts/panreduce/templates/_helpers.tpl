@@ -170,6 +170,10 @@ gateway.routes adds or replaces routes (a service elsewhere, or a local rehearsa
 - name: PANREDUCE_SCRATCH_URI
   value: {{ . | quote }}
 {{- end }}
+{{- with $s3.uploadsUri }}
+- name: PANREDUCE_UPLOADS_URI
+  value: {{ . | quote }}
+{{- end }}
 - name: PANREDUCE_S3_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
