@@ -138,6 +138,13 @@ def test_service_and_gateway_share_one_build_stage():
     assert stages[2] == stages[1].replace("COPY ${MEMBER}/", "COPY gateway/ gateway/\nCOPY ${MEMBER}/", 1)
 
 
+def test_store_and_home_writable_by_an_arbitrary_uid():
+    """OpenShift runs a pod as a random UID in group 0: the image's store and home are group 0, g+rwx."""
+    base = (ROOT / "images" / "base" / "Containerfile").read_text()
+    assert "install -d -o 10001 -g 0 -m 0770 /var/lib/panreduce /var/lib/panreduce/store" in base
+    assert "chgrp 0 /home/panreduce && chmod 0770 /home/panreduce" in base
+
+
 def test_build_context_is_limited():
     ignore = [
         ln.strip()
