@@ -12,11 +12,12 @@ import tifffile
 from tomo_synthetic import inputs, phantom_scan, write_data_exchange, write_nxtomo
 
 from panreduce import errors
-from panreduce_tomography.io import read_scans
+from panreduce_tomography.io import NamedPath, read_hdf5, read_mat, read_scans, read_tiff_stack
+from panreduce_tomography.tof import fits_image_info
 
 
 def _scans(*paths, **kw):
-    return read_scans([list(item.files) for item in inputs(*paths).items], **kw)
+    return read_scans([[NamedPath(f.path, f.name) for f in item.files] for item in inputs(*paths).items], **kw)
 
 
 @pytest.mark.data
@@ -259,3 +260,45 @@ def test_truncated_fits_is_named(tmp_path):
     (root / "angle_1" / "IMAT_2.fits").write_bytes(raw[: len(raw) - 3000])
     with pytest.raises(errors.InvalidInput, match=r"IMAT_2\.fits"):
         _scans(root)
+
+
+def test_readers_take_paths_and_name_the_callers_file(tmp_path):
+    """The readers take plain paths (str or os.PathLike); messages name the caller's file
+    (the ``name``/``names`` keyword), never the local scratch path."""
+    from astropy.io import fits
+
+    raw = phantom_scan(n=32, n_angles=24, n_rows=2)
+    h5 = write_data_exchange(tmp_path / "scratch-0001.bin", raw)
+    scan = read_hdf5(str(h5), name="beamtime/run_7.h5")
+    assert scan.source == "beamtime/run_7.h5" and scan.shape == (24, 2, 32)
+    assert np.allclose(scan.angles, raw["angles"], atol=1e-6)
+    assert read_hdf5(h5).source == "scratch-0001.bin"  # no name: the path's file name
+
+    bad = tmp_path / "scratch-0002.bin"
+    bad.write_bytes(b"garbage" * 10)
+    for read, name, problem in ((read_hdf5, "user/a.h5", "not an HDF5"), (read_mat, "user/a.mat", "MATLAB")):
+        with pytest.raises(errors.InvalidInput) as err:
+            read(bad, name=name)
+        assert name in str(err.value) and problem in str(err.value) and "scratch" not in str(err.value)
+
+    tifs = []
+    for i in range(3):
+        tifs.append(tmp_path / f"scratch-t{i}.bin")
+        tifffile.imwrite(tifs[-1], np.full((8, 6), i + 1, np.uint16))
+    stack = read_tiff_stack([str(t) for t in tifs], names=["s/proj_2.tif", "s/proj_0.tif", "s/proj_1.tif"])
+    assert stack.shape == (3, 8, 6)
+    assert stack.read_rows(0, 8)[:, 0, 0].tolist() == [2.0, 3.0, 1.0]  # sorted by the callers' names
+    tifs[1].write_bytes(b"garbage" * 10)
+    with pytest.raises(errors.InvalidInput, match=r"s/proj_0\.tif") as err:
+        read_tiff_stack(tifs, names=["s/proj_2.tif", "s/proj_0.tif", "s/proj_1.tif"])
+    assert "scratch" not in str(err.value)
+    with pytest.raises(ValueError, match="2 names for 3 paths"):
+        read_tiff_stack(tifs, names=["a.tif", "b.tif"])
+
+    fits_path = tmp_path / "scratch-f.bin"
+    fits.PrimaryHDU(np.ones((16, 8), np.float32)).writeto(fits_path)
+    assert fits_image_info(str(fits_path), name="ob/IMAT_0.fits").shape == (16, 8)
+    fits_path.write_bytes(fits_path.read_bytes()[: 2880 + 100])
+    with pytest.raises(errors.InvalidInput, match=r"ob/IMAT_0\.fits") as err:
+        fits_image_info(fits_path, name="ob/IMAT_0.fits")
+    assert "scratch" not in str(err.value)

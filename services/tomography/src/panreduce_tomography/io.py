@@ -17,17 +17,35 @@ demand (:meth:`Scan.read_rows`), so volumes larger than memory are processed in 
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
 
 from panreduce import errors, nexus
 from panreduce.kit.readers import HDF5_SIGNATURE, open_hdf5, read_dataset
-from panreduce.kit.technique import StagedFile
+
+PathArg = str | os.PathLike[str]
+
+
+class NamedPath(NamedTuple):
+    """A file to read and the caller's name for it (in messages, and to sort and classify)."""
+
+    path: Path
+    name: str
+
+
+def named_paths(paths: Sequence[PathArg], names: Sequence[str] | None = None) -> list[NamedPath]:
+    """``paths`` with their ``names`` (default: each path's file name)."""
+    if names is not None and len(names) != len(paths):
+        raise ValueError(f"{len(names)} names for {len(paths)} paths")
+    return [NamedPath(Path(p), n) for p, n in zip(paths, names or [Path(p).name for p in paths], strict=True)]
+
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".nx", ".cxi"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -314,38 +332,42 @@ def _sinogram_scan(sino: np.ndarray, vectors: dict[str, np.ndarray], source: str
     return Scan(source, "sinogram", data.shape, angles, "line_integral", lambda r0, r1: data[:, r0:r1, :])
 
 
-def read_hdf5(file: StagedFile, unit_param: str = "auto") -> Scan | None:
+def read_hdf5(path: PathArg, unit_param: str = "auto", *, name: str | None = None) -> Scan | None:
     """A Data Exchange, NXtomo or sinogram HDF5 file; None when it holds none of them
-    (e.g. a detector file an NXtomo links to)."""
-    source = file.name
-    with open_hdf5(file, source) as f:
+    (e.g. a detector file an NXtomo links to). ``name``: the caller's name for the file,
+    used in messages (default: the file name of ``path``)."""
+    path = Path(path)
+    source = name or path.name
+    with open_hdf5(path, source) as f:
         try:
             if "exchange/data" in f:
-                return _touch(_data_exchange(f, file.path, source, unit_param))
+                return _touch(_data_exchange(f, path, source, unit_param))
             found = _find_image_key(f)
             if found is not None:
-                return _touch(_nxtomo(f, file.path, source, found, unit_param))
-            return _h5_sinogram(f, file.path, source, unit_param)
+                return _touch(_nxtomo(f, path, source, found, unit_param))
+            return _h5_sinogram(f, path, source, unit_param)
         except (OSError, RuntimeError, KeyError) as exc:
             raise errors.InvalidInput(source, f"is damaged or truncated: reading failed ({exc})") from None
 
 
-def read_mat(file: StagedFile, unit_param: str = "auto") -> Scan:
-    """A MATLAB sinogram: the largest 2-D array (angles x detector or the transpose)."""
+def read_mat(path: PathArg, unit_param: str = "auto", *, name: str | None = None) -> Scan:
+    """A MATLAB sinogram: the largest 2-D array (angles x detector or the transpose).
+    ``name``: the caller's name for the file, used in messages."""
     import scipy.io
 
-    source = file.name
-    with open(file.path, "rb") as fh:
+    path = Path(path)
+    source = name or path.name
+    with open(path, "rb") as fh:
         head = fh.read(512)
     if head.startswith(HDF5_SIGNATURE) or head[512 - 8 :] == HDF5_SIGNATURE or b"MATLAB 7.3" in head:
-        scan = read_hdf5(file, unit_param)
+        scan = read_hdf5(path, unit_param, name=source)
         if scan is None:
             raise errors.InvalidInput(source, "holds no 2-D sinogram")
         return scan
     if not head.startswith(b"MATLAB"):
         raise errors.InvalidInput(source, "is not a MATLAB .mat file (no MATLAB header)")
     try:
-        m = scipy.io.loadmat(file.path)
+        m = scipy.io.loadmat(path)
     except Exception as exc:
         raise errors.InvalidInput(source, f"is a damaged or truncated .mat file ({exc})") from None
     arrays = {
@@ -360,13 +382,13 @@ def read_mat(file: StagedFile, unit_param: str = "auto") -> Scan:
 
 
 # -- TIFF stacks ---------------------------------------------------------------------------
-def _read_tiff(file: StagedFile) -> np.ndarray:
+def _read_tiff(path: Path, name: str) -> np.ndarray:
     import tifffile
 
     try:
-        img = tifffile.imread(file.path)
+        img = tifffile.imread(path)
     except Exception as exc:
-        raise errors.InvalidInput(file.name, f"is not a readable TIFF image ({exc})") from None
+        raise errors.InvalidInput(name, f"is not a readable TIFF image ({exc})") from None
     return np.asarray(img)
 
 
@@ -403,36 +425,36 @@ def tiff_page_rows(tf, page, r0: int, r1: int) -> np.ndarray:
     return block[r0 - s0 : r1 - s0]
 
 
-def _tiff_frames(file: StagedFile) -> tuple[int, tuple[int, ...]]:
+def _tiff_frames(path: Path, name: str) -> tuple[int, tuple[int, ...]]:
     """(number of 2-D frames, frame shape) of a TIFF file, from its headers only."""
     import tifffile
 
     try:
-        with tifffile.TiffFile(file.path) as tf:
+        with tifffile.TiffFile(path) as tf:
             series = tf.series[0]
             shape = tuple(series.shape)
             pages = len(tf.pages)
             page_shape = tuple(tf.pages[0].shape)
     except Exception as exc:
-        raise errors.InvalidInput(file.name, f"is not a readable TIFF image ({exc})") from None
+        raise errors.InvalidInput(name, f"is not a readable TIFF image ({exc})") from None
     if len(page_shape) != 2 or int(np.prod(shape)) != pages * int(np.prod(page_shape)):
-        raise errors.InvalidInput(file.name, f"TIFF image of shape {shape} is not a stack of 2-D frames")
+        raise errors.InvalidInput(name, f"TIFF image of shape {shape} is not a stack of 2-D frames")
     return pages, page_shape
 
 
-def _tiff_rows_reader(frames: list[tuple[StagedFile, int]]) -> Callable[[int, int], np.ndarray]:
-    """Rows ``r0:r1`` of every (file, page) frame, read by :func:`tiff_page_rows`."""
+def _tiff_rows_reader(frames: list[tuple[Path, str, int]]) -> Callable[[int, int], np.ndarray]:
+    """Rows ``r0:r1`` of every (path, name, page) frame, read by :func:`tiff_page_rows`."""
     import tifffile
 
     def read(r0: int, r1: int) -> np.ndarray:
         out = None
         i = 0
         while i < len(frames):
-            file = frames[i][0]
+            path, name = frames[i][0], frames[i][1]
             try:
-                with tifffile.TiffFile(file.path) as tf:
-                    while i < len(frames) and frames[i][0] is file:
-                        img = tiff_page_rows(tf, tf.pages[frames[i][1]], r0, r1)
+                with tifffile.TiffFile(path) as tf:
+                    while i < len(frames) and frames[i][0] == path:
+                        img = tiff_page_rows(tf, tf.pages[frames[i][2]], r0, r1)
                         if out is None:
                             out = np.empty((len(frames), *img.shape), np.float32)
                         out[i] = img
@@ -441,18 +463,22 @@ def _tiff_rows_reader(frames: list[tuple[StagedFile, int]]) -> Callable[[int, in
                 raise
             except Exception as exc:
                 raise errors.InvalidInput(
-                    file.name, f"rows {r0}:{r1} cannot be read: damaged or truncated ({exc})"
+                    name, f"rows {r0}:{r1} cannot be read: damaged or truncated ({exc})"
                 ) from None
         return out
 
     return read
 
 
-def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: str | None = None) -> Scan:
+def read_tiff_stack(
+    paths: Sequence[PathArg], unit_param: str = "auto", source: str | None = None, *, names: Sequence[str] | None = None
+) -> Scan:
     """Projections, darks and flats from TIFF files (sorted by name), angles from a text
     file whose name contains 'angle' (else evenly spaced over 180 degrees). Projections
     are read by detector-row range when the slabs are processed (only the headers at
-    load); darks and flats are read whole."""
+    load); darks and flats are read whole. ``names``: the caller's name of each path
+    (default: its file name), used to sort, to classify and in messages."""
+    files = named_paths(paths, names)
     tifs = [f for f in files if Path(f.name).suffix.lower() in TIFF_SUFFIXES]
     texts = [
         f
@@ -461,7 +487,7 @@ def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: s
     ]
     source = source or (tifs[0].name if tifs else files[0].name)
 
-    def role(f: StagedFile) -> str:
+    def role(f: NamedPath) -> str:
         low = f.name.lower()
         if re.search(r"dark", low):
             return "dark"
@@ -470,19 +496,19 @@ def read_tiff_stack(files: list[StagedFile], unit_param: str = "auto", source: s
         return "proj"
 
     groups: dict[str, list[np.ndarray]] = {"proj": [], "dark": [], "flat": []}
-    frames: list[tuple[StagedFile, int]] = []
+    frames: list[tuple[Path, str, int]] = []
     first = None
     for f in sorted(tifs, key=lambda f: f.name):
-        count, shape = _tiff_frames(f)
+        count, shape = _tiff_frames(f.path, f.name)
         if first is None:
             first = shape
         elif shape != first:
             raise errors.InvalidInput(f.name, f"image shape {shape} differs from {first}")
         if role(f) == "proj":
-            frames += [(f, k) for k in range(count)]
+            frames += [(f.path, f.name, k) for k in range(count)]
             groups["proj"].append(f)
         else:
-            img = _read_tiff(f)
+            img = _read_tiff(f.path, f.name)
             groups[role(f)].append(img[None] if img.ndim == 2 else img)
     if not groups["proj"]:
         raise errors.InvalidInput(source, "no projection images among the TIFF files")
@@ -535,7 +561,7 @@ def _sniff(path: Path) -> str:
 
 
 def read_scans(
-    groups: list[list[StagedFile]],
+    groups: Sequence[Sequence[NamedPath]],
     *,
     angles_unit: str = "auto",
     band: tuple[int, int] | None = None,
@@ -543,8 +569,8 @@ def read_scans(
 ) -> list[Scan]:
     """The scans in the inputs, in request order (a 4-D series when more than one).
 
-    ``groups`` holds the staged files of each input (one file, or every file under a
-    folder/prefix). HDF5/NeXus and .mat files are one scan each (HDF5 files without
+    ``groups`` holds the files of each input (one file, or every file under a
+    folder/prefix) as (path, the caller's name: what messages name). HDF5/NeXus and .mat files are one scan each (HDF5 files without
     tomography data are skipped when something else in the request is a scan: they
     are files an NXtomo links to); the TIFF files of one input form one scan; the FITS
     folders of one input form one scan per wavelength band (``tof_options``: keyword
@@ -555,17 +581,17 @@ def read_scans(
     scans: list[Scan] = []
     skipped: list[str] = []
     for files in groups:
-        tiffs: list[StagedFile] = []
-        fits: list[StagedFile] = []
+        tiffs: list[NamedPath] = []
+        fits: list[NamedPath] = []
         for f in sorted(files, key=lambda f: f.name):
             suffix = Path(f.name).suffix.lower()
-            if f.size == 0 and suffix in HDF5_SUFFIXES | TIFF_SUFFIXES | MAT_SUFFIXES | FITS_SUFFIXES:
+            if f.path.stat().st_size == 0 and suffix in HDF5_SUFFIXES | TIFF_SUFFIXES | MAT_SUFFIXES | FITS_SUFFIXES:
                 raise errors.InvalidInput(f.name, "is empty")
             kind = _sniff(f.path)
             if suffix in MAT_SUFFIXES:
-                scans.append(read_mat(f, angles_unit))
+                scans.append(read_mat(f.path, angles_unit, name=f.name))
             elif suffix in HDF5_SUFFIXES or kind == "hdf5":
-                scan = read_hdf5(f, angles_unit)
+                scan = read_hdf5(f.path, angles_unit, name=f.name)
                 if scan is None:
                     skipped.append(f.name)
                 else:
@@ -576,9 +602,13 @@ def read_scans(
                 fits.append(f)
         if tiffs:
             label = files[0].name.split("/")[0] if len(files) > 1 else tiffs[0].name
-            scans.append(read_tiff_stack(files, angles_unit, source=label))
+            scans.append(
+                read_tiff_stack([f.path for f in files], angles_unit, source=label, names=[f.name for f in files])
+            )
         if fits:
-            scans.extend(tof.read_fits_tof(files, band, **(tof_options or {})))
+            scans.extend(
+                tof.read_fits_tof([f.path for f in files], band, names=[f.name for f in files], **(tof_options or {}))
+            )
     if not scans:
         if skipped:
             raise errors.InvalidInput(

@@ -20,7 +20,7 @@ from panreduce import errors
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as Base
 from panreduce_tomography import __version__, outputs, pipeline, recon
-from panreduce_tomography.io import Scan, read_scans
+from panreduce_tomography.io import NamedPath, Scan, read_scans
 from panreduce_tomography.params import TomographyParameters
 
 
@@ -50,14 +50,12 @@ def _invalid(field: str, message: str) -> errors.InvalidParameters:
 @functools.lru_cache(maxsize=1)
 def _read(groups: tuple[tuple[StagedFile, ...], ...], angles_unit: str, tof_json: str) -> tuple[Scan, ...]:
     """The scans of a job's inputs, read once for ``units`` and ``reduce_block`` (headers,
-    darks and flats; for FITS time-of-flight stacks the spectra pass)."""
+    darks and flats; for FITS time-of-flight stacks the spectra pass). Keyed on the staged
+    files (their checksums too); the readers get each file's local path and the caller's name."""
     kw = json.loads(tof_json)
     band = kw.pop("band")
-    return tuple(
-        read_scans(
-            [list(g) for g in groups], angles_unit=angles_unit, band=tuple(band) if band else None, tof_options=kw
-        )
-    )
+    named = [[NamedPath(f.path, f.name) for f in g] for g in groups]
+    return tuple(read_scans(named, angles_unit=angles_unit, band=tuple(band) if band else None, tof_options=kw))
 
 
 def _scans(inputs: Inputs, p: TomographyParameters) -> tuple[Scan, ...]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from panreduce import constants, errors, lazy
-from panreduce.kit.technique import StagedFile
+from panreduce_tomography.io import NamedPath, PathArg, named_paths
 
 if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
     import scipy.optimize
@@ -159,7 +160,7 @@ _BITPIX = {
 class FitsImage:
     """Where one FITS image's pixels lie in its file (read from the headers only)."""
 
-    file: StagedFile
+    file: NamedPath
     hdu: int
     shape: tuple[int, int]  # (rows, cols)
     offset: int | None  # first data byte; None for tile-compressed images (read through astropy)
@@ -168,16 +169,17 @@ class FitsImage:
     bzero: float = 0.0
 
 
-def fits_image_info(file: StagedFile) -> FitsImage:
+def fits_image_info(path: PathArg, *, name: str | None = None) -> FitsImage:
     """The first 2-D image of a FITS file, from its headers (no pixel is read); damaged,
-    truncated or image-less files raise InvalidInput naming the file."""
+    truncated or image-less files raise InvalidInput naming the file (``name``: the
+    caller's name for it, default the file name of ``path``)."""
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "File may have been truncated", UserWarning)  # checked below
-        return _fits_image_info(file)
+        return _fits_image_info(NamedPath(Path(path), name or Path(path).name))
 
 
-def _fits_image_info(file: StagedFile) -> FitsImage:
+def _fits_image_info(file: NamedPath) -> FitsImage:
     from astropy.io import fits
 
     try:
@@ -246,14 +248,14 @@ class FitsStack:
     ``*_ShutterTimes.txt`` (overlap correction). Only the headers are read here; pixels
     are read by row range and corrected bin by bin (:meth:`bins`)."""
 
-    def __init__(self, name: str, files: list[StagedFile]) -> None:
+    def __init__(self, name: str, files: list[NamedPath]) -> None:
         fits_files = sorted(
             (f for f in files if Path(f.name).suffix.lower() in (".fits", ".fit", ".fts")), key=lambda f: f.name
         )
         if not fits_files:
             raise errors.InvalidInput(files[0].name if files else name, "no FITS images")
         self.name = name
-        self.images = [fits_image_info(f) for f in fits_files]
+        self.images = [fits_image_info(f.path, name=f.name) for f in fits_files]
         self.shape = self.images[0].shape
         for img in self.images[1:]:
             if img.shape != self.shape:
@@ -383,9 +385,10 @@ def region_transmission(meta: dict) -> np.ndarray | None:
 
 
 def read_fits_tof(
-    files: list[StagedFile],
+    paths: Sequence[PathArg],
     band: tuple[int, int] | None = None,
     *,
+    names: Sequence[str] | None = None,
     bands_angstrom: list | None = None,
     flight_path_m: float = 56.4,
     regions: list | None = None,
@@ -406,10 +409,12 @@ def read_fits_tof(
     frame-averaged spectra and the spectra of each pixel region (``regions`` boxes or a
     ``grid``; mean over the region and, for the sample, over the projections) of the
     sample, open beam and dark; with several bands, ``meta['centre_scan']`` is the
-    all-bins scan the rotation centre is found on."""
+    all-bins scan the rotation centre is found on. ``names``: the caller's name of each
+    path (default: its file name); the folders are the parents of the names."""
     from panreduce_tomography.io import Scan, _angles_to_rad
 
-    by_dir: dict[str, list[StagedFile]] = {}
+    files = named_paths(paths, names)
+    by_dir: dict[str, list[NamedPath]] = {}
     for f in files:
         by_dir.setdefault(str(Path(f.name).parent), []).append(f)
     proj_dirs, flat_dirs, dark_dirs = [], [], []
