@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import h5py
 import numpy as np
 
 from panreduce.errors import FieldViolation, InvalidInput, InvalidParameters, InvalidRequest
@@ -20,6 +19,7 @@ from panreduce_thz.binning import BinnedWaveform, DelayAccumulator
 from panreduce_thz.gating import pair_indices
 from panreduce_thz.params import ThzParameters
 from panreduce_thz.pipeline import PositionStats, RunStats, Settings, available_cores, process_pages
+from panreduce_thz.pulse_table import PulseTable
 from panreduce_thz.timing import bandpass_sos, stage_delay_ps
 
 VERSION = "0.1.0"
@@ -117,7 +117,7 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         binning of every pulse gives: analysed once, whichever way the job was split."""
         if result.stats.pulses == 0:
             raise InvalidInput(result.run_name or "run", "no pulses left to bin (check offset)")
-        table = _PulseTable.write(ctx, result.pulses) if result.pulses is not None else None
+        table = PulseTable.write(ctx.work_dir, result.pulses) if result.pulses is not None else None
         return self._finish(result.stats, params, ctx, result.date, result.run_name, table)
 
     @staticmethod
@@ -159,7 +159,7 @@ class Technique(_Technique[ThzParameters, ThzPart]):
             params.background_gate,
             threads=params.threads or available_cores(),
         )
-        table = _PulseTable(ctx) if params.pulse_table else None
+        table = PulseTable(ctx.work_dir) if params.pulse_table else None
         total = max(sum(pulses), 1)
         done = 0
         pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="thz") if settings.threads > 1 else None
@@ -258,60 +258,3 @@ def _json(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _json(x) for k, x in v.items()}
     return v
-
-
-class _PulseTable:
-    """The optional per-pulse table, streamed to a compressed HDF5 file in the work folder."""
-
-    COLUMNS = (
-        ("delay", "f8", "ps"),
-        ("signal", "f4", ""),
-        ("arrival_pixel", "f4", "pixel"),
-        ("position_index", "i4", ""),
-    )
-
-    def __init__(self, ctx: Context, name: str = "pulses.h5") -> None:
-        self.path = ctx.work_dir / name
-        self.file = h5py.File(self.path, "w")
-        for key, dtype, unit in self.COLUMNS:
-            d = self.file.create_dataset(
-                key,
-                (0,),
-                dtype=dtype,
-                maxshape=(None,),
-                chunks=(65536,),
-                compression="gzip",
-                compression_opts=1,
-                shuffle=True,
-            )
-            d.attrs["units"] = unit
-
-    def append(self, p, index: int) -> None:
-        values = {
-            "delay": p.delay_ps,
-            "signal": p.signal,
-            "arrival_pixel": p.arrival_px,
-            "position_index": np.full(p.signal.size, index),
-        }
-        for key, v in values.items():
-            d = self.file[key]
-            n = d.shape[0]
-            d.resize((n + v.size,))
-            d[n:] = v
-
-    def read(self) -> dict[str, np.ndarray]:
-        """The columns written so far (the file is closed)."""
-        self.file.close()
-        with h5py.File(self.path, "r") as f:
-            return {key: f[key][()] for key, _, _ in self.COLUMNS}
-
-    @classmethod
-    def write(cls, ctx: Context, columns: Mapping[str, np.ndarray]):
-        """A table file (in the work folder) holding ``columns``; its path."""
-        table = cls(ctx, name="pulses_all.h5")
-        for key, _, _ in cls.COLUMNS:
-            d = table.file[key]
-            d.resize((columns[key].size,))
-            d[:] = columns[key]
-        table.file.close()
-        return table.path
