@@ -15,10 +15,12 @@ import numpy as np
 from panreduce import errors, nexus
 from panreduce.kit.readers import open_hdf5
 from panreduce_reflectometry.instruments import INTER, OFFSPEC, PLATYPUS
+from panreduce_reflectometry.reduction import Transmission, transmission_from_table
 from panreduce_reflectometry.runs import TofRun
 
 MAX_SPECTRA = 4096
 MAX_TOF_BINS = 200_000
+MAX_TABLE_BYTES = 20_000_000
 
 
 def read_run(path: Path, name: str) -> TofRun:
@@ -35,6 +37,36 @@ def read_run(path: Path, name: str) -> TofRun:
         "is not an ISIS raw NeXus (raw_data_1), Mantid processed NeXus "
         "(mantid_workspace_1) or Platypus NeXus (entry1/data/hmm) file",
     )
+
+
+def read_transmission_table(
+    path: Path, *, name: str, size: int, wavelength_range: tuple[float, float] | None = None
+) -> Transmission:
+    """A transmission table (λ [Å], T per Å, σT; ``#`` comments and header rows skipped) ->
+    :class:`Transmission` over ``wavelength_range`` (default: the table's own λ range)."""
+    if size > MAX_TABLE_BYTES:
+        raise errors.InputTooLarge(name, size, MAX_TABLE_BYTES)
+    try:
+        text = path.read_text(errors="strict")
+        rows = [
+            ln.replace(",", " ").split() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+        ]
+        rows = [r for r in rows if not r[0][0].isalpha()]
+        arr = np.array(rows, dtype=float)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise errors.InvalidInput(name, f"is not a table of λ, T, σT numbers ({exc})") from None
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise errors.InvalidInput(name, "needs three columns: λ [Å], T per Å, σT")
+    try:
+        return transmission_from_table(
+            arr[:, 0],
+            arr[:, 1],
+            arr[:, 2],
+            source=path.name,
+            wavelength_range=wavelength_range or (float(arr[0, 0]), float(arr[-1, 0])),
+        )
+    except ValueError as exc:
+        raise errors.InvalidInput(name, str(exc)) from None
 
 
 def _req(group: h5py.Group, path: str, source: str) -> h5py.Dataset:

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from panreduce import errors
 from panreduce.errors import FieldViolation, InvalidParameters
 from panreduce.kit import Context, Inputs
@@ -17,14 +15,13 @@ from panreduce_reflectometry import output, workflow
 from panreduce_reflectometry.offspecular import OffSpecularMap
 from panreduce_reflectometry.output import OrtSet
 from panreduce_reflectometry.params import ReflectometryParameters
-from panreduce_reflectometry.readers import read_run
-from panreduce_reflectometry.reduction import Transmission, transmission_from_table
+from panreduce_reflectometry.readers import read_run, read_transmission_table
+from panreduce_reflectometry.reduction import Transmission
 from panreduce_reflectometry.runs import TofRun
 
 VERSION = "0.1.0"
 RUN_SUFFIXES = (".nxs", ".nx", ".hdf", ".h5", ".hdf5", ".nx.hdf")
 TABLE_SUFFIXES = (".csv", ".txt", ".dat", ".tsv")
-MAX_TABLE_BYTES = 20_000_000
 
 
 @dataclass
@@ -115,7 +112,9 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
         for f in candidates:
             is_named = f.path.name in named or f.name in named
             if is_named and f.path.name.lower().endswith(TABLE_SUFFIXES):
-                table = self._table(f, params)
+                table = read_transmission_table(
+                    f.path, name=f.name, size=f.size, wavelength_range=params.wavelength_range
+                )
                 continue
             run = read_run(f.path, f.path.name)
             if is_named:
@@ -180,35 +179,6 @@ class Technique(_Technique[ReflectometryParameters, ReflPart]):
                     f"{len(values)} value(s) for {n} run(s): give one per run"
                     + ("" if field == "scale" else ", or one for all"),
                 )
-
-    @staticmethod
-    def _table(f, params: ReflectometryParameters) -> Transmission:
-        if f.size > MAX_TABLE_BYTES:
-            raise errors.InputTooLarge(f.name, f.size, MAX_TABLE_BYTES)
-        try:
-            text = f.path.read_text(errors="strict")
-            rows = [
-                ln.replace(",", " ").split()
-                for ln in text.splitlines()
-                if ln.strip() and not ln.lstrip().startswith("#")
-            ]
-            rows = [r for r in rows if not r[0][0].isalpha()]
-            arr = np.array(rows, dtype=float)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise errors.InvalidInput(f.name, f"is not a table of λ, T, σT numbers ({exc})") from None
-        if arr.ndim != 2 or arr.shape[1] != 3:
-            raise errors.InvalidInput(f.name, "needs three columns: λ [Å], T per Å, σT")
-        lam = params.wavelength_range or (0.0, 0.0)
-        try:
-            return transmission_from_table(
-                arr[:, 0],
-                arr[:, 1],
-                arr[:, 2],
-                source=f.path.name,
-                wavelength_range=lam if params.wavelength_range else (float(arr[0, 0]), float(arr[-1, 0])),
-            )
-        except ValueError as exc:
-            raise errors.InvalidInput(f.name, str(exc)) from None
 
     def reduce_block(
         self, block: Sequence[RunUnit], inputs: Inputs, params: ReflectometryParameters, ctx: Context
