@@ -38,7 +38,7 @@ def _frames(flat, f0, f1, runs, com_runs, row_len, nlab, out, pat, mx):
         for p in range(row.shape[0]):
             v = row[p]
             tot += np.int64(v)
-            pat[p] += np.int64(v)
+            pat[p] += v
             if v > mx[p]:
                 mx[p] = v
         for r in range(runs.shape[0]):
@@ -73,7 +73,8 @@ _serial = njit(cache=True, nogil=True)(_frames)
 @njit(cache=True, nogil=True)
 def reduce_serial(flat, runs, com_runs, row_len, nlab, out, pat, mx):
     """One thread: ``out[f]`` (int64, nlab + 4) = label sums, Σ I, Σ I·y, Σ I·x (CoM
-    region), Σ I (whole frame) of every frame; ``pat`` (int64) += frames, ``mx`` = max."""
+    region), Σ I (whole frame) of every frame; ``pat`` (uint32 where it cannot overflow,
+    else int64) += frames, ``mx`` = max."""
     _serial(flat, 0, flat.shape[0], runs, com_runs, row_len, nlab, out, pat, mx)
 
 

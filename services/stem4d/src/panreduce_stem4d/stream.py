@@ -4,6 +4,9 @@ Every block of scan rows is reduced by one matrix product of the frames (n, pixe
 weight matrix (pixels, k): the virtual detector masks, then the CoM mask and its y- and
 x-weighted copies. Exact integer sums (total counts per position, the summed pattern) and
 the max pattern are accumulated alongside. Memory is one block plus the outputs.
+Unsigned-integer frames with binary, non-overlapping masks (the BF/ADF/HAADF annuli) take the
+compiled one-pass kernel instead (``kernels``: int64 sums, no float conversion); the dense
+product stays the reference and serves overlapping or weighted masks, float frames and torch.
 """
 
 from __future__ import annotations
@@ -136,14 +139,16 @@ class Accumulator:
         k = len(self.names)
         out = np.zeros((n, k + 4), np.int64)
         row_len = self.det[1]
+        # the pattern sum in uint32 when it cannot overflow (half the traffic of int64)
+        pdt = np.uint32 if n * (np.iinfo(flat.dtype).max) < 2**32 else np.int64
         if self.threads > 1 and n > 1:
             chunks = min(self.threads, n)
-            pats = np.zeros((chunks, npx), np.int64)
+            pats = np.zeros((chunks, npx), pdt)
             mxs = np.zeros((chunks, npx), flat.dtype)
             kernels.reduce_parallel(flat, self._runs, self._com_runs, row_len, k, out, pats, mxs)
-            pat, mx = pats.sum(axis=0), mxs.max(axis=0)
+            pat, mx = pats.sum(axis=0, dtype=np.int64), mxs.max(axis=0)
         else:
-            pat = np.zeros(npx, np.int64)
+            pat = np.zeros(npx, pdt)
             mx = np.zeros(npx, flat.dtype)
             kernels.reduce_serial(flat, self._runs, self._com_runs, row_len, k, out, pat, mx)
         sl = slice(row0, row0 + rows)
