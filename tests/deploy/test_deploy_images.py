@@ -145,6 +145,16 @@ def test_store_and_home_writable_by_an_arbitrary_uid():
     assert "chgrp 0 /home/panreduce && chmod 0770 /home/panreduce" in base
 
 
+def test_cuda_base_matches_the_locked_torch_cuda(cfg):
+    """The GPU variants' base and the lock's torch wheels agree on the CUDA major version, and
+    the base is the minimal flavour (the wheels bring the CUDA libraries)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    toolkit = {p["name"]: p["version"] for p in lock["package"]}["cuda-toolkit"]
+    tag = cfg.cuda_image.split("@")[0].rsplit(":", 1)[1]  # e.g. 13.0.0-base-ubuntu24.04
+    assert tag.split(".")[0] == toolkit.split(".")[0], f"{cfg.cuda_image} vs cuda-toolkit {toolkit} in uv.lock"
+    assert "-base-" in tag, "the runtime/devel flavours would add the CUDA libraries torch already carries"
+
+
 def test_build_context_is_limited():
     ignore = [
         ln.strip()
