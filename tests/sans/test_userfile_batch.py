@@ -206,3 +206,26 @@ def test_rkh_files(dataset):
     assert 0.8 < np.median(main) < 1.4
     with pytest.raises(BatchError, match="line 6"):
         parse_rkh("t\n\n1\n0\n3 (F12.5,2E16.6)\n  1.0 x 2\n")
+
+
+def test_rkh_and_text_readers_take_paths_and_name_the_callers_file(tmp_path):
+    """``inputs.rkh``/``read_text`` take plain paths; messages name the caller's file, not the scratch path."""
+    from panreduce import errors
+    from panreduce_sans.inputs import read_text, rkh
+
+    good = tmp_path / "scratch-1.bin"
+    good.write_text("t\n\n1\n0\n3 (F12.5,2E16.6)\n  1.0 2.0 0.5\n  2.0 4.0 0.25\n")
+    d = rkh(str(good), name="mantid/DIRECT.txt")
+    assert d.x.tolist() == [1.0, 2.0] and d.y.tolist() == [2.0, 4.0] and d.e.tolist() == [0.5, 0.25]
+    bad = tmp_path / "scratch-2.bin"
+    bad.write_text("t\n\n1\n0\n3 (F12.5,2E16.6)\n  1.0 x 2\n")
+    with pytest.raises(errors.InvalidInput, match=r"mantid/FLAT\.txt") as err:
+        rkh(bad, name="mantid/FLAT.txt")
+    assert "line 6" in str(err.value) and "scratch" not in str(err.value)
+    empty = tmp_path / "scratch-3.bin"
+    empty.write_text("  \n")
+    with pytest.raises(errors.InvalidInput, match=r"batch\.csv.*is empty") as err:
+        read_text(empty, name="batch.csv")
+    assert "scratch" not in str(err.value)
+    with pytest.raises(errors.InvalidInput, match=r"scratch-3\.bin.*is empty"):
+        read_text(empty)  # no name: the path's file name

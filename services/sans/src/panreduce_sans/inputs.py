@@ -4,8 +4,10 @@ staged files (``LOQ<run>.nxs``, ``-add`` files, run sums) and read once."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from panreduce import errors
 from panreduce.kit import Context, Inputs, StagedFile
@@ -32,15 +34,18 @@ class LoadedBatch:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_text(f: StagedFile) -> str:
+def read_text(path: str | os.PathLike[str], *, name: str | None = None) -> str:
+    """The text of a file; ``name``: the caller's name for it, in messages (default: the
+    file name of ``path``)."""
+    name = name or Path(path).name
     try:
-        data = f.path.read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise errors.InvalidInput(f.name, f"cannot be read ({exc.strerror or exc})") from None
+        raise errors.InvalidInput(name, f"cannot be read ({exc.strerror or exc})") from None
     if not data.strip():
-        raise errors.InvalidInput(f.name, "is empty")
+        raise errors.InvalidInput(name, "is empty")
     if b"\x00" in data:
-        raise errors.InvalidInput(f.name, "is not a text file")
+        raise errors.InvalidInput(name, "is not a text file")
     return data.decode("utf-8", "replace")
 
 
@@ -48,7 +53,7 @@ def batch_rows(inputs: Inputs, params: SansParameters) -> list[BatchRow]:
     """The rows of the batch file (the technique's units)."""
     batch_file = named(inputs, params.batch_file, "batch_file")
     try:
-        rows, _ = parse_batch(read_text(batch_file))
+        rows, _ = parse_batch(read_text(batch_file.path, name=batch_file.name))
     except BatchError as exc:
         raise errors.InvalidInput(batch_file.name, str(exc)) from None
     for row in rows:
@@ -67,7 +72,7 @@ def load_batch(inputs: Inputs, params: SansParameters, ctx: Context, rows: list[
     warnings: list[str] = []
 
     uf_file = named(inputs, params.user_file, "user_file")
-    uf = parse_user_file(read_text(uf_file))
+    uf = parse_user_file(read_text(uf_file.path, name=uf_file.name))
     problems = uf.problems
     if problems:
         text = "; ".join(str(p) for p in problems)
@@ -84,13 +89,15 @@ def load_batch(inputs: Inputs, params: SansParameters, ctx: Context, rows: list[
         raise errors.InvalidInput(uf_file.name, "needs MON/DIRECT and MON/FLAT files for the main bank")
     if "hab" in banks and not uf.direct_files.get("hab"):
         raise errors.InvalidInput(uf_file.name, "needs MON/HAB (or MON/DIRECT) for the high-angle bank")
-    direct = {b: rkh(named(inputs, uf.direct_files[b], f"{uf_file.name} MON/DIRECT ({b})")) for b in banks}
+    direct = {b: _rkh(named(inputs, uf.direct_files[b], f"{uf_file.name} MON/DIRECT ({b})")) for b in banks}
     flat = {
-        b: rkh(named(inputs, uf.flat_files[b], f"{uf_file.name} MON/FLAT ({b})")) for b in banks if uf.flat_files.get(b)
+        b: _rkh(named(inputs, uf.flat_files[b], f"{uf_file.name} MON/FLAT ({b})"))
+        for b in banks
+        if uf.flat_files.get(b)
     }
     moderator = None
     if uf.qresol.on and uf.qresol.moderator_file:
-        moderator = rkh(named(inputs, uf.qresol.moderator_file, f"{uf_file.name} QRESOL/MODERATOR"))
+        moderator = _rkh(named(inputs, uf.qresol.moderator_file, f"{uf_file.name} QRESOL/MODERATOR"))
     try:
         settings = settings_from_user_file(
             uf,
@@ -160,11 +167,17 @@ def named(inputs: Inputs, name: str, what: str) -> StagedFile:
     return f
 
 
-def rkh(f: StagedFile) -> RKHData:
+def rkh(path: str | os.PathLike[str], *, name: str | None = None) -> RKHData:
+    """A Mantid RKH correction file; ``name``: the caller's name for it, in messages."""
+    name = name or Path(path).name
     try:
-        return parse_rkh(read_text(f))
+        return parse_rkh(read_text(path, name=name))
     except BatchError as exc:
-        raise errors.InvalidInput(f.name, str(exc)) from None
+        raise errors.InvalidInput(name, str(exc)) from None
+
+
+def _rkh(f: StagedFile) -> RKHData:
+    return rkh(f.path, name=f.name)
 
 
 class RunResolver:
