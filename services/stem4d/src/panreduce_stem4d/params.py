@@ -204,30 +204,10 @@ class Stem4dParameters(Parameters):
         ``calibration`` is always present so that a missing ``mrad_per_px`` is named as such."""
         if not isinstance(data, dict):
             return data
-        out: dict[str, Any] = {}
-        steps: dict[str, dict[str, Any]] = {}
-        for key, value in data.items():
-            if key == "strain" and not isinstance(value, (dict, Parameters)):
-                steps.setdefault("strain", {})["enabled"] = value
-            elif isinstance(key, str) and key not in cls.model_fields and key in BARE:
-                step, name = BARE[key]
-                steps.setdefault(step, {})[name] = value
-            else:
-                out[key] = value
-        for step, fields in steps.items():
-            given = out.get(step, {})
-            if isinstance(given, Parameters):
-                given = given.model_dump()
-            if not isinstance(given, dict):
-                out[step] = given  # refused by the step's model
-                continue
-            twice = sorted(
-                (set(given) | {k.partition(".")[2] for k in data if isinstance(k, str) and k.startswith(step + ".")})
-                & set(fields)
-            )
-            if twice:
-                raise ValueError(f"{step}.{twice[0]} is given twice")
-            out[step] = {**given, **fields}
+        if "strain" in data and not isinstance(data["strain"], (dict, Parameters)):
+            data = {**data, "strain.enabled": data["strain"]}
+            del data["strain"]
+        out = cls.route_bare_fields(data, BARE)
         out.setdefault("calibration", {})
         return out
 

@@ -259,25 +259,4 @@ class TomographyParameters(Parameters):
         """A step's field by its own name (``algorithm``) into its step, as the flat model of
         earlier versions took it; dotted keys are the kit's (``Parameters``). Unknown keys
         stay, to be refused."""
-        if not isinstance(data, dict):
-            return data
-        out: dict[str, Any] = {}
-        steps: dict[str, dict[str, Any]] = {}
-        for key, value in data.items():
-            step = STEP_OF.get(key, "") if isinstance(key, str) and key not in cls.model_fields else ""
-            if step:
-                steps.setdefault(step, {})[key] = value
-            else:
-                out[key] = value
-        for step, fields in steps.items():
-            given = out.get(step, {})
-            if isinstance(given, Parameters):
-                given = given.model_dump()
-            if not isinstance(given, dict):
-                out[step] = given  # refused by the step's model
-                continue
-            twice = sorted(set(given) & set(fields))
-            if twice:
-                raise ValueError(f"{step}.{twice[0]} is given twice")
-            out[step] = {**given, **fields}
-        return out
+        return cls.route_bare_fields(data, {field: (step, field) for field, step in STEP_OF.items()})

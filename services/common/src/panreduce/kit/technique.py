@@ -79,6 +79,37 @@ class Parameters(pydantic.BaseModel):
             out[step] = {**given, name: value}
         return out
 
+    @classmethod
+    def route_bare_fields(cls, data: Any, bare: Mapping[str, tuple[str, str]]) -> Any:
+        """For a ``mode="before"`` validator of a model nested by step: a step's field given by
+        its bare name (``{"algorithm": "sirt"}``, as a flat model of earlier versions took it)
+        moves into its step, ``bare[name] = (step, field)``. A field given both bare and in its
+        step (a mapping or a dotted key) is refused ("step.field is given twice"); the model's
+        own fields and unknown keys stay as they are (to be refused)."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        steps: dict[str, dict[str, Any]] = {}
+        for key, value in data.items():
+            if isinstance(key, str) and key not in cls.model_fields and key in bare:
+                step, name = bare[key]
+                steps.setdefault(step, {})[name] = value
+            else:
+                out[key] = value
+        for step, fields in steps.items():
+            given = out.get(step, {})
+            if isinstance(given, pydantic.BaseModel):
+                given = given.model_dump()
+            if not isinstance(given, dict):
+                out[step] = given  # refused by the step's model
+                continue
+            dotted = {k.partition(".")[2] for k in data if isinstance(k, str) and k.startswith(step + ".")}
+            twice = sorted((set(given) | dotted) & set(fields))
+            if twice:
+                raise ValueError(f"{step}.{twice[0]} is given twice")
+            out[step] = {**given, **fields}
+        return out
+
 
 P = TypeVar("P", bound=Parameters)
 D = TypeVar("D")
