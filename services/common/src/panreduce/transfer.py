@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from panreduce import errors, limits
 from panreduce.storage import CHUNK, Stores
@@ -27,15 +27,20 @@ if TYPE_CHECKING:
     from panreduce.s3 import S3Store
 
 
-def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: str = "shared") -> pb.ObjectInfo:
-    """Write an Upload stream to the uploads area (under ``namespace``, the proposal);
-    returns its upload:// URI."""
+def _upload_header(chunks: Iterable[pb.DataChunk]) -> tuple[Iterator[pb.DataChunk], Any]:
+    """The stream's first message, its header (checked against the limits), and the rest."""
     it = iter(chunks)
     first = next(it, None)
     if first is None or not first.HasField("header"):
         raise errors.InvalidRequest("an upload must start with a header message")
-    header = first.header
-    limits.check_upload_header(header)
+    limits.check_upload_header(first.header)
+    return it, first.header
+
+
+def receive_upload(chunks: Iterable[pb.DataChunk], stores: Stores, namespace: str = "shared") -> pb.ObjectInfo:
+    """Write an Upload stream to the uploads area (under ``namespace``, the proposal);
+    returns its upload:// URI."""
+    it, header = _upload_header(chunks)
     path, uri = stores.upload_target(header.name, namespace)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
@@ -182,12 +187,7 @@ def receive_upload_s3(
 
     from panreduce.s3 import SHA256_KEY, parse_uri
 
-    it = iter(chunks)
-    first = next(it, None)
-    if first is None or not first.HasField("header"):
-        raise errors.InvalidRequest("an upload must start with a header message")
-    header = first.header
-    limits.check_upload_header(header)
+    it, header = _upload_header(chunks)
     safe = Path(header.name).name or "data"
     if safe in (".", ".."):
         safe = "data"
