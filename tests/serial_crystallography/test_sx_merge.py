@@ -211,3 +211,21 @@ def test_cell_files(dataset):
     c = parse_cell_file(dataset("crystfel-geometry/cell-example.cell").read_text())
     assert (c.lattice_type, c.centering, c.unique_axis) == ("hexagonal", "H", "c")
     assert c.parameters == pytest.approx((66.2, 66.2, 150.2, 90, 90, 120))
+
+
+def test_stream_file_reader_takes_a_path_and_names_the_callers_file(tmp_path):
+    """``read_stream_file`` takes a plain path; its errors name the caller's file, not the scratch path."""
+    from panreduce.errors import InvalidInput
+    from panreduce_serial_crystallography.stream import read_stream_file
+
+    p = tmp_path / "scratch-9.bin"
+    p.write_text("hello\n")
+    with pytest.raises(InvalidInput, match=r"run/lyso\.stream.*not a CrystFEL stream") as err:
+        read_stream_file(str(p), name="run/lyso.stream")
+    assert "scratch" not in str(err.value)
+    p.write_bytes(b"CrystFEL stream format 2.3\n\xff\xfe\n")
+    with pytest.raises(InvalidInput, match=r"scratch-9\.bin") as err:  # no name: the path's file name
+        read_stream_file(p)
+    assert isinstance(err.value.__cause__, UnicodeDecodeError)
+    p.write_text("CrystFEL stream format 2.3\n")
+    assert read_stream_file(p, name="x.stream").chunks == []

@@ -1,17 +1,22 @@
 """CrystFEL stream files: reading chunks, peaks, crystals and their reflections.
 
-Pure text parsing (the caller reads the file). Units as in the stream: cell lengths in
+Text parsing (:func:`read_stream`; :func:`read_stream_file` reads a file by path and names
+the caller's file in its errors). Units as in the stream: cell lengths in
 nm for crystals (converted to Å here), reciprocal vectors in nm⁻¹, photon energy in eV.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Chunk", "Crystal", "StreamError", "TargetCell", "parse_cell_file", "read_stream"]
+from panreduce.errors import InvalidInput
+
+__all__ = ["Chunk", "Crystal", "StreamError", "TargetCell", "parse_cell_file", "read_stream", "read_stream_file"]
 
 
 class StreamError(ValueError):
@@ -236,3 +241,15 @@ def read_stream(lines: Iterable[str]) -> Stream:
         else:
             chunks.append(item)  # type: ignore[arg-type]
     return Stream(geometry=geometry, cell=cell, chunks=chunks)
+
+
+def read_stream_file(path: str | os.PathLike[str], *, name: str | None = None) -> Stream:
+    """Read a stream file; a file that is not a readable stream (or not UTF-8 text)
+    raises InvalidInput naming ``name`` (the caller's name for it; default the file name
+    of ``path``)."""
+    name = name or Path(path).name
+    try:
+        with open(path, errors="strict") as fh:
+            return read_stream(fh)
+    except (StreamError, UnicodeDecodeError) as exc:
+        raise InvalidInput(name, str(exc)) from exc

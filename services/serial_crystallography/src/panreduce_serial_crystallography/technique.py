@@ -33,7 +33,7 @@ from panreduce_serial_crystallography.hits import Powder, rolling_hit_rate
 from panreduce_serial_crystallography.merge import MergeError, write_mtz
 from panreduce_serial_crystallography.output import plot_foms, plot_hit_rate, plot_powder, write_frames_csv
 from panreduce_serial_crystallography.params import SerialParameters
-from panreduce_serial_crystallography.stream import StreamError, read_stream
+from panreduce_serial_crystallography.stream import read_stream_file
 
 VERSION = "0.1.0"
 FRAME_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs", ".nx5", ".cbf")
@@ -156,11 +156,7 @@ class Technique(_Technique[SerialParameters, SerialPart]):
         parts = []
         for f in files:
             ctx.progress(0.1, "load", f"reading {f.name}")
-            try:
-                with open(f.path, errors="strict") as fh:
-                    parts.append(pipeline.Crystals.of(read_stream(fh)))
-            except (StreamError, UnicodeDecodeError) as exc:
-                raise InvalidInput(f.name, str(exc)) from exc
+            parts.append(pipeline.Crystals.of(read_stream_file(f.path, name=f.name)))
         return StreamPart(
             pipeline.Crystals.concatenate(parts),
             [f.name for f in files],
