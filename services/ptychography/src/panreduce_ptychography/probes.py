@@ -3,6 +3,7 @@ the data or a parametric model, by ``probe.init``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,11 +51,15 @@ def initial_probe(
     ref: ProjectionRef,
     problem: Problem,
     params: PtychographyParameters,
-    probe_file: StagedFile | None,
+    probe_file: str | os.PathLike[str] | None,
     backend: Backend,
     check: Callable[[], None] | None = None,
+    *,
+    probe_name: str | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The initial probe modes by ``probe.init`` and what they came from."""
+    """The initial probe modes by ``probe.init`` and what they came from. ``probe_file``:
+    the path of the probe input, if any; ``probe_name``: the caller's name for it, in
+    messages (default: the file name of the path)."""
     pp = params.probe
     kind = pp.init
     if kind == "auto":
@@ -67,11 +72,11 @@ def initial_probe(
         probe, where = scan.probe, f"{ref.source}:{ref.entry}"
     elif kind == "input":
         assert probe_file is not None
-        probe, dx = read_probe(probe_file.path, probe_file.name)
-        where = probe_file.name
+        where = probe_name or Path(probe_file).name
+        probe, dx = read_probe(Path(probe_file), where)
         if dx is not None and not np.isclose(dx, problem.pixel_size_m, rtol=0.01):
             raise errors.InvalidInput(
-                probe_file.name,
+                where,
                 f"its probe has {dx:.4g} m pixels, the reconstruction of "
                 f"{ref.source}:{ref.entry} {problem.pixel_size_m:.4g} m",
             )

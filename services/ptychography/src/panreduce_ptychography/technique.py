@@ -185,7 +185,16 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: {exc}") from None
         if not np.any(problem.counts * problem.mask > 0):
             raise errors.InvalidInput(ref.source, f"{ref.entry}: the frames hold no photons in the good pixels")
-        p0, probe_info = initial_probe(scan, ref, problem, params, probe_file, backend, ctx.check_cancelled)
+        p0, probe_info = initial_probe(
+            scan,
+            ref,
+            problem,
+            params,
+            None if probe_file is None else probe_file.path,
+            backend,
+            ctx.check_cancelled,
+            probe_name=None if probe_file is None else probe_file.name,
+        )
         ctx.log(f"{ref.key}: initial probe from {probe_info['init']}")
         obj0 = (
             eng.initial_object(problem, p0)
