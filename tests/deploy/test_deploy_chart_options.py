@@ -70,16 +70,16 @@ def test_keda_scales_each_technique_on_queue_depth_and_running_jobs_to_zero():
 def test_keda_settings_that_cannot_work_are_refused():
     with pytest.raises(Exception, match="serverAddress"):
         render_chart({"keda": {"enabled": True}})
-    with pytest.raises(Exception, match="metrics.enabled"):
+    with pytest.raises(Exception, match=r"metrics.enabled"):
         render_chart(KEDA, {"metrics": {"enabled": False}})
     with pytest.raises(Exception, match="not an enabled technique"):
         render_chart(KEDA, {"keda": {"techniques": ["xrd"]}})
     # an HPA cannot scale to zero: only KEDA may
     with pytest.raises(Exception, match="only KEDA scales to zero"):
         render_chart({"techniques": {"tomography": {"autoscaling": {"enabled": True, "minReplicas": 0}}}})
-    with pytest.raises(Exception, match="labelMatchers|pattern"):
+    with pytest.raises(Exception, match=r"labelMatchers|pattern"):
         render_chart(KEDA, {"keda": {"prometheus": {"labelMatchers": "namespace=panreduce"}}})
-    with pytest.raises(Exception, match="gateway.autoscaling.minReplicas|minimum"):
+    with pytest.raises(Exception, match=r"gateway.autoscaling.minReplicas|minimum"):
         render_chart({"gateway": {"autoscaling": {"minReplicas": 0}}})
 
 
@@ -160,7 +160,7 @@ def test_cert_manager_certificate_for_the_gateway_tls():
     # an existing Secret wins: no Certificate
     docs = render_chart({"gateway": {"tls": {"existingSecret": "own", "certManager": {"enabled": True}}}})
     assert not docs.of("Certificate")
-    with pytest.raises(Exception, match="issuerRef.name"):
+    with pytest.raises(Exception, match=r"issuerRef.name"):
         render_chart({"gateway": {"tls": {"certManager": {"enabled": True}}}})
 
 
@@ -193,7 +193,7 @@ def test_gateway_admits_only_named_sources():
     assert web_np["ingress"][0]["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
     ]
-    with pytest.raises(Exception, match="additional|namespaceSelectr"):
+    with pytest.raises(Exception, match=r"additional|namespaceSelectr"):
         render_chart({"networkPolicy": {"gatewayFrom": [{"namespaceSelectr": {}}]}})
 
 
@@ -239,9 +239,9 @@ def test_retention_cronjob(job_store):
         assert env["PANREDUCE_DB_DSN"] == {"secretKeyRef": {"name": "db", "key": "dsn"}} and "affinity" not in spec
     assert c["image"] == container(docs.get("Deployment", f"{RELEASE}-gateway"))["image"]
     assert not render_chart().of("CronJob")
-    with pytest.raises(Exception, match="schedule|pattern"):
+    with pytest.raises(Exception, match=r"schedule|pattern"):
         render_chart({"retention": {"enabled": True, "schedule": "daily"}})
-    with pytest.raises(Exception, match="days|minimum"):
+    with pytest.raises(Exception, match=r"days|minimum"):
         render_chart({"retention": {"enabled": True, "days": 0}})
 
 

@@ -153,18 +153,18 @@ def test_web_disabled_renders_nothing_of_it():
 def test_web_values_refused_by_the_schema():
     with pytest.raises(Exception, match="auth"):
         render_chart(TOKENS, {"web": {"auth": "guest"}})
-    with pytest.raises(Exception, match="sizeLimit|quantity|pattern"):
+    with pytest.raises(Exception, match=r"sizeLimit|quantity|pattern"):
         render_chart(TOKENS, {"web": {"scratch": {"sizeLimit": "lots"}}})
-    with pytest.raises(Exception, match="additional|ingres"):
+    with pytest.raises(Exception, match=r"additional|ingres"):
         render_chart(TOKENS, {"web": {"ingres": {"enabled": True}}})
     # a page without login needs a gateway without access control
-    with pytest.raises(Exception, match="web.auth=none"):
+    with pytest.raises(Exception, match=r"web.auth=none"):
         render_chart(TOKENS, {"web": {"auth": "none"}})
 
 
 # -- access control required by default -----------------------------------------------------------
 def test_chart_refuses_to_render_without_access_control():
-    with pytest.raises(Exception, match="access control is required.*gateway.auth.disabled=true"):
+    with pytest.raises(Exception, match=r"access control is required.*gateway.auth.disabled=true"):
         render_chart(dev_auth=False)
     with pytest.raises(Exception, match="access control is required"):
         render_chart({"gateway": {"auth": {"disabled": False}}})

@@ -74,7 +74,7 @@ def test_check_finds_a_stale_readme_and_unknown_params_are_refused(readme, tmp_p
     assert readme.main(["--check"]) == 0
     (chart / "values.yaml").write_text(VALUES.replace("prefix of every image", "the registry"))
     assert readme.main(["--check"]) == 1
-    with pytest.raises(SystemExit, match="web.nope"):
+    with pytest.raises(SystemExit, match=r"web.nope"):
         readme.rows(VALUES + "## @param web.nope A key that does not exist\n")
 
 

@@ -159,7 +159,7 @@ def served_persistent(tmp_path):
 
 
 def test_gateway_killed_mid_job_resumes_without_duplicates(served_persistent, tmp_path, dataset):
-    start, address, store = served_persistent
+    start, address, _store = served_persistent
     batch = batch_of(tmp_path, dataset, 60)
     out = tmp_path / "out"
     proc = start()
@@ -441,7 +441,7 @@ def scan_replicas(tmp_path):
 
 
 def test_sharded_job_spreads_over_replicas_and_merges(scan_replicas, tmp_path, dataset):
-    procs, addresses = scan_replicas
+    _procs, addresses = scan_replicas
     batch = batch_of(tmp_path, dataset, 12)
     with gateway_over({"scan": addresses}, tmp_path / "store") as address:
         with Client(address, timeout=120) as c:
@@ -536,7 +536,7 @@ def test_replicated_gateways_take_over_a_vanished_replicas_jobs(pg_database, sca
         )
         wait_serving(f"127.0.0.1:{port}", proc)
         gateways.append((proc, f"127.0.0.1:{port}"))
-    (a, a_address), (b, b_address) = gateways
+    (a, a_address), (_b, b_address) = gateways
     try:
         with Client(a_address, timeout=30) as c:
             job = c.submit(

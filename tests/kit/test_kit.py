@@ -433,7 +433,7 @@ def test_dotted_keys_reach_step_models_once():
     raw = {"step": {"a": 4}, "step.a": 3}
     assert T.validate_parameters(raw).step.a == 3  # the dotted key wins (-p over --params FILE)
     assert raw == {"step": {"a": 4}, "step.a": 3}  # the caller's mapping untouched
-    with _pytest.raises(InvalidParameters, match="nope.a: unknown parameter"):
+    with _pytest.raises(InvalidParameters, match=r"nope.a: unknown parameter"):
         T.validate_parameters({"nope.a": 1})
     with _pytest.raises(InvalidParameters) as err:
         T.validate_parameters({"top.a": 1})

@@ -38,7 +38,7 @@ def platypus(dataset):
     db = read_run(dataset("platypus-refnx/PLP0000711.nx.hdf"), "PLP0000711.nx.hdf")
     p = ReflectometryParameters()
     t, _ = workflow.build_transmission([db], p, sample_roi=None)
-    return _reduce(runs, {}, transmission=t) + (db,)
+    return (*_reduce(runs, {}, transmission=t), db)
 
 
 def test_platypus_direct_beam_is_recognised_and_angles_come_from_the_logs(platypus):

@@ -44,7 +44,7 @@ def test_offspec_writes_per_run_and_stitched_orso_with_the_monitor_only_warning(
     s = res.summary
     assert s["stitched"] == "46992_46994_stitched.ort"
     assert s["absolute_scale"] is False and s["warnings"] == [MONITOR_ONLY_WARNING]
-    assert [f["factor"] for f in s["scale_factors"]][0] == 1.0
+    assert next(f["factor"] for f in s["scale_factors"]) == 1.0
     names = sorted(p.name for p in out.iterdir())
     assert {"46992.ort", "46993.ort", "46994.ort", "46992_46994_stitched.ort", "reflectivity.png"} <= set(names)
     for name in ("46992.ort", "46992_46994_stitched.ort"):
@@ -138,7 +138,7 @@ def test_offspec_without_theta_is_refused(client, dataset, tmp_path):
 def test_a_damaged_run_is_invalid_input_naming_it(client, dataset, tmp_path):
     bad = tmp_path / "OFFSPEC00046992.nxs"
     bad.write_bytes(dataset("offspec-polymer/raw/OFFSPEC00046992.nxs").read_bytes()[:4096])
-    with pytest.raises(InvalidInput, match="OFFSPEC00046992.nxs"):
+    with pytest.raises(InvalidInput, match=r"OFFSPEC00046992.nxs"):
         client.reduce(
             "reflectometry", [str(bad)], {**OFFSPEC, "theta_deg": 0.5, "roi": "399-410"}, str(tmp_path / "x"), split=1
         )
@@ -167,7 +167,7 @@ def test_a_transmission_table_normalises_and_one_that_misses_the_range_is_refuse
     assert res.summary["absolute_scale"] is True
     short = tmp_path / "short.csv"
     np.savetxt(short, np.column_stack([lam[:50], np.full(50, 2e-3), np.full(50, 1e-5)]), delimiter=",")
-    with pytest.raises(InvalidInput, match="short.csv"):
+    with pytest.raises(InvalidInput, match=r"short.csv"):
         client.reduce(
             "reflectometry",
             [*_offspec(dataset), str(short)],

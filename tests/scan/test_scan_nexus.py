@@ -68,7 +68,7 @@ def test_explicit_signal_and_axis(dataset):
     assert s.signal == "roi1_sum" and s.axis == "kth"
     s = read_scan(dataset("i16-scans/hdfmap_1040323.nxs"), signal="pil3_100k.roi1.total")
     assert s.signal == "roi1.total"
-    with pytest.raises(InvalidInput, match="782761.nxs.*requested signal 'apd'"):
+    with pytest.raises(InvalidInput, match=r"782761.nxs.*requested signal 'apd'"):
         read_scan(dataset("i16-scans/782761.nxs"), signal="apd")
     with pytest.raises(InvalidInput, match="requested axis 'h' does not vary"):
         read_scan(dataset("i16-scans/782761.nxs"), axis="h")
@@ -143,16 +143,16 @@ def test_only_ring_current_is_no_detector_signal(tmp_path):
 def test_nothing_varies(tmp_path):
     cols = _columns(eta=np.full(31, 10.0))
     p = write_i16_file(tmp_path / "still.nxs", cols)
-    with pytest.raises(InvalidInput, match="still.nxs: no varying axis"):
+    with pytest.raises(InvalidInput, match=r"still.nxs: no varying axis"):
         read_scan(p)
 
 
 def test_nans_and_too_few_points(tmp_path):
     cols = _columns()
     cols["roi2_sum"][3] = np.nan
-    with pytest.raises(InvalidInput, match="nan.nxs: signal 'roi2_sum' contains NaN"):
+    with pytest.raises(InvalidInput, match=r"nan.nxs: signal 'roi2_sum' contains NaN"):
         read_scan(write_i16_file(tmp_path / "nan.nxs", cols))
-    with pytest.raises(InvalidInput, match="short.nxs: only 5 scan points; at least 7"):
+    with pytest.raises(InvalidInput, match=r"short.nxs: only 5 scan points; at least 7"):
         read_scan(write_i16_file(tmp_path / "short.nxs", _columns(n=5)))
 
 
@@ -164,9 +164,9 @@ def test_not_hdf5_and_no_entry(tmp_path):
     assert err.value.source == "notes.nxs" and "not an HDF5" in err.value.problem
     with h5py.File(tmp_path / "bare.h5", "w") as f:
         f["x"] = np.arange(10)
-    with pytest.raises(InvalidInput, match="bare.h5: no NXentry"):
+    with pytest.raises(InvalidInput, match=r"bare.h5: no NXentry"):
         read_scan(tmp_path / "bare.h5")
-    with pytest.raises(InvalidInput, match="missing.nxs: no such file"):
+    with pytest.raises(InvalidInput, match=r"missing.nxs: no such file"):
         read_scan(tmp_path / "missing.nxs")
 
 

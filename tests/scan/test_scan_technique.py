@@ -192,7 +192,7 @@ def _synthetic_batch(tmp_path, temperatures):
 def test_temperature_series_recovers_the_shift(tmp_path):
     """Synthetic: centre = 30 + 0.001 * T deg; the series against Ta recovers the slope."""
     temps = [50.0, 10.0, 30.0, 70.0, 90.0]
-    summary, ctx, _ = _run(_synthetic_batch(tmp_path, temps), tmp_path, model="gaussian")
+    summary, _ctx, _ = _run(_synthetic_batch(tmp_path, temps), tmp_path, model="gaussian")
     assert summary["series_axis"] == "Ta"
     t = np.array([row["Ta"] for row in summary["series"]])
     c = np.array([row["center"] for row in summary["series"]])
@@ -211,8 +211,8 @@ def test_bad_file_in_batch_names_it(tmp_path):
     good = _synthetic_batch(tmp_path, [10.0])
     bad = tmp_path / "broken.nxs"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    with pytest.raises(InvalidInput, match="broken.nxs"):
-        _run(good + [bad], tmp_path)
+    with pytest.raises(InvalidInput, match=r"broken.nxs"):
+        _run([*good, bad], tmp_path)
 
 
 def test_parameters_are_validated(tmp_path):

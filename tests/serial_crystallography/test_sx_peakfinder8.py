@@ -36,7 +36,7 @@ def _match(found_fs, found_ss, true, tol=1.5):
 
 def test_radial_statistics_are_sigma_clipped():
     rng = np.random.default_rng(1)
-    _, maps, bad, lay = _layout()
+    _, _maps, _bad, lay = _layout()
     flat = np.full(SHAPE, 100.0) + rng.normal(0, 5, SHAPE)
     flat[50, 50] = 1e6  # one outlier must not move its bin's statistics
     upper, mean, sigma = radial_thresholds(flat, lay, threshold=0, min_snr=3)
@@ -56,7 +56,7 @@ def test_equals_the_literal_algorithm():
     img[10:12, 100:103] += 2000  # a 6-pixel blob
     img[96 - 1, 40] += 800  # spots touching the panel boundary from both sides
     img[96, 40] += 800
-    det, maps, bad, lay = _layout()
+    _det, maps, bad, lay = _layout()
     got = peakfinder8(img, lay, **PF)
     ref = reference_peakfinder8(img, maps.r_px, maps.panel_id, bad, **PF)
     assert len(got) == len(ref) >= 20
@@ -163,7 +163,7 @@ def test_real_cspad_hits(dataset):
 
 @pytest.mark.data
 def test_real_rayonix_hit(dataset):
-    data, bad, lay = _real(
+    data, _bad, lay = _real(
         dataset, "sfx-rayonix-mfx/rayonix_mfx_hit.h5", "sfx-rayonix-mfx/rayonix_mfx_hit_derived.geom"
     )
     frame = data[0]

@@ -143,17 +143,17 @@ def test_attacks(tmp_path):
         _run([cxi, wrong], tmp_path / "b")
     broken = tmp_path / "broken.geom"
     broken.write_text("nonsense\n")
-    with pytest.raises(InvalidInput, match="broken.geom"):
+    with pytest.raises(InvalidInput, match=r"broken.geom"):
         _run([cxi, broken], tmp_path / "c")
     junk = tmp_path / "junk.cxi"
     junk.write_bytes(b"not hdf5")
-    with pytest.raises(InvalidInput, match="junk.cxi"):
+    with pytest.raises(InvalidInput, match=r"junk.cxi"):
         _run([junk, geom], tmp_path / "d")
     with pytest.raises(InvalidRequest):
         _run([geom], tmp_path / "e")
     bad_stream = tmp_path / "x.stream"
     bad_stream.write_text("CrystFEL stream format 2.3\n----- Begin chunk -----\n")
-    with pytest.raises(InvalidInput, match="x.stream"):
+    with pytest.raises(InvalidInput, match=r"x.stream"):
         _run([bad_stream], tmp_path / "f")
     with pytest.raises(InvalidParameters):
         Technique.validate_parameters({"point_group": "m m m; drop"})

@@ -115,7 +115,7 @@ def test_written_mib_round_trips_by_rows_and_damage_is_named(tmp_path):
         open_scan(path, "scan.mib", scan_shape=(3, 5))
     cut = tmp_path / "cut.mib"
     cut.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(errors.InvalidInput, match="cut.mib: truncated"):
+    with pytest.raises(errors.InvalidInput, match=r"cut.mib: truncated"):
         open_scan(cut, "cut.mib")
     # a frame from another acquisition spliced in the middle
     other = tmp_path / "other.mib"
@@ -125,7 +125,7 @@ def test_written_mib_round_trips_by_rows_and_damage_is_named(tmp_path):
     fb = 384 + 16 * 20 * 2
     one = other.read_bytes()
     spliced.write_bytes(raw[: 6 * fb] + one + raw[6 * fb + len(one) :])
-    with pytest.raises(errors.InvalidInput, match="spliced.mib"):
+    with pytest.raises(errors.InvalidInput, match=r"spliced.mib"):
         open_scan(spliced, "spliced.mib")
     # an absurd frame size in the header is refused before anything is mapped
     bad = tmp_path / "bad.mib"

@@ -29,7 +29,7 @@ def fpd_run(dataset, tmp_path_factory):
 
 
 def test_fpd_scan_acceptance_outputs(fpd_run):
-    path, summary, files = fpd_run
+    _path, summary, files = fpd_run
     assert set(files) == {"stem4d.nxs", "stem4d_overview.png"}
     with h5py.File(files["stem4d.nxs"]) as f:
         assert f.attrs["default"] == "entry" and f["entry"].attrs["default"] == "bf"

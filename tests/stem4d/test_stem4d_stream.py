@@ -32,7 +32,7 @@ def test_sums_are_exact_beyond_float32_range(high):
     np.testing.assert_array_equal(res.total_counts, frames.sum(axis=(2, 3), dtype=np.int64))
     np.testing.assert_array_equal(res.sum_pattern, frames.sum(axis=(0, 1), dtype=np.uint64))
     np.testing.assert_array_equal(res.max_pattern, frames.max(axis=(0, 1)))
-    yy, xx = np.indices((32, 32))
+    _yy, xx = np.indices((32, 32))
     w = frames.astype(np.float64)
     np.testing.assert_allclose(res.com_raw_yx_px[1], (w * xx).sum(axis=(2, 3)) / w.sum(axis=(2, 3)), rtol=1e-5)
 

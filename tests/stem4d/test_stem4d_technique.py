@@ -133,7 +133,7 @@ def test_bad_requests_are_the_callers_and_named(nexus_scan, tmp_path, params, fi
 
 def test_a_dataset_that_is_not_4d_is_named(nexus_scan, tmp_path):
     _, path = nexus_scan
-    with pytest.raises(errors.InvalidInput, match="scan.nxs.*4-D"):
+    with pytest.raises(errors.InvalidInput, match=r"scan.nxs.*4-D"):
         run_stem4d([path], {"mrad_per_px": 0.5, "dataset": "/entry/data/scan_x"}, tmp_path)
 
 

@@ -87,7 +87,7 @@ def positions(pattern: str, n: int, step: float, rng: np.random.Generator) -> np
         ring = 1
         while sum(len(p) for p in pts) < n:
             r = ring * step
-            m = max(6, int(round(2 * np.pi * r / step)))
+            m = max(6, round(2 * np.pi * r / step))
             th = np.arange(m) * 2 * np.pi / m + ring * GOLDEN_ANGLE
             pts.append(np.stack([r * np.sin(th), r * np.cos(th)], 1))
             ring += 1

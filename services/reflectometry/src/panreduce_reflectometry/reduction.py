@@ -251,7 +251,7 @@ def reduce_run(
         vmax_in = lam_hi * math.sin(two_theta_r - theta0) / math.sin(tt[last] - 0.5 * tt_width[last] - theta0)
         vmin, vmax = max(vmin, vmin_in), min(vmax, vmax_in)
         w = float(np.mean(np.diff(pedges[len(pix) // 2])))
-        n = max(int(math.ceil((vmax - vmin) / w)), 1)
+        n = max(math.ceil((vmax - vmin) / w), 1)
         edges = vmin + w * np.arange(n + 1)
         y, v = core.sum_in_q(
             pedges,

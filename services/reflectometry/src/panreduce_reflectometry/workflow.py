@@ -355,8 +355,9 @@ def stitch_sets(
     info = {"mode": result.mode, "factors": factors}
     first = sets[0]
     absolute = all(rec["normalisation"] != "monitor" for rec in records)
-    corrections = first.corrections + [
-        f"stitched ({result.mode} scale factors: " + ", ".join(f"{f['factor']:.5g}" for f in factors) + ")"
+    corrections = [
+        *first.corrections,
+        f"stitched ({result.mode} scale factors: " + ", ".join(f"{f['factor']:.5g}" for f in factors) + ")",
     ]
     out = replace(
         first,

@@ -75,7 +75,7 @@ def point_group_ops(point_group: str) -> tuple[gemmi.SpaceGroup, gemmi.GroupOps]
 def space_group_for(point_group: str, centering: str = "P") -> gemmi.SpaceGroup:
     """The chiral (Sohncke) space group of the point group's rotations with ``centering``:
     the usual space group of a merged macromolecular data set (e.g. mmm, C → C 2 2 2)."""
-    sg, ops = point_group_ops(point_group)
+    _sg, ops = point_group_ops(point_group)
     proper = gemmi.GroupOps([op for op in ops if op.det_rot() > 0])
     base = gemmi.find_spacegroup_by_ops(proper)
     if base is None:

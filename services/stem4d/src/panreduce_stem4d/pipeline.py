@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,7 @@ class Calibration:
 
 def sample_rows(n_rows: int, k: int = 8) -> list[int]:
     """Up to ``k`` rows spread evenly over the scan."""
-    return sorted({int(round(x)) for x in np.linspace(0, n_rows - 1, min(k, n_rows))})
+    return sorted({round(x) for x in np.linspace(0, n_rows - 1, min(k, n_rows))})
 
 
 def calibrate(
@@ -123,7 +124,7 @@ class Partial:
     @staticmethod
     def concatenate(parts: list[Partial]) -> Partial:
         parts = sorted(parts, key=lambda p: p.row0)
-        for a, b in zip(parts, parts[1:], strict=False):
+        for a, b in itertools.pairwise(parts):
             if a.row1 != b.row0:
                 raise ValueError(f"shard rows do not join: {a.row0}-{a.row1} then {b.row0}-{b.row1}")
         lat = [p.lattice for p in parts]
@@ -161,7 +162,7 @@ def stream(
     strain: bool = False,
     progress: Progress | None = None,
 ) -> Partial:
-    ny, nx, dy, dx = shape
+    _ny, nx, dy, dx = shape
     geo = calib.geometry
     masks = {m.name: m.render(geo, (dy, dx)) for m in calib.detectors}
     if calib.com_mrad is not None:

@@ -58,7 +58,7 @@ class DiscFinder:
         """(n, 2) refined (x, y) disc centres (px), brightest correlation first."""
         frame = np.asarray(frame, np.float64)
         cc = self.correlate(frame)
-        size = max(3, int(round(self.radius)) | 1)
+        size = max(3, round(self.radius) | 1)
         # the direct beam is usually far brighter than any Bragg disc: the threshold is
         # relative to the strongest peak away from the strongest one
         top = np.unravel_index(int(np.argmax(cc)), cc.shape)
@@ -82,7 +82,7 @@ class DiscFinder:
         h = int(np.ceil(rw)) + 1
         x, y = xy
         for _ in range(iterations):
-            x0, y0 = int(round(x)), int(round(y))
+            x0, y0 = round(x), round(y)
             if x0 - h < 0 or y0 - h < 0 or x0 + h >= frame.shape[1] or y0 + h >= frame.shape[0]:
                 return None
             sub = frame[y0 - h : y0 + h + 1, x0 - h : x0 + h + 1]

@@ -6,6 +6,7 @@ Pure computation on arrays; reading files is the technique's (``telbe``)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -140,7 +141,7 @@ def process_pages(
             continue
         futures = [
             pool.submit(process_page, rows[a:b], traces[a:b], background, stage_ps, s)
-            for a, b in zip(cuts, cuts[1:], strict=False)
+            for a, b in itertools.pairwise(cuts)
             if b > a
         ]
         if pending is not None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -110,7 +111,7 @@ def find_run(files: list[tuple[str, Path]], *, run_name: str = "") -> RunLayout:
     if orphans:
         raise InvalidInput(orphans[0], "ADC file without a folder of timing-tool images for its position")
     positions.sort(key=lambda p: p.position_mm)
-    for a, b in zip(positions, positions[1:], strict=False):
+    for a, b in itertools.pairwise(positions):
         if a.position_mm == b.position_mm:
             raise InvalidInput(b.folder, f"stage position {b.token} mm appears twice ({a.folder})")
     names = [run_name, backgrounds[0][0], *[p.folder for p in positions]]

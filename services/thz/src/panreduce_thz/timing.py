@@ -63,7 +63,7 @@ def peak_positions(
     maximum (clipped to ±half_width; rows whose maximum lies at the row's edge keep the
     integer value). float64 px out.
     """
-    n, width = filtered.shape
+    _n, width = filtered.shape
     idx = np.argmax(filtered, axis=1)
     if method == "integer" or width < 2 * half_width + 1:
         return idx.astype(np.float64)
