@@ -135,7 +135,7 @@ def fbp(
     pad: bool = True,
     circle: bool = False,
     backend: Backend | None = None,
-    chunk_elems: int = 1 << 23,
+    chunk_elems: int = 1 << 21,
 ) -> np.ndarray:
     """Filtered back-projection with linear interpolation.
 
@@ -172,7 +172,7 @@ def back_project(
     *,
     backend: Backend,
     weights: np.ndarray | None = None,
-    chunk_elems: int = 1 << 23,
+    chunk_elems: int = 1 << 21,
     check: Callable[[], None] | None = None,
 ) -> Array:
     """Pixel-driven back-projection with linear interpolation: the exact adjoint of
@@ -204,7 +204,7 @@ def project(
     n_det: int,
     *,
     backend: Backend,
-    chunk_elems: int = 1 << 23,
+    chunk_elems: int = 1 << 21,
     check: Callable[[], None] | None = None,
 ) -> Array:
     """Pixel-driven forward projection (line integrals, pixel units): each pixel's value
