@@ -19,6 +19,7 @@ from panreduce import errors
 from panreduce.constants import xray_wavelength_angstrom
 from panreduce.kit.readers import memory_ceiling, open_checked, open_hdf5, read_dataset
 from panreduce.nexus import nx_class, read_text
+from panreduce_saxs.transformations import LENGTH_TO_M
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".edf", ".cbf", ".img", ".mccd", ".sfrm", ".npy", ".gz", ".bz2"}
 HDF5_SUFFIXES = {".h5", ".hdf5", ".nxs", ".hdf", ".nx5", ".cxi"}
@@ -169,26 +170,6 @@ class NexusFrames:
 
 def _units(ds: h5py.Dataset) -> str:
     return read_text(ds.attrs.get("units", "")).strip()
-
-
-LENGTH_TO_M = {
-    "m": 1.0,
-    "metre": 1.0,
-    "meter": 1.0,
-    "mm": 1e-3,
-    "millimetre": 1e-3,
-    "millimeter": 1e-3,
-    "cm": 1e-2,
-    "um": 1e-6,
-    "µm": 1e-6,
-    "micron": 1e-6,
-    "micrometre": 1e-6,
-    "nm": 1e-9,
-    "a": 1e-10,
-    "å": 1e-10,
-    "angstrom": 1e-10,
-    "ang": 1e-10,
-}
 
 
 def _scalar(ds: h5py.Dataset) -> float | None:

@@ -48,6 +48,7 @@ ANGLE_TO_RAD = {
     "radian": 1.0,
     "radians": 1.0,
 }
+# length units (lower case) to metres: NXtransformations offsets and the NeXus geometry fields (io)
 LENGTH_TO_M = {
     "m": 1.0,
     "metre": 1.0,
@@ -61,6 +62,10 @@ LENGTH_TO_M = {
     "micron": 1e-6,
     "micrometre": 1e-6,
     "nm": 1e-9,
+    "a": 1e-10,
+    "å": 1e-10,
+    "angstrom": 1e-10,
+    "ang": 1e-10,
 }
 
 
