@@ -136,3 +136,15 @@ def test_200kv_cl380_calibration_is_off_by_the_same_factor_in_two_independent_ch
     probe_factor = r[380] / r[100]
     assert si_factor > 1.05 and probe_factor > 1.05
     assert si_factor == pytest.approx(probe_factor, rel=0.03)
+
+
+def test_a_single_frame_is_reduced_without_curl_maps(dataset, tmp_path):
+    """One Merlin frame (a 1 x 1 "scan"): virtual images and CoM, but no curl, divergence or
+    fitted rotation, which need 2 x 2 positions (it used to fail inside np.gradient)."""
+    path = dataset(f"{NIST}/300kV_CL_380mm_Si110.mib")
+    summary, files, _ = run_stem4d([path], {"mrad_per_px": 0.1374, "bf_mrad": 0.5, "adf_mrad": "1.7,8.3"}, tmp_path)
+    assert summary["shape"] == [1, 1, 256, 256]
+    assert summary["rotation_source"].startswith("none") and summary["rotation_deg"] == 0.0
+    with h5py.File(files["stem4d.nxs"]) as f:
+        assert {"bf", "adf", "com_x", "com_y"} <= set(f["entry"]) and not {"curl", "divergence"} & set(f["entry"])
+        assert f["entry/bf/data"].shape == (1, 1) and f["entry/bf/data"][0, 0] > 0

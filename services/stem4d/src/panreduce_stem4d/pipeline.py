@@ -243,7 +243,10 @@ def finish(
         images["descan_x"], images["descan_y"] = dx_map * geo.mrad_per_px, dy_map * geo.mrad_per_px
         units["descan_x"] = units["descan_y"] = "mrad"
         ux, uy = ux - dx_map, uy - dy_map
-    if rotation_deg is None:
+    small = min(ux.shape) < 2  # curl, divergence and so the rotation need at least 2 x 2 positions
+    if rotation_deg is None and small:
+        fitted["rotation_deg"], fitted["rotation_source"] = 0.0, "none: fewer than 2 x 2 scan positions (no curl)"
+    elif rotation_deg is None:
         rot = dpc.find_rotation(ux, uy, flip=flip)
         fitted["rotation_deg"], fitted["rotation_source"] = rot.rotation_deg, "minimum curl"
     else:
@@ -254,11 +257,13 @@ def finish(
     images["com_magnitude"] = np.hypot(fx, fy)
     sy, sx = step_nm if step_nm is not None else (1.0, 1.0)
     per = "mrad/nm" if step_nm is not None else "mrad/step"
-    images["divergence"] = dpc.divergence(fx, fy, sx, sy)
-    images["curl"] = dpc.curl(fx, fy, sx, sy)
-    units.update(com_x="mrad", com_y="mrad", com_magnitude="mrad", divergence=per, curl=per)
-    fitted["curl_rms"] = float(np.sqrt(np.nanmean(images["curl"] ** 2)))
-    fitted["divergence_rms"] = float(np.sqrt(np.nanmean(images["divergence"] ** 2)))
+    units.update(com_x="mrad", com_y="mrad", com_magnitude="mrad")
+    if not small:
+        images["divergence"] = dpc.divergence(fx, fy, sx, sy)
+        images["curl"] = dpc.curl(fx, fy, sx, sy)
+        units.update(divergence=per, curl=per)
+        fitted["curl_rms"] = float(np.sqrt(np.nanmean(images["curl"] ** 2)))
+        fitted["divergence_rms"] = float(np.sqrt(np.nanmean(images["divergence"] ** 2)))
     if want_phase and energy_kev is not None and step_nm is not None and min(fx.shape) >= 2:
         lam = cal.electron_wavelength_nm(energy_kev)
         images["dpc_phase"], units["dpc_phase"] = dpc.phase_from_com(fx, fy, step_nm=step_nm, wavelength_nm=lam), "rad"
