@@ -94,18 +94,72 @@ def from_summary(summary: Mapping[str, Any], path: Sequence[Any]) -> float:
     return float(value)
 
 
-def curve_at(text: str, q: float, column: str = "I") -> float:
-    """A CSV curve (a Q column and ``column``; # comments skipped) at ``q``, linearly interpolated."""
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    reader = csv.reader(io.StringIO("\n".join(lines)))
-    header = [h.strip() for h in next(reader)]
-    qi = next(i for i, h in enumerate(header) if h.split("(")[0].strip().lower() == "q")
-    ii = next(i for i, h in enumerate(header) if h.split("(")[0].strip() == column)
-    pts = sorted((float(r[qi]), float(r[ii])) for r in reader if r)
+def curve_points(path: Path, column: str = "I") -> list[tuple[float, float]]:
+    """The (Q, ``column``) points of a downloaded curve, sorted by Q: NXcanSAS HDF5 (``.h5``,
+    ``.nxs``: the default SASdata's Q and I), ORSO text (``.ort``: its first two columns, Qz and R)
+    or CSV (a Q column and ``column``; # comments skipped)."""
+    if path.suffix in (".h5", ".nxs", ".hdf5"):
+        import h5py  # only validate reads HDF5 here; keep it off the CLI's import path
+
+        with h5py.File(path, "r") as f:
+            entry = f[_default_child(f, "SASentry")]
+            data = entry[_default_child(entry, "SASdata")]
+            q, values = data["Q"][()], data[column][()]
+        pts = list(zip(q.ravel().tolist(), values.ravel().tolist(), strict=True))
+    else:
+        text = path.read_text()
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        if path.suffix == ".ort":
+            pts = [(float(r[0]), float(r[1])) for r in (ln.split() for ln in lines)]
+        else:
+            reader = csv.reader(io.StringIO("\n".join(lines)))
+            header = [h.strip() for h in next(reader)]
+            qi = next(i for i, h in enumerate(header) if h.split("(")[0].strip().lower() == "q")
+            ii = next(i for i, h in enumerate(header) if h.split("(")[0].strip() == column)
+            pts = [(float(r[qi]), float(r[ii])) for r in reader if r]
+    pts = sorted(p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1]))
+    if not pts:
+        raise errors.InvalidInput("curve", f"{path.name} has no finite points")
+    return pts
+
+
+def _default_child(group: Any, nx_class: str) -> str:
+    """The @default child of an HDF5 group, else its first child of NeXus class ``nx_class``."""
+    default = group.attrs.get("default")
+    if isinstance(default, bytes):
+        default = default.decode()
+    if default and default in group:
+        return str(default)
+    for name, child in group.items():
+        cls = child.attrs.get("canSAS_class", child.attrs.get("NX_class", b""))
+        if (cls.decode() if isinstance(cls, bytes) else str(cls)) in (nx_class, "NX" + nx_class[3:].lower()):
+            return str(name)
+    raise errors.InvalidInput("curve", f"no {nx_class} group in {group.name}")
+
+
+def curve_at(pts: Sequence[tuple[float, float]], q: float) -> float:
+    """A curve's value at ``q``, linearly interpolated between its points."""
     for (q0, i0), (q1, i1) in itertools.pairwise(pts):
         if q0 <= q <= q1:
             return i0 + (i1 - i0) * (q - q0) / (q1 - q0) if q1 > q0 else i0
     raise errors.InvalidInput("curve", f"Q={q:g} is outside the curve ({pts[0][0]:g} to {pts[-1][0]:g})")
+
+
+def guinier_rg(pts: Sequence[tuple[float, float]], q_max: float) -> float:
+    """The radius of gyration (in the inverse of Q's unit) from a Guinier fit, ln I = ln I0 - (Q Rg)^2 / 3,
+    over the points with 0 < Q <= ``q_max`` and I > 0 (unweighted least squares)."""
+    use = [(q * q, math.log(i)) for q, i in pts if 0 < q <= q_max and i > 0]
+    if len(use) < 3:
+        raise errors.InvalidInput("curve", f"fewer than 3 positive points below Q={q_max:g} for a Guinier fit")
+    n = len(use)
+    mx, my = sum(x for x, _ in use) / n, sum(y for _, y in use) / n
+    slope = sum((x - mx) * (y - my) for x, y in use) / sum((x - mx) ** 2 for x, _ in use)
+    return math.sqrt(-3 * slope) if slope < 0 else math.nan
+
+
+def _case_inputs(names: Sequence[str]) -> list[str]:
+    """Registered files as local paths; a name ending in / is the folder of every registered file under it."""
+    return [str(datasets.folder(n)) + "/" if n.endswith("/") else str(datasets.path(n)) for n in names]
 
 
 def run(client: Client, cases: list[dict[str, Any]], *, log: Callable[[str], None] = lambda s: None) -> list[Row]:
@@ -134,7 +188,7 @@ def run(client: Client, cases: list[dict[str, Any]], *, log: Callable[[str], Non
             skip(f"technique {technique!r} is not installed on this deployment")
             continue
         try:
-            inputs = [str(datasets.path(n)) for n in case["inputs"]]
+            inputs = _case_inputs(case["inputs"])
         except datasets.DatasetMissing as exc:
             skip(f"reference data missing: {errors.clip(str(exc), 300)}")
             continue
@@ -147,48 +201,67 @@ def run(client: Client, cases: list[dict[str, Any]], *, log: Callable[[str], Non
         except errors.PanReduceError as exc:
             skip(f"the reduction failed: {errors.clip(str(exc), 300)}", "ERROR")
             continue
-        downloads: dict[str, str] = {}
-        for fig in case["figures"]:
-            try:
-                if "output" in fig:
-                    if fig["output"] not in downloads:
-                        out = next(o for o in result.outputs if o.uri.rstrip("/").rsplit("/", 1)[-1] == fig["output"])
-                        with tempfile.TemporaryDirectory() as tmp:
-                            client.download(out.uri, Path(tmp) / "f")
-                            downloads[fig["output"]] = (Path(tmp) / "f").read_text()
-                    got = curve_at(downloads[fig["output"]], float(fig["q"]), fig.get("column", "I"))
-                else:
-                    got = from_summary(result.summary, fig["summary"])
-            except (StopIteration, KeyError, IndexError, TypeError, ValueError, errors.PanReduceError) as exc:
+        curves: dict[str, list[tuple[float, float]]] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for fig in case["figures"]:
+                try:
+                    got = _figure(client, result, fig, curves, Path(tmp))
+                except (
+                    StopIteration,
+                    KeyError,
+                    IndexError,
+                    TypeError,
+                    ValueError,
+                    OSError,
+                    errors.PanReduceError,
+                ) as exc:
+                    rows.append(
+                        Row(
+                            technique,
+                            name,
+                            fig["name"],
+                            fig["expected"],
+                            None,
+                            tolerance_text(fig),
+                            "ERROR",
+                            f"figure not found in the result: {errors.clip(repr(exc), 200)}",
+                            fig["source"],
+                        )
+                    )
+                    continue
+                ok = within(float(fig["expected"]), got, fig)
                 rows.append(
                     Row(
                         technique,
                         name,
                         fig["name"],
-                        fig["expected"],
-                        None,
+                        float(fig["expected"]),
+                        got if math.isfinite(got) else None,
                         tolerance_text(fig),
-                        "ERROR",
-                        f"figure not found in the result: {errors.clip(repr(exc), 200)}",
+                        "PASS" if ok else "FAIL",
+                        "" if math.isfinite(got) else f"got {got}",
                         fig["source"],
                     )
                 )
-                continue
-            ok = within(float(fig["expected"]), got, fig)
-            rows.append(
-                Row(
-                    technique,
-                    name,
-                    fig["name"],
-                    float(fig["expected"]),
-                    got if math.isfinite(got) else None,
-                    tolerance_text(fig),
-                    "PASS" if ok else "FAIL",
-                    "" if math.isfinite(got) else f"got {got}",
-                    fig["source"],
-                )
-            )
     return rows
+
+
+def _figure(
+    client: Client, result: Any, fig: Mapping[str, Any], curves: dict[str, list[tuple[float, float]]], tmp: Path
+) -> float:
+    """One figure of a result: a summary value, or an output curve at a Q (``q``) or its Guinier radius
+    (``guinier_q_max``)."""
+    if "output" not in fig:
+        return from_summary(result.summary, fig["summary"])
+    key = f"{fig['output']}:{fig.get('column', 'I')}"
+    if key not in curves:
+        out = next(o for o in result.outputs if o.uri.rstrip("/").rsplit("/", 1)[-1] == fig["output"])
+        local = tmp / f"{len(curves)}-{Path(fig['output']).name}"
+        client.download(out.uri, local)
+        curves[key] = curve_points(local, fig.get("column", "I"))
+    if "guinier_q_max" in fig:
+        return guinier_rg(curves[key], float(fig["guinier_q_max"]))
+    return curve_at(curves[key], float(fig["q"]))
 
 
 def _num(v: float | None) -> str:
