@@ -50,6 +50,11 @@ bench-envs: ## create the stem4d comparison environments .bench-envs/libertem an
 bench-stem4d: setup bench-envs ## 4D-STEM GB/s per core, side by side with LiberTEM and py4DSTEM (their envs made by bench-envs); BENCH_ARGS="--gb 4"
 	$(PY) benchmarks/bench_stem4d.py $(BENCH_ARGS)
 
+PTYLAB_PIN ?= ptylab==0.3.7
+bench-ptychography: setup ## DM/ML/LSQML it/s and phase error, side by side with PtyLab in .bench-envs/ptylab (Python 3.11, pinned; installed when it can be)
+	@test -x .bench-envs/ptylab/bin/python || ( flock /tmp/panreduce-uv.lock $(UV) venv -q -p 3.11 .bench-envs/ptylab && flock /tmp/panreduce-uv.lock $(UV) pip install -q -p .bench-envs/ptylab/bin/python $(PTYLAB_PIN) ) || { rm -rf .bench-envs/ptylab; echo "PtyLab could not be installed into .bench-envs/ptylab: its rows are left out"; }
+	$(PY) benchmarks/bench_ptychography.py $(BENCH_ARGS)
+
 bench-tomography: setup ## tomography benchmark; installs ASTRA (the bench extra) for the side-by-side comparison
 	@$(UV) sync --frozen --inexact --package panreduce-tomography --extra bench --quiet
 	$(PY) benchmarks/bench_tomography.py

@@ -21,29 +21,91 @@ frame with Poisson noise, probe a defocused pupil; every engine starts from the 
 object (``engines.initial_object``) and a probe model 5-15 % off the truth. Phase error: RMS over the well-lit region after
 removing global phase, linear ramp and sub-pixel shift.
 
+The peer: PtyLab (PyPI ``ptylab``, numpy), run in its own environment
+``.bench-envs/ptylab`` (made by ``make bench-ptychography``; its numpy 2 / Python 3.11
+pins are kept apart from the workspace) on the very same scan in the same run, from the
+same 5-15 % wrong probe model and a flat object (PtyLab's default start), with its own
+whole-pixel positions (its model), one core: rows ``ptylab-<engine>``; it/s counts the
+engine's iterations only (not its set-up). Without that environment the rows are left out
+and the reason is printed.
+
 Usage: python benchmarks/bench_ptychography.py [--iterations 100] [--cases small,large]
        [--engines dm,dm-plain,dm+ml,dm-exact,dm-int,ml,lsqml] [--device cpu|gpu]
+       [--peer-engines mPIE,ePIE,qNewton | none]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
+import h5py
 import numpy as np
 
 from panreduce_ptychography import metrics
 from panreduce_ptychography.backend import get_backend
 from panreduce_ptychography.engines import Options, State, StopRule, initial_object, initial_probe, reconstruct
-from panreduce_ptychography.problem import prepare
-from panreduce_ptychography.simulate import make_probe, simulate
+from panreduce_ptychography.problem import prepare, wavelength_m
+from panreduce_ptychography.simulate import Simulation, make_probe, simulate
+
+#: the peer's interpreter (``make bench-ptychography`` creates it when PtyLab installs)
+PEER_PYTHON = Path(__file__).resolve().parent.parent / ".bench-envs" / "ptylab" / "bin" / "python"
+PEER_ENGINES = ("mPIE", "ePIE", "qNewton")
+
+#: run by the peer's interpreter: argv = scan.h5 out.npz engine iterations
+PTYLAB_WORKER = """
+import logging
+import sys
+import time
+
+import h5py
+import numpy as np
+
+logging.disable(logging.WARNING)
+from PtyLab import Engines, ExperimentalData, Params, Reconstruction
+from PtyLab.Monitor.Monitor import DummyMonitor
+
+path, out, engine_name, iterations = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+with h5py.File(path) as f:
+    probe0 = f['probe0'][()]
+t0 = time.perf_counter()
+data = ExperimentalData(path, 'CPM')
+params = Params()
+params.propagatorType = 'Fraunhofer'
+params.positionOrder = 'random'
+params.probePowerCorrectionSwitch = False
+params.comStabilizationSwitch = False
+params.gpuSwitch = False
+rec = Reconstruction(data, params)
+rec.initialProbe = 'circ'
+rec.initialObject = 'ones'  # PtyLab's default start
+rec.initializeObjectProbe()
+np_ = rec.probe.shape[-1]
+rec.probe = probe0.reshape(rec.probe.shape).astype(np.complex64)  # our start's probe
+eng = getattr(Engines, engine_name)(rec, data, params, DummyMonitor())
+eng.numIterations = iterations
+t1 = time.perf_counter()
+eng.reconstruct()
+t2 = time.perf_counter()
+np.savez(
+    out,
+    obj=np.asarray(rec.object).reshape(rec.No, rec.No),
+    positions=np.asarray(rec.positions),
+    dxo=rec.dxo,
+    setup_s=t1 - t0,
+    run_s=t2 - t1,
+)
+"""
 
 CASES = {
     # name: (frames, frame side, object side or None, probe diameter (px), step (px))
@@ -76,7 +138,56 @@ ENGINES = {
 }
 
 
-def run_case(name: str, engines: list[str], iterations: int, device: str) -> list[tuple]:
+def peer_missing() -> str:
+    """Why the PtyLab rows cannot be run ('' when they can)."""
+    if not PEER_PYTHON.exists():
+        return f"PtyLab is not installed ({PEER_PYTHON} missing: make bench-ptychography creates it)"
+    probe = subprocess.run([str(PEER_PYTHON), "-c", "import PtyLab"], capture_output=True, text=True)
+    return "" if probe.returncode == 0 else f"PtyLab does not import: {probe.stderr.strip().splitlines()[-1]}"
+
+
+def run_ptylab(sim: Simulation, probe0: np.ndarray, engine: str, iterations: int) -> tuple[float, float]:
+    """PtyLab's ``engine`` for ``iterations`` on ``sim``'s scan from ``probe0``, in its own
+    interpreter (one core). Returns (iterations/s of the engine alone, phase error (rad)
+    in the well-lit region, as for our rows)."""
+    scan = sim.scan
+    centres = np.asarray(scan.positions_m)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "scan.h5", Path(tmp) / "out.npz"
+        with h5py.File(src, "w") as f:  # PtyLab's CPM layout, lengths in m
+            f["ptychogram"] = np.asarray(scan.frames, np.float32)
+            f["wavelength"] = wavelength_m(scan.energy_ev)
+            f["encoder"] = centres - centres.mean(axis=0)
+            f["dxd"] = scan.pixel_size_m[0]
+            f["zo"] = scan.distance_m
+            f["probe0"] = np.asarray(probe0, np.complex64)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        run = subprocess.run(
+            [str(PEER_PYTHON), "-c", PTYLAB_WORKER, str(src), str(out), engine, str(iterations)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"PtyLab {engine} failed: {run.stderr.strip()[-2000:]}")
+        res = np.load(out)
+        obj, pos, run_s = res["obj"], res["positions"], float(res["run_s"])
+    if not np.isclose(float(res["dxo"]), sim.pixel_size_m, rtol=1e-6):
+        raise RuntimeError(f"PtyLab's object pixel {float(res['dxo']):.4g} m is not ours {sim.pixel_size_m:.4g} m")
+    # PtyLab's grid: window corners pos (whole pixels) = our corners + a whole-pixel offset
+    off = np.round(np.mean(pos - sim.corners, axis=0)).astype(int)
+    truth = np.ones(obj.shape, np.complex64)
+    ys, xs = slice(max(off[0], 0), None), slice(max(off[1], 0), None)
+    part = sim.obj[max(-off[0], 0) :, max(-off[1], 0) :]
+    h, w = min(truth[ys].shape[0], part.shape[0]), min(truth[:, xs].shape[1], part.shape[1])
+    truth[ys.start : ys.start + h, xs.start : xs.start + w] = part[:h, :w]
+    region = metrics.well_lit(obj.shape, sim.probe, sim.corners + off, 0.3)
+    return iterations / max(run_s, 1e-9), metrics.compare(obj, truth, region).phase_error_rad
+
+
+def run_case(
+    name: str, engines: list[str], iterations: int, device: str, peer_engines: list[str] | None = None
+) -> list[tuple]:
     n_frames, side, obj_side, diameter, step = CASES[name]
     sim = simulate(
         frame_size=side,
@@ -141,6 +252,12 @@ def run_case(name: str, engines: list[str], iterations: int, device: str) -> lis
             )
         )
         print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    label = f"{n_frames} x {side}^2 on {problem.object_shape[0]}x{problem.object_shape[1]}"
+    probe0 = make_probe(side, diameter_px=diameter * 1.15, pupil_radius=0.25 * 0.95)
+    for engine in peer_engines or []:
+        its, err = run_ptylab(sim, probe0, engine, iterations)
+        rows.append((label, f"ptylab-{engine}", f"{its:.2f}", "", f"{err:.4f}"))
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -150,10 +267,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", default="small,large")
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu", "torch-cpu"])
+    ap.add_argument(
+        "--peer-engines",
+        default=",".join(PEER_ENGINES),
+        help="PtyLab engines run on the same scans (in .bench-envs/ptylab); none to leave them out",
+    )
     args = ap.parse_args(argv)
+    peer = [] if args.peer_engines in ("", "none") else args.peer_engines.split(",")
+    why = peer_missing() if peer else ""
+    if why:
+        print(f"PtyLab rows left out: {why}", file=sys.stderr)
+        peer = []
     rows = []
     for case in args.cases.split(","):
-        rows += run_case(case, args.engines.split(","), args.iterations, args.device)
+        rows += run_case(case, args.engines.split(","), args.iterations, args.device, peer)
     head = ("case", "engine", "it/s", "peak MiB", f"phase err (rad) @{args.iterations}")
     print(
         f"\nptychography, device {args.device} ({'1 core' if args.device == 'cpu' else args.device}), "
@@ -164,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
+    if why:
+        print(f"\nPtyLab rows left out: {why}")
     print("\npublished, same problem size (161 x 128^2 on 492^2), this machine class:")
     for name, its, err in REFERENCE:
         print(f"  {name}: {its} it/s" + (f", phase error {err} rad" if err else ""))
