@@ -72,10 +72,23 @@ def write_scan(path: Path, gb: float) -> tuple[int, int]:
 
 def ours(path: Path, ny: int, nx: int, repeat: int, backend: str = "numpy", device: str = "cpu") -> float:
     row_bytes = nx * DET * DET * 2
+    frame_bytes = DET * DET * 2
 
     def read_rows(a: int, b: int) -> np.ndarray:
         flat = np.fromfile(path, dtype=np.uint16, count=(b - a) * nx * DET * DET, offset=a * row_bytes)
         return flat.reshape(b - a, nx, DET, DET)
+
+    fd = os.open(path, os.O_RDONLY)
+
+    def read_frames(f0: int, f1: int, out: np.ndarray) -> None:
+        """Frames [f0, f1) straight into the caller's reused buffer (pread: one copy from the page cache)."""
+        mv = memoryview(out).cast("B")
+        got = 0
+        while got < len(mv):
+            k = os.preadv(fd, [mv[got:]], f0 * frame_bytes + got)
+            if k <= 0:
+                raise EOFError(f"{path}: short read at frame {f0}")
+            got += k
 
     calib = pipeline.Calibration(
         Geometry(CENTER, MRAD_PER_PX), 15.0, np.zeros((DET, DET)), detectors=DETECTORS, com_mrad=2.0
@@ -93,8 +106,11 @@ def ours(path: Path, ny: int, nx: int, repeat: int, backend: str = "numpy", devi
             budget_mb=256,
             backend=backend,
             device=device,
+            read_frames=read_frames if backend == "numpy" else None,
+            dtype=np.dtype(np.uint16),
         )
         best = min(best, time.perf_counter() - t0)
+    os.close(fd)
     assert np.isfinite(part.com_raw_yx_px).all()
     return best
 

@@ -45,6 +45,9 @@ class Scan4D:
     dtype: np.dtype
     read_rows: Callable[[int, int], np.ndarray]
     close: Callable[[], None] = lambda: None
+    # read_frames(f0, f1, out): frames [f0, f1) (flat over scan y, x) into the caller's
+    # (f1 - f0, dy, dx) native array (no allocation); None where only rows are read
+    read_frames: Callable[[int, int, np.ndarray], None] | None = None
     step_nm: tuple[float, float] | None = None  # (y, x)
     energy_kev: float | None = None
     layout: str = ""  # "mib 1x1", "mib 2x2", "hdf5 /path"
@@ -114,6 +117,9 @@ def open_mib(
         block = frames[r0 * nx : r1 * nx]
         return np.asarray(block, dtype=native).reshape(r1 - r0, nx, head.height, head.width)
 
+    def read_frames(f0: int, f1: int, out: np.ndarray) -> None:
+        np.copyto(out, frames[f0:f1])  # to native order in the copy
+
     meta = {
         "counter_depth": head.counter_depth,
         "exposure_s": head.exposure_s,
@@ -124,7 +130,13 @@ def open_mib(
     }
     meta.update({f"hdr/{k}": v for k, v in hdr.items()})
     return Scan4D(
-        source=source, shape=shape, dtype=native, read_rows=read_rows, layout=f"mib {head.layout}", metadata=meta
+        source=source,
+        shape=shape,
+        dtype=native,
+        read_rows=read_rows,
+        read_frames=read_frames,
+        layout=f"mib {head.layout}",
+        metadata=meta,
     )
 
 
@@ -250,11 +262,26 @@ def open_hdf5(path: Path, source: str, *, dataset: str | None = None) -> Scan4D:
         except OSError as exc:
             raise errors.InvalidInput(source, f"{ds.name} rows {r0}-{r1}: {exc}") from None
 
+    nx = shape[1]
+
+    def read_frames(f0: int, f1: int, out: np.ndarray) -> None:
+        f = f0
+        try:
+            while f < f1:  # a piece per scan row touched
+                r, x0 = divmod(f, nx)
+                x1 = min(nx, x0 + f1 - f)
+                ds.read_direct(out, np.s_[r, x0:x1], np.s_[f - f0 : f - f0 + x1 - x0])
+                f += x1 - x0
+        except OSError as exc:
+            raise errors.InvalidInput(source, f"{ds.name} frames {f0}-{f1}: {exc}") from None
+
     return Scan4D(
         source=source,
         shape=shape,
         dtype=native,
         read_rows=read_rows,
+        # sub-row reads only where the dataset is contiguous (a chunked one would be decoded again per piece)
+        read_frames=read_frames if ds.chunks is None else None,
         close=f.close,
         step_nm=step,
         energy_kev=energy,

@@ -24,6 +24,10 @@ from panreduce_stem4d.detectors import Geometry, MaskSpec, parse_mask
 from panreduce_stem4d.stream import Accumulator
 
 ReadRows = Callable[[int, int], np.ndarray]
+# read_frames(f0, f1, out): frames [f0, f1) in scan order (flat over scan y, x) into ``out``
+# ((f1 - f0, dy, dx), C-contiguous, native), no allocation
+ReadFrames = Callable[[int, int, np.ndarray], None]
+FRAME_CHUNK_BYTES = 4 << 20  # the reused buffer of the compiled path: stays in the L2/L3 cache
 Progress = Callable[[float, str], None]
 
 
@@ -161,7 +165,14 @@ def stream(
     device: str = "cpu",
     strain: bool = False,
     progress: Progress | None = None,
+    read_frames: ReadFrames | None = None,
+    dtype: np.dtype | None = None,
 ) -> Partial:
+    """One pass over rows [row0, row1). With ``read_frames`` and the frames' ``dtype`` given
+    and the compiled kernel applicable (unsigned frames, binary non-overlapping masks, no
+    strain), frames are read in chunks of ``FRAME_CHUNK_BYTES`` into one reused buffer (no
+    allocation or page faults per block, the chunk still in cache for the kernel); otherwise
+    ``read_rows`` gives blocks of rows within ``budget_mb``."""
     _ny, nx, dy, dx = shape
     geo = calib.geometry
     masks = {m.name: m.render(geo, (dy, dx)) for m in calib.detectors}
@@ -170,6 +181,12 @@ def stream(
     else:
         com_mask = np.ones((dy, dx), np.float32)
     acc = Accumulator((row1 - row0, nx), (dy, dx), masks, com_mask, backend=backend, device=device)
+    if read_frames is not None and dtype is not None and not strain and acc.compiled_for(dtype):
+        _stream_frames(read_frames, acc, np.dtype(dtype), (row0, row1), nx, (dy, dx), progress)
+        res = acc.result()
+        return Partial(
+            row0, row1, res.virtual, res.com_raw_yx_px, res.total_counts, res.sum_pattern, res.max_pattern, None, None
+        )
     block = rows_per_block(shape, itemsize, budget_mb)
     lattice = n_discs = finder = None
     if strain:
@@ -200,6 +217,31 @@ def stream(
     return Partial(
         row0, row1, res.virtual, res.com_raw_yx_px, res.total_counts, res.sum_pattern, res.max_pattern, lattice, n_discs
     )
+
+
+def _stream_frames(
+    read_frames: ReadFrames,
+    acc: Accumulator,
+    dtype: np.dtype,
+    rows: tuple[int, int],
+    nx: int,
+    det: tuple[int, int],
+    progress: Progress | None,
+) -> None:
+    row0, row1 = rows
+    f_start, f_end = row0 * nx, row1 * nx
+    per = max(1, FRAME_CHUNK_BYTES // (det[0] * det[1] * dtype.itemsize))
+    buf = np.empty((per, *det), dtype)
+    report_every = max(1, (f_end - f_start) // 100)
+    last = f_start
+    for f in range(f_start, f_end, per):
+        n = min(per, f_end - f)
+        read_frames(f, f + n, buf[:n])
+        acc.add_frames(buf[:n].reshape(n, -1), f - f_start)
+        if progress is not None and (f + n - last >= report_every or f + n == f_end):
+            last = f + n
+            done_rows = (f + n - f_start) // nx
+            progress((f + n - f_start) / max(f_end - f_start, 1), f"rows {done_rows}/{row1 - row0}")
 
 
 @dataclass

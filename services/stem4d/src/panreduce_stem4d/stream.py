@@ -101,6 +101,9 @@ class Accumulator:
         self._torch = None
         self.threads = max(1, int(threads))
         self._runs = self._com_runs = None
+        self._pat: np.ndarray | None = None  # the kernel's pattern sum and max since the last flush
+        self._mx: np.ndarray | None = None
+        self._pat_frames = self._pat_cap = 0
         if backend == "numpy" and compiled:
             self._runs, self._com_runs = _label_runs([masks[n] for n in self.names], com_mask)
         if backend == "torch":
@@ -131,7 +134,11 @@ class Accumulator:
                 colsum += b.sum(axis=0)
         return out
 
-    def _add_compiled(self, flat: np.ndarray, rows: int, row0: int) -> None:
+    def _add_compiled(self, flat: np.ndarray, f0: int) -> None:
+        """Frames ``flat`` (n, pixels) at flat scan positions [f0, f0 + n) through the kernel.
+        The pattern sum (uint32 while it cannot overflow: half the traffic of int64) and max
+        persist across calls and are flushed into ``sum_pattern``/``max_pattern`` when the
+        next frames could overflow the sum, and by ``result()``."""
         from panreduce_stem4d import kernels  # compiled on first use (numba is heavy to import)
 
         flat = np.ascontiguousarray(flat)
@@ -139,32 +146,55 @@ class Accumulator:
         k = len(self.names)
         out = np.zeros((n, k + 4), np.int64)
         row_len = self.det[1]
-        # the pattern sum in uint32 when it cannot overflow (half the traffic of int64)
-        pdt = np.uint32 if n * (np.iinfo(flat.dtype).max) < 2**32 else np.int64
-        if self.threads > 1 and n > 1:
-            chunks = min(self.threads, n)
-            pats = np.zeros((chunks, npx), pdt)
-            mxs = np.zeros((chunks, npx), flat.dtype)
-            kernels.reduce_parallel(flat, self._runs, self._com_runs, row_len, k, out, pats, mxs)
-            pat, mx = pats.sum(axis=0, dtype=np.int64), mxs.max(axis=0)
+        vmax = int(np.iinfo(flat.dtype).max)
+        # a run lies inside one detector row: its sum fits uint32 for 8- and 16-bit frames
+        acc0 = np.uint32(0) if row_len * vmax < 2**32 else np.int64(0)
+        chunks = min(self.threads, n)
+        if self._mx is not None and (self._mx.dtype != flat.dtype or self._pat_frames + n > self._pat_cap):
+            self._flush_patterns()
+        if self._pat is None:
+            cap = (2**32 - 1) // max(vmax, 1)  # frames a uint32 pattern sum holds
+            pdt = np.uint32 if n <= cap else np.int64
+            self._pat_cap = cap if pdt == np.uint32 else 2**62 // max(vmax, 1)
+            self._pat = np.zeros((self.threads, npx), pdt)
+            self._mx = np.zeros((self.threads, npx), flat.dtype)
+        assert self._mx is not None
+        if chunks > 1:
+            pats, mxs = self._pat[:chunks], self._mx[:chunks]
+            kernels.reduce_parallel(flat, self._runs, self._com_runs, row_len, k, out, pats, mxs, acc0)
         else:
-            pat = np.zeros(npx, pdt)
-            mx = np.zeros(npx, flat.dtype)
-            kernels.reduce_serial(flat, self._runs, self._com_runs, row_len, k, out, pat, mx)
-        sl = slice(row0, row0 + rows)
-        self.out[sl] = out[:, :-1].astype(np.float64).reshape(rows, self.nx, -1)
-        self.total[sl] = out[:, -1].reshape(rows, self.nx)
-        if self.want_patterns:
-            self.sum_pattern += pat.astype(np.uint64).reshape(self.det)
-            np.maximum(self.max_pattern, mx.reshape(self.det), out=self.max_pattern)
+            kernels.reduce_serial(flat, self._runs, self._com_runs, row_len, k, out, self._pat[0], self._mx[0], acc0)
+        self._pat_frames += n
+        flat_out = self.out.reshape(self.ny * self.nx, -1)
+        flat_out[f0 : f0 + n] = out[:, :-1]
+        self.total.reshape(-1)[f0 : f0 + n] = out[:, -1]
         self.frames += n
+
+    def _flush_patterns(self) -> None:
+        if self._pat is None:
+            return
+        if self.want_patterns:
+            self.sum_pattern += self._pat.sum(axis=0, dtype=np.uint64).reshape(self.det)
+            np.maximum(self.max_pattern, self._mx.max(axis=0).reshape(self.det), out=self.max_pattern)
+        self._pat = self._mx = None
+        self._pat_frames = 0
+
+    def add_frames(self, flat: np.ndarray, f0: int) -> None:
+        """Accumulate frames ``flat`` (n, dy * dx) at flat scan positions [f0, f0 + n) (row-major
+        over the scan): the compiled path only (``compiled_for(dtype)``), any n, not whole rows."""
+        self._add_compiled(flat, f0)
+
+    def compiled_for(self, dtype: np.dtype) -> bool:
+        """Whether frames of ``dtype`` take the compiled kernel (and so ``add_frames``)."""
+        dtype = np.dtype(dtype)
+        return self._runs is not None and dtype.kind == "u" and dtype.itemsize <= 4
 
     def add(self, block: np.ndarray, row0: int) -> None:
         """Accumulate frames of rows [row0, row0 + block.shape[0]) (shape (rows, nx, dy, dx))."""
         rows = block.shape[0]
         flat = block.reshape(rows * self.nx, -1)
-        if self._runs is not None and block.dtype.kind == "u" and block.dtype.itemsize <= 4:
-            self._add_compiled(flat, rows, row0)
+        if self.compiled_for(block.dtype):
+            self._add_compiled(flat, row0 * self.nx)
             return
         integer = block.dtype.kind in "ui" and (block.dtype.kind == "u" or flat.min() >= 0)
         colsum = (
@@ -198,6 +228,7 @@ class Accumulator:
         self.frames += rows * self.nx
 
     def result(self) -> PassResult:
+        self._flush_patterns()
         k = len(self.names)
         virtual = {n: self.out[..., i].copy() for i, n in enumerate(self.names)}
         norm = self.out[..., k]

@@ -192,6 +192,8 @@ class Technique(_Technique[Stem4dParameters, Stem4dPart]):
             device=device,
             strain=params.strain.enabled,
             progress=lambda fr, msg: ctx.progress(0.05 + 0.95 * fr, "stream", msg),
+            read_frames=scan.read_frames,
+            dtype=scan.dtype,
         )
         step = (
             (params.calibration.scan_step_nm, params.calibration.scan_step_nm)
