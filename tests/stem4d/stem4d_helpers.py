@@ -32,6 +32,20 @@ def rows_of(frames: np.ndarray):
     return lambda r0, r1: frames[r0:r1]
 
 
+def write_mib(path: Path, frames: np.ndarray, depth: int = 12) -> None:
+    """Frames (n, h, w) as a 1x1 Merlin .mib file of counter depth ``depth`` (6, 12, 24)."""
+    kind = {6: ("U08", ">u1"), 12: ("U16", ">u2"), 24: ("U32", ">u4")}[depth]
+    n, h, w = frames.shape
+    with open(path, "wb") as fh:
+        for i in range(n):
+            head = (
+                f"MQ1,{i + 1:06d},00384,01,{w:04d},{h:04d},{kind[0]},   1x1,01,2024-01-01 00:00:00.0,"
+                f"0.001000,0,0,0,1.0E+1,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2024-01-01T00:00:00Z,1000000ns,{depth},"
+            )
+            fh.write(head.encode().ljust(384, b" "))
+            fh.write(frames[i].astype(kind[1]).tobytes())
+
+
 def unzip(archive: Path, dest: Path) -> Path:
     with zipfile.ZipFile(archive) as z:
         z.extractall(dest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stem4d_helpers import unzip
+from stem4d_helpers import unzip, write_mib
 
 from panreduce import errors
 from panreduce_stem4d import mib, synthetic
@@ -91,24 +91,11 @@ def test_scan_shape_defaults():
     assert scan_shape_for(8, 1) == (1, 8)
 
 
-def _mib(path, frames: np.ndarray, depth: int = 12):
-    kind = {6: ("U08", ">u1"), 12: ("U16", ">u2"), 24: ("U32", ">u4")}[depth]
-    n, h, w = frames.shape
-    with open(path, "wb") as fh:
-        for i in range(n):
-            head = (
-                f"MQ1,{i + 1:06d},00384,01,{w:04d},{h:04d},{kind[0]},   1x1,01,2024-01-01 00:00:00.0,"
-                f"0.001000,0,0,0,1.0E+1,5.11E+2,0,0,0,0,0,0,3RX,MQ1A,2024-01-01T00:00:00Z,1000000ns,{depth},"
-            )
-            fh.write(head.encode().ljust(384, b" "))
-            fh.write(frames[i].astype(kind[1]).tobytes())
-
-
 def test_written_mib_round_trips_by_rows_and_damage_is_named(tmp_path):
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 4096, size=(12, 16, 20))
     path = tmp_path / "scan.mib"
-    _mib(path, frames)
+    write_mib(path, frames)
     scan = open_scan(path, "scan.mib", scan_shape=(3, 4))
     np.testing.assert_array_equal(scan.read_rows(1, 3), frames[4:12].reshape(2, 4, 16, 20))
     with pytest.raises(errors.InvalidInput, match="needs 15 frames"):
@@ -119,7 +106,7 @@ def test_written_mib_round_trips_by_rows_and_damage_is_named(tmp_path):
         open_scan(cut, "cut.mib")
     # a frame from another acquisition spliced in the middle
     other = tmp_path / "other.mib"
-    _mib(other, rng.integers(0, 255, size=(1, 16, 20)), depth=6)
+    write_mib(other, rng.integers(0, 255, size=(1, 16, 20)), depth=6)
     spliced = tmp_path / "spliced.mib"
     raw = path.read_bytes()
     fb = 384 + 16 * 20 * 2
