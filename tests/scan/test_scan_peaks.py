@@ -213,3 +213,27 @@ def test_peak_narrower_than_step_and_outside_range():
     good = synthetic_counts(np.random.default_rng(8), X, model="gaussian", **TRUE)
     fit = fit_peak(X, good, counting_sigma(good), model="gaussian")
     assert assess_peak(fit, X) == []
+
+
+@pytest.mark.parametrize("fixed", [None, 0.0, 1.0])
+def test_the_analytic_jacobian_is_the_derivative_of_the_residuals(fixed):
+    """Against central differences of the residuals, at a peak off the middle of the scan."""
+    from panreduce_scan.peaks import peak_shape, residual_jacobian
+
+    x = np.linspace(29.7, 30.3, 61)
+    sigma = np.linspace(1.0, 3.0, x.size)
+    x_ref = float(x.mean())
+    p = np.array([30.03, 0.08, 5.0e3, 20.0, -4.0] + ([0.3] if fixed is None else []))
+
+    def residuals(q):
+        eta = q[5] if fixed is None else fixed
+        return (q[2] * peak_shape(x, q[0], q[1], eta) + q[3] + q[4] * (x - x_ref)) / sigma
+
+    jac = residual_jacobian(p, x, 1.0 / sigma, x_ref, fixed)
+    assert jac.shape == (x.size, p.size)
+    for k in range(p.size):
+        h = 1e-6 * max(abs(p[k]), 1e-3)
+        step = np.zeros_like(p)
+        step[k] = h
+        numeric = (residuals(p + step) - residuals(p - step)) / (2 * h)
+        np.testing.assert_allclose(jac[:, k], numeric, rtol=1e-5, atol=1e-5 * np.abs(numeric).max())
