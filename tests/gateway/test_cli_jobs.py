@@ -4,6 +4,7 @@ busy port (issue 14), through real `panreduce` processes."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -96,6 +97,44 @@ def test_retention_covers_embedded_reductions(cli, tmp_path, dataset):
     assert not any(p.exists() for p in outputs)
     after = cli("retention", "--dry-run", "--days", tiny, "--json")
     assert json.loads(after.stdout)["jobs"] == []
+
+
+def test_retention_deletes_old_uploads_but_not_one_a_running_job_reads(cli, tmp_path):
+    uploads = tmp_path / "panreduce-store" / "uploads"
+    old_days = 120 * 86400
+    files = {}
+    for name, age in (("old", old_days), ("used", old_days), ("young", 0)):
+        f = uploads / "pA" / (name[0] * 32) / f"{name}.nxs"
+        f.parent.mkdir(parents=True)
+        f.write_bytes(b"x" * 10)
+        os.utime(f, (time.time() - age, time.time() - age))
+        files[name] = f
+    outside = tmp_path / "elsewhere.nxs"  # a link in the uploads area is never followed
+    outside.write_bytes(b"keep")
+    os.utime(outside, (time.time() - old_days, time.time() - old_days))
+    (uploads / "pA" / "link.nxs").symlink_to(outside)
+    store = SqliteJobStore(tmp_path / "panreduce-store" / "jobs.sqlite")
+    store.add(
+        pb.Job(
+            job_id=new_job_id(),
+            technique="scan",
+            state=pb.RUNNING,
+            created=now_ts(),
+            request=pb.ReduceRequest(technique="scan", inputs=["upload://pA/" + "u" * 32 + "/used.nxs"]),
+        )
+    )
+    store.close()
+    listed = cli("retention", "--dry-run", "--json")
+    assert listed.returncode == 0, listed.stderr
+    doc = json.loads(listed.stdout)
+    assert [u["uri"] for u in doc["uploads"]] == ["upload://pA/" + "o" * 32 + "/old.nxs"]
+    assert doc["uploads"][0]["proposal"] == "pA" and doc["uploads"][0]["bytes"] == 10
+    assert all(f.exists() for f in files.values())  # a dry run deletes nothing
+    applied = cli("retention", "--apply")
+    assert applied.returncode == 0, applied.stderr
+    assert "1 upload(s) deleted" in applied.stdout
+    assert not files["old"].exists() and not files["old"].parent.exists()  # its upload folder too
+    assert files["used"].exists() and files["young"].exists() and outside.read_bytes() == b"keep"
 
 
 def test_bad_days_is_one_clear_error(cli, tmp_path):

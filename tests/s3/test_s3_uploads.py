@@ -124,7 +124,7 @@ def _files_under(root) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_upload_through_the_gateway_lands_on_s3_and_is_reduced_from_there(s3_gateway, s3, s3_prefix, dataset):
+def test_upload_through_the_gateway_lands_on_s3_and_is_reduced_from_there(s3_gateway, s3, s3_prefix, dataset, tmp_path):
     from panreduce.client import Client
     from panreduce_gateway.auth import Access, StaticTokens
     from panreduce_gateway.gateway import GatewayConfig
@@ -143,6 +143,8 @@ def test_upload_through_the_gateway_lands_on_s3_and_is_reduced_from_there(s3_gat
             assert _files_under(platform.stores.uploads.root) == [], "the upload must not touch the gateway's disk"
             done = a.reduce("scan", [info.uri], {"model": "gaussian"}, f"{s3_prefix}pA/out/")
             assert 29.9 < done.summary["center"] < 30.1
+            back = a.download(info.uri, tmp_path / "back.nxs")  # Download of an upload kept on S3
+            assert back.size == src.stat().st_size and (tmp_path / "back.nxs").read_bytes() == src.read_bytes()
         with Client(platform.address, token="b", timeout=60) as b:
             # bob may neither reduce alice's upload by its name nor by its key, nor write into her area
             for uri in (info.uri, key):
@@ -150,6 +152,46 @@ def test_upload_through_the_gateway_lands_on_s3_and_is_reduced_from_there(s3_gat
                     b.reduce("scan", [uri], {}, f"{s3_prefix}pB/out/")
             with pytest.raises(errors.PermissionDenied):
                 b.reduce("scan", [f"{s3_prefix}pB/x.nxs"], {}, s3_prefix + "uploads/pA/planted/")
+            for uri in (info.uri, key, info.uri.replace("upload://pA/", "upload://pB/../pA/")):
+                with pytest.raises((errors.PermissionDenied, errors.InvalidRequest)):
+                    b.download(uri, tmp_path / "stolen.nxs")
+            assert not (tmp_path / "stolen.nxs").exists()
             mine = b.upload(src, proposal="pB")
             assert mine.uri.startswith("upload://pB/")
     assert upload_key_uri(s3_prefix + "uploads", mine.uri).startswith(s3_prefix + "uploads/pB/")
+
+
+def test_retention_lists_and_deletes_old_uploads_on_s3_but_not_one_in_use(s3, s3_prefix, tmp_path, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from panreduce.jobs import new_job_id, now_ts
+    from panreduce.sqlstore import SqliteJobStore
+    from panreduce.storage import Stores
+    from panreduce_gateway import retention
+
+    uploads = s3_prefix + "uploads"
+    infos = [
+        receive_upload_s3(_stream(os.urandom(1000 + i)), s3, uploads, namespace=p)
+        for i, p in enumerate(("pA", "pA", "pB"))
+    ]
+    used = upload_key_uri(uploads, infos[1].uri)
+    jobs = SqliteJobStore(tmp_path / "jobs.sqlite")
+    jobs.add(
+        pb.Job(
+            job_id=new_job_id(),
+            technique="scan",
+            state=pb.QUEUED,
+            created=now_ts(),
+            request=pb.ReduceRequest(technique="scan", inputs=[infos[1].uri]),
+        )
+    )
+    stores = Stores(tmp_path / "store")
+    stores.register("s3", s3)
+    assert retention.expired_uploads(jobs, stores, days=90, s3_uploads=uploads) == []  # all fresh
+    later = datetime.now(UTC) + timedelta(days=91)
+    items = retention.expired_uploads(jobs, stores, days=90, now=later, s3_uploads=uploads)
+    assert sorted(i.uri for i in items) == sorted([infos[0].uri, infos[2].uri])  # not the one in use
+    assert {i.proposal for i in items} == {"pA", "pB"} and all(i.size >= 1000 for i in items)
+    assert sorted(retention.apply_uploads(stores, items)) == sorted(i.uri for i in items)
+    assert _keys(s3, uploads + "/") == [s3.store_for(used)[1]]
+    jobs.close()

@@ -403,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_web_command(sub)
 
-    sp = sub.add_parser("retention", help="list (--dry-run) or delete (--apply) results older than the retention")
+    sp = sub.add_parser(
+        "retention", help="list (--dry-run) or delete (--apply) results and uploads older than the retention"
+    )
     mode = sp.add_mutually_exclusive_group(required=True)
     mode.add_argument("--dry-run", action="store_true", help="list what is older than the retention")
     mode.add_argument("--apply", action="store_true", help="delete it")
@@ -987,6 +989,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 def cmd_retention(args: argparse.Namespace) -> int:
     from datetime import datetime
 
+    from panreduce.settings import get_settings
     from panreduce.storage import Stores
     from panreduce_gateway import retention
     from panreduce_gateway.embedded import default_store_root
@@ -1006,8 +1009,11 @@ def cmd_retention(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     store = cast("JobStore", open_job_store(db))  # db is never empty here
+    stores = Stores.from_env(root)
     items = retention.expired(store, days=args.days)
-    deleted = retention.apply(store, Stores.from_env(root), items) if args.apply else []
+    uploads = retention.expired_uploads(store, stores, days=args.days, s3_uploads=get_settings().uploads_uri)
+    deleted = retention.apply(store, stores, items) if args.apply else []
+    deleted += retention.apply_uploads(stores, uploads) if args.apply else []
     if args.json:
         print(
             json.dumps(
@@ -1025,6 +1031,10 @@ def cmd_retention(args: argparse.Namespace) -> int:
                         }
                         for e in items
                     ],
+                    "uploads": [
+                        {"uri": u.uri, "proposal": u.proposal, "modified": u.modified.isoformat(), "bytes": u.size}
+                        for u in uploads
+                    ],
                     "deleted": deleted,
                 },
                 indent=1,
@@ -1037,7 +1047,11 @@ def cmd_retention(args: argparse.Namespace) -> int:
             f"{e.job_id}  {e.finished:%Y-%m-%d}  {e.technique:<12} {e.proposal or '-':<12} "
             f"{len(e.outputs)} output(s), {e.size} bytes"
         )
-    print(f"{len(items)} job(s) {verb} ({args.days:g} days; now {datetime.now():%Y-%m-%d %H:%M})")
+    for u in uploads:
+        print(f"{u.uri}  {u.modified:%Y-%m-%d}  upload of {u.proposal or '-'}, {u.size} bytes")
+    print(
+        f"{len(items)} job(s) and {len(uploads)} upload(s) {verb} ({args.days:g} days; now {datetime.now():%Y-%m-%d %H:%M})"
+    )
     return 0
 
 

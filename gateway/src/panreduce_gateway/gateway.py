@@ -797,7 +797,10 @@ class GatewayService(pb_grpc.ReducerServicer):
         """Uploads of the caller's proposals and outputs of jobs it may see."""
         store = self.stores.for_uri(uri)
         if store is self.stores.uploads:
-            return self.access.check_uri(identity, "", uri, uploads=self.stores.uploads.root).uri
+            loc = self.access.check_uri(identity, "", uri, uploads=self.stores.uploads.root)
+            if self._s3_uploads():  # kept on S3 (the proposal was checked on the name, as for Reduce)
+                return upload_key_uri(self._s3_uploads(), loc.uri)
+            return loc.uri
         wanted = self.stores.local.path_of(uri) if store is self.stores.local else None  # resolved once
         answer = str(wanted) if wanted is not None else locations.resolve(uri).uri
         for job in self.manager.list(pb.ListJobsRequest(state=pb.SUCCEEDED)):

@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -592,6 +592,23 @@ class S3Store(Store):
                 )
         except (obx.AlreadyExistsError, obx.PreconditionError):
             raise errors.FailedPrecondition(f"{uri} appeared while publishing; not overwritten") from None
+
+    def modified(self, uri: str) -> builtins.list[tuple[str, int, datetime]]:
+        """Every object under a prefix URI with its size and last-modified time (UTC), hidden
+        ones (temporary ``.partial`` keys) included: for retention. An empty prefix is ``[]``."""
+        bucket, key = parse_uri(uri if uri.endswith("/") else uri + "/")
+        store = self._store(bucket, uri)
+        out = []
+        try:
+            for batch in obstore.list(store, prefix=key.rstrip("/") or None, chunk_size=1000):
+                for meta in batch:
+                    ref_uri = uri_of(bucket, meta["path"])
+                    if ref_uri is not None and not meta["path"].endswith("/"):
+                        when = meta["last_modified"]
+                        out.append((ref_uri, int(meta["size"]), when if when.tzinfo else when.replace(tzinfo=UTC)))
+        except _REMOTE as exc:
+            raise self._error(exc, uri) from None
+        return sorted(out)
 
     def delete(self, uri: str) -> None:
         """Delete one object (retention); an object already gone is fine."""
