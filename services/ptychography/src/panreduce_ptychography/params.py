@@ -225,6 +225,30 @@ class Convergence(Step):
     )
 
 
+class Pxct(Step):
+    """The tomographic stage of PXCT (see docs/ptychography.md, PXCT): after every projection
+    is reconstructed, their phases are unwrapped, cleared of offsets and ramps, aligned and
+    reconstructed into a volume by the tomography technique's gridrec."""
+
+    enabled: bool = Field(
+        False,
+        description="Reconstruct a volume from the job's projections (at least 3, each with "
+        "sample/rotation_angle): pxct.nxs (NXtomoproc) with the aligned projections.",
+    )
+    unwrap: bool = Field(True, description="Unwrap each projection's phase (2-D, reliability sorted).")
+    air_width_px: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Columns at each side of the common field of view taken as air: the plane "
+        "(offset and linear ramp) fitted there is removed from each projection.",
+    )
+    vertical: bool = Field(True, description="Align the projections vertically by the vertical mass fluctuation.")
+    iterations: int = Field(
+        5, ge=0, le=100, description="Most rounds of reprojection alignment (reconstruct, reproject, register)."
+    )
+
+
 class PtychographyParameters(Parameters):
     """How to prepare the frames, which engine to run and for how long, the initial probe and
     object, the constraints and the stop rule."""
@@ -270,6 +294,7 @@ class PtychographyParameters(Parameters):
     ml: ML = Field(default_factory=ML, description="Maximum-likelihood settings.")
     lsqml: LSQML = Field(default_factory=LSQML, description="LSQML settings.")
     convergence: Convergence = Field(default_factory=Convergence, description="Stop rule and convergence test.")
+    pxct: Pxct = Field(default_factory=Pxct, description="PXCT: the volume from the projections.")
     device: Literal["auto", "cpu", "gpu"] = Field(
         "auto",
         description="Where the engines run: cpu (numpy), gpu (torch on CUDA; refused on a server "

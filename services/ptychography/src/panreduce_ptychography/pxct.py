@@ -287,10 +287,34 @@ def normalised_rms(a: np.ndarray, truth: np.ndarray) -> float:
 
 
 # -- the technique's glue ----------------------------------------------------------------
+def inscribed_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(r0, r1, c0, c1): a rectangle inside ``mask`` (True everywhere in it), from the
+    bounding box by removing, one at a time, the edge row or column with the most False."""
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    while r1 - r0 > 1 and c1 - c0 > 1:
+        sub = mask[r0:r1, c0:c1]
+        bad = [(~sub[0]).sum(), (~sub[-1]).sum(), (~sub[:, 0]).sum(), (~sub[:, -1]).sum()]
+        if max(bad) == 0:
+            break
+        k = int(np.argmax(bad))
+        if k == 0:
+            r0 += 1
+        elif k == 1:
+            r1 -= 1
+        elif k == 2:
+            c0 += 1
+        else:
+            c1 -= 1
+    return r0, r1, c0, c1
+
+
 def common_grid(recs: Sequence[Any], *, threshold: float = 0.3) -> tuple[list[np.ndarray], float]:
     """The phases of reconstructions (``report.Reconstruction``) cut to one grid: the
-    intersection, in metres, of their well-lit boxes (illumination >= ``threshold`` x its
-    maximum). Returns the (H, W) phases and the pixel size (m). Raises ``ValueError`` when
+    intersection, in metres, of the rectangles inside their well-lit regions (illumination
+    >= ``threshold`` x its maximum; :func:`inscribed_box`). Returns the (H, W) phases and the pixel size (m). Raises ``ValueError`` when
     the pixel sizes differ by more than 1 % or the boxes do not overlap."""
     from panreduce_ptychography import metrics
 
@@ -303,9 +327,8 @@ def common_grid(recs: Sequence[Any], *, threshold: float = 0.3) -> tuple[list[np
                 f"{r.key}: object pixel size {pr.pixel_size_m:.4g} m differs from {recs[0].key}'s {dx:.4g} m"
             )
         lit = metrics.well_lit(pr.object_shape, r.state.probe, r.state.positions, threshold)
-        rows, cols = np.nonzero(lit.any(axis=1))[0], np.nonzero(lit.any(axis=0))[0]
         o = np.asarray(pr.origin_m, np.float64) / dx  # pixel [0, 0] in pixel units of the common frame
-        boxes.append((o, rows[0], rows[-1] + 1, cols[0], cols[-1] + 1))
+        boxes.append((o, *inscribed_box(lit)))
     y0 = max(o[0] + a for o, a, _, _, _ in boxes)
     y1 = min(o[0] + b for o, _, b, _, _ in boxes)
     x0 = max(o[1] + c for o, _, _, c, _ in boxes)
@@ -377,3 +400,68 @@ def write_nxtomoproc(
         for j, name in enumerate(("shift_y", "shift_x")):
             al.create_dataset(name, data=result.shifts[:, j]).attrs["units"] = "pixel"
         al.create_dataset("pixel_size", data=pixel_size_m).attrs["units"] = "m"
+
+
+def tomography_stage(
+    recs: Sequence[Any],
+    params: Any,
+    *,
+    out: Callable[..., Path],
+    version: str,
+    check: Callable[[], None] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """The technique's PXCT stage: reconstructions (``report.Reconstruction``, each with
+    ``rotation_angle_deg``) and the ``pxct`` parameters (``params.Pxct``) -> ``pxct.nxs``
+    (and ``pxct.png``, the middle slice) through ``out(name, format=, role=)``; returns the
+    summary. Raises ``panreduce.errors.InvalidInput`` for a projection without an angle or
+    projections that do not share a grid."""
+    from panreduce import errors
+
+    for r in recs:
+        if "rotation_angle_deg" not in r.scan.metadata:
+            raise errors.InvalidInput(
+                r.scan.source or r.key, f"{r.key}: pxct.enabled needs sample/rotation_angle in every projection"
+            )
+    angles = [float(r.scan.metadata["rotation_angle_deg"]) for r in recs]
+    try:
+        phases, dx = common_grid(recs)
+    except ValueError as exc:
+        raise errors.InvalidInput(recs[0].scan.source or recs[0].key, f"PXCT: {exc}") from None
+    opts = PxctOptions(
+        unwrap=params.unwrap, air_px=params.air_width_px, vertical=params.vertical, iterations=params.iterations
+    )
+    res = pxct(np.stack(phases), angles, opts, check=check, progress=progress)
+    wavelength = float(recs[0].problem.wavelength_m or 0.0)
+    write_nxtomoproc(
+        out("pxct.nxs", format="nexus", role="result"),
+        res,
+        pixel_size_m=dx,
+        wavelength_m=wavelength,
+        sources=[f"{r.scan.source}:{r.scan.name}" for r in recs],
+        version=version,
+    )
+    if plots:
+        from panreduce_tomography.outputs import slice_figure
+
+        mid = res.volume.shape[0] // 2
+        slice_figure(
+            out("pxct.png", format="png", role="preview"),
+            res.volume[mid],
+            title=f"PXCT slice {mid} of {res.volume.shape[0]}",
+            pixels=384,
+            pixel_um=dx * 1e6,
+            label="phase shift per voxel (rad)",
+        )
+    return {
+        "volume_shape": list(res.volume.shape),
+        "n_projections": len(recs),
+        "rotation_centre_px": res.center,
+        "phase_sign": res.sign,
+        "shift_rms_px": float(np.sqrt(np.mean(res.shifts**2))),
+        "shift_max_px": float(np.abs(res.shifts).max()),
+        "alignment_rounds": len(res.history) - 1,
+        "last_alignment_step_px": res.history[-1]["rms_step_px"],
+        "pixel_size_m": dx,
+    }

@@ -16,6 +16,7 @@ from panreduce import errors
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce_ptychography import engines as eng
+from panreduce_ptychography import pxct
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
 from panreduce_ptychography.convergence import convergence_verdict
 from panreduce_ptychography.io import list_scans, read_scan
@@ -102,6 +103,10 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             seen[r.key] = n + 1
             if n:
                 refs[j] = dataclasses.replace(r, key=f"{r.key}_{n}")
+        if params.pxct.enabled and len(refs) < 3:
+            raise errors.InvalidParameters(
+                [errors.FieldViolation("pxct.enabled", f"PXCT needs at least 3 projections, the job has {len(refs)}")]
+            )
         return refs
 
     def reduce_block(
@@ -138,7 +143,22 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             )
             if params.plots:
                 write_png(ctx.output_path(f"{rec.key}.png", format="png", role="preview"), rec)
-        return {"projections": [r.summary for r in result.reconstructions], "n_projections": n, "device": result.device}
+        summary = {
+            "projections": [r.summary for r in result.reconstructions],
+            "n_projections": n,
+            "device": result.device,
+        }
+        if params.pxct.enabled:  # the tomographic stage (pxct.py): all projections are here
+            summary["pxct"] = pxct.tomography_stage(
+                result.reconstructions,
+                params.pxct,
+                out=ctx.output_path,
+                version=VERSION,
+                check=ctx.check_cancelled,
+                progress=lambda f, msg: ctx.progress(f, "pxct", msg),
+                plots=params.plots,
+            )
+        return summary
 
     # -------------------------------------------------------------------------------------
     def _reconstruct(
