@@ -157,14 +157,18 @@ def main() -> None:
     for name, files, params in (
         ("OFFSPEC 46992-4, SumInQ, stitched, ORT+PNG", offspec, off_params),
         ("OFFSPEC 46992-4, no PNG", offspec, {**off_params, "plots": False}),
-        ("Platypus 708-710 + db 711, stitched, ORT+PNG (θ: detector)", plp, plp_params),
-        ("Platypus 708-710 + db 711, no PNG, θ from the log", plp, {**plp_params, "plots": False, "theta_from": "log"}),
-        ("Platypus, no PNG, θ from the detector (the default)", plp, {**plp_params, "plots": False}),
+        ("Platypus 708-710 + db 711, stitched, ORT+PNG (θ: detector, gravity)", plp, plp_params),
         (
-            "Platypus, no PNG, θ from the detector, gravity",
+            "Platypus 708-710 + db 711, no PNG, θ from the log, gravity",
             plp,
-            {**plp_params, "plots": False, "theta_from": "detector", "gravity": True},
+            {**plp_params, "plots": False, "theta_from": "log"},
         ),
+        (
+            "Platypus, no PNG, θ from the detector, no gravity",
+            plp,
+            {**plp_params, "plots": False, "theta_from": "detector", "gravity": False},
+        ),
+        ("Platypus, no PNG, θ from the detector, gravity (the defaults)", plp, {**plp_params, "plots": False}),
     ):
         wall, cpu, out = run_ours(stage_paths([str(f) for f in files]), params)
         rows.append((f"panreduce: {name}", wall, cpu, out))
@@ -191,7 +195,7 @@ def main() -> None:
             f"|{'-' * 18}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 19}|{'-' * 11}|{'-' * 16}|{'-' * 11}"
             f"|{'-' * 16}|{'-' * 11}|"
         )
-        for label, row in (("θ log", rows[3]), ("θ det", rows[4]), ("θ det+g", rows[5])):
+        for label, row in (("θ log+g", rows[3]), ("θ det", rows[4]), ("θ det+g", rows[5])):
             agreement_rows(label, row[3], peer)
     else:
         print("(refnx not available: no side-by-side row)")

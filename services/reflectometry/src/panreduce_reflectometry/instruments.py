@@ -44,6 +44,9 @@ class Instrument:
     # θ from the beams' heights by default when a direct beam is given: the direct beam is
     # measured on the same detector, whose height is recorded per run (refnx's method)
     direct_beam_theta: bool = False
+    # θ(λ) corrected for gravity by default: a horizontal-beam instrument whose files record the
+    # collimation slits' distances (Platypus: 0.5° at 18 Å is 4 % larger than at 3 Å)
+    gravity_default: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -104,6 +107,7 @@ PLATYPUS = Instrument(
     slit_positions_m=None,  # per run: slit2/slit3 distances from the file
     chopper=ChopperSystem(disc_openings_deg=(60.0, 10.0, 25.0, 60.0), disc_radius_mm=350.0),
     direct_beam_theta=True,
+    gravity_default=True,
     citation=(
         "ANSTO Platypus NeXus (SICS) layout of refnx-testdata @ 868ae8cd; disc openings and "
         "time-origin convention as documented in refnx.reduce.platypusnexus (BSD-3)"

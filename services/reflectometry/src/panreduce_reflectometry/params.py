@@ -61,11 +61,12 @@ class ReflectometryParameters(Parameters):
         "default: theta_deg when given, else the detector when a direct beam is among the inputs "
         "on an instrument that records its detector height (Platypus), else the log",
     )
-    gravity: bool = Field(
-        False,
-        description="Platypus: correct θ per wavelength for the neutrons' parabolic fall (θ(λ) = "
-        "θ − ε(λ), ε the trajectory's elevation at the sample) and find the direct beam "
-        "for an infinitely fast neutron (refnx's treatment)",
+    gravity: bool | None = Field(
+        None,
+        description="correct θ per wavelength for the neutrons' parabolic fall (θ(λ) = θ − ε(λ), ε "
+        "the trajectory's elevation at the sample) and find both beams' heights for an infinitely "
+        "fast neutron (refnx's treatment); needs the collimation slits' distances (Platypus); "
+        "default: on where the instrument's description says so (Platypus), else off",
     )
     roi: list[tuple[int, int]] | None = Field(
         None,

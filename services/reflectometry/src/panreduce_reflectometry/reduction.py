@@ -343,10 +343,13 @@ def binned(
 def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, int], tuple[int, ...] | None, float]:
     """The specular (or direct) beam on the detector: the pixel profile summed over time
     of flight, its maximum and full width at half maximum (pixels). Returns the ROI
-    (centre ± FWHM, spectrum numbers), the background ROI (2 FWHM away, 4 FWHM wide) on
+    (centre ± FWHM, spectrum numbers), the background ROI (1 FWHM away, 2 FWHM wide) on
     both sides when both fit — their average is a sloping background's value under the
     beam, as refnx takes it from both sides — else on the side that fits (None when
-    neither), and the centroid."""
+    neither), and the centroid. The background is taken next to the beam because the
+    diffuse background is not straight across the detector (Platypus 710: it falls by
+    half from 10 to 60 px above the beam and rises again near the detector's edge), so
+    farther regions misjudge it under the beam."""
     prof = np.asarray(counts, dtype=float).sum(axis=1)
     if not prof.max() > 0:
         raise ValueError("the detector holds no counts to find the beam in")
@@ -362,7 +365,7 @@ def find_specular(counts: np.ndarray, spectra: np.ndarray) -> tuple[tuple[int, i
     a, b = max(k - fwhm, 0), min(k + fwhm, prof.size - 1)
     sel = np.arange(a, b + 1)
     centroid = float(np.sum(sel * prof[sel]) / np.sum(prof[sel]))
-    gap, width = 2 * fwhm, 4 * fwhm
+    gap, width = fwhm, 2 * fwhm
     below = (a - gap - width, a - gap)
     above = (b + gap, b + gap + width)
     bg: tuple[int, ...] | None = None

@@ -70,6 +70,14 @@ def gravity_geometry(run: TofRun) -> tuple[float, float]:
     return run.slit_distance_mm / 1000.0, run.first_slit_to_sample_m
 
 
+def gravity_on(run: TofRun, p: ReflectometryParameters) -> bool:
+    """Whether θ(λ) is corrected for gravity: ``gravity`` when given, else the instrument's
+    default where the run records its collimation slits (Platypus)."""
+    if p.gravity is not None:
+        return p.gravity
+    return run.instrument.gravity_default and bool(run.slit_distance_mm and run.first_slit_to_sample_m)
+
+
 def direct_beam_height(run: TofRun, p: ReflectometryParameters) -> float:
     """Height [m] of the direct beam on the detector (for θ from the detector); with
     ``gravity`` its centre for an infinitely fast neutron (the per-λ drop removed)."""
@@ -79,7 +87,7 @@ def direct_beam_height(run: TofRun, p: ReflectometryParameters) -> float:
     rows = np.flatnonzero((run.spectra >= roi[0]) & (run.spectra <= roi[1]))
     lam = _wavelength_centres(run, rows)
     drop = None
-    if p.gravity:
+    if gravity_on(run, p):
         coll, to_sample = gravity_geometry(run)
         drop = gravity.drop_at(lam, coll, to_sample + float(np.median(run.pixel_z_m)))
     rng = p.wavelength_range or run.instrument.wavelength_range_angstrom
@@ -114,7 +122,7 @@ def theta_from_detector(
     if direct_height_m is None:
         return math.degrees(0.5 * math.atan2(y, z))
     omega = gravity.omega_from_heights(y, direct_height_m, z)
-    if p.gravity:
+    if gravity_on(run, p):
         # the direct beam's height is that of an infinitely fast neutron; the reflected beam's
         # per-λ centroid is moved to one too: it fell d(λ) like the direct beam and left the
         # sample 2|ε(λ)| steeper (it came in ε(λ) below the horizontal), so y_R − d + 2Lε(λ)
@@ -247,7 +255,7 @@ def reduce_one(
         monitor_integration=mon_int,
         transmission=transmission,
         correction=correction,
-        gravity=gravity_geometry(run) if p.gravity else None,
+        gravity=gravity_geometry(run) if gravity_on(run, p) else None,
     )
     step, resolution, res_source = resolution_dq_q(run, plan.theta_deg, step)
     edges, r, var = binned(res, dq_q=step, anchor=anchor_of(p), q_range=plan.q_range)
@@ -263,7 +271,7 @@ def reduce_one(
         corrections.insert(1, f"background: per-pixel average of spectra {ranges_text(plan.background_roi)}")
     if transmission is not None:
         corrections.append(f"transmission/direct-beam normalisation ({transmission.source})")
-    if p.gravity:
+    if gravity_on(run, p):
         corrections.append("gravity: wavelength-dependent angle of incidence (parabolic trajectory)")
     if correction is not None:
         corrections.append(f"algorithmic transmission correction: divided by {correction.source} (λ in Å)")
@@ -284,6 +292,7 @@ def reduce_one(
         "index": plan.index,
         "theta_deg": plan.theta_deg,
         "theta_source": plan.theta_source,
+        "gravity": gravity_on(run, p),
         "two_theta_r_deg": res.two_theta_r_deg,
         "roi": list(plan.roi),
         "roi_source": plan.roi_source,
