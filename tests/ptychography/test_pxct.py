@@ -10,38 +10,16 @@ import numpy as np
 import pytest
 
 from panreduce_ptychography import pxct
-from panreduce_tomography import phantom
 
 H, W = 40, 48  # projection rows x columns; the phantom spans about 28 x 28 x 28 voxels
 
 
-def phantom_ellipsoids(seed: int = 0) -> list[phantom.Ellipsoid]:
-    rng = np.random.default_rng(seed)
-    ell = [phantom.Ellipsoid(0.15, (13.0, 12.0, 14.0), (0.5, -0.5, 0.0), 0.3)]
-    return ell + phantom.random_ellipsoids(6, 11.0, rng=rng, value_range=(0.05, 0.15), size_range=(0.2, 0.45))
-
-
-def simulate_projections(n_angles: int = 45, *, seed: int = 0, max_shift: float = 3.0, noise: float = 0.02):
+def simulate_projections(n_angles: int = 45, **kw):
     """(wrapped phases (A, H, W), angles (deg), true shifts (A, 2) applied, true volume,
-    exact projections, true axis). The shifts are free of the part the data cannot
-    determine (pxct.remove_gauge), so the truth is unique."""
-    rng = np.random.default_rng(seed + 100)
-    ell = phantom_ellipsoids(seed)
-    center = (W - 1) / 2 + 0.3
-    angles = np.linspace(0, 180, n_angles, endpoint=False)
-    rad = np.deg2rad(angles)
-    proj = phantom.projections(ell, rad, H, W, center)
-    truth = phantom.volume(ell, W, H)
-    shifts = pxct.remove_gauge(rng.uniform(-max_shift, max_shift, (n_angles, 2)), rad)
-    yy, xx = np.mgrid[0:H, 0:W]
-    phases = np.empty_like(proj)
-    for i in range(n_angles):
-        moved = pxct.shift_image(proj[i], *shifts[i])
-        offset = rng.uniform(-np.pi, np.pi)
-        gx, gy = rng.uniform(-0.05, 0.05, 2)
-        phase = -moved + offset + gx * xx + gy * yy + rng.normal(0, noise, (H, W))
-        phases[i] = np.angle(np.exp(1j * phase))  # wrapped, as np.angle of the object gives it
-    return phases, angles, shifts, truth, proj, center
+    exact projections, true axis) of pxct.simulate_projections. The shifts are free of the
+    part the data cannot determine (pxct.remove_gauge), so the truth is unique."""
+    s = pxct.simulate_projections(n_angles, H, W, **kw)
+    return s.phases, s.angles_deg, s.shifts, s.truth, s.projections, s.center
 
 
 @pytest.fixture(scope="module")

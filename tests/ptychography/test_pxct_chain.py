@@ -118,3 +118,27 @@ def test_pxct_needs_three_projections_and_angles(pxct_scans, tmp_path):
     with pytest.raises(errors.InvalidParameters) as e:
         _run([one], tmp_path / "a", iterations=2, ml_iterations=0, pxct={"enabled": True})
     assert e.value.violations[0].field == "pxct.enabled"
+
+
+def test_pxct_sharded_over_replicas_and_a_projection_without_angle(pxct_scans, tmp_path):
+    """Split over 3 shards, the merge gets all projections and runs the tomographic stage;
+    a projection without its rotation angle is the caller's mistake, named."""
+    path, *_ = pxct_scans
+    out = tmp_path / "split"
+    res = kit.run_split(
+        Technique,
+        [str(path)],
+        {"iterations": 8, "ml_iterations": 0, "plots": False, "pxct": {"enabled": True, "iterations": 1}},
+        out,
+        split=3,
+        stores=Stores(tmp_path / "store"),
+    )
+    assert res.summary["shards"] == 3 and res.summary["pxct"]["n_projections"] == 12
+    assert any(o.uri.endswith("/pxct.nxs") for o in res.outputs)
+    bad = tmp_path / "bad.nxs"
+    with h5py.File(path) as f, h5py.File(bad, "w") as g:
+        for e in ("proj_000", "proj_001", "proj_002"):
+            f.copy(e, g)
+        del g["proj_001/sample/rotation_angle"]
+    with pytest.raises(errors.InvalidInput, match=r"proj_001.*rotation_angle"):
+        _run([bad], tmp_path / "b", iterations=2, ml_iterations=0, plots=False, pxct={"enabled": True})
