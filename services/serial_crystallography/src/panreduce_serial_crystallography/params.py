@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from panreduce.kit import Parameters
@@ -43,6 +45,37 @@ class SerialParameters(Parameters):
         16, ge=1, le=1024, description="frames read, searched and written per block (bounds memory)"
     )
     hit_rate_window: int = Field(100, ge=1, le=1_000_000, description="frames per point of the hit-rate curve")
+    # -- indexing, prediction and integration (indexamajig's names)
+    indexing: Literal["none", "pairs"] = Field(
+        "none",
+        description="'pairs': index the hits with the known cell (lattice-vector pair search, least-squares "
+        "refinement), predict, integrate, write indexed.stream and merge it; 'none': hit finding only",
+    )
+    cell: str | None = Field(
+        None,
+        pattern=r"^([0-9.]+,){5}[0-9.]+$|^[A-Za-z0-9._-]{1,200}$",
+        description="the known cell: 'a,b,c,al,be,ga' (Å, deg) or the name of a CrystFEL .cell file among the "
+        "inputs (default: the one .cell given)",
+    )
+    centering: Literal["P", "A", "B", "C", "I", "F", "R", "H"] | None = Field(
+        None, description="lattice centering (default: the .cell file's, else P)"
+    )
+    int_radius: str = Field(
+        "4,5,7",
+        pattern=r"^[0-9]{1,2},[0-9]{1,2},[0-9]{1,2}$",
+        description="ring integration radii inner,middle,outer (pixels): peak within inner, background between "
+        "middle and outer",
+    )
+    fix_profile_radius: float | None = Field(
+        None,
+        gt=0,
+        le=1e9,
+        description="profile radius (m⁻¹, as CrystFEL) used for prediction; default: estimated per crystal from "
+        "the excitation errors of its indexed peaks",
+    )
+    min_indexed_fraction: float = Field(
+        0.5, gt=0, le=1, description="a crystal is accepted when at least this fraction of the peaks index"
+    )
     # -- merging (process_hkl / compare_hkl)
     point_group: str = Field(
         "1",

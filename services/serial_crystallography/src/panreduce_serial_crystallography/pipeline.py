@@ -12,9 +12,12 @@ from typing import Any
 import gemmi
 import numpy as np
 
+from panreduce import constants
 from panreduce_serial_crystallography.frames import FrameSource
 from panreduce_serial_crystallography.geometry import Detector, PixelMaps, bad_pixel_mask, pixel_maps
-from panreduce_serial_crystallography.hits import Powder, find_hits
+from panreduce_serial_crystallography.hits import FrameResult, Powder, find_hits
+from panreduce_serial_crystallography.index import index_peaks, peak_lab_positions, scattering_vectors
+from panreduce_serial_crystallography.integrate import integrate_rings
 from panreduce_serial_crystallography.merge import (
     Merged,
     figures_of_merit,
@@ -24,7 +27,8 @@ from panreduce_serial_crystallography.merge import (
 )
 from panreduce_serial_crystallography.output import CxiHitWriter
 from panreduce_serial_crystallography.peakfinder8 import PeakfinderLayout, layout
-from panreduce_serial_crystallography.stream import Stream, TargetCell
+from panreduce_serial_crystallography.predict import predict_reflections
+from panreduce_serial_crystallography.stream import CrystalRecord, Stream, TargetCell, chunk_text
 
 Progress = Callable[[float, str], None]
 
@@ -54,9 +58,113 @@ class HitBlock:
     n_exported: int  # hits written to the block's CXI file
 
 
-def find_hits_in(setup: HitSetup, start: int, stop: int, p: Any, *, cxi: Path | None, progress: Progress) -> HitBlock:
+@dataclass(frozen=True)
+class IndexSetup:
+    """What indexing, prediction and integration of the hits need besides the frames."""
+
+    cell: TargetCell
+    radii: tuple[int, int, int]
+    profile_radius: float | None  # Å⁻¹; None: estimated per crystal
+    min_fraction: float
+    adu_per_photon: float
+
+
+@dataclass
+class Indexed:
+    n_indexed_peaks: int  # 0: not indexed
+    n_reflections: int
+    orientation: np.ndarray | None  # U·B (Å⁻¹) when indexed
+    chunk: str  # the frame's chunk of the stream
+
+
+def _profile_radius(basis: np.ndarray, hkl: np.ndarray, k: float) -> float:
+    """CrystFEL-like estimate: a margin over the excitation errors of the indexed peaks."""
+    q = hkl @ basis.T
+    q[:, 2] += k
+    e = np.abs(np.linalg.norm(q, axis=1) - k)
+    return float(np.clip(1.5 * np.percentile(e, 80), 2e-4, 0.02))
+
+
+def index_hit(
+    frame: np.ndarray, r: FrameResult, setup: HitSetup, ix: IndexSetup, *, clen_m: float, name: str, event: int
+) -> Indexed:
+    """Index one hit with the known cell, predict its reflections, integrate them by ring
+    summation and render its stream chunk (peaks always; the crystal when indexed)."""
+    det, pk = setup.detector, r.peaks
+    wl = constants.H_C_EV_ANGSTROM / r.photon_energy_ev
+    xyz = peak_lab_positions(det, pk.fs.astype(np.float64), pk.ss.astype(np.float64), pk.panel, clen_m=clen_m)
+    q = scattering_vectors(xyz, wl)
+    names = [p.name for p in det.panels]
+    peaks = (pk.fs, pk.ss, np.linalg.norm(q, axis=1), pk.intensity, [names[i] for i in pk.panel])
+    res = index_peaks(
+        q, ix.cell.parameters, centering=ix.cell.centering, wavelength_angstrom=wl, min_fraction=ix.min_fraction
+    )
+    crystals: list[CrystalRecord] = []
+    n_refl = 0
+    if res is not None:
+        radius = ix.profile_radius or _profile_radius(res.basis, res.hkl[res.indexed].astype(np.float64), 1 / wl)
+        pred = predict_reflections(
+            res.basis, det, clen_m=clen_m, wavelength_angstrom=wl, profile_radius=radius, centering=ix.cell.centering
+        )
+        integ = integrate_rings(
+            frame,
+            setup.lay.valid,
+            setup.maps.panel_id,
+            pred.fs,
+            pred.ss,
+            pred.panel,
+            radii=ix.radii,
+            adu_per_photon=ix.adu_per_photon,
+        )
+        k = integ.keep
+        n_refl = int(k.sum())
+        crystals.append(
+            CrystalRecord(
+                basis=res.basis,
+                lattice_type=ix.cell.lattice_type,
+                centering=ix.cell.centering,
+                unique_axis=ix.cell.unique_axis,
+                profile_radius=radius,
+                hkl=pred.hkl[k],
+                intensity=integ.intensity,
+                sigma=integ.sigma,
+                peak=integ.peak,
+                background=integ.background,
+                fs=pred.fs[k],
+                ss=pred.ss[k],
+                panel=[names[i] for i in pred.panel[k]],
+                resolution_limit=float(pred.one_over_d[k].max()) if n_refl else float("nan"),
+            )
+        )
+    text = chunk_text(
+        filename=name,
+        event=f"//{event}",
+        serial=r.index + 1,
+        hit=r.hit,
+        indexed_by="pairs-nolatt-cell",
+        photon_energy_ev=r.photon_energy_ev,
+        clen_m=clen_m,
+        peaks=peaks,
+        crystals=crystals,
+    )
+    return Indexed(res.n_indexed if res else 0, n_refl, res.basis if res else None, text)
+
+
+def find_hits_in(
+    setup: HitSetup,
+    start: int,
+    stop: int,
+    p: Any,
+    *,
+    cxi: Path | None,
+    progress: Progress,
+    index: IndexSetup | None = None,
+    stream: Path | None = None,
+) -> HitBlock:
     """peakfinder8 on frames [start, stop) in blocks of ``p.block_frames``; hits go to
-    ``cxi`` (a hits-only CXI file) when given."""
+    ``cxi`` (a hits-only CXI file) when given. With ``index``, each hit is indexed,
+    predicted and integrated, and its chunk appended to ``stream`` (no header: the
+    combine writes one)."""
     src, det = setup.source, setup.detector
     powder = Powder.empty(src.shape)
     rows: list[dict[str, Any]] = []
@@ -71,6 +179,7 @@ def find_hits_in(setup: HitSetup, start: int, stop: int, p: Any, *, cxi: Path | 
             energy_path=det.photon_energy if isinstance(det.photon_energy, str) else None,
             clen_path=det.clen if isinstance(det.clen, str) else None,
         )
+    out = open(stream, "w") if stream is not None else None
     try:
         for b0 in range(start, stop, p.block_frames):
             b1 = min(b0 + p.block_frames, stop)
@@ -95,22 +204,40 @@ def find_hits_in(setup: HitSetup, start: int, stop: int, p: Any, *, cxi: Path | 
             )
             for r in results:
                 name, event = src.events[r.index]
-                rows.append(
-                    {
-                        "frame": r.index,
-                        "file": name,
-                        "event": event,
-                        "n_peaks": len(r.peaks),
-                        "hit": int(r.hit),
-                        "resolution_angstrom": round(r.resolution_angstrom, 4),
-                        "photon_energy_ev": round(r.photon_energy_ev, 4),
-                    }
-                )
+                row: dict[str, Any] = {
+                    "frame": r.index,
+                    "file": name,
+                    "event": event,
+                    "n_peaks": len(r.peaks),
+                    "hit": int(r.hit),
+                    "resolution_angstrom": round(r.resolution_angstrom, 4),
+                    "photon_energy_ev": round(r.photon_energy_ev, 4),
+                }
+                if index is not None:
+                    done = None
+                    if r.hit:
+                        done = index_hit(
+                            frames[r.index - b0],
+                            r,
+                            setup,
+                            index,
+                            clen_m=float(src.clen_m[r.index]),
+                            name=name,
+                            event=event,
+                        )
+                        if out is not None:
+                            out.write(done.chunk)
+                    row["indexed"] = int(done is not None and done.orientation is not None)
+                    row["n_indexed_peaks"] = done.n_indexed_peaks if done else 0
+                    row["n_reflections"] = done.n_reflections if done else 0
+                rows.append(row)
             if writer is not None:
                 writer.add(frames, results, b0, src.clen_m[b0:b1])
     finally:
         if writer is not None:
             writer.close()
+        if out is not None:
+            out.close()
     return HitBlock(rows, powder, writer.count if writer is not None else 0)
 
 

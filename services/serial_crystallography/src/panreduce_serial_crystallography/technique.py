@@ -10,7 +10,7 @@ powder and hits file (or its crystals); the writers render one part or a combine
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,17 +27,27 @@ from panreduce_serial_crystallography.export import (
     write_hkl,
     write_powder,
 )
-from panreduce_serial_crystallography.frames import FrameError, open_frames
+from panreduce_serial_crystallography.frames import FrameError, FrameSource, open_frames
 from panreduce_serial_crystallography.geometry import Detector, GeometryError, parse_geometry, pixel_maps
 from panreduce_serial_crystallography.hits import Powder, rolling_hit_rate
+from panreduce_serial_crystallography.index import real_basis
+from panreduce_serial_crystallography.integrate import parse_int_radius
 from panreduce_serial_crystallography.merge import MergeError, write_mtz
 from panreduce_serial_crystallography.output import plot_foms, plot_hit_rate, plot_powder, write_frames_csv
 from panreduce_serial_crystallography.params import SerialParameters
-from panreduce_serial_crystallography.stream import read_stream_file
+from panreduce_serial_crystallography.stream import (
+    StreamError,
+    TargetCell,
+    cell_file_text,
+    parse_cell_file,
+    read_stream_file,
+    stream_header,
+)
 
 VERSION = "0.1.0"
 FRAME_SUFFIXES = (".cxi", ".h5", ".hdf5", ".nxs", ".nx5", ".cbf")
 MAX_GEOM_BYTES = 10_000_000
+MAX_CELL_BYTES = 100_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class HitPart:
     geometry_text: str
     first_frame: int
     last_frame: int
+    chunks: list[Attachment] = field(default_factory=list)  # the blocks' stream chunks (with indexing)
+    cell_text: str = ""  # the target cell (CrystFEL cell file) when indexing
 
 
 @dataclass
@@ -136,8 +148,17 @@ class Technique(_Technique[SerialParameters, SerialPart]):
         start, stop = block[0].index, block[-1].index + 1
         ctx.progress(0.0, "peakfinder8", f"{setup.source.n_frames} frame(s); this block: {start}..{stop - 1}")
         cxi = ctx.work_dir / f"hits-{start:08d}.cxi" if params.export_hits else None
+        index = self._index_setup(inputs, params, detector, setup.source) if params.indexing != "none" else None
+        chunks = ctx.work_dir / f"chunks-{start:08d}.stream" if index is not None else None
         found = pipeline.find_hits_in(
-            setup, start, stop, params, cxi=cxi, progress=lambda f, msg: ctx.progress(f, "peakfinder8", msg)
+            setup,
+            start,
+            stop,
+            params,
+            cxi=cxi,
+            progress=lambda f, msg: ctx.progress(f, "peakfinder8", msg),
+            index=index,
+            stream=chunks,
         )
         return SerialPart(
             hits=HitPart(
@@ -148,7 +169,61 @@ class Technique(_Technique[SerialParameters, SerialPart]):
                 text,
                 start,
                 stop - 1,
+                [Attachment(chunks)] if chunks is not None else [],
+                cell_file_text(index.cell) if index is not None else "",
             )
+        )
+
+    def _cell(self, inputs: Inputs, params: SerialParameters) -> TargetCell:
+        """The known cell: the ``cell`` parameter's six numbers, or a CrystFEL cell file."""
+        spec = params.cell
+        if spec is not None and spec.count(",") == 5:
+            values = tuple(float(v) for v in spec.split(","))
+            cell = TargetCell(*values, lattice_type=_lattice_type(values), centering=params.centering or "P")
+        else:
+            files = [f for f in inputs.files if f.path.suffix == ".cell"]
+            if spec is not None:
+                g = inputs.find(spec)
+                if g is None or g.path.suffix != ".cell":
+                    raise InvalidParameters([FieldViolation("cell", f"no input .cell file named {spec!r}")])
+            elif len(files) == 1:
+                g = files[0]
+            else:
+                raise InvalidParameters(
+                    [FieldViolation("cell", "indexing needs the cell: 'a,b,c,al,be,ga' or one .cell input")]
+                )
+            if g.size > MAX_CELL_BYTES:
+                raise InvalidInput(g.name, f"a cell file of {g.size} bytes is too large")
+            try:
+                cell = parse_cell_file(g.path.read_text())
+            except (StreamError, UnicodeDecodeError) as exc:
+                raise InvalidInput(g.name, str(exc)) from exc
+            if params.centering is not None:
+                cell = TargetCell(*cell.parameters, cell.lattice_type, params.centering, cell.unique_axis)
+        if cell.centering not in ("P", "A", "B", "C", "I", "F", "R", "H"):
+            raise InvalidParameters([FieldViolation("centering", f"unknown centering {cell.centering!r}")])
+        try:
+            real_basis(cell.parameters)
+        except ValueError as exc:
+            raise InvalidParameters([FieldViolation("cell", str(exc))]) from None
+        return cell
+
+    def _index_setup(
+        self, inputs: Inputs, params: SerialParameters, detector: Detector, source: FrameSource
+    ) -> pipeline.IndexSetup:
+        try:
+            radii = parse_int_radius(params.int_radius)
+        except ValueError as exc:
+            raise InvalidParameters([FieldViolation("int_radius", str(exc))]) from None
+        panel = detector.panels[0]
+        energy = float(np.mean(source.photon_energy_ev))
+        gain = panel.adu_per_photon or (panel.adu_per_ev * energy if panel.adu_per_ev else None) or 1.0
+        return pipeline.IndexSetup(
+            cell=self._cell(inputs, params),
+            radii=radii,
+            profile_radius=params.fix_profile_radius * 1e-10 if params.fix_profile_radius else None,
+            min_fraction=params.min_indexed_fraction,
+            adu_per_photon=float(gain) if np.isfinite(gain) and gain > 0 else 1.0,
         )
 
     @staticmethod
@@ -183,6 +258,8 @@ class Technique(_Technique[SerialParameters, SerialPart]):
                 hs[0].geometry_text,
                 hs[0].first_frame,
                 hs[-1].last_frame,
+                [a for h in hs for a in h.chunks],
+                hs[0].cell_text,
             )
         )
 
@@ -222,8 +299,12 @@ class Technique(_Technique[SerialParameters, SerialPart]):
                 kind=kind,
             )
         n_hits = sum(r["hit"] for r in rows)
+        summary: dict[str, Any] = {}
+        if params.indexing != "none":
+            summary = self._write_indexed(part, params, ctx)
         return {
-            "mode": "hit_finding",
+            **summary,
+            "mode": "hit_finding" if params.indexing == "none" else "indexing",
             "n_frames": len(rows),
             "n_hits": n_hits,
             "hit_rate": n_hits / len(rows) if rows else 0.0,
@@ -231,6 +312,38 @@ class Technique(_Technique[SerialParameters, SerialPart]):
             "last_frame": part.last_frame,
             "mean_peaks_per_hit": float(np.mean([r["n_peaks"] for r in rows if r["hit"]])) if n_hits else 0.0,
         }
+
+    def _write_indexed(self, part: HitPart, params: SerialParameters, ctx: Context) -> dict[str, Any]:
+        """indexed.stream (header + every block's chunks, in frame order), read back and
+        merged to merged.mtz when it holds crystals."""
+        path = ctx.output_path("indexed.stream", format="stream", role="result")
+        with open(path, "w") as out:
+            out.write(
+                stream_header(
+                    geometry_text=part.geometry_text,
+                    cell=parse_cell_file(part.cell_text),
+                    command=f"panreduce serial_crystallography {VERSION} --indexing={params.indexing} "
+                    f"--int-radius={params.int_radius}",
+                )
+            )
+            for a in part.chunks:
+                with open(a.path) as fh:
+                    while block := fh.read(1 << 20):
+                        out.write(block)
+        stream = StreamPart(pipeline.Crystals.of(read_stream_file(path)), ["indexed.stream"], ["indexed.stream"])
+        n_indexed = sum(int(r.get("indexed", 0)) for r in part.rows)
+        n_hits = sum(r["hit"] for r in part.rows)
+        info: dict[str, Any] = {
+            "n_indexed": n_indexed,
+            "indexing_rate": n_indexed / n_hits if n_hits else 0.0,
+            "n_reflections": len(stream.crystals.intensity),
+        }
+        if stream.crystals.n:
+            try:
+                info["merge"] = self._write_merge(stream, params, ctx)
+            except InvalidInput as exc:  # too few crystals for a merge: the stream is still the result
+                info["merge"] = {"skipped": exc.problem}
+        return info
 
     def _write_merge(self, part: StreamPart, params: SerialParameters, ctx: Context) -> dict[str, Any]:
         xs = part.crystals
@@ -277,6 +390,27 @@ class Technique(_Technique[SerialParameters, SerialPart]):
             "cell": [round(float(v), 4) for v in out.cell_parameters],
             "overall": overall,
         }
+
+
+def _lattice_type(cell: tuple[float, ...]) -> str:
+    """The lattice type a cell's metric suggests (for the stream's cell; CrystFEL's names)."""
+    a, b, c, al, be, ga = cell
+    right = [abs(v - 90) < 1e-3 for v in (al, be, ga)]
+
+    def eq(x: float, y: float) -> bool:
+        return abs(x - y) < 1e-3 * max(x, y)
+
+    if all(right):
+        if eq(a, b) and eq(b, c):
+            return "cubic"
+        return "tetragonal" if eq(a, b) else "orthorhombic"
+    if right[0] and right[1] and abs(ga - 120) < 1e-3 and eq(a, b):
+        return "hexagonal"
+    if eq(a, b) and eq(b, c) and eq(al, be) and eq(be, ga):
+        return "rhombohedral"
+    if sum(right) == 2:
+        return "monoclinic"
+    return "triclinic"
 
 
 def _streams(inputs: Inputs) -> list[StagedFile]:
