@@ -184,7 +184,13 @@ class Stem4dParameters(Parameters):
         description="HDF5 path of the 4-D dataset (default: the NeXus default "
         "NXdata signal, else an fpd/EMD group, else the first 4-D dataset)",
     )
-    chunk_mb: int = Field(256, ge=8, le=16_384, description="memory for one block of scan rows (MB)")
+    chunk_mb: int = Field(
+        256,
+        ge=8,
+        le=16_384,
+        description="memory for one block of scan rows (MB; the compiled pass over .mib or contiguous "
+        "HDF5 frames reads 4 MB chunks instead)",
+    )
     device: Literal["cpu", "gpu", "auto"] = Field(
         "cpu", description="virtual images and CoM with numpy (cpu) or torch on a CUDA GPU (gpu; auto: gpu if present)"
     )
