@@ -49,7 +49,8 @@ def test_radial_statistics_are_sigma_clipped():
     assert np.isinf(upper[lay.n_bins - 1]) or lay.counts[-1] > 0
 
 
-def test_equals_the_literal_algorithm():
+@pytest.mark.parametrize("compiled", [True, False], ids=["numba", "numpy"])
+def test_equals_the_literal_algorithm(compiled):
     rng = np.random.default_rng(7)
     centres = spots(rng, 25)
     img = render(centres, rng.uniform(80, 600, len(centres)), rng=rng)
@@ -57,7 +58,7 @@ def test_equals_the_literal_algorithm():
     img[96 - 1, 40] += 800  # spots touching the panel boundary from both sides
     img[96, 40] += 800
     _det, maps, bad, lay = _layout()
-    got = peakfinder8(img, lay, **PF)
+    got = peakfinder8(img, lay, **PF, compiled=compiled)
     ref = reference_peakfinder8(img, maps.r_px, maps.panel_id, bad, **PF)
     assert len(got) == len(ref) >= 20
     ref = np.array(ref)
@@ -119,6 +120,39 @@ def test_pixel_count_limits_panels_and_masks():
         peakfinder8(np.zeros((10, 10)), lay, **PF)
 
 
+def _same_peaks(a, b):
+    assert len(a) == len(b)
+    for name in ("fs", "ss", "n_pixels", "panel"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("intensity", "sigma", "max_value", "snr"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-6, err_msg=name)
+
+
+def test_compiled_path_where_the_clipping_band_breaks():
+    """Bins whose first-pass σ is inflated by a bright spot (few pixels near the beam)
+    leave the band shortcut and are clipped from all their pixels; a low min_snr makes
+    every bin do so. The compiled path still equals the numpy one and the literal loop."""
+    rng = np.random.default_rng(11)
+    _det, maps, bad, lay = _layout()
+    centres = spots(rng, 20)
+    img = render(centres, rng.uniform(150, 900, len(centres)), rng=rng)
+    near = np.argwhere((maps.r_px > 3) & (maps.r_px < 8) & ~bad)
+    for ss, fs in near[:: max(1, len(near) // 3)][:3]:
+        img[ss, fs] += 5000  # a bright pixel in a bin of a few dozen
+    for kw in (PF, {**PF, "min_snr": 1.2, "threshold": 0.0, "max_pix_count": 10_000}):
+        a = peakfinder8(img, lay, **kw)
+        b = peakfinder8(img, lay, **kw, compiled=False)
+        _same_peaks(a, b)
+        if kw is PF:
+            ref = np.array(reference_peakfinder8(img, maps.r_px, maps.panel_id, bad, **kw))
+            assert len(a) == len(ref) >= 15
+            np.testing.assert_allclose(a.fs, ref[:, 0], atol=1e-4)
+    # at most max_n_peaks, the first ones found
+    few = peakfinder8(img, lay, **PF, max_n_peaks=5)
+    _same_peaks(few, peakfinder8(img, lay, **PF, max_n_peaks=5, compiled=False))
+    np.testing.assert_array_equal(few.fs, peakfinder8(img, lay, **PF).fs[:5])
+
+
 def test_mask_bits():
     m = np.array([0, 1, 2, 3], np.uint16)
     assert bad_from_mask_array(m, mask_good=0, mask_bad=0xFFFF).tolist() == [False, True, True, True]
@@ -148,6 +182,19 @@ def test_real_cspad_hits(dataset):
     positions = []
     for frame in data:
         pk = peakfinder8(frame, lay, threshold=200, min_snr=6, min_pix_count=2, max_pix_count=30, local_bg_radius=3)
+        _same_peaks(
+            pk,
+            peakfinder8(
+                frame,
+                lay,
+                threshold=200,
+                min_snr=6,
+                min_pix_count=2,
+                max_pix_count=30,
+                local_bg_radius=3,
+                compiled=False,
+            ),
+        )
         counts.append(len(pk))
         assert (pk.snr >= 6).all() and ((pk.n_pixels >= 2) & (pk.n_pixels <= 30)).all()
         ss, fs = np.rint(pk.ss).astype(int), np.rint(pk.fs).astype(int)
@@ -167,7 +214,9 @@ def test_real_rayonix_hit(dataset):
         dataset, "sfx-rayonix-mfx/rayonix_mfx_hit.h5", "sfx-rayonix-mfx/rayonix_mfx_hit_derived.geom"
     )
     frame = data[0]
-    pk = peakfinder8(frame, lay, threshold=100, min_snr=5, min_pix_count=2, max_pix_count=50, local_bg_radius=3)
+    kw = {"threshold": 100, "min_snr": 5, "min_pix_count": 2, "max_pix_count": 50, "local_bg_radius": 3}
+    pk = peakfinder8(frame, lay, **kw)
+    _same_peaks(pk, peakfinder8(frame, lay, **kw, compiled=False))
     # weak spots on kapton and solvent rings: still a hit, without the rings themselves
     assert 20 <= len(pk) <= 400, len(pk)
     r = lay.radius_bin[np.rint(pk.ss).astype(int), np.rint(pk.fs).astype(int)]

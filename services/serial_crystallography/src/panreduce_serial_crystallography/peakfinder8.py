@@ -18,10 +18,14 @@ The steps and their order follow the published algorithm as CrystFEL and OM run 
 
 Coordinates: fs, ss of the data array, integer = pixel centre (Cheetah/OM's and the CXI
 peak lists' convention; CrystFEL adds 0.5 when it reads them).
+
+Two paths with the same results: the compiled one (``peakfinder8_kernels``, numba; the
+default) and this module's numpy/scipy one (``compiled=False``), kept as the reference.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,8 +35,11 @@ from panreduce import lazy
 
 if TYPE_CHECKING:  # imported on first use (panreduce.lazy): the declaration stays light
     from scipy import ndimage
+
+    from panreduce_serial_crystallography import peakfinder8_kernels as kernels
 else:
     ndimage = lazy.module("scipy.ndimage")
+    kernels = lazy.module("panreduce_serial_crystallography.peakfinder8_kernels")  # numba: heavy
 
 __all__ = ["PeakfinderLayout", "Peaks", "layout", "peakfinder8", "radial_thresholds"]
 
@@ -70,6 +77,15 @@ class PeakfinderLayout:
     bins: np.ndarray  # the non-empty radius bins, ascending
     starts: np.ndarray  # start of each non-empty bin in ``order``
     counts: np.ndarray  # pixels in each non-empty bin
+    bin_counts: np.ndarray  # float64 per radius bin 0 .. n_bins - 1: its valid pixels
+    bin_start: np.ndarray  # int64 per radius bin: where its pixels start in ``order``
+    valid_bin: np.ndarray  # int32 per pixel: radius_bin where valid, else -1 (the compiled path's one map)
+    panel_bounds: np.ndarray  # (n, 4) int64: each panel slice's ss start, ss stop, fs start, fs stop
+
+    @property
+    def max_panel_pixels(self) -> int:
+        b = self.panel_bounds
+        return int(max(1, *((b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])).tolist()))
 
 
 def layout(
@@ -89,6 +105,7 @@ def layout(
     flat = np.flatnonzero(valid.ravel())
     order = flat[np.argsort(rbin.ravel()[flat], kind="stable")]
     bins, starts, counts = np.unique(rbin.ravel()[order], return_index=True, return_counts=True)
+    bin_counts = np.bincount(rbin.ravel()[flat], minlength=int(rbin.max()) + 1)
     return PeakfinderLayout(
         radius_bin=rbin,
         valid=valid,
@@ -99,6 +116,13 @@ def layout(
         bins=bins.astype(np.int64),
         starts=starts,
         counts=counts,
+        bin_counts=bin_counts.astype(np.float64),
+        bin_start=np.concatenate([[0], np.cumsum(bin_counts)[:-1]]).astype(np.int64),
+        valid_bin=np.where(valid, rbin, -1).astype(np.int32),
+        panel_bounds=np.array(
+            [[*ss.indices(r_px.shape[0])[:2], *fs.indices(r_px.shape[1])[:2]] for ss, fs in panel_slices],
+            dtype=np.int64,
+        ).reshape(-1, 4),
     )
 
 
@@ -182,12 +206,25 @@ def peakfinder8(
     max_pix_count: int = 200,
     local_bg_radius: int = 3,
     max_n_peaks: int = 2048,
+    compiled: bool = True,
 ) -> Peaks:
     """Find Bragg peaks in one frame ``data`` (ss, fs) in ADU. Parameter names and
     defaults are CrystFEL's ``indexamajig --peaks=peakfinder8`` options (``threshold`` in
-    ADU, ``local_bg_radius`` in pixels)."""
+    ADU, ``local_bg_radius`` in pixels). ``compiled``: the numba kernels (else the numpy
+    reference path)."""
     if data.shape != lay.valid.shape:
         raise ValueError(f"frame shape {data.shape} is not the geometry's {lay.valid.shape}")
+    if compiled:
+        return _compiled(
+            data,
+            lay,
+            threshold=threshold,
+            min_snr=min_snr,
+            min_pix_count=min_pix_count,
+            max_pix_count=max_pix_count,
+            local_bg_radius=local_bg_radius,
+            max_n_peaks=max_n_peaks,
+        )
     frame = np.asarray(data, dtype=np.float32)
     upper, rmean, _ = radial_thresholds(frame, lay, threshold=threshold, min_snr=min_snr)
     thr_img = upper[lay.radius_bin]
@@ -294,3 +331,77 @@ def peakfinder8(
         snr=snr[idx].astype(np.float32),
         panel=cpanel[idx].astype(np.int16),
     )
+
+
+class _Scratch(threading.local):
+    """The compiled path's work arrays, one set per thread, reused from frame to frame
+    (allocated by numpy, which asks for huge pages: fresh buffers every frame cost more in
+    page faults than the passes themselves)."""
+
+    def __init__(self) -> None:
+        self.cv = np.zeros(0, np.float32)
+        self.cb = np.zeros(0, np.int32)
+        self.mask = np.zeros((0, 0), np.uint8)
+        self.stack = np.zeros(0, np.int64)
+        self.comp = np.zeros(0, np.int64)
+
+    def values(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.cv.size < n:
+            self.cv, self.cb = np.empty(n, np.float32), np.empty(n, np.int32)
+        return self.cv, self.cb
+
+    def above(self, shape: tuple[int, ...]) -> np.ndarray:
+        if self.mask.shape != shape:
+            self.mask = np.empty(shape, np.uint8)
+        return self.mask
+
+    def pixels(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.stack.size < n:
+            self.stack, self.comp = np.empty(n, np.int64), np.empty(n, np.int64)
+        return self.stack, self.comp
+
+
+_SCRATCH = _Scratch()
+
+
+def _compiled(
+    data: np.ndarray,
+    lay: PeakfinderLayout,
+    *,
+    threshold: float,
+    min_snr: float,
+    min_pix_count: int,
+    max_pix_count: int,
+    local_bg_radius: int,
+    max_n_peaks: int,
+) -> Peaks:
+    frame = np.ascontiguousarray(data, dtype=np.float32)
+    scratch = _SCRATCH
+    upper, rmean, _sigma = kernels.radial_stats(
+        frame,
+        lay.valid_bin,
+        lay.bin_counts,
+        lay.order,
+        lay.bin_start,
+        float(threshold),
+        float(min_snr),
+        N_SIGMA_PASSES,
+        *scratch.values(lay.order.size + 1),
+    )
+    out = kernels.find_peaks(
+        frame,
+        lay.valid_bin,
+        lay.radius_bin,
+        lay.panel_id,
+        lay.panel_bounds,
+        upper,
+        rmean,
+        int(min_pix_count),
+        int(max_pix_count),
+        int(local_bg_radius),
+        float(min_snr),
+        int(max_n_peaks),
+        scratch.above(frame.shape),
+        *scratch.pixels(lay.max_panel_pixels),
+    )
+    return Peaks(*out)
