@@ -138,11 +138,12 @@ def write_download(chunks: Iterable[pb.DataChunk], dest: Path) -> pb.ObjectInfo:
                 if chunk.HasField("trailer"):
                     expected = chunk.trailer.sha256
                     continue
-                if chunk.offset != size or zlib.crc32(chunk.data) != chunk.crc32:
+                data = chunk.data  # each access copies the bytes out of the message: once
+                if chunk.offset != size or zlib.crc32(data) != chunk.crc32:
                     raise errors.TransferError(f"corrupt or out-of-order chunk at offset {chunk.offset}")
-                out.write(chunk.data)
-                digest.update(chunk.data)
-                size += len(chunk.data)
+                out.write(data)
+                digest.update(data)
+                size += len(data)
         if size != header.size or not expected or digest.hexdigest() != expected:
             raise errors.TransferError(f"download of {header.name} incomplete or corrupt")
         os.replace(tmp, dest)
