@@ -129,3 +129,24 @@ def object_quality(path: Path, sim: Simulation, frame: int) -> tuple[float, floa
     )
     err, frc, _ = quality(sim, problem, obj)
     return err, frc
+
+
+def object_quality_m(path: Path, sim: Simulation, threshold: float = 0.3) -> float:
+    """Phase error (rad) of the object a job wrote to ``path`` against the truth compared in
+    metres: the truth resampled (cubic) at the written object's pixel centres (its own
+    pixel size and origin, which differ from the simulation's when the job was given
+    another energy or distance), over the truth's well-lit region."""
+    from scipy import ndimage
+
+    with h5py.File(path) as f:
+        obj = f["entry/object/object"][()]
+        dx = f["entry/object/pixel_size"][()]
+        y = f["entry/object/y"][()] - dx / 2
+        x = f["entry/object/x"][()] - dx / 2
+    gy, gx = np.meshgrid(y / sim.pixel_size_m, x / sim.pixel_size_m, indexing="ij")
+    truth = ndimage.map_coordinates(sim.obj.real, [gy, gx], order=3) + 1j * ndimage.map_coordinates(
+        sim.obj.imag, [gy, gx], order=3
+    )
+    lit = metrics.well_lit(sim.obj.shape, sim.probe, sim.corners, threshold).astype(float)
+    region = ndimage.map_coordinates(lit, [gy, gx], order=0) > 0.5
+    return metrics.compare(obj, truth, region).phase_error_rad

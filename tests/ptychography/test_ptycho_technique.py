@@ -56,7 +56,7 @@ def test_reconstruction_end_to_end(sim, tmp_path):
     (proj,) = summary["projections"]
     n_dm, n_ml = proj["iterations_by_engine"]
     assert proj["engines"] == ["dm", "ml"] and proj["iterations"] == n_dm + n_ml
-    assert 20 <= n_dm <= 60 and 20 <= n_ml < 100 and proj["iterations_cap"] == 160
+    assert 20 <= n_dm <= 60 and 20 <= n_ml < 100 and proj["iterations_cap"] == 360
     assert proj["initial_probe"]["init"] == "scan"
     # the convergence verdict: a well-posed scan, the fit at the noise after DM -> ML
     assert proj["converged"] is True and proj["convergence"] == "converged", {

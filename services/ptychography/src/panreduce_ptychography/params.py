@@ -267,11 +267,12 @@ class PtychographyParameters(Parameters):
         "rule fires, see convergence).",
     )
     ml_iterations: int = Field(
-        100,
+        300,
         ge=0,
         le=100_000,
         description="Most Poisson maximum-likelihood iterations run after the main engine to "
-        "refine its result (the usual DM -> ML sequence, each ended by the stop rule); 0 = none.",
+        "refine its result (the usual DM -> ML sequence, each ended by the stop rule; aperture "
+        "probes need 200-300); 0 = none.",
     )
     subpixel: bool = Field(
         True,
