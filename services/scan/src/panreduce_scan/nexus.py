@@ -321,14 +321,22 @@ class _View:
             listed = []
             gid = group.id
             prefix = key.rstrip("/")
-            for name in group:
-                raw = name.encode()
+            links: list[tuple[bytes, int]] = []
+            # one listing with the link types, in h5py's order (creation order where tracked)
+            tracked = gid.get_create_plist().get_link_creation_order() & h5py.h5p.CRT_ORDER_TRACKED
+            gid.links.iterate(
+                lambda raw, info: links.append((raw, info.type)),
+                idx_type=h5py.h5.INDEX_CRT_ORDER if tracked else h5py.h5.INDEX_NAME,
+                info=True,
+            )
+            for raw, link_type in links:
+                if link_type == h5py.h5l.TYPE_EXTERNAL:
+                    continue
                 try:
-                    if gid.links.get_info(raw).type == h5py.h5l.TYPE_EXTERNAL:
-                        continue
                     oid = h5py.h5o.open(gid, raw)
                 except (KeyError, OSError, RuntimeError):
                     continue
+                name = group._d(raw)
                 if isinstance(oid, h5py.h5g.GroupID):
                     listed.append((name, h5py.Group(oid)))
                 elif isinstance(oid, h5py.h5d.DatasetID):
