@@ -32,6 +32,8 @@ and the reason is printed.
 Usage: python benchmarks/bench_ptychography.py [--iterations 100] [--cases small,large]
        [--engines dm,dm-plain,dm+ml,dm-exact,dm-int,ml,lsqml] [--device cpu|gpu]
        [--peer-engines mPIE,ePIE,qNewton | none]
+       python benchmarks/bench_ptychography.py pxct [--cases small,medium]   (the PXCT stage,
+       ``make bench-ptychography BENCH_ARGS=pxct``: alignment and volume error on a phantom)
 """
 
 from __future__ import annotations
