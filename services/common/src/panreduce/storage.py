@@ -17,9 +17,12 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -346,33 +349,46 @@ def stage_inputs(
         judge = accept if accept is not None and store.is_prefix(uri) else None
         skipped: list[str] = []
         staged: list[StagedFile] = []
-        for ref in refs:
-            if judge is not None and ref.size == 0:
-                skipped.append(ref.name)
-                if on_skip is not None:
-                    on_skip(ref.uri, "empty (0 bytes)")
-                continue
-            if ref.size == 0:
-                raise errors.InvalidInput(ref.uri, "the file is empty (0 bytes)")
-            if max_bytes is not None and ref.size > max_bytes:
-                raise errors.InputTooLarge(ref.uri, ref.size, max_bytes)
-            local = store.stage(ref, scratch / "inputs" / str(len(items)))
-            if judge is not None and not judge(local):
-                skipped.append(ref.name)
-                if on_skip is not None:
-                    on_skip(ref.uri, "not a file this technique reads")
-                if not isinstance(store, LocalStore):
-                    local.unlink(missing_ok=True)  # a staged copy, not the file itself
-                continue
-            digest = store.known_sha256(local)
-            if isinstance(store, LocalStore):  # read in place: what every later open must find
-                check_staged(local, ref.uri)
-                digest = _pinned_sha256(local, ref.uri)
-            staged.append(
-                StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size, sha256=digest or sha256_file(local))
-            )
-            if on_file is not None:
-                on_file(ref)
+        pending: list[tuple[ObjectRef, Path, str | Future[str]]] = []
+        pool: ThreadPoolExecutor | None = None  # local files are checksummed side by side (hashlib drops the GIL)
+        try:
+            for ref in refs:
+                if judge is not None and ref.size == 0:
+                    skipped.append(ref.name)
+                    if on_skip is not None:
+                        on_skip(ref.uri, "empty (0 bytes)")
+                    continue
+                if ref.size == 0:
+                    raise errors.InvalidInput(ref.uri, "the file is empty (0 bytes)")
+                if max_bytes is not None and ref.size > max_bytes:
+                    raise errors.InputTooLarge(ref.uri, ref.size, max_bytes)
+                local = store.stage(ref, scratch / "inputs" / str(len(items)))
+                if judge is not None and not judge(local):
+                    skipped.append(ref.name)
+                    if on_skip is not None:
+                        on_skip(ref.uri, "not a file this technique reads")
+                    if not isinstance(store, LocalStore):
+                        local.unlink(missing_ok=True)  # a staged copy, not the file itself
+                    continue
+                digest: str | Future[str] | None = store.known_sha256(local)
+                if isinstance(store, LocalStore):  # read in place: what every later open must find
+                    check_staged(local, ref.uri)
+                    if pool is None and len(refs) > 1 and HASH_THREADS > 1:
+                        pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256")
+                    digest = (
+                        pool.submit(_pinned_sha256, local, ref.uri)
+                        if pool is not None
+                        else _pinned_sha256(local, ref.uri)
+                    )
+                pending.append((ref, local, digest or sha256_file(local)))
+            for ref, local, digest in pending:
+                sha = digest.result() if isinstance(digest, Future) else digest
+                staged.append(StagedFile(path=local, uri=ref.uri, name=ref.name, size=ref.size, sha256=sha))
+                if on_file is not None:
+                    on_file(ref)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         if not staged:
             shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
             raise errors.InvalidInput(
@@ -392,9 +408,25 @@ def stage_inputs(
     return Inputs(tuple(items))
 
 
+#: threads checksumming a folder's local files side by side (hashlib releases the GIL)
+HASH_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+MAX_KNOWN_DIGESTS = 100_000
+_DIGESTS: OrderedDict[tuple[str, int, int, int, int, int], str] = OrderedDict()
+_DIGESTS_LOCK = threading.Lock()
+
+
+def _stat_key(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int, int]:
+    """What identifies one version of a local file: its path, device and inode, size and
+    modification and change times (ns). Any write changes the change time, which no
+    unprivileged caller can set back."""
+    return (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _pinned_sha256(path: Path, uri: str) -> str:
     """Pin the resolved ``path`` (panreduce.locations.pin: readers then refuse any other
-    file under that name) and checksum the very file pinned."""
+    file under that name) and checksum the very file pinned. A file this process has
+    checksummed before, unchanged since (``_stat_key``: same path, inode, size, mtime and
+    ctime), is not read again: its digest is remembered."""
     try:
         st = locations.pin(path)
         fd = locations.open_nofollow(path)
@@ -402,11 +434,23 @@ def _pinned_sha256(path: Path, uri: str) -> str:
         raise errors.InputNotFound(uri, "it disappeared while staging") from None
     h = hashlib.sha256()
     with os.fdopen(fd, "rb") as f:
-        if os.fstat(f.fileno()).st_ino != st.st_ino:
+        before = os.fstat(f.fileno())
+        if before.st_ino != st.st_ino:
             raise errors.PermissionDenied(f"{locations.shown(uri)} changed while it was staged")
+        key = _stat_key(path, before)
+        with _DIGESTS_LOCK:
+            known = _DIGESTS.get(key)
+        if known is not None:
+            return known
         while block := f.read(CHUNK):
             h.update(block)
-    return h.hexdigest()
+        digest = h.hexdigest()
+        if _stat_key(path, os.fstat(f.fileno())) == key:  # not written to while it was read
+            with _DIGESTS_LOCK:
+                _DIGESTS[key] = digest
+                while len(_DIGESTS) > MAX_KNOWN_DIGESTS:
+                    _DIGESTS.popitem(last=False)
+    return digest
 
 
 def check_inputs_exist(stores: Stores, uris: list[str]) -> None:
