@@ -7,7 +7,13 @@ merit of compare_hkl, with the point group's symmetry and asymmetric unit from g
   √n; reflections with fewer than ``min_measurements`` observations are dropped;
 - figures of merit over reflections common to two half data sets (even/odd crystals):
   CC½ (Pearson), CC* = √(2·CC½/(1+CC½)), Rsplit = (2/√2)·Σ|I₁−I₂| / Σ(I₁+I₂), per shell of
-  equal reciprocal volume and overall, with completeness, multiplicity and ⟨I/σ⟩.
+  equal reciprocal volume and overall, with completeness, multiplicity and ⟨I/σ⟩;
+- optional per-crystal scaling (process_hkl ``--scale``, partialator ``--model=unity``):
+  each crystal's observations are I = G·exp(−2B s²)·I_true with s = 1/(2d); G (and B unless
+  ``no_bscale``) refined by least squares against the merged mean, ``iterations`` cycles of
+  merge → refit, normalised to a geometric mean G of 1 and a mean B of 0 (partialator's
+  regression cases: two crystals differing by a factor 2 merge to their geometric mean
+  with σ = 0).
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import numpy as np
 __all__ = [
     "MergeError",
     "Merged",
+    "Scaling",
     "figures_of_merit",
     "merge_intensities",
     "point_group_ops",
+    "scale_crystals",
     "space_group_for",
     "write_mtz",
 ]
@@ -145,6 +153,101 @@ def merge_intensities(
         sigma=sigma[keep],
         n_measurements=n[keep].astype(np.int32),
     )
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Per crystal: observed = g·exp(−2·b·s²)·true, s = 1/(2d) (Å⁻¹); ``ok`` False for a
+    crystal that could not be scaled (too few reflections measured elsewhere, or a
+    non-positive fit), which is left out of the merge."""
+
+    g: np.ndarray
+    b_angstrom2: np.ndarray
+    ok: np.ndarray
+    corrected: np.ndarray  # per observation: I / (g·exp(−2·b·s²)) of its crystal, NaN for rejected crystals
+
+    @property
+    def n_rejected(self) -> int:
+        return int(np.count_nonzero(~self.ok))
+
+
+MAX_B_ANGSTROM2 = 200.0  # |B| is held within this (a wild B means a crystal that does not fit)
+MAX_B_STEP = 2.0  # Å² per Gauss-Newton step: B and the model move together, large steps oscillate
+MIN_FOR_B = 10  # reflections in common a crystal needs for its B to be refined
+_GAUSS_NEWTON_STEPS = 4
+
+
+def scale_crystals(
+    hkl: np.ndarray,
+    intensity: np.ndarray,
+    crystal: np.ndarray,
+    *,
+    point_group: str,
+    cell: gemmi.UnitCell,
+    iterations: int = 10,
+    bscale: bool = True,
+) -> Scaling:
+    """Per-crystal scale factors (and B) of observations ``hkl``/``intensity`` whose crystal
+    is ``crystal`` (0 .. n−1), refined against their merged mean in ``point_group``: each
+    cycle merges the corrected intensities (process_hkl's mean) and refits every crystal
+    by Gauss-Newton least squares, Σ (I − G·exp(−2Bs²)·⟨I⟩)², over its reflections that
+    are measured at least twice. G starts at 1 and B at 0."""
+    hkl = np.asarray(hkl, dtype=np.int32).reshape(-1, 3)
+    intensity = np.asarray(intensity, dtype=np.float64).reshape(-1)
+    crystal = np.asarray(crystal, dtype=np.int64).reshape(-1)
+    if not (hkl.shape[0] == intensity.shape[0] == crystal.shape[0]):
+        raise ValueError("hkl, intensity and crystal differ in length")
+    n_cryst = int(crystal.max()) + 1 if crystal.size else 0
+    g = np.ones(n_cryst)
+    b = np.zeros(n_cryst)
+    ok = np.ones(n_cryst, bool)
+    if crystal.size == 0:
+        return Scaling(g, b, ok, intensity.copy())
+    sg, ops = point_group_ops(point_group)
+    asu, sign = _asu_keys(hkl, ops, sg.is_centrosymmetric())
+    _, key = np.unique(np.column_stack([asu, sign.astype(np.int32)]), axis=0, return_inverse=True)
+    key = key.reshape(-1)
+    n_keys = int(key.max()) + 1
+    s2 = np.asarray(cell.calculate_1_d2_array(hkl)) / 4.0  # s² = 1/(4d²)
+
+    def corrected() -> np.ndarray:
+        return np.where(ok[crystal], intensity / (g[crystal] * np.exp(-2.0 * b[crystal] * s2)), np.nan)
+
+    for _ in range(iterations):
+        corr = corrected()
+        use_obs = np.isfinite(corr)
+        n = np.bincount(key[use_obs], minlength=n_keys)
+        model = np.bincount(key[use_obs], weights=corr[use_obs], minlength=n_keys) / np.maximum(n, 1)
+        m = model[key]
+        use = use_obs & (n[key] >= 2)
+        n_use = np.bincount(crystal[use], minlength=n_cryst)
+        fit_b = bscale & (n_use >= MIN_FOR_B)
+        for _step in range(_GAUSS_NEWTON_STEPS):
+            k = np.exp(-2.0 * b[crystal] * s2) * m  # d(pred)/dG
+            pred = g[crystal] * k
+            r = np.where(use, intensity - pred, 0.0)
+            jg = np.where(use, k, 0.0)
+            jb = np.where(use, -2.0 * s2 * pred, 0.0)  # d(pred)/dB
+            a11 = np.bincount(crystal, weights=jg * jg, minlength=n_cryst)
+            a12 = np.bincount(crystal, weights=jg * jb, minlength=n_cryst)
+            a22 = np.bincount(crystal, weights=jb * jb, minlength=n_cryst)
+            v1 = np.bincount(crystal, weights=jg * r, minlength=n_cryst)
+            v2 = np.bincount(crystal, weights=jb * r, minlength=n_cryst)
+            det = a11 * a22 - a12 * a12
+            two = fit_b & (det > 1e-12 * np.maximum(a11 * a22, 1e-300))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                dg = np.where(two, (a22 * v1 - a12 * v2) / det, v1 / a11)
+                db = np.where(two, (a11 * v2 - a12 * v1) / det, 0.0)
+            step = np.isfinite(dg) & np.isfinite(db) & (a11 > 0)
+            db = np.clip(db, -MAX_B_STEP, MAX_B_STEP)
+            g = np.where(step, g + dg, g)
+            b = np.clip(np.where(step, b + db, b), -MAX_B_ANGSTROM2, MAX_B_ANGSTROM2)
+        ok &= (n_use >= 1) & np.isfinite(g) & (g > 0)
+        if not ok.any():
+            break
+        g = np.where(ok, g / np.exp(np.mean(np.log(g[ok]))), 1.0)
+        b = np.where(ok, b - np.mean(b[ok]), 0.0)
+    return Scaling(g, b, ok, corrected())
 
 
 def one_over_d(hkl: np.ndarray, cell: gemmi.UnitCell) -> np.ndarray:

@@ -92,3 +92,9 @@ class SerialParameters(Parameters):
         10, ge=1, le=100, description="resolution shells of equal reciprocal volume for the figures of merit"
     )
     d_min_angstrom: float | None = Field(None, gt=0.3, le=100, description="high-resolution limit of the merge (Å)")
+    # -- per-crystal scaling (process_hkl --scale; partialator --model=unity, --iterations, --no-Bscale)
+    scale: bool = Field(
+        False, description="scale each crystal (a factor G and a Debye-Waller B) against the merged mean before merging"
+    )
+    iterations: int = Field(10, ge=1, le=100, description="scaling cycles (merge, then refit every crystal)")
+    no_bscale: bool = Field(False, description="with scale: refine the factor G only, no B")

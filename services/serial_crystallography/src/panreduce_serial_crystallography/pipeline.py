@@ -4,6 +4,7 @@ of CrystFEL streams."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,11 @@ from panreduce_serial_crystallography.index import index_peaks, peak_lab_positio
 from panreduce_serial_crystallography.integrate import integrate_rings
 from panreduce_serial_crystallography.merge import (
     Merged,
+    Scaling,
     figures_of_merit,
     merge_intensities,
     point_group_ops,
+    scale_crystals,
     space_group_for,
 )
 from panreduce_serial_crystallography.output import CxiHitWriter
@@ -317,6 +320,7 @@ class MergeOutcome:
     cell: gemmi.UnitCell
     cell_parameters: tuple[float, ...]
     n_observations: int
+    scaling: Scaling | None = None
 
 
 def merge_crystals(
@@ -328,6 +332,9 @@ def merge_crystals(
     n_shells: int,
     d_min_angstrom: float | None,
     progress: Progress,
+    scale: bool = False,
+    iterations: int = 10,
+    bscale: bool = True,
 ) -> MergeOutcome:
     """process_hkl's merge of every crystal (and of the even/odd halves for CC1/2 and
     Rsplit), with the figures of merit per resolution shell. ValueError (MergeError)
@@ -340,10 +347,33 @@ def merge_crystals(
     cell_params = xs.cell.parameters if xs.cell else tuple(np.mean(xs.cells, axis=0))
     cell = gemmi.UnitCell(*cell_params)
 
+    scaling = None
+    if scale:
+        progress(0.1, f"scaling {xs.n} crystal(s)")
+        crystal = np.repeat(np.arange(xs.n), np.diff(xs.offsets))
+        inside = np.ones(len(xs.intensity), bool)
+        if d_min_angstrom is not None and len(xs.hkl):
+            inside = np.sqrt(cell.calculate_1_d2_array(xs.hkl.astype(np.int32))) <= 1 / d_min_angstrom
+        scaling = scale_crystals(
+            xs.hkl[inside],
+            xs.intensity[inside],
+            crystal[inside],
+            point_group=point_group,
+            cell=cell,
+            iterations=iterations,
+            bscale=bscale,
+        )
+        corrected = np.full(len(xs.intensity), np.nan)
+        corrected[inside] = scaling.corrected
+        xs = dataclasses.replace(xs, intensity=corrected)
+
     def obs(which: slice) -> tuple[np.ndarray, np.ndarray]:
         hkl, inten = xs.observations(which)
         if d_min_angstrom is not None and len(hkl):
             keep = np.sqrt(cell.calculate_1_d2_array(hkl.astype(np.int32))) <= 1 / d_min_angstrom
+            hkl, inten = hkl[keep], inten[keep]
+        if scaling is not None:  # rejected crystals: NaN
+            keep = np.isfinite(inten)
             hkl, inten = hkl[keep], inten[keep]
         return hkl, inten
 
@@ -358,4 +388,4 @@ def merge_crystals(
     foms = figures_of_merit(
         merged, half1, half2, cell=cell, space_group=sg, n_shells=n_shells, d_min_angstrom=d_min_angstrom
     )
-    return MergeOutcome(merged, laue, foms, sg, cell, tuple(float(v) for v in cell_params), len(inten))
+    return MergeOutcome(merged, laue, foms, sg, cell, tuple(float(v) for v in cell_params), len(inten), scaling)

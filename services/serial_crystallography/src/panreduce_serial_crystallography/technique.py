@@ -358,6 +358,9 @@ class Technique(_Technique[SerialParameters, SerialPart]):
                 n_shells=params.n_shells,
                 d_min_angstrom=params.d_min_angstrom,
                 progress=lambda f, msg: ctx.progress(f, "merge", msg),
+                scale=params.scale,
+                iterations=params.iterations,
+                bscale=not params.no_bscale,
             )
         except MergeError as exc:
             raise InvalidParameters([FieldViolation("point_group", str(exc))]) from exc
@@ -389,6 +392,7 @@ class Technique(_Technique[SerialParameters, SerialPart]):
             "space_group": out.space_group.hm,
             "cell": [round(float(v), 4) for v in out.cell_parameters],
             "overall": overall,
+            **({"scaling": _scaling_summary(out.scaling)} if out.scaling is not None else {}),
         }
 
 
@@ -411,6 +415,15 @@ def _lattice_type(cell: tuple[float, ...]) -> str:
     if sum(right) == 2:
         return "monoclinic"
     return "triclinic"
+
+
+def _scaling_summary(sc: Any) -> dict[str, Any]:
+    g, b = sc.g[sc.ok], sc.b_angstrom2[sc.ok]
+    return {
+        "n_rejected": sc.n_rejected,
+        "g_range": [round(float(g.min()), 4), round(float(g.max()), 4)] if g.size else None,
+        "b_range_angstrom2": [round(float(b.min()), 3), round(float(b.max()), 3)] if b.size else None,
+    }
 
 
 def _streams(inputs: Inputs) -> list[StagedFile]:
