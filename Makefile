@@ -38,7 +38,7 @@ bench-%: setup ## a benchmark table: make bench-platform, bench-load (100 stream
 	$(PY) benchmarks/bench_$*.py $(BENCH_ARGS)
 
 bench-serial-crystallography: setup ## peakfinder8 frames/s per core, against OM's compiled peakfinder8 in .bench-envs/om (installed when it can be)
-	@test -x .bench-envs/om/bin/python || ( $(UV) venv -q -p 3.11 .bench-envs/om && $(UV) pip install -q -p .bench-envs/om/bin/python "ondamonitor==23.8.3" "numpy<2" ) || echo "OM could not be installed: its figures are shown instead"
+	@test -x .bench-envs/om/bin/python || ( flock /tmp/panreduce-uv.lock $(UV) venv -q -p 3.11 .bench-envs/om && flock /tmp/panreduce-uv.lock $(UV) pip install -q -p .bench-envs/om/bin/python "ondamonitor==23.8.3" "numpy<2" ) || { rm -rf .bench-envs/om; echo "OM could not be installed: its figures are shown instead"; }
 	$(PY) benchmarks/bench_serial_crystallography.py $(BENCH_ARGS)
 
 LIBERTEM_PIN ?= libertem==0.16.0
