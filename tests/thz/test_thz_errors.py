@@ -93,6 +93,8 @@ def test_background_not_numeric(small, tmp_path):
         ({"ps_per_mm": 0}, "ps_per_mm"),
         ({"bin_ps": 0}, "bin_ps"),
         ({"harmonics": 100}, "harmonics"),
+        ({"timing_window_px": [300, 200]}, "timing_window_px"),
+        ({"timing_window_px": [0, 5]}, "timing_window_px"),  # fewer pixels than the parabola's 7
     ],
 )
 def test_bad_parameters_are_named(raw, field):
@@ -106,3 +108,10 @@ def test_too_many_bins_is_refused(small, tmp_path):
     with pytest.raises(InvalidParameters) as err:
         reduce(small, tmp_path, bin_ps=1e-4, pixel_to_ps=10.0)
     assert "bin_ps" in [v.field for v in err.value.violations]
+
+
+def test_timing_window_beyond_the_row_is_refused(small, tmp_path):
+    with pytest.raises(InvalidParameters) as err:
+        reduce(small, tmp_path, timing_window_px=[100, 600])  # the rows have 512 px
+    assert [v.field for v in err.value.violations] == ["timing_window_px"]
+    assert "512" in err.value.violations[0].description

@@ -42,6 +42,12 @@ class ThzParameters(Parameters):
     subpixel_half_width_px: int = pydantic.Field(
         3, ge=1, le=50, description="Half width of the sub-pixel parabola fit, px (1..50)."
     )
+    timing_window_px: tuple[int, int] | None = pydantic.Field(
+        None,
+        description="Pixels [start, stop) of each timing-tool row timed: the row cropped to where the "
+        "edge lies, filtered from start (fewer pixels, proportionally faster; the band-pass's start-up "
+        "differs from the whole row's); default the whole row.",
+    )
     # -- signal -------------------------------------------------------------------------
     samples_per_pulse: int = pydantic.Field(96, ge=2, le=100_000, description="ADC samples per pulse (2..100000).")
     signal_gate: tuple[int, int] = pydantic.Field(
@@ -103,6 +109,16 @@ class ThzParameters(Parameters):
                 bad.append(
                     FieldViolation(
                         name, f"need 0 <= start < stop <= samples_per_pulse ({self.samples_per_pulse}); got [{a}, {b}]"
+                    )
+                )
+        if self.timing_window_px is not None:
+            a, b = self.timing_window_px
+            if not 0 <= a < b or b - a < 2 * self.subpixel_half_width_px + 1:
+                bad.append(
+                    FieldViolation(
+                        "timing_window_px",
+                        f"need 0 <= start < stop with at least 2·subpixel_half_width_px + 1 "
+                        f"({2 * self.subpixel_half_width_px + 1}) pixels; got [{a}, {b}]",
                     )
                 )
         f0, f1 = self.fundamental_search_thz

@@ -39,6 +39,10 @@ class Settings:
     background_gate: tuple[int, int]
     threads: int = 1  # threads over blocks of pulses (the compiled kernels release the GIL)
     compiled: bool = True  # the numba kernels; False: the numpy/scipy reference path
+    timing_window: tuple[int, int] | None = None  # pixels [start, stop) timed (filtered from start); None: the row
+
+    def window_of(self, width: int) -> tuple[int, int]:
+        return self.timing_window if self.timing_window is not None else (0, width)
 
     @property
     def vertex_weights(self) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +74,9 @@ def process_page(
     (the numpy/scipy reference, or the compiled kernels: the same numbers to float32
     rounding)."""
     if not s.compiled:
-        px = arrival_pixels(decode_offset(raw_rows), background, s.sos, method=s.method, half_width=s.half_width)
+        a, b = s.window_of(raw_rows.shape[1])
+        rows = decode_offset(raw_rows)[:, a:b]
+        px = a + arrival_pixels(rows, background[a:b], s.sos, method=s.method, half_width=s.half_width)
         return Pulses(
             px,
             pulse_delays_ps(px, stage_ps, pixel_to_ps=s.pixel_to_ps),
@@ -89,10 +95,12 @@ def compiled_arrival_pixels(raw_rows: np.ndarray, background: np.ndarray, s: Set
     offset = float(OFFSET_CODE) if raw.size and raw.flat[0] > OFFSET_CODE - 1 else 0.0
     out = np.empty(raw.shape[0], np.float64)
     w1, w2 = s.vertex_weights
+    a, b = s.window_of(raw.shape[1])
     kernels.arrival_pixels(
         raw,
+        a,
         offset,
-        np.ascontiguousarray(background, dtype=np.float32),
+        np.ascontiguousarray(background[a:b], dtype=np.float32),
         np.ascontiguousarray(s.sos, dtype=np.float32),
         s.method == "subpixel",
         s.half_width,

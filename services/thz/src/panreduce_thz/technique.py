@@ -148,6 +148,15 @@ class Technique(_Technique[ThzParameters, ThzPart]):
                     )
                 ]
             )
+        if params.timing_window_px is not None and params.timing_window_px[1] > width:
+            raise InvalidParameters(
+                [
+                    FieldViolation(
+                        "timing_window_px",
+                        f"stop {params.timing_window_px[1]} lies beyond the timing-tool rows' {width} pixels",
+                    )
+                ]
+            )
         stats = RunStats(DelayAccumulator.covering(t_lo, t_hi, bin_ps=params.bin_ps), width)
         settings = Settings(
             params.pixel_to_ps,
@@ -158,6 +167,7 @@ class Technique(_Technique[ThzParameters, ThzPart]):
             params.signal_gate,
             params.background_gate,
             threads=params.threads or available_cores(),
+            timing_window=params.timing_window_px,
         )
         table = PulseTable(ctx.work_dir) if params.pulse_table else None
         total = max(sum(pulses), 1)
