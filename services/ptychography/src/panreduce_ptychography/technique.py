@@ -70,7 +70,8 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
         "likelihood (conjugate gradients, optional smoothness prior) and LSQML engines with "
         "mixed-state probes, probe support and position refinement, running with numpy on "
         "the CPU or torch on a GPU. One reconstruction per projection: a PXCT scan is "
-        "sharded by projection."
+        "sharded by projection, and with pxct.enabled the projections are unwrapped, aligned "
+        "and reconstructed by gridrec into a volume (NXtomoproc)."
     )
     Parameters = PtychographyParameters
     input_kinds = ("nexus/ptycho", "cxi/ptycho")
