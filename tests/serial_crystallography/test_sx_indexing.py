@@ -344,3 +344,36 @@ def test_real_stream_peaks_index_like_crystfel():
     # measured 2026-12-03: 16 of CrystFEL's 32, median 0.50°, max 0.82° (CrystFEL also refines the cell)
     assert n_cf == 32 and n_both >= 14
     assert np.median(errs) < 0.7 and max(errs) < 1.2
+
+
+def test_indexing_sharded_by_frames_equals_one_job_and_reads_a_cell_file(tmp_path):
+    sim = S.simulate(9, seed=8, blank_fraction=0.2)
+    cxi = write_stack(tmp_path / "sim.cxi", sim.frames)
+    geom = tmp_path / "sim.geom"
+    geom.write_text(S.GEOM)
+    cellf = tmp_path / "target.cell"
+    cellf.write_text(
+        "CrystFEL unit cell file version 1.0\n\nlattice_type = orthorhombic\ncentering = P\n"
+        "a = 36.0 A\nb = 42.0 A\nc = 48.0 A\nal = 90.0 deg\nbe = 90.0 deg\nga = 90.0 deg\n"
+    )
+    p = {"threshold": 30, "min_peaks": 15, "block_frames": 2, "indexing": "pairs", "int_radius": "3,4,6"}
+    one = kit.run(
+        Technique,
+        [str(cxi), str(geom)],
+        {**p, "cell": "36,42,48,90,90,90", "point_group": "mmm", "min_measurements": 1},
+        tmp_path / "one",
+        stores=Stores(tmp_path / "s1"),
+    )
+    split = kit.run_split(
+        Technique,
+        [str(cxi), str(geom), str(cellf)],
+        {**p, "point_group": "mmm", "min_measurements": 1},
+        tmp_path / "split",
+        split=3,
+        stores=Stores(tmp_path / "s2"),
+    )
+    a = (tmp_path / "one" / "indexed.stream").read_text()
+    b = (tmp_path / "split" / "indexed.stream").read_text()
+    assert a == b and a.count("--- Begin crystal") == one.summary["n_indexed"] >= 5
+    assert split.summary["n_indexed"] == one.summary["n_indexed"]
+    assert (tmp_path / "split" / "merged.mtz").is_file()
