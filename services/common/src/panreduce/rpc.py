@@ -100,6 +100,10 @@ def as_panreduce_error(exc: BaseException) -> errors.PanReduceError:
             f"the job needed more memory than this server could give ({errors.clip(exc)}); "
             "reduce less data per job (fewer frames, a smaller region) or ask for a larger server"
         )
+    if isinstance(exc, grpc.RpcError) and not isinstance(exc, grpc.Call):
+        # raised by a request stream the caller (or a proxy in front) ended: not a fault here
+        log.info("the caller ended its request stream")
+        return errors.JobCancelled("the caller ended the request stream before it was complete")
     incident = uuid.uuid4().hex[:12]
     log.error("internal error %s", incident, exc_info=exc)
     return errors.InternalError(
