@@ -16,7 +16,6 @@ from panreduce import errors
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce_ptychography import engines as eng
-from panreduce_ptychography import pxct
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
 from panreduce_ptychography.convergence import convergence_verdict
 from panreduce_ptychography.io import list_scans, read_scan
@@ -150,6 +149,8 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             "device": result.device,
         }
         if params.pxct.enabled:  # the tomographic stage (pxct.py): all projections are here
+            from panreduce_ptychography import pxct  # scipy, skimage, tomography: loaded only when used
+
             summary["pxct"] = pxct.tomography_stage(
                 result.reconstructions,
                 params.pxct,
