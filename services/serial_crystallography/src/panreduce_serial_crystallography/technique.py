@@ -10,7 +10,7 @@ powder and hits file (or its crystals); the writers render one part or a combine
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,29 +19,19 @@ from panreduce.errors import FieldViolation, InvalidInput, InvalidParameters, In
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
 from panreduce.kit.parts import Attachment
-from panreduce_serial_crystallography import pipeline
-from panreduce_serial_crystallography.export import (
-    concat_cxi,
-    write_foms_csv,
-    write_hits_geometry,
-    write_hkl,
-    write_powder,
-)
+from panreduce_serial_crystallography import pipeline, results
 from panreduce_serial_crystallography.frames import FrameError, FrameSource, open_frames
-from panreduce_serial_crystallography.geometry import Detector, GeometryError, parse_geometry, pixel_maps
-from panreduce_serial_crystallography.hits import Powder, rolling_hit_rate
+from panreduce_serial_crystallography.geometry import Detector, GeometryError, parse_geometry
 from panreduce_serial_crystallography.index import real_basis
 from panreduce_serial_crystallography.integrate import parse_int_radius
-from panreduce_serial_crystallography.merge import MergeError, write_mtz
-from panreduce_serial_crystallography.output import plot_foms, plot_hit_rate, plot_powder, write_frames_csv
 from panreduce_serial_crystallography.params import SerialParameters
+from panreduce_serial_crystallography.results import HitPart, SerialPart, StreamPart
 from panreduce_serial_crystallography.stream import (
     StreamError,
     TargetCell,
     cell_file_text,
     parse_cell_file,
     read_stream_file,
-    stream_header,
 )
 
 VERSION = "0.1.0"
@@ -54,32 +44,6 @@ MAX_CELL_BYTES = 100_000
 class Unit:
     kind: str  # "frame" (an index over every frame of the inputs) or "stream" (a stream file)
     index: int
-
-
-@dataclass
-class HitPart:
-    rows: list[dict[str, Any]]
-    powder: Powder
-    valid: np.ndarray  # pixels peakfinder8 uses
-    hits: list[Attachment]  # the blocks' hits-only CXI files (none without export_hits)
-    geometry_text: str
-    first_frame: int
-    last_frame: int
-    chunks: list[Attachment] = field(default_factory=list)  # the blocks' stream chunks (with indexing)
-    cell_text: str = ""  # the target cell (CrystFEL cell file) when indexing
-
-
-@dataclass
-class StreamPart:
-    crystals: pipeline.Crystals
-    names: list[str]  # the stream files
-    inputs: list[str]  # "<name> sha256=<hex>", for the MTZ title
-
-
-@dataclass
-class SerialPart:
-    hits: HitPart | None = None
-    stream: StreamPart | None = None
 
 
 class Technique(_Technique[SerialParameters, SerialPart]):
@@ -263,137 +227,15 @@ class Technique(_Technique[SerialParameters, SerialPart]):
             )
         )
 
-    # -- outputs --------------------------------------------------------------------------
+    # -- outputs (results.py) --------------------------------------------------------
     def write(self, result: SerialPart, params: SerialParameters, ctx: Context) -> Mapping[str, Any]:
+        def progress(f: float, msg: str) -> None:
+            ctx.progress(f, "merge", msg)
+
         if result.stream is not None:
-            return self._write_merge(result.stream, params, ctx)
+            return results.write_merge(result.stream, params, ctx.output_path, version=VERSION, progress=progress)
         assert result.hits is not None
-        return self._write_hits(result.hits, params, ctx)
-
-    def _write_hits(self, part: HitPart, params: SerialParameters, ctx: Context) -> dict[str, Any]:
-        rows = part.rows
-        write_frames_csv(ctx.output_path("frames.csv", format="csv", role="table"), rows)
-        if params.export_hits:
-            n = concat_cxi([a.path for a in part.hits], ctx.output_path("hits.cxi", format="cxi"))
-            ctx.output_path("hits.lst", format="lst", role="table").write_text(
-                "".join(f"hits.cxi //{i}\n" for i in range(n))
-            )
-            write_hits_geometry(ctx.output_path("hits.geom", format="geom", role="result"), part.geometry_text)
-        write_powder(ctx.output_path("powder.h5", format="hdf5"), part.powder, part.valid)
-        maps = pixel_maps(parse_geometry(part.geometry_text))
-        frame = np.array([r["frame"] for r in rows])
-        hits = np.array([r["hit"] for r in rows])
-        plot_hit_rate(
-            ctx.output_path("hit_rate.png", format="png", role="preview"),
-            frame,
-            rolling_hit_rate(hits, params.hit_rate_window),
-            np.array([r["n_peaks"] for r in rows]),
-            params.min_peaks,
-        )
-        for kind in ("max", "sum"):
-            plot_powder(
-                ctx.output_path(f"powder_{kind}.png", format="png", role="preview"),
-                part.powder,
-                maps,
-                part.valid,
-                kind=kind,
-            )
-        n_hits = sum(r["hit"] for r in rows)
-        summary: dict[str, Any] = {}
-        if params.indexing != "none":
-            summary = self._write_indexed(part, params, ctx)
-        return {
-            **summary,
-            "mode": "hit_finding" if params.indexing == "none" else "indexing",
-            "n_frames": len(rows),
-            "n_hits": n_hits,
-            "hit_rate": n_hits / len(rows) if rows else 0.0,
-            "first_frame": part.first_frame,
-            "last_frame": part.last_frame,
-            "mean_peaks_per_hit": float(np.mean([r["n_peaks"] for r in rows if r["hit"]])) if n_hits else 0.0,
-        }
-
-    def _write_indexed(self, part: HitPart, params: SerialParameters, ctx: Context) -> dict[str, Any]:
-        """indexed.stream (header + every block's chunks, in frame order), read back and
-        merged to merged.mtz when it holds crystals."""
-        path = ctx.output_path("indexed.stream", format="stream", role="result")
-        with open(path, "w") as out:
-            out.write(
-                stream_header(
-                    geometry_text=part.geometry_text,
-                    cell=parse_cell_file(part.cell_text),
-                    command=f"panreduce serial_crystallography {VERSION} --indexing={params.indexing} "
-                    f"--int-radius={params.int_radius}",
-                )
-            )
-            for a in part.chunks:
-                with open(a.path) as fh:
-                    while block := fh.read(1 << 20):
-                        out.write(block)
-        stream = StreamPart(pipeline.Crystals.of(read_stream_file(path)), ["indexed.stream"], ["indexed.stream"])
-        n_indexed = sum(int(r.get("indexed", 0)) for r in part.rows)
-        n_hits = sum(r["hit"] for r in part.rows)
-        info: dict[str, Any] = {
-            "n_indexed": n_indexed,
-            "indexing_rate": n_indexed / n_hits if n_hits else 0.0,
-            "n_reflections": len(stream.crystals.intensity),
-        }
-        if stream.crystals.n:
-            try:
-                info["merge"] = self._write_merge(stream, params, ctx)
-            except InvalidInput as exc:  # too few crystals for a merge: the stream is still the result
-                info["merge"] = {"skipped": exc.problem}
-        return info
-
-    def _write_merge(self, part: StreamPart, params: SerialParameters, ctx: Context) -> dict[str, Any]:
-        xs = part.crystals
-        if not xs.n:
-            raise InvalidInput(part.names[0], "the stream holds no indexed crystals")
-        try:
-            out = pipeline.merge_crystals(
-                xs,
-                point_group=params.point_group,
-                space_group=params.space_group,
-                min_measurements=params.min_measurements,
-                n_shells=params.n_shells,
-                d_min_angstrom=params.d_min_angstrom,
-                progress=lambda f, msg: ctx.progress(f, "merge", msg),
-                scale=params.scale,
-                iterations=params.iterations,
-                bscale=not params.no_bscale,
-            )
-        except MergeError as exc:
-            raise InvalidParameters([FieldViolation("point_group", str(exc))]) from exc
-        except LookupError:
-            raise InvalidParameters(
-                [FieldViolation("space_group", f"unknown space group {params.space_group!r}")]
-            ) from None
-        if not len(out.merged.intensity):
-            raise InvalidInput(part.names[0], f"no reflection measured {params.min_measurements} times or more")
-        write_mtz(
-            ctx.output_path("merged.mtz", format="mtz"),
-            out.merged,
-            out.laue,
-            cell=out.cell,
-            space_group=out.space_group,
-            title=f"panreduce serial_crystallography {VERSION}: {' '.join(part.inputs)}"[:70],
-        )
-        write_hkl(ctx.output_path("merged.hkl", format="hkl"), out.merged, params.point_group)
-        write_foms_csv(ctx.output_path("foms.csv", format="csv", role="table"), out.foms)
-        plot_foms(ctx.output_path("foms.png", format="png", role="preview"), out.foms)
-        overall = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.foms[-1].items()}
-        return {
-            "mode": "merge",
-            "n_chunks": xs.n_chunks,
-            "n_crystals": xs.n,
-            "n_observations": out.n_observations,
-            "n_unique": len(out.merged.intensity),
-            "point_group": params.point_group,
-            "space_group": out.space_group.hm,
-            "cell": [round(float(v), 4) for v in out.cell_parameters],
-            "overall": overall,
-            **({"scaling": _scaling_summary(out.scaling)} if out.scaling is not None else {}),
-        }
+        return results.write_hits(result.hits, params, ctx.output_path, version=VERSION, progress=progress)
 
 
 def _lattice_type(cell: tuple[float, ...]) -> str:
@@ -415,15 +257,6 @@ def _lattice_type(cell: tuple[float, ...]) -> str:
     if sum(right) == 2:
         return "monoclinic"
     return "triclinic"
-
-
-def _scaling_summary(sc: Any) -> dict[str, Any]:
-    g, b = sc.g[sc.ok], sc.b_angstrom2[sc.ok]
-    return {
-        "n_rejected": sc.n_rejected,
-        "g_range": [round(float(g.min()), 4), round(float(g.max()), 4)] if g.size else None,
-        "b_range_angstrom2": [round(float(b.min()), 3), round(float(b.max()), 3)] if b.size else None,
-    }
 
 
 def _streams(inputs: Inputs) -> list[StagedFile]:
