@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,10 @@ import numpy as np
 from panreduce import errors
 from panreduce.kit import Context, Inputs, StagedFile
 from panreduce.kit import Technique as _Technique
-from panreduce_ptychography import engines as eng
+from panreduce_ptychography import plan
 from panreduce_ptychography.backend import Backend, cuda_available, get_backend
-from panreduce_ptychography.convergence import convergence_verdict
 from panreduce_ptychography.io import list_scans, read_scan
-from panreduce_ptychography.metrics import phase_noise_floor
-from panreduce_ptychography.params import PtychographyParameters, engine_options
+from panreduce_ptychography.params import PtychographyParameters
 from panreduce_ptychography.probes import initial_probe, probe_input
 from panreduce_ptychography.problem import Scan, prepare
 from panreduce_ptychography.report import Reconstruction, write_nexus, write_png
@@ -218,70 +215,14 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             probe_name=None if probe_file is None else probe_file.name,
         )
         ctx.log(f"{ref.key}: initial probe from {probe_info['init']}")
-        obj0 = (
-            eng.initial_object(problem, p0)
-            if params.object.init == "dpc"
-            else np.ones(problem.object_shape, np.complex64)
-        )
-        state = eng.State(obj=obj0, probe=p0, positions=problem.positions.copy())
-        opts = engine_options(params)
-        stages = [(params.engine, params.iterations, opts)]
-        if params.ml_iterations:
-            # the ML refinement places the probe at the exact sub-pixel shifts: at 1e8
-            # photons per frame the 1/4 px grid's model error is above the noise (an aperture
-            # on concentric circles, ML levelled off: grid 0.0061 rad, reduced deviance 6.7;
-            # exact ML 0.0047, 4.7; exact DM and ML 0.0008, 1.4), and ML on the grid after 40
-            # DM iterations ended worse than DM (tests/ptychography/test_ptycho_dm_ml_handover.py);
-            # DM keeps the quantised shifts (its speed)
-            stages.append(("ml", params.ml_iterations, dataclasses.replace(opts, subpixel_grid=0)))
-        conv = params.convergence
-        rule = eng.StopRule(tolerance=conv.tolerance, window=conv.window)
-        total = sum(k for _, k, _ in stages)
-        done = 0
-        reasons: list[str] = []
-        ran: list[int] = []
-        t0 = time.perf_counter()
-        for engine, iters, stage_opts in stages:
 
-            def progress(it: int, _n: int, rec: dict[str, Any], _done: int = done, _engine: str = engine) -> None:
-                metrics = ", ".join(
-                    f"{k} {v:.4g}" for k, v in rec.items() if k not in ("iteration", "engine", "time_s")
-                )
-                ctx.progress(
-                    (i + 0.02 + 0.96 * (_done + it) / total) / n,
-                    _engine,
-                    f"projection {i + 1}/{n} {_engine} iteration {rec['iteration']}/{total}: {metrics}",
-                )
+        def progress(f: float, engine: str, msg: str) -> None:
+            ctx.progress((i + 0.02 + 0.96 * f) / n, engine, f"projection {i + 1}/{n} {msg}")
 
-            state = eng.reconstruct(
-                problem,
-                state,
-                engine=engine,
-                iterations=iters,
-                backend=backend,
-                options=stage_opts,
-                callback=progress,
-                start_iteration=done,
-                stop=rule if conv.stop else None,
-            )
-            reasons.append(state.stop_reason)
-            ran.append(len(state.history) - done)
-            done = len(state.history)
-            if state.stop_reason == "diverged":
-                break
-        elapsed = time.perf_counter() - t0
-        final = eng.final_metrics(problem, state, backend, stages[len(reasons) - 1][2])  # the last stage's model
-        floor = phase_noise_floor(state.obj, state.probe, state.positions)
-        verdict = convergence_verdict(
-            state,
-            final,
-            reasons[-1],
-            rule,
-            conv.max_deviance,
-            noise_floor_rad=floor,
-            max_noise_floor_rad=conv.max_phase_noise_floor_rad,
-        )
+        out = plan.run(problem, p0, params, backend, progress=progress)
+        state, final, floor, verdict, reasons = out.state, out.final, out.noise_floor_rad, out.verdict, out.stop_reasons
         if not verdict["converged"]:
+            conv = params.convergence
             msg = (
                 f"{ref.key}: the reconstruction did not converge ({verdict['reason']}): reduced Poisson "
                 f"deviance {final['reduced_deviance']:.3g} (converged <= {conv.max_deviance:g}), phase "
@@ -296,12 +237,12 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             "projection": ref.key,
             "file": ref.source,
             "entry": ref.entry,
-            "engines": [e for e, _, _ in stages][: len(reasons)],
-            "iterations": done,
-            "iterations_by_engine": ran,
-            "iterations_cap": total,
+            "engines": out.engines,
+            "iterations": out.iterations,
+            "iterations_by_engine": out.iterations_by_engine,
+            "iterations_cap": out.iterations_cap,
             "stop_reasons": reasons,
-            "iterations_per_s": round(done / max(elapsed, 1e-9), 3),
+            "iterations_per_s": round(out.iterations / max(out.elapsed_s, 1e-9), 3),
             "converged": verdict["converged"],
             "convergence": verdict["reason"],
             "fourier_error": float(final["fourier_error"]),
@@ -324,7 +265,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             problem=problem,
             state=state,
             initial_positions_px=problem.positions.copy(),
-            engines=[e for e, _, _ in stages][: len(reasons)],
+            engines=out.engines,
             device=f"{backend.name}:{backend.device}",
             parameters=params.model_dump(),
             summary=summary,
