@@ -29,6 +29,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -506,3 +507,151 @@ def hdf5_roots(path: Path | str, extra: Iterable[Path] = ()) -> list[Path]:
     folder (as named and resolved) plus ``extra``."""
     p = Path(path)
     return [real_path(str(p.parent)), real_path(str(p.resolve().parent)), *extra]
+
+
+# -- other files an input names (every reader, whatever library it uses) ---------------
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+EDF_STARTS = (b"{", b"\r{", b"\n{")
+_EDF_KEY = b"EDF_BinaryFileName"
+_OME_NAME = re.compile(r"""\b(?:FileName|MetadataFile)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
+
+
+def _refuse_outside(name: str, kind: str, target: str, candidates: Iterable[Path], roots: list[Path]) -> None:
+    for cand in candidates:
+        real = real_path(str(cand))
+        if not any(real == r or r in real.parents for r in roots):
+            log.warning("refused %s: its %s %r points outside the caller's locations", name, kind, shown(target, 120))
+            raise errors.PermissionDenied(
+                f"{name}: its {kind} {shown(target, 120)!r} points outside the locations this request may read; "
+                "it is not followed"
+            )
+
+
+def _open_pinned(path: Path) -> Any:
+    """``open(path, "rb")``, refused when it is not the file staging checked (a link
+    swapped in since: :func:`check_opened`)."""
+    fh = open(path, "rb")  # returned to the caller's with
+    try:
+        check_opened(path, fh.fileno())
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+#: bytes of a compressed EDF (.edf.gz, .edf.bz2: fabio decompresses by the suffix)
+#: scanned for EDF_BinaryFileName; a larger one is refused (a decompression bomb)
+MAX_COMPRESSED_EDF_BYTES = 4 << 30
+
+
+def _edf_names(fh: Any, name: str) -> list[str]:
+    """The EDF_BinaryFileName values anywhere in the EDF stream ``fh`` (fabio reads the
+    binary data of a frame from that file, taken by its last component, in the EDF's
+    folder)."""
+    names: list[str] = []
+    tail = b""
+    total = 0
+    while chunk := fh.read(1 << 20):
+        total += len(chunk)
+        if total > MAX_COMPRESSED_EDF_BYTES:
+            raise errors.InputTooLarge(name, total, MAX_COMPRESSED_EDF_BYTES)
+        block = tail + chunk
+        start = 0
+        while (i := block.find(_EDF_KEY, start)) >= 0:
+            end = block.find(b";", i)
+            if end < 0 and len(block) - i < 4096:
+                break  # the value continues in the next chunk
+            value = block[i + len(_EDF_KEY) : end if end >= 0 else i + 4096]
+            names.append(value.split(b"=", 1)[-1].strip().decode("latin-1"))
+            start = i + 1
+        tail = block[max(start, len(block) - 4096) :]
+    return names
+
+
+def _edf_stream_names(path: Path, head: bytes, name: str) -> list[str]:
+    """:func:`_edf_names` of an EDF file, plain or gzip/bzip2-compressed."""
+    import bz2
+    import gzip
+
+    with _open_pinned(path) as raw:
+        if head.startswith(b"\x1f\x8b"):
+            fh: Any = gzip.GzipFile(fileobj=raw)
+        elif head.startswith(b"BZh"):
+            fh = bz2.BZ2File(raw)
+        else:
+            return _edf_names(raw, name)
+        try:
+            with fh:
+                if not fh.read(8).lstrip(b"\r\n").startswith(b"{"):
+                    return []
+                return _edf_names(fh, name)
+        except (OSError, EOFError, ValueError):
+            return []  # damaged: its reader reports it
+
+
+def _tiff_references(path: Path) -> tuple[list[str], bool]:
+    """(file names an OME-TIFF's XML names: TiffData UUID FileName, BinaryOnly
+    MetadataFile; whether tifffile reads sibling files by name: Micro-Manager stacks and
+    NDTiff), read without opening any of them."""
+    try:
+        import tifffile
+    except ImportError:  # no reader here could open it with tifffile either
+        return [], False
+    try:
+        with _open_pinned(path) as fh, tifffile.TiffFile(fh, _multifile=False) as tif:
+            first = tif.pages.first
+            description = first.description if first is not None else ""
+            siblings = bool(tif.is_mmstack or tif.is_ndtiff)
+    except errors.PermissionDenied:
+        raise
+    except Exception:  # a damaged TIFF: its readers report it
+        return [], False
+    names = [a or b for a, b in _OME_NAME.findall(description)] if "OME" in description else []
+    return names, siblings
+
+
+def check_file_references(path: Path | str, roots: Iterable[Path], *, source: str | None = None) -> None:
+    """Refuse (PermissionDenied) an input that names another file outside ``roots``
+    (resolved folders), by what it holds rather than by which reader opens it: HDF5
+    external links, virtual sources and external storage (:func:`check_hdf5_references`);
+    an EDF frame's ``EDF_BinaryFileName`` (fabio); an OME-TIFF's other files and
+    companion metadata, and the sibling files of Micro-Manager and NDTiff stacks
+    (tifffile); a Merlin ``.mib``'s ``.hdr`` next to it. Each named file is resolved
+    (links followed) as the library would find it; nothing outside is opened."""
+    p = Path(path)
+    name = source or p.name
+    roots = [real_path(str(r)) for r in roots]
+    try:
+        with _open_pinned(p) as fh:
+            head = fh.read(8)
+    except OSError:
+        return  # unreadable: the technique's reader names it
+    folder = p.parent
+    if head == b"\x89HDF\r\n\x1a\n":
+        import h5py
+
+        try:
+            f = h5py.File(p, "r")
+        except OSError:
+            return  # damaged: its reader reports it
+        with f:
+            check_opened_hdf5(p, f)  # the very file staging checked (no link swapped in)
+            try:
+                check_hdf5_references(f, p, roots, source=name)
+            except (OSError, RuntimeError) as exc:
+                raise errors.InvalidInput(name, f"is a damaged HDF5 file: its links cannot be listed ({exc})") from None
+    elif head.startswith((*EDF_STARTS, b"\x1f\x8b", b"BZh")):
+        for target in _edf_stream_names(p, head, name):
+            for base in {os.path.basename(target), Path(target.replace("\\", "/")).name} - {""}:
+                cands = [folder / base, *(folder / (base + z) for z in (".gz", ".bz2"))]
+                _refuse_outside(name, "EDF_BinaryFileName", target, cands, roots)
+    elif head.startswith(TIFF_SIGNATURES):
+        names, siblings = _tiff_references(p)
+        for target in names:
+            _refuse_outside(name, "OME-TIFF file name", target, [folder / target], roots)
+        if siblings:
+            with contextlib.suppress(OSError):
+                others = [folder / n for n in os.listdir(folder)]
+                _refuse_outside(name, "stack's sibling file", "(a file of its folder)", others, roots)
+    elif head.startswith(b"MQ1,"):
+        _refuse_outside(name, "header", p.with_suffix(".hdr").name, [p.with_suffix(".hdr")], roots)

@@ -42,9 +42,10 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from panreduce import catalogue, errors, limits, provenance, registry
+from panreduce import catalogue, errors, limits, locations, provenance, registry
 from panreduce.convert import from_struct, message_to_dict, plain, to_struct
 from panreduce.kit.parts import PART_FILE, load_part, part_attrs, save_part
+from panreduce.kit.readers import input_roots
 from panreduce.kit.technique import AnyTechnique, Context, Inputs, Parameters, Shard
 from panreduce.metrics import BYTES_STAGED, JOB_SECONDS, JOBS, JOBS_RUNNING
 from panreduce.storage import LocalStore, Stores, check_inputs_exist, sha256_file, stage_inputs
@@ -346,6 +347,10 @@ def run_request(
             on_skip=lambda uri, why: ctx.log(f"skipped {uri}: {why}", "warning"),
         )
         ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
+        if not request.merge:  # a merge reads the kit's own parts
+            for f in inputs.files:  # whichever library the technique reads it with
+                locations.check_file_references(f.path, input_roots(f), source=f.name)
+                ctx.check_cancelled()
         found = catalogue.extract(inputs.files)
         if cls.shardable:
             summary = _run_contract(tech, inputs, params, ctx, shard=shard, merge=request.merge)
