@@ -1,5 +1,6 @@
 """Detector frame sources: HDF5/CXI/NeXus stacks (Eiger master/data files included) and
-CBF images (through fabio), read in blocks of frames.
+CBF images (CBF_PACKED/_V2 by :mod:`.cbf`, byte-offset through fabio), read in blocks of
+frames.
 
 The dataset path and layout come from the CrystFEL geometry (``data``, ``dim0 = %``);
 a path naming a group (an Eiger master's ``/entry/data``) means every frame dataset in
@@ -14,7 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from panreduce import constants
+from panreduce import constants, errors
+from panreduce_serial_crystallography.cbf import CbfError, CbfImage, is_packed_cbf, open_cbf, read_cbf
+from panreduce_serial_crystallography.cbf import photon_energy_ev as cbf_energy
 from panreduce_serial_crystallography.geometry import Detector
 
 __all__ = ["FrameError", "FrameSource", "bad_from_mask_array", "open_frames"]
@@ -43,6 +46,7 @@ class _Segment:
     dataset: str | None  # None for a CBF
     n: int
     is_stack: bool
+    cbf: CbfImage | None = None  # a packed CBF's layout
 
 
 @dataclass
@@ -69,7 +73,12 @@ class FrameSource:
         for seg in self.segments:
             lo, hi = max(start, base), min(stop, base + seg.n)
             if lo < hi:
-                if seg.dataset is None:
+                if seg.cbf is not None:
+                    try:
+                        out[pos] = read_cbf(seg.cbf, seg.name)
+                    except CbfError as exc:
+                        raise errors.InvalidInput(seg.name, str(exc).removeprefix(f"{seg.name}: ")) from None
+                elif seg.dataset is None:
                     import fabio
 
                     out[pos] = np.asarray(fabio.open(str(seg.file)).data, dtype=np.float32)
@@ -118,6 +127,23 @@ def open_frames(
     dtypes: list[np.dtype] = []
     panel = detector.panels[0]
     for local, name in files:
+        if local.suffix.lower() == ".cbf" and is_packed_cbf(local):
+            try:
+                cimg = open_cbf(local, name)
+            except CbfError as exc:
+                raise FrameError(name, str(exc).removeprefix(f"{name}: ")) from None
+            if cimg.shape != shape:
+                raise FrameError(name, f"image shape {cimg.shape} is not the geometry's {shape}")
+            segments.append(_Segment(local, name, None, 1, False, cimg))
+            events.append((name, 0))
+            dtypes.append(cimg.dtype)
+            e = detector.photon_energy if isinstance(detector.photon_energy, (int, float)) else cbf_energy(cimg)
+            if e is None:
+                raise FrameError(name, "the geometry gives no photon energy value and the CBF no wavelength")
+            energies.append(np.array([float(e)]))
+            c = panel.clen if isinstance(panel.clen, (int, float)) else float("nan")
+            clens.append(np.array([c + panel.coffset_m]))
+            continue
         if local.suffix.lower() == ".cbf":
             import fabio
 
