@@ -57,3 +57,35 @@ def test_delay_is_stage_plus_calibrated_pixel():
     assert stage == pytest.approx(333.565)
     # not truncated to a whole pixel as in the facility's notebook
     assert timing.pulse_delays_ps(np.array([100.5]), stage, pixel_to_ps=0.0115)[0] == pytest.approx(333.565 + 1.15575)
+
+
+def test_tabulated_default_band_is_scipys_design():
+    """The default band's sections are tabulated (no scipy.signal import per job): they
+    must be exactly what scipy designs, and other bands are still designed."""
+    order, low, high = timing.DEFAULT_BANDPASS
+    tabulated = timing.bandpass_sos(order=order, low=low, high=high)
+    designed = timing.bandpass_sos(order=order, low=low, high=high, design=True)
+    assert tabulated.shape == designed.shape == (3, 6)
+    np.testing.assert_array_equal(tabulated, designed)
+    other = timing.bandpass_sos(order=2, low=1e-4, high=0.08)
+    assert other.shape == (2, 6) and not np.allclose(other[-1], tabulated[-1])
+
+
+def test_a_default_job_does_not_import_scipy_signal(tmp_path):
+    """Timing a page with the default band by the compiled kernels leaves scipy.signal
+    unimported (its import is ~1-2.5 CPU-s of a cold job)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from panreduce_thz import pipeline, timing\n"
+        "s = pipeline.Settings(0.0115, 0.02, timing.bandpass_sos(), 'subpixel', 3, (0, 48), (48, 96))\n"
+        "rows = np.full((70, 64), 1000, np.uint16); rows[:, 30] = 2000\n"
+        "traces = np.ones((70, 96), '>f4')\n"
+        "p = pipeline.process_page(rows, traces, np.zeros(64), 1.0, s)\n"
+        "assert p.arrival_px.shape == (70,) and np.isfinite(p.arrival_px).all()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('scipy.signal')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "[]", out.stdout

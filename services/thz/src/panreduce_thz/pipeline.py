@@ -6,6 +6,7 @@ Pure computation on arrays; reading files is the technique's (``telbe``)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -46,8 +47,15 @@ class Settings:
 
     @property
     def vertex_weights(self) -> tuple[np.ndarray, np.ndarray]:
-        w = _quadratic_vertex_weights(self.half_width)
-        return np.ascontiguousarray(w[1]), np.ascontiguousarray(w[2])
+        return _vertex_weights(self.half_width)
+
+
+@functools.lru_cache(maxsize=8)
+def _vertex_weights(half_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The b and c rows of the parabola fit (shared by every page: not to be written)."""
+    w = _quadratic_vertex_weights(half_width)
+    b, c = np.ascontiguousarray(w[1]), np.ascontiguousarray(w[2])
+    return b, c
 
 
 def available_cores() -> int:

@@ -89,10 +89,11 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         self, block: Sequence[tuple[int, telbe.Position]], inputs: Inputs, params: ThzParameters, ctx: Context
     ) -> ThzPart:
         run = self._run(inputs)
-        pulses = []
+        pulses, pages = [], []
         for i, (_, pos) in enumerate(block):
             ctx.progress(0.1 * i / len(block), "check", f"position {pos.token} mm")
-            n_cam = sum(sum(telbe.image_rows(n, p, width=run.background.size)) for n, p in pos.images)
+            specs = [telbe.image_pages(n, p, width=run.background.size) for n, p in pos.images]
+            n_cam = sum(s.rows for file in specs for s in file)
             adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
             if n_cam != adc.shape[0]:
                 raise InvalidInput(
@@ -102,7 +103,8 @@ class Technique(_Technique[ThzParameters, ThzPart]):
                     f"({params.samples_per_pulse} samples a pulse)",
                 )
             pulses.append(n_cam)
-        return self._bin(run, list(block), pulses, params, ctx)
+            pages.append(specs)
+        return self._bin(run, list(block), pulses, pages, params, ctx)
 
     def combine(self, parts: Sequence[ThzPart], params: ThzParameters) -> ThzPart:
         stats = parts[0].stats
@@ -131,7 +133,13 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         return Run(layout, background, layout.positions, run_name)
 
     def _bin(
-        self, run: Run, block: list[tuple[int, telbe.Position]], pulses: list[int], params: ThzParameters, ctx: Context
+        self,
+        run: Run,
+        block: list[tuple[int, telbe.Position]],
+        pulses: list[int],
+        pages: list[list[tuple[telbe.PageSpec, ...]]],
+        params: ThzParameters,
+        ctx: Context,
     ) -> ThzPart:
         width = run.background.size
         stage = [
@@ -173,11 +181,13 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         total = max(sum(pulses), 1)
         done = 0
         pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="thz") if settings.threads > 1 else None
+        buffers = telbe.PageBuffers(3)  # process_pages keeps at most 2 pages in use
         try:
-            for j, ((k, pos), n, st) in enumerate(zip(block, pulses, stage, strict=True)):
+            for j, ((k, pos), n, st, specs) in enumerate(zip(block, pulses, stage, pages, strict=True)):
                 ctx.progress(0.1 + 0.9 * done / total, "timing", f"position {pos.token} mm ({j + 1}/{len(block)})")
                 pstats = PositionStats(pos.position_mm, st)
-                for got in process_pages(self._pages(pos, n, params, ctx), run.background, st, settings, pool):
+                feed = self._pages(pos, n, specs, buffers, params, ctx)
+                for got in process_pages(feed, run.background, st, settings, pool):
                     stats.add(pstats, got)
                     if table is not None:
                         table.append(got, k)
@@ -189,14 +199,22 @@ class Technique(_Technique[ThzParameters, ThzPart]):
         return ThzPart(stats, run.run_name, run.layout.date or None, table.read() if table else None)
 
     @staticmethod
-    def _pages(pos: telbe.Position, n: int, params: ThzParameters, ctx: Context):
-        """(raw rows, ADC traces) of the paired pulses of one position, page by page."""
+    def _pages(
+        pos: telbe.Position,
+        n: int,
+        specs: list[tuple[telbe.PageSpec, ...]],
+        buffers: telbe.PageBuffers,
+        params: ThzParameters,
+        ctx: Context,
+    ):
+        """(raw rows, ADC traces) of the paired pulses of one position, page by page (the
+        rows in ``buffers``' ring: each valid until two more pages have been read)."""
         adc = telbe.open_adc(*pos.adc, samples_per_pulse=params.samples_per_pulse)
         cam, _ = pair_indices(n, n, params.offset)
         lo, hi = (int(cam[0]), int(cam[-1]) + 1) if cam.size else (0, 0)
         start = 0
-        for name, path in pos.images:
-            for page in telbe.iter_pages(name, path):
+        for (name, path), spec in zip(pos.images, specs, strict=True):
+            for page in telbe.iter_pages(name, path, spec, buffers):
                 a, b = max(start, lo), min(start + page.shape[0], hi)
                 if a < b:
                     yield page[a - start : b - start], adc[a - params.offset : b - params.offset]

@@ -137,30 +137,115 @@ def read_background(name: str, path: Path) -> np.ndarray:
     return row
 
 
-def image_rows(name: str, path: Path, *, width: int) -> list[int]:
-    """Pulses (rows) of every page of one TIFF file, reading only the headers."""
+@dataclass(frozen=True)
+class PageSpec:
+    """One TIFF page as its header describes it: ``rows`` pulses of ``width`` pixels of
+    ``dtype`` (with the file's byte order); ``offset`` is the byte offset of its data when
+    they are stored uncompressed in one piece (read straight into a buffer), else None
+    (decoded by tifffile)."""
+
+    index: int
+    rows: int
+    width: int
+    dtype: np.dtype
+    offset: int | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.width * self.dtype.itemsize
+
+
+def image_pages(name: str, path: Path, *, width: int) -> tuple[PageSpec, ...]:
+    """The pages of one TIFF file (pulses and where their data lie), reading only the
+    headers; every page must be 2-D 8/16-bit grey with rows of ``width`` pixels."""
     try:
         with tifffile.TiffFile(path) as tif:
-            shapes = [tuple(page.shape) for page in tif.pages]
-            dtypes = {str(page.dtype) for page in tif.pages}
+            order = tif.byteorder
+            pages = []
+            for i, page in enumerate(tif.pages):
+                shape, dtype = tuple(page.shape), page.dtype
+                flat = (
+                    page.is_memmappable
+                    and getattr(page, "is_tiled", False) is False
+                    and len(shape) == 2
+                    and dtype is not None
+                    and page.nbytes == shape[0] * shape[1] * dtype.itemsize
+                )
+                pages.append((i, shape, dtype, int(page.dataoffsets[0]) if flat else None))
     except Exception as exc:  # tifffile raises several types for corrupt files
         raise InvalidInput(name, f"not a readable TIFF: {exc}") from None
-    if not shapes:
+    if not pages:
         raise InvalidInput(name, "TIFF without images")
+    dtypes = {str(d) for _, _, d, _ in pages}
     if dtypes - {"uint16", "uint8"}:
         raise InvalidInput(name, f"timing-tool images must be 8/16-bit grey, got {sorted(dtypes)}")
-    rows = []
-    for shape in shapes:
+    out = []
+    for i, shape, dtype, offset in pages:
         if len(shape) != 2:
             raise InvalidInput(name, f"timing-tool image must be 2-D grey (pulses × pixels), got shape {shape}")
         if shape[1] != width:
             raise InvalidInput(name, f"image rows have {shape[1]} pixels but the background row has {width}")
-        rows.append(shape[0])
-    return rows
+        out.append(PageSpec(i, shape[0], shape[1], np.dtype(dtype).newbyteorder(order), offset))
+    return tuple(out)
 
 
-def iter_pages(name: str, path: Path) -> Iterator[np.ndarray]:
-    """The pages of one TIFF file, one at a time (pulses × pixels, raw uint16)."""
+def image_rows(name: str, path: Path, *, width: int) -> list[int]:
+    """Pulses (rows) of every page of one TIFF file, reading only the headers."""
+    return [p.rows for p in image_pages(name, path, width=width)]
+
+
+class PageBuffers:
+    """A ring of ``size`` reusable byte buffers for pages read straight from their files
+    (no allocation and first-touch page faults per page). A buffer is handed out again
+    after ``size - 1`` further pages: the caller keeps fewer pages than that in use."""
+
+    def __init__(self, size: int = 3) -> None:
+        self._bufs: list[np.ndarray] = [np.empty(0, np.uint8) for _ in range(size)]
+        self._next = 0
+
+    def take(self, nbytes: int) -> np.ndarray:
+        i = self._next
+        self._next = (i + 1) % len(self._bufs)
+        if self._bufs[i].size < nbytes:
+            self._bufs[i] = np.empty(nbytes, np.uint8)
+        return self._bufs[i][:nbytes]
+
+
+READ_BYTES = 4 << 20  # rows read at a time from an uncompressed page (a block that stays in the cache)
+
+
+def iter_pages(
+    name: str, path: Path, specs: tuple[PageSpec, ...] | None = None, buffers: PageBuffers | None = None
+) -> Iterator[np.ndarray]:
+    """The pages of one TIFF file in order, one block of rows at a time (pulses × pixels,
+    raw, native byte order). With the ``specs`` from ``image_pages`` and ``buffers``,
+    pages stored in one uncompressed piece are read directly, ~``READ_BYTES`` at a time,
+    into the next buffer (valid until the ring comes round: see ``PageBuffers``); others
+    are decoded whole by tifffile."""
+    if specs is not None and buffers is not None and all(s.offset is not None for s in specs):
+        try:
+            with open(path, "rb", buffering=0) as fh:
+                for s in specs:
+                    row_bytes = s.width * s.dtype.itemsize
+                    step = max(1, READ_BYTES // max(row_bytes, 1))
+                    fh.seek(s.offset or 0)
+                    for r0 in range(0, s.rows, step):
+                        rows = min(step, s.rows - r0)
+                        buf = buffers.take(rows * row_bytes)
+                        got = fh.readinto(memoryview(buf))
+                        if got != buf.size:
+                            raise InvalidInput(
+                                name,
+                                f"TIFF image data unreadable: page {s.index} ends after "
+                                f"{r0 * row_bytes + (got or 0)} of its {s.nbytes} bytes",
+                            )
+                        page = buf.view(s.dtype).reshape(rows, s.width)
+                        if not page.dtype.isnative:
+                            page = page.byteswap(inplace=True).view(s.dtype.newbyteorder("="))
+                        yield page
+        except OSError as exc:
+            raise InvalidInput(name, f"TIFF image data unreadable: {exc}") from None
+        return
     try:
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
@@ -172,7 +257,8 @@ def iter_pages(name: str, path: Path) -> Iterator[np.ndarray]:
 
 
 def open_adc(name: str, path: Path, *, samples_per_pulse: int) -> np.ndarray:
-    """Memory map of the ADC file as pulses × samples (big-endian float32)."""
+    """Memory map of the ADC file as pulses × samples (big-endian float32; an ndarray
+    viewing the map, which stays open while the array lives)."""
     size = path.stat().st_size
     stride = 4 * samples_per_pulse
     if size == 0 or size % stride:
@@ -181,4 +267,5 @@ def open_adc(name: str, path: Path, *, samples_per_pulse: int) -> np.ndarray:
             f"ADC file of {size} bytes is not a whole number of pulses of "
             f"{samples_per_pulse} big-endian float32 samples ({stride} bytes each)",
         )
-    return np.memmap(path, dtype=">f4", mode="r", shape=(size // stride, samples_per_pulse))
+    # a plain ndarray view of the map: slicing an np.memmap runs its __array_finalize__ (costly per slice)
+    return np.memmap(path, dtype=">f4", mode="r", shape=(size // stride, samples_per_pulse)).view(np.ndarray)

@@ -22,11 +22,33 @@ else:
 OFFSET_CODE = 32768
 
 
-def bandpass_sos(*, order: int = 3, low: float = 1e-5, high: float = 0.04) -> np.ndarray:
+#: ``scipy.signal.butter(3, [1e-5, 0.04], btype="band", output="sos")`` (scipy 1.17), the
+#: facility's (and the default) band: a job with it need not import scipy.signal (~1 CPU-s
+#: a process with bytecode caches, ~2.5 s without). tests/thz/test_thz_timing.py checks
+#: that scipy still gives exactly these numbers.
+DEFAULT_BANDPASS = (3, 1e-5, 0.04)
+_DEFAULT_SOS = (
+    (
+        0.00021944802157476323,
+        0.00043889604314952647,
+        0.00021944802157476323,
+        1.0,
+        -1.8672757747970083,
+        0.882113110833196,
+    ),
+    (1.0, 0.0, -1.0, 1.0, -1.881642790635498, 0.8816465097486077),
+    (1.0, -2.0, 1.0, 1.0, -1.9999685914290206, 0.9999685924162118),
+)
+
+
+def bandpass_sos(*, order: int = 3, low: float = 1e-5, high: float = 0.04, design: bool = False) -> np.ndarray:
     """Second-order sections of the Butterworth band-pass the facility applies to each
     timing-tool row; ``low``/``high`` are the band edges as fractions of Nyquist
     (dimensionless, 0 < low < high < 1). SOS form: the same filter as the facility's
-    transfer-function form, numerically sound for band edges this close to 0."""
+    transfer-function form, numerically sound for band edges this close to 0. The
+    default band's sections are tabulated (``design`` True: always from scipy)."""
+    if not design and (order, low, high) == DEFAULT_BANDPASS:
+        return np.array(_DEFAULT_SOS)
     return _signal.butter(order, [low, high], btype="band", output="sos")
 
 
