@@ -4,13 +4,14 @@ normalised). refnx's curves are in ``refnx_platypus_708_710.txt`` (refnx is not 
 the test environment; ``make bench-reflectometry`` runs it live).
 
 Where the two differ, it is θ: at the same wavelength the intensities agree to 2-3 %; on Q, 709
-and 710 agree to 2-3 %, 708 does not (9 %), because refnx's ω(λ) for 708 is 0.007-0.009° (1.5 %)
-above the angle its own beams give in total reflection: θ(λ) = ½·atan((y_R(λ) − y_D(λ) −
-2|y_s(λ)|)/L) per wavelength band, which needs no model of the fall after the sample (the
-reflected ray is the mirror image of the direct one about the sample plane, so both fall alike
-there; y_s is the beam's fall at the sample, 0.1 mm at 18 Å). refnx pairs the raw reflected
-beam's centre at 19-21 Å with the direct beam's centre for an infinitely fast neutron and then
-adds the elevation ε(λ) again; ours takes both for an infinitely fast neutron.
+and 710 agree to 2-3 %, 708 does not (9 %): refnx's ω(λ) for 708 is 0.007-0.009° (1.5 %) above
+ours. Our θ(λ) is what the two beams' heights give per wavelength band with the files' geometry,
+θ(λ) = ½·atan((y_R(λ) − y_D(λ) − 2|y_s(λ)|)/L) (last test: no model of the fall after the
+sample is needed, the reflected ray being the mirror image of the direct one about the sample
+plane; y_s is the beam's fall at the sample, 0.1 mm at 18 Å). But Si's critical edge
+(``test_refl_si_edge.py``) wants an angle 0.006-0.007° above ours at 11 Å, within 0.002° of
+refnx's: the files' geometry and λ scale are not consistent with Si's SLD at the 1.3 % level,
+and refnx's beam-centre choices happen to land on the edge. The cause is not found.
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ def _band_centre(run, rows: np.ndarray, wavelength: np.ndarray, band: tuple[floa
     return float(run.pixel_y_m[rows[0]] + centre * pitch)
 
 
-def test_platypus_708_angle_per_wavelength_from_the_beams_is_ours_not_refnxs(dataset, ours):
+def test_platypus_708_angle_per_wavelength_from_the_beams_is_ours(dataset, ours):
     """708 in total reflection (12-18 Å, clean specular beam), 1 Å bands: the measured
     ½·atan((y_R(λ) − y_D(λ) − 2|y_s(λ)|)/L) is within 0.002° of our θ(λ) and 0.006° or more below
-    refnx's ω(λ)."""
+    refnx's ω(λ). (The Si edge disagrees with both beams' geometry: ``test_refl_si_edge.py``.)"""
     from panreduce_reflectometry.readers import read_run
 
     db = read_run(dataset("platypus-refnx/PLP0000711.nx.hdf"), "PLP0000711.nx.hdf")
