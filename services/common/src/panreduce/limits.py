@@ -196,10 +196,19 @@ def page_start(token: str) -> int:
 
 
 def check_upload_name(name: str, field: str = "header.name") -> None:
-    """The file name an upload is kept under: no NUL, no longer than one path component."""
+    """The file name an upload is kept under: no NUL, no longer than one path component,
+    and nothing its upload:// URI could not carry as it is (a location is decoded once
+    and refused with control characters, '%', '\\', '?' or '#': such an upload was
+    accepted and then could not be named)."""
     out: list[errors.FieldViolation] = []
     if "\x00" in name:
         out.append(_violation(field, "contains a NUL character"))
+    else:
+        bad = next((c for c in name if ord(c) < 0x20 or ord(c) == 0x7F or c in "%\\?#"), None)
+        if bad is not None:
+            out.append(
+                _violation(field, f"contains {bad!r}, which an upload:// location cannot carry (rename the file)")
+            )
     size = len(name.encode("utf-8", "surrogatepass"))
     base = name.rsplit("/", 1)[-1]
     if size > LIMITS.upload_name_bytes or len(base.encode("utf-8", "surrogatepass")) > LIMITS.upload_name_bytes:
