@@ -30,7 +30,7 @@ from panreduce_reflectometry.technique import Technique
 ROOT = Path(__file__).resolve().parents[1]
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))
 PEER_ENV = ROOT / ".bench-envs" / "refnx"
-PEER_PACKAGES = ("refnx", "pandas", "h5py")
+PEER_PACKAGES = ("refnx==0.1.67", "pandas", "h5py")  # the version the stored reference was made with
 
 PEER_SCRIPT = r"""
 import json, sys, time, warnings
