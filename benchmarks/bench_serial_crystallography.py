@@ -12,6 +12,14 @@ figures measured for it on one core are shown: 29.5 ms a 1 Mpx frame, 128 ms a 4
 
 Times are the CPU time of the calling thread (``time.thread_time``, both sides), the per-core
 figure: on a shared machine wall-clock times swing with the other processes' load.
+
+The hits-only export (``--export``: that table only): N hit frames (int32, 1 and 4 Mpx, 50
+peaks each) written through the technique's ``hits.cxi`` writer block by block as the job
+does (float32 frames in, the input's dtype out, peak lists, per-hit energy and camera
+length), against a plain sequential write of the same frame bytes (``ndarray.tofile``) to the
+same folder, both ending with ``fsync``; wall-clock MB/s of the frame bytes, best of
+``BENCH_EXPORT_REPEATS`` (3) alternating runs. Folder: ``$BENCH_EXPORT_DIR`` (default: the
+system's temporary folder).
 """
 
 from __future__ import annotations
@@ -186,7 +194,84 @@ def cspad() -> tuple[float, float | None, str] | None:
     return best * 1e3, peer[0], f"{ours_n} vs OM {om_n} peaks, {matched} of OM's matched"
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def export(n: int, n_frames: int, folder: Path, repeats: int) -> tuple[float, float, int]:
+    """(writer MB/s, plain MB/s, frame bytes) for ``n_frames`` n x n int32 hits."""
+    from panreduce_serial_crystallography.hits import FrameResult
+    from panreduce_serial_crystallography.output import CxiHitWriter
+    from panreduce_serial_crystallography.peakfinder8 import Peaks
+
+    rng = np.random.default_rng(1)
+    block_frames = 16
+    blocks = [rng.poisson(60.0, (block_frames, n, n)).astype(np.float32) for _ in range(2)]
+    k = 50
+    peaks = Peaks(
+        *(rng.uniform(0, n, k).astype(np.float32) for _ in range(4)),
+        np.full(k, 4, np.int32),
+        *(rng.uniform(1, 100, k).astype(np.float32) for _ in range(2)),
+        np.zeros(k, np.int16),
+    )
+    nbytes = n_frames * n * n * 4
+    best_w = best_p = np.inf
+    for _ in range(repeats):
+        path = folder / "bench_hits.cxi"
+        t = time.perf_counter()
+        w = CxiHitWriter(
+            path,
+            shape=(n, n),
+            max_peaks=2048,
+            dtype=np.dtype(np.int32),
+            mask_bad=np.zeros((n, n), bool),
+            energy_path="/LCLS/photon_energy_eV",
+            clen_path="/LCLS/detector_1/clen_mm",
+        )
+        for start in range(0, n_frames, block_frames):
+            m = min(block_frames, n_frames - start)
+            frames = blocks[(start // block_frames) % 2][:m]
+            results = [FrameResult(start + i, peaks, True, 2.0, 9500.0) for i in range(m)]
+            w.add(frames, results, start, np.full(m, 0.1))
+        w.close()
+        _fsync(path)
+        best_w = min(best_w, time.perf_counter() - t)
+        path.unlink()
+        path = folder / "bench_plain.bin"
+        t = time.perf_counter()
+        with open(path, "wb") as f:
+            for start in range(0, n_frames, block_frames):
+                m = min(block_frames, n_frames - start)
+                blocks[(start // block_frames) % 2][:m].astype(np.int32).tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
+        best_p = min(best_p, time.perf_counter() - t)
+        path.unlink()
+    return nbytes / best_w / 1e6, nbytes / best_p / 1e6, nbytes
+
+
+def export_table() -> None:
+    import tempfile
+
+    repeats = int(os.environ.get("BENCH_EXPORT_REPEATS", "3"))
+    folder = Path(os.environ.get("BENCH_EXPORT_DIR") or tempfile.gettempdir())
+    print(f"hits-only export to {folder}: wall clock incl. fsync, best of {repeats} alternating runs")
+    print(f"{'frames':>22} | {'MB':>6} | {'hits.cxi MB/s':>13} | {'plain write MB/s':>16} | {'ratio':>5}")
+    print("-" * 76)
+    for n, n_frames in ((1024, 64), (2048, 16)):
+        w, p, nbytes = export(n, n_frames, folder, repeats)
+        label = f"{n_frames} x {n}x{n} int32"
+        print(f"{label:>22} | {nbytes / 1e6:6.0f} | {w:13.0f} | {p:16.0f} | {w / p:5.2f}")
+
+
 def main() -> None:
+    if "--export" in sys.argv[1:]:
+        export_table()
+        return
     print(f"peakfinder8, one core (OMP_NUM_THREADS=1), CPU time of the thread, best of {REPEATS}")
     print(
         f"{'frame':>22} | {'panreduce ms':>12} | {'frames/s':>8} | {'recall':>6} | {'OM ms':>8} | {'OM frames/s':>11} | {'OM recall':>9}"
@@ -210,6 +295,8 @@ def main() -> None:
         print(f"{'CSPAD 1480x1552 (64 ASICs)':>22} | {ms:12.1f} | {1e3 / ms:8.1f} | {'-':>6} | {peer_cols} | {'-':>9}")
         if agree:
             print(f"CSPAD, 4 real hits: {agree}")
+    print()
+    export_table()
 
 
 if __name__ == "__main__":

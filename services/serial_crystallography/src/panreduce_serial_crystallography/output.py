@@ -89,8 +89,13 @@ class CxiHitWriter:
             d.resize(n1, axis=0)
         for ds in self.fields.values():
             ds.resize(n1, axis=0)
-        block = np.stack([frames[r.index - block_start] for r in hits]).astype(self.data.dtype)
-        self.data[n0:n1] = block
+        # one chunk a frame, no filter: each frame converted once to the stored type and
+        # handed to HDF5 as its chunk's bytes (no type conversion or selection in HDF5)
+        dtype = self.data.dtype
+        buf = np.empty(self.data.shape[1:], dtype)
+        for j, r in enumerate(hits):
+            np.copyto(buf, frames[r.index - block_start], casting="unsafe")
+            self.data.id.write_direct_chunk((n0 + j, 0, 0), buf)
         self.n_peaks[n0:n1] = [min(len(r.peaks), self.max_peaks) for r in hits]
         self.source_frame[n0:n1] = [r.index for r in hits]
         self.energy[n0:n1] = [r.photon_energy_ev * constants.ELEMENTARY_CHARGE for r in hits]
