@@ -28,6 +28,7 @@ Pulses per second = pulses / wall time; per core = pulses / CPU time. The load a
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -35,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -83,7 +85,22 @@ def run_ours(folder: Path, method: str) -> dict:
     w0, c0 = time.perf_counter(), time.process_time()
     from panreduce import kit
     from panreduce.storage import Stores
+    from panreduce_thz import pipeline
     from panreduce_thz.technique import Technique
+
+    # CPU time of each thread in the per-pulse work (timing + gating of page blocks): shows
+    # whether the job can use two cores (two balanced streams) when the wall clock cannot
+    workers: dict[str, float] = collections.defaultdict(float)
+    page = pipeline.process_page
+
+    def timed_page(*args, **kwargs):
+        t = time.thread_time()
+        try:
+            return page(*args, **kwargs)
+        finally:
+            workers[threading.current_thread().name] += time.thread_time() - t
+
+    pipeline.process_page = timed_page
 
     params: dict = {"pixel_to_ps": 0.0115, "bin_ps": 0.02, "plots": False, "timing_method": method}
     if method == "window":  # sub-pixel timing of the rows cropped around the edge (arrivals ~307 ± 22 px)
@@ -92,11 +109,21 @@ def run_ours(folder: Path, method: str) -> dict:
     for i in range(2):
         if i:
             w0, c0 = time.perf_counter(), time.process_time()
+        workers.clear()
+        m0 = time.thread_time()
         with tempfile.TemporaryDirectory() as scratch:
             summary = kit.run(
                 Technique, [str(folder) + "/"], params, Path(scratch) / "out", stores=Stores(Path(scratch) / "store")
             ).summary
-        jobs.append({"wall": time.perf_counter() - w0, "cpu": time.process_time() - c0, "load": os.getloadavg()[0]})
+        jobs.append(
+            {
+                "wall": time.perf_counter() - w0,
+                "cpu": time.process_time() - c0,
+                "load": os.getloadavg()[0],
+                "main_cpu": time.thread_time() - m0,
+                "worker_cpu": sorted(workers.values(), reverse=True),
+            }
+        )
         if jobs[0].get("summary") is None:
             jobs[0]["summary"] = summary
         elif summary != jobs[0]["summary"]:
@@ -159,6 +186,8 @@ def main() -> None:
     ap.add_argument("--distinct", type=int, default=4, help="positions simulated (others hard-linked)")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "STARTED"), help=argparse.SUPPRESS)
     ap.add_argument("--no-integer", action="store_true", help="skip the integer-timing jobs")
+    ap.add_argument("--no-notebook", action="store_true", help="skip the notebook's numpy restatement")
+    ap.add_argument("--repeat", type=int, default=1, help="processes per implementation (each row is the best CPU)")
     args = ap.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]), float(args.child[2]))
@@ -181,30 +210,50 @@ def main() -> None:
         kinds = [("panreduce-thz (sub-pixel)", "subpixel"), ("panreduce-thz (px 150-450)", "window")]
         if not args.no_integer:
             kinds.append(("panreduce-thz (integer)", "integer"))
-        for label, kind in [*kinds, ("notebook (numpy)", "notebook")]:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--child", kind, str(folder), repr(time.time())],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            assert r["pulses"] == n, r
-            if "jobs" in r:
-                for tag, job in zip(("cold", "warm"), r["jobs"], strict=True):
-                    rows.append((f"{label}, {tag}", {**job, "rss_mib": r["rss_mib"], "startup": r["startup"]}))
-            else:
-                rows.append((label, r))
+        if not args.no_notebook:
+            kinds.append(("notebook (numpy)", "notebook"))
+        for label, kind in kinds:
+            best: dict[str, dict] = {}
+            for _ in range(args.repeat if kind != "notebook" else 1):
+                proc = subprocess.run(
+                    [sys.executable, __file__, "--child", kind, str(folder), repr(time.time())],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                assert r["pulses"] == n, r
+                got = (
+                    {
+                        f"{label}, {tag}": {**job, "rss_mib": r["rss_mib"], "startup": r["startup"]}
+                        for tag, job in zip(("cold", "warm"), r["jobs"], strict=True)
+                    }
+                    if "jobs" in r
+                    else {label: r}
+                )
+                for key, row in got.items():
+                    if key not in best or row["cpu"] < best[key]["cpu"]:
+                        best[key] = row
+            rows.extend(best.items())
     print()
     print(
         f"| {'implementation':<34} | wall (s) | CPU (s) | pulses/s (wall) | pulses/s per core (CPU) "
-        "| process start (s) | load | peak RSS (MiB) |"
+        "| pulses/s on 2 cores (CPU) | main / worker threads CPU (s) | process start (s) | load | peak RSS (MiB) |"
     )
-    print(f"|{'-' * 36}|---------:|--------:|----------------:|------------------------:|------:|-----:|-----:|")
+    print(
+        f"|{'-' * 36}|---------:|--------:|----------------:|------------------------:|"
+        "------------------------:|:-----|------:|-----:|-----:|"
+    )
     for label, r in rows:
+        threads = (
+            f"{r['main_cpu']:.2f} / " + " + ".join(f"{w:.2f}" for w in r["worker_cpu"]) if "main_cpu" in r else "-"
+        )
+        # two cores are only usable by two balanced streams: the busiest thread bounds the wall time
+        two = max(r["cpu"] / 2, max([r.get("main_cpu", r["cpu"]), *r.get("worker_cpu", [])]))
         print(
             f"| {label:<34} | {r['wall']:8.1f} | {r['cpu']:7.1f} | {n / r['wall'] / 1e6:13.2f} M | "
-            f"{n / r['cpu'] / 1e6:21.2f} M | {r['startup']:5.1f} | {r['load']:4.1f} | {r['rss_mib']:4.0f} |"
+            f"{n / r['cpu'] / 1e6:21.2f} M | {n / two / 1e6:22.2f} M | {threads} | {r['startup']:5.1f} | "
+            f"{r['load']:4.1f} | {r['rss_mib']:4.0f} |"
         )
 
 

@@ -24,7 +24,21 @@ LANES = 64  # pulses filtered side by side (the SIMD loop runs over them; 64: 0.
 TILE_PX, TILE_LANES = 32, 8  # the rows -> lanes transpose in tiles of pixels × pulses
 
 
-@njit(cache=True, nogil=True)
+def _jit(**options):
+    """``njit`` with ``cache=True`` (the compiled kernels kept next to this file, or in
+    numba's user cache when the tree is read-only: a cold process loads instead of
+    compiling them, ~1 s); without the cache when no cache folder is writable."""
+
+    def wrap(fn):
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return njit(cache=False, **options)(fn)
+
+    return wrap
+
+
+@_jit(nogil=True)
 def _vertex(y: np.ndarray, idx: int, width: int, half: int, w1: np.ndarray, w2: np.ndarray) -> float:
     """``timing.peak_positions``'s sub-pixel rule for one filtered row ``y``."""
     if width < 2 * half + 1:
@@ -46,7 +60,7 @@ def _vertex(y: np.ndarray, idx: int, width: int, half: int, w1: np.ndarray, w2: 
     return centre + vertex
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})  # FMA contraction only: no reassociation
+@_jit(nogil=True, fastmath={"contract"})  # FMA contraction only: no reassociation
 def arrival_pixels(
     raw: np.ndarray,
     first: int,
@@ -124,7 +138,7 @@ def arrival_pixels(
             out[start + lane] = first + (_vertex(row, best, width, half, w1, w2) if subpixel else float(best))
 
 
-@njit(cache=True, nogil=True)
+@_jit(nogil=True)
 def gated_signal(words: np.ndarray, s0: int, s1: int, g0: int, g1: int, out: np.ndarray) -> None:
     """Σ samples[s0:s1] − Σ samples[g0:g1] (float64, into ``out``) of each trace of
     ``words``: the big-endian float32 ADC traces (pulses × samples) viewed as uint32."""
@@ -144,7 +158,7 @@ def gated_signal(words: np.ndarray, s0: int, s1: int, g0: int, g1: int, out: np.
         out[i] = a - b
 
 
-@njit(cache=True, nogil=True)
+@_jit(nogil=True)
 def accumulate(
     delay_ps: np.ndarray,
     value: np.ndarray,

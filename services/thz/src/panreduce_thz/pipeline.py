@@ -129,12 +129,6 @@ def compiled_gated_signal(traces: np.ndarray, s: Settings) -> np.ndarray:
     return out
 
 
-def _concat(parts: list[Pulses]) -> Pulses:
-    if len(parts) == 1:
-        return parts[0]
-    return Pulses(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("arrival_px", "delay_ps", "signal")))
-
-
 def process_pages(
     pages: Iterable[tuple[np.ndarray, np.ndarray]],
     background: np.ndarray,
@@ -144,7 +138,8 @@ def process_pages(
 ) -> Iterator[Pulses]:
     """``process_page`` over (rows, traces) pages, in order. With a pool, each page is
     split into ``s.threads`` blocks timed in parallel while the next page is read (at most
-    two pages in flight: memory stays bounded by the page size)."""
+    two pages in flight: memory stays bounded by the page size); their results come one
+    block at a time, in order (not concatenated)."""
     if pool is None or s.threads < 2:
         for rows, traces in pages:
             yield process_page(rows, traces, background, stage_ps, s)
@@ -161,10 +156,10 @@ def process_pages(
             if b > a
         ]
         if pending is not None:
-            yield _concat([f.result() for f in pending])
+            yield from [f.result() for f in pending]
         pending = futures
     if pending:
-        yield _concat([f.result() for f in pending])
+        yield from [f.result() for f in pending]
 
 
 @dataclass
