@@ -38,7 +38,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import pydantic
 
-from panreduce.errors import DeadlineExceeded, FieldViolation, InvalidParameters, JobCancelled
+from panreduce.errors import DeadlineExceeded, FieldViolation, InvalidParameters, JobCancelled, clip
 
 
 class Parameters(pydantic.BaseModel):
@@ -346,6 +346,11 @@ class Technique(Generic[P, D]):
             return cls.Parameters.model_validate(dict(raw))  # type: ignore[return-value]
         except pydantic.ValidationError as exc:
             raise InvalidParameters(_violations(cls.Parameters, exc)) from None
+        except (TypeError, ArithmeticError, RecursionError) as exc:
+            # a technique's own validator choked on a value of the wrong kind (int([1]),
+            # int(inf)): pydantic passes only ValueError on as a field's error, so name
+            # the field here; the caller's mistake, never INTERNAL
+            raise InvalidParameters([_choked_on(cls.Parameters, dict(raw), exc)]) from None
 
 
 # A technique of any parameters and data: what the kit's runner and servicer handle.
@@ -372,6 +377,20 @@ def is_hdf5(path: Path) -> bool:
     except OSError:
         return False
     return False
+
+
+def _choked_on(model: type[pydantic.BaseModel], raw: dict[str, Any], exc: BaseException) -> FieldViolation:
+    """The field whose value made a validator raise ``exc`` (not a ValueError): found by
+    validating each given field alone (only on this error path)."""
+    why = f"a value of the wrong kind ({type(exc).__name__}: {clip(str(exc), 160)})"
+    for key, value in raw.items():
+        try:
+            model.model_validate({key: value})
+        except (TypeError, ArithmeticError, RecursionError):
+            return FieldViolation(clip(str(key), 120), why)
+        except Exception:  # its other errors belong to the full validation
+            continue
+    return FieldViolation("parameters", why)
 
 
 def _violations(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> list[FieldViolation]:
