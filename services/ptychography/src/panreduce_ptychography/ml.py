@@ -74,6 +74,8 @@ class ML:
             gP = m.back_shift_sum(ov.conj() * chi, idx, ramps)
             dP = B.sum(B.abs2(ov[:, 0]), 0)
             dP += m.opts.probe_inertia * B.max(dP)
+            if m.opts.ml_probe_scale != 1.0:
+                dP /= m.opts.ml_probe_scale
             zP = gP / dP
             gz = B.vdot(gO, zO) + B.vdot(gP, zP)
         else:
@@ -94,6 +96,20 @@ class ML:
         # in t, I(t) = I + a1 t + a2 t^2 (a2 = |A|^2 >= 0), and a safeguarded Newton
         # search for the minimum of the Poisson likelihood on it
         hov = m.object_views(idx, hO)
+        if hP is not None and o.ml_separate_steps:
+            AO = B.fft2(pv * hov)
+            del hov
+            AP = B.fft2(m.probe_views(idx, hP, ramps) * ov)
+            t_obj, t_probe = self._two_steps(spec, AO, AP, inten, c, hO)
+            del AO, AP, spec
+            if t_obj <= 0 and t_probe <= 0:
+                self.prev = None  # no descent along this direction: restart CG
+            m.obj = m.obj + hO * t_obj
+            m.probe = m.probe + hP * t_probe
+            m.constrain_probe()
+            if self.prev is not None and m.k > 1:
+                self.prev = None  # orthogonalisation changes the basis: restart CG
+            return self._finish(it, idx, err, deviance)
         if hP is not None:
             A = B.fft2(m.probe_views(idx, hP, ramps) * ov + pv * hov)
         else:
@@ -119,11 +135,100 @@ class ML:
             m.constrain_probe()
             if self.prev is not None and m.k > 1:
                 self.prev = None  # orthogonalisation changes the basis: restart CG
+        return self._finish(it, idx, err, deviance)
+
+    def _finish(self, it: int, idx: np.ndarray, err: float, deviance: float) -> dict[str, float]:
+        m, o = self.m, self.m.opts
         out = {"fourier_error": err / m.norm_data, "poisson_deviance": deviance}
         if o.position_refinement and it >= o.position_start and (it - o.position_start) % o.position_every == 0:
             out["position_step_px"] = m.refine_positions(idx)
             self.prev = None
         return out
+
+    def _two_steps(self, spec: Array, AO: Array, AP: Array, inten: Array, c: Array, hO: Array) -> tuple[float, float]:
+        """The object's and the probe's step along (hO, hP): the exit waves along the two
+        steps are psi + t_O A_O + t_P A_P (their product term left out, as in the common
+        step), so the model intensity is quadratic in (t_O, t_P)."""
+        m, B = self.m, self.m.B
+
+        def re(a: Array, b: Array) -> Array:
+            return B.sum((a.conj() * b).real, 1) if m.k > 1 else (a[:, 0].conj() * b[:, 0]).real
+
+        def sq(a: Array) -> Array:
+            return B.sum(B.abs2(a), 1) if m.k > 1 else B.abs2(a[:, 0])
+
+        terms = [re(spec, AO) * 2, re(spec, AP) * 2, sq(AO), sq(AP), re(AO, AP) * 2]
+        every = max(1, m.n // ML_LINE_SEARCH_FRAMES)
+        if every > 1:
+            sub = B.index(np.arange(0, m.n, every))
+            inten, c = inten[sub], c[sub]
+            terms = [t[sub] for t in terms]
+        reg = self._reg_terms(m.obj, hO) if self.mu > 0 else (0.0, 0.0, 0.0)
+        mask = None if m.mask_all_good else m.mask
+        return _poisson_two_steps(B, inten, terms, c, mask, reg, m.n / inten.shape[0])
+
+
+def _poisson_two_steps(
+    B: Backend,
+    inten: Array,
+    terms: list[Array],
+    c: Array,
+    mask: Array | None,
+    reg: tuple[float, float, float],
+    scale: float,
+) -> tuple[float, float]:
+    """Steps (t_O, t_P) >= 0 minimising scale * sum(mask (q - c log q)) + reg(t_O) with
+    q = inten + bO t_O + bP t_P + cOO t_O^2 + cPP t_P^2 + cOP t_O t_P (``terms`` = bO, bP,
+    cOO, cPP, cOP): from the best common step (:func:`_poisson_line_search`), safeguarded
+    2-D Newton steps, each taken only where the likelihood falls (halved up to 4 times)."""
+    bO, bP, cOO, cPP, cOP = terms
+
+    def q_of(to: float, tp: float) -> Array:
+        return inten + bO * to + bP * tp + cOO * (to * to) + cPP * (tp * tp) + cOP * (to * tp)
+
+    def value(to: float, tp: float) -> float:
+        q = q_of(to, tp)
+        if B.scalar(B.sum((q <= 0) * 1.0)) > 0:
+            return float("inf")
+        v = q - c * log(B, q)
+        if mask is not None:
+            v = v * mask
+        return scale * B.scalar(B.sum(v)) + reg[1] * to + reg[2] * to * to / 2
+
+    t = _poisson_line_search(B, inten, bO + bP, cOO + cPP + cOP, c, mask, reg, scale)
+    to = tp = t
+    best = value(to, tp)
+    for _ in range(6):
+        q = q_of(to, tp)
+        d_o = bO + cOO * (2 * to) + cOP * tp
+        d_p = bP + cPP * (2 * tp) + cOP * to
+        r = c / q
+        w = 1 - r
+        rq = r / q
+        parts = [w * d_o, w * d_p, rq * d_o * d_o + w * cOO * 2, rq * d_p * d_p + w * cPP * 2, rq * d_o * d_p + w * cOP]
+        if mask is not None:
+            parts = [p * mask for p in parts]
+        g_o, g_p, h_oo, h_pp, h_op = (scale * B.scalar(B.sum(p)) for p in parts)
+        g_o += reg[1] + reg[2] * to
+        h_oo += reg[2]
+        det = h_oo * h_pp - h_op * h_op
+        if not (np.isfinite(det) and det > 0 and h_oo > 0):
+            break
+        s_o = -(h_pp * g_o - h_op * g_p) / det
+        s_p = -(h_oo * g_p - h_op * g_o) / det
+        for _ in range(4):
+            n_o, n_p = max(to + s_o, 0.0), max(tp + s_p, 0.0)
+            v = value(n_o, n_p)
+            if np.isfinite(v) and v < best:
+                break
+            s_o, s_p = s_o / 2, s_p / 2
+        else:
+            break
+        small = abs(n_o - to) <= 1e-3 * max(to, 1e-12) and abs(n_p - tp) <= 1e-3 * max(tp, 1e-12)
+        to, tp, best = n_o, n_p, v
+        if small:
+            break
+    return to, tp
 
 
 def _poisson_line_search(

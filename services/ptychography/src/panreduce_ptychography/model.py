@@ -54,6 +54,11 @@ class Options:
     object_inertia: float = 1e-3  # regularisation of the object update, relative
     probe_inertia: float = 1e-3
     ml_regularisation: float = 0.0
+    # ML: one step length each for the object and the probe part of the direction (a 2-D
+    # Newton search) instead of one common step; the probe's preconditioner (sum |O|^2)
+    # divided by ml_probe_scale (see plan.stages: the DM -> ML hand-over sets both)
+    ml_separate_steps: bool = False
+    ml_probe_scale: float = 1.0
     lsqml_batches: int = 4
     position_refinement: bool = False
     position_start: int = 10
