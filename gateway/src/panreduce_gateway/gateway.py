@@ -454,6 +454,14 @@ class GatewayService(pb_grpc.ReducerServicer):
         """Check and queue a request; ``follow`` (Reduce): the call's deadline is the job's."""
         identity = self.access.identify(context)
         limits.check_reduce_request(request)
+        if request.merge:
+            # the merge step reads shard parts by name beside each summary, unchecked by
+            # the input rules (a caller's crafted part could link to another proposal's
+            # data); only the gateway sends it, to a service, for the shards it ran
+            raise errors.InvalidRequest(
+                "merge is the gateway's own step for the shards of a split job; send the job itself "
+                "(split: the number of shards)"
+            )
         route = self.route(request.technique)
         proposal = self.access.proposal_for(identity, request.labels.get("proposal", ""))
         # an idempotency key is the (proposal, subject)'s own: the same request again is

@@ -347,10 +347,9 @@ def run_request(
             on_skip=lambda uri, why: ctx.log(f"skipped {uri}: {why}", "warning"),
         )
         ctx.progress(1.0, "stage", f"staged {len(inputs.files)} file(s)")
-        if not request.merge:  # a merge reads the kit's own parts
-            for f in inputs.files:  # whichever library the technique reads it with
-                locations.check_file_references(f.path, input_roots(f), source=f.name)
-                ctx.check_cancelled()
+        for f in inputs.files:  # whichever library the technique reads it with (a merge's parts too)
+            locations.check_file_references(f.path, input_roots(f), source=f.name)
+            ctx.check_cancelled()
         found = catalogue.extract(inputs.files)
         if cls.shardable:
             summary = _run_contract(tech, inputs, params, ctx, shard=shard, merge=request.merge)
@@ -457,6 +456,7 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
     """The parts of a merge's inputs, in shard order; every shard of the job must be
     there (a part or an empty marker) exactly once."""
     markers: dict[Path, dict[str, Any]] = {}
+    staged = {f.path for f in inputs.files}
     for f in inputs.files:
         if f.path.name == SUMMARY_FILE:
             try:
@@ -489,6 +489,8 @@ def read_parts(inputs: Inputs, part_cls: type, technique: str) -> list[Any]:
         path = folder / PART_FILE
         if not path.is_file():
             raise errors.InternalError(f"shard {doc['shard']} of {technique} published no {PART_FILE}")
+        if path not in staged:  # only what was staged (and checked) is read: not a link beside it
+            raise errors.InvalidInput(f"{PART_FILE} of shard {doc['shard']}", "is not one of the merge's inputs")
         attrs = part_attrs(path)
         if attrs.get("technique") != technique or attrs.get("shard") != doc["shard"]:
             raise errors.InvalidInput(path.name, f"is not shard {doc['shard']}'s part of a {technique} job")
