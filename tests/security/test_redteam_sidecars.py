@@ -32,10 +32,13 @@ from panreduce.storage import Stores
 from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 from panreduce_saxs.technique import Technique as Saxs
+from panreduce_serial_crystallography.technique import Technique as Serial
 from panreduce_stem4d.technique import Technique as Stem4d
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stem4d"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serial_crystallography"))
 from stem4d_helpers import write_mib
+from sx_synthetic import GEOM, render, spots, write_stack
 
 SHAPE = (24, 28)
 SAXS = {
@@ -70,8 +73,11 @@ def site(tmp_path_factory):
     stores = Stores(root / "store")
     saxs = start_technique(Saxs, stores=stores)
     stem = start_technique(Stem4d, stores=stores)
+    sx = start_technique(Serial, stores=stores)
     gateway = GatewayService(
-        {"saxs": saxs.address, "stem4d": stem.address}, stores=stores, config=GatewayConfig(access=access)
+        {"saxs": saxs.address, "stem4d": stem.address, "serial_crystallography": sx.address},
+        stores=stores,
+        config=GatewayConfig(access=access),
     )
     gw = start_server(gateway, name="gateway", manager=gateway.manager)
     gw.set_serving(True)
@@ -84,6 +90,7 @@ def site(tmp_path_factory):
         gateway.close()
         saxs.drain_and_stop(2)
         stem.drain_and_stop(2)
+        sx.drain_and_stop(2)
 
 
 def denied(call) -> errors.PanReduceError:
@@ -169,6 +176,34 @@ def test_stem4d_never_opens_an_external_signal_or_header_of_b(site):
     assert a.reduce("stem4d", [str(data / "propA" / "run.mib")], STEM).summary["frames"] == 16
 
 
+SX = {"threshold": 60, "min_snr": 5, "min_pix_count": 2, "max_pix_count": 30, "local_bg_radius": 3, "min_peaks": 10}
+
+
+def _with_user_block(path: Path, target: Path) -> Path:
+    """An HDF5 file whose first 512 bytes (a user block) read as an EDF header: its
+    signature is not at offset 0, yet h5py opens it and follows its external link."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["entry_1/data_1/data"] = h5py.ExternalLink(str(target), "/entry_1/data_1/data")
+    raw = path.read_bytes()
+    path.write_bytes(b"{ not an EDF header }".ljust(512, b" ") + raw[512:])
+    assert h5py.is_hdf5(path) and not raw.startswith(b"\x89HDF")
+    return path
+
+
+def test_serial_crystallography_never_reads_b_through_an_hdf5_with_a_user_block(site):
+    data, a = site
+    rng = np.random.default_rng(1)
+    frames = np.array([render(c, rng.uniform(200, 1500, len(c)), rng=rng) for c in [spots(rng, 20) for _ in range(5)]])
+    write_stack(data / "propB" / "b.cxi", frames)
+    (data / "propA" / "det.geom").write_text(GEOM)
+    evil = _with_user_block(data / "propA" / "ub.cxi", data / "propB" / "b.cxi")
+    denied(lambda: a.reduce("serial_crystallography", [str(evil), str(data / "propA" / "det.geom")], SX))
+    write_stack(data / "propA" / "own.cxi", frames)  # the same, linked to A's own stack
+    mine = _with_user_block(data / "propA" / "ub-own.cxi", data / "propA" / "own.cxi")
+    done = a.reduce("serial_crystallography", [str(mine), str(data / "propA" / "det.geom")], SX)
+    assert done.summary["n_frames"] == 5
+
+
 def test_the_check_is_by_content_not_by_suffix(tmp_path):
     """The one check, without servers: each attack refused whatever its name; a TIFF, an
     EDF or an HDF5 file that names nothing passes; a damaged one is its reader's to report."""
@@ -180,6 +215,9 @@ def test_the_check_is_by_content_not_by_suffix(tmp_path):
             with pytest.raises(errors.PermissionDenied, match="not followed"):
                 locations.check_file_references(p, [a])
         del kind
+    b.joinpath("x.cxi").write_bytes(b"")
+    with pytest.raises(errors.PermissionDenied, match="not followed"):
+        locations.check_file_references(_with_user_block(a / "ub.tif", b / "x.cxi"), [a])
     tifffile.imwrite(a / "plain.tif", _image())
     (a / "damaged.tif").write_bytes(b"II*\x00" + b"\xff" * 20)
     with h5py.File(a / "plain.h5", "w") as f:

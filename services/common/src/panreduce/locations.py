@@ -631,20 +631,26 @@ def check_file_references(path: Path | str, roots: Iterable[Path], *, source: st
     except OSError:
         return  # unreadable: the technique's reader names it
     folder = p.parent
-    if head == b"\x89HDF\r\n\x1a\n":
-        import h5py
+    import h5py
 
+    # not by the first bytes alone: HDF5 finds its signature after a user block (512,
+    # 1024, ... bytes) whatever comes first, and h5py opens such a file, a TIFF or EDF
+    # polyglot included; so every check that applies is made
+    if head == b"\x89HDF\r\n\x1a\n" or h5py.is_hdf5(p):
         try:
             f = h5py.File(p, "r")
         except OSError:
-            return  # damaged: its reader reports it
+            f = None  # damaged: its reader reports it
+    else:
+        f = None
+    if f is not None:
         with f:
             check_opened_hdf5(p, f)  # the very file staging checked (no link swapped in)
             try:
                 check_hdf5_references(f, p, roots, source=name)
             except (OSError, RuntimeError) as exc:
                 raise errors.InvalidInput(name, f"is a damaged HDF5 file: its links cannot be listed ({exc})") from None
-    elif head.startswith((*EDF_STARTS, b"\x1f\x8b", b"BZh")):
+    if head.startswith((*EDF_STARTS, b"\x1f\x8b", b"BZh")):
         for target in _edf_stream_names(p, head, name):
             for base in {os.path.basename(target), Path(target.replace("\\", "/")).name} - {""}:
                 cands = [folder / base, *(folder / (base + z) for z in (".gz", ".bz2"))]
