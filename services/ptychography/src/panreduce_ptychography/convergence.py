@@ -20,6 +20,8 @@ def convergence_verdict(
     *,
     noise_floor_rad: float = 0.0,
     max_noise_floor_rad: float = float("inf"),
+    raster_periodic_rad: float | None = None,
+    max_raster_periodic_rad: float = float("inf"),
 ) -> dict[str, Any]:
     """Converged: the last engine's metric levelled off (by the stop rule, or, with the rule
     off, by the same test on its last iterations), the final metrics are finite, the
@@ -28,7 +30,10 @@ def convergence_verdict(
     ``converged``, ``diverged``, ``iteration_cap`` (still falling at the cap),
     ``poor_fit`` (levelled off far above the noise: positions, probe or geometry
     inconsistent with the data) or ``photon_limited`` (the data fit to the noise, but
-    too few photons crossed the object to determine its phase: the fit is noise)."""
+    too few photons crossed the object to determine its phase: the fit is noise) or
+    ``raster_ambiguous`` (a raster without jitter, and more than ``max_raster_periodic_rad``
+    of the phase is periodic with it: the raster-grid ambiguity, see raster_grid.py;
+    ``raster_periodic_rad`` None for other scans)."""
     if reason == "diverged" or not all(np.isfinite(v) for v in final.values()):
         return {"converged": False, "reason": "diverged"}
     last = state.history[-1]["engine"]
@@ -40,4 +45,6 @@ def convergence_verdict(
         return {"converged": False, "reason": "poor_fit"}
     if noise_floor_rad > max_noise_floor_rad:
         return {"converged": False, "reason": "photon_limited"}
+    if raster_periodic_rad is not None and raster_periodic_rad > max_raster_periodic_rad:
+        return {"converged": False, "reason": "raster_ambiguous"}
     return {"converged": True, "reason": "converged"}

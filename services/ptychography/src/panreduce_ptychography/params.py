@@ -223,6 +223,14 @@ class Convergence(Step):
         "reconstruction; above it too few photons crossed the specimen for its phase to be "
         "known, and a fit to the noise is reported photon_limited.",
     )
+    max_raster_periodic_rad: float = Field(
+        0.02,
+        gt=0,
+        le=10.0,
+        description="On a raster scan without jitter, the largest RMS of the object phase "
+        "periodic with the raster (rad, well-lit region; the raster-grid ambiguity) of a "
+        "converged reconstruction; above it the job is reported raster_ambiguous.",
+    )
 
 
 class Pxct(Step):

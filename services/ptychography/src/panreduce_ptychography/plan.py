@@ -19,6 +19,7 @@ from panreduce_ptychography.convergence import convergence_verdict
 from panreduce_ptychography.metrics import phase_noise_floor
 from panreduce_ptychography.params import PtychographyParameters, engine_options
 from panreduce_ptychography.problem import Problem
+from panreduce_ptychography.raster_grid import raster_periodic_phase, raster_steps
 
 # progress(fraction of this projection's iterations done, engine, message)
 Progress = Callable[[float, str, str], None]
@@ -40,6 +41,8 @@ class Outcome:
     final: dict[str, Any]
     noise_floor_rad: float
     verdict: dict[str, Any]
+    #: RMS phase periodic with the raster (rad) on a raster without jitter, else None
+    raster_periodic_rad: float | None = None
 
 
 def stages(params: PtychographyParameters) -> list[tuple[str, int, eng.Options]]:
@@ -124,6 +127,8 @@ def run(
     elapsed = time.perf_counter() - t0
     final = eng.final_metrics(problem, state, backend, plan[len(reasons) - 1][2])  # the last stage's model
     floor = phase_noise_floor(state.obj, state.probe, state.positions)
+    steps = raster_steps(state.positions)
+    periodic = None if steps is None else raster_periodic_phase(state.obj, state.probe, state.positions, steps)
     verdict = convergence_verdict(
         state,
         final,
@@ -132,6 +137,8 @@ def run(
         conv.max_deviance,
         noise_floor_rad=floor,
         max_noise_floor_rad=conv.max_phase_noise_floor_rad,
+        raster_periodic_rad=periodic,
+        max_raster_periodic_rad=conv.max_raster_periodic_rad,
     )
     return Outcome(
         state=state,
@@ -144,4 +151,5 @@ def run(
         final=final,
         noise_floor_rad=float(floor),
         verdict=verdict,
+        raster_periodic_rad=periodic,
     )
