@@ -97,16 +97,21 @@ def test_upload_names_cannot_reach_another_proposals_keys(s3, s3_prefix):
     ):
         with pytest.raises(errors.InvalidRequest):
             upload_key_uri(uploads, bad)
-    # a proposal name with separators stays one path segment of its own
+    # a proposal name with separators holds no uploads (cleaned up, '../mx2' was mx2's area:
+    # tests/security/test_redteam_namespaces.py); an upload name keeps its last component
     data = b"abc"
-    chunks = [
-        pb.DataChunk(header=pb.ObjectHeader(name="../../mx2/evil", size=3, sha256=hashlib.sha256(data).hexdigest())),
-        pb.DataChunk(data=data, offset=0, crc32=zlib.crc32(data)),
-    ]
-    info = receive_upload_s3(chunks, s3, uploads, namespace="../mx2")
+
+    def chunks():
+        header = pb.ObjectHeader(name="../../mx2/evil", size=3, sha256=hashlib.sha256(data).hexdigest())
+        return [pb.DataChunk(header=header), pb.DataChunk(data=data, offset=0, crc32=zlib.crc32(data))]
+
+    with pytest.raises(errors.FailedPrecondition, match="cannot hold uploads"):
+        receive_upload_s3(chunks(), s3, uploads, namespace="../mx2")
+    assert not _keys(s3, uploads + "/")
+    info = receive_upload_s3(chunks(), s3, uploads, namespace="mx1")
     space, _, name = info.uri.removeprefix("upload://").split("/")
-    assert space == "mx2" and name == "evil"
-    assert _keys(s3, uploads + "/")[0].startswith(s3.store_for(uploads + "/mx2/")[1])
+    assert space == "mx1" and name == "evil"
+    assert _keys(s3, uploads + "/")[0].startswith(s3.store_for(uploads + "/mx1/")[1])
 
 
 # -- through the gateway (PANREDUCE_UPLOADS_URI): the upload is on S3, not on the gateway's disk

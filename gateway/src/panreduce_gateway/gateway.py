@@ -379,16 +379,14 @@ class GatewayService(pb_grpc.ReducerServicer):
         scratch; anywhere when no prefixes are configured, or for an admin acting for no
         proposal (as :meth:`Access.check_uri` decides)."""
         own = [self.stores.default_output(job_id), self.stores.scratch_uri(job_id)]
-        if self._s3_uploads():  # the proposal's uploads on S3 (upload_key_uri's layout)
-            space = "".join(c for c in proposal if c.isalnum() or c in "-_.").strip(".") or "shared"
+        space = locations.upload_area_name(proposal)  # None: the proposal holds no uploads
+        if self._s3_uploads() and space is not None:  # the proposal's uploads on S3 (upload_key_uri's layout)
             own.append(f"{self._s3_uploads().rstrip('/')}/{space}/")
         if self.access.enabled and proposal and not self.access.prefixes:
             # no prefixes: anywhere but the gateway's own store (as _guard_store), except
             # the proposal's uploads and this job's output and scratch
-            space = "".join(c for c in proposal if c.isalnum() or c in "-_.") or "shared"
-            return Scope.anywhere_but(
-                [str(self.stores.root) + "/"], [str(self.stores.uploads_root / space) + "/", *own]
-            )
+            mine = [str(self.stores.uploads_root / space) + "/"] if space is not None else []
+            return Scope.anywhere_but([str(self.stores.root) + "/"], [*mine, *own])
         if not self.access.prefixes or (self.access.enabled and not proposal):
             return Scope.anywhere()
         return job_scope(self.access.allowed(proposal), uploads=self.stores.uploads.root, proposal=proposal, extra=own)

@@ -316,6 +316,27 @@ def resolve(uri: str, *, roots: Mapping[str, Path] | None = None, cwd: Path | No
     return Location(scheme, key, local, is_prefix)
 
 
+def upload_area_name(proposal: str) -> str | None:
+    """:func:`upload_namespace`, or None for a proposal that cannot hold uploads (a job's
+    scope then has no uploads area)."""
+    space = proposal or "shared"
+    return space if all(c.isalnum() or c in "-_." for c in space) and space.strip(".") else None
+
+
+def upload_namespace(proposal: str) -> str:
+    """The upload area (``upload://NAMESPACE/...``) of ``proposal``: the proposal itself,
+    verbatim, or FailedPrecondition. Never a cleaned-up form: uploads are matched to their
+    proposal by this name, and cleaning made proposals 'AB/1' and 'AB1' share one area
+    (each reading the other's uploads) and put proposal '..''s uploads outside the area."""
+    space = upload_area_name(proposal)
+    if space is not None:
+        return space
+    raise errors.FailedPrecondition(
+        f"proposal {shown(repr(proposal), 80)} cannot hold uploads: an upload area is named by "
+        "letters, digits, '-', '_' and '.' only (not all dots); ask the facility to map the proposal"
+    )
+
+
 def resolve_prefixes(templates: Iterable[str], proposal: str, **kw: Any) -> list[Location]:
     """The locations a proposal's prefix templates (``/data/{proposal}/``) name, resolved."""
     out = []

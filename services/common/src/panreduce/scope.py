@@ -192,8 +192,8 @@ def job_scope(
     if prefixes is None:
         return Scope.anywhere()
     uris = [p.uri for p in prefixes]
-    if uploads is not None:  # the folder Stores.upload_target puts the proposal's uploads in
-        space = "".join(c for c in proposal if c.isalnum() or c in "-_.") or "shared"
+    space = locations.upload_area_name(proposal)
+    if uploads is not None and space is not None:  # the folder Stores.upload_target puts them in
         uris.append(str(Path(uploads) / space) + "/")
     uris.extend(extra)
     return Scope.of(uris)

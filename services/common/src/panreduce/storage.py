@@ -322,7 +322,7 @@ class Stores:
         safe = Path(name).name or "data"
         if safe in (".", ".."):
             safe = "data"
-        space = "".join(c for c in namespace if c.isalnum() or c in "-_.") or "shared"
+        space = locations.upload_namespace(namespace)
         upload_id = uuid.uuid4().hex
         path = self.uploads_root / space / upload_id / safe
         return path, f"upload://{space}/{upload_id}/{safe}"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from panreduce import errors, limits
+from panreduce import errors, limits, locations
 from panreduce.storage import CHUNK, Stores
 from panreduce.v1 import reduce_pb2 as pb
 
@@ -192,7 +192,7 @@ def receive_upload_s3(
     safe = Path(header.name).name or "data"
     if safe in (".", ".."):
         safe = "data"
-    space = "".join(c for c in namespace if c.isalnum() or c in "-_.").strip(".") or "shared"
+    space = locations.upload_namespace(namespace)
     upload_id = uuid.uuid4().hex
     uri = f"upload://{space}/{upload_id}/{safe}"
     final_bucket, final_key = parse_uri(upload_key_uri(uploads_uri, uri))
