@@ -1,7 +1,7 @@
 # Deployment: container images and the Helm chart (docs/deploy.md).
 # Uses $(PY), $(UV) and $(VENV) from the root Makefile.
 
-.PHONY: images images-check images-list sbom chart-check chart-package chart-readme
+.PHONY: images images-check images-rehearsal images-list sbom chart-check chart-package chart-readme
 
 IMAGES ?=
 GPU ?= 0
@@ -11,6 +11,9 @@ images: setup ## build the container images with podman (IMAGES="gateway scan" f
 
 images-check: setup ## build the gateway and scan images, run them with podman, check health, Describe and SIGTERM (slow: minutes)
 	$(PY) scripts/images.py check
+
+images-rehearsal: setup ## run the chart's gateway + scan pods with podman kube play, reduce an I16 scan through them, take them down (after images-check)
+	$(PY) scripts/rehearsal.py
 
 sbom: setup ## an SBOM per image (CycloneDX 1.5 JSON from uv.lock) into dist/sbom/ (GPU=1 adds the CUDA variants)
 	$(PY) scripts/sbom.py $(IMAGES) $(if $(filter 1,$(GPU)),--gpu)

@@ -8,6 +8,7 @@ made locally with debootstrap and ``podman import`` when it is not already prese
 container registry is reachable on the build machines.
 
     python scripts/images.py list                     # names and tags, one per line
+    python scripts/images.py setup                    # install podman & co. (apt), write the settings
     python scripts/images.py build [NAME...] [--gpu]  # base + the named images (default: all)
     python scripts/images.py check                    # build gateway + scan, run them, health check
 
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,11 +110,11 @@ def load_config(path: Path = CONFIG) -> Config:
         base_image=os.environ.get("BASE_IMAGE", base["image"]),
         cuda_image=os.environ.get("CUDA_BASE_IMAGE", base["cuda_image"]),
         suite=base["debootstrap_suite"],
-        mirror=base["debootstrap_mirror"],
+        mirror=os.environ.get("DEBIAN_MIRROR", base["debootstrap_mirror"]),
         images=images,
         source=os.environ.get("IMAGE_SOURCE", build.get("source", "")),
         licenses=build.get("licenses", "NOASSERTION"),
-        debian_snapshot=base.get("debian_snapshot", ""),
+        debian_snapshot=os.environ.get("DEBIAN_SNAPSHOT", base.get("debian_snapshot", "")),
         python=base.get("python", "3.11"),
     )
 
@@ -136,6 +137,34 @@ def oci_args(cfg: Config) -> dict[str, str]:
     return {"SOURCE": source, "REVISION": revision, "CREATED": created, "LICENSES": cfg.licenses}
 
 
+UNPINNED_MIRROR = "http://deb.debian.org/debian"
+
+
+def reachable(url: str, timeout: float = 15.0) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_debian(cfg: Config) -> Config:
+    """The snapshot mirror when it can be reached; otherwise (a machine whose network lets only
+    deb.debian.org through, as here) the current bookworm from deb.debian.org, with a warning:
+    the Debian packages are then not pinned (DEBIAN_MIRROR/DEBIAN_SNAPSHOT set by hand win)."""
+    if "DEBIAN_MIRROR" in os.environ or "DEBIAN_SNAPSHOT" in os.environ or "snapshot.debian.org" not in cfg.mirror:
+        return cfg
+    if reachable(f"{cfg.mirror}/dists/{cfg.suite}/Release"):
+        return cfg
+    say(
+        f"warning: {cfg.mirror} cannot be reached: the Debian base and its packages come from "
+        f"{UNPINNED_MIRROR} ({cfg.suite} of today, NOT pinned to {cfg.debian_snapshot})"
+    )
+    return replace(cfg, mirror=UNPINNED_MIRROR, debian_snapshot="")
+
+
 def base_pin_warning(ref: str) -> str | None:
     """A registry base must be pinned by digest (a localhost/ base is made here from the snapshot)."""
     if ref.startswith("localhost/") or "@sha256:" in ref:
@@ -155,12 +184,13 @@ def run(cmd: list[str], *, check: bool = True, capture: bool = False, **kw) -> s
 
 def setup_tools() -> None:
     """Install podman & co. (root + apt only) and point them at this repo's settings."""
-    if not shutil.which("podman") or not shutil.which("debootstrap"):
+    if not all(shutil.which(t) for t in ("podman", "buildah", "runc", "debootstrap")):
         if os.geteuid() == 0 and shutil.which("apt-get"):
             say("installing podman, buildah, runc, debootstrap with apt-get (once)")
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            run(["apt-get", "update", "-qq"], env=env)
-            run(["apt-get", "install", "-y", "-qq", *APT_PACKAGES], env=env)
+            # apt's output to stderr: stdout carries only what `setup` prints (for eval)
+            run(["apt-get", "update", "-qq"], env=env, stdout=sys.stderr)
+            run(["apt-get", "install", "-y", "-qq", *APT_PACKAGES], env=env, stdout=sys.stderr)
         else:
             sys.exit(
                 "images: podman and debootstrap are needed (Debian: apt-get install " + " ".join(APT_PACKAGES) + ")"
@@ -244,6 +274,7 @@ def podman_build(
 
 
 def build_bases(cfg: Config, gpu: bool) -> None:
+    cfg = resolve_debian(cfg)
     ensure_debian_base(cfg)
     from_image = cfg.base_image
     if gpu:
@@ -271,7 +302,12 @@ def build_bases(cfg: Config, gpu: bool) -> None:
         if have == f"{target}-{digest}" and not os.environ.get("IMAGES_REBUILD_BASE"):
             say(f"{ref} is up to date")
             continue
-        podman_build(ref, BASE_FILE, args, target=target, labels={"io.panreduce.inputs": f"{target}-{digest}"})
+        # every image inherits this label: whether its Debian packages are pinned to a snapshot
+        snapshot = cfg.debian_snapshot or f"none ({cfg.mirror}, not pinned)"
+        if from_image != cfg.base_image:
+            snapshot = f"n/a ({from_image} is not the Debian base)"
+        labels = {"io.panreduce.inputs": f"{target}-{digest}", "io.panreduce.debian.snapshot": snapshot}
+        podman_build(ref, BASE_FILE, args, target=target, labels=labels)
 
 
 def try_pull(ref: str) -> bool:
@@ -312,6 +348,15 @@ def build_image(cfg: Config, image: Image, gpu: bool = False) -> str:
     ref = cfg.ref(image.name, gpu)
     podman_build(ref, ROOT / image.containerfile, args)
     return ref
+
+
+def cmd_setup(_cfg: Config, _args: argparse.Namespace) -> int:
+    """Install the engine (apt, once) and write the settings; print the exports for a shell."""
+    setup_tools()
+    for var in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "BUILDAH_ISOLATION", "BUILDAH_FORMAT"):
+        print(f"export {var}={os.environ[var]}")
+    say(run(["podman", "--version"], capture=True).stdout.strip())
+    return 0
 
 
 def cmd_list(cfg: Config, _args: argparse.Namespace) -> int:
@@ -355,6 +400,29 @@ def wait_healthy(container: str, timeout: float) -> tuple[bool, str]:
             return True, out or "healthy"
         time.sleep(2)
     return False, out
+
+
+OCI_LABELS = ("title", "version", "source", "revision", "created", "licenses", "base.name")
+
+
+def label_check(cfg: Config, name: str) -> tuple[str, bool, str]:
+    """The image's org.opencontainers.image.* labels are set, and its SBOM lies beside it
+    (dist/sbom/<name>.cdx.json) with the sha256 its io.panreduce.sbom.sha256 label names."""
+    what = f"{name}: OCI labels set, SBOM dist/sbom/{name}.cdx.json matches its sha256 label"
+    res = run(["podman", "image", "inspect", "-f", "{{json .Labels}}", cfg.ref(name)], check=False, capture=True)
+    if res.returncode != 0:
+        return what, False, res.stderr.strip()[-200:]
+    labels = json.loads(res.stdout or "{}") or {}
+    missing = [k for k in OCI_LABELS if not labels.get(f"org.opencontainers.image.{k}")]
+    sbom = ROOT / "dist" / "sbom" / f"{name}.cdx.json"
+    have = hashlib.sha256(sbom.read_bytes()).hexdigest() if sbom.is_file() else "no file"
+    same = have == labels.get("io.panreduce.sbom.sha256")
+    detail = f"revision {labels.get('org.opencontainers.image.revision', '?')[:12]}, sbom {have[:12]}"
+    if missing:
+        detail = "missing " + ", ".join(missing)
+    elif not same:
+        detail = f"sbom {have[:12]} but label {str(labels.get('io.panreduce.sbom.sha256'))[:12]}"
+    return what, not missing and same, detail
 
 
 def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
@@ -492,6 +560,8 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
                 else metrics.stderr.strip()[-200:],
             )
         )
+        for name in ("gateway", technique):
+            results.append(label_check(cfg, name))
         for c, name in ((gw, "gateway"), (svc, technique)):
             t0 = time.monotonic()
             run(["podman", "stop", "-t", "40", c], check=False, capture=True)
@@ -523,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="images", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="image names and tags")
+    sub.add_parser("setup", help="install podman & co. with apt (root) and write .tools/containers/*.conf")
     b = sub.add_parser("build", help="build the base and the named images (default: all)")
     b.add_argument("names", nargs="*")
     b.add_argument("--gpu", action="store_true", help="also build the CUDA variants of GPU-capable techniques")
@@ -534,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config()
     try:
-        return {"list": cmd_list, "build": cmd_build, "check": cmd_check}[args.cmd](cfg, args)
+        return {"list": cmd_list, "setup": cmd_setup, "build": cmd_build, "check": cmd_check}[args.cmd](cfg, args)
     except subprocess.CalledProcessError as exc:
         say(f"failed (exit {exc.returncode}): {' '.join(map(str, exc.cmd))}")
         return 1
