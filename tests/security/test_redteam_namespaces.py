@@ -3,7 +3,8 @@ area of a proposal was its name with other characters dropped: proposals 'AB/1' 
 shared one area (AB1's member reduced AB/1's upload: B's values summed into A's result),
 and proposal '..' wrote its uploads outside the uploads area, into the store's root (and a
 job of '..' had the whole store in its scope). Now the area is the proposal verbatim, or
-the upload is FAILED_PRECONDITION and the job's scope has no uploads area. Real toy service
+the upload is FAILED_PRECONDITION and the job's scope has no uploads area; and such a
+proposal names no location at all (proposal '.' had the whole data tree as its prefix). Real toy service
 behind a real gateway with a tokens file and ``--allowed-prefix DATA/{proposal}/``."""
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 
 SECRET = 73519.25
-MEMBERS = {"alice": "AB1", "bob": "AB/1", "carol": "..", "dave": "Müller-2.1"}
+MEMBERS = {"alice": "AB1", "bob": "AB/1", "carol": "..", "dave": "Müller-2.1", "eve": "."}
 
 
 @pytest.fixture
@@ -66,8 +67,13 @@ def test_proposals_whose_names_are_not_one_component_hold_no_uploads(site):
         c["alice"].reduce("toy", ["upload://AB1/"], {})
     assert info.value.code.name == "NOT_FOUND"  # nothing of AB/1's in AB1's area
     assert sorted(p.name for p in store.iterdir()) in ([], ["results"], ["results", "uploads"], ["uploads"])
-    # B's data stays B's: its own job still runs on its own prefix
-    assert c["bob"].reduce("toy", [str(data / "AB/1" / "secret.npy")], {}).summary["total"] == pytest.approx(3 * SECRET)
+    # such a proposal names no location either: '.' was the whole data tree (eve read
+    # AB/1's data), 'AB/1' a folder inside proposal AB's
+    for who, path in (("eve", data / "AB/1" / "secret.npy"), ("eve", data / "AB1" / "v.npy"), ("bob", data / "AB/1")):
+        with pytest.raises(errors.PanReduceError) as info:
+            c[who].reduce("toy", [str(path)], {})
+        assert info.value.code.name == "PERMISSION_DENIED" and "cannot name a location" in str(info.value), who
+        assert str(SECRET) not in str(info.value)
 
 
 def test_clean_names_keep_their_uploads_verbatim(site):
@@ -80,6 +86,14 @@ def test_clean_names_keep_their_uploads_verbatim(site):
         c["alice"].reduce("toy", ["upload://Müller-2.1/"], {})
 
 
+def test_a_proposal_fills_one_component_of_a_prefix(tmp_path):
+    for bad in (".", "..", "AB/1", "AB%2f1", "a\\b", "a\nb"):
+        with pytest.raises(errors.PermissionDenied, match="cannot name a location"):
+            locations.resolve_prefixes([str(tmp_path) + "/{proposal}/", "s3://b/{proposal}/"], bad)
+    ok = locations.resolve_prefixes([str(tmp_path) + "/{proposal}/", "s3://b/{proposal}/"], "Müller 2")
+    assert [p.key for p in ok] == [str(tmp_path.resolve() / "Müller 2"), "b/Müller 2"]
+
+
 def test_the_namespace_rule_and_the_job_scope(tmp_path):
     for ok in ("AB1", "cm33911-1", "x.y", "Müller"):
         assert locations.upload_namespace(ok) == ok
@@ -87,7 +101,7 @@ def test_the_namespace_rule_and_the_job_scope(tmp_path):
     for bad in ("AB/1", "..", ".", "a b", "a\\b", "p:1", "a%2f"):
         with pytest.raises(errors.FailedPrecondition):
             locations.upload_namespace(bad)
-    prefixes = locations.resolve_prefixes([str(tmp_path) + "/{proposal}/"], "AB1")
+    prefixes = locations.resolve_prefixes([str(tmp_path) + "/{proposal}/"], "AB1")  # (AB/1, '..': none)
     uploads = tmp_path / "store" / "uploads"
     (tmp_path / "store" / "uploads").mkdir(parents=True)
 

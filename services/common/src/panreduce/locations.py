@@ -340,6 +340,13 @@ def upload_namespace(proposal: str) -> str:
 def resolve_prefixes(templates: Iterable[str], proposal: str, **kw: Any) -> list[Location]:
     """The locations a proposal's prefix templates (``/data/{proposal}/``) name, resolved."""
     out = []
+    if proposal and (proposal in (".", "..") or any(c in proposal for c in "/\\%") or not proposal.isprintable()):
+        # the name fills one path component: '.' was the whole tree above it, 'AB/1' a
+        # folder inside proposal AB's, 'AB%2f1' the same once an s3:// URI is decoded
+        raise errors.PermissionDenied(
+            f"proposal {shown(repr(proposal), 80)} cannot name a location: a proposal fills one path "
+            "component of the allowed prefixes (no '/', '\\', '%', control characters; not '.' or '..')"
+        )
     for t in templates:
         if not proposal:  # no proposal (access off): the part of the template above it
             t = t.split("{proposal}", 1)[0] or "/"
