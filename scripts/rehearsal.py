@@ -114,7 +114,8 @@ def free_port() -> int:
 
 def publish_on_free_ports(docs: list[dict]) -> dict[str, int]:
     """podman 4.3 publishes every containerPort on the host, at the same number unless a
-    hostPort is given: give each a free one (others may serve 50050 here). Returns
+    hostPort is given: give each a free one (others may serve 50050 here), on loopback only
+    (podman's default is every address, and the rehearsal gateway asks for no token). Returns
     {"<workload>/<port name>": host port}."""
     published = {}
     for doc in docs:
@@ -122,6 +123,7 @@ def publish_on_free_ports(docs: list[dict]) -> dict[str, int]:
         for container in spec.get("containers") or []:
             for port in container.get("ports") or []:
                 port["hostPort"] = free_port()
+                port["hostIP"] = "127.0.0.1"  # access control is off in the rehearsal: loopback only
                 published[f"{doc['metadata']['name']}/{port.get('name', port['containerPort'])}"] = port["hostPort"]
     return published
 

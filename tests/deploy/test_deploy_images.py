@@ -258,6 +258,9 @@ def test_rehearsal_gives_each_pod_only_the_secret_items_it_mounts(tmp_path):
     ports = rehearsal.publish_on_free_ports(out)
     assert set(ports) >= {"panreduce-gateway/grpc", "panreduce-scan/grpc"}
     assert len(set(ports.values())) == len(ports)
+    for d in out:
+        for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            assert all(port["hostIP"] == "127.0.0.1" for port in c.get("ports", [])), d["metadata"]["name"]
 
 
 def test_rehearsal_reads_the_centre_from_the_reduce_table():
