@@ -19,7 +19,7 @@ from panreduce import kit
 from panreduce.storage import Stores
 from panreduce_ptychography.heldout import CASES, generate, positions
 from panreduce_ptychography.io import write_nexus
-from panreduce_ptychography.raster_grid import raster_periodic_phase, raster_steps
+from panreduce_ptychography.raster_grid import RASTER_SIGNIFICANCE, raster_periodic_phase, raster_steps
 from panreduce_ptychography.technique import Technique
 
 BY_NAME = {c.name: c for c in CASES}
@@ -40,23 +40,32 @@ def test_raster_steps_finds_only_rasters_without_jitter() -> None:
 def test_periodic_phase_measures_a_raster_periodic_term() -> None:
     """A random specimen phase, with and without a 0.03 rad cosine of the raster's period
     along x added (RMS 0.021 rad): the specimen's own part at the reciprocal lattice is
-    small (measured 0.011 rad) and the added term adds in quadrature (measured 0.022 in
-    all, 0.019 added)."""
+    small (measured 0.011 rad, significance 2.5) and the added term adds in quadrature
+    (measured 0.022 in all, 0.019 added, significance 10.5: flagged). A specimen of twice
+    the contrast has an own part above the 0.02 rad threshold (0.021) but not significant
+    (2.5): not flagged."""
     from panreduce_ptychography.simulate import make_object
 
     step, frame = 10.0, 32
     corners = positions("raster", 100, step, np.random.default_rng(0)) + 75 - frame / 2
-    obj = make_object((150, 150), phase_range=1.0, amplitude_contrast=0.05, seed=5)
     probe = np.ones((1, frame, frame), np.complex64)
     steps = raster_steps(corners)
     assert steps is not None
-    clean = raster_periodic_phase(obj, probe, corners, steps)
     x = np.arange(150)[None, :]
-    stripes = obj * np.exp(1j * 0.03 * np.cos(2 * np.pi * x / step))
-    striped = raster_periodic_phase(stripes, probe, corners, steps)
-    print(f"\nclean {clean:.4f}, striped {striped:.4f} rad")
-    assert clean < 0.015, clean
+    obj = make_object((150, 150), phase_range=1.0, amplitude_contrast=0.05, seed=5)
+    clean, z_clean = raster_periodic_phase(obj, probe, corners, steps)
+    striped, z_striped = raster_periodic_phase(
+        obj * np.exp(1j * 0.03 * np.cos(2 * np.pi * x / step)), probe, corners, steps
+    )
+    strong = make_object((150, 150), phase_range=2.0, amplitude_contrast=0.1, seed=5)
+    own, z_own = raster_periodic_phase(strong, probe, corners, steps)
+    print(
+        f"\nclean {clean:.4f} ({z_clean:.1f}), striped {striped:.4f} ({z_striped:.1f}), strong {own:.4f} ({z_own:.1f})"
+    )
+    assert clean < 0.015 and z_clean < RASTER_SIGNIFICANCE, (clean, z_clean)
     assert np.sqrt(max(striped**2 - clean**2, 0)) == pytest.approx(0.03 / np.sqrt(2), rel=0.25), (striped, clean)
+    assert z_striped >= RASTER_SIGNIFICANCE
+    assert own > 0.02 and z_own < RASTER_SIGNIFICANCE  # above the threshold, within the scatter
 
 
 def _default(tmp_path: Path, case):
@@ -72,7 +81,8 @@ def _default(tmp_path: Path, case):
     (p,) = r.summary["projections"]
     nxs = next(Path(o.uri) for o in r.outputs if o.uri.endswith(".nxs"))
     err, _ = object_quality(nxs, sim, case.frame)
-    print(f"\n{case.name}: {err:.4f} rad, {p['convergence']}, periodic {p['raster_periodic_phase_rad']}")
+    print(f"\n{case.name}: {err:.4f} rad, {p['convergence']}, periodic {p['raster_periodic_phase_rad']}", end="")
+    print(f" (significance {p['raster_periodic_significance']})")
     return p, err
 
 

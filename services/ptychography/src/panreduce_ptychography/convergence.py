@@ -33,7 +33,8 @@ def convergence_verdict(
     too few photons crossed the object to determine its phase: the fit is noise) or
     ``raster_ambiguous`` (a raster without jitter, and more than ``max_raster_periodic_rad``
     of the phase is periodic with it: the raster-grid ambiguity, see raster_grid.py;
-    ``raster_periodic_rad`` None for other scans)."""
+    ``raster_periodic_rad`` None for other scans and where the periodic part is within the
+    specimen's own scatter)."""
     if reason == "diverged" or not all(np.isfinite(v) for v in final.values()):
         return {"converged": False, "reason": "diverged"}
     last = state.history[-1]["engine"]

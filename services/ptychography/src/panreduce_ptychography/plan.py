@@ -19,7 +19,7 @@ from panreduce_ptychography.convergence import convergence_verdict
 from panreduce_ptychography.metrics import phase_noise_floor
 from panreduce_ptychography.params import PtychographyParameters, engine_options
 from panreduce_ptychography.problem import Problem
-from panreduce_ptychography.raster_grid import raster_periodic_phase, raster_steps
+from panreduce_ptychography.raster_grid import RASTER_SIGNIFICANCE, raster_periodic_phase, raster_steps
 
 # progress(fraction of this projection's iterations done, engine, message)
 Progress = Callable[[float, str, str], None]
@@ -43,6 +43,8 @@ class Outcome:
     verdict: dict[str, Any]
     #: RMS phase periodic with the raster (rad) on a raster without jitter, else None
     raster_periodic_rad: float | None = None
+    #: its significance (raster_grid.raster_periodic_phase); flagged at >= RASTER_SIGNIFICANCE
+    raster_periodic_significance: float | None = None
 
 
 def stages(params: PtychographyParameters) -> list[tuple[str, int, eng.Options]]:
@@ -128,7 +130,13 @@ def run(
     final = eng.final_metrics(problem, state, backend, plan[len(reasons) - 1][2])  # the last stage's model
     floor = phase_noise_floor(state.obj, state.probe, state.positions)
     steps = raster_steps(state.positions)
-    periodic = None if steps is None else raster_periodic_phase(state.obj, state.probe, state.positions, steps)
+    periodic, significance = (
+        (None, 0.0) if steps is None else raster_periodic_phase(state.obj, state.probe, state.positions, steps)
+    )
+    if periodic is not None and significance < RASTER_SIGNIFICANCE:
+        periodic_flag = None  # within the specimen's own scatter at the lattice
+    else:
+        periodic_flag = periodic
     verdict = convergence_verdict(
         state,
         final,
@@ -137,7 +145,7 @@ def run(
         conv.max_deviance,
         noise_floor_rad=floor,
         max_noise_floor_rad=conv.max_phase_noise_floor_rad,
-        raster_periodic_rad=periodic,
+        raster_periodic_rad=periodic_flag,
         max_raster_periodic_rad=conv.max_raster_periodic_rad,
     )
     return Outcome(
@@ -152,4 +160,5 @@ def run(
         noise_floor_rad=float(floor),
         verdict=verdict,
         raster_periodic_rad=periodic,
+        raster_periodic_significance=significance if steps is not None else None,
     )

@@ -250,6 +250,7 @@ class Technique(_Technique[PtychographyParameters, PtychoPart]):
             "reduced_deviance": float(final["reduced_deviance"]),
             "phase_noise_floor_rad": float(floor),
             "raster_periodic_phase_rad": out.raster_periodic_rad,
+            "raster_periodic_significance": out.raster_periodic_significance,
             "initial_probe": probe_info,
             "object_pixel_size_m": problem.pixel_size_m,
             "object_shape": list(problem.object_shape),
