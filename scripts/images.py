@@ -452,6 +452,8 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         "--security-opt",
         "no-new-privileges",
     ]
+    # the throwaway token and scope keys, removed with the containers (kept with --keep)
+    token_dir = Path(tempfile.mkdtemp(prefix="panreduce-check-"))
     try:
         # The service alone in a network namespace with only loopback; the gateway joins it
         # (as containers of one Kubernetes pod would), so the check uses no host ports.
@@ -460,7 +462,6 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         # the service credential, as the chart's Secret gives it: one file read by both
         import secrets
 
-        token_dir = Path(tempfile.mkdtemp(prefix="panreduce-check-"))
         (token_dir / "token").write_text(secrets.token_hex(32))
         (token_dir / "token").chmod(0o644)  # a throwaway token, readable by the containers' user
         token = [
@@ -581,6 +582,7 @@ def cmd_check(cfg: Config, args: argparse.Namespace) -> int:
         if not args.keep:
             for c in (gw, svc):
                 run(["podman", "rm", "-f", "-t", "0", c], check=False, capture=True)
+            shutil.rmtree(token_dir, ignore_errors=True)
     print(f"\n{'check':<78} result")
     for what, ok, detail in results:
         print(f"{what:<78} {'PASS' if ok else 'FAIL'}  {detail}")
