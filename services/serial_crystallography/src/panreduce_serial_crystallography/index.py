@@ -9,10 +9,14 @@ plane as in CrystFEL/gemmi).
 The search matches *pairs* of observed vectors against the cell's reciprocal lattice (the
 idea of TakeTwo, Ginn et al. 2016, reduced to pairs): for two low-resolution peaks, every
 lattice vector pair whose lengths and difference length agree with the observed triangle
-within a tolerance gives one candidate rotation (two vectors align a frame). All
-candidates are scored at once (numpy, vectorised) by the number of peaks whose fractional
-Miller indices lie within ``fraction`` of integers; the best is refined by least squares
-(Kabsch on the indexed peaks, the whole 3-D misfit: its component normal to the Ewald
+within a tolerance (absolute, plus ``cell_tolerance`` of the length) gives one candidate
+rotation (two vectors align a frame). All candidates are scored (compiled, numba) by the
+number of peaks within a reciprocal-space distance of an allowed lattice point — a fixed
+fraction of the lattice's mean spacing (V*)^(1/3), so that the chance that a random
+vector indexes is the same for every cell shape; the best are refined: the rotation by
+least squares (Kabsch on the indexed peaks), the cell lengths (angles kept) by linear least
+squares within ``cell_tolerance`` of the target's, kept only when they index more peaks,
+then the rotation again (the Ewald-weighted fit; the whole 3-D misfit: its component normal to the Ewald
 sphere is the excitation error, so the refinement also pulls the observed reflections'
 lattice points onto the sphere — the only handle a still gives on rotations about axes
 normal to the beam; a tangential-only fit was 4x worse in orientation on simulated stills)
@@ -23,9 +27,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 import numpy as np
+from numba import njit
 
 from panreduce_serial_crystallography.geometry import Detector
 
@@ -35,6 +41,7 @@ __all__ = [
     "allowed_by_centering",
     "index_peaks",
     "lattice_vectors",
+    "mean_spacing",
     "peak_lab_positions",
     "real_basis",
     "reciprocal_basis",
@@ -94,6 +101,14 @@ def lattice_vectors(cell: tuple[float, ...], centering: str, q_max: float) -> tu
     v = hkl @ B.T
     keep = np.einsum("ij,ij->i", v, v) <= q_max * q_max
     return hkl[keep], v[keep]
+
+
+@lru_cache(maxsize=16)
+def _lattice_cached(cell: tuple[float, ...], centering: str, q_max: float) -> tuple[np.ndarray, np.ndarray]:
+    hkl, v = lattice_vectors(cell, centering, q_max)
+    hkl.setflags(write=False)
+    v.setflags(write=False)
+    return hkl, v
 
 
 def peak_lab_positions(
@@ -205,13 +220,70 @@ def _refine_weighted(U: np.ndarray, model: np.ndarray, q: np.ndarray, k: float, 
     return U
 
 
-def _score(rotations: np.ndarray, Binv: np.ndarray, q: np.ndarray, fraction: float, centering: str):
-    """(n_indexed, hkl) for each candidate rotation (m, 3, 3)."""
-    # h = B⁻¹ Uᵀ q for every rotation and peak: (m, n, 3)
-    hf = np.einsum("ij,mkj,nk->mni", Binv, rotations, q, optimize=True)
+def mean_spacing(cell: tuple[float, ...], centering: str) -> float:
+    """(V*)^(1/3) (Å⁻¹): the cube root of the reciprocal volume per allowed lattice point."""
+    per_cell = {"P": 1, "H": 1, "A": 2, "B": 2, "C": 2, "I": 2, "F": 4, "R": 3}[centering]
+    v = abs(float(np.linalg.det(reciprocal_basis(cell))))
+    return (per_cell * v) ** (1 / 3)
+
+
+def _score(rotations: np.ndarray, B: np.ndarray, q: np.ndarray, tol: float, centering: str):
+    """(n_indexed, hkl, indexed) for each candidate basis ``rotations @ B`` (m, 3, 3): a
+    peak is indexed when its distance from the nearest (by rounding its fractional
+    indices) allowed lattice point is below ``tol`` (Å⁻¹)."""
+    Binv = np.linalg.inv(B)
+    hf = np.einsum("ij,mkj,nk->mni", Binv, rotations, q, optimize=True)  # h = B⁻¹ Uᵀ q, (m, n, 3)
     hi = np.rint(hf)
-    ok = np.all(np.abs(hf - hi) < fraction, axis=-1) & allowed_by_centering(hi.astype(np.int64), centering)
+    df = hf - hi
+    d2 = np.einsum("mni,ij,mnj->mn", df, B.T @ B, df, optimize=True)  # |B·Δh|² (rotation-free)
+    ok = (d2 < tol * tol) & allowed_by_centering(hi.astype(np.int64), centering)
     return ok.sum(axis=1), hi.astype(np.int64), ok
+
+
+@njit(cache=True, nogil=True)
+def _counts(rotations, Binv, G, q, tol2, centering_code):  # pragma: no cover - compiled
+    """The number of indexed peaks of every candidate (the count of :func:`_score`)."""
+    out = np.zeros(rotations.shape[0], np.int64)
+    M = np.empty((3, 3))
+    for m in range(rotations.shape[0]):
+        R = rotations[m]
+        for i in range(3):
+            for j in range(3):
+                M[i, j] = Binv[i, 0] * R[j, 0] + Binv[i, 1] * R[j, 1] + Binv[i, 2] * R[j, 2]  # B⁻¹·Uᵀ
+        c = 0
+        for p in range(q.shape[0]):
+            h0 = M[0, 0] * q[p, 0] + M[0, 1] * q[p, 1] + M[0, 2] * q[p, 2]
+            h1 = M[1, 0] * q[p, 0] + M[1, 1] * q[p, 1] + M[1, 2] * q[p, 2]
+            h2 = M[2, 0] * q[p, 0] + M[2, 1] * q[p, 1] + M[2, 2] * q[p, 2]
+            r0, r1, r2 = np.rint(h0), np.rint(h1), np.rint(h2)
+            d0, d1, d2 = h0 - r0, h1 - r1, h2 - r2
+            e = (
+                G[0, 0] * d0 * d0
+                + G[1, 1] * d1 * d1
+                + G[2, 2] * d2 * d2
+                + 2.0 * (G[0, 1] * d0 * d1 + G[0, 2] * d0 * d2 + G[1, 2] * d1 * d2)
+            )
+            if e >= tol2:
+                continue
+            a, b, k = int(r0), int(r1), int(r2)
+            if centering_code == 1 and (b + k) % 2 != 0:  # A
+                continue
+            if centering_code == 2 and (a + k) % 2 != 0:  # B
+                continue
+            if centering_code == 3 and (a + b) % 2 != 0:  # C
+                continue
+            if centering_code == 4 and (a + b + k) % 2 != 0:  # I
+                continue
+            if centering_code == 5 and ((a + b) % 2 != 0 or (a + k) % 2 != 0):  # F
+                continue
+            if centering_code == 6 and (-a + b + k) % 3 != 0:  # R (obverse)
+                continue
+            c += 1
+        out[m] = c
+    return out
+
+
+_CENTERING_CODE = {"P": 0, "H": 0, "A": 1, "B": 2, "C": 3, "I": 4, "F": 5, "R": 6}
 
 
 def index_peaks(
@@ -220,29 +292,34 @@ def index_peaks(
     *,
     centering: str = "P",
     wavelength_angstrom: float,
-    fraction: float = 0.15,
+    tolerance: float = 0.2,
     pair_tolerance: float = 0.08,
+    cell_tolerance: float = 0.01,
     n_seeds: int = 12,
     min_indexed: int = 8,
     min_fraction: float = 0.5,
-    max_candidates: int = 200_000,
-    n_refine: int = 4,
+    max_candidates: int = 300_000,
+    n_refine: int = 6,
 ) -> IndexResult | None:
-    """The orientation of a crystal of known ``cell`` from the scattering vectors ``q``
-    (n, 3) of one still's peaks, or None when no orientation indexes at least
-    ``max(min_indexed, min_fraction·n)`` peaks.
+    """The orientation (and, within ``cell_tolerance``, the cell) of a crystal of known
+    ``cell`` from the scattering vectors ``q`` (n, 3) of one still's peaks, or None when
+    no orientation indexes at least ``max(min_indexed, min_fraction·n)`` peaks.
 
-    ``fraction``: a peak is indexed when each fractional index lies within this of an
-    integer; ``pair_tolerance``: the matching tolerance of lengths (fraction of the
-    shortest reciprocal axis, absolute) for the seed pairs; ``n_seeds``: the
-    lowest-resolution peaks paired."""
+    ``tolerance``: a peak is indexed when it lies within ``tolerance · (V*)^(1/3)`` of an
+    allowed lattice point (V*: the reciprocal volume per lattice point), so that a
+    random vector indexes with the same chance, (4/3)π·tolerance³ (3.4 % at 0.2),
+    whatever the cell's shape; ``pair_tolerance``: the seed pairs' length matching
+    tolerance, a fraction of the shortest reciprocal axis, plus ``cell_tolerance`` of the
+    length; ``cell_tolerance``: the refined cell's lengths may differ from the target's
+    by this fraction (angles by 100·this degrees; 0: the cell is not refined);
+    ``n_seeds``: the lowest-resolution peaks paired."""
     q = np.asarray(q, dtype=np.float64).reshape(-1, 3)
     n = len(q)
     need = max(min_indexed, math.ceil(min_fraction * n))
     if n < max(need, 3):
         return None
     B = reciprocal_basis(cell)
-    Binv = np.linalg.inv(B)
+    tol_q = tolerance * mean_spacing(cell, centering)
     astar_min = float(np.min(np.linalg.norm(B, axis=0)))
     tol = pair_tolerance * astar_min
     lengths = np.linalg.norm(q, axis=1)
@@ -250,8 +327,11 @@ def index_peaks(
     seeds = [int(i) for i in order if lengths[i] > 0.5 * astar_min][:n_seeds]
     if len(seeds) < 2:
         return None
-    _, vec_all = lattice_vectors(cell, centering, float(lengths[seeds].max()) + tol)
-    len_all = np.linalg.norm(vec_all, axis=1)
+    q_seed = float(lengths[seeds].max())
+    # the lattice to a radius rounded up (shared by the frames of a job)
+    _, vec_all = _lattice_cached(tuple(cell), centering, math.ceil((q_seed * (1 + cell_tolerance) + tol) * 200) / 200)
+    sq_all = np.einsum("ij,ij->i", vec_all, vec_all)
+    len_all = np.sqrt(sq_all)
     cands: list[np.ndarray] = []
     total = 0
     for i, j in combinations(seeds, 2):
@@ -259,13 +339,16 @@ def index_peaks(
         s = np.linalg.norm(np.cross(qi, qj)) / (lengths[i] * lengths[j])
         if s < 0.2:  # nearly collinear: a poor frame
             continue
-        ci = np.nonzero(np.abs(len_all - lengths[i]) < tol)[0]
-        cj = np.nonzero(np.abs(len_all - lengths[j]) < tol)[0]
+        ti, tj = tol + cell_tolerance * lengths[i], tol + cell_tolerance * lengths[j]
+        dij = float(np.linalg.norm(qi - qj))
+        ci = np.nonzero(np.abs(len_all - lengths[i]) < ti)[0]
+        cj = np.nonzero(np.abs(len_all - lengths[j]) < tj)[0]
         if not len(ci) or not len(cj):
             continue
         vi, vj = vec_all[ci], vec_all[cj]
-        d = np.linalg.norm(vi[:, None, :] - vj[None, :, :], axis=-1)
-        a, b = np.nonzero(np.abs(d - np.linalg.norm(qi - qj)) < tol)
+        t = tol + cell_tolerance * dij
+        d2 = sq_all[ci][:, None] + sq_all[cj][None, :] - 2.0 * (vi @ vj.T)  # |vi − vj|²
+        a, b = np.nonzero((d2 > (max(dij - t, 0.0)) ** 2) & (d2 < (dij + t) ** 2))
         if not len(a):
             continue
         mi, mj = vi[a], vj[b]
@@ -281,38 +364,60 @@ def index_peaks(
     if not cands:
         return None
     rots = np.concatenate(cands)
-    counts = np.concatenate(
-        [_score(rots[c0 : c0 + 4096], Binv, q, fraction, centering)[0] for c0 in range(0, len(rots), 4096)]
+    counts = _counts(
+        np.ascontiguousarray(rots), np.linalg.inv(B), B.T @ B, q, tol_q * tol_q, _CENTERING_CODE[centering]
     )
     # refine the best few: a coarse seed rotation may index too few peaks until refined
-    best: tuple[int, float, np.ndarray, np.ndarray, np.ndarray] | None = None
+    best: tuple[int, float, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     for m in np.argsort(-counts, kind="stable")[:n_refine]:
         if counts[m] < 3:
             break
-        got = _refine(rots[m], B, Binv, q, fraction, centering, 1.0 / wavelength_angstrom)
+        got = _refine(rots[m], cell, centering, q, tol_q, 1.0 / wavelength_angstrom, cell_tolerance)
         if got is None:
             continue
-        U, hi, sel = got
-        pred = hi[sel] @ (U @ B).T
+        U, Bc, hi, sel = got
+        pred = hi[sel] @ (U @ Bc).T
         rms = float(np.sqrt(np.mean(np.sum((q[sel] - pred) ** 2, axis=1))))
         if best is None or (int(sel.sum()), -rms) > (best[0], -best[1]):
-            best = (int(sel.sum()), rms, U, hi, sel)
+            best = (int(sel.sum()), rms, U, Bc, hi, sel)
     if best is None or best[0] < need:
         return None
-    n_ok, rms, U, hi, sel = best
-    return IndexResult(rotation=U, basis=U @ B, hkl=hi, indexed=sel, n_indexed=n_ok, rms_residual=rms)
+    n_ok, rms, U, Bc, hi, sel = best
+    return IndexResult(rotation=U, basis=U @ Bc, hkl=hi, indexed=sel, n_indexed=n_ok, rms_residual=rms)
 
 
-def _refine(U, B, Binv, q, fraction, centering, k):
-    """Reassign indices and refit (Kabsch, then the weighted fit); None with < 3 indexed."""
+def _refine(U, cell, centering, q, tol_q, k, cell_tolerance):
+    """Reassign indices and refit: the rotation (Kabsch), then — when ``cell_tolerance`` —
+    the whole basis by linear least squares (kept while the cell stays within the
+    tolerance of the target), then the rotation by the Ewald-weighted fit in the refined
+    cell. (U, B of the refined cell, hkl, indexed) or None with < 3 indexed."""
+    B = reciprocal_basis(cell)
     for _ in range(4):
-        _, hi, ok = _score(U[None], Binv, q, fraction, centering)
+        _, hi, ok = _score(U[None], B, q, tol_q, centering)
         sel = ok[0]
         if sel.sum() < 3:
             return None
         U = _kabsch(hi[0][sel].astype(np.float64) @ B.T, q[sel])
-    U = _refine_weighted(U, hi[0][sel].astype(np.float64) @ B.T, q[sel], k)
-    _, hi, ok = _score(U[None], Binv, q, fraction, centering)
+    h = hi[0][sel].astype(np.float64)
+    if cell_tolerance > 0:
+        B0 = B
+        for _ in range(4):
+            if len(h) < 12:  # refine only when well over-determined
+                break
+            # the lengths only (angles kept): B' = B0·diag(t), q ≈ U·B0·diag(t)·h, linear in t
+            X = (U @ B0)[None, :, :] * h[:, None, :]  # (n, 3 components, 3 parameters)
+            A = np.einsum("nci,ncj->ij", X, X)
+            t = np.linalg.solve(A, np.einsum("nci,nc->i", X, q[sel]))
+            if not np.all(np.abs(t - 1) <= cell_tolerance):
+                break
+            Bn = B0 * t[None, :]
+            Un = _kabsch(h @ Bn.T, q[sel])
+            _, hn, okn = _score(Un[None], Bn, q, tol_q, centering)
+            if okn[0].sum() <= sel.sum():  # kept only when it indexes more peaks
+                break
+            U, B, sel, h = Un, Bn, okn[0], hn[0][okn[0]].astype(np.float64)
+    U = _refine_weighted(U, h @ B.T, q[sel], k)
+    _, hi, ok = _score(U[None], B, q, tol_q, centering)
     if ok[0].sum() < 3:
         return None
-    return U, hi[0], ok[0]
+    return U, B, hi[0], ok[0]
