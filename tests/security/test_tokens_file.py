@@ -63,6 +63,21 @@ BAD = [
         ],
         "tokens[1] (subject 'mallory') repeats the token of tokens[0]; every token must be unique",
     ),
+    # a proposal name fills one path component: 'AB/1' would lie inside proposal AB's folder
+    # ('/data/{proposal}/' -> /data/AB/1/), '..' above every proposal's
+    (
+        [{"token": "secret-a", "subject": "alice", "proposals": ["AB/1"]}],
+        "tokens[0] (subject 'alice'): proposals: Value error, proposal 'AB/1': a proposal name fills one path",
+    ),
+    (
+        [{"token": "secret-a", "subject": "alice", "proposals": ["pA", ".."]}],
+        "tokens[0] (subject 'alice'): proposals: Value error, proposal '..': a proposal name fills one path",
+    ),
+    (
+        [{"token": "secret-a", "subject": "alice", "proposals": ["AB%2f1"]}],
+        "proposal 'AB%2f1': a proposal name fills one path",
+    ),
+    ([{"token": "secret-a", "subject": "alice", "proposals": ["pA\\x"]}], "a proposal name fills one path"),
 ]
 
 

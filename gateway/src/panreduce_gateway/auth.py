@@ -68,6 +68,19 @@ class TokenEntry(pydantic.BaseModel):
                 raise ValueError("sha256: must be followed by 64 hex digits")
         return value
 
+    @pydantic.field_validator("proposals")
+    @classmethod
+    def _proposal_names(cls, value: list[str]) -> list[str]:
+        # a proposal fills one path component of the allowed prefixes (locations.resolve_prefixes):
+        # 'AB/1' would lie inside proposal AB's folder, '.' or '..' above every proposal's
+        for name in value:
+            if name in (".", "..") or any(c in name for c in "/\\%") or not name.isprintable() or name != name.strip():
+                raise ValueError(
+                    f"proposal {name[:80]!r}: a proposal name fills one path component (no '/', '\\', '%', "
+                    "control characters or surrounding spaces; not '.' or '..')"
+                )
+        return value
+
     @pydantic.model_validator(mode="after")
     def _scope(self) -> TokenEntry:
         if not self.admin and not self.proposals:
