@@ -83,8 +83,17 @@ class CbfImage:
 
 def is_packed_cbf(path: Path) -> bool:
     """True when the first binary section of ``path`` is CBF_PACKED or CBF_PACKED_V2."""
-    with open(path, "rb") as f:
-        head = f.read(MAX_HEADER_BYTES)
+    head = b""
+    with open(path, "rb") as f:  # the text up to the first binary marker, 1 MiB at a time
+        while len(head) < MAX_HEADER_BYTES:
+            more = f.read(1 << 20)
+            head += more
+            at = head.find(MARKER)
+            if at >= 0:
+                head = head[:at]
+                break
+            if not more:
+                break
     m = re.search(rb'conversions\s*=\s*"?x-CBF_([A-Z0-9_]+)', head)
     return m is not None and m.group(1).startswith(b"PACKED")
 
