@@ -204,3 +204,34 @@ def _wide(path, n=600):
         for i in range(n):
             f.create_dataset(f"d{i}", data=i)
     return path
+
+
+def test_a_reference_to_a_missing_file_in_another_proposals_folder_is_refused(site, tmp_path):
+    """A link to a file B has not made yet (absolute, or ``../propB/``) would be followed
+    once B makes it, in the gap between the check and the read: refused now. A missing file
+    in the caller's own folder, or under a folder above every proposal's (the original
+    facility's path in a real file, such as /dls/...), stays allowed: nothing of another
+    proposal's can appear there."""
+    from panreduce.locations import check_hdf5_references, hdf5_roots
+
+    a = site.data / "propA" / "missing"
+    a.mkdir(parents=True, exist_ok=True)
+    future = site.data / "propB" / "not-yet.nxs"
+    assert future.parent.is_dir() and not future.exists()
+    cases = {
+        "absolute": _external_link(a / "abs.nxs", future),
+        "relative": _external_link(a / "rel.nxs", "../../propB/not-yet.nxs"),
+        "virtual": _virtual(a / "vds.nxs", future),
+    }
+    for kind, path in cases.items():
+        with h5py.File(path, "r") as f, pytest.raises(errors.PermissionDenied, match="does not exist"):
+            check_hdf5_references(f, path, hdf5_roots(path))
+        assert not future.exists(), kind
+    harmless = {
+        "own folder": _external_link(a / "own.nxs", "later/part.h5"),
+        "above every proposal": _external_link(a / "facility.nxs", "/dls/i16/data/2024/cm1234-1/part.h5"),
+    }
+    for kind, path in harmless.items():
+        with h5py.File(path, "r") as f:
+            check_hdf5_references(f, path, hdf5_roots(path))  # no error
+        assert path.exists(), kind

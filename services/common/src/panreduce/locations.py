@@ -507,9 +507,23 @@ def check_hdf5_references(
                         f"{name}: {ref.kind} of {ref.where} names a file pattern "
                         f"{shown(ref.target, 120)!r}, which is not followed"
                     )
+                workdir = {Path.cwd() / ref.target} if not Path(ref.target).is_absolute() else set()
                 for cand in {c for parent in parents for c in _candidates(ref.target, parent)}:
                     real = real_path(str(cand))
-                    if not real.exists():  # the library cannot open it there
+                    if not real.exists():  # the library cannot open it there now
+                        if cand not in workdir and not _may_appear(real, roots):
+                            # a file made there after this check (another proposal's, in the gap
+                            # before the reader follows the name) would be read: refused as if it were
+                            log.warning(
+                                "refused %s: %s of %s names a missing file outside the caller's locations",
+                                name,
+                                ref.kind,
+                                ref.where,
+                            )
+                            raise errors.PermissionDenied(
+                                f"{name}: the {ref.kind} of {ref.where} names a file that does not exist, in a "
+                                "folder outside the locations this request may read; it is not followed"
+                            )
                         continue
                     if not any(real == r or r in real.parents for r in roots):
                         log.warning(
@@ -532,6 +546,15 @@ def check_hdf5_references(
     finally:
         for o in opened:
             o.close()
+
+
+def _may_appear(missing: Path, roots: list[Path]) -> bool:
+    """Whether a file that does not exist at ``missing`` (resolved as far as it exists) is
+    harmless to name: its nearest existing folder is one of ``roots``, inside one, or a folder
+    above them (``/``, the data tree: a file there is no other proposal's). A missing file
+    in another proposal's folder is not."""
+    folder = next((p for p in missing.parents if p.exists()), Path("/"))
+    return any(folder == r or r in folder.parents or folder in r.parents for r in roots)
 
 
 def hdf5_roots(path: Path | str, extra: Iterable[Path] = ()) -> list[Path]:
