@@ -472,7 +472,9 @@ class GatewayService(pb_grpc.ReducerServicer):
             if existing is not None:
                 return existing
         inputs, output = self._check_request_uris(identity, proposal, request)
-        check_inputs_exist(self.stores, inputs)
+        # a plain/file:// path (a beamline mount) is the service's to find: it may be mounted
+        # there and not here; the service's validate_only check below refuses a missing one
+        check_inputs_exist(self.stores, [u for u in inputs if self.stores.for_uri(u) is not self.stores.local])
         check_output_location(self.stores, request.output)
         job_id = new_job_id()
         req = pb.ReduceRequest()
