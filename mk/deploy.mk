@@ -12,7 +12,7 @@ images: setup ## build the container images with podman (IMAGES="gateway scan" f
 images-check: setup ## build the gateway and scan images, run them with podman, check health, Describe and SIGTERM (slow: minutes)
 	$(PY) scripts/images.py check
 
-images-rehearsal: setup ## run the chart's gateway + scan pods with podman kube play, reduce an I16 scan through them, take them down (after images-check)
+images-rehearsal: setup ## run the chart's gateway + scan pods with podman kube play, reduce an I16 scan (upload, and by path on a data mount the gateway lacks), run the helm-test pods (validate), take them down (after images-check)
 	$(PY) scripts/rehearsal.py
 
 sbom: setup ## an SBOM per image (CycloneDX 1.5 JSON from uv.lock) into dist/sbom/ (GPU=1 adds the CUDA variants)

@@ -283,3 +283,60 @@ def test_helm_cli_is_the_pinned_release(helm_cli):
     # a second call reuses the installed CLI
     again = subprocess.run([str(ROOT / "scripts" / "chart-helm.sh")], capture_output=True, text=True, check=True)
     assert again.stdout.strip() == helm_cli and again.stderr == ""
+
+
+def test_rehearsal_mounts_the_data_in_the_scan_pod_and_the_validate_pod_only(tmp_path):
+    """The rehearsal's beamline mount (data_values): the data folder read-only in the scan pod
+    and the helm-test validate pod at tests.validate.dataPath, never in the gateway; the hook
+    Pods are split off (played after the deployment, as `helm test`) and routed to the gateway's
+    pod name, since podman has no Services."""
+    rehearsal = load_script("rehearsal")
+    values = yaml.safe_load((CHART / "values-rehearsal.yaml").read_text())
+    data = tmp_path / "data"
+    docs = [dict(d) for d in render_chart(values, rehearsal.data_values(data), with_tests=True)]
+    docs, tests = rehearsal.split_tests(rehearsal.podman_manifests(docs, tmp_path / "secrets"))
+    assert sorted(d["metadata"]["name"] for d in tests) == ["panreduce-test-describe", "panreduce-test-validate"]
+    assert all(d["kind"] == "Pod" for d in tests) and not [d for d in docs if d["kind"] == "Pod"]
+
+    def mounts(doc):
+        spec = rehearsal.pod_spec(doc)
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        return {
+            m["mountPath"]: (vols[m["name"]], m.get("readOnly"))
+            for c in spec["containers"]
+            for m in c.get("volumeMounts", [])
+        }
+
+    by_name = {d["metadata"]["name"]: d for d in docs + tests if rehearsal.pod_spec(d).get("containers")}
+    for name in ("panreduce-scan", "panreduce-test-validate"):
+        vol, read_only = mounts(by_name[name])[rehearsal.DATA_MOUNT]
+        assert vol["hostPath"]["path"] == str(data) and read_only is True, name
+    assert rehearsal.DATA_MOUNT not in mounts(by_name["panreduce-gateway"])
+    assert not [
+        v
+        for v in rehearsal.pod_spec(by_name["panreduce-gateway"])["volumes"]
+        if "hostPath" in v and v["hostPath"]["path"] == str(data)
+    ]
+    env = {
+        e["name"]: e.get("value")
+        for e in rehearsal.pod_spec(by_name["panreduce-test-validate"])["containers"][0]["env"]
+    }
+    assert env["PANREDUCE_DATA"] == rehearsal.DATA_MOUNT
+    rehearsal.route_to_pods(tests, {"panreduce-gateway": "panreduce-gateway-pod-0"})
+    for d in tests:
+        args = rehearsal.pod_spec(d)["containers"][0]["args"]
+        assert "panreduce-gateway-pod-0:50050" in args and "panreduce-gateway:50050" not in args, d["metadata"]["name"]
+
+
+def test_rehearsal_reads_the_validate_table():
+    rehearsal = load_script("rehearsal")
+    table = (
+        "technique  case        figure       expected  got       tolerance  pass\n"
+        "scan       i16-794934  peak centre  30.0106   30.0105   ± 0.002    PASS\n"
+        "scan       i16-794934  peak FWHM    0.096933  0.2       ± 5%       FAIL\n"
+        "sans       sans-1      I(Q)         1         -          ± 5%       SKIP (technique 'sans' is not installed)\n"
+    )
+    rows = rehearsal.validate_rows(table, "scan")
+    assert [r[2] for r in rows] == ["peak centre", "peak FWHM"]
+    assert [r[-1] for r in rows] == ["PASS", "FAIL"]
+    assert rehearsal.validate_rows(table, "tomography") == []
