@@ -94,6 +94,23 @@ class Site:
         return self.data / "propB" / "secret.nxs"
 
 
+def two_proposal_access(root: Path, data: Path) -> Access:
+    """Access for alice (token-a, propA) and bob (token-b, propB), each limited to
+    ``data/<proposal>/``; the tokens file is written in ``root``."""
+    tokens = root / "tokens.json"
+    tokens.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"token": "token-a", "subject": "alice", "proposals": ["propA"]},
+                    {"token": "token-b", "subject": "bob", "proposals": ["propB"]},
+                ]
+            }
+        )
+    )
+    return Access([StaticTokens.from_file(tokens)], prefixes=[str(data) + "/{proposal}/"])
+
+
 @contextmanager
 def two_proposals(tmp_path: Path, job_store: JobStore | None = None) -> Iterator[Site]:
     """The site; ``job_store``: the gateway's job table (default in memory)."""
@@ -105,18 +122,7 @@ def two_proposals(tmp_path: Path, job_store: JobStore | None = None) -> Iterator
     np.save(data / "propAB" / "v.npy", np.full(3, SECRET))
     write_nexus(data / "propA" / "mine.nxs", 2.0)
     write_nexus(data / "propB" / "secret.nxs", SECRET, SECRET_TEXT)
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(
-        json.dumps(
-            {
-                "tokens": [
-                    {"token": "token-a", "subject": "alice", "proposals": ["propA"]},
-                    {"token": "token-b", "subject": "bob", "proposals": ["propB"]},
-                ]
-            }
-        )
-    )
-    access = Access([StaticTokens.from_file(tokens)], prefixes=[str(data) + "/{proposal}/"])
+    access = two_proposal_access(tmp_path, data)
     stores = Stores(tmp_path / "store")
     toy = start_technique(Toy, stores=stores)
     h5 = start_technique(H5Sum, stores=stores)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+from locations_support import two_proposal_access
 from redteam_files import B_VALUE, attacks, edf, ome_xml
 
 from panreduce import errors, locations
@@ -29,7 +29,6 @@ from panreduce.client import Client
 from panreduce.kit.server import start_technique
 from panreduce.serving import start_server
 from panreduce.storage import Stores
-from panreduce_gateway.auth import Access, StaticTokens
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 from panreduce_saxs.technique import Technique as Saxs
 from panreduce_serial_crystallography.technique import Technique as Serial
@@ -58,18 +57,7 @@ def site(tmp_path_factory):
     data = root / "data"
     (data / "propA").mkdir(parents=True)
     (data / "propB").mkdir(parents=True)
-    tokens = root / "tokens.json"
-    tokens.write_text(
-        json.dumps(
-            {
-                "tokens": [
-                    {"token": "token-a", "subject": "alice", "proposals": ["propA"]},
-                    {"token": "token-b", "subject": "bob", "proposals": ["propB"]},
-                ]
-            }
-        )
-    )
-    access = Access([StaticTokens.from_file(tokens)], prefixes=[str(data) + "/{proposal}/"])
+    access = two_proposal_access(root, data)
     stores = Stores(root / "store")
     saxs = start_technique(Saxs, stores=stores)
     stem = start_technique(Stem4d, stores=stores)
