@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -71,15 +72,20 @@ def pod_spec(doc: dict) -> dict:
     return (spec.get("template") or {}).get("spec") or {}
 
 
-def data_values(data: Path, mount: str = DATA_MOUNT) -> dict:
-    """Values that mount the data folder read-only (hostPath) into the scan pod only, and into
-    the helm-test validate pod at the same path (tests.validate.dataPath): the chart's
-    extraVolumes for a beamline filesystem; the gateway gets no mount."""
+def data_values(data: Path, mount: str = DATA_MOUNT, also: Sequence[str] = ()) -> dict:
+    """Values that mount the data folder read-only (hostPath) into the scan pod only (and the
+    pods of the techniques ``also`` enabled, routed by their pod names), and into the helm-test
+    validate pod at the same path (tests.validate.dataPath): the chart's extraVolumes for a
+    beamline filesystem; the gateway gets no mount."""
     volume = [{"name": "beamline", "hostPath": {"path": str(data), "type": "Directory"}}]
     mounts = [{"name": "beamline", "mountPath": mount, "readOnly": True}]
+    techniques: dict[str, dict] = {"scan": {"extraVolumes": volume, "extraVolumeMounts": mounts}}
+    for name in also:
+        techniques[name] = {"enabled": True, "extraVolumes": volume, "extraVolumeMounts": mounts}
     return {
         "allowHostPath": True,
-        "techniques": {"scan": {"extraVolumes": volume, "extraVolumeMounts": mounts}},
+        "techniques": techniques,
+        "gateway": {"routes": {name: f"panreduce-{name.replace('_', '-')}-pod-0:50051" for name in also}},
         "tests": {
             "enabled": True,
             "validate": {"enabled": True, "dataPath": mount, "extraVolumes": volume, "extraVolumeMounts": mounts},
@@ -222,9 +228,10 @@ def reduce_checked(cli: str, gateway: str, inputs: list[str], file_name: str, ch
     return True
 
 
-def run_tests(manifest: Path, tests: list[dict], timeout: float) -> bool:
+def run_tests(manifest: Path, tests: list[dict], timeout: float, techniques: Sequence[str] = ("scan",)) -> bool:
     """`helm test` without a cluster: play the hook Pods, wait for each container, print its
-    log; every one must exit 0, and validate must have PASS rows for scan and no FAIL/ERROR."""
+    log; every one must exit 0, and validate must have PASS rows for scan and no FAIL/ERROR
+    row for any installed technique."""
     run(["podman", "kube", "play", "--network", NETWORK, str(manifest)])
     ok = True
     for doc in tests:
@@ -244,12 +251,13 @@ def run_tests(manifest: Path, tests: list[dict], timeout: float) -> bool:
             if code != "0":
                 ok = False
             if container["name"] == "validate":
-                rows = validate_rows(out, "scan")
-                passed = [r for r in rows if r[-1].startswith("PASS")]
-                bad = [r for r in rows if not r[-1].startswith("PASS")]
-                say(f"validate: {len(passed)} PASS row(s) for scan, {len(bad)} other")
-                if not passed or bad:
-                    ok = False
+                for technique in techniques:
+                    rows = validate_rows(out, technique)
+                    passed = [r for r in rows if r[-1].startswith("PASS")]
+                    bad = [r for r in rows if not r[-1].startswith("PASS")]
+                    say(f"validate: {len(passed)} PASS row(s) for {technique}, {len(bad)} other")
+                    if bad or (technique == "scan" and not passed):
+                        ok = False
     return ok
 
 
@@ -258,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scan", type=Path, default=DEFAULT_SCAN, help="the NeXus scan file to upload and reduce")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the gateway to list scan")
     p.add_argument("--test-timeout", type=float, default=300.0, help="seconds for each helm-test pod")
+    p.add_argument(
+        "--also",
+        nargs="*",
+        default=[],
+        metavar="TECHNIQUE",
+        help="techniques to run beside scan (their images built), with the data mount; validate runs their cases",
+    )
     p.add_argument("--keep", action="store_true", help="leave the pods running (take them down by hand)")
     args = p.parse_args(argv)
     if not args.scan.is_file():
@@ -270,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="panreduce-rehearsal-"))
     work.chmod(0o755)
     data = DATA.resolve()
-    (work / "data-values.yaml").write_text(yaml.safe_dump(data_values(data)))
+    (work / "data-values.yaml").write_text(yaml.safe_dump(data_values(data, also=args.also)))
+    installed = ["scan", *args.also]
     helm = run([str(ROOT / "scripts" / "chart-helm.sh")]).stdout.strip()
     rendered = run(
         [
@@ -310,13 +326,14 @@ def main(argv: list[str] | None = None) -> int:
         listed = None
         while time.monotonic() < deadline:
             listed = run([cli, "techniques", "--gateway", gateway], check=False)
-            if listed.returncode == 0 and listed.stdout.split()[:1] == ["scan"]:
+            names = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+            if listed.returncode == 0 and names >= set(installed):
                 break
             time.sleep(3)
         else:
-            say("the gateway did not list scan: " + (listed.stderr.strip()[-500:] if listed else ""))
+            say(f"the gateway did not list {installed}: " + (listed.stderr.strip()[-500:] if listed else ""))
             return 1
-        say(f"gateway lists scan after {time.monotonic() - t0:.0f} s")
+        say(f"gateway lists {installed} after {time.monotonic() - t0:.0f} s")
         default = args.scan == DEFAULT_SCAN
         if not reduce_checked(cli, gateway, [str(args.scan), "--upload"], args.scan.name, default):
             return 1
@@ -338,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = run([cli, "jobs", "list", "--gateway", gateway], check=False)
         print(jobs.stdout[-1000:])
         t1 = time.monotonic()
-        if not run_tests(test_manifest, tests, args.test_timeout):
+        if not run_tests(test_manifest, tests, args.test_timeout, installed):
             say("the helm-test pods failed")
             return 1
         say(f"helm-test pods passed in {time.monotonic() - t1:.0f} s")

@@ -340,3 +340,25 @@ def test_rehearsal_reads_the_validate_table():
     assert [r[2] for r in rows] == ["peak centre", "peak FWHM"]
     assert [r[-1] for r in rows] == ["PASS", "FAIL"]
     assert rehearsal.validate_rows(table, "tomography") == []
+
+
+def test_rehearsal_also_runs_other_techniques_with_the_mount(tmp_path):
+    """--also saxs stem4d: their pods are enabled, mount the data read-only like scan, and the
+    gateway routes them by pod name (podman has no Services); the gateway still mounts nothing."""
+    rehearsal = load_script("rehearsal")
+    values = yaml.safe_load((CHART / "values-rehearsal.yaml").read_text())
+    docs = [dict(d) for d in render_chart(values, rehearsal.data_values(tmp_path, also=["saxs", "stem4d"]))]
+    pods = {d["metadata"]["name"]: rehearsal.pod_spec(d) for d in docs if d["kind"] == "Deployment"}
+    assert set(pods) == {"panreduce-gateway", "panreduce-scan", "panreduce-saxs", "panreduce-stem4d"}
+    for name in ("panreduce-scan", "panreduce-saxs", "panreduce-stem4d"):
+        (mount,) = [m for m in pods[name]["containers"][0]["volumeMounts"] if m["mountPath"] == rehearsal.DATA_MOUNT]
+        assert mount["readOnly"] is True, name
+    gateway = pods["panreduce-gateway"]["containers"][0]
+    assert not [m for m in gateway["volumeMounts"] if m["mountPath"] == rehearsal.DATA_MOUNT]
+    routes = {e["name"]: e.get("value") for e in gateway["env"]}["PANREDUCE_ROUTES"]
+    for route in (
+        "scan=panreduce-scan-pod-0:50051",
+        "saxs=panreduce-saxs-pod-0:50051",
+        "stem4d=panreduce-stem4d-pod-0:50051",
+    ):
+        assert route in routes, routes
