@@ -95,5 +95,9 @@ def test_panreduce_web_in_front_of_a_gateway(site, tmp_path):
             assert c.post("/login", data={"csrf": csrf, "token": "token-b", "next": "/"}).status_code == 303
             rows = c.get("/api/jobs").json()["jobs"]
             assert {r["proposal"] for r in rows} == {"propB"}
+        # SIGTERM (Kubernetes' stop, the image's STOPSIGNAL) drains and exits 0, not 143
+        proc.terminate()
+        assert proc.wait(30) == 0, proc.stderr.read()[-2000:]
     finally:
-        stop(proc)
+        if proc.poll() is None:
+            stop(proc)

@@ -3,6 +3,7 @@ thread beside the embedded platform (``panreduce serve``)."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -113,4 +114,10 @@ def serve_web(config: WebConfig, *, host: str, port: int, tls: tuple[Path, Path]
     kwargs: dict[str, Any] = {}
     if tls is not None:
         kwargs.update(ssl_certfile=str(tls[0]), ssl_keyfile=str(tls[1]))
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False, **kwargs)
+    # uvicorn drains on SIGTERM and then raises the signal again with the handler it found: a
+    # no-op one makes a drained stop exit 0, as the gRPC services do (not 143, "killed")
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False, **kwargs)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
