@@ -76,16 +76,27 @@ def test_a_file_written_just_now_is_not_remembered(tmp_path, walks):
 
 
 def test_remembered_names_are_resolved_again_on_every_check(tmp_path, walks):
-    """A link to a file that does not exist yet passes (the library cannot follow it);
-    once the target appears outside the roots, the same remembered listing is refused."""
+    """The remembered listing is resolved again on every check: a link to a file that does
+    not exist yet, in a folder outside the roots, is refused as missing (a file made there
+    later would be followed); once the target appears, the same listing is refused as
+    pointing outside; a link to a file not made yet inside the roots passes, and is refused
+    once it resolves outside (the name turned into a link)."""
     inside, outside = tmp_path / "a", tmp_path / "b"
     inside.mkdir()
     outside.mkdir()
     data = inside / "scan.nxs"
     _write(data, link_to=outside / "later.nxs")
     time.sleep(0.1)
-    _check(data, [inside])
+    with pytest.raises(errors.PermissionDenied, match="does not exist"):
+        _check(data, [inside])
     _write(outside / "later.nxs")
     with pytest.raises(errors.PermissionDenied, match="points outside"):
         _check(data, [inside])
-    assert walks == [str(data)]
+    own = inside / "own.nxs"
+    _write(own, link_to=inside / "part.nxs")
+    time.sleep(0.1)
+    _check(own, [inside])  # not made yet, in the caller's own folder: allowed
+    (inside / "part.nxs").symlink_to(outside / "later.nxs")
+    with pytest.raises(errors.PermissionDenied, match="points outside"):
+        _check(own, [inside])
+    assert walks == [str(data), str(own)]
