@@ -5,7 +5,8 @@ and proposal '..' wrote its uploads outside the uploads area, into the store's r
 job of '..' had the whole store in its scope). Now the area is the proposal verbatim, or
 the upload is FAILED_PRECONDITION and the job's scope has no uploads area; and such a
 proposal names no location at all (proposal '.' had the whole data tree as its prefix). Real toy service
-behind a real gateway with a tokens file and ``--allowed-prefix DATA/{proposal}/``."""
+behind a real gateway with ``--allowed-prefix DATA/{proposal}/``, the identities as an OIDC proposals
+claim would give them (a tokens file refuses these names at start)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,28 @@ from panreduce.kit.toy import Toy
 from panreduce.scope import job_scope
 from panreduce.serving import start_server
 from panreduce.storage import Stores
-from panreduce_gateway.auth import Access, StaticTokens
+from panreduce_gateway.auth import Access, Authenticator, Identity, StaticTokens, TokensFileError
 from panreduce_gateway.gateway import GatewayConfig, GatewayService
 
 SECRET = 73519.25
 MEMBERS = {"alice": "AB1", "bob": "AB/1", "carol": "..", "dave": "Müller-2.1", "eve": "."}
+
+
+class ClaimedProposals(Authenticator):
+    """Identities as an OIDC provider's proposals claim gives them: ``t-<member>`` is the
+    member of ``MEMBERS[member]``, whatever the name (no tokens-file validation)."""
+
+    def identify(self, token: str) -> Identity | None:
+        member = token.removeprefix("t-")
+        return Identity(member, frozenset([MEMBERS[member]])) if member in MEMBERS else None
+
+
+def test_a_tokens_file_refuses_these_names_at_start(tmp_path):
+    tokens = tmp_path / "tokens.json"
+    for name in ("AB/1", "..", "."):
+        tokens.write_text(json.dumps({"tokens": [{"token": "t", "subject": "x", "proposals": [name]}]}))
+        with pytest.raises(TokensFileError, match="fills one path component"):
+            StaticTokens.from_file(tokens)
 
 
 @pytest.fixture
@@ -36,11 +54,9 @@ def site(tmp_path):
     np.save(data / "AB/1" / "secret.npy", np.full(3, SECRET))
     np.save(data / "AB1" / "v.npy", np.arange(5.0))
     np.save(data / "Müller-2.1" / "v.npy", np.arange(3.0))
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(
-        json.dumps({"tokens": [{"token": f"t-{k}", "subject": k, "proposals": [v]} for k, v in MEMBERS.items()]})
-    )
-    access = Access([StaticTokens.from_file(tokens)], prefixes=[str(data) + "/{proposal}/"])
+    # a tokens file refuses such names at start (test_tokens_file.py); an OIDC provider's
+    # proposals claim can still carry them, so the identities come from claims here
+    access = Access([ClaimedProposals()], prefixes=[str(data) + "/{proposal}/"])
     stores = Stores(tmp_path / "store")
     toy = start_technique(Toy, stores=stores)
     gateway = GatewayService({"toy": toy.address}, stores=stores, config=GatewayConfig(access=access))
